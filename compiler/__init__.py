@@ -1,0 +1,17 @@
+"""etch's front half: the IR, ONNX import/export, the reference interpreter and the driver.
+
+`compiler.compile(model, target=...)` is the Python entry point (see `compiler.driver`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def compile(model: Any, target: str = "cpu", **options: Any) -> Any:  # noqa: A001
+    """Compile an ONNX model (path or ModelProto) for `target`; see `compiler.driver.compile`."""
+    from compiler import driver
+
+    return driver.compile(model, target=target, **options)

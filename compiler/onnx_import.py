@@ -1,0 +1,263 @@
+"""ONNX -> IR.
+
+Steps: load (external data included), fix input dims from `input_shapes`, run ONNX shape
+inference, then walk the nodes: each is renamed into etch's op namespace, upgraded to its
+canonical (opset 21) form by its op's `upgrade` hook, and folded to a constant when its
+inputs are constants (or when only input *shapes* matter, as for Shape/Size). Output shapes
+come from the op's shape rule, so every value ends up static or the import fails naming the
+node that made it dynamic.
+
+Errors (all `EtchError`, one line): unreadable file, unsupported op (names every such op
+and node, and what is supported), dynamic input dimension without an override, a shape that
+stays dynamic, an opset outside 9..21.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from compiler import ops, reference
+from compiler.errors import EtchError
+from compiler.ir import Graph, Node, Value
+
+MIN_OPSET, MAX_OPSET = 9, 21
+# Outputs depend only on input shapes, which are static: always foldable.
+SHAPE_OF = frozenset({"Shape", "Size"})
+# Never folded even with constant inputs: they carry the quantisation the user gave.
+KEEP = frozenset({"DequantizeLinear", "QuantizeLinear", "com.microsoft.MatMulNBits"})
+FOLD_LIMIT = 1 << 24  # elements; larger constant results stay as nodes
+
+
+def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Read a ModelProto from a path, bytes or a ModelProto (copied), external data included."""
+    if isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+        return proto
+    try:
+        if isinstance(model, bytes):
+            return onnx.load_from_string(model)
+        path = Path(model)
+        if not path.is_file():
+            raise EtchError(f"{path}: no such model file")
+        return onnx.load(str(path), load_external_data=True)
+    except EtchError:
+        raise
+    except Exception as e:  # protobuf and onnx raise many types for a bad file
+        raise EtchError(f"cannot read ONNX model {str(model)[:200]}: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse `NAME=1x3x224x224` (the --input-shape syntax)."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
+    except ValueError:
+        shape = (-1,)
+    if not sep or not name or any(d <= 0 for d in shape):
+        raise EtchError(f"bad --input-shape {text!r}: expected NAME=D1xD2x... with positive dims")
+    return name, shape
+
+
+def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
+    """ONNX model (path, bytes or ModelProto) -> a verified IR Graph with static shapes."""
+    proto = load_model(model)
+    opset = _default_opset(proto)
+    graph = Graph(_graph_name(proto))
+    graph.opset = opset
+    inits = {t.name for t in proto.graph.initializer}
+    _add_initializers(graph, proto)
+    _add_inputs(graph, proto, inits, dict(input_shapes or {}))
+    _check_supported(proto)
+    for i, node_proto in enumerate(proto.graph.node):
+        _import_node(graph, node_proto, i, opset)
+    graph.outputs = [o.name for o in proto.graph.output]
+    for o in graph.outputs:
+        if o not in graph.values:
+            raise EtchError(f"graph output {o!r} is not produced by any node")
+    graph.prune()
+    graph.verify()
+    return graph
+
+
+def _graph_name(proto: onnx.ModelProto) -> str:
+    return proto.graph.name or "model"
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            if not MIN_OPSET <= imp.version <= MAX_OPSET + 2:
+                raise EtchError(f"model uses ONNX opset {imp.version}; etch reads opsets "
+                                f"{MIN_OPSET} to {MAX_OPSET}")
+            return int(imp.version)
+    raise EtchError("model has no default-domain opset import")
+
+
+def _add_initializers(graph: Graph, proto: onnx.ModelProto) -> None:
+    for t in proto.graph.initializer:
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception as e:
+            raise EtchError(f"initializer {t.name!r} cannot be read: {_first_line(e)}") from e
+        graph.add_value(Value(t.name, tuple(int(d) for d in arr.shape), arr.dtype.name, arr))
+
+
+def _add_inputs(graph: Graph, proto: onnx.ModelProto, inits: set[str],
+                overrides: dict[str, tuple[int, ...]]) -> None:
+    names = [i.name for i in proto.graph.input if i.name not in inits]
+    unknown = set(overrides) - set(names)
+    if unknown:
+        raise EtchError(f"--input-shape names unknown input(s) {sorted(unknown)}; "
+                        f"the model's inputs are {names}")
+    for inp in proto.graph.input:
+        if inp.name in inits:
+            continue
+        ttype = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type"):
+            raise EtchError(f"input {inp.name!r} is not a tensor")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim]
+        shape = overrides.get(inp.name, tuple(dims))
+        if inp.name in overrides and len(shape) != len(dims):
+            raise EtchError(f"--input-shape {inp.name}: model input has rank {len(dims)}, "
+                            f"got {len(shape)} dims")
+        if inp.name not in overrides:
+            bad = [d.dim_param or "?" for d in ttype.shape.dim if not d.HasField("dim_value")]
+            if bad or any(d <= 0 for d in dims if d != -1):
+                example = "x".join("1" if d <= 0 else str(d) for d in dims)
+                raise EtchError(f"input {inp.name!r} has dynamic dimension(s) {bad}; fix them "
+                                f"with --input-shape {inp.name}={example}")
+        graph.add_value(Value(inp.name, tuple(int(d) for d in shape), dtype))
+        graph.inputs.append(inp.name)
+
+
+def op_name(node: onnx.NodeProto) -> str:
+    """The IR op name of an ONNX node: `Conv`, `com.microsoft.MatMulNBits`, `etch.LutGemm`."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+
+def _check_supported(proto: onnx.ModelProto) -> None:
+    table = ops.registry()
+    missing: dict[str, list[str]] = {}
+    for i, n in enumerate(proto.graph.node):
+        name = op_name(n)
+        if name != "Constant" and name not in table:
+            missing.setdefault(name, []).append(n.name or f"#{i}")
+    if missing:
+        what = "; ".join(f"{op} (node {', '.join(nodes[:3])}{', ...' if len(nodes) > 3 else ''})"
+                         for op, nodes in sorted(missing.items()))
+        raise EtchError(f"unsupported op(s): {what}. Supported: {', '.join(sorted(table))}")
+
+
+def attr_value(a: onnx.AttributeProto) -> Any:
+    """An ONNX attribute as a plain Python/numpy value (strings decoded)."""
+    if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+        raise EtchError(f"attribute {a.name!r} holds a subgraph; control flow is not supported")
+    v = onnx.helper.get_attribute_value(a)
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, list):
+        return [x.decode("utf-8", errors="replace") if isinstance(x, bytes) else x for x in v]
+    return v
+
+
+def _import_node(graph: Graph, proto: onnx.NodeProto, index: int, opset: int) -> None:
+    name = proto.name or f"{proto.op_type}_{index}"
+    attrs = {a.name: attr_value(a) for a in proto.attribute}
+    if op_name(proto) == "Constant":
+        _import_constant(graph, proto.output[0], attrs, name)
+        return
+    for i in proto.input:
+        if i and i not in graph.values:
+            raise EtchError(f"node {name} ({proto.op_type}) reads undefined value {i!r}")
+    node = Node(op_name(proto), list(proto.input), list(proto.output), attrs, name)
+    opdef = ops.get(node.op)
+    assert opdef is not None  # _check_supported ran first
+    start = len(graph.nodes)
+    graph.add_node(node)
+    if opdef.upgrade is not None:
+        opdef.upgrade(node, opset, graph)
+    # An upgrade may have inserted helper nodes before `node`: settle each in order.
+    for n in list(graph.nodes[start:]):
+        _settle(graph, n)
+
+
+def _import_constant(graph: Graph, out: str, attrs: dict, name: str) -> None:
+    if "value" in attrs:
+        arr = np.asarray(attrs["value"])
+    elif len(attrs) == 1:
+        key, val = next(iter(attrs.items()))
+        dtype = {"value_float": np.float32, "value_floats": np.float32,
+                 "value_int": np.int64, "value_ints": np.int64}.get(key)
+        if dtype is None:
+            raise EtchError(f"Constant {name}: attribute {key!r} is not supported")
+        arr = np.asarray(val, dtype=dtype)
+    else:
+        raise EtchError(f"Constant {name} has no value")
+    graph.add_value(Value(out, tuple(arr.shape), arr.dtype.name, arr))
+
+
+def _settle(graph: Graph, node: Node) -> None:
+    """Fold `node` to constants if possible, else give its outputs static shapes."""
+    values = [graph.values[i] if i else None for i in node.inputs]
+    foldable = node.op in SHAPE_OF or all(v is None or v.is_const for v in values)
+    if foldable and node.op not in KEEP:
+        outs = _evaluate(node, values, zeros_ok=node.op in SHAPE_OF)
+        if all(o.size <= FOLD_LIMIT for o in outs):
+            graph.remove_node(node)
+            for name, arr in zip(node.outputs, outs):
+                if name:
+                    graph.add_value(Value(name, tuple(arr.shape), arr.dtype.name, arr))
+            return
+    for name, (shape, dtype) in zip(node.outputs, infer_outputs(node, values)):
+        if name:
+            graph.add_value(Value(name, tuple(shape), dtype))
+
+
+def _evaluate(node: Node, values: list[Value | None], zeros_ok: bool) -> list[np.ndarray]:
+    args = []
+    for v in values:
+        if v is None:
+            args.append(None)
+        elif v.is_const:
+            args.append(v.data)
+        else:
+            args.append(np.zeros(v.shape, v.dtype) if zeros_ok else None)
+    try:
+        with np.errstate(all="ignore"):  # zero-filled stand-ins may divide by zero
+            return reference.run_node(node, args)
+    except EtchError:
+        raise
+    except Exception as e:
+        raise EtchError(f"node {node.name} ({node.op}) cannot be evaluated: "
+                        f"{_first_line(e)}") from e
+
+
+def infer_outputs(node: Node, values: list[Value | None]) -> list[tuple[tuple[int, ...], str]]:
+    """Output (shape, dtype) of `node`: the op's shape rule, else a run on zero inputs."""
+    opdef = ops.get(node.op)
+    assert opdef is not None
+    if opdef.infer is not None:
+        return opdef.infer(node.attrs, *values)
+    for k in opdef.shape_inputs:
+        v = values[k] if k < len(values) else None
+        if v is not None and not v.is_const:
+            raise EtchError(f"node {node.name} ({node.op}): input {node.inputs[k]!r} decides "
+                            f"the output shape but is computed at run time; etch needs static "
+                            f"shapes (fix input dims with --input-shape)")
+    outs = _evaluate(node, values, zeros_ok=True)
+    return [(tuple(int(d) for d in o.shape), o.dtype.name) for o in outs]

@@ -1,0 +1,84 @@
+"""The op table: every op's shape rule and reference semantics, in one place.
+
+Each family module (`elementwise`, `nn`, `tensor`, `reduce`, `quant`, `etch_ops`) exports
+`OPS: dict[str, OpDef]`; this module merges them into `REGISTRY`. Op names are ONNX's where
+ONNX has the op; etch's own ops are `etch.<Name>`; other domains are `<domain>.<Name>`
+(e.g. `com.microsoft.MatMulNBits`).
+
+An op's `run(attrs, *inputs) -> array | tuple[array, ...]` is its reference semantics; for
+integer ops it is the integer semantics of DESIGN.md. Omitted optional inputs arrive as None.
+`infer(attrs, *input_specs) -> list[(shape, dtype)]` is the shape rule; when an op has none,
+the shape rule is the reference run on zero-filled inputs (constants keep their data), which
+is exact because etch only admits ops whose output shapes depend on shapes and constants.
+`upgrade(node, opset, graph)` rewrites an older-opset form of the op into the canonical
+(opset 21) form at import: e.g. `Squeeze(axes=[0])` -> `Squeeze(x, axes_const)`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+Run = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One op: its name, reference semantics, optional explicit shape rule and upgrader."""
+
+    name: str
+    run: Run
+    infer: Callable[..., list[tuple[tuple[int, ...], str]]] | None = None
+    upgrade: Callable[..., None] | None = None
+    # Inputs whose *values* (not only shapes) decide output shapes; must be constants.
+    shape_inputs: tuple[int, ...] = ()
+
+
+def _merge() -> dict[str, OpDef]:
+    from compiler.ops import elementwise, etch_ops, nn, quant, reduce, tensor
+
+    table: dict[str, OpDef] = {}
+    for family in (elementwise, nn, tensor, reduce, quant, etch_ops):
+        for name, opdef in family.OPS.items():
+            assert name not in table, f"op {name} defined twice"
+            table[name] = opdef
+    return table
+
+
+@functools.cache
+def registry() -> dict[str, OpDef]:
+    """The merged op table (built on first use; treat it as read-only)."""
+    return _merge()
+
+
+def get(op: str) -> OpDef | None:
+    return registry().get(op)
+
+
+def as_list(out: Any) -> list[np.ndarray]:
+    """Normalise an op's return (array or tuple of arrays) to a list of arrays."""
+    if isinstance(out, (tuple, list)):
+        return [np.asarray(o) for o in out]
+    return [np.asarray(out)]
+
+
+# Named op sets, used by passes and backends (tinygrad's GroupOp idea).
+UNARY_ELEMENTWISE = frozenset({
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Erf", "Neg", "Abs",
+    "Reciprocal", "Clip", "HardSigmoid", "HardSwish", "Gelu", "Identity", "Cast", "Floor",
+    "Ceil", "Round", "Sign", "Softplus", "Elu", "Selu", "Not",
+})
+BINARY_ELEMENTWISE = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "PRelu",
+})
+ELEMENTWISE = UNARY_ELEMENTWISE | BINARY_ELEMENTWISE | {"Where", "Sum"}
+ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid",
+                         "HardSwish", "Gelu", "Erf", "Softplus", "Elu", "Selu"})
+REDUCTION = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
+                       "GlobalAveragePool", "GlobalMaxPool", "Softmax", "LogSoftmax"})
+LINEAR = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+SHAPE_ONLY = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
