@@ -1,0 +1,50 @@
+# etch: `make demo` and `make test` are the whole set-up on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+APT_STAMP := $(VENV)/.apt
+
+.PHONY: demo test test-all bench lint models clean venv system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[models,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages for the edge target (aarch64 cross compiler, qemu-user). Best effort:
+# where apt cannot run (not root, no network) the edge tests skip and say why.
+$(APT_STAMP): | $(STAMP)
+	-@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null) \
+	      || echo "note: could not install the aarch64 toolchain; edge tests will skip"; \
+	  fi; fi
+	touch $(APT_STAMP)
+
+system-deps: $(APT_STAMP)
+
+models: $(STAMP)
+	$(VENV)/bin/etch models build
+
+demo: $(STAMP) $(APT_STAMP)
+	$(VENV)/bin/etch demo
+
+test: $(STAMP) $(APT_STAMP)
+	$(VPY) -m pytest
+
+test-all: $(STAMP) $(APT_STAMP)
+	$(VPY) -m pytest -m '' 
+
+bench: $(STAMP) $(APT_STAMP)
+	$(VENV)/bin/etch bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check compiler passes backends runtime models benchmarks tests
+
+clean:
+	rm -rf .cache build *.egg-info

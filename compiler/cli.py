@@ -1,0 +1,249 @@
+"""The `etch` command line: compile, run, sim, inspect, models, bench, demo.
+
+Every user error is one line on stderr (`etch: error: ...`) and exit status 1; an internal
+error says so in one line and exits 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from compiler.errors import EtchError
+
+
+def _add_compile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile", help="compile an ONNX model for a target",
+                       description="Compile MODEL.onnx into an artifact directory.")
+    p.add_argument("model", help="the ONNX model file")
+    p.add_argument("--target", "-t", default="cpu", choices=["cpu", "cuda", "edge", "verilog",
+                                                              "ref"])
+    p.add_argument("-o", "--output", help="artifact directory (default: MODEL.TARGET.etch)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="fix or override an input's dims (repeatable)")
+    q = p.add_argument_group("quantisation")
+    q.add_argument("--bits", type=int, help="weight bits (1-8)")
+    q.add_argument("--ternary", action="store_true", help="ternary weights {-1,0,+1}")
+    q.add_argument("--group-size", type=int, help="quantisation group size along K")
+    q.add_argument("--quant", default="rtn", choices=["rtn", "gptq"])
+    q.add_argument("--per", default="oc", choices=["oc", "ic", "auto"])
+    q.add_argument("--calib", help="calibration inputs (.npz keyed like --inputs)")
+    q.add_argument("--int", action="store_true", help="cpu/edge: run the integer graph (WbA8)")
+    q.add_argument("--lut", action="store_true", help="LUT bit-serial GEMM for low-bit weights")
+    q.add_argument("--rearrange", action="store_true",
+                   help="rearrange channels to group outliers before quantising")
+    h = p.add_argument_group("hardware (verilog)")
+    h.add_argument("--engine", default="systolic", choices=["systolic", "adder-tree",
+                                                            "hardwired"])
+    h.add_argument("--pe", default="mac", choices=["mac", "booth", "bitserial"])
+    h.add_argument("--array", default="8x8", metavar="RxC")
+    h.add_argument("--area", action="store_true", help="run yosys for an area estimate")
+    b = p.add_argument_group("build")
+    b.add_argument("--tune", type=int, default=0, metavar="N", help="MetaSchedule trials")
+    b.add_argument("--no-fuse", action="store_true", help="skip layer fusion")
+    b.add_argument("--threads", type=int, help="CPU threads the artifact uses")
+    b.add_argument("--mcpu", help="override the detected CPU (e.g. znver3, cortex-a72)")
+    b.add_argument("--explain", action="store_true", help="print the pass list and node counts")
+    b.add_argument("--print-after", action="append", default=[], metavar="PASS")
+    b.add_argument("--dump-dir", help="write the graph as ONNX after every pass")
+    p.set_defaults(func=cmd_compile)
+
+
+def _compile_options(a: argparse.Namespace) -> dict:
+    from compiler.onnx_import import parse_shape
+
+    try:
+        rows, cols = (int(x) for x in a.array.lower().split("x"))
+    except ValueError:
+        raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
+    return dict(input_shapes=dict(parse_shape(s) for s in a.input_shape), bits=a.bits,
+                ternary=a.ternary, group_size=a.group_size, quant=a.quant, per=a.per,
+                calib=a.calib, int=a.int, lut=a.lut, rearrange=a.rearrange, engine=a.engine,
+                pe=a.pe, array=(rows, cols), area=a.area, tune=a.tune, fuse=not a.no_fuse,
+                threads=a.threads, mcpu=a.mcpu, dump_dir=a.dump_dir,
+                print_after=a.print_after)
+
+
+def cmd_compile(a: argparse.Namespace) -> int:
+    from compiler import driver
+
+    out = Path(a.output or f"{Path(a.model).stem}.{a.target}.etch")
+    with _progress("compile") as say:
+        art = driver.compile(a.model, a.target, progress=say, **_compile_options(a))
+        dest = art.save(out)
+    if a.explain:
+        print(art.explain())
+    print(f"wrote {dest} ({a.target}, {len(art.manifest['files'])} files, "
+          f"{art.manifest['compile_seconds']:.1f} s)")
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction, name: str, helptext: str) -> None:
+    p = sub.add_parser(name, help=helptext, description=helptext)
+    p.add_argument("artifact", help="artifact directory written by `etch compile`")
+    p.add_argument("--inputs", required=True, help=".npz keyed by the model's input names")
+    p.add_argument("--out", required=True, help=".npz to write, keyed by output names")
+    if name == "run":
+        p.add_argument("--rpc", metavar="HOST:PORT", help="run on a remote TVM RPC server")
+    else:
+        p.add_argument("--vcd", metavar="WAVE.vcd", help="dump waveforms")
+    p.set_defaults(func=cmd_run)
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """Arrays of an .npz file; EtchError if unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise EtchError(f"{path}: cannot read .npz: {e}") from e
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz atomically (temp file, then rename)."""
+    dest = Path(path)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    import runtime
+
+    manifest = runtime.read_manifest(a.artifact)
+    kwargs = {}
+    if getattr(a, "rpc", None):
+        kwargs["rpc"] = a.rpc
+    if a.command == "sim":
+        if manifest["target"] != "verilog":
+            raise EtchError(f"`etch sim` runs verilog artifacts; {a.artifact} is "
+                            f"{manifest['target']} (use `etch run`)")
+        kwargs["vcd"] = a.vcd
+    outputs = runtime.load(a.artifact, **kwargs).run(load_npz(a.inputs))
+    save_npz(a.out, outputs)
+    print(f"wrote {a.out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items()))
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from compiler import inspect_model
+
+    print(inspect_model.report(a.model, dict(_shapes(a.input_shape))))
+    return 0
+
+
+def _shapes(specs: list[str]) -> list[tuple[str, tuple[int, ...]]]:
+    from compiler.onnx_import import parse_shape
+
+    return [parse_shape(s) for s in specs]
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from models import zoo
+
+    names = a.names or None
+    if names:
+        unknown = sorted(set(names) - set(zoo.MODELS))
+        if unknown:
+            raise EtchError(f"unknown model(s) {unknown}; known: {', '.join(zoo.MODELS)}")
+    with _progress("models") as say:
+        paths = zoo.build(names, cache_dir=Path(a.cache) if a.cache else None,
+                          include_large=a.large, force=a.force, progress=say)
+    for name, path in paths.items():
+        print(f"{name:<28} {path}")
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from benchmarks import run as bench
+
+    return bench.main(a.rest)
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from compiler import demo
+
+    return demo.main(model=a.model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etch", description="etch: ONNX -> TVM and Verilog.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_compile(sub)
+    _add_run(sub, "run", "run an artifact on inputs from an .npz")
+    _add_run(sub, "sim", "simulate a verilog artifact with Verilator")
+    p = sub.add_parser("inspect", help="list a model's ops, shapes and target support")
+    p.add_argument("model")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224")
+    p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("models", help="build the model zoo")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="build")
+    b = msub.add_parser("build", help="build zoo models into the cache")
+    b.add_argument("names", nargs="*", help="models to build (default: all but large)")
+    b.add_argument("--large", action="store_true", help="also build the large GEMV models")
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.add_argument("--cache", help="cache directory (default: $ETCH_CACHE or .cache/models)")
+    b.set_defaults(func=cmd_models)
+    p = sub.add_parser("bench", help="run benchmarks (see benchmarks/)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("demo", help="compile the digits model for every target and compare")
+    p.add_argument("--model", default="digits_mlp")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+class _progress:
+    """A progress line on stderr for steps that take a while (tqdm; silent when not a tty)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.bar = None
+
+    def __enter__(self) -> Callable[[str], None]:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=self.what, bar_format="{desc}: {postfix} [{elapsed}]",
+                        disable=not sys.stderr.isatty(), leave=False)
+        return lambda step: self.bar.set_postfix_str(step)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except EtchError as e:
+        if debug:
+            raise
+        print(f"etch: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("etch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in etch: one line, the traceback with --debug
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        print(f"etch: internal error: {type(e).__name__}: {msg} (rerun with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

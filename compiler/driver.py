@@ -1,0 +1,173 @@
+"""The driver: ONNX -> IR -> passes -> backend -> artifact directory.
+
+`compile(model, target, **options)` returns an `Artifact`: a directory (held in a temporary
+location until saved) with `manifest.json` and the backend's files, plus `.run(inputs)` and
+`.save(path)`. Saving is atomic: the files are written under a temporary name beside the
+destination and renamed into place, so a failed compile never leaves half an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from compiler import __version__, onnx_import, pipeline
+from compiler.errors import EtchError
+from compiler.ir import Graph
+from compiler.options import CompileOptions
+
+FORMAT_VERSION = 1
+# target -> backend module; each has build(graph, opts, out_dir) -> dict of manifest entries.
+BACKENDS = {"cpu": "backends.tvm", "cuda": "backends.tvm", "edge": "backends.tvm",
+            "verilog": "backends.verilog", "ref": "backends.reference"}
+
+
+class Artifact:
+    """A compiled model: a directory with a manifest; runnable and savable."""
+
+    def __init__(self, path: Path, manifest: dict, graph: Graph | None = None,
+                 owned: bool = False) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.graph = graph  # the graph the backend built (None when loaded from disk)
+        self._executor: Any = None
+        if owned:
+            weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the artifact on inputs keyed by the model's input names."""
+        if self._executor is None:
+            import runtime
+
+            self._executor = runtime.load(self.path)
+        return self._executor.run(inputs)
+
+    def save(self, dest: str | os.PathLike) -> Path:
+        """Copy the artifact to `dest` atomically (replacing an existing artifact there)."""
+        return save_dir(self.path, Path(dest))
+
+    def explain(self) -> str:
+        return explain(self.manifest)
+
+
+def save_dir(src: Path, dest: Path) -> Path:
+    """Copy directory `src` to `dest` atomically: write beside it, then rename."""
+    dest = dest.resolve()
+    if dest.exists() and not (dest / "manifest.json").is_file():
+        if dest.is_file() or any(dest.iterdir()):
+            raise EtchError(f"{dest} exists and is not an etch artifact; not overwriting it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def compile(model: Any, target: str = "cpu", *, progress: Callable[[str], None] | None = None,
+            **options: Any) -> Artifact:  # noqa: A001
+    """Compile `model` (path, bytes or ModelProto) for `target`.
+
+    Options are `CompileOptions` fields (bits=4, lut=True, int=True, ...). Raises EtchError on
+    bad input or unsupported settings.
+    """
+    unknown = set(options) - set(CompileOptions.__dataclass_fields__)
+    if unknown:
+        raise EtchError(f"unknown compile option(s): {', '.join(sorted(unknown))}")
+    opts = CompileOptions(target=target, **options)
+    opts.validate()
+    t0 = time.perf_counter()
+    say = progress or (lambda s: None)
+    say("import")
+    graph = onnx_import.import_model(model, opts.input_shapes)
+    inputs_meta = _io_meta(graph, graph.inputs)
+    graph, records = pipeline.run(graph, opts, log=say)
+    say(f"build {target}")
+    out = Path(tempfile.mkdtemp(prefix="etch-artifact-"))
+    try:
+        backend = importlib.import_module(BACKENDS[target])
+        entries = backend.build(graph, opts, out)
+        manifest = _manifest(graph, opts, records, inputs_meta, entries, out,
+                             time.perf_counter() - t0)
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return Artifact(out, manifest, graph, owned=True)
+
+
+def _io_meta(graph: Graph, names: list[str]) -> list[dict]:
+    return [{"name": n, "shape": list(graph.values[n].shape), "dtype": graph.values[n].dtype}
+            for n in names]
+
+
+def _manifest(graph: Graph, opts: CompileOptions, records: list, inputs_meta: list[dict],
+              entries: dict, out: Path, seconds: float) -> dict:
+    files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    return {
+        "format_version": FORMAT_VERSION,
+        "etch_version": __version__,
+        "target": opts.target,
+        "model": graph.name,
+        "inputs": inputs_meta,
+        "outputs": _io_meta(graph, graph.outputs),
+        "passes": [r.to_json() for r in records],
+        "options": opts.to_json(),
+        "quantization": _quant_summary(graph),
+        "op_counts": graph.op_counts(),
+        "compile_seconds": round(seconds, 3),
+        "files": files,
+        **entries,
+    }
+
+
+def _quant_summary(graph: Graph) -> dict:
+    summary: dict[str, int] = {}
+    for v in graph.values.values():
+        if v.quant is not None:
+            key = v.quant.describe()
+            summary[key] = summary.get(key, 0) + 1
+    return summary
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def explain(manifest: dict) -> str:
+    """The pass list with node counts and times, as `etch compile --explain` prints it."""
+    lines = [f"{'pass':<28}{'changed':>8}{'nodes':>14}{'ms':>9}"]
+    for r in manifest["passes"]:
+        nodes = f"{r['nodes_before']} -> {r['nodes_after']}"
+        lines.append(f"{r['name']:<28}{'yes' if r['changed'] else 'no':>8}{nodes:>14}"
+                     f"{r['seconds'] * 1e3:>9.1f}")
+    counts = ", ".join(f"{op} x{k}" for op, k in sorted(manifest["op_counts"].items()))
+    lines.append(f"ops built: {counts}")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Compile options: one dataclass shared by the CLI, the driver, the passes and backends.
+
+The CLI flags of DESIGN.md map one to one onto these fields; `validate` rejects
+combinations no target can honour, with one clear line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from compiler.errors import EtchError
+
+TARGETS = ("cpu", "cuda", "edge", "verilog", "ref")
+
+
+@dataclass
+class CompileOptions:
+    target: str = "cpu"
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    bits: int | None = None          # weight bits; None = keep float weights
+    ternary: bool = False
+    group_size: int | None = None
+    quant: str = "rtn"               # rtn | gptq
+    per: str = "oc"                  # oc | ic | auto
+    calib: str | None = None         # path to a calibration .npz
+    int: bool = False                # cpu/edge: run the integer graph (W{B}A8)
+    lut: bool = False                # LUT bit-serial GEMM for quantised weights
+    rearrange: bool = False          # channel rearrangement before quantisation
+    engine: str = "systolic"         # systolic | adder-tree | hardwired
+    pe: str = "mac"                  # mac | booth | bitserial
+    array: tuple[int, int] = (8, 8)
+    area: bool = False
+    tune: int = 0                    # MetaSchedule trials; 0 = rule-based schedules only
+    fuse: bool = True
+    threads: int | None = None
+    mcpu: str | None = None          # override the detected CPU (cpu/edge)
+    dump_dir: str | None = None
+    print_after: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.target not in TARGETS:
+            raise EtchError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.ternary and self.bits not in (None, 2):
+            raise EtchError("--ternary is a 2-level-plus-zero code; do not combine with --bits")
+        if self.bits is not None and not 1 <= self.bits <= 8:
+            raise EtchError(f"--bits {self.bits}: weights take 1 to 8 bits")
+        if self.group_size is not None and self.group_size <= 0:
+            raise EtchError(f"--group-size {self.group_size}: must be positive")
+        if self.quant not in ("rtn", "gptq"):
+            raise EtchError(f"--quant {self.quant!r}: choose rtn or gptq")
+        if self.per not in ("oc", "ic", "auto"):
+            raise EtchError(f"--per {self.per!r}: choose oc, ic or auto")
+        if self.quant == "gptq" and not self.calib:
+            raise EtchError("--quant gptq needs calibration data: pass --calib DATA.npz")
+        if self.int and self.target not in ("cpu", "edge", "ref", "verilog"):
+            raise EtchError(f"--int runs the integer graph on cpu/edge; not on {self.target}")
+        if self.tune < 0:
+            raise EtchError("--tune takes a number of trials >= 0")
+
+    @property
+    def weight_quantised(self) -> bool:
+        return self.bits is not None or self.ternary
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

@@ -1,0 +1,69 @@
+"""The pass manager and each target's pass list.
+
+Pipelines are plain lists, chosen from the options. `run` names and times every pass, runs
+the IR verifier after each, and records node counts for `etch compile --explain`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler import onnx_export
+from compiler.errors import EtchError
+from compiler.ir import Graph
+from compiler.options import CompileOptions
+from passes.base import Pass
+
+
+@dataclass
+class PassRecord:
+    name: str
+    changed: bool
+    nodes_before: int
+    nodes_after: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "changed": self.changed, "nodes_before": self.nodes_before,
+                "nodes_after": self.nodes_after, "seconds": round(self.seconds, 4)}
+
+
+def passes_for(opts: CompileOptions) -> list[Pass]:
+    """The pass list for a target and its options, in order."""
+    from passes.cleanup import Cleanup
+
+    return [Cleanup()]
+
+
+def run(graph: Graph, opts: CompileOptions, pass_list: list[Pass] | None = None,
+        log: callable | None = None) -> tuple[Graph, list[PassRecord]]:
+    """Run the pipeline; verify after each pass; dump/print as the options ask."""
+    records: list[PassRecord] = []
+    pass_list = passes_for(opts) if pass_list is None else pass_list
+    _dump(graph, opts, 0, "import")
+    for k, p in enumerate(pass_list, start=1):
+        before = len(graph.nodes)
+        t0 = time.perf_counter()
+        graph, changed = p.run(graph)
+        try:
+            graph.verify()
+        except EtchError as e:
+            raise EtchError(f"internal: IR invalid after pass {p.label}: {e}") from e
+        records.append(PassRecord(p.label, changed, before, len(graph.nodes),
+                                  time.perf_counter() - t0))
+        if log is not None:
+            log(p.label)
+        _dump(graph, opts, k, p.label)
+        if p.label in opts.print_after:
+            print(f"# after {p.label}\n{graph}")
+    return graph, records
+
+
+def _dump(graph: Graph, opts: CompileOptions, k: int, label: str) -> None:
+    if not opts.dump_dir:
+        return
+    path = Path(opts.dump_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    onnx_export.save(graph, str(path / f"{k:02d}_{label}.onnx"))

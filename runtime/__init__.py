@@ -1,0 +1,46 @@
+"""Load an artifact directory by its manifest and run it.
+
+`load(path).run({name: array}) -> {name: array}`; one executor per runtime kind named in
+the manifest ("reference", "tvm", "verilator"). Inputs are checked against the manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+from compiler.errors import EtchError
+from runtime.executor import Executor
+
+FORMAT_VERSION = 1
+EXECUTORS = {"reference": "runtime.reference_executor", "tvm": "runtime.tvm_executor",
+             "verilator": "runtime.verilator_executor"}
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of artifact directory `path`; EtchError if it is not one."""
+    mpath = Path(path) / "manifest.json"
+    if not mpath.is_file():
+        raise EtchError(f"{path}: not an etch artifact (no manifest.json)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise EtchError(f"{mpath}: unreadable manifest: {e}") from e
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise EtchError(f"{path}: artifact format {manifest.get('format_version')} "
+                        f"(this etch reads format {FORMAT_VERSION}); recompile it")
+    if manifest.get("runtime") not in EXECUTORS:
+        raise EtchError(f"{path}: unknown runtime {manifest.get('runtime')!r}")
+    return manifest
+
+
+def load(path: str | os.PathLike, **kwargs) -> Executor:
+    """An executor for the artifact at `path` (kwargs go to it, e.g. rpc="host:port")."""
+    manifest = read_manifest(path)
+    module = importlib.import_module(EXECUTORS[manifest["runtime"]])
+    return module.load(Path(path), manifest, **kwargs)
+
+
+__all__ = ["Executor", "load", "read_manifest"]

@@ -1,0 +1,47 @@
+"""The executor protocol and the input checks every executor shares."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from compiler.errors import EtchError
+
+
+class Executor:
+    """Runs one artifact. Subclasses implement `_run` on checked, contiguous inputs."""
+
+    def __init__(self, manifest: dict) -> None:
+        self.manifest = manifest
+        self.input_specs = manifest["inputs"]
+        self.output_specs = manifest["outputs"]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Check `inputs` against the manifest, run, return outputs keyed by name."""
+        return self._run(check_inputs(self.input_specs, inputs))
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def check_inputs(specs: list[dict], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inputs as contiguous arrays in spec order; EtchError naming any mismatch."""
+    expected = [s["name"] for s in specs]
+    unknown = sorted(set(inputs) - set(expected))
+    if unknown:
+        raise EtchError(f"unknown input(s) {unknown}; the model's inputs are {expected}")
+    out = {}
+    for s in specs:
+        if s["name"] not in inputs:
+            raise EtchError(f"missing input {s['name']!r} "
+                            f"({s['dtype']}[{'x'.join(map(str, s['shape']))}])")
+        arr = np.asarray(inputs[s["name"]])
+        if arr.dtype.name != s["dtype"]:
+            raise EtchError(f"input {s['name']!r} has dtype {arr.dtype.name}, "
+                            f"expected {s['dtype']}")
+        if list(arr.shape) != list(s["shape"]):
+            raise EtchError(f"input {s['name']!r} has shape {list(arr.shape)}, "
+                            f"expected {s['shape']}")
+        out[s["name"]] = np.ascontiguousarray(arr)
+    return out
