@@ -1,7 +1,53 @@
-"""etch_ops ops."""
+"""etch's own float ops. `etch.Fused`: a kernel with an elementwise epilogue.
+
+`etch.Fused` is how the fusion pass records a fusion group on the IR (backends render it as
+one kernel; they do not decide fusion themselves). Attributes:
+- `kernel`: the anchor op ("Conv", "Gemm", "MatMul", "ConvTranspose") or "" for a pure
+  elementwise chain whose first step reads input 0;
+- `kernel_attrs`: JSON object, the anchor's attributes;
+- `num_kernel_inputs`: how many leading inputs the anchor takes;
+- `epilogue`: JSON list of steps applied in order to the running value `y`, each
+  `{"op": NAME, "args": [...], "attrs": {...}}`, where each arg is the string "y" (the
+  running value) or an input index k of the fused node: `Relu` is `args: ["y"]`,
+  `x - y` is `{"op": "Sub", "args": [3, "y"]}`, `Clip` is `args: ["y", 4, 5]`.
+The reference semantics run the anchor and each step with the ops' own reference code, so
+a fused node is bit-identical to the chain it replaces.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import numpy as np
+
 from compiler.ops import OpDef
 
-OPS: dict[str, OpDef] = {}
+
+def fused_steps(attrs: dict) -> list[dict[str, Any]]:
+    """The epilogue steps of an etch.Fused node, decoded."""
+    return json.loads(attrs.get("epilogue", "[]"))
+
+
+def kernel_attrs(attrs: dict) -> dict[str, Any]:
+    return json.loads(attrs.get("kernel_attrs", "{}"))
+
+
+def _fused(attrs: dict, *inputs: np.ndarray) -> np.ndarray:
+    from compiler import ops
+
+    k = int(attrs.get("num_kernel_inputs", 1))
+    kernel = attrs.get("kernel", "")
+    if kernel:
+        y = ops.as_list(ops.registry()[kernel].run(kernel_attrs(attrs), *inputs[:k]))[0]
+    else:
+        y = inputs[0]
+    for step in fused_steps(attrs):
+        args = [y if a == "y" else inputs[a] for a in step["args"]]
+        y = ops.as_list(ops.registry()[step["op"]].run(step.get("attrs", {}), *args))[0]
+    return y
+
+
+OPS: dict[str, OpDef] = {
+    "etch.Fused": OpDef("etch.Fused", _fused),
+}
