@@ -9,6 +9,7 @@ forked RNG, so that two builds give identical weights and hence identical ONNX b
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -21,9 +22,19 @@ if TYPE_CHECKING:
     import torch
     from types import ModuleType
 
-DIGITS_EPOCHS = 40
-DIGITS_LR = 3e-3
-DIGITS_BATCH = 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adam with a one-cycle learning-rate schedule (stable across seeds at few epochs)."""
+
+    epochs: int
+    batch: int
+    max_lr: float
+
+
+MLP_TRAINING = TrainConfig(epochs=20, batch=64, max_lr=1e-2)
+CNN_TRAINING = TrainConfig(epochs=15, batch=128, max_lr=2e-2)
 
 
 @contextlib.contextmanager
@@ -67,19 +78,24 @@ def export(
 # --- digits: trained classifiers -------------------------------------------------------------
 
 
-def train_classifier(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> None:
-    """Train `module` in place: Adam, cross-entropy, shuffled minibatches from a fixed seed."""
+def train_classifier(
+    module: torch.nn.Module, x: np.ndarray, y: np.ndarray, config: TrainConfig
+) -> None:
+    """Train `module` in place: cross-entropy, shuffled minibatches from a fixed seed."""
     import torch
 
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    optimizer = torch.optim.Adam(module.parameters(), lr=DIGITS_LR)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.max_lr)
+    steps = config.epochs * -(-len(xs) // config.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.max_lr, total_steps=steps)
     order = torch.Generator().manual_seed(0)
     module.train()
-    for _ in range(DIGITS_EPOCHS):
-        for idx in torch.randperm(len(xs), generator=order).split(DIGITS_BATCH):
+    for _ in range(config.epochs):
+        for idx in torch.randperm(len(xs), generator=order).split(config.batch):
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(module(xs[idx]), ys[idx]).backward()
             optimizer.step()
+            schedule.step()
     module.eval()
 
 
@@ -93,7 +109,8 @@ def float_accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> flo
 
 
 def build_digits(
-    name: str, make: Callable[[ModuleType], torch.nn.Module], exporter: str, seed: int
+    name: str, make: Callable[[ModuleType], torch.nn.Module], config: TrainConfig,
+    exporter: str, seed: int,
 ) -> BuiltModel:
     """Train `make(nets)` on the digits split, record its test accuracy, export it.
 
@@ -104,7 +121,7 @@ def build_digits(
     x_train, y_train, x_test, y_test = digits_split()
     with deterministic_torch(seed):
         module = make(nets)
-        train_classifier(module, digits_inputs(name, x_train), y_train)
+        train_classifier(module, digits_inputs(name, x_train), y_train, config)
         accuracy = float_accuracy(module, digits_inputs(name, x_test), y_test)
         sample = {INPUT_NAME: digits_inputs(name, x_test[:1])}
         return export(module, sample, OUTPUT_NAME, exporter, {"accuracy": accuracy})
@@ -112,17 +129,19 @@ def build_digits(
 
 def build_digits_mlp() -> BuiltModel:
     """64-64-32-10 MLP on digits, dynamo exporter."""
-    return build_digits("digits_mlp", lambda nets: nets.DigitsMLP(), "dynamo", seed=1)
+    return build_digits("digits_mlp", lambda nets: nets.DigitsMLP(), MLP_TRAINING, "dynamo", seed=1)
 
 
 def build_digits_cnn() -> BuiltModel:
     """Small CNN on digits, dynamo exporter (BatchNormalization comes out fused into Conv)."""
-    return build_digits("digits_cnn", lambda nets: nets.DigitsCNN(), "dynamo", seed=2)
+    return build_digits("digits_cnn", lambda nets: nets.DigitsCNN(), CNN_TRAINING, "dynamo", seed=2)
 
 
 def build_digits_cnn_legacy() -> BuiltModel:
     """The same CNN, trained identically, exported by the legacy TorchScript exporter (BN kept)."""
-    return build_digits("digits_cnn_legacy", lambda nets: nets.DigitsCNN(), "torchscript", seed=2)
+    return build_digits(
+        "digits_cnn_legacy", lambda nets: nets.DigitsCNN(), CNN_TRAINING, "torchscript", seed=2
+    )
 
 
 # --- random-weight networks ------------------------------------------------------------------

@@ -10,6 +10,8 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
+OPSET = 17  # every model in the zoo is opset-17 ONNX
+
 
 @dataclass(frozen=True)
 class BuiltModel:

@@ -24,7 +24,8 @@ import onnx
 import torch
 from onnx import version_converter
 
-OPSET = 17
+from models.built import OPSET
+
 _DYNAMO_OPSET = 18
 
 

@@ -1,0 +1,193 @@
+"""Convolutions: Conv, ConvTranspose (and the window helpers pooling and QLinearConv share).
+
+Conv is im2col + matmul in the input dtype (float32 BLAS for float32, as ONNX Runtime's
+MLAS does), N-D (1-D, 2-D, 3-D, ...), with groups, strides, dilations, explicit pads and
+auto_pad SAME_UPPER / SAME_LOWER / VALID. ConvTranspose is matmul + col2im (scatter-add)
+with output_padding and output_shape.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.errors import EtchError
+from compiler.ir import Value
+from compiler.ops import OpDef
+
+Array = np.ndarray
+Ints = tuple[int, ...]
+Spec = list[tuple[Ints, str]]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sliding-window geometry along the spatial axes: pads are (begin..., end...)."""
+
+    kernel: Ints
+    strides: Ints
+    dilations: Ints
+    begin: Ints
+    end: Ints
+    out: Ints
+
+    @property
+    def extent(self) -> Ints:
+        """Effective (dilated) kernel size per axis."""
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations))
+
+
+def _same_pads(size: int, k: int, s: int, upper: bool) -> tuple[int, int]:
+    total = max(0, (math.ceil(size / s) - 1) * s + k - size)
+    small = total // 2
+    return (small, total - small) if upper else (total - small, small)
+
+
+def window(attrs: dict, spatial: Ints, kernel: Ints, ceil_mode: bool = False) -> Window:
+    """Output geometry of a conv/pool window over `spatial` (ONNX and ONNX Runtime rules).
+
+    With ceil_mode, a last window that would start in the end padding is dropped."""
+    n = len(spatial)
+    strides = tuple(attrs.get("strides") or [1] * n)
+    dilations = tuple(attrs.get("dilations") or [1] * n)
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pairs = [_same_pads(x, e, s, auto == "SAME_UPPER")
+                 for x, e, s in zip(spatial, extent, strides)]
+        begin, end = tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+    elif auto == "VALID":
+        begin = end = (0,) * n
+    else:
+        pads = list(attrs.get("pads") or [0] * (2 * n))
+        begin, end = tuple(pads[:n]), tuple(pads[n:])
+    out = []
+    for x, e, s, b, en in zip(spatial, extent, strides, begin, end):
+        span = x + b + en - e
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= x + b:
+            o -= 1
+        out.append(o)
+    if any(o <= 0 for o in out):
+        raise EtchError(f"window {list(kernel)} over input {list(spatial)} gives an empty "
+                        f"output {out}")
+    return Window(tuple(kernel), strides, dilations, begin, end, tuple(out))
+
+
+def pad_input(x: Array, w: Window, value: float | int = 0) -> Array:
+    """Pad the spatial axes of [N, C, *spatial] so every window lies inside."""
+    pads = [(0, 0), (0, 0)]
+    for size, e, s, b, en, o in zip(x.shape[2:], w.extent, w.strides, w.begin, w.end, w.out):
+        pads.append((b, max(en, (o - 1) * s + e - size - b)))
+    return np.pad(x, pads, constant_values=np.asarray(value, x.dtype))
+
+
+def gather_windows(xp: Array, w: Window) -> Array:
+    """[N, C, *padded] -> [N, C, *kernel, *out]: every window's elements (im2col)."""
+    cols = np.empty(xp.shape[:2] + w.kernel + w.out, xp.dtype)
+    for idx in np.ndindex(*w.kernel):
+        sl = tuple(slice(i * d, i * d + s * (o - 1) + 1, s)
+                   for i, d, s, o in zip(idx, w.dilations, w.strides, w.out))
+        cols[(slice(None), slice(None)) + idx] = xp[(slice(None), slice(None)) + sl]
+    return cols
+
+
+def conv_window(attrs: dict, x_shape: Ints, w_shape: Ints) -> Window:
+    kernel = tuple(attrs.get("kernel_shape") or w_shape[2:])
+    return window(attrs, x_shape[2:], kernel)
+
+
+def conv_nd(attrs: dict, x: Array, w: Array, matmul=np.matmul) -> Array:
+    """Grouped N-D convolution without bias: [N, C, *S] * [M, C/G, *K] -> [N, M, *O].
+
+    `matmul` lets integer convolutions supply an exact integer product."""
+    g = int(attrs.get("group", 1))
+    win = conv_window(attrs, x.shape, w.shape)
+    n, c, m = x.shape[0], x.shape[1], w.shape[0]
+    if c != w.shape[1] * g:
+        raise EtchError(f"Conv: input has {c} channels, weight expects {w.shape[1]} x {g} groups")
+    cols = gather_windows(pad_input(x, win), win)
+    cols = cols.reshape(n, g, -1, int(np.prod(win.out)))
+    y = matmul(w.reshape(g, m // g, -1), cols)  # [N, G, M/G, prod(out)]
+    return y.reshape((n, m) + win.out)
+
+
+def _conv(attrs: dict, x: Array, w: Array, b: Array | None = None) -> Array:
+    y = conv_nd(attrs, x, w)
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return y.astype(x.dtype, copy=False)
+
+
+def _infer_conv(attrs: dict, x: Value, w: Value, *rest: Value | None) -> Spec:
+    win = conv_window(attrs, x.shape, w.shape)
+    return [((x.shape[0], w.shape[0]) + win.out, x.dtype)]
+
+
+# ---- ConvTranspose ------------------------------------------------------------------------
+def _transpose_pads(attrs: dict, spatial: Ints, extent: Ints) -> tuple[Ints, Ints, Ints]:
+    """(begin pads, end pads, output size) of ConvTranspose, per the ONNX spec."""
+    n = len(spatial)
+    strides = attrs.get("strides") or [1] * n
+    adj = attrs.get("output_padding") or [0] * n
+    full = [s * (x - 1) + a + e for x, s, a, e in zip(spatial, strides, adj, extent)]
+    auto = attrs.get("auto_pad", "NOTSET")
+    out = attrs.get("output_shape")
+    if out is None and auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = [x * s for x, s in zip(spatial, strides)]
+    if out is None:
+        pads = list(attrs.get("pads") or [0] * (2 * n))
+        size = tuple(f - b - e for f, b, e in zip(full, pads[:n], pads[n:]))
+        return tuple(pads[:n]), tuple(pads[n:]), size
+    out = list(out)[-n:]
+    total = [max(0, f - o) for f, o in zip(full, out)]
+    if auto == "SAME_UPPER":
+        begin = tuple(t // 2 for t in total)
+    else:
+        begin = tuple(t - t // 2 for t in total)
+    return begin, tuple(t - b for t, b in zip(total, begin)), tuple(out)
+
+
+def _conv_transpose_geometry(attrs: dict, x_shape: Ints, w_shape: Ints) -> tuple:
+    kernel = tuple(attrs.get("kernel_shape") or w_shape[2:])
+    n = len(kernel)
+    dil = tuple(attrs.get("dilations") or [1] * n)
+    extent = tuple((k - 1) * d + 1 for k, d in zip(kernel, dil))
+    begin, _, out = _transpose_pads(attrs, x_shape[2:], extent)
+    return kernel, dil, begin, out
+
+
+def _conv_transpose(attrs: dict, x: Array, w: Array, b: Array | None = None) -> Array:
+    g = int(attrs.get("group", 1))
+    kernel, dil, begin, out = _conv_transpose_geometry(attrs, x.shape, w.shape)
+    strides = tuple(attrs.get("strides") or [1] * len(kernel))
+    n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    m = w.shape[1] * g
+    # cols[n, g, (m/g, *kernel), prod(spatial)] = W_g^T @ X_g
+    xg = x.reshape(n, g, c // g, -1)
+    wg = w.reshape(g, c // g, -1).transpose(0, 2, 1)
+    cols = np.matmul(wg, xg).reshape((n, m) + kernel + spatial)
+    size = [max(bg + o, s * (i - 1) + (k - 1) * d + 1)
+            for bg, o, s, i, k, d in zip(begin, out, strides, spatial, kernel, dil)]
+    buf = np.zeros((n, m) + tuple(size), x.dtype)
+    for idx in np.ndindex(*kernel):
+        sl = tuple(slice(i * d, i * d + s * (x_len - 1) + 1, s)
+                   for i, d, s, x_len in zip(idx, dil, strides, spatial))
+        buf[(slice(None), slice(None)) + sl] += cols[(slice(None), slice(None)) + idx]
+    y = buf[(slice(None), slice(None)) + tuple(slice(bg, bg + o) for bg, o in zip(begin, out))]
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * len(kernel))
+    return y.astype(x.dtype, copy=False)
+
+
+def _infer_conv_transpose(attrs: dict, x: Value, w: Value, *rest: Value | None) -> Spec:
+    _, _, _, out = _conv_transpose_geometry(attrs, x.shape, w.shape)
+    return [((x.shape[0], w.shape[1] * int(attrs.get("group", 1))) + tuple(out), x.dtype)]
+
+
+OPS: dict[str, OpDef] = {
+    "Conv": OpDef("Conv", _conv, infer=_infer_conv),
+    "ConvTranspose": OpDef("ConvTranspose", _conv_transpose, infer=_infer_conv_transpose),
+}
