@@ -9,8 +9,8 @@ forked RNG, so that two builds give identical weights and hence identical ONNX b
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,9 +19,9 @@ from models.built import BuiltModel
 from models.digits import INPUT_NAME, OUTPUT_NAME, digits_inputs, digits_split
 
 if TYPE_CHECKING:
-    import torch
     from types import ModuleType
 
+    import torch
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,10 @@ def deterministic_torch(seed: int) -> Iterator[None]:
 
 
 def export(
-    module: torch.nn.Module, inputs: dict[str, np.ndarray], output: str, exporter: str,
+    module: torch.nn.Module,
+    inputs: dict[str, np.ndarray],
+    output: str,
+    exporter: str,
     metadata: dict[str, float] | None = None,
 ) -> BuiltModel:
     """Export eval-mode `module` with `exporter` ("dynamo" or "torchscript") for `inputs`."""
@@ -66,8 +69,10 @@ def export(
 
     from models import export as onnx_export
 
-    export_fn = {"dynamo": onnx_export.export_dynamo,
-                 "torchscript": onnx_export.export_torchscript}[exporter]
+    export_fn = {
+        "dynamo": onnx_export.export_dynamo,
+        "torchscript": onnx_export.export_torchscript,
+    }[exporter]
     example = tuple(torch.from_numpy(v) for v in inputs.values())
     with torch.no_grad():
         expected = {output: module(*example).numpy()}
@@ -109,8 +114,11 @@ def float_accuracy(module: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> flo
 
 
 def build_digits(
-    name: str, make: Callable[[ModuleType], torch.nn.Module], config: TrainConfig,
-    exporter: str, seed: int,
+    name: str,
+    make: Callable[[ModuleType], torch.nn.Module],
+    config: TrainConfig,
+    exporter: str,
+    seed: int,
 ) -> BuiltModel:
     """Train `make(nets)` on the digits split, record its test accuracy, export it.
 
@@ -163,21 +171,25 @@ def build_random(
 
 def build_resnet_block() -> BuiltModel:
     """ResNet-ish net at [1, 3, 32, 32] with random BN statistics."""
-    return build_random(lambda nets: nets.randomize_(nets.ResNetSmall()), (1, 3, 32, 32),
-                        OUTPUT_NAME, seed=3)
+    return build_random(
+        lambda nets: nets.randomize_(nets.ResNetSmall()), (1, 3, 32, 32), OUTPUT_NAME, seed=3
+    )
 
 
 def build_mobilenet() -> BuiltModel:
     """MobileNetV2-style net at [1, 3, 32, 32] with random BN statistics."""
-    return build_random(lambda nets: nets.randomize_(nets.MobileNetSmall()), (1, 3, 32, 32),
-                        OUTPUT_NAME, seed=4)
+    return build_random(
+        lambda nets: nets.randomize_(nets.MobileNetSmall()), (1, 3, 32, 32), OUTPUT_NAME, seed=4
+    )
 
 
 def build_tiny_encoder() -> BuiltModel:
     """2-layer pre-LN encoder, d=64, 4 heads, ff=256, input [1, 16, 64]."""
     return build_random(
         lambda nets: nets.randomize_(nets.Transformer(2, 64, 4, 256, causal_len=None)),
-        (1, 16, 64), "output", seed=5,
+        (1, 16, 64),
+        "output",
+        seed=5,
     )
 
 
@@ -185,5 +197,7 @@ def build_tiny_decoder() -> BuiltModel:
     """2-block GPT-style causal decoder, d=256, 4 heads, ff=1024, N(0, 0.02) weights, [1, 8, 256]."""
     return build_random(
         lambda nets: nets.randomize_(nets.Transformer(2, 256, 4, 1024, causal_len=8), std=0.02),
-        (1, 8, 256), "output", seed=6,
+        (1, 8, 256),
+        "output",
+        seed=6,
     )

@@ -52,9 +52,15 @@ def export_dynamo(
     """Export an eval-mode module with the dynamo exporter; static shapes, opset 17."""
     with quiet_export():
         program = torch.onnx.export(
-            module, example, dynamo=True, opset_version=_DYNAMO_OPSET,
-            input_names=list(input_names), output_names=list(output_names),
-            external_data=False, optimize=True, verbose=False,
+            module,
+            example,
+            dynamo=True,
+            opset_version=_DYNAMO_OPSET,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            external_data=False,
+            optimize=True,
+            verbose=False,
         )
     model = version_converter.convert_version(program.model_proto, OPSET)
     drop_reduce_noop_attr(model)
@@ -71,9 +77,15 @@ def export_torchscript(
     buffer = io.BytesIO()
     with quiet_export():
         torch.onnx.export(
-            module, example, buffer, dynamo=False, opset_version=OPSET,
-            input_names=list(input_names), output_names=list(output_names),
-            training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True,
+            module,
+            example,
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            training=torch.onnx.TrainingMode.PRESERVE,
+            do_constant_folding=True,
         )
     return normalise(onnx.load_from_string(buffer.getvalue()))
 

@@ -44,7 +44,9 @@ def build_gemv(k: int, n: int, batch: int) -> BuiltModel:
         initializer=[numpy_helper.from_array(gemv_weight(k, n), "weight")],
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="etch.models",
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="etch.models",
         ir_version=IR_VERSION,
     )
     onnx.checker.check_model(model)

@@ -94,8 +94,10 @@ class InvertedResidual(nn.Module):
         hidden = cin * expand
         self.residual = stride == 1 and cin == cout
         self.body = nn.Sequential(
-            conv_bn(cin, hidden, 1), nn.ReLU6(),
-            conv_bn(hidden, hidden, 3, stride, groups=hidden), nn.ReLU6(),
+            conv_bn(cin, hidden, 1),
+            nn.ReLU6(),
+            conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            nn.ReLU6(),
             conv_bn(hidden, cout, 1),
         )
 
@@ -148,7 +150,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.split_heads(self.q(x)), self.split_heads(self.k(x)), self.split_heads(self.v(x))
+        q, k, v = (
+            self.split_heads(self.q(x)),
+            self.split_heads(self.k(x)),
+            self.split_heads(self.v(x)),
+        )
         scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
         if self.mask is not None:
             scores = scores + self.mask
