@@ -24,6 +24,8 @@ $(APT_STAMP): | $(STAMP)
 	      gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null) \
 	      || echo "note: could not install the aarch64 toolchain; edge tests will skip"; \
 	  fi; fi
+	-@$(VPY) -m backends.tvm.edge_rpc fetch >/dev/null 2>&1 \
+	  || echo "note: no aarch64 TVM runtime (PyPI wheel); the edge RPC test will skip"
 	touch $(APT_STAMP)
 
 system-deps: $(APT_STAMP)
