@@ -33,8 +33,14 @@ class PassRecord:
 def passes_for(opts: CompileOptions) -> list[Pass]:
     """The pass list for a target and its options, in order."""
     from passes.cleanup import Cleanup
+    from passes.fold_batchnorm import FoldBatchNorm
+    from passes.fold_constants import FoldConstants
+    from passes.fuse_epilogue import FuseEpilogue
 
-    return [Cleanup()]
+    passes: list[Pass] = [Cleanup()]
+    if opts.fuse and opts.target in ("cpu", "cuda", "edge", "ref"):
+        passes += [FoldBatchNorm(), FoldConstants(), FuseEpilogue()]
+    return passes
 
 
 def run(graph: Graph, opts: CompileOptions, pass_list: list[Pass] | None = None,

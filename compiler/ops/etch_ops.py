@@ -9,7 +9,10 @@ one kernel; they do not decide fusion themselves). Attributes:
 - `epilogue`: JSON list of steps applied in order to the running value `y`, each
   `{"op": NAME, "args": [...], "attrs": {...}}`, where each arg is the string "y" (the
   running value) or an input index k of the fused node: `Relu` is `args: ["y"]`,
-  `x - y` is `{"op": "Sub", "args": [3, "y"]}`, `Clip` is `args: ["y", 4, 5]`.
+  `x - y` is `{"op": "Sub", "args": [3, "y"]}`, `Clip` is `args: ["y", 4, 5]`. An arg
+  may also be "y<j>", the running value after j steps ("y0" is the kernel output, or input
+  0 when `kernel` is ""; at step j, "y<j>" is "y"): epilogues that read a value twice, as
+  the Erf GELU `y1 * 0.5 * (1 + erf(y1 / sqrt 2))` does, are lists of steps too.
 The reference semantics run the anchor and each step with the ops' own reference code, so
 a fused node is bit-identical to the chain it replaces.
 """
@@ -42,10 +45,21 @@ def _fused(attrs: dict, *inputs: np.ndarray) -> np.ndarray:
         y = ops.as_list(ops.registry()[kernel].run(kernel_attrs(attrs), *inputs[:k]))[0]
     else:
         y = inputs[0]
+    ys = [y]  # ys[j]: the running value after j steps
     for step in fused_steps(attrs):
-        args = [y if a == "y" else inputs[a] for a in step["args"]]
-        y = ops.as_list(ops.registry()[step["op"]].run(step.get("attrs", {}), *args))[0]
-    return y
+        args = [_arg(a, ys, inputs) for a in step["args"]]
+        ys.append(ops.as_list(ops.registry()[step["op"]].run(step.get("attrs", {}), *args))[0])
+    return ys[-1]
+
+
+def _arg(arg: int | str, ys: list[np.ndarray], inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+    """One step argument: "y" (the running value), "y<j>" (the value after j steps) or an
+    input index."""
+    if arg == "y":
+        return ys[-1]
+    if isinstance(arg, str):
+        return ys[int(arg[1:])]
+    return inputs[arg]
 
 
 OPS: dict[str, OpDef] = {
