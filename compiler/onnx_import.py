@@ -15,8 +15,9 @@ stays dynamic, an opset outside 9..21.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -73,6 +74,7 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
 def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
     """ONNX model (path, bytes or ModelProto) -> a verified IR Graph with static shapes."""
     proto = load_model(model)
+    _check_names(proto)
     opset = _default_opset(proto)
     graph = Graph(_graph_name(proto))
     graph.opset = opset
@@ -82,6 +84,8 @@ def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
     _check_supported(proto)
     for i, node_proto in enumerate(proto.graph.node):
         _import_node(graph, node_proto, i, opset)
+    # Every node is now in its opset-21 form (the upgrade hooks), so the graph is opset 21.
+    graph.opset = max(opset, MAX_OPSET)
     graph.outputs = [o.name for o in proto.graph.output]
     for o in graph.outputs:
         if o not in graph.values:
@@ -89,6 +93,17 @@ def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
     graph.prune()
     graph.verify()
     return graph
+
+
+def _check_names(proto: onnx.ModelProto) -> None:
+    """Refuse names that are not valid UTF-8 (protobuf hands those back as bytes)."""
+    g = proto.graph
+    texts = [g.name] + [v.name for v in (*g.input, *g.output, *g.initializer)]
+    for n in g.node:
+        texts += [n.name, n.op_type, n.domain, *n.input, *n.output]
+    texts += [imp.domain for imp in proto.opset_import]
+    if any(not isinstance(t, str) for t in texts):
+        raise EtchError("model has a name that is not valid UTF-8 (corrupt file?)")
 
 
 def _graph_name(proto: onnx.ModelProto) -> str:
@@ -127,7 +142,11 @@ def _add_inputs(graph: Graph, proto: onnx.ModelProto, inits: set[str],
         ttype = inp.type.tensor_type
         if not inp.type.HasField("tensor_type"):
             raise EtchError(f"input {inp.name!r} is not a tensor")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name
+        except KeyError as e:
+            raise EtchError(f"input {inp.name!r} has unknown element type "
+                            f"{ttype.elem_type}") from e
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim]
         shape = overrides.get(inp.name, tuple(dims))
         if inp.name in overrides and len(shape) != len(dims):
@@ -135,7 +154,7 @@ def _add_inputs(graph: Graph, proto: onnx.ModelProto, inits: set[str],
                             f"got {len(shape)} dims")
         if inp.name not in overrides:
             bad = [d.dim_param or "?" for d in ttype.shape.dim if not d.HasField("dim_value")]
-            if bad or any(d <= 0 for d in dims if d != -1):
+            if bad or any(d < 0 for d in dims):
                 example = "x".join("1" if d <= 0 else str(d) for d in dims)
                 raise EtchError(f"input {inp.name!r} has dynamic dimension(s) {bad}; fix them "
                                 f"with --input-shape {inp.name}={example}")
@@ -166,6 +185,8 @@ def attr_value(a: onnx.AttributeProto) -> Any:
     if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
         raise EtchError(f"attribute {a.name!r} holds a subgraph; control flow is not supported")
     v = onnx.helper.get_attribute_value(a)
+    if v is None:
+        raise EtchError(f"attribute {a.name!r} has no value")
     if isinstance(v, onnx.TensorProto):
         return numpy_helper.to_array(v)
     if isinstance(v, bytes):
@@ -176,7 +197,19 @@ def attr_value(a: onnx.AttributeProto) -> Any:
 
 
 def _import_node(graph: Graph, proto: onnx.NodeProto, index: int, opset: int) -> None:
+    """Import one node; any failure (a malformed node or attribute) is an EtchError naming
+    the node."""
     name = proto.name or f"{proto.op_type}_{index}"
+    try:
+        _import_node_checked(graph, proto, name, opset)
+    except EtchError:
+        raise
+    except Exception as e:  # a malformed model trips many exception types in op code
+        raise EtchError(f"node {name} ({proto.op_type}) cannot be imported: "
+                        f"{_first_line(e)}") from e
+
+
+def _import_node_checked(graph: Graph, proto: onnx.NodeProto, name: str, opset: int) -> None:
     attrs = {a.name: attr_value(a) for a in proto.attribute}
     if op_name(proto) == "Constant":
         _import_constant(graph, proto.output[0], attrs, name)

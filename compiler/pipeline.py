@@ -32,14 +32,32 @@ class PassRecord:
 
 def passes_for(opts: CompileOptions) -> list[Pass]:
     """The pass list for a target and its options, in order."""
+    from passes.absorb_qdq import AbsorbQdq
     from passes.cleanup import Cleanup
     from passes.fold_batchnorm import FoldBatchNorm
     from passes.fold_constants import FoldConstants
     from passes.fuse_epilogue import FuseEpilogue
+    from passes.quantize_activations import QuantizeActivations
+    from passes.quantize_weights import QuantizeWeights
+    from passes.rearrange_channels import RearrangeChannels
 
-    passes: list[Pass] = [Cleanup()]
-    if opts.fuse and opts.target in ("cpu", "cuda", "edge", "ref"):
-        passes += [FoldBatchNorm(), FoldConstants(), FuseEpilogue()]
+    fuse = opts.fuse and opts.target in ("cpu", "cuda", "edge", "ref")
+    integer = opts.int or opts.target == "verilog"
+    quantise = opts.weight_quantised or integer
+    passes: list[Pass] = [Cleanup(), AbsorbQdq()]
+    if fuse or quantise or opts.rearrange:
+        passes += [FoldBatchNorm(), FoldConstants()]  # quantise the folded weights
+    if opts.rearrange:
+        passes.append(RearrangeChannels(opts.group_size, opts.bits or 4,
+                                        "n" if opts.per == "ic" else "k"))
+    if quantise:
+        passes.append(QuantizeWeights(
+            bits=opts.bits, ternary=opts.ternary, group_size=opts.group_size,
+            method=opts.quant, per=opts.per, calib=opts.calib, lut=opts.lut, integer=integer))
+    if integer:
+        passes.append(QuantizeActivations(opts.calib))
+    if fuse:
+        passes.append(FuseEpilogue())
     return passes
 
 

@@ -1,9 +1,10 @@
 """The op table: every op's shape rule and reference semantics, in one place.
 
-Each family module (`elementwise`, `nn`, `tensor`, `reduce`, `quant`, `etch_ops`) exports
-`OPS: dict[str, OpDef]`; this module merges them into `REGISTRY`. Op names are ONNX's where
-ONNX has the op; etch's own ops are `etch.<Name>`; other domains are `<domain>.<Name>`
-(e.g. `com.microsoft.MatMulNBits`).
+Each family module (`elementwise`, `nn`, `conv`, `pool`, `shape`, `tensor`, `resize`,
+`reduce`, `quant`, `etch_ops`, `etch_int`) exports `OPS: dict[str, OpDef]`; this module
+merges them into `registry()`. Op names are ONNX's where ONNX has the op; etch's own ops
+are `etch.<Name>`; other domains are `<domain>.<Name>` (e.g. `com.microsoft.MatMulNBits`).
+Helpers the families share (opset upgrades, axes, exact integer matmul) live in `common`.
 
 An op's `run(attrs, *inputs) -> array | tuple[array, ...]` is its reference semantics; for
 integer ops it is the integer semantics of DESIGN.md. Omitted optional inputs arrive as None.
@@ -17,8 +18,9 @@ is exact because etch only admits ops whose output shapes depend on shapes and c
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,10 +40,24 @@ class OpDef:
 
 
 def _merge() -> dict[str, OpDef]:
-    from compiler.ops import elementwise, etch_ops, nn, quant, reduce, tensor
+    from compiler.ops import (
+        conv,
+        elementwise,
+        etch_int,
+        etch_ops,
+        nn,
+        pool,
+        quant,
+        reduce,
+        resize,
+        shape,
+        tensor,
+    )
 
     table: dict[str, OpDef] = {}
-    for family in (elementwise, nn, tensor, reduce, quant, etch_ops):
+    families = (elementwise, nn, conv, pool, shape, tensor, resize, reduce, quant, etch_ops,
+                etch_int)
+    for family in families:
         for name, opdef in family.OPS.items():
             assert name not in table, f"op {name} defined twice"
             table[name] = opdef

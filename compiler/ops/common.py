@@ -5,8 +5,10 @@ Not an op family (it has no `OPS`); the families import from here.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import ml_dtypes
 import numpy as np
 from onnx import helper
 
@@ -79,16 +81,15 @@ def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a64, b64)
 
 
-def float_like(x: np.ndarray) -> bool:
-    """True for float dtypes numpy knows and the ml_dtypes floats (bfloat16, fp8)."""
-    return x.dtype.kind == "f" or x.dtype.kind == "V" or "float" in x.dtype.name
+_SMALL_INTS = frozenset({"int4", "uint4", "int2", "uint2"})
 
 
-def reshape_for_axis(p: np.ndarray, rank: int, axis: int) -> np.ndarray:
-    """A 1-D per-channel parameter reshaped to broadcast along `axis` of a rank-`rank`
-    tensor (scalars and 1-element vectors stay scalars)."""
-    if p.size == 1 and p.ndim <= 1:
-        return p.reshape(())
-    shape = [1] * rank
-    shape[axis] = p.size
-    return p.reshape(shape)
+def is_integer(dtype: np.dtype) -> bool:
+    """True for numpy integer dtypes and ml_dtypes' int4/uint4/int2/uint2."""
+    return dtype.kind in "iu" or dtype.name in _SMALL_INTS
+
+
+def int_range(dtype: np.dtype) -> tuple[int, int]:
+    """(min, max) of an integer dtype, ml_dtypes' small integers included."""
+    info = ml_dtypes.iinfo(dtype) if dtype.name in _SMALL_INTS else np.iinfo(dtype)
+    return int(info.min), int(info.max)

@@ -52,6 +52,11 @@ def window(attrs: dict, spatial: Ints, kernel: Ints, ceil_mode: bool = False) ->
     n = len(spatial)
     strides = tuple(attrs.get("strides") or [1] * n)
     dilations = tuple(attrs.get("dilations") or [1] * n)
+    pads = list(attrs.get("pads") or [0] * (2 * n))
+    if (len(kernel), len(strides), len(dilations), len(pads)) != (n, n, n, 2 * n):
+        raise EtchError(f"window attributes do not match {n} spatial dims: kernel "
+                        f"{list(kernel)}, strides {list(strides)}, dilations "
+                        f"{list(dilations)}, pads {pads}")
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     auto = attrs.get("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -61,7 +66,6 @@ def window(attrs: dict, spatial: Ints, kernel: Ints, ceil_mode: bool = False) ->
     elif auto == "VALID":
         begin = end = (0,) * n
     else:
-        pads = list(attrs.get("pads") or [0] * (2 * n))
         begin, end = tuple(pads[:n]), tuple(pads[n:])
     out = []
     for x, e, s, b, en in zip(spatial, extent, strides, begin, end):
@@ -76,7 +80,7 @@ def window(attrs: dict, spatial: Ints, kernel: Ints, ceil_mode: bool = False) ->
     return Window(tuple(kernel), strides, dilations, begin, end, tuple(out))
 
 
-def pad_input(x: Array, w: Window, value: float | int = 0) -> Array:
+def pad_input(x: Array, w: Window, value: float = 0) -> Array:
     """Pad the spatial axes of [N, C, *spatial] so every window lies inside."""
     pads = [(0, 0), (0, 0)]
     for size, e, s, b, en, o in zip(x.shape[2:], w.extent, w.strides, w.begin, w.end, w.out):

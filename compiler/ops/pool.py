@@ -22,7 +22,7 @@ def _window(attrs: dict, shape: tuple[int, ...]) -> Window:
     return window(attrs, shape[2:], tuple(attrs["kernel_shape"]), bool(attrs.get("ceil_mode", 0)))
 
 
-def _flat_windows(x: Array, w: Window, fill: float | int) -> Array:
+def _flat_windows(x: Array, w: Window, fill: float) -> Array:
     """[N, C, *out, prod(kernel)]: the window elements, padding filled with `fill`."""
     cols = gather_windows(pad_input(x, w, fill), w)
     k = len(w.kernel)
@@ -30,7 +30,7 @@ def _flat_windows(x: Array, w: Window, fill: float | int) -> Array:
     return np.moveaxis(cols, 2, 2 + k)
 
 
-def _lowest(dtype: np.dtype) -> float | int:
+def _lowest(dtype: np.dtype) -> float:
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 

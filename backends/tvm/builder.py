@@ -1,0 +1,100 @@
+"""Build an IR graph into a TVM artifact: lower -> schedule -> (tune) -> compile -> export.
+
+The Relax module arrives with every kernel already a scheduled PrimFunc, so the Relax
+pipeline here skips TVM's legalisation and operator fusion (fusion is decided on the IR by
+etch's pass and rendered as `etch.Fused`; FuseOps would merge scheduled kernels into new,
+unscheduled ones) and keeps only the lowering to the VM: views for reshapes, static memory
+planning, and the VM calling convention.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from backends.tvm import lower, schedules, target as targets
+from compiler.errors import EtchError
+from compiler.ir import Graph
+from compiler.options import CompileOptions
+
+LIBRARY = "model.so"
+
+
+def vm_passes() -> tvm.transform.Pass:
+    """Relax -> VM lowering for a module whose kernels are all scheduled TIR."""
+    t = relax.transform
+    return tvm.transform.Sequential([
+        t.RewriteDataflowReshape(), t.ToNonDataflow(), t.RemovePurityChecking(),
+        t.CallTIRRewrite(), t.StaticPlanBlockMemory(), t.LowerAllocTensor(),
+        t.KillAfterLastUse(), t.LowerRuntimeBuiltin(), t.ComputePrimValue(),
+        t.VMShapeLower(), t.AttachGlobalSymbol(),
+    ], name="etch_vm_lowering")
+
+
+def kernel_count(mod: tvm.IRModule) -> int:
+    return sum(1 for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target, out: Path) -> None:
+    """Compile a scheduled module and export it as out/model.so."""
+    try:
+        ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
+    except Exception as e:  # a TVM build error is an etch bug; keep the first line readable
+        first = str(e).strip().splitlines()
+        raise RuntimeError(f"TVM build failed: {first[-1] if first else type(e).__name__}") from e
+    ex.export_library(str(out / LIBRARY))
+
+
+def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
+    """The cpu artifact: AVX2/AVX-512 kernels for the detected (or named) CPU."""
+    target_json, info = targets.cpu_target(opts)
+    target = tvm.target.Target(target_json)
+    t0 = time.perf_counter()
+    mod = lower.to_irmodule(graph, pack=True, lanes=info.lanes)
+    mod = schedules.apply_rules(mod, target)
+    tuned = _maybe_tune(mod, target, opts, out)
+    t1 = time.perf_counter()
+    compile_module(tuned, target, out)
+    return {"runtime": "tvm", "device": "cpu", "library": LIBRARY, "entry": "main",
+            "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
+            "vector_lanes": info.lanes, "threads": opts.threads,
+            "kernels": kernel_count(mod), "schedules": schedules.rule_names(tuned),
+            "build_seconds": {"lower_schedule": round(t1 - t0, 3),
+                              "compile": round(time.perf_counter() - t1, 3)}}
+
+
+def build_cuda(graph: Graph, opts: CompileOptions, out: Path) -> dict:
+    """The cuda artifact: dlight-scheduled kernels, built with nvcc (no GPU needed)."""
+    target_json = targets.cuda_target(opts)
+    target = tvm.target.Target(target_json)
+    mod = lower.to_irmodule(graph, pack=False, lanes=4)
+    mod = schedules.apply_rules(mod, target)
+    mod = _maybe_tune(mod, target, opts, out)
+    compile_module(mod, target, out)
+    return {"runtime": "tvm", "device": "cuda", "library": LIBRARY, "entry": "main",
+            "tvm_target": target_json, "kernels": kernel_count(mod),
+            "schedules": schedules.rule_names(mod)}
+
+
+def _maybe_tune(mod: tvm.IRModule, target: tvm.target.Target, opts: CompileOptions,
+                out: Path) -> tvm.IRModule:
+    if not opts.tune:
+        return mod
+    from backends.tvm import tune
+
+    return tune.tune(mod, target, opts.tune, out)
+
+
+def build(graph: Graph, opts: CompileOptions, out: Path) -> dict:
+    """backends.tvm's entry: build `graph` for opts.target into `out`, return manifest entries."""
+    if opts.target == "edge":
+        # The aarch64 path (backends/tvm/edge.py, build_edge) plugs in here.
+        raise EtchError("edge target: the aarch64 deploy path is not built yet")
+    if opts.target == "cpu":
+        return build_cpu(graph, opts, out)
+    if opts.target == "cuda":
+        return build_cuda(graph, opts, out)
+    raise EtchError(f"the TVM backend builds cpu, cuda and edge, not {opts.target!r}")

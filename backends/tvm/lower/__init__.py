@@ -1,0 +1,76 @@
+"""IR graph -> Relax IRModule, one kernel (PrimFunc from TE) per node, built with
+`relax.BlockBuilder` (not TVM's ONNX frontend).
+
+`LOWERINGS` maps each op to its lowering function `(ctx, node) -> None`, which binds the
+node's outputs in `ctx.env`. `backends.tvm.support.SUPPORTED_OPS` lists the same names
+without importing TVM; a test keeps the two equal.
+
+The module's `main` takes the graph inputs in order and returns its outputs (a tuple when
+there are several). Weights are Relax constants: they are embedded in the exported library.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tvm import ir, relax
+
+from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.conv import lower_conv, lower_conv_transpose
+from backends.tvm.lower.epilogue import lower_alias, lower_elementwise
+from backends.tvm.lower.fused import lower_fused
+from backends.tvm.lower.linear import lower_gemm, lower_matmul
+from backends.tvm.lower.norm import (lower_batch_norm, lower_layer_norm, lower_reduce,
+                                     lower_softmax)
+from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
+from backends.tvm.lower.scalar import SCALAR
+from backends.tvm.lower.tensor import (lower_concat, lower_dropout, lower_expand, lower_gather,
+                                       lower_pad, lower_slice, lower_split, lower_tile,
+                                       lower_transpose)
+from compiler.errors import EtchError
+from compiler.ir import Graph, Node
+
+Lowering = Callable[[LowerCtx, Node], None]
+
+LOWERINGS: dict[str, Lowering] = {
+    **{op: lower_elementwise for op in SCALAR if op not in ("Identity", "Dropout")},
+    "Identity": lower_alias, "Reshape": lower_alias, "Flatten": lower_alias,
+    "Squeeze": lower_alias, "Unsqueeze": lower_alias, "Dropout": lower_dropout,
+    "Conv": lower_conv, "ConvTranspose": lower_conv_transpose,
+    "Gemm": lower_gemm, "MatMul": lower_matmul,
+    "MaxPool": lower_pool, "AveragePool": lower_pool,
+    "GlobalAveragePool": lower_global_pool, "GlobalMaxPool": lower_global_pool, "LRN": lower_lrn,
+    "BatchNormalization": lower_batch_norm, "LayerNormalization": lower_layer_norm,
+    "Softmax": lower_softmax, "LogSoftmax": lower_softmax,
+    **{op: lower_reduce for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
+                                   "ReduceSumSquare", "ReduceL1", "ReduceL2")},
+    "Transpose": lower_transpose, "Concat": lower_concat, "Split": lower_split,
+    "Slice": lower_slice, "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile,
+    "Pad": lower_pad,
+    "etch.Fused": lower_fused,
+}
+
+
+def check_supported(graph: Graph) -> None:
+    """EtchError naming every op of `graph` this backend cannot build."""
+    missing = sorted({n.op for n in graph.nodes if n.op not in LOWERINGS})
+    if missing:
+        raise EtchError(f"the TVM backend does not build op(s) {', '.join(missing)}")
+
+
+def to_irmodule(graph: Graph, *, pack: bool, lanes: int) -> ir.IRModule:
+    """The Relax module computing `graph`; `pack` lays weights out for CPU vector kernels."""
+    check_supported(graph)
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"input{k}", relax.TensorType(graph.values[name].shape,
+                                                            graph.values[name].dtype))
+              for k, name in enumerate(graph.inputs)]
+    with bb.function("main", params):
+        ctx = LowerCtx(graph, bb, pack=pack, lanes=lanes)
+        ctx.env.update(zip(graph.inputs, params))
+        with bb.dataflow():
+            for node in graph.nodes:
+                LOWERINGS[node.op](ctx, node)
+            outs = [bb.emit_output(ctx.expr(name)) for name in graph.outputs]
+        bb.emit_func_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+    return bb.get()

@@ -1,0 +1,141 @@
+"""The state one graph lowering carries: the BlockBuilder, value -> Relax expression, and the
+choices the kernels depend on (pack weights for CPU vector units, vector lanes).
+
+Every kernel goes through `LowerCtx.emit`, which names the PrimFunc `<kind>_<k>_<node>` from a
+sanitised node name (`[A-Za-z0-9_]` only: names in an ONNX file are untrusted text) and tags it
+with `etch.kind` so the schedule rules know what they are looking at.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from compiler.errors import EtchError
+from compiler.ir import Graph, Node
+
+Shape = tuple[int, ...]
+
+
+def sanitize(name: str, limit: int = 40) -> str:
+    """`name` reduced to [A-Za-z0-9_], at most `limit` characters (may be empty)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)[:limit].strip("_")
+
+
+def shape_of(expr: relax.Expr) -> Shape:
+    """The static shape of a Relax tensor expression."""
+    return tuple(int(d) for d in expr.ty.shape.values)
+
+
+def bload(t: te.Tensor, idx: Sequence[tirx.Expr]) -> tirx.Expr:
+    """Read `t` at output position `idx` with numpy (right-aligned) broadcasting."""
+    shape = [int(d) for d in t.shape]
+    lead = len(idx) - len(shape)
+    return t(*[0 if d == 1 else idx[lead + i] for i, d in enumerate(shape)])
+
+
+@dataclass
+class Operands:
+    """A node's inputs for an elementwise computation: constant scalars become immediates
+    (no memory traffic, and `Pow(x, 2)` can see its exponent); other inputs are tensors."""
+
+    slots: list[tuple[str, Any]] = field(default_factory=list)  # ("t", k) | ("imm", e) | ("none",)
+    exprs: list[relax.Expr] = field(default_factory=list)
+
+    def load(self, tensors: Sequence[te.Tensor], idx: Sequence[tirx.Expr],
+             index_of: Callable[[te.Tensor, Sequence], tirx.Expr] = bload) -> list:
+        """The operands' values at output position `idx` (None for missing inputs)."""
+        out: list[tirx.Expr | None] = []
+        for slot in self.slots:
+            if slot[0] == "t":
+                out.append(index_of(tensors[slot[1]], idx))
+            else:
+                out.append(slot[1] if slot[0] == "imm" else None)
+        return out
+
+
+class LowerCtx:
+    """Lowering state for one graph: see the module docstring."""
+
+    def __init__(self, graph: Graph, bb: relax.BlockBuilder, *, pack: bool, lanes: int) -> None:
+        self.graph = graph
+        self.bb = bb
+        self.pack = pack    # lay constant weights out for CPU vector kernels
+        self.lanes = lanes  # float32 lanes per vector register
+        self.env: dict[str, relax.Expr] = {}
+        self.kernels = 0
+
+    # ---- values ---------------------------------------------------------------------------
+    def shape(self, name: str) -> Shape:
+        return tuple(int(d) for d in self.graph.values[name].shape)
+
+    def dtype(self, name: str) -> str:
+        return self.graph.values[name].dtype
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.graph.const(name) if name else None
+
+    def expr(self, name: str) -> relax.Expr:
+        """The Relax expression holding value `name` (constants become relax constants)."""
+        if name not in self.env:
+            data = self.const(name)
+            if data is None:
+                raise EtchError(f"internal: value %{name} used before it is computed")
+            self.env[name] = relax.const(np.ascontiguousarray(data))
+        return self.env[name]
+
+    def array(self, data: np.ndarray) -> relax.Expr:
+        """A constant the lowering made (packed weights, folded scales)."""
+        return relax.const(np.ascontiguousarray(data))
+
+    def operands(self, names: Sequence[str]) -> Operands:
+        """Operands for values `names` ("" marks an omitted optional input)."""
+        ops = Operands()
+        for name in names:
+            data = self.const(name)
+            if not name:
+                ops.slots.append(("none",))
+            elif data is not None and data.size == 1:
+                ops.slots.append(("imm", tirx.const(data.reshape(()).item(), data.dtype.name)))
+            else:
+                ops.slots.append(("t", len(ops.exprs)))
+                ops.exprs.append(self.expr(name))
+        return ops
+
+    def data_operands(self, arrays: Sequence[np.ndarray]) -> Operands:
+        """Operands for constants the lowering computed (folded scales, biases)."""
+        ops = Operands()
+        for data in arrays:
+            if data.size == 1:
+                ops.slots.append(("imm", tirx.const(data.reshape(()).item(), data.dtype.name)))
+            else:
+                ops.slots.append(("t", len(ops.exprs)))
+                ops.exprs.append(self.array(data))
+        return ops
+
+    # ---- emission ---------------------------------------------------------------------------
+    def emit(self, fn: Callable[..., te.Tensor], inputs: Sequence[relax.Expr], node: Node,
+             kind: str, **hints: Any) -> relax.Var:
+        """Emit one kernel: `fn(*te_tensors)` builds its TE; `hints` go to PrimFunc attrs."""
+        self.kernels += 1
+        label = sanitize(node.name)
+        name = f"{kind}_{self.kernels}" + (f"_{label}" if label else "")
+        attrs = {"etch.kind": kind, **{f"etch.{k}": v for k, v in hints.items()}}
+        return self.bb.emit_te(lambda *ts: fn(*ts), *inputs, primfunc_name_hint=name,
+                               primfunc_attrs=attrs)
+
+    def reshape(self, x: relax.Expr, shape: Shape) -> relax.Expr:
+        """A view of `x` with another shape (no copy at run time)."""
+        if shape_of(x) == tuple(shape):
+            return x
+        return self.bb.emit(relax.op.reshape(x, [int(d) for d in shape]))
+
+    def bind(self, node: Node, *outs: relax.Expr) -> None:
+        """Record the expressions computing `node`'s outputs."""
+        for name, expr in zip(node.outputs, outs):
+            if name:
+                self.env[name] = expr

@@ -1,0 +1,243 @@
+"""Conv and ConvTranspose (1-D and 2-D, NCHW), direct convolution.
+
+The input is padded into a scratch buffer ("pad" block) so the inner loop has no bounds
+checks. The output width is rounded up to the register tile's width (`tiles.conv_tile`), so
+the anchor loops divide evenly; the epilogue writes only the real columns. On CPU the weight
+is packed at compile time to [OC/ocb, IC/g, KH, KW, ocb]: the ocb weights that share one
+loaded input vector are contiguous. Depthwise convs (one input channel per output channel)
+keep their [OC, 1, KH, KW] weight: a tile there is one channel.
+
+ConvTranspose is the convolution of the zero-upsampled input with the flipped kernel: its
+weight is flipped and regrouped at compile time and the zero insertion happens in the pad
+block, so it runs on the same kernel and schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.epilogue import Epilogue, add_operand
+from backends.tvm.schedules import tiles
+from compiler.errors import EtchError
+from compiler.ir import Node
+
+
+@dataclass
+class ConvSpec:
+    """A 2-D NCHW convolution; 1-D convs are run with H = 1."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    oc: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pad_top: int
+    pad_left: int
+    groups: int
+    upsample: tuple[int, int] = (1, 1)  # ConvTranspose: zeros inserted between inputs
+
+    @property
+    def depthwise(self) -> bool:
+        return self.c == self.groups
+
+
+def same_pads(auto_pad: str, size: int, out: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """(begin, end) padding of an auto_pad SAME_UPPER / SAME_LOWER convolution."""
+    total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+    small = total // 2
+    return (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
+
+
+def conv_spec(attrs: dict, xshape: tuple, wshape: tuple, oshape: tuple) -> ConvSpec:
+    """The ConvSpec of an ONNX Conv from its attributes and (static) shapes."""
+    rank = len(xshape) - 2
+    if rank not in (1, 2):
+        raise EtchError(f"Conv over {rank} spatial dims: the TVM backend builds 1-D and 2-D")
+    strides = list(attrs.get("strides", [1] * rank))
+    dil = list(attrs.get("dilations", [1] * rank))
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pairs = [same_pads(auto, xshape[2 + i], oshape[2 + i], wshape[2 + i], strides[i], dil[i])
+                 for i in range(rank)]
+        pads = [p[0] for p in pairs] + [p[1] for p in pairs]
+    elif auto == "VALID":
+        pads = [0] * 2 * rank
+    if rank == 1:
+        xshape, wshape, oshape = (xshape[:2] + (1,) + xshape[2:], wshape[:2] + (1,) + wshape[2:],
+                                  oshape[:2] + (1,) + oshape[2:])
+        strides, dil, pads = [1] + strides, [1] + dil, [0, pads[0], 0, pads[1]]
+    return ConvSpec(xshape[0], xshape[1], xshape[2], xshape[3], wshape[0], wshape[2], wshape[3],
+                    oshape[2], oshape[3], (strides[0], strides[1]), (dil[0], dil[1]),
+                    pads[0], pads[1], int(attrs.get("group", 1)))
+
+
+def pack_conv(w: np.ndarray, ocb: int) -> np.ndarray:
+    """[OC, ICg, KH, KW] -> [OC/ocb, ICg, KH, KW, ocb]."""
+    oc, icg, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(oc // ocb, ocb, icg, kh, kw).transpose(0, 2, 3, 4, 1))
+
+
+def _padded_input(x: te.Tensor, sp: ConvSpec, ph: int, pw: int) -> te.Tensor:
+    """The zero-padded (and, for ConvTranspose, zero-upsampled) input, [N, C, ph, pw]."""
+    uh, uw = sp.upsample
+    if (sp.pad_top, sp.pad_left, uh, uw) == (0, 0, 1, 1) and ph <= sp.h and pw <= sp.w:
+        return x
+
+    def body(n: tirx.Expr, c: tirx.Expr, i: tirx.Expr, j: tirx.Expr):
+        hi, wi = i - sp.pad_top, j - sp.pad_left
+        inside = tirx.all(hi >= 0, hi < (sp.h - 1) * uh + 1, wi >= 0, wi < (sp.w - 1) * uw + 1)
+        if uh > 1 or uw > 1:
+            inside = tirx.all(inside, tirx.floormod(hi, uh) == 0, tirx.floormod(wi, uw) == 0)
+            hi, wi = tirx.floordiv(hi, uh), tirx.floordiv(wi, uw)
+        return tirx.if_then_else(inside, x[n, c, hi, wi], tirx.const(0, x.dtype))
+
+    return te.compute((sp.n, sp.c, ph, pw), body, name="pad")
+
+
+def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
+           epi: Epilogue) -> relax.Expr:
+    """Emit the direct convolution of x [N, C, H, W] with constant w, then the epilogue."""
+    ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
+    depthwise = icg == 1
+    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes) if ctx.pack else (1, sp.ow)
+    ocb = 1 if depthwise else ocb
+    owp = tiles.padded(sp.ow, vw)
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+    ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (owp - 1) * sw + (sp.kw - 1) * dw + 1
+    weight = ctx.array(pack_conv(w, ocb) if ocb > 1 else w)
+
+    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        pad = _padded_input(xt, sp, ph, pw)
+        rc = te.reduce_axis((0, icg), "rc")
+        ry, rx = te.reduce_axis((0, sp.kh), "ry"), te.reduce_axis((0, sp.kw), "rx")
+
+        ic = 0 if depthwise else rc
+
+        def weight_at(o: tirx.Expr) -> tirx.Expr:
+            if ocb > 1:
+                return wt[o // ocb, ic, ry, rx, o % ocb]
+            return wt[o, ic, ry, rx]
+
+        def body(n, o, i, j):
+            c = o // ocpg * icg + ic if sp.groups > 1 else ic
+            return te.sum(pad[n, c, i * sh + ry * dh, j * sw + rx * dw] * weight_at(o),
+                          axis=[ry, rx] if depthwise else [rc, ry, rx])
+
+        acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
+        return te.compute((sp.n, sp.oc, sp.oh, sp.ow),
+                          lambda n, o, i, j: epi.apply(acc(n, o, i, j), (n, o, i, j), extra),
+                          name="epilogue")
+
+    kind = "depthwise_conv2d" if depthwise else "conv2d"
+    return ctx.emit(compute, [x, weight, *epi.exprs], node, kind, ocb=ocb, vw=vw)
+
+
+def _pointwise(sp: ConvSpec) -> bool:
+    return (sp.kh, sp.kw, sp.stride, sp.pad_top, sp.pad_left, sp.h, sp.w) == \
+        (1, 1, (1, 1), 0, 0, sp.oh, sp.ow)
+
+
+def _with_bias(ctx: LowerCtx, epi: Epilogue, bias: str, rank: int) -> Epilogue:
+    """Add a per-channel bias [OC] (viewed as [OC, 1, ...] to broadcast over NC...)."""
+    if not bias:
+        return epi
+    data = ctx.const(bias)
+    if data is None:
+        raise EtchError(f"conv bias %{bias} is computed; etch expects a constant bias")
+    return epi.with_bias(add_operand(epi, ctx, data=data.reshape((-1,) + (1,) * rank)))
+
+
+def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
+         epi: Epilogue) -> relax.Expr:
+    """ONNX Conv with a constant weight, then the epilogue."""
+    w = ctx.const(inputs[1])
+    if w is None:
+        raise EtchError(f"node {node.name}: Conv with a computed weight is not supported")
+    xshape, oshape = ctx.shape(inputs[0]), ctx.shape(out)
+    sp = conv_spec(attrs, xshape, w.shape, oshape)
+    epi = _with_bias(ctx, epi, inputs[2] if len(inputs) > 2 else "", len(oshape) - 2)
+    if len(oshape) == 3:
+        epi.index_map = lambda i: [i[0], i[1], i[3]]
+    elif _pointwise(sp) and sp.h > 1:
+        # A 1x1 stride-1 conv is a matmul over the flattened image: run it as one row of
+        # H*W columns so the vector axis is long even when the image is narrow.
+        width = sp.w
+        epi.index_map = lambda i: [i[0], i[1], i[3] // width, i[3] % width]
+        sp.w = sp.ow = sp.h * sp.w
+        sp.h = sp.oh = 1
+    x = ctx.reshape(ctx.expr(inputs[0]), (sp.n, sp.c, sp.h, sp.w))
+    w4 = w.reshape(sp.oc, w.shape[1], sp.kh, sp.kw)
+    return ctx.reshape(conv2d(ctx, node, x, w4, sp, epi), oshape)
+
+
+def transpose_weight(w: np.ndarray, groups: int) -> np.ndarray:
+    """ConvTranspose weight [C, OC/g, KH, KW] -> the equivalent Conv weight [OC, C/g, KH, KW],
+    spatially flipped."""
+    c, ocg = w.shape[:2]
+    wg = w.reshape(groups, c // groups, ocg, *w.shape[2:])
+    wg = wg.transpose(0, 2, 1, *range(3, w.ndim + 1))[..., ::-1, ::-1]
+    return np.ascontiguousarray(wg.reshape(groups * ocg, c // groups, *w.shape[2:]))
+
+
+def conv_transpose(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
+                   epi: Epilogue) -> relax.Expr:
+    """ONNX ConvTranspose as a stride-1 convolution of the upsampled, padded input."""
+    w = ctx.const(inputs[1])
+    if w is None:
+        raise EtchError(f"node {node.name}: ConvTranspose with a computed weight")
+    xshape, oshape = ctx.shape(inputs[0]), ctx.shape(out)
+    rank = len(xshape) - 2
+    if rank != 2:
+        raise EtchError(f"node {node.name}: ConvTranspose builds 2-D only")
+    groups = int(attrs.get("group", 1))
+    strides = list(attrs.get("strides", [1, 1]))
+    dil = list(attrs.get("dilations", [1, 1]))
+    pads = _transpose_pads(attrs, xshape, w.shape, oshape, strides, dil)
+    wc = transpose_weight(w, groups)
+    sp = ConvSpec(xshape[0], xshape[1], xshape[2], xshape[3], wc.shape[0], w.shape[2], w.shape[3],
+                  oshape[2], oshape[3], (1, 1), (dil[0], dil[1]),
+                  dil[0] * (w.shape[2] - 1) - pads[0], dil[1] * (w.shape[3] - 1) - pads[1],
+                  groups, upsample=(strides[0], strides[1]))
+    if sp.pad_top < 0 or sp.pad_left < 0:
+        raise EtchError(f"node {node.name}: ConvTranspose pads larger than the kernel extent")
+    epi = _with_bias(ctx, epi, inputs[2] if len(inputs) > 2 else "", rank)
+    return conv2d(ctx, node, ctx.expr(inputs[0]), wc, sp, epi)
+
+
+def _transpose_pads(attrs: dict, xshape: tuple, wshape: tuple, oshape: tuple,
+                    strides: list, dil: list) -> list[int]:
+    """The begin pads of a ConvTranspose (explicit, or derived for auto_pad/output_shape)."""
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto == "NOTSET" and "pads" in attrs:
+        return list(attrs["pads"])[:2]
+    if auto == "NOTSET" and "output_shape" not in attrs:
+        return [0, 0]
+    out_pad = list(attrs.get("output_padding", [0, 0]))
+    begins = []
+    for i in range(2):
+        full = strides[i] * (xshape[2 + i] - 1) + out_pad[i] + (wshape[2 + i] - 1) * dil[i] + 1
+        total = max(0, full - oshape[2 + i])
+        begins.append(total // 2 if auto != "SAME_LOWER" else total - total // 2)
+    return begins
+
+
+def lower_conv(ctx: LowerCtx, node: Node) -> None:
+    out = node.outputs[0]
+    ctx.bind(node, conv(ctx, node, node.inputs, node.attrs, out, Epilogue(ctx.dtype(out))))
+
+
+def lower_conv_transpose(ctx: LowerCtx, node: Node) -> None:
+    out = node.outputs[0]
+    ctx.bind(node, conv_transpose(ctx, node, node.inputs, node.attrs, out,
+                                  Epilogue(ctx.dtype(out))))

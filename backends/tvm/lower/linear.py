@@ -1,0 +1,154 @@
+"""Gemm and MatMul.
+
+Two kernels:
+- dense: activation [M, K] times a constant [K, N]. On CPU the weight is packed at compile
+  time into [N/nb, K, nb] blocks (nb from `tiles.dense_nb`), so the inner loop reads nb
+  contiguous floats for each k: the vector axis is N. Leading dims of a MatMul's activation
+  are flattened into M (a view), and the epilogue maps the flat row back to the full index.
+- batched: both operands computed, numpy broadcasting over leading dims (attention's QK^T
+  and AV); Gemm with transA/transB and a computed B also lands here.
+Both end in the same `epilogue` compute, so a Gemm bias, a fused activation or residual
+add runs inside the kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from backends.tvm.lower.context import LowerCtx, shape_of
+from backends.tvm.lower.epilogue import Epilogue, add_operand
+from backends.tvm.schedules import tiles
+from compiler.errors import EtchError
+from compiler.ir import Node
+
+
+def _unravel(flat: tirx.Expr, dims: tuple[int, ...]) -> list[tirx.Expr]:
+    idx = []
+    for d in reversed(dims):
+        idx.append(tirx.floormod(flat, d) if len(idx) < len(dims) - 1 else flat)
+        flat = tirx.floordiv(flat, d)
+    return idx[::-1]
+
+
+def pack_dense(w: np.ndarray, nb: int) -> np.ndarray:
+    """[K, N] -> [ceil(N/nb), K, nb], zero-padded along N."""
+    k, n = w.shape
+    npad = tiles.padded(n, nb)
+    w = np.pad(w, ((0, 0), (0, npad - n)))
+    return np.ascontiguousarray(w.reshape(k, npad // nb, nb).transpose(1, 0, 2))
+
+
+def dense(ctx: LowerCtx, node: Node, a: relax.Expr, w: np.ndarray, epi: Epilogue,
+          trans_a: bool = False) -> relax.Expr:
+    """a [M, K] (or [K, M] with trans_a) times constant w [K, N], then the epilogue."""
+    k, n = (int(d) for d in w.shape)
+    m = shape_of(a)[1 if trans_a else 0]
+    nb = tiles.dense_nb(n, ctx.lanes) if ctx.pack else n
+    weight = ctx.array(pack_dense(w, nb) if ctx.pack else w)
+    npad = tiles.padded(n, nb)
+
+    def compute(at: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        r = te.reduce_axis((0, k), "k")
+
+        def load_a(i: tirx.Expr) -> tirx.Expr:
+            return at[r, i] if trans_a else at[i, r]
+
+        if ctx.pack:
+            acc = te.compute((m, npad), lambda i, j: te.sum(
+                load_a(i) * wt[j // nb, r, j % nb], axis=r), name="anchor")
+        else:
+            acc = te.compute((m, n), lambda i, j: te.sum(load_a(i) * wt[r, j], axis=r),
+                             name="anchor")
+        return te.compute((m, n), lambda i, j: epi.apply(acc(i, j), (i, j), extra),
+                          name="epilogue")
+
+    return ctx.emit(compute, [a, weight, *epi.exprs], node, "dense", nb=nb, trans_a=int(trans_a))
+
+
+def batched(ctx: LowerCtx, node: Node, a: relax.Expr, b: relax.Expr, out_shape: tuple[int, ...],
+            epi: Epilogue, trans_a: bool = False, trans_b: bool = False) -> relax.Expr:
+    """Broadcast batched matmul of two computed operands (ranks >= 2)."""
+    ashape = shape_of(a)
+    bshape = shape_of(b)
+    k = ashape[-2] if trans_a else ashape[-1]
+
+    def compute(at: te.Tensor, bt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        r = te.reduce_axis((0, k), "k")
+
+        def index(shape: tuple[int, ...], lead: list, row: object, col: object) -> list:
+            batch = lead[len(lead) - (len(shape) - 2):] if len(shape) > 2 else []
+            return [0 if d == 1 else v for d, v in zip(shape[:-2], batch)] + [row, col]
+
+        def body(*i: tirx.Expr) -> tirx.Expr:
+            lead, mi, ni = list(i[:-2]), i[-2], i[-1]
+            av = at(*index(ashape, lead, *((r, mi) if trans_a else (mi, r))))
+            bv = bt(*index(bshape, lead, *((ni, r) if trans_b else (r, ni))))
+            return te.sum(av * bv, axis=r)
+
+        acc = te.compute(out_shape, body, name="anchor")
+        return te.compute(out_shape, lambda *i: epi.apply(acc(*i), i, extra), name="epilogue")
+
+    return ctx.emit(compute, [a, b, *epi.exprs], node, "batch_matmul")
+
+
+def matmul(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
+           epi: Epilogue) -> relax.Expr:
+    """ONNX MatMul (numpy semantics, 1-D operands included) with an epilogue."""
+    a_name, b_name = inputs[:2]
+    ashape, bshape, oshape = ctx.shape(a_name), ctx.shape(b_name), ctx.shape(out)
+    a, b, w = ctx.expr(a_name), ctx.expr(b_name), ctx.const(b_name)
+    a_vec, b_vec = len(ashape) == 1, len(bshape) == 1
+    if a_vec:
+        a, ashape = ctx.reshape(a, (1,) + ashape), (1,) + ashape
+    if w is not None and w.ndim == 2:
+        lead = ashape[:-1]
+        if a_vec:
+            epi.index_map = lambda i: [i[1]]
+        elif len(lead) > 1:
+            epi.index_map = lambda i: _unravel(i[0], lead) + [i[1]]
+        y = dense(ctx, node, ctx.reshape(a, (int(np.prod(lead)), ashape[-1])), w, epi)
+        return ctx.reshape(y, oshape)
+    if b_vec:
+        b, bshape = ctx.reshape(b, bshape + (1,)), bshape + (1,)
+    full = tuple(np.broadcast_shapes(ashape[:-2], bshape[:-2])) + (ashape[-2], bshape[-1])
+    if a_vec or b_vec:
+        drop = {len(full) - 2} if a_vec else set()
+        drop |= {len(full) - 1} if b_vec else set()
+        epi.index_map = lambda i: [v for d, v in enumerate(i) if d not in drop]
+    return ctx.reshape(batched(ctx, node, a, b, full, epi), oshape)
+
+
+def gemm(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
+         epi: Epilogue) -> relax.Expr:
+    """ONNX Gemm: alpha * A' B' + beta * C, with alpha and beta folded where B, C are constant."""
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    trans_a, trans_b = bool(attrs.get("transA", 0)), bool(attrs.get("transB", 0))
+    a, w = ctx.expr(inputs[0]), ctx.const(inputs[1])
+    c = inputs[2] if len(inputs) > 2 and inputs[2] else ""
+    if c:
+        cdata = ctx.const(c)
+        if cdata is not None:
+            slot = add_operand(epi, ctx, data=(beta * cdata).astype(cdata.dtype))
+        elif beta == 1.0:
+            slot = add_operand(epi, ctx, name=c)
+        else:
+            raise EtchError(f"node {node.name}: Gemm with beta={beta} and a computed C")
+        epi = epi.with_bias(slot)
+    if w is not None:
+        w = (w.T if trans_b else w) * np.asarray(alpha, w.dtype) if alpha != 1.0 else \
+            (w.T if trans_b else w)
+        return dense(ctx, node, a, np.ascontiguousarray(w), epi, trans_a=trans_a)
+    if alpha != 1.0:
+        epi.steps.insert(0, ("Mul", {}, ["y", add_operand(epi, ctx, data=np.float32(alpha))]))
+    return batched(ctx, node, a, ctx.expr(inputs[1]), ctx.shape(out), epi, trans_a, trans_b)
+
+
+def lower_gemm(ctx: LowerCtx, node: Node) -> None:
+    out = node.outputs[0]
+    ctx.bind(node, gemm(ctx, node, node.inputs, node.attrs, out, Epilogue(ctx.dtype(out))))
+
+
+def lower_matmul(ctx: LowerCtx, node: Node) -> None:
+    out = node.outputs[0]
+    ctx.bind(node, matmul(ctx, node, node.inputs, node.attrs, out, Epilogue(ctx.dtype(out))))

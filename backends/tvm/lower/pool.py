@@ -1,0 +1,138 @@
+"""Pooling (MaxPool, AveragePool, global pools) and LRN, NCHW, 1-D and 2-D.
+
+Windows are read with bounds checks instead of a padded copy: pooling is memory-bound and a
+copy would double its traffic. ceil_mode only changes the output size (taken from the
+graph); a window that runs past the padded input counts only what it covers. AveragePool's
+divisor is the window clipped to the padded input (count_include_pad=1) or to the input.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from backends.tvm.lower.context import LowerCtx
+from compiler.errors import EtchError
+from compiler.ir import Node
+
+
+def _geometry(attrs: dict, xshape: tuple, oshape: tuple) -> tuple[list, list, list, list]:
+    """(kernel, strides, dilations, begin pads) per spatial dim, auto_pad resolved."""
+    from backends.tvm.lower.conv import same_pads
+
+    rank = len(xshape) - 2
+    kernel = list(attrs["kernel_shape"])
+    strides = list(attrs.get("strides", [1] * rank))
+    dil = list(attrs.get("dilations", [1] * rank))
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pairs = [same_pads(auto, xshape[2 + i], oshape[2 + i], kernel[i], strides[i], dil[i])
+                 for i in range(rank)]
+        pads = [p[0] for p in pairs] + [p[1] for p in pairs]
+    elif auto == "VALID":
+        pads = [0] * 2 * rank
+    return kernel, strides, dil, pads
+
+
+def _check_outputs(ctx: LowerCtx, node: Node) -> None:
+    consumers = ctx.graph.consumers()
+    for extra in node.outputs[1:]:
+        if extra and (extra in consumers or extra in ctx.graph.outputs):
+            raise EtchError(f"node {node.name}: {node.op}'s output {extra!r} is not built")
+
+
+def lower_pool(ctx: LowerCtx, node: Node) -> None:
+    """MaxPool / AveragePool."""
+    _check_outputs(ctx, node)
+    x, out = node.inputs[0], node.outputs[0]
+    xshape, oshape = ctx.shape(x), ctx.shape(out)
+    rank = len(xshape) - 2
+    if rank not in (1, 2):
+        raise EtchError(f"node {node.name}: {node.op} over {rank} dims is not built")
+    kernel, strides, dil, pads = _geometry(node.attrs, xshape, oshape)
+    is_max = node.op == "MaxPool"
+    include_pad = bool(node.attrs.get("count_include_pad", 0))
+    sizes = xshape[2:]
+    reduce = [te.reduce_axis((0, k), f"r{i}") for i, k in enumerate(kernel)]
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        def body(*idx: tirx.Expr) -> tirx.Expr:
+            pos = [idx[2 + i] * strides[i] - pads[i] + reduce[i] * dil[i] for i in range(rank)]
+            inside = tirx.all(*[tirx.all(p >= 0, p < sizes[i]) for i, p in enumerate(pos)])
+            v = xt(idx[0], idx[1], *pos)
+            if is_max:
+                low = tirx.min_value(xt.dtype)
+                return te.max(tirx.if_then_else(inside, v, low), axis=reduce)
+            return te.sum(tirx.if_then_else(inside, v, tirx.const(0, xt.dtype)), axis=reduce)
+
+        acc = te.compute(oshape, body, name="anchor")
+        if is_max:
+            return te.compute(oshape, lambda *i: acc(*i), name="epilogue")
+        return te.compute(oshape, lambda *i: acc(*i) / _count(i, kernel, strides, dil, pads,
+                                                              sizes, include_pad, xt.dtype),
+                          name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "pool"))
+
+
+def _count(idx: tuple, kernel: list, strides: list, dil: list, pads: list, sizes: tuple,
+           include_pad: bool, dtype: str) -> tirx.Expr:
+    """How many window taps an average divides by at output position idx."""
+    rank = len(kernel)
+    total = tirx.const(1, "int32")
+    for i in range(rank):
+        lo = -pads[i] if include_pad else 0
+        hi = sizes[i] + (pads[rank + i] if include_pad else 0)
+        start = idx[2 + i] * strides[i] - pads[i]
+        # taps t in [0, k) with lo <= start + t*d < hi
+        first = tirx.max(0, (lo - start + dil[i] - 1) // dil[i])
+        last = tirx.min(kernel[i], (hi - start + dil[i] - 1) // dil[i])
+        total = total * tirx.max(last - first, 1)
+    return total.astype(dtype)
+
+
+def lower_global_pool(ctx: LowerCtx, node: Node) -> None:
+    """GlobalAveragePool / GlobalMaxPool: reduce all spatial dims, keep them as 1s."""
+    x, out = node.inputs[0], node.outputs[0]
+    xshape, oshape = ctx.shape(x), ctx.shape(out)
+    spatial = xshape[2:]
+    count = 1
+    for d in spatial:
+        count *= d
+    is_max = node.op == "GlobalMaxPool"
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        r = [te.reduce_axis((0, d), f"r{i}") for i, d in enumerate(spatial)]
+        red = te.max if is_max else te.sum
+        acc = te.compute(oshape, lambda *i: red(xt(i[0], i[1], *r), axis=r), name="anchor")
+        scale = tirx.const(1.0 / count, xt.dtype)
+        return te.compute(oshape, lambda *i: acc(*i) if is_max else acc(*i) * scale,
+                          name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))
+
+
+def lower_lrn(ctx: LowerCtx, node: Node) -> None:
+    """LRN across channels: x / (bias + alpha/size * sum of squares in the window)^beta."""
+    x, out = node.inputs[0], node.outputs[0]
+    shape = ctx.shape(x)
+    size = int(node.attrs["size"])
+    alpha, beta = float(node.attrs.get("alpha", 1e-4)), float(node.attrs.get("beta", 0.75))
+    bias = float(node.attrs.get("bias", 1.0))
+    lo = (size - 1) // 2
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        r = te.reduce_axis((0, size), "r")
+
+        def sq(n, c, *rest):
+            cc = c - lo + r
+            v = tirx.if_then_else(tirx.all(cc >= 0, cc < shape[1]), xt(n, cc, *rest), 0.0)
+            return te.sum(v * v, axis=r)
+
+        acc = te.compute(shape, sq, name="anchor")
+        f = tirx.const
+        return te.compute(shape, lambda *i: xt(*i) / tirx.power(
+            f(bias, xt.dtype) + f(alpha / size, xt.dtype) * acc(*i), f(beta, xt.dtype)),
+            name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))

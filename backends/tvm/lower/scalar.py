@@ -1,0 +1,179 @@
+"""Elementwise ops as scalar TIR expressions, shared by standalone elementwise kernels and the
+epilogues of `etch.Fused` kernels (so one definition serves both).
+
+`SCALAR[op](attrs, args, dtype) -> PrimExpr`: `args` are the op's inputs already loaded at one
+output position (missing optional inputs are None), `dtype` the output dtype. Semantics are
+ONNX's: integer Div truncates, Mod follows the divisor's sign unless fmod=1, comparisons give
+bool. exp/erf/tanh/sigmoid use the vectorisable forms of `fastmath`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from tvm import tirx
+
+from backends.tvm.lower import fastmath
+from backends.tvm.lower.fastmath import dtype_of
+
+Expr = tirx.Expr
+ScalarFn = Callable[[dict, list[Optional[Expr]], str], Expr]
+
+
+def _c(v: float, like: Expr) -> Expr:
+    return tirx.const(v, dtype_of(like))
+
+
+def _is_float(x: Expr) -> bool:
+    return dtype_of(x).startswith(("float", "bfloat"))
+
+
+def _imm(x: Expr | None) -> float | None:
+    """The value of a constant scalar operand, or None."""
+    return float(x.value) if isinstance(x, (tirx.FloatImm, tirx.IntImm)) else None
+
+
+def _clip(attrs: dict, a: list, dtype: str) -> Expr:
+    x, lo, hi = a[0], (a[1:2] or [None])[0], (a[2:3] or [None])[0]
+    lo = lo if lo is not None else (_c(attrs["min"], x) if "min" in attrs else None)
+    hi = hi if hi is not None else (_c(attrs["max"], x) if "max" in attrs else None)
+    if lo is not None:
+        x = tirx.max(x, lo.astype(dtype_of(x)))
+    if hi is not None:
+        x = tirx.min(x, hi.astype(dtype_of(x)))
+    return x
+
+
+def _gelu(attrs: dict, a: list, dtype: str) -> Expr:
+    x = a[0]
+    if attrs.get("approximate", "none") == "tanh":
+        inner = _c(math.sqrt(2.0 / math.pi), x) * (x + _c(0.044715, x) * x * x * x)
+        return _c(0.5, x) * x * (_c(1.0, x) + fastmath.tanh(inner))
+    return _c(0.5, x) * x * (_c(1.0, x) + fastmath.erf(x * _c(1.0 / math.sqrt(2.0), x)))
+
+
+def _div(attrs: dict, a: list, dtype: str) -> Expr:
+    x, y = a
+    return x / y if _is_float(x) else tirx.truncdiv(x, y)
+
+
+def _mod(attrs: dict, a: list, dtype: str) -> Expr:
+    x, y = a
+    if _is_float(x):
+        return tirx.fmod(x, y) if attrs.get("fmod", 0) else x - tirx.floor(x / y) * y
+    return tirx.truncmod(x, y) if attrs.get("fmod", 0) else tirx.floormod(x, y)
+
+
+def _pow(attrs: dict, a: list, dtype: str) -> Expr:
+    x, y = a
+    e = _imm(y)
+    special = {1.0: lambda: x, 2.0: lambda: x * x, 3.0: lambda: x * x * x,
+               0.5: lambda: tirx.sqrt(x), -1.0: lambda: _c(1.0, x) / x}
+    if e is not None and e in special and _is_float(x):
+        return special[e]()
+    return tirx.power(x, y.astype(dtype_of(x)))
+
+
+def _elu(attrs: dict, a: list, dtype: str) -> Expr:
+    x = a[0]
+    neg = _c(attrs.get("alpha", 1.0), x) * (fastmath.exp(x) - _c(1.0, x))
+    return tirx.Select(x > _c(0, x), x, neg)
+
+
+def _selu(attrs: dict, a: list, dtype: str) -> Expr:
+    x = a[0]
+    alpha = attrs.get("alpha", 1.67326319217681884765625)
+    gamma = _c(attrs.get("gamma", 1.05070102214813232421875), x)
+    neg = _c(alpha, x) * (fastmath.exp(x) - _c(1.0, x))
+    return gamma * tirx.Select(x > _c(0, x), x, neg)
+
+
+def _hard_sigmoid(attrs: dict, a: list, dtype: str) -> Expr:
+    x = a[0]
+    y = _c(attrs.get("alpha", 0.2), x) * x + _c(attrs.get("beta", 0.5), x)
+    return tirx.max(_c(0, x), tirx.min(_c(1, x), y))
+
+
+def _hard_swish(attrs: dict, a: list, dtype: str) -> Expr:
+    x = a[0]
+    return x * tirx.max(_c(0, x), tirx.min(_c(1, x), x / _c(6, x) + _c(0.5, x)))
+
+
+def _sign(attrs: dict, a: list, dtype: str) -> Expr:
+    x = a[0]
+    return tirx.Select(x > _c(0, x), _c(1, x), tirx.Select(x < _c(0, x), _c(-1, x), _c(0, x)))
+
+
+def _nary(fn: Callable[[Expr, Expr], Expr]) -> ScalarFn:
+    """Variadic ops (Sum, Max, Min): fold left over the inputs."""
+    def run(attrs: dict, a: list, dtype: str) -> Expr:
+        acc = a[0]
+        for x in a[1:]:
+            acc = fn(acc, x)
+        return acc
+    return run
+
+
+def _mean(attrs: dict, a: list, dtype: str) -> Expr:
+    return _nary(lambda x, y: x + y)(attrs, a, dtype) / _c(len(a), a[0])
+
+
+def _unary(fn: Callable[[Expr], Expr]) -> ScalarFn:
+    return lambda attrs, a, dtype: fn(a[0])
+
+
+def _binary(fn: Callable[[Expr, Expr], Expr]) -> ScalarFn:
+    return lambda attrs, a, dtype: fn(a[0], a[1])
+
+
+SCALAR: dict[str, ScalarFn] = {
+    "Relu": _unary(lambda x: tirx.max(x, _c(0, x))),
+    "LeakyRelu": lambda attrs, a, dt: tirx.Select(a[0] >= _c(0, a[0]), a[0],
+                                                  a[0] * _c(attrs.get("alpha", 0.01), a[0])),
+    "PRelu": _binary(lambda x, s: tirx.Select(x >= _c(0, x), x, x * s)),
+    "Sigmoid": _unary(fastmath.sigmoid),
+    "Tanh": _unary(fastmath.tanh),
+    "Exp": _unary(fastmath.exp),
+    "Log": _unary(tirx.log),
+    "Sqrt": _unary(tirx.sqrt),
+    "Erf": _unary(fastmath.erf),
+    "Neg": _unary(lambda x: -x),
+    "Abs": _unary(tirx.abs),
+    "Reciprocal": _unary(lambda x: _c(1, x) / x),
+    "Floor": _unary(tirx.floor),
+    "Ceil": _unary(tirx.ceil),
+    "Round": _unary(tirx.nearbyint),  # ONNX rounds half to even
+    "Sign": _sign,
+    "Softplus": _unary(lambda x: tirx.log(_c(1, x) + fastmath.exp(x))),
+    "Not": _unary(tirx.bitwise_not),
+    "Identity": _unary(lambda x: x),
+    "Dropout": _unary(lambda x: x),  # inference: identity
+    "Cast": lambda attrs, a, dtype: (a[0] != _c(0, a[0])) if dtype == "bool" else
+    a[0].astype(dtype),
+    "Clip": _clip,
+    "HardSigmoid": _hard_sigmoid,
+    "HardSwish": _hard_swish,
+    "Gelu": _gelu,
+    "Elu": _elu,
+    "Selu": _selu,
+    "Add": _binary(lambda x, y: x + y),
+    "Sub": _binary(lambda x, y: x - y),
+    "Mul": _binary(lambda x, y: x * y),
+    "Div": _div,
+    "Mod": _mod,
+    "Pow": _pow,
+    "Max": _nary(tirx.max),
+    "Min": _nary(tirx.min),
+    "Sum": _nary(lambda x, y: x + y),
+    "Mean": _mean,
+    "Equal": _binary(lambda x, y: x == y),
+    "Less": _binary(lambda x, y: x < y),
+    "Greater": _binary(lambda x, y: x > y),
+    "LessOrEqual": _binary(lambda x, y: x <= y),
+    "GreaterOrEqual": _binary(lambda x, y: x >= y),
+    "And": _binary(tirx.all),
+    "Or": _binary(tirx.any),
+    "Xor": _binary(lambda x, y: x != y),
+    "Where": lambda attrs, a, dtype: tirx.Select(a[0], a[1], a[2]),
+}

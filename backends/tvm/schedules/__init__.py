@@ -1,0 +1,57 @@
+"""Schedule rules per target: `apply(func, target) -> Schedule | None`, tried in order, the
+last one a fallback (dlight's protocol, so dlight's own rules mix in freely).
+
+`apply_rules(mod, target)` schedules every PrimFunc of a module with the target's rule list
+and marks it `tirx.is_scheduled`; `rule_names(mod)` says which rule scheduled each kernel
+(recorded in the manifest, so a slow kernel can be traced to its schedule).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import ir, tirx
+
+RULE_ATTR = "etch.rule"
+
+
+def rules_for(target: tvm.target.Target) -> list:
+    """The rule list of a target kind (llvm -> cpu rules, cuda -> dlight GPU rules)."""
+    if target.kind.name == "cuda":
+        from backends.tvm.schedules import cuda
+
+        return cuda.rules()
+    from backends.tvm.schedules import cpu
+
+    return cpu.rules()
+
+
+def apply_rules(mod: ir.IRModule, target: tvm.target.Target,
+                rules: list | None = None) -> ir.IRModule:
+    """`mod` with every unscheduled PrimFunc scheduled by the first rule that applies."""
+    rules = rules_for(target) if rules is None else rules
+    updated = {}
+    with target:
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
+                continue
+            for rule in rules:
+                sch = rule.apply(func, target, False)
+                if sch is None:
+                    continue
+                sch = sch[0] if isinstance(sch, list) else sch
+                new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                updated[gvar] = new.with_attr(RULE_ATTR, type(rule).__name__)
+                break
+    for gvar, func in updated.items():
+        mod[gvar] = func
+    return mod
+
+
+def rule_names(mod: ir.IRModule) -> dict[str, int]:
+    """How many kernels each rule scheduled ("unscheduled" for none)."""
+    counts: dict[str, int] = {}
+    for _, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            name = str(func.attrs.get(RULE_ATTR, "unscheduled")) if func.attrs else "unscheduled"
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))

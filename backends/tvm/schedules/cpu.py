@@ -1,0 +1,254 @@
+"""CPU (llvm) schedule rules for the kernels `backends.tvm.lower` emits.
+
+Every anchor kernel is an "anchor" reduction block followed by an "epilogue" block. The rules
+tile the anchor into a register tile (vector axis innermost, unrolled rows/channels around
+it, the reduction outside both), then move the epilogue into the tile loop
+(`reverse_compute_at`), so bias, activation and residual are applied while the tile is hot
+and the anchor's buffer shrinks to the tile: a small default-scope buffer that stays on the
+stack (a "local" one would become a heap workspace; see DESIGN.md). Outer loops run in
+parallel when the kernel has enough work to pay for a thread-pool launch.
+
+Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, Reduction (dlight's CPU rule for
+softmax/layer norm shapes), Injective, Fallback.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from backends.tvm.schedules import tiles
+
+# Multiply-adds (or elements) below which a kernel runs on one thread: a parallel launch
+# costs a few microseconds, as much as ~64k vectorised multiply-adds.
+PARALLEL_MIN_WORK = 1 << 16
+Loop = s_tir.schedule.LoopRV
+
+
+def lanes(target: Target) -> int:
+    """float32 lanes of the target's vector registers."""
+    from tvm.target import codegen
+
+    features = set(codegen.llvm_get_cpu_features(target))
+    if "avx512f" in features:
+        return 16
+    return 8 if "avx2" in features or "avx" in features else 4
+
+
+def extent(sch: s_tir.Schedule, loop: Loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def work(sch: s_tir.Schedule, loops: Sequence[Loop]) -> int:
+    total = 1
+    for loop in loops:
+        total *= extent(sch, loop)
+    return total
+
+
+def block(sch: s_tir.Schedule, name: str) -> s_tir.schedule.SBlockRV | None:
+    """The block called `name`, or None."""
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # s_tir raises a generic ScheduleError for a missing block
+        return None
+
+
+def maybe_parallel(sch: s_tir.Schedule, loop: Loop, amount: int) -> None:
+    if amount >= PARALLEL_MIN_WORK and extent(sch, loop) > 1:
+        sch.parallel(loop)
+
+
+def vectorize_inner(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV, width: int) -> None:
+    """Vectorise the innermost loop of `blk` by `width` lanes where it divides evenly."""
+    loops = sch.get_loops(blk)
+    if not loops:
+        return
+    n = extent(sch, loops[-1])
+    if n <= width and n > 1:
+        sch.vectorize(loops[-1])
+    elif n % width == 0:
+        sch.vectorize(sch.split(loops[-1], [None, width])[1])
+
+
+def finish_tile(sch: s_tir.Schedule, anchor: s_tir.schedule.SBlockRV, reduce_first: Loop,
+                rows: Loop | None, vec: Loop, epilogue_vec: bool) -> None:
+    """Unroll the tile's row loop, vectorise its vector loop, split off the init."""
+    if rows is not None:
+        sch.unroll(rows)
+    sch.vectorize(vec)
+    init = sch.decompose_reduction(anchor, reduce_first)
+    init_loops = sch.get_loops(init)
+    sch.vectorize(init_loops[-1])
+    epi = block(sch, "epilogue")
+    if epi is not None and epilogue_vec:
+        sch.vectorize(sch.get_loops(epi)[-1])
+
+
+class KindRule(ScheduleRule):
+    """A rule for PrimFuncs whose `etch.kind` attribute is in `kinds` (empty: any)."""
+
+    kinds: tuple[str, ...] = ()
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        kind = str(func.attrs.get("etch.kind", "")) if func.attrs else ""
+        if self.kinds and kind not in self.kinds:
+            return None
+        sch = s_tir.Schedule(func)
+        return sch if self.schedule(sch, func, target) is not False else None
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target) -> bool | None:
+        raise NotImplementedError
+
+
+class Dense(KindRule):
+    """[M, K] x packed [N/nb, K, nb]: tile mb x nb, vector axis N, parallel over tiles."""
+
+    kinds = ("dense",)
+
+    def schedule(self, sch, func, target):
+        nb = int(func.attrs["etch.nb"])
+        anchor = sch.get_sblock("anchor")
+        m, n, k = sch.get_loops(anchor)
+        if extent(sch, n) % nb:
+            return False
+        total = work(sch, [m, n, k])
+        mb = tiles.dense_mb(extent(sch, m), nb, lanes(target))
+        mo, mi = sch.split(m, [None, mb])
+        no, ni = sch.split(n, [None, nb])
+        sch.reorder(no, mo, k, mi, ni)  # a weight block stays in cache across row tiles
+        outer = sch.fuse(no, mo)
+        maybe_parallel(sch, outer, total)
+        n_out = int(sch.get(sch.get_loops(sch.get_sblock("epilogue"))[-1]).extent)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
+        finish_tile(sch, anchor, k, mi, ni, epilogue_vec=n_out % nb == 0)
+        return True
+
+
+class Conv(KindRule):
+    """Direct NCHW conv: tile ocb channels x vw columns; parallel over (n, oc-block, row)."""
+
+    kinds = ("conv2d",)
+
+    def schedule(self, sch, func, target):
+        ocb, vw = int(func.attrs["etch.ocb"]), int(func.attrs["etch.vw"])
+        anchor = sch.get_sblock("anchor")
+        n, o, y, x, rc, ry, rx = sch.get_loops(anchor)
+        total = work(sch, [n, o, y, x, rc, ry, rx])
+        ow = extent(sch, sch.get_loops(sch.get_sblock("epilogue"))[-1])
+        oo, oi = sch.split(o, [None, ocb])
+        xo, xi = sch.split(x, [None, vw])
+        sch.reorder(n, oo, y, xo, rc, ry, rx, oi, xi)
+        outer = sch.fuse(n, oo, y)
+        maybe_parallel(sch, outer, total)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
+        finish_tile(sch, anchor, rc, oi, xi, epilogue_vec=ow % vw == 0)
+        _schedule_pad(sch, total)
+        return True
+
+
+class DepthwiseConv(KindRule):
+    """One channel per tile, vw output columns as the vector, the 3x3 taps unrolled."""
+
+    kinds = ("depthwise_conv2d",)
+
+    def schedule(self, sch, func, target):
+        vw = int(func.attrs["etch.vw"])
+        anchor = sch.get_sblock("anchor")
+        n, o, y, x, ry, rx = sch.get_loops(anchor)
+        total = work(sch, [n, o, y, x, ry, rx])
+        ow = extent(sch, sch.get_loops(sch.get_sblock("epilogue"))[-1])
+        xo, xi = sch.split(x, [None, vw])
+        sch.reorder(n, o, y, xo, ry, rx, xi)
+        outer = sch.fuse(n, o, y)
+        maybe_parallel(sch, outer, total)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
+        sch.unroll(rx)
+        finish_tile(sch, anchor, ry, None, xi, epilogue_vec=ow % vw == 0)
+        _schedule_pad(sch, total)
+        return True
+
+
+def _schedule_pad(sch: s_tir.Schedule, total: int) -> None:
+    pad = block(sch, "pad")
+    if pad is None:
+        return
+    loops = sch.get_loops(pad)
+    maybe_parallel(sch, sch.fuse(*loops[:2]), total)
+
+
+class BatchMatmul(KindRule):
+    """Both operands computed: tile (m, n) with n as the vector axis where N allows."""
+
+    kinds = ("batch_matmul",)
+
+    def schedule(self, sch, func, target):
+        anchor = sch.get_sblock("anchor")
+        loops = sch.get_loops(anchor)
+        *batch, m, n, k = loops
+        width = lanes(target)
+        nb = next((b for b in (2 * width, width) if extent(sch, n) % b == 0), 0)
+        if nb == 0:
+            nb = extent(sch, n) if extent(sch, n) <= 4 * width else 0
+        if nb == 0:
+            return False
+        total = work(sch, loops)
+        mb = tiles.dense_mb(extent(sch, m), nb, width)
+        mo, mi = sch.split(m, [None, mb])
+        no, ni = sch.split(n, [None, nb])
+        sch.reorder(*batch, mo, no, k, mi, ni)
+        outer = sch.fuse(*batch, mo, no)
+        maybe_parallel(sch, outer, total)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
+        finish_tile(sch, anchor, k, mi, ni, epilogue_vec=True)
+        return True
+
+
+class Injective(KindRule):
+    """Elementwise and data-movement kernels: vectorise the innermost dim, parallel outer."""
+
+    kinds = ("elementwise", "injective", "transpose")
+
+    def schedule(self, sch, func, target):
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        if len(blocks) != 1:
+            return False
+        blk = blocks[0]
+        loops = sch.get_loops(blk)
+        if not loops:
+            return True
+        total = work(sch, loops)
+        vectorize_inner(sch, blk, lanes(target))
+        loops = sch.get_loops(blk)
+        if len(loops) > 1:
+            maybe_parallel(sch, sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0], total)
+        return True
+
+
+class Fallback(KindRule):
+    """Anything else: parallel over each block's leading spatial loops when it is large."""
+
+    def schedule(self, sch, func, target):
+        for blk in sch.get_child_blocks(sch.get_sblock("root")):
+            loops = sch.get_loops(blk)
+            kinds = [iv.iter_type for iv in sch.get(blk).iter_vars]
+            if not loops or len(kinds) != len(loops):
+                continue
+            lead = 0
+            while lead < len(loops) and kinds[lead] == tirx.IterVar.DataPar:
+                lead += 1
+            if lead:
+                outer = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
+                maybe_parallel(sch, outer, work(sch, loops))
+        return True
+
+
+def rules() -> list[ScheduleRule]:
+    return [Dense(), Conv(), DepthwiseConv(), BatchMatmul(), dlight.cpu.Reduction(),
+            Injective(), Fallback()]

@@ -1,0 +1,51 @@
+"""Register-tile sizes for the CPU kernels, shared by lowering (which packs weights to match)
+and the schedule rules (which tile loops to match). Pure Python: no TVM import.
+
+The register budget is AVX2's 16 vector registers (32 with AVX-512): an accumulator tile of
+at most ~12 vectors leaves room for the loaded operand and the broadcast weights.
+"""
+
+from __future__ import annotations
+
+MAX_ACC_VECTORS = 12
+
+
+def dense_nb(n: int, lanes: int) -> int:
+    """Columns per packed weight block for a [M, K] x [K, N] kernel (vector axis N)."""
+    for nb in (2 * lanes, lanes):
+        if n % nb == 0:
+            return nb
+    if n <= 4 * lanes:
+        return n
+    return 2 * lanes  # N is padded up to a multiple; the epilogue writes only N columns
+
+
+def dense_mb(m: int, nb: int, lanes: int) -> int:
+    """Rows per register tile: as many as the accumulator budget allows, dividing M."""
+    vectors = max(1, -(-nb // lanes))
+    for mb in (8, 6, 4, 3, 2):
+        if m % mb == 0 and mb * vectors <= MAX_ACC_VECTORS:
+            return mb
+    return 1
+
+
+def conv_tile(oc_per_group: int, out_w: int, lanes: int) -> tuple[int, int]:
+    """(output channels, output columns) of a direct-convolution register tile.
+
+    Columns are the vector axis (NCHW keeps a row contiguous); channels share each loaded
+    input vector, each with its own broadcast weight.
+    """
+    vw = out_w if out_w <= 2 * lanes else (2 * lanes if out_w % (2 * lanes) == 0 or
+                                           out_w % lanes != 0 else lanes)
+    vectors = max(1, -(-vw // lanes))
+    ocb = 1
+    for cand in (8, 6, 4, 2):
+        if oc_per_group % cand == 0 and cand * vectors <= MAX_ACC_VECTORS:
+            ocb = cand
+            break
+    return ocb, vw
+
+
+def padded(n: int, block: int) -> int:
+    """n rounded up to a multiple of block."""
+    return -(-n // block) * block

@@ -1,0 +1,22 @@
+"""The ops the TVM backend builds (cpu, cuda; edge shares the lowering). Imported by
+`etch inspect`, so it imports nothing heavy: the list is written out, and
+tests/backends/test_tvm_ops.py checks it equals `backends.tvm.lower.LOWERINGS`."""
+
+ELEMENTWISE_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Erf", "Neg", "Abs",
+    "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Softplus", "Not", "Cast", "Clip",
+    "HardSigmoid", "HardSwish", "Gelu", "Elu", "Selu", "Add", "Sub", "Mul", "Div", "Mod", "Pow",
+    "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+    "And", "Or", "Xor", "Where",
+})
+
+SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
+    "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Conv", "ConvTranspose", "Gemm", "MatMul",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN",
+    "BatchNormalization", "LayerNormalization", "Softmax", "LogSoftmax",
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL1",
+    "ReduceL2",
+    "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad",
+    "etch.Fused",
+})

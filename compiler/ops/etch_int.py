@@ -1,0 +1,198 @@
+"""etch's quantisation ops: the weight-only dequantiser and the integer graph's ops.
+
+Every integer op computes in int64 and is exact; results are checked against their
+container (an int32 accumulator that would overflow is an error, never a wrap-around).
+Real values follow DESIGN.md: a quantised tensor means x = s * (q - z).
+
+- `etch.Dequant(q, scale, zero?)`  (weight-only path) float32
+      y = (float32(q) - float32(zero_e)) * float32(scale_e)
+  where p_e is p repeated `group_size` times along `group_axis` (when group_size > 0),
+  then broadcast to q's shape. scale/zero have q's rank. Per output channel: scale
+  [O, 1, 1, 1] (Conv) or [1, N] (MatMul [K, N]); groups of G along K: [O, C/G, 1, 1] with
+  group_axis=1 or [K/G, N] with group_axis=0; per input channel (AdaDim): [1, C, 1, 1] or
+  [K, 1] (groups of G output channels: [O/G, C, 1, 1], group_axis=0). Attrs: group_axis,
+  group_size, bits, kind ("int", "binary", "ternary"; informational: q already holds the
+  codes).
+- `etch.QGemm(a, w, bias?, a_zero?, w_zero?)` int32
+      y[..., n] = sum_k (a[..., k] - a_zero) * (w[..., k, n] - w_zero[n]) + bias[n]
+  with ONNX MatMul broadcasting of the leading axes (w may be an activation: attention).
+- `etch.QConv(x, w, bias?, x_zero?, w_zero?)` int32: Conv (attrs as ONNX Conv: group,
+  strides, pads, dilations, auto_pad, kernel_shape) of (x - x_zero) with (w - w_zero[o]),
+  padding with x_zero (the real zero), plus bias[o].
+- `etch.Requantize(acc, m0, shift)` int8/uint8: `compiler.reference.requantize(acc, m0,
+  shift, zero_point, qmin, qmax)` with m0/shift scalars or vectors along `axis`.
+  Attrs: axis, zero_point, qmin, qmax (ReLU/ReLU6/Clip are folded into these bounds),
+  to ("int8" | "uint8").
+- `etch.QAdd(a, b)` int8/uint8: TFLite's integer add, each step the one requantise formula:
+      ra = requantize((a - a_zero) << left_shift, a_m0, a_shift, 0, INT32_MIN, INT32_MAX)
+      rb = requantize((b - b_zero) << left_shift, b_m0, b_shift, 0, INT32_MIN, INT32_MAX)
+      y  = requantize(ra + rb, m0, shift, zero_point, qmin, qmax)
+  with numpy broadcasting of a and b. Attrs: the ints named above and `to`.
+- `etch.QSumPool(x, x_zero?)` int32: window sums of (x - x_zero) (AveragePool geometry
+  attrs; `global`=1 sums over all spatial axes); padding adds 0. The division by the
+  window size belongs to the next Requantize's multiplier.
+- `etch.Table(x, table, *consts)`: y = table[x - lo], lo = -128 for int8 x, 0 for uint8;
+  table has 256 entries (int8 or uint8, y's dtype). Attr `epilogue` (etch.Fused's step
+  format over the inputs [real(x), *consts]) records the float function the table was
+  built from, so an exporter can rebuild it; it does not take part in the semantics.
+- `etch.Clamp(x)`: y = clip(x, lo, hi) in x's integer dtype (attrs lo, hi).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler import reference
+from compiler.errors import EtchError
+from compiler.ir import Value
+from compiler.ops import OpDef
+from compiler.ops.common import int_matmul
+from compiler.ops.conv import Window, conv_nd, conv_window, gather_windows, pad_input, window
+
+Array = np.ndarray
+Spec = list[tuple[tuple[int, ...], str]]
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def expand_param(p: Array, group_axis: int, group_size: int) -> Array:
+    """A scale/zero array repeated `group_size` times along `group_axis` (the group form
+    of etch.Dequant); unchanged when group_size is 0."""
+    return np.repeat(p, group_size, axis=group_axis) if group_size else p
+
+
+def _dequant(attrs: dict, q: Array, scale: Array, zero: Array | None = None) -> Array:
+    ga, gs = int(attrs.get("group_axis", 0)), int(attrs.get("group_size", 0))
+    s = expand_param(np.asarray(scale, np.float32), ga, gs)
+    x = q.astype(np.float32)
+    if zero is not None:
+        x = x - expand_param(np.asarray(zero), ga, gs).astype(np.float32)
+    return (x * s).astype(np.float32)
+
+
+def _infer_dequant(attrs: dict, q: Value, *rest: Value | None) -> Spec:
+    return [(q.shape, "float32")]
+
+
+def to_int32(acc: Array, what: str) -> Array:
+    """int64 -> int32, raising EtchError when a value does not fit (an accumulator bug)."""
+    if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+        raise EtchError(f"{what}: int32 accumulator overflow (range {acc.min()}..{acc.max()})")
+    return acc.astype(np.int32)
+
+
+def _centred(x: Array, zero: Array | None) -> Array:
+    x64 = x.astype(np.int64)
+    return x64 if zero is None else x64 - np.asarray(zero, np.int64)
+
+
+def _qgemm(attrs: dict, a: Array, w: Array, bias: Array | None = None,
+           a_zero: Array | None = None, w_zero: Array | None = None) -> Array:
+    acc = int_matmul(_centred(a, a_zero), _centred(w, w_zero))
+    if bias is not None:
+        acc = acc + bias.astype(np.int64)
+    return to_int32(acc, "etch.QGemm")
+
+
+def _qconv(attrs: dict, x: Array, w: Array, bias: Array | None = None,
+           x_zero: Array | None = None, w_zero: Array | None = None) -> Array:
+    wz = None if w_zero is None else np.asarray(w_zero).reshape((-1,) + (1,) * (w.ndim - 1))
+    acc = conv_nd(attrs, _centred(x, x_zero), _centred(w, wz), matmul=int_matmul)
+    if bias is not None:
+        acc = acc + bias.astype(np.int64).reshape((1, -1) + (1,) * (x.ndim - 2))
+    return to_int32(acc, "etch.QConv")
+
+
+def _infer_qconv(attrs: dict, x: Value, w: Value, *rest: Value | None) -> Spec:
+    win = conv_window(attrs, x.shape, w.shape)
+    return [((x.shape[0], w.shape[0]) + win.out, "int32")]
+
+
+def along(p: Array, rank: int, axis: int | None) -> Array:
+    """A scalar or 1-D per-channel parameter shaped to broadcast along `axis`."""
+    p = np.asarray(p)
+    if p.size == 1 or axis is None:
+        return p.reshape(()) if p.size == 1 else p
+    shape = [1] * rank
+    shape[axis % rank] = p.size
+    return p.reshape(shape)
+
+
+def _requantize(attrs: dict, acc: Array, m0: Array, shift: Array) -> Array:
+    axis = attrs.get("axis")
+    y = reference.requantize(acc, along(m0, acc.ndim, axis), along(shift, acc.ndim, axis),
+                             int(attrs.get("zero_point", 0)), int(attrs["qmin"]),
+                             int(attrs["qmax"]))
+    return y.astype(attrs.get("to", "int8"))
+
+
+def _infer_requantize(attrs: dict, acc: Value, *rest: Value | None) -> Spec:
+    return [(acc.shape, attrs.get("to", "int8"))]
+
+
+def _qadd(attrs: dict, a: Array, b: Array) -> Array:
+    shift_l = int(attrs.get("left_shift", 20))
+
+    def side(x: Array, p: str) -> Array:
+        x64 = (x.astype(np.int64) - int(attrs[f"{p}_zero"])) << shift_l
+        return reference.requantize(x64, attrs[f"{p}_m0"], attrs[f"{p}_shift"], 0,
+                                    INT32_MIN, INT32_MAX)
+
+    y = reference.requantize(side(a, "a") + side(b, "b"), attrs["m0"], attrs["shift"],
+                             int(attrs.get("zero_point", 0)), int(attrs["qmin"]),
+                             int(attrs["qmax"]))
+    return y.astype(attrs.get("to", "int8"))
+
+
+def _infer_qadd(attrs: dict, a: Value, b: Value) -> Spec:
+    return [(tuple(np.broadcast_shapes(a.shape, b.shape)), attrs.get("to", "int8"))]
+
+
+def pool_window(attrs: dict, shape: tuple[int, ...]) -> Window:
+    """The window of an etch.QSumPool (global: one window over all spatial axes)."""
+    if attrs.get("global", 0):
+        return window({}, shape[2:], tuple(shape[2:]))
+    return window(attrs, shape[2:], tuple(attrs["kernel_shape"]), bool(attrs.get("ceil_mode", 0)))
+
+
+def _qsumpool(attrs: dict, x: Array, x_zero: Array | None = None) -> Array:
+    w = pool_window(attrs, x.shape)
+    cols = gather_windows(pad_input(_centred(x, x_zero), w, 0), w)
+    acc = cols.reshape(x.shape[:2] + (-1,) + w.out).sum(axis=2)
+    return to_int32(acc, "etch.QSumPool")
+
+
+def _infer_qsumpool(attrs: dict, x: Value, *rest: Value | None) -> Spec:
+    return [((x.shape[0], x.shape[1]) + pool_window(attrs, x.shape).out, "int32")]
+
+
+def _table(attrs: dict, x: Array, table: Array, *consts: Array) -> Array:
+    if table.shape != (256,):
+        raise EtchError(f"etch.Table: the table has shape {table.shape}, expected (256,)")
+    lo = -128 if x.dtype == np.int8 else 0
+    return table[x.astype(np.int64) - lo]
+
+
+def _infer_table(attrs: dict, x: Value, table: Value, *rest: Value | None) -> Spec:
+    return [(x.shape, table.dtype)]
+
+
+def _clamp(attrs: dict, x: Array) -> Array:
+    return np.clip(x, int(attrs["lo"]), int(attrs["hi"])).astype(x.dtype)
+
+
+def _same(attrs: dict, x: Value, *rest: Any) -> Spec:
+    return [(x.shape, x.dtype)]
+
+
+OPS: dict[str, OpDef] = {
+    "etch.Dequant": OpDef("etch.Dequant", _dequant, infer=_infer_dequant),
+    "etch.QGemm": OpDef("etch.QGemm", _qgemm),
+    "etch.QConv": OpDef("etch.QConv", _qconv, infer=_infer_qconv),
+    "etch.Requantize": OpDef("etch.Requantize", _requantize, infer=_infer_requantize),
+    "etch.QAdd": OpDef("etch.QAdd", _qadd, infer=_infer_qadd),
+    "etch.QSumPool": OpDef("etch.QSumPool", _qsumpool, infer=_infer_qsumpool),
+    "etch.Table": OpDef("etch.Table", _table, infer=_infer_table),
+    "etch.Clamp": OpDef("etch.Clamp", _clamp, infer=_same),
+}

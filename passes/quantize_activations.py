@@ -1,0 +1,91 @@
+"""QuantizeActivations: the float graph (weights already quantised) -> the integer graph.
+
+Every activation a node reads or writes in integer form is int8 (uint8 where an imported
+model says so), per tensor: x = s (q - z), with (s, z) from calibration ranges (min/max, or
+a two-sided percentile) covering 0, or from the model's own QuantizeLinear parameters.
+The graph is rebuilt node by node (`passes.int_lowering` holds the rules):
+
+- Conv/Gemm/MatMul with symmetric per-channel (or per-tensor) weight codes from
+  etch.Dequant -> etch.QConv / etch.QGemm (int32, bias folded in at scale s_x s_w)
+  -> etch.Requantize; a following chain of per-channel bias Add/Sub, positive Mul/Div and
+  one Relu/Clip is absorbed (the bias into the int32 bias, the scales into the multiplier,
+  the clamp into the saturation bounds). MatMul of two activations (attention) -> QGemm.
+- Add of two integer activations -> etch.QAdd (+ a following Relu/Clip as its bounds).
+- Relu/Clip of an integer activation -> etch.Clamp (same scale).
+- MaxPool and data movement (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity)
+  run on the integers unchanged; GlobalAveragePool, ReduceMean over the spatial axes and
+  AveragePool without padding -> etch.QSumPool -> etch.Requantize (1/count in the multiplier).
+- any region of elementwise float ops with one integer input and scalar constants (Sigmoid,
+  Tanh, the Erf GELU, x * 0.5, ...) -> etch.Table, 256 entries built at compile time by
+  running the region's own reference ops on the 256 input levels.
+- everything else (Softmax, LayerNormalization, an Add with a float operand, ...) runs in
+  float on the host, reading DequantizeLinear of integer inputs; an integer consumer of a
+  float value reads QuantizeLinear of it. Graph inputs are quantised, outputs dequantised,
+  keeping their names.
+
+Each node gets attrs["placement"] = "accel" (integer) or "host" (float and Q/DQ), and
+graph.metadata["etch.placement"] summarises them (JSON). Integer values carry Value.quant;
+int32 accumulators carry their real scale (per channel), which `compiler.qdq_export` uses.
+
+Preconditions: weights quantised by QuantizeWeights (integer=True) or imported QDQ weights;
+calibration inputs (`calib`, a path or dict; required: etch has no default data for an
+arbitrary model). Not fused yet (etch.Fused nodes run on the host).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+
+from compiler.errors import EtchError
+from compiler.ir import Graph
+from passes import calibrate
+from passes.base import Pass
+from passes.int_lowering import Lowering, act_params
+
+Calib = str | Mapping[str, np.ndarray] | None
+
+
+class QuantizeActivations(Pass):
+    """Build the integer graph (int8 activations, integer kernels, host fallbacks)."""
+
+    name = "quantize_activations"
+
+    def __init__(self, calib: Calib, method: str = "minmax", percentile: float = 99.99) -> None:
+        if method not in ("minmax", "percentile"):
+            raise EtchError(f"activation calibration {method!r}: choose minmax or percentile")
+        self.calib, self.method, self.percentile = calib, method, percentile
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        if self.calib is None:
+            raise EtchError("integer activations (--int, --target verilog) need calibration "
+                            "inputs: pass --calib DATA.npz, keyed like --inputs (a few hundred "
+                            "representative samples)")
+        ranges = self._ranges(graph)
+        lowered = Lowering(graph, ranges).build()
+        lowered.metadata["etch.placement"] = json.dumps(summary(lowered))
+        return lowered, True
+
+    def _ranges(self, graph: Graph) -> dict[str, tuple[float, float]]:
+        names = {o for n in graph.nodes for o in n.outputs if o} | set(graph.inputs)
+        names = {n for n in names if np.dtype(graph.values[n].dtype).kind == "f"}
+        stats = calibrate.RangeStats(names, keep_samples=self.method == "percentile")
+        calibrate.run_all(graph, calibrate.batches(graph, calibrate.load(self.calib)), stats)
+        pct = self.percentile if self.method == "percentile" else None
+        return {n: stats.range(n, pct) for n in names if n in stats.lo}
+
+
+def summary(graph: Graph) -> dict:
+    """Op counts per placement and the host nodes by name."""
+    out: dict = {"accel": {}, "host": {}, "host_nodes": []}
+    for n in graph.nodes:
+        where = n.attrs.get("placement", "host")
+        out[where][n.op] = out[where].get(n.op, 0) + 1
+        if where == "host" and n.op not in ("QuantizeLinear", "DequantizeLinear"):
+            out["host_nodes"].append(n.name)
+    return out
+
+
+__all__ = ["QuantizeActivations", "act_params", "summary"]

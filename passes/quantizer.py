@@ -1,0 +1,136 @@
+"""Weight quantisers on a [N, K] matrix (rows = output channels, columns = the reduction).
+
+A `Scheme` says which integers a code may take (b-bit signed or unsigned, binary {-1,+1},
+ternary {-1,0,+1}). Scales are shared by rectangular blocks of `rg` rows x `cg` columns
+tiling the matrix: per output channel is (1, K), groups of G along K are (1, G), per input
+channel (AdaDim) is (N, 1) (or (G, 1): groups of G output channels), per tensor (N, K).
+Every function here is pure numpy on float64.
+
+Scale choice (round to nearest): binary takes scale = mean|w| (the L2-optimal scale of
+sign(w), XNOR-Net); the others search a clipping ratio r on a grid and keep, per block, the
+scale with the least squared error (the `mse` option of GPTQ's quantiser, AWQ's clip search),
+which matters at 2-4 bits, where clipping the largest weights wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RATIOS = np.linspace(1.0, 0.3, 36)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """The codes a weight may take: kind "int" (b bits), "binary" or "ternary"."""
+
+    bits: int
+    kind: str = "int"
+    symmetric: bool = True
+
+    @property
+    def qmin(self) -> int:
+        if self.kind in ("binary", "ternary"):
+            return -1
+        return -(1 << (self.bits - 1)) if self.symmetric else 0
+
+    @property
+    def qmax(self) -> int:
+        if self.kind in ("binary", "ternary"):
+            return 1
+        return (1 << (self.bits - 1)) - 1 if self.symmetric else (1 << self.bits) - 1
+
+    @property
+    def dtype(self) -> str:
+        """The container: int8 for signed codes, uint8 for asymmetric (unsigned) ones."""
+        return "int8" if self.symmetric or self.kind != "int" else "uint8"
+
+    def describe(self) -> str:
+        if self.kind != "int":
+            return self.kind
+        return f"{'s' if self.symmetric else 'u'}{self.bits}"
+
+
+def to_blocks(m: np.ndarray, rg: int, cg: int) -> np.ndarray:
+    """[N, K] -> [N/rg * K/cg, rg * cg]: one row per scale block (row-major over blocks)."""
+    n, k = m.shape
+    return m.reshape(n // rg, rg, k // cg, cg).transpose(0, 2, 1, 3).reshape(-1, rg * cg)
+
+
+def from_blocks(b: np.ndarray, n: int, k: int, rg: int, cg: int) -> np.ndarray:
+    """Inverse of `to_blocks`."""
+    return b.reshape(n // rg, k // cg, rg, cg).transpose(0, 2, 1, 3).reshape(n, k)
+
+
+def codes(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """Round-to-nearest codes of x for a given scale/zero (broadcast against x)."""
+    if scheme.kind == "binary":
+        return np.where(x >= 0, 1, -1).astype(np.int64)
+    q = np.rint(x / scale) + zero
+    return np.clip(q, scheme.qmin, scheme.qmax).astype(np.int64)
+
+
+def fit(blocks: np.ndarray, scheme: Scheme, search: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row (scale, zero) of `blocks` [B, E]: float64 scales > 0, integer zeros."""
+    if scheme.kind == "binary":
+        scale = np.abs(blocks).mean(axis=1)
+        return np.where(scale > 0, scale, 1.0), np.zeros(len(blocks))
+    best_s, best_z = _candidate(blocks, 1.0, scheme)
+    if not search:
+        return best_s, best_z
+    best_e = _error(blocks, best_s, best_z, scheme)
+    for r in RATIOS[1:]:
+        s, z = _candidate(blocks, r, scheme)
+        e = _error(blocks, s, z, scheme)
+        better = e < best_e
+        best_s, best_z, best_e = (np.where(better, s, best_s), np.where(better, z, best_z),
+                                  np.minimum(e, best_e))
+    return best_s, best_z
+
+
+def _candidate(blocks: np.ndarray, r: float, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    if scheme.symmetric or scheme.kind != "int":
+        amax = np.abs(blocks).max(axis=1) * r
+        scale = amax / scheme.qmax
+        return np.where(scale > 0, scale, 1.0), np.zeros(len(blocks))
+    lo = np.minimum(blocks.min(axis=1), 0) * r
+    hi = np.maximum(blocks.max(axis=1), 0) * r
+    scale = (hi - lo) / (scheme.qmax - scheme.qmin)
+    scale = np.where(scale > 0, scale, 1.0)
+    return scale, np.clip(np.rint(-lo / scale), scheme.qmin, scheme.qmax)
+
+
+def _error(blocks: np.ndarray, s: np.ndarray, z: np.ndarray, scheme: Scheme) -> np.ndarray:
+    q = codes(blocks, s[:, None], z[:, None], scheme)
+    return np.square((q - z[:, None]) * s[:, None] - blocks).sum(axis=1)
+
+
+def rtn(m: np.ndarray, scheme: Scheme, rg: int, cg: int,
+        search: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round to nearest: (codes [N, K], scales [N/rg, K/cg], zeros [N/rg, K/cg])."""
+    n, k = m.shape
+    blocks = to_blocks(m, rg, cg)
+    s, z = fit(blocks, scheme, search)
+    q = codes(blocks, s[:, None], z[:, None], scheme)
+    shape = (n // rg, k // cg)
+    return from_blocks(q, n, k, rg, cg), s.reshape(shape), z.reshape(shape)
+
+
+def dequantize(q: np.ndarray, s: np.ndarray, z: np.ndarray, rg: int, cg: int) -> np.ndarray:
+    """Codes and block scales back to a float64 [N, K] matrix."""
+    se = np.repeat(np.repeat(s, rg, axis=0), cg, axis=1)
+    ze = np.repeat(np.repeat(z, rg, axis=0), cg, axis=1)
+    return (q - ze) * se
+
+
+def output_error(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> float:
+    """Relative error of a quantised matrix: ||dW||^2 / ||W||^2, or with a Hessian H of the
+    layer input (X^T X), the output error tr(dW H dW^T) / tr(W H W^T); with H [g, K, K]
+    the matrices are [g, N/g, K] (one Hessian per convolution group)."""
+    d = w_hat - w
+    if h is None:
+        return float((d * d).sum() / max((w * w).sum(), 1e-30))
+    num = np.einsum("gnk,gkl,gnl->", d, h, d, optimize=True)
+    den = np.einsum("gnk,gkl,gnl->", w, h, w, optimize=True)
+    return float(num / max(den, 1e-30))

@@ -1,0 +1,131 @@
+"""Runs `cpu` and `cuda` artifacts: model.so through the Relax VM (edge artifacts go to
+`runtime.edge_executor`, which knows RPC and qemu).
+
+The manifest names the library, the device and the thread count. TVM's CPU thread pool
+reads TVM_NUM_THREADS when a thread first launches parallel work, and a pool only shrinks
+afterwards: set here at load, before any kernel runs, it holds for this process. A CUDA
+artifact where no CUDA device exists fails at load with an EtchError, not inside TVM.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from compiler.errors import EtchError
+from runtime.executor import Executor, check_inputs
+
+
+def _apply_threads(threads: int | None) -> None:
+    """Run kernels on `threads` threads; None: TVM_NUM_THREADS if set, else every CPU this
+    process may use (TVM's own default is half the CPUs, assuming hyper-threads)."""
+    import tvm
+
+    if not threads:
+        if "TVM_NUM_THREADS" in os.environ:
+            return
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    # Shrink a pool this thread already started with more workers (1 = no affinity mode).
+    tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+
+
+def _device(kind: str):
+    import tvm
+
+    if kind == "cpu":
+        return tvm.cpu(0)
+    if kind == "cuda":
+        dev = tvm.cuda(0)
+        if not dev.exist:
+            raise EtchError("this artifact runs on CUDA, but there is no CUDA device here "
+                            "(no NVIDIA GPU or driver); compile with --target cpu")
+        return dev
+    raise EtchError(f"unknown device {kind!r} in the manifest")
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data is 64-byte aligned (what TVM requires
+    of memory it borrows through DLPack)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+class TvmExecutor(Executor):
+    """Loads model.so once. On CPU, inputs are copied into aligned staging arrays that TVM
+    borrows (DLPack, no copy), so a call costs two memcpys more than the kernels; outputs are
+    copied out (an output may be a constant or an input of the module, which must not be
+    handed to the caller)."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        super().__init__(manifest)
+        import tvm
+        from tvm import relax
+
+        self.device = _device(manifest["device"])
+        if manifest["device"] == "cpu":
+            _apply_threads(manifest.get("threads"))
+        lib_path = path / manifest["library"]
+        if not lib_path.is_file():
+            raise EtchError(f"{path}: the artifact's library {manifest['library']} is missing")
+        try:
+            lib = tvm.runtime.load_module(str(lib_path))
+        except Exception as e:  # TVM raises its own error types for a bad library
+            raise EtchError(f"{lib_path}: cannot load the library: {str(e).splitlines()[0]}") \
+                from e
+        self.vm = relax.VirtualMachine(lib, self.device)
+        self.main = self.vm[manifest.get("entry", "main")]
+        self._specs = [(s["name"], tuple(s["shape"]), np.dtype(s["dtype"]))
+                       for s in self.input_specs]
+        self._cpu = manifest["device"] == "cpu"
+        self._staging = [aligned_empty(shape, dt) for _, shape, dt in self._specs]
+        self._args = [self._borrow(a) for a in self._staging] if self._cpu else None
+        self._lock = threading.Lock()
+
+    def _borrow(self, array: np.ndarray):
+        import tvm_ffi
+
+        return tvm_ffi.from_dlpack(array, require_alignment=64, require_contiguous=True)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """As Executor.run, with a fast path for inputs that already match exactly."""
+        if len(inputs) != len(self._specs) or not all(
+                isinstance(inputs.get(n), np.ndarray) and inputs[n].dtype == dt
+                and inputs[n].shape == shape for n, shape, dt in self._specs):
+            inputs = check_inputs(self.input_specs, inputs)
+        return self._run(inputs)
+
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            for (name, _, _), stage in zip(self._specs, self._staging):
+                np.copyto(stage, inputs[name])
+            if self._cpu:
+                result = self.main(*self._args)
+            else:
+                import tvm
+
+                result = self.main(*[tvm.runtime.tensor(a, self.device) for a in self._staging])
+            outs = list(result) if len(self.output_specs) > 1 else [result]
+            if self._cpu:
+                return {s["name"]: np.array(np.from_dlpack(o))
+                        for s, o in zip(self.output_specs, outs)}
+            return {s["name"]: o.numpy() for s, o in zip(self.output_specs, outs)}
+
+
+def load(path: Path, manifest: dict, **kwargs) -> Executor:
+    """The executor for a TVM artifact: cpu/cuda here, edge in runtime.edge_executor."""
+    if manifest.get("device") == "edge":
+        from runtime import edge_executor
+
+        return edge_executor.load(path, manifest, **kwargs)
+    if kwargs.get("rpc"):
+        raise EtchError("--rpc runs edge artifacts; this one runs locally on "
+                        f"{manifest.get('device')}")
+    return TvmExecutor(Path(path), manifest)

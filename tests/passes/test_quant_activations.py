@@ -1,0 +1,136 @@
+"""QuantizeActivations: the integer graph, checked against ONNX Runtime on its QDQ export,
+its structure (integer ops, host split, tables), and the CLI path on the ref target."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler import reference
+from compiler.errors import EtchError
+from compiler.ir import Graph
+from models import zoo
+from passes.quantize_activations import QuantizeActivations
+from passes.quantize_weights import QuantizeWeights
+from tests.passes.fuse_helpers import build, f32, node
+from tests.passes.quant_helpers import (
+    CNNS,
+    TRANSFORMERS,
+    calib_for,
+    folded,
+    inputs_for,
+    lsb_differences,
+)
+
+
+def integer_graph(name: str, bits: int = 8, calib_n: int = 64) -> Graph:
+    g = folded(name)
+    w, _ = QuantizeWeights(bits=bits, integer=True).run(g)
+    out, _ = QuantizeActivations(calib_for(name, g, calib_n)).run(w)
+    return out
+
+
+@pytest.mark.parametrize("name,bits", [(n, b) for n in CNNS for b in (8, 4)])
+def test_integer_graph_matches_ort_qdq_within_one_lsb(name: str, bits: int) -> None:
+    """Every int8 activation (outputs included), sample by sample: >= 99.9% within 1 LSB."""
+    g = integer_graph(name, bits)
+    assert "Conv" not in g.op_counts() and "Gemm" not in g.op_counts()
+    d = lsb_differences(g, inputs_for(name, g, 8, offset=-1))
+    assert d.size > 0 and np.mean(d <= 1) >= 0.999 and d.max() <= 2
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_transformer_integer_parts_match_ort(name: str) -> None:
+    g = integer_graph(name)
+    placement = json.loads(g.metadata["etch.placement"])
+    assert placement["accel"]["etch.QGemm"] == 16 and placement["accel"]["etch.Table"] == 2
+    assert {"Softmax", "LayerNormalization"} <= set(placement["host"])
+    d = lsb_differences(g, inputs_for(name, g, 2, offset=-1))
+    assert np.mean(d <= 1) >= 0.999
+
+
+def test_cnn_is_all_integer_between_the_boundaries() -> None:
+    g = integer_graph("resnet_block")
+    hosts = [n for n in g.nodes if n.attrs["placement"] == "host"]
+    assert sorted(n.op for n in hosts) == ["DequantizeLinear", "QuantizeLinear"]
+    ops = g.op_counts()
+    assert ops["etch.QAdd"] == 2 and ops["etch.QConv"] == 6 and "Relu" not in ops
+    assert g.inputs == ["input"] and g.outputs == folded("resnet_block").outputs
+
+
+def test_relu6_and_bias_fold_into_requantize(rng: np.random.Generator) -> None:
+    g = build([node("MatMul", ["x", "w"], "m"), node("Add", ["m", "b"], "a"),
+               node("Clip", ["a", "lo", "hi"], "y")], {"x": (2, 3, 8)}, ["y"],
+              {"w": f32(rng, 8, 4), "b": f32(rng, 4), "lo": np.float32(0), "hi": np.float32(2)})
+    w, _ = QuantizeWeights(bits=8, integer=True).run(g)
+    q, _ = QuantizeActivations({"x": f32(rng, 16, 3, 8)}).run(w)
+    assert [n.op for n in q.nodes] == ["QuantizeLinear", "etch.QGemm", "etch.Requantize",
+                                       "DequantizeLinear"]
+    req = q.nodes[2]
+    assert req.attrs["qmin"] == req.attrs["zero_point"]  # the clamp at 0
+    x = {"x": f32(rng, 2, 3, 8)}
+    want, got = reference.run(g, x)["y"], reference.run(q, x)["y"]
+    assert np.abs(got - want).max() < 0.03 and got.min() >= 0 and got.max() <= 2 + 1e-6
+
+
+def test_sigmoid_becomes_a_table(rng: np.random.Generator) -> None:
+    g = build([node("MatMul", ["x", "w"], "m"), node("Sigmoid", ["m"], "s"),
+               node("Mul", ["s", "k"], "y"), node("MatMul", ["y", "w2"], "z")],
+              {"x": (4, 8)}, ["z"], {"w": f32(rng, 8, 8), "w2": f32(rng, 8, 3),
+                                     "k": np.float32(3.0)})
+    w, _ = QuantizeWeights(bits=8, integer=True).run(g)
+    q, _ = QuantizeActivations({"x": f32(rng, 32, 4, 8)}).run(w)
+    table = [n for n in q.nodes if n.op == "etch.Table"]
+    assert len(table) == 1 and q.values[table[0].inputs[1]].shape == (256,)
+    assert [s["op"] for s in json.loads(table[0].attrs["epilogue"])] == ["Sigmoid", "Mul"]
+    x = {"x": f32(rng, 4, 8)}
+    want, got = reference.run(g, x)["z"], reference.run(q, x)["z"]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_needs_calibration_data(rng: np.random.Generator) -> None:
+    g = build([node("MatMul", ["x", "w"], "y")], {"x": (1, 8)}, ["y"], {"w": f32(rng, 8, 4)})
+    with pytest.raises(EtchError, match="need calibration inputs"):
+        QuantizeActivations(None).run(g)
+    with pytest.raises(EtchError, match="lacks input"):
+        QuantizeActivations({"other": f32(rng, 1, 8)}).run(g)
+
+
+def test_ref_target_runs_the_integer_graph_from_the_cli(tmp_path: Path) -> None:
+    """`etch compile --target ref --bits 4 --int --calib` then `etch run`, as a user does."""
+    model = zoo.model_path("digits_cnn")
+    g = folded("digits_cnn")
+    np.savez(tmp_path / "calib.npz", input=inputs_for("digits_cnn", g, 64))
+    x = inputs_for("digits_cnn", g, 1, offset=-1)
+    np.savez(tmp_path / "in.npz", input=x)
+    etch = [sys.executable, "-m", "compiler.cli"]
+    art = tmp_path / "cnn.ref"
+    done = subprocess.run(etch + ["compile", str(model), "--target", "ref", "--bits", "4",
+                                  "--int", "--calib", str(tmp_path / "calib.npz"), "-o",
+                                  str(art), "--explain"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "quantize_activations" in done.stdout and "etch.QConv" in done.stdout
+    done = subprocess.run(etch + ["run", str(art), "--inputs", str(tmp_path / "in.npz"),
+                                  "--out", str(tmp_path / "out.npz")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    got = np.load(tmp_path / "out.npz")["logits"]
+    w, _ = QuantizeWeights(bits=4, integer=True).run(g)
+    q, _ = QuantizeActivations({"input": inputs_for("digits_cnn", g, 64)}).run(w)
+    assert np.array_equal(got, reference.run(q, {"input": x})["logits"])
+
+
+def test_cli_refuses_per_input_channel_integer(tmp_path: Path) -> None:
+    np.savez(tmp_path / "calib.npz", input=np.zeros((4, 64), np.float32))
+    done = subprocess.run([sys.executable, "-m", "compiler.cli", "compile",
+                           str(zoo.model_path("digits_mlp")), "--target", "ref", "--int",
+                           "--per", "ic", "--calib", str(tmp_path / "calib.npz"), "-o",
+                           str(tmp_path / "x")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "layer node_linear" in done.stderr and "cannot be factored out" in done.stderr
+    assert not (tmp_path / "x").exists()

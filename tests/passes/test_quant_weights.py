@@ -1,0 +1,131 @@
+"""QuantizeWeights: the weight-only representation, layouts, GPTQ, AdaDim and refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from compiler import reference
+from compiler.errors import EtchError
+from compiler.ir import Graph
+from passes.quantize_weights import QuantizeWeights
+from tests.passes.fuse_helpers import build, f32, node
+from tests.passes.quant_helpers import calib_for, folded, inputs_for
+
+
+def mlp(rng: np.random.Generator, k: int = 64, n: int = 32, outliers: bool = False) -> Graph:
+    w1 = f32(rng, k, n)
+    if outliers:
+        w1[rng.choice(k, 4, replace=False)] *= 20.0
+    return build([node("MatMul", ["x", "w1"], "h"), node("Relu", ["h"], "r"),
+                  node("Gemm", ["r", "w2"], "y", transB=1)], {"x": (4, k)}, ["y"],
+                 {"w1": w1, "w2": f32(rng, 10, n)})
+
+
+def dequant_nodes(g: Graph) -> list:
+    return [n for n in g.nodes if n.op == "etch.Dequant"]
+
+
+@pytest.mark.parametrize("bits,ternary", [(8, False), (4, False), (3, False), (2, False),
+                                          (1, False), (None, True), (5, False)])
+def test_codes_range_and_representation(rng: np.random.Generator, bits: int | None,
+                                        ternary: bool) -> None:
+    g = mlp(rng)
+    q, changed = QuantizeWeights(bits=bits, ternary=ternary).run(g)
+    assert changed and len(dequant_nodes(q)) == 2
+    for n in dequant_nodes(q):
+        codes = q.values[n.inputs[0]]
+        lo, hi = codes.quant.qmin, codes.quant.qmax
+        assert codes.dtype == "int8" and codes.data.min() >= lo and codes.data.max() <= hi
+        assert codes.quant.kind == ("ternary" if ternary else "binary" if bits == 1 else "int")
+        if bits == 1:
+            assert set(np.unique(codes.data)) <= {-1, 1}
+    assert not any(v.is_const and v.dtype == "float32" and v.size > 100 for v in q.values.values())
+    x = {"x": f32(rng, 4, 64)}
+    want, got = reference.run(g, x)["y"], reference.run(q, x)["y"]
+    tol = {8: 0.02, 5: 0.1, 4: 0.2, 3: 0.4}.get(bits, 1.2)
+    assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_groups_and_input_channel_layouts(rng: np.random.Generator) -> None:
+    g = mlp(rng)
+    grouped, _ = QuantizeWeights(bits=4, group_size=16).run(g)
+    first = dequant_nodes(grouped)[0]  # MatMul weight [K=64, N=32]: groups of 16 along axis 0
+    assert first.attrs["group_axis"] == 0 and first.attrs["group_size"] == 16
+    assert grouped.values[first.inputs[1]].shape == (4, 32)
+    per_ic, _ = QuantizeWeights(bits=4, per="ic").run(g)
+    first = dequant_nodes(per_ic)[0]
+    assert per_ic.values[first.inputs[1]].shape == (64, 1)  # one scale per input channel
+    report = json.loads(per_ic.metadata["etch.quant.weights"])
+    assert [r["per"] for r in report] == ["ic", "ic"]
+
+
+def test_asymmetric_codes_are_unsigned_with_zero_points(rng: np.random.Generator) -> None:
+    q, _ = QuantizeWeights(bits=4, symmetric=False).run(mlp(rng))
+    n = dequant_nodes(q)[0]
+    assert q.values[n.inputs[0]].dtype == "uint8" and len(n.inputs) == 3
+    assert q.values[n.inputs[0]].data.max() <= 15
+
+
+def test_conv_groups_run_along_input_channels(rng: np.random.Generator) -> None:
+    g = build([node("Conv", ["x", "w"], "y", pads=[1, 1, 1, 1])], {"x": (1, 8, 5, 5)}, ["y"],
+              {"w": f32(rng, 4, 8, 3, 3)})
+    q, _ = QuantizeWeights(bits=4, group_size=4).run(g)
+    n = dequant_nodes(q)[0]
+    assert q.values[n.inputs[1]].shape == (4, 2, 1, 1) and n.attrs["group_axis"] == 1
+
+
+def test_auto_picks_input_channels_for_outlier_columns(rng: np.random.Generator) -> None:
+    """Outlier input channels (rows of W [K, N]) favour per-IC scales (AdaDim)."""
+    g = mlp(rng, outliers=True)
+    q, _ = QuantizeWeights(bits=3, per="auto").run(g)
+    first = json.loads(q.metadata["etch.quant.weights"])[0]
+    assert first["per"] == "ic" and first["candidates"]["ic"] < first["candidates"]["oc"]
+
+
+def test_gptq_lowers_output_error_on_digits() -> None:
+    g = folded("digits_mlp")
+    calib = calib_for("digits_mlp", g, 128)
+    rtn, _ = QuantizeWeights(bits=3).run(g)
+    gp, _ = QuantizeWeights(bits=3, method="gptq", calib=calib).run(g)
+    x = {"input": inputs_for("digits_mlp", g, 64, offset=-1)}
+
+    def err(q: Graph) -> float:
+        outs = [reference.run(q, {"input": s[None]})["logits"] -
+                reference.run(g, {"input": s[None]})["logits"] for s in x["input"]]
+        return float(np.mean(np.square(outs)))
+
+    assert err(gp) < 0.8 * err(rtn)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"bits": 5, "lut": True}, "--lut has LUT GEMM kernels for 1-4-bit"),
+    ({"bits": 4, "group_size": 24}, "does not divide its K of 64"),
+    ({"bits": 4, "method": "gptq"}, "needs calibration data"),
+    ({"bits": 4, "per": "ic", "integer": True}, "cannot be factored out"),
+    ({"bits": 4, "symmetric": False, "integer": True}, "symmetric weights"),
+])
+def test_bad_settings_name_the_layer(rng: np.random.Generator, kwargs: dict,
+                                     message: str) -> None:
+    g = mlp(rng)
+    with pytest.raises(EtchError, match=message) as info:
+        QuantizeWeights(**kwargs).run(g)
+    assert "layer MatMul_h" in str(info.value)
+
+
+def test_layers_smaller_than_a_group_are_one_group(rng: np.random.Generator) -> None:
+    q, _ = QuantizeWeights(bits=4, group_size=128).run(mlp(rng))
+    assert all(n.attrs["group_size"] == 0 for n in dequant_nodes(q))
+
+
+def test_idempotent_and_fused_anchors(rng: np.random.Generator) -> None:
+    from passes.fuse_epilogue import FuseEpilogue
+
+    fused, _ = FuseEpilogue().run(mlp(rng))
+    assert "etch.Fused" in fused.op_counts()
+    q, changed = QuantizeWeights(bits=4).run(fused)
+    assert changed and len(dequant_nodes(q)) == 2
+    _, again = QuantizeWeights(bits=4).run(q)
+    assert not again
