@@ -92,8 +92,12 @@ def _accuracy(graph: Graph, name: str) -> float:
 
 def _ort_static(path: Path, x: np.ndarray, tmp: Path) -> Path:
     """ORT's static QDQ quantisation (int8 activations, per-channel int8 weights)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -113,11 +117,13 @@ def _ort_static(path: Path, x: np.ndarray, tmp: Path) -> Path:
 def _goals(digits: dict) -> dict:
     goals = {}
     for name, r in digits.items():
-        best = lambda label: max(s["accuracy"] for s in r["settings"]  # noqa: E731
-                                 if s["setting"] == label)
-        goals[name] = {"w4a8_within_1pt_of_float": best("W4A8") >= r["float"] - 0.01,
-                       "w8a8_not_worse_than_ort": best("W8A8") >= r["ort_static_w8a8"]}
+        goals[name] = {"w4a8_within_1pt_of_float": _best(r, "W4A8") >= r["float"] - 0.01,
+                       "w8a8_not_worse_than_ort": _best(r, "W8A8") >= r["ort_static_w8a8"]}
     return goals
+
+
+def _best(r: dict, label: str) -> float:
+    return max(s["accuracy"] for s in r["settings"] if s["setting"] == label)
 
 
 # ---- transformers ------------------------------------------------------------------------------

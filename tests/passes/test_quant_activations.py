@@ -112,12 +112,13 @@ def test_ref_target_runs_the_integer_graph_from_the_cli(tmp_path: Path) -> None:
     art = tmp_path / "cnn.ref"
     done = subprocess.run(etch + ["compile", str(model), "--target", "ref", "--bits", "4",
                                   "--int", "--calib", str(tmp_path / "calib.npz"), "-o",
-                                  str(art), "--explain"], capture_output=True, text=True)
+                                  str(art), "--explain"], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert "quantize_activations" in done.stdout and "etch.QConv" in done.stdout
     done = subprocess.run(etch + ["run", str(art), "--inputs", str(tmp_path / "in.npz"),
                                   "--out", str(tmp_path / "out.npz")], capture_output=True,
-                          text=True)
+                          text=True, check=False)
     assert done.returncode == 0, done.stderr
     got = np.load(tmp_path / "out.npz")["logits"]
     w, _ = QuantizeWeights(bits=4, integer=True).run(g)
@@ -130,7 +131,8 @@ def test_cli_refuses_per_input_channel_integer(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "compiler.cli", "compile",
                            str(zoo.model_path("digits_mlp")), "--target", "ref", "--int",
                            "--per", "ic", "--calib", str(tmp_path / "calib.npz"), "-o",
-                           str(tmp_path / "x")], capture_output=True, text=True)
+                           str(tmp_path / "x")], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 1
     assert "layer node_linear" in done.stderr and "cannot be factored out" in done.stderr
     assert not (tmp_path / "x").exists()

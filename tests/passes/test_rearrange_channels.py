@@ -96,7 +96,7 @@ def test_query_and_key_are_permuted_together_within_heads(rng: np.random.Generat
     assert space.channels == 16 and space.block == 8
     out, changed = RearrangeChannels(group_size=4).run(g)
     assert changed
-    wk = out.values[[n for n in out.nodes if n.outputs[0] == "k0"][0].inputs[1]].data
+    wk = out.values[next(n for n in out.nodes if n.outputs[0] == "k0").inputs[1]].data
     col = np.abs(wk).max(axis=0)
     assert col[0] > 10 * np.median(col) and col[8] > 10 * np.median(col)  # heads' first keys
     check_exact(g, out, {"x": f32(rng, 1, 4, 16)})

@@ -88,13 +88,16 @@ def pack_conv(w: np.ndarray, ocb: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(oc // ocb, ocb, icg, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
-def _padded_input(x: te.Tensor, sp: ConvSpec, ph: int, pw: int) -> te.Tensor:
-    """The zero-padded (and, for ConvTranspose, zero-upsampled) input, [N, C, ph, pw]."""
+def _padded_input(x: te.Tensor, sp: ConvSpec, ph: int, pw: int, split: int) -> te.Tensor:
+    """The zero-padded (for ConvTranspose also zero-upsampled) input. With split > 1 (the
+    stride along W) columns are deinterleaved, [N, C, ph, split, pw/split], so that a
+    strided conv reads each tap's inputs as one contiguous vector."""
     uh, uw = sp.upsample
-    if (sp.pad_top, sp.pad_left, uh, uw) == (0, 0, 1, 1) and ph <= sp.h and pw <= sp.w:
+    plain = (sp.pad_top, sp.pad_left, uh, uw, split) == (0, 0, 1, 1, 1)
+    if plain and ph <= sp.h and pw <= sp.w:
         return x
 
-    def body(n: tirx.Expr, c: tirx.Expr, i: tirx.Expr, j: tirx.Expr):
+    def value(n: tirx.Expr, c: tirx.Expr, i: tirx.Expr, j: tirx.Expr) -> tirx.Expr:
         hi, wi = i - sp.pad_top, j - sp.pad_left
         inside = tirx.all(hi >= 0, hi < (sp.h - 1) * uh + 1, wi >= 0, wi < (sp.w - 1) * uw + 1)
         if uh > 1 or uw > 1:
@@ -102,7 +105,10 @@ def _padded_input(x: te.Tensor, sp: ConvSpec, ph: int, pw: int) -> te.Tensor:
             hi, wi = tirx.floordiv(hi, uh), tirx.floordiv(wi, uw)
         return tirx.if_then_else(inside, x[n, c, hi, wi], tirx.const(0, x.dtype))
 
-    return te.compute((sp.n, sp.c, ph, pw), body, name="pad")
+    if split == 1:
+        return te.compute((sp.n, sp.c, ph, pw), value, name="pad")
+    return te.compute((sp.n, sp.c, ph, split, -(-pw // split)),
+                      lambda n, c, i, p, q: value(n, c, i, q * split + p), name="pad")
 
 
 def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
@@ -117,8 +123,17 @@ def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec
     ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (owp - 1) * sw + (sp.kw - 1) * dw + 1
     weight = ctx.array(pack_conv(w, ocb) if ocb > 1 else w)
 
+    split = sw if ctx.pack and sw > 1 else 1
+
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
-        pad = _padded_input(xt, sp, ph, pw)
+        pad = _padded_input(xt, sp, ph, pw, split)
+
+        def tap(n: tirx.Expr, c: tirx.Expr, i: tirx.Expr, j: tirx.Expr) -> tirx.Expr:
+            row = i * sh + ry * dh
+            if split == 1:
+                return pad[n, c, row, j * sw + rx * dw]
+            return pad[n, c, row, tirx.floormod(rx * dw, split), j + tirx.floordiv(rx * dw, split)]
+
         rc = te.reduce_axis((0, icg), "rc")
         ry, rx = te.reduce_axis((0, sp.kh), "ry"), te.reduce_axis((0, sp.kw), "rx")
 
@@ -131,7 +146,7 @@ def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec
 
         def body(n, o, i, j):
             c = o // ocpg * icg + ic if sp.groups > 1 else ic
-            return te.sum(pad[n, c, i * sh + ry * dh, j * sw + rx * dw] * weight_at(o),
+            return te.sum(tap(n, c, i, j) * weight_at(o),
                           axis=[ry, rx] if depthwise else [rc, ry, rx])
 
         acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")

@@ -23,9 +23,11 @@ from tvm.target import Target
 
 from backends.tvm.schedules import tiles
 
-# Multiply-adds (or elements) below which a kernel runs on one thread: a parallel launch
-# costs a few microseconds, as much as ~64k vectorised multiply-adds.
-PARALLEL_MIN_WORK = 1 << 16
+# Multiply-adds below which a kernel runs on one thread: a parallel launch costs ~4 us on a
+# busy 2-core VM (measured), as much as ~250k vectorised multiply-adds, and a barrier waits
+# for the slowest thread. Memory-bound kernels (copies, elementwise) count elements.
+PARALLEL_MIN_WORK = 1 << 18
+PARALLEL_MIN_ELEMENTS = 1 << 15
 Loop = s_tir.schedule.LoopRV
 
 
@@ -58,8 +60,10 @@ def block(sch: s_tir.Schedule, name: str) -> s_tir.schedule.SBlockRV | None:
         return None
 
 
-def maybe_parallel(sch: s_tir.Schedule, loop: Loop, amount: int) -> None:
-    if amount >= PARALLEL_MIN_WORK and extent(sch, loop) > 1:
+def maybe_parallel(sch: s_tir.Schedule, loop: Loop, amount: int,
+                   threshold: int = PARALLEL_MIN_WORK) -> None:
+    """Run `loop` in parallel if the kernel's work (`amount`) pays for the launch."""
+    if amount >= threshold and extent(sch, loop) > 1:
         sch.parallel(loop)
 
 
@@ -149,7 +153,7 @@ class Conv(KindRule):
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
         finish_tile(sch, anchor, rc, oi, xi, epilogue_vec=ow % vw == 0)
-        _schedule_pad(sch, total)
+        _schedule_pad(sch, total, lanes(target))
         return True
 
 
@@ -171,16 +175,25 @@ class DepthwiseConv(KindRule):
         sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
         sch.unroll(rx)
         finish_tile(sch, anchor, ry, None, xi, epilogue_vec=ow % vw == 0)
-        _schedule_pad(sch, total)
+        _schedule_pad(sch, total, lanes(target))
         return True
 
 
-def _schedule_pad(sch: s_tir.Schedule, total: int) -> None:
+def _schedule_pad(sch: s_tir.Schedule, total: int, width: int) -> None:
+    """Split the pad block into a zero fill and a branch-free copy of the interior (which
+    vectorises); both run over (n, c) in parallel when the conv itself is parallel."""
     pad = block(sch, "pad")
     if pad is None:
         return
     loops = sch.get_loops(pad)
-    maybe_parallel(sch, sch.fuse(*loops[:2]), total)
+    outer = sch.fuse(*loops[:2])
+    maybe_parallel(sch, outer, total)
+    try:
+        fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
+    except Exception:  # s_tir's ScheduleError: not the plain padding pattern (upsampled or
+        return         # deinterleaved inputs); the branchy copy is still correct
+    for blk in (fill, pad):
+        vectorize_inner(sch, blk, width)
 
 
 class BatchMatmul(KindRule):
@@ -227,7 +240,8 @@ class Injective(KindRule):
         vectorize_inner(sch, blk, lanes(target))
         loops = sch.get_loops(blk)
         if len(loops) > 1:
-            maybe_parallel(sch, sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0], total)
+            outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+            maybe_parallel(sch, outer, total, PARALLEL_MIN_ELEMENTS)
         return True
 
 
