@@ -5,7 +5,8 @@ it stands for, between DequantizeLinear of its integer inputs and QuantizeLinear
 output's parameters; ORT then runs the same quantised model with its own float kernels and
 rounding (half to even on the float value, where etch uses a fixed-point multiplier).
 - etch.QConv / etch.QGemm (int32 acc, real = sigma * acc) -> Conv / MatMul of the
-  dequantised input and weight (the weight as DequantizeLinear of its codes, per channel),
+  dequantised input and weight (the weight as DequantizeLinear of its codes, per channel,
+  times the integer group multipliers where it has groups),
   times sigma / (s_x s_w) where epilogue multipliers were absorbed, plus
   DequantizeLinear(bias, sigma);
 - etch.Requantize -> Clip to the saturation bounds (when narrower than the type)
@@ -115,9 +116,15 @@ def _linear(w: _Writer, node: Node) -> None:
     acc = node.outputs[0]
     x, wt = node.inputs[0], node.inputs[1]
     xf, wf = w.dq(x), w.dq(wt)
+    mult = node.inputs[5] if len(node.inputs) > 5 else ""
+    if mult:  # integer group multipliers: the weight is DQ(codes) * mult, repeated per group
+        m = np.repeat(w.src.values[mult].data, int(node.attrs["group_size"]),
+                      axis=1 if node.op == "etch.QConv" else 0)
+        m = m.reshape(m.shape + (1,) * (len(w.src.values[wt].shape) - 2)).astype(np.float32)
+        wf = w.node("Mul", [wf, w.const(f"{mult}_f", m)], like=wt)
     if node.op == "etch.QConv":
-        y = w.node("Conv", [xf, wf], {k: v for k, v in node.attrs.items() if k != "placement"},
-                   like=acc)
+        y = w.node("Conv", [xf, wf], {k: v for k, v in node.attrs.items()
+                                      if k not in ("placement", "group_size")}, like=acc)
     else:
         y = w.node("MatMul", [xf, wf], like=acc)
     sigma = np.asarray(w.qp(acc).scale, np.float64)
@@ -200,7 +207,7 @@ def _dequant(w: _Writer, node: Node) -> None:
     zero = w.src.values[node.inputs[2]].data if len(node.inputs) > 2 and node.inputs[2] else None
     out, gs = node.outputs[0], int(node.attrs.get("group_size", 0))
     varying = [k for k, d in enumerate(scale.shape) if d != 1]
-    if gs or len(varying) > 1:
+    if gs or len(varying) > 1 or (len(node.inputs) > 3 and node.inputs[3]):
         data = ops.registry()["etch.Dequant"].run(node.attrs, *[w.src.values[i].data
                                                                  for i in node.inputs if i])
         w.node("Identity", [w.const(f"{out}_w", data)], like=out, out=out)

@@ -14,6 +14,8 @@ whole row, where it cannot change group membership.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from passes.quantizer import Scheme, codes, fit, to_blocks
@@ -22,8 +24,11 @@ BLOCK = 128
 
 
 def gptq(w: np.ndarray, h: np.ndarray, scheme: Scheme, rg: int, cg: int,
-         damp: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """GPTQ-quantise w [G, N, K] with Hessians h [G, K, K].
+         damp: float = 0.01,
+         snap: Callable[[np.ndarray], np.ndarray] | None = None,
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GPTQ-quantise w [G, N, K] with Hessians h [G, K, K]; `snap` maps each group's
+    fitted scales [G, N/rg] to the scales used (the integer path's base * multiplier).
 
     Returns (codes [G, N, K], scales [G, N/rg, K/cg], zeros [G, N/rg, K/cg]).
     """
@@ -49,6 +54,8 @@ def gptq(w: np.ndarray, h: np.ndarray, scheme: Scheme, rg: int, cg: int,
             if not whole_rows and col % cg == 0:
                 s_all[..., col // cg], z_all[..., col // cg] = _fit_rows(
                     w1[:, :, i:i + cg], scheme, rg)
+                if snap is not None:
+                    s_all[..., col // cg] = snap(s_all[..., col // cg])
             s = np.repeat(s_all[..., col // cg], rg, axis=1)
             z = np.repeat(z_all[..., col // cg], rg, axis=1)
             q[:, :, col] = codes(w1[:, :, i], s, z, scheme)

@@ -238,11 +238,12 @@ def _linear(lw: Lowering, node: Node) -> bool:
                   lw.const("b_zero", np.asarray(xb.zero, xb.dtype))]
         bias = np.zeros(out_shape[axis])
     else:
-        codes, s_w = w
         x = lw.act(node.inputs[0])
-        base = np.float64(x.scale) * s_w
-        inputs = [x.name, weight_const(lw, node, codes, s_w), "",
+        base = np.float64(x.scale) * w.scale
+        inputs = [x.name, weight_const(lw, node, w.codes, w.scale), "",
                   lw.const("x_zero", np.asarray(x.zero, x.dtype))]
+        if w.mult is not None:
+            inputs += ["", lw.const(f"{node.inputs[1]}_mult", w.mult.astype(np.int32))]
         bias = initial_bias(lw, node, base, out_shape[axis])
         if bias is None:
             return False
@@ -258,31 +259,51 @@ def _linear(lw: Lowering, node: Node) -> bool:
     acc = lw.accumulator(chain.out, out_shape, np.broadcast_to(sigma, np.shape(bias)), axis)
     op = "etch.QConv" if node.op == "Conv" else "etch.QGemm"
     kattrs = {k: v for k, v in attrs.items() if k in CONV_ATTRS} if op == "etch.QConv" else {}
+    if w is not None and w.mult is not None:
+        kattrs["group_size"] = w.group_size
     lw.emit(op, inputs, [acc], kattrs, "accel", node.name)
     lw.requantize(acc, sigma, chain.out, axis, chain.bounds)
     return True
 
 
-def weight_codes(lw: Lowering, node: Node) -> tuple[np.ndarray, np.ndarray] | None:
-    """(codes in the integer op's layout, per-output-channel weight scales) of a layer whose
-    weight is an etch.Dequant of symmetric per-channel (or per-tensor) constant codes."""
+@dataclass(frozen=True)
+class Weight:
+    """A layer's integer weight: codes in the integer op's layout ([O, C/g, *k] for QConv,
+    [K, N] for QGemm), per-output-channel scales, and optional group multipliers in the
+    op's layout ([O, C/g/G] / [K/G, N]) with their group size G (in input channels)."""
+
+    codes: np.ndarray
+    scale: np.ndarray
+    mult: np.ndarray | None = None
+    group_size: int = 0
+
+
+def weight_codes(lw: Lowering, node: Node) -> Weight | None:
+    """The integer weight of a layer whose weight is an etch.Dequant of symmetric
+    per-channel (or per-tensor) constant codes, possibly with integer group multipliers."""
     p = lw.producers.get(node.inputs[1])
-    if p is None or p.op != "etch.Dequant" or int(p.attrs.get("group_size", 0)):
+    if p is None or p.op != "etch.Dequant" or not all(lw.is_const(i) for i in p.inputs if i):
         return None
-    if not all(lw.is_const(i) for i in p.inputs if i):
-        return None
-    q, scale = lw.src.values[p.inputs[0]].data, lw.src.values[p.inputs[1]].data
-    zero = lw.src.values[p.inputs[2]].data if len(p.inputs) > 2 and p.inputs[2] else None
-    if zero is not None and np.any(zero):
+    arg = [lw.src.values[i].data if i else None for i in p.inputs] + [None] * 4
+    q, scale, zero, mult = arg[:4]
+    gs = int(p.attrs.get("group_size", 0))
+    if (zero is not None and np.any(zero)) or (gs and mult is None) or q.ndim < 2:
         return None
     n_first = node.op == "Conv" or (node.op == "Gemm" and node.attrs.get("transB", 0))
     n_axis = 0 if n_first else q.ndim - 1
-    if q.ndim < 2 or any(d != 1 for k, d in enumerate(scale.shape) if k != n_axis):
+    if any(d != 1 for k, d in enumerate(scale.shape) if k != n_axis):
         return None
-    codes = q.T if node.op == "Gemm" and n_first else q
     if node.op == "MatMul" and q.ndim != 2:
         return None
-    return codes, scale.astype(np.float64).reshape(-1)
+    transpose = node.op == "Gemm" and n_first
+    codes = q.T if transpose else q
+    if mult is not None:
+        mult = np.broadcast_to(mult, mult.shape[:2] + (1,) * (mult.ndim - 2))
+        mult = mult.reshape(mult.shape[:2])
+        mult = mult.T if transpose else mult
+        if gs == 0:  # one group spanning K
+            gs = codes.shape[1] if node.op == "Conv" else codes.shape[0]
+    return Weight(codes, scale.astype(np.float64).reshape(-1), mult, gs)
 
 
 def weight_const(lw: Lowering, node: Node, codes: np.ndarray, s_w: np.ndarray) -> str:

@@ -103,16 +103,31 @@ def find_layers(graph: Graph) -> list[Layer]:
     return out
 
 
-def hessians(layers: list[Layer], graph: Graph) -> tuple[set[str], Callable, dict]:
-    """(input names to watch, a calibration visitor, the dict it fills: layer name ->
-    sum of X^T X [g, K, K] over the calibration rows, float64)."""
-    out: dict[str, np.ndarray] = {}
+def hessians(layers: list[Layer], graph: Graph) -> tuple[Callable, Callable]:
+    """(a calibration visitor, a function returning what it saw: layer name -> sum of
+    X^T X [g, K, K] over the calibration rows, float64). Rows are stacked and multiplied
+    in blocks: one large product instead of one per calibration run."""
     shapes = {ly.name: graph.values[ly.weight].shape for ly in layers}
+    rows: dict[str, list[np.ndarray]] = {ly.name: [] for ly in layers}
+    sums: dict[str, np.ndarray] = {}
+
+    def fold(name: str) -> None:
+        if rows[name]:
+            x = np.concatenate(rows[name], axis=1)
+            h = x.transpose(0, 2, 1) @ x
+            sums[name] = sums[name] + h if name in sums else h
+            rows[name] = []
 
     def visit(env: dict[str, np.ndarray]) -> None:
         for ly in layers:
-            rows = ly.inputs_as_rows(np.asarray(env[ly.x], np.float64), shapes[ly.name])
-            h = rows.transpose(0, 2, 1) @ rows
-            out[ly.name] = out[ly.name] + h if ly.name in out else h
+            rows[ly.name].append(ly.inputs_as_rows(np.asarray(env[ly.x], np.float64),
+                                                   shapes[ly.name]))
+            if sum(r.shape[1] for r in rows[ly.name]) >= 8192:
+                fold(ly.name)
 
-    return {ly.x for ly in layers}, visit, out
+    def result() -> dict[str, np.ndarray]:
+        for name in rows:
+            fold(name)
+        return sums
+
+    return visit, result

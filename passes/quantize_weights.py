@@ -32,7 +32,7 @@ Invariant: every quantised layer computes with dequantised weights; the rest is 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +43,15 @@ from passes import calibrate
 from passes.base import Pass
 from passes.gptq import gptq
 from passes.linear_layers import Layer, find_layers, hessians
-from passes.quantizer import Scheme, dequantize, output_error, rtn
+from passes.quantizer import (
+    Scheme,
+    dequantize,
+    group_mult_max,
+    output_error,
+    requantise,
+    rtn,
+    snap_scales,
+)
 
 LUT_BITS = frozenset({1, 2, 3, 4})
 Calib = str | Mapping[str, np.ndarray] | None
@@ -66,6 +74,7 @@ class Quantised:
     plan: Plan
     error: float
     candidates: dict[str, float] = field(default_factory=dict)
+    mult: np.ndarray | None = None  # integer group multipliers: s = base [N, 1] * mult
 
 
 def scheme_of(bits: int | None, ternary: bool, symmetric: bool) -> Scheme:
@@ -126,9 +135,6 @@ class QuantizeWeights(Pass):
                             f"--per oc with --int/verilog")
         if not s.symmetric:
             raise EtchError(f"layer {first.name}: the integer path takes symmetric weights")
-        if self.group_size:
-            raise EtchError(f"layer {first.name}: --group-size is for the weight-only path; "
-                            f"the integer path (--int/verilog) has per-channel weight scales")
 
     def _plans(self, ly: Layer, n: int, k: int, taps: int) -> list[Plan]:
         per = ["oc", "ic"] if self.per == "auto" and not self.integer else [self.per]
@@ -158,10 +164,10 @@ class QuantizeWeights(Pass):
     def _hessians(self, graph: Graph, layers: list[Layer]) -> dict[str, np.ndarray]:
         if self.calib is None or (self.method == "rtn" and self.per != "auto"):
             return {}
-        _, visit, out = hessians(layers, graph)
+        visit, result = hessians(layers, graph)
         runs = calibrate.batches(graph, calibrate.load(self.calib))
         calibrate.run_all(graph, runs, visit)
-        return out
+        return result()
 
     def _quantise(self, graph: Graph, ly: Layer, h: np.ndarray | None) -> Quantised:
         w = ly.w(graph)
@@ -169,6 +175,9 @@ class QuantizeWeights(Pass):
         n, k = m.shape
         results = []
         for plan in self._plans(ly, n, k, ly.taps(w.shape)):
+            if self.integer and plan.cg < k:
+                results.append(self._integer_groups(m, plan, h, ly.groups))
+                continue
             q, s, z = self._codes(m, plan, h, ly.groups)
             err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, ly.groups)
             results.append(Quantised(q, s, z, plan, err))
@@ -176,14 +185,30 @@ class QuantizeWeights(Pass):
         best.candidates = {r.plan.per: r.error for r in results}
         return best
 
-    def _codes(self, m: np.ndarray, plan: Plan, h: np.ndarray | None,
-               groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _codes(self, m: np.ndarray, plan: Plan, h: np.ndarray | None, groups: int,
+               snap: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.method == "rtn":
             return rtn(m, self.scheme, plan.rg, plan.cg)
         n, k = m.shape
         q, s, z = gptq(m.reshape(groups, n // groups, k), h, self.scheme, plan.rg, plan.cg,
-                       self.damp)
+                       self.damp, snap)
         return q.reshape(n, k), s.reshape(-1, s.shape[-1]), z.reshape(-1, z.shape[-1])
+
+    def _integer_groups(self, m: np.ndarray, plan: Plan, h: np.ndarray | None,
+                        groups: int) -> Quantised:
+        """Groups along K for the integer path: each group scale is base[n] * mult[n, g]
+        with integer multipliers (`quantizer.group_mult_max`), fitted, then snapped."""
+        k = m.shape[1]
+        m_max = group_mult_max(k, self.scheme)
+        base = rtn(m, self.scheme, plan.rg, plan.cg)[1].max(axis=1, keepdims=True) / m_max
+        snap = (lambda s: base.reshape(s.shape) * snap_scales(s, base.reshape(s.shape), m_max))
+        q, s, z = self._codes(m, plan, h, groups, snap)
+        mult = snap_scales(s, base, m_max)
+        s = base * mult
+        if self.method == "rtn":
+            q = requantise(m, s, z, self.scheme, plan.rg, plan.cg)
+        err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, groups)
+        return Quantised(q, base, z[:, :1], plan, err, mult=mult)
 
     def _entry(self, graph: Graph, ly: Layer, r: Quantised) -> dict:
         return {"layer": ly.name, "op": ly.op, "weight": list(graph.values[ly.weight].shape),
@@ -223,8 +248,14 @@ def _rewrite(graph: Graph, ly: Layer, r: Quantised, scheme: Scheme) -> str:
     """Add Q, S, Z and the etch.Dequant node before the layer; returns the Dequant output."""
     wv = graph.values[ly.weight]
     taps = ly.taps(wv.shape)
-    s_arr, axis, size = param_layout(ly, wv.shape, r.s, r.plan, taps)
-    z_arr, _, _ = param_layout(ly, wv.shape, r.z, r.plan, taps)
+    k = r.q.shape[1]
+    if r.mult is None:
+        s_arr, axis, size = param_layout(ly, wv.shape, r.s, r.plan, taps)
+        z_arr, _, _ = param_layout(ly, wv.shape, r.z, r.plan, taps)
+    else:  # per-channel base scale; the group structure is in the integer multipliers
+        s_arr, _, _ = param_layout(ly, wv.shape, r.s, Plan("oc", 1, k), taps)
+        z_arr = np.zeros((1,) * len(wv.shape))
+        m_arr, axis, size = param_layout(ly, wv.shape, r.mult, r.plan, taps)
     signed = scheme.dtype == "int8"
     qp = QuantParams(s_arr.astype(np.float32), z_arr.astype(scheme.dtype), scheme.bits, signed,
                      ly.n_axis(len(wv.shape)) if r.plan.per == "oc" else ly.k_axis(len(wv.shape)),
@@ -234,6 +265,8 @@ def _rewrite(graph: Graph, ly: Layer, r: Quantised, scheme: Scheme) -> str:
     inputs = [qv.name, graph.add_const(f"{ly.weight}_scale", qp.scale).name]
     if np.any(z_arr):
         inputs.append(graph.add_const(f"{ly.weight}_zero", qp.zero_point).name)
+    if r.mult is not None:
+        inputs += ["", graph.add_const(f"{ly.weight}_mult", m_arr.astype(np.int32)).name]
     out = graph.add_value(Value(graph.fresh(f"{ly.weight}_dq"), wv.shape, "float32"))
     attrs = {"group_axis": axis, "group_size": size, "bits": scheme.bits, "kind": scheme.kind}
     index = graph.nodes.index(ly.node)

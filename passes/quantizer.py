@@ -134,3 +134,25 @@ def output_error(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> floa
     num = np.einsum("gnk,gkl,gnl->", d, h, d, optimize=True)
     den = np.einsum("gnk,gkl,gnl->", w, h, w, optimize=True)
     return float(num / max(den, 1e-30))
+
+
+def group_mult_max(k: int, scheme: Scheme) -> int:
+    """The largest integer group multiplier that keeps an integer dot product over K inputs
+    (|a - z| <= 255, |q| <= 2^(b-1)) inside 2^30, at most 255 (8-bit multipliers)."""
+    qabs = max(abs(scheme.qmin), abs(scheme.qmax))
+    return int(max(1, min(255, (1 << 30) // (k * 255 * qabs))))
+
+
+def snap_scales(s: np.ndarray, base: np.ndarray, m_max: int) -> np.ndarray:
+    """Integer multipliers (1..m_max) of block scales s [R, B] over per-row bases [R, 1]:
+    the integer path's groups are s[r, b] ~= base[r] * mult[r, b]."""
+    return np.clip(np.rint(s / base), 1, m_max)
+
+
+def requantise(m: np.ndarray, s: np.ndarray, z: np.ndarray, scheme: Scheme, rg: int,
+               cg: int) -> np.ndarray:
+    """Round-to-nearest codes of m [N, K] for given block scales/zeros [N/rg, K/cg]."""
+    n, k = m.shape
+    blocks = to_blocks(m, rg, cg)
+    q = codes(blocks, s.reshape(-1)[:, None], z.reshape(-1)[:, None], scheme)
+    return from_blocks(q, n, k, rg, cg)

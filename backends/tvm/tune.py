@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import tvm
 from tvm import relax
 
 from compiler import __version__
+from compiler.errors import EtchError
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
 
@@ -41,15 +44,45 @@ def content_key(mod: tvm.IRModule, target: tvm.target.Target, trials: int) -> st
     return h.hexdigest()[:32]
 
 
+def _cost_model() -> str:
+    """XGBoost's cost model when xgboost is installed, else random search."""
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        return "random"
+    return "xgb"
+
+
+# MetaSchedule stores each workload with tvm.ir.save_json; in some TVM builds (seen with
+# apache-tvm 0.27.0.post1 from PyPI) serialising any TIR expression segfaults, which would
+# take the whole compile down. Probe it in a child process first.
+_PROBE = "import tvm; tvm.ir.save_json(tvm.tirx.IntImm('int32', 1))"
+
+
+def check_tuner() -> None:
+    """EtchError unless MetaSchedule can run here (psutil present, TIR serialisable)."""
+    try:
+        import psutil  # noqa: F401  (MetaSchedule's local runner needs it)
+    except ImportError:
+        raise EtchError("--tune needs the psutil package (pip install psutil)") from None
+    probe = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=120)
+    if probe.returncode != 0:
+        raise EtchError(f"--tune: MetaSchedule cannot run with this TVM build "
+                        f"({tvm.__version__}: tvm.ir.save_json crashes on TIR, exit status "
+                        f"{probe.returncode}); compile without --tune (rule-based schedules)")
+
+
 def _search(mod: tvm.IRModule, target: tvm.target.Target, trials: int, dest: Path) -> None:
     """Run MetaSchedule into a fresh directory, then move it to `dest` atomically."""
+    check_tuner()
     from tvm.s_tir import meta_schedule as ms
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tune-", dir=dest.parent))
     try:
         ms.relax_integration.tune_relax(mod, {}, target, str(work), max_trials_global=trials,
-                                        num_trials_per_iter=min(64, max(1, trials)), seed=0)
+                                        num_trials_per_iter=min(64, max(1, trials)), seed=0,
+                                        cost_model=_cost_model())
         if not dest.exists():
             os.replace(work, dest)
     finally:

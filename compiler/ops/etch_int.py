@@ -13,12 +13,20 @@ Real values follow DESIGN.md: a quantised tensor means x = s * (q - z).
   [K, 1] (groups of G output channels: [O/G, C, 1, 1], group_axis=0). Attrs: group_axis,
   group_size, bits, kind ("int", "binary", "ternary"; informational: q already holds the
   codes).
-- `etch.QGemm(a, w, bias?, a_zero?, w_zero?)` int32
+  With a fourth input `mult` (integer group multipliers, the integer path's groups), scale
+  is per output channel and the group attrs apply to mult (and zero):
+      y = (float32(q) - float32(zero_e)) * (float32(scale) * float32(mult_e)).
+- `etch.QGemm(a, w, bias?, a_zero?, w_zero?, w_mult?)` int32
       y[..., n] = sum_k (a[..., k] - a_zero) * (w[..., k, n] - w_zero[n]) + bias[n]
   with ONNX MatMul broadcasting of the leading axes (w may be an activation: attention).
-- `etch.QConv(x, w, bias?, x_zero?, w_zero?)` int32: Conv (attrs as ONNX Conv: group,
-  strides, pads, dilations, auto_pad, kernel_shape) of (x - x_zero) with (w - w_zero[o]),
-  padding with x_zero (the real zero), plus bias[o].
+  With w_mult [K/G, N] (attr group_size G): groups of G along K are summed separately and
+  weighted, y = sum_g w_mult[g, n] * sum_{k in g} (...) + bias[n]: weight scales
+  s_w[g, n] = s_n * w_mult[g, n] factor into the per-channel s_n (requantised) and
+  integers (k-quant style double quantisation of the group scales).
+- `etch.QConv(x, w, bias?, x_zero?, w_zero?, w_mult?)` int32: Conv (attrs as ONNX Conv:
+  group, strides, pads, dilations, auto_pad, kernel_shape) of (x - x_zero) with
+  (w - w_zero[o]), padding with x_zero (the real zero), plus bias[o]; w_mult [O, C/g/G]
+  weights groups of G input channels (within each conv group) as in QGemm.
 - `etch.Requantize(acc, m0, shift)` int8/uint8: `compiler.reference.requantize(acc, m0,
   shift, zero_point, qmin, qmax)` with m0/shift scalars or vectors along `axis`.
   Attrs: axis, zero_point, qmin, qmax (ReLU/ReLU6/Clip are folded into these bounds),
@@ -62,9 +70,14 @@ def expand_param(p: Array, group_axis: int, group_size: int) -> Array:
     return np.repeat(p, group_size, axis=group_axis) if group_size else p
 
 
-def _dequant(attrs: dict, q: Array, scale: Array, zero: Array | None = None) -> Array:
+def _dequant(attrs: dict, q: Array, scale: Array, zero: Array | None = None,
+             mult: Array | None = None) -> Array:
     ga, gs = int(attrs.get("group_axis", 0)), int(attrs.get("group_size", 0))
-    s = expand_param(np.asarray(scale, np.float32), ga, gs)
+    s = np.asarray(scale, np.float32)
+    if mult is None:
+        s = expand_param(s, ga, gs)
+    else:
+        s = s * expand_param(np.asarray(mult), ga, gs).astype(np.float32)
     x = q.astype(np.float32)
     if zero is not None:
         x = x - expand_param(np.asarray(zero), ga, gs).astype(np.float32)
@@ -88,20 +101,48 @@ def _centred(x: Array, zero: Array | None) -> Array:
 
 
 def _qgemm(attrs: dict, a: Array, w: Array, bias: Array | None = None,
-           a_zero: Array | None = None, w_zero: Array | None = None) -> Array:
-    acc = int_matmul(_centred(a, a_zero), _centred(w, w_zero))
+           a_zero: Array | None = None, w_zero: Array | None = None,
+           w_mult: Array | None = None) -> Array:
+    ac, wc = _centred(a, a_zero), _centred(w, w_zero)
+    if w_mult is None:
+        acc = int_matmul(ac, wc)
+    else:  # per-group partial sums [n_g, ..., N], weighted by the group multipliers
+        gs = int(attrs["group_size"])
+        n_g = ac.shape[-1] // gs
+        ag = np.moveaxis(ac.reshape(ac.shape[:-1] + (n_g, gs)), -2, 0)
+        wg = wc.reshape((n_g,) + (1,) * (ac.ndim - 2) + (gs, wc.shape[-1]))
+        m = w_mult.astype(np.int64).reshape((n_g,) + (1,) * (ac.ndim - 1) + (-1,))
+        acc = (int_matmul(ag, wg) * m).sum(axis=0)
     if bias is not None:
         acc = acc + bias.astype(np.int64)
     return to_int32(acc, "etch.QGemm")
 
 
 def _qconv(attrs: dict, x: Array, w: Array, bias: Array | None = None,
-           x_zero: Array | None = None, w_zero: Array | None = None) -> Array:
+           x_zero: Array | None = None, w_zero: Array | None = None,
+           w_mult: Array | None = None) -> Array:
     wz = None if w_zero is None else np.asarray(w_zero).reshape((-1,) + (1,) * (w.ndim - 1))
-    acc = conv_nd(attrs, _centred(x, x_zero), _centred(w, wz), matmul=int_matmul)
+    xc, wc = _centred(x, x_zero), _centred(w, wz)
+    if w_mult is None:
+        acc = conv_nd(attrs, xc, wc, matmul=int_matmul)
+    else:
+        acc = _grouped_qconv(attrs, xc, wc, w_mult.astype(np.int64))
     if bias is not None:
         acc = acc + bias.astype(np.int64).reshape((1, -1) + (1,) * (x.ndim - 2))
     return to_int32(acc, "etch.QConv")
+
+
+def _grouped_qconv(attrs: dict, xc: Array, wc: Array, mult: Array) -> Array:
+    """sum_j mult[o, j] * conv(x over channel group j, w[:, j]): channel group j of conv
+    group c is input channels c*C/g + j*G .. c*C/g + (j+1)*G - 1."""
+    gs, groups = int(attrs["group_size"]), int(attrs.get("group", 1))
+    per = wc.shape[1]
+    acc = 0
+    for j in range(per // gs):
+        idx = [c * per + j * gs + t for c in range(groups) for t in range(gs)]
+        part = conv_nd(attrs, xc[:, idx], wc[:, j * gs:(j + 1) * gs], matmul=int_matmul)
+        acc = acc + part * mult[:, j].reshape((1, -1) + (1,) * (xc.ndim - 2))
+    return acc
 
 
 def _infer_qconv(attrs: dict, x: Value, w: Value, *rest: Value | None) -> Spec:

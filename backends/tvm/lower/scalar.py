@@ -149,7 +149,7 @@ SCALAR: dict[str, ScalarFn] = {
     "Not": _unary(tirx.bitwise_not),
     "Identity": _unary(lambda x: x),
     "Dropout": _unary(lambda x: x),  # inference: identity
-    "Cast": lambda attrs, a, dtype: (a[0] != _c(0, a[0])) if dtype == "bool" else
+    "Cast": lambda attrs, a, dtype: tirx.NE(a[0], _c(0, a[0])) if dtype == "bool" else
     a[0].astype(dtype),
     "Clip": _clip,
     "HardSigmoid": _hard_sigmoid,
@@ -167,13 +167,13 @@ SCALAR: dict[str, ScalarFn] = {
     "Min": _nary(tirx.min),
     "Sum": _nary(lambda x, y: x + y),
     "Mean": _mean,
-    "Equal": _binary(lambda x, y: x == y),
+    "Equal": _binary(tirx.EQ),
     "Less": _binary(lambda x, y: x < y),
     "Greater": _binary(lambda x, y: x > y),
     "LessOrEqual": _binary(lambda x, y: x <= y),
     "GreaterOrEqual": _binary(lambda x, y: x >= y),
     "And": _binary(tirx.all),
     "Or": _binary(tirx.any),
-    "Xor": _binary(lambda x, y: x != y),
+    "Xor": _binary(tirx.NE),
     "Where": lambda attrs, a, dtype: tirx.Select(a[0], a[1], a[2]),
 }
