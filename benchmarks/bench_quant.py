@@ -1,9 +1,10 @@
 """Quantisation benchmark: accuracy and output error of etch's quantised models.
 
 - digits models: top-1 test accuracy of the integer graph (WbA8: b-bit weights, int8
-  activations) at W8A8, W4A8, W3A8, W2A8 and ternary-A8, round-to-nearest vs GPTQ, with and
-  without channel rearrangement; weight-only grouped rows (float activations) where the
-  rearrangement can matter; next to float and ONNX Runtime's static QDQ quantisation
+  activations) at W8A8, W4A8, W3A8, W2A8 and ternary-A8 (per output channel), and with
+  groups of 16 input channels (integer group multipliers), round-to-nearest vs GPTQ, with and
+  without channel rearrangement (which only matters with groups); weight-only grouped rows
+  (float activations); next to float and ONNX Runtime's static QDQ quantisation
   (`quantize_static`, per-channel int8, over the same calibration images).
 - tiny encoder/decoder: output SNR (dB) against float per setting (RTN vs GPTQ), on seeded
   N(0, 1) inputs (128 calibration samples, 8 test samples); then the same models with
@@ -33,7 +34,9 @@ TRANSFORMERS = ["tiny_encoder", "tiny_decoder"]
 CALIB_IMAGES = 200
 TRANSFORMER_CALIB = 128  # samples of [T, d]: GPTQ needs rows >> K (1024) to beat RTN
 INTEGER = [("W8A8", {"bits": 8}), ("W4A8", {"bits": 4}), ("W3A8", {"bits": 3}),
-           ("W2A8", {"bits": 2}), ("ternary-A8", {"ternary": True})]
+           ("W2A8", {"bits": 2}), ("ternary-A8", {"ternary": True}),
+           ("W4A8 g16", {"bits": 4, "group_size": 16}), ("W3A8 g16", {"bits": 3, "group_size": 16}),
+           ("W2A8 g16", {"bits": 2, "group_size": 16})]
 WEIGHT_ONLY = [("W4 g16", {"bits": 4, "group_size": 16}), ("W3 g16", {"bits": 3, "group_size": 16}),
                ("W2 g16", {"bits": 2, "group_size": 16})]
 TRANSFORMER_SETTINGS = [("W8A8", {"bits": 8, "int": True}), ("W4A8", {"bits": 4, "int": True}),

@@ -1,21 +1,27 @@
 """etch's cpu target against ONNX Runtime and TVM's own ONNX frontend, per zoo model, batch 1.
 
-Three ways to run each model, all from Python with numpy in and numpy out, same threads:
+Three ways to run each model, all from Python with numpy in and numpy out, same threads,
+each in its own process (their thread pools spin while idle and would steal each other's
+cores):
 - etch: `compiler.compile(path, target="cpu", threads=T)`, then `artifact.run`;
 - ORT: CPUExecutionProvider, intra_op_num_threads=T, sequential execution, all graph
   optimisations on (its default);
 - TVM frontend: `tvm.relax.frontend.onnx.from_onnx`, `tvm.compile` with TVM's default
   pipeline (no tuning), Relax VM, TVM_NUM_THREADS=T.
-Latency: the three are timed round-robin, several rounds of about `--seconds` each; each
-round's mean per call, the best round reported (least disturbed by the rest of the machine).
+Latency: several rounds of about `--seconds` each, each round's mean per call; the best
+round of two passes (run in mirrored order) is reported: the least disturbed by the rest of
+the machine.
 Ratios are latency / ORT latency, measured in the same process, so they compare on one CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -48,29 +54,28 @@ def _calls_per_round(fn: Runner, seconds: float) -> int:
     return max(3, calls * 3)
 
 
-def time_round_robin(runners: dict[str, Runner], seconds: float) -> dict[str, float]:
-    """Best-round mean latency in microseconds of each runner, timed in alternation."""
-    calls = {k: _calls_per_round(f, seconds) for k, f in runners.items()}
-    best = {k: float("inf") for k in runners}
+def best_latency_us(fn: Runner, seconds: float) -> float:
+    """The best of ROUNDS rounds' mean latency per call, in microseconds."""
+    calls = _calls_per_round(fn, seconds)
+    best = float("inf")
     for _ in range(ROUNDS):
-        for name, fn in runners.items():
-            t0 = time.perf_counter()
-            for _ in range(calls[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / calls[name] * 1e6)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
     return best
 
 
-def etch_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, float, object]:
+def etch_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, object]:
+    """etch's cpu artifact for the model, and the artifact (for its manifest)."""
     import compiler
 
-    t0 = time.perf_counter()
     art = compiler.compile(path, target="cpu", threads=threads)
-    seconds = time.perf_counter() - t0
-    return (lambda: art.run(inputs)), seconds, art
+    return (lambda: art.run(inputs)), art
 
 
 def ort_runner(path: str, inputs: dict, threads: int) -> Runner:
+    """An ONNX Runtime session with `threads` intra-op threads."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -80,19 +85,17 @@ def ort_runner(path: str, inputs: dict, threads: int) -> Runner:
     return lambda: sess.run(None, inputs)
 
 
-def tvm_frontend_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, float]:
+def tvm_frontend_runner(path: str, inputs: dict, threads: int) -> Runner:
     """TVM's ONNX importer and default build, as a TVM user would run the model."""
     import onnx
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    t0 = time.perf_counter()
     mod = from_onnx(onnx.load(path), keep_params_in_input=False)
     target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
                                 "num-cores": threads})
     ex = tvm.compile(mod, target=target)
-    seconds = time.perf_counter() - t0
     vm = relax.VirtualMachine(ex, tvm.cpu())
     names = [i.name for i in onnx.load(path, load_external_data=False).graph.input
              if i.name in inputs]
@@ -101,37 +104,81 @@ def tvm_frontend_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, 
         out = vm["main"](*[tvm.runtime.tensor(inputs[n]) for n in names])
         return out.numpy() if hasattr(out, "numpy") else [o.numpy() for o in out]
 
-    return run, seconds
+    return run
 
 
-def bench_model(name: str, threads: int, seconds: float) -> dict:
-    """One model: compile times, latencies, ratios, and etch's max error against ORT."""
+def _import_everything() -> None:
+    import onnxruntime  # noqa: F401
+    import tvm.relax.frontend.onnx  # noqa: F401
+
+    import backends.tvm.builder  # noqa: F401
+    import compiler.driver  # noqa: F401
+    import runtime.tvm_executor  # noqa: F401
+
+
+RUNNERS = {"etch": etch_runner, "ort": ort_runner, "tvm_frontend": tvm_frontend_runner}
+
+
+def worker(runtime: str, name: str, threads: int, seconds: float) -> dict:
+    """In a fresh process: build `runtime` for model `name`, time it, check etch's error."""
     from models import zoo
 
     path = str(zoo.model_path(name))
     inputs, expected = zoo.load_sample(name)
-    run_etch, etch_s, art = etch_runner(path, inputs, threads)
-    got = run_etch()
-    err = max(float(np.max(np.abs(got[k] - expected[k]))) for k in expected)
-    runners = {"etch": run_etch, "ort": ort_runner(path, inputs, threads)}
-    row: dict = {"etch_compile_s": round(etch_s, 2), "max_abs_err_vs_ort": err,
-                 "kernels": art.manifest.get("kernels"), "schedules": art.manifest.get("schedules")}
-    try:
-        runners["tvm_frontend"], row["tvm_frontend_compile_s"] = tvm_frontend_runner(
-            path, inputs, threads)
-    except Exception as e:  # the peer may fail on a model; record it and go on
-        row["tvm_frontend_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-    latency = time_round_robin(runners, seconds)
-    row.update({f"{k}_us": round(v, 1) for k, v in latency.items()})
-    row.update({f"{k}_vs_ort": round(v / latency["ort"], 3) for k, v in latency.items()
-                if k != "ort"})
+    _import_everything()  # compile times below exclude one-off Python imports
+    t0 = time.perf_counter()
+    built = RUNNERS[runtime](path, inputs, threads)
+    row = {"compile_s": round(time.perf_counter() - t0, 2)}
+    fn = built[0] if isinstance(built, tuple) else built
+    if runtime == "etch":
+        got, art = fn(), built[1]
+        row["max_abs_err_vs_ort"] = max(float(np.max(np.abs(got[k] - expected[k])))
+                                        for k in expected)
+        row.update(kernels=art.manifest.get("kernels"), schedules=art.manifest.get("schedules"))
+    row["us"] = round(best_latency_us(fn, seconds), 1)
+    return row
+
+
+def _spawn(runtime: str, name: str, threads: int, seconds: float) -> dict:
+    """`worker` in a child process: each runtime's thread pool (ORT's and TVM's both spin
+    while idle) never competes with another's for the same cores."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_tvm", runtime, name, str(threads),
+           str(seconds)]
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_model(name: str, threads: int, seconds: float) -> dict:
+    """One model, each runtime in its own process, twice in mirrored order (machine load
+    drifts); the faster pass of each runtime counts."""
+    runs: dict[str, list[dict]] = {r: [] for r in RUNNERS}
+    for order in (list(RUNNERS), list(RUNNERS)[::-1]):
+        for runtime in order:
+            runs[runtime].append(_spawn(runtime, name, threads, seconds))
+    row: dict = {}
+    for runtime, results in runs.items():
+        ok = [r for r in results if "us" in r]
+        if not ok:
+            row[f"{runtime}_error"] = results[0].get("error")
+            continue
+        best = min(ok, key=lambda r: r["us"])
+        row[f"{runtime}_us"] = best.pop("us")
+        row[f"{runtime}_compile_s"] = min(r["compile_s"] for r in ok)
+        best.pop("compile_s")
+        row.update(best)
+    for runtime in ("etch", "tvm_frontend"):
+        if f"{runtime}_us" in row and "ort_us" in row:
+            row[f"{runtime}_vs_ort"] = round(row[f"{runtime}_us"] / row["ort_us"], 3)
     return row
 
 
 def run(args: argparse.Namespace) -> dict:
     """The benchmark over `args.models` (default DEFAULT_MODELS)."""
     threads = int(getattr(args, "threads", 2) or 2)
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM's pool starts, for both TVMs
     models = list(getattr(args, "models", None) or DEFAULT_MODELS)
     results = {m: bench_model(m, threads, float(getattr(args, "seconds", 0.3)))
                for m in models}
@@ -139,7 +186,9 @@ def run(args: argparse.Namespace) -> dict:
 
     return {"benchmark": "tvm_cpu", "cpu": cpu_name(), "threads": threads,
             "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "batch": 1,
-            "method": f"best of {ROUNDS} round-robin rounds, mean per call, numpy in/out",
+            "load_average": list(os.getloadavg()),
+            "method": f"per-runtime process, best of 2x{ROUNDS} rounds, mean per call, "
+                      f"numpy in/out",
             "models": results}
 
 
@@ -157,3 +206,7 @@ def table(result: dict) -> str:
                      f"{r['etch_vs_ort']:>10.2f}{r.get('tvm_frontend_vs_ort', float('nan')):>9.2f}"
                      f"{r['etch_compile_s']:>8.1f}{r.get('tvm_frontend_compile_s', float('nan')):>7.1f}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the per-runtime worker process of `_spawn`
+    print(json.dumps(worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))

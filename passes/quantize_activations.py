@@ -3,7 +3,8 @@
 Every activation a node reads or writes in integer form is int8 (uint8 where an imported
 model says so), per tensor: x = s (q - z), with (s, z) from calibration ranges (min/max, or
 a two-sided percentile) covering 0, or from the model's own QuantizeLinear parameters.
-The graph is rebuilt node by node (`passes.int_lowering` holds the rules):
+The graph is rebuilt node by node (`passes.int_lowering`; the rules are in
+`passes.int_rules` and `passes.int_tables`):
 
 - Conv/Gemm/MatMul with symmetric per-channel (or per-tensor) weight codes from
   etch.Dequant -> etch.QConv / etch.QGemm (int32, bias folded in at scale s_x s_w)
@@ -44,6 +45,8 @@ from compiler.ir import Graph
 from passes import calibrate
 from passes.base import Pass
 from passes.int_lowering import Lowering, act_params
+from passes.int_rules import RULES, given_params
+from passes.int_tables import TableRule
 
 Calib = str | Mapping[str, np.ndarray] | None
 
@@ -64,7 +67,7 @@ class QuantizeActivations(Pass):
                             "inputs: pass --calib DATA.npz, keyed like --inputs (a few hundred "
                             "representative samples)")
         ranges = self._ranges(graph)
-        lowered = Lowering(graph, ranges).build()
+        lowered = Lowering(graph, ranges, RULES, TableRule(graph), given_params(graph)).build()
         lowered.metadata["etch.placement"] = json.dumps(summary(lowered))
         return lowered, True
 

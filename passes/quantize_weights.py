@@ -14,14 +14,17 @@ K), "ic" (per input channel, AdaDim; `group_size` then groups output channels) o
 tr(dW H dW^T) with calibration data, weight error without); `method` = "rtn" or "gptq"
 (needs calibration inputs: the Hessian of each layer's input is collected by running the
 float graph with `reference.run(..., keep=True)`). A layer whose K is not above the group
-size is one group.
+size is one group. For the integer path (`integer`), groups along K have scales
+base[n] * mult[n, g] with integer multipliers (as large as keeps the int32 accumulator
+safe, at most 255): etch.Dequant then takes the per-channel base and a fourth input, the
+multipliers, which become etch.QConv/etch.QGemm's `w_mult`.
 
 Refused, with an EtchError naming the layer:
 - `--lut` with bits 5..8: LUT bit-serial kernels exist for 1-4-bit (and ternary) weights;
   the weight-only cpu/cuda/edge path (dequantise, then the float kernel) takes any of 1..8;
 - `integer` (--int, verilog) with per-input-channel scales (they vary along K and cannot be
-  factored out of an integer dot product), with asymmetric weights (DESIGN.md: integer
-  weights are symmetric) or with groups along K (no integer kernel sums groups yet);
+  factored out of an integer dot product) or asymmetric weights (DESIGN.md: integer
+  weights are symmetric);
 - a group size that does not divide a layer's K (in input channels);
 - GPTQ without calibration data.
 Report: `graph.metadata["etch.quant.weights"]` (JSON), one entry per layer with its

@@ -19,4 +19,6 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "ReduceL2",
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad",
     "etch.Fused",
+    "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
+    "etch.Clamp", "QuantizeLinear", "DequantizeLinear",
 })

@@ -28,9 +28,10 @@ from tests.passes.quant_helpers import (
 )
 
 
-def integer_graph(name: str, bits: int = 8, calib_n: int = 64) -> Graph:
+def integer_graph(name: str, bits: int = 8, calib_n: int = 64,
+                  group_size: int | None = None) -> Graph:
     g = folded(name)
-    w, _ = QuantizeWeights(bits=bits, integer=True).run(g)
+    w, _ = QuantizeWeights(bits=bits, integer=True, group_size=group_size).run(g)
     out, _ = QuantizeActivations(calib_for(name, g, calib_n)).run(w)
     return out
 
@@ -42,6 +43,17 @@ def test_integer_graph_matches_ort_qdq_within_one_lsb(name: str, bits: int) -> N
     assert "Conv" not in g.op_counts() and "Gemm" not in g.op_counts()
     d = lsb_differences(g, inputs_for(name, g, 8, offset=-1))
     assert d.size > 0 and np.mean(d <= 1) >= 0.999 and d.max() <= 2
+
+
+@pytest.mark.parametrize("name,group_size", [("digits_cnn", 16), ("resnet_block", 8)])
+def test_integer_groups_match_ort(name: str, group_size: int) -> None:
+    """Groups along K in the integer path: QConv/QGemm with integer group multipliers."""
+    g = integer_graph(name, 4, group_size=group_size)
+    grouped = [n for n in g.nodes if n.op in ("etch.QConv", "etch.QGemm") and
+               len(n.inputs) > 5 and n.inputs[5]]
+    assert grouped and all(n.attrs["group_size"] == group_size for n in grouped)
+    d = lsb_differences(g, inputs_for(name, g, 4, offset=-1))
+    assert np.mean(d <= 1) >= 0.999 and d.max() <= 2
 
 
 @pytest.mark.parametrize("name", TRANSFORMERS)

@@ -14,7 +14,7 @@ from compiler import ops, reference
 from compiler.ops.conv import conv_nd
 from passes.gptq import gptq
 from passes.int_lowering import act_params
-from passes.quantizer import Scheme, dequantize, output_error, rtn
+from passes.quantizer import Scheme, dequantize, group_mult_max, output_error, rtn
 
 REG = ops.registry()
 SCHEMES = [Scheme(b) for b in range(2, 9)] + [Scheme(1, "binary"), Scheme(2, "ternary")] + \
@@ -64,6 +64,31 @@ def test_qgemm_is_int64_matmul(a: np.ndarray, w: np.ndarray, za: int, bias: np.n
     y = run("etch.QGemm", {}, a, w, bias, np.int8(za))
     want = (a.astype(np.int64) - za) @ w.astype(np.int64) + bias
     assert y.dtype == np.int32 and np.array_equal(y, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(a=ints((2, 3, 12)), w=ints((12, 4), -8, 7), mult=ints((3, 4), 1, 255, "int32"),
+       za=st.integers(-128, 127))
+def test_qgemm_group_multipliers(a: np.ndarray, w: np.ndarray, mult: np.ndarray,
+                                 za: int) -> None:
+    """With groups of 4 along K: sum_g mult[g, n] * (a_g - za) @ w_g, exactly."""
+    y = run("etch.QGemm", {"group_size": 4}, a, w, None, np.int8(za), None, mult)
+    want = sum(((a[..., 4 * g:4 * g + 4].astype(np.int64) - za) @ w[4 * g:4 * g + 4]) * mult[g]
+               for g in range(3))
+    assert np.array_equal(y, want)
+    deq = run("etch.Dequant", {"group_axis": 0, "group_size": 4}, w, np.full((1, 4), 0.5,
+                                                                            np.float32),
+              None, mult)
+    assert np.array_equal(deq, w * 0.5 * np.repeat(mult, 4, axis=0).astype(np.float32))
+
+
+def test_group_multipliers_keep_the_accumulator_in_int32() -> None:
+    for k in (9, 64, 1024, 4096):
+        for scheme in SCHEMES:
+            if scheme.symmetric:
+                m = group_mult_max(k, scheme)
+                assert 1 <= m <= 255
+                assert k * 255 * max(-scheme.qmin, scheme.qmax) * m < (1 << 31)
 
 
 @settings(max_examples=25, deadline=None)

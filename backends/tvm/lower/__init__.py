@@ -19,6 +19,7 @@ from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import lower_conv, lower_conv_transpose
 from backends.tvm.lower.epilogue import lower_alias, lower_elementwise
 from backends.tvm.lower.fused import lower_fused
+from backends.tvm.lower.int_ops import INT_LOWERINGS
 from backends.tvm.lower.linear import lower_gemm, lower_matmul
 from backends.tvm.lower.norm import (lower_batch_norm, lower_layer_norm, lower_reduce,
                                      lower_softmax)
@@ -48,6 +49,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Slice": lower_slice, "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile,
     "Pad": lower_pad,
     "etch.Fused": lower_fused,
+    **INT_LOWERINGS,
 }
 
 

@@ -32,6 +32,9 @@ class Epilogue:
     operands: Operands = field(default_factory=Operands)
     # Maps the kernel's output index to the node's output index (e.g. a flattened matmul).
     index_map: IndexMap | None = None
+    # Steps that finish the anchor op itself (Gemm's alpha and bias, a conv bias): they run
+    # before `steps`, and "y0" names their result, the anchor op's output.
+    pre: list[tuple[str, dict, list[Any]]] = field(default_factory=list)
 
     @property
     def exprs(self) -> list:
@@ -42,6 +45,8 @@ class Epilogue:
         """The epilogue's value at kernel output position `idx`, given the anchor value y."""
         full = list(self.index_map(idx)) if self.index_map else list(idx)
         values = self.operands.load(tensors, full, bload)
+        for op, attrs, args in self.pre:
+            y = SCALAR[op](attrs, [_arg(a, [y], values) for a in args], dtype_of(y))
         ys = [y]  # ys[j]: the running value after j steps ("y<j>" in etch.Fused)
         for op, attrs, args in self.steps:
             y = SCALAR[op](attrs, [_arg(a, ys, values) for a in args], self._dt(op, y))
@@ -51,10 +56,10 @@ class Epilogue:
     def _dt(self, op: str, y: tirx.Expr) -> str:
         return self.dtype if op == "Cast" else dtype_of(y)
 
-    def with_bias(self, slot_value: Any) -> Epilogue:
-        """A copy that first adds a bias operand (slot index into `operands`)."""
-        return Epilogue(self.dtype, [("Add", {}, ["y", slot_value])] + self.steps,
-                        self.operands, self.index_map)
+    def with_bias(self, slot: int) -> Epilogue:
+        """`self`, adding operand `slot` to the anchor's value before the steps."""
+        self.pre.append(("Add", {}, ["y", slot]))
+        return self
 
 
 def _arg(a: Any, ys: list, values: list) -> Any:

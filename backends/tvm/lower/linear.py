@@ -126,6 +126,8 @@ def gemm(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
     trans_a, trans_b = bool(attrs.get("transA", 0)), bool(attrs.get("transB", 0))
     a, w = ctx.expr(inputs[0]), ctx.const(inputs[1])
     c = inputs[2] if len(inputs) > 2 and inputs[2] else ""
+    if alpha != 1.0 and w is None:
+        epi.pre.append(("Mul", {}, ["y", add_operand(epi, ctx, data=np.float32(alpha))]))
     if c:
         cdata = ctx.const(c)
         if cdata is not None:
@@ -139,8 +141,6 @@ def gemm(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
         w = (w.T if trans_b else w) * np.asarray(alpha, w.dtype) if alpha != 1.0 else \
             (w.T if trans_b else w)
         return dense(ctx, node, a, np.ascontiguousarray(w), epi, trans_a=trans_a)
-    if alpha != 1.0:
-        epi.steps.insert(0, ("Mul", {}, ["y", add_operand(epi, ctx, data=np.float32(alpha))]))
     return batched(ctx, node, a, ctx.expr(inputs[1]), ctx.shape(out), epi, trans_a, trans_b)
 
 

@@ -9,12 +9,15 @@ BatchNormalization folds its four constants into one scale and shift at compile 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from tvm import te, tirx
 
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.epilogue import Epilogue, add_operand
+from backends.tvm.lower.rows import row_reduce
 from compiler.errors import EtchError
 from compiler.ir import Node
 
@@ -75,7 +78,34 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
 
     if op not in _REDUCERS:
         raise EtchError(f"node {node.name}: {op} is not built by the TVM backend")
+    first = axes[0] if axes else len(xshape)
+    if axes and axes == list(range(first, len(xshape))):
+        compute = _trailing_reduce(op, xshape, oshape, first, count, ctx.lanes)
+        ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", rows=first))
+        return
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))
+
+
+def _trailing_reduce(op: str, xshape: tuple, oshape: tuple, first: int, count: int,
+                     lanes: int):
+    """A Reduce* over the trailing dims [first:] as a row reduction."""
+    def value(r: Sequence, j: Sequence, xt: te.Tensor) -> tirx.Expr:
+        v = xt(*r, *j)
+        v = v * v if op in ("ReduceSumSquare", "ReduceL2") else v
+        return tirx.abs(v) if op == "ReduceL1" else v
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        acc = row_reduce("anchor", xshape[:first], xshape[first:],
+                         lambda r, j: value(r, j, xt), _REDUCERS[op], lanes, oshape)
+
+        def finish(*i: tirx.Expr) -> tirx.Expr:
+            if op == "ReduceMean":
+                return acc(*i) * tirx.const(1.0 / count, xt.dtype)
+            return tirx.sqrt(acc(*i)) if op == "ReduceL2" else acc(*i)
+
+        return te.compute(oshape, finish, name="epilogue")
+
+    return compute
 
 
 def lower_softmax(ctx: LowerCtx, node: Node) -> None:
@@ -84,22 +114,25 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
     shape = ctx.shape(x)
     axis = int(node.attrs.get("axis", -1)) % len(shape)
     log = node.op == "LogSoftmax"
+    last = axis == len(shape) - 1
+    lanes = ctx.lanes if last else 1  # rows are contiguous only along the last axis
 
     def compute(xt: te.Tensor) -> te.Tensor:
-        row = shape[:axis] + (1,) + shape[axis + 1:]
-        at = lambda i, r: tuple(i[:axis]) + (r,) + tuple(i[axis + 1:])  # noqa: E731
-        r1 = te.reduce_axis((0, shape[axis]), "r1")
-        mx = te.compute(row, lambda *i: te.max(xt(*at(i, r1)), axis=r1), name="rowmax")
-        r2 = te.reduce_axis((0, shape[axis]), "r2")
-        ex = te.compute(row, lambda *i: te.sum(
-            fastmath.exp(xt(*at(i, r2)) - mx(*i)), axis=r2), name="rowsum")
+        rows = shape[:axis] + shape[axis + 1:]
+        at = lambda r, j: tuple(r[:axis]) + tuple(j) + tuple(r[axis:])  # noqa: E731
+        row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])  # noqa: E731
+        mx = row_reduce("rowmax", rows, (shape[axis],), lambda r, j: xt(*at(r, j)), te.max,
+                        lanes)
+        ex = row_reduce("rowsum", rows, (shape[axis],), lambda r, j: fastmath.exp(
+            xt(*at(r, j)) - mx(*r, 0)), te.sum, lanes)
         if log:
-            return te.compute(shape, lambda *i: xt(*i) - mx(*at(i, 0)) - tirx.log(ex(*at(i, 0))),
-                              name="epilogue")
-        return te.compute(shape, lambda *i: fastmath.exp(xt(*i) - mx(*at(i, 0))) / ex(*at(i, 0)),
-                          name="epilogue")
+            return te.compute(shape, lambda *i: xt(*i) - mx(*row_of(i), 0)
+                              - tirx.log(ex(*row_of(i), 0)), name="epilogue")
+        return te.compute(shape, lambda *i: fastmath.exp(xt(*i) - mx(*row_of(i), 0))
+                          / ex(*row_of(i), 0), name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "softmax"))
+    hints = {"rows": axis} if last else {}
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "softmax", **hints))
 
 
 def lower_layer_norm(ctx: LowerCtx, node: Node) -> None:
@@ -120,22 +153,18 @@ def lower_layer_norm(ctx: LowerCtx, node: Node) -> None:
         epi.steps.append(("Add", {}, ["y", add_operand(epi, ctx, node.inputs[2])]))
 
     def compute(xt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
-        row = shape[:axis] + (1,) * len(inner)
-        inv = tirx.const(1.0 / count, xt.dtype)
-
-        def over(name: str, f) -> te.Tensor:
-            rs = [te.reduce_axis((0, d), f"{name}{k}") for k, d in enumerate(inner)]
-            return te.compute(row, lambda *i: te.sum(f(tuple(i[:axis]) + tuple(rs), i), axis=rs),
-                              name=name)
-
-        mean = over("mean", lambda j, i: xt(*j) * inv)
-        var = over("var", lambda j, i: _sq(xt(*j) - mean(*i)) * inv)
-        lead = lambda i: tuple(i[:axis]) + (0,) * len(inner)  # noqa: E731
+        rows, inv = shape[:axis], tirx.const(1.0 / count, xt.dtype)
+        zeros = (0,) * len(inner)
+        mean = row_reduce("mean", rows, inner, lambda r, j: xt(*r, *j) * inv, te.sum,
+                          ctx.lanes)
+        var = row_reduce("var", rows, inner, lambda r, j: _sq(xt(*r, *j) - mean(*r, *zeros))
+                         * inv, te.sum, ctx.lanes)
+        lead = lambda i: tuple(i[:axis]) + zeros  # noqa: E731
         return te.compute(shape, lambda *i: epi.apply(
             (xt(*i) - mean(*lead(i))) / tirx.sqrt(var(*lead(i)) + tirx.const(eps, xt.dtype)),
             i, extra), name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *epi.exprs], node, "layer_norm"))
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *epi.exprs], node, "layer_norm", rows=axis))
 
 
 def _sq(v: tirx.Expr) -> tirx.Expr:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.rows import row_reduce
 from compiler.errors import EtchError
 from compiler.ir import Node
 
@@ -102,14 +103,14 @@ def lower_global_pool(ctx: LowerCtx, node: Node) -> None:
     is_max = node.op == "GlobalMaxPool"
 
     def compute(xt: te.Tensor) -> te.Tensor:
-        r = [te.reduce_axis((0, d), f"r{i}") for i, d in enumerate(spatial)]
         red = te.max if is_max else te.sum
-        acc = te.compute(oshape, lambda *i: red(xt(i[0], i[1], *r), axis=r), name="anchor")
+        acc = row_reduce("anchor", xshape[:2], spatial, lambda r, j: xt(*r, *j), red, ctx.lanes,
+                         oshape)
         scale = tirx.const(1.0 / count, xt.dtype)
         return te.compute(oshape, lambda *i: acc(*i) if is_max else acc(*i) * scale,
                           name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", rows=2))
 
 
 def lower_lrn(ctx: LowerCtx, node: Node) -> None:

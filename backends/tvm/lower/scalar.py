@@ -174,6 +174,7 @@ SCALAR: dict[str, ScalarFn] = {
     "GreaterOrEqual": _binary(lambda x, y: x >= y),
     "And": _binary(tirx.all),
     "Or": _binary(tirx.any),
-    "Xor": _binary(tirx.NE),
+    # bool != bool reaches LLVM as a float compare on i1 vectors: spell Xor with And/Or.
+    "Xor": _binary(lambda x, y: tirx.all(tirx.any(x, y), tirx.Not(tirx.all(x, y)))),
     "Where": lambda attrs, a, dtype: tirx.Select(a[0], a[1], a[2]),
 }

@@ -8,8 +8,8 @@ and the anchor's buffer shrinks to the tile: a small default-scope buffer that s
 stack (a "local" one would become a heap workspace; see DESIGN.md). Outer loops run in
 parallel when the kernel has enough work to pay for a thread-pool launch.
 
-Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, Reduction (dlight's CPU rule for
-softmax/layer norm shapes), Injective, Fallback.
+Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, RowReduction, dlight's CPU
+Reduction (reductions that are not over rows), Injective, Fallback.
 """
 
 from __future__ import annotations
@@ -67,9 +67,11 @@ def maybe_parallel(sch: s_tir.Schedule, loop: Loop, amount: int,
         sch.parallel(loop)
 
 
-def vectorize_inner(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV, width: int) -> None:
-    """Vectorise the innermost loop of `blk` by `width` lanes where it divides evenly."""
-    loops = sch.get_loops(blk)
+def vectorize_inner(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV, width: int,
+                    skip: int = 0) -> None:
+    """Vectorise the innermost loop of `blk` by `width` lanes where it divides evenly; the
+    `skip` outermost loops (a row loop other blocks are computed at) are left alone."""
+    loops = sch.get_loops(blk)[skip:]
     if not loops:
         return
     n = extent(sch, loops[-1])
@@ -223,6 +225,43 @@ class BatchMatmul(KindRule):
         return True
 
 
+class RowReduction(KindRule):
+    """Row reductions from `lower/rows.py` (softmax, layer norm, trailing Reduce*, global
+    pools): all stages of a row computed together under one (parallel) row loop, partial
+    reductions accumulated in a vector, elementwise stages vectorised."""
+
+    kinds = ("reduce", "softmax", "layer_norm")
+
+    def schedule(self, sch, func, target):
+        if "etch.rows" not in func.attrs:
+            return False
+        rows, width = int(func.attrs["etch.rows"]), lanes(target)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        total = max(work(sch, sch.get_loops(b)) for b in blocks)
+        outer = None
+        if rows:
+            loops = sch.get_loops(blocks[-1])
+            outer = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
+            maybe_parallel(sch, outer, total, PARALLEL_MIN_ELEMENTS)
+            for blk in reversed(blocks[:-1]):
+                sch.compute_at(blk, outer)
+        for blk in blocks:
+            if sch.get(blk).name_hint.endswith("_part"):
+                _vector_accumulate(sch, blk, 1 if rows else 0)
+            elif all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
+                vectorize_inner(sch, blk, width, 1 if rows else 0)
+        return True
+
+
+def _vector_accumulate(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV, skip: int) -> None:
+    """A `_part` block's loops are (lane, reduce...): reduce outside, lanes as the vector."""
+    lane, *reduce = sch.get_loops(blk)[skip:]
+    sch.reorder(*reduce, lane)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(blk, reduce[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
 class Injective(KindRule):
     """Elementwise and data-movement kernels: vectorise the innermost dim, parallel outer."""
 
@@ -264,5 +303,7 @@ class Fallback(KindRule):
 
 
 def rules() -> list[ScheduleRule]:
-    return [Dense(), Conv(), DepthwiseConv(), BatchMatmul(), dlight.cpu.Reduction(),
-            Injective(), Fallback()]
+    from backends.tvm.schedules import int_cpu  # int8 rules; they build on this module
+
+    return [*int_cpu.rules(), Dense(), Conv(), DepthwiseConv(), BatchMatmul(), RowReduction(),
+            dlight.cpu.Reduction(), Injective(), Fallback()]

@@ -1,0 +1,169 @@
+"""etch.QConv (1-D and 2-D, NCHW): exact int32 convolution, + bias, + the absorbed
+etch.Requantize (see `int_gemm` for the epilogue and the u8-domain zero-point algebra).
+
+Kernels:
+- "qconv2d" (CPU, constant weights that fit int8 after folding, not depthwise, conv groups
+  that hold whole vectors of NL output channels): the input is padded and laid out channels
+  last in the u8 domain, P[n, h, w, g * C4 + c] (each group's channels padded to a multiple
+  of 4 with the zero point), so 4 input channels of one tap are one 32-bit broadcast; the
+  weight is packed [OC/NL, KH, KW, C4/4, NL, 4]. The accumulator [N, OH, OW, OC/NL, NL] is
+  a register tile in the schedule; the epilogue writes NCHW.
+- "conv2d"/"depthwise_conv2d" (everything else, e.g. depthwise): the float kernel's
+  structure (pad block, anchor, epilogue; weight [OC/ocb, C/g, KH, KW, ocb]) on centred
+  int16 inputs (padding is 0 = the real zero) and int32 products, so `cpu.py`'s Conv and
+  DepthwiseConv rules vectorise it over output columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.conv import ConvSpec, conv_spec, pack_conv
+from backends.tvm.lower.int_gemm import (KI, IntEpilogue, bind_outputs, fast_weight_ok,
+                                         fold_weight, int_epilogue, pair_safe, to_u8,
+                                         u8_zero, vector_lanes)
+from backends.tvm.schedules import tiles
+from compiler.errors import EtchError
+from compiler.ir import Node
+from compiler.ops.etch_int import INT32_MAX
+
+Expr = tirx.Expr
+
+
+def _inside(sp: ConvSpec, i: Expr, j: Expr) -> tuple[Expr, Expr, Expr]:
+    hi, wi = i - sp.pad_top, j - sp.pad_left
+    return tirx.all(hi >= 0, hi < sp.h, wi >= 0, wi < sp.w), hi, wi
+
+
+def _extent(sp: ConvSpec, owp: int) -> tuple[int, int]:
+    """(rows, columns) of the padded input that an output of width owp reads."""
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+    return (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (owp - 1) * sw + (sp.kw - 1) * dw + 1
+
+
+def qconv_tile(ow: int) -> int:
+    """Output columns per register tile (the broadcast side of the intrinsic)."""
+    return ow if ow <= 4 else 4
+
+
+def pack_qconv(wc: np.ndarray, nl: int, c4: int, ocp: int) -> np.ndarray:
+    """[OC, C/g, KH, KW] -> [OCp/nl, KH, KW, c4/4, nl, 4] int8, zero-padded."""
+    oc, icg, kh, kw = wc.shape
+    w = np.zeros((ocp, c4, kh, kw), np.int8)
+    w[:oc, :icg] = wc
+    w = w.reshape(ocp // nl, nl, c4 // KI, KI, kh, kw)
+    return np.ascontiguousarray(w.transpose(0, 4, 5, 2, 1, 3))
+
+
+def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
+               zero: int, bias: np.ndarray | None) -> tuple | None:
+    """The u8 x s8 tensor-intrinsic kernel, or None where it does not apply."""
+    nl = vector_lanes(ctx)
+    ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
+    if not ctx.pack or (icg == 1 and ocpg == 1 and sp.groups > 1) or \
+            (sp.groups > 1 and ocpg % nl) or not fast_weight_ok(wc):
+        return None
+    c4 = -(-icg // KI) * KI
+    ocp = -(-sp.oc // nl) * nl
+    packed = pack_qconv(wc.astype(np.int8), nl, c4, ocp)
+    xb = qconv_tile(sp.ow)
+    owp = tiles.padded(sp.ow, xb)
+    ph, pw = _extent(sp, owp)
+    zu = u8_zero(ctx.dtype(node.inputs[0]), zero)
+    corr = -zu * wc.reshape(sp.oc, -1).sum(axis=1)
+    epi, req = int_epilogue(ctx, node, corr + (0 if bias is None else bias.astype(np.int64)),
+                            4, 1, 1)
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+
+    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        def pad_value(n, i, j, cc):
+            inside, hi, wi = _inside(sp, i, j)
+            g, c = cc // c4, cc % c4
+            v = to_u8(xt[n, g * icg + c, hi, wi])
+            return tirx.if_then_else(tirx.all(inside, c < icg), v, tirx.const(zu, "uint8"))
+
+        pad = te.compute((sp.n, ph, pw, sp.groups * c4), pad_value, name="pad")
+        ry, rx = te.reduce_axis((0, sp.kh), "ry"), te.reduce_axis((0, sp.kw), "rx")
+        rco, rci = te.reduce_axis((0, c4 // KI), "rco"), te.reduce_axis((0, KI), "rci")
+
+        def body(n, i, j, ob, ni):
+            base = (ob * nl // ocpg) * c4 if sp.groups > 1 else 0
+            a = pad[n, i * sh + ry * dh, j * sw + rx * dw, base + rco * KI + rci]
+            return te.sum(a.astype("int32") * wt[ob, ry, rx, rco, ni, rci].astype("int32"),
+                          axis=[ry, rx, rco, rci])
+
+        acc = te.compute((sp.n, sp.oh, owp, ocp // nl, nl), body, name="anchor")
+        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
+            acc[n, i, j, o // nl, o % nl], [n, o, i, j], extra), name="epilogue")
+
+    y = ctx.emit(compute, [x, ctx.array(packed), *epi.exprs], node, "qconv2d", nl=nl, xb=xb,
+                 pair_safe=int(pair_safe(packed)))
+    return y, req
+
+
+def qconv_generic(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
+                  zero: int, bias: np.ndarray | None) -> tuple:
+    """Direct convolution of centred int16 inputs with the folded weights, int32 products
+    (int64 where K * 255 * max|w| does not fit int32)."""
+    ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
+    depthwise = icg == 1 and ocpg == 1
+    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes) if ctx.pack else (1, sp.ow)
+    ocb = 1 if depthwise else ocb
+    owp = tiles.padded(sp.ow, vw)
+    ph, pw = _extent(sp, owp)
+    wmax = int(np.abs(wc).max(initial=0))
+    acc_t = "int32" if wc[0].size * 255 * wmax <= INT32_MAX else "int64"
+    wdata = wc.astype(np.int32 if acc_t == "int32" else np.int64)
+    weight = ctx.array(pack_conv(wdata, ocb) if ocb > 1 else wdata)
+    epi, req = int_epilogue(ctx, node, bias, 4, 1, 1)
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+
+    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        def pad_value(n, c, i, j):
+            inside, hi, wi = _inside(sp, i, j)
+            v = xt[n, c, hi, wi].astype("int16") - tirx.const(zero, "int16")
+            return tirx.if_then_else(inside, v, tirx.const(0, "int16"))
+
+        pad = te.compute((sp.n, sp.c, ph, pw), pad_value, name="pad")
+        rc = te.reduce_axis((0, icg), "rc")
+        ry, rx = te.reduce_axis((0, sp.kh), "ry"), te.reduce_axis((0, sp.kw), "rx")
+        ic = 0 if depthwise else rc
+
+        def body(n, o, i, j):
+            c = o // ocpg * icg + ic if sp.groups > 1 else ic
+            w = wt[o // ocb, ic, ry, rx, o % ocb] if ocb > 1 else wt[o, ic, ry, rx]
+            a = pad[n, c, i * sh + ry * dh, j * sw + rx * dw]
+            return te.sum(a.astype(acc_t) * w.astype(acc_t),
+                          axis=[ry, rx] if depthwise else [rc, ry, rx])
+
+        acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
+        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
+            acc[n, o, i, j], [n, o, i, j], extra), name="epilogue")
+
+    kind = "depthwise_conv2d" if depthwise else "conv2d"
+    return ctx.emit(compute, [x, weight, *epi.exprs], node, kind, ocb=ocb, vw=vw), req
+
+
+def lower_qconv(ctx: LowerCtx, node: Node) -> None:
+    """etch.QConv with a constant weight."""
+    names = list(node.inputs) + [""] * (6 - len(node.inputs))
+    w = ctx.const(names[1])
+    bias, zero, w_zero, w_mult = (ctx.const(n) if n else None for n in names[2:6])
+    if w is None or any(n and ctx.const(n) is None for n in names[2:6]):
+        raise EtchError(f"node {node.name}: etch.QConv takes constant weights and parameters")
+    if zero is not None and zero.size != 1:
+        raise EtchError(f"node {node.name}: etch.QConv's x_zero must be a scalar")
+    z = 0 if zero is None else int(zero.reshape(()))
+    xshape, oshape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    wc = fold_weight(w, w_zero, w_mult, int(node.attrs.get("group_size", 0)), 0)
+    sp = conv_spec(node.attrs, xshape, wc.shape, oshape)
+    x = ctx.reshape(ctx.expr(node.inputs[0]), (sp.n, sp.c, sp.h, sp.w))
+    wc4 = wc.reshape(sp.oc, wc.shape[1], sp.kh, sp.kw)
+    got = qconv_fast(ctx, node, x, sp, wc4, z, bias)
+    y, req = got if got is not None else qconv_generic(ctx, node, x, sp, wc4, z, bias)
+    bind_outputs(ctx, node, req, ctx.reshape(y, oshape))
+
+
+__all__ = ["IntEpilogue", "lower_qconv"]

@@ -1,0 +1,219 @@
+"""The integer graph's elementwise and pooling ops, and QuantizeLinear/DequantizeLinear.
+
+Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is the semantics):
+- `requantize(acc, m0, shift, zp, qmin, qmax)`: `compiler.reference.requantize`, DESIGN.md's
+  one requantisation formula: an int64 product acc * M0, 2^(shift-1) added to its magnitude,
+  a logical shift of the magnitude, the sign restored, + zero point, saturated. The kernels
+  of etch.QGemm/etch.QConv call it in their epilogue, etch.Requantize and etch.QAdd here.
+- etch.QAdd: TFLite's integer add, three requantisations in int64, as the reference.
+- etch.QSumPool: window sums of (x - x_zero) in int32; taps in the padding add 0.
+- etch.Table: a gather from the 256-entry table; etch.Clamp: a clip in x's dtype.
+- QuantizeLinear (ONNX): saturate(round_half_even(x / scale) + zero_point), per tensor or
+  per axis; DequantizeLinear: float32(x - zero_point) * scale.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from tvm import te, tirx
+
+from backends.tvm.lower.context import LowerCtx
+from compiler.errors import EtchError
+from compiler.ir import Node
+from compiler.ops.etch_int import INT32_MAX, INT32_MIN, along, pool_window
+
+Expr = tirx.Expr
+
+
+def _i64(v: int | Expr) -> Expr:
+    return tirx.const(v, "int64") if isinstance(v, int) else v.astype("int64")
+
+
+def requantize(acc: Expr, m0: int | Expr, shift: int | Expr, zp: int | Expr, qmin: int,
+               qmax: int) -> Expr:
+    """`compiler.reference.requantize` at one position, in int64 (the cited formula):
+
+        prod = acc * M0;  mag = (|prod| + 2^(shift-1)) >> shift   (no half when shift = 0)
+        y = clamp((prod < 0 ? -mag : mag) + zp, qmin, qmax)
+
+    The magnitude is shifted as uint64 (it is >= 0), which AVX2 does as one vpsrlvq."""
+    prod = _i64(acc) * _i64(m0)
+    sh = _i64(shift)
+    one, zero = tirx.const(1, "int64"), tirx.const(0, "int64")
+    half = tirx.Select(sh > zero, tirx.shift_left(one, tirx.max(sh - one, zero)), zero)
+    mag = tirx.shift_right((tirx.abs(prod) + half).astype("uint64"),
+                           sh.astype("uint64")).astype("int64")
+    y = tirx.Select(prod < zero, -mag, mag) + _i64(zp)
+    return tirx.min(tirx.max(y, tirx.const(qmin, "int64")), tirx.const(qmax, "int64"))
+
+
+def _const(ctx: LowerCtx, node: Node, k: int) -> np.ndarray:
+    data = ctx.const(node.inputs[k]) if len(node.inputs) > k and node.inputs[k] else None
+    if data is None:
+        raise EtchError(f"node {node.name}: {node.op} input {k} must be a constant")
+    return data
+
+
+def _opt_const(ctx: LowerCtx, node: Node, k: int) -> np.ndarray | None:
+    return _const(ctx, node, k) if len(node.inputs) > k and node.inputs[k] else None
+
+
+def lower_requantize(ctx: LowerCtx, node: Node) -> None:
+    """etch.Requantize: int32 accumulator -> int8/uint8 (per-tensor or per-channel)."""
+    out = node.outputs[0]
+    if out in ctx.env:  # rendered inside the QGemm/QConv kernel that produces its input
+        return
+    acc = node.inputs[0]
+    shape, dtype = ctx.shape(out), ctx.dtype(out)
+    axis = node.attrs.get("axis")
+    params = ctx.data_operands([np.asarray(along(np.asarray(_const(ctx, node, k)), len(shape),
+                                                 axis)) for k in (1, 2)])
+    zp, lo, hi = (int(node.attrs.get("zero_point", 0)), int(node.attrs["qmin"]),
+                  int(node.attrs["qmax"]))
+
+    def compute(at: te.Tensor, *ts: te.Tensor) -> te.Tensor:
+        def body(*i: Expr) -> Expr:
+            m0, sh = params.load(ts, i)
+            return requantize(at(*i), m0, sh, zp, lo, hi).astype(dtype)
+        return te.compute(shape, body, name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(acc), *params.exprs], node, "elementwise"))
+
+
+def lower_qadd(ctx: LowerCtx, node: Node) -> None:
+    """etch.QAdd: each input rescaled to a common int32 scale, added, requantised."""
+    a, b = node.inputs[:2]
+    out = node.outputs[0]
+    shape, dtype, at = ctx.shape(out), ctx.dtype(out), node.attrs
+    ops = ctx.operands([a, b])
+    left = int(at.get("left_shift", 20))
+
+    def side(x: Expr, p: str) -> Expr:
+        x64 = tirx.shift_left(_i64(x) - _i64(int(at[f"{p}_zero"])), tirx.const(left, "int64"))
+        return requantize(x64, int(at[f"{p}_m0"]), int(at[f"{p}_shift"]), 0, INT32_MIN,
+                          INT32_MAX)
+
+    def compute(*ts: te.Tensor) -> te.Tensor:
+        def body(*i: Expr) -> Expr:
+            xa, xb = ops.load(ts, i)
+            y = requantize(side(xa, "a") + side(xb, "b"), int(at["m0"]), int(at["shift"]),
+                           int(at.get("zero_point", 0)), int(at["qmin"]), int(at["qmax"]))
+            return y.astype(dtype)
+        return te.compute(shape, body, name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, ops.exprs, node, "elementwise"))
+
+
+def lower_qsumpool(ctx: LowerCtx, node: Node) -> None:
+    """etch.QSumPool: int32 window sums of (x - x_zero); a tap in the padding adds 0."""
+    x, out = node.inputs[0], node.outputs[0]
+    xshape, oshape = ctx.shape(x), ctx.shape(out)
+    win = pool_window(node.attrs, xshape)
+    zero = _opt_const(ctx, node, 1)
+    z = int(zero.reshape(())) if zero is not None else 0
+    reduce = [te.reduce_axis((0, k), f"r{i}") for i, k in enumerate(win.kernel)]
+    sizes = xshape[2:]
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        def body(n: Expr, c: Expr, *o: Expr) -> Expr:
+            pos = [o[i] * win.strides[i] - win.begin[i] + r * win.dilations[i]
+                   for i, r in enumerate(reduce)]
+            inside = tirx.all(*[tirx.all(p >= 0, p < s) for p, s in zip(pos, sizes)])
+            v = xt(n, c, *pos).astype("int32") - tirx.const(z, "int32")
+            return te.sum(tirx.if_then_else(inside, v, tirx.const(0, "int32")), axis=reduce)
+        return te.compute(oshape, body, name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))
+
+
+def lower_table(ctx: LowerCtx, node: Node) -> None:
+    """etch.Table: y = table[x - lo] (lo = -128 for int8 x, 0 for uint8)."""
+    x, out = node.inputs[0], node.outputs[0]
+    table = _const(ctx, node, 1)
+    if table.shape != (256,):
+        raise EtchError(f"node {node.name}: etch.Table's table has shape {table.shape}")
+    lo = -128 if ctx.dtype(x) == "int8" else 0
+    shape = ctx.shape(out)
+
+    def compute(xt: te.Tensor, tt: te.Tensor) -> te.Tensor:
+        return te.compute(shape, lambda *i: tt[xt(*i).astype("int32") - lo], name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), ctx.array(table)], node, "injective"))
+
+
+def lower_clamp(ctx: LowerCtx, node: Node) -> None:
+    """etch.Clamp: clip(x, lo, hi) in x's integer dtype."""
+    x, out = node.inputs[0], node.outputs[0]
+    dtype = ctx.dtype(x)
+    lo, hi = tirx.const(int(node.attrs["lo"]), dtype), tirx.const(int(node.attrs["hi"]), dtype)
+    shape = ctx.shape(out)
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        return te.compute(shape, lambda *i: tirx.min(tirx.max(xt(*i), lo), hi), name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "elementwise"))
+
+
+def _qdq_params(ctx: LowerCtx, node: Node, rank: int):
+    """(scale, zero point) operands of a Quantize/DequantizeLinear, per tensor or per axis."""
+    if int(node.attrs.get("block_size", 0)):
+        raise EtchError(f"node {node.name}: blocked {node.op} is not built by the TVM backend")
+    axis = int(node.attrs.get("axis", 1)) % max(rank, 1)
+    scale = _const(ctx, node, 1)
+    zero = _opt_const(ctx, node, 2)
+    arrays = [along(scale, rank, axis)]
+    if zero is not None:
+        arrays.append(along(zero, rank, axis))
+    return ctx.data_operands([np.asarray(a) for a in arrays])
+
+
+def lower_quantize_linear(ctx: LowerCtx, node: Node) -> None:
+    """QuantizeLinear: saturate(rint(x / scale) + zp) (rint rounds half to even, as ONNX)."""
+    x, out = node.inputs[0], node.outputs[0]
+    shape, dtype = ctx.shape(out), ctx.dtype(out)
+    if dtype not in ("int8", "uint8", "int16", "uint16"):
+        raise EtchError(f"node {node.name}: QuantizeLinear to {dtype} is not built")
+    info = np.iinfo(dtype)
+    params = _qdq_params(ctx, node, len(shape))
+
+    def compute(xt: te.Tensor, *ts: te.Tensor) -> te.Tensor:
+        def body(*i: Expr) -> Expr:
+            v = xt(*i)
+            s, *z = params.load(ts, i)
+            y = tirx.nearbyint(v / s.astype(v.dtype))
+            if z:
+                y = y + z[0].astype(v.dtype)
+            y = tirx.min(tirx.max(y, tirx.const(float(info.min), v.dtype)),
+                         tirx.const(float(info.max), v.dtype))
+            return y.astype("int32").astype(dtype)
+        return te.compute(shape, body, name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *params.exprs], node, "elementwise"))
+
+
+def lower_dequantize_linear(ctx: LowerCtx, node: Node) -> None:
+    """DequantizeLinear: float(x - zp) * scale, in the scale's dtype."""
+    x, out = node.inputs[0], node.outputs[0]
+    shape, dtype = ctx.shape(out), ctx.dtype(out)
+    params = _qdq_params(ctx, node, len(shape))
+
+    def compute(xt: te.Tensor, *ts: te.Tensor) -> te.Tensor:
+        def body(*i: Expr) -> Expr:
+            s, *z = params.load(ts, i)
+            v = xt(*i).astype("int32")
+            if z:
+                v = v - z[0].astype("int32")
+            return v.astype(dtype) * s.astype(dtype)
+        return te.compute(shape, body, name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *params.exprs], node, "elementwise"))
+
+
+def check_int_dtype(ctx: LowerCtx, node: Node, names: Sequence[str]) -> None:
+    """EtchError unless every value in `names` is int8 or uint8 (the integer activations)."""
+    for name in names:
+        if name and ctx.dtype(name) not in ("int8", "uint8"):
+            raise EtchError(f"node {node.name}: {node.op} input %{name} is {ctx.dtype(name)}, "
+                            "expected int8 or uint8")

@@ -1,0 +1,309 @@
+"""etch.QGemm: exact int32 dot products, and the etch.Requantize that reads one in its kernel.
+
+Kernels (compiler/ops/etch_int.py has the semantics):
+- "qdense" (CPU, constant weights whose codes, with w_zero and w_mult folded in at compile
+  time, fit int8): the weight is packed [N/NL, K/4, NL, 4] so that a tensor intrinsic of the
+  schedule (`schedules/int_cpu.py`: vpdpbusd, or vpmaddubsw + vpmaddwd) takes 4 activations
+  against NL output columns. The intrinsics multiply uint8 by int8, so activations are taken
+  in the "u8 domain" (uint8 as they are, int8 as a + 128, an xor of the sign bit) and the
+  zero point moves into the bias at compile time:
+      sum_k (a_k - z) w_kn + bias_n = sum_k u_k w_kn + (bias_n - z_u sum_k w_kn).
+  Raw partial sums are bounded by K * 255 * max|w| < 2^31 (checked), so int32 never wraps.
+- "qgemm" (anything else: computed operands, wide folded weights, CUDA): centred int32
+  products (int64 when the bound does not fit int32), numpy broadcasting.
+Both end in `IntEpilogue`: + bias, then the requantisation of the one etch.Requantize that
+reads the accumulator when there is one (the int32 tensor is then never stored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from backends.tvm.lower.context import LowerCtx, Operands, bload
+from backends.tvm.lower.int_eltwise import requantize
+from compiler.errors import EtchError
+from compiler.ir import Node
+from compiler.ops.etch_int import INT32_MAX, along
+
+Expr = tirx.Expr
+KI = 4  # activations per intrinsic step (4 bytes: one int32 broadcast)
+
+
+@dataclass
+class IntEpilogue:
+    """acc -> acc + bias (int64) -> requantised (int8/uint8) or int32. Operands: bias and
+    the Requantize's m0/shift, each broadcast to the output's rank."""
+
+    dtype: str
+    operands: Operands = field(default_factory=Operands)
+    requant: dict | None = None  # zero_point, qmin, qmax
+    has_bias: bool = False
+
+    @property
+    def exprs(self) -> list:
+        return self.operands.exprs
+
+    def apply(self, acc: Expr, idx: list, tensors: list) -> Expr:
+        vals = self.operands.load(tensors, idx, bload)
+        y = acc.astype("int64")
+        if self.has_bias:
+            y = y + vals.pop(0).astype("int64")
+        if self.requant is None:
+            return y.astype(self.dtype)
+        r = self.requant
+        return requantize(y, vals[0], vals[1], r["zero_point"], r["qmin"], r["qmax"]).astype(
+            self.dtype)
+
+
+def requantize_consumer(ctx: LowerCtx, node: Node, channel_axis: int) -> Node | None:
+    """The etch.Requantize that is the only reader of `node`'s accumulator and requantises
+    per tensor or along `channel_axis` (the output channels), or None."""
+    acc = node.outputs[0]
+    readers = ctx.graph.consumers().get(acc, [])
+    if acc in ctx.graph.outputs or len(readers) != 1:
+        return None
+    req = readers[0]
+    if req.op != "etch.Requantize" or req.inputs[0] != acc:
+        return None
+    params = [ctx.const(name) for name in req.inputs[1:3]]
+    if any(p is None for p in params):
+        return None
+    axis = req.attrs.get("axis")
+    per_tensor = all(p.size == 1 for p in params)
+    rank = len(ctx.shape(acc))
+    return req if per_tensor or (axis is not None and int(axis) % rank == channel_axis) \
+        else None
+
+
+def int_epilogue(ctx: LowerCtx, node: Node, bias: np.ndarray | None, rank: int,
+                 kernel_axis: int, node_axis: int) -> tuple[IntEpilogue, Node | None]:
+    """The epilogue of an integer kernel whose output has rank `rank` with the output
+    channels along `kernel_axis` (along `node_axis` of the node's own output): its bias
+    (int64 numbers, per channel) and the Requantize it absorbs (returned, so its output can
+    be bound). A per-channel requantisation must run along the node's channel axis."""
+    full = len(ctx.shape(node.outputs[0]))
+    req = requantize_consumer(ctx, node, node_axis % full)
+    arrays = []
+    if bias is not None:
+        b = np.asarray(bias, np.int64)
+        arrays.append(along(b if np.abs(b).max(initial=0) > INT32_MAX else b.astype(np.int32),
+                            rank, kernel_axis))
+    epi = IntEpilogue(ctx.dtype(node.outputs[0]), has_bias=bias is not None)
+    if req is not None:
+        params = [np.asarray(ctx.const(req.inputs[k])) for k in (1, 2)]
+        arrays += [along(p, rank, kernel_axis) for p in params]
+        epi.dtype = ctx.dtype(req.outputs[0])
+        epi.requant = {"zero_point": int(req.attrs.get("zero_point", 0)),
+                       "qmin": int(req.attrs["qmin"]), "qmax": int(req.attrs["qmax"])}
+    epi.operands = ctx.data_operands([np.asarray(a) for a in arrays])
+    return epi, req
+
+
+def bind_outputs(ctx: LowerCtx, node: Node, req: Node | None, y: relax.Expr) -> None:
+    """Bind the kernel result to the Requantize's output (absorbed) or to node's own."""
+    ctx.bind(req if req is not None else node, y)
+
+
+# ---- weights ------------------------------------------------------------------------------
+def fold_weight(w: np.ndarray, w_zero: np.ndarray | None, w_mult: np.ndarray | None,
+                group_size: int, axis: int) -> np.ndarray:
+    """(w - w_zero) * w_mult expanded, in int64: the per-k weights of the integer dot product
+    (sum_g m_g sum_{k in g} a_k w_k = sum_k a_k (m_g(k) w_k) exactly). `axis` is the output
+    channel axis of w (QGemm [K, N]: 1; QConv [O, C/g, ...]: 0)."""
+    wc = w.astype(np.int64)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    if w_zero is not None:
+        z = np.asarray(w_zero, np.int64)
+        wc = wc - (z.reshape(()) if z.size == 1 else z.reshape(shape))
+    if w_mult is not None:
+        m = np.repeat(np.asarray(w_mult, np.int64), group_size, axis=1 - axis)
+        wc = wc * m.reshape(m.shape + (1,) * (w.ndim - 2))
+    return wc
+
+
+def small_int(data: np.ndarray) -> np.ndarray:
+    """int64 numbers in the narrowest of int8/int16/int32 that holds them."""
+    for dt in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dt)
+        if data.size == 0 or (data.min() >= info.min and data.max() <= info.max):
+            return data.astype(dt)
+    raise EtchError("internal: integer weights beyond int32")
+
+
+def u8_zero(a_dtype: str, zero: int) -> int:
+    """The zero point in the u8 domain (int8 activations are taken as a + 128)."""
+    return zero + 128 if a_dtype == "int8" else zero
+
+
+def to_u8(v: Expr) -> Expr:
+    """An int8/uint8 value in the u8 domain: int8 a -> a + 128 (flip the sign bit)."""
+    if v.dtype == "uint8":
+        return v
+    return tirx.bitwise_xor(v, tirx.const(-128, "int8")).astype("uint8")
+
+
+def fast_weight_ok(wc: np.ndarray) -> bool:
+    """Codes that the u8 x s8 intrinsics take: int8, and K * 255 * max|w| inside int32."""
+    if wc.size == 0 or wc.min() < -128 or wc.max() > 127:
+        return False
+    k = wc.size // wc.shape[0]
+    return k * 255 * int(np.abs(wc).max()) <= INT32_MAX
+
+
+def pair_safe(packed: np.ndarray) -> bool:
+    """Whether vpmaddubsw's int16 pair sums cannot saturate: for every adjacent pair of
+    weights (w0, w1) of one output (the last axis of `packed` holds 4 k's), u0 w0 + u1 w1
+    with u in [0, 255] stays inside [-32768, 32767]. Then vpmaddubsw is exact."""
+    w = packed.astype(np.int64).reshape(-1, 2)
+    hi = 255 * np.maximum(w, 0).sum(axis=1)
+    lo = 255 * np.minimum(w, 0).sum(axis=1)
+    return bool(hi.max(initial=0) <= 32767 and lo.min(initial=0) >= -32768)
+
+
+def vector_lanes(ctx: LowerCtx) -> int:
+    """int32 outputs per intrinsic: a 512-bit vector with AVX-512, else 256-bit."""
+    return 16 if ctx.lanes >= 16 else 8
+
+
+# ---- QGemm --------------------------------------------------------------------------------
+def pack_qdense(wc: np.ndarray, nl: int) -> np.ndarray:
+    """[K, N] int8 -> [N/nl, K/4, nl, 4], zero-padded along K and N."""
+    k, n = wc.shape
+    kp, np_ = -(-k // KI) * KI, -(-n // nl) * nl
+    w = np.zeros((kp, np_), np.int8)
+    w[:k, :n] = wc
+    return np.ascontiguousarray(w.reshape(kp // KI, KI, np_ // nl, nl).transpose(2, 0, 3, 1))
+
+
+def qdense(ctx: LowerCtx, node: Node, a: relax.Expr, a_dtype: str, m: int, zero: int,
+           wc: np.ndarray, bias: np.ndarray | None) -> tuple | None:
+    """The fast kernel for a [M, K] x constant [K, N] -> (result, absorbed Requantize or
+    None); None when the weights do not fit it."""
+    if not ctx.pack or not fast_weight_ok(wc):
+        return None
+    k, n = wc.shape
+    nl = vector_lanes(ctx)
+    packed = pack_qdense(wc.astype(np.int8), nl)
+    nb, kb = packed.shape[0], packed.shape[1]
+    corr = -u8_zero(a_dtype, zero) * wc.sum(axis=0)
+    full = len(ctx.shape(node.outputs[0]))
+    epi, req = int_epilogue(ctx, node, corr + (0 if bias is None else bias.astype(np.int64)),
+                            2, 1, full - 1)
+    direct = a_dtype == "uint8" and k % KI == 0
+
+    def compute(at: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        if direct:
+            src = at
+        else:
+            src = te.compute((m, kb * KI), lambda i, j: tirx.if_then_else(
+                j < k, to_u8(at[i, tirx.min(j, k - 1)]), tirx.const(0, "uint8")), name="pack")
+        ko, ki = te.reduce_axis((0, kb), "ko"), te.reduce_axis((0, KI), "ki")
+        acc = te.compute((m, nb, nl), lambda i, jo, ji: te.sum(
+            src[i, ko * KI + ki].astype("int32") * wt[jo, ko, ji, ki].astype("int32"),
+            axis=[ko, ki]), name="anchor")
+        return te.compute((m, n), lambda i, j: epi.apply(acc[i, j // nl, j % nl], [i, j],
+                                                         extra), name="epilogue")
+
+    y = ctx.emit(compute, [a, ctx.array(packed), *epi.exprs], node, "qdense", nl=nl,
+                 pair_safe=int(pair_safe(packed)))
+    return y, req
+
+
+def qgemm_generic(ctx: LowerCtx, node: Node, a: relax.Expr, w: relax.Expr, wdata,
+                  zero: np.ndarray | None, w_zero: np.ndarray | None, w_mult, gs: int,
+                  bias: np.ndarray | None, out_shape: tuple) -> tuple:
+    """acc[..., m, n] = sum_k (a - a_zero) * w'[..., k, n] with numpy broadcasting, where w' is
+    the folded constant weight or (w - w_zero) * w_mult[k // G, n] computed in the kernel."""
+    ashape = tuple(int(d) for d in a.ty.shape.values)
+    wshape = tuple(int(d) for d in w.ty.shape.values)
+    k = ashape[-1]
+    rank = len(out_shape)
+    epi, req = int_epilogue(ctx, node, bias, rank, rank - 1, rank - 1)
+    wide = k * 255 * _wmax(wdata, w_mult) + (0 if bias is None else int(np.abs(bias).max()))
+    acc_t = "int32" if wide <= INT32_MAX else "int64"
+    extra_ops = ctx.data_operands([np.asarray(p) for p in (zero, w_zero, w_mult)
+                                   if p is not None])
+    n_zero, n_wz = int(zero is not None), int(w_zero is not None)
+
+    def compute(at: te.Tensor, wt: te.Tensor, *rest: te.Tensor) -> te.Tensor:
+        consts, tail = rest[:len(extra_ops.exprs)], rest[len(extra_ops.exprs):]
+        r = te.reduce_axis((0, k), "k")
+
+        def value(t: te.Tensor, shape: tuple, lead: list, row, col) -> Expr:
+            batch = lead[len(lead) - (len(shape) - 2):] if len(shape) > 2 else []
+            idx = [0 if d == 1 else v for d, v in zip(shape[:-2], batch)] + [row, col]
+            return t(*idx).astype(acc_t)
+
+        def body(*i: Expr) -> Expr:
+            lead, mi, ni = list(i[:-2]), i[-2], i[-1]
+            params = extra_ops.load(consts, [r, ni], lambda t, ix: _param_at(t, ix, gs))
+            av = value(at, ashape, lead, mi, r)
+            wv = value(wt, wshape, lead, r, ni)
+            if n_zero:
+                av = av - params[0].astype(acc_t)
+            if n_wz:
+                wv = wv - params[n_zero].astype(acc_t)
+            if w_mult is not None:
+                wv = wv * params[-1].astype(acc_t)
+            return te.sum(av * wv, axis=r)
+
+        acc = te.compute(out_shape, body, name="anchor")
+        return te.compute(out_shape, lambda *i: epi.apply(acc(*i), list(i), tail),
+                          name="epilogue")
+
+    y = ctx.emit(compute, [a, w, *extra_ops.exprs, *epi.exprs], node, "qgemm")
+    return y, req
+
+
+def _param_at(t: te.Tensor, ix: list, gs: int) -> Expr:
+    """A zero point / multiplier operand at reduction index k = ix[0], column n = ix[1]:
+    [N] zero points by column, [K/G, N] multipliers by group and column."""
+    if len(t.shape) == 1:
+        return t[ix[1]] if int(t.shape[0]) > 1 else t[0]
+    return t[ix[0] // gs, ix[1]]
+
+
+def _wmax(wdata: np.ndarray | None, w_mult: np.ndarray | None) -> int:
+    if wdata is not None:
+        return int(np.abs(wdata).max(initial=0))
+    return 255 * (int(np.abs(w_mult).max()) if w_mult is not None else 1)
+
+
+def _inputs(ctx: LowerCtx, node: Node) -> list[np.ndarray | None]:
+    names = list(node.inputs) + [""] * (6 - len(node.inputs))
+    return [ctx.const(n) if n else None for n in names[2:6]]
+
+
+def lower_qgemm(ctx: LowerCtx, node: Node) -> None:
+    """etch.QGemm: the fast kernel for a constant 2-D weight where it applies, else generic."""
+    a_name, w_name = node.inputs[:2]
+    bias, zero, w_zero, w_mult = _inputs(ctx, node)
+    for name, data in zip(node.inputs[2:6], (bias, zero, w_zero, w_mult)):
+        if name and data is None:
+            raise EtchError(f"node {node.name}: etch.QGemm input %{name} must be a constant")
+    if zero is not None and zero.size != 1:
+        raise EtchError(f"node {node.name}: etch.QGemm's a_zero must be a scalar")
+    gs = int(node.attrs.get("group_size", 0))
+    ashape, oshape = ctx.shape(a_name), ctx.shape(node.outputs[0])
+    w = ctx.const(w_name)
+    if len(ashape) < 2 or len(ctx.shape(w_name)) < 2:
+        raise EtchError(f"node {node.name}: etch.QGemm of a 1-D operand is not built")
+    a = ctx.expr(a_name)
+    if w is not None and w.ndim == 2:
+        wc = fold_weight(w, w_zero, w_mult, gs, 1)
+        m = int(np.prod(ashape[:-1]))
+        flat = ctx.reshape(a, (m, ashape[-1]))
+        z = 0 if zero is None else int(zero.reshape(()))
+        got = qdense(ctx, node, flat, ctx.dtype(a_name), m, z, wc, bias)
+        if got is not None:
+            bind_outputs(ctx, node, got[1], ctx.reshape(got[0], oshape))
+            return
+        wexpr, w_zero, w_mult, wdata = ctx.array(small_int(wc)), None, None, wc
+    else:
+        wexpr, wdata = ctx.expr(w_name), None
+    y, req = qgemm_generic(ctx, node, a, wexpr, wdata, zero, w_zero, w_mult, gs, bias, oshape)
+    bind_outputs(ctx, node, req, y)

@@ -1,0 +1,37 @@
+"""Reductions over the trailing dims of a tensor ("rows"), in a vectorisable form.
+
+A float sum (or max) over a row is a dependency chain: one add per element, each waiting on
+the last. When the row's last dim is a multiple of the vector width L, `row_reduce` splits it
+in two TE stages: `<name>_part[row, l] = reduce_k value(row, k*L + l)` (L independent chains:
+one vector accumulator) and `<name>[row] = reduce_l part[row, l]`. The summation order
+changes; the result agrees to float rounding. Kernels built this way are tagged `etch.rows`
+(the number of row dims), which the CPU schedule rule `RowReduction` reads.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from tvm import te, tirx
+
+Shape = tuple[int, ...]
+Value = Callable[[Sequence[tirx.Expr], Sequence[tirx.Expr]], tirx.Expr]
+
+
+def row_reduce(name: str, rows: Shape, inner: Shape, value: Value, reducer: Callable,
+               lanes: int, out_shape: Shape | None = None) -> te.Tensor:
+    """reducer over `inner` of value(row index, inner index), shaped `out_shape` (default
+    rows + 1s), whose leading len(rows) indices are the row."""
+    out_shape = out_shape if out_shape is not None else rows + (1,) * len(inner)
+    nrow, last = len(rows), inner[-1]
+    if lanes > 1 and last % lanes == 0 and last >= 2 * lanes:
+        lead = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner[:-1])]
+        ro = te.reduce_axis((0, last // lanes), f"{name}_ro")
+        part = te.compute(rows + (lanes,), lambda *i: reducer(
+            value(i[:nrow], (*lead, ro * lanes + i[nrow])), axis=[*lead, ro]),
+            name=f"{name}_part")
+        rl = te.reduce_axis((0, lanes), f"{name}_rl")
+        return te.compute(out_shape, lambda *i: reducer(part(*i[:nrow], rl), axis=rl),
+                          name=name)
+    rs = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner)]
+    return te.compute(out_shape, lambda *i: reducer(value(i[:nrow], rs), axis=rs), name=name)
