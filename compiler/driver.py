@@ -25,6 +25,7 @@ from compiler import __version__, onnx_import, pipeline
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
+from passes import quant_report
 
 FORMAT_VERSION = 1
 # target -> backend module; each has build(graph, opts, out_dir) -> dict of manifest entries.
@@ -139,6 +140,7 @@ def _manifest(graph: Graph, opts: CompileOptions, records: list, inputs_meta: li
         "quantization": _quant_summary(graph),
         "op_counts": graph.op_counts(),
         "compile_seconds": round(seconds, 3),
+        "reports": dict(graph.metadata),
         "files": files,
         **entries,
     }
@@ -170,4 +172,5 @@ def explain(manifest: dict) -> str:
                      f"{r['seconds'] * 1e3:>9.1f}")
     counts = ", ".join(f"{op} x{k}" for op, k in sorted(manifest["op_counts"].items()))
     lines.append(f"ops built: {counts}")
-    return "\n".join(lines)
+    report = quant_report.explain(manifest.get("reports", {}))
+    return "\n".join(lines + ([report] if report else []))

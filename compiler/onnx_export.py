@@ -4,10 +4,13 @@ Ops named `<domain>.<Name>` become nodes of that domain (`etch` ops in the custo
 domain, version 1). Array attributes become tensor attributes. Every value gets a
 value_info with its static shape. Quantisation annotations are written to the value's
 doc_string in words (they are for people; the integer ops carry their own parameters).
+Attributes etch adds to standard ops (which ONNX's schema does not define) are stored as
+JSON in the node's doc_string under `ETCH_ATTRS`, so ORT still accepts the node.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from compiler.ir import Graph, Node, Value
+
+ETCH_ATTRS = "etch-attrs:"  # doc-string prefix for etch annotations on standard ops
 
 
 def _elem_type(dtype: str) -> int:
@@ -38,10 +43,34 @@ def _attr(value: Any) -> Any:
     return value
 
 
-def _node(n: Node) -> onnx.NodeProto:
+def _schema_attrs(op_type: str, opset: int) -> set[str] | None:
+    """The attribute names ONNX defines for a default-domain op (None if unknown)."""
+    try:
+        return set(onnx.defs.get_schema(op_type, opset, "").attributes)
+    except onnx.defs.SchemaError:
+        return None
+
+
+def _node(n: Node, opset: int) -> onnx.NodeProto:
     domain, _, op_type = n.op.rpartition(".")
-    attrs = {k: _attr(v) for k, v in n.attrs.items() if v is not None}
-    return helper.make_node(op_type, n.inputs, n.outputs, name=n.name, domain=domain, **attrs)
+    attrs = {k: v for k, v in n.attrs.items() if v is not None}
+    known = _schema_attrs(op_type, opset) if not domain else None
+    # etch's own annotations on standard ops (e.g. placement) would make ORT reject the
+    # node: they travel in the doc string instead, and the importer reads them back.
+    extra = {k: v for k, v in attrs.items() if known is not None and k not in known}
+    node = helper.make_node(op_type, n.inputs, n.outputs, name=n.name, domain=domain,
+                            **{k: _attr(v) for k, v in attrs.items() if k not in extra})
+    if extra:
+        node.doc_string = ETCH_ATTRS + json.dumps(extra, sort_keys=True, default=_jsonable)
+    return node
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"cannot store {type(v).__name__} in a doc string")
 
 
 def export_model(graph: Graph) -> onnx.ModelProto:
@@ -51,7 +80,7 @@ def export_model(graph: Graph) -> onnx.ModelProto:
     produced = {o for n in graph.nodes for o in n.outputs}
     inner = [graph.values[o] for o in sorted(produced) if o not in graph.outputs]
     # A graph output that is a constant (everything folded) needs a node to produce it.
-    nodes = [_node(n) for n in graph.nodes]
+    nodes = [_node(n, graph.opset) for n in graph.nodes]
     for o in graph.outputs:
         if o not in produced:
             src = o + "__const" if graph.values[o].is_const else o

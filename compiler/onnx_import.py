@@ -14,6 +14,7 @@ stays dynamic, an opset outside 9..21.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -209,8 +210,24 @@ def _import_node(graph: Graph, proto: onnx.NodeProto, index: int, opset: int) ->
                         f"{_first_line(e)}") from e
 
 
+def _etch_attrs(proto: onnx.NodeProto) -> dict[str, Any]:
+    """etch annotations that `onnx_export` stored in a standard node's doc string."""
+    from compiler.onnx_export import ETCH_ATTRS
+
+    if not proto.doc_string.startswith(ETCH_ATTRS):
+        return {}
+    try:
+        extra = json.loads(proto.doc_string[len(ETCH_ATTRS):])
+    except ValueError as e:
+        raise EtchError(f"node {proto.name}: malformed etch attributes in doc_string") from e
+    if not isinstance(extra, dict):
+        raise EtchError(f"node {proto.name}: malformed etch attributes in doc_string")
+    return extra
+
+
 def _import_node_checked(graph: Graph, proto: onnx.NodeProto, name: str, opset: int) -> None:
     attrs = {a.name: attr_value(a) for a in proto.attribute}
+    attrs.update(_etch_attrs(proto))
     if op_name(proto) == "Constant":
         _import_constant(graph, proto.output[0], attrs, name)
         return

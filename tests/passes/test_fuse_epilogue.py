@@ -126,7 +126,7 @@ def test_graph_outputs_and_broadcasts_end_a_group(rng: np.random.Generator) -> N
 def test_pipeline_fuses_for_tvm_and_ref_targets_only() -> None:
     names = {t: [p.label for p in passes_for(CompileOptions(target=t))]
              for t in ("cpu", "cuda", "edge", "ref", "verilog")}
-    fused = ["cleanup", "fold_batchnorm", "fold_constants", "fuse_epilogue"]
+    fused = ["cleanup", "absorb_qdq", "fold_batchnorm", "fold_constants", "fuse_epilogue"]
     assert all(names[t] == fused for t in ("cpu", "cuda", "edge", "ref"))
     assert "fuse_epilogue" not in names["verilog"]
     no_fuse = [p.label for p in passes_for(CompileOptions(target="cpu", fuse=False))]

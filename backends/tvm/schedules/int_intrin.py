@@ -56,8 +56,8 @@ def _impl(nl: int, body: Callable) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(C[0:nl], A[0:4], B[0:nl, 0:4])
             T.writes(C[0:nl])
-            a_bc = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), "int32"),
-                                             nl), u8)
+            a32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_bc = T.reinterpret(T.broadcast(a32, nl), dtype=u8)
             C[T.ramp(0, 1, nl)] = body(C.vload([0], i32), a_bc, B.vload([0, 0], i8))
     return impl
 
@@ -89,8 +89,8 @@ def _split(nl: int) -> Callable:
 def _vnni(nl: int) -> Callable:
     def body(c: tirx.Expr, a: tirx.Expr, b: tirx.Expr) -> tirx.Expr:
         i32 = f"int32x{nl}"
-        return T.call_llvm_pure_intrin(i32, VPDPBUSD[nl], c, T.reinterpret(a, i32),
-                                       T.reinterpret(b, i32))
+        return T.call_llvm_pure_intrin(i32, VPDPBUSD[nl], c, T.reinterpret(a, dtype=i32),
+                                       T.reinterpret(b, dtype=i32))
     return body
 
 
