@@ -144,7 +144,8 @@ def _spawn(runtime: str, name: str, threads: int, seconds: float) -> dict:
     while idle) never competes with another's for the same cores."""
     cmd = [sys.executable, "-m", "benchmarks.bench_tvm", runtime, name, str(threads),
            str(seconds)]
-    env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
+    # both TVMs unpinned, as etch's executor runs (see runtime/tvm_executor.py)
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads), "TVM_BIND_THREADS": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]

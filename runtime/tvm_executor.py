@@ -3,7 +3,8 @@
 
 The manifest names the library, the device and the thread count. TVM's CPU thread pool
 reads TVM_NUM_THREADS when a thread first launches parallel work, and a pool only shrinks
-afterwards: set here at load, before any kernel runs, it holds for this process. A CUDA
+afterwards: set here at load, before any kernel runs, it holds for this process. Threads are
+not pinned to cores (TVM_BIND_THREADS=0) unless the environment says otherwise. A CUDA
 artifact where no CUDA device exists fails at load with an EtchError, not inside TVM.
 """
 
@@ -25,6 +26,10 @@ def _apply_threads(threads: int | None) -> None:
     process may use (TVM's own default is half the CPUs, assuming hyper-threads)."""
     import tvm
 
+    # TVM pins each worker, and the calling thread, to a core of its choosing; on a shared
+    # or virtual machine a pinned thread waits for its core while another is idle (measured:
+    # 2x slower single-threaded kernels on a busy 2-vCPU VM). Unless asked, let the OS place.
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
     if not threads:
         if "TVM_NUM_THREADS" in os.environ:
             return

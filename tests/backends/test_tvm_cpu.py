@@ -50,7 +50,8 @@ def _fused(inputs: list[str], out: str, kernel: str, steps: list, k: int, **katt
 
 
 def fused_graph(rng: np.random.Generator) -> tuple[Graph, dict[str, np.ndarray]]:
-    """Conv+bias+residual+Relu, Gemm+erf-GELU (y<j> args), MatMul 3-D + residual, a chain."""
+    """Conv+bias+residual+Relu, Gemm+erf-GELU (y<j> args), MatMul 3-D + residual, a chain,
+    ConvTranspose + Tanh."""
     g = Graph("fused")
     feeds = {"x": rng.standard_normal((1, 8, 6, 6)), "r": rng.standard_normal((1, 16, 6, 6)),
              "a": rng.standard_normal((4, 12)), "x3": rng.standard_normal((2, 3, 12)),
@@ -59,7 +60,8 @@ def fused_graph(rng: np.random.Generator) -> tuple[Graph, dict[str, np.ndarray]]
     for name, arr in feeds.items():
         g.add_value(Value(name, arr.shape))
         g.inputs.append(name)
-    consts = {"w": (16, 8, 3, 3), "b": (16,), "wg": (12, 10), "bg": (10,), "w3": (12, 16)}
+    consts = {"w": (16, 8, 3, 3), "b": (16,), "wg": (12, 10), "bg": (10,), "w3": (12, 16),
+              "wt": (8, 4, 3, 3)}
     for name, shape in consts.items():
         g.add_value(Value(name, shape, data=(rng.standard_normal(shape) * 0.3).astype(np.float32)))
     for name, v in {"sqrt2": 2 ** 0.5, "one": 1.0, "half": 0.5}.items():
@@ -75,9 +77,11 @@ def fused_graph(rng: np.random.Generator) -> tuple[Graph, dict[str, np.ndarray]]
         _fused(["x3", "w3", "r3"], "mm_out", "MatMul", [{"op": "Sub", "args": [2, "y"]}], 2),
         _fused(["r", "half"], "chain_out", "", [
             {"op": "Mul", "args": ["y", 1]}, {"op": "Sigmoid", "args": ["y"]}], 0),
+        _fused(["x", "wt"], "convt_out", "ConvTranspose", [{"op": "Tanh", "args": ["y"]}], 2,
+               strides=[2, 2], pads=[1, 1, 0, 0]),
     ]
     shapes = {"conv_out": (1, 16, 6, 6), "gemm_out": (4, 10), "mm_out": (2, 3, 16),
-              "chain_out": (1, 16, 6, 6)}
+              "chain_out": (1, 16, 6, 6), "convt_out": (1, 4, 12, 12)}
     for name, shape in shapes.items():
         g.add_value(Value(name, shape))
         g.outputs.append(name)

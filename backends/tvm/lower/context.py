@@ -125,7 +125,7 @@ class LowerCtx:
         label = sanitize(node.name)
         name = f"{kind}_{self.kernels}" + (f"_{label}" if label else "")
         attrs = {"etch.kind": kind, **{f"etch.{k}": v for k, v in hints.items()}}
-        return self.bb.emit_te(lambda *ts: fn(*ts), *inputs, primfunc_name_hint=name,
+        return self.bb.emit_te(fn, *inputs, primfunc_name_hint=name,
                                primfunc_attrs=attrs)
 
     def reshape(self, x: relax.Expr, shape: Shape) -> relax.Expr:

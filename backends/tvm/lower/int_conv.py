@@ -22,8 +22,8 @@ from tvm import relax, te, tirx
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import ConvSpec, conv_spec, pack_conv
 from backends.tvm.lower.int_gemm import (KI, IntEpilogue, bind_outputs, fast_weight_ok,
-                                         fold_weight, int_epilogue, pair_safe, to_u8,
-                                         u8_zero, vector_lanes)
+                                         fold_weight, int_epilogue, kernel_hints, pair_safe,
+                                         to_u8, u8_zero, vector_lanes)
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -74,14 +74,14 @@ def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.nd
     zu = u8_zero(ctx.dtype(node.inputs[0]), zero)
     corr = -zu * wc.reshape(sp.oc, -1).sum(axis=1)
     epi, req = int_epilogue(ctx, node, corr + (0 if bias is None else bias.astype(np.int64)),
-                            4, 1, 1)
+                            4, 1, 1, channels=sp.oc)
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         def pad_value(n, i, j, cc):
             inside, hi, wi = _inside(sp, i, j)
             g, c = cc // c4, cc % c4
-            v = to_u8(xt[n, g * icg + c, hi, wi])
+            v = to_u8(xt(n, g * icg + c, hi, wi))
             return tirx.if_then_else(tirx.all(inside, c < icg), v, tirx.const(zu, "uint8"))
 
         pad = te.compute((sp.n, ph, pw, sp.groups * c4), pad_value, name="pad")
@@ -96,10 +96,12 @@ def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.nd
 
         acc = te.compute((sp.n, sp.oh, owp, ocp // nl, nl), body, name="anchor")
         return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
-            acc[n, i, j, o // nl, o % nl], [n, o, i, j], extra), name="epilogue")
+            acc(n, i, j, o // nl, o % nl), [n, o, i, j], extra), name="epilogue")
 
     y = ctx.emit(compute, [x, ctx.array(packed), *epi.exprs], node, "qconv2d", nl=nl, xb=xb,
-                 pair_safe=int(pair_safe(packed)))
+                 pair_safe=int(pair_safe(packed)), groups=sp.groups, stride=list(sp.stride),
+                 dilation=list(sp.dilation), pad=[sp.pad_top, sp.pad_left], x_zero=zu,
+                 **kernel_hints(epi))
     return y, req
 
 
@@ -140,7 +142,7 @@ def qconv_generic(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np
 
         acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
         return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
-            acc[n, o, i, j], [n, o, i, j], extra), name="epilogue")
+            acc(n, o, i, j), [n, o, i, j], extra), name="epilogue")
 
     kind = "depthwise_conv2d" if depthwise else "conv2d"
     return ctx.emit(compute, [x, weight, *epi.exprs], node, kind, ocb=ocb, vw=vw), req

@@ -20,6 +20,7 @@ import numpy as np
 from tvm import te, tirx
 
 from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.fastmath import dtype_of
 from compiler.errors import EtchError
 from compiler.ir import Node
 from compiler.ops.etch_int import INT32_MAX, INT32_MIN, along, pool_window
@@ -33,20 +34,47 @@ def _i64(v: int | Expr) -> Expr:
 
 def requantize(acc: Expr, m0: int | Expr, shift: int | Expr, zp: int | Expr, qmin: int,
                qmax: int) -> Expr:
-    """`compiler.reference.requantize` at one position, in int64 (the cited formula):
+    """`compiler.reference.requantize` at one position, as int64 (the cited formula):
 
         prod = acc * M0;  mag = (|prod| + 2^(shift-1)) >> shift   (no half when shift = 0)
         y = clamp((prod < 0 ? -mag : mag) + zp, qmin, qmax)
 
-    The magnitude is shifted as uint64 (it is >= 0), which AVX2 does as one vpsrlvq."""
-    prod = _i64(acc) * _i64(m0)
-    sh = _i64(shift)
-    one, zero = tirx.const(1, "int64"), tirx.const(0, "int64")
-    half = tirx.Select(sh > zero, tirx.shift_left(one, tirx.max(sh - one, zero)), zero)
-    mag = tirx.shift_right((tirx.abs(prod) + half).astype("uint64"),
-                           sh.astype("uint64")).astype("int64")
-    y = tirx.Select(prod < zero, -mag, mag) + _i64(zp)
+    The magnitude is shifted as uint64 (it is >= 0): one vpsrlvq on AVX2. An int32 `acc`
+    takes the cheaper equal form of `_magnitude32`."""
+    zero = tirx.const(0, "int64")
+    if dtype_of(acc) == "int32":
+        mag, negative = _magnitude32(acc, m0, shift), acc < tirx.const(0, "int32")
+    else:
+        prod = _i64(acc) * _i64(m0)
+        mag = tirx.shift_right((tirx.abs(prod) + _half(shift)).astype("uint64"),
+                               _u64(shift)).astype("int64")
+        negative = prod < zero
+    y = tirx.Select(negative, -mag, mag) + _i64(zp)
     return tirx.min(tirx.max(y, tirx.const(qmin, "int64")), tirx.const(qmax, "int64"))
+
+
+def _u64(v: int | Expr) -> Expr:
+    return tirx.const(v, "uint64") if isinstance(v, int) else v.astype("uint64")
+
+
+def _half(shift: int | Expr) -> Expr:
+    """2^(shift-1) as uint64, 0 for shift 0 (the rounding term of the formula)."""
+    sh, one = _u64(shift), tirx.const(1, "uint64")
+    return tirx.Select(sh > tirx.const(0, "uint64"),
+                       tirx.shift_left(one, tirx.max(sh, one) - one), tirx.const(0, "uint64"))
+
+
+def _magnitude32(acc: Expr, m0: int | Expr, shift: int | Expr) -> Expr:
+    """(|acc * M0| + half) >> shift for an int32 acc and M0 >= 0, where |acc * M0| =
+    |acc| * M0 is an unsigned 32 x 32 -> 64-bit product (vpmuludq; the general form needs an
+    emulated 64 x 64 multiply on AVX2). |acc| is taken in uint32, where INT32_MIN's
+    magnitude 2^31 is representable and the negation wraps by definition."""
+    u = acc.astype("uint32")
+    absolute = tirx.Select(acc < tirx.const(0, "int32"), tirx.const(0, "uint32") - u, u)
+    m = tirx.const(m0, "uint64") if isinstance(m0, int) else m0.astype("uint32").astype(
+        "uint64")
+    prod = absolute.astype("uint64") * m
+    return tirx.shift_right(prod + _half(shift), _u64(shift)).astype("int64")
 
 
 def _const(ctx: LowerCtx, node: Node, k: int) -> np.ndarray:
@@ -125,7 +153,7 @@ def lower_qsumpool(ctx: LowerCtx, node: Node) -> None:
             return te.sum(tirx.if_then_else(inside, v, tirx.const(0, "int32")), axis=reduce)
         return te.compute(oshape, body, name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "qsumpool"))
 
 
 def lower_table(ctx: LowerCtx, node: Node) -> None:
@@ -180,13 +208,13 @@ def lower_quantize_linear(ctx: LowerCtx, node: Node) -> None:
 
     def compute(xt: te.Tensor, *ts: te.Tensor) -> te.Tensor:
         def body(*i: Expr) -> Expr:
-            v = xt(*i)
+            v, ft = xt(*i), xt.dtype
             s, *z = params.load(ts, i)
-            y = tirx.nearbyint(v / s.astype(v.dtype))
+            y = tirx.nearbyint(v / s.astype(ft))
             if z:
-                y = y + z[0].astype(v.dtype)
-            y = tirx.min(tirx.max(y, tirx.const(float(info.min), v.dtype)),
-                         tirx.const(float(info.max), v.dtype))
+                y = y + z[0].astype(ft)
+            y = tirx.min(tirx.max(y, tirx.const(float(info.min), ft)),
+                         tirx.const(float(info.max), ft))
             return y.astype("int32").astype(dtype)
         return te.compute(shape, body, name="epilogue")
 

@@ -23,6 +23,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx, Operands, bload
+from backends.tvm.lower.fastmath import dtype_of
 from backends.tvm.lower.int_eltwise import requantize
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -48,14 +49,22 @@ class IntEpilogue:
 
     def apply(self, acc: Expr, idx: list, tensors: list) -> Expr:
         vals = self.operands.load(tensors, idx, bload)
-        y = acc.astype("int64")
+        y = acc
         if self.has_bias:
-            y = y + vals.pop(0).astype("int64")
+            y = add_bias(acc, vals.pop(0))
         if self.requant is None:
             return y.astype(self.dtype)
         r = self.requant
         return requantize(y, vals[0], vals[1], r["zero_point"], r["qmin"], r["qmax"]).astype(
             self.dtype)
+
+
+def add_bias(acc: Expr, bias: Expr) -> Expr:
+    """acc + bias: in int32 when the bias is int32 (acc and the sum, the true accumulator,
+    both fit int32, so the add cannot overflow), else in int64."""
+    if dtype_of(bias) == "int32" and dtype_of(acc) == "int32":
+        return acc + bias
+    return acc.astype("int64") + bias.astype("int64")
 
 
 def requantize_consumer(ctx: LowerCtx, node: Node, channel_axis: int) -> Node | None:
@@ -79,11 +88,14 @@ def requantize_consumer(ctx: LowerCtx, node: Node, channel_axis: int) -> Node | 
 
 
 def int_epilogue(ctx: LowerCtx, node: Node, bias: np.ndarray | None, rank: int,
-                 kernel_axis: int, node_axis: int) -> tuple[IntEpilogue, Node | None]:
+                 kernel_axis: int, node_axis: int, channels: int = 0
+                 ) -> tuple[IntEpilogue, Node | None]:
     """The epilogue of an integer kernel whose output has rank `rank` with the output
     channels along `kernel_axis` (along `node_axis` of the node's own output): its bias
     (int64 numbers, per channel) and the Requantize it absorbs (returned, so its output can
-    be bound). A per-channel requantisation must run along the node's channel axis."""
+    be bound). A per-channel requantisation must run along the node's channel axis.
+    With `channels`, every operand is a tensor of that many channels (the x86 kernels of
+    `schedules/int_kernels.py` read bias, m0, shift as [.., C, ..] buffers)."""
     full = len(ctx.shape(node.outputs[0]))
     req = requantize_consumer(ctx, node, node_axis % full)
     arrays = []
@@ -98,8 +110,30 @@ def int_epilogue(ctx: LowerCtx, node: Node, bias: np.ndarray | None, rank: int,
         epi.dtype = ctx.dtype(req.outputs[0])
         epi.requant = {"zero_point": int(req.attrs.get("zero_point", 0)),
                        "qmin": int(req.attrs["qmin"]), "qmax": int(req.attrs["qmax"])}
-    epi.operands = ctx.data_operands([np.asarray(a) for a in arrays])
+    epi.operands = _operands(ctx, [np.asarray(a) for a in arrays], rank, kernel_axis, channels)
     return epi, req
+
+
+def _operands(ctx: LowerCtx, arrays: list[np.ndarray], rank: int, axis: int,
+              channels: int) -> Operands:
+    """Constant operands: immediates where scalar, unless `channels` asks for tensors of
+    `channels` entries along `axis`."""
+    if not channels:
+        return ctx.data_operands(arrays)
+    shape = [1] * rank
+    shape[axis] = channels
+    ops = Operands()
+    for a in arrays:
+        ops.slots.append(("t", len(ops.exprs)))
+        ops.exprs.append(ctx.array(np.ascontiguousarray(np.broadcast_to(a, shape))))
+    return ops
+
+
+def kernel_hints(epi: IntEpilogue) -> dict:
+    """PrimFunc attributes that describe the epilogue to the x86 kernel builders."""
+    r = epi.requant or {}
+    return {"req": int(epi.requant is not None), "zp": r.get("zero_point", 0),
+            "qmin": r.get("qmin", 0), "qmax": r.get("qmax", 0)}
 
 
 def bind_outputs(ctx: LowerCtx, node: Node, req: Node | None, y: relax.Expr) -> None:
@@ -141,7 +175,7 @@ def u8_zero(a_dtype: str, zero: int) -> int:
 
 def to_u8(v: Expr) -> Expr:
     """An int8/uint8 value in the u8 domain: int8 a -> a + 128 (flip the sign bit)."""
-    if v.dtype == "uint8":
+    if dtype_of(v) == "uint8":
         return v
     return tirx.bitwise_xor(v, tirx.const(-128, "int8")).astype("uint8")
 
@@ -192,7 +226,7 @@ def qdense(ctx: LowerCtx, node: Node, a: relax.Expr, a_dtype: str, m: int, zero:
     corr = -u8_zero(a_dtype, zero) * wc.sum(axis=0)
     full = len(ctx.shape(node.outputs[0]))
     epi, req = int_epilogue(ctx, node, corr + (0 if bias is None else bias.astype(np.int64)),
-                            2, 1, full - 1)
+                            2, 1, full - 1, channels=n)
     direct = a_dtype == "uint8" and k % KI == 0
 
     def compute(at: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
@@ -200,16 +234,16 @@ def qdense(ctx: LowerCtx, node: Node, a: relax.Expr, a_dtype: str, m: int, zero:
             src = at
         else:
             src = te.compute((m, kb * KI), lambda i, j: tirx.if_then_else(
-                j < k, to_u8(at[i, tirx.min(j, k - 1)]), tirx.const(0, "uint8")), name="pack")
+                j < k, to_u8(at(i, tirx.min(j, k - 1))), tirx.const(0, "uint8")), name="pack")
         ko, ki = te.reduce_axis((0, kb), "ko"), te.reduce_axis((0, KI), "ki")
         acc = te.compute((m, nb, nl), lambda i, jo, ji: te.sum(
             src[i, ko * KI + ki].astype("int32") * wt[jo, ko, ji, ki].astype("int32"),
             axis=[ko, ki]), name="anchor")
-        return te.compute((m, n), lambda i, j: epi.apply(acc[i, j // nl, j % nl], [i, j],
+        return te.compute((m, n), lambda i, j: epi.apply(acc(i, j // nl, j % nl), [i, j],
                                                          extra), name="epilogue")
 
     y = ctx.emit(compute, [a, ctx.array(packed), *epi.exprs], node, "qdense", nl=nl,
-                 pair_safe=int(pair_safe(packed)))
+                 pair_safe=int(pair_safe(packed)), **kernel_hints(epi))
     return y, req
 
 

@@ -44,7 +44,7 @@ def dense(ctx: LowerCtx, node: Node, a: relax.Expr, w: np.ndarray, epi: Epilogue
     """a [M, K] (or [K, M] with trans_a) times constant w [K, N], then the epilogue."""
     k, n = (int(d) for d in w.shape)
     m = shape_of(a)[1 if trans_a else 0]
-    nb = tiles.dense_nb(n, ctx.lanes) if ctx.pack else n
+    nb = tiles.dense_nb(n, ctx.lanes, m) if ctx.pack else n
     weight = ctx.array(pack_dense(w, nb) if ctx.pack else w)
     npad = tiles.padded(n, nb)
 

@@ -2,14 +2,16 @@
 last one a fallback (dlight's protocol, so dlight's own rules mix in freely).
 
 `apply_rules(mod, target)` schedules every PrimFunc of a module with the target's rule list
-and marks it `tirx.is_scheduled`; `rule_names(mod)` says which rule scheduled each kernel
-(recorded in the manifest, so a slow kernel can be traced to its schedule).
+and marks it `tirx.is_scheduled` (a rule whose schedule primitives fail on a kernel it took
+for its own passes it on to the next rule); `rule_names(mod)` says which rule scheduled each
+kernel (recorded in the manifest, so a slow kernel can be traced to its schedule).
 """
 
 from __future__ import annotations
 
 import tvm
 from tvm import ir, tirx
+from tvm.s_tir import ScheduleError
 
 RULE_ATTR = "etch.rule"
 
@@ -35,7 +37,10 @@ def apply_rules(mod: ir.IRModule, target: tvm.target.Target,
             if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
                 continue
             for rule in rules:
-                sch = rule.apply(func, target, False)
+                try:
+                    sch = rule.apply(func, target, False)
+                except ScheduleError:  # the rule's pattern did not fit after all: next rule
+                    continue
                 if sch is None:
                     continue
                 sch = sch[0] if isinstance(sch, list) else sch

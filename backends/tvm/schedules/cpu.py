@@ -8,8 +8,8 @@ and the anchor's buffer shrinks to the tile: a small default-scope buffer that s
 stack (a "local" one would become a heap workspace; see DESIGN.md). Outer loops run in
 parallel when the kernel has enough work to pay for a thread-pool launch.
 
-Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, RowReduction, dlight's CPU
-Reduction (reductions that are not over rows), Injective, Fallback.
+Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, RowReduction, Pool, dlight's CPU
+Reduction for large reductions that are not over rows, Injective, Fallback.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from tvm.target import Target
 
 from backends.tvm.schedules import tiles
 
-# Multiply-adds below which a kernel runs on one thread: a parallel launch costs ~4 us on a
-# busy 2-core VM (measured), as much as ~250k vectorised multiply-adds, and a barrier waits
-# for the slowest thread. Memory-bound kernels (copies, elementwise) count elements.
-PARALLEL_MIN_WORK = 1 << 18
-PARALLEL_MIN_ELEMENTS = 1 << 15
+# Multiply-adds below which a kernel runs on one thread. A parallel launch costs ~4 us on a
+# shared 2-core VM (measured), and TVM splits a loop statically, so the kernel waits for its
+# slowest thread: on that machine kernels under ~1M multiply-adds (~15 us on one core) ran no
+# faster on two. Memory-bound kernels (copies, elementwise) count elements.
+PARALLEL_MIN_WORK = 1 << 20
+PARALLEL_MIN_ELEMENTS = 1 << 16
 Loop = s_tir.schedule.LoopRV
 
 
@@ -172,13 +173,26 @@ class DepthwiseConv(KindRule):
         ow = extent(sch, sch.get_loops(sch.get_sblock("epilogue"))[-1])
         xo, xi = sch.split(x, [None, vw])
         sch.reorder(n, o, y, xo, ry, rx, xi)
-        outer = sch.fuse(n, o, y)
+        outer = sch.fuse(n, o)
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
         sch.unroll(rx)
         finish_tile(sch, anchor, ry, None, xi, epilogue_vec=ow % vw == 0)
-        _schedule_pad(sch, total, lanes(target))
+        pad = block(sch, "pad")
+        if pad is not None:  # pad one channel at a time, just before it is read (L1-hot)
+            sch.compute_at(pad, outer)
+            _decompose_pad(sch, pad, lanes(target))
         return True
+
+
+def _decompose_pad(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV, width: int) -> None:
+    """Zero fill + branch-free interior copy, both vectorised, where the pattern allows."""
+    try:
+        fill = sch.decompose_padding(pad, sch.get_loops(pad)[-2])
+    except Exception:  # s_tir's ScheduleError: not the plain padding pattern
+        return
+    for blk in (fill, pad):
+        vectorize_inner(sch, blk, width)
 
 
 def _schedule_pad(sch: s_tir.Schedule, total: int, width: int) -> None:
@@ -262,6 +276,40 @@ def _vector_accumulate(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV, skip: 
     sch.vectorize(sch.get_loops(init)[-1])
 
 
+class Pool(KindRule):
+    """Max/average pooling: one task per output row (n, c, oh), the epilogue (the average's
+    divide) inside it; window bounds checks keep the row loop scalar."""
+
+    kinds = ("pool",)
+
+    def schedule(self, sch, func, target):
+        anchor = sch.get_sblock("anchor")
+        loops = sch.get_loops(anchor)
+        spatial = sum(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(anchor).iter_vars)
+        total = work(sch, loops)
+        outer = sch.fuse(*loops[:spatial - 1])
+        maybe_parallel(sch, outer, total, PARALLEL_MIN_ELEMENTS)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
+        return True
+
+
+class IfLarge(ScheduleRule):
+    """`rule` only for kernels with enough work to run in parallel (dlight's CPU rules
+    parallelise unconditionally); smaller ones fall through to the next rule."""
+
+    def __init__(self, rule: ScheduleRule) -> None:
+        self.rule = rule
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        if max((work(sch, sch.get_loops(b)) for b in blocks), default=0) < PARALLEL_MIN_ELEMENTS:
+            return None
+        return self.rule.apply(func, target, tunable)
+
+
 class Injective(KindRule):
     """Elementwise and data-movement kernels: vectorise the innermost dim, parallel outer."""
 
@@ -297,8 +345,9 @@ class Fallback(KindRule):
             while lead < len(loops) and kinds[lead] == tirx.IterVar.DataPar:
                 lead += 1
             if lead:
+                total = work(sch, loops)
                 outer = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
-                maybe_parallel(sch, outer, work(sch, loops))
+                maybe_parallel(sch, outer, total)
         return True
 
 
@@ -306,4 +355,4 @@ def rules() -> list[ScheduleRule]:
     from backends.tvm.schedules import int_cpu  # int8 rules; they build on this module
 
     return [*int_cpu.rules(), Dense(), Conv(), DepthwiseConv(), BatchMatmul(), RowReduction(),
-            dlight.cpu.Reduction(), Injective(), Fallback()]
+            Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]

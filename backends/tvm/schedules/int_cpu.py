@@ -1,119 +1,114 @@
-"""CPU schedule rules for the integer kernels of `backends.tvm.lower.int_gemm`/`int_conv`.
+"""CPU schedule rules for the integer anchors of `lower/int_gemm.py` and `lower/int_conv.py`.
 
-- QDense ("qdense": [M, K] u8 x packed [N/NL, K/4, NL, 4] s8): a register tile of mb rows
-  x nv vectors of NL int32 accumulators; the k loop outside the tile; the NL x 4 step
-  tensorized with an x86 dot-product intrinsic (`int_intrin`: vpdpbusd, or vpmaddubsw +
-  vpmaddwd); the requantising epilogue moved into the tile loop.
-- QConv ("qconv2d": channels-last u8 input, weights [OC/NL, KH, KW, C/4, NL, 4]): a tile
-  of xb output columns x nv vectors of output channels; the taps and channel quads outside
-  the tile; same intrinsic; the padding/relayout block runs first, in parallel.
-A kernel whose CPU has no x86 int8 dot product is left to the generic rules (it still runs,
-exactly, as plain loops). Both rules run before `cpu.py`'s own (see `cpu.rules`).
+- QDense ("qdense"), QConv ("qconv2d"): where the CPU has an x86 int8 dot product
+  (`int_intrin.choose`: vpdpbusd, vpmaddubsw + vpmaddwd), the TE kernel is replaced by the
+  hand-scheduled kernel of `int_kernels` (same parameters and result): register tiles of
+  int32 accumulators, the reduction outside the tile, the requantising epilogue per tile.
+  Elsewhere the rule does not apply and the generic rules run the TE kernel as it is.
+- QSumPool ("qsumpool"): the output loops fused, parallel when large; windows inner.
+Tile sizes come from the register budget: AVX2 has 16 ymm registers and the "split" step
+needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16).
+These rules come first in `cpu.rules()`.
 """
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 from tvm.target import Target, codegen
 
-from backends.tvm.schedules import int_intrin
-from backends.tvm.schedules.cpu import KindRule, block, extent, maybe_parallel, work
+from backends.tvm.schedules import int_intrin, int_kernels
+from backends.tvm.schedules.cpu import (PARALLEL_MIN_ELEMENTS, KindRule, maybe_parallel,
+                                        work)
 
-# int32 accumulator vectors per register tile: AVX2 has 16 ymm registers and the "split"
-# intrinsic needs ~6 temporaries; AVX-512 has 32.
 MAX_ACC = {8: 8, 16: 16}
 
 
-def _intrinsic(func, target: Target) -> str | None:
+def step_for(func: tirx.PrimFunc, target: Target):
+    """The vector dot step for this kernel on `target`, or None."""
     nl = int(func.attrs["etch.nl"])
     features = set(codegen.llvm_get_cpu_features(target))
     kind = int_intrin.choose(features, nl, bool(int(func.attrs["etch.pair_safe"])))
-    return None if kind is None else int_intrin.intrinsic(kind, nl)
+    return None if kind is None else int_intrin.dot(kind, nl)
 
 
-def _vectors(total: int, other: int, nl: int) -> int:
-    """Accumulator vectors along the channel axis: the most (<= 4) dividing `total`
-    with `other` rows/columns still fitting the register budget."""
+def vectors(blocks: int, other: int, nl: int, divides: int = 0) -> int:
+    """Accumulator vectors along the channels: the most (<= 4) that divide `blocks`, fit
+    the register budget beside `other` rows or columns, and (for grouped convs) whose
+    nv * nl channels divide `divides`."""
     for nv in (4, 3, 2, 1):
-        if total % nv == 0 and nv * other <= MAX_ACC[nl]:
+        if blocks % nv == 0 and nv * other <= MAX_ACC[nl] and \
+                (not divides or divides % (nv * nl) == 0):
             return nv
     return 1
 
 
-def _finish(sch: s_tir.Schedule, anchor, reduce_first, tile_loops, lane_loop,
-            intrin: str) -> None:
-    """Split off the init (vectorised), tensorize the NL x 4 step, unroll the tile."""
-    init = sch.decompose_reduction(anchor, reduce_first)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(lane_loop, intrin)
-    for loop in tile_loops:
-        sch.unroll(loop)
+def _buffer_shape(func: tirx.PrimFunc, k: int) -> tuple[int, ...]:
+    return tuple(int(d) for d in func.params[k].shape)
 
 
-class QDense(KindRule):
-    """[M, K] x [K, N] integer kernel with a tensor intrinsic: tile mb x (nv * NL)."""
+class KernelRule(KindRule):
+    """A rule that replaces the kernel by a hand-scheduled one: `kernel(func, target)`
+    returns the new PrimFunc, or None (the rule does not apply)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False):
+        if KindRule.apply(self, func, target, tunable) is None:
+            return None
+        kernel = self.kernel(func, target)
+        return None if kernel is None else s_tir.Schedule(kernel)
+
+    def schedule(self, sch, func, target) -> bool:
+        return True  # KindRule's kind and target checks only
+
+    def kernel(self, func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | None:
+        raise NotImplementedError
+
+
+class QDense(KernelRule):
+    """[M, K] x packed [N/NL, K/4, NL, 4]: tile mb rows x nv vectors."""
 
     kinds = ("qdense",)
 
-    def schedule(self, sch, func, target):
-        intrin = _intrinsic(func, target)
-        if intrin is None:
-            return False
-        nl = int(func.attrs["etch.nl"])
-        anchor = sch.get_sblock("anchor")
-        m, nb, ni, ko, ki = sch.get_loops(anchor)
-        total = work(sch, [m, nb, ni, ko, ki])
-        mb = next(b for b in (4, 3, 2, 1) if extent(sch, m) % b == 0)
-        nv = _vectors(extent(sch, nb), mb, nl)
-        mo, mi = sch.split(m, [None, mb])
-        no, nvi = sch.split(nb, [None, nv])
-        sch.reorder(no, mo, ko, mi, nvi, ni, ki)
-        outer = sch.fuse(no, mo)
-        maybe_parallel(sch, outer, total)
-        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
-        _finish(sch, anchor, ko, [mi, nvi], ni, intrin)
-        _schedule_pack(sch, "pack")
-        return True
+    def kernel(self, func, target):
+        step = step_for(func, target)
+        if step is None:
+            return None
+        m = _buffer_shape(func, 0)[0]
+        nb, _, nl, _ = _buffer_shape(func, 1)
+        mb = next(b for b in (4, 3, 2, 1) if m % b == 0)
+        return int_kernels.dense_kernel(func, step, mb, vectors(nb, mb, nl))
 
 
-class QConv(KindRule):
-    """Direct conv with a tensor intrinsic: tile xb columns x (nv * NL) channels."""
+class QConv(KernelRule):
+    """Direct conv: tile xb columns x nv vectors of output channels."""
 
     kinds = ("qconv2d",)
 
+    def kernel(self, func, target):
+        step = step_for(func, target)
+        if step is None:
+            return None
+        ob, _, _, _, nl, _ = _buffer_shape(func, 1)
+        oc = _buffer_shape(func, len(func.params) - 1)[1]
+        groups = int(func.attrs["etch.groups"])
+        nv = vectors(ob, int(func.attrs["etch.xb"]), nl, oc // groups if groups > 1 else 0)
+        return int_kernels.conv_kernel(func, step, nv)
+
+
+class QSumPool(KindRule):
+    """Window sums: the (n, c, out...) loops fused and run in parallel when large."""
+
+    kinds = ("qsumpool",)
+
     def schedule(self, sch, func, target):
-        intrin = _intrinsic(func, target)
-        if intrin is None:
-            return False
-        nl, xb = int(func.attrs["etch.nl"]), int(func.attrs["etch.xb"])
-        anchor = sch.get_sblock("anchor")
-        n, y, x, ob, ni, ry, rx, rco, rci = sch.get_loops(anchor)
-        total = work(sch, [n, y, x, ob, ni, ry, rx, rco, rci])
-        nv = _vectors(extent(sch, ob), xb, nl)
-        xo, xi = sch.split(x, [None, xb])
-        obo, obi = sch.split(ob, [None, nv])
-        sch.reorder(n, obo, y, xo, ry, rx, rco, xi, obi, ni, rci)
-        outer = sch.fuse(n, obo, y)
-        maybe_parallel(sch, outer, total)
-        sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
-        _finish(sch, anchor, ry, [xi, obi], ni, intrin)
-        _schedule_pack(sch, "pad")
+        blk = sch.get_sblock("epilogue")
+        loops = sch.get_loops(blk)
+        spatial = len(sch.get(blk).iter_vars) - sum(
+            iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars)
+        total = work(sch, loops)
+        outer = sch.fuse(*loops[:spatial]) if spatial > 1 else loops[0]
+        maybe_parallel(sch, outer, total, PARALLEL_MIN_ELEMENTS)
         return True
 
 
-def _schedule_pack(sch: s_tir.Schedule, name: str) -> None:
-    """The activation relayout block (u8 domain, padded): parallel rows, inner loop
-    vectorised where it is long enough to pay."""
-    blk = block(sch, name)
-    if blk is None:
-        return
-    loops = sch.get_loops(blk)
-    outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
-    maybe_parallel(sch, outer, work(sch, loops), 1 << 15)
-    inner = sch.get_loops(blk)[-1]
-    if extent(sch, inner) >= 16 and extent(sch, inner) % 16 == 0:
-        sch.vectorize(sch.split(inner, [None, 16])[1])
-
-
 def rules() -> list:
-    return [QDense(), QConv()]
+    return [QDense(), QConv(), QSumPool()]

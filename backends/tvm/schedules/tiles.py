@@ -10,9 +10,14 @@ from __future__ import annotations
 MAX_ACC_VECTORS = 12
 
 
-def dense_nb(n: int, lanes: int) -> int:
-    """Columns per packed weight block for a [M, K] x [K, N] kernel (vector axis N)."""
-    for nb in (2 * lanes, lanes):
+def dense_nb(n: int, lanes: int, m: int = 8) -> int:
+    """Columns per packed weight block for a [M, K] x [K, N] kernel (vector axis N).
+
+    With one or two rows (GEMV) a tile of two vectors would be two FMA dependency chains,
+    each waiting out the FMA latency at every k: wider blocks give 4-8 independent chains.
+    """
+    wide = (8 * lanes, 4 * lanes) if m <= 2 else ()
+    for nb in (*wide, 2 * lanes, lanes):
         if n % nb == 0:
             return nb
     if n <= 4 * lanes:
