@@ -2,12 +2,13 @@
 etch.Requantize (see `int_gemm` for the epilogue and the u8-domain zero-point algebra).
 
 Kernels:
-- "qconv2d" (CPU, constant weights that fit int8 after folding, not depthwise, conv groups
-  that hold whole vectors of NL output channels): the input is padded and laid out channels
-  last in the u8 domain, P[n, h, w, g * C4 + c] (each group's channels padded to a multiple
-  of 4 with the zero point), so 4 input channels of one tap are one 32-bit broadcast; the
-  weight is packed [OC/NL, KH, KW, C4/4, NL, 4]. The accumulator [N, OH, OW, OC/NL, NL] is
-  a register tile in the schedule; the epilogue writes NCHW.
+- "qconv2d" (CPU, constant weights that fit int8 after folding, not depthwise): the input
+  is padded and relaid in the u8 domain as channel quads, P[n, q, row, col, 4] (columns
+  deinterleaved by the stride), so the 4 input channels of NL consecutive output columns at
+  one tap are 4 * NL contiguous bytes; the weight is [OC, KH, KW, C/4, 4], one 32-bit
+  broadcast per channel quad. The vector axis is the output row, as in the float conv, so
+  the requantising epilogue stores whole vectors NCHW. 1x1 stride-1 convs run as one row
+  of H*W outputs.
 - "conv2d"/"depthwise_conv2d" (everything else, e.g. depthwise): the float kernel's
   structure (pad block, anchor, epilogue; weight [OC/ocb, C/g, KH, KW, ocb]) on centred
   int16 inputs (padding is 0 = the real zero) and int32 products, so `cpu.py`'s Conv and
@@ -21,9 +22,10 @@ from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import ConvSpec, conv_spec, pack_conv
-from backends.tvm.lower.int_gemm import (KI, IntEpilogue, bind_outputs, fast_weight_ok,
-                                         fold_weight, int_epilogue, kernel_hints, pair_safe,
-                                         to_u8, u8_zero, vector_lanes)
+from backends.tvm.lower.int_gemm import (KI, IntEpilogue, acc_bound, bind_outputs,
+                                         fast_weight_ok, fold_weight, int_epilogue,
+                                         kernel_hints, pair_safe, to_u8, u8_zero,
+                                         vector_lanes)
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -43,65 +45,64 @@ def _extent(sp: ConvSpec, owp: int) -> tuple[int, int]:
     return (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (owp - 1) * sw + (sp.kw - 1) * dw + 1
 
 
-def qconv_tile(ow: int) -> int:
-    """Output columns per register tile (the broadcast side of the intrinsic)."""
-    return ow if ow <= 4 else 4
-
-
-def pack_qconv(wc: np.ndarray, nl: int, c4: int, ocp: int) -> np.ndarray:
-    """[OC, C/g, KH, KW] -> [OCp/nl, KH, KW, c4/4, nl, 4] int8, zero-padded."""
+def pack_qconv(wc: np.ndarray, cq: int) -> np.ndarray:
+    """[OC, C/g, KH, KW] -> [OC, KH, KW, cq, 4] int8: each tap's input channels in quads
+    (zero-padded), one 32-bit broadcast each."""
     oc, icg, kh, kw = wc.shape
-    w = np.zeros((ocp, c4, kh, kw), np.int8)
-    w[:oc, :icg] = wc
-    w = w.reshape(ocp // nl, nl, c4 // KI, KI, kh, kw)
-    return np.ascontiguousarray(w.transpose(0, 4, 5, 2, 1, 3))
+    w = np.zeros((oc, cq * KI, kh, kw), np.int8)
+    w[:, :icg] = wc
+    return np.ascontiguousarray(w.reshape(oc, cq, KI, kh, kw).transpose(0, 3, 4, 1, 2))
 
 
 def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
                zero: int, bias: np.ndarray | None) -> tuple | None:
-    """The u8 x s8 tensor-intrinsic kernel, or None where it does not apply."""
+    """The u8 x s8 dot-product kernel, or None where it does not apply (depthwise convs,
+    weights that do not fit int8).
+
+    Layout: P[n, g * cq + q, i, p, j', c] holds input channel 4q + c of group g at padded
+    row i and padded column j' * sw + p (columns deinterleaved by the stride, so the inputs
+    of nl consecutive outputs at one tap are contiguous), in the u8 domain, the zero point
+    in the padding; a vector of nl outputs x one broadcast weight quad is one dot step."""
     nl = vector_lanes(ctx)
     ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
-    if not ctx.pack or (icg == 1 and ocpg == 1 and sp.groups > 1) or \
-            (sp.groups > 1 and ocpg % nl) or not fast_weight_ok(wc):
+    if not ctx.pack or (icg == 1 and sp.groups > 1) or not fast_weight_ok(wc):
         return None
-    c4 = -(-icg // KI) * KI
-    ocp = -(-sp.oc // nl) * nl
-    packed = pack_qconv(wc.astype(np.int8), nl, c4, ocp)
-    xb = qconv_tile(sp.ow)
-    owp = tiles.padded(sp.ow, xb)
+    cq = -(-icg // KI)
+    packed = pack_qconv(wc.astype(np.int8), cq)
+    owp = tiles.padded(sp.ow, nl)
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
     ph, pw = _extent(sp, owp)
+    pws = -(-pw // sw)
     zu = u8_zero(ctx.dtype(node.inputs[0]), zero)
     corr = -zu * wc.reshape(sp.oc, -1).sum(axis=1)
     epi, req = int_epilogue(ctx, node, corr + (0 if bias is None else bias.astype(np.int64)),
                             4, 1, 1, channels=sp.oc)
-    (sh, sw), (dh, dw) = sp.stride, sp.dilation
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
-        def pad_value(n, i, j, cc):
-            inside, hi, wi = _inside(sp, i, j)
-            g, c = cc // c4, cc % c4
-            v = to_u8(xt(n, g * icg + c, hi, wi))
-            return tirx.if_then_else(tirx.all(inside, c < icg), v, tirx.const(zu, "uint8"))
+        def pad_value(n, gq, i, p, j, c):
+            inside, hi, wi = _inside(sp, i, j * sw + p)
+            ch = gq % cq * KI + c
+            v = to_u8(xt(n, gq // cq * icg + ch, hi, wi))
+            return tirx.if_then_else(tirx.all(inside, ch < icg), v, tirx.const(zu, "uint8"))
 
-        pad = te.compute((sp.n, ph, pw, sp.groups * c4), pad_value, name="pad")
+        pad = te.compute((sp.n, sp.groups * cq, ph, sw, pws, KI), pad_value, name="pad")
         ry, rx = te.reduce_axis((0, sp.kh), "ry"), te.reduce_axis((0, sp.kw), "rx")
-        rco, rci = te.reduce_axis((0, c4 // KI), "rco"), te.reduce_axis((0, KI), "rci")
+        rq, rc = te.reduce_axis((0, cq), "rq"), te.reduce_axis((0, KI), "rc")
 
-        def body(n, i, j, ob, ni):
-            base = (ob * nl // ocpg) * c4 if sp.groups > 1 else 0
-            a = pad[n, i * sh + ry * dh, j * sw + rx * dw, base + rco * KI + rci]
-            return te.sum(a.astype("int32") * wt[ob, ry, rx, rco, ni, rci].astype("int32"),
-                          axis=[ry, rx, rco, rci])
+        def body(n, o, i, j):
+            gq = o // ocpg * cq + rq if sp.groups > 1 else rq
+            a = pad[n, gq, i * sh + ry * dh, rx * dw % sw, j + rx * dw // sw, rc]
+            return te.sum(a.astype("int32") * wt[o, ry, rx, rq, rc].astype("int32"),
+                          axis=[ry, rx, rq, rc])
 
-        acc = te.compute((sp.n, sp.oh, owp, ocp // nl, nl), body, name="anchor")
+        acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
         return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
-            acc(n, i, j, o // nl, o % nl), [n, o, i, j], extra), name="epilogue")
+            acc(n, o, i, j), [n, o, i, j], extra), name="epilogue")
 
-    y = ctx.emit(compute, [x, ctx.array(packed), *epi.exprs], node, "qconv2d", nl=nl, xb=xb,
+    y = ctx.emit(compute, [x, ctx.array(packed), *epi.exprs], node, "qconv2d", nl=nl,
                  pair_safe=int(pair_safe(packed)), groups=sp.groups, stride=list(sp.stride),
                  dilation=list(sp.dilation), pad=[sp.pad_top, sp.pad_left], x_zero=zu,
-                 **kernel_hints(epi))
+                 **kernel_hints(epi, acc_bound(wc, bias, 0)))
     return y, req
 
 
@@ -161,6 +162,11 @@ def lower_qconv(ctx: LowerCtx, node: Node) -> None:
     xshape, oshape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
     wc = fold_weight(w, w_zero, w_mult, int(node.attrs.get("group_size", 0)), 0)
     sp = conv_spec(node.attrs, xshape, wc.shape, oshape)
+    if (sp.kh, sp.kw, sp.stride, sp.dilation, sp.pad_top, sp.pad_left, sp.oh, sp.ow) == \
+            (1, 1, (1, 1), (1, 1), 0, 0, sp.h, sp.w):
+        # a 1x1 conv is a matmul over the flattened image: one long row of outputs
+        sp.w = sp.ow = sp.h * sp.w
+        sp.h = sp.oh = 1
     x = ctx.reshape(ctx.expr(node.inputs[0]), (sp.n, sp.c, sp.h, sp.w))
     wc4 = wc.reshape(sp.oc, wc.shape[1], sp.kh, sp.kw)
     got = qconv_fast(ctx, node, x, sp, wc4, z, bias)

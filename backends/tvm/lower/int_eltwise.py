@@ -66,15 +66,14 @@ def _half(shift: int | Expr) -> Expr:
 
 def _magnitude32(acc: Expr, m0: int | Expr, shift: int | Expr) -> Expr:
     """(|acc * M0| + half) >> shift for an int32 acc and M0 >= 0, where |acc * M0| =
-    |acc| * M0 is an unsigned 32 x 32 -> 64-bit product (vpmuludq; the general form needs an
-    emulated 64 x 64 multiply on AVX2). |acc| is taken in uint32, where INT32_MIN's
-    magnitude 2^31 is representable and the negation wraps by definition."""
-    u = acc.astype("uint32")
-    absolute = tirx.Select(acc < tirx.const(0, "int32"), tirx.const(0, "uint32") - u, u)
+    |acc| * M0 is a product of two numbers below 2^32 (LLVM sees the zero high halves and
+    emits vpmuludq; the general form needs an emulated 64 x 64 multiply on AVX2). |acc| is
+    taken in int64, where INT32_MIN's magnitude is representable."""
+    absolute = tirx.abs(acc.astype("int64")).astype("uint64")
+    # zero-extended (M0 >= 0): with both high halves known zero LLVM multiplies 32 x 32
     m = tirx.const(m0, "uint64") if isinstance(m0, int) else m0.astype("uint32").astype(
         "uint64")
-    prod = absolute.astype("uint64") * m
-    return tirx.shift_right(prod + _half(shift), _u64(shift)).astype("int64")
+    return tirx.shift_right(absolute * m + _half(shift), _u64(shift)).astype("int64")
 
 
 def _const(ctx: LowerCtx, node: Node, k: int) -> np.ndarray:

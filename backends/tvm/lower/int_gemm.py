@@ -42,6 +42,7 @@ class IntEpilogue:
     operands: Operands = field(default_factory=Operands)
     requant: dict | None = None  # zero_point, qmin, qmax
     has_bias: bool = False
+    multipliers: tuple = ()  # the absorbed Requantize's (m0, shift) arrays
 
     @property
     def exprs(self) -> list:
@@ -107,6 +108,7 @@ def int_epilogue(ctx: LowerCtx, node: Node, bias: np.ndarray | None, rank: int,
     if req is not None:
         params = [np.asarray(ctx.const(req.inputs[k])) for k in (1, 2)]
         arrays += [along(p, rank, kernel_axis) for p in params]
+        epi.multipliers = tuple(params)
         epi.dtype = ctx.dtype(req.outputs[0])
         epi.requant = {"zero_point": int(req.attrs.get("zero_point", 0)),
                        "qmin": int(req.attrs["qmin"]), "qmax": int(req.attrs["qmax"])}
@@ -129,11 +131,27 @@ def _operands(ctx: LowerCtx, arrays: list[np.ndarray], rank: int, axis: int,
     return ops
 
 
-def kernel_hints(epi: IntEpilogue) -> dict:
-    """PrimFunc attributes that describe the epilogue to the x86 kernel builders."""
+def kernel_hints(epi: IntEpilogue, acc_bound: np.ndarray) -> dict:
+    """PrimFunc attributes that describe the epilogue to the x86 kernel builders. `req_vec`:
+    every requantised magnitude stays below 2^24 for accumulators within `acc_bound` (per
+    channel), so the kernels may narrow it to int32 lanes (`int_kernels.requantize_avx2`)."""
     r = epi.requant or {}
-    return {"req": int(epi.requant is not None), "zp": r.get("zero_point", 0),
-            "qmin": r.get("qmin", 0), "qmax": r.get("qmax", 0)}
+    hints = {"req": int(epi.requant is not None), "zp": r.get("zero_point", 0),
+             "qmin": r.get("qmin", 0), "qmax": r.get("qmax", 0), "req_vec": 0}
+    if epi.requant is not None and max(abs(r["qmin"]), abs(r["qmax"])) < 1 << 16:
+        m0, shift = (np.broadcast_to(np.asarray(p, np.int64).reshape(-1), acc_bound.shape)
+                     for p in epi.multipliers)
+        mags = [(int(t) * int(m) + (1 << int(sh) >> 1)) >> int(sh)
+                for t, m, sh in zip(acc_bound, m0, shift)]
+        hints["req_vec"] = int(max(mags, default=0) < 1 << 24 and int(shift.min()) >= 0)
+    return hints
+
+
+def acc_bound(wc: np.ndarray, bias: np.ndarray | None, axis: int) -> np.ndarray:
+    """Per output channel, a bound on |accumulator|: 255 * sum |w| + |bias|."""
+    other = tuple(d for d in range(wc.ndim) if d != axis)
+    bound = 255 * np.abs(wc).sum(axis=other)
+    return bound + (0 if bias is None else np.abs(bias.astype(np.int64)).reshape(-1))
 
 
 def bind_outputs(ctx: LowerCtx, node: Node, req: Node | None, y: relax.Expr) -> None:
@@ -243,7 +261,8 @@ def qdense(ctx: LowerCtx, node: Node, a: relax.Expr, a_dtype: str, m: int, zero:
                                                          extra), name="epilogue")
 
     y = ctx.emit(compute, [a, ctx.array(packed), *epi.exprs], node, "qdense", nl=nl,
-                 pair_safe=int(pair_safe(packed)), **kernel_hints(epi))
+                 pair_safe=int(pair_safe(packed)),
+                 **kernel_hints(epi, acc_bound(wc, bias, 1)))
     return y, req
 
 

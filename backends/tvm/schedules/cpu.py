@@ -29,6 +29,8 @@ from backends.tvm.schedules import tiles
 # faster on two. Memory-bound kernels (copies, elementwise) count elements.
 PARALLEL_MIN_WORK = 1 << 20
 PARALLEL_MIN_ELEMENTS = 1 << 16
+import os
+PARALLEL_PAD_WORK = int(os.environ.get("PADW", 1 << 40))
 Loop = s_tir.schedule.LoopRV
 
 
@@ -155,6 +157,9 @@ class Conv(KindRule):
         outer = sch.fuse(n, oo, y)
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
+        if extent(sch, rx) * extent(sch, ry) <= 9:  # a 3x3 window: one straight-line body
+            sch.unroll(ry)
+            sch.unroll(rx)
         finish_tile(sch, anchor, rc, oi, xi, epilogue_vec=ow % vw == 0)
         _schedule_pad(sch, total, lanes(target))
         return True
@@ -203,7 +208,7 @@ def _schedule_pad(sch: s_tir.Schedule, total: int, width: int) -> None:
         return
     loops = sch.get_loops(pad)
     outer = sch.fuse(*loops[:2])
-    maybe_parallel(sch, outer, total)
+    maybe_parallel(sch, outer, total, PARALLEL_PAD_WORK)
     try:
         fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
     except Exception:  # s_tir's ScheduleError: not the plain padding pattern (upsampled or

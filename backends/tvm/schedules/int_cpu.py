@@ -1,6 +1,7 @@
 """CPU schedule rules for the integer anchors of `lower/int_gemm.py` and `lower/int_conv.py`.
 
-- QDense ("qdense"), QConv ("qconv2d"): where the CPU has an x86 int8 dot product
+- QDense ("qdense": [M, K] x [N/NL, K/4, NL, 4], tiles of rows x NL-output vectors),
+  QConv ("qconv2d": tiles of output channels x vectors of NL output columns): where the CPU has an x86 int8 dot product
   (`int_intrin.choose`: vpdpbusd, vpmaddubsw + vpmaddwd), the TE kernel is replaced by the
   hand-scheduled kernel of `int_kernels` (same parameters and result): register tiles of
   int32 accumulators, the reduction outside the tile, the requantising epilogue per tile.
@@ -31,15 +32,10 @@ def step_for(func: tirx.PrimFunc, target: Target):
     return None if kind is None else int_intrin.dot(kind, nl)
 
 
-def vectors(blocks: int, other: int, nl: int, divides: int = 0) -> int:
-    """Accumulator vectors along the channels: the most (<= 4) that divide `blocks`, fit
-    the register budget beside `other` rows or columns, and (for grouped convs) whose
-    nv * nl channels divide `divides`."""
-    for nv in (4, 3, 2, 1):
-        if blocks % nv == 0 and nv * other <= MAX_ACC[nl] and \
-                (not divides or divides % (nv * nl) == 0):
-            return nv
-    return 1
+def vectors(blocks: int, rows: int, nl: int) -> int:
+    """Accumulator vectors along the outputs: the most (<= 4) that divide `blocks` and fit
+    the register budget beside `rows` rows."""
+    return next(nv for nv in (4, 3, 2, 1) if blocks % nv == 0 and nv * rows <= MAX_ACC[nl])
 
 
 def _buffer_shape(func: tirx.PrimFunc, k: int) -> tuple[int, ...]:
@@ -79,7 +75,7 @@ class QDense(KernelRule):
 
 
 class QConv(KernelRule):
-    """Direct conv: tile xb columns x nv vectors of output channels."""
+    """Direct conv: tile ocb output channels x xv vectors of output columns."""
 
     kinds = ("qconv2d",)
 
@@ -87,11 +83,12 @@ class QConv(KernelRule):
         step = step_for(func, target)
         if step is None:
             return None
-        ob, _, _, _, nl, _ = _buffer_shape(func, 1)
-        oc = _buffer_shape(func, len(func.params) - 1)[1]
-        groups = int(func.attrs["etch.groups"])
-        nv = vectors(ob, int(func.attrs["etch.xb"]), nl, oc // groups if groups > 1 else 0)
-        return int_kernels.conv_kernel(func, step, nv)
+        nl, groups = int(func.attrs["etch.nl"]), int(func.attrs["etch.groups"])
+        _, oc, _, ow = _buffer_shape(func, len(func.params) - 1)
+        nvec = -(-ow // nl)
+        xv = 2 if nvec % 2 == 0 else 1
+        ocb = next(b for b in (4, 3, 2, 1) if (oc // groups) % b == 0 and b * xv <= MAX_ACC[nl])
+        return int_kernels.conv_kernel(func, step, ocb, xv)
 
 
 class QSumPool(KindRule):

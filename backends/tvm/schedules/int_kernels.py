@@ -23,6 +23,7 @@ from tvm.tirx.script.builder import ir as T
 
 from backends.tvm.lower.int_eltwise import requantize
 from backends.tvm.lower.int_gemm import add_bias, to_u8
+from backends.tvm.schedules import int_intrin
 
 Expr = tirx.Expr
 Dot = Callable[[Expr, Expr, Expr], Expr]
@@ -38,28 +39,41 @@ def _vec(buf: tirx.Buffer, idx: list, lanes: int) -> Expr:
     return tirx.BufferLoad(buf, [*idx[:-1], tirx.Ramp(idx[-1], 1, lanes)])
 
 
-def _broadcast4(buf: tirx.Buffer, idx: list, nl: int) -> Expr:
-    """4 bytes of `buf` from `idx`, repeated nl times: the activation side of the dot."""
+def _broadcast4(buf: tirx.Buffer, idx: list, nl: int, dtype: str = "uint8") -> Expr:
+    """4 bytes of `buf` from `idx`, repeated nl times (the broadcast side of the dot)."""
     word = tirx.reinterpret("int32", _vec(buf, idx, 4))
-    return tirx.reinterpret(f"uint8x{4 * nl}", tirx.Broadcast(word, nl))
+    return tirx.reinterpret(f"{dtype}x{4 * nl}", tirx.Broadcast(word, nl))
 
 
 def _attr(func: tirx.PrimFunc, name: str) -> int:
     return int(func.attrs[f"etch.{name}"])
 
 
-def _epilogue(func: tirx.PrimFunc, params: list, out_dtype: str) -> Callable:
-    """value(acc, channel_index) -> the output value: + bias, requantised if the kernel
-    absorbed a Requantize (`compiler.reference.requantize`, via `lower.int_eltwise`)."""
-    bias, *req = params
+class _Epilogue:
+    """What a kernel does to an accumulator: + bias, requantised if it absorbed a
+    Requantize (`compiler.reference.requantize`). `scalar` is the general TIR form
+    (`lower.int_eltwise.requantize`, vectorised by TVM where the loop is); `vector` is the
+    AVX2 form (`int_intrin.requantize_avx2`) for 8 accumulators, usable where `self.vec`."""
 
-    def value(acc: Expr, idx: list) -> Expr:
-        y = add_bias(acc, tirx.BufferLoad(bias, idx))
-        if req:
-            y = requantize(y, tirx.BufferLoad(req[0], idx), tirx.BufferLoad(req[1], idx),
-                           _attr(func, "zp"), _attr(func, "qmin"), _attr(func, "qmax"))
-        return y.astype(out_dtype)
-    return value
+    def __init__(self, func: tirx.PrimFunc, params: list, out_dtype: str, nl: int) -> None:
+        self.bias, *self.req = params
+        self.dtype = out_dtype
+        self.attrs = [_attr(func, k) for k in ("zp", "qmin", "qmax")]
+        self.vec = bool(self.req) and nl == 8 and bool(_attr(func, "req_vec")) and \
+            self.bias.dtype == "int32"
+
+    def scalar(self, acc: Expr, idx: list) -> Expr:
+        y = add_bias(acc, tirx.BufferLoad(self.bias, idx))
+        if self.req:
+            y = requantize(y, tirx.BufferLoad(self.req[0], idx),
+                           tirx.BufferLoad(self.req[1], idx), *self.attrs)
+        return y.astype(self.dtype)
+
+    def vector(self, acc: Expr, load: Callable[[tirx.Buffer], Expr]) -> Expr:
+        """8 outputs from 8 accumulators; load(buffer) gives the 8 lanes' parameters."""
+        y = int_intrin.requantize_avx2(acc + load(self.bias), load(self.req[0]),
+                                       load(self.req[1]), *self.attrs)
+        return y.astype(f"{self.dtype}x8")
 
 
 def _args(func: tirx.PrimFunc) -> list[tirx.Buffer]:
@@ -100,7 +114,7 @@ def dense_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.PrimFu
             rows = m // mb
             loop = T.parallel if m * n * k >= PARALLEL_MIN_WORK and nb // nv * rows > 1 \
                 else T.serial
-            value = _epilogue(func, params, out.dtype)
+            value = _Epilogue(func, params, out.dtype, nl)
             with loop(0, nb // nv * rows) as t:
                 nbo, mo = t // rows, t % rows
                 acc = T.alloc_buffer((mb, nv * nl), "int32")
@@ -111,21 +125,37 @@ def dense_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.PrimFu
                         with T.unroll(0, nv) as v:
                             wv = _vec(w, [nbo * nv + v, ko, 0, 0], 4 * nl)
                             _step(acc, mi, v, nl, a4, wv, dot)
-                full = n % (nv * nl) == 0
-                with T.unroll(0, mb) as mi:
-                    with T.unroll(0, nv) as v:
-                        with (T.vectorized if full else T.serial)(0, nl) as j:
-                            col = (nbo * nv + v) * nl + j
-                            row = mo * mb + mi
-                            store = (out, value(tirx.BufferLoad(acc, [mi, v * nl + j]),
-                                                [0, col]), [row, col])
-                            if full:
-                                T.buffer_store(*store)
-                            else:
-                                with T.If(col < n):
-                                    with T.Then():
-                                        T.buffer_store(*store)
+                _dense_store(out, acc, value, (mo * mb, nbo * nv * nl), (mb, nv, nl, n))
     return _finish(ib, func)
+
+
+def _dense_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
+                 sizes: tuple) -> None:
+    """Write one tile: rows row0 + mi, columns col0 + v * nl + j (guarded past N)."""
+    row0, col0 = at
+    mb, nv, nl, n = sizes
+    full = n % (nv * nl) == 0
+    with T.unroll(0, mb) as mi:
+        with T.unroll(0, nv) as v:
+            start = col0 + v * nl
+
+            def store(j: Expr) -> None:
+                T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]),
+                                               [0, start + j]), [row0 + mi, start + j])
+
+            if full and epi.vec:
+                lanes = tirx.Ramp(start, 1, nl)
+                T.buffer_store(out, epi.vector(_vec(acc, [mi, v * nl], nl),
+                                               lambda b: tirx.BufferLoad(b, [0, lanes])),
+                               [row0 + mi, lanes])
+            elif full:
+                with T.vectorized(0, nl) as j:
+                    store(j)
+            else:
+                with T.serial(0, nl) as j:
+                    with T.If(start + j < n):
+                        with T.Then():
+                            store(j)
 
 
 def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
@@ -142,104 +172,115 @@ def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
 
 
 # ---- QConv --------------------------------------------------------------------------------
-def conv_kernel(func: tirx.PrimFunc, dot: Dot, nv: int) -> tirx.PrimFunc:
-    """Direct conv over the channels-last u8 copy of the input: tiles of xb columns x nv
-    vectors of nl channels, the taps and channel quads outside the tile."""
+def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFunc:
+    """Direct conv over the quad-interleaved u8 copy of the input: tiles of ocb output
+    channels (one broadcast weight quad each) x xv vectors of nl output columns (one
+    activation vector each, shared by the ocb channels); taps and quads outside the tile."""
     with IRBuilder() as ib:
         with T.prim_func():
             T.func_name("main")
             x, w, *params, out = _args(func)
-            (n, c, h, wd), (ob, kh, kw, cq, nl, _) = _shape(x), _shape(w)
-            oc, oh, ow = _shape(out)[1:]
-            g, xb = _attr(func, "groups"), _attr(func, "xb")
+            (n, c, h, wd), (oc, kh, kw, cq, _) = _shape(x), _shape(w)
+            oh, ow = _shape(out)[2:]
+            g, nl = _attr(func, "groups"), _attr(func, "nl")
             sh, sw = (int(s) for s in func.attrs["etch.stride"])
             dh, dw = (int(d) for d in func.attrs["etch.dilation"])
-            owp = -(-ow // xb) * xb
-            geo = (sh, sw, dh, dw, (oh - 1) * sh + (kh - 1) * dh + 1,
-                   (owp - 1) * sw + (kw - 1) * dw + 1)
-            pad, at = _conv_pad(func, x, g, cq * 4, geo)
-            value = _epilogue(func, params, out.dtype)
-            tiles = n * (ob // nv) * oh
+            nvec = -(-ow // nl)
+            geo = (g * cq, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
+                   -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
+            pad, at = _conv_pad(func, x, cq, geo)
+            value = _Epilogue(func, params, out.dtype, nl)
+            tiles = n * (oc // ocb) * oh
             work = n * oc * oh * ow * kh * kw * cq * 4
             loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
-            ocpg = oc // g
             with loop(0, tiles) as t:
-                b, obo, y = t // (ob // nv * oh), t // oh % (ob // nv), t % oh
-                base = (obo * nv * nl // ocpg) * cq * 4 if g > 1 else 0
-                with T.serial(0, owp // xb) as xo:
-                    acc = T.alloc_buffer((xb, nv * nl), "int32")
-                    _zero(acc, xb, nv, nl)
-                    with T.grid(kh, kw, cq) as (ry, rx, rc):
-                        with T.unroll(0, xb) as xi:
-                            a4 = _broadcast4(pad, [at(b, y * sh + ry * dh,
-                                                      (xo * xb + xi) * sw + rx * dw,
-                                                      base + rc * 4)], nl)
-                            with T.unroll(0, nv) as v:
-                                wv = _vec(w, [obo * nv + v, ry, rx, rc, 0, 0], 4 * nl)
-                                _step(acc, xi, v, nl, a4, wv, dot)
-                    _conv_store(out, acc, value, (b, obo, y, xo), (nv, nl, xb, ow, oc))
+                b, o0, y = t // (oc // ocb * oh), t // oh % (oc // ocb) * ocb, t % oh
+                q0 = o0 // (oc // g) * cq if g > 1 else 0
+                with T.serial(0, nvec // xv) as xo:
+                    acc = T.alloc_buffer((ocb, xv * nl), "int32")
+                    _zero(acc, ocb, xv, nl)
+                    with T.grid(kh, kw, cq) as (ry, rx, rq):
+                        row, p = y * sh + ry * dh, rx * dw % sw
+                        col = xo * xv * nl + rx * dw // sw
+                        with T.unroll(0, ocb) as k:
+                            wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
+                            with T.unroll(0, xv) as v:
+                                a = _vec(pad, [at(b, q0 + rq, row, p, col + v * nl)], 4 * nl)
+                                _step(acc, k, v, nl, a, wq, dot)
+                    _conv_store(out, acc, value, (b, o0, y, xo * xv * nl), (ocb, xv, nl, ow))
     return _finish(ib, func)
 
 
-def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, g: int, c4: int,
-              geo: tuple) -> tuple[tirx.Buffer, Callable]:
-    """P[n, i, j, g * c4 + c] (flat): the padded input, channels last, in the u8 domain;
-    padding and the channels past C/g hold the zero point (their weights are 0). Filled in
-    two branch-free passes: the zero point everywhere (vectorised), then the interior.
-    Returns the buffer and its flat index function."""
+def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple
+              ) -> tuple[tirx.Buffer, Callable]:
+    """P[n, g * cq + q, i, p, j, c] (flat): input channel 4q + c of group g at padded row i,
+    padded column j * sw + p, in the u8 domain; the zero point in the padding and in the
+    channels past C/g (their weights are 0). Two branch-free passes: the zero point
+    everywhere (vectorised), then the interior. Returns the buffer and its index function
+    at(n, gq, i, p, j) (of channel 0 of the quad)."""
     n, c, h, wd = _shape(x)
-    ph, pw = geo[4], geo[5]
-    top, left = (int(p) for p in func.attrs["etch.pad"])
-    zu, icg, gc = _attr(func, "x_zero"), c // g, g * c4
-    size = n * ph * pw * gc
+    quads, ph, sw, pws = geo
+    top, left = (int(v) for v in func.attrs["etch.pad"])
+    zu, icg = _attr(func, "x_zero"), c // (quads // cq)
+    size = n * quads * ph * sw * pws * 4
     pad = T.alloc_buffer((size,), "uint8")
 
-    def at(b: Expr, i: Expr, j: Expr, cc: Expr) -> Expr:
-        return ((b * ph + i) * pw + j) * gc + cc
+    def at(b: Expr, gq: Expr, i: Expr, p: Expr, j: Expr) -> Expr:
+        return ((((b * quads + gq) * ph + i) * sw + p) * pws + j) * 4
 
     with T.serial(0, size // 32) as t:
-        T.buffer_store(pad, tirx.Broadcast(tirx.const(zu, "uint8"), 32), [tirx.Ramp(t * 32, 1, 32)])
+        T.buffer_store(pad, tirx.Broadcast(tirx.const(zu, "uint8"), 32),
+                       [tirx.Ramp(t * 32, 1, 32)])
     with T.serial(size // 32 * 32, size) as t:
         T.buffer_store(pad, tirx.const(zu, "uint8"), [t])
-    rows, cols = min(h, ph - top), min(wd, pw - left)
+    rows, cols = min(h, ph - top), min(wd, sw * pws - left)
     loop = T.parallel if size >= 1 << 16 and n * c > 1 else T.serial
     with loop(0, n * c) as r:
         b, ch = r // c, r % c
+        gq, lane = ch // icg * cq + ch % icg // 4, ch % icg % 4
         with T.grid(rows, cols) as (i, j):
-            v = to_u8(tirx.BufferLoad(x, [b, ch, i, j]))
-            T.buffer_store(pad, v, [at(b, i + top, j + left, ch // icg * c4 + ch % icg)])
+            jj = j + left
+            T.buffer_store(pad, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
+                           [at(b, gq, i + top, jj % sw, jj // sw) + lane])
     return pad, at
 
 
-def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, value: Callable, at: tuple,
+def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
                 sizes: tuple) -> None:
-    """Write one tile NCHW: output channel (obo * nv + v) * nl + j, column xo * xb + xi;
-    the requantisation runs on vectors of nl channels (a strided store)."""
-    b, obo, y, xo = at
-    nv, nl, xb, ow, oc = sizes
-    partial_channels = oc % (nv * nl) != 0
-    with T.unroll(0, xb) as xi:
-        col = xo * xb + xi
-        with T.If(col < ow) if ow % xb else _nothing():
-            with (T.Then() if ow % xb else _nothing()):
-                with T.unroll(0, nv) as v:
-                    with (T.serial if partial_channels else T.vectorized)(0, nl) as j:
-                        o = (obo * nv + v) * nl + j
-                        store = (out, value(tirx.BufferLoad(acc, [xi, v * nl + j]),
-                                            [0, o, 0, 0]), [b, o, y, col])
-                        if partial_channels:
-                            with T.If(o < oc):
-                                with T.Then():
-                                    T.buffer_store(*store)
-                        else:
-                            T.buffer_store(*store)
+    """Write one tile NCHW: channel o0 + k, columns col0 + v * nl + j: whole vectors where
+    the row has them, element by element at its end."""
+    b, o0, y, col0 = at
+    ocb, xv, nl, ow = sizes
+    with T.unroll(0, ocb) as k:
+        with T.unroll(0, xv) as v:
+            start, o = col0 + v * nl, o0 + k
+
+            def store(j: Expr) -> None:
+                T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]),
+                                               [0, o, 0, 0]), [b, o, y, start + j])
+
+            def store_vector() -> None:
+                if not epi.vec:
+                    with T.vectorized(0, nl) as j:
+                        store(j)
+                    return
+                scalar = lambda buf: tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)  # noqa
+                T.buffer_store(out, epi.vector(_vec(acc, [k, v * nl], nl), scalar),
+                               [b, o, y, tirx.Ramp(start, 1, nl)])
+
+            if ow % nl == 0:
+                store_vector()
+            else:
+                _store_tail(start, nl, ow, store_vector, store)
 
 
-class _nothing:
-    """A `with` frame that does nothing (for optional T.If/T.Then)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
+def _store_tail(start: Expr, nl: int, ow: int, whole: Callable, store: Callable) -> None:
+    """A vector of a row whose width is not a multiple of nl: whole when it fits."""
+    with T.If(start + nl <= ow):
+        with T.Then():
+            whole()
+        with T.Else():
+            with T.serial(0, nl) as j:
+                with T.If(start + j < ow):
+                    with T.Then():
+                        store(j)
