@@ -128,7 +128,7 @@ def _io_meta(graph: Graph, names: list[str]) -> list[dict]:
 def _manifest(graph: Graph, opts: CompileOptions, records: list, inputs_meta: list[dict],
               entries: dict, out: Path, seconds: float) -> dict:
     files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
-    return {
+    core = {
         "format_version": FORMAT_VERSION,
         "etch_version": __version__,
         "target": opts.target,
@@ -142,8 +142,11 @@ def _manifest(graph: Graph, opts: CompileOptions, records: list, inputs_meta: li
         "compile_seconds": round(seconds, 3),
         "reports": dict(graph.metadata),
         "files": files,
-        **entries,
     }
+    clash = sorted(set(core) & set(entries))
+    if clash:
+        raise RuntimeError(f"backend manifest entries {clash} would overwrite core fields")
+    return {**core, **entries}
 
 
 def _quant_summary(graph: Graph) -> dict:

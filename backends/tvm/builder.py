@@ -15,7 +15,8 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from backends.tvm import lower, schedules, target as targets
+from backends.tvm import lower, schedules
+from backends.tvm import target as targets
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
@@ -69,7 +70,7 @@ def build_cuda(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     """The cuda artifact: dlight-scheduled kernels, built with nvcc (no GPU needed)."""
     target_json = targets.cuda_target(opts)
     target = tvm.target.Target(target_json)
-    mod = lower.to_irmodule(graph, pack=False, lanes=4)
+    mod = lower.to_irmodule(graph, pack=False, lanes=1)  # plain layouts and reductions for dlight
     mod = schedules.apply_rules(_maybe_tune(mod, target, opts, out), target)
     compile_module(mod, target, out)
     return {"runtime": "tvm", "device": "cuda", "library": LIBRARY, "entry": "main",
@@ -87,11 +88,19 @@ def _maybe_tune(mod: tvm.IRModule, target: tvm.target.Target, opts: CompileOptio
     return tune.tune(mod, target, opts.tune, out)
 
 
+def build_edge_target(graph: Graph, opts: CompileOptions, out: Path) -> dict:
+    """The edge artifact: aarch64 (NEON) cross-compiled; the runner's plan for qemu."""
+    from backends.tvm import edge
+
+    mod = lower.to_irmodule(graph, pack=False, lanes=4)
+    entries = edge.build_edge(mod, out, mcpu=opts.mcpu)
+    return {**entries, "entry": "main", "kernels": kernel_count(mod)}
+
+
 def build(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     """backends.tvm's entry: build `graph` for opts.target into `out`, return manifest entries."""
     if opts.target == "edge":
-        # The aarch64 path (backends/tvm/edge.py, build_edge) plugs in here.
-        raise EtchError("edge target: the aarch64 deploy path is not built yet")
+        return build_edge_target(graph, opts, out)
     if opts.target == "cpu":
         return build_cpu(graph, opts, out)
     if opts.target == "cuda":

@@ -166,5 +166,5 @@ def build_edge(mod: tvm.IRModule, out_dir: Path, *, mcpu: str | None = None,
     check_no_foreign_target(mod)
     lowered = lower(bind_params(mod, params), target)
     export_model(lowered, target, out_dir / "model.so")
-    return {"runtime": "tvm", "device": "edge", "library": "model.so", "target": target_json,
+    return {"runtime": "tvm", "device": "edge", "library": "model.so", "tvm_target": target_json,
             "cross_compiler": CROSS_CXX, **write_runner(lowered, out_dir)}

@@ -106,7 +106,7 @@ def test_manifest_entries(artifact):
     _, manifest = artifact
     assert manifest["runtime"] == "tvm" and manifest["device"] == "edge"
     assert manifest["library"] == "model.so" and manifest["edge_runner"] == "edge_runner"
-    assert manifest["target"] == {"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+    assert manifest["tvm_target"] == {"kind": "llvm", "mtriple": "aarch64-linux-gnu",
                                   "mattr": ["+neon"]}
 
 
@@ -203,3 +203,19 @@ def test_scheduled_primfuncs_are_kept_and_others_fused():
     kernels = sorted(g.name_hint for g, f in lowered.functions_items()
                      if isinstance(f, tvm.tirx.PrimFunc))
     assert kernels == ["fused_exp_negative", "relu"]
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "tiny_encoder"])
+def test_zoo_model_through_the_cli_path_matches_ort(tmp_path, name):
+    """`etch compile --target edge` on a zoo model, run under qemu, matches ONNX Runtime."""
+    from compiler import driver
+    from models import zoo
+
+    art = driver.compile(str(zoo.model_path(name)), "edge")
+    saved = art.save(tmp_path / "art")
+    sample = dict(np.load(zoo.cache_file(name, "inputs.npz")))
+    expected = dict(np.load(zoo.cache_file(name, "ort.npz")))
+    import runtime
+
+    assert runtime.read_manifest(saved)["target"] == "edge"
+    assert_close(runtime.load(saved).run(sample), expected, rtol=1e-3, atol=1e-4)
