@@ -11,8 +11,8 @@ import argparse
 import importlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from compiler.errors import EtchError
 
@@ -20,6 +20,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # result name -> module with run(args) -> dict and table(result) -> str
 BENCHMARKS: dict[str, str] = {
     "tvm_cpu": "benchmarks.bench_tvm",
+    "quant": "benchmarks.bench_quant",
 }
 
 

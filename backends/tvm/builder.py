@@ -92,7 +92,10 @@ def build_edge_target(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     """The edge artifact: aarch64 (NEON) cross-compiled; the runner's plan for qemu."""
     from backends.tvm import edge
 
-    mod = lower.to_irmodule(graph, pack=False, lanes=4)
+    # NEON has 4 float lanes; the cpu rules schedule for the aarch64 target, and the edge
+    # pipeline leaves kernels they scheduled alone (dlight handles the rest).
+    target = tvm.target.Target(edge.edge_target(opts.mcpu))
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=4), target)
     entries = edge.build_edge(mod, out, mcpu=opts.mcpu)
     return {**entries, "entry": "main", "kernels": kernel_count(mod)}
 

@@ -20,5 +20,5 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad",
     "etch.Fused",
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
-    "etch.Clamp", "QuantizeLinear", "DequantizeLinear",
+    "etch.Clamp", "QuantizeLinear", "DequantizeLinear", "etch.Dequant",
 })

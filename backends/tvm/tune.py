@@ -65,7 +65,8 @@ def check_tuner() -> None:
         import psutil  # noqa: F401  (MetaSchedule's local runner needs it)
     except ImportError:
         raise EtchError("--tune needs the psutil package (pip install psutil)") from None
-    probe = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=120)
+    probe = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=120,
+                           check=False)
     if probe.returncode != 0:
         raise EtchError(f"--tune: MetaSchedule cannot run with this TVM build "
                         f"({tvm.__version__}: tvm.ir.save_json crashes on TIR, exit status "

@@ -191,12 +191,6 @@ def test_missing_library_raises(mlp, tmp_path) -> None:
         runtime.load(dest)
 
 
-def test_edge_target_is_one_clear_error() -> None:
-    model, _ = tvm_cases.gelu()
-    with pytest.raises(EtchError, match="edge target"):
-        compiler.compile(model, target="edge")
-
-
 def test_threads_apply_at_load(monkeypatch) -> None:
     import os
 

@@ -22,7 +22,7 @@ def test_support_list_is_the_lowering_table() -> None:
 
 def test_support_imports_no_tvm() -> None:
     code = "import sys, backends.tvm.support; sys.exit('tvm' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_every_supported_op_has_a_reference() -> None:

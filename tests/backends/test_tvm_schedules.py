@@ -12,7 +12,8 @@ import re
 import pytest
 import tvm
 
-from backends.tvm import builder, lower, schedules, target as targets
+from backends.tvm import builder, lower, schedules
+from backends.tvm import target as targets
 from compiler import onnx_import, pipeline
 from compiler.options import CompileOptions
 from tests.backends import tvm_cases

@@ -6,7 +6,7 @@ into its own graph output, so one compile covers the family and a failure names 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -34,7 +34,7 @@ class ModelBuilder:
         self.feeds[name] = data
         return name
 
-    def const(self, name: str, data: np.ndarray | float | int | list) -> str:
+    def const(self, name: str, data: np.ndarray | float | list) -> str:
         self.inits.append(numpy_helper.from_array(np.asarray(data), name))
         return name
 

@@ -11,7 +11,7 @@ there are several). Weights are Relax constants: they are embedded in the export
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tvm import ir, relax
 
@@ -19,15 +19,22 @@ from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import lower_conv, lower_conv_transpose
 from backends.tvm.lower.epilogue import lower_alias, lower_elementwise
 from backends.tvm.lower.fused import lower_fused
-from backends.tvm.lower.int_ops import INT_LOWERINGS
+from backends.tvm.lower.int_ops import DEQUANT_LOWERINGS, INT_LOWERINGS
 from backends.tvm.lower.linear import lower_gemm, lower_matmul
-from backends.tvm.lower.norm import (lower_batch_norm, lower_layer_norm, lower_reduce,
-                                     lower_softmax)
+from backends.tvm.lower.norm import lower_batch_norm, lower_layer_norm, lower_reduce, lower_softmax
 from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
 from backends.tvm.lower.scalar import SCALAR
-from backends.tvm.lower.tensor import (lower_concat, lower_dropout, lower_expand, lower_gather,
-                                       lower_pad, lower_slice, lower_split, lower_tile,
-                                       lower_transpose)
+from backends.tvm.lower.tensor import (
+    lower_concat,
+    lower_dropout,
+    lower_expand,
+    lower_gather,
+    lower_pad,
+    lower_slice,
+    lower_split,
+    lower_tile,
+    lower_transpose,
+)
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 
@@ -50,6 +57,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Pad": lower_pad,
     "etch.Fused": lower_fused,
     **INT_LOWERINGS,
+    **DEQUANT_LOWERINGS,  # etch.Dequant; Conv/Gemm/MatMul/etch.Fused with a Dequant weight
 }
 
 
@@ -61,7 +69,9 @@ def check_supported(graph: Graph) -> None:
 
 
 def to_irmodule(graph: Graph, *, pack: bool, lanes: int) -> ir.IRModule:
-    """The Relax module computing `graph`; `pack` lays weights out for CPU vector kernels."""
+    """The Relax module computing `graph`. `pack` lays weights out for CPU vector kernels;
+    `lanes` is the float32 vector width (1: plain reductions, the form dlight's GPU rules
+    recognise)."""
     check_supported(graph)
     bb = relax.BlockBuilder()
     params = [relax.Var(f"input{k}", relax.TensorType(graph.values[name].shape,

@@ -9,8 +9,9 @@ with `etch.kind` so the schedule rules know what they are looking at.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tvm import relax, te, tirx

@@ -8,14 +8,15 @@ kernels call it inside their final `te.compute`, which is what makes a fused gro
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tvm import te, tirx
 
-from backends.tvm.lower.fastmath import dtype_of
 from backends.tvm.lower.context import LowerCtx, Operands, bload
+from backends.tvm.lower.fastmath import dtype_of
 from backends.tvm.lower.scalar import SCALAR
 from compiler.errors import EtchError
 from compiler.ir import Node

@@ -9,7 +9,9 @@ Kernels:
   broadcast per channel quad. The vector axis is the output row, as in the float conv, so
   the requantising epilogue stores whole vectors NCHW. 1x1 stride-1 convs run as one row
   of H*W outputs.
-- "conv2d"/"depthwise_conv2d" (everything else, e.g. depthwise): the float kernel's
+- "qdepthwise" (CPU, depthwise): the input padded, centred to int16 and deinterleaved by
+  the stride, so one tap of nl consecutive outputs is one vector; int32 products.
+- "conv2d"/"depthwise_conv2d" (everything else): the float kernel's
   structure (pad block, anchor, epilogue; weight [OC/ocb, C/g, KH, KW, ocb]) on centred
   int16 inputs (padding is 0 = the real zero) and int32 products, so `cpu.py`'s Conv and
   DepthwiseConv rules vectorise it over output columns.
@@ -22,10 +24,20 @@ from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import ConvSpec, conv_spec, pack_conv
-from backends.tvm.lower.int_gemm import (KI, IntEpilogue, acc_bound, bind_outputs,
-                                         fast_weight_ok, fold_weight, int_epilogue,
-                                         kernel_hints, pair_safe, to_u8, u8_zero,
-                                         vector_lanes)
+from backends.tvm.lower.int_gemm import (
+    KI,
+    IntEpilogue,
+    acc_bound,
+    bind_outputs,
+    fast_weight_ok,
+    fold_weight,
+    int_epilogue,
+    kernel_hints,
+    pair_safe,
+    to_u8,
+    u8_zero,
+    vector_lanes,
+)
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -106,6 +118,43 @@ def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.nd
     return y, req
 
 
+def qdepthwise(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
+               zero: int, bias: np.ndarray | None) -> tuple | None:
+    """Depthwise (one input channel per output channel) on CPU: the input padded, centred
+    to int16 (the padding is 0, the real zero) and its columns deinterleaved by the stride,
+    P[n, c, row, p, j'], so nl consecutive outputs of one tap are one vector; int32
+    products with the folded weights [C, KH, KW]. None where it does not apply."""
+    nl = vector_lanes(ctx)
+    if not ctx.pack or sp.c != sp.groups or sp.oc != sp.c or \
+            wc[0].size * 255 * int(np.abs(wc).max(initial=0)) > INT32_MAX:
+        return None
+    owp = tiles.padded(sp.ow, nl)
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+    ph, pw = _extent(sp, owp)
+    weights = wc.reshape(sp.oc, sp.kh, sp.kw).astype(np.int32)
+    epi, req = int_epilogue(ctx, node, bias, 4, 1, 1, channels=sp.oc)
+
+    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        def pad_value(n, c, i, p, j):
+            inside, hi, wi = _inside(sp, i, j * sw + p)
+            v = xt(n, c, hi, wi).astype("int16") - tirx.const(zero, "int16")
+            return tirx.if_then_else(inside, v, tirx.const(0, "int16"))
+
+        pad = te.compute((sp.n, sp.c, ph, sw, -(-pw // sw)), pad_value, name="pad")
+        ry, rx = te.reduce_axis((0, sp.kh), "ry"), te.reduce_axis((0, sp.kw), "rx")
+        acc = te.compute((sp.n, sp.oc, sp.oh, owp), lambda n, o, i, j: te.sum(
+            pad[n, o, i * sh + ry * dh, rx * dw % sw, j + rx * dw // sw].astype("int32")
+            * wt[o, ry, rx], axis=[ry, rx]), name="anchor")
+        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
+            acc(n, o, i, j), [n, o, i, j], extra), name="epilogue")
+
+    y = ctx.emit(compute, [x, ctx.array(weights), *epi.exprs], node, "qdepthwise", nl=nl,
+                 stride=list(sp.stride), dilation=list(sp.dilation),
+                 pad=[sp.pad_top, sp.pad_left], x_zero=zero,
+                 **kernel_hints(epi, acc_bound(wc, bias, 0)))
+    return y, req
+
+
 def qconv_generic(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
                   zero: int, bias: np.ndarray | None) -> tuple:
     """Direct convolution of centred int16 inputs with the folded weights, int32 products
@@ -169,7 +218,8 @@ def lower_qconv(ctx: LowerCtx, node: Node) -> None:
         sp.h = sp.oh = 1
     x = ctx.reshape(ctx.expr(node.inputs[0]), (sp.n, sp.c, sp.h, sp.w))
     wc4 = wc.reshape(sp.oc, wc.shape[1], sp.kh, sp.kw)
-    got = qconv_fast(ctx, node, x, sp, wc4, z, bias)
+    got = qconv_fast(ctx, node, x, sp, wc4, z, bias) or qdepthwise(ctx, node, x, sp, wc4, z,
+                                                                   bias)
     y, req = got if got is not None else qconv_generic(ctx, node, x, sp, wc4, z, bias)
     bind_outputs(ctx, node, req, ctx.reshape(y, oshape))
 

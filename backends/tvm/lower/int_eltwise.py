@@ -14,7 +14,7 @@ Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tvm import te, tirx

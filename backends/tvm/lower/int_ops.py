@@ -8,6 +8,8 @@
   DequantizeLinear (`int_eltwise`): the reference formulas in TIR;
 - etch.Dequant (`int_dequant`): weight-only dequantisation, computed inside the
   Conv/Gemm/MatMul kernel that reads it, so the library holds the integer codes only.
+  `DEQUANT_LOWERINGS` (etch.Dequant, and Conv/Gemm/MatMul/etch.Fused, which it sends to
+  the float lowerings unless their weight is an etch.Dequant) also joins LOWERINGS.
 MaxPool, Reshape, Transpose, Concat, Flatten on int8 run on the float lowerings, which are
 dtype-generic.
 """
@@ -15,9 +17,16 @@ dtype-generic.
 from __future__ import annotations
 
 from backends.tvm.lower.int_conv import lower_qconv
-from backends.tvm.lower.int_eltwise import (lower_clamp, lower_dequantize_linear, lower_qadd,
-                                            lower_qsumpool, lower_quantize_linear,
-                                            lower_requantize, lower_table)
+from backends.tvm.lower.int_dequant import DEQUANT_LOWERINGS
+from backends.tvm.lower.int_eltwise import (
+                                            lower_clamp,
+                                            lower_dequantize_linear,
+                                            lower_qadd,
+                                            lower_qsumpool,
+                                            lower_quantize_linear,
+                                            lower_requantize,
+                                            lower_table,
+)
 from backends.tvm.lower.int_gemm import lower_qgemm
 
 INT_LOWERINGS = {
@@ -26,3 +35,5 @@ INT_LOWERINGS = {
     "etch.QSumPool": lower_qsumpool, "etch.Table": lower_table, "etch.Clamp": lower_clamp,
     "QuantizeLinear": lower_quantize_linear, "DequantizeLinear": lower_dequantize_linear,
 }
+
+__all__ = ["DEQUANT_LOWERINGS", "INT_LOWERINGS"]

@@ -9,7 +9,7 @@ BatchNormalization folds its four constants into one scale and shift at compile 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tvm import te, tirx
@@ -110,7 +110,7 @@ def _trailing_reduce(op: str, xshape: tuple, oshape: tuple, first: int, count: i
 
 def lower_softmax(ctx: LowerCtx, node: Node) -> None:
     """Softmax / LogSoftmax along one axis (opset 13 semantics)."""
-    x, out = node.inputs[0], node.outputs[0]
+    x = node.inputs[0]
     shape = ctx.shape(x)
     axis = int(node.attrs.get("axis", -1)) % len(shape)
     log = node.op == "LogSoftmax"
@@ -119,8 +119,8 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
 
     def compute(xt: te.Tensor) -> te.Tensor:
         rows = shape[:axis] + shape[axis + 1:]
-        at = lambda r, j: tuple(r[:axis]) + tuple(j) + tuple(r[axis:])  # noqa: E731
-        row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])  # noqa: E731
+        at = lambda r, j: tuple(r[:axis]) + tuple(j) + tuple(r[axis:])
+        row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])
         mx = row_reduce("rowmax", rows, (shape[axis],), lambda r, j: xt(*at(r, j)), te.max,
                         lanes)
         ex = row_reduce("rowsum", rows, (shape[axis],), lambda r, j: fastmath.exp(
@@ -159,7 +159,7 @@ def lower_layer_norm(ctx: LowerCtx, node: Node) -> None:
                           ctx.lanes)
         var = row_reduce("var", rows, inner, lambda r, j: _sq(xt(*r, *j) - mean(*r, *zeros))
                          * inv, te.sum, ctx.lanes)
-        lead = lambda i: tuple(i[:axis]) + zeros  # noqa: E731
+        lead = lambda i: tuple(i[:axis]) + zeros
         return te.compute(shape, lambda *i: epi.apply(
             (xt(*i) - mean(*lead(i))) / tirx.sqrt(var(*lead(i)) + tirx.const(eps, xt.dtype)),
             i, extra), name="epilogue")

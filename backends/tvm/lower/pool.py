@@ -115,7 +115,7 @@ def lower_global_pool(ctx: LowerCtx, node: Node) -> None:
 
 def lower_lrn(ctx: LowerCtx, node: Node) -> None:
     """LRN across channels: x / (bias + alpha/size * sum of squares in the window)^beta."""
-    x, out = node.inputs[0], node.outputs[0]
+    x = node.inputs[0]
     shape = ctx.shape(x)
     size = int(node.attrs["size"])
     alpha, beta = float(node.attrs.get("alpha", 1e-4)), float(node.attrs.get("beta", 0.75))

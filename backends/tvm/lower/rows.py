@@ -10,7 +10,7 @@ changes; the result agrees to float rounding. Kernels built this way are tagged 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tvm import te, tirx
 

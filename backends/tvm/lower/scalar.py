@@ -10,7 +10,7 @@ bool. exp/erf/tanh/sigmoid use the vectorisable forms of `fastmath`.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from tvm import tirx
 
@@ -18,7 +18,7 @@ from backends.tvm.lower import fastmath
 from backends.tvm.lower.fastmath import dtype_of
 
 Expr = tirx.Expr
-ScalarFn = Callable[[dict, list[Optional[Expr]], str], Expr]
+ScalarFn = Callable[[dict, list[Expr | None], str], Expr]
 
 
 def _c(v: float, like: Expr) -> Expr:

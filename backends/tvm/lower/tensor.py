@@ -8,7 +8,7 @@ shapes always come from the graph.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tvm import te, tirx
@@ -68,7 +68,7 @@ def lower_concat(ctx: LowerCtx, node: Node) -> None:
 
     def compute(*ts: te.Tensor) -> te.Tensor:
         def body(*i: tirx.Expr) -> tirx.Expr:
-            at = lambda k: [v - offsets[k] if d == axis else v for d, v in enumerate(i)]  # noqa
+            at = lambda k: [v - offsets[k] if d == axis else v for d, v in enumerate(i)]
             value = ts[-1](*at(len(ts) - 1))
             for k in range(len(ts) - 2, -1, -1):
                 value = tirx.if_then_else(i[axis] < offsets[k + 1], ts[k](*at(k)), value)

@@ -14,10 +14,10 @@ Reduction for large reductions that are not over rows, Injective, Fallback.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tvm import s_tir, tirx
-from tvm.s_tir import dlight
+from tvm.s_tir import ScheduleError, dlight
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
@@ -29,8 +29,9 @@ from backends.tvm.schedules import tiles
 # faster on two. Memory-bound kernels (copies, elementwise) count elements.
 PARALLEL_MIN_WORK = 1 << 20
 PARALLEL_MIN_ELEMENTS = 1 << 16
-import os
-PARALLEL_PAD_WORK = int(os.environ.get("PADW", 1 << 40))
+# A padded copy runs on one thread below this many elements: a copy of a small input costs
+# less than the extra parallel launch (and barrier) it would need.
+PARALLEL_PAD_ELEMENTS = 1 << 18
 Loop = s_tir.schedule.LoopRV
 
 
@@ -59,7 +60,7 @@ def block(sch: s_tir.Schedule, name: str) -> s_tir.schedule.SBlockRV | None:
     """The block called `name`, or None."""
     try:
         return sch.get_sblock(name)
-    except Exception:  # s_tir raises a generic ScheduleError for a missing block
+    except ScheduleError:  # s_tir's answer for a missing block
         return None
 
 
@@ -161,7 +162,7 @@ class Conv(KindRule):
             sch.unroll(ry)
             sch.unroll(rx)
         finish_tile(sch, anchor, rc, oi, xi, epilogue_vec=ow % vw == 0)
-        _schedule_pad(sch, total, lanes(target))
+        _schedule_pad(sch, lanes(target))
         return True
 
 
@@ -194,25 +195,26 @@ def _decompose_pad(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV, width: int
     """Zero fill + branch-free interior copy, both vectorised, where the pattern allows."""
     try:
         fill = sch.decompose_padding(pad, sch.get_loops(pad)[-2])
-    except Exception:  # s_tir's ScheduleError: not the plain padding pattern
+    except ScheduleError:  # not the plain padding pattern
         return
     for blk in (fill, pad):
         vectorize_inner(sch, blk, width)
 
 
-def _schedule_pad(sch: s_tir.Schedule, total: int, width: int) -> None:
+def _schedule_pad(sch: s_tir.Schedule, width: int) -> None:
     """Split the pad block into a zero fill and a branch-free copy of the interior (which
-    vectorises); both run over (n, c) in parallel when the conv itself is parallel."""
+    vectorises); both run over (n, c), in parallel when the input is large."""
     pad = block(sch, "pad")
     if pad is None:
         return
     loops = sch.get_loops(pad)
+    elements = work(sch, loops)
     outer = sch.fuse(*loops[:2])
-    maybe_parallel(sch, outer, total, PARALLEL_PAD_WORK)
+    maybe_parallel(sch, outer, elements, PARALLEL_PAD_ELEMENTS)
     try:
         fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
-    except Exception:  # s_tir's ScheduleError: not the plain padding pattern (upsampled or
-        return         # deinterleaved inputs); the branchy copy is still correct
+    except ScheduleError:  # not the plain padding pattern (upsampled or deinterleaved
+        return             # inputs); the branchy copy is still correct
     for blk in (fill, pad):
         vectorize_inner(sch, blk, width)
 

@@ -6,6 +6,8 @@
   hand-scheduled kernel of `int_kernels` (same parameters and result): register tiles of
   int32 accumulators, the reduction outside the tile, the requantising epilogue per tile.
   Elsewhere the rule does not apply and the generic rules run the TE kernel as it is.
+- QDepthwise ("qdepthwise"): the same with int32 multiply-adds of centred int16 inputs
+  and a broadcast weight (no dot product: one input channel per output).
 - QSumPool ("qsumpool"): the output loops fused, parallel when large; windows inner.
 Tile sizes come from the register budget: AVX2 has 16 ymm registers and the "split" step
 needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16).
@@ -18,8 +20,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target, codegen
 
 from backends.tvm.schedules import int_intrin, int_kernels
-from backends.tvm.schedules.cpu import (PARALLEL_MIN_ELEMENTS, KindRule, maybe_parallel,
-                                        work)
+from backends.tvm.schedules.cpu import PARALLEL_MIN_ELEMENTS, KindRule, maybe_parallel, work
 
 MAX_ACC = {8: 8, 16: 16}
 
@@ -91,6 +92,20 @@ class QConv(KernelRule):
         return int_kernels.conv_kernel(func, step, ocb, xv)
 
 
+class QDepthwise(KernelRule):
+    """Depthwise conv: tile xv vectors of output columns of one channel's row."""
+
+    kinds = ("qdepthwise",)
+
+    def kernel(self, func, target):
+        nl = int(func.attrs["etch.nl"])
+        features = set(codegen.llvm_get_cpu_features(target))
+        if ("avx512f" if nl == 16 else "avx2") not in features:
+            return None
+        nvec = -(-_buffer_shape(func, len(func.params) - 1)[3] // nl)
+        return int_kernels.depthwise_kernel(func, next(v for v in (4, 2, 1) if nvec % v == 0))
+
+
 class QSumPool(KindRule):
     """Window sums: the (n, c, out...) loops fused and run in parallel when large."""
 
@@ -108,4 +123,4 @@ class QSumPool(KindRule):
 
 
 def rules() -> list:
-    return [QDense(), QConv(), QSumPool()]
+    return [QDense(), QConv(), QDepthwise(), QSumPool()]

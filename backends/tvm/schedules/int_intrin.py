@@ -15,7 +15,7 @@ integer path is bit-exact by contract):
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tvm import tirx
 
@@ -53,9 +53,8 @@ def _split(nl: int) -> Callable:
 
 
 def _vnni(nl: int) -> Callable:
-    i32 = f"int32x{nl}"
-    return lambda c, a, b: tirx.call_llvm_pure_intrin(
-        i32, VPDPBUSD[nl], c, tirx.reinterpret(i32, a), tirx.reinterpret(i32, b))
+    # LLVM 20+ declares the byte operands as <4nl x i8> (older LLVM: <nl x i32>)
+    return lambda c, a, b: tirx.call_llvm_pure_intrin(f"int32x{nl}", VPDPBUSD[nl], c, a, b)
 
 
 STEPS = {"vnni": _vnni, "madd": _madd, "split": _split}

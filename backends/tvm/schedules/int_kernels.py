@@ -15,7 +15,7 @@ rest: nl, req/zp/qmin/qmax, and for convs groups, stride, dilation, pad, x_zero,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
@@ -89,10 +89,9 @@ def _finish(ib: IRBuilder, func: tirx.PrimFunc) -> tirx.PrimFunc:
 
 
 def _zero(acc: tirx.Buffer, rows: int, vectors: int, nl: int) -> None:
-    with T.unroll(0, rows) as r:
-        with T.unroll(0, vectors) as v:
-            T.buffer_store(acc, tirx.Broadcast(tirx.const(0, "int32"), nl),
-                           [r, tirx.Ramp(v * nl, 1, nl)])
+    with T.unroll(0, rows) as r, T.unroll(0, vectors) as v:
+        T.buffer_store(acc, tirx.Broadcast(tirx.const(0, "int32"), nl),
+                       [r, tirx.Ramp(v * nl, 1, nl)])
 
 
 def _step(acc: tirx.Buffer, row: Expr, v: Expr, nl: int, a: Expr, w: Expr, dot: Dot) -> None:
@@ -105,27 +104,25 @@ def _step(acc: tirx.Buffer, row: Expr, v: Expr, nl: int, a: Expr, w: Expr, dot: 
 def dense_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.PrimFunc:
     """[M, K] x [N/nl, K/4, nl, 4]: tiles of mb rows x nv vectors, weights-stationary
     order (consecutive tiles share a weight block)."""
-    with IRBuilder() as ib:
-        with T.prim_func():
-            T.func_name("main")
-            a, w, *params, out = _args(func)
-            (m, k), (nb, kb, nl, _), n = _shape(a), _shape(w), _shape(out)[1]
-            src = _dense_pack(a, kb * 4)
-            rows = m // mb
-            loop = T.parallel if m * n * k >= PARALLEL_MIN_WORK and nb // nv * rows > 1 \
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        a, w, *params, out = _args(func)
+        (m, k), (nb, kb, nl, _), n = _shape(a), _shape(w), _shape(out)[1]
+        src = _dense_pack(a, kb * 4)
+        rows = m // mb
+        loop = T.parallel if m * n * k >= PARALLEL_MIN_WORK and nb // nv * rows > 1 \
                 else T.serial
-            value = _Epilogue(func, params, out.dtype, nl)
-            with loop(0, nb // nv * rows) as t:
-                nbo, mo = t // rows, t % rows
-                acc = T.alloc_buffer((mb, nv * nl), "int32")
-                _zero(acc, mb, nv, nl)
-                with T.serial(0, kb) as ko:
-                    with T.unroll(0, mb) as mi:
-                        a4 = _broadcast4(src, [mo * mb + mi, ko * 4], nl)
-                        with T.unroll(0, nv) as v:
-                            wv = _vec(w, [nbo * nv + v, ko, 0, 0], 4 * nl)
-                            _step(acc, mi, v, nl, a4, wv, dot)
-                _dense_store(out, acc, value, (mo * mb, nbo * nv * nl), (mb, nv, nl, n))
+        value = _Epilogue(func, params, out.dtype, nl)
+        with loop(0, nb // nv * rows) as t:
+            nbo, mo = t // rows, t % rows
+            acc = T.alloc_buffer((mb, nv * nl), "int32")
+            _zero(acc, mb, nv, nl)
+            with T.serial(0, kb) as ko, T.unroll(0, mb) as mi:
+                a4 = _broadcast4(src, [mo * mb + mi, ko * 4], nl)
+                with T.unroll(0, nv) as v:
+                    wv = _vec(w, [nbo * nv + v, ko, 0, 0], 4 * nl)
+                    _step(acc, mi, v, nl, a4, wv, dot)
+            _dense_store(out, acc, value, (mo * mb, nbo * nv * nl), (mb, nv, nl, n))
     return _finish(ib, func)
 
 
@@ -135,27 +132,24 @@ def _dense_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
     row0, col0 = at
     mb, nv, nl, n = sizes
     full = n % (nv * nl) == 0
-    with T.unroll(0, mb) as mi:
-        with T.unroll(0, nv) as v:
-            start = col0 + v * nl
+    with T.unroll(0, mb) as mi, T.unroll(0, nv) as v:
+        start = col0 + v * nl
 
-            def store(j: Expr) -> None:
-                T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]),
-                                               [0, start + j]), [row0 + mi, start + j])
+        def store(j: Expr) -> None:
+            T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]),
+                                           [0, start + j]), [row0 + mi, start + j])
 
-            if full and epi.vec:
-                lanes = tirx.Ramp(start, 1, nl)
-                T.buffer_store(out, epi.vector(_vec(acc, [mi, v * nl], nl),
-                                               lambda b: tirx.BufferLoad(b, [0, lanes])),
-                               [row0 + mi, lanes])
-            elif full:
-                with T.vectorized(0, nl) as j:
-                    store(j)
-            else:
-                with T.serial(0, nl) as j:
-                    with T.If(start + j < n):
-                        with T.Then():
-                            store(j)
+        if full and epi.vec:
+            lanes = tirx.Ramp(start, 1, nl)
+            T.buffer_store(out, epi.vector(_vec(acc, [mi, v * nl], nl),
+                                           lambda b: tirx.BufferLoad(b, [0, lanes])),
+                           [row0 + mi, lanes])
+        elif full:
+            with T.vectorized(0, nl) as j:
+                store(j)
+        else:
+            with T.serial(0, nl) as j, T.If(start + j < n), T.Then():
+                store(j)
 
 
 def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
@@ -164,10 +158,9 @@ def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
     if a.dtype == "uint8" and k == kp:
         return a
     src = T.alloc_buffer((m, kp), "uint8")
-    with T.serial(0, m) as i:
-        with T.serial(0, kp) as j:
-            v = to_u8(tirx.BufferLoad(a, [i, tirx.min(j, k - 1)]))
-            T.buffer_store(src, tirx.Select(j < k, v, tirx.const(0, "uint8")), [i, j])
+    with T.serial(0, m) as i, T.serial(0, kp) as j:
+        v = to_u8(tirx.BufferLoad(a, [i, tirx.min(j, k - 1)]))
+        T.buffer_store(src, tirx.Select(j < k, v, tirx.const(0, "uint8")), [i, j])
     return src
 
 
@@ -176,38 +169,37 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
     """Direct conv over the quad-interleaved u8 copy of the input: tiles of ocb output
     channels (one broadcast weight quad each) x xv vectors of nl output columns (one
     activation vector each, shared by the ocb channels); taps and quads outside the tile."""
-    with IRBuilder() as ib:
-        with T.prim_func():
-            T.func_name("main")
-            x, w, *params, out = _args(func)
-            (n, c, h, wd), (oc, kh, kw, cq, _) = _shape(x), _shape(w)
-            oh, ow = _shape(out)[2:]
-            g, nl = _attr(func, "groups"), _attr(func, "nl")
-            sh, sw = (int(s) for s in func.attrs["etch.stride"])
-            dh, dw = (int(d) for d in func.attrs["etch.dilation"])
-            nvec = -(-ow // nl)
-            geo = (g * cq, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
-                   -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
-            pad, at = _conv_pad(func, x, cq, geo)
-            value = _Epilogue(func, params, out.dtype, nl)
-            tiles = n * (oc // ocb) * oh
-            work = n * oc * oh * ow * kh * kw * cq * 4
-            loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
-            with loop(0, tiles) as t:
-                b, o0, y = t // (oc // ocb * oh), t // oh % (oc // ocb) * ocb, t % oh
-                q0 = o0 // (oc // g) * cq if g > 1 else 0
-                with T.serial(0, nvec // xv) as xo:
-                    acc = T.alloc_buffer((ocb, xv * nl), "int32")
-                    _zero(acc, ocb, xv, nl)
-                    with T.grid(kh, kw, cq) as (ry, rx, rq):
-                        row, p = y * sh + ry * dh, rx * dw % sw
-                        col = xo * xv * nl + rx * dw // sw
-                        with T.unroll(0, ocb) as k:
-                            wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
-                            with T.unroll(0, xv) as v:
-                                a = _vec(pad, [at(b, q0 + rq, row, p, col + v * nl)], 4 * nl)
-                                _step(acc, k, v, nl, a, wq, dot)
-                    _conv_store(out, acc, value, (b, o0, y, xo * xv * nl), (ocb, xv, nl, ow))
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, *params, out = _args(func)
+        n, (oc, kh, kw, cq, _) = _shape(x)[0], _shape(w)
+        oh, ow = _shape(out)[2:]
+        g, nl = _attr(func, "groups"), _attr(func, "nl")
+        sh, sw = (int(s) for s in func.attrs["etch.stride"])
+        dh, dw = (int(d) for d in func.attrs["etch.dilation"])
+        nvec = -(-ow // nl)
+        geo = (g * cq, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
+               -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
+        pad, at = _conv_pad(func, x, cq, geo)
+        value = _Epilogue(func, params, out.dtype, nl)
+        tiles = n * (oc // ocb) * oh
+        work = n * oc * oh * ow * kh * kw * cq * 4
+        loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
+        with loop(0, tiles) as t:
+            b, o0, y = t // (oc // ocb * oh), t // oh % (oc // ocb) * ocb, t % oh
+            q0 = o0 // (oc // g) * cq if g > 1 else 0
+            with T.serial(0, nvec // xv) as xo:
+                acc = T.alloc_buffer((ocb, xv * nl), "int32")
+                _zero(acc, ocb, xv, nl)
+                with T.grid(kh, kw, cq) as (ry, rx, rq):
+                    row, p = y * sh + ry * dh, rx * dw % sw
+                    col = xo * xv * nl + rx * dw // sw
+                    with T.unroll(0, ocb) as k:
+                        wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
+                        with T.unroll(0, xv) as v:
+                            a = _vec(pad, [at(b, q0 + rq, row, p, col + v * nl)], 4 * nl)
+                            _step(acc, k, v, nl, a, wq, dot)
+                _conv_store(out, acc, value, (b, o0, y, xo * xv * nl), (ocb, xv, nl, ow))
     return _finish(ib, func)
 
 
@@ -235,14 +227,41 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple
         T.buffer_store(pad, tirx.const(zu, "uint8"), [t])
     rows, cols = min(h, ph - top), min(wd, sw * pws - left)
     loop = T.parallel if size >= 1 << 16 and n * c > 1 else T.serial
+    blocks = cols // 8 if sw == 1 else 0
+    if blocks:
+        with loop(0, n * quads) as r:
+            b, gq = r // quads, r % quads
+            with T.grid(rows, blocks) as (i, jb):
+                quad = _quad_of_rows(x, (b, gq // cq * icg, gq % cq * 4, i, jb * 8), icg, zu)
+                T.buffer_store(pad, quad, [tirx.Ramp(at(b, gq, i + top, 0, jb * 8 + left),
+                                                     1, 32)])
     with loop(0, n * c) as r:
         b, ch = r // c, r % c
         gq, lane = ch // icg * cq + ch % icg // 4, ch % icg % 4
-        with T.grid(rows, cols) as (i, j):
+        with T.grid(rows, cols - blocks * 8) as (i, j0):
+            j = j0 + blocks * 8
             jj = j + left
             T.buffer_store(pad, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
                            [at(b, gq, i + top, jj % sw, jj // sw) + lane])
     return pad, at
+
+
+def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int) -> Expr:
+    """8 columns of 4 channels of x, interleaved [col][channel] (vpunpck*): the channels
+    past the group's icg read as the zero point."""
+    b, base, first, i, j = at
+    c = _shape(x)[1]
+    rows = []
+    for lane in range(4):
+        ch = tirx.min(base + first + lane, c - 1)
+        raw = tirx.BufferLoad(x, [b, ch, i, tirx.Ramp(j, 1, 8)])
+        if x.dtype == "int8":
+            raw = tirx.bitwise_xor(raw, tirx.Broadcast(tirx.const(-128, "int8"), 8))
+        vec = raw.astype("uint8x8")
+        rows.append(tirx.Select(tirx.Broadcast(first + lane < icg, 8), vec,
+                                tirx.Broadcast(tirx.const(zu, "uint8"), 8)))
+    return tirx.Shuffle(rows, [tirx.const(lane * 8 + k, "int32") for k in range(8)
+                               for lane in range(4)])
 
 
 def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
@@ -251,27 +270,26 @@ def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
     the row has them, element by element at its end."""
     b, o0, y, col0 = at
     ocb, xv, nl, ow = sizes
-    with T.unroll(0, ocb) as k:
-        with T.unroll(0, xv) as v:
-            start, o = col0 + v * nl, o0 + k
+    with T.unroll(0, ocb) as k, T.unroll(0, xv) as v:
+        start, o = col0 + v * nl, o0 + k
 
-            def store(j: Expr) -> None:
-                T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]),
-                                               [0, o, 0, 0]), [b, o, y, start + j])
+        def store(j: Expr) -> None:
+            T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]),
+                                           [0, o, 0, 0]), [b, o, y, start + j])
 
-            def store_vector() -> None:
-                if not epi.vec:
-                    with T.vectorized(0, nl) as j:
-                        store(j)
-                    return
-                scalar = lambda buf: tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)  # noqa
-                T.buffer_store(out, epi.vector(_vec(acc, [k, v * nl], nl), scalar),
-                               [b, o, y, tirx.Ramp(start, 1, nl)])
+        def store_vector() -> None:
+            if not epi.vec:
+                with T.vectorized(0, nl) as j:
+                    store(j)
+                return
+            scalar = lambda buf: tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)
+            T.buffer_store(out, epi.vector(_vec(acc, [k, v * nl], nl), scalar),
+                           [b, o, y, tirx.Ramp(start, 1, nl)])
 
-            if ow % nl == 0:
-                store_vector()
-            else:
-                _store_tail(start, nl, ow, store_vector, store)
+        if ow % nl == 0:
+            store_vector()
+        else:
+            _store_tail(start, nl, ow, store_vector, store)
 
 
 def _store_tail(start: Expr, nl: int, ow: int, whole: Callable, store: Callable) -> None:
@@ -279,8 +297,69 @@ def _store_tail(start: Expr, nl: int, ow: int, whole: Callable, store: Callable)
     with T.If(start + nl <= ow):
         with T.Then():
             whole()
-        with T.Else():
-            with T.serial(0, nl) as j:
-                with T.If(start + j < ow):
-                    with T.Then():
-                        store(j)
+        with T.Else(), T.serial(0, nl) as j, T.If(start + j < ow), T.Then():
+            store(j)
+
+
+# ---- depthwise ----------------------------------------------------------------------------
+def depthwise_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
+    """Depthwise conv: per (image, channel, output row), tiles of xv vectors of nl output
+    columns; each tap is one int16 vector of centred inputs times the broadcast weight."""
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, *params, out = _args(func)
+        (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
+        nl = _attr(func, "nl")
+        sh, sw = (int(s) for s in func.attrs["etch.stride"])
+        dh, dw = (int(d) for d in func.attrs["etch.dilation"])
+        nvec = -(-ow // nl)
+        geo = ((oh - 1) * sh + (kh - 1) * dh + 1, sw,
+               -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
+        pad, at = _depthwise_pad(func, x, geo)
+        epi = _Epilogue(func, params, out.dtype, nl)
+        work = n * c * oh * ow * kh * kw
+        loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c * oh > 1 else T.serial
+        with loop(0, n * c * oh) as t:
+            b, ch, y = t // (c * oh), t // oh % c, t % oh
+            with T.serial(0, nvec // xv) as xo:
+                acc = T.alloc_buffer((1, xv * nl), "int32")
+                _zero(acc, 1, xv, nl)
+                with T.unroll(0, kh) as ry, T.unroll(0, kw) as rx:
+                    wv = tirx.Broadcast(tirx.BufferLoad(w, [ch, ry, rx]), nl)
+                    col = xo * xv * nl + rx * dw // sw
+                    with T.unroll(0, xv) as v:
+                        a = _vec(pad, [at(b, ch, y * sh + ry * dh, rx * dw % sw,
+                                          col + v * nl)], nl).astype(f"int32x{nl}")
+                        idx = [0, tirx.Ramp(v * nl, 1, nl)]
+                        T.buffer_store(acc, tirx.BufferLoad(acc, idx) + a * wv, idx)
+                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow))
+    return _finish(ib, func)
+
+
+def _depthwise_pad(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple
+                   ) -> tuple[tirx.Buffer, Callable]:
+    """P[n, c, i, p, j] (flat, int16): x - x_zero at padded row i, padded column
+    j * sw + p; 0 in the padding."""
+    n, c, h, wd = _shape(x)
+    ph, sw, pws = geo
+    top, left = (int(v) for v in func.attrs["etch.pad"])
+    size = n * c * ph * sw * pws
+    pad = T.alloc_buffer((size,), "int16")
+
+    def at(b: Expr, ch: Expr, i: Expr, p: Expr, j: Expr) -> Expr:
+        return (((b * c + ch) * ph + i) * sw + p) * pws + j
+
+    with T.serial(0, size // 16) as t:
+        T.buffer_store(pad, tirx.Broadcast(tirx.const(0, "int16"), 16),
+                       [tirx.Ramp(t * 16, 1, 16)])
+    with T.serial(size // 16 * 16, size) as t:
+        T.buffer_store(pad, tirx.const(0, "int16"), [t])
+    rows, cols = min(h, ph - top), min(wd, sw * pws - left)
+    zero = tirx.const(_attr(func, "x_zero"), "int16")
+    with T.serial(0, n * c) as r:
+        b, ch = r // c, r % c
+        with T.grid(rows, cols) as (i, j):
+            jj = j + left
+            value = tirx.BufferLoad(x, [b, ch, i, j]).astype("int16") - zero
+            T.buffer_store(pad, value, [at(b, ch, i + top, jj % sw, jj // sw)])
+    return pad, at

@@ -1,0 +1,386 @@
+"""The TVM backend's integer ops and weight-only dequantisation (backends/tvm/lower/int_*.py,
+backends/tvm/schedules/int_*.py).
+
+Every integer result is compared bit for bit with the reference interpreter (the numerics
+contract): each op on small hand-built IR graphs, on the x86 kernels and (mcpu x86-64, no
+AVX2) on the portable TE kernels, then the zoo models end to end (`--int` cpu vs ref). The
+weight-only path is compared to float tolerance and checked to keep the integer codes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, te
+
+import compiler
+from backends.tvm import lower, schedules
+from backends.tvm import target as targets
+from backends.tvm.builder import vm_passes
+from backends.tvm.lower.int_eltwise import requantize
+from compiler import reference
+from compiler.ir import Graph, Node, Value
+from compiler.onnx_import import infer_outputs
+from compiler.options import CompileOptions
+from compiler.reference import quantize_multiplier
+from models import zoo
+from tests.golden import assert_bitexact, assert_close
+
+ZOO = ["digits_mlp", "digits_cnn", "resnet_block", "mobilenet"]
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+AVX2 = "avx2" in (targets.host_flags() or set())
+
+
+class IntGraph:
+    """A hand-built IR graph: inputs with data, constants, nodes (shapes inferred)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.g, self.feeds = Graph("int"), {}
+        self.rng = np.random.default_rng(seed)
+
+    def input(self, name: str, data: np.ndarray) -> str:
+        self.g.add_value(Value(name, data.shape, data.dtype.name))
+        self.g.inputs.append(name)
+        self.feeds[name] = data
+        return name
+
+    def const(self, name: str, data) -> str:
+        return self.g.add_const(name, np.asarray(data)).name
+
+    def ints(self, name: str, dtype: str, shape: tuple, lo: int | None = None,
+             hi: int | None = None) -> str:
+        info = np.iinfo(dtype)
+        lo, hi = info.min if lo is None else lo, info.max if hi is None else hi
+        return self.input(name, self.rng.integers(lo, hi + 1, shape).astype(dtype))
+
+    def op(self, op: str, inputs: list[str], out: str, **attrs) -> str:
+        node = Node(op, list(inputs), [out], attrs)
+        [(shape, dtype)] = infer_outputs(node, [self.g.values[i] if i else None
+                                                for i in inputs])
+        self.g.add_value(Value(out, tuple(shape), dtype))
+        self.g.add_node(node)
+        return out
+
+    def requantize(self, acc: str, channels: int, axis: int = 1, scale: float = 1e-2) -> str:
+        """Requantise `acc` to int8 "y" with per-channel multipliers up to `scale` (large
+        ones make magnitudes that the kernels' vector form does not take)."""
+        m0, shift = quantize_multiplier(self.rng.uniform(scale / 1000, scale, channels))
+        return self.op("etch.Requantize", [acc, self.const("m0", m0.astype(np.int32)),
+                                           self.const("shift", shift.astype(np.int32))],
+                       "y", axis=axis, zero_point=3, qmin=-128, qmax=127, to="int8")
+
+    def outputs(self, *names: str) -> IntGraph:
+        self.g.outputs += list(names)
+        return self
+
+
+def build(graph: Graph, mcpu: str | None = None) -> tuple[tvm.IRModule, object]:
+    """The scheduled Relax module of `graph` and its executable, for the host or `mcpu`."""
+    target_json, info = targets.cpu_target(CompileOptions(target="cpu", mcpu=mcpu))
+    target = tvm.target.Target(target_json)
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=info.lanes), target)
+    return mod, tvm.compile(mod, target=target, relax_pipeline=vm_passes())
+
+
+def run_tvm(case: IntGraph, mcpu: str | None = None) -> dict[str, str]:
+    """Run the graph in TVM, assert it equals the reference bit for bit; returns the
+    schedule rules used."""
+    mod, ex = build(case.g, mcpu)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(case.feeds[n]) for n in case.g.inputs])
+    outs = [out] if len(case.g.outputs) == 1 else list(out)
+    got = {n: o.numpy() for n, o in zip(case.g.outputs, outs)}
+    assert_bitexact(got, reference.run(case.g, case.feeds))
+    return schedules.rule_names(mod)
+
+
+# ---- the requantisation formula ---------------------------------------------------------
+@pytest.mark.parametrize("acc_dtype", ["int32", "int64"])
+def test_requantize_formula_matches_reference(acc_dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    n = 256
+    acc = rng.integers(INT32_MIN, INT32_MAX + 1, n).astype(np.int32)
+    acc[:6] = [INT32_MIN, INT32_MAX, 0, -1, 1, -3]
+    m0 = rng.integers(1 << 30, 1 << 31, n).astype(np.int32)
+    shift = rng.integers(0, 63, n).astype(np.int32)
+    m0[6:10], shift[6:10], acc[6:10] = 1 << 30, 31, [-5, 5, -7, 7]  # exact .5 ties
+    a, m, s = (te.placeholder((n,), "int32") for _ in range(3))
+    out = te.compute((n,), lambda i: requantize(a(i).astype(acc_dtype), m(i), s(i), -2,
+                                                INT32_MIN, INT32_MAX))
+    f = tvm.compile(tvm.IRModule({"main": te.create_prim_func([a, m, s, out])}),
+                    target=tvm.target.Target({"kind": "llvm"}))
+    got = tvm.runtime.tensor(np.zeros(n, np.int64))
+    f(*(tvm.runtime.tensor(x) for x in (acc, m0, shift)), got)
+    np.testing.assert_array_equal(got.numpy(),
+                                  reference.requantize(acc, m0, shift, -2, INT32_MIN, INT32_MAX))
+
+
+@pytest.mark.parametrize("to", ["int8", "uint8"])
+def test_requantize_per_channel_ties_and_large_shifts(to: str) -> None:
+    case = IntGraph()
+    acc = np.array([[-5, 5, -7, 7, INT32_MIN, INT32_MAX], [-3, 3, -1, 1, 0, -2],
+                    [-(3 << 10), 3 << 10, -(5 << 20), 5 << 20, 77, -77]], np.int32)
+    x = case.input("acc", np.repeat(acc[:, None, :], 4, axis=1))  # [3, 4, 6], channels 4
+    m0 = np.array([1 << 30, (1 << 31) - 1, 1 << 30, 1500000000], np.int32)
+    shift = np.array([31, 32, 41, 50], np.int32)  # x/2, ~x/4, x/2^11 (ties), tiny
+    case.op("etch.Requantize", [x, case.const("m0", m0), case.const("shift", shift)], "y",
+            axis=1, zero_point=-4 if to == "int8" else 128, qmin=-128 if to == "int8" else 0,
+            qmax=127 if to == "int8" else 255, to=to)
+    run_tvm(case.outputs("y"))
+
+
+# ---- QGemm -------------------------------------------------------------------------------
+@pytest.mark.parametrize("adtype,bits,rows,n,scale", [
+    ("int8", 8, 3, 24, 1e-2), ("uint8", 8, 1, 20, 1e-2), ("int8", 4, 5, 40, 1e-2),
+    ("uint8", 4, 2, 16, 1e-2), ("int8", 8, 2, 16, 1.5)])
+def test_qgemm_requantized(adtype: str, bits: int, rows: int, n: int, scale: float) -> None:
+    case = IntGraph(bits)
+    k = 37
+    q = (1 << (bits - 1)) - 1
+    a = case.ints("a", adtype, (2, rows, k))
+    w = case.const("w", case.rng.integers(-q, q + 1, (k, n)).astype(np.int8))
+    bias = case.const("bias", case.rng.integers(-9000, 9000, n).astype(np.int32))
+    zero = case.const("a_zero", np.array(-9 if adtype == "int8" else 140, adtype))
+    acc = case.op("etch.QGemm", [a, w, bias, zero], "acc")
+    rules = run_tvm(case.outputs(case.requantize(acc, n, axis=-1, scale=scale)))
+    if AVX2:
+        assert rules == {"QDense": 1}
+
+
+def test_qgemm_group_multipliers_and_weight_zero_points() -> None:
+    case = IntGraph(2)
+    k, n, g = 32, 12, 8
+    a = case.ints("a", "uint8", (3, k))
+    w = case.const("w", case.rng.integers(-7, 8, (k, n)).astype(np.int8))
+    w_zero = case.const("w_zero", case.rng.integers(-2, 3, n).astype(np.int8))
+    mult = case.const("w_mult", case.rng.integers(1, 60, (k // g, n)).astype(np.int32))
+    acc = case.op("etch.QGemm", [a, w, "", case.const("z", np.uint8(128)), w_zero, mult],
+                  "acc", group_size=g)
+    run_tvm(case.outputs(acc))
+
+
+def test_qgemm_of_two_activations() -> None:
+    case = IntGraph(3)
+    a = case.ints("a", "int8", (2, 4, 9))
+    b = case.ints("b", "int8", (2, 9, 5))
+    acc = case.op("etch.QGemm", [a, b, "", case.const("za", np.int8(3)), "", ""], "acc")
+    run_tvm(case.outputs(acc))
+
+
+# ---- QConv -------------------------------------------------------------------------------
+CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
+    "3x3": ("int8", 8, 16, 6, 7, 3, {"pads": [1, 1, 1, 1]}, 8),
+    "stride2_uint8": ("uint8", 3, 16, 9, 9, 3, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, 8),
+    "grouped": ("int8", 32, 32, 5, 5, 3, {"pads": [1, 1, 1, 1], "group": 2}, 4),
+    "depthwise": ("int8", 16, 16, 6, 6, 3, {"pads": [1, 1, 1, 1], "group": 16}, 8),
+    "depthwise_stride2": ("uint8", 8, 8, 19, 17, 3, {"pads": [1, 1, 1, 1], "group": 8,
+                                                      "strides": [2, 2]}, 8),
+    "pointwise": ("int8", 16, 24, 4, 4, 1, {}, 8),
+    "partial_quads": ("int8", 6, 16, 5, 19, 3, {"pads": [1, 2, 0, 1]}, 8),
+    "grouped_partial_quads": ("uint8", 12, 16, 10, 10, 3, {"pads": [1, 1, 1, 1],
+                                                            "group": 2}, 8),
+    "dilated_4bit": ("int8", 8, 10, 9, 9, 3, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, 4),
+}
+
+
+def _qconv_case(name: str, requant: bool = True, extra: tuple = ()) -> IntGraph:
+    dtype, c, oc, h, w, k, attrs, bits = CONVS[name]
+    case = IntGraph(len(name))
+    x = case.ints("x", dtype, (1, c, h, w))
+    q = (1 << (bits - 1)) - 1
+    group = attrs.get("group", 1)
+    wt = case.const("w", case.rng.integers(-q, q + 1, (oc, c // group, k, k)).astype(np.int8))
+    bias = case.const("bias", case.rng.integers(-5000, 5000, oc).astype(np.int32))
+    zero = case.const("x_zero", np.array(-7 if dtype == "int8" else 130, dtype))
+    acc = case.op("etch.QConv", [x, wt, bias, zero, *extra], "acc", kernel_shape=[k, k],
+                  **attrs)
+    return case.outputs(case.requantize(acc, oc) if requant else acc)
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_qconv(name: str) -> None:
+    rules = run_tvm(_qconv_case(name))
+    if AVX2:
+        assert rules == ({"QDepthwise": 1} if name.startswith("depthwise") else {"QConv": 1})
+
+
+def test_qconv_int32_output_and_group_multipliers() -> None:
+    run_tvm(_qconv_case("3x3", requant=False))
+    case = IntGraph(5)
+    x = case.ints("x", "uint8", (1, 16, 5, 5))
+    w = case.const("w", case.rng.integers(-7, 8, (8, 16, 3, 3)).astype(np.int8))
+    mult = case.const("m", case.rng.integers(1, 30, (8, 4)).astype(np.int32))
+    wz = case.const("wz", case.rng.integers(-2, 3, 8).astype(np.int8))
+    acc = case.op("etch.QConv", [x, w, "", case.const("z", np.uint8(120)), wz, mult], "acc",
+                  kernel_shape=[3, 3], pads=[1, 1, 1, 1], group_size=4)
+    run_tvm(case.outputs(acc))
+
+
+def test_qconv_1d() -> None:
+    case = IntGraph(6)
+    x = case.ints("x", "int8", (1, 8, 11))
+    w = case.const("w", case.rng.integers(-127, 128, (16, 8, 3)).astype(np.int8))
+    acc = case.op("etch.QConv", [x, w, "", case.const("z", np.int8(5))], "acc",
+                  kernel_shape=[3], pads=[1, 1], strides=[2])
+    run_tvm(case.outputs(case.requantize(acc, 16)))
+
+
+@pytest.mark.parametrize("name", ["3x3", "grouped", "stride2_uint8", "depthwise"])
+def test_portable_kernels_without_avx2(name: str) -> None:
+    """mcpu x86-64 has no int8 dot product: the TE kernels run as they are, still exact."""
+    rules = run_tvm(_qconv_case(name), mcpu="x86-64")
+    assert "QConv" not in rules
+
+
+# ---- elementwise, pooling, Q/DQ ------------------------------------------------------------
+@pytest.mark.parametrize("to", ["int8", "uint8"])
+def test_qadd(to: str) -> None:
+    case = IntGraph(7)
+    a, b = case.ints("a", "int8", (2, 3, 4, 5)), case.ints("b", "int8", (1, 3, 1, 5))
+    lo, hi = (-128, 127) if to == "int8" else (0, 255)
+    y = case.op("etch.QAdd", [a, b], "y", a_zero=-128, b_zero=7, a_m0=1388937755,
+                a_shift=33, b_m0=1073741824, b_shift=31, m0=1623864644, shift=49,
+                left_shift=20, zero_point=-100 if to == "int8" else 10, qmin=lo, qmax=hi,
+                to=to)
+    run_tvm(case.outputs(y))
+
+
+def test_qsumpool_global_and_windowed() -> None:
+    case = IntGraph(8)
+    x = case.ints("x", "int8", (2, 3, 7, 6))
+    z = case.const("z", np.int8(-128))
+    g = case.op("etch.QSumPool", [x, z], "g", **{"global": 1})
+    w = case.op("etch.QSumPool", [x, z], "w", kernel_shape=[3, 2], strides=[2, 2],
+                pads=[1, 0, 1, 1])
+    run_tvm(case.outputs(g, w))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_table_and_clamp(dtype: str) -> None:
+    case = IntGraph(9)
+    x = case.ints("x", dtype, (2, 3, 17))
+    table = case.rng.integers(-128, 128, 256).astype(np.int8)
+    t = case.op("etch.Table", [x, case.const("table", table)], "t")
+    c = case.op("etch.Clamp", [x], "c", lo=-5 if dtype == "int8" else 10, hi=99)
+    run_tvm(case.outputs(t, c))
+
+
+def test_quantize_dequantize_linear() -> None:
+    case = IntGraph(10)
+    scale = np.float32(0.25)
+    ties = (np.arange(-70, 70, dtype=np.float32) + 0.5) * scale  # x / scale = k + 1/2
+    x = case.input("x", np.concatenate([ties, [1e9, -1e9, 0.0]]).astype(np.float32))
+    q8 = case.op("QuantizeLinear", [x, case.const("s", scale), case.const("z", np.int8(3))],
+                 "q8")
+    qu = case.op("QuantizeLinear", [x, case.const("s2", np.float32(0.3)),
+                                    case.const("z2", np.uint8(128))], "qu")
+    dq = case.op("DequantizeLinear", [q8, case.const("s3", np.float32(0.1)),
+                                      case.const("z3", np.int8(3))], "dq")
+    c = case.input("c", case.rng.normal(size=(2, 3, 4)).astype(np.float32))
+    per_axis = case.op("QuantizeLinear", [c, case.const("sa", np.float32([0.01, 0.02, 0.5])),
+                                          case.const("za", np.int8([0, -5, 9]))], "qa", axis=1)
+    run_tvm(case.outputs(q8, qu, dq, per_axis))
+
+
+# ---- kernels: instructions -----------------------------------------------------------------
+def _qgemm_asm(bits: int, mcpu: str | None) -> str:
+    case = IntGraph(11)
+    q = (1 << (bits - 1)) - 1
+    a = case.ints("a", "uint8", (4, 64))
+    w = case.const("w", case.rng.integers(-q, q + 1, (64, 32)).astype(np.int8))
+    case.outputs(case.op("etch.QGemm", [a, w], "acc"))
+    mod, _ = build(case.g, mcpu)
+    target_json, _ = targets.cpu_target(CompileOptions(target="cpu", mcpu=mcpu))
+    [kernel] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    lib = tvm.compile(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}),
+                      target=tvm.target.Target(target_json))
+    return lib.mod.inspect_source("asm")
+
+
+@pytest.mark.skipif(not AVX2, reason="the host has no AVX2")
+@pytest.mark.parametrize("bits", [8, 4])
+def test_avx2_kernels_use_pmaddubsw(bits: int) -> None:
+    asm = _qgemm_asm(bits, None)
+    assert re.search(r"vpmaddubsw\s+%ymm", asm) and re.search(r"vpmaddwd\s+%ymm", asm)
+
+
+@pytest.mark.parametrize("mcpu,width", [("icelake-server", "zmm"), ("alderlake", "ymm")])
+def test_vnni_kernels_use_vpdpbusd(mcpu: str, width: str) -> None:
+    """Cross-compiled only: VNNI runs where the CPU has it."""
+    assert re.search(rf"vpdpbusd\s+%{width}", _qgemm_asm(8, mcpu))
+
+
+# ---- the zoo, end to end -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory: pytest.TempPathFactory):
+    """name -> (calibration .npz path, three test inputs): the zoo sample and noisy copies."""
+    root = tmp_path_factory.mktemp("calib")
+
+    def make(name: str) -> tuple[Path, list[dict]]:
+        sample = zoo.load_sample(name)[0]
+        key, x = next(iter(sample.items()))
+        rng = np.random.default_rng(0)
+        noisy = [(x + rng.normal(0, 0.3, x.shape) * x.std()).astype(np.float32)
+                 for _ in range(7)]
+        path = root / f"{name}.npz"
+        np.savez(path, **{key: np.concatenate([x] + noisy)})
+        return path, [{key: x}] + [{key: v} for v in noisy[:2]]
+    return make
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_int8_bit_exact(name: str, calib) -> None:
+    path, inputs = calib(name)
+    opts = {"bits": 8, "int": True, "calib": str(path)}
+    cpu = compiler.compile(str(zoo.model_path(name)), target="cpu", **opts)
+    ref = compiler.compile(str(zoo.model_path(name)), target="ref", **opts)
+    assert {"QDense", "QConv"} & set(cpu.manifest["schedules"]) or not AVX2
+    for x in inputs:
+        assert_bitexact(cpu.run(x), ref.run(x))
+
+
+def test_zoo_w4a8_bit_exact(calib) -> None:
+    path, inputs = calib("resnet_block")
+    opts = {"bits": 4, "int": True, "calib": str(path)}
+    cpu = compiler.compile(str(zoo.model_path("resnet_block")), target="cpu", **opts)
+    ref = compiler.compile(str(zoo.model_path("resnet_block")), target="ref", **opts)
+    for x in inputs:
+        assert_bitexact(cpu.run(x), ref.run(x))
+
+
+# ---- weight-only ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name,group", [("digits_mlp", 32), ("digits_cnn", None),
+                                        ("mobilenet", 8)])
+def test_weight_only_matches_reference(name: str, group: int | None) -> None:
+    sample = zoo.load_sample(name)[0]
+    opts = {"bits": 4, "group_size": group}
+    cpu = compiler.compile(str(zoo.model_path(name)), target="cpu", **opts)
+    ref = compiler.compile(str(zoo.model_path(name)), target="ref", **opts)
+    assert "etch.Dequant" in cpu.manifest["op_counts"]
+    assert_close(cpu.run(sample), ref.run(sample), rtol=1e-4, atol=1e-5)
+
+
+def test_weight_only_library_holds_codes() -> None:
+    name = "gemv_k1024_n1024_b1"
+    path, sample = zoo.model_path(name), zoo.load_sample(name)[0]
+    art = compiler.compile(str(path), target="cpu", bits=4, group_size=32)
+    assert_close(art.run(sample), compiler.compile(str(path), target="ref", bits=4,
+                                                   group_size=32).run(sample), rtol=1e-4)
+    floats = compiler.compile(str(path), target="cpu")
+    size = lambda a: (a.path / a.manifest["library"]).stat().st_size
+    assert size(art) < 0.35 * size(floats)
+    mod = lower.to_irmodule(art.graph, pack=True, lanes=8)
+    consts = [c for c in _constants(mod["main"]) if c.dtype == "float32"]
+    assert max(c.size for c in consts) < 1024 * 1024 // 8  # scales only, no float weight
+
+
+def _constants(func: relax.Function) -> list[np.ndarray]:
+    found: list[np.ndarray] = []
+    relax.analysis.post_order_visit(
+        func, lambda e: found.append(e.value.numpy()) if isinstance(e, tvm.ir.expr.Constant)
+        and hasattr(e.value, "numpy") else None)
+    return found

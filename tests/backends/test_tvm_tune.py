@@ -1,0 +1,47 @@
+"""`--tune N`: MetaSchedule where this TVM build can run it, a clear error where it cannot."""
+
+from __future__ import annotations
+
+import pytest
+
+import compiler
+from backends.tvm import tune
+from compiler.errors import EtchError
+from tests.backends import tvm_cases
+from tests.golden import assert_close, run_ort
+
+
+def _tuner_or_skip() -> None:
+    try:
+        tune.check_tuner()
+    except EtchError as e:
+        pytest.skip(str(e))
+
+
+def test_tune_is_refused_clearly_or_works(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("ETCH_CACHE", str(tmp_path))
+    model, _ = tvm_cases.gelu()
+    try:
+        tune.check_tuner()
+    except EtchError:
+        with pytest.raises(EtchError, match="--tune"):
+            compiler.compile(model, target="cpu", tune=2)
+        return
+    assert "tuning/key.txt" in compiler.compile(model, target="cpu", tune=2).manifest["files"]
+
+
+@pytest.mark.slow
+def test_tuned_database_is_cached_and_reused(monkeypatch, tmp_path) -> None:
+    _tuner_or_skip()
+    monkeypatch.setenv("ETCH_CACHE", str(tmp_path))
+    model, inputs = tvm_cases.linear()
+    art = compiler.compile(model, target="cpu", tune=8)
+    assert_close(art.run(inputs), run_ort(model, inputs), rtol=1e-3, atol=1e-4)
+    assert any(f.startswith("tuning/") for f in art.manifest["files"])
+
+    def no_search(*args: object) -> None:
+        raise AssertionError("the cached database should have been reused")
+
+    monkeypatch.setattr(tune, "_search", no_search)
+    again = compiler.compile(model, target="cpu", tune=8)
+    assert again.manifest["files"]["tuning/key.txt"] == art.manifest["files"]["tuning/key.txt"]
