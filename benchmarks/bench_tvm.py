@@ -67,12 +67,18 @@ def best_latency_us(fn: Runner, seconds: float) -> float:
     return best
 
 
-def etch_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, object]:
+def etch_runner(path: str, inputs: dict, threads: int,
+                fuse: bool = True) -> tuple[Runner, object]:
     """etch's cpu artifact for the model, and the artifact (for its manifest)."""
     import compiler
 
-    art = compiler.compile(path, target="cpu", threads=threads)
+    art = compiler.compile(path, target="cpu", threads=threads, fuse=fuse)
     return (lambda: art.run(inputs)), art
+
+
+def etch_nofuse_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, object]:
+    """etch without layer fusion (`--no-fuse`): shows what fusion is worth."""
+    return etch_runner(path, inputs, threads, fuse=False)
 
 
 def ort_runner(path: str, inputs: dict, threads: int) -> Runner:
@@ -117,7 +123,8 @@ def _import_everything() -> None:
     import runtime.tvm_executor  # noqa: F401
 
 
-RUNNERS = {"etch": etch_runner, "ort": ort_runner, "tvm_frontend": tvm_frontend_runner}
+RUNNERS = {"etch": etch_runner, "etch_nofuse": etch_nofuse_runner, "ort": ort_runner,
+           "tvm_frontend": tvm_frontend_runner}
 
 
 def worker(runtime: str, name: str, threads: int, seconds: float) -> dict:
@@ -131,7 +138,7 @@ def worker(runtime: str, name: str, threads: int, seconds: float) -> dict:
     built = RUNNERS[runtime](path, inputs, threads)
     row = {"compile_s": round(time.perf_counter() - t0, 2)}
     fn = built[0] if isinstance(built, tuple) else built
-    if runtime == "etch":
+    if runtime.startswith("etch"):
         got, art = fn(), built[1]
         row["max_abs_err_vs_ort"] = max(float(np.max(np.abs(got[k] - expected[k])))
                                         for k in expected)
@@ -172,8 +179,10 @@ def bench_model(name: str, threads: int, seconds: float) -> dict:
         row[f"{runtime}_us"] = best.pop("us")
         row[f"{runtime}_compile_s"] = min(r["compile_s"] for r in ok)
         best.pop("compile_s")
+        if runtime == "etch_nofuse":  # only its kernel count is new; etch's row keeps the rest
+            best = {"unfused_kernels": best.get("kernels")}
         row.update(best)
-    for runtime in ("etch", "tvm_frontend"):
+    for runtime in ("etch", "etch_nofuse", "tvm_frontend"):
         if f"{runtime}_us" in row and "ort_us" in row:
             row[f"{runtime}_vs_ort"] = round(row[f"{runtime}_us"] / row["ort_us"], 3)
     return row
@@ -199,16 +208,24 @@ def table(result: dict) -> str:
     """The result as a text table: latencies (us), ratios to ORT, compile seconds."""
     head = (f"etch cpu vs ONNX Runtime vs TVM ONNX frontend -- {result['cpu']} "
             f"({result['mcpu']}), {result['threads']} threads, batch 1")
-    cols = f"{'model':<22}{'etch us':>10}{'ORT us':>10}{'TVM-fe us':>11}{'etch/ORT':>10}" \
-           f"{'fe/ORT':>9}{'etch s':>8}{'fe s':>7}"
+    cols = (f"{'model':<22}{'etch us':>9}{'unfused':>9}{'ORT us':>9}{'TVM-fe us':>11}"
+            f"{'etch/ORT':>9}{'unf/ORT':>8}{'fe/ORT':>8}{'kernels':>9}{'etch s':>7}{'fe s':>6}")
     lines = [head, cols, "-" * len(cols)]
     for name, r in result["models"].items():
-        fe = r.get("tvm_frontend_us")
-        lines.append(f"{name:<22}{r['etch_us']:>10.1f}{r['ort_us']:>10.1f}"
-                     f"{fe if fe is not None else float('nan'):>11.1f}"
-                     f"{r['etch_vs_ort']:>10.2f}{r.get('tvm_frontend_vs_ort', float('nan')):>9.2f}"
-                     f"{r['etch_compile_s']:>8.1f}{r.get('tvm_frontend_compile_s', float('nan')):>7.1f}")
+        lines.append(_row(name, r))
     return "\n".join(lines)
+
+
+def _row(name: str, r: dict) -> str:
+    def g(key: str) -> float:
+        v = r.get(key)
+        return float("nan") if v is None else float(v)
+
+    kernels = f"{r.get('kernels', '?')}/{r.get('unfused_kernels', '?')}"
+    return (f"{name:<22}{g('etch_us'):>9.1f}{g('etch_nofuse_us'):>9.1f}{g('ort_us'):>9.1f}"
+            f"{g('tvm_frontend_us'):>11.1f}{g('etch_vs_ort'):>9.2f}{g('etch_nofuse_vs_ort'):>8.2f}"
+            f"{g('tvm_frontend_vs_ort'):>8.2f}{kernels:>9}{g('etch_compile_s'):>7.1f}"
+            f"{g('tvm_frontend_compile_s'):>6.1f}")
 
 
 if __name__ == "__main__":  # the per-runtime worker process of `_spawn`
