@@ -26,6 +26,7 @@ class Config:
     target: str
     options: dict[str, Any] = field(default_factory=dict)
     runs_here: Callable[[], str | None] = lambda: None  # None, or why it cannot run here
+    note: str = ""
 
 
 def _no_gpu() -> str | None:
@@ -45,7 +46,8 @@ CONFIGS = [
     Config("ref (numpy, float)", "ref"),
     Config("cpu (TVM llvm, float)", "cpu"),
     Config("cuda (TVM, float)", "cuda", runs_here=_no_gpu),
-    Config("edge (aarch64, qemu)", "edge", runs_here=_no_qemu),
+    Config("edge (aarch64, qemu)", "edge", runs_here=_no_qemu,
+           note="latency is qemu-user emulation plus a process start, not a board"),
     Config("ref W8A8 int", "ref", {"bits": 8, "int": True, "calib": "@digits"}),
     Config("ref W4A8 int", "ref", {"bits": 4, "int": True, "calib": "@digits"}),
     Config("cpu W4 weight-only", "cpu", {"bits": 4, "group_size": 16}),
@@ -81,7 +83,7 @@ def _evaluate(cfg: Config, model: str, path: Path, tmp: Path) -> Row:
     options = dict(cfg.options)
     if options.get("calib") == "@digits":
         options["calib"] = _calib_file(model, tmp)
-    row = Row(cfg.label)
+    row = Row(cfg.label, note=cfg.note)
     art = driver.compile(str(path), cfg.target, **options)
     saved = art.save(tmp / cfg.label.split()[0])
     row.passes = ",".join(p["name"] for p in art.manifest["passes"] if p["changed"]) or "-"

@@ -2,9 +2,10 @@
 
 Kernels (compiler/ops/etch_int.py has the semantics):
 - "qdense" (CPU, constant weights whose codes, with w_zero and w_mult folded in at compile
-  time, fit int8): the weight is packed [N/NL, K/4, NL, 4] so that a tensor intrinsic of the
-  schedule (`schedules/int_cpu.py`: vpdpbusd, or vpmaddubsw + vpmaddwd) takes 4 activations
-  against NL output columns. The intrinsics multiply uint8 by int8, so activations are taken
+  time, fit int8): the weight is packed [N/NL, K/4, NL, 4] so that one x86 dot-product step
+  (`schedules/int_intrin.py`: vpdpbusd, or vpmaddubsw + vpmaddwd) takes 4 activations
+  against NL output columns; `schedules/int_cpu.py` swaps this TE kernel for a hand-scheduled
+  one on x86. The steps multiply uint8 by int8, so activations are taken
   in the "u8 domain" (uint8 as they are, int8 as a + 128, an xor of the sign bit) and the
   zero point moves into the bias at compile time:
       sum_k (a_k - z) w_kn + bias_n = sum_k u_k w_kn + (bias_n - z_u sum_k w_kn).

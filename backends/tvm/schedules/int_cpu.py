@@ -1,8 +1,9 @@
 """CPU schedule rules for the integer anchors of `lower/int_gemm.py` and `lower/int_conv.py`.
 
 - QDense ("qdense": [M, K] x [N/NL, K/4, NL, 4], tiles of rows x NL-output vectors),
-  QConv ("qconv2d": tiles of output channels x vectors of NL output columns): where the CPU has an x86 int8 dot product
-  (`int_intrin.choose`: vpdpbusd, vpmaddubsw + vpmaddwd), the TE kernel is replaced by the
+  QConv ("qconv2d": tiles of output channels x vectors of NL output columns): where the
+  CPU has an x86 int8 dot product (`int_intrin.choose`: vpdpbusd, vpmaddubsw + vpmaddwd),
+  the TE kernel is replaced by the
   hand-scheduled kernel of `int_kernels` (same parameters and result): register tiles of
   int32 accumulators, the reduction outside the tile, the requantising epilogue per tile.
   Elsewhere the rule does not apply and the generic rules run the TE kernel as it is.
