@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -100,6 +101,8 @@ def compile(model: Any, target: str = "cpu", *, progress: Callable[[str], None] 
         raise EtchError(f"unknown compile option(s): {', '.join(sorted(unknown))}")
     opts = CompileOptions(target=target, **options)
     opts.validate()
+    if importlib.util.find_spec(BACKENDS[target]) is None:
+        raise EtchError(f"the {target} target is not built yet in this version of etch")
     t0 = time.perf_counter()
     say = progress or (lambda s: None)
     say("import")

@@ -55,6 +55,9 @@ class CompileOptions:
             raise EtchError("--quant gptq needs calibration data: pass --calib DATA.npz")
         if self.int and self.target not in ("cpu", "edge", "ref", "verilog"):
             raise EtchError(f"--int runs the integer graph on cpu/edge; not on {self.target}")
+        if self.lut:
+            raise EtchError("--lut: the LUT bit-serial GEMM kernels are not built yet; "
+                            "use --bits B without --lut for weight-only kernels")
         if self.tune < 0:
             raise EtchError("--tune takes a number of trials >= 0")
 

@@ -149,3 +149,15 @@ def test_inspect(tmp_path: Path) -> None:
     r = etch("inspect", _mlp(tmp_path / "m.onnx"))
     assert r.returncode == 0, r.stderr
     assert "MatMul" in r.stdout and "12 parameters" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--target", "verilog"], "not built yet"),
+    (["--bits", "4", "--lut"], "--lut"),
+    (["--bits", "9"], "--bits 9"),
+    (["--quant", "gptq", "--bits", "4"], "--calib"),
+])
+def test_unavailable_settings_are_one_clear_error(tmp_path: Path, args: list, needle: str) -> None:
+    model = _mlp(tmp_path / "m.onnx")
+    _assert_one_line_error(etch("compile", model, *args, "-o", tmp_path / "a"), needle)
+    assert not (tmp_path / "a").exists()
