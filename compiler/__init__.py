@@ -10,7 +10,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def compile(model: Any, target: str = "cpu", **options: Any) -> Any:  # noqa: A001
+def compile(model: Any, target: str = "cpu", **options: Any) -> Any:
     """Compile an ONNX model (path or ModelProto) for `target`; see `compiler.driver.compile`."""
     from compiler import driver
 

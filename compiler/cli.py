@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -61,12 +61,11 @@ def _compile_options(a: argparse.Namespace) -> dict:
         rows, cols = (int(x) for x in a.array.lower().split("x"))
     except ValueError:
         raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
-    return dict(input_shapes=dict(parse_shape(s) for s in a.input_shape), bits=a.bits,
-                ternary=a.ternary, group_size=a.group_size, quant=a.quant, per=a.per,
-                calib=a.calib, int=a.int, lut=a.lut, rearrange=a.rearrange, engine=a.engine,
-                pe=a.pe, array=(rows, cols), area=a.area, tune=a.tune, fuse=not a.no_fuse,
-                threads=a.threads, mcpu=a.mcpu, dump_dir=a.dump_dir,
-                print_after=a.print_after)
+    same = ("bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut", "rearrange",
+            "engine", "pe", "area", "tune", "threads", "mcpu", "dump_dir", "print_after")
+    return {**{k: getattr(a, k) for k in same},
+            "input_shapes": dict(parse_shape(s) for s in a.input_shape),
+            "array": (rows, cols), "fuse": not a.no_fuse}
 
 
 def cmd_compile(a: argparse.Namespace) -> int:

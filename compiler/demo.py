@@ -11,9 +11,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def _no_gpu() -> str | None:
         import tvm
 
         return None if tvm.cuda(0).exist else "built only: no CUDA device here"
-    except Exception as e:  # a missing driver shows up as many kinds of error
+    except Exception as e:  # noqa: BLE001 -- a missing driver shows up as many kinds of error
         return f"built only: {type(e).__name__}"
 
 
@@ -109,10 +110,10 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def render(rows: list[Row], model: str, float_acc: float, ort_acc: float) -> str:
-    lines = [f"etch demo: {model}  (float PyTorch accuracy {float_acc:.4f}, "
-             f"ONNX Runtime {ort_acc:.4f})",
-             f"{'configuration':<24}{'max|err| vs ORT':>16}{'top-1':>8}{'latency ms':>12}"
-             f"{'size KB':>10}  passes / note"]
+    lines = [(f"etch demo: {model}  (float PyTorch accuracy {float_acc:.4f}, "
+              f"ONNX Runtime {ort_acc:.4f})"),
+             (f"{'configuration':<24}{'max|err| vs ORT':>16}{'top-1':>8}{'latency ms':>12}"
+              f"{'size KB':>10}  passes / note")]
     for r in rows:
         lines.append(f"{r.label:<24}{_fmt(r.max_err, '.2e'):>16}{_fmt(r.accuracy, '.4f'):>8}"
                      f"{_fmt(r.latency_ms, '.3f'):>12}{_fmt(r.size_kb, '.1f'):>10}  "
@@ -136,7 +137,7 @@ def main(model: str = "digits_mlp") -> int:
                 rows.append(_evaluate(cfg, model, path, Path(tmp)))
             except EtchError as e:
                 rows.append(Row(cfg.label, note=f"not available: {e}"))
-            except Exception as e:  # a bug in one backend must not hide the other rows
+            except Exception as e:  # noqa: BLE001 -- one backend's bug must not hide the rest
                 rows.append(Row(cfg.label, note=f"FAILED: {type(e).__name__}: {e}"[:160]))
     print(render(rows, model, zoo.float_accuracy(model), accuracy.ort_accuracy(model)))
     return 0

@@ -17,8 +17,9 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,9 +70,9 @@ class Artifact:
 def save_dir(src: Path, dest: Path) -> Path:
     """Copy directory `src` to `dest` atomically: write beside it, then rename."""
     dest = dest.resolve()
-    if dest.exists() and not (dest / "manifest.json").is_file():
-        if dest.is_file() or any(dest.iterdir()):
-            raise EtchError(f"{dest} exists and is not an etch artifact; not overwriting it")
+    foreign = dest.exists() and not (dest / "manifest.json").is_file()
+    if foreign and (dest.is_file() or any(dest.iterdir())):
+        raise EtchError(f"{dest} exists and is not an etch artifact; not overwriting it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -90,7 +91,7 @@ def save_dir(src: Path, dest: Path) -> Path:
 
 
 def compile(model: Any, target: str = "cpu", *, progress: Callable[[str], None] | None = None,
-            **options: Any) -> Artifact:  # noqa: A001
+            **options: Any) -> Artifact:
     """Compile `model` (path, bytes or ModelProto) for `target`.
 
     Options are `CompileOptions` fields (bits=4, lut=True, int=True, ...). Raises EtchError on

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Mapping
+from collections.abc import Mapping
 
 from compiler import onnx_import
 from compiler.ir import Graph
@@ -28,8 +28,8 @@ def report(model: str, input_shapes: Mapping[str, tuple[int, ...]]) -> str:
 
 
 def render(graph: Graph) -> str:
-    lines = [f"model {graph.name}: opset {graph.opset}, {len(graph.nodes)} nodes, "
-             f"{graph.param_count():,} parameters"]
+    lines = [(f"model {graph.name}: opset {graph.opset}, {len(graph.nodes)} nodes, "
+              f"{graph.param_count():,} parameters")]
     for kind, names in (("input", graph.inputs), ("output", graph.outputs)):
         for n in names:
             v = graph.values[n]

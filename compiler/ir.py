@@ -14,8 +14,9 @@ Invariants (checked by `Graph.verify`):
 from __future__ import annotations
 
 import copy
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -135,10 +136,11 @@ class Graph:
         self.values[value.name] = value
         return value
 
-    def add_const(self, name: str, data: np.ndarray) -> Value:
-        """Add a constant with a fresh name derived from `name`."""
+    def add_const(self, name: str, data: np.ndarray, avoid: Container[str] = ()) -> Value:
+        """Add a constant with a fresh name derived from `name` (see `fresh`)."""
         arr = np.asarray(data)
-        return self.add_value(Value(self.fresh(name), tuple(arr.shape), arr.dtype.name, arr))
+        return self.add_value(Value(self.fresh(name, avoid), tuple(arr.shape), arr.dtype.name,
+                                    arr))
 
     def add_node(self, node: Node, index: int | None = None) -> Node:
         """Insert a node (at the end, or before position `index`); names it if unnamed."""
@@ -150,14 +152,14 @@ class Graph:
     def remove_node(self, node: Node) -> None:
         self.nodes.remove(node)
 
-    def fresh(self, base: str) -> str:
-        """A value name not yet used, derived from `base`."""
-        if base not in self.values:
-            return base
-        i = 1
-        while f"{base}_{i}" in self.values:
+    def fresh(self, base: str, avoid: Container[str] = ()) -> str:
+        """A value name used neither here nor in `avoid` (e.g. the graph being rewritten
+        into this one): `base`, else `base_1`, `base_2`, ..."""
+        name, i = base, 0
+        while name in self.values or name in avoid:
             i += 1
-        return f"{base}_{i}"
+            name = f"{base}_{i}"
+        return name
 
     def fresh_node_name(self, base: str) -> str:
         used = {n.name for n in self.nodes}

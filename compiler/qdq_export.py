@@ -49,17 +49,10 @@ class _Writer:
         self.dq_cache: dict[str, str] = {}
 
     def fresh(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.out.values or name in self.src.values:
-            i += 1
-            name = f"{base}_{i}"
-        return name
+        return self.out.fresh(base, avoid=self.src.values)
 
     def const(self, base: str, data: np.ndarray) -> str:
-        arr = np.asarray(data)
-        name = self.fresh(base)
-        self.out.add_value(Value(name, tuple(arr.shape), arr.dtype.name, arr))
-        return name
+        return self.out.add_const(base, data, avoid=self.src.values).name
 
     def node(self, op: str, inputs: list[str], attrs: dict | None = None, like: str = "",
              out: str | None = None, dtype: str = "float32") -> str:

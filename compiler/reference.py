@@ -7,7 +7,7 @@ from `compiler.ops`. Float ops follow ONNX; integer ops (`etch.QGemm`, `etch.Req
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

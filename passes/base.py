@@ -8,8 +8,8 @@ reason why not (kept for `--explain`), `rewrite(graph, node)` edits the graph in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node

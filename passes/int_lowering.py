@@ -95,17 +95,10 @@ class Lowering:
 
     # ---- values -------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.dst.values or name in self.src.values:
-            i += 1
-            name = f"{base}_{i}"
-        return name
+        return self.dst.fresh(base, avoid=self.src.values)
 
     def const(self, base: str, data: np.ndarray) -> str:
-        name = self.fresh(base)
-        arr = np.asarray(data)
-        self.dst.add_value(Value(name, tuple(arr.shape), arr.dtype.name, arr))
-        return name
+        return self.dst.add_const(base, data, avoid=self.src.values).name
 
     def is_const(self, name: str) -> bool:
         return bool(name) and self.src.values[name].is_const

@@ -16,7 +16,7 @@ ETCH = [sys.executable, "-m", "compiler.cli"]
 
 def etch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*ETCH, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 def _mlp(path: Path, batch: int | str = 1, op: str = "Relu") -> Path:

@@ -111,16 +111,26 @@ def _padded_input(x: te.Tensor, sp: ConvSpec, ph: int, pw: int, split: int) -> t
                       lambda n, c, i, p, q: value(n, c, i, q * split + p), name="pad")
 
 
+def conv_geometry(ctx: LowerCtx, sp: ConvSpec) -> tuple[int, int, int, int, int]:
+    """The direct convolution's tiling: (output-channel block, vector width along the output
+    row, padded output width, padded input height and width). Shared by the float and the
+    weight-only (in-kernel dequantisation) convolutions, which must tile alike."""
+    ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
+    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes) if ctx.pack else (1, sp.ow)
+    ocb = 1 if icg == 1 else ocb
+    owp = tiles.padded(sp.ow, vw)
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+    ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (owp - 1) * sw + (sp.kw - 1) * dw + 1
+    return ocb, vw, owp, ph, pw
+
+
 def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
            epi: Epilogue) -> relax.Expr:
     """Emit the direct convolution of x [N, C, H, W] with constant w, then the epilogue."""
     ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
+    ocb, vw, owp, ph, pw = conv_geometry(ctx, sp)
     depthwise = icg == 1
-    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes) if ctx.pack else (1, sp.ow)
-    ocb = 1 if depthwise else ocb
-    owp = tiles.padded(sp.ow, vw)
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
-    ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (owp - 1) * sw + (sp.kw - 1) * dw + 1
     weight = ctx.array(pack_conv(w, ocb) if ocb > 1 else w)
 
     split = sw if ctx.pack and sw > 1 else 1

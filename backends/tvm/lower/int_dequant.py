@@ -25,7 +25,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx, Operands
-from backends.tvm.lower.conv import conv_spec, lower_conv, pack_conv
+from backends.tvm.lower.conv import conv_geometry, conv_spec, lower_conv, pack_conv
 from backends.tvm.lower.epilogue import Epilogue, add_operand, from_steps
 from backends.tvm.lower.fused import lower_fused
 from backends.tvm.lower.linear import lower_gemm, lower_matmul, pack_dense
@@ -228,12 +228,9 @@ def dq_conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
 def _dq_conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, sp, dw: DqWeight,
                epi: Epilogue) -> relax.Expr:
     ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
+    ocb, vw, owp, ph, pw = conv_geometry(ctx, sp)
     depthwise = icg == 1
-    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes) if ctx.pack else (1, sp.ow)
-    ocb = 1 if depthwise else ocb
-    owp = tiles.padded(sp.ow, vw)
     (sh, sw), (dh, dw_) = sp.stride, sp.dilation
-    ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (owp - 1) * sw + (sp.kw - 1) * dw_ + 1
     codes = ctx.array(pack_conv(dw.q, ocb) if ocb > 1 else dw.q)
     params = _operands(ctx, dw)
 
