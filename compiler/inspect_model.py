@@ -28,7 +28,8 @@ def report(model: str, input_shapes: Mapping[str, tuple[int, ...]]) -> str:
 
 
 def render(graph: Graph) -> str:
-    lines = [(f"model {graph.name}: opset {graph.opset}, {len(graph.nodes)} nodes, "
+    source = graph.metadata.get("etch.source_opset", str(graph.opset))
+    lines = [(f"model {graph.name}: opset {source}, {len(graph.nodes)} nodes, "
               f"{graph.param_count():,} parameters")]
     for kind, names in (("input", graph.inputs), ("output", graph.outputs)):
         for n in names:

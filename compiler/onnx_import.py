@@ -87,6 +87,7 @@ def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
         _import_node(graph, node_proto, i, opset)
     # Every node is now in its opset-21 form (the upgrade hooks), so the graph is opset 21.
     graph.opset = max(opset, MAX_OPSET)
+    graph.metadata["etch.source_opset"] = str(opset)
     graph.outputs = [o.name for o in proto.graph.output]
     for o in graph.outputs:
         if o not in graph.values:
