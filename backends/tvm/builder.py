@@ -55,10 +55,11 @@ def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     target = tvm.target.Target(target_json)
     t0 = time.perf_counter()
     mod = lower.to_irmodule(graph, pack=True, lanes=info.lanes)
-    mod = schedules.apply_rules(_maybe_tune(mod, target, opts, out), target)
+    mod, tuning = _maybe_tune(mod, target, opts, out)
+    mod = schedules.apply_rules(mod, target)
     t1 = time.perf_counter()
     compile_module(mod, target, out)
-    return {"runtime": "tvm", "device": "cpu", "library": LIBRARY, "entry": "main",
+    return {**tuning, "runtime": "tvm", "device": "cpu", "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
             "vector_lanes": info.lanes, "threads": opts.threads,
             "kernels": kernel_count(mod), "schedules": schedules.rule_names(mod),
@@ -71,21 +72,24 @@ def build_cuda(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     target_json = targets.cuda_target(opts)
     target = tvm.target.Target(target_json)
     mod = lower.to_irmodule(graph, pack=False, lanes=1)  # plain layouts and reductions for dlight
-    mod = schedules.apply_rules(_maybe_tune(mod, target, opts, out), target)
+    mod, tuning = _maybe_tune(mod, target, opts, out)
+    mod = schedules.apply_rules(mod, target)
     compile_module(mod, target, out)
-    return {"runtime": "tvm", "device": "cuda", "library": LIBRARY, "entry": "main",
+    return {**tuning, "runtime": "tvm", "device": "cuda", "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "kernels": kernel_count(mod),
             "schedules": schedules.rule_names(mod)}
 
 
 def _maybe_tune(mod: tvm.IRModule, target: tvm.target.Target, opts: CompileOptions,
-                out: Path) -> tvm.IRModule:
-    """MetaSchedule with opts.tune trials (cached by content), or `mod` unchanged."""
+                out: Path) -> tuple[tvm.IRModule, dict]:
+    """MetaSchedule with opts.tune trials (cached by content), or `mod` unchanged; with the
+    manifest entries ({"tuning": {...}} when tuned)."""
     if not opts.tune:
-        return mod
+        return mod, {}
     from backends.tvm import tune
 
-    return tune.tune(mod, target, opts.tune, out)
+    mod, info = tune.tune(mod, target, opts.tune, out)
+    return mod, {"tuning": info}
 
 
 def build_edge_target(graph: Graph, opts: CompileOptions, out: Path) -> dict:
