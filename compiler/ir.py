@@ -26,6 +26,16 @@ from compiler.errors import EtchError
 Shape = tuple[int, ...]
 
 
+def code_range(bits: int, kind: str = "int", signed: bool = True) -> tuple[int, int]:
+    """(qmin, qmax) of a code set: b-bit two's complement or unsigned; binary {-1,+1} and
+    ternary {-1,0,+1} span [-1, 1]."""
+    if kind in ("binary", "ternary"):
+        return -1, 1
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
 @dataclass
 class QuantParams:
     """How a value's integers map to reals: x = scale * (q - zero_point).
@@ -45,17 +55,11 @@ class QuantParams:
 
     @property
     def qmin(self) -> int:
-        if self.kind == "binary":
-            return -1
-        if self.kind == "ternary":
-            return -1
-        return -(1 << (self.bits - 1)) if self.signed else 0
+        return code_range(self.bits, self.kind, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        if self.kind in ("binary", "ternary"):
-            return 1
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return code_range(self.bits, self.kind, self.signed)[1]
 
     def describe(self) -> str:
         per = "tensor" if self.axis is None else f"axis {self.axis}"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler.ir import code_range
+
 RATIOS = np.linspace(1.0, 0.3, 36)
 
 
@@ -31,15 +33,11 @@ class Scheme:
 
     @property
     def qmin(self) -> int:
-        if self.kind in ("binary", "ternary"):
-            return -1
-        return -(1 << (self.bits - 1)) if self.symmetric else 0
+        return code_range(self.bits, self.kind, self.symmetric)[0]
 
     @property
     def qmax(self) -> int:
-        if self.kind in ("binary", "ternary"):
-            return 1
-        return (1 << (self.bits - 1)) - 1 if self.symmetric else (1 << self.bits) - 1
+        return code_range(self.bits, self.kind, self.symmetric)[1]
 
     @property
     def dtype(self) -> str:
