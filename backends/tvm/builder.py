@@ -17,6 +17,7 @@ from tvm import relax
 
 from backends.tvm import lower, schedules
 from backends.tvm import target as targets
+from backends.tvm.schedules import cpu as cpu_rules
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
@@ -96,10 +97,11 @@ def build_edge_target(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     """The edge artifact: aarch64 (NEON) cross-compiled; the runner's plan for qemu."""
     from backends.tvm import edge
 
-    # NEON has 4 float lanes; the cpu rules schedule for the aarch64 target, and the edge
+    # the cpu rules schedule for the aarch64 target (NEON: 4 float lanes), and the edge
     # pipeline leaves kernels they scheduled alone (dlight handles the rest).
     target = tvm.target.Target(edge.edge_target(opts.mcpu))
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=4), target)
+    lanes = cpu_rules.lanes(target)
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target)
     entries = edge.build_edge(mod, out, mcpu=opts.mcpu)
     return {**entries, "entry": "main", "kernels": kernel_count(mod)}
 

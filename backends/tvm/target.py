@@ -4,13 +4,17 @@
 with LLVM (`llvm_get_system_cpu`) unless `--mcpu` names one. LLVM knows the features of a CPU
 *model*; a virtual machine may hide some of them (AVX-512 masked by the hypervisor), so when the
 CPU is detected we intersect with the flags the kernel reports in /proc/cpuinfo and switch the
-missing ones off with `mattr`. `cuda_target(opts)` -> {"kind": "cuda", "arch": "sm_80",
+missing ones off with `mattr`. An explicit `--mcpu` is taken as it is: its features are the CPU
+model's, whatever the host has, so a build for another machine gets that machine's kernels.
+Lowering and schedule rules both take the vector width from the target's features
+(`float_lanes`). `cuda_target(opts)` -> {"kind": "cuda", "arch": "sm_80",
 "host": <llvm>}: it builds with nvcc and needs no GPU.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,15 @@ VECTOR_FEATURES = {"sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma
 DEFAULT_CUDA_ARCH = "sm_80"
 
 
+def float_lanes(features: Iterable[str]) -> int:
+    """float32 lanes of the kernels' vectors on a target with LLVM `features`: 16 with
+    AVX-512, 8 with AVX/AVX2, else 4 (SSE, NEON)."""
+    features = set(features)
+    if "avx512f" in features:
+        return 16
+    return 8 if features & {"avx", "avx2"} else 4
+
+
 @dataclass(frozen=True)
 class CpuInfo:
     """What the schedules need to know about the CPU: its name, features and vector width."""
@@ -35,10 +48,8 @@ class CpuInfo:
 
     @property
     def lanes(self) -> int:
-        """float32 lanes of one vector register (16 with AVX-512, 8 with AVX2, else 4)."""
-        if "avx512f" in self.features:
-            return 16
-        return 8 if "avx2" in self.features or "avx" in self.features else 4
+        """float32 lanes of the kernels' vectors (`float_lanes` of the features)."""
+        return float_lanes(self.features)
 
 
 def default_threads() -> int:

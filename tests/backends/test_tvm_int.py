@@ -28,6 +28,7 @@ from compiler.onnx_import import infer_outputs
 from compiler.options import CompileOptions
 from compiler.reference import quantize_multiplier
 from models import zoo
+from tests.backends import isa
 from tests.golden import assert_bitexact, assert_close
 
 ZOO = ["digits_mlp", "digits_cnn", "resnet_block", "mobilenet"]
@@ -286,32 +287,38 @@ def test_quantize_dequantize_linear() -> None:
     run_tvm(case.outputs(q8, qu, dq, per_axis))
 
 
-# ---- kernels: instructions -----------------------------------------------------------------
-def _qgemm_asm(bits: int, mcpu: str | None) -> str:
+# ---- kernels: instructions (compiled for a named CPU: any host) -------------------------------
+INT8_DOT = {  # mcpu -> the int8 dot-product instructions its QGemm kernel must use
+    "znver3": ("vpmaddubsw", "vpmaddwd", "ymm"),          # AVX2
+    "skylake-avx512": ("vpmaddubsw", "vpmaddwd", "zmm"),  # AVX-512BW without VNNI
+    "sapphirerapids": ("vpdpbusd", "vpdpbusd", "zmm"),    # AVX-512 VNNI
+    "znver4": ("vpdpbusd", "vpdpbusd", "zmm"),
+    "alderlake": ("vpdpbusd", "vpdpbusd", "ymm"),         # AVX-VNNI (256 bits)
+}
+
+
+def _qgemm_asm(bits: int, mcpu: str) -> str:
     case = IntGraph(11)
     q = (1 << (bits - 1)) - 1
     a = case.ints("a", "uint8", (4, 64))
     w = case.const("w", case.rng.integers(-q, q + 1, (64, 32)).astype(np.int8))
     case.outputs(case.op("etch.QGemm", [a, w], "acc"))
-    mod, _ = build(case.g, mcpu)
-    target_json, _ = targets.cpu_target(CompileOptions(target="cpu", mcpu=mcpu))
-    [kernel] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    lib = tvm.compile(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}),
-                      target=tvm.target.Target(target_json))
-    return lib.mod.inspect_source("asm")
+    asm = isa.compile_graph(case.g, mcpu)
+    assert asm.rules == {"QDense": 1}
+    [code] = asm.kernels.values()
+    return code
 
 
-@pytest.mark.skipif(not AVX2, reason="the host has no AVX2")
-@pytest.mark.parametrize("bits", [8, 4])
-def test_avx2_kernels_use_pmaddubsw(bits: int) -> None:
-    asm = _qgemm_asm(bits, None)
-    assert re.search(r"vpmaddubsw\s+%ymm", asm) and re.search(r"vpmaddwd\s+%ymm", asm)
-
-
-@pytest.mark.parametrize("mcpu,width", [("icelake-server", "zmm"), ("alderlake", "ymm")])
-def test_vnni_kernels_use_vpdpbusd(mcpu: str, width: str) -> None:
-    """Cross-compiled only: VNNI runs where the CPU has it."""
-    assert re.search(rf"vpdpbusd\s+%{width}", _qgemm_asm(8, mcpu))
+@pytest.mark.parametrize("mcpu", sorted(INT8_DOT))
+@pytest.mark.parametrize("bits", [8, 4])  # 8: the exact "split" step; 4: plain madd / vnni
+def test_int8_kernels_use_the_cpus_dot_product(mcpu: str, bits: int) -> None:
+    """The QGemm kernel's instructions follow the named CPU's features, not the host's."""
+    first, second, reg = INT8_DOT[mcpu]
+    asm = _qgemm_asm(bits, mcpu)
+    assert re.search(rf"{first}\s+[^\n]*%{reg}", asm) and re.search(rf"{second}\s+[^\n]*%{reg}",
+                                                                     asm)
+    if first != "vpdpbusd":
+        assert "vpdpbusd" not in asm
 
 
 # ---- the zoo, end to end -------------------------------------------------------------------

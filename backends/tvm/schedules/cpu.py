@@ -22,6 +22,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from backends.tvm.schedules import tiles
+from backends.tvm.target import float_lanes
 
 # Multiply-adds below which a kernel runs on one thread. A parallel launch costs ~4 us on a
 # shared 2-core VM (measured), and TVM splits a loop statically, so the kernel waits for its
@@ -36,13 +37,10 @@ Loop = s_tir.schedule.LoopRV
 
 
 def lanes(target: Target) -> int:
-    """float32 lanes of the target's vector registers."""
+    """float32 lanes of the kernels' vectors on `target` (its features, never the host's)."""
     from tvm.target import codegen
 
-    features = set(codegen.llvm_get_cpu_features(target))
-    if "avx512f" in features:
-        return 16
-    return 8 if "avx2" in features or "avx" in features else 4
+    return float_lanes(codegen.llvm_get_cpu_features(target))
 
 
 def extent(sch: s_tir.Schedule, loop: Loop) -> int:
