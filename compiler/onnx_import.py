@@ -2,14 +2,16 @@
 
 Steps: load (external data included), fix input dims from `input_shapes`, run ONNX shape
 inference, then walk the nodes: each is renamed into etch's op namespace, upgraded to its
-canonical (opset 21) form by its op's `upgrade` hook, and folded to a constant when its
+canonical (opset 21) form by its op's `upgrade` hook (attributes and element types added
+by later opsets are read as ONNX defines them), and folded to a constant when its
 inputs are constants (or when only input *shapes* matter, as for Shape/Size). Output shapes
 come from the op's shape rule, so every value ends up static or the import fails naming the
 node that made it dynamic.
 
 Errors (all `EtchError`, one line): unreadable file, unsupported op (names every such op
 and node, and what is supported), dynamic input dimension without an override, a shape that
-stays dynamic, an opset outside 9..21.
+stays dynamic, an opset outside 9..the installed onnx's newest (`max_opset()`), an op
+whose version at the model's opset is newer than etch implements (`ops.REVIEWED_OPSET`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from compiler import ops, reference
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node, Value
 
-MIN_OPSET, MAX_OPSET = 9, 21
+MIN_OPSET = 9
+# Older nodes are upgraded to this opset's form; an imported graph declares at least it.
+CANONICAL_OPSET = 21
 # Outputs depend only on input shapes, which are static: always foldable.
 SHAPE_OF = frozenset({"Shape", "Size"})
 # Never folded even with constant inputs: they carry the quantisation the user gave.
@@ -83,10 +87,12 @@ def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
     _add_initializers(graph, proto)
     _add_inputs(graph, proto, inits, dict(input_shapes or {}))
     _check_supported(proto)
+    _check_versions(proto, opset)
     for i, node_proto in enumerate(proto.graph.node):
         _import_node(graph, node_proto, i, opset)
-    # Every node is now in its opset-21 form (the upgrade hooks), so the graph is opset 21.
-    graph.opset = max(opset, MAX_OPSET)
+    # Every node is now in its opset-21 form (the upgrade hooks); a newer model keeps its
+    # opset, since its nodes may use attributes or element types added since.
+    graph.opset = max(opset, CANONICAL_OPSET)
     graph.metadata["etch.source_opset"] = str(opset)
     graph.outputs = [o.name for o in proto.graph.output]
     for o in graph.outputs:
@@ -112,14 +118,39 @@ def _graph_name(proto: onnx.ModelProto) -> str:
     return proto.graph.name or "model"
 
 
+def max_opset() -> int:
+    """The newest ONNX opset etch reads: the installed onnx's newest."""
+    return int(onnx.defs.onnx_opset_version())
+
+
 def _default_opset(proto: onnx.ModelProto) -> int:
     for imp in proto.opset_import:
         if imp.domain in ("", "ai.onnx"):
-            if not MIN_OPSET <= imp.version <= MAX_OPSET + 2:
+            if not MIN_OPSET <= imp.version <= max_opset():
                 raise EtchError(f"model uses ONNX opset {imp.version}; etch reads opsets "
-                                f"{MIN_OPSET} to {MAX_OPSET}")
+                                f"{MIN_OPSET} to {max_opset()} (the installed onnx's newest)")
             return int(imp.version)
     raise EtchError("model has no default-domain opset import")
+
+
+def _op_version(op_type: str, opset: int) -> int:
+    """The version of default-domain op `op_type` in force at `opset` (0 if ONNX has none)."""
+    try:
+        return int(onnx.defs.get_schema(op_type, opset, "").since_version)
+    except onnx.defs.SchemaError:
+        return 0
+
+
+def _check_versions(proto: onnx.ModelProto, opset: int) -> None:
+    """Refuse ops whose version at `opset` came after the opsets whose changes etch's op
+    semantics implement: ONNX may have changed what they compute."""
+    if opset <= ops.REVIEWED_OPSET:
+        return
+    newer = sorted({f"{n.op_type}-{v}" for n in proto.graph.node if n.domain in ("", "ai.onnx")
+                    and (v := _op_version(n.op_type, opset)) > ops.REVIEWED_OPSET})
+    if newer:
+        raise EtchError(f"model uses ONNX opset {opset}: etch implements ops as defined up to "
+                        f"opset {ops.REVIEWED_OPSET}, not {', '.join(newer)}")
 
 
 def _add_initializers(graph: Graph, proto: onnx.ModelProto) -> None:

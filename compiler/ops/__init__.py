@@ -13,6 +13,17 @@ the shape rule is the reference run on zero-filled inputs (constants keep their 
 is exact because etch only admits ops whose output shapes depend on shapes and constants.
 `upgrade(node, opset, graph)` rewrites an older-opset form of the op into the canonical
 (opset 21) form at import: e.g. `Squeeze(axes=[0])` -> `Squeeze(x, axes_const)`.
+
+`run` implements each op as ONNX defines it up to `REVIEWED_OPSET`: every change of a listed
+op in opsets 22..REVIEWED_OPSET was read and implemented. None needed an upgrade hook: each
+added element types (bfloat16, float8/float6/float4, float8e8m0, int4/int2, ...) or an
+attribute whose default is the old behaviour (Cast-24 `round_mode`, QuantizeLinear-23
+`precision`, DequantizeLinear-23 `output_dtype`, Range-27 `stash_type`, SpaceToDepth-28
+`mode`), or defined what older opsets left open or refused (Mod-28: fmod=0 on floats is
+floor division), or reworded a rule that ONNX's reference and ONNX Runtime already applied at
+older opsets (Cast-24: +-Inf saturates to the fnuz float8 types; the pools' ceil_mode
+windows in opset 22). The importer refuses an op whose version at the model's opset is newer
+than `REVIEWED_OPSET` until it is reviewed.
 """
 
 from __future__ import annotations
@@ -25,6 +36,9 @@ from typing import Any
 import numpy as np
 
 Run = Callable[..., Any]
+
+# The ONNX opset up to which every op's changes are implemented (see the docstring).
+REVIEWED_OPSET = 28
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler import onnx_export, onnx_import, reference
+from compiler import onnx_export, onnx_import, ops, reference
 from compiler.errors import EtchError
 from tests.golden import assert_bitexact, assert_close, assert_matches_ort, run_ort
 
@@ -201,6 +201,69 @@ def test_old_squeeze_axes_become_an_input() -> None:
     squeeze = graph.nodes[0]
     assert squeeze.op == "Squeeze" and "axes" not in squeeze.attrs
     assert graph.const(squeeze.inputs[1]).tolist() == [1]
+
+
+# ---- opsets 22 .. the installed onnx's newest ---------------------------------------------
+def opset28() -> onnx.ModelProto:
+    """Ops at their opset-28 versions: Conv-22, Mish-22, SpaceToDepth-28 (mode=CRD), Cast-28
+    through float8, Mod-28 (fmod=0 on floats, refused by ORT before opset 28)."""
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             n("Mish", ["c"], ["m"]),
+             n("SpaceToDepth", ["m"], ["s"], blocksize=2, mode="CRD"),
+             n("Cast", ["s"], ["s8"], to=TensorProto.FLOAT8E4M3FN),
+             n("Cast", ["s8"], ["sf"], to=F),
+             n("Mod", ["sf", "period"], ["md"], fmod=0),
+             n("Flatten", ["md"], ["fl"]),
+             n("MatMul", ["fl", "fw"], ["y"])]
+    inits = [_w("w", 8, 4, 3, 3), _w("b", 8), _w("fw", 128, 5),
+             numpy_helper.from_array(np.float32(-0.75), "period")]
+    model = _model(nodes, [_io("x", [1, 4, 4, 4])], [_io("y", [1, 5])], inits, opset=28)
+    model.ir_version = 11
+    return model
+
+
+def test_opset_28_model_matches_ort_and_keeps_its_opset() -> None:
+    model, x = opset28(), {"x": _x(1, 4, 4, 4)}
+    out = assert_matches_ort(model, x)
+    graph = onnx_import.import_model(model)
+    assert [nd.op for nd in graph.nodes][2:4] == ["SpaceToDepth", "Cast"]
+    exported = onnx_export.export_model(graph)
+    onnx.checker.check_model(exported)
+    # SpaceToDepth's mode exists only from opset 28: the graph must stay at 28.
+    assert graph.opset == exported.opset_import[0].version == 28
+    assert_close(run_ort(exported, x), out)
+
+
+def test_opsets_up_to_the_installed_onnx_are_read() -> None:
+    """Every opset from 9 to onnx's newest imports (a Relu is the same at each)."""
+    for opset in range(onnx_import.MIN_OPSET, onnx_import.max_opset() + 1):
+        model = _model([helper.make_node("Relu", ["x"], ["y"])], [_io("x", [3])],
+                       [_io("y", [3])], opset=opset)
+        assert onnx_import.import_model(model).metadata["etch.source_opset"] == str(opset)
+    assert onnx_import.max_opset() == onnx.defs.onnx_opset_version() >= 28
+
+
+@pytest.mark.parametrize("opset", [8, onnx.defs.onnx_opset_version() + 1])
+def test_opset_outside_the_readable_range_is_refused(opset: int) -> None:
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [_io("x", [3])], [_io("y", [3])])
+    model.opset_import[0].version = opset
+    newest = onnx.defs.onnx_opset_version()
+    with pytest.raises(EtchError, match=f"opset {opset}; etch reads opsets 9 to {newest}"):
+        onnx_import.import_model(model)
+
+
+def test_op_version_newer_than_reviewed_is_refused(monkeypatch) -> None:
+    """With the review at opset 24, a Cast-25 (int2 added) is refused by name, while ops
+    unchanged since then still import at opset 28."""
+    monkeypatch.setattr(ops, "REVIEWED_OPSET", 24)
+    cast = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT32)],
+                  [_io("x", [3])], [_io("y", [3], TensorProto.INT32)], opset=28)
+    with pytest.raises(EtchError, match=r"up to opset 24, not Cast-28"):
+        onnx_import.import_model(cast)
+    relu = _model([helper.make_node("Relu", ["x"], ["y"])], [_io("x", [3])], [_io("y", [3])],
+                  opset=28)
+    assert [nd.op for nd in onnx_import.import_model(relu).nodes] == ["Relu"]
 
 
 # ---- loading -------------------------------------------------------------------------------
