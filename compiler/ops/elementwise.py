@@ -12,12 +12,11 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from onnx import numpy_helper
 
-from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 from compiler.ops import OpDef
 from compiler.ops.common import attr_to_input, input_dtype, np_dtype
+from compiler.ops.dtypes import cast_to
 
 Array = np.ndarray
 _ERF = np.frompyfunc(math.erf, 1, 1)
@@ -160,26 +159,14 @@ def _where(attrs: dict, cond: Array, a: Array, b: Array) -> Array:
     return np.where(cond, a, b).astype(a.dtype, copy=False)
 
 
-# ---- types --------------------------------------------------------------------------------
-def cast_to(x: Array, to: np.dtype, saturate: bool = True) -> Array:
-    """ONNX Cast of `x` to numpy dtype `to` (float8 saturates unless `saturate` is off)."""
-    if to.kind in "OSU" or x.dtype.kind in "OSU":
-        raise EtchError(f"Cast between strings and numbers is not supported ({x.dtype} -> {to})")
-    if "float8" in to.name and saturate:
-        return numpy_helper.saturate_cast(x.astype(np.float32), to)
-    if to == np.bool_:
-        return x.astype(np.float64) != 0 if x.dtype.kind == "V" else x.astype(bool)
-    if x.dtype.kind == "f" and to.kind in "iu":
-        x = np.trunc(np.nan_to_num(x))  # ml_dtypes int4 rounds otherwise; C casts truncate
-    return x.astype(to)
-
-
+# ---- types (conversion rules: compiler.ops.dtypes) --------------------------------------
 def _cast(attrs: dict, x: Array) -> Array:
-    return cast_to(x, np_dtype(attrs["to"]), bool(attrs.get("saturate", 1)))
+    return cast_to(x, np_dtype(attrs["to"]), bool(attrs.get("saturate", 1)),
+                   attrs.get("round_mode", "up"))
 
 
 def _cast_like(attrs: dict, x: Array, like: Array) -> Array:
-    return cast_to(x, like.dtype, bool(attrs.get("saturate", 1)))
+    return cast_to(x, like.dtype, bool(attrs.get("saturate", 1)), attrs.get("round_mode", "up"))
 
 
 def _identity(attrs: dict, x: Array) -> Array:

@@ -1,9 +1,14 @@
 """Quantised ops as ONNX (and ONNX Runtime) define them.
 
 - QuantizeLinear: y = saturate(round_half_even(x / scale) + zero_point), per tensor, per
-  axis, or blocked along `axis` (`block_size`, opset 21); int8/uint8/int16/uint16/int4/
-  uint4 and float8 (saturating) outputs.
-- DequantizeLinear: y = (x - zero_point) * scale, in the scale's dtype.
+  axis, or blocked along `axis` (`block_size`, opset 21); the division in `precision`
+  (opset 23), else in the scale's type; int8/uint8/int16/uint16/int4/uint4/int2/uint2
+  outputs saturate to their range, float8/float6/float4 outputs convert as Cast does
+  (`saturate`, compiler.ops.dtypes). The output type is the zero point's, else
+  `output_dtype`, else uint8.
+- DequantizeLinear: y = (x - zero_point) * scale in float32 (as ONNX Runtime), rounded to
+  `output_dtype` (opset 23), else to the scale's type; a float8e8m0 (MX) scale needs
+  `output_dtype`.
 - MatMulInteger / ConvInteger: exact int32 accumulation of (a - a_zp)(b - b_zp).
 - QLinearMatMul / QLinearConv: that accumulation (plus QLinearConv's int32 bias),
   requantised the way ONNX Runtime does: round_half_even(float32(acc) * M) + y_zp,
@@ -17,13 +22,13 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import numpy_helper
 
 from compiler.errors import EtchError
 from compiler.ir import Value
 from compiler.ops import OpDef
 from compiler.ops.common import axis_of, int_matmul, int_range, is_integer, np_dtype
 from compiler.ops.conv import conv_nd
+from compiler.ops.dtypes import arith_dtype, cast_to
 
 Array = np.ndarray
 Spec = list[tuple[tuple[int, ...], str]]
@@ -51,9 +56,14 @@ def _geometry(attrs: dict, x: Array) -> tuple[int, int]:
 
 
 def _out_dtype(attrs: dict, zp: Array | None) -> np.dtype:
+    """QuantizeLinear's output type: the zero point's, else `output_dtype`, else uint8."""
+    named = np_dtype(attrs["output_dtype"]) if attrs.get("output_dtype") else None
+    if zp is not None and named is not None and named != zp.dtype:
+        raise EtchError(f"QuantizeLinear output_dtype {named.name} differs from its zero "
+                        f"point's type {zp.dtype.name}")
     if zp is not None:
         return zp.dtype
-    return np_dtype(attrs["output_dtype"]) if attrs.get("output_dtype") else np.dtype(np.uint8)
+    return named if named is not None else np.dtype(np.uint8)
 
 
 def saturate_int(v: Array, zp: Array | int, dtype: np.dtype) -> Array:
@@ -66,24 +76,36 @@ def saturate_int(v: Array, zp: Array | int, dtype: np.dtype) -> Array:
 def _quantize(attrs: dict, x: Array, scale: Array, zp: Array | None = None) -> Array:
     axis, block = _geometry(attrs, x)
     dtype = _out_dtype(attrs, zp)
-    y = x / _param(scale, x.shape, axis, block)
+    # The division runs in `precision`, else in the scale's type (opset 23; ORT does too).
+    prec = arith_dtype(np_dtype(attrs["precision"]) if attrs.get("precision") else scale.dtype)
+    y = x.astype(prec) / _param(scale, x.shape, axis, block).astype(prec)
     if is_integer(dtype):
         z = 0 if zp is None else _param(zp, x.shape, axis, block)
         return saturate_int(np.rint(y), z, dtype)
-    if "float8" in dtype.name and attrs.get("saturate", 1):
-        return numpy_helper.saturate_cast(y.astype(np.float32), dtype)
-    return y.astype(dtype)
+    if zp is not None:  # float formats: the same formula, though the zero point is usually 0
+        y = y + _param(zp, x.shape, axis, block).astype(prec)
+    return cast_to(y, dtype, bool(attrs.get("saturate", 1)))
 
 
 def _dequantize(attrs: dict, x: Array, scale: Array, zp: Array | None = None) -> Array:
+    """(x - zp) * scale in float32 (float64 for a float64 scale), rounded once to the output
+    type: `output_dtype` (opset 23), else the scale's type. (The spec says the output type
+    sets the multiplication's precision; ONNX Runtime and ONNX's reference multiply in
+    float32 and round once, and etch matches them.)"""
     axis, block = _geometry(attrs, x)
-    s = _param(scale, x.shape, axis, block)
+    out = np_dtype(attrs["output_dtype"]) if attrs.get("output_dtype") else scale.dtype
+    if arith_dtype(out) != out:  # e.g. a float8e8m0 (MX) scale without output_dtype
+        raise EtchError(f"DequantizeLinear with a {scale.dtype.name} scale needs output_dtype "
+                        f"float, float16 or bfloat16 (got {out.name})")
+    work = np.dtype(np.float64 if np.float64 in (scale.dtype, out) else np.float32)
+    s = _param(scale, x.shape, axis, block).astype(work)
     if is_integer(x.dtype):
         z = 0 if zp is None else _param(zp, x.shape, axis, block).astype(np.int64)
         diff = x.astype(np.int64) - z
-    else:  # float8: zero point is 0
-        diff = x.astype(np.float32)
-    return (diff.astype(scale.dtype) * s).astype(scale.dtype)
+    else:  # float8/float6/float4 codes: the same formula, though the zero point is usually 0
+        z = 0 if zp is None else _param(zp, x.shape, axis, block).astype(work)
+        diff = x.astype(work) - z
+    return (diff.astype(work) * s).astype(out)
 
 
 def _dynamic_quantize(attrs: dict, x: Array) -> tuple[Array, Array, Array]:

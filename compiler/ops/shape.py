@@ -10,10 +10,12 @@ inputs at import.
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
+from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 from compiler.ops import OpDef
-from compiler.ops.common import attr_to_input, axes_of
+from compiler.ops.common import attr_to_input, axes_of, np_dtype
 
 Array = np.ndarray
 
@@ -73,8 +75,19 @@ def _constant_of_shape(attrs: dict, shape: Array) -> Array:
 
 
 def _range(attrs: dict, start: Array, limit: Array, delta: Array) -> Array:
-    count = max(int(np.ceil((limit - start) / delta)), 0)
-    return (start + np.arange(count) * delta).astype(start.dtype)
+    """start + i * delta for i < ceil((limit - start) / delta), in the input type; float16
+    and bfloat16 compute in `stash_type` (opset 27: float or double, float by default, as
+    ORT did before), then round to the input type."""
+    dtype = work = start.dtype
+    if dtype.name in ("float16", "bfloat16"):
+        stash = int(attrs.get("stash_type", TensorProto.FLOAT))
+        if stash not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+            raise EtchError(f"Range stash_type {stash}: etch computes float16/bfloat16 "
+                            f"ranges in float (1) or double (11)")
+        work = np_dtype(stash)
+    s, end, d = (np.asarray(a).astype(work) for a in (start, limit, delta))
+    count = max(int(np.ceil((end - s) / d)), 0)
+    return (s + np.arange(count).astype(work) * d).astype(dtype)
 
 
 def _depth_to_space(attrs: dict, x: Array) -> Array:

@@ -266,6 +266,46 @@ def test_op_version_newer_than_reviewed_is_refused(monkeypatch) -> None:
     assert [nd.op for nd in onnx_import.import_model(relu).nodes] == ["Relu"]
 
 
+# Every element type ONNX added for low-precision models, as far as the installed onnx has
+# it: the first opset whose Cast takes it, and values it holds exactly.
+NEW_TYPES = {name: values for name, values in {
+    "FLOAT8E4M3FN": [0.5, -448.0, 1.75, 0.0], "FLOAT8E4M3FNUZ": [0.5, -240.0, 1.75, 0.0],
+    "FLOAT8E5M2": [0.5, -57344.0, 1.5, np.inf], "FLOAT8E5M2FNUZ": [0.5, -57344.0, 1.5, 0.0],
+    "FLOAT8E8M0": [0.5, 2.0 ** 127, 2.0 ** -127, np.nan], "INT4": [-8, 7, 0, 3],
+    "UINT4": [0, 15, 9, 3], "INT2": [-2, 1, 0, -1], "UINT2": [0, 3, 2, 1],
+    "FLOAT4E2M1": [0.5, -6.0, 1.5, 3.0], "FLOAT6E2M3": [0.125, -7.5, 1.875, 3.0],
+    "FLOAT6E3M2": [0.0625, -28.0, 1.75, 3.0],
+}.items() if hasattr(TensorProto, name)}
+
+
+def _first_opset(elem: int) -> int:
+    name = f"tensor({helper.tensor_dtype_to_string(elem).split('.')[-1].lower()})"
+    return next(v for v in range(19, onnx.defs.onnx_opset_version() + 1)
+                if name in onnx.defs.get_schema("Cast", v).type_constraints[1].allowed_type_strs)
+
+
+@pytest.mark.parametrize("name", sorted(NEW_TYPES))
+def test_new_element_type_imports_runs_and_exports(name: str) -> None:
+    """A graph input, an initializer (int4/int2/float4/float6 ones are packed several to a
+    byte) and outputs of the type: imported, run exactly, exported and read back."""
+    elem = getattr(TensorProto, name)
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    data = np.array(NEW_TYPES[name], np.float32).astype(dtype)
+    nodes = [helper.make_node("Concat", ["x", "k"], ["xk"], axis=0),
+             helper.make_node("Cast", ["xk"], ["f"], to=F)]
+    model = _model(nodes, [_io("x", [4], elem)], [_io("xk", [8], elem), _io("f", [8])],
+                   [numpy_helper.from_array(data[::-1].copy(), "k")], opset=_first_opset(elem))
+    graph = onnx_import.import_model(model)
+    assert graph.values["x"].dtype == graph.values["k"].dtype == dtype.name
+    out = reference.run(graph, {"x": data})
+    both = np.concatenate([data, data[::-1]])
+    assert_bitexact(out, {"xk": both, "f": both.astype(np.float32)})
+    exported = onnx_export.export_model(graph)
+    onnx.checker.check_model(exported)
+    assert exported.graph.input[0].type.tensor_type.elem_type == elem
+    assert_bitexact(reference.run(onnx_import.import_model(exported), {"x": data}), out)
+
+
 # ---- loading -------------------------------------------------------------------------------
 def test_external_data(tmp_path) -> None:
     model = mlp()

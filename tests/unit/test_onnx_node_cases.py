@@ -48,8 +48,6 @@ EXCLUDED: dict[str, str] = {
     "test_batchnorm_example_training_mode": _TRAINING,
     "test_identity_opt": "optional/sequence-typed values: etch graphs hold tensors only",
     "test_identity_sequence": "optional/sequence-typed values: etch graphs hold tensors only",
-    "test_cast_e8m0_FLOAT_to_FLOAT8E8M0": "float8e8m0 and Cast's round_mode are opset 24",
-    "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0": "float8e8m0 and Cast's round_mode are opset 24",
     **{f"test_resize_downsample_{k}_antialias": "Resize antialias filters are not implemented"
        for k in ("scales_cubic", "sizes_cubic", "scales_linear", "sizes_linear")},
 }
