@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import Graph, Node, QuantParams, Value
+from compiler.ops.common import is_integer
 from compiler.ops.quant import unpack_bits
 from compiler.reference import quantize_multiplier
 from passes.base import Pass, Rule, apply_rules
@@ -36,12 +37,12 @@ def _opt(graph: Graph, node: Node, k: int) -> np.ndarray | None:
 
 
 def _int_container(q: np.ndarray) -> tuple[np.ndarray, int, bool]:
-    """Codes in a numpy integer container (int4/uint4 widened to int8/uint8), their bit
-    width and signedness."""
+    """Codes in a numpy integer container (int4/uint4/int2/uint2 widened to int8/uint8),
+    their bit width and signedness."""
     name = q.dtype.name
     signed = not name.startswith("u")
-    if name in ("int4", "uint4"):
-        return q.astype(np.int8 if signed else np.uint8), 4, signed
+    if name in ("int4", "uint4", "int2", "uint2"):
+        return q.astype(np.int8 if signed else np.uint8), int(name[-1]), signed
     return q, 8 * q.dtype.itemsize, signed
 
 
@@ -50,14 +51,17 @@ def _is_weight_dq(graph: Graph, node: Node) -> bool:
     if node.op != "DequantizeLinear" or not _consts(graph, node, (0, 1)):
         return False
     z = _opt(graph, node, 2)
-    return graph.values[node.inputs[0]].data.dtype.kind in "iu" or (
-        z is not None and z.dtype.kind in "iu")
+    return is_integer(graph.values[node.inputs[0]].data.dtype) or (
+        z is not None and is_integer(z.dtype))
 
 
 def _dq_check(graph: Graph, node: Node) -> str | None:
     q = graph.values[node.inputs[0]].data
-    if q.dtype.kind not in "iu" and "int" not in q.dtype.name:
+    if not is_integer(q.dtype):
         return f"{node.name}: codes of type {q.dtype.name} are not integers"
+    out = graph.values[node.outputs[0]].dtype
+    if out != "float32":  # a float16 scale, or output_dtype (opset 23)
+        return f"{node.name}: output is {out}; etch.Dequant computes float32"
     block = int(node.attrs.get("block_size", 0))
     axis = int(node.attrs.get("axis", 1)) % max(q.ndim, 1)
     if block and q.shape[axis] % block:
@@ -67,7 +71,8 @@ def _dq_check(graph: Graph, node: Node) -> str | None:
 
 def _dq_rewrite(graph: Graph, node: Node) -> None:
     q, bits, signed = _int_container(graph.values[node.inputs[0]].data)
-    s = graph.values[node.inputs[1]].data
+    # The output is float32 (_dq_check): a float16 or float8e8m0 scale widens exactly.
+    s = graph.values[node.inputs[1]].data.astype(np.float32)
     z = _opt(graph, node, 2)
     axis = int(node.attrs.get("axis", 1)) % max(q.ndim, 1)
     block = int(node.attrs.get("block_size", 0))

@@ -22,3 +22,10 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
     "etch.Clamp", "QuantizeLinear", "DequantizeLinear", "etch.Dequant",
 })
+
+# Element types TVM stores and computes here. ONNX's other numeric types (float8, float8e8m0,
+# float6, float4, int4/uint4, int2/uint2) have no byte-addressed TVM storage or no working
+# casts in TVM 0.27: a graph that computes with them is refused at compile time. (Constant
+# int4 weights under DequantizeLinear are widened to int8 codes by passes.absorb_qdq first.)
+DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                    "uint64", "float16", "bfloat16", "float32", "float64"})

@@ -35,6 +35,7 @@ from backends.tvm.lower.tensor import (
     lower_tile,
     lower_transpose,
 )
+from backends.tvm.support import DTYPES
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 
@@ -62,10 +63,18 @@ LOWERINGS: dict[str, Lowering] = {
 
 
 def check_supported(graph: Graph) -> None:
-    """EtchError naming every op of `graph` this backend cannot build."""
+    """EtchError naming every op of `graph` this backend cannot build, or the first value
+    whose element type it cannot build (support.DTYPES)."""
     missing = sorted({n.op for n in graph.nodes if n.op not in LOWERINGS})
     if missing:
         raise EtchError(f"the TVM backend does not build op(s) {', '.join(missing)}")
+    for node in graph.nodes:
+        for name in (*node.inputs, *node.outputs):
+            dtype = graph.values[name].dtype if name else "float32"
+            if dtype not in DTYPES:
+                raise EtchError(f"the TVM backend does not build element type {dtype} (value "
+                                f"%{name} of node {node.name}, {node.op}); it builds "
+                                f"{', '.join(sorted(DTYPES))}")
 
 
 def to_irmodule(graph: Graph, *, pack: bool, lanes: int) -> ir.IRModule:
