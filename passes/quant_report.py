@@ -3,7 +3,9 @@
 The passes leave JSON in `graph.metadata` (exported as ONNX metadata_props too):
 - "etch.quant.weights" (QuantizeWeights): per layer, scheme, layout, relative error;
 - "etch.rearrange" (RearrangeChannels): per permuted channel space, per-group errors;
-- "etch.placement" (QuantizeActivations): op counts on the accelerator and on the host.
+- "etch.placement" (QuantizeActivations): op counts on the accelerator and on the host;
+- "etch.int_groups" (FuseInteger): the output-unit groups by pattern, and the integer
+  anchors left alone with the reason.
 `explain(metadata)` turns whichever are present into lines of text.
 """
 
@@ -22,6 +24,8 @@ def explain(metadata: Mapping[str, str]) -> str:
         lines += _rearrange(json.loads(metadata["etch.rearrange"]))
     if "etch.placement" in metadata:
         lines += _placement(json.loads(metadata["etch.placement"]))
+    if "etch.int_groups" in metadata:
+        lines += _groups(json.loads(metadata["etch.int_groups"]))
     return "\n".join(lines)
 
 
@@ -54,4 +58,12 @@ def _placement(p: dict) -> list[str]:
     out = [f"accelerator: {counts(p['accel'])}", f"host: {counts(p['host'])}"]
     if p["host_nodes"]:
         out.append(f"host nodes: {', '.join(p['host_nodes'])}")
+    return out
+
+
+def _groups(report: dict) -> list[str]:
+    groups = report["groups"]
+    out = [f"integer groups (etch.QFused, one output-unit pass each): {sum(groups.values())}"]
+    out += [f"  {pattern} x{k}" for pattern, k in sorted(groups.items())]
+    out += [f"  not grouped: {name}: {reason}" for name, reason in report["ungrouped"]]
     return out

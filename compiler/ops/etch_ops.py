@@ -36,7 +36,9 @@ def kernel_attrs(attrs: dict) -> dict[str, Any]:
     return json.loads(attrs.get("kernel_attrs", "{}"))
 
 
-def _fused(attrs: dict, *inputs: np.ndarray) -> np.ndarray:
+def run_fused(attrs: dict, *inputs: np.ndarray) -> np.ndarray:
+    """The reference semantics of a fusion group (etch.Fused, etch.QFused): the anchor, then
+    each step, each with its own op's reference code."""
     from compiler import ops
 
     k = int(attrs.get("num_kernel_inputs", 1))
@@ -63,5 +65,5 @@ def _arg(arg: int | str, ys: list[np.ndarray], inputs: tuple[np.ndarray, ...]) -
 
 
 OPS: dict[str, OpDef] = {
-    "etch.Fused": OpDef("etch.Fused", _fused),
+    "etch.Fused": OpDef("etch.Fused", run_fused),
 }
