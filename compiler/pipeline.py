@@ -34,9 +34,11 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     """The pass list for a target and its options, in order."""
     from passes.absorb_qdq import AbsorbQdq
     from passes.cleanup import Cleanup
+    from passes.flatten_pointwise import FlattenPointwise
     from passes.fold_batchnorm import FoldBatchNorm
     from passes.fold_constants import FoldConstants
     from passes.fuse_epilogue import FuseEpilogue
+    from passes.fuse_integer import FuseInteger
     from passes.quantize_activations import QuantizeActivations
     from passes.quantize_weights import QuantizeWeights
     from passes.rearrange_channels import RearrangeChannels
@@ -56,6 +58,10 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
             method=opts.quant, per=opts.per, calib=opts.calib, lut=opts.lut, integer=integer))
     if integer:
         passes.append(QuantizeActivations(opts.calib))
+    if integer and (fuse or opts.target == "verilog"):  # the engine runs groups only
+        passes.append(FuseInteger())
+    if integer and opts.target in ("cpu", "edge", "ref"):  # ref mirrors cpu's graph
+        passes.append(FlattenPointwise())
     if fuse:
         passes.append(FuseEpilogue())
     return passes

@@ -20,7 +20,7 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad",
     "etch.Fused",
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
-    "etch.Clamp", "QuantizeLinear", "DequantizeLinear", "etch.Dequant",
+    "etch.Clamp", "etch.QFused", "QuantizeLinear", "DequantizeLinear", "etch.Dequant",
 })
 
 # Element types TVM stores and computes here. ONNX's other numeric types (float8, float8e8m0,

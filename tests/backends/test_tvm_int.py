@@ -2,9 +2,10 @@
 backends/tvm/schedules/int_*.py).
 
 Every integer result is compared bit for bit with the reference interpreter (the numerics
-contract): each op on small hand-built IR graphs, on the x86 kernels and (mcpu x86-64, no
-AVX2) on the portable TE kernels, then the zoo models end to end (`--int` cpu vs ref). The
-weight-only path is compared to float tolerance and checked to keep the integer codes.
+contract): each op on small hand-built IR graphs, grouped by the integer fusion pass as the
+pipeline does (etch.QFused: one kernel per group) and alone, on the x86 kernels and (mcpu
+x86-64, no AVX2) on the portable TE kernels, then the zoo models end to end (`--int` cpu vs
+ref). The weight-only path is compared to float tolerance and checked to keep the codes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from compiler.onnx_import import infer_outputs
 from compiler.options import CompileOptions
 from compiler.reference import quantize_multiplier
 from models import zoo
+from passes.flatten_pointwise import FlattenPointwise
+from passes.fuse_integer import FuseInteger
 from tests.backends import isa
 from tests.golden import assert_bitexact, assert_close
 
@@ -87,14 +90,20 @@ def build(graph: Graph, mcpu: str | None = None) -> tuple[tvm.IRModule, object]:
     return mod, tvm.compile(mod, target=target, relax_pipeline=vm_passes())
 
 
-def run_tvm(case: IntGraph, mcpu: str | None = None) -> dict[str, str]:
-    """Run the graph in TVM, assert it equals the reference bit for bit; returns the
-    schedule rules used."""
-    mod, ex = build(case.g, mcpu)
+def run_tvm(case: IntGraph, mcpu: str | None = None, fuse: bool = True) -> dict[str, str]:
+    """Run the graph in TVM (after the integer fusion passes of the cpu pipeline, unless
+    `fuse` is False), assert it equals the reference on the graph as built bit for bit;
+    returns the schedule rules used."""
+    graph = case.g
+    if fuse:
+        for p in (FuseInteger(), FlattenPointwise()):
+            graph, _ = p.run(graph)
+            graph.verify()
+    mod, ex = build(graph, mcpu)
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = vm["main"](*[tvm.runtime.tensor(case.feeds[n]) for n in case.g.inputs])
-    outs = [out] if len(case.g.outputs) == 1 else list(out)
-    got = {n: o.numpy() for n, o in zip(case.g.outputs, outs)}
+    out = vm["main"](*[tvm.runtime.tensor(case.feeds[n]) for n in graph.inputs])
+    outs = [out] if len(graph.outputs) == 1 else list(out)
+    got = {n: o.numpy() for n, o in zip(graph.outputs, outs)}
     assert_bitexact(got, reference.run(case.g, case.feeds))
     return schedules.rule_names(mod)
 
@@ -221,6 +230,17 @@ def test_qconv_int32_output_and_group_multipliers() -> None:
     run_tvm(case.outputs(acc))
 
 
+def test_depthwise_without_bias() -> None:
+    """The x86 kernel reads a bias buffer first: a conv without one gets zeros."""
+    case = IntGraph(14)
+    x = case.ints("x", "int8", (1, 16, 6, 6))
+    w = case.const("w", case.rng.integers(-127, 128, (16, 1, 3, 3)).astype(np.int8))
+    acc = case.op("etch.QConv", [x, w, "", case.const("z", np.int8(-7))], "acc",
+                  kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=16)
+    rules = run_tvm(case.outputs(case.requantize(acc, 16)))
+    assert rules == {"QDepthwise": 1} or not AVX2
+
+
 def test_qconv_1d() -> None:
     case = IntGraph(6)
     x = case.ints("x", "int8", (1, 8, 11))
@@ -235,6 +255,78 @@ def test_portable_kernels_without_avx2(name: str) -> None:
     """mcpu x86-64 has no int8 dot product: the TE kernels run as they are, still exact."""
     rules = run_tvm(_qconv_case(name), mcpu="x86-64")
     assert "QConv" not in rules
+
+
+# ---- fused groups: the output unit in the anchor's kernel ---------------------------------------
+QADD = {"a_zero": 3, "b_zero": -7, "a_m0": 1388937755, "a_shift": 33, "b_m0": 1073741824,
+        "b_shift": 31, "m0": 1623864644, "shift": 49, "left_shift": 20, "zero_point": -10,
+        "qmin": -100, "qmax": 120, "to": "int8"}
+STEPS = {"table": (True, None), "residual_a": (False, 0), "residual_b": (False, 1),
+         "table_residual": (True, 1)}
+
+
+def _with_steps(case: IntGraph, steps: str) -> IntGraph:
+    """`case` (ending in a Requantize) followed by a table and/or a residual QAdd."""
+    table, side = STEPS[steps]
+    v = case.g.outputs.pop()
+    if table:
+        t = case.const("table", case.rng.integers(-128, 128, 256).astype(np.int8))
+        v = case.op("etch.Table", [v, t], "t")
+    if side is not None:
+        r = case.ints("r", "int8", case.g.values[v].shape)
+        v = case.op("etch.QAdd", [v, r] if side == 0 else [r, v], "out", **QADD)
+    return case.outputs(v)
+
+
+def _qgemm_group(adtype: str, rows: int, n: int) -> IntGraph:
+    case = IntGraph(12)
+    a = case.ints("a", adtype, (rows, 40))
+    w = case.const("w", case.rng.integers(-127, 128, (40, n)).astype(np.int8))
+    bias = case.const("bias", case.rng.integers(-900, 900, n).astype(np.int32))
+    zero = case.const("a_zero", np.array(5 if adtype == "int8" else 130, adtype))
+    acc = case.op("etch.QGemm", [a, w, bias, zero], "acc")
+    return case.outputs(case.requantize(acc, n, axis=-1))
+
+
+GROUP_ANCHORS = {  # name: (case, the x86 rule that renders it)
+    "3x3": (lambda: _qconv_case("3x3"), "QConv"),
+    "stride2_uint8": (lambda: _qconv_case("stride2_uint8"), "QConv"),
+    "partial_quads": (lambda: _qconv_case("partial_quads"), "QConv"),
+    "pointwise": (lambda: _qconv_case("pointwise"), "QConv"),
+    "depthwise": (lambda: _qconv_case("depthwise_stride2"), "QDepthwise"),
+    "qgemm": (lambda: _qgemm_group("int8", 5, 24), "QDense"),
+    "qgemm_tail": (lambda: _qgemm_group("uint8", 3, 20), "QDense"),
+}
+
+
+@pytest.mark.parametrize("steps", sorted(STEPS))
+@pytest.mark.parametrize("anchor", sorted(GROUP_ANCHORS))
+def test_a_group_is_one_kernel(anchor: str, steps: str) -> None:
+    make, rule = GROUP_ANCHORS[anchor]
+    rules = run_tvm(_with_steps(make(), steps))
+    assert sum(rules.values()) == 1
+    if AVX2:
+        assert rules == {rule: 1}
+
+
+@pytest.mark.parametrize("anchor", ["3x3", "depthwise", "qgemm", "pointwise"])
+def test_a_group_on_the_portable_kernels(anchor: str) -> None:
+    rules = run_tvm(_with_steps(GROUP_ANCHORS[anchor][0](), "table_residual"), mcpu="x86-64")
+    assert sum(rules.values()) == 1 and not {"QConv", "QDense", "QDepthwise"} & set(rules)
+
+
+def test_a_pool_group_is_one_kernel() -> None:
+    case = IntGraph(13)
+    x = case.ints("x", "int8", (2, 8, 5, 6))
+    acc = case.op("etch.QSumPool", [x, case.const("z", np.int8(-3))], "acc", **{"global": 1})
+    case.outputs(case.requantize(acc, 8, scale=0.02))
+    assert run_tvm(_with_steps(case, "table_residual")) == {"QSumPool": 1}
+
+
+def test_unfused_integer_ops_each_run_alone() -> None:
+    """Without the fusion pass (`--no-fuse`), a bare anchor stores its int32 accumulator."""
+    rules = run_tvm(_with_steps(_qconv_case("3x3"), "table_residual"), fuse=False)
+    assert sum(rules.values()) == 4
 
 
 # ---- elementwise, pooling, Q/DQ ------------------------------------------------------------

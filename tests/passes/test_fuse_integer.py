@@ -12,6 +12,8 @@ import pytest
 from compiler import onnx_export, onnx_import, reference
 from compiler.errors import EtchError
 from compiler.ops import etch_qfused
+from compiler.options import CompileOptions
+from compiler.pipeline import passes_for
 from passes import fuse_integer
 from passes.fuse_integer import FuseInteger
 from passes.quant_report import explain
@@ -224,3 +226,17 @@ def test_a_malformed_qfused_is_one_clear_error(edit, words: str) -> None:
         reference.run(g, b.feeds)
     with pytest.raises(EtchError, match=words):
         onnx_import.import_model(onnx_export.export_model(g))
+
+
+def test_pipelines_fuse_integer_graphs() -> None:
+    def names(**kw) -> list[str]:
+        return [p.label for p in passes_for(CompileOptions(**kw))]
+
+    for target in ("cpu", "edge", "ref"):
+        tail = names(target=target, int=True, bits=8)[-4:]
+        assert tail == ["quantize_activations", "fuse_integer", "flatten_pointwise",
+                        "fuse_epilogue"]
+    assert "fuse_integer" in names(target="verilog") and \
+        "flatten_pointwise" not in names(target="verilog")
+    assert "fuse_integer" not in names(target="cpu", int=True, fuse=False)
+    assert "fuse_integer" not in names(target="cpu", bits=4)

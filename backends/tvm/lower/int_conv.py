@@ -1,5 +1,6 @@
-"""etch.QConv (1-D and 2-D, NCHW): exact int32 convolution, + bias, + the absorbed
-etch.Requantize (see `int_gemm` for the epilogue and the u8-domain zero-point algebra).
+"""etch.QConv (1-D and 2-D, NCHW): exact int32 convolution, + bias, then the output unit of
+the etch.QFused group it anchors (`int_epilogue`; `int_gemm` has the u8-domain zero-point
+algebra).
 
 Kernels:
 - "qconv2d" (CPU, constant weights that fit int8 after folding, not depthwise): the input
@@ -7,8 +8,8 @@ Kernels:
   deinterleaved by the stride), so the 4 input channels of NL consecutive output columns at
   one tap are 4 * NL contiguous bytes; the weight is [OC, KH, KW, C/4, 4], one 32-bit
   broadcast per channel quad. The vector axis is the output row, as in the float conv, so
-  the requantising epilogue stores whole vectors NCHW. 1x1 stride-1 convs run as one row
-  of H*W outputs.
+  the requantising epilogue stores whole vectors NCHW. (A 1x1 conv arrives as one row of
+  H*W outputs where `passes/flatten_pointwise.py` made it so.)
 - "qdepthwise" (CPU, depthwise): the input padded, centred to int16 and deinterleaved by
   the stride, so one tap of nl consecutive outputs is one vector; int32 products.
 - "conv2d"/"depthwise_conv2d" (everything else): the float kernel's
@@ -24,15 +25,12 @@ from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import ConvSpec, conv_spec, pack_conv
+from backends.tvm.lower.int_epilogue import IntOut, int_epilogue, kernel_hints
 from backends.tvm.lower.int_gemm import (
     KI,
-    IntEpilogue,
     acc_bound,
-    bind_outputs,
     fast_weight_ok,
     fold_weight,
-    int_epilogue,
-    kernel_hints,
     pair_safe,
     to_u8,
     u8_zero,
@@ -66,8 +64,8 @@ def pack_qconv(wc: np.ndarray, cq: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(oc, cq, KI, kh, kw).transpose(0, 3, 4, 1, 2))
 
 
-def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
-               zero: int, bias: np.ndarray | None) -> tuple | None:
+def qconv_fast(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
+               zero: int, bias: np.ndarray | None) -> relax.Expr | None:
     """The u8 x s8 dot-product kernel, or None where it does not apply (depthwise convs,
     weights that do not fit int8).
 
@@ -85,10 +83,10 @@ def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.nd
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
     ph, pw = _extent(sp, owp)
     pws = -(-pw // sw)
-    zu = u8_zero(ctx.dtype(node.inputs[0]), zero)
+    zu = u8_zero(x.ty.dtype, zero)
     corr = -zu * wc.reshape(sp.oc, -1).sum(axis=1)
-    epi, req = int_epilogue(ctx, node, corr + (0 if bias is None else bias.astype(np.int64)),
-                            4, 1, 1, channels=sp.oc)
+    epi = int_epilogue(ctx, dst, corr + (0 if bias is None else bias.astype(np.int64)), 4, 1,
+                       _out(sp), channels=sp.oc)
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         def pad_value(n, gq, i, p, j, c):
@@ -108,18 +106,16 @@ def qconv_fast(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.nd
                           axis=[ry, rx, rq, rc])
 
         acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
-        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
-            acc(n, o, i, j), [n, o, i, j], extra), name="epilogue")
+        return epi.compute(_out(sp), acc, extra)
 
-    y = ctx.emit(compute, [x, ctx.array(packed), *epi.exprs], node, "qconv2d", nl=nl,
-                 pair_safe=int(pair_safe(packed)), groups=sp.groups, stride=list(sp.stride),
-                 dilation=list(sp.dilation), pad=[sp.pad_top, sp.pad_left], x_zero=zu,
-                 **kernel_hints(epi, acc_bound(wc, bias, 0)))
-    return y, req
+    return ctx.emit(compute, [x, ctx.array(packed), *epi.exprs], dst.node, "qconv2d", nl=nl,
+                    pair_safe=int(pair_safe(packed)), groups=sp.groups, stride=list(sp.stride),
+                    dilation=list(sp.dilation), pad=[sp.pad_top, sp.pad_left], x_zero=zu,
+                    **kernel_hints(epi, acc_bound(wc, bias, 0)))
 
 
-def qdepthwise(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
-               zero: int, bias: np.ndarray | None) -> tuple | None:
+def qdepthwise(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
+               zero: int, bias: np.ndarray | None) -> relax.Expr | None:
     """Depthwise (one input channel per output channel) on CPU: the input padded, centred
     to int16 (the padding is 0, the real zero) and its columns deinterleaved by the stride,
     P[n, c, row, p, j'], so nl consecutive outputs of one tap are one vector; int32
@@ -132,7 +128,9 @@ def qdepthwise(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.nd
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
     ph, pw = _extent(sp, owp)
     weights = wc.reshape(sp.oc, sp.kh, sp.kw).astype(np.int32)
-    epi, req = int_epilogue(ctx, node, bias, 4, 1, 1, channels=sp.oc)
+    # the x86 kernel reads a bias buffer first: a conv without one gets zeros
+    bias = np.zeros(sp.oc, np.int64) if bias is None else bias
+    epi = int_epilogue(ctx, dst, bias, 4, 1, _out(sp), channels=sp.oc)
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         def pad_value(n, c, i, p, j):
@@ -145,18 +143,16 @@ def qdepthwise(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.nd
         acc = te.compute((sp.n, sp.oc, sp.oh, owp), lambda n, o, i, j: te.sum(
             pad[n, o, i * sh + ry * dh, rx * dw % sw, j + rx * dw // sw].astype("int32")
             * wt[o, ry, rx], axis=[ry, rx]), name="anchor")
-        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
-            acc(n, o, i, j), [n, o, i, j], extra), name="epilogue")
+        return epi.compute(_out(sp), acc, extra)
 
-    y = ctx.emit(compute, [x, ctx.array(weights), *epi.exprs], node, "qdepthwise", nl=nl,
-                 stride=list(sp.stride), dilation=list(sp.dilation),
-                 pad=[sp.pad_top, sp.pad_left], x_zero=zero,
-                 **kernel_hints(epi, acc_bound(wc, bias, 0)))
-    return y, req
+    return ctx.emit(compute, [x, ctx.array(weights), *epi.exprs], dst.node, "qdepthwise",
+                    nl=nl, stride=list(sp.stride), dilation=list(sp.dilation),
+                    pad=[sp.pad_top, sp.pad_left], x_zero=zero,
+                    **kernel_hints(epi, acc_bound(wc, bias, 0)))
 
 
-def qconv_generic(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
-                  zero: int, bias: np.ndarray | None) -> tuple:
+def qconv_generic(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
+                  zero: int, bias: np.ndarray | None) -> relax.Expr:
     """Direct convolution of centred int16 inputs with the folded weights, int32 products
     (int64 where K * 255 * max|w| does not fit int32)."""
     ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
@@ -169,7 +165,7 @@ def qconv_generic(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np
     acc_t = "int32" if wc[0].size * 255 * wmax <= INT32_MAX else "int64"
     wdata = wc.astype(np.int32 if acc_t == "int32" else np.int64)
     weight = ctx.array(pack_conv(wdata, ocb) if ocb > 1 else wdata)
-    epi, req = int_epilogue(ctx, node, bias, 4, 1, 1)
+    epi = int_epilogue(ctx, dst, bias, 4, 1, _out(sp))
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
@@ -191,16 +187,21 @@ def qconv_generic(ctx: LowerCtx, node: Node, x: relax.Expr, sp: ConvSpec, wc: np
                           axis=[ry, rx] if depthwise else [rc, ry, rx])
 
         acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
-        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
-            acc(n, o, i, j), [n, o, i, j], extra), name="epilogue")
+        return epi.compute(_out(sp), acc, extra)
 
     kind = "depthwise_conv2d" if depthwise else "conv2d"
-    return ctx.emit(compute, [x, weight, *epi.exprs], node, kind, ocb=ocb, vw=vw), req
+    return ctx.emit(compute, [x, weight, *epi.exprs], dst.node, kind, ocb=ocb, vw=vw)
 
 
-def lower_qconv(ctx: LowerCtx, node: Node) -> None:
-    """etch.QConv with a constant weight."""
-    names = list(node.inputs) + [""] * (6 - len(node.inputs))
+def _out(sp: ConvSpec) -> tuple[int, int, int, int]:
+    """The kernels' output shape (a 1-D conv has one row)."""
+    return (sp.n, sp.oc, sp.oh, sp.ow)
+
+
+def qconv(ctx: LowerCtx, dst: IntOut, inputs: list[str], attrs: dict) -> None:
+    """etch.QConv(inputs; attrs) with a constant weight, then dst's output unit."""
+    node = dst.node
+    names = list(inputs) + [""] * (6 - len(inputs))
     w = ctx.const(names[1])
     bias, zero, w_zero, w_mult = (ctx.const(n) if n else None for n in names[2:6])
     if w is None or any(n and ctx.const(n) is None for n in names[2:6]):
@@ -208,20 +209,22 @@ def lower_qconv(ctx: LowerCtx, node: Node) -> None:
     if zero is not None and zero.size != 1:
         raise EtchError(f"node {node.name}: etch.QConv's x_zero must be a scalar")
     z = 0 if zero is None else int(zero.reshape(()))
-    xshape, oshape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
-    wc = fold_weight(w, w_zero, w_mult, int(node.attrs.get("group_size", 0)), 0)
-    sp = conv_spec(node.attrs, xshape, wc.shape, oshape)
-    if (sp.kh, sp.kw, sp.stride, sp.dilation, sp.pad_top, sp.pad_left, sp.oh, sp.ow) == \
-            (1, 1, (1, 1), (1, 1), 0, 0, sp.h, sp.w):
-        # a 1x1 conv is a matmul over the flattened image: one long row of outputs
-        sp.w = sp.ow = sp.h * sp.w
-        sp.h = sp.oh = 1
-    x = ctx.reshape(ctx.expr(node.inputs[0]), (sp.n, sp.c, sp.h, sp.w))
+    xshape, oshape = ctx.shape(names[0]), ctx.shape(dst.value)
+    wc = fold_weight(w, w_zero, w_mult, int(attrs.get("group_size", 0)), 0)
+    sp = conv_spec(attrs, xshape, wc.shape, oshape)
+    x = ctx.reshape(ctx.expr(names[0]), (sp.n, sp.c, sp.h, sp.w))
     wc4 = wc.reshape(sp.oc, wc.shape[1], sp.kh, sp.kw)
-    got = qconv_fast(ctx, node, x, sp, wc4, z, bias) or qdepthwise(ctx, node, x, sp, wc4, z,
-                                                                   bias)
-    y, req = got if got is not None else qconv_generic(ctx, node, x, sp, wc4, z, bias)
-    bind_outputs(ctx, node, req, ctx.reshape(y, oshape))
+    y = qconv_fast(ctx, dst, x, sp, wc4, z, bias)
+    if y is None:
+        y = qdepthwise(ctx, dst, x, sp, wc4, z, bias)
+    if y is None:
+        y = qconv_generic(ctx, dst, x, sp, wc4, z, bias)
+    ctx.bind(node, ctx.reshape(y, oshape))
 
 
-__all__ = ["IntEpilogue", "lower_qconv"]
+def lower_qconv(ctx: LowerCtx, node: Node) -> None:
+    """A bare etch.QConv: the int32 accumulator."""
+    qconv(ctx, IntOut(node, None, node.outputs[0]), list(node.inputs), node.attrs)
+
+
+__all__ = ["lower_qconv", "qconv"]

@@ -1,12 +1,12 @@
-"""The integer graph's elementwise and pooling ops, and QuantizeLinear/DequantizeLinear.
+"""The integer graph's elementwise ops, and QuantizeLinear/DequantizeLinear.
 
 Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is the semantics):
 - `requantize(acc, m0, shift, zp, qmin, qmax)`: `compiler.reference.requantize`, DESIGN.md's
   one requantisation formula: an int64 product acc * M0, 2^(shift-1) added to its magnitude,
-  a logical shift of the magnitude, the sign restored, + zero point, saturated. The kernels
-  of etch.QGemm/etch.QConv call it in their epilogue, etch.Requantize and etch.QAdd here.
-- etch.QAdd: TFLite's integer add, three requantisations in int64, as the reference.
-- etch.QSumPool: window sums of (x - x_zero) in int32; taps in the padding add 0.
+  a logical shift of the magnitude, the sign restored, + zero point, saturated. The integer
+  kernels call it in their epilogue (`int_epilogue`), etch.Requantize and etch.QAdd here.
+- etch.QAdd (`qadd`): TFLite's integer add, three requantisations in int64, as the
+  reference; the residual step of a fused group (`int_epilogue`) calls it too.
 - etch.Table: a gather from the 256-entry table; etch.Clamp: a clip in x's dtype.
 - QuantizeLinear (ONNX): saturate(round_half_even(x / scale) + zero_point), per tensor or
   per axis; DequantizeLinear: float32(x - zero_point) * scale.
@@ -14,7 +14,7 @@ Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from tvm import te, tirx
@@ -23,7 +23,7 @@ from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.fastmath import dtype_of
 from compiler.errors import EtchError
 from compiler.ir import Node
-from compiler.ops.etch_int import INT32_MAX, INT32_MIN, along, pool_window
+from compiler.ops.etch_int import INT32_MAX, INT32_MIN, along
 
 Expr = tirx.Expr
 
@@ -89,10 +89,7 @@ def _opt_const(ctx: LowerCtx, node: Node, k: int) -> np.ndarray | None:
 
 def lower_requantize(ctx: LowerCtx, node: Node) -> None:
     """etch.Requantize: int32 accumulator -> int8/uint8 (per-tensor or per-channel)."""
-    out = node.outputs[0]
-    if out in ctx.env:  # rendered inside the QGemm/QConv kernel that produces its input
-        return
-    acc = node.inputs[0]
+    out, acc = node.outputs[0], node.inputs[0]
     shape, dtype = ctx.shape(out), ctx.dtype(out)
     axis = node.attrs.get("axis")
     params = ctx.data_operands([np.asarray(along(np.asarray(_const(ctx, node, k)), len(shape),
@@ -109,12 +106,9 @@ def lower_requantize(ctx: LowerCtx, node: Node) -> None:
     ctx.bind(node, ctx.emit(compute, [ctx.expr(acc), *params.exprs], node, "elementwise"))
 
 
-def lower_qadd(ctx: LowerCtx, node: Node) -> None:
-    """etch.QAdd: each input rescaled to a common int32 scale, added, requantised."""
-    a, b = node.inputs[:2]
-    out = node.outputs[0]
-    shape, dtype, at = ctx.shape(out), ctx.dtype(out), node.attrs
-    ops = ctx.operands([a, b])
+def qadd(xa: Expr, xb: Expr, at: Mapping[str, int]) -> Expr:
+    """etch.QAdd at one position, as int64 (the reference's formula): each input centred,
+    shifted left and requantised to a common int32 scale, added, requantised to the output."""
     left = int(at.get("left_shift", 20))
 
     def side(x: Expr, p: str) -> Expr:
@@ -122,37 +116,24 @@ def lower_qadd(ctx: LowerCtx, node: Node) -> None:
         return requantize(x64, int(at[f"{p}_m0"]), int(at[f"{p}_shift"]), 0, INT32_MIN,
                           INT32_MAX)
 
+    return requantize(side(xa, "a") + side(xb, "b"), int(at["m0"]), int(at["shift"]),
+                      int(at.get("zero_point", 0)), int(at["qmin"]), int(at["qmax"]))
+
+
+def lower_qadd(ctx: LowerCtx, node: Node) -> None:
+    """etch.QAdd: each input rescaled to a common int32 scale, added, requantised."""
+    a, b = node.inputs[:2]
+    out = node.outputs[0]
+    shape, dtype = ctx.shape(out), ctx.dtype(out)
+    ops = ctx.operands([a, b])
+
     def compute(*ts: te.Tensor) -> te.Tensor:
         def body(*i: Expr) -> Expr:
             xa, xb = ops.load(ts, i)
-            y = requantize(side(xa, "a") + side(xb, "b"), int(at["m0"]), int(at["shift"]),
-                           int(at.get("zero_point", 0)), int(at["qmin"]), int(at["qmax"]))
-            return y.astype(dtype)
+            return qadd(xa, xb, node.attrs).astype(dtype)
         return te.compute(shape, body, name="epilogue")
 
     ctx.bind(node, ctx.emit(compute, ops.exprs, node, "elementwise"))
-
-
-def lower_qsumpool(ctx: LowerCtx, node: Node) -> None:
-    """etch.QSumPool: int32 window sums of (x - x_zero); a tap in the padding adds 0."""
-    x, out = node.inputs[0], node.outputs[0]
-    xshape, oshape = ctx.shape(x), ctx.shape(out)
-    win = pool_window(node.attrs, xshape)
-    zero = _opt_const(ctx, node, 1)
-    z = int(zero.reshape(())) if zero is not None else 0
-    reduce = [te.reduce_axis((0, k), f"r{i}") for i, k in enumerate(win.kernel)]
-    sizes = xshape[2:]
-
-    def compute(xt: te.Tensor) -> te.Tensor:
-        def body(n: Expr, c: Expr, *o: Expr) -> Expr:
-            pos = [o[i] * win.strides[i] - win.begin[i] + r * win.dilations[i]
-                   for i, r in enumerate(reduce)]
-            inside = tirx.all(*[tirx.all(p >= 0, p < s) for p, s in zip(pos, sizes)])
-            v = xt(n, c, *pos).astype("int32") - tirx.const(z, "int32")
-            return te.sum(tirx.if_then_else(inside, v, tirx.const(0, "int32")), axis=reduce)
-        return te.compute(oshape, body, name="epilogue")
-
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "qsumpool"))
 
 
 def lower_table(ctx: LowerCtx, node: Node) -> None:

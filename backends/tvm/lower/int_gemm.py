@@ -12,140 +12,25 @@ Kernels (compiler/ops/etch_int.py has the semantics):
   Raw partial sums are bounded by K * 255 * max|w| < 2^31 (checked), so int32 never wraps.
 - "qgemm" (anything else: computed operands, wide folded weights, CUDA): centred int32
   products (int64 when the bound does not fit int32), numpy broadcasting.
-Both end in `IntEpilogue`: + bias, then the requantisation of the one etch.Requantize that
-reads the accumulator when there is one (the int32 tensor is then never stored).
+Both end in `int_epilogue.IntEpilogue`: + bias, then, for the anchor of an etch.QFused
+group, the group's output unit (requantise, table, residual add), so the int32 tensor is
+never stored; a bare etch.QGemm stores the int32 accumulator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from tvm import relax, te, tirx
 
-from backends.tvm.lower.context import LowerCtx, Operands, bload
+from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.fastmath import dtype_of
-from backends.tvm.lower.int_eltwise import requantize
+from backends.tvm.lower.int_epilogue import IntOut, int_epilogue, kernel_hints
 from compiler.errors import EtchError
 from compiler.ir import Node
-from compiler.ops.etch_int import INT32_MAX, along
+from compiler.ops.etch_int import INT32_MAX
 
 Expr = tirx.Expr
 KI = 4  # activations per intrinsic step (4 bytes: one int32 broadcast)
-
-
-@dataclass
-class IntEpilogue:
-    """acc -> acc + bias (int64) -> requantised (int8/uint8) or int32. Operands: bias and
-    the Requantize's m0/shift, each broadcast to the output's rank."""
-
-    dtype: str
-    operands: Operands = field(default_factory=Operands)
-    requant: dict | None = None  # zero_point, qmin, qmax
-    has_bias: bool = False
-    multipliers: tuple = ()  # the absorbed Requantize's (m0, shift) arrays
-
-    @property
-    def exprs(self) -> list:
-        return self.operands.exprs
-
-    def apply(self, acc: Expr, idx: list, tensors: list) -> Expr:
-        vals = self.operands.load(tensors, idx, bload)
-        y = acc
-        if self.has_bias:
-            y = add_bias(acc, vals.pop(0))
-        if self.requant is None:
-            return y.astype(self.dtype)
-        r = self.requant
-        return requantize(y, vals[0], vals[1], r["zero_point"], r["qmin"], r["qmax"]).astype(
-            self.dtype)
-
-
-def add_bias(acc: Expr, bias: Expr) -> Expr:
-    """acc + bias: in int32 when the bias is int32 (acc and the sum, the true accumulator,
-    both fit int32, so the add cannot overflow), else in int64."""
-    if dtype_of(bias) == "int32" and dtype_of(acc) == "int32":
-        return acc + bias
-    return acc.astype("int64") + bias.astype("int64")
-
-
-def requantize_consumer(ctx: LowerCtx, node: Node, channel_axis: int) -> Node | None:
-    """The etch.Requantize that is the only reader of `node`'s accumulator and requantises
-    per tensor or along `channel_axis` (the output channels), or None."""
-    acc = node.outputs[0]
-    readers = ctx.graph.consumers().get(acc, [])
-    if acc in ctx.graph.outputs or len(readers) != 1:
-        return None
-    req = readers[0]
-    if req.op != "etch.Requantize" or req.inputs[0] != acc:
-        return None
-    params = [ctx.const(name) for name in req.inputs[1:3]]
-    if any(p is None for p in params):
-        return None
-    axis = req.attrs.get("axis")
-    per_tensor = all(p.size == 1 for p in params)
-    rank = len(ctx.shape(acc))
-    return req if per_tensor or (axis is not None and int(axis) % rank == channel_axis) \
-        else None
-
-
-def int_epilogue(ctx: LowerCtx, node: Node, bias: np.ndarray | None, rank: int,
-                 kernel_axis: int, node_axis: int, channels: int = 0
-                 ) -> tuple[IntEpilogue, Node | None]:
-    """The epilogue of an integer kernel whose output has rank `rank` with the output
-    channels along `kernel_axis` (along `node_axis` of the node's own output): its bias
-    (int64 numbers, per channel) and the Requantize it absorbs (returned, so its output can
-    be bound). A per-channel requantisation must run along the node's channel axis.
-    With `channels`, every operand is a tensor of that many channels (the x86 kernels of
-    `schedules/int_kernels.py` read bias, m0, shift as [.., C, ..] buffers)."""
-    full = len(ctx.shape(node.outputs[0]))
-    req = requantize_consumer(ctx, node, node_axis % full)
-    arrays = []
-    if bias is not None:
-        b = np.asarray(bias, np.int64)
-        arrays.append(along(b if np.abs(b).max(initial=0) > INT32_MAX else b.astype(np.int32),
-                            rank, kernel_axis))
-    epi = IntEpilogue(ctx.dtype(node.outputs[0]), has_bias=bias is not None)
-    if req is not None:
-        params = [np.asarray(ctx.const(req.inputs[k])) for k in (1, 2)]
-        arrays += [along(p, rank, kernel_axis) for p in params]
-        epi.multipliers = tuple(params)
-        epi.dtype = ctx.dtype(req.outputs[0])
-        epi.requant = {"zero_point": int(req.attrs.get("zero_point", 0)),
-                       "qmin": int(req.attrs["qmin"]), "qmax": int(req.attrs["qmax"])}
-    epi.operands = _operands(ctx, [np.asarray(a) for a in arrays], rank, kernel_axis, channels)
-    return epi, req
-
-
-def _operands(ctx: LowerCtx, arrays: list[np.ndarray], rank: int, axis: int,
-              channels: int) -> Operands:
-    """Constant operands: immediates where scalar, unless `channels` asks for tensors of
-    `channels` entries along `axis`."""
-    if not channels:
-        return ctx.data_operands(arrays)
-    shape = [1] * rank
-    shape[axis] = channels
-    ops = Operands()
-    for a in arrays:
-        ops.slots.append(("t", len(ops.exprs)))
-        ops.exprs.append(ctx.array(np.ascontiguousarray(np.broadcast_to(a, shape))))
-    return ops
-
-
-def kernel_hints(epi: IntEpilogue, acc_bound: np.ndarray) -> dict:
-    """PrimFunc attributes that describe the epilogue to the x86 kernel builders. `req_vec`:
-    every requantised magnitude stays below 2^24 for accumulators within `acc_bound` (per
-    channel), so the kernels may narrow it to int32 lanes (`int_kernels.requantize_avx2`)."""
-    r = epi.requant or {}
-    hints = {"req": int(epi.requant is not None), "zp": r.get("zero_point", 0),
-             "qmin": r.get("qmin", 0), "qmax": r.get("qmax", 0), "req_vec": 0}
-    if epi.requant is not None and max(abs(r["qmin"]), abs(r["qmax"])) < 1 << 16:
-        m0, shift = (np.broadcast_to(np.asarray(p, np.int64).reshape(-1), acc_bound.shape)
-                     for p in epi.multipliers)
-        mags = [(int(t) * int(m) + (1 << int(sh) >> 1)) >> int(sh)
-                for t, m, sh in zip(acc_bound, m0, shift)]
-        hints["req_vec"] = int(max(mags, default=0) < 1 << 24 and int(shift.min()) >= 0)
-    return hints
 
 
 def acc_bound(wc: np.ndarray, bias: np.ndarray | None, axis: int) -> np.ndarray:
@@ -153,11 +38,6 @@ def acc_bound(wc: np.ndarray, bias: np.ndarray | None, axis: int) -> np.ndarray:
     other = tuple(d for d in range(wc.ndim) if d != axis)
     bound = 255 * np.abs(wc).sum(axis=other)
     return bound + (0 if bias is None else np.abs(bias.astype(np.int64)).reshape(-1))
-
-
-def bind_outputs(ctx: LowerCtx, node: Node, req: Node | None, y: relax.Expr) -> None:
-    """Bind the kernel result to the Requantize's output (absorbed) or to node's own."""
-    ctx.bind(req if req is not None else node, y)
 
 
 # ---- weights ------------------------------------------------------------------------------
@@ -232,10 +112,10 @@ def pack_qdense(wc: np.ndarray, nl: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(kp // KI, KI, np_ // nl, nl).transpose(2, 0, 3, 1))
 
 
-def qdense(ctx: LowerCtx, node: Node, a: relax.Expr, a_dtype: str, m: int, zero: int,
-           wc: np.ndarray, bias: np.ndarray | None) -> tuple | None:
-    """The fast kernel for a [M, K] x constant [K, N] -> (result, absorbed Requantize or
-    None); None when the weights do not fit it."""
+def qdense(ctx: LowerCtx, dst: IntOut, a: relax.Expr, a_dtype: str, m: int, zero: int,
+           wc: np.ndarray, bias: np.ndarray | None) -> relax.Expr | None:
+    """The fast kernel for a [M, K] x constant [K, N] -> [M, N], then dst's output unit;
+    None when the weights do not fit it."""
     if not ctx.pack or not fast_weight_ok(wc):
         return None
     k, n = wc.shape
@@ -243,9 +123,8 @@ def qdense(ctx: LowerCtx, node: Node, a: relax.Expr, a_dtype: str, m: int, zero:
     packed = pack_qdense(wc.astype(np.int8), nl)
     nb, kb = packed.shape[0], packed.shape[1]
     corr = -u8_zero(a_dtype, zero) * wc.sum(axis=0)
-    full = len(ctx.shape(node.outputs[0]))
-    epi, req = int_epilogue(ctx, node, corr + (0 if bias is None else bias.astype(np.int64)),
-                            2, 1, full - 1, channels=n)
+    epi = int_epilogue(ctx, dst, corr + (0 if bias is None else bias.astype(np.int64)), 2, 1,
+                       (m, n), channels=n)
     direct = a_dtype == "uint8" and k % KI == 0
 
     def compute(at: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
@@ -258,25 +137,23 @@ def qdense(ctx: LowerCtx, node: Node, a: relax.Expr, a_dtype: str, m: int, zero:
         acc = te.compute((m, nb, nl), lambda i, jo, ji: te.sum(
             src[i, ko * KI + ki].astype("int32") * wt[jo, ko, ji, ki].astype("int32"),
             axis=[ko, ki]), name="anchor")
-        return te.compute((m, n), lambda i, j: epi.apply(acc(i, j // nl, j % nl), [i, j],
-                                                         extra), name="epilogue")
+        return epi.compute((m, n), lambda i, j: acc(i, j // nl, j % nl), extra)
 
-    y = ctx.emit(compute, [a, ctx.array(packed), *epi.exprs], node, "qdense", nl=nl,
-                 pair_safe=int(pair_safe(packed)),
-                 **kernel_hints(epi, acc_bound(wc, bias, 1)))
-    return y, req
+    return ctx.emit(compute, [a, ctx.array(packed), *epi.exprs], dst.node, "qdense", nl=nl,
+                    pair_safe=int(pair_safe(packed)),
+                    **kernel_hints(epi, acc_bound(wc, bias, 1)))
 
 
-def qgemm_generic(ctx: LowerCtx, node: Node, a: relax.Expr, w: relax.Expr, wdata,
+def qgemm_generic(ctx: LowerCtx, dst: IntOut, a: relax.Expr, w: relax.Expr, wdata,
                   zero: np.ndarray | None, w_zero: np.ndarray | None, w_mult, gs: int,
-                  bias: np.ndarray | None, out_shape: tuple) -> tuple:
+                  bias: np.ndarray | None, out_shape: tuple) -> relax.Expr:
     """acc[..., m, n] = sum_k (a - a_zero) * w'[..., k, n] with numpy broadcasting, where w' is
     the folded constant weight or (w - w_zero) * w_mult[k // G, n] computed in the kernel."""
     ashape = tuple(int(d) for d in a.ty.shape.values)
     wshape = tuple(int(d) for d in w.ty.shape.values)
     k = ashape[-1]
     rank = len(out_shape)
-    epi, req = int_epilogue(ctx, node, bias, rank, rank - 1, rank - 1)
+    epi = int_epilogue(ctx, dst, bias, rank, rank - 1, out_shape)
     wide = k * 255 * _wmax(wdata, w_mult) + (0 if bias is None else int(np.abs(bias).max()))
     acc_t = "int32" if wide <= INT32_MAX else "int64"
     extra_ops = ctx.data_operands([np.asarray(p) for p in (zero, w_zero, w_mult)
@@ -306,11 +183,9 @@ def qgemm_generic(ctx: LowerCtx, node: Node, a: relax.Expr, w: relax.Expr, wdata
             return te.sum(av * wv, axis=r)
 
         acc = te.compute(out_shape, body, name="anchor")
-        return te.compute(out_shape, lambda *i: epi.apply(acc(*i), list(i), tail),
-                          name="epilogue")
+        return epi.compute(out_shape, acc, tail)
 
-    y = ctx.emit(compute, [a, w, *extra_ops.exprs, *epi.exprs], node, "qgemm")
-    return y, req
+    return ctx.emit(compute, [a, w, *extra_ops.exprs, *epi.exprs], dst.node, "qgemm")
 
 
 def _param_at(t: te.Tensor, ix: list, gs: int) -> Expr:
@@ -327,22 +202,24 @@ def _wmax(wdata: np.ndarray | None, w_mult: np.ndarray | None) -> int:
     return 255 * (int(np.abs(w_mult).max()) if w_mult is not None else 1)
 
 
-def _inputs(ctx: LowerCtx, node: Node) -> list[np.ndarray | None]:
-    names = list(node.inputs) + [""] * (6 - len(node.inputs))
+def _inputs(ctx: LowerCtx, names: list[str]) -> list[np.ndarray | None]:
+    names = list(names) + [""] * (6 - len(names))
     return [ctx.const(n) if n else None for n in names[2:6]]
 
 
-def lower_qgemm(ctx: LowerCtx, node: Node) -> None:
-    """etch.QGemm: the fast kernel for a constant 2-D weight where it applies, else generic."""
-    a_name, w_name = node.inputs[:2]
-    bias, zero, w_zero, w_mult = _inputs(ctx, node)
-    for name, data in zip(node.inputs[2:6], (bias, zero, w_zero, w_mult)):
+def qgemm(ctx: LowerCtx, dst: IntOut, inputs: list[str], attrs: dict) -> None:
+    """etch.QGemm(inputs; attrs), then dst's output unit: the fast kernel for a constant 2-D
+    weight where it applies, else the generic one."""
+    node = dst.node
+    a_name, w_name = inputs[:2]
+    bias, zero, w_zero, w_mult = _inputs(ctx, inputs)
+    for name, data in zip(inputs[2:6], (bias, zero, w_zero, w_mult)):
         if name and data is None:
             raise EtchError(f"node {node.name}: etch.QGemm input %{name} must be a constant")
     if zero is not None and zero.size != 1:
         raise EtchError(f"node {node.name}: etch.QGemm's a_zero must be a scalar")
-    gs = int(node.attrs.get("group_size", 0))
-    ashape, oshape = ctx.shape(a_name), ctx.shape(node.outputs[0])
+    gs = int(attrs.get("group_size", 0))
+    ashape, oshape = ctx.shape(a_name), ctx.shape(dst.value)
     w = ctx.const(w_name)
     if len(ashape) < 2 or len(ctx.shape(w_name)) < 2:
         raise EtchError(f"node {node.name}: etch.QGemm of a 1-D operand is not built")
@@ -352,12 +229,17 @@ def lower_qgemm(ctx: LowerCtx, node: Node) -> None:
         m = int(np.prod(ashape[:-1]))
         flat = ctx.reshape(a, (m, ashape[-1]))
         z = 0 if zero is None else int(zero.reshape(()))
-        got = qdense(ctx, node, flat, ctx.dtype(a_name), m, z, wc, bias)
+        got = qdense(ctx, dst, flat, ctx.dtype(a_name), m, z, wc, bias)
         if got is not None:
-            bind_outputs(ctx, node, got[1], ctx.reshape(got[0], oshape))
+            ctx.bind(node, ctx.reshape(got, oshape))
             return
         wexpr, w_zero, w_mult, wdata = ctx.array(small_int(wc)), None, None, wc
     else:
         wexpr, wdata = ctx.expr(w_name), None
-    y, req = qgemm_generic(ctx, node, a, wexpr, wdata, zero, w_zero, w_mult, gs, bias, oshape)
-    bind_outputs(ctx, node, req, y)
+    ctx.bind(node, qgemm_generic(ctx, dst, a, wexpr, wdata, zero, w_zero, w_mult, gs, bias,
+                                 oshape))
+
+
+def lower_qgemm(ctx: LowerCtx, node: Node) -> None:
+    """A bare etch.QGemm: the int32 accumulator."""
+    qgemm(ctx, IntOut(node, None, node.outputs[0]), list(node.inputs), node.attrs)

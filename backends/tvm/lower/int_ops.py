@@ -1,38 +1,56 @@
-"""The TVM lowerings of etch's quantisation ops (compiler/ops/etch_int.py is their meaning).
+"""The TVM lowerings of etch's quantisation ops (compiler/ops/etch_int.py and
+compiler/ops/etch_qfused.py are their meaning).
 
 `INT_LOWERINGS` joins `backends.tvm.lower.LOWERINGS`:
-- etch.QGemm (`int_gemm`), etch.QConv (`int_conv`): exact int32 dot products, x86 int8
-  tensor intrinsics on CPU; each renders the etch.Requantize that is its accumulator's only
-  reader in the same kernel (that Requantize's lowering then finds its output bound);
-- etch.Requantize, etch.QAdd, etch.QSumPool, etch.Table, etch.Clamp, QuantizeLinear,
-  DequantizeLinear (`int_eltwise`): the reference formulas in TIR;
+- etch.QFused (`lower_qfused`): the group the integer fusion pass recorded, one kernel: the
+  anchor's kernel (`int_gemm`, `int_conv`, `int_pool`) with the group's output unit
+  (requantise, table, residual add) in its epilogue (`int_epilogue`);
+- etch.QGemm, etch.QConv, etch.QSumPool alone: the same kernels storing the int32
+  accumulator;
+- etch.Requantize, etch.QAdd, etch.Table, etch.Clamp, QuantizeLinear, DequantizeLinear
+  alone (`int_eltwise`): the reference formulas in TIR;
 - etch.Dequant (`int_dequant`): weight-only dequantisation, computed inside the
   Conv/Gemm/MatMul kernel that reads it, so the library holds the integer codes only.
   `DEQUANT_LOWERINGS` (etch.Dequant, and Conv/Gemm/MatMul/etch.Fused, which it sends to
   the float lowerings unless their weight is an etch.Dequant) also joins LOWERINGS.
 MaxPool, Reshape, Transpose, Concat, Flatten on int8 run on the float lowerings, which are
-dtype-generic.
+dtype-generic. Nothing here decides fusion or rewrites ops: the passes did, on the IR.
 """
 
 from __future__ import annotations
 
-from backends.tvm.lower.int_conv import lower_qconv
+from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.int_conv import lower_qconv, qconv
 from backends.tvm.lower.int_dequant import DEQUANT_LOWERINGS
 from backends.tvm.lower.int_eltwise import (
-                                            lower_clamp,
-                                            lower_dequantize_linear,
-                                            lower_qadd,
-                                            lower_qsumpool,
-                                            lower_quantize_linear,
-                                            lower_requantize,
-                                            lower_table,
+    lower_clamp,
+    lower_dequantize_linear,
+    lower_qadd,
+    lower_quantize_linear,
+    lower_requantize,
+    lower_table,
 )
-from backends.tvm.lower.int_gemm import lower_qgemm
+from backends.tvm.lower.int_epilogue import IntOut
+from backends.tvm.lower.int_gemm import lower_qgemm, qgemm
+from backends.tvm.lower.int_pool import lower_qsumpool, qsumpool
+from compiler.ir import Node
+from compiler.ops.etch_qfused import group
+
+ANCHORS = {"etch.QGemm": qgemm, "etch.QConv": qconv, "etch.QSumPool": qsumpool}
+
+
+def lower_qfused(ctx: LowerCtx, node: Node) -> None:
+    """etch.QFused: the anchor's kernel, rendering the group's output unit in its epilogue."""
+    g = group(node.attrs, node.inputs, node.outputs[0])
+    ANCHORS[g.anchor](ctx, IntOut(node, g, node.outputs[0]), list(g.anchor_inputs),
+                      g.anchor_attrs)
+
 
 INT_LOWERINGS = {
-    "etch.QGemm": lower_qgemm, "etch.QConv": lower_qconv,
+    "etch.QFused": lower_qfused,
+    "etch.QGemm": lower_qgemm, "etch.QConv": lower_qconv, "etch.QSumPool": lower_qsumpool,
     "etch.Requantize": lower_requantize, "etch.QAdd": lower_qadd,
-    "etch.QSumPool": lower_qsumpool, "etch.Table": lower_table, "etch.Clamp": lower_clamp,
+    "etch.Table": lower_table, "etch.Clamp": lower_clamp,
     "QuantizeLinear": lower_quantize_linear, "DequantizeLinear": lower_dequantize_linear,
 }
 

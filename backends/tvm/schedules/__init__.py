@@ -5,6 +5,9 @@ last one a fallback (dlight's protocol, so dlight's own rules mix in freely).
 and marks it `tirx.is_scheduled` (a rule whose schedule primitives fail on a kernel it took
 for its own passes it on to the next rule); `rule_names(mod)` says which rule scheduled each
 kernel (recorded in the manifest, so a slow kernel can be traced to its schedule).
+A kernel whose rule left a block "post" (the steps of an integer group after its
+requantisation, `lower.int_epilogue`) gets it computed inside the outermost loop of its
+"epilogue" block, its innermost loop vectorised: the rules need not know it is there.
 """
 
 from __future__ import annotations
@@ -44,12 +47,32 @@ def apply_rules(mod: ir.IRModule, target: tvm.target.Target,
                 if sch is None:
                     continue
                 sch = sch[0] if isinstance(sch, list) else sch
+                _attach_post(sch)
                 new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
                 updated[gvar] = new.with_attr(RULE_ATTR, type(rule).__name__)
                 break
     for gvar, func in updated.items():
         mod[gvar] = func
     return mod
+
+
+def _attach_post(sch) -> None:
+    """Compute block "post" under the outermost loop of block "epilogue" (the region the
+    epilogue wrote there is still in cache), its innermost loop vectorised when short."""
+    from backends.tvm.schedules.cpu import block
+
+    post, epilogue = block(sch, "post"), block(sch, "epilogue")
+    if post is None or epilogue is None:
+        return
+    loops = sch.get_loops(epilogue)
+    try:
+        if loops:
+            sch.reverse_compute_at(post, loops[0])
+        own = sch.get_loops(post)[1 if loops else 0:]  # not the loop it is computed in
+        if own and 1 < int(sch.get(own[-1]).extent) <= 64:
+            sch.vectorize(own[-1])
+    except ScheduleError:  # a layout the primitives refuse: "post" stays a loop of its own
+        return
 
 
 def rule_names(mod: ir.IRModule) -> dict[str, int]:

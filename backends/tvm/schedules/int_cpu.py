@@ -21,7 +21,13 @@ from tvm import s_tir, tirx
 from tvm.target import Target, codegen
 
 from backends.tvm.schedules import int_intrin, int_kernels
-from backends.tvm.schedules.cpu import PARALLEL_MIN_ELEMENTS, KindRule, maybe_parallel, work
+from backends.tvm.schedules.cpu import (
+    PARALLEL_MIN_ELEMENTS,
+    KindRule,
+    block,
+    maybe_parallel,
+    work,
+)
 
 MAX_ACC = {8: 8, 16: 16}
 
@@ -108,18 +114,23 @@ class QDepthwise(KernelRule):
 
 
 class QSumPool(KindRule):
-    """Window sums: the (n, c, out...) loops fused and run in parallel when large."""
+    """Window sums: the (n, c, out...) loops fused and run in parallel when large; a fused
+    group's output unit (block "epilogue" after the sums, block "anchor") computed inside
+    the same loop, one sum at a time."""
 
     kinds = ("qsumpool",)
 
     def schedule(self, sch, func, target):
-        blk = sch.get_sblock("epilogue")
+        epilogue, blk = sch.get_sblock("epilogue"), block(sch, "anchor")
+        blk = epilogue if blk is None else blk
         loops = sch.get_loops(blk)
         spatial = len(sch.get(blk).iter_vars) - sum(
             iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars)
         total = work(sch, loops)
         outer = sch.fuse(*loops[:spatial]) if spatial > 1 else loops[0]
         maybe_parallel(sch, outer, total, PARALLEL_MIN_ELEMENTS)
+        if blk is not epilogue:
+            sch.reverse_compute_at(epilogue, outer)
         return True
 
 

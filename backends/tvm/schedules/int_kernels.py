@@ -8,13 +8,16 @@ with the kernel built here: same parameters, same result, its inner step one vec
 (s_tir's `tensorize` would be the usual route, but in TVM 0.27 with this tvm-ffi it
 deep-copies the intrinsic through JSON, and JSON serialisation of TIR crashes.)
 
-Parameters, in order: activations, packed weights, bias, [m0, shift,] output; the bias and
-requantisation parameters are full per-channel buffers. Attributes (`etch.*`) give the
-rest: nl, req/zp/qmin/qmax, and for convs groups, stride, dilation, pad, x_zero, xb.
+Parameters, in order: activations, packed weights, bias, [m0, shift,] [the group's table,
+residual,] output; the bias and requantisation parameters are full per-channel buffers, the
+residual is shaped like the output. Attributes (`etch.*`) give the rest: nl,
+req/zp/qmin/qmax, post (the group's steps after the requantisation, `lower.int_epilogue`),
+and for convs groups, stride, dilation, pad, x_zero, xb.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from tvm import tirx
@@ -22,7 +25,8 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
 from backends.tvm.lower.int_eltwise import requantize
-from backends.tvm.lower.int_gemm import add_bias, to_u8
+from backends.tvm.lower.int_epilogue import add_bias, apply_post
+from backends.tvm.lower.int_gemm import to_u8
 from backends.tvm.schedules import int_intrin
 
 Expr = tirx.Expr
@@ -50,30 +54,52 @@ def _attr(func: tirx.PrimFunc, name: str) -> int:
 
 
 class _Epilogue:
-    """What a kernel does to an accumulator: + bias, requantised if it absorbed a
-    Requantize (`compiler.reference.requantize`). `scalar` is the general TIR form
-    (`lower.int_eltwise.requantize`, vectorised by TVM where the loop is); `vector` is the
-    AVX2 form (`int_intrin.requantize_avx2`) for 8 accumulators, usable where `self.vec`."""
+    """What a kernel does to an accumulator: + bias, then the output unit of the group it
+    renders (`lower.int_epilogue`): requantise (`compiler.reference.requantize`), then the
+    steps after it (table, residual add). `scalar` is the general TIR form (vectorised by
+    TVM where the loop is); `vector` is the AVX2 requantisation (`int_intrin.
+    requantize_avx2`) for 8 accumulators, usable where `self.vec`. With steps after the
+    requantisation (`self.post`) a tile is `staged`: the requantised values go back into
+    the int32 accumulator tile, and `finish` applies the steps in a second loop (the add's
+    formula reads its input several times: one small load, not a whole epilogue)."""
 
     def __init__(self, func: tirx.PrimFunc, params: list, out_dtype: str, nl: int) -> None:
-        self.bias, *self.req = params
+        self.post = json.loads(str(func.attrs["etch.post"])) if "etch.post" in func.attrs \
+            else []
+        n_req = 2 if _attr(func, "req") else 0
+        self.bias, self.req = params[0], params[1:1 + n_req]
+        self.post_bufs = params[1 + n_req:]
         self.dtype = out_dtype
         self.attrs = [_attr(func, k) for k in ("zp", "qmin", "qmax")]
         self.vec = bool(self.req) and nl == 8 and bool(_attr(func, "req_vec")) and \
             self.bias.dtype == "int32"
+        self.staged = bool(self.post)
+
+    @property
+    def stage_dtype(self) -> str:
+        """What the first loop stores: the output, or the requantised value in int32."""
+        return "int32" if self.staged else self.dtype
 
     def scalar(self, acc: Expr, idx: list) -> Expr:
+        """The requantised accumulator (the output when not staged); `idx` indexes the
+        per-channel parameter buffers."""
         y = add_bias(acc, tirx.BufferLoad(self.bias, idx))
         if self.req:
             y = requantize(y, tirx.BufferLoad(self.req[0], idx),
                            tirx.BufferLoad(self.req[1], idx), *self.attrs)
-        return y.astype(self.dtype)
+        return y.astype(self.stage_dtype)
 
     def vector(self, acc: Expr, load: Callable[[tirx.Buffer], Expr]) -> Expr:
-        """8 outputs from 8 accumulators; load(buffer) gives the 8 lanes' parameters."""
+        """8 values from 8 accumulators; load(buffer) gives the 8 lanes' parameters."""
         y = int_intrin.requantize_avx2(acc + load(self.bias), load(self.req[0]),
                                        load(self.req[1]), *self.attrs)
-        return y.astype(f"{self.dtype}x8")
+        return y.astype(f"{self.stage_dtype}x8")
+
+    def finish(self, y: Expr, at: list) -> Expr:
+        """The output at position `at` from its staged requantised value y."""
+        steps = apply_post(self.post, y.astype("int64"), at,
+                           lambda j, ix: tirx.BufferLoad(self.post_bufs[j], ix))
+        return steps.astype(self.dtype)
 
 
 def _args(func: tirx.PrimFunc) -> list[tirx.Buffer]:
@@ -128,28 +154,32 @@ def dense_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.PrimFu
 
 def _dense_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
                  sizes: tuple) -> None:
-    """Write one tile: rows row0 + mi, columns col0 + v * nl + j (guarded past N)."""
+    """Write one tile: rows row0 + mi, columns col0 + v * nl + j (guarded past N); a staged
+    tile goes back into `acc`, then through `_finish_tile`."""
     row0, col0 = at
     mb, nv, nl, n = sizes
     full = n % (nv * nl) == 0
+    sink, r0, c0 = (acc, 0, 0) if epi.staged else (out, row0, col0)
     with T.unroll(0, mb) as mi, T.unroll(0, nv) as v:
         start = col0 + v * nl
 
         def store(j: Expr) -> None:
-            T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]),
-                                           [0, start + j]), [row0 + mi, start + j])
+            T.buffer_store(sink, epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]),
+                                            [0, start + j]), [r0 + mi, c0 + v * nl + j])
 
         if full and epi.vec:
             lanes = tirx.Ramp(start, 1, nl)
-            T.buffer_store(out, epi.vector(_vec(acc, [mi, v * nl], nl),
-                                           lambda b: tirx.BufferLoad(b, [0, lanes])),
-                           [row0 + mi, lanes])
+            T.buffer_store(sink, epi.vector(_vec(acc, [mi, v * nl], nl),
+                                            lambda b: tirx.BufferLoad(b, [0, lanes])),
+                           [r0 + mi, tirx.Ramp(c0 + v * nl, 1, nl)])
         elif full:
             with T.vectorized(0, nl) as j:
                 store(j)
         else:
             with T.serial(0, nl) as j, T.If(start + j < n), T.Then():
                 store(j)
+    if epi.staged:
+        _finish_tile(out, acc, epi, (mb, nv, nl), col0, n, lambda r, c: [row0 + r, c])
 
 
 def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
@@ -267,15 +297,21 @@ def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int) -> Expr:
 def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
                 sizes: tuple) -> None:
     """Write one tile NCHW: channel o0 + k, columns col0 + v * nl + j: whole vectors where
-    the row has them, element by element at its end."""
+    the row has them, element by element at its end; a staged tile goes back into `acc`,
+    then through `_finish_tile`."""
     b, o0, y, col0 = at
     ocb, xv, nl, ow = sizes
     with T.unroll(0, ocb) as k, T.unroll(0, xv) as v:
         start, o = col0 + v * nl, o0 + k
 
+        def sink(value: Expr, j: Expr | tirx.Ramp) -> None:
+            if epi.staged:
+                T.buffer_store(acc, value, [k, v * nl + j])
+            else:
+                T.buffer_store(out, value, [b, o, y, start + j])
+
         def store(j: Expr) -> None:
-            T.buffer_store(out, epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]),
-                                           [0, o, 0, 0]), [b, o, y, start + j])
+            sink(epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]), [0, o, 0, 0]), j)
 
         def store_vector() -> None:
             if not epi.vec:
@@ -283,13 +319,37 @@ def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
                     store(j)
                 return
             scalar = lambda buf: tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)
-            T.buffer_store(out, epi.vector(_vec(acc, [k, v * nl], nl), scalar),
-                           [b, o, y, tirx.Ramp(start, 1, nl)])
+            sink(epi.vector(_vec(acc, [k, v * nl], nl), scalar), tirx.Ramp(0, 1, nl))
 
-        if ow % nl == 0:
+        if ow % nl == 0 or epi.staged:  # a staged tile has room for whole vectors
             store_vector()
         else:
             _store_tail(start, nl, ow, store_vector, store)
+    if epi.staged:
+        _finish_tile(out, acc, epi, (ocb, xv, nl), col0, ow, lambda r, c: [b, o0 + r, y, c])
+
+
+def _finish_tile(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, tile: tuple,
+                 col0: Expr, width: int, pos: Callable[[Expr, Expr], list]) -> None:
+    """The steps after the requantisation, from a staged tile of `rows` x `nv` vectors of nl
+    (in `acc`) to the output: pos(r, col) is the output position of tile row r at column
+    col; columns from col0, guarded past `width`."""
+    rows, nv, nl = tile
+    with T.serial(0, rows) as r, T.serial(0, nv) as v:
+        start = col0 + v * nl
+
+        def store(j: Expr) -> None:
+            at = pos(r, start + j)
+            T.buffer_store(out, epi.finish(tirx.BufferLoad(acc, [r, v * nl + j]), at), at)
+
+        def whole() -> None:
+            with T.vectorized(0, nl) as j:
+                store(j)
+
+        if width % (nv * nl) == 0:
+            whole()
+        else:
+            _store_tail(start, nl, width, whole, store)
 
 
 def _store_tail(start: Expr, nl: int, ow: int, whole: Callable, store: Callable) -> None:

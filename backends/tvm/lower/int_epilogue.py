@@ -1,0 +1,216 @@
+"""The epilogue of an integer kernel: the output unit of an etch.QFused group in TIR.
+
+compiler/ops/etch_qfused.py is the meaning. An integer anchor kernel (`int_gemm`,
+`int_conv`, `int_eltwise.lower_qsumpool`) renders either a bare anchor (the int32
+accumulator is stored) or a whole group recorded by the integer fusion pass:
+
+    acc -> + bias -> requantise -> [table] -> [residual QAdd] -> store
+
+each step the reference's formula (`int_eltwise.requantize`, `int_eltwise.qadd`, a table
+gather). The TE kernels end in `IntEpilogue.compute`; the x86 kernels
+of `schedules/int_kernels.py` rebuild the same expression from the PrimFunc's parameters and
+`etch.*` attributes (`kernel_hints`): bias, m0, shift as buffers along the channels, then
+the post-requantisation steps' tensors (a [256] table, a residual shaped like the output),
+described by the JSON attribute "etch.post" (`post_steps`, read back by `apply_post`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from backends.tvm.lower.context import LowerCtx, Operands, bload
+from backends.tvm.lower.fastmath import dtype_of
+from backends.tvm.lower.int_eltwise import qadd, requantize
+from compiler.errors import EtchError
+from compiler.ir import Node
+from compiler.ops.etch_int import INT32_MAX, along
+from compiler.ops.etch_qfused import QGroup
+
+Expr = tirx.Expr
+Load = Callable[[int, list], Expr]
+
+
+@dataclass(frozen=True)
+class IntOut:
+    """What an integer kernel renders: the node (it names the kernel), the group whose
+    output unit the epilogue applies (None: store the int32 accumulator), the value written."""
+
+    node: Node
+    group: QGroup | None
+    value: str
+
+
+@dataclass
+class IntEpilogue:
+    """acc -> acc + bias -> the group's steps. `operands`: bias, m0, shift, each broadcast
+    to the kernel output's rank; `post_exprs`: the tensors of the steps after the
+    requantisation (`post`, see `post_steps`)."""
+
+    dtype: str
+    operands: Operands = field(default_factory=Operands)
+    requant: dict | None = None  # zero_point, qmin, qmax
+    has_bias: bool = False
+    multipliers: tuple = ()  # the requantisation's (m0, shift) arrays
+    post: list[dict] = field(default_factory=list)
+    post_exprs: list[relax.Expr] = field(default_factory=list)
+
+    @property
+    def exprs(self) -> list:
+        return self.operands.exprs + self.post_exprs
+
+    def compute(self, shape: tuple[int, ...], acc: Callable[..., Expr],
+                tensors: Sequence[te.Tensor]) -> te.Tensor:
+        """The epilogue's stages over the output `shape`; acc(*i) is the accumulator at i and
+        `tensors` are the placeholders of `exprs`. Block "epilogue" adds the bias and
+        requantises; the steps after the requantisation, if any, are a second block "post"
+        reading the requantised int32 value (the add's formula reads its input several
+        times: one load, not the whole epilogue, and `schedules.apply_rules` computes it
+        inside the epilogue's loop)."""
+        n = len(self.operands.exprs)
+        stage = "int32" if self.post else self.dtype
+        y = te.compute(shape, lambda *i: self.value(acc(*i), list(i), tensors[:n]).astype(
+            stage), name="epilogue")
+        if not self.post:
+            return y
+        post = tensors[n:]
+        return te.compute(shape, lambda *i: apply_post(
+            self.post, y(*i).astype("int64"), list(i), lambda j, ix: post[j](*ix)).astype(
+            self.dtype), name="post")
+
+    def value(self, acc: Expr, idx: list, tensors: Sequence[te.Tensor]) -> Expr:
+        """acc + bias, requantised when there is a group (the bias/m0/shift operands at
+        output position idx)."""
+        vals = self.operands.load(tensors, idx, bload)
+        y = add_bias(acc, vals.pop(0)) if self.has_bias else acc
+        if self.requant is None:
+            return y
+        r = self.requant
+        return requantize(y, vals[0], vals[1], r["zero_point"], r["qmin"], r["qmax"])
+
+
+def add_bias(acc: Expr, bias: Expr) -> Expr:
+    """acc + bias: in int32 when the bias is int32 (acc and the sum, the true accumulator,
+    both fit int32, so the add cannot overflow), else in int64."""
+    if dtype_of(bias) == "int32" and dtype_of(acc) == "int32":
+        return acc + bias
+    return acc.astype("int64") + bias.astype("int64")
+
+
+def post_steps(ctx: LowerCtx, g: QGroup) -> list[dict]:
+    """The steps after the requantisation, as plain data: {"op": "table", "lo": -128 | 0}
+    (the table's input offset) and {"op": "qadd", "side": 0 | 1, **QAdd attrs}."""
+    steps = []
+    if g.table is not None:
+        steps.append({"op": "table", "lo": -128 if g.requant.attrs.get("to", "int8") == "int8"
+                      else 0})
+    if g.residual is not None:
+        keep = ("a_zero", "b_zero", "a_m0", "a_shift", "b_m0", "b_shift", "m0", "shift",
+                "left_shift", "zero_point", "qmin", "qmax")
+        steps.append({"op": "qadd", "side": g.y_side,
+                      **{k: int(g.residual.attrs[k]) for k in keep if k in g.residual.attrs}})
+    return steps
+
+
+def apply_post(post: list[dict], y: Expr, at: Sequence[Expr], load: Load) -> Expr:
+    """The post-requantisation steps on the requantised value y (int64) at output position
+    `at`; load(j, index) reads the j-th step's tensor (table or residual)."""
+    for j, step in enumerate(post):
+        if step["op"] == "table":
+            y = load(j, [y.astype("int32") - tirx.const(step["lo"], "int32")]).astype("int64")
+            continue
+        r = load(j, list(at))
+        y = qadd(y, r, step) if step["side"] == 0 else qadd(r, y, step)
+    return y
+
+
+def int_epilogue(ctx: LowerCtx, dst: IntOut, bias: np.ndarray | None, rank: int,
+                 kernel_axis: int, kshape: tuple[int, ...], channels: int = 0) -> IntEpilogue:
+    """The epilogue of an integer kernel whose output has shape `kshape` (rank `rank`) with
+    the output channels along `kernel_axis`: its bias (int64 numbers, per channel) and the
+    steps of `dst.group`. With `channels`, bias/m0/shift are tensors of that many channels
+    (the x86 kernels of `schedules/int_kernels.py` read them as [.., C, ..] buffers)."""
+    arrays = []
+    if bias is not None:
+        b = np.asarray(bias, np.int64)
+        arrays.append(along(b if np.abs(b).max(initial=0) > INT32_MAX else b.astype(np.int32),
+                            rank, kernel_axis))
+    epi = IntEpilogue(ctx.dtype(dst.value), has_bias=bias is not None)
+    g = dst.group
+    if g is not None:
+        params = [np.asarray(_const(ctx, dst.node, name)) for name in g.requant.args[1:3]]
+        _check_axis(dst, g, params, len(ctx.shape(dst.value)))
+        arrays += [along(p, rank, kernel_axis) for p in params]
+        epi.multipliers = tuple(params)
+        epi.requant = {k: int(g.requant.attrs.get(k, 0)) for k in ("zero_point", "qmin", "qmax")}
+        epi.post = post_steps(ctx, g)
+        epi.post_exprs = _post_exprs(ctx, dst, g, kshape)
+    epi.operands = _operands(ctx, [np.asarray(a) for a in arrays], rank, kernel_axis, channels)
+    return epi
+
+
+def _check_axis(dst: IntOut, g: QGroup, params: list[np.ndarray], rank: int) -> None:
+    """EtchError unless a per-channel requantisation runs along the anchor's output channels
+    (the output unit holds one M0/shift per output channel)."""
+    axis = g.requant.attrs.get("axis")
+    if any(p.size > 1 for p in params) and (axis is None or
+                                            int(axis) % rank != g.channel_axis % rank):
+        raise EtchError(f"node {dst.node.name}: the group requantises along axis {axis}, not "
+                        f"its output channels")
+
+
+def _const(ctx: LowerCtx, node: Node, name: str) -> np.ndarray:
+    data = ctx.const(name)
+    if data is None:
+        raise EtchError(f"node {node.name}: etch.QFused operand %{name} must be a constant")
+    return data
+
+
+def _post_exprs(ctx: LowerCtx, dst: IntOut, g: QGroup, kshape: tuple[int, ...]) -> list:
+    """The table ([256]) and the residual (viewed with the kernel output's shape)."""
+    exprs = []
+    if g.table is not None:
+        table = _const(ctx, dst.node, g.table.args[1])
+        if table.shape != (256,):
+            raise EtchError(f"node {dst.node.name}: the table has shape {table.shape}")
+        exprs.append(ctx.array(table))
+    if g.residual is not None:
+        exprs.append(ctx.reshape(ctx.expr(g.residual_value), kshape))
+    return exprs
+
+
+def _operands(ctx: LowerCtx, arrays: list[np.ndarray], rank: int, axis: int,
+              channels: int) -> Operands:
+    """Constant operands: immediates where scalar, unless `channels` asks for tensors of
+    `channels` entries along `axis`."""
+    if not channels:
+        return ctx.data_operands(arrays)
+    shape = [1] * rank
+    shape[axis] = channels
+    ops = Operands()
+    for a in arrays:
+        ops.slots.append(("t", len(ops.exprs)))
+        ops.exprs.append(ctx.array(np.ascontiguousarray(np.broadcast_to(a, shape))))
+    return ops
+
+
+def kernel_hints(epi: IntEpilogue, acc_bound: np.ndarray) -> dict:
+    """PrimFunc attributes that describe the epilogue to the x86 kernel builders. `req_vec`:
+    every requantised magnitude stays below 2^24 for accumulators within `acc_bound` (per
+    channel), so the kernels may narrow it to int32 lanes (`int_kernels.requantize_avx2`);
+    `post`: the steps after the requantisation (JSON, `post_steps`)."""
+    r = epi.requant or {}
+    hints = {"req": int(epi.requant is not None), "zp": r.get("zero_point", 0),
+             "qmin": r.get("qmin", 0), "qmax": r.get("qmax", 0), "req_vec": 0,
+             "post": json.dumps(epi.post, sort_keys=True)}
+    if epi.requant is not None and max(abs(r["qmin"]), abs(r["qmax"])) < 1 << 16:
+        m0, shift = (np.broadcast_to(np.asarray(p, np.int64).reshape(-1), acc_bound.shape)
+                     for p in epi.multipliers)
+        mags = [(int(t) * int(m) + (1 << int(sh) >> 1)) >> int(sh)
+                for t, m, sh in zip(acc_bound, m0, shift)]
+        hints["req_vec"] = int(max(mags, default=0) < 1 << 24 and int(shift.min()) >= 0)
+    return hints
