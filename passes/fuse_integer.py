@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import Graph, Node
+from compiler.ops.etch_ops import fused_steps
 from compiler.ops.etch_qfused import ANCHORS, encode
 from passes.base import Pass
 
@@ -66,12 +67,13 @@ class StepRule:
 
 
 # ---- the anchor and its Requantize -------------------------------------------------------------
-def fusion_reason(graph: Graph, anchor: Node) -> str | None:
+def fusion_reason(graph: Graph, anchor: Node,
+                  consumers: dict[str, list[Node]] | None = None) -> str | None:
     """Why `anchor` forms no group (None when it does)."""
     if anchor.op not in ANCHORS:
         return f"{anchor.name} ({anchor.op}) is not an accumulating integer op"
     acc = anchor.outputs[0]
-    readers = graph.consumers().get(acc, [])
+    readers = (graph.consumers() if consumers is None else consumers).get(acc, [])
     if acc in graph.outputs:
         return f"{anchor.name}: its accumulator %{acc} is a graph output"
     if len(readers) != 1 or readers[0].op != "etch.Requantize":
@@ -96,8 +98,8 @@ def _requant_reason(graph: Graph, anchor: Node, req: Node) -> str | None:
     return None
 
 
-def _start(graph: Graph, anchor: Node) -> Chain:
-    req = graph.consumers()[anchor.outputs[0]][0]
+def _start(anchor: Node, readers: dict[str, list[Node]]) -> Chain:
+    req = readers[anchor.outputs[0]][0]
     step = {"op": req.op, "args": ["y", *req.inputs[1:3]], "attrs": _attrs(req)}
     return Chain(anchor, [anchor, req], [step], req.outputs[0])
 
@@ -215,11 +217,6 @@ def _drop_unread(graph: Graph, names: set[str]) -> None:
         graph.values.pop(name, None)
 
 
-def pattern(chain: Chain) -> str:
-    ops = [chain.anchor.op] + [s["op"] for s in chain.steps]
-    return " > ".join(op.removeprefix("etch.") for op in ops)
-
-
 class FuseInteger(Pass):
     """Fuse each integer accumulation with its requantisation, table and residual add."""
 
@@ -231,25 +228,29 @@ class FuseInteger(Pass):
         claimed: set[Node] = set()
         chains, left = [], []
         for anchor in [n for n in reversed(graph.nodes) if n.op in ANCHORS]:
-            reason = fusion_reason(graph, anchor)
+            reason = fusion_reason(graph, anchor, readers)
             if reason is not None:
                 left.append([anchor.name, reason])
                 continue
-            chain = grow(graph, _start(graph, anchor), claimed, readers)
+            chain = grow(graph, _start(anchor, readers), claimed, readers)
             claimed.update(chain.members)
             chains.append(chain)
         for chain in chains:
             _replace(graph, chain)
         _drop_unread(graph, {name for c in chains for name in c.replaced})
         graph.toposort()
-        if chains or left:
-            graph.metadata["etch.int_groups"] = json.dumps(_report(chains, left),
-                                                           sort_keys=True)
+        report = _report(graph, left)
+        if report["groups"] or left:
+            graph.metadata["etch.int_groups"] = json.dumps(report, sort_keys=True)
         return graph, bool(chains)
 
 
-def _report(chains: list[Chain], left: list[list[str]]) -> dict:
+def _report(graph: Graph, left: list[list[str]]) -> dict:
+    """The groups in `graph` by pattern (those of earlier runs too), and the anchors left."""
     counts: dict[str, int] = {}
-    for chain in chains:
-        counts[pattern(chain)] = counts.get(pattern(chain), 0) + 1
+    for node in graph.nodes:
+        if node.op == "etch.QFused":
+            ops = [node.attrs["kernel"]] + [s["op"] for s in fused_steps(node.attrs)]
+            key = " > ".join(op.removeprefix("etch.") for op in ops)
+            counts[key] = counts.get(key, 0) + 1
     return {"groups": counts, "ungrouped": sorted(left)}

@@ -442,6 +442,26 @@ def test_zoo_int8_bit_exact(name: str, calib) -> None:
         assert_bitexact(cpu.run(x), ref.run(x))
 
 
+@pytest.mark.slow
+@pytest.mark.edge
+def test_zoo_int8_on_edge_bit_exact(calib) -> None:
+    """The groups on the portable kernels, cross-compiled for aarch64 and run under qemu."""
+    import shutil
+
+    from backends.tvm import edge
+    from runtime import edge_executor
+
+    if shutil.which(edge.CROSS_CC) is None or edge_executor.find_qemu() is None:
+        pytest.skip("the edge target needs an aarch64 cross compiler and qemu-aarch64")
+    path, inputs = calib("resnet_block")
+    opts = {"bits": 8, "int": True, "calib": str(path)}
+    dev = compiler.compile(str(zoo.model_path("resnet_block")), target="edge", **opts)
+    ref = compiler.compile(str(zoo.model_path("resnet_block")), target="ref", **opts)
+    assert dev.manifest["op_counts"]["etch.QFused"] == 8
+    for x in inputs:
+        assert_bitexact(dev.run(x), ref.run(x))
+
+
 def test_zoo_w4a8_bit_exact(calib) -> None:
     path, inputs = calib("resnet_block")
     opts = {"bits": 4, "int": True, "calib": str(path)}

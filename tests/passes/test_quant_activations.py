@@ -128,6 +128,8 @@ def test_ref_target_runs_the_integer_graph_from_the_cli(tmp_path: Path) -> None:
                           check=False)
     assert done.returncode == 0, done.stderr
     assert "quantize_activations" in done.stdout and "etch.QConv" in done.stdout
+    assert "integer groups (etch.QFused, one output-unit pass each): 5" in done.stdout
+    assert "QConv > Requantize > QAdd x1" in done.stdout
     done = subprocess.run(etch + ["run", str(art), "--inputs", str(tmp_path / "in.npz"),
                                   "--out", str(tmp_path / "out.npz")], capture_output=True,
                           text=True, check=False)
