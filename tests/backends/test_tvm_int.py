@@ -309,6 +309,16 @@ def test_a_group_is_one_kernel(anchor: str, steps: str) -> None:
         assert rules == {rule: 1}
 
 
+@pytest.mark.skipif(not AVX2, reason="runs AVX2 code: the host has no AVX2")
+@pytest.mark.parametrize("steps", ["table_residual", "residual_a"])
+@pytest.mark.parametrize("anchor", ["partial_quads", "depthwise", "qgemm_tail"])
+def test_a_group_on_the_avx2_kernels(anchor: str, steps: str) -> None:
+    """mcpu haswell: 8-lane kernels with the AVX2 requantisation (an AVX-512 host builds
+    16-lane ones), run here."""
+    make, rule = GROUP_ANCHORS[anchor]
+    assert run_tvm(_with_steps(make(), steps), mcpu="haswell") == {rule: 1}
+
+
 @pytest.mark.parametrize("anchor", ["3x3", "depthwise", "qgemm", "pointwise"])
 def test_a_group_on_the_portable_kernels(anchor: str) -> None:
     rules = run_tvm(_with_steps(GROUP_ANCHORS[anchor][0](), "table_residual"), mcpu="x86-64")
@@ -413,6 +423,20 @@ def test_int8_kernels_use_the_cpus_dot_product(mcpu: str, bits: int) -> None:
         assert "vpdpbusd" not in asm
 
 
+@pytest.mark.parametrize("isa_name", ["avx2", "avx512", "neon"])
+def test_a_residual_group_is_one_kernel_on_every_isa(isa_name: str) -> None:
+    """conv -> requantise -> table -> residual add compiles to one kernel: the x86 dot-product
+    kernel (its int8 dot steps kept) or, on aarch64, the portable one."""
+    graph, _ = FuseInteger().run(_with_steps(_qconv_case("3x3"), "table_residual").g)
+    asm = isa.compile_graph(graph, isa_name)
+    assert sum(asm.rules.values()) == 1 and len(asm.kernels) == 1
+    [code] = asm.kernels.values()
+    if isa_name == "avx2":
+        assert asm.rules == {"QConv": 1} and re.search(r"vpmaddubsw\s+[^\n]*%ymm", code)
+    if isa_name == "avx512":
+        assert asm.rules == {"QConv": 1} and re.search(r"vpdpbusd\s+[^\n]*%zmm", code)
+
+
 # ---- the zoo, end to end -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory: pytest.TempPathFactory):
@@ -431,11 +455,13 @@ def calib(tmp_path_factory: pytest.TempPathFactory):
     return make
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_zoo_int8_bit_exact(name: str, calib) -> None:
+@pytest.mark.parametrize("name,mcpu", [(n, None) for n in ZOO] + [("resnet_block", "haswell")])
+def test_zoo_int8_bit_exact(name: str, mcpu: str | None, calib) -> None:
+    if mcpu == "haswell" and not AVX2:
+        pytest.skip("runs AVX2 code: the host has no AVX2")
     path, inputs = calib(name)
     opts = {"bits": 8, "int": True, "calib": str(path)}
-    cpu = compiler.compile(str(zoo.model_path(name)), target="cpu", **opts)
+    cpu = compiler.compile(str(zoo.model_path(name)), target="cpu", mcpu=mcpu, **opts)
     ref = compiler.compile(str(zoo.model_path(name)), target="ref", **opts)
     assert {"QDense", "QConv"} & set(cpu.manifest["schedules"]) or not AVX2
     for x in inputs:

@@ -304,11 +304,14 @@ def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
     with T.unroll(0, ocb) as k, T.unroll(0, xv) as v:
         start, o = col0 + v * nl, o0 + k
 
-        def sink(value: Expr, j: Expr | tirx.Ramp) -> None:
+        def sink(value: Expr, j: Expr, lanes: int = 1) -> None:
+            """Store `lanes` values from tile column v * nl + j (back into the tile when
+            staged)."""
+            col = lambda c: tirx.Ramp(c, 1, lanes) if lanes > 1 else c
             if epi.staged:
-                T.buffer_store(acc, value, [k, v * nl + j])
+                T.buffer_store(acc, value, [k, col(v * nl + j)])
             else:
-                T.buffer_store(out, value, [b, o, y, start + j])
+                T.buffer_store(out, value, [b, o, y, col(start + j)])
 
         def store(j: Expr) -> None:
             sink(epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]), [0, o, 0, 0]), j)
@@ -319,7 +322,7 @@ def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
                     store(j)
                 return
             scalar = lambda buf: tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)
-            sink(epi.vector(_vec(acc, [k, v * nl], nl), scalar), tirx.Ramp(0, 1, nl))
+            sink(epi.vector(_vec(acc, [k, v * nl], nl), scalar), 0, nl)
 
         if ow % nl == 0 or epi.staged:  # a staged tile has room for whole vectors
             store_vector()
