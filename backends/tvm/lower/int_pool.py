@@ -3,9 +3,10 @@ as the anchor of an etch.QFused group (then the group's output unit runs on each
 same kernel: `int_epilogue`; the division by the window size is in the requantisation's
 multiplier).
 
-The kernel is "qsumpool": a reduction block "anchor" and, for a group, an elementwise block
-"epilogue" (`schedules/int_cpu.py` computes the sums inside the epilogue's loop); a bare
-QSumPool is the reduction alone, named "epilogue".
+The kernel is "qsumpool": a reduction block "anchor" and, for a group, the elementwise
+blocks "epilogue" (requantise) and "post" (table, residual add; `int_epilogue`), computed
+inside the loop over the sums (`schedules/int_cpu.py`); a bare QSumPool is the reduction
+alone, named "epilogue".
 """
 
 from __future__ import annotations
