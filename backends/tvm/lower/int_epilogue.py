@@ -1,14 +1,14 @@
 """The epilogue of an integer kernel: the output unit of an etch.QFused group in TIR.
 
 compiler/ops/etch_qfused.py is the meaning. An integer anchor kernel (`int_gemm`,
-`int_conv`, `int_eltwise.lower_qsumpool`) renders either a bare anchor (the int32
-accumulator is stored) or a whole group recorded by the integer fusion pass:
+`int_conv`, `int_pool`) renders either a bare anchor (the int32 accumulator is stored) or a
+whole group recorded by the integer fusion pass:
 
     acc -> + bias -> requantise -> [table] -> [residual QAdd] -> store
 
 each step the reference's formula (`int_eltwise.requantize`, `int_eltwise.qadd`, a table
-gather). The TE kernels end in `IntEpilogue.compute`; the x86 kernels
-of `schedules/int_kernels.py` rebuild the same expression from the PrimFunc's parameters and
+gather). The TE kernels end in `IntEpilogue.compute`; the x86 kernels of
+`schedules/int_kernels.py` rebuild the same expression from the PrimFunc's parameters and
 `etch.*` attributes (`kernel_hints`): bias, m0, shift as buffers along the channels, then
 the post-requantisation steps' tensors (a [256] table, a residual shaped like the output),
 described by the JSON attribute "etch.post" (`post_steps`, read back by `apply_post`).
@@ -101,7 +101,7 @@ def add_bias(acc: Expr, bias: Expr) -> Expr:
     return acc.astype("int64") + bias.astype("int64")
 
 
-def post_steps(ctx: LowerCtx, g: QGroup) -> list[dict]:
+def post_steps(g: QGroup) -> list[dict]:
     """The steps after the requantisation, as plain data: {"op": "table", "lo": -128 | 0}
     (the table's input offset) and {"op": "qadd", "side": 0 | 1, **QAdd attrs}."""
     steps = []
@@ -147,7 +147,7 @@ def int_epilogue(ctx: LowerCtx, dst: IntOut, bias: np.ndarray | None, rank: int,
         arrays += [along(p, rank, kernel_axis) for p in params]
         epi.multipliers = tuple(params)
         epi.requant = {k: int(g.requant.attrs.get(k, 0)) for k in ("zero_point", "qmin", "qmax")}
-        epi.post = post_steps(ctx, g)
+        epi.post = post_steps(g)
         epi.post_exprs = _post_exprs(ctx, dst, g, kshape)
     epi.operands = _operands(ctx, [np.asarray(a) for a in arrays], rank, kernel_axis, channels)
     return epi
