@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tvm import relax, te, tirx
 
+from backends.tvm.lower import fastmath
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 
@@ -117,6 +118,14 @@ class LowerCtx:
                 ops.slots.append(("t", len(ops.exprs)))
                 ops.exprs.append(self.array(data))
         return ops
+
+    def max_reducer(self, dtype: object, minimum: bool = False) -> Callable:
+        """The max (or min) reducer for `dtype`: NaN-propagating for floats on CPU kernels
+        (`fastmath.max_reducer`); TIR's built-in one for plain kernels (lanes == 1), since
+        dlight's GPU reduction rules match only built-in reducers."""
+        if self.lanes == 1:
+            return te.min if minimum else te.max
+        return (fastmath.min_reducer if minimum else fastmath.max_reducer)(dtype)
 
     # ---- emission ---------------------------------------------------------------------------
     def emit(self, fn: Callable[..., te.Tensor], inputs: Sequence[relax.Expr], node: Node,

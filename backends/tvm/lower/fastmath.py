@@ -5,11 +5,21 @@ vectorise: a vectorised loop turns back into a scalar call per element. These ar
 polynomial forms TVM's TOPI uses for `fast_exp`/`fast_erf` (Cephes' exp with range reduction
 to [-ln2/2, ln2/2]; Eigen's rational erf on [-4, 4]); both are within a few float32 ulps of
 the exact functions over their ranges (tanh is Eigen's rational form), which is well inside the rtol 1e-3 golden tolerance.
+
+NaN: TIR's `max`/`min` return their second operand when either is NaN (LLVM renders them
+as compare-and-select), so `max(x, 0)` turns a NaN into 0. ONNX Runtime and the reference
+keep NaN through Relu, Clip, Max, Min and the clamps below; `fmax`/`fmin`/`clamp` are the
+NaN-propagating forms every float clamp in the lowering uses, and `max_reducer`/`min_reducer`
+the reductions' (the reference's numpy max propagates NaN; ONNX Runtime's MLAS reductions
+keep or drop it depending on where in the vector it sits) (a compare-and-select that
+returns the NaN operand; on x86 LLVM still emits one `vmaxps`/`vminps` for a constant bound).
 """
 
 from __future__ import annotations
 
-from tvm import tirx
+from collections.abc import Callable
+
+from tvm import te, tirx
 
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
           1.6666665459e-1, 5.0000001201e-1)
@@ -34,6 +44,57 @@ def _f(v: float) -> tirx.Expr:
     return tirx.const(v, "float32")
 
 
+def _is_float(x: tirx.Expr) -> bool:
+    return dtype_of(x).startswith(("float", "bfloat"))
+
+
+def _nan_free(x: tirx.Expr) -> bool:
+    """True when x is a constant that is not NaN (no NaN test needed for it)."""
+    return isinstance(x, (tirx.FloatImm, tirx.IntImm)) and x.value == x.value
+
+
+def fmax(x: tirx.Expr, y: tirx.Expr) -> tirx.Expr:
+    """max(x, y), NaN when x or y is NaN (integers: TIR's max)."""
+    if not _is_float(x):
+        return tirx.max(x, y)
+    if _nan_free(y):
+        return tirx.Select(x < y, y, x)
+    if _nan_free(x):
+        return tirx.Select(y < x, x, y)
+    return tirx.Select(tirx.any(x < y, tirx.isnan(y)), y, x)
+
+
+def fmin(x: tirx.Expr, y: tirx.Expr) -> tirx.Expr:
+    """min(x, y), NaN when x or y is NaN (integers: TIR's min)."""
+    if not _is_float(x):
+        return tirx.min(x, y)
+    if _nan_free(y):
+        return tirx.Select(y < x, y, x)
+    if _nan_free(x):
+        return tirx.Select(x < y, x, y)
+    return tirx.Select(tirx.any(y < x, tirx.isnan(y)), y, x)
+
+
+def clamp(x: tirx.Expr, lo: tirx.Expr, hi: tirx.Expr) -> tirx.Expr:
+    """min(max(x, lo), hi), keeping a NaN x."""
+    return fmin(fmax(x, lo), hi)
+
+
+def max_reducer(dtype: object) -> Callable:
+    """The reducer of ReduceMax/MaxPool/GlobalMaxPool/Softmax's row max: te.max, with
+    `fmax` as its combiner for floats (a NaN anywhere in the window gives NaN, as numpy)."""
+    if not str(dtype).startswith(("float", "bfloat")):  # a str or a TVM dtype
+        return te.max
+    return te.comm_reducer(fmax, tirx.min_value, name="nan_max")
+
+
+def min_reducer(dtype: object) -> Callable:
+    """te.min, NaN-propagating for floats (see `max_reducer`)."""
+    if not str(dtype).startswith(("float", "bfloat")):
+        return te.min
+    return te.comm_reducer(fmin, tirx.max_value, name="nan_min")
+
+
 def _horner(x: tirx.Expr, coeffs: tuple[float, ...]) -> tirx.Expr:
     acc = _f(coeffs[0])
     for c in coeffs[1:]:
@@ -45,7 +106,7 @@ def exp(x: tirx.Expr) -> tirx.Expr:
     """e^x for float32 x (non-float dtypes fall back to TIR's exp)."""
     if dtype_of(x) != "float32":
         return tirx.exp(x)
-    x = tirx.max(tirx.min(x, _f(88.3762626647950)), _f(-88.3762626647949))
+    x = clamp(x, _f(-88.3762626647949), _f(88.3762626647950))
     n = tirx.floor(x * _f(1.44269504088896341) + _f(0.5))
     r = x - n * _f(0.693147180559945)
     poly = _horner(r, _EXP_P) * r * r + r + _f(1.0)
@@ -57,7 +118,7 @@ def erf(x: tirx.Expr) -> tirx.Expr:
     """erf(x) for float32 x."""
     if dtype_of(x) != "float32":
         return tirx.erf(x)
-    x = tirx.max(tirx.min(x, _f(4.0)), _f(-4.0))
+    x = clamp(x, _f(-4.0), _f(4.0))
     x2 = x * x
     return x * _horner(x2, _ERF_ALPHA) / _horner(x2, _ERF_BETA)
 
@@ -72,6 +133,6 @@ def tanh(x: tirx.Expr) -> tirx.Expr:
     unlike 1 - 2/(e^2x + 1) keeps its relative accuracy near 0."""
     if dtype_of(x) != "float32":
         return tirx.tanh(x)
-    x = tirx.max(tirx.min(x, _f(7.90531110763549805)), _f(-7.90531110763549805))
+    x = clamp(x, _f(-7.90531110763549805), _f(7.90531110763549805))
     x2 = x * x
     return x * _horner(x2, _TANH_ALPHA) / _horner(x2, _TANH_BETA)

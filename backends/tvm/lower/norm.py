@@ -9,7 +9,7 @@ BatchNormalization folds its four constants into one scale and shift at compile 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tvm import te, tirx
@@ -24,6 +24,12 @@ from compiler.ir import Node
 _REDUCERS = {"ReduceSum": te.sum, "ReduceMean": te.sum, "ReduceMax": te.max,
              "ReduceMin": te.min, "ReduceSumSquare": te.sum, "ReduceL2": te.sum,
              "ReduceL1": te.sum}
+
+
+def _reducer(ctx: LowerCtx, op: str, dtype: object) -> Callable:
+    """The reducer of a Reduce* op (max/min keep NaN, as the reference does: `ctx.max_reducer`)."""
+    red = _REDUCERS[op]
+    return red if red is te.sum else ctx.max_reducer(dtype, minimum=red is te.min)
 
 
 def reduce_axes(ctx: LowerCtx, node: Node, rank: int) -> list[int]:
@@ -65,7 +71,7 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
             v = xt(*source(i))
             v = v * v if op in ("ReduceSumSquare", "ReduceL2") else v
             v = tirx.abs(v) if op == "ReduceL1" else v
-            return _REDUCERS[op](v, axis=red) if red else v
+            return _reducer(ctx, op, xt.dtype)(v, axis=red) if red else v
 
         acc = te.compute(oshape, body, name="anchor")
 
@@ -80,14 +86,14 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
         raise EtchError(f"node {node.name}: {op} is not built by the TVM backend")
     first = axes[0] if axes else len(xshape)
     if axes and axes == list(range(first, len(xshape))):
-        compute = _trailing_reduce(op, xshape, oshape, first, count, ctx.lanes)
+        compute = _trailing_reduce(ctx, op, xshape, oshape, first, count)
         ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", rows=first))
         return
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))
 
 
-def _trailing_reduce(op: str, xshape: tuple, oshape: tuple, first: int, count: int,
-                     lanes: int):
+def _trailing_reduce(ctx: LowerCtx, op: str, xshape: tuple, oshape: tuple, first: int,
+                     count: int) -> Callable:
     """A Reduce* over the trailing dims [first:] as a row reduction."""
     def value(r: Sequence, j: Sequence, xt: te.Tensor) -> tirx.Expr:
         v = xt(*r, *j)
@@ -96,7 +102,8 @@ def _trailing_reduce(op: str, xshape: tuple, oshape: tuple, first: int, count: i
 
     def compute(xt: te.Tensor) -> te.Tensor:
         acc = row_reduce("anchor", xshape[:first], xshape[first:],
-                         lambda r, j: value(r, j, xt), _REDUCERS[op], lanes, oshape)
+                         lambda r, j: value(r, j, xt), _reducer(ctx, op, xt.dtype), ctx.lanes,
+                         oshape)
 
         def finish(*i: tirx.Expr) -> tirx.Expr:
             if op == "ReduceMean":
@@ -121,6 +128,7 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
         rows = shape[:axis] + shape[axis + 1:]
         at = lambda r, j: tuple(r[:axis]) + tuple(j) + tuple(r[axis:])
         row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])
+        # a NaN in the row needs no NaN-aware max: exp(NaN - max) makes the sum NaN
         mx = row_reduce("rowmax", rows, (shape[axis],), lambda r, j: xt(*at(r, j)), te.max,
                         lanes)
         ex = row_reduce("rowsum", rows, (shape[axis],), lambda r, j: fastmath.exp(

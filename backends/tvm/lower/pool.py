@@ -63,7 +63,7 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
             v = xt(idx[0], idx[1], *pos)
             if is_max:
                 low = tirx.min_value(xt.dtype)
-                return te.max(tirx.if_then_else(inside, v, low), axis=reduce)
+                return ctx.max_reducer(xt.dtype)(tirx.if_then_else(inside, v, low), axis=reduce)
             return te.sum(tirx.if_then_else(inside, v, tirx.const(0, xt.dtype)), axis=reduce)
 
         acc = te.compute(oshape, body, name="anchor")
@@ -103,7 +103,7 @@ def lower_global_pool(ctx: LowerCtx, node: Node) -> None:
     is_max = node.op == "GlobalMaxPool"
 
     def compute(xt: te.Tensor) -> te.Tensor:
-        red = te.max if is_max else te.sum
+        red = ctx.max_reducer(xt.dtype) if is_max else te.sum
         acc = row_reduce("anchor", xshape[:2], spatial, lambda r, j: xt(*r, *j), red, ctx.lanes,
                          oshape)
         scale = tirx.const(1.0 / count, xt.dtype)

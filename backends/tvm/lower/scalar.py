@@ -4,7 +4,9 @@ epilogues of `etch.Fused` kernels (so one definition serves both).
 `SCALAR[op](attrs, args, dtype) -> PrimExpr`: `args` are the op's inputs already loaded at one
 output position (missing optional inputs are None), `dtype` the output dtype. Semantics are
 ONNX's: integer Div truncates, Mod follows the divisor's sign unless fmod=1, comparisons give
-bool. exp/erf/tanh/sigmoid use the vectorisable forms of `fastmath`.
+bool. exp/erf/tanh/sigmoid use the vectorisable forms of `fastmath`, and every float
+max/min/clamp (Relu, Clip, Max, Min, HardSigmoid, HardSwish) its NaN-propagating
+`fmax`/`fmin`/`clamp`, so NaN stays NaN as in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ def _clip(attrs: dict, a: list, dtype: str) -> Expr:
     lo = lo if lo is not None else (_c(attrs["min"], x) if "min" in attrs else None)
     hi = hi if hi is not None else (_c(attrs["max"], x) if "max" in attrs else None)
     if lo is not None:
-        x = tirx.max(x, lo.astype(dtype_of(x)))
+        x = fastmath.fmax(x, lo.astype(dtype_of(x)))
     if hi is not None:
-        x = tirx.min(x, hi.astype(dtype_of(x)))
+        x = fastmath.fmin(x, hi.astype(dtype_of(x)))
     return x
 
 
@@ -92,17 +94,18 @@ def _selu(attrs: dict, a: list, dtype: str) -> Expr:
 def _hard_sigmoid(attrs: dict, a: list, dtype: str) -> Expr:
     x = a[0]
     y = _c(attrs.get("alpha", 0.2), x) * x + _c(attrs.get("beta", 0.5), x)
-    return tirx.max(_c(0, x), tirx.min(_c(1, x), y))
+    return fastmath.clamp(y, _c(0, x), _c(1, x))
 
 
 def _hard_swish(attrs: dict, a: list, dtype: str) -> Expr:
     x = a[0]
-    return x * tirx.max(_c(0, x), tirx.min(_c(1, x), x / _c(6, x) + _c(0.5, x)))
+    return x * fastmath.clamp(x / _c(6, x) + _c(0.5, x), _c(0, x), _c(1, x))
 
 
 def _sign(attrs: dict, a: list, dtype: str) -> Expr:
     x = a[0]
-    return tirx.Select(x > _c(0, x), _c(1, x), tirx.Select(x < _c(0, x), _c(-1, x), _c(0, x)))
+    # x itself where it is neither > 0 nor < 0: zero, or NaN (which Sign keeps)
+    return tirx.Select(x > _c(0, x), _c(1, x), tirx.Select(x < _c(0, x), _c(-1, x), x))
 
 
 def _nary(fn: Callable[[Expr, Expr], Expr]) -> ScalarFn:
@@ -128,7 +131,7 @@ def _binary(fn: Callable[[Expr, Expr], Expr]) -> ScalarFn:
 
 
 SCALAR: dict[str, ScalarFn] = {
-    "Relu": _unary(lambda x: tirx.max(x, _c(0, x))),
+    "Relu": _unary(lambda x: fastmath.fmax(x, _c(0, x))),
     "LeakyRelu": lambda attrs, a, dt: tirx.Select(a[0] >= _c(0, a[0]), a[0],
                                                   a[0] * _c(attrs.get("alpha", 0.01), a[0])),
     "PRelu": _binary(lambda x, s: tirx.Select(x >= _c(0, x), x, x * s)),
@@ -163,8 +166,8 @@ SCALAR: dict[str, ScalarFn] = {
     "Div": _div,
     "Mod": _mod,
     "Pow": _pow,
-    "Max": _nary(tirx.max),
-    "Min": _nary(tirx.min),
+    "Max": _nary(fastmath.fmax),
+    "Min": _nary(fastmath.fmin),
     "Sum": _nary(lambda x, y: x + y),
     "Mean": _mean,
     "Equal": _binary(tirx.EQ),
