@@ -322,11 +322,17 @@ def _evaluate(node: Node, values: list[Value | None], zeros_ok: bool) -> list[np
     try:
         with np.errstate(all="ignore"):  # zero-filled stand-ins may divide by zero
             return reference.run_node(node, args)
-    except EtchError:
-        raise
+    except EtchError as e:  # an op's own check (operand shapes): say which node
+        raise _at(node, e) from e
     except Exception as e:
         raise EtchError(f"node {node.name} ({node.op}) cannot be evaluated: "
                         f"{_first_line(e)}") from e
+
+
+def _at(node: Node, e: EtchError) -> EtchError:
+    """`e` prefixed with the node it happened at (and its op, unless the message names it)."""
+    op = "" if str(e).startswith(node.op) else f" ({node.op})"
+    return EtchError(f"node {node.name}{op}: {e}")
 
 
 def infer_outputs(node: Node, values: list[Value | None]) -> list[tuple[tuple[int, ...], str]]:
@@ -334,7 +340,10 @@ def infer_outputs(node: Node, values: list[Value | None]) -> list[tuple[tuple[in
     opdef = ops.get(node.op)
     assert opdef is not None
     if opdef.infer is not None:
-        return opdef.infer(node.attrs, *values)
+        try:
+            return opdef.infer(node.attrs, *values)
+        except EtchError as e:  # the shape rule's operand checks
+            raise _at(node, e) from e
     for k in opdef.shape_inputs:
         v = values[k] if k < len(values) else None
         if v is not None and not v.is_const:

@@ -58,6 +58,24 @@ def axes_of(axes: Sequence[int] | np.ndarray, rank: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def check_broadcasts_to(what: str, shape: Sequence[int], target: Sequence[int]) -> None:
+    """EtchError unless `shape` broadcasts to `target` without changing it (ONNX's
+    unidirectional broadcasting: a bias, a slope, a scale)."""
+    shape, target = tuple(shape), tuple(target)
+    if len(shape) > len(target) or any(
+            d not in (1, t) for d, t in zip(shape[::-1], target[::-1])):
+        raise EtchError(f"{what} has shape {list(shape)}, which does not broadcast to "
+                        f"{list(target)}")
+
+
+def check_channel_param(what: str, shape: Sequence[int], channels: int) -> None:
+    """EtchError unless a per-channel parameter (a conv bias, a BatchNormalization mean)
+    holds exactly `channels` values, as [C]."""
+    if tuple(shape) != (channels,):
+        raise EtchError(f"{what} has shape {list(shape)}; expected [{channels}], one per "
+                        f"channel")
+
+
 def np_dtype(onnx_type: int) -> np.dtype:
     """The numpy dtype of an ONNX TensorProto element type (ml_dtypes for bf16/fp8/int4)."""
     try:

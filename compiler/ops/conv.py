@@ -16,6 +16,7 @@ import numpy as np
 from compiler.errors import EtchError
 from compiler.ir import Value
 from compiler.ops import OpDef
+from compiler.ops.common import check_channel_param
 
 Array = np.ndarray
 Ints = tuple[int, ...]
@@ -99,8 +100,29 @@ def gather_windows(xp: Array, w: Window) -> Array:
 
 
 def conv_window(attrs: dict, x_shape: Ints, w_shape: Ints) -> Window:
-    kernel = tuple(attrs.get("kernel_shape") or w_shape[2:])
-    return window(attrs, x_shape[2:], kernel)
+    check_conv(attrs, x_shape, w_shape)
+    return window(attrs, x_shape[2:], tuple(w_shape[2:]))
+
+
+def check_conv(attrs: dict, x_shape: Ints, w_shape: Ints, transpose: bool = False) -> None:
+    """EtchError unless x [N, C, *S] and weight w agree: the same rank (>= 3), kernel_shape
+    (when given) equal to w's spatial dims, and channels that match the groups: Conv's w is
+    [M, C/group, *K] with M divisible by group; ConvTranspose's is [C, M/group, *K]."""
+    op = "ConvTranspose" if transpose else "Conv"
+    g = int(attrs.get("group", 1))
+    if len(x_shape) < 3 or len(w_shape) != len(x_shape):
+        raise EtchError(f"{op}: input {list(x_shape)} and weight {list(w_shape)} must both "
+                        f"be [N, C, spatial...] of the same rank")
+    kernel = attrs.get("kernel_shape")
+    if kernel and tuple(kernel) != tuple(w_shape[2:]):
+        raise EtchError(f"{op}: kernel_shape {list(kernel)} does not match the weight "
+                        f"{list(w_shape)}")
+    c = x_shape[1]
+    if g < 1 or (transpose and (c != w_shape[0] or c % g)) or (
+            not transpose and (c != w_shape[1] * g or w_shape[0] % g)):
+        want = f"{w_shape[0]}" if transpose else f"{w_shape[1]} x {g} groups"
+        raise EtchError(f"{op}: input {list(x_shape)} has {c} channels; weight "
+                        f"{list(w_shape)} expects {want}")
 
 
 def conv_nd(attrs: dict, x: Array, w: Array, matmul=np.matmul) -> Array:
@@ -109,9 +131,7 @@ def conv_nd(attrs: dict, x: Array, w: Array, matmul=np.matmul) -> Array:
     `matmul` lets integer convolutions supply an exact integer product."""
     g = int(attrs.get("group", 1))
     win = conv_window(attrs, x.shape, w.shape)
-    n, c, m = x.shape[0], x.shape[1], w.shape[0]
-    if c != w.shape[1] * g:
-        raise EtchError(f"Conv: input has {c} channels, weight expects {w.shape[1]} x {g} groups")
+    n, m = x.shape[0], w.shape[0]
     cols = gather_windows(pad_input(x, win), win)
     cols = cols.reshape(n, g, -1, int(np.prod(win.out)))
     y = matmul(w.reshape(g, m // g, -1), cols)  # [N, G, M/G, prod(out)]
@@ -125,8 +145,10 @@ def _conv(attrs: dict, x: Array, w: Array, b: Array | None = None) -> Array:
     return y.astype(x.dtype, copy=False)
 
 
-def _infer_conv(attrs: dict, x: Value, w: Value, *rest: Value | None) -> Spec:
+def _infer_conv(attrs: dict, x: Value, w: Value, b: Value | None = None) -> Spec:
     win = conv_window(attrs, x.shape, w.shape)
+    if b is not None:
+        check_channel_param("Conv bias", b.shape, w.shape[0])
     return [((x.shape[0], w.shape[0]) + win.out, x.dtype)]
 
 
@@ -155,7 +177,8 @@ def _transpose_pads(attrs: dict, spatial: Ints, extent: Ints) -> tuple[Ints, Int
 
 
 def _conv_transpose_geometry(attrs: dict, x_shape: Ints, w_shape: Ints) -> tuple:
-    kernel = tuple(attrs.get("kernel_shape") or w_shape[2:])
+    check_conv(attrs, x_shape, w_shape, transpose=True)
+    kernel = tuple(w_shape[2:])
     n = len(kernel)
     dil = tuple(attrs.get("dilations") or [1] * n)
     extent = tuple((k - 1) * d + 1 for k, d in zip(kernel, dil))
@@ -186,8 +209,10 @@ def _conv_transpose(attrs: dict, x: Array, w: Array, b: Array | None = None) -> 
     return y.astype(x.dtype, copy=False)
 
 
-def _infer_conv_transpose(attrs: dict, x: Value, w: Value, *rest: Value | None) -> Spec:
+def _infer_conv_transpose(attrs: dict, x: Value, w: Value, b: Value | None = None) -> Spec:
     _, _, _, out = _conv_transpose_geometry(attrs, x.shape, w.shape)
+    if b is not None:
+        check_channel_param("ConvTranspose bias", b.shape, w.shape[1] * int(attrs.get("group", 1)))
     return [((x.shape[0], w.shape[1] * int(attrs.get("group", 1))) + tuple(out), x.dtype)]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from compiler.ir import Graph, Node
 from compiler.ops import OpDef
-from compiler.ops.common import attr_to_input, input_dtype, np_dtype
+from compiler.ops.common import attr_to_input, check_broadcasts_to, input_dtype, np_dtype
 from compiler.ops.dtypes import cast_to
 
 Array = np.ndarray
@@ -61,6 +61,7 @@ def _leaky_relu(attrs: dict, x: Array) -> Array:
 
 
 def _prelu(attrs: dict, x: Array, slope: Array) -> Array:
+    check_broadcasts_to("PRelu slope", slope.shape, x.shape)  # numpy would widen x
     return np.where(x < 0, slope * x, x).astype(x.dtype)
 
 

@@ -56,8 +56,9 @@ from compiler import reference
 from compiler.errors import EtchError
 from compiler.ir import Value
 from compiler.ops import OpDef
-from compiler.ops.common import int_matmul
+from compiler.ops.common import check_broadcasts_to, check_channel_param, int_matmul
 from compiler.ops.conv import Window, conv_nd, conv_window, gather_windows, pad_input, window
+from compiler.ops.nn import matmul_shape
 
 Array = np.ndarray
 Spec = list[tuple[tuple[int, ...], str]]
@@ -84,7 +85,20 @@ def _dequant(attrs: dict, q: Array, scale: Array, zero: Array | None = None,
     return (x * s).astype(np.float32)
 
 
-def _infer_dequant(attrs: dict, q: Value, *rest: Value | None) -> Spec:
+def _infer_dequant(attrs: dict, q: Value, *params: Value | None) -> Spec:
+    """q's shape; EtchError unless scale/zero/mult, repeated along group_axis, broadcast to it."""
+    ga, gs = int(attrs.get("group_axis", 0)), int(attrs.get("group_size", 0))
+    for name, p in zip(("scale", "zero", "mult"), params):
+        if p is None:
+            continue
+        if len(p.shape) != len(q.shape) and p.size != 1:
+            raise EtchError(f"etch.Dequant {name} {list(p.shape)} must have the rank of the "
+                            f"codes {list(q.shape)}")
+        shape = list(p.shape)
+        grouped = gs and (name != "scale" or len(params) < 3 or params[2] is None)
+        if grouped and len(shape) == len(q.shape):
+            shape[ga] *= gs
+        check_broadcasts_to(f"etch.Dequant {name}", shape, q.shape)
     return [(q.shape, "float32")]
 
 
@@ -98,6 +112,14 @@ def to_int32(acc: Array, what: str) -> Array:
 def _centred(x: Array, zero: Array | None) -> Array:
     x64 = x.astype(np.int64)
     return x64 if zero is None else x64 - np.asarray(zero, np.int64)
+
+
+def _infer_qgemm(attrs: dict, a: Value, w: Value, bias: Value | None = None,
+                 *rest: Value | None) -> Spec:
+    shape = matmul_shape(a.shape, w.shape)
+    if bias is not None:
+        check_broadcasts_to("etch.QGemm bias", bias.shape, shape[-1:])
+    return [(shape, "int32")]
 
 
 def _qgemm(attrs: dict, a: Array, w: Array, bias: Array | None = None,
@@ -145,8 +167,11 @@ def _grouped_qconv(attrs: dict, xc: Array, wc: Array, mult: Array) -> Array:
     return acc
 
 
-def _infer_qconv(attrs: dict, x: Value, w: Value, *rest: Value | None) -> Spec:
+def _infer_qconv(attrs: dict, x: Value, w: Value, bias: Value | None = None,
+                 *rest: Value | None) -> Spec:
     win = conv_window(attrs, x.shape, w.shape)
+    if bias is not None:
+        check_channel_param("etch.QConv bias", bias.shape, w.shape[0])
     return [((x.shape[0], w.shape[0]) + win.out, "int32")]
 
 
@@ -168,7 +193,14 @@ def _requantize(attrs: dict, acc: Array, m0: Array, shift: Array) -> Array:
     return y.astype(attrs.get("to", "int8"))
 
 
-def _infer_requantize(attrs: dict, acc: Value, *rest: Value | None) -> Spec:
+def _infer_requantize(attrs: dict, acc: Value, *params: Value | None) -> Spec:
+    """acc's shape; EtchError unless m0/shift are scalars or one per channel along axis."""
+    axis = attrs.get("axis")
+    for name, p in zip(("m0", "shift"), params):
+        if p is not None and p.size != 1 and (
+                axis is None or not acc.shape or p.size != acc.shape[axis % len(acc.shape)]):
+            raise EtchError(f"etch.Requantize {name} holds {p.size} values; expected 1 or one "
+                            f"per channel of axis {axis} of {list(acc.shape)}")
     return [(acc.shape, attrs.get("to", "int8"))]
 
 
@@ -216,6 +248,9 @@ def _table(attrs: dict, x: Array, table: Array, *consts: Array) -> Array:
 
 
 def _infer_table(attrs: dict, x: Value, table: Value, *rest: Value | None) -> Spec:
+    if table.shape != (256,) or x.dtype not in ("int8", "uint8"):
+        raise EtchError(f"etch.Table maps int8/uint8 through 256 entries; got {x.dtype} x and "
+                        f"a table of shape {list(table.shape)}")
     return [(x.shape, table.dtype)]
 
 
@@ -229,7 +264,7 @@ def _same(attrs: dict, x: Value, *rest: Any) -> Spec:
 
 OPS: dict[str, OpDef] = {
     "etch.Dequant": OpDef("etch.Dequant", _dequant, infer=_infer_dequant),
-    "etch.QGemm": OpDef("etch.QGemm", _qgemm),
+    "etch.QGemm": OpDef("etch.QGemm", _qgemm, infer=_infer_qgemm),
     "etch.QConv": OpDef("etch.QConv", _qconv, infer=_infer_qconv),
     "etch.Requantize": OpDef("etch.Requantize", _requantize, infer=_infer_requantize),
     "etch.QAdd": OpDef("etch.QAdd", _qadd, infer=_infer_qadd),

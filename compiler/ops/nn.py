@@ -16,7 +16,13 @@ import numpy as np
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node, Value
 from compiler.ops import OpDef
-from compiler.ops.common import attr_to_input, axis_of, np_dtype
+from compiler.ops.common import (
+    attr_to_input,
+    axis_of,
+    check_broadcasts_to,
+    check_channel_param,
+    np_dtype,
+)
 
 Array = np.ndarray
 Spec = list[tuple[tuple[int, ...], str]]
@@ -59,9 +65,19 @@ def _gemm(attrs: dict, a: Array, b: Array, c: Array | None = None) -> Array:
 
 
 def _infer_gemm(attrs: dict, a: Value, b: Value, c: Value | None = None) -> Spec:
-    m = a.shape[1] if attrs.get("transA", 0) else a.shape[0]
-    n = b.shape[0] if attrs.get("transB", 0) else b.shape[1]
+    """(M, N); EtchError unless A and B are 2-D with equal inner dims and C broadcasts to
+    (M, N) one way (ONNX's unidirectional broadcasting)."""
+    if len(a.shape) != 2 or len(b.shape) != 2:
+        raise EtchError(f"Gemm takes 2-D A and B, got {list(a.shape)} and {list(b.shape)}")
+    m, k = a.shape[::-1] if attrs.get("transA", 0) else a.shape
+    kb, n = b.shape[::-1] if attrs.get("transB", 0) else b.shape
+    if k != kb:
+        raise EtchError(f"Gemm: A {list(a.shape)} has K = {k} but B {list(b.shape)} "
+                        f"(transB={attrs.get('transB', 0)}) has K = {kb}")
+    if c is not None:
+        check_broadcasts_to("Gemm bias C", c.shape, (m, n))
     return [((m, n), a.dtype)]
+
 
 
 # ---- normalisation ------------------------------------------------------------------------
@@ -72,8 +88,19 @@ def _per_channel(p: Array, ndim: int) -> Array:
     return p.reshape((1,) + p.shape)
 
 
+def _check_channels(op: str, x: Array, **params: Array) -> None:
+    """EtchError unless each parameter is [C] (or BatchNormalization's legacy [C, D1, ...]),
+    C = x.shape[1]: numpy would broadcast a [1] silently, where ONNX Runtime refuses."""
+    if x.ndim < 2:
+        raise EtchError(f"{op} takes [N, C, ...] input, got {list(x.shape)}")
+    for name, p in params.items():
+        if p.shape != x.shape[1:]:
+            check_channel_param(f"{op} {name}", p.shape, x.shape[1])
+
+
 def _batch_norm(attrs: dict, x: Array, scale: Array, bias: Array, mean: Array,
                 var: Array) -> Array:
+    _check_channels("BatchNormalization", x, scale=scale, bias=bias, mean=mean, var=var)
     # ONNX Runtime folds to y = x * s + (b - mean * s), s = scale / sqrt(var + eps).
     s = scale / np.sqrt(var + np.asarray(attrs.get("epsilon", 1e-5), var.dtype))
     b = bias - mean * s
@@ -89,6 +116,7 @@ def _upgrade_batch_norm(node: Node, opset: int, graph: Graph) -> None:
 
 
 def _instance_norm(attrs: dict, x: Array, scale: Array, bias: Array) -> Array:
+    _check_channels("InstanceNormalization", x, scale=scale, bias=bias)
     axes = tuple(range(2, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     var = np.square(x - mean).mean(axis=axes, keepdims=True)
@@ -101,6 +129,9 @@ def _layer_norm(attrs: dict, x: Array, scale: Array,
                 bias: Array | None = None) -> tuple[Array, Array, Array]:
     """Y, Mean, InvStdDev over axes [axis, rank); statistics in the stash type (float32)."""
     axis = axis_of(attrs.get("axis", -1), x.ndim)
+    check_broadcasts_to("LayerNormalization scale", scale.shape, x.shape[axis:])
+    if bias is not None:
+        check_broadcasts_to("LayerNormalization bias", bias.shape, x.shape[axis:])
     axes = tuple(range(axis, x.ndim))
     xs = x.astype(np_dtype(attrs.get("stash_type", 1)))
     mean = xs.mean(axis=axes, keepdims=True)

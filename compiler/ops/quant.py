@@ -26,7 +26,14 @@ import numpy as np
 from compiler.errors import EtchError
 from compiler.ir import Value
 from compiler.ops import OpDef
-from compiler.ops.common import axis_of, int_matmul, int_range, is_integer, np_dtype
+from compiler.ops.common import (
+    axis_of,
+    check_channel_param,
+    int_matmul,
+    int_range,
+    is_integer,
+    np_dtype,
+)
 from compiler.ops.conv import conv_nd
 from compiler.ops.dtypes import arith_dtype, cast_to
 
@@ -169,6 +176,8 @@ def _qlinear_matmul(attrs: dict, a: Array, a_scale: Array, a_zp: Array, b: Array
 def _qlinear_conv(attrs: dict, x: Array, x_scale: Array, x_zp: Array, w: Array,
                   w_scale: Array, w_zp: Array, y_scale: Array, y_zp: Array,
                   bias: Array | None = None) -> Array:
+    if bias is not None:
+        check_channel_param("QLinearConv bias", bias.shape, w.shape[0])
     acc = _conv_acc(attrs, x, w, x_zp, w_zp)
     channel = (1, -1) + (1,) * (x.ndim - 2)
     if bias is not None:
@@ -212,7 +221,17 @@ def _matmul_nbits(attrs: dict, a: Array, b: Array, scales: Array,
     return (y if bias is None else y + bias).astype(a.dtype, copy=False)
 
 
-def _infer_nbits(attrs: dict, a: Value, *rest: Value | None) -> Spec:
+def _infer_nbits(attrs: dict, a: Value, b: Value, scales: Value,
+                 *rest: Value | None) -> Spec:
+    """[..., N]; EtchError unless A's last dim is K and B, scales hold N x ceil(K / block)."""
+    k, n, bs = int(attrs["K"]), int(attrs["N"]), int(attrs["block_size"])
+    if not a.shape or a.shape[-1] != k:
+        raise EtchError(f"MatMulNBits: A {list(a.shape)} must end in K = {k}")
+    blocks = -(-k // bs) if bs > 0 else 0
+    blob = bs * int(attrs.get("bits", 4)) // 8
+    if b.size != n * blocks * blob or scales.size != n * blocks:
+        raise EtchError(f"MatMulNBits: B {list(b.shape)} and scales {list(scales.shape)} do not "
+                        f"hold N = {n} rows of {blocks} blocks of {bs}")
     return [(tuple(a.shape[:-1]) + (int(attrs["N"]),), a.dtype)]
 
 
