@@ -73,21 +73,31 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(f"cannot store {type(v).__name__} in a doc string")
 
 
+def _initializers(graph: Graph) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """(Identity nodes, initializers). A graph output that is a constant (everything folded)
+    is produced by an Identity from an initializer under a fresh name (one no value of the
+    graph has), placed first so that nodes reading the constant still follow its producer.
+    A graph output that is a graph input needs nothing: ONNX allows it as it is."""
+    nodes, inits, used = [], [], set(graph.values)
+    outputs = set(graph.outputs)
+    for v in graph.values.values():
+        if not v.is_const:
+            continue
+        name = v.name
+        if v.name in outputs:
+            name = graph.fresh(f"{v.name}__const", avoid=used)
+            used.add(name)
+            nodes.append(helper.make_node("Identity", [name], [v.name], name=f"output_{v.name}"))
+        inits.append(numpy_helper.from_array(np.asarray(v.data), name))
+    return nodes, inits
+
+
 def export_model(graph: Graph) -> onnx.ModelProto:
     """The graph as an ONNX ModelProto (opset `graph.opset` plus custom domains)."""
-    consts = [v for v in graph.values.values() if v.is_const]
-    inits = [numpy_helper.from_array(np.asarray(v.data), v.name) for v in consts]
     produced = {o for n in graph.nodes for o in n.outputs}
     inner = [graph.values[o] for o in sorted(produced) if o not in graph.outputs]
-    # A graph output that is a constant (everything folded) needs a node to produce it.
-    nodes = [_node(n, graph.opset) for n in graph.nodes]
-    for o in graph.outputs:
-        if o not in produced:
-            src = o + "__const" if graph.values[o].is_const else o
-            nodes.append(helper.make_node("Identity", [src], [o], name=f"output_{o}"))
-            if graph.values[o].is_const:
-                inits = [i for i in inits if i.name != o]
-                inits.append(numpy_helper.from_array(np.asarray(graph.values[o].data), src))
+    const_outs, inits = _initializers(graph)
+    nodes = const_outs + [_node(n, graph.opset) for n in graph.nodes]
     g = helper.make_graph(
         nodes, graph.name,
         [_value_info(graph.values[i]) for i in graph.inputs],
