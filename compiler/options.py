@@ -6,6 +6,7 @@ combinations no target can honour, with one clear line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ class CompileOptions:
     group_size: int | None = None
     quant: str = "rtn"               # rtn | gptq
     per: str = "oc"                  # oc | ic | auto
-    calib: str | None = None         # path to a calibration .npz
+    calib: str | Mapping[str, Any] | None = None  # a calibration .npz (or its arrays)
     int: bool = False                # cpu/edge: run the integer graph (W{B}A8)
     lut: bool = False                # LUT bit-serial GEMM for quantised weights
     rearrange: bool = False          # channel rearrangement before quantisation
@@ -66,4 +67,10 @@ class CompileOptions:
         return self.bits is not None or self.ternary
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """The options as JSON values (for the manifest). Calibration arrays passed in memory
+        (the Python API takes a dict) are recorded by their shapes."""
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        if self.calib is not None and not isinstance(self.calib, str):
+            out["calib"] = {k: f"array{list(getattr(v, 'shape', ()))}"
+                            for k, v in self.calib.items()}
+        return out
