@@ -1,14 +1,22 @@
 """Calibration data: reading `--calib DATA.npz`, running the float graph over it, and the
 statistics the quantisation passes need (activation ranges, layer-input Hessians).
 
-The .npz is keyed by the model's input names, like `etch run --inputs`. Each array is
-either one input (the input's own shape), a stack of inputs ([S, *shape]), or inputs
-concatenated along the batch axis ([S * batch, *shape[1:]]). Calibration runs the graph in
-chunks of samples concatenated along axis 0 when that gives the same result as one sample
-at a time (checked on the first two samples: a Reshape that bakes in batch 1 does not),
-else one sample at a time.
+The .npz is keyed by the model's input names, like `etch run --inputs`. A calibration
+*sample* is one row along axis 0 (one item of a batch), so the calibration set's size does
+not depend on the batch the model is deployed at: each input's array is [R, *shape[1:]]
+(R rows: one input, a stack of them, or inputs concatenated along the batch axis) or
+[S, *shape] (a stack of whole inputs, S * shape[0] rows). Every input must hold the same R.
 
-etch needs calibration data for activation quantisation (`--int`, `--target verilog`) and
+`batches` groups the rows into the runs `run_all` makes. When the graph treats rows as
+independent samples (checked once: a run of one row, or two for a model at batch 1, must
+give what the deployed batch gives for those rows; a Reshape that bakes the batch in does
+not), runs hold up to CHUNK rows each, whatever the deployed batch. Otherwise the rows of
+one input are not independent samples, and runs are whole deployed inputs: R must then be
+a multiple of the batch (inputs without a batch axis, rank 0, are whole samples too).
+
+Values must be finite: NaN or Inf in the data is refused (a NaN would poison every range
+it reaches). etch needs calibration data for activation quantisation (`--int`, `--target
+verilog`) unless the model carries its own activation scales (an imported QDQ model), and
 for GPTQ: there is no good default for a model etch knows nothing about (the digits models'
 training split is what tests and benchmarks pass; see `models.zoo.digits_split`).
 """
@@ -24,8 +32,9 @@ from compiler import reference
 from compiler.errors import EtchError
 from compiler.ir import Graph
 
-CHUNK = 64
+CHUNK = 64  # rows per calibration run when rows are independent samples
 SAMPLE_CAP = 1 << 20  # elements kept per tensor for percentile ranges
+Inputs = dict[str, np.ndarray]
 
 
 def load(source: str | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -35,17 +44,98 @@ def load(source: str | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     try:
         with np.load(source, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, KeyError) as e:  # a truncated zip member: EOF
         raise EtchError(f"--calib {source}: cannot read .npz: {e}") from e
 
 
-def samples(graph: Graph, data: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """The calibration data as a list of single inputs (each keyed by every graph input)."""
+def batches(graph: Graph, data: Mapping[str, np.ndarray]) -> list[Inputs]:
+    """The calibration data as the runs `run_all` makes (see the module docstring)."""
+    arrays = _checked(graph, data)
+    rows = _rows(graph, arrays)
+    if rows is None:
+        return _whole_samples(graph, arrays)
+    count = len(next(iter(rows.values())))
+    if _rows_independent(graph, rows):
+        step = CHUNK
+    else:
+        step = _batch(graph)
+        if count % step:
+            raise EtchError(f"calibration data holds {count} rows, not a multiple of the "
+                            f"model's batch {step}; this model's rows along axis 0 are not "
+                            f"independent samples (its outputs change with the batch), so "
+                            f"calibration needs whole [{step}, ...] inputs")
+    return [{n: r[i:i + step] for n, r in rows.items()} for i in range(0, count, step)]
+
+
+def _checked(graph: Graph, data: Mapping[str, np.ndarray]) -> Inputs:
+    """The graph inputs' arrays, cast to their dtypes; EtchError if one is missing or a
+    float one holds NaN or Inf."""
     missing = [n for n in graph.inputs if n not in data]
     if missing:
         raise EtchError(f"calibration data lacks input(s) {missing}; it has {sorted(data)}")
-    per_input = {n: _split(n, tuple(graph.values[n].shape), graph.values[n].dtype, data[n])
-                 for n in graph.inputs}
+    out = {}
+    for n in graph.inputs:
+        arr = np.asarray(data[n])
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+            raise EtchError(f"calibration input {n!r} holds {bad[0]} NaN and {bad[1]} Inf "
+                            f"values; calibration data must be finite")
+        out[n] = arr.astype(graph.values[n].dtype, copy=False)
+    return out
+
+
+def _rows(graph: Graph, arrays: Inputs) -> Inputs | None:
+    """Each input as [R, *shape[1:]] rows, or None when some input has no batch axis, the
+    inputs disagree on their batch, or they hold different numbers of rows."""
+    shapes = {n: tuple(graph.values[n].shape) for n in graph.inputs}
+    if any(not s for s in shapes.values()) or len({s[0] for s in shapes.values()}) != 1:
+        return None
+    rows = {}
+    for n, arr in arrays.items():
+        shape = shapes[n]
+        if arr.shape[1:] == shape[1:] and arr.ndim == len(shape):
+            rows[n] = arr
+        elif arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
+            rows[n] = arr.reshape((-1,) + shape[1:])
+        else:
+            raise _shape_error(n, shape, arr)
+    return rows if len({len(r) for r in rows.values()}) == 1 else None
+
+
+def _batch(graph: Graph) -> int:
+    return int(graph.values[graph.inputs[0]].shape[0])
+
+
+def _rows_independent(graph: Graph, rows: Inputs) -> bool:
+    """Whether a run of k rows (k != the deployed batch B) gives, row for row, what a run at
+    B gives: one row against row 0 of a batch, or two rows against two runs of one."""
+    b = _batch(graph)
+    k = 1 if b > 1 else 2
+    static = [_take(rows, i * b, b) for i in range(-(-k // b))]
+    try:
+        with np.errstate(all="ignore"):
+            probe = reference.run(graph, _take(rows, 0, k))
+            want = [reference.run(graph, s) for s in static]
+    except (EtchError, ValueError, IndexError):
+        return False
+    for o in graph.outputs:
+        expect = np.concatenate([w[o] for w in want])[:k] if want[0][o].ndim else None
+        if expect is None or probe[o].shape != expect.shape:
+            return False
+        if not np.allclose(probe[o], expect, rtol=1e-4, atol=1e-5, equal_nan=True):
+            return False
+    return True
+
+
+def _take(rows: Inputs, start: int, count: int) -> Inputs:
+    """`count` rows from `start`, cycling through the data when it holds fewer."""
+    return {n: np.take(r, np.arange(start, start + count) % len(r), axis=0)
+            for n, r in rows.items()}
+
+
+def _whole_samples(graph: Graph, arrays: Inputs) -> list[Inputs]:
+    """One run per whole input (inputs without a batch axis, or with different batches)."""
+    per_input = {n: _split(n, tuple(graph.values[n].shape), a) for n, a in arrays.items()}
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1:
         raise EtchError(f"calibration inputs hold different numbers of samples: "
@@ -53,8 +143,7 @@ def samples(graph: Graph, data: Mapping[str, np.ndarray]) -> list[dict[str, np.n
     return [{n: per_input[n][i] for n in graph.inputs} for i in range(counts.pop())]
 
 
-def _split(name: str, shape: tuple[int, ...], dtype: str, arr: np.ndarray) -> list[np.ndarray]:
-    arr = np.asarray(arr).astype(dtype, copy=False)
+def _split(name: str, shape: tuple[int, ...], arr: np.ndarray) -> list[np.ndarray]:
     if arr.shape == shape:
         return [arr]
     if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
@@ -62,35 +151,14 @@ def _split(name: str, shape: tuple[int, ...], dtype: str, arr: np.ndarray) -> li
     if (arr.ndim == len(shape) and shape and arr.shape[1:] == shape[1:] and shape[0] > 0
             and arr.shape[0] % shape[0] == 0):
         return list(arr.reshape((-1,) + shape))
-    raise EtchError(f"calibration input {name!r} has shape {list(arr.shape)}; expected "
-                    f"{list(shape)}, [S, {', '.join(map(str, shape))}] or a multiple of "
-                    f"{shape[0] if shape else 1} along axis 0")
+    raise _shape_error(name, shape, arr)
 
 
-def batches(graph: Graph, data: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Calibration inputs grouped into the runs `run_all` makes."""
-    items = samples(graph, data)
-    if len(items) < 2 or not _batchable(graph, items[:2]):
-        return items
-    return [{n: np.concatenate([s[n] for s in items[i:i + CHUNK]]) for n in graph.inputs}
-            for i in range(0, len(items), CHUNK)]
-
-
-def _batchable(graph: Graph, two: list[dict[str, np.ndarray]]) -> bool:
-    merged = {n: np.concatenate([s[n] for s in two]) for n in graph.inputs}
-    try:
-        with np.errstate(all="ignore"):
-            both = reference.run(graph, merged)
-    except (EtchError, ValueError, IndexError):
-        return False
-    one = [reference.run(graph, s) for s in two]
-    for o in graph.outputs:
-        expect = np.concatenate([r[o] for r in one]) if one[0][o].ndim else None
-        if expect is None or both[o].shape != expect.shape:
-            return False
-        if not np.allclose(both[o], expect, rtol=1e-4, atol=1e-5):
-            return False
-    return True
+def _shape_error(name: str, shape: tuple[int, ...], arr: np.ndarray) -> EtchError:
+    forms = (f"[{', '.join(['R', *map(str, shape[1:])])}] (R samples) or "
+             f"[S, {', '.join(map(str, shape))}]") if shape else "[] or [S] (S samples)"
+    return EtchError(f"calibration input {name!r} has shape {list(arr.shape)}; expected "
+                     f"{forms}")
 
 
 def run_all(graph: Graph, runs: list[dict[str, np.ndarray]],

@@ -126,7 +126,9 @@ class Lowering:
             data = self.src.values[v].data
             lo, hi = float(data.min(initial=0)), float(data.max(initial=0))
         else:
-            raise EtchError(f"no calibration range for %{v}")
+            raise EtchError(f"value %{v} needs an activation scale, which the model does not "
+                            f"give: pass calibration inputs, --calib DATA.npz keyed like "
+                            f"--inputs (a few hundred representative samples)")
         try:
             return (*act_params(lo, hi), "int8")
         except EtchError as e:

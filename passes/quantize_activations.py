@@ -29,8 +29,9 @@ graph.metadata["etch.placement"] summarises them (JSON). Integer values carry Va
 int32 accumulators carry their real scale (per channel), which `compiler.qdq_export` uses.
 
 Preconditions: weights quantised by QuantizeWeights (integer=True) or imported QDQ weights;
-calibration inputs (`calib`, a path or dict; required: etch has no default data for an
-arbitrary model). Not fused yet (etch.Fused nodes run on the host).
+calibration inputs (`calib`, a path or dict) for every activation whose scale the model
+does not give (etch has no default data for an arbitrary model: EtchError naming the first
+such value). Not fused yet (etch.Fused nodes run on the host).
 """
 
 from __future__ import annotations
@@ -62,11 +63,9 @@ class QuantizeActivations(Pass):
         self.calib, self.method, self.percentile = calib, method, percentile
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
-        if self.calib is None:
-            raise EtchError("integer activations (--int, --target verilog) need calibration "
-                            "inputs: pass --calib DATA.npz, keyed like --inputs (a few hundred "
-                            "representative samples)")
-        ranges = self._ranges(graph)
+        # Without calibration data, every activation must take its scale from the model
+        # (an imported QDQ model): `Lowering.params` says which one does not.
+        ranges = self._ranges(graph) if self.calib is not None else {}
         lowered = Lowering(graph, ranges, RULES, TableRule(graph), given_params(graph)).build()
         lowered.metadata["etch.placement"] = json.dumps(summary(lowered))
         return lowered, True
