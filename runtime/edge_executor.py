@@ -9,7 +9,8 @@
   `qemu-aarch64`. The sysroot for qemu is $QEMU_LD_PREFIX or /usr/aarch64-linux-gnu.
 
 Either way the model's inputs go to `main` in the manifest's order and its (flattened)
-results come back as the manifest's outputs, in order.
+results come back as the manifest's outputs, in order. The runner reads and writes raw
+little-endian bytes (aarch64 Linux): inputs are converted to that byte order first.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class EdgeQemuExecutor(Executor):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with tempfile.TemporaryDirectory(prefix="etch-edge-") as tmp:
             in_path, out_path = Path(tmp, "inputs.bin"), Path(tmp, "outputs.bin")
-            in_path.write_bytes(b"".join(x.tobytes() for x in inputs.values()))
+            in_path.write_bytes(b"".join(_little_endian(x).tobytes() for x in inputs.values()))
             proc = subprocess.run([*self.command, str(in_path), str(out_path)],
                                   check=False, capture_output=True, text=True,
                                   timeout=RUN_TIMEOUT_S)
@@ -122,12 +123,20 @@ def _check_io(manifest: dict) -> None:
                             f"manifest's {want}; recompile it")
 
 
+def _little_endian(x: np.ndarray) -> np.ndarray:
+    """x with its values in little-endian bytes: aarch64 Linux, the artifact's byte order,
+    whatever the byte order of the array or of this machine."""
+    return np.ascontiguousarray(x, x.dtype.newbyteorder("<"))
+
+
 def _split_outputs(raw: bytes, specs: list[dict]) -> dict[str, np.ndarray]:
+    """The runner's little-endian output bytes as native arrays, one per output spec."""
     out, offset = {}, 0
     for s in specs:
-        dtype = np.dtype(s["dtype"])
+        dtype = np.dtype(s["dtype"]).newbyteorder("<")
         n = int(np.prod(s["shape"], dtype=np.int64))
-        out[s["name"]] = np.frombuffer(raw, dtype, n, offset).reshape(s["shape"]).copy()
+        out[s["name"]] = np.frombuffer(raw, dtype, n, offset).reshape(s["shape"]).astype(
+            dtype.newbyteorder("="))
         offset += n * dtype.itemsize
     if offset != len(raw):
         raise EtchError(f"edge runner wrote {len(raw)} bytes of outputs, expected {offset}")

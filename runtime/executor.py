@@ -31,7 +31,8 @@ class Executor:
 
 
 def check_inputs(specs: list[dict], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Inputs as contiguous arrays in spec order; EtchError naming any mismatch."""
+    """Inputs as contiguous, native-byte-order arrays in spec order; EtchError naming any
+    mismatch."""
     expected = [s["name"] for s in specs]
     unknown = sorted(set(inputs) - set(expected))
     if unknown:
@@ -48,5 +49,7 @@ def check_inputs(specs: list[dict], inputs: Mapping[str, np.ndarray]) -> dict[st
         if list(arr.shape) != list(s["shape"]):
             raise EtchError(f"input {s['name']!r} has shape {list(arr.shape)}, "
                             f"expected {s['shape']}")
-        out[s["name"]] = np.ascontiguousarray(arr)
+        # in native byte order: an .npz written on a big-endian machine (or with dtype
+        # '>f4') holds the same values in other bytes, and executors hand raw bytes on
+        out[s["name"]] = np.ascontiguousarray(arr, arr.dtype.newbyteorder("="))
     return out

@@ -3,6 +3,7 @@ no crashes, no lost files; one `etch: error:` line and exit status 1 for user er
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,29 @@ def test_qdq_model_with_int_uses_its_own_scales(tmp_path: Path) -> None:
     r = etch("compile", _qdq_model(tmp_path / "m2.onnx", quantise_output=False), "-t", "ref",
              "--int", "-o", tmp_path / "b")
     _assert_one_line_error(r, "--calib")
+
+
+# ---- running ---------------------------------------------------------------------------------
+def _edge_tools() -> bool:
+    from backends.tvm import edge
+    from runtime import edge_executor
+
+    return bool(shutil.which(edge.CROSS_CXX)) and edge_executor.find_qemu() is not None
+
+
+@pytest.mark.parametrize("target", [
+    "ref", "cpu",
+    pytest.param("edge", marks=[pytest.mark.edge, pytest.mark.skipif(
+        not _edge_tools(), reason="the edge target needs g++-aarch64-linux-gnu and qemu-user")]),
+])
+def test_big_endian_inputs_give_the_same_outputs(tmp_path: Path, target: str) -> None:
+    model = _gemm(tmp_path / "m.onnx")
+    r = etch("compile", model, "-t", target, "--input-shape", "x=2x8", "-o", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    x = np.random.default_rng(7).standard_normal((2, 8)).astype(np.float32)
+    native = _run(tmp_path / "a", tmp_path, x=x)["y"]
+    swapped = _run(tmp_path / "a", tmp_path, x=x.astype(">f4"))["y"]
+    np.testing.assert_array_equal(swapped, native)
+    w = numpy_helper.to_array(onnx.load(model).graph.initializer[0])
+    np.testing.assert_allclose(native, x @ w.T + numpy_helper.to_array(
+        onnx.load(model).graph.initializer[1]), rtol=1e-5, atol=1e-5)
