@@ -122,9 +122,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     if getattr(a, "rpc", None):
         kwargs["rpc"] = a.rpc
     if a.command == "sim":
-        if manifest["target"] != "verilog":
+        if manifest.get("target") != "verilog":
             raise EtchError(f"`etch sim` runs verilog artifacts; {a.artifact} is "
-                            f"{manifest['target']} (use `etch run`)")
+                            f"{manifest.get('target')} (use `etch run`)")
         kwargs["vcd"] = a.vcd
     outputs = runtime.load(a.artifact, **kwargs).run(load_npz(a.inputs))
     save_npz(a.out, outputs)

@@ -8,7 +8,6 @@ destination and renamed into place, so a failed compile never leaves half an art
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -28,6 +27,7 @@ from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
 from passes import quant_report
+from runtime import files as artifact_files
 
 FORMAT_VERSION = 1
 # target -> backend module; each has build(graph, opts, out_dir) -> dict of manifest entries.
@@ -131,7 +131,7 @@ def _io_meta(graph: Graph, names: list[str]) -> list[dict]:
 
 def _manifest(graph: Graph, opts: CompileOptions, records: list, inputs_meta: list[dict],
               entries: dict, out: Path, seconds: float) -> dict:
-    files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    files = artifact_files.listed(out)
     core = {
         "format_version": FORMAT_VERSION,
         "etch_version": __version__,
@@ -160,14 +160,6 @@ def _quant_summary(graph: Graph) -> dict:
             key = v.quant.describe()
             summary[key] = summary.get(key, 0) + 1
     return summary
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def explain(manifest: dict) -> str:

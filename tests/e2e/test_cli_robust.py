@@ -181,3 +181,42 @@ def test_big_endian_inputs_give_the_same_outputs(tmp_path: Path, target: str) ->
     w = numpy_helper.to_array(onnx.load(model).graph.initializer[0])
     np.testing.assert_allclose(native, x @ w.T + numpy_helper.to_array(
         onnx.load(model).graph.initializer[1]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def cpu_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cpu artifact of the Gemm model (built once; tests copy it before damaging it)."""
+    root = tmp_path_factory.mktemp("cpu_art")
+    r = etch("compile", _gemm(root / "m.onnx"), "-t", "cpu", "--input-shape", "x=1x8",
+             "-o", root / "a")
+    assert r.returncode == 0, r.stderr
+    return root / "a"
+
+
+def _damaged(src: Path, tmp_path: Path, name: str, damage) -> Path:
+    art = tmp_path / "copy"
+    shutil.copytree(src, art)
+    damage(art / name)
+    np.savez(tmp_path / "in.npz", x=np.ones((1, 8), np.float32))
+    return art
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2]),
+    lambda p: p.write_bytes(p.read_bytes()[:4096] + bytes([p.read_bytes()[4096] ^ 0xFF])
+                            + p.read_bytes()[4097:]),
+    lambda p: p.unlink(),
+], ids=["truncated", "one_byte_flipped", "missing"])
+def test_corrupt_library_is_one_line(cpu_artifact: Path, tmp_path: Path, damage) -> None:
+    art = _damaged(cpu_artifact, tmp_path, "model.so", damage)
+    r = etch("run", art, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "o.npz")
+    _assert_one_line_error(r, "model.so")
+    assert not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", '"text"', "{}", '{"format_version": 1}'])
+def test_manifest_that_is_not_one_is_refused(cpu_artifact: Path, tmp_path: Path,
+                                             manifest: str) -> None:
+    art = _damaged(cpu_artifact, tmp_path, "manifest.json", lambda p: p.write_text(manifest))
+    r = etch("run", art, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "o.npz")
+    _assert_one_line_error(r, "manifest")
