@@ -1,19 +1,21 @@
 """The `etch` command line: compile, run, sim, inspect, models, bench, demo.
 
 Every user error is one line on stderr (`etch: error: ...`) and exit status 1; an internal
-error says so in one line and exits 2; `--debug` shows the traceback instead.
+error says so in one line and exits 2; `--debug` shows the traceback instead. SIGINT,
+SIGTERM and SIGHUP unwind like exceptions (exit 130 / 128 + signal), so a compile that is
+stopped removes its temporary directories.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
+from compiler import npz
 from compiler.errors import EtchError
 
 
@@ -94,26 +96,6 @@ def _add_run(sub: argparse._SubParsersAction, name: str, helptext: str) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def load_npz(path: str) -> dict[str, np.ndarray]:
-    """Arrays of an .npz file; EtchError if unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise EtchError(f"{path}: cannot read .npz: {e}") from e
-
-
-def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz atomically (temp file, then rename)."""
-    dest = Path(path)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def cmd_run(a: argparse.Namespace) -> int:
     import runtime
 
@@ -126,8 +108,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             raise EtchError(f"`etch sim` runs verilog artifacts; {a.artifact} is "
                             f"{manifest.get('target')} (use `etch run`)")
         kwargs["vcd"] = a.vcd
-    outputs = runtime.load(a.artifact, **kwargs).run(load_npz(a.inputs))
-    save_npz(a.out, outputs)
+    outputs = runtime.load(a.artifact, **kwargs).run(npz.load(a.inputs, "--inputs"))
+    npz.save(a.out, outputs)
     print(f"wrote {a.out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items()))
     return 0
 
@@ -219,11 +201,27 @@ class _progress:
         self.bar.close()
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that cleanup code runs (`finally`
+    blocks, the compile's `except BaseException`, the temporary artifact's finaliser)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _raise_terminated)
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -235,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("etch: interrupted", file=sys.stderr)
         return 130
+    except Terminated as t:
+        print(f"etch: terminated by {signal.Signals(t.signum).name}", file=sys.stderr)
+        return 128 + t.signum
     except Exception as e:  # a bug in etch: one line, the traceback with --debug
         if debug:
             raise

@@ -2,8 +2,9 @@
 
 `compile(model, target, **options)` returns an `Artifact`: a directory (held in a temporary
 location until saved) with `manifest.json` and the backend's files, plus `.run(inputs)` and
-`.save(path)`. Saving is atomic: the files are written under a temporary name beside the
-destination and renamed into place, so a failed compile never leaves half an artifact.
+`.save(path)`. Saving is atomic (`compiler.artifact_dir`): the files are written under a
+temporary name beside the destination and renamed into place, so a failed or interrupted
+compile never leaves half an artifact, and only an existing artifact is ever replaced.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler import __version__, onnx_import, pipeline
+from compiler import __version__, artifact_dir, onnx_import, pipeline
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
@@ -30,7 +31,8 @@ from passes import quant_report
 from runtime import files as artifact_files
 
 FORMAT_VERSION = 1
-# target -> backend module; each has build(graph, opts, out_dir) -> dict of manifest entries.
+# target -> backend module; each has build(graph, opts, out_dir) -> dict of manifest entries,
+# and may have check(opts), run before the passes, for options only it can judge.
 BACKENDS = {"cpu": "backends.tvm", "cuda": "backends.tvm", "edge": "backends.tvm",
             "verilog": "backends.verilog", "ref": "backends.reference"}
 
@@ -60,34 +62,12 @@ class Artifact:
         return self._executor.run(inputs)
 
     def save(self, dest: str | os.PathLike) -> Path:
-        """Copy the artifact to `dest` atomically (replacing an existing artifact there)."""
-        return save_dir(self.path, Path(dest))
+        """Copy the artifact to `dest` atomically, replacing only an existing artifact there
+        (see `compiler.artifact_dir`)."""
+        return artifact_dir.save(self.path, Path(dest))
 
     def explain(self) -> str:
         return explain(self.manifest)
-
-
-def save_dir(src: Path, dest: Path) -> Path:
-    """Copy directory `src` to `dest` atomically: write beside it, then rename."""
-    dest = dest.resolve()
-    foreign = dest.exists() and not (dest / "manifest.json").is_file()
-    if foreign and (dest.is_file() or any(dest.iterdir())):
-        raise EtchError(f"{dest} exists and is not an etch artifact; not overwriting it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def compile(model: Any, target: str = "cpu", *, progress: Callable[[str], None] | None = None,
@@ -108,12 +88,14 @@ def compile(model: Any, target: str = "cpu", *, progress: Callable[[str], None] 
     say = progress or (lambda s: None)
     say("import")
     graph = onnx_import.import_model(model, opts.input_shapes)
+    backend = importlib.import_module(BACKENDS[target])
+    if hasattr(backend, "check"):  # options only the backend can judge (--mcpu)
+        backend.check(opts)
     inputs_meta = _io_meta(graph, graph.inputs)
     graph, records = pipeline.run(graph, opts, log=say)
     say(f"build {target}")
     out = Path(tempfile.mkdtemp(prefix="etch-artifact-"))
     try:
-        backend = importlib.import_module(BACKENDS[target])
         entries = backend.build(graph, opts, out)
         manifest = _manifest(graph, opts, records, inputs_meta, entries, out,
                              time.perf_counter() - t0)

@@ -61,6 +61,11 @@ class CompileOptions:
                             "use --bits B without --lut for weight-only kernels")
         if self.tune < 0:
             raise EtchError("--tune takes a number of trials >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise EtchError(f"--threads {self.threads}: must be at least 1")
+        if len(self.array) != 2 or min(self.array) < 1:
+            raise EtchError(f"--array {'x'.join(map(str, self.array))}: rows and columns must "
+                            f"be at least 1 (e.g. 8x8)")
 
     @property
     def weight_quantised(self) -> bool:

@@ -72,6 +72,11 @@ def run(graph: Graph, opts: CompileOptions, pass_list: list[Pass] | None = None,
     """Run the pipeline; verify after each pass; dump/print as the options ask."""
     records: list[PassRecord] = []
     pass_list = passes_for(opts) if pass_list is None else pass_list
+    labels = [p.label for p in pass_list]
+    unknown = [name for name in opts.print_after if name not in labels]
+    if unknown:
+        raise EtchError(f"--print-after {', '.join(unknown)}: not a pass of this compile; it "
+                        f"runs {', '.join(labels)}")
     _dump(graph, opts, 0, "import")
     for k, p in enumerate(pass_list, start=1):
         before = len(graph.nodes)
@@ -95,5 +100,8 @@ def _dump(graph: Graph, opts: CompileOptions, k: int, label: str) -> None:
     if not opts.dump_dir:
         return
     path = Path(opts.dump_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    onnx_export.save(graph, str(path / f"{k:02d}_{label}.onnx"))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        onnx_export.save(graph, str(path / f"{k:02d}_{label}.onnx"))
+    except OSError as e:
+        raise EtchError(f"--dump-dir {opts.dump_dir}: cannot write: {e.strerror or e}") from e

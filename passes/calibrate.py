@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler import reference
+from compiler import npz, reference
 from compiler.errors import EtchError
 from compiler.ir import Graph
 
@@ -41,11 +41,7 @@ def load(source: str | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays of a calibration .npz (or a dict given directly)."""
     if not isinstance(source, str):
         return {k: np.asarray(v) for k, v in source.items()}
-    try:
-        with np.load(source, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, KeyError) as e:  # a truncated zip member: EOF
-        raise EtchError(f"--calib {source}: cannot read .npz: {e}") from e
+    return npz.load(source, "--calib")
 
 
 def batches(graph: Graph, data: Mapping[str, np.ndarray]) -> list[Inputs]:

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from compiler.options import CompileOptions
 
 
+def check(opts: CompileOptions) -> None:
+    """EtchError for options this backend cannot honour (an unknown --mcpu), checked before
+    the passes run."""
+    from backends.tvm.target import check_options
+
+    check_options(opts)
+
+
 def build(graph: Graph, opts: CompileOptions, out_dir: Path) -> dict:
     """Build `graph` for opts.target into `out_dir`; returns the manifest entries."""
     from backends.tvm.builder import build as build_target

@@ -13,7 +13,9 @@ Lowering and schedule rules both take the vector width from the target's feature
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,37 @@ def host_flags() -> set[str] | None:
         if key.strip() in ("flags", "Features"):
             return set(value.split())
     return None
+
+
+def check_options(opts: CompileOptions) -> None:
+    """EtchError for an --mcpu the target cannot build for, before any pass runs: cpu and
+    edge take a CPU LLVM knows for their triple (the host's, aarch64-linux-gnu), cuda an
+    sm_XX architecture. (LLVM itself only warns, ten lines, and builds for a generic CPU.)"""
+    if opts.mcpu is None:
+        return
+    if opts.target == "cuda":
+        if not re.fullmatch(r"sm_\d+", opts.mcpu):
+            raise EtchError(f"--mcpu {opts.mcpu!r}: the cuda target takes a GPU architecture "
+                            f"sm_XX (e.g. {DEFAULT_CUDA_ARCH})")
+        return
+    from tvm.target import codegen
+
+    from backends.tvm.edge import MTRIPLE
+
+    check_mcpu(opts.mcpu, MTRIPLE if opts.target == "edge" else codegen.llvm_get_system_triple())
+
+
+def check_mcpu(mcpu: str, triple: str) -> None:
+    """EtchError unless LLVM knows CPU `mcpu` for target `triple` (suggesting close names)."""
+    import tvm
+    from tvm.target import codegen
+
+    if codegen.llvm_is_valid_cpu(mcpu, triple):
+        return
+    known = codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))
+    close = difflib.get_close_matches(mcpu, [str(k) for k in known], n=4)
+    hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(known)} CPUs known)"
+    raise EtchError(f"--mcpu {mcpu!r} is not a CPU LLVM knows for {triple}{hint}")
 
 
 def cpu_info(opts: CompileOptions) -> tuple[CpuInfo, list[str]]:

@@ -3,7 +3,12 @@ no crashes, no lost files; one `etch: error:` line and exit status 1 for user er
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.e2e.test_cli import _assert_one_line_error, _mlp, etch  # noqa: F401
+from tests.e2e.test_cli import ETCH, _assert_one_line_error, etch
 
 vi = helper.make_tensor_value_info
 
@@ -220,3 +225,143 @@ def test_manifest_that_is_not_one_is_refused(cpu_artifact: Path, tmp_path: Path,
     art = _damaged(cpu_artifact, tmp_path, "manifest.json", lambda p: p.write_text(manifest))
     r = etch("run", art, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "o.npz")
     _assert_one_line_error(r, "manifest")
+
+
+# ---- writing artifacts -----------------------------------------------------------------------
+def test_output_dir_with_a_manifest_among_user_files_is_kept(tmp_path: Path) -> None:
+    model = _gemm(tmp_path / "m.onnx")
+    mine = tmp_path / "mine"
+    assert etch("compile", model, "-t", "ref", "--input-shape", "x=1x8", "-o",
+                mine).returncode == 0
+    (mine / "notes.txt").write_text("keep me")           # a user file beside an artifact
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text('{"name": "my web app"}')
+    (tmp_path / "other" / "index.html").write_text("<p>keep me</p>")
+    for dest, kept in ((mine, "notes.txt"), (tmp_path / "other", "index.html")):
+        r = etch("compile", model, "-t", "ref", "--input-shape", "x=1x8", "-o", dest)
+        _assert_one_line_error(r, "not an etch artifact")
+        assert "keep me" in (dest / kept).read_text()
+    (mine / "notes.txt").unlink()  # entirely an artifact again: replaced
+    r = etch("compile", model, "-t", "ref", "--input-shape", "x=2x8", "-o", mine)
+    assert r.returncode == 0, r.stderr
+    assert '"shape": [\n        2,' in (mine / "manifest.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _slow_compile(tmp_path: Path) -> list[str]:
+    """A cpu compile that spends a few seconds in its backend (the signal's target)."""
+    return [*ETCH, "compile", str(_gemm(tmp_path / "m.onnx")), "-t", "cpu", "--input-shape",
+            "x=64x8", "-o", str(tmp_path / "out" / "a")]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_compile_leaves_no_temporary_directories(tmp_path: Path, sig: int,
+                                                               code: int) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp_path / "out").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(_slow_compile(tmp_path), env=env, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp.glob("etch-artifact-*")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the compile never made its artifact directory"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert list(tmp.iterdir()) == []
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_concurrent_saves_to_one_output_are_safe(tmp_path: Path) -> None:
+    """Two processes saving to one -o over and over: both succeed, the last save wins whole,
+    and nothing is left beside it."""
+    model = _gemm(tmp_path / "m.onnx")
+    ready = tmp_path / "ready"
+    script = (
+        "import sys, time, pathlib, compiler\n"
+        f"art = compiler.compile({str(model)!r}, target='ref', input_shapes={{'x': (1, 8)}})\n"
+        f"ready = pathlib.Path({str(ready)!r})\n"
+        "(ready / sys.argv[1]).touch()\n"
+        "while len(list(ready.iterdir())) < 2: time.sleep(0.001)\n"  # start together
+        "for _ in range(150):\n"
+        f"    art.save({str(tmp_path / 'out' / 'a')!r})\n")
+    ready.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(k)], stderr=subprocess.PIPE,
+                              text=True) for k in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]
+    out = _run(tmp_path / "out" / "a", tmp_path, x=np.ones((1, 8), np.float32))
+    assert out["y"].shape == (1, 16)
+
+
+@pytest.mark.parametrize("where", ["/proc/etch-test/a", "file/a", "/dev/null/a"])
+def test_output_in_an_unwritable_place_is_one_line(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("a file, not a directory")
+    dest = where if where.startswith("/") else tmp_path / where
+    r = etch("compile", _gemm(tmp_path / "m.onnx"), "-t", "ref", "--input-shape", "x=1x8",
+             "-o", dest)
+    _assert_one_line_error(r, "cannot write the artifact")
+
+
+# ---- user errors -----------------------------------------------------------------------------
+def _truncated(path: Path, kind: str) -> Path:
+    arr = np.ones((1, 8), np.float32)
+    if kind == "npz":
+        np.savez(path, x=arr)
+    else:
+        path = path.with_suffix(".npy")
+        np.save(path, arr)
+    path.write_bytes(path.read_bytes()[:70])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["npz", "npy"])
+def test_truncated_inputs_and_calibration_files(cpu_artifact: Path, tmp_path: Path,
+                                                kind: str) -> None:
+    bad = _truncated(tmp_path / "bad.npz", kind)
+    r = etch("run", cpu_artifact, "--inputs", bad, "--out", tmp_path / "o.npz")
+    _assert_one_line_error(r, "--inputs", bad.name)
+    r = etch("compile", _gemm(tmp_path / "m.onnx"), "-t", "ref", "--input-shape", "x=1x8",
+             "--int", "--calib", bad, "-o", tmp_path / "a")
+    _assert_one_line_error(r, "--calib", bad.name)
+
+
+def test_a_plain_npy_is_named(cpu_artifact: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.ones((1, 8), np.float32))
+    r = etch("run", cpu_artifact, "--inputs", tmp_path / "x.npy", "--out", tmp_path / "o.npz")
+    _assert_one_line_error(r, ".npy", "numpy.savez")
+
+
+def test_out_naming_a_directory(cpu_artifact: Path, tmp_path: Path) -> None:
+    np.savez(tmp_path / "in.npz", x=np.ones((1, 8), np.float32))
+    (tmp_path / "outdir").mkdir()
+    r = etch("run", cpu_artifact, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "outdir")
+    _assert_one_line_error(r, "--out", "directory")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["-t", "cpu", "--mcpu", "bogus"], "--mcpu 'bogus'"),
+    (["-t", "edge", "--mcpu", "znver3"], "aarch64"),
+    (["-t", "cuda", "--mcpu", "znver3"], "sm_"),
+    (["-t", "cpu", "--threads", "-1"], "--threads -1"),
+    (["-t", "cpu", "--threads", "0"], "--threads 0"),
+    (["-t", "ref", "--array", "0x0"], "--array 0x0"),
+    (["-t", "ref", "--print-after", "no_such_pass"], "no_such_pass"),
+    (["-t", "ref", "--dump-dir", "/proc/etch-dump"], "--dump-dir"),
+])
+def test_bad_options_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    r = etch("compile", _gemm(tmp_path / "m.onnx"), "--input-shape", "x=1x8", *args, "-o",
+             tmp_path / "a")
+    _assert_one_line_error(r, needle)
+    assert not (tmp_path / "a").exists()
+
+
+def test_known_mcpu_builds(tmp_path: Path) -> None:
+    r = etch("compile", _gemm(tmp_path / "m.onnx"), "--input-shape", "x=1x8", "-t", "cpu",
+             "--mcpu", "znver3", "-o", tmp_path / "a")
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
