@@ -28,6 +28,7 @@ from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
 from passes import quant_report
+from passes.base import explain_declined
 from runtime import files as artifact_files
 
 FORMAT_VERSION = 1
@@ -153,5 +154,6 @@ def explain(manifest: dict) -> str:
                      f"{r['seconds'] * 1e3:>9.1f}")
     counts = ", ".join(f"{op} x{k}" for op, k in sorted(manifest["op_counts"].items()))
     lines.append(f"ops built: {counts}")
-    report = quant_report.explain(manifest.get("reports", {}))
-    return "\n".join(lines + ([report] if report else []))
+    reports = manifest.get("reports", {})
+    extra = [r for r in (quant_report.explain(reports), explain_declined(reports)) if r]
+    return "\n".join(lines + extra)

@@ -365,3 +365,18 @@ def test_known_mcpu_builds(tmp_path: Path) -> None:
     r = etch("compile", _gemm(tmp_path / "m.onnx"), "--input-shape", "x=1x8", "-t", "cpu",
              "--mcpu", "znver3", "-o", tmp_path / "a")
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+# ---- what the compiler reports ---------------------------------------------------------------
+def test_explain_says_why_a_rule_did_not_apply(tmp_path: Path) -> None:
+    """MatMul -> Mul(per-channel constant) folds, unless the MatMul's output is also a graph
+    output: --explain says so."""
+    t = numpy_helper.from_array
+    model = _save(tmp_path / "m.onnx", [helper.make_node("MatMul", ["x", "w"], ["h"]),
+                                        helper.make_node("Mul", ["h", "s"], ["y"])],
+                  [vi("x", TensorProto.FLOAT, [1, 8])],
+                  [vi("h", TensorProto.FLOAT, None), vi("y", TensorProto.FLOAT, None)],
+                  [t(np.ones((8, 4), np.float32), "w"), t(np.full(4, 2.0, np.float32), "s")])
+    r = etch("compile", model, "-t", "ref", "--explain", "-o", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    assert "fold_scale" in r.stdout and "is a graph output" in r.stdout
