@@ -30,10 +30,18 @@ class PassRecord:
                 "nodes_after": self.nodes_after, "seconds": round(self.seconds, 4)}
 
 
-def passes_for(opts: CompileOptions) -> list[Pass]:
-    """The pass list for a target and its options, in order."""
+def import_passes() -> list[Pass]:
+    """The passes every pipeline starts with: they only put what was imported into etch's
+    representation (Identity/Dropout bypassed, QDQ/QLinear/MatMulNBits absorbed into etch's
+    ops). `etch inspect` reports target support for an op as these leave it."""
     from passes.absorb_qdq import AbsorbQdq
     from passes.cleanup import Cleanup
+
+    return [Cleanup(), AbsorbQdq()]
+
+
+def passes_for(opts: CompileOptions) -> list[Pass]:
+    """The pass list for a target and its options, in order."""
     from passes.flatten_pointwise import FlattenPointwise
     from passes.fold_batchnorm import FoldBatchNorm
     from passes.fold_constants import FoldConstants
@@ -46,7 +54,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     fuse = opts.fuse and opts.target in ("cpu", "cuda", "edge", "ref")
     integer = opts.int or opts.target == "verilog"
     quantise = opts.weight_quantised or integer
-    passes: list[Pass] = [Cleanup(), AbsorbQdq()]
+    passes = import_passes()
     if fuse or quantise or opts.rearrange:
         passes += [FoldBatchNorm(), FoldConstants()]  # quantise the folded weights
     if opts.rearrange:

@@ -380,3 +380,28 @@ def test_explain_says_why_a_rule_did_not_apply(tmp_path: Path) -> None:
     r = etch("compile", model, "-t", "ref", "--explain", "-o", tmp_path / "a")
     assert r.returncode == 0, r.stderr
     assert "fold_scale" in r.stdout and "is a graph output" in r.stdout
+
+
+def _matmul_nbits(path: Path) -> Path:
+    """x [1, 64] -> com.microsoft.MatMulNBits (4-bit, blocks of 32, N = 16) -> Relu."""
+    rng = np.random.default_rng(8)
+    t = numpy_helper.from_array
+    inits = [t(rng.integers(0, 256, (16, 2, 16)).astype(np.uint8), "b"),
+             t(rng.uniform(0.01, 0.1, 32).astype(np.float32), "scales")]
+    nodes = [helper.make_node("MatMulNBits", ["x", "b", "scales"], ["h"], domain="com.microsoft",
+                              K=64, N=16, bits=4, block_size=32),
+             helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [vi("x", TensorProto.FLOAT, [1, 64])],
+                              [vi("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    onnx.save(model, path)
+    return path
+
+
+def test_inspect_reports_support_as_the_compiler_sees_the_op(tmp_path: Path) -> None:
+    r = etch("inspect", _matmul_nbits(tmp_path / "m.onnx"))
+    assert r.returncode == 0, r.stderr
+    row = next(ln for ln in r.stdout.splitlines() if "MatMulNBits" in ln).split()
+    assert row[2:5] == ["yes", "yes", "yes"], row  # cpu, cuda, edge build it
+    assert "MatMul + etch.Dequant" in " ".join(row)
