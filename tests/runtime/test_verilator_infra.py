@@ -16,6 +16,7 @@ from backends.verilog.area import module_name, synth_area
 from compiler import onnx_export
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node, Value
+from runtime import files
 from runtime import verilator_build as vb
 
 pytestmark = pytest.mark.verilator
@@ -91,7 +92,8 @@ def _artifact(tmp_path: Path) -> Path:
     io = [{"name": "x", "shape": [1, 12], "dtype": "uint8"}]
     manifest = {"format_version": runtime.FORMAT_VERSION, "runtime": "verilator",
                 "target": "verilog", "graph": "graph.onnx", "inputs": io,
-                "outputs": [{**io[0], "name": "y"}], "segments": [spec]}
+                "outputs": [{**io[0], "name": "y"}], "segments": [spec],
+                "files": files.listed(out)}  # checked on load, as the driver writes them
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 
