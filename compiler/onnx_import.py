@@ -1,12 +1,14 @@
 """ONNX -> IR.
 
-Steps: load (external data included), fix input dims from `input_shapes`, run ONNX shape
-inference, then walk the nodes: each is renamed into etch's op namespace, upgraded to its
-canonical (opset 21) form by its op's `upgrade` hook (attributes and element types added
-by later opsets are read as ONNX defines them), and folded to a constant when its
-inputs are constants (or when only input *shapes* matter, as for Shape/Size). Output shapes
-come from the op's shape rule, so every value ends up static or the import fails naming the
-node that made it dynamic.
+Steps: load (external data included), fix input dims from `input_shapes`, then walk the
+nodes: each is renamed into etch's op namespace, upgraded to its canonical (opset 21) form
+by its op's `upgrade` hook (attributes and element types added by later opsets are read as
+ONNX defines them), and folded to a constant when its inputs are constants (or when only
+input *shapes* matter, as for Shape/Size). Output shapes come from the op's shape rule in
+`compiler.ops` (ONNX's shape inference is not run: etch's rules also cover its own and
+other domains' ops, see the fixed input dims, and check every operand against the others,
+e.g. a Gemm's K against its weight), so every value ends up static or the import fails
+naming the node that made it dynamic or whose operands disagree.
 
 Errors (all `EtchError`, one line): unreadable file, unsupported op (names every such op
 and node, and what is supported), dynamic input dimension without an override, a shape that

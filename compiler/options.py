@@ -1,7 +1,7 @@
 """Compile options: one dataclass shared by the CLI, the driver, the passes and backends.
 
-The CLI flags of DESIGN.md map one to one onto these fields; `validate` rejects
-combinations no target can honour, with one clear line.
+The CLI flags (docs/ARCHITECTURE.md, "Command line") map one to one onto these fields;
+`validate` rejects values and combinations no target can honour, with one clear line.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `run(graph, inputs)` executes the graph node by node with each op's reference semantics
 from `compiler.ops`. Float ops follow ONNX; integer ops (`etch.QGemm`, `etch.Requantize`,
-...) follow DESIGN.md's numerics contract, whose one written form is `requantize` below.
+...) follow the numerics contract of docs/ARCHITECTURE.md, whose one written form is
+`requantize` below.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def quantize_multiplier(real: float | np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zero_point: np.ndarray,
                qmin: int, qmax: int) -> np.ndarray:
-    """The requantisation formula of DESIGN.md, written once (TVM and Verilog cite it):
+    """The requantisation formula (docs/ARCHITECTURE.md, "Numerics"), written once (TVM and
+    Verilog cite it):
 
         y = clamp(round_half_away(acc * M0 / 2^shift) + zero_point, qmin, qmax)
 

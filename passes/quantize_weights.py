@@ -23,7 +23,7 @@ Refused, with an EtchError naming the layer:
 - `--lut` with bits 5..8: LUT bit-serial kernels exist for 1-4-bit (and ternary) weights;
   the weight-only cpu/cuda/edge path (dequantise, then the float kernel) takes any of 1..8;
 - `integer` (--int, verilog) with per-input-channel scales (they vary along K and cannot be
-  factored out of an integer dot product) or asymmetric weights (DESIGN.md: integer
+  factored out of an integer dot product) or asymmetric weights (docs/ARCHITECTURE.md: integer
   weights are symmetric);
 - a group size that does not divide a layer's K (in input channels);
 - GPTQ without calibration data.

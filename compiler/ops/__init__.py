@@ -8,7 +8,8 @@ own ops are `etch.<Name>`; other domains are `<domain>.<Name>` (e.g.
 Helpers the families share (opset upgrades, axes, exact integer matmul) live in `common`.
 
 An op's `run(attrs, *inputs) -> array | tuple[array, ...]` is its reference semantics; for
-integer ops it is the integer semantics of DESIGN.md. Omitted optional inputs arrive as None.
+integer ops it is the integer semantics of docs/ARCHITECTURE.md ("Numerics"). Omitted optional
+inputs arrive as None.
 `infer(attrs, *input_specs) -> list[(shape, dtype)]` is the shape rule; when an op has none,
 the shape rule is the reference run on zero-filled inputs (constants keep their data), which
 is exact because etch only admits ops whose output shapes depend on shapes and constants.

@@ -2,7 +2,7 @@
 
 Every integer op computes in int64 and is exact; results are checked against their
 container (an int32 accumulator that would overflow is an error, never a wrap-around).
-Real values follow DESIGN.md: a quantised tensor means x = s * (q - z).
+Real values follow docs/ARCHITECTURE.md: a quantised tensor means x = s * (q - z).
 
 - `etch.Dequant(q, scale, zero?)`  (weight-only path) float32
       y = (float32(q) - float32(zero_e)) * float32(scale_e)

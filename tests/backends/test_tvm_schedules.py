@@ -1,6 +1,6 @@
 """CPU schedules: every zoo-style kernel gets a rule, and the hot loops are vector code.
 
-Reads the generated assembly, as DESIGN.md asks, for each instruction set on any host
+Reads the generated assembly, as docs/ARCHITECTURE.md asks, for each instruction set on any host
 (`tests/backends/isa.py` compiles for a named CPU: AVX2, AVX-512 + VNNI, aarch64 NEON): the
 dense and conv kernels must use packed FMAs on vectors as wide as their tile needs (the
 target's full width when the tile is that wide) and keep their accumulator tile off the heap

@@ -1,10 +1,11 @@
 """The integer graph's elementwise ops, and QuantizeLinear/DequantizeLinear.
 
 Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is the semantics):
-- `requantize(acc, m0, shift, zp, qmin, qmax)`: `compiler.reference.requantize`, DESIGN.md's
-  one requantisation formula: an int64 product acc * M0, 2^(shift-1) added to its magnitude,
-  a logical shift of the magnitude, the sign restored, + zero point, saturated. The integer
-  kernels call it in their epilogue (`int_epilogue`), etch.Requantize and etch.QAdd here.
+- `requantize(acc, m0, shift, zp, qmin, qmax)`: `compiler.reference.requantize`, the one
+  requantisation formula (docs/ARCHITECTURE.md): an int64 product acc * M0, 2^(shift-1)
+  added to its magnitude, a logical shift of the magnitude, the sign restored, + zero point,
+  saturated. The integer kernels call it in their epilogue (`int_epilogue`), etch.Requantize
+  and etch.QAdd here.
 - etch.QAdd (`qadd`): TFLite's integer add, three requantisations in int64, as the
   reference; the residual step of a fused group (`int_epilogue`) calls it too.
 - etch.Table: a gather from the 256-entry table; etch.Clamp: a clip in x's dtype.

@@ -5,7 +5,7 @@ tile the anchor into a register tile (vector axis innermost, unrolled rows/chann
 it, the reduction outside both), then move the epilogue into the tile loop
 (`reverse_compute_at`), so bias, activation and residual are applied while the tile is hot
 and the anchor's buffer shrinks to the tile: a small default-scope buffer that stays on the
-stack (a "local" one would become a heap workspace; see DESIGN.md). Outer loops run in
+stack (a "local" one would become a heap workspace; see docs/ARCHITECTURE.md). Outer loops run in
 parallel when the kernel has enough work to pay for a thread-pool launch.
 
 Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, RowReduction, Pool, dlight's CPU
