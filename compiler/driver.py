@@ -47,6 +47,7 @@ class Artifact:
         self.manifest = manifest
         self.graph = graph  # the graph the backend built (None when loaded from disk)
         self._executor: Any = None
+        self._owned = owned
         if owned:
             weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
@@ -59,7 +60,9 @@ class Artifact:
         if self._executor is None:
             import runtime
 
-            self._executor = runtime.load(self.path)
+            # a compile's own artifact: the manifest's digests were computed from these very
+            # files moments ago, in a private temporary directory; hashing again is waste
+            self._executor = runtime.load(self.path, verified=self._owned)
         return self._executor.run(inputs)
 
     def save(self, dest: str | os.PathLike) -> Path:
