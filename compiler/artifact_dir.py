@@ -8,8 +8,8 @@
   manifest.json beside other files) is refused with an EtchError, untouched;
 - *atomically*: the copy is written to a hidden temporary directory beside `dest`
   (`.NAME.XXXXXXXX`), then renamed into place; the old artifact is renamed aside
-  (`.NAME.old-PID`) and removed. SIGINT/SIGTERM are held back during the renames, so an
-  interrupted save leaves either the old artifact or the new one, and no hidden directory
+  (`.NAME.old-PID`) and removed. SIGINT/SIGTERM/SIGHUP are held back during the renames, so
+  an interrupted save leaves either the old artifact or the new one, and no hidden directory
   (the copy itself is removed when interrupted, by the exception the signal raises);
 - *one writer at a time*: saves into one parent directory take an exclusive `flock` on that
   directory (no lock file is left behind), so concurrent saves to one `-o` take turns and
@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,9 +124,20 @@ def _locked(directory: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP back (they are delivered on exit from the block)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+    """Hold SIGINT/SIGTERM/SIGHUP back: a signal that arrives inside the block is recorded
+    and raised again, to the handlers in force before, when the block ends. (Python runs
+    signal handlers in the main thread only, so elsewhere there is nothing to hold back; a
+    thread mask would not do, as TVM's worker threads may take the signal.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    saved = {sig: signal.signal(sig, lambda n, frame: pending.append(n))
+             for sig in DEFERRED_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in pending:
+            signal.raise_signal(sig)

@@ -70,13 +70,12 @@ def _checked(graph: Graph, data: Mapping[str, np.ndarray]) -> Inputs:
     if missing:
         raise EtchError(f"calibration data lacks input(s) {missing}; it has {sorted(data)}")
     out = {}
-    for n in graph.inputs:
-        arr = np.asarray(data[n])
+    for n in graph.inputs:  # checked after the cast: a float64 1e39 is a float32 Inf
+        arr = out[n] = np.asarray(data[n]).astype(graph.values[n].dtype, copy=False)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
             raise EtchError(f"calibration input {n!r} holds {bad[0]} NaN and {bad[1]} Inf "
                             f"values; calibration data must be finite")
-        out[n] = arr.astype(graph.values[n].dtype, copy=False)
     return out
 
 
