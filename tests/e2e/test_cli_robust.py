@@ -170,39 +170,54 @@ def _edge_tools() -> bool:
     return bool(shutil.which(edge.CROSS_CXX)) and edge_executor.find_qemu() is not None
 
 
+@pytest.fixture(scope="module")
+def cpu_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cpu artifact of the Gemm model (built once; tests copy it before damaging it)."""
+    root = tmp_path_factory.mktemp("cpu_art")
+    r = etch("compile", _gemm(root / "m.onnx"), "-t", "cpu", "--input-shape", "x=2x8",
+             "-o", root / "a")
+    assert r.returncode == 0, r.stderr
+    return root / "a"
+
+
+@pytest.fixture(scope="module")
+def ref_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ref artifact of the Gemm model, for `etch run` input errors (no TVM to load)."""
+    root = tmp_path_factory.mktemp("ref_art")
+    r = etch("compile", _gemm(root / "m.onnx"), "-t", "ref", "--input-shape", "x=2x8",
+             "-o", root / "a")
+    assert r.returncode == 0, r.stderr
+    return root / "a"
+
+
 @pytest.mark.parametrize("target", [
     "ref", "cpu",
     pytest.param("edge", marks=[pytest.mark.edge, pytest.mark.skipif(
         not _edge_tools(), reason="the edge target needs g++-aarch64-linux-gnu and qemu-user")]),
 ])
-def test_big_endian_inputs_give_the_same_outputs(tmp_path: Path, target: str) -> None:
+def test_big_endian_inputs_give_the_same_outputs(tmp_path: Path, target: str,
+                                                 request: pytest.FixtureRequest) -> None:
     model = _gemm(tmp_path / "m.onnx")
-    r = etch("compile", model, "-t", target, "--input-shape", "x=2x8", "-o", tmp_path / "a")
-    assert r.returncode == 0, r.stderr
+    if target in ("cpu", "ref"):
+        art = request.getfixturevalue(f"{target}_artifact")
+    else:
+        art = tmp_path / "a"
+        r = etch("compile", model, "-t", target, "--input-shape", "x=2x8", "-o", art)
+        assert r.returncode == 0, r.stderr
     x = np.random.default_rng(7).standard_normal((2, 8)).astype(np.float32)
-    native = _run(tmp_path / "a", tmp_path, x=x)["y"]
-    swapped = _run(tmp_path / "a", tmp_path, x=x.astype(">f4"))["y"]
+    native = _run(art, tmp_path, x=x)["y"]
+    swapped = _run(art, tmp_path, x=x.astype(">f4"))["y"]
     np.testing.assert_array_equal(swapped, native)
     w = numpy_helper.to_array(onnx.load(model).graph.initializer[0])
     np.testing.assert_allclose(native, x @ w.T + numpy_helper.to_array(
         onnx.load(model).graph.initializer[1]), rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def cpu_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cpu artifact of the Gemm model (built once; tests copy it before damaging it)."""
-    root = tmp_path_factory.mktemp("cpu_art")
-    r = etch("compile", _gemm(root / "m.onnx"), "-t", "cpu", "--input-shape", "x=1x8",
-             "-o", root / "a")
-    assert r.returncode == 0, r.stderr
-    return root / "a"
-
-
 def _damaged(src: Path, tmp_path: Path, name: str, damage) -> Path:
     art = tmp_path / "copy"
     shutil.copytree(src, art)
     damage(art / name)
-    np.savez(tmp_path / "in.npz", x=np.ones((1, 8), np.float32))
+    np.savez(tmp_path / "in.npz", x=np.ones((2, 8), np.float32))
     return art
 
 
@@ -321,26 +336,26 @@ def _truncated(path: Path, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["npz", "npy"])
-def test_truncated_inputs_and_calibration_files(cpu_artifact: Path, tmp_path: Path,
+def test_truncated_inputs_and_calibration_files(ref_artifact: Path, tmp_path: Path,
                                                 kind: str) -> None:
     bad = _truncated(tmp_path / "bad.npz", kind)
-    r = etch("run", cpu_artifact, "--inputs", bad, "--out", tmp_path / "o.npz")
+    r = etch("run", ref_artifact, "--inputs", bad, "--out", tmp_path / "o.npz")
     _assert_one_line_error(r, "--inputs", bad.name)
     r = etch("compile", _gemm(tmp_path / "m.onnx"), "-t", "ref", "--input-shape", "x=1x8",
              "--int", "--calib", bad, "-o", tmp_path / "a")
     _assert_one_line_error(r, "--calib", bad.name)
 
 
-def test_a_plain_npy_is_named(cpu_artifact: Path, tmp_path: Path) -> None:
-    np.save(tmp_path / "x.npy", np.ones((1, 8), np.float32))
-    r = etch("run", cpu_artifact, "--inputs", tmp_path / "x.npy", "--out", tmp_path / "o.npz")
+def test_a_plain_npy_is_named(ref_artifact: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.ones((2, 8), np.float32))
+    r = etch("run", ref_artifact, "--inputs", tmp_path / "x.npy", "--out", tmp_path / "o.npz")
     _assert_one_line_error(r, ".npy", "numpy.savez")
 
 
-def test_out_naming_a_directory(cpu_artifact: Path, tmp_path: Path) -> None:
-    np.savez(tmp_path / "in.npz", x=np.ones((1, 8), np.float32))
+def test_out_naming_a_directory(ref_artifact: Path, tmp_path: Path) -> None:
+    np.savez(tmp_path / "in.npz", x=np.ones((2, 8), np.float32))
     (tmp_path / "outdir").mkdir()
-    r = etch("run", cpu_artifact, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "outdir")
+    r = etch("run", ref_artifact, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "outdir")
     _assert_one_line_error(r, "--out", "directory")
 
 
