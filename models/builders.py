@@ -201,3 +201,16 @@ def build_tiny_decoder() -> BuiltModel:
         "output",
         seed=6,
     )
+
+
+# --- ImageNet-size networks (random weights; large: built when asked for) -------------------
+
+
+def build_imagenet(arch: str, size: int, seed: int) -> BuiltModel:
+    """`models.imagenet.<arch>()` with random BN statistics at [1, 3, size, size]."""
+    from models import imagenet
+
+    return build_random(
+        lambda nets: nets.randomize_(getattr(imagenet, arch)()), (1, 3, size, size), OUTPUT_NAME,
+        seed=seed,
+    )

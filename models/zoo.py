@@ -67,6 +67,26 @@ class ModelSpec:
     description: str
 
 
+# ImageNet-size architectures (models/imagenet.py): name -> (input size, description).
+IMAGENET = {
+    "resnet50": (224, "ResNet-50 (bottleneck blocks 3-4-6-3), [1,3,224,224], 25.6M params"),
+    "mobilenet_v2": (224, "MobileNetV2 (inverted residuals, ReLU6), [1,3,224,224], 3.5M params"),
+    "vgg16": (224, "VGG-16 (13 3x3 convs, 3 FC), [1,3,224,224], 138M params"),
+    "densenet121": (224, "DenseNet-121 (growth 32, concat), [1,3,224,224], 8.0M params"),
+    "squeezenet1_1": (224, "SqueezeNet 1.1 (fire modules), [1,3,224,224], 1.2M params"),
+    "efficientnet_b0": (224, "EfficientNet-B0 (MBConv, SE, SiLU), [1,3,224,224], 5.3M params"),
+    "inception_v3": (299, "Inception v3 (A-E blocks, 1x7/7x1), [1,3,299,299], 23.8M params"),
+    "shufflenet_v2": (224, "ShuffleNetV2 x1.0 (split/shuffle), [1,3,224,224], 2.3M params"),
+    "vit_b16": (224, "ViT-B/16 (12 blocks, d=768), [1,3,224,224], 86.6M params"),
+}
+
+
+def _imagenet_specs() -> Iterable[ModelSpec]:
+    for seed, (arch, (size, text)) in enumerate(IMAGENET.items(), start=100):
+        yield ModelSpec(arch, partial(builders.build_imagenet, arch, size, seed), large=True,
+                        task="random", description=text)
+
+
 def _gemv_specs() -> Iterable[ModelSpec]:
     for (k, n), batch in ((shape, b) for shape in gemv.SHAPES for b in gemv.BATCHES):
         yield ModelSpec(
@@ -131,6 +151,7 @@ MODELS: dict[str, ModelSpec] = {
             "2-block GPT-style causal decoder, d=256, 4 heads, [1,8,256]",
         ),
         *_gemv_specs(),
+        *_imagenet_specs(),
     )
 }
 
