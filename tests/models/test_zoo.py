@@ -53,7 +53,7 @@ def test_registry_default_and_large_selection() -> None:
     ]
     assert zoo.select(["gemv_k4096_n11008_b1"], include_large=False) == ["gemv_k4096_n11008_b1"]
     with pytest.raises(KeyError, match="unknown model"):
-        zoo.select(["resnet50"], include_large=False)
+        zoo.select(["resnet51"], include_large=False)
 
 
 def test_importing_the_registry_does_not_import_torch() -> None:
