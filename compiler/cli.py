@@ -37,6 +37,8 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--calib", help="calibration inputs (.npz keyed like --inputs)")
     q.add_argument("--int", action="store_true", help="cpu/edge: run the integer graph (WbA8)")
     q.add_argument("--lut", action="store_true", help="LUT bit-serial GEMM for low-bit weights")
+    q.add_argument("--lut-table", default="int8", choices=["int8", "float"],
+                   help="--lut activation tables: int8-quantised (default) or exact float")
     q.add_argument("--rearrange", action="store_true",
                    help="rearrange channels to group outliers before quantising")
     h = p.add_argument_group("hardware (verilog)")
@@ -63,7 +65,8 @@ def _compile_options(a: argparse.Namespace) -> dict:
         rows, cols = (int(x) for x in a.array.lower().split("x"))
     except ValueError:
         raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
-    same = ("bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut", "rearrange",
+    same = ("bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut", "lut_table",
+            "rearrange",
             "engine", "pe", "area", "tune", "threads", "mcpu", "dump_dir", "print_after")
     return {**{k: getattr(a, k) for k in same},
             "input_shapes": dict(parse_shape(s) for s in a.input_shape),

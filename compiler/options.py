@@ -27,6 +27,7 @@ class CompileOptions:
     calib: str | Mapping[str, Any] | None = None  # a calibration .npz (or its arrays)
     int: bool = False                # cpu/edge: run the integer graph (W{B}A8)
     lut: bool = False                # LUT bit-serial GEMM for quantised weights
+    lut_table: str = "int8"          # int8 | float: the LUT kernels' activation tables
     rearrange: bool = False          # channel rearrangement before quantisation
     engine: str = "systolic"         # systolic | adder-tree | hardwired
     pe: str = "mac"                  # mac | booth | bitserial
@@ -56,9 +57,7 @@ class CompileOptions:
             raise EtchError("--quant gptq needs calibration data: pass --calib DATA.npz")
         if self.int and self.target not in ("cpu", "edge", "ref", "verilog"):
             raise EtchError(f"--int runs the integer graph on cpu/edge; not on {self.target}")
-        if self.lut:
-            raise EtchError("--lut: the LUT bit-serial GEMM kernels are not built yet; "
-                            "use --bits B without --lut for weight-only kernels")
+        self._validate_lut()
         if self.tune < 0:
             raise EtchError("--tune takes a number of trials >= 0")
         if self.threads is not None and self.threads < 1:
@@ -66,6 +65,19 @@ class CompileOptions:
         if len(self.array) != 2 or min(self.array) < 1:
             raise EtchError(f"--array {'x'.join(map(str, self.array))}: rows and columns must "
                             f"be at least 1 (e.g. 8x8)")
+
+    def _validate_lut(self) -> None:
+        if self.lut_table not in ("int8", "float"):
+            raise EtchError(f"--lut-table {self.lut_table!r}: choose int8 or float")
+        if not self.lut:
+            if self.lut_table != "int8":
+                raise EtchError("--lut-table applies to --lut; add --lut")
+            return
+        if self.int:
+            raise EtchError("--lut runs float activations against low-bit weights; it does "
+                            "not combine with --int (the integer graph)")
+        if self.target == "verilog":
+            raise EtchError("--lut builds cpu/edge/cuda kernels (and runs on ref); not verilog")
 
     @property
     def weight_quantised(self) -> bool:

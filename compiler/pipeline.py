@@ -9,12 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compiler import onnx_export
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
 from passes.base import Pass
+
+if TYPE_CHECKING:
+    from passes.lut_lowering import LutTarget
 
 
 @dataclass
@@ -70,9 +74,27 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         passes.append(FuseInteger())
     if integer and opts.target in ("cpu", "edge", "ref"):  # ref mirrors cpu's graph
         passes.append(FlattenPointwise())
+    if opts.lut:
+        from passes.lut_lowering import LutLowering
+
+        passes.append(LutLowering(opts.lut_table, lut_target(opts)))
     if fuse:
         passes.append(FuseEpilogue())
     return passes
+
+
+def lut_target(opts: CompileOptions) -> LutTarget:
+    """The look-up instruction set the LUT layouts are chosen for: the cpu target's vector
+    extensions (detected or --mcpu), NEON on edge, CUDA; portable loops for ref."""
+    from passes.lut_lowering import LutTarget
+
+    if opts.target == "cpu":
+        from backends.tvm.target import cpu_info
+
+        features = set(cpu_info(opts)[0].features)
+        return LutTarget("avx512" if "avx512bw" in features else
+                         "avx2" if "avx2" in features else "generic")
+    return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 
 
 def run(graph: Graph, opts: CompileOptions, pass_list: list[Pass] | None = None,

@@ -5,7 +5,8 @@ The passes leave JSON in `graph.metadata` (exported as ONNX metadata_props too):
 - "etch.rearrange" (RearrangeChannels): per permuted channel space, per-group errors;
 - "etch.placement" (QuantizeActivations): op counts on the accelerator and on the host;
 - "etch.int_groups" (FuseInteger): the output-unit groups by pattern, and the integer
-  anchors left alone with the reason.
+  anchors left alone with the reason;
+- "etch.lut" (LutLowering): per layer, the kernel (look-up or dequantising), why, layout.
 `explain(metadata)` turns whichever are present into lines of text.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+
+from passes import lut_lowering
 
 
 def explain(metadata: Mapping[str, str]) -> str:
@@ -26,6 +29,7 @@ def explain(metadata: Mapping[str, str]) -> str:
         lines += _placement(json.loads(metadata["etch.placement"]))
     if "etch.int_groups" in metadata:
         lines += _groups(json.loads(metadata["etch.int_groups"]))
+    lines += lut_lowering.explain(metadata)
     return "\n".join(lines)
 
 

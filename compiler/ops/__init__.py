@@ -1,10 +1,10 @@
 """The op table: every op's shape rule and reference semantics, in one place.
 
 Each family module (`elementwise`, `nn`, `conv`, `pool`, `shape`, `tensor`, `resize`,
-`reduce`, `quant`, `etch_ops`, `etch_int`, `etch_qfused`) exports `OPS: dict[str, OpDef]`;
-this module merges them into `registry()`. Op names are ONNX's where ONNX has the op; etch's
-own ops are `etch.<Name>`; other domains are `<domain>.<Name>` (e.g.
-`com.microsoft.MatMulNBits`).
+`reduce`, `quant`, `etch_ops`, `etch_int`, `etch_qfused`, `etch_lut`) exports
+`OPS: dict[str, OpDef]`; this module merges them into `registry()`. Op names are ONNX's
+where ONNX has the op; etch's own ops are `etch.<Name>`; other domains are `<domain>.<Name>`
+(e.g. `com.microsoft.MatMulNBits`).
 Helpers the families share (opset upgrades, axes, exact integer matmul) live in `common`.
 
 An op's `run(attrs, *inputs) -> array | tuple[array, ...]` is its reference semantics; for
@@ -60,6 +60,7 @@ def _merge() -> dict[str, OpDef]:
         conv,
         elementwise,
         etch_int,
+        etch_lut,
         etch_ops,
         etch_qfused,
         nn,
@@ -73,7 +74,7 @@ def _merge() -> dict[str, OpDef]:
 
     table: dict[str, OpDef] = {}
     families = (elementwise, nn, conv, pool, shape, tensor, resize, reduce, quant, etch_ops,
-                etch_int, etch_qfused)
+                etch_int, etch_qfused, etch_lut)
     for family in families:
         for name, opdef in family.OPS.items():
             assert name not in table, f"op {name} defined twice"

@@ -1,0 +1,288 @@
+"""`etch.LutGemm`: low-bit weights times float activations by table look-up (T-MAC, ELUTQ).
+
+    y[..., n] = sum_k x[..., k] * W[k, n],   W[k, n] = scale[g, n] * (mu * u[k, n] - zero[g, n])
+
+with g = k // group and u the b-bit unsigned code (b in 1..4). Binary {-1,+1} is u in {0,1}
+with mu = 2, zero = 1; ternary {-1,0,+1} is u in {0,1,2}, zero = 1; signed b-bit codes are
+offset by 2^(b-1) (zero = 2^(b-1)). The reference below *is* the look-up algorithm, not a
+dequantise and multiply. With s_p = 2 bit_p(u) - 1 in {-1,+1},
+    2 (mu u - zero) = mu sum_p 2^p s_p + c,   c = mu (2^b - 1) - 2 zero,
+so every bit-plane multiplies the activations by signs only:
+
+1. Activations in groups of G_ACT = 4 (chunk j = rows 4j..4j+3 of K, K zero-padded to
+   K_p): one table per row and chunk, T[m, j, i] = sum_t (2 bit_t(i) - 1) x[m, 4j + t]
+   (t = 0..3 in order, float32; T-MAC's signed "mirror" table, T[15 - i] = -T[i], whose
+   quantisation error is about half that of a table of subset sums), built at run time and
+   shared by every column and every bit-plane. T[m, j, 15] is the chunk's sum.
+2. Table mode "int8" (the default; T-MAC's table quantisation): per row and table block h
+   of `tblock` rows of K, amax = max |T|, Tq = clip(rint(T * (127 / amax)), -127, 127)
+   (0 where amax = 0) and ls = amax / 254 (half the step: the 1/2 of the identity above),
+   all in float32, round half to even. Mode "float" keeps T (and ls = 1/2).
+3. The codes are stored as bit-planes: the nibble of plane p for chunk j and column n holds
+   bit p of u[4j + t, n] at bit t. A[m, h, n] = mu * sum_p 2^p sum_{j in h} T[m, j,
+   nib_p[j, n]] and Z[m, h] = sum_{j in h} T[m, j, 15]: plane p weighted by 2^p.
+4. Per block, the scale and zero point are applied once: D = A + c[g, n] * Z, and
+   int8: y = 0; for h in order: y = y + ((f32(D) * scale[g, n]) * ls[m, h])  (each
+         operation rounded to float32, never fused: D is an exact integer, so a kernel that
+         proves its integer sums cannot overflow matches this bit for bit);
+   float: y = sum_h D * scale[g, n] / 2 in float64, rounded to float32 once.
+
+The codes arrive in the layout `LutLayout` records (chosen by passes/lut_lowering.py for the
+kernel's access pattern): w[t, kb, v, q, b] (uint8) holds, for column tile t (tile_cols
+columns), byte position kb (chunks 2kb in the low nibble and 2kb + 1 in the high one),
+vector v of the tile and plane vector q, byte b of a `vector_bytes` vector: column
+t * tile_cols + v * (vector_bytes / slots) + b // slots, plane q * slots + b % slots.
+"slots" 2 or 4 put the planes of one column in adjacent bytes (one x86 look-up serves every
+plane, vpmaddubsw weighs them); slots 1 with plane_vectors = bits puts one plane per vector
+(NEON tbl + widening adds). Planes past `bits` and columns past N are zero nibbles / zero
+scales.
+
+Inputs: x float32 [..., K]; w uint8 [N_p / tile_cols, K_p / 8, tile_vectors,
+plane_vectors, vector_bytes]; scale float32 [K_p / group, N_p]; zero (optional) uint8
+[K_p / group, N_p], else attribute `zero`. Attributes: k, n, bits, mu, zero, group, tblock,
+table ("int8" | "float"), vector_bytes, slots, plane_vectors, tile_vectors. Output float32
+[..., N].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import EtchError
+from compiler.ir import Value
+from compiler.ops import OpDef
+
+G_ACT = 4           # activations per table: 16 entries
+ENTRIES = 1 << G_ACT
+TABLE_MAX = 127     # int8 tables span [-127, 127]
+TABLE_MODES = ("int8", "float")
+Spec = list[tuple[tuple[int, ...], str]]
+
+
+@dataclass(frozen=True)
+class LutLayout:
+    """Where each weight nibble lives in the packed code array (see the module docstring)."""
+
+    bits: int
+    vector_bytes: int = 32
+    slots: int = 2
+    plane_vectors: int = 1
+    tile_vectors: int = 1
+
+    @classmethod
+    def of(cls, attrs: dict) -> LutLayout:
+        return cls(*(int(attrs[k]) for k in ("bits", "vector_bytes", "slots", "plane_vectors",
+                                             "tile_vectors")))
+
+    def attrs(self) -> dict[str, int]:
+        return {"bits": self.bits, "vector_bytes": self.vector_bytes, "slots": self.slots,
+                "plane_vectors": self.plane_vectors, "tile_vectors": self.tile_vectors}
+
+    @property
+    def cols_per_vector(self) -> int:
+        return self.vector_bytes // self.slots
+
+    @property
+    def tile_cols(self) -> int:
+        return self.tile_vectors * self.cols_per_vector
+
+    @property
+    def planes(self) -> int:
+        """Planes stored (bits, rounded up to what the slots hold)."""
+        return self.slots * self.plane_vectors
+
+    def padded_n(self, n: int) -> int:
+        return -(-n // self.tile_cols) * self.tile_cols
+
+    def shape(self, kp: int, n: int) -> tuple[int, ...]:
+        return (self.padded_n(n) // self.tile_cols, kp // 8, self.tile_vectors,
+                self.plane_vectors, self.vector_bytes)
+
+    def check(self) -> None:
+        """EtchError unless the layout is one the kernels know (values from a model file)."""
+        ok = (1 <= self.bits <= 4 and self.vector_bytes in (16, 32, 64, 128)
+              and self.slots in (1, 2, 4) and 1 <= self.plane_vectors <= 4
+              and 1 <= self.tile_vectors <= 64 and self.planes >= self.bits
+              and self.planes <= 4)
+        if not ok:
+            raise EtchError(f"etch.LutGemm: layout {self.attrs()} is not a valid LUT layout")
+
+    def pack(self, u: np.ndarray) -> np.ndarray:
+        """Codes u [K_p, N] (0 <= u < 2^bits, K_p a multiple of 8) -> the packed array."""
+        kp, n = u.shape
+        npad = self.padded_n(n)
+        full = np.zeros((kp, npad), np.uint8)
+        full[:, :n] = u
+        planes = np.arange(self.planes)
+        bit = (full[None] >> planes[:, None, None]) & 1                  # [P, K_p, N_p]
+        nib = (bit.reshape(self.planes, kp // 4, 4, npad)
+               << np.arange(4)[None, None, :, None]).sum(axis=2)        # [P, K_p/4, N_p]
+        byte = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)     # [P, K_p/8, N_p]
+        v = byte.reshape(self.plane_vectors, self.slots, kp // 8, npad // self.tile_cols,
+                         self.tile_vectors, self.cols_per_vector)
+        # -> [t, kb, v, q, col-in-vector, slot]
+        return np.ascontiguousarray(v.transpose(3, 2, 4, 0, 5, 1)).reshape(self.shape(kp, n))
+
+    def nibbles(self, w: np.ndarray) -> np.ndarray:
+        """The packed array -> plane nibbles [planes, K_p / 4, N_p] (inverse of `pack`)."""
+        tiles, k8 = w.shape[:2]
+        v = w.reshape(tiles, k8, self.tile_vectors, self.plane_vectors, self.cols_per_vector,
+                      self.slots).transpose(3, 5, 1, 0, 2, 4)           # [q, s, kb, t, v, c]
+        byte = v.reshape(self.planes, k8, tiles * self.tile_cols)
+        nib = np.empty((self.planes, 2 * k8, byte.shape[-1]), np.uint8)
+        nib[:, 0::2], nib[:, 1::2] = byte & 15, byte >> 4
+        return nib
+
+
+# ---- the algorithm --------------------------------------------------------------------------
+def build_tables(x: np.ndarray) -> np.ndarray:
+    """x [M, K_p] float32 -> T [M, K_p / 4, 16] float32: T[m, j, i] = sum_t (2 bit_t(i) - 1)
+    x[4j+t], added in t order from 0 (the kernels add in the same order)."""
+    m, kp = x.shape
+    chunks = x.reshape(m, kp // 4, 4).astype(np.float32)
+    t = np.zeros((m, kp // 4, ENTRIES), np.float32)
+    for i in range(ENTRIES):
+        acc = np.zeros((m, kp // 4), np.float32)
+        for bit in range(G_ACT):
+            acc = acc + chunks[:, :, bit] if i >> bit & 1 else acc - chunks[:, :, bit]
+        t[:, :, i] = acc
+    return t
+
+
+def quantise_tables(t: np.ndarray, tblock: int) -> tuple[np.ndarray, np.ndarray]:
+    """T [M, J, 16] -> (Tq int8 [M, J, 16], ls float32 [M, J / (tblock / 4)]): T-MAC's table
+    quantisation per row and block of tblock / 4 tables (ls is half the step)."""
+    m, j, _ = t.shape
+    per = tblock // G_ACT
+    amax = np.abs(t).reshape(m, j // per, per * ENTRIES).max(axis=2)
+    ls = (amax / np.float32(2 * TABLE_MAX)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, np.float32(TABLE_MAX) / amax, np.float32(0)).astype(np.float32)
+    scaled = t * np.repeat(inv, per, axis=1)[:, :, None]
+    tq = np.clip(np.rint(scaled), -TABLE_MAX, TABLE_MAX).astype(np.int8)
+    return tq, ls
+
+
+def block_sums(t: np.ndarray, nib: np.ndarray, tblock: int, mu: int, dtype: Any) -> tuple:
+    """(A [M, H, N_p], Z [M, H]) of step 3 over the planes of `nib` [bits, J, N_p] (stored
+    padding planes take no part), summed in `dtype` (int64 for int8 tables)."""
+    m, j, _ = t.shape
+    per = tblock // G_ACT
+    rows = np.arange(j)[:, None]
+    a = np.zeros((m, j // per, nib.shape[-1]), dtype)
+    for p in range(nib.shape[0]):
+        looked = t[:, rows, nib[p]].astype(dtype)                      # [M, J, N_p]
+        a += looked.reshape(m, j // per, per, -1).sum(axis=2) * (mu << p)
+    z = t[:, :, ENTRIES - 1].astype(dtype).reshape(m, j // per, per).sum(axis=2)
+    return a, z
+
+
+def combine(d: np.ndarray, scale: np.ndarray, ls: np.ndarray, group: int,
+            tblock: int) -> np.ndarray:
+    """y = sum over blocks h in order of (f32(D) * scale[g(h)]) * ls[h], float32 steps."""
+    m, h_count, npad = d.shape
+    y = np.zeros((m, npad), np.float32)
+    for h in range(h_count):
+        s = scale[h * tblock // group].astype(np.float32)
+        y = y + (d[:, h].astype(np.float32) * s) * ls[:, h:h + 1]
+    return y
+
+
+def lut_gemm(attrs: dict, x: np.ndarray, w: np.ndarray, scale: np.ndarray,
+             zero: np.ndarray | None = None) -> np.ndarray:
+    """The reference: see the module docstring."""
+    p = Params.of(attrs)
+    lead = x.shape[:-1]
+    xm = np.zeros((int(np.prod(lead, dtype=np.int64)), p.kp), np.float32)
+    xm[:, :p.k] = x.reshape(-1, p.k)
+    nib, bits = p.layout.nibbles(w), p.layout.bits
+    t = build_tables(xm)
+    c = np.repeat(p.offsets(zero, scale.shape), p.group // p.tblock, axis=0)  # [H, N_p]
+    if p.table == "int8":
+        tq, ls = quantise_tables(t, p.tblock)
+        a, zs = block_sums(tq, nib[:bits], p.tblock, p.mu, np.int64)
+        y = combine(a + c[None] * zs[:, :, None], scale, ls, p.group, p.tblock)
+    else:
+        a, zs = block_sums(t, nib[:bits], p.tblock, p.mu, np.float64)
+        d = a + c[None] * zs[:, :, None]
+        s_rows = np.repeat(scale.astype(np.float64), p.group // p.tblock, axis=0)
+        y = (d * s_rows[None] / 2).sum(axis=1).astype(np.float32)
+    return y[:, :p.n].reshape(lead + (p.n,))
+
+
+@dataclass(frozen=True)
+class Params:
+    """A LutGemm node's attributes, checked."""
+
+    k: int
+    n: int
+    mu: int
+    zero: int
+    group: int
+    tblock: int
+    table: str
+    layout: LutLayout
+
+    @classmethod
+    def of(cls, attrs: dict) -> Params:
+        try:
+            p = cls(int(attrs["k"]), int(attrs["n"]), int(attrs.get("mu", 1)),
+                    int(attrs.get("zero", 0)), int(attrs["group"]), int(attrs["tblock"]),
+                    str(attrs.get("table", "int8")), LutLayout.of(attrs))
+        except (KeyError, TypeError, ValueError) as e:
+            raise EtchError(f"etch.LutGemm: missing or malformed attribute ({e})") from None
+        p.check()
+        return p
+
+    @property
+    def kp(self) -> int:
+        """K padded to whole table blocks."""
+        return -(-self.k // self.tblock) * self.tblock
+
+    @property
+    def blocks(self) -> int:
+        return self.kp // self.tblock
+
+    def check(self) -> None:
+        self.layout.check()
+        if self.k <= 0 or self.n <= 0 or self.mu not in (1, 2) or not 0 <= self.zero <= 255:
+            raise EtchError(f"etch.LutGemm: bad k/n/mu/zero ({self.k}, {self.n}, {self.mu}, "
+                            f"{self.zero})")
+        if self.tblock % 8 or self.tblock <= 0 or self.group % self.tblock or \
+                self.kp % self.group:
+            raise EtchError(f"etch.LutGemm: table block {self.tblock} must be a positive "
+                            f"multiple of 8 dividing the group {self.group}, which divides "
+                            f"K_p = {self.kp}")
+        if self.table not in TABLE_MODES:
+            raise EtchError(f"etch.LutGemm: table mode {self.table!r}; choose int8 or float")
+
+    def offsets(self, zero: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+        """c = mu (2^b - 1) - 2 zero per scale row and column (int64)."""
+        z = np.full(shape, self.zero, np.int64) if zero is None else zero.astype(np.int64)
+        return self.mu * ((1 << self.layout.bits) - 1) - 2 * z
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        npad = self.layout.padded_n(self.n)
+        return {"w": self.layout.shape(self.kp, self.n),
+                "scale": (self.kp // self.group, npad), "zero": (self.kp // self.group, npad)}
+
+
+def _infer(attrs: dict, x: Value, w: Value, scale: Value, zero: Value | None = None) -> Spec:
+    p = Params.of(attrs)
+    want = p.input_shapes()
+    got = {"w": w, "scale": scale, "zero": zero}
+    if not x.shape or x.shape[-1] != p.k:
+        raise EtchError(f"etch.LutGemm: input of shape {x.shape} has no last axis of {p.k}")
+    for name, v in got.items():
+        if v is not None and tuple(v.shape) != want[name]:
+            raise EtchError(f"etch.LutGemm: {name} has shape {v.shape}, the layout needs "
+                            f"{want[name]}")
+    return [(tuple(x.shape[:-1]) + (p.n,), "float32")]
+
+
+OPS: dict[str, OpDef] = {
+    "etch.LutGemm": OpDef("etch.LutGemm", lut_gemm, infer=_infer),
+}

@@ -1,0 +1,303 @@
+"""LutLowering: weight-quantised linear layers become etch.LutGemm (`--lut`).
+
+Rewrites, for a layer whose weight is a constant etch.Dequant of 1-4-bit, binary or ternary
+codes with one scale per block of K (QuantizeWeights' output, DequantizeLinear int4 and
+MatMulNBits after AbsorbQdq):
+- MatMul(x [..., K], Dequant(...) [K, N]) -> etch.LutGemm(x, w, scale[, zero]);
+- Gemm(x, B, C; transA=0) -> Add(etch.LutGemm(x, w, alpha * scale, ...), beta * C) (transB:
+  B is [N, K]);
+- Conv(x, W [O, C, 1, 1], b; group 1, unit strides, no padding) -> Transpose(channels last)
+  -> etch.LutGemm -> Transpose back (-> Add(b)); M = batch x pixels rows.
+The pass chooses, per layer, and records on the node (the backend renders, it does not
+decide): the code layout for the target's look-up instruction (`LutTarget`: vpshufb on
+64- or 32-byte vectors with the planes of a column in adjacent bytes, NEON tbl on 16-byte
+vectors one plane per vector, CUDA one plane per 32-byte row), the column tile, the table
+block (the largest multiple of 8 up to 64 that divides the scale block: T-MAC's table
+quantisation group), and the table mode (`table`: int8 or float).
+
+Where a look-up kernel loses, the layer keeps its etch.Dequant and the dequantising kernel
+runs it; the report says why: more rows than `LutTarget.max_rows` (prefill: a look-up
+costs the same per row as per weight, the dequantising kernel decodes each weight once for
+all rows), 5-8-bit codes, scales that vary along K weight by weight (AdaDim), a scale block
+that is not a multiple of 8, a Gemm with transA, a Conv other than a plain 1x1 (im2col of a
+k x k conv has a row per output pixel, always past the row threshold).
+
+Report: `graph.metadata["etch.lut"]` (JSON), one entry per layer with its kernel, reason,
+layout, table mode, rows, K, N and bits; `explain` renders it for `etch compile --explain`.
+Preconditions: weights quantised (QuantizeWeights/AbsorbQdq ran). Invariants: every
+rewritten layer computes the LUT algorithm of the same codes, scales and zero points
+(equal to the dequantised product to float rounding with float tables); idempotent (a
+rewritten layer no longer reads an etch.Dequant).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.errors import EtchError
+from compiler.ir import Graph, Node, Value
+from compiler.ops.etch_lut import LutLayout, Params
+from passes.base import Pass
+from passes.lut_codes import LutWeight, lut_weight
+
+MAX_TBLOCK = 64
+# isa -> (vector bytes, rows up to which the look-up kernel beats the dequantising one)
+ISAS = {"avx512": (64, 16), "avx2": (32, 16), "neon": (16, 16), "cuda": (32, 16),
+        "generic": (16, 16)}
+INSTRUCTION = {"avx512": "vpshufb zmm", "avx2": "vpshufb ymm", "neon": "tbl v.16b",
+               "cuda": "shared-memory tables", "generic": "portable loops"}
+
+
+@dataclass(frozen=True)
+class LutTarget:
+    """What the layout is chosen for: the look-up instruction set and the row threshold."""
+
+    isa: str = "generic"
+    max_rows: int | None = None
+
+    @property
+    def vector_bytes(self) -> int:
+        return ISAS[self.isa][0]
+
+    @property
+    def rows(self) -> int:
+        return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
+
+    def layout(self, bits: int, n: int) -> LutLayout:
+        """x86: the planes of a column in adjacent bytes (2 or 4 slots: vpmaddubsw weighs a
+        pair), else one plane per vector; tiles of up to 4 vectors, fewer for narrow N."""
+        v = self.vector_bytes
+        if self.isa in ("avx512", "avx2"):
+            slots, planes = {1: 1, 2: 2, 3: 4, 4: 4}[bits], 1
+        else:
+            slots, planes = 1, bits
+        per = v // slots
+        nv = max(1, min(4 if self.isa != "cuda" else 1, -(-n // per)))
+        return LutLayout(bits, v, slots, planes, nv)
+
+
+def table_block(group: int, k: int) -> int:
+    """The table-quantisation block: the largest multiple of 8, at most 64, dividing the
+    scale block (per-channel scales: up to 64, K padded to it)."""
+    if group >= k:
+        return min(MAX_TBLOCK, -(-k // 8) * 8)
+    return max(b for b in range(8, MAX_TBLOCK + 1, 8) if group % b == 0)
+
+
+# ---- matching -----------------------------------------------------------------------------
+@dataclass
+class Site:
+    """A layer the pass looks at: node, activation, the Dequant and the weight's K axis."""
+
+    node: Node
+    x: str
+    dq: Node
+    k_axis: int
+    rows: int
+
+
+def _dequant(graph: Graph, prod: dict[str, Node], name: str) -> Node | None:
+    node = prod.get(name)
+    return node if node is not None and node.op == "etch.Dequant" else None
+
+
+def find_sites(graph: Graph) -> list[Site]:
+    """Every MatMul/Gemm/Conv whose weight (input 1) an etch.Dequant computes."""
+    prod, out = graph.producers(), []
+    for node in graph.nodes:
+        if node.op not in ("MatMul", "Gemm", "Conv") or len(node.inputs) < 2:
+            continue
+        dq = _dequant(graph, prod, node.inputs[1])
+        if dq is None:
+            continue
+        xs = graph.values[node.inputs[0]].shape
+        if node.op == "Conv":
+            rows, k_axis = int(np.prod(xs)) // max(xs[1], 1) if len(xs) > 1 else 0, 1
+        else:
+            rows = int(np.prod(xs[:-1])) if len(xs) > 1 else 1
+            k_axis = 1 if node.op == "Gemm" and node.attrs.get("transB", 0) else 0
+        out.append(Site(node, node.inputs[0], dq, k_axis, rows))
+    return out
+
+
+def _shape_reason(graph: Graph, site: Site) -> str | None:
+    node, a = site.node, site.node.attrs
+    if node.op == "Gemm" and a.get("transA", 0):
+        return "Gemm with transA"
+    if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2] and \
+            float(a.get("beta", 1.0)) != 1.0 and graph.const(node.inputs[2]) is None:
+        return "Gemm with beta != 1 and a computed C"
+    if node.op == "MatMul" and len(graph.values[node.inputs[1]].shape) != 2:
+        return "MatMul by a weight that is not 2-D"
+    if node.op == "Conv":
+        w = graph.values[node.inputs[1]].shape
+        plain = all(d == 1 for d in w[2:]) and int(a.get("group", 1)) == 1 and \
+            all(int(s) == 1 for s in a.get("strides", [1])) and \
+            not any(int(p) for p in a.get("pads", [0])) and a.get("auto_pad", "NOTSET") in (
+                "NOTSET", "VALID")
+        if not plain:
+            return "a Conv other than a plain 1x1 (im2col rows: one per output pixel, past " \
+                   "the row threshold)"
+    return None
+
+
+# ---- the pass -----------------------------------------------------------------------------
+class LutLowering(Pass):
+    """Quantised MatMul/Gemm/1x1 Conv -> etch.LutGemm where a look-up kernel wins."""
+
+    name = "lut_lowering"
+
+    def __init__(self, table: str = "int8", target: LutTarget | None = None) -> None:
+        self.table = table
+        self.target = target or LutTarget()
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        graph = graph.copy()
+        packed: dict[tuple[str, int], list[str]] = {}
+        report = []
+        sites = find_sites(graph)
+        if not sites and "etch.LutGemm" not in graph.op_counts():
+            raise EtchError("--lut: no layer of this model has quantised weights (add --bits "
+                            "B, or compile a model with MatMulNBits / int4 weights)")
+        for site in sites:
+            entry, lw = self._decide(graph, site)
+            if lw is not None:
+                entry.update(self._rewrite(graph, site, lw, packed))
+            report.append(entry)
+        if not report:
+            return graph, False
+        graph.toposort()
+        graph.prune()
+        graph.metadata["etch.lut"] = json.dumps(report)
+        return graph, any(e["kernel"] == "lut" for e in report)
+
+    def _decide(self, graph: Graph, site: Site) -> tuple[dict, LutWeight | None]:
+        entry = {"layer": site.node.name, "op": site.node.op, "rows": site.rows,
+                 "kernel": "dequant", "table": self.table, "isa": self.target.isa}
+        reason = _shape_reason(graph, site)
+        lw = None
+        if reason is None:
+            got = lut_weight(graph, site.dq, site.k_axis)
+            reason, lw = (got, None) if isinstance(got, str) else (None, got)
+        if lw is not None:
+            entry.update({"k": lw.k, "n": lw.n, "bits": lw.bits, "group": lw.group})
+            if lw.group < lw.k and lw.group % 8:
+                reason = f"scale block of {lw.group} is not a multiple of 8"
+            elif site.rows > self.target.rows:
+                reason = f"{site.rows} rows > {self.target.rows}: a look-up costs the same " \
+                         f"per row, the dequantising kernel decodes each weight once"
+        entry["reason"] = reason or f"{site.rows} rows <= {self.target.rows}"
+        return entry, (lw if reason is None else None)
+
+    def _rewrite(self, graph: Graph, site: Site, lw: LutWeight,
+                 packed: dict[tuple[str, int], list[str]]) -> dict:
+        """Rewrite the layer into etch.LutGemm; returns its report fields."""
+        node = site.node
+        alpha = float(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else 1.0
+        key = (site.dq.outputs[0], hash(alpha))
+        tblock = table_block(lw.group, lw.k)
+        layout = self.target.layout(lw.bits, lw.n)
+        group = lw.group if lw.group < lw.k else -(-lw.k // tblock) * tblock
+        attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
+                 "table": self.table, **layout.attrs()}
+        if key not in packed:
+            packed[key] = _constants(graph, lw, layout, attrs, alpha, site.dq.outputs[0])
+        consts = packed[key]
+        if len(consts) == 2:  # uniform zero point: an attribute
+            attrs["zero"] = int(lw.zero.reshape(-1)[0])
+        Params.of(attrs)  # the layout the pass made must be one the op accepts
+        if node.op == "Conv":
+            _rewrite_conv(graph, node, consts, attrs)
+        else:
+            _rewrite_linear(graph, node, consts, attrs)
+        return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
+                "instruction": INSTRUCTION[self.target.isa]}
+
+
+def describe(layout: LutLayout) -> str:
+    form = f"{layout.slots} planes/column" if layout.slots > 1 else \
+        f"{layout.plane_vectors} plane vectors" if layout.plane_vectors > 1 else "1 plane"
+    return f"{layout.vector_bytes}B x{layout.tile_vectors}, {form}, {layout.tile_cols} cols"
+
+
+def _constants(graph: Graph, lw: LutWeight, layout: LutLayout, attrs: dict, alpha: float,
+               base: str) -> list[str]:
+    """Packed codes, scales and (when not uniform) zero points, padded to the layout."""
+    p = Params.of({**attrs, "zero": 0})
+    u = np.zeros((p.kp, lw.n), np.uint8)
+    u[:lw.k] = lw.u
+    rows = p.kp // p.group
+    npad = layout.padded_n(lw.n)
+    scale = np.zeros((rows, npad), np.float32)
+    scale[:, :lw.n] = lw.scale * np.float32(alpha) if alpha != 1.0 else lw.scale
+    names = [graph.add_const(f"{base}_lut", layout.pack(u)).name,
+             graph.add_const(f"{base}_lut_scale", scale).name]
+    if np.any(lw.zero != lw.zero.reshape(-1)[0]):
+        zero = np.zeros((rows, npad), np.uint8)
+        zero[:, :lw.n] = lw.zero
+        names.append(graph.add_const(f"{base}_lut_zero", zero).name)
+    return names
+
+
+def _rewrite_linear(graph: Graph, node: Node, consts: list[str], attrs: dict) -> None:
+    """MatMul -> LutGemm in place; Gemm -> LutGemm + Add(beta * C)."""
+    c = node.inputs[2] if node.op == "Gemm" and len(node.inputs) > 2 else ""
+    beta = float(node.attrs.get("beta", 1.0))
+    node.op, node.attrs, node.inputs = "etch.LutGemm", attrs, [node.inputs[0], *consts]
+    if not c:
+        return
+    cdata = graph.const(c)
+    if cdata is not None and beta != 1.0:
+        c = graph.add_const(f"{c}_beta", (cdata * np.float32(beta)).astype(cdata.dtype)).name
+    _add_after(graph, node, c)
+
+
+def _add_after(graph: Graph, node: Node, operand: str) -> None:
+    out = node.outputs[0]
+    v = graph.values[out]
+    mid = graph.add_value(Value(graph.fresh(f"{out}_lut"), v.shape, v.dtype))
+    node.outputs = [mid.name]
+    graph.add_node(Node("Add", [mid.name, operand], [out], {}, f"{node.name}_bias"),
+                   graph.nodes.index(node) + 1)
+
+
+def _rewrite_conv(graph: Graph, node: Node, consts: list[str], attrs: dict) -> None:
+    """1x1 Conv -> Transpose(channels last), LutGemm, Transpose back, + bias."""
+    x, out = node.inputs[0], node.outputs[0]
+    xs, os_ = graph.values[x].shape, graph.values[out].shape
+    rank = len(xs)
+    last = (0, *range(2, rank), 1)
+    first = (0, rank - 1, *range(1, rank - 1))
+    xt = graph.add_value(Value(graph.fresh(f"{x}_nhwc"), tuple(xs[i] for i in last)))
+    yt = graph.add_value(Value(graph.fresh(f"{out}_nhwc"), tuple(os_[i] for i in last)))
+    at = graph.nodes.index(node)
+    graph.add_node(Node("Transpose", [x], [xt.name], {"perm": list(last)},
+                        f"{node.name}_to_last"), at)
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    node.op, node.attrs, node.inputs = "etch.LutGemm", attrs, [xt.name, *consts]
+    node.outputs = [yt.name]
+    back = Node("Transpose", [yt.name], [out], {"perm": list(first)}, f"{node.name}_to_first")
+    graph.add_node(back, graph.nodes.index(node) + 1)
+    if bias:
+        b = graph.add_const(f"{bias}_chw", graph.const(bias).reshape((-1,) + (1,) * (rank - 2)))
+        _add_after(graph, back, b.name)
+
+
+# ---- the report -----------------------------------------------------------------------------
+def explain(metadata: Mapping[str, str]) -> list[str]:
+    """`etch compile --explain` lines for the pass's report (none when it did not run)."""
+    if "etch.lut" not in metadata:
+        return []
+    rows = json.loads(metadata["etch.lut"])
+    out = [f"{'LUT GEMM':<28}{'kernel':>8}{'rows':>6}{'bits':>5}  {'table':<6}layout / reason"]
+    for r in rows:
+        bits = str(r.get("bits", "-"))
+        what = f"{r['layout']}, tblock {r['tblock']}, {r['instruction']}" \
+            if r["kernel"] == "lut" else r["reason"]
+        table = r["table"] if r["kernel"] == "lut" else "-"
+        out.append(f"{r['layer']:<28}{r['kernel']:>8}{r['rows']:>6}{bits:>5}  {table:<6}{what}")
+    return out

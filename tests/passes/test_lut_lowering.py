@@ -1,0 +1,170 @@
+"""LutLowering: quantised MatMul/Gemm/1x1 Conv -> etch.LutGemm, with the layout, table block
+and table mode on the node, and the dequantising kernel kept (with a reason) where a
+look-up loses. Float tables compute the dequantised product to float rounding (checked
+against the same graph without --lut, and against ONNX Runtime on MatMulNBits models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler import pipeline, reference
+from compiler.errors import EtchError
+from compiler.ir import Graph
+from compiler.onnx_import import import_model
+from compiler.options import CompileOptions
+from models import gemv
+from models.nbits import quantize_nbits
+from passes.lut_lowering import LutLowering, LutTarget, table_block
+from tests.golden import assert_close, run_ort
+
+
+def model(nodes: list, inputs: list, outputs: list, inits: dict) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "m", inputs, outputs,
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def vi(name: str, shape: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def weights(*shape: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * 0.1).astype(np.float32)
+
+
+def matmul_model(m: int, k: int, n: int) -> onnx.ModelProto:
+    return model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [m, k])],
+                 [vi("y", [m, n])], {"w": weights(k, n)})
+
+
+def compiled(proto: onnx.ModelProto, **opts) -> Graph:
+    o = CompileOptions(target="ref", **opts)
+    o.validate()
+    graph, _ = pipeline.run(import_model(proto), o)
+    return graph
+
+
+def report(graph: Graph) -> list[dict]:
+    return json.loads(graph.metadata["etch.lut"])
+
+
+def feeds(graph: Graph, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(graph.values[n].shape).astype(np.float32)
+            for n in graph.inputs}
+
+
+def same_as_dequant(proto: onnx.ModelProto, rtol: float = 2e-5, **opts) -> Graph:
+    """Compile with --lut --lut-table float and without --lut; the outputs agree to float
+    rounding. Returns the LUT graph."""
+    lut = compiled(proto, lut=True, lut_table="float", **opts)
+    plain = compiled(proto, **opts)
+    x = feeds(plain)
+    want = reference.run(plain, x)
+    scale = max(float(np.abs(v).max()) for v in want.values())
+    assert_close(reference.run(lut, x), want, rtol=rtol, atol=rtol * scale)
+    return lut
+
+
+@pytest.mark.parametrize("bits,ternary", [(1, False), (2, False), (3, False), (4, False),
+                                          (None, True)])
+def test_matmul_becomes_lut_gemm(bits: int | None, ternary: bool) -> None:
+    lut = same_as_dequant(matmul_model(3, 64, 40), bits=bits, ternary=ternary, group_size=32)
+    ops = lut.op_counts()
+    assert ops.get("etch.LutGemm") == 1 and "etch.Dequant" not in ops and "MatMul" not in ops
+    node = next(n for n in lut.nodes if n.op == "etch.LutGemm")
+    assert node.attrs["tblock"] == 32 and node.attrs["table"] == "float"
+    assert node.attrs["bits"] == (2 if ternary else bits)
+    assert node.attrs["mu"] == (2 if bits == 1 else 1)
+    [entry] = report(lut)
+    assert entry["kernel"] == "lut" and entry["rows"] == 3
+
+
+def test_per_channel_weights_and_k_not_a_multiple_of_8() -> None:
+    lut = same_as_dequant(matmul_model(2, 37, 19), bits=2)
+    node = next(n for n in lut.nodes if n.op == "etch.LutGemm")
+    assert node.attrs["k"] == 37 and node.attrs["group"] == node.attrs["tblock"] == 40
+
+
+def test_gemm_trans_b_alpha_beta_bias() -> None:
+    node = helper.make_node("Gemm", ["x", "w", "c"], ["y"], transB=1, alpha=0.5, beta=2.0)
+    proto = model([node], [vi("x", [4, 48])], [vi("y", [4, 24])],
+                  {"w": weights(24, 48), "c": weights(24, seed=3)})
+    lut = same_as_dequant(proto, bits=4, group_size=16)
+    assert lut.op_counts() == {"etch.LutGemm": 1, "Add": 1}
+
+
+def test_pointwise_conv_and_a_3x3_conv() -> None:
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"]),
+             helper.make_node("Conv", ["h", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    proto = model(nodes, [vi("x", [1, 16, 4, 4])], [vi("y", [1, 8, 4, 4])],
+                  {"w1": weights(24, 16, 1, 1), "b1": weights(24, seed=2),
+                   "w3": weights(8, 24, 3, 3, seed=4)})
+    lut = same_as_dequant(proto, bits=3, fuse=False)
+    kernels = {r["layer"]: r for r in report(lut)}
+    assert [r["kernel"] for r in kernels.values()] == ["lut", "dequant"]
+    assert "im2col" in list(kernels.values())[1]["reason"]
+    assert lut.op_counts()["Transpose"] == 2
+
+
+def test_large_batch_keeps_the_dequantising_kernel() -> None:
+    lut = compiled(matmul_model(64, 64, 32), bits=2, lut=True)
+    assert "etch.LutGemm" not in lut.op_counts()
+    [entry] = report(lut)
+    assert entry["kernel"] == "dequant" and "64 rows > 16" in entry["reason"]
+
+
+def test_per_input_channel_scales_say_why() -> None:
+    lut = compiled(matmul_model(2, 64, 32), bits=2, lut=True, per="ic")
+    [entry] = report(lut)
+    assert entry["kernel"] == "dequant" and "AdaDim" in entry["reason"]
+
+
+@pytest.mark.parametrize("bits,block", [(4, 32), (2, 16), (4, 128)])
+def test_matmul_nbits_matches_onnx_runtime(bits: int, block: int) -> None:
+    proto = quantize_nbits(gemv.build_gemv(256, 48, 1).model, bits=bits, block_size=block)
+    graph = compiled(proto, lut=True, lut_table="float")
+    assert graph.op_counts() == {"etch.LutGemm": 1}
+    node = graph.nodes[0]
+    assert len(node.inputs) == 4 and node.attrs["group"] == block  # per-block zero points
+    x = feeds(graph)
+    want = run_ort(proto, x)
+    assert_close(reference.run(graph, x), want, rtol=1e-4, atol=1e-5 * float(
+        np.abs(want["output"]).max()))
+
+
+def test_idempotent_and_keeps_the_report() -> None:
+    lut = compiled(matmul_model(2, 64, 32), bits=2, lut=True)
+    again, changed = LutLowering("int8", LutTarget("avx2")).run(lut)
+    assert not changed and again.op_counts() == lut.op_counts()
+
+
+def test_lut_needs_quantised_weights() -> None:
+    with pytest.raises(EtchError, match="--lut: no layer"):
+        compiled(matmul_model(2, 64, 32), lut=True)
+
+
+@pytest.mark.parametrize("opts,msg", [({"lut": True, "int": True}, "--int"),
+                                      ({"lut_table": "float"}, "add --lut"),
+                                      ({"lut": True, "bits": 8}, "1-4-bit")])
+def test_bad_option_combinations(opts: dict, msg: str) -> None:
+    with pytest.raises(EtchError, match=msg):
+        compiled(matmul_model(2, 64, 32), **opts)
+
+
+@pytest.mark.parametrize("isa,v,slots,planes", [("avx512", 64, 2, 1), ("avx2", 32, 4, 1),
+                                                ("neon", 16, 1, 3), ("cuda", 32, 1, 2)])
+def test_layout_follows_the_target(isa: str, v: int, slots: int, planes: int) -> None:
+    bits = {"avx512": 2, "avx2": 3, "neon": 3, "cuda": 2}[isa]
+    lay = LutTarget(isa).layout(bits, 4096)
+    assert (lay.vector_bytes, lay.slots, lay.plane_vectors) == (v, slots, planes)
+
+
+def test_table_block() -> None:
+    assert [table_block(g, 4096) for g in (16, 32, 48, 128, 4096)] == [16, 32, 48, 64, 64]
+    assert table_block(37, 37) == 40

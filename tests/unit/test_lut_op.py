@@ -1,0 +1,156 @@
+"""etch.LutGemm's reference (compiler/ops/etch_lut.py): the look-up algorithm equals the
+dequantise-and-multiply product to float rounding with float tables, and stays within the
+proven table-quantisation bound with int8 tables; every layout packs and unpacks losslessly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compiler.errors import EtchError
+from compiler.ops.etch_lut import LutLayout, Params, lut_gemm, quantise_tables
+
+LAYOUTS = [(64, 4, 1), (32, 2, 1), (16, 1, 4), (32, 1, 1), (64, 1, 2)]  # V, slots, Q
+KINDS = ["u1", "binary", "u2", "ternary", "u3", "u4", "s4", "s2"]
+
+
+def _layout(bits: int, rng: np.random.Generator) -> LutLayout:
+    fits = [(v, s, q) for v, s, q in LAYOUTS if s * q >= bits]
+    v, s, q = fits[rng.integers(len(fits))]
+    return LutLayout(bits, v, s, q, int(rng.integers(1, 4)))
+
+
+def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
+              rng: np.random.Generator, zero_tensor: bool = False) -> dict:
+    """A random LutGemm: attrs, inputs, and the dequantised weight [K, N] (float64)."""
+    bits = {"binary": 1, "ternary": 2}.get(kind, int(kind[1:]) if kind[0] in "us" else 0)
+    mu = 2 if kind == "binary" else 1
+    hi = 3 if kind == "ternary" else 1 << bits
+    tblock = 8 * int(rng.integers(1, 5)) if group is None else group
+    kp = -(-k // tblock) * tblock
+    grp = kp if group is None else group
+    layout = _layout(bits, rng)
+    npad = layout.padded_n(n)
+    u = np.zeros((kp, n), np.uint8)
+    u[:k] = rng.integers(0, hi, (k, n))
+    scale = np.zeros((kp // grp, npad), np.float32)
+    scale[:, :n] = rng.uniform(0.01, 1.0, (kp // grp, n))
+    base_zero = {"binary": 1, "ternary": 1}.get(kind, 1 << (bits - 1) if kind[0] == "s" else 0)
+    zero = np.full((kp // grp, npad), base_zero, np.uint8)
+    if zero_tensor:
+        zero[:, :n] = rng.integers(0, 1 << bits, (kp // grp, n))
+    attrs = {"k": k, "n": n, "mu": mu, "zero": base_zero, "group": grp, "tblock": tblock,
+             "table": table, **layout.attrs()}
+    w = np.repeat(scale[:, :n].astype(np.float64), grp, 0) * (
+        mu * u.astype(np.float64) - np.repeat(zero[:, :n].astype(np.float64), grp, 0))
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    inputs = [x, layout.pack(u), scale] + ([zero] if zero_tensor else [])
+    return {"attrs": attrs, "inputs": inputs, "w": w[:k], "u": u, "layout": layout}
+
+
+def magnitude(case: dict) -> np.ndarray:
+    """The size of the sums the tables add (signed tables cancel: their rounding is relative
+    to sum |x| times the weights' range, not to sum |x w|), per output [M, N]."""
+    a = case["attrs"]
+    p = Params.of(a)
+    x = np.zeros((case["inputs"][0].shape[0], p.kp))
+    x[:, :p.k] = np.abs(case["inputs"][0])
+    zero = case["inputs"][3] if len(case["inputs"]) > 3 else None
+    c = np.abs(p.offsets(zero, case["inputs"][2].shape))
+    per = np.abs(case["inputs"][2]) * (p.mu * ((1 << p.layout.bits) - 1) + c)  # [G, N_p]
+    return (x @ np.repeat(per, p.group, 0))[:, :p.n]
+
+
+def bound(case: dict) -> np.ndarray:
+    """The int8 tables' worst case per output: per block, |scale| * ls * tblock / 8 *
+    (mu (2^b - 1) + |c|) (each table entry within half a step, ls, of the exact entry)."""
+    a = case["attrs"]
+    p = Params.of(a)
+    x = np.zeros((case["inputs"][0].shape[0], p.kp), np.float32)
+    x[:, :p.k] = case["inputs"][0]
+    from compiler.ops.etch_lut import build_tables
+
+    _, ls = quantise_tables(build_tables(x), p.tblock)                     # [M, H]
+    zero = case["inputs"][3] if len(case["inputs"]) > 3 else None
+    c = np.abs(np.repeat(p.offsets(zero, case["inputs"][2].shape), p.group // p.tblock, 0))
+    s = np.repeat(np.abs(case["inputs"][2]).astype(np.float64), p.group // p.tblock, 0)
+    per = s * (p.mu * ((1 << p.layout.bits) - 1) + c) * p.tblock / 8      # [H, N_p]
+    return (ls.astype(np.float64) @ per)[:, :p.n]
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(KINDS), m=st.integers(1, 3), k=st.integers(1, 70),
+       n=st.integers(1, 40), grouped=st.booleans(), seed=st.integers(0, 2**31),
+       zero_tensor=st.booleans())
+def test_float_tables_equal_the_dequantised_product(kind, m, k, n, grouped, seed,
+                                                    zero_tensor) -> None:
+    rng = np.random.default_rng(seed)
+    group = 8 * int(rng.integers(1, 4)) if grouped else None
+    k = -(-k // group) * group if group else k
+    case = make_case(kind, m, k, n, group, "float", rng, zero_tensor and kind[0] == "u")
+    y = lut_gemm(case["attrs"], *case["inputs"])
+    want = case["inputs"][0].astype(np.float64) @ case["w"]
+    tol = 1e-6 * magnitude(case) + 1e-30
+    assert y.dtype == np.float32 and y.shape == (m, n)
+    assert np.all(np.abs(y - want) <= tol), np.max(np.abs(y - want) / tol)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(KINDS), m=st.integers(1, 3), k=st.integers(1, 90),
+       n=st.integers(1, 40), seed=st.integers(0, 2**31), zero_tensor=st.booleans())
+def test_int8_tables_within_the_quantisation_bound(kind, m, k, n, seed, zero_tensor) -> None:
+    rng = np.random.default_rng(seed)
+    case = make_case(kind, m, k, n, None, "int8", rng, zero_tensor and kind[0] == "u")
+    y = lut_gemm(case["attrs"], *case["inputs"]).astype(np.float64)
+    want = case["inputs"][0].astype(np.float64) @ case["w"]
+    slack = 1e-6 * magnitude(case)
+    assert np.all(np.abs(y - want) <= bound(case) * (1 + 1e-6) + slack + 1e-30)
+
+
+def test_int8_tables_relative_error_on_gaussian_activations() -> None:
+    """T-MAC's signed tables, 32-row table blocks: about 1% RMS on Gaussian inputs."""
+    rng = np.random.default_rng(5)
+    for kind in ("u2", "u4", "s3", "ternary"):
+        case = make_case(kind, 2, 512, 128, 32, "int8", rng)
+        y = lut_gemm(case["attrs"], *case["inputs"]).astype(np.float64)
+        want = case["inputs"][0].astype(np.float64) @ case["w"]
+        rel = np.sqrt(((y - want) ** 2).mean() / (want ** 2).mean())
+        assert rel < 0.015, (kind, rel)
+
+
+@pytest.mark.parametrize("v,slots,q,bits", [(v, s, q, b) for v, s, q in LAYOUTS
+                                              for b in (1, 2, 3, 4) if s * q >= b])
+def test_layout_round_trip(v: int, slots: int, q: int, bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    layout = LutLayout(bits, v, slots, q, 2)
+    u = rng.integers(0, 1 << bits, (48, 37)).astype(np.uint8)
+    w = layout.pack(u)
+    assert w.shape == layout.shape(48, 37) and w.dtype == np.uint8
+    nib = layout.nibbles(w)
+    planes = np.stack([(nib[:bits] >> t) & 1 for t in range(4)], axis=2)  # [b, K/4, 4, N]
+    u_back = (planes.reshape(bits, 48, -1).astype(np.int64)
+              << np.arange(bits)[:, None, None]).sum(axis=0)
+    np.testing.assert_array_equal(u_back[:, :37], u)
+    assert not nib[bits:].any() and not u_back[:, 37:].any()
+
+
+def test_layout_puts_a_columns_planes_in_adjacent_bytes() -> None:
+    layout = LutLayout(2, 32, 2, 1, 1)
+    u = np.zeros((8, 16), np.uint8)
+    u[0, 3] = 0b10  # column 3, row 0 (chunk 0, bit 0 of the nibble): plane 1 only
+    u[4, 3] = 0b01  # row 4 is chunk 1: the high nibble, plane 0
+    w = layout.pack(u)
+    assert w[0, 0, 0, 0, 6] == 0x10 and w[0, 0, 0, 0, 7] == 0x01
+    assert np.count_nonzero(w) == 2
+
+
+@pytest.mark.parametrize("bad", [{"tblock": 12}, {"group": 40}, {"table": "int4"},
+                                 {"slots": 3}, {"bits": 5}, {"mu": 3}, {"vector_bytes": 8}])
+def test_malformed_attributes_are_refused(bad: dict) -> None:
+    attrs = {"k": 64, "n": 8, "mu": 1, "zero": 2, "group": 64, "tblock": 32, "table": "int8",
+             **LutLayout(2, 32, 2, 1, 1).attrs()}
+    with pytest.raises(EtchError, match="etch.LutGemm"):
+        Params.of({**attrs, **bad})
