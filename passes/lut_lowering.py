@@ -68,11 +68,13 @@ class LutTarget:
         return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
 
     def layout(self, bits: int, n: int) -> LutLayout:
-        """x86: the planes of a column in adjacent bytes (2 or 4 slots: vpmaddubsw weighs a
-        pair), else one plane per vector; tiles of up to 4 vectors, fewer for narrow N."""
+        """x86: the planes of a column in adjacent bytes where they pair up (2 bits: 2 slots,
+        4 bits: 4; vpmaddubsw weighs a pair), one plane per vector for 1 and 3 bits (no
+        padding plane to stream); elsewhere one plane per vector; tiles of up to 4 vectors,
+        fewer for narrow N."""
         v = self.vector_bytes
         if self.isa in ("avx512", "avx2"):
-            slots, planes = {1: 1, 2: 2, 3: 4, 4: 4}[bits], 1
+            slots, planes = {1: (1, 1), 2: (2, 1), 3: (1, 3), 4: (4, 1)}[bits]
         else:
             slots, planes = 1, bits
         per = v // slots
@@ -235,11 +237,11 @@ def _constants(graph: Graph, lw: LutWeight, layout: LutLayout, attrs: dict, alph
     scale = np.zeros((rows, npad), np.float32)
     scale[:, :lw.n] = lw.scale * np.float32(alpha) if alpha != 1.0 else lw.scale
     names = [graph.add_const(f"{base}_lut", layout.pack(u)).name,
-             graph.add_const(f"{base}_lut_scale", scale).name]
+             graph.add_const(f"{base}_lut_scale", layout.tile_params(scale)).name]
     if np.any(lw.zero != lw.zero.reshape(-1)[0]):
         zero = np.zeros((rows, npad), np.uint8)
         zero[:, :lw.n] = lw.zero
-        names.append(graph.add_const(f"{base}_lut_zero", zero).name)
+        names.append(graph.add_const(f"{base}_lut_zero", layout.tile_params(zero)).name)
     return names
 
 

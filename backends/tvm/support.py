@@ -21,6 +21,7 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "etch.Fused",
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
     "etch.Clamp", "etch.QFused", "QuantizeLinear", "DequantizeLinear", "etch.Dequant",
+    "etch.LutGemm",
 })
 
 # Element types TVM stores and computes here. ONNX's other numeric types (float8, float8e8m0,

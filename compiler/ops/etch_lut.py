@@ -38,8 +38,9 @@ plane, vpmaddubsw weighs them); slots 1 with plane_vectors = bits puts one plane
 scales.
 
 Inputs: x float32 [..., K]; w uint8 [N_p / tile_cols, K_p / 8, tile_vectors,
-plane_vectors, vector_bytes]; scale float32 [K_p / group, N_p]; zero (optional) uint8
-[K_p / group, N_p], else attribute `zero`. Attributes: k, n, bits, mu, zero, group, tblock,
+plane_vectors, vector_bytes]; scale float32 and zero (optional, else attribute `zero`)
+uint8 [N_p / tile_cols, K_p / group, tile_cols] (per column tile, so a kernel streams a
+tile's codes and parameters from two contiguous ranges). Attributes: k, n, bits, mu, zero, group, tblock,
 table ("int8" | "float"), vector_bytes, slots, plane_vectors, tile_vectors. Output float32
 [..., N].
 """
@@ -126,6 +127,16 @@ class LutLayout:
         # -> [t, kb, v, q, col-in-vector, slot]
         return np.ascontiguousarray(v.transpose(3, 2, 4, 0, 5, 1)).reshape(self.shape(kp, n))
 
+    def tile_params(self, a: np.ndarray) -> np.ndarray:
+        """Block parameters [G, N_p] -> [N_p / tile_cols, G, tile_cols]."""
+        g, npad = a.shape
+        return np.ascontiguousarray(a.reshape(g, npad // self.tile_cols, self.tile_cols)
+                                    .transpose(1, 0, 2))
+
+    def untile_params(self, a: np.ndarray) -> np.ndarray:
+        """Inverse of `tile_params`."""
+        return a.transpose(1, 0, 2).reshape(a.shape[1], -1)
+
     def nibbles(self, w: np.ndarray) -> np.ndarray:
         """The packed array -> plane nibbles [planes, K_p / 4, N_p] (inverse of `pack`)."""
         tiles, k8 = w.shape[:2]
@@ -199,6 +210,8 @@ def lut_gemm(attrs: dict, x: np.ndarray, w: np.ndarray, scale: np.ndarray,
     xm = np.zeros((int(np.prod(lead, dtype=np.int64)), p.kp), np.float32)
     xm[:, :p.k] = x.reshape(-1, p.k)
     nib, bits = p.layout.nibbles(w), p.layout.bits
+    scale = p.layout.untile_params(scale)
+    zero = None if zero is None else p.layout.untile_params(zero)
     t = build_tables(xm)
     c = np.repeat(p.offsets(zero, scale.shape), p.group // p.tblock, axis=0)  # [H, N_p]
     if p.table == "int8":
@@ -265,9 +278,9 @@ class Params:
         return self.mu * ((1 << self.layout.bits) - 1) - 2 * z
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
-        npad = self.layout.padded_n(self.n)
-        return {"w": self.layout.shape(self.kp, self.n),
-                "scale": (self.kp // self.group, npad), "zero": (self.kp // self.group, npad)}
+        lay = self.layout
+        params = (lay.padded_n(self.n) // lay.tile_cols, self.kp // self.group, lay.tile_cols)
+        return {"w": lay.shape(self.kp, self.n), "scale": params, "zero": params}
 
 
 def _infer(attrs: dict, x: Value, w: Value, scale: Value, zero: Value | None = None) -> Spec:

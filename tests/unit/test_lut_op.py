@@ -47,8 +47,10 @@ def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
     w = np.repeat(scale[:, :n].astype(np.float64), grp, 0) * (
         mu * u.astype(np.float64) - np.repeat(zero[:, :n].astype(np.float64), grp, 0))
     x = rng.standard_normal((m, k)).astype(np.float32)
-    inputs = [x, layout.pack(u), scale] + ([zero] if zero_tensor else [])
-    return {"attrs": attrs, "inputs": inputs, "w": w[:k], "u": u, "layout": layout}
+    inputs = [x, layout.pack(u), layout.tile_params(scale)] + (
+        [layout.tile_params(zero)] if zero_tensor else [])
+    return {"attrs": attrs, "inputs": inputs, "w": w[:k], "u": u, "layout": layout,
+            "scale": scale, "zero": zero if zero_tensor else None}
 
 
 def magnitude(case: dict) -> np.ndarray:
@@ -58,9 +60,8 @@ def magnitude(case: dict) -> np.ndarray:
     p = Params.of(a)
     x = np.zeros((case["inputs"][0].shape[0], p.kp))
     x[:, :p.k] = np.abs(case["inputs"][0])
-    zero = case["inputs"][3] if len(case["inputs"]) > 3 else None
-    c = np.abs(p.offsets(zero, case["inputs"][2].shape))
-    per = np.abs(case["inputs"][2]) * (p.mu * ((1 << p.layout.bits) - 1) + c)  # [G, N_p]
+    c = np.abs(p.offsets(case["zero"], case["scale"].shape))
+    per = np.abs(case["scale"]) * (p.mu * ((1 << p.layout.bits) - 1) + c)  # [G, N_p]
     return (x @ np.repeat(per, p.group, 0))[:, :p.n]
 
 
@@ -74,9 +75,8 @@ def bound(case: dict) -> np.ndarray:
     from compiler.ops.etch_lut import build_tables
 
     _, ls = quantise_tables(build_tables(x), p.tblock)                     # [M, H]
-    zero = case["inputs"][3] if len(case["inputs"]) > 3 else None
-    c = np.abs(np.repeat(p.offsets(zero, case["inputs"][2].shape), p.group // p.tblock, 0))
-    s = np.repeat(np.abs(case["inputs"][2]).astype(np.float64), p.group // p.tblock, 0)
+    c = np.abs(np.repeat(p.offsets(case["zero"], case["scale"].shape), p.group // p.tblock, 0))
+    s = np.repeat(np.abs(case["scale"]).astype(np.float64), p.group // p.tblock, 0)
     per = s * (p.mu * ((1 << p.layout.bits) - 1) + c) * p.tblock / 8      # [H, N_p]
     return (ls.astype(np.float64) @ per)[:, :p.n]
 

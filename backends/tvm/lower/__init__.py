@@ -21,6 +21,7 @@ from backends.tvm.lower.epilogue import lower_alias, lower_elementwise
 from backends.tvm.lower.fused import lower_fused
 from backends.tvm.lower.int_ops import DEQUANT_LOWERINGS, INT_LOWERINGS
 from backends.tvm.lower.linear import lower_gemm, lower_matmul
+from backends.tvm.lower.lut_gemm import lower_lut_gemm
 from backends.tvm.lower.norm import lower_batch_norm, lower_layer_norm, lower_reduce, lower_softmax
 from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
 from backends.tvm.lower.scalar import SCALAR
@@ -59,6 +60,7 @@ LOWERINGS: dict[str, Lowering] = {
     "etch.Fused": lower_fused,
     **INT_LOWERINGS,
     **DEQUANT_LOWERINGS,  # etch.Dequant; Conv/Gemm/MatMul/etch.Fused with a Dequant weight
+    "etch.LutGemm": lower_lut_gemm,
 }
 
 

@@ -358,6 +358,7 @@ class Fallback(KindRule):
 
 def rules() -> list[ScheduleRule]:
     from backends.tvm.schedules import int_cpu  # int8 rules; they build on this module
+    from backends.tvm.schedules import lut_cpu  # etch.LutGemm's table kernels
 
-    return [*int_cpu.rules(), Dense(), Conv(), DepthwiseConv(), BatchMatmul(), RowReduction(),
+    return [*lut_cpu.rules(), *int_cpu.rules(), Dense(), Conv(), DepthwiseConv(), BatchMatmul(), RowReduction(),
             Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]

@@ -1,0 +1,286 @@
+"""The etch.LutGemm kernels' shared parts, and the portable kernel, built with IRBuilder.
+
+compiler/ops/etch_lut.py defines the computation; every kernel here follows its steps in
+the same order, so integer results (int8 tables) are bit-identical to the reference:
+- `tables`: per row and table block, the signed tables T (16 float32 lanes: one vector per
+  chunk of 4 activations, added in t order from +-x0), their max |T|, and for int8 tables
+  Tq = clip(nearbyint(T * (127 / amax)), +-127), ls = amax / 254 and Z = sum of Tq[15];
+  for float tables T itself and Z = sum of T[15]. Built at run time, inside the kernel.
+- `combine`: y = y + ((f32(D) * scale) * ls) with the product fenced
+  (`llvm.arithmetic.fence`): TVM lets LLVM contract a * b + c into an FMA, which rounds once
+  where the reference rounds twice.
+- `portable_kernel`: scalar look-ups for any target, parallel over column tiles. The x86
+  (`lut_x86.py`) and NEON (`lut_neon.py`) kernels keep the same tables and combine and
+  replace the look-up loop with vector table instructions.
+
+`LutSpec` is what a kernel needs (the node's attributes, the row count, whether zero points
+are a tensor); it travels on the PrimFunc as the JSON attribute `etch.lut`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script.builder import ir as T
+
+from compiler.ops.etch_lut import ENTRIES, G_ACT, TABLE_MAX, Params
+
+Expr = tirx.Expr
+KIND = "lut_gemm"
+PARALLEL_MIN_WORK = 1 << 18   # weight nibbles looked up; below, one thread (cpu.py's reason)
+
+
+@dataclass(frozen=True)
+class LutSpec:
+    """A LutGemm kernel's parameters: node attributes, rows M, zero points as a tensor."""
+
+    attrs: tuple[tuple[str, object], ...]
+    m: int
+    zero_input: bool
+
+    @classmethod
+    def make(cls, attrs: dict, m: int, zero_input: bool) -> LutSpec:
+        return cls(tuple(sorted(attrs.items())), m, zero_input)
+
+    @classmethod
+    def of(cls, func: tirx.PrimFunc) -> LutSpec:
+        d = json.loads(str(func.attrs["etch.lut"]))
+        return cls.make(d["attrs"], int(d["m"]), bool(d["zero_input"]))
+
+    def to_json(self) -> str:
+        return json.dumps({"attrs": dict(self.attrs), "m": self.m,
+                           "zero_input": self.zero_input}, sort_keys=True)
+
+    @property
+    def p(self) -> Params:
+        return Params.of(dict(self.attrs))
+
+    @property
+    def int8(self) -> bool:
+        return self.p.table == "int8"
+
+    def shapes(self) -> list[tuple[tuple[int, ...], str]]:
+        """The kernel's parameters: x [M, K], w, scale, [zero], out [M, N]."""
+        p = self.p
+        want = p.input_shapes()
+        out = [((self.m, p.k), "float32"), (want["w"], "uint8"), (want["scale"], "float32")]
+        if self.zero_input:
+            out.append((want["zero"], "uint8"))
+        return out + [((self.m, p.n), "float32")]
+
+
+def _vec(buf: tirx.Buffer, start: Expr, lanes: int) -> Expr:
+    return tirx.BufferLoad(buf, [tirx.Ramp(start, 1, lanes)])
+
+
+def splat(value: float, dtype: str, lanes: int) -> Expr:
+    return tirx.Broadcast(tirx.const(value, dtype), lanes)
+
+
+def dtype(x: Expr) -> str:
+    return str(x.ty.dtype)
+
+
+def lanes_of(x: Expr) -> int:
+    d = dtype(x)
+    return int(d.split("x")[1]) if "x" in d else 1
+
+
+def fence(x: Expr) -> Expr:
+    """x, opaque to LLVM's floating-point contraction (no FMA across it)."""
+    return tirx.call_llvm_pure_intrin(dtype(x), "llvm.arithmetic.fence", x)
+
+
+# ---- tables -----------------------------------------------------------------------------------
+@dataclass
+class Tables:
+    """Per row: tables tab [M * J * 16] (int8 or float32), ls [M * H], Z [M * H]."""
+
+    tab: tirx.Buffer
+    ls: tirx.Buffer | None
+    zs: tirx.Buffer
+
+    def entry(self, row: Expr, chunk: Expr, idx: Expr, chunks: int) -> Expr:
+        return tirx.BufferLoad(self.tab, [(row * chunks + chunk) * ENTRIES + idx])
+
+
+def _x_at(x: tirx.Buffer, row: Expr, k: Expr, k_real: int) -> Expr:
+    """x[row, k], 0 past K (the padding of K_p)."""
+    return tirx.Select(k < k_real, tirx.BufferLoad(x, [row, tirx.min(k, k_real - 1)]),
+                       tirx.const(0.0, "float32"))
+
+
+def _signed_table(x: tirx.Buffer, row: Expr, chunk: Expr, k: int) -> Expr:
+    """T[row, chunk, 0..15] as float32x16: lane i = sum_t (2 bit_t(i) - 1) x[4 chunk + t]."""
+    lane = tirx.Ramp(0, 1, ENTRIES)
+    acc = None
+    for t in range(G_ACT):
+        bit = tirx.bitwise_and(tirx.shift_right(lane, splat(t, "int32", ENTRIES)),
+                               splat(1, "int32", ENTRIES))
+        sign = (bit * splat(2, "int32", ENTRIES) - splat(1, "int32", ENTRIES)).astype(
+            f"float32x{ENTRIES}")
+        term = tirx.Broadcast(_x_at(x, row, chunk * G_ACT + t, k), ENTRIES) * sign
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
+    """Build every row's tables (see the module docstring)."""
+    p = spec.p
+    chunks, blocks, per = p.kp // G_ACT, p.blocks, p.tblock // G_ACT
+    dt = "int8" if spec.int8 else "float32"
+    tab = T.alloc_buffer((spec.m * chunks * ENTRIES,), dt)
+    ls = T.alloc_buffer((spec.m * blocks,), "float32") if spec.int8 else None
+    zs = T.alloc_buffer((spec.m * blocks,), "int32" if spec.int8 else "float32")
+    loop = T.parallel if spec.m * p.kp >= 1 << 16 and spec.m * blocks > 1 else T.serial
+    with loop(0, spec.m * blocks) as mh:
+        row, h = mh // blocks, mh % blocks
+        raw = T.alloc_buffer((per * ENTRIES,), "float32")
+        amax = T.alloc_buffer((ENTRIES,), "float32")
+        T.buffer_store(amax, splat(0.0, "float32", ENTRIES), [tirx.Ramp(0, 1, ENTRIES)])
+        with T.serial(0, per) as jj:
+            tv = _signed_table(x, row, h * per + jj, p.k)
+            T.buffer_store(raw, tv, [tirx.Ramp(jj * ENTRIES, 1, ENTRIES)])
+            old = _vec(amax, 0, ENTRIES)
+            T.buffer_store(amax, tirx.max(old, tirx.abs(tv)), [tirx.Ramp(0, 1, ENTRIES)])
+        base = (row * chunks + h * per) * ENTRIES
+        if spec.int8:
+            _quantise(raw, amax, Tables(tab, ls, zs), (mh, base, per))
+        else:
+            _keep_float(raw, Tables(tab, ls, zs), (mh, base, per))
+    return Tables(tab, ls, zs)
+
+
+def _quantise(raw: tirx.Buffer, amax: tirx.Buffer, t: Tables, at: tuple) -> None:
+    """int8 tables of one block: Tq, ls, Z (etch_lut.quantise_tables, element for element)."""
+    mh, base, per = at
+    best = T.alloc_buffer((1,), "float32")
+    T.buffer_store(best, tirx.const(0.0, "float32"), [0])
+    with T.serial(0, ENTRIES) as i:
+        T.buffer_store(best, tirx.max(tirx.BufferLoad(best, [0]), tirx.BufferLoad(amax, [i])),
+                       [0])
+    a = tirx.BufferLoad(best, [0])
+    zero = tirx.const(0.0, "float32")
+    inv = tirx.Select(a > zero, tirx.const(float(TABLE_MAX), "float32") / a, zero)
+    T.buffer_store(t.ls, a / tirx.const(float(2 * TABLE_MAX), "float32"), [mh])
+    zsum = T.alloc_buffer((1,), "int32")
+    T.buffer_store(zsum, tirx.const(0, "int32"), [0])
+    with T.serial(0, per) as jj:
+        scaled = tirx.nearbyint(_vec(raw, jj * ENTRIES, ENTRIES) * tirx.Broadcast(inv, ENTRIES))
+        lim = float(TABLE_MAX)
+        q = tirx.max(tirx.min(scaled, splat(lim, "float32", ENTRIES)),
+                     splat(-lim, "float32", ENTRIES)).astype(f"int8x{ENTRIES}")
+        T.buffer_store(t.tab, q, [tirx.Ramp(base + jj * ENTRIES, 1, ENTRIES)])
+        top = tirx.BufferLoad(t.tab, [base + jj * ENTRIES + ENTRIES - 1]).astype("int32")
+        T.buffer_store(zsum, tirx.BufferLoad(zsum, [0]) + top, [0])
+    T.buffer_store(t.zs, tirx.BufferLoad(zsum, [0]), [mh])
+
+
+def _keep_float(raw: tirx.Buffer, t: Tables, at: tuple) -> None:
+    mh, base, per = at
+    zsum = T.alloc_buffer((1,), "float32")
+    T.buffer_store(zsum, tirx.const(0.0, "float32"), [0])
+    with T.serial(0, per) as jj:
+        T.buffer_store(t.tab, _vec(raw, jj * ENTRIES, ENTRIES),
+                       [tirx.Ramp(base + jj * ENTRIES, 1, ENTRIES)])
+        top = tirx.BufferLoad(raw, [jj * ENTRIES + ENTRIES - 1])
+        T.buffer_store(zsum, tirx.BufferLoad(zsum, [0]) + top, [0])
+    T.buffer_store(t.zs, tirx.BufferLoad(zsum, [0]), [mh])
+
+
+# ---- combining a block ------------------------------------------------------------------------
+def offset(spec: LutSpec, zero: tirx.Buffer | None, t: Expr, g: Expr, col: Expr,
+           lanes: int) -> Expr:
+    """c = mu (2^b - 1) - 2 zero as int32 (lanes columns of tile t from column `col`)."""
+    p = spec.p
+    full = p.mu * ((1 << p.layout.bits) - 1)
+    if zero is None:
+        return splat(full - 2 * p.zero, "int32", lanes) if lanes > 1 else \
+            tirx.const(full - 2 * p.zero, "int32")
+    idx = tirx.Ramp(col, 1, lanes) if lanes > 1 else col
+    z = tirx.BufferLoad(zero, [t, g, idx]).astype("int32" if lanes == 1 else f"int32x{lanes}")
+    two = splat(2, "int32", lanes) if lanes > 1 else tirx.const(2, "int32")
+    base = splat(full, "int32", lanes) if lanes > 1 else tirx.const(full, "int32")
+    return base - two * z
+
+
+def combine(spec: LutSpec, acc: Expr, z: Expr, c: Expr, s: Expr, ls: Expr | None,
+            y: Expr) -> Expr:
+    """y + contribution of one block: int8 ((f32(A + c Z) * s) * ls), float (D * s) / 2."""
+    lanes = lanes_of(acc)
+    ft = "float32" if lanes == 1 else f"float32x{lanes}"
+    if spec.int8:
+        d = acc + c * (tirx.Broadcast(z, lanes) if lanes > 1 else z)
+        return y + fence(d.astype(ft) * s * (tirx.Broadcast(ls, lanes) if lanes > 1 else ls))
+    zf = tirx.Broadcast(z, lanes) if lanes > 1 else z
+    d = acc + c.astype(ft) * zf
+    half = splat(0.5, "float32", lanes) if lanes > 1 else tirx.const(0.5, "float32")
+    return y + d * s * half
+
+
+# ---- the portable kernel ----------------------------------------------------------------------
+def build(spec: LutSpec, body: Callable[[LutSpec, list, Tables], None]) -> tirx.PrimFunc:
+    """A PrimFunc with the spec's parameters: tables, then `body(spec, buffers, tables)`."""
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        bufs = [T.arg(f"p{k}", T.buffer(shape, dt)) for k, (shape, dt) in
+                enumerate(spec.shapes())]
+        body(spec, bufs, tables(spec, bufs[0]))
+    func = ib.get()
+    return func.with_attr("etch.kind", KIND).with_attr("etch.lut", spec.to_json())
+
+
+def tile_loop(spec: LutSpec, tiles: int) -> Callable:
+    """Parallel over column tiles when the kernel has the work to pay for it."""
+    p = spec.p
+    work = spec.m * p.kp * p.layout.padded_n(p.n) * p.layout.bits
+    return T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
+
+
+def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
+    """Scalar look-ups: per tile and row, per block, per byte and plane."""
+    p, lay = spec.p, spec.p.layout
+    _, w, scale, *rest = bufs
+    zero, out = (rest[0], rest[1]) if spec.zero_input else (None, rest[0])
+    tiles, kb_per = lay.padded_n(p.n) // lay.tile_cols, p.tblock // 8
+    tc, cpv, chunks = lay.tile_cols, lay.cols_per_vector, p.kp // G_ACT
+    acc_t = "int32" if spec.int8 else "float32"
+    with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m) as r:
+        y = T.alloc_buffer((tc,), "float32")
+        with T.serial(0, tc) as c:
+            T.buffer_store(y, tirx.const(0.0, "float32"), [c])
+        with T.serial(0, p.blocks) as h:
+            g = h // (p.group // p.tblock)
+            acc = T.alloc_buffer((tc,), acc_t)
+            with T.serial(0, tc) as c:
+                T.buffer_store(acc, tirx.const(0, acc_t), [c])
+            with T.grid(kb_per, lay.tile_vectors, lay.plane_vectors, lay.vector_bytes) as (
+                    kb, v, q, b):
+                kbyte = h * kb_per + kb
+                byte = tirx.BufferLoad(w, [t, kbyte, v, q, b]).astype("int32")
+                plane = q * lay.slots + b % lay.slots
+                looked = tb.entry(r, 2 * kbyte, byte % 16, chunks).astype(acc_t) + \
+                    tb.entry(r, 2 * kbyte + 1, byte // 16, chunks).astype(acc_t)
+                weight = tirx.Select(plane < lay.bits, tirx.shift_left(
+                    tirx.const(p.mu, "int32"), plane), tirx.const(0, "int32"))
+                col = v * cpv + b // lay.slots
+                T.buffer_store(acc, tirx.BufferLoad(acc, [col]) + looked * weight.astype(acc_t),
+                               [col])
+            with T.serial(0, tc) as c:
+                ls = tirx.BufferLoad(tb.ls, [r * p.blocks + h]) if tb.ls is not None else None
+                new = combine(spec, tirx.BufferLoad(acc, [c]),
+                              tirx.BufferLoad(tb.zs, [r * p.blocks + h]),
+                              offset(spec, zero, t, g, c, 1), tirx.BufferLoad(scale, [t, g, c]),
+                              ls,
+                              tirx.BufferLoad(y, [c]))
+                T.buffer_store(y, new, [c])
+        with T.serial(0, tc) as c, T.If(t * tc + c < p.n), T.Then():
+            T.buffer_store(out, tirx.BufferLoad(y, [c]), [r, t * tc + c])
+
+
+def portable_kernel(spec: LutSpec) -> tirx.PrimFunc:
+    return build(spec, portable_body)

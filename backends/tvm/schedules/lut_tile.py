@@ -1,0 +1,155 @@
+"""The vector look-up loop of etch.LutGemm, shared by the x86 (`lut_x86.py`) and NEON
+(`lut_neon.py`) kernels, which supply one plane vector's look-ups and the widening.
+
+Parallel over column tiles; inside, register tiles of mb rows x the tile's vectors. Per
+table block: int16 accumulators (zeroed), every byte position of the block (`plane` for
+each vector and plane vector: one weight load serves every row of the tile, each row
+looking up its own table: the batched form), then `finish_block`: widen to int32, D = A +
+c Z, y += fence((f32(D) * scale) * ls). A lane's sum per block is at most
+kb_per_block * 127 * `lane_weight` (`fits_int16` checks it), so int16 never saturates.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.tirx.script.builder import ir as T
+
+from backends.tvm.schedules.lut_kernels import (
+    LutSpec,
+    Tables,
+    combine,
+    offset,
+    splat,
+    tile_loop,
+)
+from compiler.ops.etch_lut import ENTRIES, G_ACT, TABLE_MAX
+
+Expr = tirx.Expr
+INT16_MAX = 32767
+
+
+def lane_weight(spec: LutSpec) -> int:
+    """The largest sum of plane weights one int16 accumulator lane takes per byte position
+    (over the plane vectors; both nibbles counted)."""
+    lay, mu = spec.p.layout, spec.p.mu
+    weights = [mu << q if q < lay.bits else 0 for q in range(lay.planes)]
+    if lay.slots == 1:
+        return 2 * sum(weights)
+    pairs = [[weights[q * lay.slots + i] + weights[q * lay.slots + i + 1]
+              for i in range(0, lay.slots, 2)] for q in range(lay.plane_vectors)]
+    return 2 * max(sum(col) for col in zip(*pairs))
+
+
+def fits_int16(spec: LutSpec) -> bool:
+    return spec.p.tblock // 8 * TABLE_MAX * lane_weight(spec) <= INT16_MAX
+
+
+def table16(tab: tirx.Buffer, start: Expr, lanes: int = ENTRIES) -> Expr:
+    """The 16 int8 entries from `start`, repeated to `lanes` bytes (one per 16-byte lane)."""
+    row = tirx.BufferLoad(tab, [tirx.Ramp(start, 1, ENTRIES)])
+    if lanes == ENTRIES:
+        return row
+    return tirx.Shuffle([row] * (lanes // ENTRIES),
+                        [tirx.const(i, "int32") for i in range(lanes)])
+
+
+def nibbles(wv: Expr, lanes: int) -> tuple[Expr, Expr]:
+    """(low, high) nibbles of uint8 x lanes as int8 x lanes."""
+    i8 = f"int8x{lanes}"
+    lo = tirx.reinterpret(i8, tirx.bitwise_and(wv, splat(15, "uint8", lanes)))
+    hi = tirx.reinterpret(i8, tirx.shift_right(wv, splat(4, "uint8", lanes)))
+    return lo, hi
+
+
+class VectorTile:
+    """A register tile. Subclasses set `nacc` (int16 vectors per row and vector),
+    `acc_lanes`, `cols` (columns per code vector) and implement `plane` and `widened`."""
+
+    nacc = 1
+    acc_lanes = ENTRIES
+    max_acc = 16  # int16 accumulator vectors a tile may hold
+
+    def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
+        self.spec, self.tb = spec, tb
+        self.x, self.w, self.scale, *rest = bufs
+        self.zero, self.out = (rest[0], rest[1]) if spec.zero_input else (None, rest[0])
+        lay = spec.p.layout
+        self.v, self.nv = lay.vector_bytes, lay.tile_vectors
+        self.cols = lay.cols_per_vector
+        self.chunks = spec.p.kp // G_ACT
+        per_row = self.nv * self.nacc
+        self.mb = next(mb for mb in (4, 3, 2, 1)
+                       if spec.m % mb == 0 and (mb * per_row <= self.max_acc or mb == 1))
+
+    def acc_at(self, r: Expr, v: Expr, a: int) -> Expr:
+        return tirx.Ramp(((r * self.nv + v) * self.nacc + a) * self.acc_lanes, 1,
+                         self.acc_lanes)
+
+    def add(self, acc: tirx.Buffer, r: Expr, v: Expr, a: int, part: Expr) -> None:
+        idx = [self.acc_at(r, v, a)]
+        T.buffer_store(acc, tirx.BufferLoad(acc, idx) + part, idx)
+
+    def table_at(self, row: Expr, kbyte: Expr) -> Expr:
+        """Where the table of chunk 2 kbyte of `row` starts (chunk 2 kbyte + 1 follows)."""
+        return (row * self.chunks + 2 * kbyte) * ENTRIES
+
+    def step(self, acc: tirx.Buffer, t: Expr, row0: Expr, kbyte: Expr) -> None:
+        """Look up byte position kbyte for every vector and row of the tile."""
+        with T.unroll(0, self.nv) as v:
+            for q in range(self.spec.p.layout.plane_vectors):
+                wv = tirx.BufferLoad(self.w, [t, kbyte, v, q, tirx.Ramp(0, 1, self.v)])
+                self.plane(acc, wv, (v, q, kbyte), row0)
+
+    def plane(self, acc: tirx.Buffer, wv: Expr, at: tuple, row0: Expr) -> None:
+        raise NotImplementedError
+
+    def widened(self, acc: tirx.Buffer, r: Expr, v: Expr) -> Expr:
+        raise NotImplementedError
+
+    def finish_block(self, acc: tirx.Buffer, y: tirx.Buffer, t: Expr, row0: Expr,
+                     h: Expr) -> None:
+        spec, p = self.spec, self.spec.p
+        cols, tc = self.cols, p.layout.tile_cols
+        g = h // (p.group // p.tblock)
+        with T.unroll(0, self.mb) as r, T.unroll(0, self.nv) as v:
+            col = v * cols
+            at = (row0 + r) * p.blocks + h
+            idx = [tirx.Ramp(r * tc + v * cols, 1, cols)]
+            new = combine(spec, self.widened(acc, r, v), tirx.BufferLoad(self.tb.zs, [at]),
+                          offset(spec, self.zero, t, g, col, cols),
+                          tirx.BufferLoad(self.scale, [t, g, tirx.Ramp(col, 1, cols)]),
+                          tirx.BufferLoad(self.tb.ls, [at]), tirx.BufferLoad(y, idx))
+            T.buffer_store(y, new, idx)
+
+
+def vector_body(spec: LutSpec, tile: VectorTile) -> None:
+    """The look-up loop (see the module docstring)."""
+    p, lay, mb = spec.p, spec.p.layout, tile.mb
+    tiles, tc, kb_per = lay.padded_n(p.n) // lay.tile_cols, lay.tile_cols, p.tblock // 8
+    acc_len = mb * tile.nv * tile.nacc * tile.acc_lanes
+    with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m // mb) as rb:
+        row0 = rb * mb
+        y = T.alloc_buffer((mb * tc,), "float32")
+        with T.serial(0, mb * tc // 8) as i:
+            T.buffer_store(y, splat(0.0, "float32", 8), [tirx.Ramp(i * 8, 1, 8)])
+        with T.serial(0, p.blocks) as h:
+            acc = T.alloc_buffer((acc_len,), "int16")
+            with T.unroll(0, acc_len // tile.acc_lanes) as i:
+                T.buffer_store(acc, splat(0, "int16", tile.acc_lanes),
+                               [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
+            with T.unroll(0, kb_per) as kb:
+                tile.step(acc, t, row0, h * kb_per + kb)
+            tile.finish_block(acc, y, t, row0, h)
+        _store(tile, y, t, row0)
+
+
+def _store(tile: VectorTile, y: tirx.Buffer, t: Expr, row0: Expr) -> None:
+    p = tile.spec.p
+    tc = p.layout.tile_cols
+    if p.n % tc == 0:
+        with T.unroll(0, tile.mb) as r, T.serial(0, tc // 8) as i:
+            T.buffer_store(tile.out, tirx.BufferLoad(y, [tirx.Ramp(r * tc + i * 8, 1, 8)]),
+                           [row0 + r, tirx.Ramp(t * tc + i * 8, 1, 8)])
+        return
+    with T.serial(0, tile.mb) as r, T.serial(0, tc) as c, T.If(t * tc + c < p.n), T.Then():
+        T.buffer_store(tile.out, tirx.BufferLoad(y, [r * tc + c]), [row0 + r, t * tc + c])
