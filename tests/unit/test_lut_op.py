@@ -12,45 +12,7 @@ from hypothesis import strategies as st
 
 from compiler.errors import EtchError
 from compiler.ops.etch_lut import LutLayout, Params, lut_gemm, quantise_tables
-
-LAYOUTS = [(64, 4, 1), (32, 2, 1), (16, 1, 4), (32, 1, 1), (64, 1, 2)]  # V, slots, Q
-KINDS = ["u1", "binary", "u2", "ternary", "u3", "u4", "s4", "s2"]
-
-
-def _layout(bits: int, rng: np.random.Generator) -> LutLayout:
-    fits = [(v, s, q) for v, s, q in LAYOUTS if s * q >= bits]
-    v, s, q = fits[rng.integers(len(fits))]
-    return LutLayout(bits, v, s, q, int(rng.integers(1, 4)))
-
-
-def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
-              rng: np.random.Generator, zero_tensor: bool = False) -> dict:
-    """A random LutGemm: attrs, inputs, and the dequantised weight [K, N] (float64)."""
-    bits = {"binary": 1, "ternary": 2}.get(kind, int(kind[1:]) if kind[0] in "us" else 0)
-    mu = 2 if kind == "binary" else 1
-    hi = 3 if kind == "ternary" else 1 << bits
-    tblock = 8 * int(rng.integers(1, 5)) if group is None else group
-    kp = -(-k // tblock) * tblock
-    grp = kp if group is None else group
-    layout = _layout(bits, rng)
-    npad = layout.padded_n(n)
-    u = np.zeros((kp, n), np.uint8)
-    u[:k] = rng.integers(0, hi, (k, n))
-    scale = np.zeros((kp // grp, npad), np.float32)
-    scale[:, :n] = rng.uniform(0.01, 1.0, (kp // grp, n))
-    base_zero = {"binary": 1, "ternary": 1}.get(kind, 1 << (bits - 1) if kind[0] == "s" else 0)
-    zero = np.full((kp // grp, npad), base_zero, np.uint8)
-    if zero_tensor:
-        zero[:, :n] = rng.integers(0, 1 << bits, (kp // grp, n))
-    attrs = {"k": k, "n": n, "mu": mu, "zero": base_zero, "group": grp, "tblock": tblock,
-             "table": table, **layout.attrs()}
-    w = np.repeat(scale[:, :n].astype(np.float64), grp, 0) * (
-        mu * u.astype(np.float64) - np.repeat(zero[:, :n].astype(np.float64), grp, 0))
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    inputs = [x, layout.pack(u), layout.tile_params(scale)] + (
-        [layout.tile_params(zero)] if zero_tensor else [])
-    return {"attrs": attrs, "inputs": inputs, "w": w[:k], "u": u, "layout": layout,
-            "scale": scale, "zero": zero if zero_tensor else None}
+from tests.lut_cases import KINDS, LAYOUTS, make_case
 
 
 def magnitude(case: dict) -> np.ndarray:

@@ -357,8 +357,9 @@ class Fallback(KindRule):
 
 
 def rules() -> list[ScheduleRule]:
-    from backends.tvm.schedules import int_cpu  # int8 rules; they build on this module
-    from backends.tvm.schedules import lut_cpu  # etch.LutGemm's table kernels
+    # int8 rules build on this module; lut_cpu has etch.LutGemm's table kernels
+    from backends.tvm.schedules import int_cpu, lut_cpu
 
-    return [*lut_cpu.rules(), *int_cpu.rules(), Dense(), Conv(), DepthwiseConv(), BatchMatmul(), RowReduction(),
+    return [*lut_cpu.rules(), *int_cpu.rules(), Dense(), Conv(), DepthwiseConv(), BatchMatmul(),
+            RowReduction(),
             Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]

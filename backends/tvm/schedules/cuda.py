@@ -11,5 +11,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 
 
 def rules() -> list[ScheduleRule]:
+    from backends.tvm.schedules import lut_cuda  # etch.LutGemm's table kernel
+
     gpu = dlight.gpu
-    return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
+    return [*lut_cuda.rules(), gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]

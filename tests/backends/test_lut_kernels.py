@@ -1,0 +1,180 @@
+"""etch.LutGemm's TVM kernels (backends/tvm/schedules/lut_*.py) against the reference.
+
+With int8 tables every kernel is bit-exact with compiler/ops/etch_lut.py: the x86 kernels
+(vpshufb on 64- and 32-byte vectors) on the host where it has the instructions, the
+portable kernel anywhere, the NEON kernel (tbl) under qemu-aarch64. The assembly of every
+ISA's kernel is checked by compiling for an explicit mcpu, so each is checked on any host;
+the CUDA kernel is built (nvcc) and its source checked. Float tables: close to the reference.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+from functools import cache
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tvm import relax
+
+import compiler
+from backends.tvm import edge, lower, schedules
+from backends.tvm import target as targets
+from backends.tvm.builder import vm_passes
+from compiler import onnx_export, reference
+from compiler.ir import Graph
+from compiler.options import CompileOptions
+from passes.lut_lowering import LutTarget
+from runtime import edge_executor
+from tests.golden import assert_bitexact, assert_close
+from tests.lut_cases import KINDS, bits_of, graph_of, make_case
+
+FLAGS = targets.host_flags() or set()
+X86 = platform.machine() in ("x86_64", "AMD64")
+# isa -> the mcpu its kernels are compiled for (runs where the host has the features)
+MCPU = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-64"}
+HOST_ISAS = ([isa for isa, flag in (("avx512", "avx512bw"), ("avx2", "avx2")) if flag in FLAGS]
+             if X86 else []) + (["generic"] if X86 else [])
+RULE = {"avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}
+
+
+def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
+    """Every code kind; K and N off the group and vector widths; per-block zero points;
+    table blocks of 8 to 64 rows; 1 to 5 rows."""
+    rng = np.random.default_rng(7)
+    specs = [("binary", 1, 37, 19, None, False), ("u1", 3, 64, 70, 32, False),
+             ("ternary", 2, 96, 33, 16, False), ("s2", 5, 200, 130, 8, False),
+             ("u2", 4, 64, 64, 32, True), ("u3", 2, 41, 77, None, False),
+             ("s3", 1, 128, 40, 64, False), ("u4", 3, 256, 50, 64, True),
+             ("s4", 8, 72, 29, None, False)]
+    return [make_case(kind, m, k, n, group, table, rng, zero, LutTarget(isa).layout(
+        bits_of(kind), n)) for kind, m, k, n, group, zero in specs]
+
+
+@cache
+def _compiled(onnx_bytes: bytes, mcpu: str | None) -> tuple:
+    graph = _graph_from(onnx_bytes)
+    target_json, info = targets.cpu_target(CompileOptions(target="cpu", mcpu=mcpu))
+    target = tvm.target.Target(target_json)
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=info.lanes), target)
+    return tvm.compile(mod, target=target, relax_pipeline=vm_passes()), \
+        schedules.rule_names(mod), graph
+
+
+def _graph_from(onnx_bytes: bytes) -> Graph:
+    from compiler.onnx_import import import_model
+
+    return import_model(onnx_bytes)
+
+
+def run_host(graph: Graph, feeds: dict, mcpu: str | None) -> tuple[dict, dict]:
+    """Build (cached by the graph's bytes and the CPU) and run on the host."""
+    ex, rules, g = _compiled(onnx_export.export_model(graph).SerializeToString(), mcpu)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(feeds[n]) for n in g.inputs])
+    outs = [out] if len(g.outputs) == 1 else list(out)
+    return {n: o.numpy() for n, o in zip(g.outputs, outs)}, rules
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
+def test_every_code_kind_bit_exact(isa: str) -> None:
+    graph, feeds = graph_of(fixed_cases(isa))
+    got, rules = run_host(graph, feeds, MCPU[isa])
+    assert_bitexact(got, reference.run(graph, feeds))
+    assert set(rules) == {RULE[isa]}
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
+@settings(max_examples=6, deadline=None)
+@given(kind=st.sampled_from(KINDS), m=st.integers(1, 6), k=st.integers(1, 160),
+       n=st.integers(1, 140), grouped=st.booleans(), zero=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, grouped: bool,
+                                 zero: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    group = int(rng.choice([8, 16, 32, 64])) if grouped else None
+    k = -(-k // group) * group if group else k
+    case = make_case(kind, m, k, n, group, "int8", rng, zero and kind[0] == "u",
+                     LutTarget(isa).layout(bits_of(kind), n))
+    graph, feeds = graph_of([case])
+    got, _ = run_host(graph, feeds, MCPU[isa])
+    assert_bitexact(got, reference.run(graph, feeds))
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
+def test_float_tables_to_float_rounding(isa: str) -> None:
+    graph, feeds = graph_of(fixed_cases(isa, "float"))
+    got, rules = run_host(graph, feeds, MCPU[isa])
+    want = reference.run(graph, feeds)
+    for name, y in want.items():
+        assert_close({name: got[name]}, {name: y}, rtol=1e-5, atol=1e-5 * np.abs(y).max())
+    assert set(rules) == {"LutPortable"}
+
+
+# ---- assembly, for explicit CPUs (any host) -------------------------------------------------
+def _asm(graph: Graph, target_json: dict) -> str:
+    """The assembly of the graph's kernels, scheduled and compiled for the target."""
+    target = tvm.target.Target(target_json)
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=8), target)
+    kernels = {g.name_hint: f for g, f in mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc)}
+    lib = tvm.compile(tvm.IRModule({name: f.with_attr("global_symbol", name)
+                                    for name, f in kernels.items()}), target=target)
+    return lib.mod.inspect_source("asm")
+
+
+@pytest.mark.parametrize("isa,mcpu,patterns", [
+    ("avx512", "skylake-avx512", [r"vpshufb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
+    ("avx512", "znver4", [r"vpshufb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
+    ("avx2", "haswell", [r"vpshufb\s+%ymm", r"vpmaddubsw\s+%ymm"]),
+    ("avx2", "znver3", [r"vpshufb\s+%ymm", r"vpmaddubsw\s+%ymm"]),
+])
+def test_x86_assembly_has_the_lookup(isa: str, mcpu: str, patterns: list[str]) -> None:
+    graph, _ = graph_of(fixed_cases(isa)[:6])
+    asm = _asm(graph, {"kind": "llvm", "mcpu": mcpu})
+    for pattern in patterns:
+        assert re.search(pattern, asm), pattern
+    assert "__TVMBackendAllocWorkspace" in asm  # the tables, built in every call
+
+
+@pytest.mark.parametrize("mcpu", ["cortex-a72", "neoverse-n1"])
+def test_neon_assembly_has_tbl(mcpu: str) -> None:
+    graph, _ = graph_of(fixed_cases("neon")[:6])
+    asm = _asm(graph, edge.edge_target(mcpu))
+    assert re.search(r"\btbl\s+v\d+\.16b", asm)
+    assert re.search(r"\bsaddl2?\s+v\d+\.8h", asm)
+
+
+# ---- aarch64 under qemu ------------------------------------------------------------------------
+EDGE_MISSING = [t for t in (edge.CROSS_CC, edge.CROSS_CXX) if shutil.which(t) is None] + (
+    ["qemu-aarch64"] if edge_executor.find_qemu() is None else [])
+
+
+@pytest.mark.edge
+@pytest.mark.skipif(bool(EDGE_MISSING), reason=f"needs {', '.join(EDGE_MISSING)}")
+def test_neon_kernels_bit_exact_under_qemu() -> None:
+    graph, feeds = graph_of(fixed_cases("neon"))
+    art = compiler.compile(onnx_export.export_model(graph), "edge")
+    assert_bitexact(art.run(feeds), reference.run(graph, feeds))
+
+
+# ---- cuda (built, not run) -----------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="building cuda needs nvcc")
+def test_cuda_kernel_builds_with_shared_tables() -> None:
+    graph, _ = graph_of(fixed_cases("cuda")[:4])
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_80", "host": {"kind": "llvm"}})
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=False, lanes=1), target)
+    assert schedules.rule_names(mod) == {"LutCuda": 4}
+    ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
+    mods, src = list(ex.mod.imports), ""
+    while mods:  # the cuda module hangs under the host (llvm) module
+        m = mods.pop()
+        mods += list(m.imports)
+        src += m.inspect_source() if m.kind == "cuda" else ""
+    assert "__shared__" in src and "__syncthreads" in src and "__fmul_rn" in src
+    names = set(re.findall(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", src))
+    assert len(names) == 8  # a table launch and a look-up launch per kernel
