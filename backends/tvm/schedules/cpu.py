@@ -361,5 +361,4 @@ def rules() -> list[ScheduleRule]:
     from backends.tvm.schedules import int_cpu, lut_cpu
 
     return [*lut_cpu.rules(), *int_cpu.rules(), Dense(), Conv(), DepthwiseConv(), BatchMatmul(),
-            RowReduction(),
-            Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]
+            RowReduction(), Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]
