@@ -34,7 +34,7 @@ class NeonTile(VectorTile):
 
     nacc = 1
     acc_lanes = ENTRIES
-    max_acc = 8  # int16x16 accumulators: two of the 32 q registers each
+    max_acc = 4  # int16x16 accumulators: two of the 32 q registers each
 
     def plane(self, acc, wv: Expr, at: tuple, row0: Expr) -> None:
         v, q, kbyte = at

@@ -1,9 +1,10 @@
 """The vector look-up loop of etch.LutGemm, shared by the x86 (`lut_x86.py`) and NEON
 (`lut_neon.py`) kernels, which supply one plane vector's look-ups and the widening.
 
-Parallel over column tiles; inside, register tiles of mb rows x the tile's vectors. Per
-table block: int16 accumulators (zeroed), every byte position of the block (`plane` for
-each vector and plane vector: one weight load serves every row of the tile, each row
+Parallel over column tiles; inside, register tiles of mb rows x nvb of the tile's vectors
+(as many as the vector registers hold as accumulators beside the temporaries). Per table
+block: int16 accumulators (zeroed), every byte position of the block (`plane` for each
+vector and plane vector: one weight load serves every row of the register tile, each row
 looking up its own table: the batched form), then `finish_block`: widen to int32, D = A +
 c Z, y += fence((f32(D) * scale) * ls). A lane's sum per block is at most
 kb_per_block * 127 * `lane_weight` (`fits_int16` checks it), so int16 never saturates.
@@ -67,7 +68,7 @@ class VectorTile:
 
     nacc = 1
     acc_lanes = ENTRIES
-    max_acc = 16  # int16 accumulator vectors a tile may hold
+    max_acc = 8  # int16 accumulator vectors a register tile may hold
 
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         self.spec, self.tb = spec, tb
@@ -77,12 +78,18 @@ class VectorTile:
         self.v, self.nv = lay.vector_bytes, lay.tile_vectors
         self.cols = lay.cols_per_vector
         self.chunks = spec.p.kp // G_ACT
-        per_row = self.nv * self.nacc
-        self.mb = next(mb for mb in (4, 3, 2, 1)
-                       if spec.m % mb == 0 and (mb * per_row <= self.max_acc or mb == 1))
+        self.mb, self.nvb = self.register_tile()
+
+    def register_tile(self) -> tuple[int, int]:
+        """(rows, vectors) of a register tile: the most accumulators that fit, rows first."""
+        fits = [(mb * nvb, mb, nvb) for mb in (4, 3, 2, 1) if self.spec.m % mb == 0
+                for nvb in range(1, self.nv + 1) if self.nv % nvb == 0
+                and mb * nvb * self.nacc <= max(self.max_acc, self.nacc)]
+        return max(fits)[1:]
 
     def acc_at(self, r: Expr, v: Expr, a: int) -> Expr:
-        return tirx.Ramp(((r * self.nv + v) * self.nacc + a) * self.acc_lanes, 1,
+        """Accumulator a of row r and vector v (of the register tile)."""
+        return tirx.Ramp(((r * self.nvb + v) * self.nacc + a) * self.acc_lanes, 1,
                          self.acc_lanes)
 
     def add(self, acc: tirx.Buffer, r: Expr, v: Expr, a: int, part: Expr) -> None:
@@ -93,11 +100,14 @@ class VectorTile:
         """Where the table of chunk 2 kbyte of `row` starts (chunk 2 kbyte + 1 follows)."""
         return (row * self.chunks + 2 * kbyte) * ENTRIES
 
-    def step(self, acc: tirx.Buffer, t: Expr, row0: Expr, kbyte: Expr) -> None:
-        """Look up byte position kbyte for every vector and row of the tile."""
-        with T.unroll(0, self.nv) as v:
+    def step(self, acc: tirx.Buffer, at: tuple, kbyte: Expr) -> None:
+        """Look up byte position kbyte for every vector and row of the register tile at
+        (tile t, first row, vector block vb)."""
+        t, row0, vb = at
+        with T.unroll(0, self.nvb) as v:
             for q in range(self.spec.p.layout.plane_vectors):
-                wv = tirx.BufferLoad(self.w, [t, kbyte, v, q, tirx.Ramp(0, 1, self.v)])
+                wv = tirx.BufferLoad(self.w, [t, kbyte, vb * self.nvb + v, q,
+                                              tirx.Ramp(0, 1, self.v)])
                 self.plane(acc, wv, (v, q, kbyte), row0)
 
     def plane(self, acc: tirx.Buffer, wv: Expr, at: tuple, row0: Expr) -> None:
@@ -106,15 +116,15 @@ class VectorTile:
     def widened(self, acc: tirx.Buffer, r: Expr, v: Expr) -> Expr:
         raise NotImplementedError
 
-    def finish_block(self, acc: tirx.Buffer, y: tirx.Buffer, t: Expr, row0: Expr,
-                     h: Expr) -> None:
+    def finish_block(self, acc: tirx.Buffer, y: tirx.Buffer, at: tuple, h: Expr) -> None:
         spec, p = self.spec, self.spec.p
         cols, tc = self.cols, p.layout.tile_cols
+        t, row0, vb = at
         g = h // (p.group // p.tblock)
-        with T.unroll(0, self.mb) as r, T.unroll(0, self.nv) as v:
-            col = v * cols
+        with T.unroll(0, self.mb) as r, T.unroll(0, self.nvb) as v:
+            col = (vb * self.nvb + v) * cols
             at = (row0 + r) * p.blocks + h
-            idx = [tirx.Ramp(r * tc + v * cols, 1, cols)]
+            idx = [tirx.Ramp(r * tc + col, 1, cols)]
             new = combine(spec, self.widened(acc, r, v), tirx.BufferLoad(self.tb.zs, [at]),
                           offset(spec, self.zero, t, g, col, cols),
                           tirx.BufferLoad(self.scale, [t, g, tirx.Ramp(col, 1, cols)]),
@@ -126,20 +136,20 @@ def vector_body(spec: LutSpec, tile: VectorTile) -> None:
     """The look-up loop (see the module docstring)."""
     p, lay, mb = spec.p, spec.p.layout, tile.mb
     tiles, tc, kb_per = lay.padded_n(p.n) // lay.tile_cols, lay.tile_cols, p.tblock // 8
-    acc_len = mb * tile.nv * tile.nacc * tile.acc_lanes
+    acc_len = mb * tile.nvb * tile.nacc * tile.acc_lanes
     with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m // mb) as rb:
         row0 = rb * mb
         y = T.alloc_buffer((mb * tc,), "float32")
         with T.serial(0, mb * tc // 8) as i:
             T.buffer_store(y, splat(0.0, "float32", 8), [tirx.Ramp(i * 8, 1, 8)])
-        with T.serial(0, p.blocks) as h:
+        with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, p.blocks) as h:
             acc = T.alloc_buffer((acc_len,), "int16")
             with T.unroll(0, acc_len // tile.acc_lanes) as i:
                 T.buffer_store(acc, splat(0, "int16", tile.acc_lanes),
                                [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
             with T.unroll(0, kb_per) as kb:
-                tile.step(acc, t, row0, h * kb_per + kb)
-            tile.finish_block(acc, y, t, row0, h)
+                tile.step(acc, (t, row0, vb), h * kb_per + kb)
+            tile.finish_block(acc, y, (t, row0, vb), h)
         _store(tile, y, t, row0)
 
 

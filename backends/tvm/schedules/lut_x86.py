@@ -31,7 +31,7 @@ Expr = tirx.Expr
 PSHUFB = {32: "llvm.x86.avx2.pshuf.b", 64: "llvm.x86.avx512.pshuf.b.512"}
 PMADDUBSW = {32: "llvm.x86.avx2.pmadd.ub.sw", 64: "llvm.x86.avx512.pmaddubs.w.512"}
 PMADDWD = {32: "llvm.x86.avx2.pmadd.wd", 64: "llvm.x86.avx512.pmaddw.d.512"}
-REGISTERS = {32: 16, 64: 32}
+MAX_ACC = {32: 4, 64: 8}  # of 16 ymm / 32 zmm registers: the rest hold tables and nibbles
 
 
 def _intrin(name: str, dt: str, *args: Expr) -> Expr:
@@ -76,7 +76,7 @@ class X86Tile(VectorTile):
         v = spec.p.layout.vector_bytes
         self.nacc = 2 if spec.p.layout.slots == 1 else 1
         self.acc_lanes = v // 2
-        self.max_acc = REGISTERS[v] // 2
+        self.max_acc = MAX_ACC[v]
         super().__init__(spec, bufs, tb)
 
     def plane(self, acc, wv: Expr, at: tuple, row0: Expr) -> None:
