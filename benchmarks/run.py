@@ -21,6 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARKS: dict[str, str] = {
     "tvm_cpu": "benchmarks.bench_tvm",
     "quant": "benchmarks.bench_quant",
+    "lut": "benchmarks.bench_lut",
 }
 
 
@@ -33,6 +34,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0.3,
                    help="time per latency round (more: steadier numbers)")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the JSON goes")
+    for module in BENCHMARKS.values():  # each benchmark's own options
+        add = getattr(importlib.import_module(module), "add_arguments", None)
+        if add is not None:
+            add(p)
     return p
 
 

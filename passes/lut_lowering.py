@@ -67,13 +67,14 @@ class LutTarget:
     def rows(self) -> int:
         return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
 
-    def layout(self, bits: int, n: int) -> LutLayout:
-        """x86: the planes of a column in adjacent bytes where they pair up (2 bits: 2 slots,
-        4 bits: 4; vpmaddubsw weighs a pair), one plane per vector for 1 and 3 bits (no
-        padding plane to stream); elsewhere one plane per vector; tiles of up to 4 vectors,
-        fewer for narrow N."""
+    def layout(self, bits: int, n: int, table: str = "int8") -> LutLayout:
+        """x86 int8 tables: the planes of a column in adjacent bytes where they pair up (2
+        bits: 2 slots, 4 bits: 4; vpmaddubsw weighs a pair), one plane per vector for 1 and
+        3 bits (no padding plane to stream); elsewhere, and for float tables (vpermps looks
+        up 16 columns of one plane), one plane per vector; tiles of up to 4 vectors, fewer
+        for narrow N."""
         v = self.vector_bytes
-        if self.isa in ("avx512", "avx2"):
+        if self.isa in ("avx512", "avx2") and table == "int8":
             slots, planes = {1: (1, 1), 2: (2, 1), 3: (1, 3), 4: (4, 1)}[bits]
         else:
             slots, planes = 1, bits
@@ -202,7 +203,7 @@ class LutLowering(Pass):
         alpha = float(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else 1.0
         key = (site.dq.outputs[0], hash(alpha))
         tblock = table_block(lw.group, lw.k)
-        layout = self.target.layout(lw.bits, lw.n)
+        layout = self.target.layout(lw.bits, lw.n, self.table)
         group = lw.group if lw.group < lw.k else -(-lw.k // tblock) * tblock
         attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
                  "table": self.table, **layout.attrs()}

@@ -52,7 +52,7 @@ def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
              ("s3", 1, 128, 40, 64, False), ("u4", 3, 256, 50, 64, True),
              ("s4", 8, 72, 29, None, False)]
     return [make_case(kind, m, k, n, group, table, rng, zero, LutTarget(isa).layout(
-        bits_of(kind), n)) for kind, m, k, n, group, zero in specs]
+        bits_of(kind), n, table)) for kind, m, k, n, group, zero in specs]
 
 
 @cache
@@ -112,7 +112,7 @@ def test_float_tables_to_float_rounding(isa: str) -> None:
     want = reference.run(graph, feeds)
     for name, y in want.items():
         assert_close({name: got[name]}, {name: y}, rtol=1e-5, atol=1e-5 * np.abs(y).max())
-    assert set(rules) == {"LutPortable"}
+    assert set(rules) == {RULE[isa]}  # vpermps on x86
 
 
 # ---- assembly, for explicit CPUs (any host) -------------------------------------------------
@@ -139,6 +139,14 @@ def test_x86_assembly_has_the_lookup(isa: str, mcpu: str, patterns: list[str]) -
     for pattern in patterns:
         assert re.search(pattern, asm), pattern
     assert "__TVMBackendAllocWorkspace" in asm  # the tables, built in every call
+
+
+@pytest.mark.parametrize("isa,mcpu,pattern", [
+    ("avx512", "skylake-avx512", r"vperm(ps|d)\s+%zmm"),  # LLVM may pick the integer form
+    ("avx2", "haswell", r"vperm(ps|d)\s+%ymm")])
+def test_x86_float_tables_use_vpermps(isa: str, mcpu: str, pattern: str) -> None:
+    graph, _ = graph_of(fixed_cases(isa, "float")[:4])
+    assert re.search(pattern, _asm(graph, {"kind": "llvm", "mcpu": mcpu}))
 
 
 @pytest.mark.parametrize("mcpu", ["cortex-a72", "neoverse-n1"])

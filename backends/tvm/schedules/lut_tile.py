@@ -68,7 +68,8 @@ class VectorTile:
 
     nacc = 1
     acc_lanes = ENTRIES
-    max_acc = 8  # int16 accumulator vectors a register tile may hold
+    acc_dtype = "int16"
+    max_acc = 8  # accumulator vectors a register tile may hold
 
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         self.spec, self.tb = spec, tb
@@ -128,7 +129,8 @@ class VectorTile:
             new = combine(spec, self.widened(acc, r, v), tirx.BufferLoad(self.tb.zs, [at]),
                           offset(spec, self.zero, t, g, col, cols),
                           tirx.BufferLoad(self.scale, [t, g, tirx.Ramp(col, 1, cols)]),
-                          tirx.BufferLoad(self.tb.ls, [at]), tirx.BufferLoad(y, idx))
+                          None if self.tb.ls is None else tirx.BufferLoad(self.tb.ls, [at]),
+                          tirx.BufferLoad(y, idx))
             T.buffer_store(y, new, idx)
 
 
@@ -143,9 +145,9 @@ def vector_body(spec: LutSpec, tile: VectorTile) -> None:
         with T.serial(0, mb * tc // 8) as i:
             T.buffer_store(y, splat(0.0, "float32", 8), [tirx.Ramp(i * 8, 1, 8)])
         with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, p.blocks) as h:
-            acc = T.alloc_buffer((acc_len,), "int16")
+            acc = T.alloc_buffer((acc_len,), tile.acc_dtype)
             with T.unroll(0, acc_len // tile.acc_lanes) as i:
-                T.buffer_store(acc, splat(0, "int16", tile.acc_lanes),
+                T.buffer_store(acc, splat(0, tile.acc_dtype, tile.acc_lanes),
                                [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
             with T.unroll(0, kb_per) as kb:
                 tile.step(acc, (t, row0, vb), h * kb_per + kb)

@@ -1,5 +1,5 @@
 """The x86 look-up step of etch.LutGemm: vpshufb on 32-byte (AVX2) or 64-byte (AVX-512BW)
-vectors, for int8 tables (`lut_tile.py` has the loop around it).
+vectors for int8 tables, vpermps for float tables (`lut_tile.py` has the loop around it).
 
 Layout (chosen by passes/lut_lowering.py): a code vector holds V / slots columns, the
 `slots` planes of each column in adjacent bytes (plane vector q holds planes q * slots ..);
@@ -12,6 +12,9 @@ the low nibbles are chunk 2kb, the high nibbles chunk 2kb + 1. Per vector:
                planes; slots 4 ends with vpmaddwd(acc, 1) (the column's two pairs);
     slots 1:   acc_lo/hi += vpmaddubsw(mu 2^q, unpack{lo,hi}(la, lb)) (vpunpck{l,h}bw):
                la and lb of a column side by side; a shuffle puts the columns back in order.
+Float tables (layout: one plane per vector): per 16 bytes, the nibbles widened to int32
+index vpermps of the chunk's 16 float entries (AVX2: two 8-entry vpermps and a blend), the
+two chunks added and weighted by mu 2^q into float32 accumulators of 16 columns.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from backends.tvm.schedules.lut_tile import (
     table16,
     vector_body,
 )
+from compiler.ops.etch_lut import ENTRIES
 
 Expr = tirx.Expr
 PSHUFB = {32: "llvm.x86.avx2.pshuf.b", 64: "llvm.x86.avx512.pshuf.b.512"}
@@ -106,12 +110,68 @@ class X86Tile(VectorTile):
         return _in_order(load(0), load(1), self.v).astype(f"int32x{self.v}")
 
 
+PERMPS = {64: "llvm.x86.avx512.permvar.sf.512", 32: "llvm.x86.avx2.permps"}
+
+
+def _lookup_f32(table: Expr, idx: Expr, v: int) -> Expr:
+    """table[idx] for 16 float32 entries and 16 int32 indices: one vpermps on AVX-512; on
+    AVX2 two 8-entry vpermps per half and a blend on bit 3 of the index."""
+    if v == 64:
+        return _intrin(PERMPS[64], "float32x16", table, idx)
+    halves = []
+    for h in range(2):
+        sub = tirx.Shuffle([idx], [tirx.const(8 * h + i, "int32") for i in range(8)])
+        lo, hi = (tirx.Shuffle([table], [tirx.const(8 * part + i, "int32") for i in range(8)])
+                  for part in (0, 1))
+        pick = tirx.bitwise_and(sub, splat(8, "int32", 8)) == splat(0, "int32", 8)
+        halves.append(tirx.Select(pick, _intrin(PERMPS[32], "float32x8", lo, sub),
+                                  _intrin(PERMPS[32], "float32x8", hi, sub)))
+    return tirx.Shuffle(halves, [tirx.const(i, "int32") for i in range(16)])
+
+
+class X86FloatTile(VectorTile):
+    """Float tables: vpermps look-ups, 16 columns (one plane) per float32 accumulator."""
+
+    acc_dtype = "float32"
+    acc_lanes = ENTRIES
+
+    def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
+        self.nacc = spec.p.layout.vector_bytes // ENTRIES
+        self.max_acc = 8 if spec.p.layout.vector_bytes == 64 else 4
+        super().__init__(spec, bufs, tb)
+
+    def plane(self, acc, wv: Expr, at: tuple, row0: Expr) -> None:
+        v, q, kbyte = at
+        weight = splat(float(self.spec.p.mu << q), "float32", ENTRIES)
+        for g in range(self.nacc):
+            part = tirx.Shuffle([wv], [tirx.const(g * ENTRIES + i, "int32")
+                                       for i in range(ENTRIES)])
+            lo = tirx.bitwise_and(part, splat(15, "uint8", ENTRIES)).astype("int32x16")
+            hi = tirx.shift_right(part, splat(4, "uint8", ENTRIES)).astype("int32x16")
+            for r in range(self.mb):
+                base = self.table_at(row0 + r, kbyte)
+                ta = tirx.BufferLoad(self.tb.tab, [tirx.Ramp(base, 1, ENTRIES)])
+                tb = tirx.BufferLoad(self.tb.tab, [tirx.Ramp(base + ENTRIES, 1, ENTRIES)])
+                looked = _lookup_f32(ta, lo, self.v) + _lookup_f32(tb, hi, self.v)
+                self.add(acc, r, v, g, looked * weight)
+
+    def widened(self, acc, r: Expr, v: Expr) -> Expr:
+        parts = [tirx.BufferLoad(acc, [self.acc_at(r, v, g)]) for g in range(self.nacc)]
+        return tirx.Shuffle(parts, [tirx.const(i, "int32") for i in range(self.v)])
+
+
 def applies(spec: LutSpec, features: set[str]) -> bool:
-    """Whether this kernel renders `spec` on a CPU with these LLVM features."""
-    v = spec.p.layout.vector_bytes
-    isa = {"avx512bw"} if v == 64 else {"avx2"} if v == 32 else None
-    return isa is not None and isa <= features and spec.int8 and fits_int16(spec)
+    """Whether a kernel here renders `spec` on a CPU with these LLVM features: int8 tables
+    with vpshufb (AVX-512BW for 64-byte vectors, AVX2 for 32), float tables with vpermps
+    (AVX-512F / AVX2) where the layout holds one plane per vector."""
+    lay = spec.p.layout
+    if spec.int8:
+        isa = {"avx512bw"} if lay.vector_bytes == 64 else {"avx2"}
+        return lay.vector_bytes in (32, 64) and isa <= features and fits_int16(spec)
+    isa = {"avx512f"} if lay.vector_bytes == 64 else {"avx2"}
+    return lay.vector_bytes in (32, 64) and lay.slots == 1 and isa <= features
 
 
 def x86_kernel(spec: LutSpec) -> tirx.PrimFunc:
-    return build(spec, lambda s, bufs, tb: vector_body(s, X86Tile(s, bufs, tb)))
+    tile = X86Tile if spec.int8 else X86FloatTile
+    return build(spec, lambda s, bufs, tb: vector_body(s, tile(s, bufs, tb)))

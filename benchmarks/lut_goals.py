@@ -1,0 +1,122 @@
+"""`etch bench lut`'s table rows and the issue's goals, computed as ratios within one run."""
+
+from __future__ import annotations
+
+import math
+
+Row = dict
+
+
+def _get(d: dict, *path: str) -> float:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return math.nan
+        d = d[key]
+    return float(d) if isinstance(d, (int, float)) else math.nan
+
+
+def _line(name: str, us: float, nbytes: float, ops: float, cold: float = math.nan,
+          note: str = "") -> str:
+    gbps, gops = nbytes / us / 1e3, ops / us / 1e3
+    cold_txt = f"{cold:>10.1f}{nbytes / cold / 1e3:>8.1f}" if not math.isnan(cold) else \
+        f"{'':>10}{'':>8}"
+    return f"  {name:<30}{us:>10.1f}{gbps:>8.1f}{gops:>8.1f}{cold_txt}  {note}"
+
+
+def row_lines(row: Row) -> list[str]:
+    """One shape/batch/threads block of the table."""
+    k, n, b = row["k"], row["n"], row["batch"]
+    ops = 2.0 * b * k * n
+    out = [f"{k}x{n} batch {b}, {row['threads']} thread(s)",
+           f"  {'runtime':<30}{'us':>10}{'GB/s':>8}{'GOPS':>8}{'cold us':>10}{'GB/s':>8}"]
+    for part in ("etch", "ort", "numpy"):
+        if "error" in row.get(part, {}):
+            out.append(f"  {part}: {row[part]['error']}")
+    for bits, r in (row.get("etch") or {}).items():
+        if not isinstance(r, dict) or "lut_us" not in r:
+            continue
+        note = f"err {r['int8_rel_rms']:.4f}, pass picks {r['pass_picks']}"
+        out.append(_line(f"etch lut {bits}", r["lut_us"], r["lut_bytes"], ops,
+                         r.get("lut_cold_us", math.nan), note))
+        if "dequant_us" in r:
+            out.append(_line(f"etch dequant {bits}", r["dequant_us"], r["dequant_bytes"], ops))
+    for name, r in (row.get("ort") or {}).items():
+        if isinstance(r, dict) and "us" in r:
+            note = f"err {r['rel_rms_vs_float']:.4f}" if "rel_rms_vs_float" in r else ""
+            out.append(_line(f"ORT {name}", r["us"], r["bytes"], ops, r.get("cold_us",
+                                                                            math.nan), note))
+    r = (row.get("numpy") or {}).get("fp32")
+    if isinstance(r, dict) and "us" in r:
+        out.append(_line("numpy fp32", r["us"], r["bytes"], ops, r.get("cold_us", math.nan)))
+    return out
+
+
+def _find(result: dict, batch: int, threads: int) -> Row:
+    k, n = result["rows"][0]["k"], result["rows"][0]["n"]
+    for r in result["rows"]:
+        if (r["k"], r["n"], r["batch"], r["threads"]) == (k, n, batch, threads):
+            return r
+    return {}
+
+
+def _goal(text: str, value: float, target: float, higher: bool = True) -> dict:
+    met = (value >= target) if higher else (value <= target)
+    return {"goal": text, "value": round(value, 3), "target": target,
+            "met": bool(met) if not math.isnan(value) else None}
+
+
+def _picked_us(r: dict) -> float:
+    """The time of the path the pass picks (the LUT kernel or the dequantising one)."""
+    if r.get("pass_picks") == "lut":
+        return float(r["lut_us"])
+    return float(r.get("dequant_us", math.nan))
+
+
+def goals(result: dict) -> list[dict]:
+    """The issue's goals on the first shape (ratios within this run)."""
+    one, allt = 1, max(result["threads_run"])
+    g1 = _find(result, 1, one)
+    lut = lambda row, bits, key="lut_us": _get(row, "etch", bits, key)
+    ort = lambda row, name, key="us": _get(row, "ort", name, key)
+    best2 = min((ort(g1, n) for n in (g1.get("ort") or {}) if n.startswith("nbits2_b32")),
+                default=math.nan)
+    out = [
+        _goal("2-bit GEMV, 1 thread: MatMulNBits 4-bit acc4 b32 / etch 2-bit",
+              ort(g1, "nbits4_b32_acc4_lut0") / lut(g1, "2"), 3.0),
+        _goal("2-bit GEMV, 1 thread: ORT's best 2-bit b32 / etch 2-bit",
+              best2 / lut(g1, "2"), 2.0),
+        _goal("4-bit GEMV, 1 thread: etch 4-bit / MatMulNBits 4-bit acc4 b32",
+              lut(g1, "4") / ort(g1, "nbits4_b32_acc4_lut0"), 1.0, higher=False),
+        _goal("GEMV, 1 thread: etch 1-bit / etch 2-bit", lut(g1, "1") / lut(g1, "2"), 0.6,
+              higher=False),
+    ]
+    for t in result["threads_run"]:
+        row = _find(result, 1, t)
+        stream = _get(result, "stream", str(t), "gbps")
+        cold = _get(row, "etch", "2", "lut_bytes") / lut(row, "2", "lut_cold_us") / 1e3
+        out.append(_goal(f"cold 2-bit GEMV, {t} thread(s): GB/s / streaming GB/s",
+                         cold / stream, 0.8))
+    for b in (8, 64):
+        row = _find(result, b, one)
+        for bits in ("2", "4"):
+            mine = _picked_us(row.get("etch", {}).get(bits, {}))
+            out.append(_goal(f"batch {b}, {bits}-bit, 1 thread: etch (pass's path) / "
+                             f"MatMulNBits acc4 b32", mine / ort(row, f"nbits{bits}_b32_acc4_lut0"),
+                             1.0, higher=False))
+    if allt > one:
+        c1, ca = lut(_find(result, 1, one), "2", "lut_cold_us"), \
+            lut(_find(result, 1, allt), "2", "lut_cold_us")
+        out.append(_goal(f"cold 2-bit GEMV: {allt} threads vs 1", c1 / ca, 1.7))
+    worst = max((_get(g1, "etch", b, "int8_rel_rms") for b in (g1.get("etch") or {})),
+                default=math.nan)
+    out.append(_goal("int8 tables: worst relative RMS error vs exact product", worst, 0.015,
+                     higher=False))
+    return out
+
+
+def goal_lines(gs: list[dict]) -> list[str]:
+    out = ["goals (ratios in this run):"]
+    for g in gs:
+        mark = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
+        out.append(f"  {g['goal']:<72} {g['value']:>8.3f}  target {g['target']}: {mark}")
+    return out

@@ -1,0 +1,299 @@
+"""The runtimes `etch bench lut` times, each in a worker process of its own.
+
+`python -m benchmarks.lut_peers JOB_JSON` runs one job (one runtime, one shape, batch and
+thread count) and prints one JSON line. Kinds:
+- "etch": for each bit width (1-4, "t" ternary) the weights quantised by etch (RTN, blocks of
+  `group` along K), LutLowering with the host's LutTarget (the path the pass picks, and
+  why), the etch.LutGemm kernel with its codes and scales as inputs (so cold runs cycle
+  through copies without recompiling; the tables are built inside every call), the int8
+  tables' error vs the exact product of the same weights; and etch's weight-only
+  dequantising kernel of the same codes (MatMul of an etch.Dequant).
+- "ort": ONNX Runtime fp32 MatMul, and MatMulNBits (ORT's MatMulNBitsQuantizer) at 4 and 2
+  bits, blocks 32 and 128, accuracy_level 4 and 0, session option mlas.use_lut_gemm off and
+  on; cold copies have random codes and scales (any bytes are valid packed codes).
+- "numpy": float32 x @ W.
+- "stream": the streaming-read bandwidth of a buffer of `cold_mb` (a parallel TVM sum).
+Warm: one matrix, hot loop. Cold: cycling through copies that together hold `cold_mb`
+(more than the last-level cache). Times are the best of several rounds of the mean per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+ROUNDS = 5
+Runner = Callable[[], object]
+
+
+def best_us(fn: Runner, seconds: float) -> float:
+    """Best of ROUNDS rounds' mean latency per call (us); a round lasts about `seconds`."""
+    fn()
+    t0, calls = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds / 4 or calls < 2:
+        fn()
+        calls += 1
+    per = max(2, int(calls * 4 * seconds / max(time.perf_counter() - t0, 1e-9) / 4))
+    best = float("inf")
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        for _ in range(per):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / per * 1e6)
+    return best
+
+
+def cold_us(fns: list[Runner], seconds: float) -> float:
+    """Per-call latency cycling through `fns` (each a different matrix)."""
+    state = {"k": 0}
+
+    def step() -> object:
+        state["k"] = (state["k"] + 1) % len(fns)
+        return fns[state["k"]]()
+
+    for f in fns:  # touch every copy once
+        f()
+    return best_us(step, max(seconds, 0.05 * len(fns)))
+
+
+def copies(bytes_each: int, cold_mb: float) -> int:
+    return max(2, int(np.ceil(cold_mb * 2**20 / max(bytes_each, 1))))
+
+
+# ---- etch -------------------------------------------------------------------------------------
+def etch_graph(k: int, n: int, batch: int, bits: str, group: int):
+    """MatMul(x [batch, K], etch.Dequant(codes, scales)) with etch's RTN codes of the seeded
+    weight; and the codes' dequantised weight (float64)."""
+    from compiler.ir import Graph, Node, Value
+    from models.gemv import gemv_weight
+    from passes.quantize_weights import scheme_of
+    from passes.quantizer import dequantize, rtn
+
+    scheme = scheme_of(None if bits == "t" else int(bits), bits == "t", True)
+    m = gemv_weight(k, n).T.astype(np.float64)
+    q, s, z = rtn(m, scheme, 1, group, search=False)
+    g = Graph("lut_bench")
+    g.add_value(Value("x", (batch, k)))
+    g.inputs.append("x")
+    qc = g.add_const("q", np.ascontiguousarray(q.T).astype(np.int8))
+    sc = g.add_const("s", np.ascontiguousarray(s.T).astype(np.float32))
+    g.add_value(Value("w", (k, n)))
+    g.add_node(Node("etch.Dequant", [qc.name, sc.name], ["w"], {
+        "group_axis": 0, "group_size": group, "bits": scheme.bits, "kind": scheme.kind}))
+    g.add_value(Value("y", (batch, n)))
+    g.add_node(Node("MatMul", ["x", "w"], ["y"]))
+    g.outputs.append("y")
+    return g, dequantize(q, s, z, 1, group).T
+
+
+def vm_of(graph, threads: int):
+    """The graph lowered, scheduled and compiled as `etch compile --target cpu` does."""
+    import tvm
+    from tvm import relax
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+    from backends.tvm.builder import vm_passes
+    from compiler.options import CompileOptions
+
+    target_json, info = targets.cpu_target(CompileOptions(target="cpu", threads=threads))
+    target = tvm.target.Target(target_json)
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=info.lanes), target)
+    ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
+    return relax.VirtualMachine(ex, tvm.cpu()), schedules.rule_names(mod)
+
+
+def _as_inputs(graph):
+    """The LutGemm graph with its codes/scales/zeros as inputs; returns their arrays."""
+    node = next(nd for nd in graph.nodes if nd.op == "etch.LutGemm")
+    arrays = {}
+    for name in node.inputs[1:]:
+        v = graph.values[name]
+        arrays[name], v.data = v.data, None
+        graph.inputs.append(name)
+    return arrays
+
+
+def etch_job(job: dict) -> dict:
+    """LUT kernel (warm, cold, error) and the dequantising kernel for each bit width."""
+    from compiler import pipeline
+    from compiler.options import CompileOptions
+
+    target = pipeline.lut_target(CompileOptions(target="cpu", threads=job["threads"]))
+    return {bits: _etch_bits(job, bits, target) for bits in job["bits"]}
+
+
+def _etch_bits(job: dict, bits: str, target) -> dict:
+    import tvm
+
+    from passes.lut_lowering import LutLowering
+
+    k, n, batch, threads = job["k"], job["n"], job["batch"], job["threads"]
+    graph, w_exact = etch_graph(k, n, batch, bits, job["group"])
+    x = np.random.default_rng(batch).standard_normal((batch, k)).astype(np.float32)
+    lut, _ = LutLowering("int8", target).run(graph)
+    [entry] = json.loads(lut.metadata["etch.lut"])
+    row: dict = {"pass_picks": entry["kernel"], "reason": entry["reason"]}
+    forced = lut if entry["kernel"] == "lut" else LutLowering(
+        "int8", type(target)(target.isa, 1 << 30)).run(graph)[0]
+    arrays = _as_inputs(forced)
+    vm, row["rules"] = vm_of(forced, threads)
+    xt = tvm.runtime.tensor(x)
+    args = [tvm.runtime.tensor(a) for a in arrays.values()]
+    row["lut_us"] = best_us(lambda: vm["main"](xt, *args), job["seconds"])
+    row["lut_bytes"] = int(sum(a.nbytes for a in arrays.values()))
+    y = vm["main"](xt, *args).numpy().astype(np.float64)
+    exact = x.astype(np.float64) @ w_exact
+    row["int8_rel_rms"] = float(np.sqrt(((y - exact) ** 2).mean() / (exact ** 2).mean()))
+    if job.get("cold_mb") and batch == 1:
+        row["lut_cold_us"] = _etch_cold(vm, xt, arrays, job)
+    if bits in job.get("dequant_bits", []):
+        dq, _ = vm_of(graph, threads)
+        row["dequant_us"] = best_us(lambda: dq["main"](xt), job["seconds"])
+        row["dequant_bytes"] = int(sum(graph.values[i].data.nbytes for i in ("q", "s")))
+    return row
+
+
+def _etch_cold(vm, xt, arrays: dict, job: dict) -> float:
+    import tvm
+
+    rng = np.random.default_rng(1)
+    count = copies(sum(a.nbytes for a in arrays.values()), job["cold_mb"])
+    sets = []
+    for _ in range(count):
+        sets.append([tvm.runtime.tensor(_shuffled(a, rng)) for a in arrays.values()])
+    return cold_us([lambda s=s: vm["main"](xt, *s) for s in sets], job["seconds"])
+
+
+def _shuffled(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of a with other values of the same kind (codes: any bytes; scales: permuted)."""
+    if a.dtype == np.uint8:
+        return rng.integers(0, 256, a.shape, dtype=np.uint8)
+    return rng.permutation(a.reshape(-1)).reshape(a.shape)
+
+
+# ---- ONNX Runtime ---------------------------------------------------------------------------
+def _session(model, threads: int, lut: bool = False):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.log_severity_level = 3
+    if lut:
+        so.add_session_config_entry("mlas.use_lut_gemm", "1")
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+
+
+def _float_model(k: int, n: int, batch: int):
+    from models.gemv import build_gemv
+
+    model = build_gemv(k, n, 1).model
+    for vi in (model.graph.input[0], model.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].dim_value = batch
+    return model
+
+
+def _weight_bytes(model) -> int:
+    return int(sum(np.prod(t.dims) * (4 if t.data_type == 1 else 1)
+                   for t in model.graph.initializer))
+
+
+def ort_job(job: dict) -> dict:
+    """fp32 MatMul and every MatMulNBits configuration (warm; cold for `cold` ones)."""
+    from models.nbits import quantize_nbits, set_accuracy_level
+
+    k, n, batch, threads = job["k"], job["n"], job["batch"], job["threads"]
+    x = {"input": np.random.default_rng(batch).standard_normal((batch, k)).astype(np.float32)}
+    base = _float_model(k, n, batch)
+    out = {"fp32": _timed(base, x, threads, False, job["seconds"])}
+    out["fp32"].pop("y")
+    for bits in (4, 2):
+        for block in job["blocks"]:
+            q = quantize_nbits(base, bits, block, 0)
+            exact = _session(q, threads).run(None, x)[0].astype(np.float64)
+            for acc in (4, 0):
+                model = set_accuracy_level(q, acc)
+                for lut in (False, True):
+                    name = f"nbits{bits}_b{block}_acc{acc}_lut{int(lut)}"
+                    if acc == 0 and bits == 2 and not lut and batch > 1 and job["skip_slow"]:
+                        continue  # ORT's 2-bit float path: ~100x slower; timed at batch 1
+                    row = _timed(model, x, threads, lut, job["seconds"])
+                    y = row.pop("y")
+                    row["rel_rms_vs_float"] = float(np.sqrt(((y - exact) ** 2).mean() /
+                                                            (exact ** 2).mean()))
+                    if name in job.get("cold", []):
+                        row["cold_us"] = _ort_cold(model, x, threads, lut, job)
+                    out[name] = row
+    return out
+
+
+def _timed(model, x: dict, threads: int, lut: bool, seconds: float) -> dict:
+    """A session's warm time, weight bytes and output (the session is gone after)."""
+    sess = _session(model, threads, lut)
+    return {"us": best_us(lambda: sess.run(None, x), seconds), "bytes": _weight_bytes(model),
+            "y": sess.run(None, x)[0]}
+
+
+def _ort_cold(model, x: dict, threads: int, lut: bool, job: dict) -> float:
+    import onnx.numpy_helper as nh
+
+    rng = np.random.default_rng(2)
+    count = copies(_weight_bytes(model), job["cold_mb"])
+    sessions = []
+    for _ in range(count):
+        m = type(model)()
+        m.CopyFrom(model)
+        for t in m.graph.initializer:
+            a = nh.to_array(t)
+            t.CopyFrom(nh.from_array(_shuffled(a, rng), t.name))
+        sessions.append(_session(m, threads, lut))
+    return cold_us([lambda s=s: s.run(None, x) for s in sessions], job["seconds"])
+
+
+# ---- numpy and the stream bandwidth ------------------------------------------------------------
+def numpy_job(job: dict) -> dict:
+    from models.gemv import gemv_weight
+
+    k, n, batch = job["k"], job["n"], job["batch"]
+    w = gemv_weight(k, n)
+    x = np.random.default_rng(batch).standard_normal((batch, k)).astype(np.float32)
+    row = {"us": best_us(lambda: x @ w, job["seconds"]), "bytes": int(w.nbytes)}
+    if job.get("cold_mb") and batch == 1:
+        rng = np.random.default_rng(3)
+        ws = [rng.permutation(w) for _ in range(copies(w.nbytes, job["cold_mb"]))]
+        row["cold_us"] = cold_us([lambda v=v: x @ v for v in ws], job["seconds"])
+    return {"fp32": row}
+
+
+def stream_job(job: dict) -> dict:
+    """GB/s of a parallel int32 sum over `cold_mb` (vectorised, `threads` threads)."""
+    import tvm
+    from tvm import te
+
+    words = int(job["cold_mb"] * 2**20) // 4 // 4096 * 4096
+    a = te.placeholder((words // 4096, 4096), "int32", name="a")
+    r = te.reduce_axis((0, 4096), "r")
+    s = te.compute((words // 4096,), lambda i: te.sum(a[i, r], axis=r), name="s")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([a, s]))
+    sch.parallel(sch.get_loops(sch.get_sblock("s"))[0])  # LLVM vectorises the row sums
+    lib = tvm.compile(sch.mod, target=tvm.target.Target(
+        {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}))
+    buf = tvm.runtime.tensor(np.ones((words // 4096, 4096), np.int32))
+    out = tvm.runtime.tensor(np.zeros(words // 4096, np.int32))
+    us = best_us(lambda: lib(buf, out), job["seconds"])
+    return {"gbps": words * 4 / us / 1e3, "bytes": words * 4}
+
+
+JOBS = {"etch": etch_job, "ort": ort_job, "numpy": numpy_job, "stream": stream_job}
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    os.environ.setdefault("TVM_NUM_THREADS", str(spec["threads"]))
+    print(json.dumps(JOBS[spec["kind"]](spec)))
