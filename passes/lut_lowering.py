@@ -45,8 +45,11 @@ from passes.base import Pass
 from passes.lut_codes import LutWeight, lut_weight
 
 MAX_TBLOCK = 64
-# isa -> (vector bytes, rows up to which the look-up kernel beats the dequantising one)
-ISAS = {"avx512": (64, 16), "avx2": (32, 16), "neon": (16, 16), "cuda": (32, 16),
+# isa -> (vector bytes, rows up to which the look-up kernel is chosen over the dequantising
+# one). x86: `etch bench lut` measured the look-up kernel ahead of the dequantising kernel at
+# 1, 8, 16 and 64 rows (2 and 4 bits, 4096x4096, AVX-512); past 64 rows (prefill) the pass
+# does not claim a measured win. Elsewhere (not measured): 16.
+ISAS = {"avx512": (64, 64), "avx2": (32, 64), "neon": (16, 16), "cuda": (32, 16),
         "generic": (16, 16)}
 INSTRUCTION = {"avx512": "vpshufb zmm", "avx2": "vpshufb ymm", "neon": "tbl v.16b",
                "cuda": "shared-memory tables", "generic": "portable loops"}
@@ -191,8 +194,8 @@ class LutLowering(Pass):
             if lw.group < lw.k and lw.group % 8:
                 reason = f"scale block of {lw.group} is not a multiple of 8"
             elif site.rows > self.target.rows:
-                reason = f"{site.rows} rows > {self.target.rows}: a look-up costs the same " \
-                         f"per row, the dequantising kernel decodes each weight once"
+                reason = f"{site.rows} rows > {self.target.rows} ({self.target.isa}): past " \
+                         f"the batch where the look-up kernel was measured to win"
         entry["reason"] = reason or f"{site.rows} rows <= {self.target.rows}"
         return entry, (lw if reason is None else None)
 

@@ -113,10 +113,13 @@ def test_pointwise_conv_and_a_3x3_conv() -> None:
 
 
 def test_large_batch_keeps_the_dequantising_kernel() -> None:
-    lut = compiled(matmul_model(64, 64, 32), bits=2, lut=True)
+    lut = compiled(matmul_model(128, 64, 32), bits=2, lut=True)  # ref: the generic target
     assert "etch.LutGemm" not in lut.op_counts()
     [entry] = report(lut)
-    assert entry["kernel"] == "dequant" and "64 rows > 16" in entry["reason"]
+    assert entry["kernel"] == "dequant" and "128 rows > 16 (generic)" in entry["reason"]
+    x86, _ = LutLowering("int8", LutTarget("avx512")).run(compiled(matmul_model(64, 64, 32),
+                                                                   bits=2))
+    assert [e["kernel"] for e in report(x86)] == ["lut"]  # measured to win up to 64 rows
 
 
 def test_per_input_channel_scales_say_why() -> None:
