@@ -21,7 +21,7 @@ LISTED_OPS = frozenset({
     "Log", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
     "Shape", "Size", "ConstantOfShape", "Range", "Tile", "Pad", "Resize", "MatMulInteger",
     "ConvInteger", "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
-    "com.microsoft.MatMulNBits", "Einsum", "Trilu", "CumSum", "TopK",
+    "com.microsoft.MatMulNBits", "Einsum", "Trilu", "CumSum", "TopK", "etch.LutGemm",
 })
 
 NAMED_SETS = {name: getattr(ops, name) for name in (
