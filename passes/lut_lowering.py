@@ -15,10 +15,11 @@ vectors one plane per vector, CUDA one plane per 32-byte row), the column tile, 
 block (the largest multiple of 8 up to 64 that divides the scale block: T-MAC's table
 quantisation group), and the table mode (`table`: int8 or float).
 
-Where a look-up kernel loses, the layer keeps its etch.Dequant and the dequantising kernel
-runs it; the report says why: more rows than `LutTarget.max_rows` (prefill: a look-up
-costs the same per row as per weight, the dequantising kernel decodes each weight once for
-all rows), 5-8-bit codes, scales that vary along K weight by weight (AdaDim), a scale block
+Where a look-up kernel loses or cannot run, the layer keeps its etch.Dequant and the
+dequantising kernel runs it; the report says why: more rows than the target's row limit
+(`ISAS`: a look-up costs the same for every row, so past some batch (prefill) a dense
+kernel wins; the limit is where `etch bench lut` measured the look-up kernel ahead), 5-8-bit
+codes, scales that vary along K weight by weight (AdaDim), a scale block
 that is not a multiple of 8, a Gemm with transA, a Conv other than a plain 1x1 (im2col of a
 k x k conv has a row per output pixel, always past the row threshold).
 
