@@ -10,7 +10,8 @@ thread count) and prints one JSON line. Kinds:
   dequantising kernel of the same codes (MatMul of an etch.Dequant).
 - "ort": ONNX Runtime fp32 MatMul, and MatMulNBits (ORT's MatMulNBitsQuantizer) at 4 and 2
   bits, blocks 32 and 128, accuracy_level 4 and 0, session option mlas.use_lut_gemm off and
-  on; cold copies have random codes and scales (any bytes are valid packed codes).
+  on; cold copies have random codes and scales (any bytes are valid packed codes) and do not
+  spin while idle.
 - "numpy": float32 x @ W.
 - "stream": the streaming-read bandwidth of a buffer of `cold_mb` (a parallel TVM sum).
 Warm: one matrix, hot loop. Cold: cycling through copies that together hold `cold_mb`
@@ -178,7 +179,9 @@ def _shuffled(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---- ONNX Runtime ---------------------------------------------------------------------------
-def _session(model, threads: int, lut: bool = False):
+def _session(model, threads: int, lut: bool = False, spin: bool = True):
+    """A CPU session; `spin` False stops idle worker threads spinning (the cold copies: a
+    hundred idle sessions would otherwise keep the cores busy)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -186,6 +189,8 @@ def _session(model, threads: int, lut: bool = False):
     so.log_severity_level = 3
     if lut:
         so.add_session_config_entry("mlas.use_lut_gemm", "1")
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
 
@@ -227,7 +232,7 @@ def ort_job(job: dict) -> dict:
                     y = row.pop("y")
                     row["rel_rms_vs_float"] = float(np.sqrt(((y - exact) ** 2).mean() /
                                                             (exact ** 2).mean()))
-                    if name in job.get("cold", []):
+                    if name in job.get("cold", []) and job.get("cold_mb"):
                         row["cold_us"] = _ort_cold(model, x, threads, lut, job)
                     out[name] = row
     return out
@@ -252,7 +257,7 @@ def _ort_cold(model, x: dict, threads: int, lut: bool, job: dict) -> float:
         for t in m.graph.initializer:
             a = nh.to_array(t)
             t.CopyFrom(nh.from_array(_shuffled(a, rng), t.name))
-        sessions.append(_session(m, threads, lut))
+        sessions.append(_session(m, threads, lut, spin=False))
     return cold_us([lambda s=s: s.run(None, x) for s in sessions], job["seconds"])
 
 
