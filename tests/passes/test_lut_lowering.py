@@ -171,3 +171,23 @@ def test_layout_follows_the_target(isa: str, v: int, slots: int, planes: int) ->
 def test_table_block() -> None:
     assert [table_block(g, 4096) for g in (16, 32, 48, 128, 4096)] == [16, 32, 48, 64, 64]
     assert table_block(37, 37) == 40
+
+
+@pytest.mark.parametrize("dtype,bits", [(TensorProto.INT4, 4), (TensorProto.INT2, 2),
+                                        (TensorProto.UINT4, 4)])
+def test_blocked_dequantize_linear_weights(dtype: int, bits: int) -> None:
+    """int4/int2/uint4 codes in DequantizeLinear (blocks of 32 along K): AbsorbQdq keeps
+    them, LutLowering takes them at their own width."""
+    rng = np.random.default_rng(bits)
+    k, n = 64, 24
+    lo, hi = (0, (1 << bits) - 1) if dtype == TensorProto.UINT4 else \
+        (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    q = helper.make_tensor("q", dtype, [k, n], rng.integers(lo, hi + 1, k * n).tolist())
+    s = numpy_helper.from_array(rng.uniform(0.01, 0.1, (k // 32, n)).astype(np.float32), "s")
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=0, block_size=32),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    g = helper.make_graph(nodes, "m", [vi("x", [2, k])], [vi("y", [2, n])], [q, s])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    lut = same_as_dequant(proto)
+    node = next(nd for nd in lut.nodes if nd.op == "etch.LutGemm")
+    assert node.attrs["bits"] == bits and node.attrs["group"] == 32
