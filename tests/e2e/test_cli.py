@@ -153,7 +153,7 @@ def test_inspect(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args,needle", [
     (["--target", "verilog"], "--calib"),  # the integer graph needs calibration
-    (["--bits", "4", "--lut"], "--lut"),
+    (["--bits", "4", "--lut", "--int"], "--lut"),  # LUT GEMM is the float-activation path
     (["--bits", "9"], "--bits 9"),
     (["--quant", "gptq", "--bits", "4"], "--calib"),
 ])
