@@ -92,8 +92,8 @@ def lut_target(opts: CompileOptions) -> LutTarget:
         from backends.tvm.target import cpu_info
 
         features = set(cpu_info(opts)[0].features)
-        return LutTarget("avx512" if "avx512bw" in features else
-                         "avx2" if "avx2" in features else "generic")
+        return LutTarget("avx512" if "avx512bw" in features else "avx2" if "avx2" in features
+                         else "neon" if "neon" in features else "generic")
     return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 
 
