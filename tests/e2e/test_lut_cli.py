@@ -107,12 +107,10 @@ def test_matmul_nbits_model_matches_onnx_runtime(tmp_path: Path, bits: int) -> N
     assert rel < 0.015
 
 
-@pytest.mark.parametrize("opts,needles", [
+@pytest.mark.parametrize("opts,needles", [  # --int and verilog: tests/passes, test_cli.py
     (["--bits", "8", "--lut"], ["1-4-bit"]),
-    (["--bits", "4", "--lut", "--int"], ["--int"]),
     (["--lut-table", "float"], ["--lut-table", "--lut"]),
     (["--lut"], ["no layer", "--bits"]),
-    (["--bits", "2", "--lut", "--target", "verilog"], ["verilog"]),
 ])
 def test_bad_lut_options(tmp_path: Path, opts: list[str], needles: list[str]) -> None:
     model = _mlp(tmp_path / "m.onnx")
