@@ -69,13 +69,17 @@ class ArrayKind:
         return array_models.mac(a, w)
 
 
-_COMMON = ("te_delay.v",)
+_BOOTH = ("te_booth_enc.v", "te_booth_pp.v", "te_booth_const.v", "te_csa_tree.v")
 KINDS: dict[tuple[str, str], ArrayKind] = {
     (k.engine, k.pe): k for k in (
-        ArrayKind("systolic", "mac", ("te_array_systolic_mac.v", "te_pe_mac.v", *_COMMON),
+        ArrayKind("systolic", "mac", ("te_array_systolic_mac.v", "te_pe_mac.v", "te_delay.v"),
                   lambda r, c: r + c),
         ArrayKind("adder-tree", "mac", ("te_array_addertree_mac.v", "te_dot_mac.v"),
                   lambda r, c: 2),
+        ArrayKind("systolic", "booth", ("te_array_systolic_booth.v", "te_pe_booth.v",
+                                        *_BOOTH, "te_delay.v"), lambda r, c: r + c),
+        ArrayKind("adder-tree", "booth", ("te_array_addertree_booth.v", "te_dot_booth.v",
+                                          *_BOOTH), lambda r, c: 2),
     )
 }
 

@@ -24,7 +24,7 @@ module te_array_systolic_mac #(
     input  wire                   rst,        // synchronous, active high
     // weight tile load: row w_row of the tile per beat
     input  wire                   w_valid,
-    input  wire [RB-1:0]          w_row,
+    input  wire [$clog2(ROWS > 1 ? ROWS : 2)-1:0] w_row,  // >= 1 bit
     input  wire [COLS*WW-1:0]     w_data,     // column c at [c*WW +: WW]
     /* verilator lint_off UNUSEDSIGNAL */     // bit-plane controls are for `bitserial` only
     input  wire [3:0]             w_bits,
@@ -40,7 +40,7 @@ module te_array_systolic_mac #(
     output wire [COLS*PW-1:0]     o_data,     // column c at [c*PW +: PW], signed
     output wire                   busy        // a vector is in flight
 );
-    localparam integer RB  = ROWS > 1 ? $clog2(ROWS) : 1;  // w_row width
+    localparam integer RB  = $clog2(ROWS > 1 ? ROWS : 2);  // w_row width
     localparam integer LAT = ROWS + COLS;
 
     // ---- control: a valid bit per pipeline stage ----
