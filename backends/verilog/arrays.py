@@ -45,7 +45,12 @@ class ArrayKind:
         return [RTL / f for f in self.files]
 
     def parameters(self, rows: int, cols: int, aw: int, ww: int, pw: int) -> dict[str, int]:
-        """The module's Verilog parameters, in declaration order."""
+        """The module's Verilog parameters, in declaration order; EtchError when out of range
+        (a bit-serial weight has at most MAX_BITS planes: w_bits and w_plane_mask)."""
+        if min(rows, cols, ww) < 1 or min(aw, pw) < 2 or ww > MAX_BITS:
+            raise EtchError(f"{self.module}: unsupported array parameters rows={rows} "
+                            f"cols={cols} aw={aw} ww={ww} pw={pw} (need rows, cols >= 1, "
+                            f"1 <= ww <= {MAX_BITS}, aw, pw >= 2)")
         return {"ROWS": rows, "COLS": cols, "AW": aw, "WW": ww, "PW": pw}
 
     def interval(self, mask: int | None = None, bits: int = MAX_BITS) -> int:
@@ -64,12 +69,13 @@ class ArrayKind:
         """What the array outputs for activations a [M, rows] and a weight tile w [rows, cols]."""
         if self.pe == "booth":
             return array_models.booth(a, w, ww)
-        if self.pe == "bitserial":
-            return array_models.bitserial(a, w, bits, mask)
+        if self.pe == "bitserial":  # the sequencer reads w_bits > WW as WW
+            return array_models.bitserial(a, w, min(bits, ww), mask)
         return array_models.mac(a, w)
 
 
 _BOOTH = ("te_booth_enc.v", "te_booth_pp.v", "te_booth_const.v", "te_csa_tree.v")
+_SERIAL = ("te_bitserial_seq.v", "te_shift_acc.v")
 KINDS: dict[tuple[str, str], ArrayKind] = {
     (k.engine, k.pe): k for k in (
         ArrayKind("systolic", "mac", ("te_array_systolic_mac.v", "te_pe_mac.v", "te_delay.v"),
@@ -80,6 +86,11 @@ KINDS: dict[tuple[str, str], ArrayKind] = {
                                         *_BOOTH, "te_delay.v"), lambda r, c: r + c),
         ArrayKind("adder-tree", "booth", ("te_array_addertree_booth.v", "te_dot_booth.v",
                                           *_BOOTH), lambda r, c: 2),
+        ArrayKind("systolic", "bitserial", ("te_array_systolic_bitserial.v",
+                                            "te_pe_bitserial.v", *_SERIAL, "te_delay.v"),
+                  lambda r, c: r + c + 1),
+        ArrayKind("adder-tree", "bitserial", ("te_array_addertree_bitserial.v",
+                                              "te_dot_bitserial.v", *_SERIAL), lambda r, c: 2),
     )
 }
 

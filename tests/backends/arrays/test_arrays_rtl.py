@@ -29,8 +29,8 @@ def _random_program(cfg: h.Config, pe: str, rng: np.random.Generator, tiles: int
                     max_m: int = 12) -> list[h.Tile]:
     """Tiles of random bit widths, vector counts, gaps and (bit-serial) plane masks."""
     out = []
-    for _ in range(tiles):
-        bits = int(rng.integers(1, cfg.ww + 1))
+    for i in range(tiles):
+        bits = cfg.ww if i == 0 else int(rng.integers(1, cfg.ww + 1))
         t = h.random_tile(cfg, rng, int(rng.integers(1, max_m + 1)), bits,
                           gaps=bool(rng.integers(0, 2)))
         t.w[rng.random(t.w.shape) < 0.3] = 0           # zero planes appear at small sizes
