@@ -133,9 +133,13 @@ def _bottom_up(kids: dict[str, dict[str, int]]) -> list[str]:
 
 
 def synth_area(files: Sequence[Path], top: str, lut_size: int = 6,
-               params: dict[str, int] | None = None, luts: bool = True) -> dict:
-    """Cells per module and in total (generic synth), and LUTs (flattened, -lut N; skipped,
-    reported as None, with `luts=False`: flattening a large design takes a while)."""
+               params: dict[str, int] | None = None, luts: bool = True,
+               flatten: bool = True) -> dict:
+    """Cells per module and in total (generic synth), and LUTs (-lut N; skipped, reported as
+    None, with `luts=False`). LUT mapping flattens the design (`flatten`), which takes minutes
+    for a large array (8x8 Booth adder tree: ~6 min on 2 cores); `flatten=False` maps every
+    module once, keeping the hierarchy, and counts each instance (LUTs do not pack across
+    module boundaries then: a few percent more)."""
     prelude = "".join(f"chparam -set {_ident(k)} {int(v)} {_ident(top)}; "
                       for k, v in (params or {}).items())
     generic = _stat(files, f"synth -hieropt -top {_ident(top)}", prelude)
@@ -143,9 +147,10 @@ def synth_area(files: Sequence[Path], top: str, lut_size: int = 6,
     modules = _modules(generic)
     total = _logic_cells(generic["design"].get("num_cells_by_type", {}), raw_modules)
     if not luts:
-        return _result(top, total, modules, {}, lut_size, mapped=False)
-    mapped = _stat(files, f"synth -flatten -lut {lut_size} -top {_ident(top)}", prelude)["design"]
-    return _result(top, total, modules, mapped.get("num_cells_by_type", {}), lut_size)
+        return _result(top, total, modules, {}, lut_size, flatten, mapped=False)
+    how = "-flatten" if flatten else "-hieropt"
+    mapped = _stat(files, f"synth {how} -lut {lut_size} -top {_ident(top)}", prelude)["design"]
+    return _result(top, total, modules, mapped.get("num_cells_by_type", {}), lut_size, flatten)
 
 
 def _ident(name: str) -> str:
@@ -155,7 +160,7 @@ def _ident(name: str) -> str:
 
 
 def _result(top: str, total: dict[str, int], modules: dict, by_type: dict[str, int],
-            lut_size: int, mapped: bool = True) -> dict:
+            lut_size: int, flatten: bool, mapped: bool = True) -> dict:
     return {
         "top": top,
         "cells": sum(total.values()),
@@ -164,5 +169,6 @@ def _result(top: str, total: dict[str, int], modules: dict, by_type: dict[str, i
         "luts": sum(k for t, k in by_type.items() if t == "$lut") if mapped else None,
         "lut_ffs": sum(k for t, k in by_type.items() if "DFF" in t) if mapped else None,
         "lut_size": lut_size,
+        "lut_flow": ("flat" if flatten else "hier") if mapped else None,
         "modules": dict(sorted(modules.items())),
     }

@@ -1,7 +1,7 @@
 // te_booth_pp: the partial products of a * w for Booth-coded w, as unsigned W-bit rows.
 //
 // Partial product j is d_j * a * 4^j with d_j in -2..2 (te_booth_enc). It is formed as
-// X_j = (|d_j| = 1 ? a : |d_j| = 2 ? 2a : 0) ^ {B{neg_j}}, B = AW+1 bits, plus neg_j: the
+// X_j = (d_j = 0 ? 0 : |d_j| = 2 ? 2a : a) ^ {B{neg_j}}, B = AW+1 bits, plus neg_j: the
 // two's complement negation's +1. Sign extension is avoided with the usual trick: the signed
 // B-bit X_j equals U_j - 2^(B-1), U_j = X_j with its top bit inverted, so every row is an
 // unsigned U_j << 2j and the products' constant part, K = -sum_j 2^(B-1+2j), is added once
@@ -16,7 +16,7 @@ module te_booth_pp #(
     parameter integer W  = 20                 // row width (the partial-sum width)
 ) (
     input  wire [AW-1:0]       a,             // activation, signed
-    input  wire [3*ND-1:0]     digits,        // digit j at [3j +: 3] = {neg, two, one}
+    input  wire [3*ND-1:0]     digits,        // digit j at [3j +: 3] = {neg, two, nz}
     output reg  [(ND+1)*W-1:0] rows           // row j at [j*W +: W], unsigned
 );
     localparam integer B  = AW + 1;           // width of a selected multiple (2a fits)
@@ -37,7 +37,7 @@ module te_booth_pp #(
         for (j = 0; j <= ND; j = j + 1) begin
             row = {XW{1'b0}};
             if (j < ND) begin
-                x = ({B{digits[3*j]}} & a1) | ({B{digits[3*j+1]}} & a2);
+                x = (digits[3*j+1] ? a2 : a1) & {B{digits[3*j]}};
                 x = x ^ {B{digits[3*j+2]}};
                 row[2*j +: B] = {~x[B-1], x[B-2:0]};
             end else begin

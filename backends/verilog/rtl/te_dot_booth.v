@@ -16,7 +16,7 @@ module te_dot_booth #(
     input  wire                   clk,        // the one clock (weights only)
     // weight load: Booth digits
     input  wire [ROWS-1:0]        w_load,     // one-hot: take d_in as the digits of row r
-    input  wire [3*ND-1:0]        d_in,       // digit j at [3j +: 3] = {neg, two, one}
+    input  wire [3*ND-1:0]        d_in,       // digit j at [3j +: 3] = {neg, two, nz}
     // activations (shared by every column) and the column's dot product
     input  wire [ROWS*AW-1:0]     a,          // row r at [r*AW +: AW], signed
     output wire [PW-1:0]          dot         // sum_r a[r] * w[r], combinational

@@ -16,7 +16,7 @@ module te_pe_booth #(
     input  wire              clk,             // the one clock (no reset: data registers only)
     // weight load: Booth digits of the stationary weight
     input  wire              w_load,          // take d_in as the stationary digits
-    input  wire [3*ND-1:0]   d_in,            // digit j at [3j +: 3] = {neg, two, one}
+    input  wire [3*ND-1:0]   d_in,            // digit j at [3j +: 3] = {neg, two, nz}
     // activation, moving right
     input  wire [AW-1:0]     a_in,            // from the left neighbour (or the row skew)
     output reg  [AW-1:0]     a_out,           // a_in, one cycle later
