@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "tvm_cpu": "benchmarks.bench_tvm",
     "quant": "benchmarks.bench_quant",
     "lut": "benchmarks.bench_lut",
+    "arrays": "benchmarks.bench_arrays",
 }
 
 
@@ -34,10 +35,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0.3,
                    help="time per latency round (more: steadier numbers)")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the JSON goes")
-    for module in BENCHMARKS.values():  # each benchmark's own options
+    for name, module in BENCHMARKS.items():  # each benchmark's own options, in its group
         add = getattr(importlib.import_module(module), "add_arguments", None)
-        if add is not None:
-            add(p)
+        if add:
+            add(p.add_argument_group(f"{name} benchmark"))
     return p
 
 
