@@ -47,31 +47,33 @@ module te_csa_tree #(
     localparam integer LAST   = slot(N, LEVELS);            // the final one or two operands
     localparam integer SLOTS  = LAST + width_at(N, LEVELS);
 
-    wire [SLOTS*W-1:0] v;                     // level 0 = ops, then each level's results
-    assign v[0 +: N*W] = ops;
+    wire [W-1:0] v [0:SLOTS-1];               // level 0 = ops, then each level's results
 
     genvar l, g;
     generate
+        for (g = 0; g < N; g = g + 1) begin : g_in
+            assign v[g] = ops[g*W +: W];
+        end
         for (l = 0; l < LEVELS; l = l + 1) begin : g_level
             localparam integer IN  = slot(N, l);
             localparam integer OUT = slot(N, l + 1);
             localparam integer G   = width_at(N, l) / 3;
             for (g = 0; g < G; g = g + 1) begin : g_csa
-                wire [W-1:0] x = v[(IN + 3*g) * W +: W];
-                wire [W-1:0] y = v[(IN + 3*g + 1) * W +: W];
-                wire [W-1:0] z = v[(IN + 3*g + 2) * W +: W];
-                assign v[(OUT + 2*g) * W +: W]     = x ^ y ^ z;
-                assign v[(OUT + 2*g + 1) * W +: W] = ((x & y) | (x & z) | (y & z)) << 1;
+                wire [W-1:0] x = v[IN + 3*g];
+                wire [W-1:0] y = v[IN + 3*g + 1];
+                wire [W-1:0] z = v[IN + 3*g + 2];
+                assign v[OUT + 2*g]     = x ^ y ^ z;
+                assign v[OUT + 2*g + 1] = ((x & y) | (x & z) | (y & z)) << 1;
             end
             for (g = 0; g < width_at(N, l) % 3; g = g + 1) begin : g_pass
-                assign v[(OUT + 2*G + g) * W +: W] = v[(IN + 3*G + g) * W +: W];
+                assign v[OUT + 2*G + g] = v[IN + 3*G + g];
             end
         end
         if (SLOTS - LAST == 2) begin : g_pair
-            assign sum   = v[LAST * W +: W];
-            assign carry = v[(LAST + 1) * W +: W];
+            assign sum   = v[LAST];
+            assign carry = v[LAST + 1];
         end else begin : g_single
-            assign sum   = v[LAST * W +: W];
+            assign sum   = v[LAST];
             assign carry = {W{1'b0}};
         end
     endgenerate
