@@ -1,7 +1,7 @@
 """The weights of an etch.Dequant as etch.LutGemm takes them: unsigned b-bit codes u [K, N],
 mu, per-block zero points and scales (compiler/ops/etch_lut.py has the formula).
 
-etch.Dequant computes W = scale * (q - zero) with q in its own code set (DESIGN.md): signed
+etch.Dequant computes W = scale * (q - zero) with q in its own code set (docs/ARCHITECTURE.md, Numerics): signed
 b-bit two's complement (QuantizeWeights, DequantizeLinear int4), unsigned (MatMulNBits,
 uint4), binary {-1,+1} or ternary {-1,0,+1}. Each maps exactly onto W = scale * (mu * u -
 zero') with u in [0, 2^b): signed codes are offset by 2^(b-1) (zero' = zero + 2^(b-1)),
