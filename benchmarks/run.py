@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "quant": "benchmarks.bench_quant",
     "lut": "benchmarks.bench_lut",
     "arrays": "benchmarks.bench_arrays",
+    "conformance": "benchmarks.bench_conformance",
 }
 
 

@@ -1,0 +1,235 @@
+"""ONNX's backend node cases, run through an etch target and through ONNX Runtime.
+
+The cases are `onnx.backend.test.case.node.collect_testcases(None)` of the installed onnx,
+kept when every node's op is one etch lists (`compiler.ops.registry()`, plus `Constant`).
+Each case runs as generated: its opset, its graph inputs (an input that decides an output
+shape stays an input, which a static-shape compiler must refuse).
+
+`run_etch(case, target)` and `run_ort(case)` return an `Outcome`: "pass", "wrong" (it ran
+and an output differs), "refused" (an `EtchError` at import, compile or run; ORT: ORT raised)
+or "error" (a foreign exception escaped etch: always a bug). Outputs are compared the way
+ONNX's backend test runner does (`onnx.backend.test.runner.Runner.assert_similar_outputs`):
+same dtype and shape, floats with `numpy.testing.assert_allclose` at the case's rtol/atol
+(1e-3 / 1e-7 in onnx 1.23; bfloat16 at least two ULPs, 2**-6), everything else exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from compiler import onnx_import, ops
+from compiler.errors import EtchError
+
+CONSTANT = "Constant"
+# Floats that numpy cannot compare directly (ml_dtypes): compared as float32.
+_SMALL_FLOATS = re.compile(r"^(bfloat16|float8.*|float4.*)$")
+
+
+@dataclass
+class NodeCase:
+    """One ONNX node test case, its data decoded."""
+
+    name: str
+    model: onnx.ModelProto
+    feeds: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+    rtol: float
+    atol: float
+
+    @property
+    def ops(self) -> frozenset[str]:
+        return frozenset(onnx_import.op_name(n) for n in self.model.graph.node) - {CONSTANT}
+
+    @property
+    def opset(self) -> int:
+        return max((i.version for i in self.model.opset_import if i.domain in ("", "ai.onnx")),
+                   default=0)
+
+
+@dataclass
+class Outcome:
+    """How one runtime did on one case: status "pass" | "wrong" | "refused" | "error"; the
+    stage it stopped at ("import", "compile", "run", "compare"); one line saying why."""
+
+    status: str
+    stage: str = ""
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "stage": self.stage, "reason": self.reason}
+
+
+def _array(x: Any) -> np.ndarray | None:
+    if isinstance(x, onnx.TensorProto):
+        return numpy_helper.to_array(x)
+    return None if isinstance(x, (list, dict)) or x is None else np.asarray(x)
+
+
+def _decode(case: Any) -> NodeCase | None:
+    """A NodeCase, or None when the case holds sequences/optionals (not tensors)."""
+    inputs, outputs = case.data_sets[0]
+    feeds = {i.name: _array(x) for i, x in zip(case.model.graph.input, inputs)}
+    expected = {o.name: _array(x) for o, x in zip(case.model.graph.output, outputs)}
+    if any(v is None for v in (*feeds.values(), *expected.values())):
+        return None
+    return NodeCase(case.name, case.model, feeds, expected, float(case.rtol), float(case.atol))
+
+
+def _listed(case: Any) -> bool:
+    table = ops.registry()
+    return all(onnx_import.op_name(n) in table or onnx_import.op_name(n) == CONSTANT
+               for n in case.model.graph.node)
+
+
+@functools.cache
+def _collected() -> tuple[Any, ...]:
+    with warnings.catch_warnings():  # the case generators overflow casts on purpose
+        warnings.simplefilter("ignore")
+        from onnx.backend.test.case.node import collect_testcases
+
+        return tuple(sorted(collect_testcases(None), key=lambda c: c.name))
+
+
+def listed_case_names() -> list[str]:
+    """Names of the node cases whose ops etch lists, sorted."""
+    return [c.name for c in _collected() if _listed(c)]
+
+
+def load_case(name: str) -> NodeCase | None:
+    """The decoded case `name` (None: its values are sequences or optionals)."""
+    for c in _collected():
+        if c.name == name:
+            return _decode(c)
+    raise KeyError(name)
+
+
+# ---- comparing ----------------------------------------------------------------------------
+def _comparable(got: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays numpy can compare: ml_dtypes small floats as float32, small ints as int64,
+    raw bytes (ORT hands float8/int4 back as bytes) viewed as the expected type."""
+    if got.dtype != want.dtype and got.dtype.itemsize == want.dtype.itemsize \
+            and got.dtype.kind in "uV" and want.dtype.kind == "V":
+        got = got.view(want.dtype)
+    if _SMALL_FLOATS.match(want.dtype.name):
+        return got.astype(np.float32), want.astype(np.float32)
+    if want.dtype.name.startswith(("int4", "uint4", "int2", "uint2")):
+        return got.astype(np.int64), want.astype(np.int64)
+    return got, want
+
+
+def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], rtol: float,
+            atol: float) -> str | None:
+    """Why `actual` does not match `expected` (ONNX's runner rules), or None when it does."""
+    for name, want in expected.items():
+        if name not in actual:
+            return f"output {name!r} missing"
+        got = np.asarray(actual[name])
+        if got.shape != want.shape:
+            return f"output {name!r}: shape {got.shape} != expected {want.shape}"
+        if got.dtype != want.dtype and not (got.dtype.kind in "uV" and want.dtype.kind == "V"
+                                            and got.dtype.itemsize == want.dtype.itemsize):
+            return f"output {name!r}: dtype {got.dtype} != expected {want.dtype}"
+        reason = _compare_values(name, *_comparable(got, want), rtol, atol)
+        if reason:
+            return reason
+    return None
+
+
+def _compare_values(name: str, got: np.ndarray, want: np.ndarray, rtol: float,
+                    atol: float) -> str | None:
+    if want.dtype.kind in "fc" or _SMALL_FLOATS.match(str(want.dtype)):
+        tol = max(rtol, 2 ** -6) if want.dtype.name == "bfloat16" else rtol
+        if want.dtype.kind == "V":
+            want = want.astype(np.float32)
+        with np.errstate(all="ignore"):
+            ok = np.isclose(got, want, rtol=tol, atol=atol, equal_nan=True)
+        if ok.all():
+            return None
+        bad = np.argwhere(~ok)
+        i = tuple(int(v) for v in bad[0])
+        return (f"output {name!r}: {len(bad)}/{ok.size} values differ (rtol {tol:g}, atol "
+                f"{atol:g}); first at {i}: {got[i]!r} vs expected {want[i]!r}")
+    if np.array_equal(got, want):
+        return None
+    bad = np.argwhere(got != want) if got.shape else np.zeros((1, 0), int)
+    i = tuple(int(v) for v in bad[0])
+    return (f"output {name!r}: {len(bad)}/{max(got.size, 1)} values differ; first at {i}: "
+            f"{got[i]!r} vs expected {want[i]!r}")
+
+
+# ---- running ------------------------------------------------------------------------------
+def first_line(e: BaseException) -> str:
+    """One line describing `e` (the last line of TVM's multi-line reports)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    text = lines[0] if isinstance(e, EtchError) or len(lines) < 2 else lines[-1]
+    return (text if lines else type(e).__name__)[:300]
+
+
+def run_etch(case: NodeCase, target: str = "cpu") -> Outcome:
+    """Compile `case.model` for `target`, run it on the case's inputs, compare."""
+    import compiler
+
+    stage = "import"
+    try:
+        onnx_import.import_model(case.model)
+        stage = "compile"
+        artifact = compiler.compile(case.model, target=target)
+        stage = "run"
+        with np.errstate(all="ignore"):  # some cases divide by zero on purpose
+            actual = artifact.run(case.feeds)
+    except EtchError as e:
+        return Outcome("refused", stage, first_line(e))
+    except Exception as e:  # the point of the harness: any foreign exception is a finding
+        return Outcome("error", stage, f"{type(e).__name__}: {first_line(e)}")
+    reason = compare(actual, case.expected, case.rtol, case.atol)
+    return Outcome("wrong", "compare", reason) if reason else Outcome("pass")
+
+
+def run_ort(case: NodeCase) -> Outcome:
+    """ONNX Runtime (CPU, graph optimisations off) on the case as generated."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    stage = "compile"
+    try:
+        sess = ort.InferenceSession(case.model.SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
+        stage = "run"
+        names = [o.name for o in sess.get_outputs()]
+        actual = dict(zip(names, sess.run(names, case.feeds)))
+    except Exception as e:  # ORT raises its own types (and KeyError, TypeError, ...)
+        return Outcome("refused", stage, first_line(e))
+    reason = compare(actual, case.expected, case.rtol, case.atol)
+    return Outcome("wrong", "compare", reason) if reason else Outcome("pass")
+
+
+# ---- what etch must refuse ----------------------------------------------------------------
+def shape_deciding_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs whose values reach a `shape_inputs` slot of an op (Reshape's shape,
+    Resize's scales, a reduction's axes, ...), following producers back through every op but
+    Shape/Size (whose outputs depend only on static shapes)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    todo = [n.input[k] for n in model.graph.node
+            for k in getattr(ops.get(onnx_import.op_name(n)), "shape_inputs", ())
+            if k < len(n.input) and n.input[k]]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producer.get(name)
+        if node is not None and onnx_import.op_name(node) not in onnx_import.SHAPE_OF:
+            todo.extend(i for i in node.input if i)
+    inits = {t.name for t in model.graph.initializer}
+    return seen & ({i.name for i in model.graph.input} - inits)
