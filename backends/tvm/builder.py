@@ -18,6 +18,7 @@ from tvm import relax
 from backends.tvm import lower, schedules
 from backends.tvm import target as targets
 from backends.tvm.schedules import cpu as cpu_rules
+from backends.tvm.support import error_line
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
@@ -44,10 +45,9 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, out: Path) -> N
     """Compile a scheduled module and export it as out/model.so."""
     try:
         ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
-    except Exception as e:  # a TVM build error is an etch bug; keep the first line readable
-        first = str(e).strip().splitlines()
-        raise RuntimeError(f"TVM build failed: {first[-1] if first else type(e).__name__}") from e
-    ex.export_library(str(out / LIBRARY))
+        ex.export_library(str(out / LIBRARY))
+    except Exception as e:  # TVM's report ends with the line that says what failed
+        raise EtchError(f"the TVM backend cannot compile the model: {error_line(e)}") from e
 
 
 def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:

@@ -7,7 +7,8 @@ ELEMENTWISE_OPS = frozenset({
     "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Softplus", "Not", "Cast", "Clip",
     "HardSigmoid", "HardSwish", "Gelu", "Elu", "Selu", "Add", "Sub", "Mul", "Div", "Mod", "Pow",
     "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
-    "And", "Or", "Xor", "Where",
+    "And", "Or", "Xor", "Where", "Sin", "Cos", "Softsign", "Mish", "ThresholdedRelu", "IsNaN",
+    "CastLike",
 })
 
 SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
@@ -30,3 +31,10 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
 # int4 weights under DequantizeLinear are widened to int8 codes by passes.absorb_qdq first.)
 DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
                     "uint64", "float16", "bfloat16", "float32", "float64"})
+
+
+def error_line(e: BaseException) -> str:
+    """The line of a TVM (or other foreign) exception that says what failed: TVM's reports
+    end with it, after a traceback."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {(lines[-1] if lines else '')[:300]}"

@@ -7,18 +7,25 @@ without importing TVM; a test keeps the two equal.
 
 The module's `main` takes the graph inputs in order and returns its outputs (a tuple when
 there are several). Weights are Relax constants: they are embedded in the exported library.
+A node whose outputs hold no elements gets no kernel (its outputs are empty constants).
+
+Errors: `check_supported` refuses, before any lowering, an op or a value dtype this backend
+does not build. Whatever else goes wrong lowering a node (an op's attribute it refuses, or a
+TVM or numpy error escaping a lowering) becomes one `EtchError` naming the node and op.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from tvm import ir, relax
 
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import lower_conv, lower_conv_transpose
 from backends.tvm.lower.epilogue import lower_alias, lower_elementwise
 from backends.tvm.lower.fused import lower_fused
+from backends.tvm.lower.integer_pow import lower_pow
 from backends.tvm.lower.int_ops import DEQUANT_LOWERINGS, INT_LOWERINGS
 from backends.tvm.lower.linear import lower_gemm, lower_matmul
 from backends.tvm.lower.lut_gemm import lower_lut_gemm
@@ -36,14 +43,21 @@ from backends.tvm.lower.tensor import (
     lower_tile,
     lower_transpose,
 )
-from backends.tvm.support import DTYPES
+from backends.tvm.support import DTYPES, error_line
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 
 Lowering = Callable[[LowerCtx, Node], None]
 
+
+def lower_cast_like(ctx: LowerCtx, node: Node) -> None:
+    """CastLike: a Cast to its second input's type (which is all that input gives)."""
+    lower_elementwise(ctx, Node(node.op, node.inputs[:1], node.outputs, node.attrs, node.name))
+
+
 LOWERINGS: dict[str, Lowering] = {
     **{op: lower_elementwise for op in SCALAR if op not in ("Identity", "Dropout")},
+    "Pow": lower_pow, "CastLike": lower_cast_like,
     "Identity": lower_alias, "Reshape": lower_alias, "Flatten": lower_alias,
     "Squeeze": lower_alias, "Unsqueeze": lower_alias, "Dropout": lower_dropout,
     "Conv": lower_conv, "ConvTranspose": lower_conv_transpose,
@@ -79,6 +93,23 @@ def check_supported(graph: Graph) -> None:
                                 f"{', '.join(sorted(DTYPES))}")
 
 
+def lower_node(ctx: LowerCtx, node: Node) -> None:
+    """Lower one node; any failure is an EtchError naming the node and op."""
+    if all(not o or ctx.graph.values[o].size == 0 for o in node.outputs):
+        ctx.bind(node, *(ctx.array(np.zeros(ctx.shape(o), ctx.dtype(o))) if o else None
+                         for o in node.outputs))
+        return
+    try:
+        LOWERINGS[node.op](ctx, node)
+    except EtchError as e:
+        if str(e).startswith("node "):
+            raise
+        raise EtchError(f"node {node.name} ({node.op}): {e}") from e
+    except Exception as e:  # a TVM or numpy error escaping a lowering: name where it was
+        raise EtchError(f"node {node.name} ({node.op}): the TVM backend cannot build it: "
+                        f"{error_line(e)}") from e
+
+
 def to_irmodule(graph: Graph, *, pack: bool, lanes: int) -> ir.IRModule:
     """The Relax module computing `graph`. `pack` lays weights out for CPU vector kernels;
     `lanes` is the float32 vector width (1: plain reductions, the form dlight's GPU rules
@@ -93,7 +124,7 @@ def to_irmodule(graph: Graph, *, pack: bool, lanes: int) -> ir.IRModule:
         ctx.env.update(zip(graph.inputs, params))
         with bb.dataflow():
             for node in graph.nodes:
-                LOWERINGS[node.op](ctx, node)
+                lower_node(ctx, node)
             outs = [bb.emit_output(ctx.expr(name)) for name in graph.outputs]
         bb.emit_func_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
     return bb.get()

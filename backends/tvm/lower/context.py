@@ -3,7 +3,8 @@ choices the kernels depend on (pack weights for CPU vector units, vector lanes).
 
 Every kernel goes through `LowerCtx.emit`, which names the PrimFunc `<kind>_<k>_<node>` from a
 sanitised node name (`[A-Za-z0-9_]` only: names in an ONNX file are untrusted text) and tags it
-with `etch.kind` so the schedule rules know what they are looking at.
+with `etch.kind` so the schedule rules know what they are looking at, and with `etch.node` /
+`etch.op` (the sanitised node name and its op) so a later failure can say where it was.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ class LowerCtx:
         self.kernels += 1
         label = sanitize(node.name)
         name = f"{kind}_{self.kernels}" + (f"_{label}" if label else "")
-        attrs = {"etch.kind": kind, **{f"etch.{k}": v for k, v in hints.items()}}
+        attrs = {"etch.kind": kind, "etch.node": label, "etch.op": node.op,
+                 **{f"etch.{k}": v for k, v in hints.items()}}
         return self.bb.emit_te(fn, *inputs, primfunc_name_hint=name,
                                primfunc_attrs=attrs)
 

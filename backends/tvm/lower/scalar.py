@@ -18,6 +18,7 @@ from tvm import tirx
 
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.fastmath import dtype_of
+from compiler.errors import EtchError
 
 Expr = tirx.Expr
 ScalarFn = Callable[[dict, list[Expr | None], str], Expr]
@@ -74,7 +75,32 @@ def _pow(attrs: dict, a: list, dtype: str) -> Expr:
                0.5: lambda: tirx.sqrt(x), -1.0: lambda: _c(1.0, x) / x}
     if e is not None and e in special and _is_float(x):
         return special[e]()
-    return tirx.power(x, y.astype(dtype_of(x)))
+    if _is_float(x):
+        return tirx.power(x, y.astype(dtype_of(x)))
+    if _is_float(y):  # numpy: the power in float64, truncated to the base's type
+        return tirx.power(x.astype("float64"), y.astype("float64")).astype(dtype_of(x))
+    return _int_pow(x, y.astype(dtype_of(x)), e)
+
+
+# Integer powers with a constant exponent up to this are unrolled into multiplies; others
+# need the staged kernel of `integer_pow` (a computed exponent, squared bit by bit).
+UNROLLED_POW = 64
+
+
+def _int_pow(x: Expr, y: Expr, e: float | None) -> Expr:
+    """Integer x ** e for a constant e in [0, UNROLLED_POW], exact (wrapping like numpy), or
+    for a negative e the truncated real power (1 or -1 for |x| = 1, else 0)."""
+    if e is None or e > UNROLLED_POW:
+        raise EtchError("integer Pow with a computed or large exponent runs as its own kernel, "
+                        "not inside a fused epilogue")
+    if e < 0:
+        one = _c(1, x)
+        sign = -one if int(e) % 2 else one
+        return tirx.Select(x == one, one, tirx.Select(x == -one, sign, _c(0, x)))
+    acc = _c(1, x)
+    for _ in range(int(e)):  # x is a load: repeating it keeps the expression linear
+        acc = acc * x
+    return acc
 
 
 def _elu(attrs: dict, a: list, dtype: str) -> Expr:
@@ -106,6 +132,15 @@ def _sign(attrs: dict, a: list, dtype: str) -> Expr:
     x = a[0]
     # x itself where it is neither > 0 nor < 0: zero, or NaN (which Sign keeps)
     return tirx.Select(x > _c(0, x), _c(1, x), tirx.Select(x < _c(0, x), _c(-1, x), x))
+
+
+def _softplus(x: Expr) -> Expr:
+    return tirx.log(_c(1, x) + fastmath.exp(x))
+
+
+def _cast(x: Expr, dtype: str) -> Expr:
+    """ONNX Cast to `dtype` (CastLike's second input only gives the type)."""
+    return tirx.NE(x, _c(0, x)) if dtype == "bool" else x.astype(dtype)
 
 
 def _nary(fn: Callable[[Expr, Expr], Expr]) -> ScalarFn:
@@ -148,12 +183,11 @@ SCALAR: dict[str, ScalarFn] = {
     "Ceil": _unary(tirx.ceil),
     "Round": _unary(tirx.nearbyint),  # ONNX rounds half to even
     "Sign": _sign,
-    "Softplus": _unary(lambda x: tirx.log(_c(1, x) + fastmath.exp(x))),
+    "Softplus": _unary(lambda x: _softplus(x)),
     "Not": _unary(tirx.bitwise_not),
     "Identity": _unary(lambda x: x),
     "Dropout": _unary(lambda x: x),  # inference: identity
-    "Cast": lambda attrs, a, dtype: tirx.NE(a[0], _c(0, a[0])) if dtype == "bool" else
-    a[0].astype(dtype),
+    "Cast": lambda attrs, a, dtype: _cast(a[0], dtype),
     "Clip": _clip,
     "HardSigmoid": _hard_sigmoid,
     "HardSwish": _hard_swish,
@@ -180,4 +214,12 @@ SCALAR: dict[str, ScalarFn] = {
     # bool != bool reaches LLVM as a float compare on i1 vectors: spell Xor with And/Or.
     "Xor": _binary(lambda x, y: tirx.all(tirx.any(x, y), tirx.Not(tirx.all(x, y)))),
     "Where": lambda attrs, a, dtype: tirx.Select(a[0], a[1], a[2]),
+    "Sin": _unary(tirx.sin),
+    "Cos": _unary(tirx.cos),
+    "Softsign": _unary(lambda x: x / (_c(1, x) + tirx.abs(x))),
+    "Mish": _unary(lambda x: x * fastmath.tanh(_softplus(x))),
+    "ThresholdedRelu": lambda attrs, a, dt: tirx.Select(
+        a[0] > _c(attrs.get("alpha", 1.0), a[0]), a[0], _c(0, a[0])),
+    "IsNaN": _unary(tirx.isnan),
+    "CastLike": lambda attrs, a, dtype: _cast(a[0], dtype),
 }

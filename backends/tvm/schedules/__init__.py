@@ -7,7 +7,8 @@ for its own passes it on to the next rule); `rule_names(mod)` says which rule sc
 kernel (recorded in the manifest, so a slow kernel can be traced to its schedule).
 A kernel whose rule left a block "post" (the steps of an integer group after its
 requantisation, `lower.int_epilogue`) gets it computed inside the outermost loop of its
-"epilogue" block, its innermost loop vectorised: the rules need not know it is there.
+"epilogue" block, its innermost loop vectorised: the rules need not know it is there. A TVM
+error while scheduling becomes one EtchError naming the kernel's node and op.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 import tvm
 from tvm import ir, tirx
 from tvm.s_tir import ScheduleError
+
+from backends.tvm.support import error_line
+from compiler.errors import EtchError
 
 RULE_ATTR = "etch.rule"
 
@@ -39,18 +43,13 @@ def apply_rules(mod: ir.IRModule, target: tvm.target.Target,
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled"):
                 continue
-            for rule in rules:
-                try:
-                    sch = rule.apply(func, target, False)
-                except ScheduleError:  # the rule's pattern did not fit after all: next rule
-                    continue
-                if sch is None:
-                    continue
-                sch = sch[0] if isinstance(sch, list) else sch
-                _attach_post(sch)
-                new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-                updated[gvar] = new.with_attr(RULE_ATTR, type(rule).__name__)
-                break
+            try:
+                scheduled = _schedule(func, target, rules)
+            except Exception as e:  # a TVM error in a rule: one line naming the kernel's node
+                raise EtchError(f"{describe(func)}: the TVM backend cannot schedule it: "
+                                f"{error_line(e)}") from e
+            if scheduled is not None:
+                updated[gvar] = scheduled
     for gvar, func in updated.items():
         mod[gvar] = func
     return mod
@@ -73,6 +72,30 @@ def _attach_post(sch) -> None:
             sch.vectorize(own[-1])
     except ScheduleError:  # a layout the primitives refuse: "post" stays a loop of its own
         return
+
+
+def _schedule(func: tirx.PrimFunc, target: tvm.target.Target, rules: list) -> tirx.PrimFunc | None:
+    """`func` scheduled by the first rule that applies (None if none does)."""
+    for rule in rules:
+        try:
+            sch = rule.apply(func, target, False)
+        except ScheduleError:  # the rule's pattern did not fit after all: next rule
+            continue
+        if sch is None:
+            continue
+        sch = sch[0] if isinstance(sch, list) else sch
+        _attach_post(sch)
+        new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        return new.with_attr(RULE_ATTR, type(rule).__name__)
+    return None
+
+
+def describe(func: tirx.PrimFunc) -> str:
+    """"node NAME (OP)" for a kernel `backends.tvm.lower` emitted, else "a kernel"."""
+    attrs = func.attrs or {}
+    if "etch.op" not in attrs:
+        return "a kernel"
+    return f"node {attrs['etch.node'] or '?'} ({attrs['etch.op']})"
 
 
 def rule_names(mod: ir.IRModule) -> dict[str, int]:
