@@ -1,7 +1,8 @@
 """Cleanup: remove what the graph no longer needs.
 
 Rewrites:
-- Identity(x) -> x, and inference-mode Dropout(x) -> x (when its mask output is unused);
+- Identity(x) -> x, and inference-mode Dropout(x) -> x (when its mask output is unused:
+  read by no node and not a graph output);
 - nodes whose outputs nobody reads, and unused constants, are dropped.
 Invariant: the function computed is unchanged, bit for bit.
 """
@@ -15,8 +16,18 @@ from passes.base import Pass, Rule, apply_rules
 def _is_passthrough(graph: Graph, node: Node) -> bool:
     if node.op == "Identity":
         return True
-    return node.op == "Dropout" and (len(node.outputs) < 2 or not node.outputs[1]
-                                     or node.outputs[1] not in graph.consumers())
+    if node.op != "Dropout" or not _inference(graph, node):
+        return False
+    mask = node.outputs[1] if len(node.outputs) > 1 else ""
+    return not mask or (mask not in graph.consumers() and mask not in graph.outputs)
+
+
+def _inference(graph: Graph, node: Node) -> bool:
+    """Whether a Dropout is known to run in inference mode (training_mode absent or a
+    constant false): with a computed training_mode it may be random, and stays."""
+    flag = node.inputs[2] if len(node.inputs) > 2 else ""
+    data = graph.const(flag) if flag else None
+    return not flag or (data is not None and not bool(data.reshape(-1)[0]))
 
 
 def _bypass(graph: Graph, node: Node) -> None:

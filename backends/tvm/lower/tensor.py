@@ -46,9 +46,18 @@ def _emit_map(ctx: LowerCtx, node: Node, out: str, src: str,
 
 
 def lower_dropout(ctx: LowerCtx, node: Node) -> None:
-    if len(node.outputs) > 1 and node.outputs[1] and node.outputs[1] in ctx.graph.consumers():
-        raise EtchError(f"node {node.name}: Dropout's mask output is not built")
-    ctx.bind(node, ctx.expr(node.inputs[0]))
+    """Inference Dropout: the input, and a mask that keeps everything. A training_mode that
+    is computed, or a constant true with a non-zero ratio, makes it random: refused."""
+    flag = node.inputs[2] if len(node.inputs) > 2 else ""
+    if flag:
+        training = ctx.const(flag)
+        ratio = ctx.const(node.inputs[1]) if node.inputs[1] else np.float32(0.5)
+        if training is None or (bool(training.reshape(-1)[0]) and
+                                (ratio is None or float(np.asarray(ratio).reshape(-1)[0]) > 0)):
+            raise EtchError(f"node {node.name}: Dropout in training mode (a computed or true "
+                            f"training_mode) is random; etch compiles inference")
+    mask = [ctx.array(np.ones(ctx.shape(node.outputs[1]), bool))] if len(node.outputs) > 1 else []
+    ctx.bind(node, ctx.expr(node.inputs[0]), *mask)
 
 
 def lower_transpose(ctx: LowerCtx, node: Node) -> None:
@@ -84,7 +93,9 @@ def lower_split(ctx: LowerCtx, node: Node) -> None:
     start = 0
     for out in node.outputs:
         size = ctx.shape(out)[axis] if out else 0
-        if out:
+        if out and ctx.graph.values[out].size == 0:  # no kernel for an empty part
+            ctx.env[out] = ctx.array(np.zeros(ctx.shape(out), ctx.dtype(out)))
+        elif out:
             s = start
             _emit_map(ctx, node, out, node.inputs[0],
                       lambda i, s=s: [v + s if d == axis else v for d, v in enumerate(i)])
