@@ -88,12 +88,15 @@ class LowerCtx:
             data = self.const(name)
             if data is None:
                 raise EtchError(f"internal: value %{name} used before it is computed")
-            self.env[name] = relax.const(np.ascontiguousarray(data))
+            self.env[name] = self.array(data)
         return self.env[name]
 
     def array(self, data: np.ndarray) -> relax.Expr:
-        """A constant the lowering made (packed weights, folded scales)."""
-        return relax.const(np.ascontiguousarray(data))
+        """A constant (a graph's, or one the lowering made: packed weights, folded scales),
+        with its own dtype and shape: without a dtype relax.const narrows int64 and float64 to
+        32 bits, and np.ascontiguousarray would make a 0-d array 1-d."""
+        data = np.ascontiguousarray(data).reshape(np.shape(data))
+        return relax.const(data, data.dtype.name)
 
     def operands(self, names: Sequence[str]) -> Operands:
         """Operands for values `names` ("" marks an omitted optional input)."""

@@ -64,8 +64,29 @@ def _div(attrs: dict, a: list, dtype: str) -> Expr:
 def _mod(attrs: dict, a: list, dtype: str) -> Expr:
     x, y = a
     if _is_float(x):
-        return tirx.fmod(x, y) if attrs.get("fmod", 0) else x - tirx.floor(x / y) * y
+        r = _fmod(x, y)
+        if attrs.get("fmod", 0):
+            return r
+        # numpy's remainder: fmod, moved into the divisor's sign (exact, unlike x - floor(x/y)
+        # * y, and right for an infinite divisor: -1 mod inf = inf)
+        zero = _c(0, x)
+        return tirx.Select(tirx.all(r != zero, _xor(r < zero, y < zero)), r + y, r)
     return tirx.truncmod(x, y) if attrs.get("fmod", 0) else tirx.floormod(x, y)
+
+
+def _xor(x: Expr, y: Expr) -> Expr:
+    # bool != bool reaches LLVM as a float compare on i1 vectors: spell Xor with And/Or.
+    return tirx.all(tirx.any(x, y), tirx.Not(tirx.all(x, y)))
+
+
+def _fmod(x: Expr, y: Expr) -> Expr:
+    """C's fmod (exact): TIR's fmod has no llvm lowering in TVM 0.27, so call libm's; a
+    float16 remainder is exact in float32."""
+    dtype = dtype_of(x)
+    if dtype == "float64":
+        return tirx.call_pure_extern("float64", "fmod", x, y)
+    r = tirx.call_pure_extern("float32", "fmodf", x.astype("float32"), y.astype("float32"))
+    return r if dtype == "float32" else r.astype(dtype)
 
 
 def _pow(attrs: dict, a: list, dtype: str) -> Expr:
@@ -211,8 +232,7 @@ SCALAR: dict[str, ScalarFn] = {
     "GreaterOrEqual": _binary(lambda x, y: x >= y),
     "And": _binary(tirx.all),
     "Or": _binary(tirx.any),
-    # bool != bool reaches LLVM as a float compare on i1 vectors: spell Xor with And/Or.
-    "Xor": _binary(lambda x, y: tirx.all(tirx.any(x, y), tirx.Not(tirx.all(x, y)))),
+    "Xor": _binary(lambda x, y: _xor(x, y)),
     "Where": lambda attrs, a, dtype: tirx.Select(a[0], a[1], a[2]),
     "Sin": _unary(tirx.sin),
     "Cos": _unary(tirx.cos),
