@@ -60,7 +60,8 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + 64, np.uint8)
     offset = (-raw.ctypes.data) % 64
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+    # An explicit offset: slicing would lose the alignment of an array with no elements.
+    return np.ndarray(shape, dtype, buffer=raw, offset=offset)
 
 
 class TvmExecutor(Executor):

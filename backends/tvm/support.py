@@ -14,7 +14,8 @@ ELEMENTWISE_OPS = frozenset({
 SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
     "Conv", "ConvTranspose", "Gemm", "MatMul",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN", "LpPool",
+    "ArgMax", "ArgMin", "GatherElements", "Trilu", "CumSum", "OneHot", "TopK",
     "BatchNormalization", "LayerNormalization", "Softmax", "LogSoftmax",
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL1",
     "ReduceL2",

@@ -176,7 +176,7 @@ def _transpose_pads(attrs: dict, spatial: Ints, extent: Ints) -> tuple[Ints, Int
     return begin, tuple(t - b for t, b in zip(total, begin)), tuple(out)
 
 
-def _conv_transpose_geometry(attrs: dict, x_shape: Ints, w_shape: Ints) -> tuple:
+def conv_transpose_geometry(attrs: dict, x_shape: Ints, w_shape: Ints) -> tuple:
     check_conv(attrs, x_shape, w_shape, transpose=True)
     kernel = tuple(w_shape[2:])
     n = len(kernel)
@@ -188,7 +188,7 @@ def _conv_transpose_geometry(attrs: dict, x_shape: Ints, w_shape: Ints) -> tuple
 
 def _conv_transpose(attrs: dict, x: Array, w: Array, b: Array | None = None) -> Array:
     g = int(attrs.get("group", 1))
-    kernel, dil, begin, out = _conv_transpose_geometry(attrs, x.shape, w.shape)
+    kernel, dil, begin, out = conv_transpose_geometry(attrs, x.shape, w.shape)
     strides = tuple(attrs.get("strides") or [1] * len(kernel))
     n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
     m = w.shape[1] * g
@@ -210,7 +210,7 @@ def _conv_transpose(attrs: dict, x: Array, w: Array, b: Array | None = None) -> 
 
 
 def _infer_conv_transpose(attrs: dict, x: Value, w: Value, b: Value | None = None) -> Spec:
-    _, _, _, out = _conv_transpose_geometry(attrs, x.shape, w.shape)
+    _, _, _, out = conv_transpose_geometry(attrs, x.shape, w.shape)
     if b is not None:
         check_channel_param("ConvTranspose bias", b.shape, w.shape[1] * int(attrs.get("group", 1)))
     return [((x.shape[0], w.shape[1] * int(attrs.get("group", 1))) + tuple(out), x.dtype)]

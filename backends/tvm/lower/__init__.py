@@ -25,6 +25,14 @@ from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import lower_conv, lower_conv_transpose
 from backends.tvm.lower.epilogue import lower_alias, lower_elementwise
 from backends.tvm.lower.fused import lower_fused
+from backends.tvm.lower.indexing import (
+    lower_arg,
+    lower_cumsum,
+    lower_gather_elements,
+    lower_one_hot,
+    lower_topk,
+    lower_trilu,
+)
 from backends.tvm.lower.integer_pow import lower_pow
 from backends.tvm.lower.int_ops import DEQUANT_LOWERINGS, INT_LOWERINGS
 from backends.tvm.lower.linear import lower_gemm, lower_matmul
@@ -62,7 +70,9 @@ LOWERINGS: dict[str, Lowering] = {
     "Squeeze": lower_alias, "Unsqueeze": lower_alias, "Dropout": lower_dropout,
     "Conv": lower_conv, "ConvTranspose": lower_conv_transpose,
     "Gemm": lower_gemm, "MatMul": lower_matmul,
-    "MaxPool": lower_pool, "AveragePool": lower_pool,
+    "MaxPool": lower_pool, "AveragePool": lower_pool, "LpPool": lower_pool,
+    "ArgMax": lower_arg, "ArgMin": lower_arg, "GatherElements": lower_gather_elements,
+    "Trilu": lower_trilu, "CumSum": lower_cumsum, "OneHot": lower_one_hot, "TopK": lower_topk,
     "GlobalAveragePool": lower_global_pool, "GlobalMaxPool": lower_global_pool, "LRN": lower_lrn,
     "BatchNormalization": lower_batch_norm, "LayerNormalization": lower_layer_norm,
     "Softmax": lower_softmax, "LogSoftmax": lower_softmax,

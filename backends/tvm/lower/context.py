@@ -96,6 +96,9 @@ class LowerCtx:
         with its own dtype and shape: without a dtype relax.const narrows int64 and float64 to
         32 bits, and np.ascontiguousarray would make a 0-d array 1-d."""
         data = np.ascontiguousarray(data).reshape(np.shape(data))
+        if data.size == 0:  # TVM cannot load a library holding an empty constant
+            shape = relax.ShapeExpr([int(d) for d in data.shape])
+            return self.bb.emit(relax.op.builtin.alloc_tensor(shape, data.dtype.name, 0))
         return relax.const(data, data.dtype.name)
 
     def operands(self, names: Sequence[str]) -> Operands:

@@ -1,4 +1,5 @@
-"""Conv and ConvTranspose (1-D and 2-D, NCHW), direct convolution.
+"""Conv and ConvTranspose (1-D and 2-D, NCHW, constant weights), tiled direct convolution;
+the rest (computed weights or bias, other ranks) goes to `conv_direct`.
 
 The input is padded into a scratch buffer ("pad" block) so the inner loop has no bounds
 checks. The output width is rounded up to the register tile's width (`tiles.conv_tile`), so
@@ -20,6 +21,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.conv_direct import conv_direct
 from backends.tvm.lower.epilogue import Epilogue, add_operand
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
@@ -173,6 +175,10 @@ def _pointwise(sp: ConvSpec) -> bool:
         (1, 1, (1, 1), 0, 0, sp.oh, sp.ow)
 
 
+def _computed_bias(ctx: LowerCtx, inputs: list[str]) -> bool:
+    return len(inputs) > 2 and bool(inputs[2]) and ctx.const(inputs[2]) is None
+
+
 def _with_bias(ctx: LowerCtx, epi: Epilogue, bias: str, rank: int) -> Epilogue:
     """Add a per-channel bias [OC] (viewed as [OC, 1, ...] to broadcast over NC...)."""
     if not bias:
@@ -185,11 +191,12 @@ def _with_bias(ctx: LowerCtx, epi: Epilogue, bias: str, rank: int) -> Epilogue:
 
 def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
          epi: Epilogue) -> relax.Expr:
-    """ONNX Conv with a constant weight, then the epilogue."""
+    """ONNX Conv, then the epilogue: tiled for a constant 1-D/2-D weight and bias, else the
+    direct kernel of `conv_direct`."""
     w = ctx.const(inputs[1])
-    if w is None:
-        raise EtchError(f"node {node.name}: Conv with a computed weight is not supported")
     xshape, oshape = ctx.shape(inputs[0]), ctx.shape(out)
+    if w is None or len(xshape) not in (3, 4) or _computed_bias(ctx, inputs):
+        return conv_direct(ctx, node, inputs, attrs, out, epi, transpose=False)
     sp = conv_spec(attrs, xshape, w.shape, oshape)
     epi = _with_bias(ctx, epi, inputs[2] if len(inputs) > 2 else "", len(oshape) - 2)
     if len(oshape) == 3:
@@ -217,14 +224,13 @@ def transpose_weight(w: np.ndarray, groups: int) -> np.ndarray:
 
 def conv_transpose(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
                    epi: Epilogue) -> relax.Expr:
-    """ONNX ConvTranspose as a stride-1 convolution of the upsampled, padded input."""
+    """ONNX ConvTranspose as a stride-1 convolution of the upsampled, padded input (2-D, a
+    constant weight and bias, pads within the kernel's extent), else the direct kernel."""
     w = ctx.const(inputs[1])
-    if w is None:
-        raise EtchError(f"node {node.name}: ConvTranspose with a computed weight")
     xshape, oshape = ctx.shape(inputs[0]), ctx.shape(out)
     rank = len(xshape) - 2
-    if rank != 2:
-        raise EtchError(f"node {node.name}: ConvTranspose builds 2-D only")
+    if w is None or rank != 2 or _computed_bias(ctx, inputs):
+        return conv_direct(ctx, node, inputs, attrs, out, epi, transpose=True)
     groups = int(attrs.get("group", 1))
     strides = list(attrs.get("strides", [1, 1]))
     dil = list(attrs.get("dilations", [1, 1]))
@@ -234,8 +240,8 @@ def conv_transpose(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, ou
                   oshape[2], oshape[3], (1, 1), (dil[0], dil[1]),
                   dil[0] * (w.shape[2] - 1) - pads[0], dil[1] * (w.shape[3] - 1) - pads[1],
                   groups, upsample=(strides[0], strides[1]))
-    if sp.pad_top < 0 or sp.pad_left < 0:
-        raise EtchError(f"node {node.name}: ConvTranspose pads larger than the kernel extent")
+    if sp.pad_top < 0 or sp.pad_left < 0:  # pads beyond the kernel's extent: crop, gathering
+        return conv_direct(ctx, node, inputs, attrs, out, epi, transpose=True)
     epi = _with_bias(ctx, epi, inputs[2] if len(inputs) > 2 else "", rank)
     return conv2d(ctx, node, ctx.expr(inputs[0]), wc, sp, epi)
 

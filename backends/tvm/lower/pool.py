@@ -1,4 +1,5 @@
-"""Pooling (MaxPool, AveragePool, global pools) and LRN, NCHW, 1-D and 2-D.
+"""Pooling (MaxPool with its Indices, AveragePool, LpPool, global pools) and LRN, NCHW, any
+number of spatial dims.
 
 Windows are read with bounds checks instead of a padded copy: pooling is memory-bound and a
 copy would double its traffic. ceil_mode only changes the output size (taken from the
@@ -8,11 +9,11 @@ divisor is the window clipped to the padded input (count_include_pad=1) or to th
 
 from __future__ import annotations
 
-from tvm import te, tirx
+from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.indexing import arg_reducer, spatial_index
 from backends.tvm.lower.rows import row_reduce
-from compiler.errors import EtchError
 from compiler.ir import Node
 
 
@@ -35,45 +36,94 @@ def _geometry(attrs: dict, xshape: tuple, oshape: tuple) -> tuple[list, list, li
     return kernel, strides, dil, pads
 
 
-def _check_outputs(ctx: LowerCtx, node: Node) -> None:
-    consumers = ctx.graph.consumers()
-    for extra in node.outputs[1:]:
-        if extra and (extra in consumers or extra in ctx.graph.outputs):
-            raise EtchError(f"node {node.name}: {node.op}'s output {extra!r} is not built")
-
-
 def lower_pool(ctx: LowerCtx, node: Node) -> None:
-    """MaxPool / AveragePool."""
-    _check_outputs(ctx, node)
+    """MaxPool / AveragePool / LpPool over any number of spatial dims."""
     x, out = node.inputs[0], node.outputs[0]
+    if len(node.outputs) > 1 and node.outputs[1]:
+        _max_pool_indices(ctx, node)
+        return
     xshape, oshape = ctx.shape(x), ctx.shape(out)
     rank = len(xshape) - 2
-    if rank not in (1, 2):
-        raise EtchError(f"node {node.name}: {node.op} over {rank} dims is not built")
     kernel, strides, dil, pads = _geometry(node.attrs, xshape, oshape)
-    is_max = node.op == "MaxPool"
+    op = node.op
     include_pad = bool(node.attrs.get("count_include_pad", 0))
+    p = int(node.attrs.get("p", 2))
     sizes = xshape[2:]
     reduce = [te.reduce_axis((0, k), f"r{i}") for i, k in enumerate(kernel)]
 
     def compute(xt: te.Tensor) -> te.Tensor:
         def body(*idx: tirx.Expr) -> tirx.Expr:
             pos = [idx[2 + i] * strides[i] - pads[i] + reduce[i] * dil[i] for i in range(rank)]
-            inside = tirx.all(*[tirx.all(p >= 0, p < sizes[i]) for i, p in enumerate(pos)])
-            v = xt(idx[0], idx[1], *pos)
-            if is_max:
-                low = tirx.min_value(xt.dtype)
+            inside = tirx.all(*[tirx.all(q >= 0, q < sizes[i]) for i, q in enumerate(pos)])
+            v = xt(idx[0], idx[1], *pos)  # read only where inside: if_then_else is lazy
+            if op == "MaxPool":
+                low = _lowest(xt.dtype)
                 return ctx.max_reducer(xt.dtype)(tirx.if_then_else(inside, v, low), axis=reduce)
+            v = _lp_term(v, p) if op == "LpPool" else v
             return te.sum(tirx.if_then_else(inside, v, tirx.const(0, xt.dtype)), axis=reduce)
 
         acc = te.compute(oshape, body, name="anchor")
-        if is_max:
+        if op == "MaxPool":
             return te.compute(oshape, lambda *i: acc(*i), name="epilogue")
+        if op == "LpPool":
+            return te.compute(oshape, lambda *i: _lp_root(acc(*i), p), name="epilogue")
         return te.compute(oshape, lambda *i: acc(*i) / _count(i, kernel, strides, dil, pads,
                                                               sizes, include_pad, xt.dtype),
                           name="epilogue")
 
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "pool"))
+
+
+def _lowest(dtype: object) -> tirx.Expr:
+    """What a max over nothing starts from: -inf for floats (a window of -inf stays -inf)."""
+    dtype = str(dtype)
+    if dtype.startswith("float"):
+        return tirx.const(float("-inf"), dtype)
+    return tirx.min_value(dtype)
+
+
+def _lp_term(v: tirx.Expr, p: int) -> tirx.Expr:
+    a = tirx.abs(v)
+    return a * a if p == 2 else tirx.power(a, tirx.const(float(p), v.ty.dtype))
+
+
+def _lp_root(total: tirx.Expr, p: int) -> tirx.Expr:
+    if p == 2:
+        return tirx.sqrt(total)
+    return tirx.power(total, tirx.const(1.0 / p, total.ty.dtype))
+
+
+def _max_pool_indices(ctx: LowerCtx, node: Node) -> None:
+    """MaxPool with its Indices output: the first maximum's flat position in the input
+    (N and C included; spatial order row-major, or column-major with storage_order=1)."""
+    x = node.inputs[0]
+    xshape, oshape = ctx.shape(x), ctx.shape(node.outputs[0])
+    rank = len(xshape) - 2
+    kernel, strides, dil, pads = _geometry(node.attrs, xshape, oshape)
+    sizes = xshape[2:]
+    column = bool(node.attrs.get("storage_order", 0))
+    reducer = arg_reducer(largest=True, last=False)
+    reduce = [te.reduce_axis((0, k), f"r{i}") for i, k in enumerate(kernel)]
+    plane = 1
+    for d in sizes:
+        plane *= d
+
+    def compute(xt: te.Tensor) -> list[te.Tensor]:
+        def body(*idx: tirx.Expr) -> tuple:
+            pos = [idx[2 + i] * strides[i] - pads[i] + reduce[i] * dil[i] for i in range(rank)]
+            inside = tirx.all(*[tirx.all(q >= 0, q < sizes[i]) for i, q in enumerate(pos)])
+            flat = spatial_index(pos, sizes, column) + \
+                (idx[0] * xshape[1] + idx[1]).astype("int64") * plane
+            key = tirx.Select(inside, flat, tirx.max_value("int64"))
+            v = tirx.if_then_else(inside, xt(idx[0], idx[1], *pos), _lowest(xt.dtype))
+            return reducer((key, v), axis=reduce)
+
+        arg, val = te.compute(oshape, body, name="anchor")
+        return [te.compute(oshape, lambda *i: val(*i), name="epilogue"),
+                te.compute(oshape, lambda *i: arg(*i), name="indices")]
+
+    both = ctx.emit(compute, [ctx.expr(x)], node, "pool_indices")
+    ctx.bind(node, *(ctx.bb.emit(relax.TupleGetItem(both, k)) for k in range(2)))
 
 
 def _count(idx: tuple, kernel: list, strides: list, dil: list, pads: list, sizes: tuple,

@@ -29,20 +29,24 @@ def _const_input(ctx: LowerCtx, node: Node, k: int, default: list | None = None)
 
 
 def _emit_map(ctx: LowerCtx, node: Node, out: str, src: str,
-              index: callable, kind: str = "injective") -> None:
-    """out[i] = src[index(i)] as one kernel; `index` may return (indices, condition, fill)."""
+              index: callable, kind: str = "injective", fill_from: str = "") -> None:
+    """out[i] = src[index(i)] as one kernel; `index` may return (indices, condition, fill),
+    where a fill of None reads the one-element tensor `fill_from` instead."""
     shape = ctx.shape(out)
+    extra = [ctx.expr(fill_from)] if fill_from else []
 
-    def compute(xt: te.Tensor) -> te.Tensor:
+    def compute(xt: te.Tensor, *ft: te.Tensor) -> te.Tensor:
         def body(*i: tirx.Expr) -> tirx.Expr:
             r = index(list(i))
             if isinstance(r, tuple):
                 idx, cond, fill = r
-                return tirx.if_then_else(cond, xt(*idx), tirx.const(fill, xt.dtype))
+                value = ft[0](*[0] * len(ft[0].shape)) if fill is None else \
+                    tirx.const(fill, xt.dtype)
+                return tirx.if_then_else(cond, xt(*idx), value)
             return xt(*r)
         return te.compute(shape, body, name="epilogue")
 
-    ctx.env[out] = ctx.emit(compute, [ctx.expr(src)], node, kind)
+    ctx.env[out] = ctx.emit(compute, [ctx.expr(src), *extra], node, kind)
 
 
 def lower_dropout(ctx: LowerCtx, node: Node) -> None:
@@ -152,25 +156,31 @@ def lower_pad(ctx: LowerCtx, node: Node) -> None:
     xshape = ctx.shape(node.inputs[0])
     rank = len(xshape)
     pads = _const_input(ctx, node, 1, node.attrs.get("pads"))
-    value = (_const_input(ctx, node, 2, [node.attrs.get("value", 0.0)]) or [0.0])[0]
+    fill = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    computed = fill and ctx.const(fill) is None  # a computed pad value is read at run time
+    value = None if computed else (_const_input(ctx, node, 2, [node.attrs.get("value", 0.0)])
+                                   or [0.0])[0]
     axes = [int(a) % rank for a in _const_input(ctx, node, 3, list(range(rank)))]
     begin = [0] * rank
     for k, a in enumerate(axes):
         begin[a] = int(pads[k])
     mode = node.attrs.get("mode", "constant")
-    if mode not in ("constant", "reflect", "edge"):
+    if mode not in ("constant", "reflect", "edge", "wrap"):
         raise EtchError(f"node {node.name}: Pad mode {mode!r} is not built")
     _emit_map(ctx, node, node.outputs[0], node.inputs[0],
-              lambda i: _pad_index(i, begin, xshape, mode, value))
+              lambda i: _pad_index(i, begin, xshape, mode, value),
+              fill_from=fill if computed and mode == "constant" else "")
 
 
-def _pad_index(i: Sequence, begin: list, xshape: tuple, mode: str, value: float):
+def _pad_index(i: Sequence, begin: list, xshape: tuple, mode: str, value: float | None):
     src = [v - b for v, b in zip(i, begin)]
     if mode == "constant":
         cond = tirx.all(*[tirx.all(s >= 0, s < d) for s, d in zip(src, xshape)])
         return [tirx.max(tirx.min(s, d - 1), 0) for s, d in zip(src, xshape)], cond, value
     if mode == "edge":
         return [tirx.max(tirx.min(s, d - 1), 0) for s, d in zip(src, xshape)]
+    if mode == "wrap":
+        return [tirx.floormod(s, d) for s, d in zip(src, xshape)]
     out = []
     for s, d in zip(src, xshape):  # reflect without repeating the edge
         m = tirx.floormod(s, 2 * d - 2) if d > 1 else 0
