@@ -18,7 +18,7 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "ArgMax", "ArgMin", "GatherElements", "Trilu", "CumSum", "OneHot", "TopK",
     "BatchNormalization", "LayerNormalization", "Softmax", "LogSoftmax",
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL1",
-    "ReduceL2",
+    "ReduceL2", "ReduceProd", "ReduceLogSum", "ReduceLogSumExp", "InstanceNormalization",
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad",
     "etch.Fused",
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",

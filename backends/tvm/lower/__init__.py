@@ -37,7 +37,14 @@ from backends.tvm.lower.integer_pow import lower_pow
 from backends.tvm.lower.int_ops import DEQUANT_LOWERINGS, INT_LOWERINGS
 from backends.tvm.lower.linear import lower_gemm, lower_matmul
 from backends.tvm.lower.lut_gemm import lower_lut_gemm
-from backends.tvm.lower.norm import lower_batch_norm, lower_layer_norm, lower_reduce, lower_softmax
+from backends.tvm.lower.norm import (
+    lower_batch_norm,
+    lower_instance_norm,
+    lower_layer_norm,
+    lower_softmax,
+)
+from backends.tvm.lower.reduce import OPS as REDUCE_OPS
+from backends.tvm.lower.reduce import lower_reduce
 from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
 from backends.tvm.lower.scalar import SCALAR
 from backends.tvm.lower.tensor import (
@@ -76,8 +83,8 @@ LOWERINGS: dict[str, Lowering] = {
     "GlobalAveragePool": lower_global_pool, "GlobalMaxPool": lower_global_pool, "LRN": lower_lrn,
     "BatchNormalization": lower_batch_norm, "LayerNormalization": lower_layer_norm,
     "Softmax": lower_softmax, "LogSoftmax": lower_softmax,
-    **{op: lower_reduce for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
-                                   "ReduceSumSquare", "ReduceL1", "ReduceL2")},
+    **{op: lower_reduce for op in REDUCE_OPS},
+    "InstanceNormalization": lower_instance_norm,
     "Transpose": lower_transpose, "Concat": lower_concat, "Split": lower_split,
     "Slice": lower_slice, "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile,
     "Pad": lower_pad,

@@ -1,5 +1,5 @@
-"""Reductions and normalisations: Reduce*, Softmax, LogSoftmax, LayerNormalization,
-BatchNormalization (inference).
+"""Normalisations: Softmax, LogSoftmax, LayerNormalization, InstanceNormalization,
+BatchNormalization (inference). (Reduce* live in `reduce.py`.)
 
 Softmax subtracts the row maximum before exp (ONNX's definition is exact either way; this
 keeps exp in range). LayerNormalization computes the mean, then the variance of x - mean
@@ -9,10 +9,8 @@ BatchNormalization folds its four constants into one scale and shift at compile 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
-from tvm import te, tirx
+from tvm import relax, te, tirx
 
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.context import LowerCtx
@@ -20,100 +18,6 @@ from backends.tvm.lower.epilogue import Epilogue, add_operand
 from backends.tvm.lower.rows import row_reduce
 from compiler.errors import EtchError
 from compiler.ir import Node
-
-_REDUCERS = {"ReduceSum": te.sum, "ReduceMean": te.sum, "ReduceMax": te.max,
-             "ReduceMin": te.min, "ReduceSumSquare": te.sum, "ReduceL2": te.sum,
-             "ReduceL1": te.sum}
-
-
-def _reducer(ctx: LowerCtx, op: str, dtype: object) -> Callable:
-    """The reducer of a Reduce* op (max/min keep NaN, as the reference does: `ctx.max_reducer`)."""
-    red = _REDUCERS[op]
-    return red if red is te.sum else ctx.max_reducer(dtype, minimum=red is te.min)
-
-
-def reduce_axes(ctx: LowerCtx, node: Node, rank: int) -> list[int]:
-    """The axes a Reduce* node reduces (attribute or constant input; empty means all)."""
-    axes = node.attrs.get("axes")
-    if len(node.inputs) > 1 and node.inputs[1]:
-        data = ctx.const(node.inputs[1])
-        if data is None:
-            raise EtchError(f"node {node.name}: computed reduction axes are not supported")
-        axes = data.tolist()
-    if not axes:
-        return [] if node.attrs.get("noop_with_empty_axes", 0) else list(range(rank))
-    return sorted(int(a) % rank for a in axes)
-
-
-def lower_reduce(ctx: LowerCtx, node: Node) -> None:
-    x, out = node.inputs[0], node.outputs[0]
-    xshape, oshape = ctx.shape(x), ctx.shape(out)
-    axes = reduce_axes(ctx, node, len(xshape))
-    keep = bool(node.attrs.get("keepdims", 1))
-    count = int(np.prod([xshape[a] for a in axes])) if axes else 1
-    op = node.op
-
-    def compute(xt: te.Tensor) -> te.Tensor:
-        red = [te.reduce_axis((0, xshape[a]), f"r{a}") for a in axes]
-
-        def source(i: tuple) -> list:
-            it, rt, full = iter(i), iter(red), []
-            for a in range(len(xshape)):
-                if a in axes:
-                    full.append(next(rt))
-                    if keep:
-                        next(it)
-                else:
-                    full.append(next(it))
-            return full
-
-        def body(*i: tirx.Expr) -> tirx.Expr:
-            v = xt(*source(i))
-            v = v * v if op in ("ReduceSumSquare", "ReduceL2") else v
-            v = tirx.abs(v) if op == "ReduceL1" else v
-            return _reducer(ctx, op, xt.dtype)(v, axis=red) if red else v
-
-        acc = te.compute(oshape, body, name="anchor")
-
-        def finish(*i: tirx.Expr) -> tirx.Expr:
-            if op == "ReduceMean":
-                return acc(*i) / tirx.const(count, xt.dtype)
-            return tirx.sqrt(acc(*i)) if op == "ReduceL2" else acc(*i)
-
-        return te.compute(oshape, finish, name="epilogue")
-
-    if op not in _REDUCERS:
-        raise EtchError(f"node {node.name}: {op} is not built by the TVM backend")
-    first = axes[0] if axes else len(xshape)
-    if axes and axes == list(range(first, len(xshape))):
-        compute = _trailing_reduce(ctx, op, xshape, oshape, first, count)
-        ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", rows=first))
-        return
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce"))
-
-
-def _trailing_reduce(ctx: LowerCtx, op: str, xshape: tuple, oshape: tuple, first: int,
-                     count: int) -> Callable:
-    """A Reduce* over the trailing dims [first:] as a row reduction."""
-    def value(r: Sequence, j: Sequence, xt: te.Tensor) -> tirx.Expr:
-        v = xt(*r, *j)
-        v = v * v if op in ("ReduceSumSquare", "ReduceL2") else v
-        return tirx.abs(v) if op == "ReduceL1" else v
-
-    def compute(xt: te.Tensor) -> te.Tensor:
-        acc = row_reduce("anchor", xshape[:first], xshape[first:],
-                         lambda r, j: value(r, j, xt), _reducer(ctx, op, xt.dtype), ctx.lanes,
-                         oshape)
-
-        def finish(*i: tirx.Expr) -> tirx.Expr:
-            if op == "ReduceMean":
-                return acc(*i) * tirx.const(1.0 / count, xt.dtype)
-            return tirx.sqrt(acc(*i)) if op == "ReduceL2" else acc(*i)
-
-        return te.compute(oshape, finish, name="epilogue")
-
-    return compute
-
 
 def lower_softmax(ctx: LowerCtx, node: Node) -> None:
     """Softmax / LogSoftmax along one axis (opset 13 semantics)."""
@@ -143,13 +47,23 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "softmax", **hints))
 
 
+# ONNX element types a LayerNormalization's stash_type may name.
+_STASH = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+
 def lower_layer_norm(ctx: LowerCtx, node: Node) -> None:
-    """LayerNormalization over dims [axis:], with scale and optional bias."""
-    for extra in node.outputs[1:]:
-        if extra and (extra in ctx.graph.consumers() or extra in ctx.graph.outputs):
-            raise EtchError(f"node {node.name}: LayerNormalization's mean/inv-std outputs "
-                            f"are not built")
+    """LayerNormalization over dims [axis:], with scale and optional bias. Statistics in the
+    stash type; Mean and InvStdDev, when read, come out of the same kernel."""
     x, out = node.inputs[0], node.outputs[0]
+    stash = _STASH.get(int(node.attrs.get("stash_type", 1)), "")
+    if not stash:
+        raise EtchError(f"node {node.name}: LayerNormalization stash_type "
+                        f"{node.attrs.get('stash_type')} is not built")
+    read = [o for o in node.outputs[1:3]
+            if o and (o in ctx.graph.consumers() or o in ctx.graph.outputs)]
+    if read or stash != ctx.dtype(x):
+        _layer_norm_stats(ctx, node, stash)
+        return
     shape = ctx.shape(x)
     axis = int(node.attrs.get("axis", -1)) % len(shape)
     eps = float(node.attrs.get("epsilon", 1e-5))
@@ -175,16 +89,55 @@ def lower_layer_norm(ctx: LowerCtx, node: Node) -> None:
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *epi.exprs], node, "layer_norm", rows=axis))
 
 
+def _layer_norm_stats(ctx: LowerCtx, node: Node, stash: str) -> None:
+    """LayerNormalization as the reference computes it: mean and 1/sqrt(var + eps) in the
+    stash type, y = ((x - mean) * inv) in x's type, times scale, plus bias; outputs Y, Mean,
+    InvStdDev (one kernel)."""
+    x = node.inputs[0]
+    shape, dtype = ctx.shape(x), ctx.dtype(x)
+    axis = int(node.attrs.get("axis", -1)) % len(shape)
+    inner = shape[axis:]
+    rows, zeros = shape[:axis], (0,) * len(inner)
+    count = int(np.prod(inner))
+    eps = tirx.const(float(node.attrs.get("epsilon", 1e-5)), stash)
+    names = [n for n in node.inputs[1:3] if n]
+    ops = ctx.operands(names)
+
+    def compute(xt: te.Tensor, *ts: te.Tensor) -> list[te.Tensor]:
+        xs = lambda *i: xt(*i).astype(stash)  # noqa: E731
+        div = tirx.const(count, stash)
+        total = row_reduce("mean", rows, inner, lambda r, j: xs(*r, *j), te.sum, 1)
+        mean = te.compute(total.shape, lambda *i: total(*i) / div, name="mean_out")
+        sq = row_reduce("var", rows, inner, lambda r, j: _sq(xs(*r, *j) - mean(*r, *zeros)),
+                        te.sum, 1)
+        inv = te.compute(total.shape, lambda *i: tirx.const(1, stash) / tirx.sqrt(
+            sq(*i) / div + eps), name="inv_out")
+
+        def body(*i: tirx.Expr) -> tirx.Expr:
+            lead = tuple(i[:axis]) + zeros
+            y = ((xs(*i) - mean(*lead)) * inv(*lead)).astype(dtype)
+            params = ops.load(ts, i)
+            y = y * params[0]
+            return y + params[1] if len(params) > 1 else y
+
+        return [te.compute(shape, body, name="epilogue"), mean, inv]
+
+    both = ctx.emit(compute, [ctx.expr(x), *ops.exprs], node, "layer_norm_stats")
+    ctx.bind(node, *(ctx.bb.emit(relax.TupleGetItem(both, k)) for k in range(3)))
+
+
 def _sq(v: tirx.Expr) -> tirx.Expr:
     return v * v
 
 
 def lower_batch_norm(ctx: LowerCtx, node: Node) -> None:
-    """Inference BatchNormalization: y = x * scale + shift per channel (folded constants)."""
+    """Inference BatchNormalization: y = x * scale + shift per channel (folded constants;
+    computed statistics are folded in the kernel)."""
     x, out = node.inputs[0], node.outputs[0]
     consts = [ctx.const(n) for n in node.inputs[1:5]]
     if any(c is None for c in consts):
-        raise EtchError(f"node {node.name}: BatchNormalization with computed statistics")
+        _channel_norm(ctx, node, node.inputs[1:5], stats=False)
+        return
     gamma, beta, mean, var = (c.astype(np.float64) for c in consts)
     eps = float(node.attrs.get("epsilon", 1e-5))
     scale = gamma / np.sqrt(var + eps)
@@ -201,3 +154,43 @@ def lower_batch_norm(ctx: LowerCtx, node: Node) -> None:
         return te.compute(shape, lambda *i: epi.apply(xt(*i), i, extra), name="epilogue")
 
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *epi.exprs], node, "elementwise"))
+
+
+def lower_instance_norm(ctx: LowerCtx, node: Node) -> None:
+    """InstanceNormalization: each (n, c) plane normalised by its own mean and variance."""
+    _channel_norm(ctx, node, [node.inputs[1], node.inputs[2]], stats=True)
+
+
+def _channel_norm(ctx: LowerCtx, node: Node, params: list[str], stats: bool) -> None:
+    """y = (x - mean) / sqrt(var + eps) * scale[c] + bias[c] with per-channel parameters read
+    at run time: BatchNormalization with computed statistics (params scale, bias, mean, var;
+    y = x * s + (bias - mean * s), s = scale / sqrt(var + eps), the reference's fold) or
+    InstanceNormalization (stats: mean and var of each plane; params scale, bias)."""
+    x = node.inputs[0]
+    shape = ctx.shape(x)
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    spatial = shape[2:]
+    count = int(np.prod(spatial))
+
+    def compute(xt: te.Tensor, *ps: te.Tensor) -> te.Tensor:
+        e = tirx.const(eps, xt.dtype)
+        if not stats:
+            scale, bias, mean, var = (lambda c, t=t: t(c) for t in ps)
+            s = lambda c: scale(c) / tirx.sqrt(var(c) + e)  # noqa: E731
+            return te.compute(shape, lambda *i: xt(*i) * s(i[1]) + (bias(i[1]) - mean(i[1])
+                                                                    * s(i[1])), name="epilogue")
+        div = tirx.const(count, xt.dtype)
+        total = row_reduce("mean", shape[:2], spatial, lambda r, j: xt(*r, *j), te.sum, 1)
+        zeros = (0,) * len(spatial)
+        sq = row_reduce("var", shape[:2], spatial, lambda r, j: _sq(
+            xt(*r, *j) - total(*r, *zeros) / div), te.sum, 1)
+
+        def body(*i: tirx.Expr) -> tirx.Expr:
+            lead = tuple(i[:2]) + zeros
+            y = (xt(*i) - total(*lead) / div) / tirx.sqrt(sq(*lead) / div + e)
+            return y * ps[0](i[1]) + ps[1](i[1])
+
+        return te.compute(shape, body, name="epilogue")
+
+    exprs = [ctx.reshape(ctx.expr(p), (shape[1],)) for p in params]
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *exprs], node, "channel_norm"))
