@@ -35,7 +35,7 @@ from backends.tvm.lower.indexing import (
 )
 from backends.tvm.lower.integer_pow import lower_pow
 from backends.tvm.lower.int_ops import DEQUANT_LOWERINGS, INT_LOWERINGS
-from backends.tvm.lower.linear import lower_gemm, lower_matmul
+from backends.tvm.lower.linear import lower_einsum, lower_gemm, lower_matmul
 from backends.tvm.lower.lut_gemm import lower_lut_gemm
 from backends.tvm.lower.norm import (
     lower_batch_norm,
@@ -49,11 +49,13 @@ from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
 from backends.tvm.lower.scalar import SCALAR
 from backends.tvm.lower.tensor import (
     lower_concat,
+    lower_depth_to_space,
     lower_dropout,
     lower_expand,
     lower_gather,
     lower_pad,
     lower_slice,
+    lower_space_to_depth,
     lower_split,
     lower_tile,
     lower_transpose,
@@ -87,7 +89,8 @@ LOWERINGS: dict[str, Lowering] = {
     "InstanceNormalization": lower_instance_norm,
     "Transpose": lower_transpose, "Concat": lower_concat, "Split": lower_split,
     "Slice": lower_slice, "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile,
-    "Pad": lower_pad,
+    "Pad": lower_pad, "DepthToSpace": lower_depth_to_space, "SpaceToDepth": lower_space_to_depth,
+    "Einsum": lower_einsum,
     "etch.Fused": lower_fused,
     **INT_LOWERINGS,
     **DEQUANT_LOWERINGS,  # etch.Dequant; Conv/Gemm/MatMul/etch.Fused with a Dequant weight

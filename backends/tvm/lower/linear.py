@@ -19,7 +19,6 @@ from tvm import relax, te, tirx
 from backends.tvm.lower.context import LowerCtx, shape_of
 from backends.tvm.lower.epilogue import Epilogue, add_operand
 from backends.tvm.schedules import tiles
-from compiler.errors import EtchError
 from compiler.ir import Node
 
 
@@ -135,13 +134,26 @@ def gemm(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
         elif beta == 1.0:
             slot = add_operand(epi, ctx, name=c)
         else:
-            raise EtchError(f"node {node.name}: Gemm with beta={beta} and a computed C")
+            slot = _scaled_operand(ctx, node, epi, c, beta)
         epi = epi.with_bias(slot)
     if w is not None:
         w = (w.T if trans_b else w) * np.asarray(alpha, w.dtype) if alpha != 1.0 else \
             (w.T if trans_b else w)
         return dense(ctx, node, a, np.ascontiguousarray(w), epi, trans_a=trans_a)
     return batched(ctx, node, a, ctx.expr(inputs[1]), ctx.shape(out), epi, trans_a, trans_b)
+
+
+def _scaled_operand(ctx: LowerCtx, node: Node, epi: Epilogue, name: str, beta: float) -> int:
+    """beta * C for a computed C, as its own small kernel (rounded like the reference's
+    beta * C before the add); appended to `epi`'s operands, returns its slot."""
+    shape, dtype = ctx.shape(name), ctx.dtype(name)
+
+    def compute(ct: te.Tensor) -> te.Tensor:
+        return te.compute(shape, lambda *i: ct(*i) * tirx.const(beta, dtype), name="epilogue")
+
+    epi.operands.slots.append(("t", len(epi.operands.exprs)))
+    epi.operands.exprs.append(ctx.emit(compute, [ctx.expr(name)], node, "elementwise"))
+    return len(epi.operands.slots) - 1
 
 
 def lower_gemm(ctx: LowerCtx, node: Node) -> None:
@@ -152,3 +164,50 @@ def lower_gemm(ctx: LowerCtx, node: Node) -> None:
 def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     out = node.outputs[0]
     ctx.bind(node, matmul(ctx, node, node.inputs, node.attrs, out, Epilogue(ctx.dtype(out))))
+
+
+def _einsum_terms(equation: str, ranks: list[int]) -> tuple[list[str], str]:
+    """Each input's subscripts and the output's, with "..." spelled out as capital letters
+    (numpy's rules: broadcast dims aligned right; implicit output = the subscripts used once,
+    in alphabetical order, after the broadcast dims)."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    width = max((r - len(t.replace("...", "")) for t, r in zip(terms, ranks) if "..." in t),
+                default=0)
+    ell = "".join(chr(ord("A") + k) for k in range(width))
+    spelled = [t.replace("...", ell[width - (r - len(t.replace("...", ""))):])
+               for t, r in zip(terms, ranks)]
+    if arrow:
+        return spelled, rhs.replace("...", ell)
+    letters = "".join(spelled)
+    return spelled, ell + "".join(sorted(c for c in set(letters) if c.islower()
+                                         and letters.count(c) == 1))
+
+
+def lower_einsum(ctx: LowerCtx, node: Node) -> None:
+    """Einsum as one reduction: output subscripts index the result, the others are summed."""
+    shapes = [ctx.shape(n) for n in node.inputs]
+    terms, out_term = _einsum_terms(str(node.attrs["equation"]), [len(s) for s in shapes])
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes):
+        for c, d in zip(term, shape):
+            sizes[c] = max(sizes.get(c, 1), d)
+    summed = sorted(set("".join(terms)) - set(out_term))
+    oshape = ctx.shape(node.outputs[0])
+
+    def compute(*ts: te.Tensor) -> te.Tensor:
+        red = {c: te.reduce_axis((0, sizes[c]), f"r_{c}") for c in summed}
+
+        def body(*i: tirx.Expr) -> tirx.Expr:
+            at = {**dict(zip(out_term, i)), **red}
+            prod = None
+            for t, term, shape in zip(ts, terms, shapes):
+                v = t(*[0 if d == 1 else at[c] for c, d in zip(term, shape)])
+                prod = v if prod is None else prod * v
+            return te.sum(prod, axis=list(red.values())) if red else prod
+
+        acc = te.compute(oshape, body, name="anchor")
+        return te.compute(oshape, lambda *i: acc(*i), name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(n) for n in node.inputs], node, "einsum"))

@@ -1,4 +1,5 @@
-"""Data movement: Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad.
+"""Data movement: Transpose, Concat, Split, Slice, Gather, Expand, Tile, Pad, DepthToSpace,
+SpaceToDepth.
 
 Shape-only ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout) are views and live
 in `epilogue.lower_alias`. Inputs that decide shapes (Slice starts, Pad pads, ...) are
@@ -186,3 +187,33 @@ def _pad_index(i: Sequence, begin: list, xshape: tuple, mode: str, value: float 
         m = tirx.floormod(s, 2 * d - 2) if d > 1 else 0
         out.append(0 if d == 1 else (d - 1) - tirx.abs((d - 1) - m))
     return out
+
+
+def lower_depth_to_space(ctx: LowerCtx, node: Node) -> None:
+    """out[n, c, h, w] = x[n, channel, h / bs, w / bs] (DCR: depth-column-row, or CRD)."""
+    bs = int(node.attrs["blocksize"])
+    c_out = ctx.shape(node.outputs[0])[1]
+    crd = node.attrs.get("mode", "DCR") == "CRD"
+
+    def index(i: list) -> list:
+        n, c, h, w = i
+        off = tirx.floormod(h, bs) * bs + tirx.floormod(w, bs)
+        ch = c * bs * bs + off if crd else off * c_out + c
+        return [n, ch, tirx.floordiv(h, bs), tirx.floordiv(w, bs)]
+
+    _emit_map(ctx, node, node.outputs[0], node.inputs[0], index)
+
+
+def lower_space_to_depth(ctx: LowerCtx, node: Node) -> None:
+    """out[n, channel, h, w] = x[n, c, h * bs + dh, w * bs + dw] (the inverse layout)."""
+    bs = int(node.attrs["blocksize"])
+    c_in = ctx.shape(node.inputs[0])[1]
+    crd = node.attrs.get("mode", "DCR") == "CRD"
+
+    def index(i: list) -> list:
+        n, ch, h, w = i
+        c, off = (tirx.floordiv(ch, bs * bs), tirx.floormod(ch, bs * bs)) if crd else \
+            (tirx.floormod(ch, c_in), tirx.floordiv(ch, c_in))
+        return [n, c, h * bs + tirx.floordiv(off, bs), w * bs + tirx.floormod(off, bs)]
+
+    _emit_map(ctx, node, node.outputs[0], node.inputs[0], index)
