@@ -9,7 +9,7 @@ Rewrites (the importer keeps QuantizeLinear/DequantizeLinear/MatMulNBits unfolde
   (+ Add(bias)). Same dequantised weight, then the float MatMul.
 - QLinearConv / QLinearMatMul -> etch.QConv / etch.QGemm (int32) -> etch.Requantize with
   M = s_x s_w / s_y in etch's fixed point (ORT requantises in float: within 1 LSB).
-- MatMulInteger with per-tensor zero points -> etch.QGemm (the same int32 result).
+- MatMulInteger with constant per-tensor zero points -> etch.QGemm (the same int32 result).
 Activation Q -> DQ pairs are left in place: the float path runs them as they are, and
 QuantizeActivations takes their (scale, zero point) as the integer graph's parameters.
 Nodes that do not fit a rewrite (int4 blocks that do not divide K, float zero points,
@@ -200,6 +200,10 @@ def _is_matmul_integer(graph: Graph, node: Node) -> bool:
 
 
 def _matmul_integer_check(graph: Graph, node: Node) -> str | None:
+    for k in (2, 3):
+        name = node.inputs[k] if len(node.inputs) > k else ""
+        if name and not graph.values[name].is_const:
+            return f"{node.name}: computed zero point {name!r}"
     az = _opt(graph, node, 2)
     if az is not None and az.size != 1:
         return f"{node.name}: per-row zero point of A"

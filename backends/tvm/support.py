@@ -25,6 +25,7 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
     "etch.Clamp", "etch.QFused", "QuantizeLinear", "DequantizeLinear", "etch.Dequant",
     "etch.LutGemm",
+    "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv",
 })
 
 # Element types TVM stores and computes here. ONNX's other numeric types (float8, float8e8m0,

@@ -43,6 +43,15 @@ from backends.tvm.lower.norm import (
     lower_layer_norm,
     lower_softmax,
 )
+from backends.tvm.lower.qlinear import (
+    lower_conv_integer,
+    lower_dequantize,
+    lower_dynamic_quantize,
+    lower_matmul_integer,
+    lower_qlinear_conv,
+    lower_qlinear_matmul,
+    lower_quantize,
+)
 from backends.tvm.lower.reduce import OPS as REDUCE_OPS
 from backends.tvm.lower.reduce import lower_reduce
 from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
@@ -93,6 +102,10 @@ LOWERINGS: dict[str, Lowering] = {
     "Einsum": lower_einsum,
     "etch.Fused": lower_fused,
     **INT_LOWERINGS,
+    "QuantizeLinear": lower_quantize, "DequantizeLinear": lower_dequantize,  # any parameters
+    "DynamicQuantizeLinear": lower_dynamic_quantize, "MatMulInteger": lower_matmul_integer,
+    "ConvInteger": lower_conv_integer, "QLinearMatMul": lower_qlinear_matmul,
+    "QLinearConv": lower_qlinear_conv,
     **DEQUANT_LOWERINGS,  # etch.Dequant; Conv/Gemm/MatMul/etch.Fused with a Dequant weight
     "etch.LutGemm": lower_lut_gemm,
 }
