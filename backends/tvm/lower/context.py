@@ -34,6 +34,21 @@ def shape_of(expr: relax.Expr) -> Shape:
     return tuple(int(d) for d in expr.ty.shape.values)
 
 
+def accumulator(dtype: object) -> str:
+    """The type sums of `dtype` values accumulate in: float32 for 16-bit floats (as numpy's
+    pairwise sums and ONNX Runtime's CPU kernels do: a float16 running sum loses a digit
+    every few adds), else `dtype` itself."""
+    dtype = str(dtype)
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def cast(v: tirx.Expr, dtype: object) -> tirx.Expr:
+    """`v` as `dtype` (no cast when it already is)."""
+    if isinstance(v, te.TensorSlice):
+        v = v.asobject()
+    return v if str(v.ty.dtype) == str(dtype) else v.astype(str(dtype))
+
+
 def bload(t: te.Tensor, idx: Sequence[tirx.Expr]) -> tirx.Expr:
     """Read `t` at output position `idx` with numpy (right-aligned) broadcasting."""
     shape = [int(d) for d in t.shape]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax, te, tirx
 
-from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.context import LowerCtx, accumulator, cast
 from backends.tvm.lower.conv_direct import conv_direct
 from backends.tvm.lower.epilogue import Epilogue, add_operand
 from backends.tvm.schedules import tiles
@@ -136,6 +136,7 @@ def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec
     weight = ctx.array(pack_conv(w, ocb) if ocb > 1 else w)
 
     split = sw if ctx.pack and sw > 1 else 1
+    acc_t = accumulator(w.dtype)
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         pad = _padded_input(xt, sp, ph, pw, split)
@@ -158,13 +159,12 @@ def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec
 
         def body(n, o, i, j):
             c = o // ocpg * icg + ic if sp.groups > 1 else ic
-            return te.sum(tap(n, c, i, j) * weight_at(o),
+            return te.sum(cast(tap(n, c, i, j), acc_t) * cast(weight_at(o), acc_t),
                           axis=[ry, rx] if depthwise else [rc, ry, rx])
 
         acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
-        return te.compute((sp.n, sp.oc, sp.oh, sp.ow),
-                          lambda n, o, i, j: epi.apply(acc(n, o, i, j), (n, o, i, j), extra),
-                          name="epilogue")
+        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, i, j: epi.apply(
+            cast(acc(n, o, i, j), xt.dtype), (n, o, i, j), extra), name="epilogue")
 
     kind = "depthwise_conv2d" if depthwise else "conv2d"
     return ctx.emit(compute, [x, weight, *epi.exprs], node, kind, ocb=ocb, vw=vw)

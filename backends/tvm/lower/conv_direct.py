@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tvm import relax, te, tirx
 
-from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.context import LowerCtx, accumulator, cast
 from backends.tvm.lower.epilogue import Epilogue
 from compiler.ir import Node
 from compiler.ops.conv import conv_transpose_geometry, conv_window
@@ -103,12 +103,12 @@ def conv_direct(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: 
     extra = [ctx.expr(bias)] if bias else []
 
     def compute(xt: te.Tensor, wt: te.Tensor, *rest: te.Tensor) -> te.Tensor:
-        acc = accumulate(xt, wt, geo, oshape, dtype)
+        acc = accumulate(xt, wt, geo, oshape, accumulator(dtype))
         bt, others = (rest[0], rest[1:]) if bias else (None, rest)
 
         def finish(*i: Expr) -> Expr:
-            y = acc(*i) + bt(i[1]) if bt is not None else acc(*i)
-            return epi.apply(y, i, others)
+            y = cast(acc(*i), dtype)
+            return epi.apply(y + bt(i[1]) if bt is not None else y, i, others)
 
         return te.compute(oshape, finish, name="epilogue")
 

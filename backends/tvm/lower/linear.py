@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax, te, tirx
 
-from backends.tvm.lower.context import LowerCtx, shape_of
+from backends.tvm.lower.context import LowerCtx, accumulator, cast, shape_of
 from backends.tvm.lower.epilogue import Epilogue, add_operand
 from backends.tvm.schedules import tiles
 from compiler.ir import Node
@@ -53,14 +53,16 @@ def dense(ctx: LowerCtx, node: Node, a: relax.Expr, w: np.ndarray, epi: Epilogue
         def load_a(i: tirx.Expr) -> tirx.Expr:
             return at[r, i] if trans_a else at[i, r]
 
+        acc_t = accumulator(at.dtype)
         if ctx.pack:
             acc = te.compute((m, npad), lambda i, j: te.sum(
-                load_a(i) * wt[j // nb, r, j % nb], axis=r), name="anchor")
+                cast(load_a(i), acc_t) * cast(wt[j // nb, r, j % nb], acc_t), axis=r),
+                name="anchor")
         else:
-            acc = te.compute((m, n), lambda i, j: te.sum(load_a(i) * wt[r, j], axis=r),
-                             name="anchor")
-        return te.compute((m, n), lambda i, j: epi.apply(acc(i, j), (i, j), extra),
-                          name="epilogue")
+            acc = te.compute((m, n), lambda i, j: te.sum(
+                cast(load_a(i), acc_t) * cast(wt[r, j], acc_t), axis=r), name="anchor")
+        return te.compute((m, n), lambda i, j: epi.apply(cast(acc(i, j), at.dtype), (i, j),
+                                                         extra), name="epilogue")
 
     return ctx.emit(compute, [a, weight, *epi.exprs], node, "dense", nb=nb, trans_a=int(trans_a))
 
@@ -83,10 +85,12 @@ def batched(ctx: LowerCtx, node: Node, a: relax.Expr, b: relax.Expr, out_shape: 
             lead, mi, ni = list(i[:-2]), i[-2], i[-1]
             av = at(*index(ashape, lead, *((r, mi) if trans_a else (mi, r))))
             bv = bt(*index(bshape, lead, *((ni, r) if trans_b else (r, ni))))
-            return te.sum(av * bv, axis=r)
+            return te.sum(cast(av, acc_t) * cast(bv, acc_t), axis=r)
 
+        acc_t = accumulator(at.dtype)
         acc = te.compute(out_shape, body, name="anchor")
-        return te.compute(out_shape, lambda *i: epi.apply(acc(*i), i, extra), name="epilogue")
+        return te.compute(out_shape, lambda *i: epi.apply(cast(acc(*i), at.dtype), i, extra),
+                          name="epilogue")
 
     return ctx.emit(compute, [a, b, *epi.exprs], node, "batch_matmul")
 

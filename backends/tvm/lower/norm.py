@@ -13,7 +13,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from backends.tvm.lower import fastmath
-from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.context import LowerCtx, accumulator, cast
 from backends.tvm.lower.epilogue import Epilogue, add_operand
 from backends.tvm.lower.rows import row_reduce
 from compiler.errors import EtchError
@@ -29,19 +29,24 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
     lanes = ctx.lanes if last else 1  # rows are contiguous only along the last axis
 
     def compute(xt: te.Tensor) -> te.Tensor:
+        # A 16-bit float rounds after each step, as the reference's numpy does; the row sum
+        # accumulates in float32 (numpy's pairwise sums do too), exp is evaluated in float32.
+        dt, acc_t = str(xt.dtype), accumulator(xt.dtype)
         rows = shape[:axis] + shape[axis + 1:]
         at = lambda r, j: tuple(r[:axis]) + tuple(j) + tuple(r[axis:])
         row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])
         # a NaN in the row needs no NaN-aware max: exp(NaN - max) makes the sum NaN
         mx = row_reduce("rowmax", rows, (shape[axis],), lambda r, j: xt(*at(r, j)), te.max,
                         lanes)
-        ex = row_reduce("rowsum", rows, (shape[axis],), lambda r, j: fastmath.exp(
-            xt(*at(r, j)) - mx(*r, 0)), te.sum, lanes)
+        exp = lambda v: cast(fastmath.exp(cast(v, acc_t)), dt)  # noqa: E731
+        ex = row_reduce("rowsum", rows, (shape[axis],), lambda r, j: cast(exp(
+            xt(*at(r, j)) - mx(*r, 0)), acc_t), te.sum, lanes)
+        total = lambda i: cast(ex(*row_of(i), 0), dt)  # noqa: E731
         if log:
             return te.compute(shape, lambda *i: xt(*i) - mx(*row_of(i), 0)
-                              - tirx.log(ex(*row_of(i), 0)), name="epilogue")
-        return te.compute(shape, lambda *i: fastmath.exp(xt(*i) - mx(*row_of(i), 0))
-                          / ex(*row_of(i), 0), name="epilogue")
+                              - cast(tirx.log(cast(total(i), acc_t)), dt), name="epilogue")
+        return te.compute(shape, lambda *i: exp(xt(*i) - mx(*row_of(i), 0)) / total(i),
+                          name="epilogue")
 
     hints = {"rows": axis} if last else {}
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "softmax", **hints))

@@ -15,7 +15,7 @@ import numpy as np
 from tvm import te, tirx
 
 from backends.tvm.lower import fastmath
-from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.context import LowerCtx, accumulator, cast
 from backends.tvm.lower.rows import row_reduce
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -97,22 +97,24 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
     rows = bool(axes) and axes == list(range(first, len(xshape))) and op != "ReduceLogSumExp"
 
     def compute(xt: te.Tensor) -> te.Tensor:
+        # Sums of 16-bit floats accumulate in float32 (as numpy's pairwise sums); each term
+        # and the result round to the type, as the reference's numpy does.
+        dt = str(xt.dtype)
+        acc_t = accumulator(dt) if op in _SUMS else dt
         source = _source(xshape, axes, keep)
         shift = None
         if op == "ReduceLogSumExp":  # the finite maximum, else 0
-            mx = _plain(oshape, axes, xshape, lambda i, r: xt(*source(i, r)), MAX, "max")
-            shift = mx
+            shift = _plain(oshape, axes, xshape, lambda i, r: xt(*source(i, r)), MAX, "max")
+        at = lambda i: _finite(shift(*i)) if shift is not None else None  # noqa: E731
         if rows:
             acc = row_reduce("anchor", xshape[:first], xshape[first:],
-                             lambda r, j: _term(op, xt(*r, *j), None), _reducer(ctx, op), ctx.lanes,
-                             oshape)
+                             lambda r, j: cast(_term(op, xt(*r, *j), None), acc_t),
+                             _reducer(ctx, op), ctx.lanes, oshape)
         else:
-            acc = _plain(oshape, axes, xshape, lambda i, r: _term(
-                op, xt(*source(i, r)), _finite(shift(*i)) if shift is not None else None),
-                _reducer(ctx, op), "anchor")
-        return te.compute(oshape, lambda *i: _finish(
-            op, acc(*i), count, _finite(shift(*i)) if shift is not None else None),
-            name="epilogue")
+            acc = _plain(oshape, axes, xshape, lambda i, r: cast(
+                _term(op, xt(*source(i, r)), at(i)), acc_t), _reducer(ctx, op), "anchor")
+        return te.compute(oshape, lambda *i: _finish(op, cast(acc(*i), dt), count, at(i)),
+                          name="epilogue")
 
     hints = {"rows": first} if rows else {}
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", **hints))
