@@ -2,6 +2,9 @@
 
 The cases are `onnx.backend.test.case.node.collect_testcases(None)` of the installed onnx,
 kept when every node's op is one etch lists (`compiler.ops.registry()`, plus `Constant`).
+Generating them takes ~20 s (onnx computes every expected output), so the first run stores
+them under .cache/node_cases, keyed by a hash of onnx's generator sources; later runs read
+them back in about a second.
 Each case runs as generated: its opset, its graph inputs (an input that decides an output
 shape stays an input, which a static-shape compiler must refuse).
 
@@ -16,9 +19,13 @@ same dtype and shape, floats with `numpy.testing.assert_allclose` at the case's 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import re
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,17 +77,20 @@ class Outcome:
 def _array(x: Any) -> np.ndarray | None:
     if isinstance(x, onnx.TensorProto):
         return numpy_helper.to_array(x)
-    return None if isinstance(x, (list, dict)) or x is None else np.asarray(x)
+    return None if isinstance(x, (list, dict, tuple)) or x is None else np.asarray(x)
 
 
-def _decode(case: Any) -> NodeCase | None:
-    """A NodeCase, or None when the case holds sequences/optionals (not tensors)."""
-    inputs, outputs = case.data_sets[0]
-    feeds = {i.name: _array(x) for i, x in zip(case.model.graph.input, inputs)}
-    expected = {o.name: _array(x) for o, x in zip(case.model.graph.output, outputs)}
-    if any(v is None for v in (*feeds.values(), *expected.values())):
+def _decode(raw: _Raw) -> NodeCase | None:
+    """A NodeCase (its own copy of the model), or None when the case holds sequences or
+    optionals (not tensors)."""
+    if raw.inputs is None or raw.outputs is None:
         return None
-    return NodeCase(case.name, case.model, feeds, expected, float(case.rtol), float(case.atol))
+    model = onnx.ModelProto()
+    model.CopyFrom(raw.model)
+    feeds = {i.name: numpy_helper.to_array(t) for i, t in zip(model.graph.input, raw.inputs)}
+    expected = {o.name: numpy_helper.to_array(t)
+                for o, t in zip(model.graph.output, raw.outputs)}
+    return NodeCase(raw.name, model, feeds, expected, raw.rtol, raw.atol)
 
 
 def _listed(case: Any) -> bool:
@@ -89,26 +99,130 @@ def _listed(case: Any) -> bool:
                for n in case.model.graph.node)
 
 
-@functools.cache
-def _collected() -> tuple[Any, ...]:
+def cache_dir() -> Path:
+    """$ETCH_CACHE/node_cases, else <repo>/.cache/node_cases."""
+    env = os.environ.get("ETCH_CACHE")
+    root = Path(env) if env else Path(__file__).resolve().parent.parent / ".cache"
+    return root / "node_cases"
+
+
+@dataclass
+class _Raw:
+    """A collected case: its model and data as ONNX protos (None: a sequence/optional)."""
+
+    name: str
+    model: onnx.ModelProto
+    inputs: list[onnx.TensorProto] | None
+    outputs: list[onnx.TensorProto] | None
+    rtol: float
+    atol: float
+
+
+def _generators_key() -> str:
+    """A content hash of the installed onnx's case generators (and its version)."""
+    import onnx.backend.test.case.node as gen
+
+    h = hashlib.sha256(onnx.__version__.encode())
+    for path in sorted(Path(gen.__file__).parent.rglob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _protos(values: list) -> list[onnx.TensorProto] | None:
+    out = []
+    for v in values:
+        a = _array(v)
+        if a is None:
+            return None
+        out.append(numpy_helper.from_array(a))
+    return out
+
+
+def _generate() -> list[_Raw]:
+    """Run onnx's case generators (~20 s: they compute every expected output)."""
     with warnings.catch_warnings():  # the case generators overflow casts on purpose
         warnings.simplefilter("ignore")
         from onnx.backend.test.case.node import collect_testcases
 
-        return tuple(sorted(collect_testcases(None), key=lambda c: c.name))
+        cases = collect_testcases(None)
+    raws = []
+    for c in cases:
+        inputs, outputs = c.data_sets[0]
+        raws.append(_Raw(c.name, c.model, _protos(list(inputs)), _protos(list(outputs)),
+                         float(c.rtol), float(c.atol)))
+    return raws
 
 
-def listed_case_names() -> list[str]:
-    """Names of the node cases whose ops etch lists, sorted."""
-    return [c.name for c in _collected() if _listed(c)]
+def _save(raws: list[_Raw], path: Path) -> None:
+    """Write the cases to `path` atomically: an 8-byte header length, a JSON index of each
+    case's serialised protos (offset, size), then the protos back to back."""
+    blob, index = bytearray(), []
+
+    def put(proto: Any) -> list[int]:
+        data = proto.SerializeToString()
+        blob.extend(data)
+        return [len(blob) - len(data), len(data)]
+
+    for r in raws:
+        index.append({"name": r.name, "rtol": r.rtol, "atol": r.atol, "model": put(r.model),
+                      "inputs": None if r.inputs is None else [put(t) for t in r.inputs],
+                      "outputs": None if r.outputs is None else [put(t) for t in r.outputs]})
+    head = json.dumps(index).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(len(head).to_bytes(8, "little") + head + bytes(blob))
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> list[_Raw]:
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    index, blob = json.loads(data[8:8 + size]), memoryview(data)[8 + size:]
+
+    def get(span: list[int], cls: type) -> Any:
+        proto = cls()
+        proto.ParseFromString(blob[span[0]:span[0] + span[1]])
+        return proto
+
+    def tensors(spans: list | None) -> list[onnx.TensorProto] | None:
+        return None if spans is None else [get(s, onnx.TensorProto) for s in spans]
+
+    return [_Raw(e["name"], get(e["model"], onnx.ModelProto), tensors(e["inputs"]),
+                 tensors(e["outputs"]), e["rtol"], e["atol"]) for e in index]
+
+
+@functools.cache
+def _collected() -> tuple[_Raw, ...]:
+    """Every node case of the installed onnx, sorted by name; generated once per onnx and
+    then read from .cache/node_cases (keyed by a hash of the generators' source)."""
+    path = cache_dir() / f"{_generators_key()}.bin"
+    try:
+        raws = _load(path)
+    except (OSError, ValueError, KeyError):  # absent or unreadable: regenerate
+        raws = _generate()
+        try:
+            _save(raws, path)
+        except OSError:  # a read-only place: run without the cache
+            pass
+    return tuple(sorted(raws, key=lambda r: r.name))
+
+
+def listed_case_names(tensors_only: bool = False) -> list[str]:
+    """Names of the node cases whose ops etch lists, sorted; with `tensors_only`, without
+    those whose values are sequences or optionals."""
+    return [c.name for c in _collected() if _listed(c)
+            and (not tensors_only or (c.inputs is not None and c.outputs is not None))]
+
+
+@functools.cache
+def _by_name() -> dict[str, Any]:
+    return {c.name: c for c in _collected()}
 
 
 def load_case(name: str) -> NodeCase | None:
-    """The decoded case `name` (None: its values are sequences or optionals)."""
-    for c in _collected():
-        if c.name == name:
-            return _decode(c)
-    raise KeyError(name)
+    """The decoded case `name` (None: its values are sequences or optionals); a fresh copy
+    each call, so a caller may change it."""
+    return _decode(_by_name()[name])
 
 
 # ---- comparing ----------------------------------------------------------------------------

@@ -1,0 +1,149 @@
+"""ONNX's backend node cases through the cpu target: `compiler.compile(model, target="cpu")
+.run(inputs)`, compared with each case's expected outputs as ONNX's runner compares them
+(benchmarks/node_cases.py; rtol 1e-3, atol 1e-7 in onnx 1.23).
+
+Every case whose ops etch lists must pass, unless etch must refuse it; then it must be
+refused with an EtchError that says why (`expected_refusal`):
+- its opset is outside the importer's range (cases of newer opsets import once the importer
+  reads them; until then they are refusals, counted apart by `etch bench conformance`);
+- a graph input decides an output shape (a static-shape compiler cannot take the case);
+- an element type the TVM backend does not build (backends/tvm/support.py DTYPES);
+- a reason listed in REFUSED (training mode, which is random).
+Never a foreign exception, never a wrong answer. The default run takes SAMPLE (one case per
+op plus the cases issue 12 named); `slow` runs them all. Cases holding sequences (not
+tensors) are not collected: etch graphs hold tensors only.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+from backends.tvm.support import DTYPES
+from benchmarks import node_cases
+from compiler import onnx_import
+
+_TRAINING = "training mode"
+# Case name -> why etch refuses it (a regex its EtchError must match).
+REFUSED: dict[str, str] = {
+    **{name: _TRAINING for name in (
+        "test_training_dropout", "test_training_dropout_default",
+        "test_training_dropout_default_mask", "test_training_dropout_mask",
+        "test_training_dropout_zero_ratio", "test_training_dropout_zero_ratio_mask",
+        "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode")},
+}
+OPSET = r"opset \d+; etch reads opsets"
+SHAPE = r"decides the output shape"
+DTYPE = r"element type \S+, which the TVM backend does not build"
+
+# Cases issue 12 named as failing on cpu; each must pass from now on.
+REGRESSIONS = (
+    "test_pow_types_int32_int32", "test_pow_types_int64_float32", "test_rotary_embedding_expanded",
+    "test_qlinearmatmul_2D_uint8_float32", "test_qlinearconv", "test_layer_normalization_2d_axis0",
+    "test_maxpool_3d_default", "test_averagepool_3d_default", "test_basic_conv_with_padding",
+    "test_convtranspose_pads", "test_gemm_beta", "test_size", "test_training_dropout_mask",
+)
+
+
+def _elem_types(model: onnx.ModelProto) -> set[str]:
+    """numpy names of the element types a model's values have (ONNX shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.type.tensor_type.elem_type for v in (*g.input, *g.output, *g.value_info)
+             if v.type.HasField("tensor_type")}
+    types |= {t.data_type for t in g.initializer}
+    names = set()
+    for t in types - {0}:
+        try:
+            names.add(onnx.helper.tensor_dtype_to_np_dtype(t).name)
+        except (KeyError, ValueError):
+            names.add(f"onnx type {t}")
+    return names
+
+
+def _in_range(opset: int) -> bool:
+    return onnx_import.MIN_OPSET <= opset <= onnx_import.MAX_OPSET
+
+
+def expected_refusal(case: node_cases.NodeCase) -> str | None:
+    """The regex etch's EtchError must match for `case`, or None when it must pass. A case
+    outside the importer's nominal opset range may also be refused for its opset."""
+    if case.name in REFUSED:
+        return REFUSED[case.name]
+    if node_cases.shape_deciding_inputs(case.model):
+        return SHAPE if _in_range(case.opset) else f"{SHAPE}|{OPSET}"
+    if _elem_types(case.model) - DTYPES:
+        return DTYPE if _in_range(case.opset) else f"{DTYPE}|{OPSET}"
+    return None if _in_range(case.opset) else OPSET
+
+
+def check_case(name: str) -> None:
+    case = node_cases.load_case(name)
+    assert case is not None
+    outcome = node_cases.run_etch(case, "cpu")
+    why = expected_refusal(case)
+    if outcome.status == "pass" and (why is None or OPSET in why):
+        return  # an out-of-range opset the importer already reads may pass
+    detail = f"{outcome.status} at {outcome.stage}: {outcome.reason}"
+    if why is None:
+        pytest.fail(f"expected a pass; {detail}")
+    assert outcome.status == "refused" and re.search(why, outcome.reason), \
+        f"expected an EtchError matching {why!r}; {detail}"
+
+
+def _sample() -> list[str]:
+    """One case per listed op (the first, by name, of the plain cases that should pass on a
+    cheap look: opset in range, no shape-deciding input, plain types at the graph's edges),
+    plus REGRESSIONS."""
+    covered: set[str] = set()
+    picked = list(REGRESSIONS)
+    for name in node_cases.listed_case_names(tensors_only=True):
+        case = node_cases.load_case(name)
+        if "expanded" in name or not _in_range(case.opset):
+            continue
+        new = case.ops - covered
+        edges = {a.dtype.name for a in (*case.feeds.values(), *case.expected.values())}
+        if new and edges <= DTYPES and name not in REFUSED and \
+                not node_cases.shape_deciding_inputs(case.model):
+            covered |= new
+            picked.append(name)
+    return sorted(set(picked))
+
+
+SAMPLE = _sample()
+ALL = node_cases.listed_case_names(tensors_only=True)
+
+
+@pytest.mark.parametrize("name", SAMPLE)
+def test_node_case_sample(name: str) -> None:
+    check_case(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_node_case(name: str) -> None:
+    check_case(name)
+
+
+def test_sample_covers_the_ops_issue_12_named() -> None:
+    ops = set().union(*(node_cases.load_case(n).ops for n in SAMPLE))
+    for op in ("Pow", "QLinearMatMul", "QLinearConv", "LayerNormalization", "MaxPool",
+               "AveragePool", "Conv", "ConvTranspose", "Gemm", "Dropout"):
+        assert op in ops, op
+    assert len(SAMPLE) >= 60
+
+
+def test_comparison_follows_onnx_runner() -> None:
+    """rtol/atol as the case says, dtypes and shapes exact, NaN equal to NaN."""
+    want = {"y": np.array([1.0, np.nan, 1e-8], np.float32)}
+    assert node_cases.compare({"y": np.array([1.0005, np.nan, 0.0], np.float32)}, want,
+                              1e-3, 1e-7) is None
+    assert "differ" in node_cases.compare({"y": np.array([1.002, np.nan, 0], np.float32)},
+                                          want, 1e-3, 1e-7)
+    assert "dtype" in node_cases.compare({"y": want["y"].astype(np.float64)}, want, 1e-3, 1e-7)
+    assert "shape" in node_cases.compare({"y": want["y"][:2]}, want, 1e-3, 1e-7)
+    ints = {"i": np.array([1, 2], np.int64)}
+    assert "differ" in node_cases.compare({"i": np.array([1, 3], np.int64)}, ints, 1e-3, 1e-7)
