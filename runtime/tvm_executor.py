@@ -54,6 +54,19 @@ def _device(kind: str):
     raise EtchError(f"unknown device {kind!r} in the manifest")
 
 
+# Element types numpy cannot exchange through DLPack (ml_dtypes), by the integer type that
+# carries their bits across.
+_BITS = {"bfloat16": np.uint16}
+
+
+def _to_numpy(tensor, dtype: str) -> np.ndarray:
+    """A copy of a CPU output tensor as a numpy array."""
+    if dtype in _BITS:
+        raw = np.from_dlpack(tensor._create_view(tuple(tensor.shape), _BITS[dtype]().dtype.name))
+        return np.array(raw).view(np.dtype(dtype))
+    return np.array(np.from_dlpack(tensor))
+
+
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data is 64-byte aligned (what TVM requires
     of memory it borrows through DLPack)."""
@@ -98,6 +111,10 @@ class TvmExecutor(Executor):
     def _borrow(self, array: np.ndarray):
         import tvm_ffi
 
+        if array.dtype.name in _BITS:  # numpy's DLPack has no such type: lend the raw bits
+            raw = tvm_ffi.from_dlpack(array.view(_BITS[array.dtype.name]), require_alignment=64,
+                                      require_contiguous=True)
+            return raw._create_view(array.shape, array.dtype.name)
         return tvm_ffi.from_dlpack(array, require_alignment=64, require_contiguous=True)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -120,7 +137,7 @@ class TvmExecutor(Executor):
                 result = self.main(*[tvm.runtime.tensor(a, self.device) for a in self._staging])
             outs = list(result) if len(self.output_specs) > 1 else [result]
             if self._cpu:
-                return {s["name"]: np.array(np.from_dlpack(o))
+                return {s["name"]: _to_numpy(o, s["dtype"])
                         for s, o in zip(self.output_specs, outs)}
             return {s["name"]: o.numpy() for s, o in zip(self.output_specs, outs)}
 

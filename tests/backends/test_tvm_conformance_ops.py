@@ -209,6 +209,21 @@ def test_half_precision_matches_the_reference() -> None:
     assert_close(got, reference.run(graph, inputs), rtol=1e-3, atol=1e-7)
 
 
+def test_bfloat16_values_cross_the_runtime_boundary() -> None:
+    """bfloat16 inputs and outputs (numpy's DLPack has no bfloat16) and arithmetic."""
+    m = ModelBuilder("bf16")
+    x = m.input("x", _rand(m, 3, 5))
+    h = m.op("Cast", [x], "to_bf16", to=TensorProto.BFLOAT16)
+    b = m.input("b", _rand(m, 5, 2).astype(onnx.helper.tensor_dtype_to_np_dtype(
+        TensorProto.BFLOAT16)))
+    m.op("Cast", [m.op("MatMul", [h, b], "mm", output=False)], "back", to=F)
+    model, inputs = m.build(opset=21)
+    got = compiler.compile(model, target="cpu").run(inputs)
+    assert got["to_bf16"].dtype.name == "bfloat16"
+    graph = onnx_import.import_model(model)
+    assert_close(got, reference.run(graph, inputs), rtol=2 ** -6, atol=1e-6)
+
+
 def test_constants_keep_dtype_and_rank() -> None:
     """int64/float64 constants were narrowed to 32 bits and 0-d outputs made 1-d."""
     m = ModelBuilder("consts")
