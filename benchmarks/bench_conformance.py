@@ -39,8 +39,8 @@ def _selected(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> dict:
     import onnx
     import onnxruntime
-
     import tvm
+
     from benchmarks.bench_tvm import cpu_name
 
     cases: dict[str, dict] = {}
@@ -150,8 +150,8 @@ def table(result: dict) -> str:
                  f"etch {result['seconds']['etch']}, ORT {result['seconds']['ort']}")
     lines += ["", "etch's refusals at import (count: reason)"]
     lines += [f"{n:>6}: {reason[:110]}" for reason, n in result["import_refusals"].items()]
-    lines += ["", f"{'op':<28}{'cases':>6}{'etch':>6}{'ORT':>6}  etch failures after import "
-                  f"(count: reason)"]
+    lines += ["", f"{'op':<28}{'cases':>6}{'etch':>6}{'ORT':>6}  " +
+              "etch failures after import (count: reason)"]
     for op, row in sorted(result["per_op"].items(), key=lambda kv: -sum(kv[1]["failures"]
                                                                         .values())):
         if not row["failures"]:

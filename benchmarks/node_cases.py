@@ -301,7 +301,7 @@ def run_etch(case: NodeCase, target: str = "cpu") -> Outcome:
             actual = artifact.run(case.feeds)
     except EtchError as e:
         return Outcome("refused", stage, first_line(e))
-    except Exception as e:  # the point of the harness: any foreign exception is a finding
+    except Exception as e:  # noqa: BLE001 -- the harness's point: a foreign exception is a finding
         return Outcome("error", stage, f"{type(e).__name__}: {first_line(e)}")
     reason = compare(actual, case.expected, case.rtol, case.atol)
     return Outcome("wrong", "compare", reason) if reason else Outcome("pass")
@@ -321,7 +321,7 @@ def run_ort(case: NodeCase) -> Outcome:
         stage = "run"
         names = [o.name for o in sess.get_outputs()]
         actual = dict(zip(names, sess.run(names, case.feeds)))
-    except Exception as e:  # ORT raises its own types (and KeyError, TypeError, ...)
+    except Exception as e:  # noqa: BLE001 -- ORT raises its own types (and KeyError, ...)
         return Outcome("refused", stage, first_line(e))
     reason = compare(actual, case.expected, case.rtol, case.atol)
     return Outcome("wrong", "compare", reason) if reason else Outcome("pass")

@@ -33,8 +33,8 @@ from backends.tvm.lower.indexing import (
     lower_topk,
     lower_trilu,
 )
-from backends.tvm.lower.integer_pow import lower_pow
 from backends.tvm.lower.int_ops import DEQUANT_LOWERINGS, INT_LOWERINGS
+from backends.tvm.lower.integer_pow import lower_pow
 from backends.tvm.lower.linear import lower_einsum, lower_gemm, lower_matmul
 from backends.tvm.lower.lut_gemm import lower_lut_gemm
 from backends.tvm.lower.norm import (
@@ -43,6 +43,7 @@ from backends.tvm.lower.norm import (
     lower_layer_norm,
     lower_softmax,
 )
+from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
 from backends.tvm.lower.qlinear import (
     lower_conv_integer,
     lower_dequantize,
@@ -54,7 +55,6 @@ from backends.tvm.lower.qlinear import (
 )
 from backends.tvm.lower.reduce import OPS as REDUCE_OPS
 from backends.tvm.lower.reduce import lower_reduce
-from backends.tvm.lower.pool import lower_global_pool, lower_lrn, lower_pool
 from backends.tvm.lower.scalar import SCALAR
 from backends.tvm.lower.tensor import (
     lower_concat,

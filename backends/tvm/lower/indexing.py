@@ -118,7 +118,7 @@ def lower_cumsum(ctx: LowerCtx, node: Node) -> None:
     """CumSum (exclusive, reverse) as a reduction over each prefix. The axis may be computed:
     then every axis' sum is formed and the run-time axis picks one (rank times the work; an
     exported model's axis is a constant, which builds one sum)."""
-    x, out = node.inputs[0], node.outputs[0]
+    x = node.inputs[0]
     shape = ctx.shape(x)
     rank = len(shape)
     extra, axis_of = _scalar_operand(ctx, node, 1, 0)
@@ -181,7 +181,7 @@ def lower_topk(ctx: LowerCtx, node: Node) -> None:
     n = xshape[axis]
 
     def compute(xt: te.Tensor) -> list[te.Tensor]:
-        at = lambda i, j: xt(*i[:axis], j, *i[axis + 1:])  # noqa: E731
+        at = lambda i, j: xt(*i[:axis], j, *i[axis + 1:])
         ra = te.reduce_axis((0, n), "ra")
 
         def ahead(*i: Expr) -> Expr:  # rank of element i[axis]: how many come before it

@@ -19,6 +19,7 @@ from backends.tvm.lower.rows import row_reduce
 from compiler.errors import EtchError
 from compiler.ir import Node
 
+
 def lower_softmax(ctx: LowerCtx, node: Node) -> None:
     """Softmax / LogSoftmax along one axis (opset 13 semantics)."""
     x = node.inputs[0]
@@ -38,10 +39,10 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
         # a NaN in the row needs no NaN-aware max: exp(NaN - max) makes the sum NaN
         mx = row_reduce("rowmax", rows, (shape[axis],), lambda r, j: xt(*at(r, j)), te.max,
                         lanes)
-        exp = lambda v: cast(fastmath.exp(cast(v, acc_t)), dt)  # noqa: E731
+        exp = lambda v: cast(fastmath.exp(cast(v, acc_t)), dt)
         ex = row_reduce("rowsum", rows, (shape[axis],), lambda r, j: cast(exp(
             xt(*at(r, j)) - mx(*r, 0)), acc_t), te.sum, lanes)
-        total = lambda i: cast(ex(*row_of(i), 0), dt)  # noqa: E731
+        total = lambda i: cast(ex(*row_of(i), 0), dt)
         if log:
             return te.compute(shape, lambda *i: xt(*i) - mx(*row_of(i), 0)
                               - cast(tirx.log(cast(total(i), acc_t)), dt), name="epilogue")
@@ -109,7 +110,7 @@ def _layer_norm_stats(ctx: LowerCtx, node: Node, stash: str) -> None:
     ops = ctx.operands(names)
 
     def compute(xt: te.Tensor, *ts: te.Tensor) -> list[te.Tensor]:
-        xs = lambda *i: xt(*i).astype(stash)  # noqa: E731
+        xs = lambda *i: xt(*i).astype(stash)
         div = tirx.const(count, stash)
         total = row_reduce("mean", rows, inner, lambda r, j: xs(*r, *j), te.sum, 1)
         mean = te.compute(total.shape, lambda *i: total(*i) / div, name="mean_out")
@@ -181,7 +182,7 @@ def _channel_norm(ctx: LowerCtx, node: Node, params: list[str], stats: bool) -> 
         e = tirx.const(eps, xt.dtype)
         if not stats:
             scale, bias, mean, var = (lambda c, t=t: t(c) for t in ps)
-            s = lambda c: scale(c) / tirx.sqrt(var(c) + e)  # noqa: E731
+            s = lambda c: scale(c) / tirx.sqrt(var(c) + e)
             return te.compute(shape, lambda *i: xt(*i) * s(i[1]) + (bias(i[1]) - mean(i[1])
                                                                     * s(i[1])), name="epilogue")
         div = tirx.const(count, xt.dtype)

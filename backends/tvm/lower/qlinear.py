@@ -189,7 +189,7 @@ def _int_matmul(ctx: LowerCtx, node: Node, a: str, b: str, za: str, zb: str,
     slots = [_vector(ctx, n, extra) for n in (za, zb, *(requant or ()))]
 
     def compute(at: te.Tensor, bt: te.Tensor, *ts: te.Tensor) -> te.Tensor:
-        get = lambda k: ts[slots[k]] if slots[k] is not None else None  # noqa: E731
+        get = lambda k: ts[slots[k]] if slots[k] is not None else None
         acc = _matmul_acc(at, bt, oshape, get(0), get(1))
         if requant is None:
             return te.compute(oshape, lambda *i: acc(*i), name="epilogue")
@@ -238,7 +238,7 @@ def _int_conv(ctx: LowerCtx, node: Node, x: str, w: str, xz: str, wz: str, bias:
     slots = [_vector(ctx, n, extra) for n in (xz, wz, bias, *(requant or ()))]
 
     def compute(xt: te.Tensor, wt: te.Tensor, *ts: te.Tensor) -> te.Tensor:
-        get = lambda k: ts[slots[k]] if slots[k] is not None else None  # noqa: E731
+        get = lambda k: ts[slots[k]] if slots[k] is not None else None
         zx_t, zw_t = get(0), get(1)
         acc = accumulate(xt, wt, geo, oshape, "int32",
                          None if zx_t is None else lambda c: _pick(zx_t, 0),

@@ -105,7 +105,7 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
         shift = None
         if op == "ReduceLogSumExp":  # the finite maximum, else 0
             shift = _plain(oshape, axes, xshape, lambda i, r: xt(*source(i, r)), MAX, "max")
-        at = lambda i: _finite(shift(*i)) if shift is not None else None  # noqa: E731
+        at = lambda i: _finite(shift(*i)) if shift is not None else None
         if rows:
             acc = row_reduce("anchor", xshape[:first], xshape[first:],
                              lambda r, j: cast(_term(op, xt(*r, *j), None), acc_t),
