@@ -145,5 +145,9 @@ def test_comparison_follows_onnx_runner() -> None:
                                           want, 1e-3, 1e-7)
     assert "dtype" in node_cases.compare({"y": want["y"].astype(np.float64)}, want, 1e-3, 1e-7)
     assert "shape" in node_cases.compare({"y": want["y"][:2]}, want, 1e-3, 1e-7)
+    bf16 = np.dtype("bfloat16")  # ml_dtypes: two ULPs (2**-6) as ONNX's runner allows
+    half = {"b": np.array([0.5625], bf16)}
+    assert node_cases.compare({"b": np.array([0.55859375], bf16)}, half, 1e-3, 1e-7) is None
+    assert node_cases.compare({"b": np.array([0.5], bf16)}, half, 1e-3, 1e-7)
     ints = {"i": np.array([1, 2], np.int64)}
     assert "differ" in node_cases.compare({"i": np.array([1, 3], np.int64)}, ints, 1e-3, 1e-7)
