@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 from tvm import relax, te, tirx
 
 from backends.tvm.lower.context import LowerCtx
@@ -58,9 +59,14 @@ def saturate(v: Expr, dtype: str) -> Expr:
 
 # ---- QuantizeLinear / DequantizeLinear ----------------------------------------------------
 def _constant_plain(ctx: LowerCtx, node: Node) -> bool:
+    """Whether the `int_eltwise` kernel computes this node as the reference does: constant,
+    unblocked parameters, float32 data and scale, no precision/output_dtype."""
     scale, zero = _names(node, (1, 2))
+    floats = {ctx.dtype(node.inputs[0] if node.op == "QuantizeLinear" else node.outputs[0]),
+              ctx.dtype(scale)}
     return not int(node.attrs.get("block_size", 0)) and ctx.const(scale) is not None and \
-        (not zero or ctx.const(zero) is not None)
+        (not zero or ctx.const(zero) is not None) and floats == {"float32"} and \
+        not node.attrs.get("precision") and not node.attrs.get("output_dtype")
 
 
 def lower_quantize(ctx: LowerCtx, node: Node) -> None:
@@ -90,19 +96,38 @@ def _qdq(ctx: LowerCtx, node: Node, quantize: bool) -> None:
     names = [n for n in _names(node, (1, 2)) if n]
     params = [Param(ctx.shape(n), axis, block) for n in names]
 
+    work = _work_type(ctx, node, quantize)
+
     def compute(xt: te.Tensor, *ts: te.Tensor) -> te.Tensor:
         def body(*i: Expr) -> Expr:
-            s = params[0].at(ts[0], i)
+            s = params[0].at(ts[0], i).astype(work)
             z = params[1].at(ts[1], i).astype("int64") if len(ts) > 1 else None
             if quantize:
-                y = tirx.nearbyint(xt(*i) / s.astype(xt.dtype)).astype("float64")
+                y = tirx.nearbyint(xt(*i).astype(work) / s).astype("float64")
                 return saturate(y + (z.astype("float64") if z is not None else 0.0), dtype)
             v = xt(*i).astype("int64") - (z if z is not None else 0)
-            return v.astype(dtype) * s.astype(dtype)
+            return (v.astype(work) * s).astype(dtype)
         return te.compute(shape, body, name="epilogue")
 
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *(ctx.expr(n) for n in names)], node,
                             "elementwise"))
+
+
+def _work_type(ctx: LowerCtx, node: Node, quantize: bool) -> str:
+    """The type the reference computes in: QuantizeLinear divides in `precision`, else in
+    the scale's type; DequantizeLinear multiplies in float32 (float64 beside a float64 scale
+    or output) and rounds once."""
+    scale = ctx.dtype(node.inputs[1])
+    if quantize:
+        named = node.attrs.get("precision")
+        prec = onnx_type_name(named) if named else scale
+        return prec if prec in ("float16", "bfloat16", "float32", "float64") else "float32"
+    return "float64" if "float64" in (scale, ctx.dtype(node.outputs[0])) else "float32"
+
+
+def onnx_type_name(elem_type: int) -> str:
+    """numpy's name for an ONNX element type number."""
+    return onnx.helper.tensor_dtype_to_np_dtype(int(elem_type)).name
 
 
 def lower_dynamic_quantize(ctx: LowerCtx, node: Node) -> None:
