@@ -101,10 +101,13 @@ class TvmExecutor(Executor):
                 from e
         self.vm = relax.VirtualMachine(lib, self.device)
         self.main = self.vm[manifest.get("entry", "main")]
+        # Inputs/outputs of a narrow type (int4, float8, ...) are held in a wider one.
+        self._held = manifest.get("storage_dtypes", {})
         self._specs = [(s["name"], tuple(s["shape"]), np.dtype(s["dtype"]))
                        for s in self.input_specs]
         self._cpu = manifest["device"] == "cpu"
-        self._staging = [aligned_empty(shape, dt) for _, shape, dt in self._specs]
+        self._staging = [aligned_empty(shape, np.dtype(self._held.get(name, dt.name)))
+                         for name, shape, dt in self._specs]
         self._args = [self._borrow(a) for a in self._staging] if self._cpu else None
         self._lock = threading.Lock()
 
@@ -128,7 +131,10 @@ class TvmExecutor(Executor):
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
             for (name, _, _), stage in zip(self._specs, self._staging):
-                np.copyto(stage, inputs[name])
+                if name in self._held:  # exact: the storage type holds every value
+                    stage[...] = inputs[name].astype(stage.dtype)
+                else:
+                    np.copyto(stage, inputs[name])
             if self._cpu:
                 result = self.main(*self._args)
             else:
@@ -137,9 +143,12 @@ class TvmExecutor(Executor):
                 result = self.main(*[tvm.runtime.tensor(a, self.device) for a in self._staging])
             outs = list(result) if len(self.output_specs) > 1 else [result]
             if self._cpu:
-                return {s["name"]: _to_numpy(o, s["dtype"])
-                        for s, o in zip(self.output_specs, outs)}
-            return {s["name"]: o.numpy() for s, o in zip(self.output_specs, outs)}
+                got = [_to_numpy(o, self._held.get(s["name"], s["dtype"]))
+                       for s, o in zip(self.output_specs, outs)]
+            else:
+                got = [o.numpy() for o in outs]
+            return {s["name"]: g.astype(s["dtype"]) if s["name"] in self._held else g
+                    for s, g in zip(self.output_specs, got)}
 
 
 def load(path: Path, manifest: dict, **kwargs) -> Executor:

@@ -18,7 +18,7 @@ from tvm import relax
 from backends.tvm import lower, schedules
 from backends.tvm import target as targets
 from backends.tvm.schedules import cpu as cpu_rules
-from backends.tvm.support import error_line
+from backends.tvm.support import error_line, storage
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
@@ -50,6 +50,15 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, out: Path) -> N
         raise EtchError(f"the TVM backend cannot compile the model: {error_line(e)}") from e
 
 
+def storage_entries(graph: Graph) -> dict:
+    """Manifest entries naming the inputs/outputs whose element type TVM holds in a wider
+    one (int4 in int8, float8 in float32, ...): the executor converts those at the edge."""
+    names = [*graph.inputs, *graph.outputs]
+    held = {n: storage(graph.values[n].dtype) for n in names
+            if storage(graph.values[n].dtype) != graph.values[n].dtype}
+    return {"storage_dtypes": held} if held else {}
+
+
 def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     """The cpu artifact: AVX2/AVX-512 kernels for the detected (or named) CPU."""
     target_json, info = targets.cpu_target(opts)
@@ -60,7 +69,8 @@ def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     mod = schedules.apply_rules(mod, target)
     t1 = time.perf_counter()
     compile_module(mod, target, out)
-    return {**tuning, "runtime": "tvm", "device": "cpu", "library": LIBRARY, "entry": "main",
+    return {**tuning, **storage_entries(graph), "runtime": "tvm", "device": "cpu",
+            "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
             "vector_lanes": info.lanes, "threads": opts.threads,
             "kernels": kernel_count(mod), "schedules": schedules.rule_names(mod),
@@ -76,7 +86,8 @@ def build_cuda(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     mod, tuning = _maybe_tune(mod, target, opts, out)
     mod = schedules.apply_rules(mod, target)
     compile_module(mod, target, out)
-    return {**tuning, "runtime": "tvm", "device": "cuda", "library": LIBRARY, "entry": "main",
+    return {**tuning, **storage_entries(graph), "runtime": "tvm", "device": "cuda",
+            "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "kernels": kernel_count(mod),
             "schedules": schedules.rule_names(mod)}
 
@@ -99,6 +110,12 @@ def build_edge_target(graph: Graph, opts: CompileOptions, out: Path) -> dict:
 
     # the cpu rules schedule for the aarch64 target (NEON: 4 float lanes), and the edge
     # pipeline leaves kernels they scheduled alone (dlight handles the rest).
+    held = storage_entries(graph).get("storage_dtypes", {})
+    if held:
+        kinds = sorted({graph.values[n].dtype for n in held})
+        raise EtchError(f"edge artifacts take and return native element types only; this "
+                        f"model's inputs/outputs are {', '.join(kinds)} (the cpu target "
+                        f"runs it)")
     target = tvm.target.Target(edge.edge_target(opts.mcpu))
     lanes = cpu_rules.lanes(target)
     mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target)

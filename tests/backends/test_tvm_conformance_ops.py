@@ -17,6 +17,7 @@ import compiler
 from backends.tvm import lower
 from compiler import onnx_import, reference
 from compiler.errors import EtchError
+from compiler.ops.dtypes import cast_to
 from tests.backends.tvm_cases import ModelBuilder
 from tests.golden import assert_bitexact, assert_close, run_ort
 
@@ -222,6 +223,60 @@ def test_bfloat16_values_cross_the_runtime_boundary() -> None:
     assert got["to_bf16"].dtype.name == "bfloat16"
     graph = onnx_import.import_model(model)
     assert_close(got, reference.run(graph, inputs), rtol=2 ** -6, atol=1e-6)
+
+
+_EDGES = np.array([0, -0.0, 1, -1, 0.1, 1e-9, -3e-3, 2.5, 3.5, -6.5, 7.9, -8.5, 15.5, 100,
+                   -300, 449, 464, 470, 57344, 61000, 1e6, np.inf, -np.inf, np.nan], np.float32)
+NARROW = ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+          "float4_e2m1fn", "float6_e2m3fn", "float6_e3m2fn", "int4", "uint4", "int2", "uint2"]
+
+
+@pytest.mark.parametrize("dtype, saturate", [(d, 1) for d in NARROW] +
+                         [(d, 0) for d in NARROW if d.startswith("float8")])
+def test_narrow_types_round_like_the_reference(dtype: str, saturate: int) -> None:
+    """Cast float32 -> narrow -> float32, int32 -> narrow, and narrow model inputs and outputs
+    (held in int8/uint8/float32): bit for bit the reference's values (saturate=0 is a float8
+    attribute; the other types always saturate)."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    x = np.concatenate([_EDGES, np.random.default_rng(2).normal(0, 30, 200).astype(np.float32)])
+    nodes = [helper.make_node("Cast", ["x"], ["n"], to=elem, saturate=saturate),
+             helper.make_node("Cast", ["n"], ["back"], to=F),
+             helper.make_node("Cast", ["i"], ["ni"], to=elem),
+             helper.make_node("Identity", ["v"], ["v_out"])]
+    with np.errstate(all="ignore"):
+        vals = cast_to(np.arange(-20, 20).astype(np.float32), np.dtype(dtype))
+    ins = [helper.make_tensor_value_info("x", F, [x.size]),
+           helper.make_tensor_value_info("i", TensorProto.INT32, [40]),
+           helper.make_tensor_value_info("v", elem, [40])]
+    outs = [helper.make_tensor_value_info(n, t, None)
+            for n, t in (("n", elem), ("back", F), ("ni", elem), ("v_out", elem))]
+    model = helper.make_model(helper.make_graph(nodes, "narrow", ins, outs),
+                              opset_imports=[helper.make_opsetid("", 25)])
+    feeds = {"x": x, "i": np.arange(-20, 20, dtype=np.int32) * 7, "v": vals}
+    got = compiler.compile(model, target="cpu").run(feeds)
+    with np.errstate(all="ignore"):
+        want = reference.run(onnx_import.import_model(model), feeds)
+    for name in want:  # compare as float64 (NaN equal; a zero's sign is not kept)
+        assert got[name].dtype == want[name].dtype, name
+        np.testing.assert_array_equal(got[name].astype(np.float64),
+                                      want[name].astype(np.float64), err_msg=name)
+
+
+def test_quantize_to_narrow_types_like_the_reference() -> None:
+    m = ModelBuilder("qnarrow")
+    x = m.input("x", _rand(m, 4, 8, low=-20, high=20))
+    s = m.input("s", np.array(0.5, np.float32))
+    for name, elem in (("q_int4", TensorProto.INT4), ("q_uint2", TensorProto.UINT2),
+                       ("q_f8", TensorProto.FLOAT8E4M3FN), ("q_f4", TensorProto.FLOAT4E2M1)):
+        zero = np.zeros((), onnx.helper.tensor_dtype_to_np_dtype(elem))
+        q = m.op("QuantizeLinear", [x, s, m.const(f"z_{name}", zero)], name)
+        m.op("DequantizeLinear", [q, s, f"z_{name}"], f"dq_{name}")
+    model, inputs = m.build(opset=25)
+    got = compiler.compile(model, target="cpu").run(inputs)
+    want = reference.run(onnx_import.import_model(model), inputs)
+    for name in want:
+        np.testing.assert_array_equal(got[name].astype(np.float64),
+                                      want[name].astype(np.float64), err_msg=name)
 
 
 def test_constants_keep_dtype_and_rank() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import onnx
 from tvm import ir, relax
 
 from backends.tvm.lower.context import LowerCtx
@@ -69,7 +70,7 @@ from backends.tvm.lower.tensor import (
     lower_tile,
     lower_transpose,
 )
-from backends.tvm.support import DTYPES, error_line
+from backends.tvm.support import DTYPES, error_line, storage
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 
@@ -78,7 +79,9 @@ Lowering = Callable[[LowerCtx, Node], None]
 
 def lower_cast_like(ctx: LowerCtx, node: Node) -> None:
     """CastLike: a Cast to its second input's type (which is all that input gives)."""
-    lower_elementwise(ctx, Node(node.op, node.inputs[:1], node.outputs, node.attrs, node.name))
+    to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(ctx.elem_type(node.inputs[1])))
+    lower_elementwise(ctx, Node("Cast", node.inputs[:1], node.outputs,
+                                {**node.attrs, "to": int(to)}, node.name))
 
 
 LOWERINGS: dict[str, Lowering] = {
@@ -150,7 +153,7 @@ def to_irmodule(graph: Graph, *, pack: bool, lanes: int) -> ir.IRModule:
     check_supported(graph)
     bb = relax.BlockBuilder()
     params = [relax.Var(f"input{k}", relax.TensorType(graph.values[name].shape,
-                                                            graph.values[name].dtype))
+                                                            storage(graph.values[name].dtype)))
               for k, name in enumerate(graph.inputs)]
     with bb.function("main", params):
         ctx = LowerCtx(graph, bb, pack=pack, lanes=lanes)

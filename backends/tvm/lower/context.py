@@ -18,6 +18,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from backends.tvm.lower import fastmath
+from backends.tvm.support import STORAGE, storage
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node
 
@@ -32,6 +33,11 @@ def sanitize(name: str, limit: int = 40) -> str:
 def shape_of(expr: relax.Expr) -> Shape:
     """The static shape of a Relax tensor expression."""
     return tuple(int(d) for d in expr.ty.shape.values)
+
+
+def _stored(data: np.ndarray) -> np.ndarray:
+    """A constant in the type TVM holds it in (narrow types widened, exactly)."""
+    return data.astype(storage(data.dtype.name)) if data.dtype.name in STORAGE else data
 
 
 def accumulator(dtype: object) -> str:
@@ -92,6 +98,11 @@ class LowerCtx:
         return tuple(int(d) for d in self.graph.values[name].shape)
 
     def dtype(self, name: str) -> str:
+        """The TVM type value `name` is held in (a narrow type's storage type)."""
+        return storage(self.graph.values[name].dtype)
+
+    def elem_type(self, name: str) -> str:
+        """Value `name`'s own element type (int4, float8_e4m3fn, ... included)."""
         return self.graph.values[name].dtype
 
     def const(self, name: str) -> np.ndarray | None:
@@ -110,7 +121,7 @@ class LowerCtx:
         """A constant (a graph's, or one the lowering made: packed weights, folded scales),
         with its own dtype and shape: without a dtype relax.const narrows int64 and float64 to
         32 bits, and np.ascontiguousarray would make a 0-d array 1-d."""
-        data = np.ascontiguousarray(data).reshape(np.shape(data))
+        data = np.ascontiguousarray(_stored(data)).reshape(np.shape(data))
         if data.size == 0:  # TVM cannot load a library holding an empty constant
             shape = relax.ShapeExpr([int(d) for d in data.shape])
             return self.bb.emit(relax.op.builtin.alloc_tensor(shape, data.dtype.name, 0))
@@ -124,6 +135,7 @@ class LowerCtx:
             if not name:
                 ops.slots.append(("none",))
             elif data is not None and data.size == 1:
+                data = _stored(data)
                 ops.slots.append(("imm", tirx.const(data.reshape(()).item(), data.dtype.name)))
             else:
                 ops.slots.append(("t", len(ops.exprs)))
@@ -135,6 +147,7 @@ class LowerCtx:
         ops = Operands()
         for data in arrays:
             if data.size == 1:
+                data = _stored(data)
                 ops.slots.append(("imm", tirx.const(data.reshape(()).item(), data.dtype.name)))
             else:
                 ops.slots.append(("t", len(ops.exprs)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ml_dtypes
 import numpy as np
 import onnx
 from tvm import relax, te, tirx
@@ -21,6 +22,7 @@ from tvm import relax, te, tirx
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv_direct import accumulate, geometry
 from backends.tvm.lower.int_eltwise import lower_dequantize_linear, lower_quantize_linear
+from backends.tvm.lower.narrow import is_narrow, to_narrow
 from backends.tvm.lower.reduce import MAX, MIN
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -49,9 +51,10 @@ def _names(node: Node, idx: Sequence[int]) -> list[str]:
     return [node.inputs[k] if len(node.inputs) > k else "" for k in idx]
 
 
-def saturate(v: Expr, dtype: str) -> Expr:
-    """A float holding an integer, clamped to `dtype`'s range and converted."""
-    info = np.iinfo(dtype)
+def saturate(v: Expr, dtype: str, info: object = None) -> Expr:
+    """A float holding an integer, clamped to the range of `info` (default: `dtype`'s) and
+    converted to `dtype`."""
+    info = info or np.iinfo(dtype)
     ft = str(v.ty.dtype)
     v = tirx.min(tirx.max(v, tirx.const(float(info.min), ft)), tirx.const(float(info.max), ft))
     return v.astype("int64").astype(dtype)
@@ -60,8 +63,12 @@ def saturate(v: Expr, dtype: str) -> Expr:
 # ---- QuantizeLinear / DequantizeLinear ----------------------------------------------------
 def _constant_plain(ctx: LowerCtx, node: Node) -> bool:
     """Whether the `int_eltwise` kernel computes this node as the reference does: constant,
-    unblocked parameters, float32 data and scale, no precision/output_dtype."""
+    unblocked parameters, float32 data and scale, 8/16-bit integer codes, no precision or
+    output_dtype."""
     scale, zero = _names(node, (1, 2))
+    code = ctx.elem_type(node.outputs[0] if node.op == "QuantizeLinear" else node.inputs[0])
+    if code not in ("int8", "uint8", "int16", "uint16"):
+        return False
     floats = {ctx.dtype(node.inputs[0] if node.op == "QuantizeLinear" else node.outputs[0]),
               ctx.dtype(scale)}
     return not int(node.attrs.get("block_size", 0)) and ctx.const(scale) is not None and \
@@ -86,26 +93,36 @@ def lower_dequantize(ctx: LowerCtx, node: Node) -> None:
 
 
 def _qdq(ctx: LowerCtx, node: Node, quantize: bool) -> None:
+    """The reference's formulas (compiler/ops/quant.py), any output type: quantising to an
+    integer type saturates to its range, to a float type (float8, ...) adds the zero point
+    and converts as Cast does; dequantising a float type subtracts in the working type."""
     x, out = node.inputs[0], node.outputs[0]
     shape, dtype = ctx.shape(out), ctx.dtype(out)
-    if quantize and np.dtype(dtype).kind not in "iu":
-        raise EtchError(f"node {node.name}: QuantizeLinear to {dtype} is not built")
+    code = ctx.elem_type(out) if quantize else ctx.elem_type(x)  # the quantised type
+    integral = code.startswith(("int", "uint"))
     rank = len(shape)
     axis = int(node.attrs.get("axis", 1)) % max(rank, 1)
     block = int(node.attrs.get("block_size", 0))
     names = [n for n in _names(node, (1, 2)) if n]
     params = [Param(ctx.shape(n), axis, block) for n in names]
-
     work = _work_type(ctx, node, quantize)
+    saturating = bool(node.attrs.get("saturate", 1))
 
     def compute(xt: te.Tensor, *ts: te.Tensor) -> te.Tensor:
         def body(*i: Expr) -> Expr:
             s = params[0].at(ts[0], i).astype(work)
-            z = params[1].at(ts[1], i).astype("int64") if len(ts) > 1 else None
-            if quantize:
+            z = params[1].at(ts[1], i) if len(ts) > 1 else None
+            if quantize and integral:
                 y = tirx.nearbyint(xt(*i).astype(work) / s).astype("float64")
-                return saturate(y + (z.astype("float64") if z is not None else 0.0), dtype)
-            v = xt(*i).astype("int64") - (z if z is not None else 0)
+                zero = z.astype("float64") if z is not None else 0.0
+                return saturate(y + zero, dtype, ml_dtypes.iinfo(code))
+            if quantize:
+                y = xt(*i).astype(work) / s + (z.astype(work) if z is not None else 0.0)
+                return to_narrow(y, code, saturating) if is_narrow(code) else y.astype(dtype)
+            if integral:
+                v = xt(*i).astype("int64") - (z.astype("int64") if z is not None else 0)
+            else:
+                v = xt(*i).astype(work) - (z.astype(work) if z is not None else 0.0)
             return (v.astype(work) * s).astype(dtype)
         return te.compute(shape, body, name="epilogue")
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import onnx
 from tvm import tirx
 
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.fastmath import dtype_of
+from backends.tvm.lower.narrow import is_narrow, to_narrow
 from compiler.errors import EtchError
 
 Expr = tirx.Expr
@@ -164,6 +166,15 @@ def _cast(x: Expr, dtype: str) -> Expr:
     return tirx.NE(x, _c(0, x)) if dtype == "bool" else x.astype(dtype)
 
 
+def _cast_to(attrs: dict, x: Expr, dtype: str) -> Expr:
+    """Cast to `to` (an ONNX type), which may be a narrow type held in `dtype`."""
+    to = attrs.get("to")
+    name = onnx.helper.tensor_dtype_to_np_dtype(int(to)).name if to is not None else dtype
+    if is_narrow(name):
+        return to_narrow(x, name, bool(attrs.get("saturate", 1)))
+    return _cast(x, dtype)
+
+
 def _nary(fn: Callable[[Expr, Expr], Expr]) -> ScalarFn:
     """Variadic ops (Sum, Max, Min): fold left over the inputs."""
     def run(attrs: dict, a: list, dtype: str) -> Expr:
@@ -208,7 +219,7 @@ SCALAR: dict[str, ScalarFn] = {
     "Not": _unary(tirx.bitwise_not),
     "Identity": _unary(lambda x: x),
     "Dropout": _unary(lambda x: x),  # inference: identity
-    "Cast": lambda attrs, a, dtype: _cast(a[0], dtype),
+    "Cast": lambda attrs, a, dtype: _cast_to(attrs, a[0], dtype),
     "Clip": _clip,
     "HardSigmoid": _hard_sigmoid,
     "HardSwish": _hard_swish,
