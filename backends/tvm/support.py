@@ -33,13 +33,12 @@ NATIVE = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16"
                     "uint64", "float16", "bfloat16", "float32", "float64"})
 # ONNX's narrow types, which TVM 0.27 cannot store byte-addressed or cast to: carried in a
 # wider type that holds each of their values exactly (backends/tvm/lower/narrow.py rounds
-# where a value of one is made; the executor converts at the artifact's edge). float8e8m0
-# (Cast-24's round modes) is not among them and is refused.
+# where a value of one is made; the executor converts at the artifact's edge).
 STORAGE = {
     "int4": "int8", "int2": "int8", "uint4": "uint8", "uint2": "uint8",
     **{t: "float32" for t in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
                               "float8_e5m2fnuz", "float6_e2m3fn", "float6_e3m2fn",
-                              "float4_e2m1fn")},
+                              "float4_e2m1fn", "float8_e8m0fnu")},
 }
 # Every element type a graph may hold on the TVM targets.
 DTYPES = NATIVE | frozenset(STORAGE)

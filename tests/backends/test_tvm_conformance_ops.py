@@ -231,15 +231,19 @@ NARROW = ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
           "float4_e2m1fn", "float6_e2m3fn", "float6_e3m2fn", "int4", "uint4", "int2", "uint2"]
 
 
-@pytest.mark.parametrize("dtype, saturate", [(d, 1) for d in NARROW] +
-                         [(d, 0) for d in NARROW if d.startswith("float8")])
-def test_narrow_types_round_like_the_reference(dtype: str, saturate: int) -> None:
+@pytest.mark.parametrize("dtype, saturate, mode", [(d, 1, "up") for d in NARROW] +
+                         [(d, 0, "up") for d in NARROW if d.startswith("float8")] +
+                         [("float8_e8m0fnu", s, m) for s in (0, 1)
+                          for m in ("up", "down", "nearest")])
+def test_narrow_types_round_like_the_reference(dtype: str, saturate: int, mode: str) -> None:
     """Cast float32 -> narrow -> float32, int32 -> narrow, and narrow model inputs and outputs
-    (held in int8/uint8/float32): bit for bit the reference's values (saturate=0 is a float8
-    attribute; the other types always saturate)."""
+    (held in int8/uint8/float32): bit for bit the reference's values (saturate is a float8
+    attribute, round_mode a float8e8m0 one; the other types always saturate)."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    x = np.concatenate([_EDGES, np.random.default_rng(2).normal(0, 30, 200).astype(np.float32)])
-    nodes = [helper.make_node("Cast", ["x"], ["n"], to=elem, saturate=saturate),
+    x = np.concatenate([_EDGES, np.random.default_rng(2).normal(0, 30, 200).astype(np.float32),
+                        np.ldexp(np.float32(1.5), np.arange(-130, 127, 7))])
+    extra = {"round_mode": mode} if dtype == "float8_e8m0fnu" else {}
+    nodes = [helper.make_node("Cast", ["x"], ["n"], to=elem, saturate=saturate, **extra),
              helper.make_node("Cast", ["n"], ["back"], to=F),
              helper.make_node("Cast", ["i"], ["ni"], to=elem),
              helper.make_node("Identity", ["v"], ["v_out"])]

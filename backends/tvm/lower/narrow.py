@@ -19,6 +19,7 @@ import ml_dtypes
 from tvm import tirx
 
 from backends.tvm.support import STORAGE
+from compiler.errors import EtchError
 
 Expr = tirx.Expr
 _WITH_INF = frozenset({"float8_e5m2"})
@@ -29,9 +30,11 @@ def is_narrow(dtype: str) -> bool:
     return dtype in STORAGE
 
 
-def to_narrow(v: Expr, dtype: str, saturate: bool = True) -> Expr:
+def to_narrow(v: Expr, dtype: str, saturate: bool = True, round_mode: str = "up") -> Expr:
     """`v` (any numeric TIR value) converted to narrow `dtype`, in its storage type."""
     src = str(v.ty.dtype)
+    if dtype == "float8_e8m0fnu":
+        return _to_e8m0(v.astype("float64"), saturate, round_mode).astype(STORAGE[dtype])
     if dtype.startswith(("int", "uint")):
         info = ml_dtypes.iinfo(dtype)
         if src.startswith(("float", "bfloat")):
@@ -60,6 +63,29 @@ def _pow2(e: Expr) -> Expr:
     """2.0 ** e (an int64 within float64's normal exponents), exactly."""
     return tirx.reinterpret("float64", tirx.shift_left(e + tirx.const(1023, "int64"),
                                                        tirx.const(52, "int64")))
+
+
+def _to_e8m0(x: Expr, saturate: bool, round_mode: str) -> Expr:
+    """Cast-24's float8e8m0 (`compiler.ops.dtypes.to_float8e8m0`): x in [2^-127, 2^127] goes
+    to the power of two at or below it, one up when its mantissa says so (up: any fraction;
+    nearest: half or more; down: never); above is 2^127 and below (0, negatives) 2^-127 with
+    `saturate`, else NaN; NaN is NaN."""
+    if round_mode not in ("up", "down", "nearest"):
+        raise EtchError(f"Cast round_mode must be up, down or nearest, got {round_mode!r}")
+    f64, i64 = "float64", "int64"
+    low, high = tirx.const(2.0 ** -127, f64), tirx.const(2.0 ** 127, f64)
+    bits = tirx.reinterpret(i64, x)
+    exp = tirx.bitwise_and(tirx.shift_right(bits, tirx.const(52, i64)), tirx.const(0x7FF, i64))
+    frac = tirx.bitwise_and(bits, tirx.const((1 << 52) - 1, i64))
+    step = {"up": frac != tirx.const(0, i64),
+            "nearest": frac >= tirx.const(1 << 51, i64),
+            "down": tirx.const(False, "bool")}[round_mode]
+    e = exp - tirx.const(1023, i64) + tirx.Select(step, tirx.const(1, i64), tirx.const(0, i64))
+    inside = _pow2(tirx.min(tirx.max(e, tirx.const(-127, i64)), tirx.const(127, i64)))
+    nan = tirx.const(float("nan"), f64)
+    outside = tirx.Select(x > high, high if saturate else nan, low if saturate else nan)
+    value = tirx.Select(tirx.all(x >= low, x <= high), inside, outside)
+    return tirx.Select(tirx.isnan(x), nan, value)
 
 
 def _round_float(x: Expr, dtype: str, saturate: bool) -> Expr:

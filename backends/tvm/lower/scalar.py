@@ -171,7 +171,7 @@ def _cast_to(attrs: dict, x: Expr, dtype: str) -> Expr:
     to = attrs.get("to")
     name = onnx.helper.tensor_dtype_to_np_dtype(int(to)).name if to is not None else dtype
     if is_narrow(name):
-        return to_narrow(x, name, bool(attrs.get("saturate", 1)))
+        return to_narrow(x, name, bool(attrs.get("saturate", 1)), attrs.get("round_mode", "up"))
     return _cast(x, dtype)
 
 
