@@ -161,6 +161,13 @@ def _softplus(x: Expr) -> Expr:
     return tirx.log(_c(1, x) + fastmath.exp(x))
 
 
+def _mish(x: Expr) -> Expr:
+    """x * tanh(softplus(x)), softplus bound once: fastmath's NaN-keeping clamps repeat their
+    operand, and tanh over an inlined exp made a tree TVM's simplifier took ~40 s on."""
+    sp = tirx.Var("softplus", dtype_of(x))
+    return tirx.Let(sp, _softplus(x), x * fastmath.tanh(sp))
+
+
 def _cast(x: Expr, dtype: str) -> Expr:
     """ONNX Cast to `dtype` (CastLike's second input only gives the type)."""
     return tirx.NE(x, _c(0, x)) if dtype == "bool" else x.astype(dtype)
@@ -248,7 +255,7 @@ SCALAR: dict[str, ScalarFn] = {
     "Sin": _unary(tirx.sin),
     "Cos": _unary(tirx.cos),
     "Softsign": _unary(lambda x: x / (_c(1, x) + tirx.abs(x))),
-    "Mish": _unary(lambda x: x * fastmath.tanh(_softplus(x))),
+    "Mish": _unary(lambda x: _mish(x)),
     "ThresholdedRelu": lambda attrs, a, dt: tirx.Select(
         a[0] > _c(attrs.get("alpha", 1.0), a[0]), a[0], _c(0, a[0])),
     "IsNaN": _unary(tirx.isnan),
