@@ -53,6 +53,11 @@ def _nan_free(x: tirx.Expr) -> bool:
     return isinstance(x, (tirx.FloatImm, tirx.IntImm)) and x.value == x.value
 
 
+def _isnan(y: tirx.Expr) -> tirx.Expr:
+    """isnan(y); TIR's isnan has no bfloat16 form, so those test their exact float32 value."""
+    return tirx.isnan(y.astype("float32") if dtype_of(y) == "bfloat16" else y)
+
+
 def fmax(x: tirx.Expr, y: tirx.Expr) -> tirx.Expr:
     """max(x, y), NaN when x or y is NaN (integers: TIR's max)."""
     if not _is_float(x):
@@ -61,7 +66,7 @@ def fmax(x: tirx.Expr, y: tirx.Expr) -> tirx.Expr:
         return tirx.Select(x < y, y, x)
     if _nan_free(x):
         return tirx.Select(y < x, x, y)
-    return tirx.Select(tirx.any(x < y, tirx.isnan(y)), y, x)
+    return tirx.Select(tirx.any(x < y, _isnan(y)), y, x)
 
 
 def fmin(x: tirx.Expr, y: tirx.Expr) -> tirx.Expr:
@@ -72,7 +77,7 @@ def fmin(x: tirx.Expr, y: tirx.Expr) -> tirx.Expr:
         return tirx.Select(y < x, y, x)
     if _nan_free(x):
         return tirx.Select(x < y, x, y)
-    return tirx.Select(tirx.any(y < x, tirx.isnan(y)), y, x)
+    return tirx.Select(tirx.any(y < x, _isnan(y)), y, x)
 
 
 def clamp(x: tirx.Expr, lo: tirx.Expr, hi: tirx.Expr) -> tirx.Expr:
