@@ -46,6 +46,8 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
                                                             "hardwired"])
     h.add_argument("--pe", default="mac", choices=["mac", "booth", "bitserial"])
     h.add_argument("--array", default="8x8", metavar="RxC")
+    h.add_argument("--max-cells", type=int, metavar="N",
+                   help="refuse a design whose estimated cell count exceeds N")
     h.add_argument("--area", action="store_true", help="run yosys for an area estimate")
     b = p.add_argument_group("build")
     b.add_argument("--tune", type=int, default=0, metavar="N", help="MetaSchedule trials")
@@ -66,8 +68,8 @@ def _compile_options(a: argparse.Namespace) -> dict:
     except ValueError:
         raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
     same = ("bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut", "lut_table",
-            "rearrange",
-            "engine", "pe", "area", "tune", "threads", "mcpu", "dump_dir", "print_after")
+            "rearrange", "engine", "pe", "max_cells", "area", "tune", "threads", "mcpu",
+            "dump_dir", "print_after")
     return {**{k: getattr(a, k) for k in same},
             "input_shapes": dict(parse_shape(s) for s in a.input_shape),
             "array": (rows, cols), "fuse": not a.no_fuse}

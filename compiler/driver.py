@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -100,7 +101,9 @@ def compile(model: Any, target: str = "cpu", *, progress: Callable[[str], None] 
     say(f"build {target}")
     out = Path(tempfile.mkdtemp(prefix="etch-artifact-"))
     try:
-        entries = backend.build(graph, opts, out)
+        takes_progress = "progress" in inspect.signature(backend.build).parameters
+        entries = backend.build(graph, opts, out, **({"progress": say} if takes_progress
+                                                     else {}))
         manifest = _manifest(graph, opts, records, inputs_meta, entries, out,
                              time.perf_counter() - t0)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -32,6 +32,7 @@ class CompileOptions:
     engine: str = "systolic"         # systolic | adder-tree | hardwired
     pe: str = "mac"                  # mac | booth | bitserial
     array: tuple[int, int] = (8, 8)
+    max_cells: int | None = None     # verilog: refuse a design estimated above this
     area: bool = False
     tune: int = 0                    # MetaSchedule trials; 0 = rule-based schedules only
     fuse: bool = True
@@ -58,6 +59,8 @@ class CompileOptions:
         if self.int and self.target not in ("cpu", "edge", "ref", "verilog"):
             raise EtchError(f"--int runs the integer graph on cpu/edge; not on {self.target}")
         self._validate_lut()
+        if self.max_cells is not None and self.max_cells <= 0:
+            raise EtchError(f"--max-cells {self.max_cells}: must be positive")
         if self.tune < 0:
             raise EtchError("--tune takes a number of trials >= 0")
         if self.threads is not None and self.threads < 1:

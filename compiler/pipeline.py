@@ -51,6 +51,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     from passes.fold_constants import FoldConstants
     from passes.fuse_epilogue import FuseEpilogue
     from passes.fuse_integer import FuseInteger
+    from passes.plan_engine import PlanEngine
     from passes.quantize_activations import QuantizeActivations
     from passes.quantize_weights import QuantizeWeights
     from passes.rearrange_channels import RearrangeChannels
@@ -80,6 +81,8 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         passes.append(LutLowering(opts.lut_table, lut_target(opts)))
     if fuse:
         passes.append(FuseEpilogue())
+    if opts.target == "verilog" and opts.engine in ("systolic", "adder-tree"):
+        passes.append(PlanEngine(opts.engine, opts.pe, opts.array))
     return passes
 
 

@@ -162,7 +162,7 @@ class StreamShape:
 
 def simulate(exe: Path, stream: StreamShape, inputs: np.ndarray, *, max_cycles: int,
              vcd: str | None = None, stall_percent: int = 0, seed: int = 1,
-             cwd: Path | None = None) -> tuple[np.ndarray, dict]:
+             cwd: Path | None = None, plusargs: Sequence[str] = ()) -> tuple[np.ndarray, dict]:
     """Stream `inputs` ([N, in_bytes] uint8) through the simulator in one run.
 
     Returns (outputs [N, out_bytes] uint8, stats) where stats has `cycles` (total, from the
@@ -170,7 +170,8 @@ def simulate(exe: Path, stream: StreamShape, inputs: np.ndarray, *, max_cycles: 
     inference), `busy` and per-layer cycles `layers` (designs built with stats). `cwd` is
     where the design's `$readmemh` paths are relative to. `stall_percent` makes the harness
     withhold input and output handshakes at random (a protocol test). EtchError when the
-    simulation stalls past `max_cycles` or fails.
+    simulation stalls past `max_cycles` or fails. `plusargs` ("+name=value") reach the
+    design (e.g. which $readmemh files to load: one build serves many memory images).
     """
     data = np.ascontiguousarray(inputs, dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != stream.in_bytes:
@@ -183,6 +184,7 @@ def simulate(exe: Path, stream: StreamShape, inputs: np.ndarray, *, max_cycles: 
         cmd = [str(exe), str(tin), str(tout), str(tstats), str(n), str(stream.in_bytes),
                str(stream.in_beat), str(stream.out_bytes), str(stream.out_beat),
                str(max_cycles), str(stall_percent), str(seed)]
+        cmd += [str(a) for a in plusargs]
         if vcd:
             cmd.append(f"+trace={Path(vcd).resolve()}")
         r = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=cwd)

@@ -9,9 +9,12 @@ and the tensors that cross the stream:
      "inputs": [{"name", "shape", "dtype"}], "outputs": [...],
      "stream": {"in_bytes", "in_beat", "out_bytes", "out_beat"},
      "max_cycles": C, "stats": true, "layers": {"0": "label", ...},
+     "plusargs": ["+name=relative/path", ...],
      "build": {"hierarchical": false, "opt": "-O1", "args": [...]}}
 
-Every node not in a segment runs on the host. A batch of inferences streams through one
+`plusargs` are passed to the simulation (paths relative to the artifact: the simulator runs
+there), so segments that share RTL share one simulator build and differ only in the
+memory files they load. Every node not in a segment runs on the host. A batch of inferences streams through one
 simulation per segment (`run_batch`), never one Python call per clock; `stats` holds the
 cycles of the last run per segment (total, per inference, per layer). The simulator is
 built on first use and cached by content hash (`runtime.verilator_build`), so artifacts
@@ -145,7 +148,7 @@ class VerilatorExecutor(Executor):
         exe = seg.executable(self.vcd is not None, self.progress)
         max_cycles = int(seg.spec.get("max_cycles", 1 << 24)) * len(envs) + 1000
         out, stats = vb.simulate(exe, seg.stream, rows, max_cycles=max_cycles, vcd=self.vcd,
-                                 cwd=seg.root)
+                                 cwd=seg.root, plusargs=seg.spec.get("plusargs", ()))
         labels = seg.spec.get("layers", {})
         stats["layers"] = {labels.get(k, k): v for k, v in stats.get("layers", {}).items()}
         self.stats[seg.name] = stats
