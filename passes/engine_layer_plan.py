@@ -18,6 +18,7 @@ import numpy as np
 from compiler.ir import Graph, Node
 from passes.engine_layers import Layer
 from passes.engine_tiling import (
+    MAX_PASS_VECTORS,
     Geometry,
     act_bound,
     code_width,
@@ -126,10 +127,10 @@ class LayerPlanner:
 
     def _chunks(self, geom: Geometry, per_n: list) -> list[list[int]]:
         """Output rows per pass: all of them when one tile covers the reduction, else as
-        many as the accumulator buffer holds (a layer larger than the buffer is tiled)."""
-        if max(len(p) for p in per_n) == 1:
-            return [[0, geom.oh]]
-        step = max(1, self.acc_entries // geom.ow)
+        many as the accumulator buffer holds (a layer larger than the buffer is tiled);
+        never more vectors than a pass can count."""
+        limit = MAX_PASS_VECTORS if max(len(p) for p in per_n) == 1 else self.acc_entries
+        step = max(1, min(limit, MAX_PASS_VECTORS) // geom.ow)
         return [[y, min(step, geom.oh - y)] for y in range(0, geom.oh, step)]
 
     def _pool(self, node: Node, src_shape: tuple[int, ...]) -> dict:

@@ -23,6 +23,10 @@ from compiler.ir import Graph, Node
 from compiler.ops.conv import conv_window, window
 from compiler.ops.etch_int import pool_window
 
+# The engine's limits that shape a plan: a PASS counts at most this many activation
+# vectors (its instruction field, backends/verilog/engine/isa.py, is 16 bits wide).
+MAX_PASS_VECTORS = (1 << 16) - 1
+
 
 @dataclass(frozen=True)
 class Geometry:
