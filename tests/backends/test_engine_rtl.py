@@ -86,7 +86,7 @@ def test_generated_tops_are_lint_clean(tmp_path: Path, shape: tuple[int, int], n
            "accw": 22, "bw": 12, "sw": 6, "adepth": 100, "wdepth": 33, "idepth": 9,
            "pdepth": 3, "accd": 5, "ntab": ntab, "qadd": qadd, "gw": 16, "xa": 24,
            "array_module": "te_array_ref", "array_params": ""}
-    files = top.write_rtl(tmp_path, cfg, "lint", [RTL / "te_array_ref.v"])
+    files = top.write_rtl(tmp_path, cfg, [RTL / "te_array_ref.v"])
     vb.lint([tmp_path / f for f in files], top.TOP)
 
 

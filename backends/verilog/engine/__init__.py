@@ -77,7 +77,7 @@ def build(graph: Graph, opts: CompileOptions, out: Path,
     config = full_config(meta, array, programs)
     model = safe_name(graph.name)
     say("render rtl")
-    files = top.write_rtl(out / "rtl", config, model, list(array.files))
+    files = top.write_rtl(out / "rtl", config, list(array.files))
     for k, (s, ls, prog) in enumerate(zip(segs, layers, programs)):
         images = memories.build_images(graph, ls, s, config, prog)
         hdr = top.header(f"{model} segment {k} memory", {"segment": k, **config})

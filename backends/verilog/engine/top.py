@@ -49,12 +49,13 @@ def render_isa() -> str:
         fields=fields, csrs=isa.CSRS, pool_sum=isa.POOL_SUM, pool_max=isa.POOL_MAX)
 
 
-def render_top(config: dict, model: str) -> str:
-    """te_top.v for an engine configuration (the `etch.engine` config of plan_engine)."""
+def render_top(config: dict) -> str:
+    """te_top.v for an engine configuration (the `etch.engine` config of plan_engine). It
+    names no model: every model with this configuration shares the file, and the build."""
     params = {k: config[k] for k in sorted(config)}
     tdepth = max(1, config["ntab"]) * 256
     return _env().get_template("te_top.v.j2").render(
-        header=header(f"tensor engine top level for {model}", params), top=TOP,
+        header=header("tensor engine top level", params), top=TOP,
         tbits=(tdepth - 1).bit_length(), **config)
 
 
@@ -63,7 +64,7 @@ def sources(array_files: list[str]) -> list[str]:
     return ["te_isa.sv", *(f"{m}.v" for m in ENGINE_MODULES), *array_files, f"{TOP}.v"]
 
 
-def write_rtl(out: Path, config: dict, model: str, array_files: list[Path]) -> list[str]:
+def write_rtl(out: Path, config: dict, array_files: list[Path]) -> list[str]:
     """Write the design into `out` (rtl/ of an artifact); returns the file names in order."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "te_isa.sv").write_text(render_isa())
@@ -71,5 +72,5 @@ def write_rtl(out: Path, config: dict, model: str, array_files: list[Path]) -> l
         (out / f"{m}.v").write_bytes((RTL / f"{m}.v").read_bytes())
     for f in array_files:
         (out / f.name).write_bytes(f.read_bytes())
-    (out / f"{TOP}.v").write_text(render_top(config, model))
+    (out / f"{TOP}.v").write_text(render_top(config))
     return sources([f.name for f in array_files])
