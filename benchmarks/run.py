@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "lut": "benchmarks.bench_lut",
     "arrays": "benchmarks.bench_arrays",
     "conformance": "benchmarks.bench_conformance",
+    "verilog": "benchmarks.bench_verilog",
 }
 
 

@@ -119,6 +119,7 @@ class LayerPlanner:
         bias = self._const(node.inputs[2]) if len(node.inputs) > 2 else None
         k = geom.kh * geom.kw * geom.cin // int(node.attrs.get("group", 1))
         return {"geom": geom.to_json(), "a_zero": zero, "bits": bits, "ktiles": ktiles,
+                "macs": geom.outputs * k * geom.cout,
                 "passes": passes, "chunks": self._chunks(geom, per_n), "amax": amax,
                 "wmax": wmax, "bound": layer_bound(k, amax, wmax, bias),
                 "bias": node.inputs[2] if bias is not None else None,

@@ -6,8 +6,8 @@ With the array's latency L and a tile's vector interval I (1, or the bit-serial 
 set bit-planes):
 - a PASS of M vectors takes D + R + (M - 1) * I cycles from its acceptance to the next
   pass's, D = max(2, L + 1) (the tile load waits for the array to drain);
-- a layer adds one cycle per CFG and its SYNC drains the pipeline: L + 9 cycles after
-  the last vector (array, accumulator 2 stages, output unit 5, controller);
+- a layer adds one cycle per CFG and its SYNC drains the pipeline: L + 12 cycles after
+  the last vector (array, accumulator 2 stages, output unit 8, controller);
 - a POOL layer streams one window element per cycle (stalling while a result word leaves
   in LANES/COLS beats), then drains;
 - IN moves one byte per cycle, OUT one per three.
@@ -20,8 +20,8 @@ from __future__ import annotations
 from backends.verilog.engine import isa, program
 from backends.verilog.engine.array_kinds import ArrayKind
 
-SYNC_DRAIN = 9       # cycles after the last vector: accumulator, output unit, controller
-POOL_DRAIN = 9
+SYNC_DRAIN = 12      # cycles after the last vector: accumulator, output unit, controller
+POOL_DRAIN = 12
 IO_OVERHEAD = 2      # the IN/OUT kick and the idle check
 
 

@@ -20,7 +20,8 @@ module te_accum #(
     parameter integer ACCD   = 64,   // accumulator buffer entries (vectors per pass)
     parameter integer PDEPTH = 4,    // bias words (one per parameter index)
     parameter integer ABITS  = 10,   // activation memory address bits
-    parameter integer DSW    = 1     // lane-slice select bits
+    parameter integer DSW    = 1,    // lane-slice select bits
+    parameter integer PBITS  = PDEPTH > 1 ? $clog2(PDEPTH) : 1   // derived
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -42,7 +43,6 @@ module te_accum #(
     output reg  [DSW-1:0]           ou_dsel,
     output wire                     busy
 );
-    localparam integer PBITS = PDEPTH > 1 ? $clog2(PDEPTH) : 1;
     localparam integer CBITS = ACCD > 1 ? $clog2(ACCD) : 1;
 
     reg first_q, last_q;

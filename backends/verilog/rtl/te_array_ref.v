@@ -36,8 +36,11 @@ module te_array_ref #(
     output wire                                 busy
 );
     reg [COLS*WW-1:0] w [0:ROWS-1];
-    reg signed [PW-1:0] sum [0:COLS-1];
-    reg signed [PW-1:0] av, wv;  // operands sign-extended to PW, so each product is exact
+    // sums and products in XW bits: exact (a product may be wider than PW alone when
+    // ROWS is 1; the sum of ROWS of them fits PW by construction)
+    localparam integer XW = (AW + WW > PW) ? AW + WW : PW;
+    reg signed [XW-1:0] sum [0:COLS-1];
+    reg signed [XW-1:0] prod;
 
     assign w_ready = !o_valid;
     assign a_ready = 1'b1;
@@ -46,11 +49,11 @@ module te_array_ref #(
     integer r, c;
     always @* begin
         for (c = 0; c < COLS; c = c + 1) begin
-            sum[c] = {PW{1'b0}};
+            sum[c] = {XW{1'b0}};
             for (r = 0; r < ROWS; r = r + 1) begin
-                av = {{(PW-AW){a_data[r*AW+AW-1]}}, a_data[r*AW +: AW]};
-                wv = {{(PW-WW){w[r][c*WW+WW-1]}}, w[r][c*WW +: WW]};
-                sum[c] = sum[c] + av * wv;
+                prod = $signed({{(XW-AW){a_data[r*AW+AW-1]}}, a_data[r*AW +: AW]})
+                     * $signed({{(XW-WW){w[r][c*WW+WW-1]}}, w[r][c*WW +: WW]});
+                sum[c] = sum[c] + prod;
             end
         end
     end
@@ -63,7 +66,7 @@ module te_array_ref #(
         end
         if (w_valid && w_ready) w[w_row] <= w_data;
         if (a_valid && a_ready)
-            for (c = 0; c < COLS; c = c + 1) o_data[c*PW +: PW] <= sum[c];
+            for (c = 0; c < COLS; c = c + 1) o_data[c*PW +: PW] <= sum[c][PW-1:0];
     end
 endmodule
 `default_nettype wire

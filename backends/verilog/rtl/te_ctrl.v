@@ -12,9 +12,9 @@ module te_ctrl #(
     input  wire                         clk,
     input  wire                         rst,
     // configuration registers, CSR k at [k*CSR_BITS +: CSR_BITS]
-    output reg  [NCSR*CSRB-1:0]         cfg,
+    output reg  [te_isa::NCSR*te_isa::CSR_BITS-1:0] cfg,
     // the current instruction and what it asks for
-    output wire [IW-1:0]                ir,
+    output wire [te_isa::IW-1:0]        ir,
     output wire                         pass_valid,
     input  wire                         pass_ready,
     output wire                         pool_start,
@@ -57,9 +57,9 @@ module te_ctrl #(
     assign layer = ir_valid ? word[te_isa::LAYER_LSB +: te_isa::LAYER_W]
                             : {te_isa::LAYER_W{1'b0}};
 
-    wire [31:0] idx = {{(32 - te_isa::CFG_IDX_W){1'b0}}, word[te_isa::CFG_IDX_LSB +: te_isa::CFG_IDX_W]};
+    wire [te_isa::CFG_IDX_W-1:0] idx = word[te_isa::CFG_IDX_LSB +: te_isa::CFG_IDX_W];
     wire [2:0] wmask = word[te_isa::CFG_WMASK_LSB +: te_isa::CFG_WMASK_W];
-    integer j;
+    integer j, k;
     always @(posedge clk) begin
         if (rst) begin
             pc <= {PB{1'b0}};
@@ -70,11 +70,11 @@ module te_ctrl #(
             pc <= next_pc;
             ir_valid <= 1'b1;
             if (is_io) io_kicked <= !done;
-            if (is_cfg) begin
-                for (j = 0; j < 3; j = j + 1) begin
-                    if (wmask[j] && idx + j < NCSR)
-                        cfg[(idx + j) * CSRB +: CSRB] <= word[te_isa::CFG_V0_LSB + j * CSRB +: CSRB];
-                end
+            if (is_cfg) begin  // register k takes value j when idx + j == k
+                for (k = 0; k < NCSR; k = k + 1)
+                    for (j = 0; j < 3; j = j + 1)
+                        if (wmask[j] && idx == te_isa::CFG_IDX_W'(k - j))
+                            cfg[k * CSRB +: CSRB] <= word[te_isa::CFG_V0_LSB + j * CSRB +: CSRB];
             end
         end
     end

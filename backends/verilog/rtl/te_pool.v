@@ -22,7 +22,10 @@ module te_pool #(
     parameter integer ABITS = 10,
     parameter integer XA    = 24,
     parameter integer GW    = 16,
-    parameter integer PBITS = 2
+    parameter integer PBITS = 2,
+    // derived (not to be overridden): value width, lane-slice select bits
+    parameter integer OW    = 10,
+    parameter integer DSW   = LANES / COLS > 1 ? $clog2(LANES / COLS) : 1
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -50,9 +53,7 @@ module te_pool #(
     output reg  [DSW-1:0]           ou_dsel,
     output wire                     idle
 );
-    localparam integer OW   = 10;
     localparam integer NSEL = LANES / COLS;
-    localparam integer DSW  = NSEL > 1 ? $clog2(NSEL) : 1;
 
     // ---- address generator -------------------------------------------------------------
     reg active;

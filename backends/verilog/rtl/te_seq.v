@@ -18,7 +18,10 @@ module te_seq #(
     parameter integer SUBW   = 4,
     parameter integer PBITS  = 2,
     parameter integer ABITS  = 10,
-    parameter integer DSW    = 1
+    parameter integer DSW    = 1,
+    // derived (not to be overridden): weight-row and memory address bits
+    parameter integer RB     = ROWS > 1 ? $clog2(ROWS) : 1,
+    parameter integer MB     = WDEPTH > 1 ? $clog2(WDEPTH) : 1
 ) (
     input  wire                     clk,
     input  wire                     rst,
@@ -59,8 +62,6 @@ module te_seq #(
     output reg  [DSW-1:0]           a_dsel,
     output wire                     idle
 );
-    localparam integer RB = ROWS > 1 ? $clog2(ROWS) : 1;
-    localparam integer MB = WDEPTH > 1 ? $clog2(WDEPTH) : 1;
     localparam [1:0] IDLE = 2'd0, LOAD = 2'd1, STREAM = 2'd2;
 
     reg [1:0] state;
