@@ -105,7 +105,8 @@ class LayerPlanner:
     # ---- kinds ----------------------------------------------------------------------------
     def _gemm(self, node: Node, src_shape: tuple[int, ...], flatten: bool) -> dict:
         geom = gemm_geometry(self.g, node, src_shape, flatten)
-        dense = dense_weight(self.g, node, geom)
+        groups = int(node.attrs.get("group", 1))
+        dense = dense_weight(self.g.values[node.inputs[1]].data, node.op, groups, geom)
         bits = code_width(dense)
         ktiles, per_n = tiles(dense, self.rows, self.cols, bits)
         passes = []
@@ -117,14 +118,15 @@ class LayerPlanner:
         amax = act_bound(self.g.values[node.inputs[0]].dtype, zero)
         wmax = int(np.abs(dense).max(initial=0))
         bias = self._const(node.inputs[2]) if len(node.inputs) > 2 else None
-        k = geom.kh * geom.kw * geom.cin // int(node.attrs.get("group", 1))
+        k = geom.kh * geom.kw * geom.cin // groups
         return {"geom": geom.to_json(), "a_zero": zero, "bits": bits, "ktiles": ktiles,
                 "macs": geom.outputs * k * geom.cout,
                 "passes": passes, "chunks": self._chunks(geom, per_n), "amax": amax,
                 "wmax": wmax, "bound": layer_bound(k, amax, wmax, bias),
                 "bias": node.inputs[2] if bias is not None else None,
                 "bias_max": int(np.abs(bias).max(initial=0)) if bias is not None else 0,
-                "weight": node.inputs[1], "flatten": flatten, "op": node.op}
+                "weight": node.inputs[1], "flatten": flatten, "op": node.op,
+                "groups": groups}
 
     def _chunks(self, geom: Geometry, per_n: list) -> list[list[int]]:
         """Output rows per pass: all of them when one tile covers the reduction, else as
@@ -161,7 +163,7 @@ class LayerPlanner:
                             "clamp": list(fold((-128, 255), layer.clamps, "table")),
                             "index": self.cur.tables}
             self.cur.tables += 1
-            value_dtype = self.g.values[layer.tables[-1].outputs[0]].dtype
+            value_dtype = self.g.values[layer.tables[-1].inputs[1]].dtype
         epi["out_signed"] = value_dtype == "int8"
         if layer.qadd is not None:
             epi["qadd"] = self._qadd(layer, value_dtype)

@@ -1,17 +1,20 @@
 """Which nodes of the integer graph the tensor engine runs, as which engine layers.
 
-`find_layers(graph)` walks the graph in order and groups the nodes placed on the
-accelerator into engine layers, each one pass of the engine's datapath:
+`find_layers(graph)` walks the graph in order and maps the nodes placed on the accelerator
+to engine layers, each one pass of the engine's datapath:
 
-- gemm: etch.QConv / etch.QGemm with constant weight codes (no weight zero point, no group
-  multipliers) -> etch.Requantize -> epilogue;
-- pool: etch.QSumPool -> etch.Requantize -> epilogue, or MaxPool on int8/uint8 -> epilogue;
-- ew: a standalone etch.Clamp, etch.Table or etch.QAdd -> epilogue (a 1x1 copy through the
-  pool unit to reach the output unit);
-where the epilogue is the output unit's fixed order: Clamp (folded into the requantiser's
-bounds), Table(s) (composed, later clamps folded into the table), one QAdd whose other
-operand is a stored tensor of the same shape (later clamps folded into its bounds). Each
-intermediate value must have one reader and not be a graph output.
+- gemm: an etch.QFused group (passes/fuse_integer.py decides the groups: anchor ->
+  requantise -> [table] -> [residual QAdd], clamps merged) anchored on etch.QConv /
+  etch.QGemm with constant weight codes (no weight zero point, no group multipliers);
+- pool: an etch.QFused group anchored on etch.QSumPool, or MaxPool on int8/uint8;
+- ew: a standalone etch.Clamp, etch.Table or etch.QAdd (a 1x1 copy through the pool unit
+  to reach the output unit);
+a group is one layer as recorded; a standalone op's layer extends along single readers
+that the output unit still has room for, in its fixed order: Clamp (folded into the bounds
+of the step before), Table(s) (composed, clamps folded into the table), one QAdd whose
+other operand is a stored tensor of the same shape computed before the layer starts. An
+accumulating op outside any group runs on the host: the engine has no path for an int32
+tensor.
 
 Views (Reshape, Flatten, Squeeze, Unsqueeze, Identity) cost nothing: an `alias` when the
 stored layout is the same (see `Layout`), or a `flatten` view read by GEMMs directly (the
@@ -19,8 +22,6 @@ GEMM becomes a convolution whose kernel covers the source tensor). Every other a
 runs on the host, with the reason recorded; a float op placed on the accelerator is an
 error (it has no integer form).
 
-This module is the engine's reading of the integer fusion groups; when the IR records them
-(an integer fusion pass), it reads those instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node
+from compiler.ops.etch_qfused import QGroup, group
 from passes.int_rules import INT_OPS, MOVES
 
 INT8 = ("int8", "uint8")
@@ -93,7 +95,7 @@ class Finder:
         for node in self.g.nodes:
             if node.name in self.taken or node.attrs.get("placement") != "accel":
                 continue
-            if node.op not in INT_OPS | MOVES:
+            if node.op not in INT_OPS | MOVES | {"etch.QFused"}:
                 raise EtchError(f"node {node.name} ({node.op}) is placed on the accelerator "
                                 f"but has no integer form; it can only run on the host")
             why = self._match(node)
@@ -103,10 +105,10 @@ class Finder:
 
     # ---- anchors ------------------------------------------------------------------------
     def _match(self, node: Node) -> str | None:
-        if node.op in ("etch.QGemm", "etch.QConv"):
-            return self._gemm(node)
-        if node.op == "etch.QSumPool":
-            return self._sumpool(node)
+        if node.op == "etch.QFused":
+            return self._group(node, group(node.attrs, node.inputs, node.outputs[0]))
+        if node.op in ("etch.QGemm", "etch.QConv", "etch.QSumPool"):
+            return "its int32 result is in no integer fusion group (see etch.int_groups)"
         if node.op == "MaxPool":
             return self._maxpool(node)
         if node.op in ("etch.Clamp", "etch.Table", "etch.QAdd"):
@@ -114,6 +116,36 @@ class Finder:
         if node.op in VIEWS:
             return self._view(node)
         return f"{node.op} has no tensor-engine mapping"
+
+    def _group(self, node: Node, grp: QGroup) -> str | None:
+        """An etch.QFused group as a layer: its anchor and steps as plain nodes."""
+        anchor = Node(grp.anchor, list(grp.anchor_inputs), [node.outputs[0]],
+                      dict(grp.anchor_attrs), node.name)
+        why = self._pool_input(anchor) if grp.anchor == "etch.QSumPool" else \
+            self._gemm(anchor)
+        if why is not None:
+            return why
+        if grp.anchor == "etch.QSumPool" and self.g.values[grp.requant.args[1]].size > 1:
+            return "a pool requantised per channel (the pool unit has one multiplier)"
+        req = Node(grp.requant.op, list(grp.requant.args), [], grp.requant.attrs)
+        layer = Layer("pool" if grp.anchor == "etch.QSumPool" else "gemm", anchor, [node],
+                      anchor.inputs[0], "", requant=req)
+        if grp.table is not None:
+            layer.tables.append(Node(grp.table.op, list(grp.table.args), [], grp.table.attrs))
+        if grp.residual is not None:
+            r = grp.residual_value
+            if not self._int8(r) or not self._before(r, node):
+                return "its residual is not a stored activation computed before it"
+            layer.qadd = Node(grp.residual.op, list(grp.residual.args), [],
+                              grp.residual.attrs)
+            layer.residual = r
+        return self._finish(layer, stage=4)  # the group as recorded, nothing added
+
+    def _pool_input(self, node: Node) -> str | None:
+        x = node.inputs[0]
+        if not self._int8(x) or len(self.g.values[x].shape) != 4:
+            return "pooling runs on 4-D int8/uint8 tensors"
+        return None
 
     def _gemm(self, node: Node) -> str | None:
         x, w = node.inputs[0], node.inputs[1]
@@ -133,24 +165,13 @@ class Finder:
             return "only 2-D convolutions of one image"
         if node.op == "etch.QGemm" and self.g.values[w].data.ndim != 2:
             return "a batched weight"
-        req = self._single_reader(node.outputs[0], "etch.Requantize")
-        if req is None or not self._requant_ok(req, node):
-            return "its accumulator is not requantised by the engine's output unit"
-        return self._finish(Layer("gemm", node, [node, req], x, "", requant=req))
-
-    def _sumpool(self, node: Node) -> str | None:
-        x = node.inputs[0]
-        if not self._int8(x) or len(self.g.values[x].shape) != 4:
-            return "pooling runs on 4-D int8/uint8 tensors"
-        req = self._single_reader(node.outputs[0], "etch.Requantize")
-        if req is None or not self._requant_ok(req, node):
-            return "its sums are not requantised by the engine's output unit"
-        return self._finish(Layer("pool", node, [node, req], x, "", requant=req))
+        return None
 
     def _maxpool(self, node: Node) -> str | None:
         x = node.inputs[0]
-        if not self._int8(x) or len(self.g.values[x].shape) != 4:
-            return "pooling runs on 4-D int8/uint8 tensors"
+        why = self._pool_input(node)
+        if why is not None:
+            return why
         if any(o and self.consumers.get(o) for o in node.outputs[1:]):
             return "its Indices output is used"
         return self._finish(Layer("pool", node, [node], x, ""))
@@ -195,7 +216,7 @@ class Finder:
         """Extend `layer` along single readers: Clamp/Table/QAdd in the output unit's
         order (stage 1 after the requantiser, 2 after a table, 3 after the QAdd)."""
         v = layer.nodes[-1].outputs[0]
-        while v not in self.g.outputs:
+        while v not in self.g.outputs and stage <= 3:
             r = self._sole_reader(v)
             if r is None or r.attrs.get("placement") != "accel" or r.name in self.taken:
                 break
@@ -221,20 +242,12 @@ class Finder:
         """The other operand is a stored tensor of v's shape, computed before the layer
         starts (else the QAdd belongs to the layer computing the other operand)."""
         other = node.inputs[1] if node.inputs[0] == v else node.inputs[0]
-        p = self.producers.get(other)
         return (node.inputs[0] != node.inputs[1] and self._int8(other)
-                and self._shape(other) == self._shape(v)
-                and (p is None or self.pos[p.name] < self.pos[anchor.name]))
+                and self._shape(other) == self._shape(v) and self._before(other, anchor))
 
-    def _requant_ok(self, req: Node, anchor: Node) -> bool:
-        if any(not self.g.values[i].is_const for i in req.inputs[1:3]):
-            return False
-        rank = len(self._shape(req.inputs[0]))
-        m0 = self.g.values[req.inputs[1]].data
-        axis = req.attrs.get("axis")
-        channel = 1 if anchor.op == "etch.QConv" else rank - 1
-        return m0.size == 1 or (axis is not None and int(axis) % rank == channel
-                                and anchor.op != "etch.QSumPool")
+    def _before(self, v: str, anchor: Node) -> bool:
+        p = self.producers.get(v)
+        return p is None or self.pos[p.name] < self.pos[anchor.name]
 
     # ---- helpers ------------------------------------------------------------------------
     def _int8(self, v: str) -> bool:
@@ -247,9 +260,6 @@ class Finder:
         readers = self.consumers.get(v, [])
         return readers[0] if len(readers) == 1 and v not in self.g.outputs else None
 
-    def _single_reader(self, v: str, op: str) -> Node | None:
-        r = self._sole_reader(v)
-        return r if r is not None and r.op == op and r.inputs[0] == v else None
 
 
 def find_layers(graph: Graph) -> Finder:

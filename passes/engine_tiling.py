@@ -109,12 +109,12 @@ def copy_geometry(chans: int, spatial: int) -> Geometry:
     return Geometry(spatial, 1, chans, 1, 1, 1, 1, 1, 1, 0, 0, spatial, 1, chans)
 
 
-def dense_weight(graph: Graph, node: Node, geom: Geometry) -> np.ndarray:
-    """W[ky, kx, ci, co] as int64 codes, zero outside each output channel's group."""
-    w = graph.values[node.inputs[1]].data.astype(np.int64)
-    if node.op == "etch.QGemm":
+def dense_weight(codes: np.ndarray, op: str, groups: int, geom: Geometry) -> np.ndarray:
+    """W[ky, kx, ci, co] as int64 codes of an etch.QGemm ([K, N]) or etch.QConv weight,
+    zero outside each output channel's group."""
+    w = codes.astype(np.int64)
+    if op == "etch.QGemm":
         return w.reshape(geom.cin, geom.kh, geom.kw, geom.cout).transpose(1, 2, 0, 3)
-    groups = int(node.attrs.get("group", 1))
     per_in, per_out = geom.cin // groups, geom.cout // groups
     dense = np.zeros((geom.kh, geom.kw, geom.cin, geom.cout), np.int64)
     for g in range(groups):

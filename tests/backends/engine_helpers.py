@@ -15,10 +15,12 @@ import numpy as np
 
 import compiler
 from backends.verilog.engine import memories, model, program
-from compiler import onnx_import, reference
+from compiler import onnx_import, pipeline, reference
 from compiler.driver import Artifact
 from compiler.ir import Graph
+from compiler.options import CompileOptions
 from models import zoo
+from passes.fuse_integer import FuseInteger
 from passes.plan_engine import PlanEngine
 from tests.passes.quant_helpers import inputs_for
 
@@ -37,10 +39,18 @@ def calib_path(name: str) -> Path:
 
 @functools.cache
 def integer_graph(name: str, bits: int = 8) -> Graph:
-    """The integer graph of zoo model `name` at `bits`-bit weights (the ref target's)."""
-    art = compiler.compile(str(zoo.model_path(name)), "ref", bits=bits, int=True,
-                           calib=str(calib_path(name)))
-    return art.graph
+    """Zoo model `name` at `bits`-bit weights as the verilog pipeline hands it to
+    PlanEngine (integer graph, fusion groups recorded)."""
+    opts = CompileOptions(target="verilog", bits=bits, calib=str(calib_path(name)))
+    passes = [p for p in pipeline.passes_for(opts) if not isinstance(p, PlanEngine)]
+    g, _ = pipeline.run(onnx_import.import_model(str(zoo.model_path(name))), opts, passes)
+    return g
+
+
+def plan_graph(g: Graph, array: tuple[int, int] = (8, 8), acc_entries: int = 256) -> Graph:
+    """A hand-made integer graph through the verilog pipeline's last two passes."""
+    fused, _ = FuseInteger().run(g)
+    return PlanEngine("systolic", "mac", array, acc_entries).run(fused)[0]
 
 
 def planned(name: str, bits: int = 8, array: tuple[int, int] = (8, 8),
@@ -103,10 +113,9 @@ def graph_artifact(g: Graph, out: Path, array: tuple[int, int] = (8, 4)) -> Path
     the import and quantisation passes: the driver's last two steps, for test graphs."""
     from backends.verilog import engine
     from compiler import driver
-    from compiler.options import CompileOptions
 
     opts = CompileOptions(target="verilog", array=array)
-    gp, _ = PlanEngine(array=array).run(g)
+    gp = plan_graph(g, array)
     out.mkdir(parents=True, exist_ok=True)
     entries = engine.build(gp, opts, out)
     manifest = driver._manifest(gp, opts, [], driver._io_meta(gp, gp.inputs), entries, out,

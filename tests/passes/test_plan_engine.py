@@ -12,7 +12,13 @@ from compiler.errors import EtchError
 from passes.engine_tiling import act_bound, signed_width
 from passes.plan_engine import PlanEngine
 from tests.backends import engine_graphs
-from tests.backends.engine_helpers import engine_meta, integer_graph, model_mismatches, planned
+from tests.backends.engine_helpers import (
+    engine_meta,
+    integer_graph,
+    model_mismatches,
+    plan_graph,
+    planned,
+)
 
 
 def test_mlp_layers_and_exact_widths() -> None:
@@ -47,8 +53,8 @@ def test_depthwise_keeps_only_block_diagonal_tiles() -> None:
 def test_residual_add_joins_the_later_convolution() -> None:
     _, recs = engine_meta(planned("resnet_block"))
     add = recs["node_Conv_101"]  # the shortcut, computed after the body's last conv
-    assert add["nodes"][-1] == "node_add" and add["res"]["value"] == "getitem_6_q"
-    assert "node_add" not in recs["node_Conv_99"]["nodes"]
+    assert add["epilogue"]["qadd"] and add["res"]["value"] == "getitem_6_q"
+    assert recs["node_Conv_99"]["epilogue"]["qadd"] is None
 
 
 def test_unmappable_integer_ops_run_on_the_host_with_a_reason() -> None:
@@ -87,20 +93,25 @@ def test_chunks_fit_the_accumulator() -> None:
 @pytest.mark.parametrize("name", sorted(engine_graphs.GRAPHS))
 def test_small_graphs_are_one_segment_and_bit_exact(name: str) -> None:
     g0 = engine_graphs.GRAPHS[name]()
-    g, _ = PlanEngine(array=(8, 4)).run(g0)
-    meta, recs = engine_meta(g)
+    g = plan_graph(g0, (8, 4))
+    meta, _ = engine_meta(g)
     assert meta["host"] == {} and len(meta["segments"]) == 1
     assert model_mismatches(g, engine_graphs.inputs(g0, 3)) == []
 
 
 def test_epilogue_folds_every_clamp() -> None:
-    g, _ = PlanEngine().run(engine_graphs.epilogue_chain())
+    """QGemm -> Requantize -> Clamp -> Table | -> Table -> Clamp -> QAdd -> Clamp: the
+    fusion group holds one table; the rest is one elementwise layer."""
+    g = plan_graph(engine_graphs.epilogue_chain())
     _, recs = engine_meta(g)
-    (rec,) = recs.values()
-    epi = rec["epilogue"]
-    assert len(rec["nodes"]) == 8  # one layer: the whole chain
-    assert (epi["requant"]["qmin"], epi["requant"]["qmax"]) == (-100, 90)
-    assert epi["table"]["clamp"] == [-60, 100] and len(epi["table"]["values"]) == 2
+    gemm, ew = sorted(recs.values(), key=lambda r: r["id"])
+    assert (gemm["kind"], ew["kind"]) == ("gemm", "ew")
+    req = gemm["epilogue"]["requant"]
+    assert (req["qmin"], req["qmax"]) == (-100, 90)
+    assert len(gemm["epilogue"]["table"]["values"]) == 1
+    epi = ew["epilogue"]
+    assert gemm["nodes"] == ["n_acc"] and ew["nodes"] == ["n_t2", "n_c2", "n_sum", "n_c3"]
+    assert epi["table"]["clamp"] == [-60, 100] and len(epi["table"]["values"]) == 1
     assert (epi["qadd"]["qmin"], epi["qadd"]["qmax"]) == (-7, 77)
-    assert epi["qadd"]["y_zero"] == -20  # the fused value is the QAdd's second operand
-    json.dumps(rec)
+    assert epi["qadd"]["y_zero"] == -20  # the layer's value is the QAdd's second operand
+    json.dumps(ew)

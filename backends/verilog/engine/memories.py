@@ -54,12 +54,9 @@ def build_images(graph: Graph, layers: list[dict], summary: dict, config: dict,
     return im
 
 
-def _node(graph: Graph, name: str):
-    return next(n for n in graph.nodes if n.name == name)
-
-
 def _weights(graph: Graph, rec: dict, rows: int, cols: int, im: Images) -> None:
-    dense = dense_weight(graph, _node(graph, rec["name"]), Geometry(**rec["geom"]))
+    dense = dense_weight(graph.values[rec["weight"]].data, rec["op"], rec["groups"],
+                         Geometry(**rec["geom"]))
     for n, kept in enumerate(rec["passes"]):
         for k, wrow, _ in kept:
             ky, kx, j = rec["ktiles"][k]
