@@ -162,4 +162,5 @@ def explain(manifest: dict) -> str:
     lines.append(f"ops built: {counts}")
     reports = manifest.get("reports", {})
     extra = [r for r in (quant_report.explain(reports), explain_declined(reports)) if r]
-    return "\n".join(lines + extra)
+    # a backend may describe what it built in its own lines (manifest "explain")
+    return "\n".join(lines + extra + manifest.get("explain", []))

@@ -95,6 +95,7 @@ def build(graph: Graph, opts: CompileOptions, out: Path,
     say("verilator build")
     vb.build(_build_spec(rtl, seg_specs[0]), out / "tb" / HARNESS.name, progress=say)
     entries = {"runtime": "verilator", "graph": "graph.onnx", "segments": seg_specs,
+               "explain": explain_lines(meta, recs, config, array, cycles, cells),
                "engine": {"config": config, "array": array.module,
                           "array_reference": array.reference, "cells_estimate": cells,
                           "cycles_estimate": cycles, "host": meta["host"]}}
@@ -106,6 +107,29 @@ def build(graph: Graph, opts: CompileOptions, out: Path,
         (out / "area.json").write_text(json.dumps(area, indent=1, sort_keys=True))
         entries["engine"]["area"] = {k: area[k] for k in ("cells", "luts", "memory_bits")}
     return entries
+
+
+def explain_lines(meta: dict, recs: dict[str, dict], config: dict, array: ArrayKind,
+                  cycles: list[dict], cells: dict) -> list[str]:
+    """The engine and its plan in words, for `etch compile --explain`."""
+    c = config
+    lines = [(f"tensor engine: {c['engine']}/{c['pe']} {c['rows']}x{c['cols']} "
+             f"({array.module}{', behavioural reference' if array.reference else ''}); "
+             f"widths a {c['aw']} w {c['ww']} tile sum {c['pw']} accumulator {c['accw']} "
+             f"bias {c['bw']}; ~{cells['total']:,} cells estimated"),
+             f"{'layer':<28}{'kind':>6}{'tiles':>7}{'passes':>8}{'est. cycles':>13}"]
+    for seg, est in zip(meta["segments"], cycles):
+        lines.append(f"{seg['name']}: in {', '.join(t['name'] for t in seg['inputs'])}; "
+                     f"out {', '.join(t['name'] for t in seg['outputs'])}; "
+                     f"{est['total']:,} cycles per inference")
+        for name in seg["layers"]:
+            r = recs[name]
+            tiles = sum(len(p) for p in r.get("passes", []))
+            passes = tiles * len(r.get("chunks", [[0, 0]]))
+            lines.append(f"  {name:<26}{r['kind']:>6}{tiles:>7}{passes:>8}"
+                         f"{est['layers'][r['id']]:>13,}")
+    lines += [f"host: {name} ({why})" for name, why in sorted(meta["host"].items())]
+    return lines
 
 
 def _segment_spec(s: dict, files: list[str], config: dict, cycles: dict) -> dict:

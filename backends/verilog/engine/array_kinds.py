@@ -10,6 +10,7 @@ interface), and the artifact says so.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,29 +19,29 @@ RTL = Path(__file__).resolve().parents[1] / "rtl"
 
 @dataclass(frozen=True)
 class ArrayKind:
-    """What the engine needs of an array: its module and files, and its timing."""
+    """What the engine needs of an array: its module and files, and its timing as functions
+    of a tile's bit-plane mask (bit-serial arrays spend one cycle per plane)."""
 
     module: str
     files: tuple[Path, ...]
-    latency: int          # cycles from a vector's handshake to its o_valid
-    bitserial: bool       # one vector per popcount(mask) cycles instead of one per cycle
-    params: str = ""      # extra Verilog parameters, rendered as ", .NAME(value)..."
+    latency: Callable[[int], int]    # cycles from a vector's handshake to its o_valid
+    interval: Callable[[int], int]   # cycles per vector
     reference: bool = False
-
-    def interval(self, mask: int) -> int:
-        """Cycles per activation vector for a tile with this bit-plane mask."""
-        return max(1, (mask).bit_count()) if self.bitserial else 1
+    params: str = ""                 # extra Verilog parameters: ", .NAME(value)..."
 
 
 def reference_array() -> ArrayKind:
-    return ArrayKind("te_array_ref", (RTL / "te_array_ref.v",), latency=1, bitserial=False,
-                     reference=True)
+    return ArrayKind("te_array_ref", (RTL / "te_array_ref.v",), lambda mask: 1,
+                     lambda mask: 1, reference=True)
 
 
 def array_for(engine: str, pe: str, rows: int, cols: int, bits: int) -> ArrayKind:
-    """The array for --engine/--pe at this size and weight width."""
+    """The array for --engine/--pe at this size and weight width (`bits` planes)."""
     if importlib.util.find_spec("backends.verilog.arrays") is None:
         return reference_array()
     from backends.verilog import arrays
 
-    return arrays.engine_array(engine, pe, rows, cols, bits)
+    kind = arrays.get(engine, pe)
+    return ArrayKind(kind.module, tuple(kind.sources()),
+                     lambda mask: kind.latency(rows, cols, bits, mask),
+                     lambda mask: kind.interval(mask, bits))

@@ -2,10 +2,10 @@
 
 Cycles follow the controller's timing (rtl/te_ctrl.v, te_seq.v, te_feed.v, te_pool.v,
 te_io.v), per segment and layer; tests check them against Verilator's per-layer counts.
-With the array's latency L and a tile's vector interval I (1, or the bit-serial array's
-set bit-planes):
+With a tile's vector interval I (1, or the bit-serial array's processed bit-planes) and the
+array's latency L (of the previous tile: the array drains it before the next tile loads):
 - a PASS of M vectors takes D + R + (M - 1) * I cycles from its acceptance to the next
-  pass's, D = max(2, L + 1) (the tile load waits for the array to drain);
+  pass's, D = max(2, L_previous + 1), D = 2 for a layer's first pass (the array is idle);
 - a layer adds one cycle per CFG and its SYNC drains the pipeline: L + 12 cycles after
   the last vector (array, accumulator 2 stages, output unit 8, controller);
 - a POOL layer streams one window element per cycle (stalling while a result word leaves
@@ -25,18 +25,15 @@ POOL_DRAIN = 12
 IO_OVERHEAD = 2      # the IN/OUT kick and the idle check
 
 
-def pass_cycles(m: int, rows: int, interval: int, array: ArrayKind) -> int:
-    return max(2, array.latency + 1) + rows + (m - 1) * interval
-
-
 def gemm_cycles(rec: dict, rows: int, array: ArrayKind) -> int:
     ow = rec["geom"]["ow"]
-    total = 0
+    total, drain = 0, 1  # the array is idle when a layer starts
     for _, nrows in rec["chunks"]:
         for kept in rec["passes"]:
             for _, _, mask in kept:
-                total += pass_cycles(nrows * ow, rows, array.interval(mask), array)
-    return total + array.latency + SYNC_DRAIN
+                total += max(2, drain + 1) + rows + (nrows * ow - 1) * array.interval(mask)
+                drain = array.latency(mask)
+    return total + drain + SYNC_DRAIN
 
 
 def pool_cycles(rec: dict, lanes: int, cols: int) -> int:
@@ -80,21 +77,35 @@ def cycles(meta: dict, recs: dict[str, dict], config: dict, array: ArrayKind) ->
 
 
 # ---- area ----------------------------------------------------------------------------------
-# generic Yosys cells: a signed a x w multiplier ~ K_MUL * a * w, an adder ~ K_ADD per bit,
-# a flip-flop 1; fitted on this RTL (tests compare with Yosys within a tolerance)
-K_MUL, K_ADD = 5.6, 7.0
+# Generic Yosys cells (the flow of backends/verilog/area.py), fitted to this RTL and to the
+# arrays' own numbers (benchmarks/results/arrays.json, 8x8): cells per PE at 2, 4 and 8-bit
+# weights (interpolated between), by module name; a requantiser costs ~K_REQ cells per bit
+# of its multiplier (IW x 31). Tests compare the total with Yosys within a tolerance.
+PE_CELLS = {
+    "te_array_systolic_mac": (179, 350, 704), "te_array_addertree_mac": (129, 283, 602),
+    "te_array_systolic_booth": (178, 286, 519), "te_array_addertree_booth": (101, 205, 411),
+    "te_array_systolic_bitserial": (143, 143, 143),
+    "te_array_addertree_bitserial": (107, 107, 107),
+    "te_array_ref": (180, 300, 590),
+}
+K_REQ = 8.2
+
+
+def pe_cells(module: str, ww: int) -> float:
+    c2, c4, c8 = PE_CELLS.get(module, PE_CELLS["te_array_ref"])
+    if ww <= 4:
+        return c2 + (c4 - c2) * (max(ww, 1) - 2) / 2
+    return c4 + (c8 - c4) * (ww - 4) / 4
 
 
 def cells(config: dict, array: ArrayKind) -> dict:
     """Estimated generic cells: array, output unit, the rest (memories excluded)."""
-    r, c = config["rows"], config["cols"]
-    aw, ww, pw, accw = config["aw"], config["ww"], config["pw"], config["accw"]
-    pe = K_MUL * aw * ww + K_ADD * pw + ww
-    lane_req = K_MUL * accw * 31 + K_ADD * (accw + 31) + 10
-    lane_qadd = (K_MUL * 11 * 31 * 2 + K_MUL * 33 * 31 + 100) if config["qadd"] else 0
-    lane = lane_req + lane_qadd + K_ADD * accw * 2 + 6 * 10
-    control = 4000 + config["lanes"] * (K_ADD * accw + 40)
-    est = {"array": int(r * c * pe), "output_unit": int(c * lane), "control": int(control)}
+    r, c, lanes, accw = config["rows"], config["cols"], config["lanes"], config["accw"]
+    req = K_REQ * accw * 31
+    qadd = K_REQ * 31 * (11 + 11 + 33) + 600 if config["qadd"] else 0
+    est = {"array": int(r * c * pe_cells(array.module, config["ww"])),
+           "output_unit": int(c * (req + qadd + 360)),
+           "control": int(5000 + lanes * accw * 31 + c * accw * 8 + 150 * r + 1200)}
     est["total"] = sum(est.values())
     return est
 
