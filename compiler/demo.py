@@ -53,6 +53,9 @@ CONFIGS = [
     Config("ref W4A8 int", "ref", {"bits": 4, "int": True, "calib": "@digits"}),
     Config("cpu W4 weight-only", "cpu", {"bits": 4, "group_size": 16}),
     Config("cpu W8A8 --int", "cpu", {"bits": 8, "int": True, "calib": "@digits"}),
+    Config("verilog W8A8 engine", "verilog", {"bits": 8, "calib": "@digits"},
+           note="simulated (Verilator): latency is one simulator run per call; "
+                "`etch sim` prints cycles"),
 ]
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import compiler
 import runtime
 from backends.verilog import HARNESS
 from backends.verilog.engine import top
 from compiler import reference
+from models import zoo
 from runtime import verilator_build as vb
 from tests.backends import engine_graphs
 from tests.backends.engine_helpers import graph_artifact, samples, verilog
@@ -119,3 +121,19 @@ def test_small_graphs_in_rtl(tmp_path: Path, name: str) -> None:
     est = json.loads((tmp_path / "art" / "manifest.json").read_text())["engine"]
     assert ex.stats["seg0"]["cycles"] == pytest.approx(5 * est["cycles_estimate"][0]["total"],
                                                        abs=2)
+
+
+@pytest.mark.slow
+def test_area_json_and_the_cell_estimate(tmp_path: Path) -> None:
+    """--area: Yosys cells per module, LUTs and the memories' bits; no latches; the
+    estimate that --max-cells checks is within 30% of Yosys."""
+    from tests.backends.engine_helpers import calib_path
+
+    art = compiler.compile(str(zoo.model_path("digits_mlp")), "verilog",
+                           calib=str(calib_path("digits_mlp")), area=True)
+    area = json.loads((art.path / "area.json").read_text())
+    assert area["cells"] > 0 and area["luts"] > 0 and area["memory_bits"]["weights"] > 0
+    assert not any("LATCH" in t.upper() for t in area["cells_by_type"])
+    assert {"te_outunit", "te_requant", "te_ctrl"} <= {m.split("(")[0] for m in area["modules"]}
+    est = art.manifest["engine"]["cells_estimate"]["total"]
+    assert 0.7 < est / area["cells"] < 1.3

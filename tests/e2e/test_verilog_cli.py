@@ -106,6 +106,7 @@ def test_model_names_are_sanitised(tmp_path: Path) -> None:
     (["--max-cells", "1000"], "--max-cells"),
     (["--engine", "hardwired"], "not built yet"),
     (["--array", "6x8"], "powers of two"),
+    (["--bits", "4", "--group-size", "16"], "no layer of"),  # group multipliers: host only
 ])
 def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], needle: str) -> None:
     _assert_one_line_error(_compile(tmp_path / "a", *args), needle)

@@ -64,6 +64,10 @@ def build(graph: Graph, opts: CompileOptions, out: Path,
           progress: Progress | None = None) -> dict:
     say = progress or (lambda s: None)
     meta, recs = plan_of(graph)
+    if not meta["segments"]:
+        why = "; ".join(f"{k}: {v}" for k, v in sorted(meta["host"].items())[:3])
+        raise EtchError(f"no layer of {safe_name(graph.name)} runs on the tensor engine"
+                        + (f" ({why})" if why else ""))
     c = meta["config"]
     array = array_for(opts.engine, opts.pe, c["rows"], c["cols"], c["ww"])
     cells = estimate.cells(c, array)
