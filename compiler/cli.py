@@ -122,33 +122,15 @@ def cmd_run(a: argparse.Namespace) -> int:
         if manifest["runtime"] == "verilator":
             ex.build()  # the simulator, from the cache or compiled now
         say("running")
-        batch = split_batch(manifest["inputs"], inputs)
+        batch = npz.split_batch(manifest["inputs"], inputs)
         t0 = time.perf_counter()
-        outputs = ex.run(inputs) if batch is None else stack(ex.run_batch(batch))
+        outputs = ex.run(inputs) if batch is None else npz.stack(ex.run_batch(batch))
         seconds = time.perf_counter() - t0
     npz.save(a.out, outputs)
     print(f"wrote {a.out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items()))
     if getattr(ex, "stats", None):
         print(sim_report(ex.stats, seconds))
     return 0
-
-
-def split_batch(specs: list[dict], inputs: dict[str, np.ndarray]
-                ) -> list[dict[str, np.ndarray]] | None:
-    """Inputs that each carry one more leading axis than the model's (the same length N)
-    as N separate inferences; None when the inputs are one inference."""
-    extra = [np.asarray(inputs[s["name"]]).ndim == len(s["shape"]) + 1 for s in specs
-             if s["name"] in inputs]
-    if not extra or not all(extra):
-        return None
-    n = {np.asarray(inputs[s["name"]]).shape[0] for s in specs}
-    if len(n) != 1:
-        raise EtchError(f"batched inputs of different lengths {sorted(n)}")
-    return [{k: np.asarray(v)[i] for k, v in inputs.items()} for i in range(n.pop())]
-
-
-def stack(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.stack([o[k] for o in outputs]) for k in outputs[0]}
 
 
 def sim_report(stats: dict[str, dict], seconds: float) -> str:

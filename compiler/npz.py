@@ -3,7 +3,8 @@
 `load(path, what)` reads every array (no pickles) and turns whatever a bad file raises
 (a truncated or corrupted zip or member, a plain .npy, a directory, no permission) into one
 EtchError naming the option; `save(path, arrays)` writes atomically (a temporary file beside
-it, then a rename) and refuses a directory.
+it, then a rename) and refuses a directory. `split_batch` reads --inputs that stack many
+inferences (one more leading axis than the model's inputs), `stack` writes their outputs.
 """
 
 from __future__ import annotations
@@ -49,3 +50,22 @@ def save(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
         raise EtchError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def split_batch(specs: list[dict], inputs: dict[str, np.ndarray]
+                ) -> list[dict[str, np.ndarray]] | None:
+    """Inputs that each carry one more leading axis than the model's (the same length N)
+    as N separate inferences; None when the inputs are one inference."""
+    extra = [np.asarray(inputs[s["name"]]).ndim == len(s["shape"]) + 1 for s in specs
+             if s["name"] in inputs]
+    if not extra or not all(extra) or len(extra) != len(specs):
+        return None
+    n = {np.asarray(inputs[s["name"]]).shape[0] for s in specs}
+    if len(n) != 1:
+        raise EtchError(f"batched --inputs of different lengths {sorted(n)}")
+    return [{k: np.asarray(v)[i] for k, v in inputs.items()} for i in range(n.pop())]
+
+
+def stack(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-inference outputs stacked along a new leading axis."""
+    return {k: np.stack([o[k] for o in outputs]) for k in outputs[0]}

@@ -50,11 +50,7 @@ class PlanEngine(Pass):
 
     def __init__(self, engine: str = "systolic", pe: str = "mac",
                  array: tuple[int, int] = (8, 8), acc_entries: int = 256) -> None:
-        rows, cols = array
-        if rows < 1 or cols < 1 or rows & (rows - 1) or cols & (cols - 1):
-            raise EtchError(f"--array {rows}x{cols}: rows and columns must be powers of two")
-        if rows > 64 or cols > 64:
-            raise EtchError(f"--array {rows}x{cols}: at most 64x64")
+        rows, cols = check_array(array)
         self.engine, self.pe, self.rows, self.cols = engine, pe, rows, cols
         self.lanes = max(rows, cols)
         self.acc_entries = acc_entries
@@ -86,6 +82,16 @@ class PlanEngine(Pass):
             for name, attr in p["attrs"].items():
                 _node(g, name).attrs["engine"] = json.dumps(attr, sort_keys=True)
         return g, True
+
+
+def check_array(array: tuple[int, int]) -> tuple[int, int]:
+    """(rows, cols) of --array; EtchError unless both are powers of two up to 64."""
+    rows, cols = array
+    if rows < 1 or cols < 1 or rows & (rows - 1) or cols & (cols - 1):
+        raise EtchError(f"--array {rows}x{cols}: rows and columns must be powers of two")
+    if rows > 64 or cols > 64:
+        raise EtchError(f"--array {rows}x{cols}: at most 64x64")
+    return rows, cols
 
 
 class _Unit:

@@ -28,12 +28,23 @@ ENGINES: dict[str, str | None] = {"systolic": "backends.verilog.engine",
                                   "hardwired": None}
 
 
-def build(graph: Graph, opts: CompileOptions, out_dir: Path,
-          progress: Callable[[str], None] | None = None) -> dict:
-    """Build `graph` for the verilog target into `out_dir`; returns the manifest entries."""
+def _design(opts: CompileOptions):
     module = ENGINES.get(opts.engine)
     if module is None:
         built = " or ".join(k for k, v in ENGINES.items() if v)
         raise EtchError(f"--engine {opts.engine}: that design is not built yet in this "
                         f"version of etch (choose {built})")
-    return importlib.import_module(module).build(graph, opts, out_dir, progress)
+    return importlib.import_module(module)
+
+
+def check(opts: CompileOptions) -> None:
+    """The verilog options, before any pass runs (the design's own check included)."""
+    design = _design(opts)
+    if hasattr(design, "check"):
+        design.check(opts)
+
+
+def build(graph: Graph, opts: CompileOptions, out_dir: Path,
+          progress: Callable[[str], None] | None = None) -> dict:
+    """Build `graph` for the verilog target into `out_dir`; returns the manifest entries."""
+    return _design(opts).build(graph, opts, out_dir, progress)

@@ -29,6 +29,7 @@ from compiler import onnx_export
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
+from passes.plan_engine import check_array
 from runtime import verilator_build as vb
 
 Progress = Callable[[str], None]
@@ -58,6 +59,13 @@ def full_config(meta: dict, array: ArrayKind, programs: list[list[int]]) -> dict
     return {**meta["config"], "idepth": max(len(p) for p in programs),
             "gw": FIELDS["PASS"]["iy0"].width, "xa": FIELDS["PASS"]["row0"].width,
             "array_module": array.module, "array_params": array.params}
+
+
+def check(opts: CompileOptions) -> None:
+    """--array and --engine/--pe, before the passes run."""
+    check_array(opts.array)
+    c = opts.array
+    array_for(opts.engine, opts.pe, c[0], c[1], 8)
 
 
 def build(graph: Graph, opts: CompileOptions, out: Path,

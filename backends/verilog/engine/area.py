@@ -49,7 +49,7 @@ def engine_area(rtl: list[Path], config: dict) -> dict:
         stub = Path(tmp) / "te_ram.v"
         stub.write_text(BLACKBOX)
         files = [stub if f.name == "te_ram.v" else f for f in rtl]
-        area = synth_area(files, top.TOP)
+        area = synth_area(files, top.TOP, flatten=False)  # one LUT map per module: minutes
     area["memory_bits"] = memory_bits(config)
     area["cells"] -= sum(k for t, k in area["cells_by_type"].items() if "te_ram" in t)
     return area
