@@ -1,7 +1,11 @@
 """`etch bench verilog`: the tensor engine per model and configuration, simulated.
 
-For each model (digits_mlp and digits_cnn; `--models` for others) and configuration
-(--engines x --pes x --bits x --arrays), the model is compiled with the real pipeline
+Two sections, one JSON (results/verilog.json):
+- digits: each digits model (`--models` for others) in every configuration (--engines x
+  --pes x --bits x --arrays; default 2 x 3 x 3 at 8x8), the whole test split;
+- utilisation: resnet_block at 8x8 and 16x16, both engines, mac PEs, 8-bit (`--util-models`,
+  `--util-arrays`), `--inputs` seeded samples: the GEMM-heavy layers of a real network.
+For each configuration the model is compiled with the real pipeline
 (`compiler.compile(..., target="verilog")`) and its inputs (the whole digits test split, or
 `--inputs N` seeded samples) stream through one Verilator simulation (`run_batch`):
 - cycles per inference, simulated and as the compiler estimated;
@@ -10,7 +14,8 @@ For each model (digits_mlp and digits_cnn; `--models` for others) and configurat
 - top-1 accuracy (digits) and whether every output equals the integer reference;
 - for bit-serial PEs, the cycles bit-plane skipping saves on the model's real weights
   (the estimate with each tile's plane mask vs with every plane);
-- with `--area`, Yosys generic cells and 6-LUTs of the engine (memories as SRAM bits).
+- with `--area`, Yosys generic cells and 6-LUTs of the engine (memories as SRAM bits), for
+  the first weight width and array of each engine/PE pair (Yosys takes minutes per design).
 Goals printed with the table: utilisation > 80% on the GEMM-heavy layers (a layer whose
 channels fill the array: input channels per group >= rows, output channels >= cols, and
 >= 4 * rows vectors per weight tile) at batch 1; the 450-image digits split simulated in
@@ -21,6 +26,7 @@ Result: results/verilog.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -43,22 +49,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pes", nargs="+", default=["mac", "booth", "bitserial"])
     p.add_argument("--bits", nargs="+", type=int, default=[8, 4, 2])
     p.add_argument("--arrays", nargs="+", default=["8x8"])
-    p.add_argument("--inputs", type=int, default=8, help="samples of non-digits models")
+    p.add_argument("--inputs", type=int, default=4, help="samples of non-digits models")
+    p.add_argument("--util-models", nargs="*", default=["resnet_block"])
+    p.add_argument("--util-arrays", nargs="+", default=["8x8", "16x16"])
     p.add_argument("--area", action="store_true", help="Yosys cells and LUTs (slow)")
 
 
+def _arrays(specs: list[str]) -> list[tuple[int, int]]:
+    return [(int(a.split("x")[0]), int(a.split("x")[1])) for a in specs]
+
+
+def _opt(args: argparse.Namespace, key: str, default: list) -> list:
+    return getattr(args, key, None) or default
+
+
 def run(args: argparse.Namespace) -> dict:
-    names = getattr(args, "models", None) or DIGITS
-    arrays = [tuple(int(v) for v in a.split("x")) for a in getattr(args, "arrays", ["8x8"])]
+    opt = functools.partial(_opt, args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
+        for name in opt("models", DIGITS):
             calib = _calib(name, Path(tmp))
-            for engine in getattr(args, "engines", ["systolic"]):
-                for pe in getattr(args, "pes", ["mac"]):
-                    for bits in getattr(args, "bits", [8]):
-                        for array in arrays:
-                            rows.append(_config(name, calib, engine, pe, bits, array, args))
+            for engine in opt("engines", ["systolic", "adder-tree"]):
+                for pe in opt("pes", ["mac", "booth", "bitserial"]):
+                    for k, bits in enumerate(opt("bits", [8, 4, 2])):
+                        for j, array in enumerate(_arrays(opt("arrays", ["8x8"]))):
+                            area = getattr(args, "area", False) and k == j == 0 and \
+                                name == opt("models", DIGITS)[-1]
+                            rows.append(_config(name, calib, engine, pe, bits, array, args,
+                                                area))
+        for name in opt("util_models", []):
+            calib = _calib(name, Path(tmp))
+            for engine in ("systolic", "adder-tree"):
+                for array in _arrays(opt("util_arrays", ["8x8", "16x16"])):
+                    rows.append(_config(name, calib, engine, "mac", 8, array, args, False))
     return {"rows": rows, "goals": _goals(rows)}
 
 
@@ -80,10 +103,11 @@ def _calib(name: str, tmp: Path) -> Path:
 
 
 def _config(name: str, calib: Path, engine: str, pe: str, bits: int,
-            array: tuple[int, int], args: argparse.Namespace) -> dict:
+            array: tuple[int, int], args: argparse.Namespace, area: bool) -> dict:
     t0 = time.perf_counter()
+    print(f"  {name} {engine}/{pe} {bits}-bit {array[0]}x{array[1]} ...", flush=True)
     art = driver.compile(str(zoo.model_path(name)), "verilog", bits=bits, calib=str(calib),
-                         engine=engine, pe=pe, array=array, area=getattr(args, "area", False))
+                         engine=engine, pe=pe, array=array, area=area)
     compile_s = time.perf_counter() - t0
     ex = runtime.load(art.path)
     batch = _inputs(name, ex.graph, getattr(args, "inputs", 8))
@@ -93,6 +117,8 @@ def _config(name: str, calib: Path, engine: str, pe: str, bits: int,
     exact = all(all(np.array_equal(o[k], r[k]) for k in r)
                 for o, r in zip(outs, (reference.run(ex.graph, x) for x in batch)))
     eng = art.manifest["engine"]
+    if "area" in eng:  # the engine's area.json: per-module cells too
+        eng = {**eng, "area": json.loads((art.path / "area.json").read_text())}
     row = {"model": name, "engine": engine, "pe": pe, "bits": bits,
            "array": f"{array[0]}x{array[1]}", "array_module": eng["array"],
            "exact": exact, "inferences": len(batch), "sim_seconds": round(wall, 3),
@@ -104,7 +130,10 @@ def _config(name: str, calib: Path, engine: str, pe: str, bits: int,
     if pe == "bitserial":
         row["plane_skipping"] = _skipping(art, array)
     if "area" in eng:
-        row["area"] = eng["area"]
+        a = eng["area"]
+        row["area"] = {"cells": a["cells"], "luts": a["luts"], "estimate": eng[
+            "cells_estimate"]["total"], "memory_bits": a["memory_bits"]["total"],
+            "modules": {k: v["cells"] for k, v in a["modules"].items()}}
     return row
 
 
