@@ -7,7 +7,7 @@ weight W[ky, kx, ci, co] (zero between convolution groups) is cut into tiles of 
 channels x COLS output channels at one kernel position; all-zero tiles are skipped (a
 depthwise or grouped convolution keeps only its block-diagonal tiles).
 
-Bounds follow DESIGN.md's numerics: a layer's accumulator holds at most
+Bounds follow the numerics of docs/ARCHITECTURE.md: a layer's accumulator holds at most
 K * max|a - z| * max|w| + max|bias|, where max|a - z| comes from the input's dtype and
 zero point and max|w| from the layer's weight codes; widths are the signed widths of these
 bounds, never a guess.

@@ -13,7 +13,7 @@ Decides, and records on the IR, everything the Verilog backend renders:
   words and tables;
 - tiling (`passes.engine_layer_plan`): weight tiles, passes and output-row chunks;
 - the engine configuration: array, word width, and every datapath width from the exact
-  bounds of DESIGN.md (max over layers), memory depths (max over segments).
+  bounds of docs/ARCHITECTURE.md (max over layers), memory depths (max over segments).
 
 Records: node attr `engine` (JSON): the layer plan on each anchor, {"layer": anchor} on the
 other nodes of a layer, {"view": "alias" | "flatten", "of": source} on views; graph

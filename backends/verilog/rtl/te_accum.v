@@ -10,7 +10,7 @@
 // A pass's attributes are latched on `start` (the first weight beat of the pass: the
 // array has drained then, so every earlier result has already entered this unit). Two
 // stages; results leave registered. Widths: ACCW holds the exact bound of every layer's
-// sum (DESIGN.md numerics), computed by the compiler, and is wider than PW and BW.
+// sum (docs/ARCHITECTURE.md, Numerics), computed by the compiler, and is wider than PW and BW.
 `default_nettype none
 module te_accum #(
     parameter integer COLS   = 8,

@@ -1,4 +1,4 @@
-// te_requant: the requantisation formula of DESIGN.md, written once in
+// te_requant: the requantisation formula of docs/ARCHITECTURE.md, written once in
 // compiler/reference.py (`requantize`) and here in hardware, bit for bit:
 //
 //     prod = x * m0                                  (exact)
