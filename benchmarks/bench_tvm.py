@@ -8,6 +8,9 @@ cores):
   optimisations on (its default);
 - TVM frontend: `tvm.relax.frontend.onnx.from_onnx`, `tvm.compile` with TVM's default
   pipeline (no tuning), Relax VM, TVM_NUM_THREADS=T (both TVMs with TVM_BIND_THREADS=0).
+- on a CPU with AVX-512, etch at `vector_bits=256` and at its default 512 in one process,
+  timed in alternating rounds (the `256b` columns: the same kernels at half the width; see
+  backends/tvm/target.py for the choice).
 Latency: several rounds of about `--seconds` each, each round's mean per call; the best
 round of two passes (run in mirrored order) is reported: the least disturbed by the rest of
 the machine. Ratios are latency / ORT latency on the same CPU in the same run; the load
@@ -55,30 +58,57 @@ def _calls_per_round(fn: Runner, seconds: float) -> int:
     return max(3, calls * 3)
 
 
+def _round_us(fn: Runner, calls: int) -> float:
+    """One round's mean latency per call, in microseconds."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
 def best_latency_us(fn: Runner, seconds: float) -> float:
     """The best of ROUNDS rounds' mean latency per call, in microseconds."""
     calls = _calls_per_round(fn, seconds)
-    best = float("inf")
+    return min(_round_us(fn, calls) for _ in range(ROUNDS))
+
+
+def best_latency_pair_us(a: Runner, b: Runner, seconds: float) -> tuple[float, float]:
+    """`best_latency_us` of a and of b, their rounds taken in turns: a load that drifts
+    during the measurement slows both alike."""
+    calls = (_calls_per_round(a, seconds), _calls_per_round(b, seconds))
+    best = [float("inf"), float("inf")]
     for _ in range(ROUNDS):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
-    return best
+        for k, fn in enumerate((a, b)):
+            best[k] = min(best[k], _round_us(fn, calls[k]))
+    return best[0], best[1]
 
 
-def etch_runner(path: str, inputs: dict, threads: int,
-                fuse: bool = True) -> tuple[Runner, object]:
+def etch_runner(path: str, inputs: dict, threads: int, **options) -> tuple[Runner, object]:
     """etch's cpu artifact for the model, and the artifact (for its manifest)."""
     import compiler
 
-    art = compiler.compile(path, target="cpu", threads=threads, fuse=fuse)
+    art = compiler.compile(path, target="cpu", threads=threads, **options)
     return (lambda: art.run(inputs)), art
 
 
 def etch_nofuse_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, object]:
     """etch without layer fusion (`--no-fuse`): shows what fusion is worth."""
     return etch_runner(path, inputs, threads, fuse=False)
+
+
+def etch_256_runner(path: str, inputs: dict, threads: int) -> tuple[Runner, object, Runner]:
+    """etch with 256-bit vectors (`--vector-bits 256`) on a CPU that has 512, its artifact,
+    and etch at its default 512 bits (timed in turns with it)."""
+    narrow, art = etch_runner(path, inputs, threads, vector_bits=256)
+    return narrow, art, etch_runner(path, inputs, threads)[0]
+
+
+def host_has_512() -> bool:
+    """Whether etch builds 512-bit kernels for this machine (its default on AVX-512)."""
+    from backends.tvm import target as targets
+    from compiler.options import CompileOptions
+
+    return targets.cpu_target(CompileOptions(target="cpu"))[1].vector_bits == 512
 
 
 def ort_runner(path: str, inputs: dict, threads: int) -> Runner:
@@ -124,7 +154,7 @@ def _import_everything() -> None:
 
 
 RUNNERS = {"etch": etch_runner, "etch_nofuse": etch_nofuse_runner, "ort": ort_runner,
-           "tvm_frontend": tvm_frontend_runner}
+           "tvm_frontend": tvm_frontend_runner, "etch_256": etch_256_runner}
 
 
 def worker(runtime: str, name: str, threads: int, seconds: float) -> dict:
@@ -142,8 +172,13 @@ def worker(runtime: str, name: str, threads: int, seconds: float) -> dict:
         got, art = fn(), built[1]
         row["max_abs_err_vs_ort"] = max(float(np.max(np.abs(got[k] - expected[k])))
                                         for k in expected)
-        row.update(kernels=art.manifest.get("kernels"), schedules=art.manifest.get("schedules"))
-    row["us"] = round(best_latency_us(fn, seconds), 1)
+        row.update(kernels=art.manifest.get("kernels"), schedules=art.manifest.get("schedules"),
+                   vector_bits=art.manifest.get("vector_bits"))
+    if isinstance(built, tuple) and len(built) == 3:
+        us, row["us_512"] = best_latency_pair_us(fn, built[2], seconds)
+    else:
+        us = best_latency_us(fn, seconds)
+    row["us"] = round(us, 1)
     return row
 
 
@@ -162,11 +197,11 @@ def _spawn(runtime: str, name: str, threads: int, seconds: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_model(name: str, threads: int, seconds: float) -> dict:
+def bench_model(name: str, threads: int, seconds: float, runtimes: list[str]) -> dict:
     """One model, each runtime in its own process, twice in mirrored order (machine load
     drifts); the faster pass of each runtime counts."""
-    runs: dict[str, list[dict]] = {r: [] for r in RUNNERS}
-    for order in (list(RUNNERS), list(RUNNERS)[::-1]):
+    runs: dict[str, list[dict]] = {r: [] for r in runtimes}
+    for order in (runtimes, runtimes[::-1]):
         for runtime in order:
             runs[runtime].append(_spawn(runtime, name, threads, seconds))
     row: dict = {}
@@ -181,8 +216,10 @@ def bench_model(name: str, threads: int, seconds: float) -> dict:
         best.pop("compile_s")
         if runtime == "etch_nofuse":  # only its kernel count is new; etch's row keeps the rest
             best = {"unfused_kernels": best.get("kernels")}
+        elif runtime == "etch_256":  # its ratio to 512 bits, timed in the same process
+            best = {"etch_256_vs_512": round(row["etch_256_us"] / best["us_512"], 3)}
         row.update(best)
-    for runtime in ("etch", "etch_nofuse", "tvm_frontend"):
+    for runtime in ("etch", "etch_nofuse", "tvm_frontend", "etch_256"):
         if f"{runtime}_us" in row and "ort_us" in row:
             row[f"{runtime}_vs_ort"] = round(row[f"{runtime}_us"] / row["ort_us"], 3)
     return row
@@ -192,7 +229,8 @@ def run(args: argparse.Namespace) -> dict:
     """The benchmark over `args.models` (default DEFAULT_MODELS)."""
     threads = int(getattr(args, "threads", 2) or 2)
     models = list(getattr(args, "models", None) or DEFAULT_MODELS)
-    results = {m: bench_model(m, threads, float(getattr(args, "seconds", 0.3)))
+    runtimes = [r for r in RUNNERS if r != "etch_256" or host_has_512()]
+    results = {m: bench_model(m, threads, float(getattr(args, "seconds", 0.3)), runtimes)
                for m in models}
     import tvm
 
@@ -208,12 +246,23 @@ def table(result: dict) -> str:
     """The result as a text table: latencies (us), ratios to ORT, compile seconds."""
     head = (f"etch cpu vs ONNX Runtime vs TVM ONNX frontend -- {result['cpu']} "
             f"({result['mcpu']}), {result['threads']} threads, batch 1")
+    wide = any("etch_256_us" in r for r in result["models"].values())
     cols = (f"{'model':<22}{'etch us':>9}{'unfused':>9}{'ORT us':>9}{'TVM-fe us':>11}"
-            f"{'etch/ORT':>9}{'unf/ORT':>8}{'fe/ORT':>8}{'kernels':>9}{'etch s':>7}{'fe s':>6}")
+            f"{'etch/ORT':>9}{'unf/ORT':>8}{'fe/ORT':>8}{'kernels':>9}{'etch s':>7}{'fe s':>6}"
+            + (f"{'256b us':>9}{'256/512':>8}" if wide else ""))
     lines = [head, cols, "-" * len(cols)]
     for name, r in result["models"].items():
-        lines.append(_row(name, r))
+        lines.append(_row(name, r) + (_width_cols(r) if wide else ""))
+    if wide:
+        lines.append("etch builds 512-bit kernels on this CPU; 256b us: --vector-bits 256; "
+                     "256/512: the two timed in turns in one process")
     return "\n".join(lines)
+
+
+def _width_cols(r: dict) -> str:
+    us, ratio = r.get("etch_256_us"), r.get("etch_256_vs_512")
+    return (f"{float('nan') if us is None else us:>9.1f}"
+            f"{float('nan') if ratio is None else ratio:>8.2f}")
 
 
 def _row(name: str, r: dict) -> str:

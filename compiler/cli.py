@@ -55,6 +55,8 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-fuse", action="store_true", help="skip layer fusion")
     b.add_argument("--threads", type=int, help="CPU threads the artifact uses")
     b.add_argument("--mcpu", help="override the detected CPU (e.g. znver3, cortex-a72)")
+    b.add_argument("--vector-bits", type=int, choices=[128, 256, 512],
+                   help="kernel vector width (default: the CPU's; 512 with AVX-512)")
     b.add_argument("--explain", action="store_true", help="print the pass list and node counts")
     b.add_argument("--print-after", action="append", default=[], metavar="PASS")
     b.add_argument("--dump-dir", help="write the graph as ONNX after every pass")
@@ -70,6 +72,7 @@ def _compile_options(a: argparse.Namespace) -> dict:
         raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
     same = ("bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut", "lut_table",
             "rearrange", "engine", "pe", "max_cells", "area", "tune", "threads", "mcpu",
+            "vector_bits",
             "dump_dir", "print_after")
     return {**{k: getattr(a, k) for k in same},
             "input_shapes": dict(parse_shape(s) for s in a.input_shape),

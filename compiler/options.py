@@ -38,6 +38,7 @@ class CompileOptions:
     fuse: bool = True
     threads: int | None = None
     mcpu: str | None = None          # override the detected CPU (cpu/edge)
+    vector_bits: int | None = None   # cpu/edge vector width; None = the target's (512 on AVX-512)
     dump_dir: str | None = None
     print_after: list[str] = field(default_factory=list)
 
@@ -61,6 +62,10 @@ class CompileOptions:
         self._validate_lut()
         if self.max_cells is not None and self.max_cells <= 0:
             raise EtchError(f"--max-cells {self.max_cells}: must be positive")
+        widths = {"cpu": (128, 256, 512), "edge": (128,)}.get(self.target, ())
+        if self.vector_bits is not None and self.vector_bits not in widths:
+            raise EtchError(f"--vector-bits {self.vector_bits}: the {self.target} target takes "
+                            + (" or ".join(map(str, widths)) if widths else "no vector width"))
         if self.tune < 0:
             raise EtchError("--tune takes a number of trials >= 0")
         if self.threads is not None and self.threads < 1:

@@ -72,7 +72,7 @@ def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     return {**tuning, **storage_entries(graph), "runtime": "tvm", "device": "cpu",
             "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
-            "vector_lanes": info.lanes, "threads": opts.threads,
+            "vector_bits": info.vector_bits, "vector_lanes": info.lanes, "threads": opts.threads,
             "kernels": kernel_count(mod), "schedules": schedules.rule_names(mod),
             "build_seconds": {"lower_schedule": round(t1 - t0, 3),
                               "compile": round(time.perf_counter() - t1, 3)}}

@@ -30,6 +30,7 @@ def target_json(isa: str, **options) -> dict:
     mcpu = ISA_CPUS.get(isa, isa)
     if isa == "neon":
         return edge.edge_target(mcpu)
+    options = {k: v for k, v in options.items() if v is not None}
     opts = CompileOptions(target="cpu", mcpu=mcpu, threads=1, **options)
     return targets.cpu_target(opts)[0]
 

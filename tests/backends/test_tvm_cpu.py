@@ -147,6 +147,9 @@ def test_manifest_records_target_features_threads(mlp) -> None:
     assert m["threads"] == 1 and "model.so" in m["files"]
     assert set(m["cpu_features"]) <= {"sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw",
                                       "avx512vl", "avx512vnni", "avxvnni", "neon", "dotprod"}
+    assert m["vector_bits"] == m["tvm_target"]["vector-width"] == 32 * m["vector_lanes"]
+    assert m["vector_bits"] == (512 if "avx512f" in m["cpu_features"] else
+                                256 if "avx2" in m["cpu_features"] else 128)
 
 
 BAD_FEEDS = {

@@ -396,6 +396,7 @@ INT8_DOT = {  # mcpu -> the int8 dot-product instructions its QGemm kernel must 
     "sapphirerapids": ("vpdpbusd", "vpdpbusd", "zmm"),    # AVX-512 VNNI
     "znver4": ("vpdpbusd", "vpdpbusd", "zmm"),
     "alderlake": ("vpdpbusd", "vpdpbusd", "ymm"),         # AVX-VNNI (256 bits)
+    "sapphirerapids@256": ("vpdpbusd", "vpdpbusd", "ymm"),  # --vector-bits 256: AVX512-VL
 }
 
 
@@ -405,7 +406,8 @@ def _qgemm_asm(bits: int, mcpu: str) -> str:
     a = case.ints("a", "uint8", (4, 64))
     w = case.const("w", case.rng.integers(-q, q + 1, (64, 32)).astype(np.int8))
     case.outputs(case.op("etch.QGemm", [a, w], "acc"))
-    asm = isa.compile_graph(case.g, mcpu)
+    cpu, _, width = mcpu.partition("@")
+    asm = isa.compile_graph(case.g, cpu, vector_bits=int(width) if width else None)
     assert asm.rules == {"QDense": 1}
     [code] = asm.kernels.values()
     return code

@@ -9,13 +9,17 @@ target's full width when the tile is that wide) and keep their accumulator tile 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import tvm
 
 from backends.tvm import edge
 from backends.tvm import target as targets
 from backends.tvm.schedules import cpu as cpu_rules
+from backends.tvm.schedules import tiles
 from compiler import onnx_import, pipeline
+from compiler.errors import EtchError
 from compiler.options import CompileOptions
 from tests.backends import isa, tvm_cases
 
@@ -33,19 +37,32 @@ def aligned_convs() -> tvm_cases.Case:
     return m.build()
 
 
-FAMILIES = {"aligned": aligned_convs, **tvm_cases.FAMILIES}
+def row_kernels() -> tvm_cases.Case:
+    """Row reductions of short and long rows: a 16x16 global pool, softmax over 16 and 256."""
+    m = tvm_cases.ModelBuilder("rows")
+    x = m.input("x", m.rng.standard_normal((1, 8, 16, 16)).astype("float32"))
+    y = m.input("y", m.rng.standard_normal((4, 256)).astype("float32"))
+    m.op("GlobalAveragePool", [x], "pool")
+    m.op("Softmax", [x], "short", axis=-1)
+    m.op("Softmax", [y], "long", axis=-1)
+    return m.build()
+
+
+FAMILIES = {"aligned": aligned_convs, "rows": row_kernels, **tvm_cases.FAMILIES}
 
 
 @pytest.fixture(scope="module")
 def assembly():
-    """(family, isa) -> the family model's kernels compiled for that ISA (cached)."""
+    """(family, isa[@bits]) -> the family model's kernels compiled for that ISA (cached)."""
     cache: dict[tuple[str, str], isa.Assembly] = {}
 
     def get(family: str, name: str) -> isa.Assembly:
         if (family, name) not in cache:
             model, _ = FAMILIES[family]()
             graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
-            cache[family, name] = isa.compile_graph(graph, name)
+            isa_name, _, bits = name.partition("@")
+            cache[family, name] = isa.compile_graph(graph, isa_name,
+                                                    vector_bits=int(bits) if bits else None)
         return cache[family, name]
     return get
 
@@ -56,6 +73,35 @@ def test_width_comes_from_the_named_cpu_not_the_host() -> None:
     assert lanes == {"znver3": 8, "sapphirerapids": 16, "znver4": 16, "x86-64": 4}
     neon = tvm.target.Target(edge.edge_target("cortex-a76"))
     assert cpu_rules.lanes(neon) == 4
+
+
+@pytest.mark.parametrize("mcpu,bits,lanes", [
+    ("sapphirerapids", None, 16), ("sapphirerapids", 256, 8), ("znver4", None, 16),
+    ("znver4", 256, 8), ("znver3", None, 8), ("x86-64", None, 4)])
+def test_vector_width_is_declared_by_the_target(mcpu: str, bits: int | None,
+                                                lanes: int) -> None:
+    target, info = targets.cpu_target(CompileOptions(mcpu=mcpu, vector_bits=bits))
+    assert (info.lanes, target["vector-width"]) == (lanes, 32 * lanes)
+    assert "mattr" not in target  # LLVM's own tuning (prefer-256-bit on Intel) is left alone
+    assert cpu_rules.lanes(tvm.target.Target(target)) == lanes  # the rules read it back
+
+
+@pytest.mark.parametrize("mcpu,bits", [("znver3", 512), ("x86-64", 256), ("znver4", 128)])
+def test_a_width_the_cpu_lacks_is_refused(mcpu: str, bits: int) -> None:
+    with pytest.raises(EtchError, match=f"--vector-bits {bits}: the {mcpu} CPU takes"):
+        targets.cpu_target(CompileOptions(mcpu=mcpu, vector_bits=bits))
+
+
+def test_avx512_at_256_bits_tiles_in_ymm(assembly) -> None:
+    """--vector-bits 256 on an AVX-512 CPU: tiles of whole 8-lane vectors, FMAs in ymm. (A
+    tile of 13 columns is one 13-lane vector either way, which LLVM widens to a zmm.)"""
+    asm = assembly("conv", "avx512@256")
+    tiles = {k: int(asm.attrs[k]["vw"]) for k in asm.of_kind("conv2d", "depthwise_conv2d")}
+    whole = [k for k, vw in tiles.items() if vw % 8 == 0]
+    assert asm.lanes == 8 and whole and max(tiles.values()) <= 16
+    for kernel in whole:
+        assert asm.packed_fma(kernel, 8), f"{kernel}: no ymm FMA"
+        assert not re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", asm.kernels[kernel]), kernel
 
 
 @pytest.mark.parametrize("name", ISAS)
@@ -92,3 +138,23 @@ def test_unpadded_conv_tiles_stay_off_the_heap(assembly, name: str) -> None:
     for kernel, code in asm.kernels.items():
         assert asm.packed_fma(kernel, int(asm.attrs[kernel]["vw"])), f"{kernel}: no packed FMA"
         assert "TVMBackendAllocWorkspace" not in code, f"{kernel}: heap workspace in a conv tile"
+
+
+@pytest.mark.parametrize("name", ISAS)
+def test_row_kernels_accumulate_in_vectors(assembly, name: str) -> None:
+    """Every row is summed in vector partial sums; on AVX-512 rows shorter than 8 zmm
+    vectors use 8 lanes (`tiles.row_lanes`), long ones the full 16."""
+    asm = assembly("rows", name)
+    widths = {asm.attrs[k]["kind"] + str(int(asm.attrs[k]["row_lanes"])): k
+              for k in asm.of_kind("reduce", "softmax")}
+    short, full = {"avx2": (8, 8), "avx512": (8, 16), "neon": (4, 4)}[name]
+    assert set(widths) == {f"reduce{full}", f"softmax{short}", f"softmax{full}"}
+    add = r"fadd\s+v\d+\.4s" if name == "neon" else r"vaddps\s+[^\n]*%[yz]mm"
+    for kernel in widths.values():
+        assert re.search(add, asm.kernels[kernel]), f"{kernel}: no vector partial sums"
+
+
+@pytest.mark.parametrize("row,lanes,want", [((16,), 16, 8), ((64,), 16, 8), ((128,), 16, 16),
+                                            ((16, 16), 16, 16), ((16,), 8, 8), ((8,), 4, 4)])
+def test_row_width(row: tuple, lanes: int, want: int) -> None:
+    assert tiles.row_lanes(row, lanes) == want

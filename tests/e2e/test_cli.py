@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -156,8 +157,19 @@ def test_inspect(tmp_path: Path) -> None:
     (["--bits", "4", "--lut", "--int"], "--lut"),  # LUT GEMM is the float-activation path
     (["--bits", "9"], "--bits 9"),
     (["--quant", "gptq", "--bits", "4"], "--calib"),
+    (["--target", "cpu", "--mcpu", "znver3", "--vector-bits", "512"], "znver3 CPU takes 256"),
+    (["--target", "edge", "--vector-bits", "256"], "edge target takes 128"),
 ])
 def test_unavailable_settings_are_one_clear_error(tmp_path: Path, args: list, needle: str) -> None:
     model = _mlp(tmp_path / "m.onnx")
     _assert_one_line_error(etch("compile", model, *args, "-o", tmp_path / "a"), needle)
     assert not (tmp_path / "a").exists()
+
+
+def test_vector_bits_choose_the_width_of_a_named_cpu(tmp_path: Path) -> None:
+    model = _mlp(tmp_path / "m.onnx")
+    r = etch("compile", model, "--target", "cpu", "--mcpu", "znver4", "--vector-bits", "256",
+             "-o", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert (manifest["vector_bits"], manifest["tvm_target"]["vector-width"]) == (256, 256)

@@ -16,6 +16,7 @@ from backends.tvm.lower import fastmath
 from backends.tvm.lower.context import LowerCtx, accumulator, cast
 from backends.tvm.lower.epilogue import Epilogue, add_operand
 from backends.tvm.lower.rows import row_reduce
+from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
 from compiler.ir import Node
 
@@ -27,7 +28,8 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
     axis = int(node.attrs.get("axis", -1)) % len(shape)
     log = node.op == "LogSoftmax"
     last = axis == len(shape) - 1
-    lanes = ctx.lanes if last else 1  # rows are contiguous only along the last axis
+    # rows are contiguous only along the last axis
+    lanes = tiles.row_lanes((shape[axis],), ctx.lanes) if last else 1
 
     def compute(xt: te.Tensor) -> te.Tensor:
         # A 16-bit float rounds after each step, as the reference's numpy does; the row sum
@@ -49,7 +51,7 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
         return te.compute(shape, lambda *i: exp(xt(*i) - mx(*row_of(i), 0)) / total(i),
                           name="epilogue")
 
-    hints = {"rows": axis} if last else {}
+    hints = {"rows": axis, "row_lanes": lanes} if last else {}
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "softmax", **hints))
 
 
@@ -75,6 +77,7 @@ def lower_layer_norm(ctx: LowerCtx, node: Node) -> None:
     eps = float(node.attrs.get("epsilon", 1e-5))
     inner = shape[axis:]
     count = int(np.prod(inner))
+    lanes = tiles.row_lanes(inner, ctx.lanes)
     epi = Epilogue(ctx.dtype(out))
     epi.steps.append(("Mul", {}, ["y", add_operand(epi, ctx, node.inputs[1])]))
     if len(node.inputs) > 2 and node.inputs[2]:
@@ -83,16 +86,16 @@ def lower_layer_norm(ctx: LowerCtx, node: Node) -> None:
     def compute(xt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         rows, inv = shape[:axis], tirx.const(1.0 / count, xt.dtype)
         zeros = (0,) * len(inner)
-        mean = row_reduce("mean", rows, inner, lambda r, j: xt(*r, *j) * inv, te.sum,
-                          ctx.lanes)
+        mean = row_reduce("mean", rows, inner, lambda r, j: xt(*r, *j) * inv, te.sum, lanes)
         var = row_reduce("var", rows, inner, lambda r, j: _sq(xt(*r, *j) - mean(*r, *zeros))
-                         * inv, te.sum, ctx.lanes)
+                         * inv, te.sum, lanes)
         lead = lambda i: tuple(i[:axis]) + zeros
         return te.compute(shape, lambda *i: epi.apply(
             (xt(*i) - mean(*lead(i))) / tirx.sqrt(var(*lead(i)) + tirx.const(eps, xt.dtype)),
             i, extra), name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *epi.exprs], node, "layer_norm", rows=axis))
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *epi.exprs], node, "layer_norm", rows=axis,
+                            row_lanes=lanes))
 
 
 def _layer_norm_stats(ctx: LowerCtx, node: Node, stash: str) -> None:

@@ -14,6 +14,7 @@ from tvm import relax, te, tirx
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.indexing import arg_reducer, spatial_index
 from backends.tvm.lower.rows import row_reduce
+from backends.tvm.schedules import tiles
 from compiler.ir import Node
 
 
@@ -151,16 +152,17 @@ def lower_global_pool(ctx: LowerCtx, node: Node) -> None:
     for d in spatial:
         count *= d
     is_max = node.op == "GlobalMaxPool"
+    lanes = tiles.row_lanes(spatial, ctx.lanes)
 
     def compute(xt: te.Tensor) -> te.Tensor:
         red = ctx.max_reducer(xt.dtype) if is_max else te.sum
-        acc = row_reduce("anchor", xshape[:2], spatial, lambda r, j: xt(*r, *j), red, ctx.lanes,
+        acc = row_reduce("anchor", xshape[:2], spatial, lambda r, j: xt(*r, *j), red, lanes,
                          oshape)
         scale = tirx.const(1.0 / count, xt.dtype)
         return te.compute(oshape, lambda *i: acc(*i) if is_max else acc(*i) * scale,
                           name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", rows=2))
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", rows=2, row_lanes=lanes))
 
 
 def lower_lrn(ctx: LowerCtx, node: Node) -> None:

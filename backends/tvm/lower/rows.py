@@ -1,11 +1,13 @@
 """Reductions over the trailing dims of a tensor ("rows"), in a vectorisable form.
 
 A float sum (or max) over a row is a dependency chain: one add per element, each waiting on
-the last. When the row's last dim is a multiple of the vector width L, `row_reduce` splits it
+the last. When the row's last dim is a multiple of a vector width L, `row_reduce` splits it
 in two TE stages: `<name>_part[row, l] = reduce_k value(row, k*L + l)` (L independent chains:
-one vector accumulator) and `<name>[row] = reduce_l part[row, l]`. The summation order
-changes; the result agrees to float rounding. Kernels built this way are tagged `etch.rows`
-(the number of row dims), which the CPU schedule rule `RowReduction` reads.
+one vector accumulator) and `<name>[row] = reduce_l part[row, l]`. L is the target's width,
+or a half or a quarter of it where the last dim is too short (a 16x16 global pool on AVX-512:
+16 lanes; 8 lanes for an 8-wide row), as long as each chain gets two elements or more. The
+summation order changes; the result agrees to float rounding. Kernels built this way are
+tagged `etch.rows` (the number of row dims), which the CPU schedule rule `RowReduction` reads.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def row_reduce(name: str, rows: Shape, inner: Shape, value: Value, reducer: Call
     rows + 1s), whose leading len(rows) indices are the row."""
     out_shape = out_shape if out_shape is not None else rows + (1,) * len(inner)
     nrow, last = len(rows), inner[-1]
-    if lanes > 1 and last % lanes == 0 and last >= 2 * lanes:
+    lanes = part_lanes(inner, lanes)
+    if lanes:
         lead = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner[:-1])]
         ro = te.reduce_axis((0, last // lanes), f"{name}_ro")
         part = te.compute(rows + (lanes,), lambda *i: reducer(
@@ -35,3 +38,16 @@ def row_reduce(name: str, rows: Shape, inner: Shape, value: Value, reducer: Call
                           name=name)
     rs = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner)]
     return te.compute(out_shape, lambda *i: reducer(value(i[:nrow], rs), axis=rs), name=name)
+
+
+def part_lanes(inner: Shape, lanes: int) -> int:
+    """The partial sums' vector width for a row of shape `inner`: the widest of lanes,
+    lanes/2, lanes/4 (at least 4) that divides the last dim and leaves every chain two or
+    more elements; 0 for none."""
+    size = 1
+    for d in inner:
+        size *= d
+    for width in (lanes, lanes // 2, lanes // 4):
+        if width >= 4 and inner[-1] % width == 0 and size >= 2 * width:
+            return width
+    return 0

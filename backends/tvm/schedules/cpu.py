@@ -8,6 +8,11 @@ and the anchor's buffer shrinks to the tile: a small default-scope buffer that s
 stack (a "local" one would become a heap workspace; see docs/ARCHITECTURE.md). Outer loops run in
 parallel when the kernel has enough work to pay for a thread-pool launch.
 
+The vector width is the target's (`lanes(target)`: its CPU features and `vector-width`, see
+`backends.tvm.target`); a tile's vector loop is cut into vectors of that width
+(`vectorize_loop`), so a 256-bit build on an AVX-512 CPU does not get zmm registers from LLVM
+widening a longer vector. Row kernels read their own width (`etch.row_lanes`).
+
 Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, RowReduction, Pool, dlight's CPU
 Reduction for large reductions that are not over rows, Injective, Fallback.
 """
@@ -37,10 +42,11 @@ Loop = s_tir.schedule.LoopRV
 
 
 def lanes(target: Target) -> int:
-    """float32 lanes of the kernels' vectors on `target` (its features, never the host's)."""
+    """float32 lanes of the kernels' vectors on `target`: its CPU's features (never the
+    host's) and its `vector-width`, if it declares one."""
     from tvm.target import codegen
 
-    return float_lanes(codegen.llvm_get_cpu_features(target))
+    return float_lanes(codegen.llvm_get_cpu_features(target), target.attrs.get("vector-width"))
 
 
 def extent(sch: s_tir.Schedule, loop: Loop) -> int:
@@ -83,18 +89,35 @@ def vectorize_inner(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV, width: in
         sch.vectorize(sch.split(loops[-1], [None, width])[1])
 
 
+def vectorize_loop(sch: s_tir.Schedule, loop: Loop, width: int) -> bool:
+    """Vectorise `loop` as vectors of `width` lanes: a loop of several whole vectors is split
+    and its outer part unrolled, so LLVM sees vectors of the target's width (a wider vector
+    it would legalise to the CPU's widest registers: zmm on an AVX-512 CPU built for 256).
+    Whether it split."""
+    n = extent(sch, loop)
+    split = n > width and n % width == 0
+    if split:
+        outer, loop = sch.split(loop, [None, width])
+        sch.unroll(outer)
+    sch.vectorize(loop)
+    return split
+
+
 def finish_tile(sch: s_tir.Schedule, anchor: s_tir.schedule.SBlockRV, reduce_first: Loop,
-                rows: Loop | None, vec: Loop, epilogue_vec: bool) -> None:
-    """Unroll the tile's row loop, vectorise its vector loop, split off the init."""
+                rows: Loop | None, vec: Loop, epilogue_vec: bool, width: int) -> None:
+    """Unroll the tile's row loop, vectorise its vector loop by `width` lanes, split off the
+    init."""
     if rows is not None:
         sch.unroll(rows)
-    sch.vectorize(vec)
+    split = vectorize_loop(sch, vec, width)
     init = sch.decompose_reduction(anchor, reduce_first)
     init_loops = sch.get_loops(init)
+    if split:
+        sch.unroll(init_loops[-2])
     sch.vectorize(init_loops[-1])
     epi = block(sch, "epilogue")
     if epi is not None and epilogue_vec:
-        sch.vectorize(sch.get_loops(epi)[-1])
+        vectorize_loop(sch, sch.get_loops(epi)[-1], width)
 
 
 class KindRule(ScheduleRule):
@@ -135,7 +158,7 @@ class Dense(KindRule):
         maybe_parallel(sch, outer, total)
         n_out = int(sch.get(sch.get_loops(sch.get_sblock("epilogue"))[-1]).extent)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
-        finish_tile(sch, anchor, k, mi, ni, epilogue_vec=n_out % nb == 0)
+        finish_tile(sch, anchor, k, mi, ni, n_out % nb == 0, lanes(target))
         return True
 
 
@@ -159,8 +182,9 @@ class Conv(KindRule):
         if extent(sch, rx) * extent(sch, ry) <= 9:  # a 3x3 window: one straight-line body
             sch.unroll(ry)
             sch.unroll(rx)
-        finish_tile(sch, anchor, rc, oi, xi, epilogue_vec=ow % vw == 0)
-        _schedule_pad(sch, lanes(target))
+        width = lanes(target)
+        finish_tile(sch, anchor, rc, oi, xi, ow % vw == 0, width)
+        _schedule_pad(sch, width)
         return True
 
 
@@ -181,7 +205,7 @@ class DepthwiseConv(KindRule):
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
         sch.unroll(rx)
-        finish_tile(sch, anchor, ry, None, xi, epilogue_vec=ow % vw == 0)
+        finish_tile(sch, anchor, ry, None, xi, ow % vw == 0, lanes(target))
         pad = block(sch, "pad")
         if pad is not None:  # pad one channel at a time, just before it is read (L1-hot)
             sch.compute_at(pad, outer)
@@ -240,7 +264,7 @@ class BatchMatmul(KindRule):
         outer = sch.fuse(*batch, mo, no)
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
-        finish_tile(sch, anchor, k, mi, ni, epilogue_vec=True)
+        finish_tile(sch, anchor, k, mi, ni, True, width)
         return True
 
 
@@ -254,7 +278,8 @@ class RowReduction(KindRule):
     def schedule(self, sch, func, target):
         if "etch.rows" not in func.attrs:
             return False
-        rows, width = int(func.attrs["etch.rows"]), lanes(target)
+        rows = int(func.attrs["etch.rows"])
+        width = int(func.attrs.get("etch.row_lanes", lanes(target)))  # `tiles.row_lanes`
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         total = max(work(sch, sch.get_loops(b)) for b in blocks)
         outer = None

@@ -8,6 +8,7 @@ at most ~12 vectors leaves room for the loaded operand and the broadcast weights
 from __future__ import annotations
 
 MAX_ACC_VECTORS = 12
+ROW_FULL_VECTORS = 8
 
 
 def dense_nb(n: int, lanes: int, m: int = 8) -> int:
@@ -54,3 +55,16 @@ def conv_tile(oc_per_group: int, out_w: int, lanes: int) -> tuple[int, int]:
 def padded(n: int, block: int) -> int:
     """n rounded up to a multiple of block."""
     return -(-n // block) * block
+
+
+def row_lanes(row: tuple[int, ...], lanes: int) -> int:
+    """Vector lanes for a row kernel (softmax, layer norm, trailing reductions) over rows of
+    shape `row`: on AVX-512 (16 lanes) the full width only for rows of ROW_FULL_VECTORS
+    vectors or more, else 8 lanes. Short rows are a few vectors and a horizontal reduction
+    each, which costs more across a zmm register: measured on an AVX-512 Xeon, softmax over
+    16 ran 1.45x faster at 8 lanes, layer norm over 64 1.3x, a 16x16 global mean 1.2x, while
+    layer norm over 256 ran 1.08x faster at 16. Other widths are kept as they are."""
+    size = 1
+    for d in row:
+        size *= d
+    return lanes // 2 if lanes >= 16 and size < ROW_FULL_VECTORS * lanes else lanes
