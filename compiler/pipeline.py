@@ -94,8 +94,10 @@ def lut_target(opts: CompileOptions) -> LutTarget:
     if opts.target == "cpu":
         from backends.tvm.target import cpu_info
 
-        features = set(cpu_info(opts)[0].features)
-        return LutTarget("avx512" if "avx512bw" in features else "avx2" if "avx2" in features
+        info = cpu_info(opts)[0]  # its vector width too: --vector-bits 256 gets 256-bit LUTs
+        features = set(info.features)
+        wide = "avx512bw" in features and info.vector_bits == 512
+        return LutTarget("avx512" if wide else "avx2" if "avx2" in features
                          else "neon" if "neon" in features else "generic")
     return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 

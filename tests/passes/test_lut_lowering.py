@@ -168,6 +168,16 @@ def test_layout_follows_the_target(isa: str, v: int, slots: int, planes: int) ->
     assert (lay.vector_bytes, lay.slots, lay.plane_vectors) == (v, slots, planes)
 
 
+@pytest.mark.parametrize("mcpu, bits, isa", [
+    ("sapphirerapids", None, "avx512"), ("sapphirerapids", 256, "avx2"),
+    ("znver3", None, "avx2"), ("generic", None, "generic")])
+def test_lut_target_follows_cpu_and_vector_bits(mcpu: str, bits: int | None, isa: str) -> None:
+    """The cpu target's LUT instruction set is its CPU's and its vector width's: --vector-bits
+    256 on an AVX-512 CPU gets the 256-bit (AVX2) layouts, whatever the host is."""
+    opts = CompileOptions(target="cpu", mcpu=mcpu, vector_bits=bits)
+    assert pipeline.lut_target(opts).isa == isa
+
+
 def test_table_block() -> None:
     assert [table_block(g, 4096) for g in (16, 32, 48, 128, 4096)] == [16, 32, 48, 64, 64]
     assert table_block(37, 37) == 40
