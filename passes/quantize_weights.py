@@ -13,7 +13,10 @@ K), "ic" (per input channel, AdaDim; `group_size` then groups output channels) o
 (AdaDim's choice: per layer, whichever of oc/ic has the smaller error; output error
 tr(dW H dW^T) with calibration data, weight error without); `method` = "rtn" or "gptq"
 (needs calibration inputs: the Hessian of each layer's input is collected by running the
-float graph with `reference.run(..., keep=True)`). A layer whose K is not above the group
+float graph with `reference.run(..., keep=True)`). Round to nearest with calibration data
+chooses each per-output-channel block's clipping ratio for the least output error d H d^T
+(`quantizer.rtn_output`) where the layer's N K^2 search fits OUTPUT_SEARCH_COST, and for
+the least weight error otherwise (and without data). A layer whose K is not above the group
 size is one group. For the integer path (`integer`), groups along K have scales
 base[n] * mult[n, g] with integer multipliers (as large as keeps the int32 accumulator
 safe, at most 255): etch.Dequant then takes the per-channel base and a fourth input, the
@@ -47,16 +50,19 @@ from passes.base import Pass
 from passes.gptq import gptq
 from passes.linear_layers import Layer, find_layers, hessians
 from passes.quantizer import (
+    RATIOS,
     Scheme,
     dequantize,
     group_mult_max,
     output_error,
     requantise,
     rtn,
+    rtn_output,
     snap_scales,
 )
 
 LUT_BITS = frozenset({1, 2, 3, 4})
+OUTPUT_SEARCH_COST = 4e10  # N K^2 x grid size: RTN's output-error clip search (~1 s)
 Calib = str | Mapping[str, np.ndarray] | None
 
 
@@ -165,12 +171,26 @@ class QuantizeWeights(Pass):
 
     # ---- quantisation -------------------------------------------------------------------
     def _hessians(self, graph: Graph, layers: list[Layer]) -> dict[str, np.ndarray]:
-        if self.calib is None or (self.method == "rtn" and self.per != "auto"):
+        """Layer-input Hessians from the calibration data: every layer's for GPTQ and
+        per=auto; for round to nearest, those whose output-error clip search is affordable."""
+        if self.calib is None:
+            return {}
+        if self.method == "rtn" and self.per != "auto":
+            layers = [ly for ly in layers if self._output_search(graph, ly)]
+        if not layers:
             return {}
         visit, result = hessians(layers, graph)
         runs = calibrate.batches(graph, calibrate.load(self.calib))
         calibrate.run_all(graph, runs, visit)
         return result()
+
+    def _output_search(self, graph: Graph, ly: Layer) -> bool:
+        """Whether RTN searches this layer's clip for output error: binary codes have one
+        scale (mean|w|), and the Hessian and the search must fit OUTPUT_SEARCH_COST."""
+        if self.scheme.kind == "binary":
+            return False
+        n, k = ly.matrix(ly.w(graph)).shape
+        return n * k * k * len(RATIOS) <= OUTPUT_SEARCH_COST
 
     def _quantise(self, graph: Graph, ly: Layer, h: np.ndarray | None) -> Quantised:
         w = ly.w(graph)
@@ -191,6 +211,8 @@ class QuantizeWeights(Pass):
     def _codes(self, m: np.ndarray, plan: Plan, h: np.ndarray | None, groups: int,
                snap: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.method == "rtn":
+            if h is not None and plan.rg == 1 and self.scheme.kind != "binary":
+                return rtn_output(m, h, self.scheme, plan.cg)
             return rtn(m, self.scheme, plan.rg, plan.cg)
         n, k = m.shape
         q, s, z = gptq(m.reshape(groups, n // groups, k), h, self.scheme, plan.rg, plan.cg,

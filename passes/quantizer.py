@@ -9,7 +9,10 @@ Every function here is pure numpy on float64.
 Scale choice (round to nearest): binary takes scale = mean|w| (the L2-optimal scale of
 sign(w), XNOR-Net); the others search a clipping ratio r on a grid and keep, per block, the
 scale with the least squared error (the `mse` option of GPTQ's quantiser, AWQ's clip search),
-which matters at 2-4 bits, where clipping the largest weights wins.
+which matters at 2-4 bits, where clipping the largest weights wins. With calibration data,
+`rtn_output` searches the same grid for the least *output* error d H d^T per block (H = X^T X
+of the layer's input), so a clip is judged by what it does to the layer's outputs on real
+inputs rather than to the weights alone (correlated inputs make the two disagree).
 """
 
 from __future__ import annotations
@@ -113,6 +116,38 @@ def rtn(m: np.ndarray, scheme: Scheme, rg: int, cg: int,
     q = codes(blocks, s[:, None], z[:, None], scheme)
     shape = (n // rg, k // cg)
     return from_blocks(q, n, k, rg, cg), s.reshape(shape), z.reshape(shape)
+
+
+def rtn_output(m: np.ndarray, h: np.ndarray, scheme: Scheme,
+               cg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round to nearest per output channel (blocks of `cg` columns along K) with each block's
+    clipping ratio chosen on the RATIOS grid for the least output error d H_b d^T, H_b the
+    block's diagonal block of the layer-input Hessian h [g, K, K] (one per convolution
+    group of N/g rows; terms between blocks are left out). (codes, scales [N, K/cg], zeros.)"""
+    k, g = m.shape[1], h.shape[0]
+    out = [_block_output_fit(m[:, j:j + cg], h[:, j:j + cg, j:j + cg], scheme, g)
+           for j in range(0, k, cg)]
+    s, z = np.stack([o[0] for o in out], axis=1), np.stack([o[1] for o in out], axis=1)
+    return requantise(m, s, z, scheme, 1, cg), s, z
+
+
+def _block_output_fit(b: np.ndarray, h: np.ndarray, scheme: Scheme,
+                      g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row (scale, zero) of b [N, E] with the least d H d^T (h [g, E, E])."""
+    best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    for r in RATIOS:
+        s, z = _candidate(b, r, scheme)
+        d = (codes(b, s[:, None], z[:, None], scheme) - z[:, None]) * s[:, None] - b
+        dg = d.reshape(g, -1, d.shape[1])
+        e = np.einsum("gpk,gpk->gp", dg @ h, dg).reshape(-1)
+        if best is None:
+            best = (s, z, e)
+            continue
+        better = e < best[2]
+        best = (np.where(better, s, best[0]), np.where(better, z, best[1]),
+                np.minimum(e, best[2]))
+    assert best is not None
+    return best[0], best[1]
 
 
 def dequantize(q: np.ndarray, s: np.ndarray, z: np.ndarray, rg: int, cg: int) -> np.ndarray:

@@ -136,8 +136,9 @@ def test_ref_target_runs_the_integer_graph_from_the_cli(tmp_path: Path) -> None:
                           text=True, check=False)
     assert done.returncode == 0, done.stderr
     got = np.load(tmp_path / "out.npz")["logits"]
-    w, _ = QuantizeWeights(bits=4, integer=True).run(g)
-    q, _ = QuantizeActivations({"input": inputs_for("digits_cnn", g, 64)}).run(w)
+    calib = {"input": inputs_for("digits_cnn", g, 64)}  # weights' clips use the data too
+    w, _ = QuantizeWeights(bits=4, integer=True, calib=calib).run(g)
+    q, _ = QuantizeActivations(calib).run(w)
     assert np.array_equal(got, reference.run(q, {"input": x})["logits"])
 
 
