@@ -77,8 +77,8 @@ def _digits(name: str, tmp: Path, n_calib: int) -> dict:
     np.savez(calib, input=x_train)
     float_graph = driver.compile(str(path), "ref").graph
     result = {"float": _accuracy(float_graph, name),
-              "ort_static_w8a8": accuracy.evaluate(accuracy.ort_runner(
-                  _ort_static(path, x_train, tmp)), name),
+              "ort_static_w8a8": round(accuracy.evaluate(accuracy.ort_runner(  # as etch's
+                  _ort_static(path, x_train, tmp)), name), 4),
               "settings": []}
     rows = [(label, dict(kw, int=True)) for label, kw in INTEGER] + WEIGHT_ONLY
     for label, kw in rows:
