@@ -226,6 +226,10 @@ def tensor() -> Case:
                    m.const("sp", np.array([-2, 1], np.int64))], "slice_neg")
     m.op("Gather", [x, m.const("idx", np.array([[2, -1], [0, 1]], np.int64))], "gather", axis=2)
     m.op("Gather", [x, m.input("ids", np.array([1, 0, 1], np.int64))], "gather_dyn", axis=0)
+    # a scalar index (ViT's x[:, 0]) and an int64 constant beyond int32
+    m.op("Gather", [x, m.const("idx0", np.array(1, np.int64))], "gather_scalar", axis=1)
+    m.op("Add", [m.input("big", np.array([1, -2, 3], np.int64)),
+                 m.const("big_c", np.array([3 << 40, -(1 << 33), 5], np.int64))], "add_int64")
     m.op("Expand", [m.input("e", _rand(m.rng, 3, 1)), m.const("es", np.array([2, 3, 4],
                                                                              np.int64))],
          "expand")
