@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "arrays": "benchmarks.bench_arrays",
     "conformance": "benchmarks.bench_conformance",
     "verilog": "benchmarks.bench_verilog",
+    "cnn": "benchmarks.bench_cnn",
 }
 
 

@@ -1,6 +1,8 @@
 """The ImageNet-size zoo models: registered as large, the published architectures' layer
 shapes (parameter counts), and each exported model run by the reference interpreter against
-ONNX Runtime. Building them takes minutes and ~1.2 GB, so all but the registry are slow."""
+ONNX Runtime, compiled for the host CPU against ONNX Runtime (float) and against the integer
+reference (`--int`, bit for bit). Building them takes minutes and ~1.2 GB, so all but the
+registry are slow."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 
 from compiler import onnx_import, reference
 from models import zoo
+from tests.golden import assert_bitexact, assert_close
 
 # torchvision's parameter counts for the same architectures (1000 classes).
 PUBLISHED_PARAMS = {
@@ -41,3 +44,36 @@ def test_reference_matches_onnx_runtime(name: str) -> None:
     got = reference.run(graph, inputs)
     for key, want in expected.items():
         np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PUBLISHED_PARAMS))
+def test_cpu_matches_onnx_runtime(name: str) -> None:
+    """Every ImageNet-size model compiles for the host CPU and matches ORT (rtol 1e-3)."""
+    import compiler
+
+    inputs, expected = zoo.load_sample(name)
+    art = compiler.compile(str(zoo.model_path(name)), target="cpu")
+    scale = max(float(np.abs(v).max()) for v in expected.values())
+    assert_close(art.run(inputs), expected, rtol=1e-3, atol=1e-4 * scale)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PUBLISHED_PARAMS))
+def test_cpu_int8_matches_the_integer_reference(name: str, tmp_path) -> None:
+    """`--int` W8A8 on the host CPU is bit-identical to the integer reference, on the sample
+    it was calibrated with and on a perturbed copy."""
+    import compiler
+
+    inputs = zoo.load_sample(name)[0]
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **inputs)
+    opts = {"bits": 8, "int": True, "calib": str(calib)}
+    cpu = compiler.compile(str(zoo.model_path(name)), target="cpu", **opts)
+    ref = compiler.compile(str(zoo.model_path(name)), target="ref", **opts)
+    assert cpu.manifest["op_counts"].get("etch.QFused", 0) > 0
+    rng = np.random.default_rng(1)
+    noisy = {k: (v + rng.normal(0, 0.2, v.shape) * v.std()).astype(v.dtype)
+             for k, v in inputs.items()}
+    for x in (inputs, noisy):
+        assert_bitexact(cpu.run(x), ref.run(x))

@@ -1,0 +1,242 @@
+"""`etch bench cnn`: the ImageNet-size zoo models, etch against ONNX Runtime and TVM.
+
+Per model, batch (`--batch`, default 1 and 8) and thread count (`--cnn-threads`, default 1
+and 2), side by side in one run: etch float, etch `--int` W8A8, ORT float, ORT int8
+(`quantize_static`, QDQ and QOperator, the faster shown), TVM's own ONNX frontend with its
+default build, and each one's compile time. Each runtime is built once per (model, batch)
+in a process of its own and timed in a fresh process per thread count (`cnn_peers`); a
+build that fails or runs past `--build-timeout` is reported, not fatal. Outputs are compared
+with ORT float's on the same inputs (etch float must agree to float rounding; the int8 rows
+show their quantisation error). Ratios are latencies measured in the same run; the load
+average is recorded beside them, since the machine may be shared. Result: results/cnn.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import cnn_peers
+from benchmarks.bench_tvm import cpu_name
+
+BATCHES = (1, 8)
+THREADS = (1, 2)
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", nargs="+", type=int, default=list(BATCHES),
+                   help="cnn: batch sizes (default 1 8)")
+    p.add_argument("--cnn-threads", nargs="+", type=int, default=list(THREADS),
+                   help="cnn: thread counts (default 1 2)")
+    p.add_argument("--runtimes", nargs="+", choices=cnn_peers.RUNTIMES,
+                   default=list(cnn_peers.RUNTIMES), help="cnn: runtimes to run (default all)")
+    p.add_argument("--build-timeout", type=float, default=900,
+                   help="cnn: seconds a runtime may take to build one model")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from models import zoo
+
+    models = [m for m in (getattr(args, "models", None) or list(zoo.IMAGENET))]
+    seconds = float(getattr(args, "seconds", 0.3))
+    rows = []
+    for name in models:
+        for batch in getattr(args, "batch", BATCHES):
+            rows += bench_model(name, batch, getattr(args, "cnn_threads", THREADS),
+                                getattr(args, "runtimes", cnn_peers.RUNTIMES),
+                                seconds, float(getattr(args, "build_timeout", 900)))
+    return {"benchmark": "cnn", "cpu": cpu_name(), "mcpu": _mcpu(), "isa": _isa(),
+            "load_average": list(os.getloadavg()),
+            "method": "one build per runtime and batch, one fresh process per thread count; "
+                      "best round's mean latency per call, numpy in/out",
+            "rows": rows, "summary": summary(rows)}
+
+
+def bench_model(name: str, batch: int, threads: list[int], runtimes: list[str],
+                seconds: float, timeout: float) -> list[dict]:
+    """Rows (one per thread count) for model `name` at `batch`."""
+    from models import zoo
+
+    sample = zoo.load_sample(name)[0]
+    inputs = cnn_peers.batched_inputs(sample, batch)
+    with tempfile.TemporaryDirectory(prefix=f"etch-bench-cnn-{name}-") as tmp:
+        root = Path(tmp)
+        model = zoo.model_path(name)
+        if batch != 1:
+            model = root / f"{name}.b{batch}.onnx"
+            cnn_peers.batched_model(zoo.model_path(name), batch, model)
+        np.savez(root / "inputs.npz", **inputs)
+        builds = {r: _spawn(["build", r, str(model), str(root / "inputs.npz"), str(root / r)],
+                            timeout) for r in runtimes}
+        errors = _errors(root, builds)
+        rows = []
+        for t in threads:
+            row: dict = {"model": name, "batch": batch, "threads": t}
+            for r in runtimes:
+                if "error" in builds[r]:
+                    row[f"{r}_error"] = builds[r]["error"]
+                    continue
+                timed = _spawn(["time", r, str(root / r), str(root / "inputs.npz"), str(t),
+                                str(seconds)], timeout, threads=t)
+                row.update({f"{r}_{k}": v for k, v in {**builds[r], **timed}.items()})
+            row.update(errors)
+            rows.append(_ratios(row))
+            print(_row(row), file=sys.stderr, flush=True)
+        return rows
+
+
+def _spawn(argv: list[str], timeout: float, threads: int = 1) -> dict:
+    """One worker (`python -m benchmarks.bench_cnn ...`): its last stdout line is JSON."""
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads), "TVM_BIND_THREADS": "0",
+           "OMP_NUM_THREADS": str(threads)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_cnn", *argv],
+                              capture_output=True, text=True, env=env, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _errors(root: Path, builds: dict) -> dict:
+    """Max |output - ORT float output| of every runtime that built."""
+    ref = root / "ort" / "outputs.npz"
+    if not ref.exists():
+        return {}
+    want = np.load(ref)
+    out = {}
+    for r in builds:
+        path = root / r / "outputs.npz"
+        if r != "ort" and path.exists():
+            got = np.load(path)
+            out[f"{r}_max_err"] = float(max(np.max(np.abs(got[k] - want[k])) for k in want))
+    out["ort_max_abs"] = float(max(np.max(np.abs(want[k])) for k in want))
+    return out
+
+
+def _ratios(row: dict) -> dict:
+    qdq, qop = row.get("ort_qdq_us"), row.get("ort_qop_us")
+    int8 = [(v, k) for v, k in ((qdq, "qdq"), (qop, "qop")) if v is not None]
+    if int8:
+        row["ort_int8_us"], row["ort_int8_format"] = min(int8)
+    pairs = {"etch_vs_ort": ("etch_us", "ort_us"), "tvm_fe_vs_ort": ("tvm_fe_us", "ort_us"),
+             "int_speedup": ("etch_us", "etch_int_us"),
+             "int_vs_ort_int8": ("etch_int_us", "ort_int8_us")}
+    for key, (a, b) in pairs.items():
+        if row.get(a) and row.get(b):
+            row[key] = round(row[a] / row[b], 3)
+    return row
+
+
+def geomean(values: list[float]) -> float | None:
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def summary(rows: list[dict]) -> dict:
+    """Geometric means of each ratio per (batch, threads) and overall, and the goals."""
+    keys = ("etch_vs_ort", "int_speedup", "int_vs_ort_int8", "tvm_fe_vs_ort")
+    groups: dict[str, list[dict]] = {"all": rows}
+    for r in rows:
+        groups.setdefault(f"b{r['batch']} t{r['threads']}", []).append(r)
+    out = {g: {k: geomean([r[k] for r in rs if k in r]) for k in keys} for g, rs in groups.items()}
+    compile_s = [r[f"{e}_compile_s"] for r in rows for e in cnn_peers.ETCH
+                 if f"{e}_compile_s" in r]
+    allg = out["all"]
+    out["goals"] = {
+        "etch float geomean <= 0.85x ORT": _met(allg["etch_vs_ort"], lambda v: v <= 0.85),
+        "--int >= 1.5x etch float (geomean)": _met(allg["int_speedup"], lambda v: v >= 1.5),
+        "--int faster than ORT int8 (geomean)": _met(allg["int_vs_ort_int8"], lambda v: v < 1),
+        "compile < 30 s per model": _met(max(compile_s, default=None), lambda v: v < 30),
+    }
+    return out
+
+
+def _met(value: float | None, ok) -> str:
+    return "not measured" if value is None else f"{'met' if ok(value) else 'NOT met'} " \
+                                                 f"({value:.2f})"
+
+
+def _isa() -> list[str]:
+    from backends.tvm.target import host_flags
+
+    flags = host_flags() or set()
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+def _mcpu() -> str:
+    from tvm.target import codegen
+
+    return str(codegen.llvm_get_system_cpu())
+
+
+def table(result: dict) -> str:
+    """Latencies (ms), ratios and compile seconds, one line per model, batch and threads."""
+    head = (f"etch bench cnn -- {result['cpu']} ({result['mcpu']}; {' '.join(result['isa'])}),"
+            f" load average {result['load_average'][0]:.1f} at the end")
+    cols = (f"{'model':<16}{'b':>2}{'t':>2}{'etch ms':>9}{'int ms':>8}{'ORT ms':>8}"
+            f"{'ORTq ms':>9}{'TVMfe ms':>10}{'e/ORT':>7}{'fl/int':>7}{'int/q':>7}{'fe/ORT':>7}"
+            f"{'etch s':>7}{'int s':>6}{'fe s':>6}")
+    lines = [head, cols, "-" * len(cols)] + [_row(r) for r in result["rows"]]
+    lines.append("geomeans: " + "; ".join(
+        f"{g}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items() if v is not None)
+        for g, s in result["summary"].items() if g != "goals"))
+    lines += [f"goal {k}: {v}" for k, v in result["summary"]["goals"].items()]
+    return "\n".join(lines)
+
+
+def _row(r: dict) -> str:
+    def ms(key: str) -> str:
+        v = r.get(f"{key}_us")
+        return "err" if v is None else f"{v / 1e3:.2f}"
+
+    def g(key: str, width: int, fmt: str = ".2f") -> str:
+        v = r.get(key)
+        return f"{'-' if v is None else format(v, fmt):>{width}}"
+
+    q = ms("ort_int8") + {"qdq": "d", "qop": "o"}.get(r.get("ort_int8_format", ""), "")
+    return (f"{r['model']:<16}{r['batch']:>2}{r['threads']:>2}{ms('etch'):>9}{ms('etch_int'):>8}"
+            f"{ms('ort'):>8}{q:>9}{ms('tvm_fe'):>10}{g('etch_vs_ort', 7)}{g('int_speedup', 7)}"
+            f"{g('int_vs_ort_int8', 7)}{g('tvm_fe_vs_ort', 7)}{g('etch_compile_s', 7, '.1f')}"
+            f"{g('etch_int_compile_s', 6, '.1f')}{g('tvm_fe_compile_s', 6, '.1f')}")
+
+
+def worker(argv: list[str]) -> dict:
+    """`build RUNTIME MODEL INPUTS OUT`: build, run once, save outputs; `time RUNTIME BUILT
+    INPUTS THREADS SECONDS`: load and time."""
+    mode, runtime, path, inputs_path = argv[:4]
+    inputs = dict(np.load(inputs_path))
+    if mode == "build":
+        out = Path(argv[4])
+        built = cnn_peers.build(runtime, Path(path), inputs, out)
+        got = cnn_peers.load(runtime, out, inputs, 1)()
+        got = got if isinstance(got, dict) else {"output": np.asarray(got)}
+        np.savez(out / "outputs.npz", **_keyed(got, Path(path)))
+        return built
+    fn = cnn_peers.load(runtime, Path(path), inputs, int(argv[4]))
+    return {"us": round(cnn_peers.latency_us(fn, float(argv[5])), 1)}
+
+
+def _keyed(outputs: dict, model: Path) -> dict:
+    """Outputs keyed by the model's output names (TVM's frontend returns them unnamed)."""
+    import onnx
+
+    names = [o.name for o in onnx.load(str(model), load_external_data=False).graph.output]
+    if set(outputs) == set(names):
+        return outputs
+    return dict(zip(names, outputs.values()))
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker(sys.argv[1:])))

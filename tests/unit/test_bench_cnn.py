@@ -1,0 +1,60 @@
+"""`etch bench cnn`'s helpers: the batch-B copy of a batch-1 export, ratios, geomeans and
+goals, the table (the timed runs themselves are what `etch bench cnn` is for)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from benchmarks import bench_cnn, cnn_peers
+from tests.golden import run_ort
+
+
+def _flatten_model(path) -> None:
+    """Conv -> Reshape [1, -1] -> Gemm, exported at batch 1 as the zoo's models are."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.normal(size=(5, 4 * 36)).astype(np.float32), "fc")
+    shape = numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Reshape", ["c", "shape"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], [w, fc, shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_batched_model_runs_each_sample_as_batch_one(tmp_path) -> None:
+    src, dest = tmp_path / "m.onnx", tmp_path / "m.b3.onnx"
+    _flatten_model(src)
+    cnn_peers.batched_model(src, 3, dest)
+    one = np.random.default_rng(1).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    x = cnn_peers.batched_inputs({"x": one}, 3)["x"]
+    assert x.shape == (3, 3, 8, 8) and not np.array_equal(x[0], x[1])
+    got = run_ort(onnx.load(dest), {"x": x})["y"]
+    rows = [run_ort(onnx.load(src), {"x": x[i:i + 1]})["y"][0] for i in range(3)]
+    np.testing.assert_allclose(got, np.stack(rows), rtol=1e-5)
+
+
+def _row(model: str, etch: float, ort: float, int_us: float, qdq: float, qop: float) -> dict:
+    return bench_cnn._ratios({"model": model, "batch": 1, "threads": 1, "etch_us": etch,
+                              "ort_us": ort, "etch_int_us": int_us, "ort_qdq_us": qdq,
+                              "ort_qop_us": qop, "etch_compile_s": 10.0})
+
+
+def test_ratios_pick_the_faster_ort_int8_format_and_goals_use_geomeans() -> None:
+    rows = [_row("a", 80, 100, 40, 60, 50), _row("b", 90, 100, 45, 30, 70)]
+    assert (rows[0]["ort_int8_format"], rows[1]["ort_int8_format"]) == ("qop", "qdq")
+    assert rows[0]["int_vs_ort_int8"] == 0.8 and rows[1]["int_vs_ort_int8"] == 1.5
+    s = bench_cnn.summary(rows)
+    assert abs(s["all"]["etch_vs_ort"] - np.sqrt(0.8 * 0.9)) < 1e-9
+    assert s["goals"]["etch float geomean <= 0.85x ORT"].startswith("met")
+    assert s["goals"]["--int >= 1.5x etch float (geomean)"].startswith("met")
+    assert s["goals"]["--int faster than ORT int8 (geomean)"].startswith("NOT met")
+    result = {"cpu": "test cpu", "mcpu": "x", "isa": ["avx2"], "load_average": [1.0],
+              "rows": rows + [{"model": "c", "batch": 8, "threads": 2, "etch_error": "boom"}],
+              "summary": s}
+    text = bench_cnn.table(result)
+    assert "test cpu" in text and "0.05o" in text and "err" in text
