@@ -28,7 +28,7 @@ from compiler import __version__, artifact_dir, onnx_import, pipeline
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
-from passes import quant_report
+from passes import choose_conv_algorithm, quant_report
 from passes.base import explain_declined
 from runtime import files as artifact_files
 
@@ -161,6 +161,7 @@ def explain(manifest: dict) -> str:
     counts = ", ".join(f"{op} x{k}" for op, k in sorted(manifest["op_counts"].items()))
     lines.append(f"ops built: {counts}")
     reports = manifest.get("reports", {})
-    extra = [r for r in (quant_report.explain(reports), explain_declined(reports)) if r]
+    extra = [r for r in (quant_report.explain(reports), choose_conv_algorithm.explain(reports),
+                         explain_declined(reports)) if r]
     # a backend may describe what it built in its own lines (manifest "explain")
     return "\n".join(lines + extra + manifest.get("explain", []))

@@ -83,7 +83,18 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         passes.append(FuseEpilogue())
     if opts.target == "verilog" and opts.engine in ("systolic", "adder-tree"):
         passes.append(PlanEngine(opts.engine, opts.pe, opts.array))
+    if opts.target == "cpu" and not integer:
+        from passes.choose_conv_algorithm import ChooseConvAlgorithm
+
+        passes.append(ChooseConvAlgorithm(winograd=True, lanes=_cpu_lanes(opts)))
     return passes
+
+
+def _cpu_lanes(opts: CompileOptions) -> int:
+    """float32 lanes of the cpu target's vectors (detected, or --mcpu's)."""
+    from backends.tvm.target import cpu_info
+
+    return cpu_info(opts)[0].lanes
 
 
 def lut_target(opts: CompileOptions) -> LutTarget:

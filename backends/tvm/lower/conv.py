@@ -199,6 +199,14 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
         return conv_direct(ctx, node, inputs, attrs, out, epi, transpose=False)
     sp = conv_spec(attrs, xshape, w.shape, oshape)
     epi = _with_bias(ctx, epi, inputs[2] if len(inputs) > 2 else "", len(oshape) - 2)
+    algorithm = str(node.attrs.get("conv_algorithm", "direct"))
+    if algorithm.startswith("winograd"):  # recorded by passes/choose_conv_algorithm.py
+        from backends.tvm.lower import winograd
+
+        x = ctx.reshape(ctx.expr(inputs[0]), (sp.n, sp.c, sp.h, sp.w))
+        y = winograd.winograd_conv2d(ctx, node, x, w.reshape(sp.oc, w.shape[1], sp.kh, sp.kw),
+                                     sp, epi, winograd.tile_size(algorithm))
+        return ctx.reshape(y, oshape)
     if len(oshape) == 3:
         epi.index_map = lambda i: [i[0], i[1], i[3]]
     elif _pointwise(sp) and sp.h > 1:

@@ -41,8 +41,8 @@ def conv_tile(oc_per_group: int, out_w: int, lanes: int) -> tuple[int, int]:
     Columns are the vector axis (NCHW keeps a row contiguous); channels share each loaded
     input vector, each with its own broadcast weight.
     """
-    vw = out_w if out_w <= 2 * lanes else (2 * lanes if out_w % (2 * lanes) == 0 or
-                                           out_w % lanes != 0 else lanes)
+    vw = padded(out_w, min(8, lanes)) if out_w <= 2 * lanes else (
+        2 * lanes if out_w % (2 * lanes) == 0 or out_w % lanes != 0 else lanes)
     vectors = max(1, -(-vw // lanes))
     ocb = 1
     for cand in (8, 6, 4, 2):

@@ -1,0 +1,111 @@
+"""Winograd F(m, 3) convolution (3x3, stride 1, groups 1), rendered where the
+`choose_conv_algorithm` pass recorded `conv_algorithm = "winograd_f<m>"` on the node.
+
+Four stages in one kernel (compiler/winograd.py has the matrices and the algebra):
+- "pad": the zero-padded input, [N, C, TH*m + 2, m, TWp + 1], its columns deinterleaved by
+  m (TWp: tiles along a row, rounded up to the vector block);
+- "wino_in": V[e*(m+2) + v, c, n*TH + i, j] = (B^T d B)[e, v] of input tile (i, j), written
+  out term by term from the matrix's non-zero entries (no multiply by 0 or 1);
+- "anchor": M[ev, k, q, j] = sum_c U[ev, k, c] V[ev, c, q, j]: (m+2)^2 independent GEMMs,
+  U = G g G^T transformed and packed at compile time to [ev, K/kb, C, kb] like the direct
+  convolution's weight, tiles along a row as the vector axis;
+- "wino_out": O[k, q, a, b, j] = (A^T M A)[a, b] of each tile, then "epilogue": each output
+  read from its tile, with bias/activation/residual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.conv import ConvSpec, _padded_input
+from backends.tvm.lower.epilogue import Epilogue
+from backends.tvm.schedules import tiles
+from compiler import winograd
+from compiler.errors import EtchError
+from compiler.ir import Node
+
+Term = Callable[[int], tirx.Expr]
+
+
+def tile_size(algorithm: str) -> int:
+    """m of a "winograd_f<m>" algorithm name."""
+    m = int(algorithm.removeprefix("winograd_f"))
+    if m not in winograd.TILES:
+        raise EtchError(f"conv_algorithm {algorithm!r}: etch builds F(2, 3) and F(4, 3)")
+    return m
+
+
+def fits(sp: ConvSpec) -> bool:
+    """Whether Winograd F(m, 3) computes this convolution."""
+    return (sp.kh, sp.kw, sp.stride, sp.dilation, sp.groups, sp.upsample) == \
+        (3, 3, (1, 1), (1, 1), 1, (1, 1))
+
+
+def _select(index: tirx.Expr, count: int, value: Term) -> tirx.Expr:
+    """value(index) for a loop index that the schedule unrolls (the Select chain folds)."""
+    out = value(count - 1)
+    for k in range(count - 2, -1, -1):
+        out = tirx.Select(index == k, value(k), out)
+    return out
+
+
+def _combo(coefs: np.ndarray, term: Term, dtype: str) -> tirx.Expr:
+    """sum_r coefs[r] * term(r) over the non-zero coefficients."""
+    out = None
+    for r, c in enumerate(coefs):
+        if c == 0:
+            continue
+        t = term(r) if c == 1 else -term(r) if c == -1 else tirx.const(float(c), dtype) * term(r)
+        out = t if out is None else out + t
+    return out if out is not None else tirx.const(0, dtype)
+
+
+def winograd_conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
+                    epi: Epilogue, m: int) -> relax.Expr:
+    """Emit the F(m, 3) convolution of x [N, C, H, W] with constant w, then the epilogue."""
+    if not fits(sp):
+        raise EtchError(f"node {node.name}: Winograd needs a 3x3 stride-1 dense convolution")
+    a = m + 2
+    at, bt, _ = winograd.matrices(m)
+    th, tw = winograd.tiles(sp.oh, m), winograd.tiles(sp.ow, m)
+    kb, tb = tiles.conv_tile(sp.oc, tw, ctx.lanes)
+    tb = tiles.padded(tb, min(8, ctx.lanes))  # whole vectors (an odd-sized one splits)
+    twp = tiles.padded(tw, tb)
+    u = winograd.transform_weight(w, m).reshape(a * a, sp.oc // kb, kb, sp.c)
+    weight = ctx.array(np.ascontiguousarray(u.transpose(0, 1, 3, 2)))
+    dt = str(w.dtype)
+
+    def compute(xt: te.Tensor, ut: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        # columns deinterleaved by m: tile j's column s is pad[.., s % m, j + s // m], so a
+        # vector of tiles reads contiguous inputs
+        pad = _padded_input(xt, sp, th * m + 2, (twp + 1) * m, m)
+
+        def tile_in(ev, c, q, j):
+            n, i = q // th, q % th
+
+            def row(r: int) -> tirx.Expr:
+                return _select(ev % a, a, lambda v: _combo(
+                    bt[v], lambda s: pad[n, c, i * m + r, s % m, j + s // m], dt))
+            return _select(ev // a, a, lambda e: _combo(bt[e], row, dt))
+
+        vin = te.compute((a * a, sp.c, sp.n * th, twp), tile_in, name="wino_in")
+        rc = te.reduce_axis((0, sp.c), "rc")
+        mm = te.compute((a * a, sp.oc, sp.n * th, twp), lambda ev, k, q, j: te.sum(
+            vin[ev, rc, q, j] * ut[ev, k // kb, rc, k % kb], axis=rc), name="anchor")
+
+        def tile_out(k, q, i, jj, j):
+            return _select(i, m, lambda ii: _combo(at[ii], lambda e: _select(
+                jj, m, lambda jo: _combo(at[jo], lambda v: mm[e * a + v, k, q, j], dt)), dt))
+
+        out = te.compute((sp.oc, sp.n * th, m, m, twp), tile_out, name="wino_out")
+        return te.compute(
+            (sp.n, sp.oc, sp.oh, sp.ow),
+            lambda n, k, h, x_: epi.apply(out(k, n * th + h // m, h % m, x_ % m, x_ // m),
+                                          (n, k, h, x_), extra), name="epilogue")
+
+    return ctx.emit(compute, [x, weight, *epi.exprs], node, "winograd_conv2d", kb=kb, vw=tb,
+                    m=m)

@@ -1,0 +1,81 @@
+"""CPU schedule of the Winograd convolution (`lower/winograd.py`, kind "winograd_conv2d").
+
+- "pad": zero fill and interior copy, as the direct convolution's (`cpu._schedule_pad`);
+- "wino_in": parallel over (channel, tile row), the (m+2)^2 transform outputs unrolled (so
+  the matrix entries are constants and the zero terms vanish), tiles as the vector;
+- "anchor": the direct convolution's register tile (kb channels x vw tiles, reduction over
+  input channels outside it), accumulated in a tile-sized buffer (`cache_write`, computed at
+  the tile loop) so the partial sums stay in registers; parallel over (ev, kb block, row);
+- "wino_out": parallel over (channel, tile row), the m x m outputs unrolled, tiles vector;
+- "epilogue": parallel over (image, channel).
+"""
+
+from __future__ import annotations
+
+from tvm.s_tir.dlight.base import ScheduleRule
+
+from backends.tvm.schedules.cpu import (
+    KindRule,
+    _schedule_pad,
+    finish_tile,
+    lanes,
+    maybe_parallel,
+    vectorize_inner,
+    work,
+)
+
+
+class WinogradConv(KindRule):
+    """The five blocks of a Winograd kernel, each as the module docstring says."""
+
+    kinds = ("winograd_conv2d",)
+
+    def schedule(self, sch, func, target):
+        kb, vw, width = int(func.attrs["etch.kb"]), int(func.attrs["etch.vw"]), lanes(target)
+        _gemm(sch, kb, vw)
+        _transform(sch, "wino_in", width)
+        _transform(sch, "wino_out", width)
+        epi = sch.get_sblock("epilogue")
+        loops = sch.get_loops(epi)
+        total = work(sch, loops)
+        maybe_parallel(sch, sch.fuse(*loops[:2]), total)
+        _schedule_pad(sch, width)
+        return True
+
+
+def _gemm(sch, kb: int, vw: int) -> None:
+    anchor = sch.get_sblock("anchor")
+    ev, k, q, j, rc = sch.get_loops(anchor)
+    total = work(sch, [ev, k, q, j, rc])
+    ko, ki = sch.split(k, [None, kb])
+    jo, ji = sch.split(j, [None, vw])
+    sch.reorder(ev, ko, q, jo, rc, ki, ji)
+    outer = sch.fuse(ev, ko, q)
+    maybe_parallel(sch, outer, total)
+    tile = sch.cache_write(anchor, 0, "global")
+    sch.reverse_compute_at(tile, jo)
+    finish_tile(sch, anchor, rc, ki, ji, epilogue_vec=False)
+    vectorize_inner(sch, tile, vw, skip=len(sch.get_loops(tile)) - 1)
+
+
+def _transform(sch, name: str, width: int) -> None:
+    """A transform block: its two parallel loops fused (and run in parallel when large),
+    the matrix-index loops unrolled, the tiles loop (innermost) vectorised.
+    "wino_in" loops are (ev, c, q, j): reordered to (c, q, ev, j); "wino_out" loops are
+    (k, q, a, b, j)."""
+    blk = sch.get_sblock(name)
+    loops = sch.get_loops(blk)
+    total = work(sch, loops)
+    if name == "wino_in":
+        sch.reorder(loops[1], loops[2], loops[0], loops[3])
+        outer, unrolled = loops[1:3], loops[:1]
+    else:
+        outer, unrolled = loops[:2], loops[2:4]
+    maybe_parallel(sch, sch.fuse(*outer), total)
+    for loop in unrolled:
+        sch.unroll(loop)
+    vectorize_inner(sch, blk, width, skip=len(sch.get_loops(blk)) - 1)
+
+
+def rules() -> list[ScheduleRule]:
+    return [WinogradConv()]

@@ -1,0 +1,142 @@
+"""ChooseConvAlgorithm: the algorithm of every float 2-D convolution, recorded on its node.
+
+Rewrites: none; sets `conv_algorithm` on each Conv node and each `etch.Fused` node whose
+anchor is a Conv, one of
+- "winograd_f4" / "winograd_f2": Winograd F(4, 3) / F(2, 3) (compiler/winograd.py) for a
+  3x3, stride-1, undilated, ungrouped convolution with at least `min_channels` input and
+  output channels and rows long enough that their tiles fill half a vector (the kernel's
+  vector axis is the tiles along a row): 4x / 2.25x fewer multiplies than direct, at the
+  cost of the input and output transforms, which the multiplies over C (and OC) must pay
+  for. F(4, 3) when a row has `lanes` / 2 tiles of 4 (with 16 lanes: 29+ outputs), else
+  F(2, 3) (with 16 lanes: rows of 15-28);
+- "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM;
+- "depthwise": one input channel per group;
+- "direct": every other convolution (the packed direct kernel).
+The TVM cpu backend renders the choice (backends/tvm/lower/winograd.py for Winograd); the
+reasons go to graph.metadata[REPORT] (JSON list of {node, algorithm, shape, why}), which
+`etch compile --explain` prints.
+
+Preconditions: shapes are static (after import). Invariants: the graph's ops, values and
+outputs are unchanged; only the attribute is set, so the reference result is unchanged.
+Winograd differs from direct convolution by float rounding only, bounded by
+`compiler.winograd.TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from compiler.ir import Graph, Node
+from compiler.ops.etch_ops import kernel_attrs
+from passes.base import Pass
+
+ATTR = "conv_algorithm"
+REPORT = "etch.conv_algorithms"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What the choice looks at: channels, groups, kernel, stride, dilation, pads, sizes."""
+
+    c: int
+    oc: int
+    groups: int
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]
+    out: tuple[int, ...]
+
+
+class ChooseConvAlgorithm(Pass):
+    """Winograd only with `winograd` (the cpu target); `min_channels` is where the GEMM's
+    saving outweighs the transforms (measured: see docs/ARCHITECTURE.md)."""
+
+    name = "choose_conv_algorithm"
+
+    def __init__(self, winograd: bool = True, min_channels: int = 64, lanes: int = 16) -> None:
+        self.winograd, self.min_channels, self.lanes = winograd, min_channels, lanes
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        graph = graph.copy()
+        report, changed = [], False
+        for node in graph.nodes:
+            layer = _layer(graph, node)
+            if layer is None:
+                continue
+            algorithm, why = self.choose(layer)
+            changed |= node.attrs.get(ATTR) != algorithm
+            node.attrs[ATTR] = algorithm
+            report.append({"node": node.name, "algorithm": algorithm, "why": why,
+                           "shape": f"{layer.c}->{layer.oc} k{'x'.join(map(str, layer.kernel))}"
+                                    f" out {'x'.join(map(str, layer.out))}"})
+        if report:
+            graph.metadata[REPORT] = json.dumps(report)
+        return graph, changed
+
+    def choose(self, layer: Layer) -> tuple[str, str]:
+        """(algorithm, reason) for one convolution."""
+        if layer.groups == layer.c and layer.c > 1:
+            return "depthwise", "one input channel per group"
+        ones = (1,) * len(layer.kernel)
+        if layer.kernel == ones and layer.strides == ones and not any(layer.pads):
+            return "pointwise", "1x1 stride 1: one GEMM over the image"
+        reason = self._winograd_reason(layer)
+        if reason is not None:
+            return "direct", reason
+        m = self._tile(layer)
+        return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
+
+    def _winograd_reason(self, layer: Layer) -> str | None:
+        """None when Winograd applies, else why not."""
+        if not self.winograd:
+            return "Winograd is off for this target"
+        if len(layer.kernel) != 2 or layer.kernel != (3, 3):
+            return "not a 3x3 kernel"
+        if layer.strides != (1, 1) or layer.dilations != (1, 1) or layer.groups != 1:
+            return "strided, dilated or grouped"
+        if min(layer.c, layer.oc) < self.min_channels:
+            return f"under {self.min_channels} channels: the transforms would cost more"
+        if -(-layer.out[1] // 2) < self.lanes // 2:
+            return f"rows of {layer.out[1]} outputs: too few tiles to fill a vector"
+        return None
+
+    def _tile(self, layer: Layer) -> int:
+        """F(4, 3) when a row has at least `lanes` / 2 tiles of 4 (the vector of tiles is
+        mostly full), else F(2, 3)."""
+        return 4 if -(-layer.out[1] // 4) >= self.lanes // 2 else 2
+
+
+def _layer(graph: Graph, node: Node) -> Layer | None:
+    """The Layer of a Conv or Conv-anchored etch.Fused with a constant weight, else None."""
+    if node.op == "Conv":
+        attrs = node.attrs
+    elif node.op == "etch.Fused" and node.attrs.get("kernel") == "Conv":
+        attrs = kernel_attrs(node.attrs)
+    else:
+        return None
+    w = graph.values[node.inputs[1]]
+    out = graph.values[node.outputs[0]].shape
+    if w.data is None or len(out) < 3 or attrs.get("auto_pad", "NOTSET") != "NOTSET":
+        return None
+    rank = len(out) - 2
+    return Layer(c=w.shape[1] * int(attrs.get("group", 1)), oc=w.shape[0],
+                 groups=int(attrs.get("group", 1)), kernel=tuple(w.shape[2:]),
+                 strides=tuple(attrs.get("strides", [1] * rank)),
+                 dilations=tuple(attrs.get("dilations", [1] * rank)),
+                 pads=tuple(attrs.get("pads", [0] * 2 * rank)), out=tuple(out[2:]))
+
+
+def explain(reports: dict[str, str]) -> str:
+    """The per-layer choices for `etch compile --explain` ("" when the pass did not run)."""
+    if REPORT not in reports:
+        return ""
+    rows = json.loads(reports[REPORT])
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["algorithm"]] = counts.get(r["algorithm"], 0) + 1
+    lines = ["conv algorithms: " + ", ".join(f"{a} x{k}" for a, k in sorted(counts.items()))]
+    lines += [f"  {r['node']:<32} {r['algorithm']:<12} {r['shape']:<28} {r['why']}"
+              for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""The cpu backend renders `conv_algorithm = winograd_f4 / winograd_f2` (chosen by
+passes/choose_conv_algorithm.py) as the Winograd kernel: one compiled model holds an F(4, 3)
+layer (a 32-wide image) and an F(2, 3) layer (16 wide) with bias, ReLU and an edge tile that
+is partly outside the image; results match ONNX Runtime and the direct convolution within
+`compiler.winograd.TOLERANCE`, and `--explain` lists each layer's algorithm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler import winograd
+from compiler.errors import EtchError
+from tests.golden import run_ort
+from tests.passes.test_choose_conv_algorithm import conv_model
+
+
+@pytest.fixture(scope="module")
+def built():
+    model, shape = conv_model([("wide", 64, 3, {}), ("down", 64, 3, {"strides": [2, 2]}),
+                               ("small", 64, 3, {})], 64, 6, 31)
+    art = compiler.compile(model, target="cpu")
+    return model, shape, art
+
+
+def test_winograd_layers_match_onnx_runtime(built) -> None:
+    model, shape, art = built
+    assert art.manifest["schedules"].get("WinogradConv") == 2
+    x = {"x": np.random.default_rng(0).normal(size=shape).astype(np.float32)}
+    (name, want), = run_ort(model, x).items()
+    got = art.run(x)[name]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+
+
+def test_explain_lists_the_algorithm_of_each_layer(built) -> None:
+    text = built[2].explain()
+    assert "conv algorithms: direct x1, winograd_f2 x1, winograd_f4 x1" in text
+    assert "F(4, 3)" in text and "F(2, 3)" in text
+
+
+def test_a_recorded_winograd_the_kernel_cannot_build_is_an_error() -> None:
+    from backends.tvm.lower import winograd as lowering
+
+    with pytest.raises(EtchError, match="F\\(2, 3\\) and F\\(4, 3\\)"):
+        lowering.tile_size("winograd_f6")

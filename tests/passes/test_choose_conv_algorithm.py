@@ -1,0 +1,88 @@
+"""ChooseConvAlgorithm: each convolution's algorithm recorded on its node (Conv or a
+Conv-anchored etch.Fused) with a reason, nothing else changed; the cpu float pipeline runs
+it, the integer and reference pipelines do not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler import onnx_import, pipeline, reference
+from compiler.options import CompileOptions
+from passes.choose_conv_algorithm import ATTR, REPORT, ChooseConvAlgorithm, explain
+from passes.fuse_epilogue import FuseEpilogue
+from tests.golden import assert_bitexact
+
+
+def conv_model(layers: list[tuple[str, int, int, dict]], c: int, h: int, w: int):
+    """A chain of Conv(+Relu) layers: (name, out channels, kernel, attrs) each, pads keep
+    the size for odd kernels; returns (ModelProto, input shape)."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x, ch = [], [], "x", c
+    for name, oc, k, attrs in layers:
+        group = attrs.get("group", 1)
+        wt = rng.normal(size=(oc, ch // group, k, k)) / np.sqrt(k * k * ch / group)
+        inits += [numpy_helper.from_array(wt.astype(np.float32), f"{name}_w"),
+                  numpy_helper.from_array(rng.normal(size=oc).astype(np.float32), f"{name}_b")]
+        pads = attrs.pop("pads", [k // 2] * 4)
+        nodes += [helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"],
+                                   name=name, pads=pads, **attrs),
+                  helper.make_node("Relu", [f"{name}_c"], [f"{name}_y"])]
+        x, ch = f"{name}_y", oc
+    graph = helper.make_graph(nodes, "convs",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             [1, c, h, w])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), (1, c, h, w)
+
+
+def _algorithms(graph) -> dict[str, str]:
+    return {r["node"]: r["algorithm"] for r in json.loads(graph.metadata[REPORT])}
+
+
+def test_each_layer_gets_the_algorithm_its_shape_calls_for(rng) -> None:
+    model, shape = conv_model([("wide", 64, 3, {}), ("pw", 64, 1, {}),
+                               ("dw", 64, 3, {"group": 64}), ("down", 64, 3, {"strides": [2, 2]}),
+                               ("mid", 64, 3, {}), ("narrow", 64, 3, {"strides": [2, 2]}),
+                               ("small", 64, 3, {}), ("down2", 64, 3, {"strides": [2, 2]}),
+                               ("tiny", 64, 3, {})], 64, 8, 64)
+    graph, _ = FuseEpilogue().run(onnx_import.import_model(model))
+    out, changed = ChooseConvAlgorithm(lanes=16).run(graph)
+    assert changed
+    by_name = {n.name: n for n in out.nodes}
+    algos = {k.removeprefix("fused_"): v for k, v in _algorithms(out).items()}
+    assert algos == {"wide": "winograd_f4", "pw": "pointwise", "dw": "depthwise",
+                     "down": "direct", "mid": "winograd_f4", "narrow": "direct",
+                     "small": "winograd_f2", "down2": "direct", "tiny": "direct"}
+    assert all(n.attrs[ATTR] == algos[n.name.removeprefix("fused_")]
+               for n in by_name.values() if ATTR in n.attrs)
+    assert [n.op for n in out.nodes] == [n.op for n in graph.nodes]
+    x = {"x": rng.normal(size=shape).astype(np.float32)}
+    assert_bitexact(reference.run(out, x), reference.run(graph, x))
+    again, changed = ChooseConvAlgorithm(lanes=16).run(out)
+    assert not changed and _algorithms(again) == _algorithms(out)
+    text = explain(out.metadata)
+    assert "winograd_f4 x2" in text and "strided, dilated or grouped" in text
+
+
+def test_few_channels_or_winograd_off_stay_direct() -> None:
+    model, _ = conv_model([("thin", 16, 3, {})], 16, 8, 64)
+    graph = onnx_import.import_model(model)
+    assert set(_algorithms(ChooseConvAlgorithm().run(graph)[0]).values()) == {"direct"}
+    model, _ = conv_model([("wide", 64, 3, {})], 64, 8, 64)
+    graph = onnx_import.import_model(model)
+    assert set(_algorithms(ChooseConvAlgorithm(winograd=False).run(graph)[0]).values()) == \
+        {"direct"}
+
+
+@pytest.mark.parametrize("options,runs", [({"target": "cpu"}, True),
+                                          ({"target": "cpu", "fuse": False}, True),
+                                          ({"target": "cpu", "int": True, "bits": 8}, False),
+                                          ({"target": "ref"}, False),
+                                          ({"target": "edge"}, False)])
+def test_the_cpu_float_pipeline_chooses(options: dict, runs: bool) -> None:
+    labels = [p.label for p in pipeline.passes_for(CompileOptions(**options))]
+    assert ("choose_conv_algorithm" in labels) == runs
