@@ -46,3 +46,21 @@ def test_a_recorded_winograd_the_kernel_cannot_build_is_an_error() -> None:
 
     with pytest.raises(EtchError, match="F\\(2, 3\\) and F\\(4, 3\\)"):
         lowering.tile_size("winograd_f6")
+
+
+@pytest.mark.parametrize("isa_name,register", [("avx512", "zmm"), ("avx2", "ymm")])
+def test_winograd_gemm_uses_the_full_vector_width(isa_name: str, register: str) -> None:
+    """Compiled for a named CPU (not the host): a 64-wide image has 16 tiles of 4 per row,
+    one full AVX-512 vector (two AVX2 ones) per multiply-add of the transformed GEMM."""
+    import re
+
+    from compiler import onnx_import
+    from passes.choose_conv_algorithm import ChooseConvAlgorithm
+    from tests.backends import isa
+
+    model, _ = conv_model([("wide", 64, 3, {})], 64, 4, 64)
+    lanes = {"avx512": 16, "avx2": 8}[isa_name]
+    graph = ChooseConvAlgorithm(lanes=lanes).run(onnx_import.import_model(model))[0]
+    asm = isa.compile_graph(graph, isa_name)
+    (code,) = asm.of_kind("winograd_conv2d").values()
+    assert re.search(rf"vfmadd\w*ps\s+[^\n]*%{register}", code)
