@@ -185,6 +185,38 @@ def _move(lw: Lowering, node: Node) -> bool:
     return True
 
 
+def _concat(lw: Lowering, node: Node) -> bool:
+    """Concat of integer activations that share the output's parameters (calibration gives
+    them one range, `concat_groups`) -> Concat on the integers."""
+    if not node.inputs or not all(i in lw.ints for i in node.inputs):
+        return False
+    s, z, dtype = lw.params(node.outputs[0])
+    acts = [lw.ints[i] for i in node.inputs]
+    if any((a.scale, a.zero, a.dtype) != (s, z, dtype) for a in acts):
+        return False
+    out = lw.new_act(node.outputs[0], s, z, dtype)
+    lw.emit("Concat", [a.name for a in acts], [out.name], dict(node.attrs), "accel", node.name)
+    return True
+
+
+def concat_groups(src: Graph) -> list[set[str]]:
+    """Values that must share one activation range for Concat to run on the integers: each
+    Concat's inputs and output, joined through the data movement (MaxPool, Reshape, ...)
+    that keeps its input's parameters (networkx connected components)."""
+    import networkx as nx
+
+    g = nx.Graph()
+    for node in src.nodes:
+        inputs = [i for i in node.inputs if i and not src.values[i].is_const]
+        if node.op == "Concat" and len(inputs) == len(node.inputs):
+            g.add_edges_from((node.outputs[0], i) for i in inputs)
+    for node in src.nodes:
+        x = node.inputs[0] if node.inputs else ""
+        if node.op in MOVES and (x in g or node.outputs[0] in g):
+            g.add_edge(x, node.outputs[0])
+    return [set(c) for c in nx.connected_components(g)]
+
+
 def _pool(lw: Lowering, node: Node) -> bool:
     x = node.inputs[0]
     shape = lw.src.values[x].shape
@@ -300,7 +332,7 @@ RULES: dict[str, Rule] = {
     "Conv": _linear, "Gemm": _linear, "MatMul": _linear,
     "Add": _add, "Relu": _clamp, "Clip": _clamp,
     **{op: _move for op in MOVES},
-    "GlobalAveragePool": _pool, "ReduceMean": _pool, "AveragePool": _pool,
+    "GlobalAveragePool": _pool, "ReduceMean": _pool, "AveragePool": _pool, "Concat": _concat,
     "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
     **{op: _native for op in INT_OPS},
 }

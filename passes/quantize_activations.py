@@ -14,7 +14,9 @@ The graph is rebuilt node by node (`passes.int_lowering`; the rules are in
 - Add of two integer activations -> etch.QAdd (+ a following Relu/Clip as its bounds).
 - Relu/Clip of an integer activation -> etch.Clamp (same scale).
 - MaxPool and data movement (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity)
-  run on the integers unchanged; GlobalAveragePool, ReduceMean over the spatial axes and
+  run on the integers unchanged; so does Concat, whose inputs and output calibration gives
+  one shared range (`int_rules.concat_groups`: TFLite's rule for concatenation), so that
+  the branches' kernels requantise straight to the concatenated tensor's parameters; GlobalAveragePool, ReduceMean over the spatial axes and
   AveragePool without padding -> etch.QSumPool -> etch.Requantize (1/count in the multiplier).
 - any region of elementwise float ops with one integer input and scalar constants (Sigmoid,
   Tanh, the Erf GELU, x * 0.5, ...) -> etch.Table, 256 entries built at compile time by
@@ -46,7 +48,7 @@ from compiler.ir import Graph
 from passes import calibrate
 from passes.base import Pass
 from passes.int_lowering import Lowering, act_params
-from passes.int_rules import RULES, given_params
+from passes.int_rules import RULES, concat_groups, given_params
 from passes.int_tables import TableRule
 
 Calib = str | Mapping[str, np.ndarray] | None
@@ -76,7 +78,13 @@ class QuantizeActivations(Pass):
         stats = calibrate.RangeStats(names, keep_samples=self.method == "percentile")
         calibrate.run_all(graph, calibrate.batches(graph, calibrate.load(self.calib)), stats)
         pct = self.percentile if self.method == "percentile" else None
-        return {n: stats.range(n, pct) for n in names if n in stats.lo}
+        ranges = {n: stats.range(n, pct) for n in names if n in stats.lo}
+        for group in concat_groups(graph):  # one range: Concat runs on the integers
+            known = [ranges[v] for v in group if v in ranges]
+            if len(known) == len(group):
+                united = (min(lo for lo, _ in known), max(hi for _, hi in known))
+                ranges.update(dict.fromkeys(group, united))
+        return ranges
 
 
 def summary(graph: Graph) -> dict:
