@@ -20,7 +20,7 @@ from backends.tvm.schedules.cpu import (
     finish_tile,
     lanes,
     maybe_parallel,
-    vectorize_inner,
+    vectorize_loop,
     work,
 )
 
@@ -32,7 +32,7 @@ class WinogradConv(KindRule):
 
     def schedule(self, sch, func, target):
         kb, vw, width = int(func.attrs["etch.kb"]), int(func.attrs["etch.vw"]), lanes(target)
-        _gemm(sch, kb, vw)
+        _gemm(sch, kb, vw, width)
         _transform(sch, "wino_in", width)
         _transform(sch, "wino_out", width)
         epi = sch.get_sblock("epilogue")
@@ -43,7 +43,7 @@ class WinogradConv(KindRule):
         return True
 
 
-def _gemm(sch, kb: int, vw: int) -> None:
+def _gemm(sch, kb: int, vw: int, width: int) -> None:
     anchor = sch.get_sblock("anchor")
     ev, k, q, j, rc = sch.get_loops(anchor)
     total = work(sch, [ev, k, q, j, rc])
@@ -54,8 +54,8 @@ def _gemm(sch, kb: int, vw: int) -> None:
     maybe_parallel(sch, outer, total)
     tile = sch.cache_write(anchor, 0, "global")
     sch.reverse_compute_at(tile, jo)
-    finish_tile(sch, anchor, rc, ki, ji, epilogue_vec=False)
-    vectorize_inner(sch, tile, vw, skip=len(sch.get_loops(tile)) - 1)
+    finish_tile(sch, anchor, rc, ki, ji, epilogue_vec=False, width=width)
+    vectorize_loop(sch, sch.get_loops(tile)[-1], width)
 
 
 def _transform(sch, name: str, width: int) -> None:
@@ -74,7 +74,7 @@ def _transform(sch, name: str, width: int) -> None:
     maybe_parallel(sch, sch.fuse(*outer), total)
     for loop in unrolled:
         sch.unroll(loop)
-    vectorize_inner(sch, blk, width, skip=len(sch.get_loops(blk)) - 1)
+    vectorize_loop(sch, sch.get_loops(blk)[-1], width)
 
 
 def rules() -> list[ScheduleRule]:
