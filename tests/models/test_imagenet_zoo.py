@@ -58,11 +58,14 @@ def test_cpu_matches_onnx_runtime(name: str) -> None:
     assert_close(art.run(inputs), expected, rtol=1e-3, atol=1e-4 * scale)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(PUBLISHED_PARAMS))
-def test_cpu_int8_matches_the_integer_reference(name: str, tmp_path) -> None:
-    """`--int` W8A8 on the host CPU is bit-identical to the integer reference, on the sample
-    it was calibrated with and on a perturbed copy."""
+# vit_b16's integer graph keeps LayerNormalization, Softmax and the residual Adds in float on
+# the host (no integer form: DESIGN.md's numerics); the CNNs have no such op on their path.
+FLOAT_HOST_OPS = {"vit_b16"}
+
+
+def _int_pair(name: str, tmp_path) -> tuple:
+    """(cpu, ref) `--int` W8A8 artifacts of `name`, calibrated on its sample, and inputs:
+    the sample and a perturbed copy."""
     import compiler
 
     inputs = zoo.load_sample(name)[0]
@@ -75,5 +78,33 @@ def test_cpu_int8_matches_the_integer_reference(name: str, tmp_path) -> None:
     rng = np.random.default_rng(1)
     noisy = {k: (v + rng.normal(0, 0.2, v.shape) * v.std()).astype(v.dtype)
              for k, v in inputs.items()}
-    for x in (inputs, noisy):
+    return cpu, ref, [inputs, noisy]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in PUBLISHED_PARAMS if n not in FLOAT_HOST_OPS])
+def test_cpu_int8_matches_the_integer_reference(name: str, tmp_path) -> None:
+    """`--int` W8A8 on the host CPU is bit-identical to the integer reference."""
+    cpu, ref, samples = _int_pair(name, tmp_path)
+    for x in samples:
         assert_bitexact(cpu.run(x), ref.run(x))
+
+
+@pytest.mark.slow
+def test_vit_int8_differs_from_the_reference_only_by_float_host_rounding(tmp_path) -> None:
+    """TVM and numpy sum LayerNormalization and Softmax in different orders; a one-ulp
+    difference that crosses a rounding boundary of the next QuantizeLinear moves one int8
+    step, and later blocks carry it on (measured on the sample: 755 of 1000 logits differ,
+    by at most 0.09 of 1.96). So vit_b16's cpu `--int` output is another rounding of the same
+    integer graph: it must be as close to float ORT as the reference is (measured: max error
+    0.063 vs 0.081, correlation 0.99936 vs 0.99932); a wrong integer kernel would be far off."""
+    cpu, ref, samples = _int_pair("vit_b16", tmp_path)
+    (key, ort_logits), = zoo.load_sample("vit_b16")[1].items()
+    got, gold = cpu.run(samples[0])[key], ref.run(samples[0])[key]
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    assert np.abs(got - ort_logits).max() <= 1.5 * np.abs(gold - ort_logits).max()
+    assert corr(got, ort_logits) >= corr(gold, ort_logits) - 1e-3
+    assert corr(got, gold) > 0.99
