@@ -51,7 +51,10 @@ class Layer:
 
 class ChooseConvAlgorithm(Pass):
     """Winograd only with `winograd` (the cpu target); `min_channels` is where the GEMM's
-    saving outweighs the transforms (measured: see docs/ARCHITECTURE.md)."""
+    saving outweighs the transforms. Measured single-threaded on the shared AVX-512 Xeon
+    (3x3 conv + bias + ReLU, direct / F(2,3) / F(4,3), timed in turns): 32 ch 16x16
+    0.04 / 0.05 / 0.06 ms, 64 ch 56x56 5.3 / 7.9 / 1.3 ms, 128 ch 28x28 5.4 / 1.4 / 1.3 ms,
+    512 ch 7x7 11.6 / 15.2 / 31.5 ms (a 7-wide row leaves the vector of tiles mostly empty)."""
 
     name = "choose_conv_algorithm"
 
