@@ -10,7 +10,9 @@ For each configuration the model is compiled with the real pipeline
 `--inputs N` seeded samples) stream through one Verilator simulation (`run_batch`):
 - cycles per inference, simulated and as the compiler estimated;
 - PE utilisation per layer: useful multiply-accumulates / (rows * cols * cycles);
-- simulated inferences per second of wall time (the `run_batch` call);
+- simulated inferences per second of wall time (the `run_batch` call), and inferences per
+  second of the hardware at a nominal clock (`--clock-mhz`, default 200: an assumed
+  FPGA-class clock, not a timing-closed one): clock / cycles per inference;
 - top-1 accuracy (digits) and whether every output equals the integer reference;
 - for bit-serial PEs, the cycles bit-plane skipping saves on the model's real weights
   (the estimate with each tile's plane mask vs with every plane);
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +40,7 @@ import numpy as np
 import runtime
 from backends.verilog.engine import estimate
 from backends.verilog.engine.array_kinds import array_for
+from benchmarks.bench_tvm import cpu_name
 from compiler import driver, onnx_import, reference
 from models import accuracy, zoo
 
@@ -47,12 +51,17 @@ CALIB_IMAGES = 200
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engines", nargs="+", default=["systolic", "adder-tree"])
     p.add_argument("--pes", nargs="+", default=["mac", "booth", "bitserial"])
-    p.add_argument("--bits", nargs="+", type=int, default=[8, 4, 2])
+    try:  # weight widths: `etch bench arrays` defines the same option (same default)
+        p.add_argument("--bits", nargs="+", type=int, default=[8, 4, 2])
+    except argparse.ArgumentError:
+        pass
     p.add_argument("--arrays", nargs="+", default=["8x8"])
     p.add_argument("--inputs", type=int, default=4, help="samples of non-digits models")
     p.add_argument("--util-models", nargs="*", default=["resnet_block"])
     p.add_argument("--util-arrays", nargs="+", default=["8x8", "16x16"])
     p.add_argument("--area", action="store_true", help="Yosys cells and LUTs (slow)")
+    p.add_argument("--clock-mhz", type=float, default=200.0,
+                   help="nominal clock for hardware inferences per second")
 
 
 def _arrays(specs: list[str]) -> list[tuple[int, int]]:
@@ -82,7 +91,13 @@ def run(args: argparse.Namespace) -> dict:
             for engine in ("systolic", "adder-tree"):
                 for array in _arrays(opt("util_arrays", ["8x8", "16x16"])):
                     rows.append(_config(name, calib, engine, "mac", 8, array, args, False))
-    return {"rows": rows, "goals": _goals(rows)}
+    return {"benchmark": "verilog", "cpu": cpu_name(), "cores": os.cpu_count(),
+            "load_average": list(os.getloadavg()), "clock_mhz": _clock(args), "rows": rows,
+            "goals": _goals(rows)}
+
+
+def _clock(args: argparse.Namespace) -> float:
+    return float(getattr(args, "clock_mhz", None) or 200.0)
 
 
 def _samples(name: str, shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
@@ -124,6 +139,7 @@ def _config(name: str, calib: Path, engine: str, pe: str, bits: int,
            "exact": exact, "inferences": len(batch), "sim_seconds": round(wall, 3),
            "inferences_per_s": round(len(batch) / wall, 1), "compile_s": round(compile_s, 1),
            **_cycles(art, ex, array)}
+    row["hw_inferences_per_s"] = round(_clock(args) * 1e6 / max(1.0, row["cycles"]), 1)
     if name in DIGITS:
         predicted = np.array([accuracy.logits_of(o).reshape(-1).argmax() for o in outs])
         row["accuracy"] = float(np.mean(predicted == zoo.digits_split()[3][:len(outs)]))
@@ -207,15 +223,19 @@ def _goals(rows: list[dict]) -> dict:
 
 def table(result: dict) -> str:
     head = (f"{'model':<13}{'engine/pe':<21}{'bits':>4}{'array':>7}{'cycles':>10}{'est':>10}"
-            f"{'inf/s':>9}{'acc':>7}{'exact':>6}{'util*':>7}{'skip':>6}{'cells':>9}"
-            f"{'LUTs':>8}")
-    lines = [head]
+            f"{'inf/s':>9}{'hw inf/s':>10}{'acc':>7}{'exact':>6}{'util*':>7}{'skip':>6}"
+            f"{'cells':>9}{'LUTs':>8}")
+    load = ", ".join(f"{x:.1f}" for x in result["load_average"])
+    lines = [(f"etch bench verilog -- {result['cpu']}, {result['cores']} cores, load average "
+              f"{load} (1/5/15 min, at the end); hw inf/s at a nominal "
+              f"{result['clock_mhz']:g} MHz"), head]
     for r in result["rows"]:
         heavy = [x["utilisation"] for x in r["layers"] if x["gemm_heavy"]]
         area = r.get("area", {})
         lines.append(
             f"{r['model']:<13}{r['engine'] + '/' + r['pe']:<21}{r['bits']:>4}{r['array']:>7}"
             f"{r['cycles']:>10,.0f}{r['cycles_estimate']:>10,}{r['inferences_per_s']:>9,.0f}"
+            f"{r['hw_inferences_per_s']:>10,.0f}"
             f"{r.get('accuracy', float('nan')):>7.4f}{'yes' if r['exact'] else 'NO':>6}"
             f"{min(heavy) if heavy else float('nan'):>7.2f}"
             f"{r.get('plane_skipping', {}).get('saved', float('nan')):>6.2f}"

@@ -111,14 +111,59 @@ def verilog(name: str, bits: int = 8, engine: str = "systolic", pe: str = "mac",
 def graph_artifact(g: Graph, out: Path, array: tuple[int, int] = (8, 4)) -> Path:
     """An integer graph (placements set) planned and built for --target verilog without
     the import and quantisation passes: the driver's last two steps, for test graphs."""
+    return write_artifact(plan_graph(g, array), out, CompileOptions(target="verilog",
+                                                                   array=array))
+
+
+def write_artifact(gp: Graph, out: Path, opts: CompileOptions) -> Path:
+    """Planned graph `gp` rendered and built into artifact `out` (the driver's last step)."""
     from backends.verilog import engine
     from compiler import driver
 
-    opts = CompileOptions(target="verilog", array=array)
-    gp = plan_graph(g, array)
     out.mkdir(parents=True, exist_ok=True)
     entries = engine.build(gp, opts, out)
     manifest = driver._manifest(gp, opts, [], driver._io_meta(gp, gp.inputs), entries, out,
                                 0.0)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return out
+
+
+def shared_config(graphs: list[Graph]) -> dict:
+    """One engine configuration for several planned graphs (same array): every depth and
+    width the largest of theirs, the program memory the longest program. A deeper memory
+    or a wider datapath changes no result and no cycle, so the graphs share one build."""
+    configs = []
+    for g in graphs:
+        meta, recs = engine_meta(g)
+        progs = [program.segment_program(s, [recs[n] for n in s["layers"]], meta["config"])
+                 for s in meta["segments"]]
+        configs.append({**meta["config"], "idepth": max(len(p) for p in progs)})
+    return {k: max(c[k] for c in configs) if isinstance(v, int) else v
+            for k, v in configs[0].items()}
+
+
+def with_config(g: Graph, config: dict) -> Graph:
+    """Planned graph `g` with its engine configuration replaced by `config`."""
+    out = g.copy()
+    meta = json.loads(out.metadata["etch.engine"])
+    out.metadata["etch.engine"] = json.dumps({**meta, "config": config}, sort_keys=True)
+    return out
+
+
+def assert_bit_exact_and_as_estimated(path: Path, batch: list[dict[str, np.ndarray]]) -> None:
+    """Simulate verilog artifact `path` on `batch`: every output equals the integer
+    reference's, and every segment's simulated cycles, per layer and in total, equal the
+    compiler's estimate (the first inference starts one cycle early, out of reset)."""
+    import runtime
+
+    ex = runtime.load(path)
+    for x, got in zip(batch, ex.run_batch(batch)):
+        want = reference.run(ex.graph, x)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for seg, est in zip(manifest["segments"], manifest["engine"]["cycles_estimate"]):
+        stats = ex.stats[seg["name"]]
+        n, got = stats["n"], dict(stats["layers"])
+        assert n * est["io"] - got.pop("io") in (0, 1), seg["name"]
+        assert got == {est["labels"][k]: n * v for k, v in est["layers"].items()}, seg["name"]
+        assert n * est["total"] - stats["cycles"] in (0, 1), seg["name"]

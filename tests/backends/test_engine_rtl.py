@@ -15,14 +15,27 @@ import runtime
 from backends.verilog import HARNESS
 from backends.verilog.engine import top
 from compiler import reference
+from compiler.options import CompileOptions
 from models import zoo
 from runtime import verilator_build as vb
 from tests.backends import engine_graphs
-from tests.backends.engine_helpers import graph_artifact, samples, verilog
+from tests.backends.engine_helpers import (
+    assert_bit_exact_and_as_estimated,
+    engine_meta,
+    graph_artifact,
+    planned,
+    samples,
+    shared_config,
+    verilog,
+    with_config,
+    write_artifact,
+)
 
 pytestmark = pytest.mark.verilator
 RTL = top.RTL
 TB = Path(__file__).resolve().parent / "rtl"
+# zoo models simulated on one shared engine configuration in the default run
+SHARED = ["digits_cnn", "resnet_block", "mobilenet"]
 
 
 def _le_bytes(values: list[tuple[int, int]]) -> np.ndarray:
@@ -92,21 +105,48 @@ def test_generated_tops_are_lint_clean(tmp_path: Path, shape: tuple[int, int], n
     vb.lint([tmp_path / f for f in files], top.TOP)
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
-def test_zoo_models_bit_exact_and_cycles_as_estimated(name: str) -> None:
-    art = verilog(name)
-    ex = runtime.load(art.path)
-    batch = samples(name, 12)
-    for x, got in zip(batch, ex.run_batch(batch)):
-        want = reference.run(ex.graph, x)
-        assert all(np.array_equal(got[k], want[k]) for k in want)
-    est = art.manifest["engine"]["cycles_estimate"][0]
-    stats = ex.stats["seg0"]
-    n = stats["n"]
-    layers = {k: v / n for k, v in stats["layers"].items()}
-    assert layers == {est["labels"][k]: v for k, v in est["layers"].items()} | \
-        {"io": pytest.approx(est["io"], abs=1 / n)}
-    assert stats["cycles"] == pytest.approx(n * est["total"], abs=2)
+def test_digits_mlp_bit_exact_and_cycles_as_estimated() -> None:
+    """At its own configuration (the build the CLI tests share)."""
+    assert_bit_exact_and_as_estimated(verilog("digits_mlp").path, samples("digits_mlp", 12))
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """SHARED planned for one 8x8 systolic/mac configuration (the largest depths and widths
+    of theirs): three models, one Verilator build."""
+    graphs = {name: planned(name) for name in SHARED}
+    config = shared_config(list(graphs.values()))
+    root = tmp_path_factory.mktemp("shared")
+    opts = CompileOptions(target="verilog", array=(8, 8))
+    return {name: write_artifact(with_config(g, config), root / name, opts)
+            for name, g in graphs.items()}
+
+
+def test_the_shared_models_exercise_the_output_unit_and_block_tiles() -> None:
+    """resnet_block adds its residual in the output unit; mobilenet's depthwise and grouped
+    convolutions keep only their block-diagonal tiles."""
+    _, res = engine_meta(planned("resnet_block"))
+    assert any(r["kind"] == "gemm" and r["epilogue"]["qadd"] for r in res.values())
+    _, mob = engine_meta(planned("mobilenet"))
+    grouped = [r for r in mob.values() if r.get("groups", 1) > 1]
+    assert grouped and any(sum(map(len, r["passes"])) < len(r["passes"]) * len(r["ktiles"])
+                           for r in grouped)
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_zoo_models_bit_exact_and_cycles_as_estimated(shared: dict[str, Path],
+                                                      name: str) -> None:
+    assert_bit_exact_and_as_estimated(shared[name], samples(name, 12 if "digits" in name
+                                                            else 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pe", ["mac", "booth", "bitserial"])
+@pytest.mark.parametrize("engine", ["systolic", "adder-tree"])
+@pytest.mark.parametrize("name", ["resnet_block", "mobilenet"])
+def test_residual_and_grouped_models_on_every_array(name: str, engine: str, pe: str) -> None:
+    """Each at its own configuration, every array and PE kind (one build each)."""
+    assert_bit_exact_and_as_estimated(verilog(name, 8, engine, pe).path, samples(name, 3))
 
 
 @pytest.mark.slow

@@ -65,6 +65,34 @@ def test_sim_equals_the_reference_and_prints_cycles(artifact: Path, tmp_path: Pa
     np.testing.assert_array_equal(many[0], want)
 
 
+@pytest.mark.slow  # two engine builds
+@pytest.mark.parametrize("name", ["tiny_encoder", "tiny_decoder"])
+def test_transformers_split_between_host_and_engine(tmp_path: Path, name: str) -> None:
+    """The twelve weight GEMMs (q, k, v, output projection and the MLP, with GELU's table
+    in the output unit) run on the engine, one segment per run of them; LayerNorm,
+    softmax, the attention products of two activations and the head transposes run on
+    the host between segments. `etch run` equals the integer reference bit for bit."""
+    calib = calib_path(name)
+    outs = {}
+    for target, extra in (("verilog", ()), ("ref", ("--int", "--bits", "8"))):
+        r = etch("compile", zoo.model_path(name), "--target", target, "--calib", calib,
+                 "-o", tmp_path / target, *extra)
+        assert r.returncode == 0, r.stderr
+    x = np.random.default_rng(5).standard_normal((3, *zoo.metadata(name)["inputs"][0]["shape"]))
+    np.savez(tmp_path / "in.npz", input=x.astype(np.float32))
+    for target in ("verilog", "ref"):
+        r = etch("run", tmp_path / target, "--inputs", tmp_path / "in.npz", "--out",
+                 tmp_path / f"{target}.npz")
+        assert r.returncode == 0, r.stderr
+        outs[target] = np.load(tmp_path / f"{target}.npz")["output"]
+    np.testing.assert_array_equal(outs["verilog"], outs["ref"])
+    m = json.loads((tmp_path / "verilog" / "manifest.json").read_text())
+    assert len(m["segments"]) == 10 and sum(len(s["nodes"]) for s in m["segments"]) == 12
+    host = m["engine"]["host"]
+    assert sum("both operands are activations" in why for why in host.values()) == 4
+    assert m["engine"]["config"]["ntab"] == 1
+
+
 @pytest.mark.slow  # a tracing simulator is a build of its own
 def test_vcd(artifact: Path, tmp_path: Path) -> None:
     np.savez(tmp_path / "in.npz", input=np.zeros((1, 64), np.float32))

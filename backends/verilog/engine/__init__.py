@@ -54,9 +54,11 @@ def plan_of(graph: Graph) -> tuple[dict, dict[str, dict]]:
 
 
 def full_config(meta: dict, array: ArrayKind, programs: list[list[int]]) -> dict:
-    """The plan's configuration plus what rendering decides: program depth, field widths
-    and the array module."""
-    return {**meta["config"], "idepth": max(len(p) for p in programs),
+    """The plan's configuration plus what rendering decides: program depth (the longest
+    program, or the plan's `idepth` where larger: a configuration shared by several models),
+    field widths and the array module."""
+    depth = max([meta["config"].get("idepth", 1), *(len(p) for p in programs)])
+    return {**meta["config"], "idepth": depth,
             "gw": FIELDS["PASS"]["iy0"].width, "xa": FIELDS["PASS"]["row0"].width,
             "array_module": array.module, "array_params": array.params}
 
