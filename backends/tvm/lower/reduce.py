@@ -3,8 +3,9 @@
 Semantics are the reference's (compiler/ops/reduce.py): results keep the input dtype, an
 integer mean truncates, an empty reduction gives the identity (-inf for Max, +inf for Min,
 0 for sums, 1 for Prod; TVM's own max/min start from the dtype's finite extremes, so etch
-uses its own reducers, which also keep NaN as numpy does). LogSumExp subtracts the finite maximum first. A reduction over the
-trailing dims is a row reduction (vectorised; `rows.py`), any other a plain one.
+uses its own reducers, which also keep NaN as numpy does; bool Max/Min are any/all).
+LogSumExp subtracts the finite maximum first. A reduction over the trailing dims is a row
+reduction (vectorised; `rows.py`), any other a plain one.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ def extreme(dtype: object, high: bool) -> Expr:
 MAX = te.comm_reducer(fastmath.fmax, lambda t: extreme(t, False), name="nan_max")
 MIN = te.comm_reducer(fastmath.fmin, lambda t: extreme(t, True), name="nan_min")
 PROD = te.comm_reducer(lambda x, y: x * y, lambda t: tirx.const(1, t), name="prod")
+# bool max/min (TVM has no extremes for bool): any / all
+ANY = te.comm_reducer(lambda x, y: tirx.Or(x, y), lambda t: tirx.const(False, t), name="any")
+ALL = te.comm_reducer(lambda x, y: tirx.And(x, y), lambda t: tirx.const(True, t), name="all")
 
 
-def _reducer(ctx: LowerCtx, op: str) -> Callable:
+def _reducer(ctx: LowerCtx, op: str, dtype: str) -> Callable:
+    if dtype == "bool" and op in ("ReduceMax", "ReduceMin"):
+        return ANY if op == "ReduceMax" else ALL
     if op in ("ReduceMax", "ReduceMin") and ctx.lanes == 1:
         return te.max if op == "ReduceMax" else te.min  # dlight's GPU rules match only these
     return {"ReduceMax": MAX, "ReduceMin": MIN, "ReduceProd": PROD}.get(op, te.sum)
@@ -111,10 +117,10 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
         if rows:
             acc = row_reduce("anchor", xshape[:first], xshape[first:],
                              lambda r, j: cast(_term(op, xt(*r, *j), None), acc_t),
-                             _reducer(ctx, op), lanes, oshape)
+                             _reducer(ctx, op, acc_t), lanes, oshape)
         else:
             acc = _plain(oshape, axes, xshape, lambda i, r: cast(
-                _term(op, xt(*source(i, r)), at(i)), acc_t), _reducer(ctx, op), "anchor")
+                _term(op, xt(*source(i, r)), at(i)), acc_t), _reducer(ctx, op, acc_t), "anchor")
         return te.compute(oshape, lambda *i: _finish(op, cast(acc(*i), dt), count, at(i)),
                           name="epilogue")
 
