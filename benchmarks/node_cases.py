@@ -6,7 +6,10 @@ Generating them takes ~20 s (onnx computes every expected output), so the first 
 them under .cache/node_cases, keyed by a hash of onnx's generator sources; later runs read
 them back in about a second.
 Each case runs as generated: its opset, its graph inputs (an input that decides an output
-shape stays an input, which a static-shape compiler must refuse).
+shape stays an input, which a static-shape compiler must refuse). `run_etch(case, target,
+bind=True)` runs it as a user with such a model would: the inputs that decide an output shape
+(`shape_deciding_inputs`) bound at compile time to the case's values (`--bind`), the other
+inputs fed at run time.
 
 `run_etch(case, target)` and `run_ort(case)` return an `Outcome`: "pass", "wrong" (it ran
 and an output differs), "refused" (an `EtchError` at import, compile or run; ORT: ORT raised)
@@ -69,9 +72,11 @@ class Outcome:
     status: str
     stage: str = ""
     reason: str = ""
+    bound: tuple[str, ...] = ()  # the graph inputs bound at compile time (--bind)
 
     def to_json(self) -> dict:
-        return {"status": self.status, "stage": self.stage, "reason": self.reason}
+        out = {"status": self.status, "stage": self.stage, "reason": self.reason}
+        return {**out, "bound": list(self.bound)} if self.bound else out
 
 
 def _array(x: Any) -> np.ndarray | None:
@@ -285,24 +290,30 @@ def first_line(e: BaseException) -> str:
     return (text if lines else type(e).__name__)[:300]
 
 
-def run_etch(case: NodeCase, target: str = "cpu") -> Outcome:
-    """Compile `case.model` for `target`, run it on the case's inputs, compare."""
+def run_etch(case: NodeCase, target: str = "cpu", bind: bool = False) -> Outcome:
+    """Compile `case.model` for `target`, run it on the case's inputs, compare. With `bind`,
+    the inputs that decide an output shape are bound to the case's values at compile time
+    and the others fed at run time."""
     import compiler
 
+    names = sorted(shape_deciding_inputs(case.model)) if bind else []
+    bound = {n: case.feeds[n] for n in names}
+    feeds = {k: v for k, v in case.feeds.items() if k not in bound}
     stage = "import"
     try:
-        onnx_import.import_model(case.model)
+        onnx_import.import_model(case.model, bind=bound)
         stage = "compile"
-        artifact = compiler.compile(case.model, target=target)
+        artifact = compiler.compile(case.model, target=target, bind=bound)
         stage = "run"
         with np.errstate(all="ignore"):  # some cases divide by zero on purpose
-            actual = artifact.run(case.feeds)
+            actual = artifact.run(feeds)
     except EtchError as e:
-        return Outcome("refused", stage, first_line(e))
+        return Outcome("refused", stage, first_line(e), tuple(names))
     except Exception as e:  # noqa: BLE001 -- the harness's point: a foreign exception is a finding
-        return Outcome("error", stage, f"{type(e).__name__}: {first_line(e)}")
+        return Outcome("error", stage, f"{type(e).__name__}: {first_line(e)}", tuple(names))
     reason = compare(actual, case.expected, case.rtol, case.atol)
-    return Outcome("wrong", "compare", reason) if reason else Outcome("pass")
+    return Outcome("wrong", "compare", reason, tuple(names)) if reason \
+        else Outcome("pass", bound=tuple(names))
 
 
 def run_ort(case: NodeCase) -> Outcome:

@@ -19,6 +19,10 @@ from pathlib import Path
 from compiler import npz
 from compiler.errors import EtchError
 
+BIND_HELP = ("make the graph inputs named in this .npz constants holding its values: what they "
+             "decide (output shapes, ...) folds at compile time, and the artifact no longer "
+             "takes them")
+
 
 def _add_compile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compile", help="compile an ONNX model for a target",
@@ -29,6 +33,7 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="artifact directory (default: MODEL.TARGET.etch)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="fix or override an input's dims (repeatable)")
+    p.add_argument("--bind", metavar="VALUES.npz", help=BIND_HELP)
     q = p.add_argument_group("quantisation")
     q.add_argument("--bits", type=int, help="weight bits (1-8)")
     q.add_argument("--ternary", action="store_true", help="ternary weights {-1,0,+1}")
@@ -70,10 +75,9 @@ def _compile_options(a: argparse.Namespace) -> dict:
         rows, cols = (int(x) for x in a.array.lower().split("x"))
     except ValueError:
         raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
-    same = ("bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut", "lut_table",
-            "rearrange", "engine", "pe", "max_cells", "area", "tune", "threads", "mcpu",
-            "vector_bits",
-            "dump_dir", "print_after")
+    same = ("bind", "bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut",
+            "lut_table", "rearrange", "engine", "pe", "max_cells", "area", "tune", "threads",
+            "mcpu", "vector_bits", "dump_dir", "print_after")
     return {**{k: getattr(a, k) for k in same},
             "input_shapes": dict(parse_shape(s) for s in a.input_shape),
             "array": (rows, cols), "fuse": not a.no_fuse}
@@ -152,7 +156,7 @@ def sim_report(stats: dict[str, dict], seconds: float) -> str:
 def cmd_inspect(a: argparse.Namespace) -> int:
     from compiler import inspect_model
 
-    print(inspect_model.report(a.model, dict(_shapes(a.input_shape))))
+    print(inspect_model.report(a.model, dict(_shapes(a.input_shape)), a.bind))
     return 0
 
 
@@ -200,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list a model's ops, shapes and target support")
     p.add_argument("model")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224")
+    p.add_argument("--bind", metavar="VALUES.npz", help=BIND_HELP)
     p.set_defaults(func=cmd_inspect)
     p = sub.add_parser("models", help="build the model zoo")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="build")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler import __version__, artifact_dir, onnx_import, pipeline
+from compiler import __version__, artifact_dir, binding, onnx_import, pipeline
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
@@ -92,7 +92,7 @@ def compile(model: Any, target: str = "cpu", *, progress: Callable[[str], None] 
     t0 = time.perf_counter()
     say = progress or (lambda s: None)
     say("import")
-    graph = onnx_import.import_model(model, opts.input_shapes)
+    graph = onnx_import.import_model(model, opts.input_shapes, binding.values(opts.bind))
     backend = importlib.import_module(BACKENDS[target])
     if hasattr(backend, "check"):  # options only the backend can judge (--mcpu)
         backend.check(opts)
@@ -127,13 +127,14 @@ def _manifest(graph: Graph, opts: CompileOptions, records: list, inputs_meta: li
         "target": opts.target,
         "model": graph.name,
         "inputs": inputs_meta,
+        "bound": binding.records(graph),
         "outputs": _io_meta(graph, graph.outputs),
         "passes": [r.to_json() for r in records],
         "options": opts.to_json(),
         "quantization": _quant_summary(graph),
         "op_counts": graph.op_counts(),
         "compile_seconds": round(seconds, 3),
-        "reports": dict(graph.metadata),
+        "reports": {k: v for k, v in graph.metadata.items() if k != binding.METADATA_KEY},
         "files": files,
     }
     clash = sorted(set(core) & set(entries))
@@ -160,6 +161,7 @@ def explain(manifest: dict) -> str:
                      f"{r['seconds'] * 1e3:>9.1f}")
     counts = ", ".join(f"{op} x{k}" for op, k in sorted(manifest["op_counts"].items()))
     lines.append(f"ops built: {counts}")
+    lines += [f"bound input {binding.describe(b)}" for b in manifest.get("bound", [])]
     reports = manifest.get("reports", {})
     extra = [r for r in (quant_report.explain(reports), choose_conv_algorithm.explain(reports),
                          explain_declined(reports)) if r]

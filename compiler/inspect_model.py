@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
-from compiler import onnx_import, pipeline
+from compiler import binding, onnx_import, pipeline
 from compiler.ir import Graph, Node, Value
 
 # target -> module declaring SUPPORTED_OPS (a frozenset of IR op names) for that backend.
@@ -29,8 +29,10 @@ def supported_ops(target: str) -> frozenset[str] | None:
         return None
 
 
-def report(model: str, input_shapes: Mapping[str, tuple[int, ...]]) -> str:
-    graph = onnx_import.import_model(model, input_shapes)
+def report(model: str, input_shapes: Mapping[str, tuple[int, ...]],
+           bind: str | None = None) -> str:
+    """The report for `model`; `bind` (an .npz, as `etch compile --bind`) binds inputs."""
+    graph = onnx_import.import_model(model, input_shapes, binding.values(bind))
     return render(graph)
 
 
@@ -42,6 +44,7 @@ def render(graph: Graph) -> str:
         for n in names:
             v = graph.values[n]
             lines.append(f"  {kind:<7}{n}: {v.dtype}[{'x'.join(map(str, v.shape))}]")
+    lines += [f"  bound  {binding.describe(b)}" for b in binding.records(graph)]
     targets = list(SUPPORT)
     support = {t: supported_ops(t) for t in targets}
     seen = {op: [as_compiled(graph, n) for n in graph.nodes if n.op == op]

@@ -1,6 +1,9 @@
 """ONNX -> IR.
 
-Steps: load (external data included), fix input dims from `input_shapes`, then walk the
+Steps: load (external data included), fix input dims from `input_shapes`, make the graph
+inputs named in `bind` constants holding the given values (compile-time binding, `--bind`,
+see `compiler.binding`: they leave the graph's inputs, and everything they decide folds),
+then walk the
 nodes: each is renamed into etch's op namespace, upgraded to its canonical (opset 21) form
 by its op's `upgrade` hook (attributes and element types added by later opsets are read as
 ONNX defines them), and folded to a constant when its inputs are constants (or when only
@@ -12,8 +15,12 @@ naming the node that made it dynamic or whose operands disagree.
 
 Errors (all `EtchError`, one line): unreadable file, unsupported op (names every such op
 and node, and what is supported), dynamic input dimension without an override, a shape that
-stays dynamic, an opset outside 9..the installed onnx's newest (`max_opset()`), an op
-whose version at the model's opset is newer than etch implements (`ops.REVIEWED_OPSET`).
+stays dynamic (a value that decides an output shape computed at run time names the graph
+inputs it comes from and `--bind`), an opset outside 1..the installed onnx's newest
+(`max_opset()`), an op whose version at an opset below 9 differs from its version at 9 (etch
+reads ops as defined from opset 9; older models are read where their ops are unchanged since,
+e.g. And-7 or Not-1), an op whose version at the model's opset is newer than etch implements
+(`ops.REVIEWED_OPSET`), a bound value naming no graph input or with another dtype or shape.
 """
 
 from __future__ import annotations
@@ -28,11 +35,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from compiler import ops, reference
+from compiler import binding, ops, reference
 from compiler.errors import EtchError
 from compiler.ir import Graph, Node, Value
 
+# Ops are read as defined from this opset on; a model declaring an older opset (down to
+# OLDEST_OPSET) is read when each of its ops is the same version there as at MIN_OPSET.
 MIN_OPSET = 9
+OLDEST_OPSET = 1
 # Older nodes are upgraded to this opset's form; an imported graph declares at least it.
 CANONICAL_OPSET = 21
 # Outputs depend only on input shapes, which are static: always foldable.
@@ -78,8 +88,11 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
-    """ONNX model (path, bytes or ModelProto) -> a verified IR Graph with static shapes."""
+def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 bind: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """ONNX model (path, bytes or ModelProto) -> a verified IR Graph with static shapes.
+
+    `bind` maps graph input names to values: those inputs become constants (see `bound`)."""
     proto = load_model(model)
     _check_names(proto)
     opset = _default_opset(proto)
@@ -87,8 +100,9 @@ def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
     graph.opset = opset
     inits = {t.name for t in proto.graph.initializer}
     _add_initializers(graph, proto)
-    _add_inputs(graph, proto, inits, dict(input_shapes or {}))
+    _add_inputs(graph, proto, inits, dict(input_shapes or {}), dict(bind or {}))
     _check_supported(proto)
+    _check_old_versions(proto, opset)
     _check_versions(proto, opset)
     for i, node_proto in enumerate(proto.graph.node):
         _import_node(graph, node_proto, i, opset)
@@ -128,9 +142,10 @@ def max_opset() -> int:
 def _default_opset(proto: onnx.ModelProto) -> int:
     for imp in proto.opset_import:
         if imp.domain in ("", "ai.onnx"):
-            if not MIN_OPSET <= imp.version <= max_opset():
+            if not OLDEST_OPSET <= imp.version <= max_opset():
                 raise EtchError(f"model uses ONNX opset {imp.version}; etch reads opsets "
-                                f"{MIN_OPSET} to {max_opset()} (the installed onnx's newest)")
+                                f"{OLDEST_OPSET} to {max_opset()} (the installed onnx's "
+                                f"newest)")
             return int(imp.version)
     raise EtchError("model has no default-domain opset import")
 
@@ -141,6 +156,22 @@ def _op_version(op_type: str, opset: int) -> int:
         return int(onnx.defs.get_schema(op_type, opset, "").since_version)
     except onnx.defs.SchemaError:
         return 0
+
+
+def _check_old_versions(proto: onnx.ModelProto, opset: int) -> None:
+    """Below MIN_OPSET, refuse ops whose version there is not the one in force at MIN_OPSET:
+    the upgrade hooks start from MIN_OPSET's forms (an op unchanged since, e.g. And-7 or
+    Not-1, is read exactly as in an opset-9 model)."""
+    if opset >= MIN_OPSET:
+        return
+    older = sorted({f"{n.op_type}-{v or 'undefined'}" for n in proto.graph.node
+                    if n.domain in ("", "ai.onnx") and n.op_type != "Constant"
+                    and (v := _op_version(n.op_type, opset)) != _op_version(n.op_type,
+                                                                             MIN_OPSET)})
+    if older:
+        raise EtchError(f"model uses ONNX opset {opset}: etch reads ops as defined from opset "
+                        f"{MIN_OPSET} on, and {', '.join(older)} changed since (convert the "
+                        f"model with onnx.version_converter to opset {MIN_OPSET} or newer)")
 
 
 def _check_versions(proto: onnx.ModelProto, opset: int) -> None:
@@ -165,12 +196,17 @@ def _add_initializers(graph: Graph, proto: onnx.ModelProto) -> None:
 
 
 def _add_inputs(graph: Graph, proto: onnx.ModelProto, inits: set[str],
-                overrides: dict[str, tuple[int, ...]]) -> None:
+                overrides: dict[str, tuple[int, ...]], bind: dict[str, np.ndarray]) -> None:
     names = [i.name for i in proto.graph.input if i.name not in inits]
-    unknown = set(overrides) - set(names)
-    if unknown:
-        raise EtchError(f"--input-shape names unknown input(s) {sorted(unknown)}; "
-                        f"the model's inputs are {names}")
+    for what, given in (("--input-shape", overrides), ("--bind", bind)):
+        unknown = set(given) - set(names)
+        if unknown:
+            raise EtchError(f"{what} names unknown input(s) {sorted(unknown)}; "
+                            f"the model's inputs are {names}")
+    both = sorted(set(overrides) & set(bind))
+    if both:
+        raise EtchError(f"input(s) {both} are given both --input-shape and --bind; a bound "
+                        f"input takes its shape from its value")
     for inp in proto.graph.input:
         if inp.name in inits:
             continue
@@ -183,6 +219,9 @@ def _add_inputs(graph: Graph, proto: onnx.ModelProto, inits: set[str],
             raise EtchError(f"input {inp.name!r} has unknown element type "
                             f"{ttype.elem_type}") from e
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim]
+        if inp.name in bind:
+            graph.add_value(binding.bound_value(inp.name, bind[inp.name], dtype, dims))
+            continue
         shape = overrides.get(inp.name, tuple(dims))
         if inp.name in overrides and len(shape) != len(dims):
             raise EtchError(f"--input-shape {inp.name}: model input has rank {len(dims)}, "
@@ -195,6 +234,8 @@ def _add_inputs(graph: Graph, proto: onnx.ModelProto, inits: set[str],
                                 f"with --input-shape {inp.name}={example}")
         graph.add_value(Value(inp.name, tuple(int(d) for d in shape), dtype))
         graph.inputs.append(inp.name)
+    if bind:
+        binding.record(graph, [n for n in names if n in bind])
 
 
 def op_name(node: onnx.NodeProto) -> str:
@@ -298,7 +339,9 @@ def _import_constant(graph: Graph, out: str, attrs: dict, name: str) -> None:
 def _settle(graph: Graph, node: Node) -> None:
     """Fold `node` to constants if possible, else give its outputs static shapes."""
     values = [graph.values[i] if i else None for i in node.inputs]
-    foldable = node.op in SHAPE_OF or all(v is None or v.is_const for v in values)
+    # a value with no elements is known from its shape alone, as a constant is
+    foldable = node.op in SHAPE_OF or all(v is None or v.is_const or v.size == 0
+                                          for v in values)
     if foldable and node.op not in KEEP:
         outs = _evaluate(node, values, zeros_ok=node.op in SHAPE_OF)
         if all(o.size <= FOLD_LIMIT for o in outs):
@@ -307,7 +350,7 @@ def _settle(graph: Graph, node: Node) -> None:
                 if name:
                     graph.add_value(Value(name, tuple(arr.shape), arr.dtype.name, arr))
             return
-    for name, (shape, dtype) in zip(node.outputs, infer_outputs(node, values)):
+    for name, (shape, dtype) in zip(node.outputs, infer_outputs(node, values, graph)):
         if name:
             graph.add_value(Value(name, tuple(shape), dtype))
 
@@ -320,7 +363,7 @@ def _evaluate(node: Node, values: list[Value | None], zeros_ok: bool) -> list[np
         elif v.is_const:
             args.append(v.data)
         else:
-            args.append(np.zeros(v.shape, v.dtype) if zeros_ok else None)
+            args.append(np.zeros(v.shape, v.dtype) if zeros_ok or v.size == 0 else None)
     try:
         with np.errstate(all="ignore"):  # zero-filled stand-ins may divide by zero
             return reference.run_node(node, args)
@@ -337,7 +380,31 @@ def _at(node: Node, e: EtchError) -> EtchError:
     return EtchError(f"node {node.name}{op}: {e}")
 
 
-def infer_outputs(node: Node, values: list[Value | None]) -> list[tuple[tuple[int, ...], str]]:
+def _how_to_fix(graph: Graph | None, name: str) -> str:
+    """What makes value `name` a constant: binding the graph inputs it is computed from."""
+    sources = sorted(_graph_inputs_under(graph, name)) if graph is not None else []
+    if not sources:
+        return "fix input dims with --input-shape"
+    return (f"bind graph input(s) {sources} to values at compile time with --bind FILE.npz "
+            f"(or compile(..., bind={{name: array}}))")
+
+
+def _graph_inputs_under(graph: Graph, name: str) -> set[str]:
+    """The graph inputs value `name` is computed from."""
+    producers, todo, seen = graph.producers(), [name], set()
+    while todo:
+        v = todo.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        node = producers.get(v)
+        if node is not None and node.op not in SHAPE_OF:
+            todo.extend(i for i in node.inputs if i)
+    return seen & set(graph.inputs)
+
+
+def infer_outputs(node: Node, values: list[Value | None],
+                  graph: Graph | None = None) -> list[tuple[tuple[int, ...], str]]:
     """Output (shape, dtype) of `node`: the op's shape rule, else a run on zero inputs."""
     opdef = ops.get(node.op)
     assert opdef is not None
@@ -351,6 +418,6 @@ def infer_outputs(node: Node, values: list[Value | None]) -> list[tuple[tuple[in
         if v is not None and not v.is_const:
             raise EtchError(f"node {node.name} ({node.op}): input {node.inputs[k]!r} decides "
                             f"the output shape but is computed at run time; etch needs static "
-                            f"shapes (fix input dims with --input-shape)")
+                            f"shapes: {_how_to_fix(graph, node.inputs[k])}")
     outs = _evaluate(node, values, zeros_ok=True)
     return [(tuple(int(d) for d in o.shape), o.dtype.name) for o in outs]

@@ -6,6 +6,7 @@ The CLI flags (docs/ARCHITECTURE.md, "Command line") map one to one onto these f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ TARGETS = ("cpu", "cuda", "edge", "verilog", "ref")
 class CompileOptions:
     target: str = "cpu"
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # graph inputs made constants at import: an .npz path (--bind) or {name: array}
+    bind: str | os.PathLike | Mapping[str, Any] | None = None
     bits: int | None = None          # weight bits; None = keep float weights
     ternary: bool = False
     group_size: int | None = None
@@ -70,6 +73,8 @@ class CompileOptions:
             raise EtchError("--tune takes a number of trials >= 0")
         if self.threads is not None and self.threads < 1:
             raise EtchError(f"--threads {self.threads}: must be at least 1")
+        if self.bind is not None and not isinstance(self.bind, (str, os.PathLike, Mapping)):
+            raise EtchError("bind takes an .npz path or a dict of input name -> array")
         if len(self.array) != 2 or min(self.array) < 1:
             raise EtchError(f"--array {'x'.join(map(str, self.array))}: rows and columns must "
                             f"be at least 1 (e.g. 8x8)")
@@ -95,7 +100,11 @@ class CompileOptions:
         """The options as JSON values (for the manifest). Calibration arrays passed in memory
         (the Python API takes a dict) are recorded by their shapes."""
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-        if self.calib is not None and not isinstance(self.calib, str):
-            out["calib"] = {k: f"array{list(getattr(v, 'shape', ()))}"
-                            for k, v in self.calib.items()}
+        for key in ("calib", "bind"):
+            given = getattr(self, key)
+            if isinstance(given, os.PathLike):
+                out[key] = os.fspath(given)
+            elif given is not None and not isinstance(given, str):
+                out[key] = {k: f"array{list(getattr(v, 'shape', ()))}"
+                            for k, v in given.items()}
         return out

@@ -16,10 +16,11 @@ class Executor:
         self.manifest = manifest
         self.input_specs = manifest["inputs"]
         self.output_specs = manifest["outputs"]
+        self.bound = [b["name"] for b in manifest.get("bound", [])]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check `inputs` against the manifest, run, return outputs keyed by name."""
-        return self._run(check_inputs(self.input_specs, inputs))
+        return self._run(check_inputs(self.input_specs, inputs, self.bound))
 
     def run_batch(self, batch: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Run many inferences (each keyed like `run`'s inputs). Executors that can stream
@@ -30,10 +31,17 @@ class Executor:
         raise NotImplementedError
 
 
-def check_inputs(specs: list[dict], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def check_inputs(specs: list[dict], inputs: Mapping[str, np.ndarray],
+                 bound: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Inputs as contiguous, native-byte-order arrays in spec order; EtchError naming any
-    mismatch."""
+    mismatch. A value for an input bound at compile time (`bound`, --bind) is an error, even
+    one equal to the bound value: the artifact has no such input."""
     expected = [s["name"] for s in specs]
+    given_bound = sorted(set(inputs) & set(bound))
+    if given_bound:
+        raise EtchError(f"input(s) {given_bound} were bound to constants at compile time "
+                        f"(--bind; see the manifest's \"bound\"); leave them out, or recompile "
+                        f"without binding them; the artifact's inputs are {expected}")
     unknown = sorted(set(inputs) - set(expected))
     if unknown:
         raise EtchError(f"unknown input(s) {unknown}; the model's inputs are {expected}")

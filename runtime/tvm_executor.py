@@ -125,7 +125,7 @@ class TvmExecutor(Executor):
         if len(inputs) != len(self._specs) or not all(
                 isinstance(inputs.get(n), np.ndarray) and inputs[n].dtype == dt
                 and inputs[n].shape == shape for n, shape, dt in self._specs):
-            inputs = check_inputs(self.input_specs, inputs)
+            inputs = check_inputs(self.input_specs, inputs, self.bound)
         return self._run(inputs)
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -126,7 +126,7 @@ class VerilatorExecutor(Executor):
 
     def run_batch(self, batch: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Run many inferences, streaming them through one simulation per segment."""
-        return self._run_envs([check_inputs(self.input_specs, b) for b in batch])
+        return self._run_envs([check_inputs(self.input_specs, b, self.bound) for b in batch])
 
     def _run_envs(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         consts = {k: v.data for k, v in self.graph.values.items() if v.is_const}
