@@ -20,7 +20,7 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL1",
     "ReduceL2", "ReduceProd", "ReduceLogSum", "ReduceLogSumExp", "InstanceNormalization",
     "Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad", "DepthToSpace",
-    "SpaceToDepth", "Einsum",
+    "SpaceToDepth", "Einsum", "Resize",
     "etch.Fused",
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
     "etch.Clamp", "etch.QFused", "QuantizeLinear", "DequantizeLinear", "etch.Dequant",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,23 +47,23 @@ _ROUND: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def _targets(attrs: dict, x: Array, scales: Array | None,
+def _targets(attrs: dict, shape: tuple[int, ...], scales: Array | None,
              sizes: Array | None) -> tuple[list[int], list[float]]:
     """Per-axis output sizes and scales (1 for axes not resized)."""
-    axes = [axis_of(a, x.ndim) for a in attrs.get("axes") or range(x.ndim)]
-    out, sc = list(x.shape), [1.0] * x.ndim
+    axes = [axis_of(a, len(shape)) for a in attrs.get("axes") or range(len(shape))]
+    out, sc = list(shape), [1.0] * len(shape)
     if sizes is not None and np.asarray(sizes).size:
         want = [int(v) for v in np.asarray(sizes).reshape(-1)]
-        ratios = [w / x.shape[a] for a, w in zip(axes, want)]
+        ratios = [w / shape[a] for a, w in zip(axes, want)]
         policy = attrs.get("keep_aspect_ratio_policy", "stretch")
         if policy != "stretch":
             r = min(ratios) if policy == "not_larger" else max(ratios)
-            ratios, want = [r] * len(axes), [math.floor(r * x.shape[a] + 0.5) for a in axes]
+            ratios, want = [r] * len(axes), [math.floor(r * shape[a] + 0.5) for a in axes]
         for a, w, r in zip(axes, want, ratios):
             out[a], sc[a] = w, r
     elif scales is not None and np.asarray(scales).size:
         for a, s in zip(axes, np.asarray(scales, np.float64).reshape(-1)):
-            out[a], sc[a] = math.floor(x.shape[a] * s), float(s)
+            out[a], sc[a] = math.floor(shape[a] * s), float(s)
     else:
         raise EtchError("Resize needs scales or sizes")
     return out, sc
@@ -115,25 +116,56 @@ def _cubic(attrs: dict, src: Array, n_in: int) -> tuple[Array, Array]:
 _KERNELS = {"nearest": _nearest, "linear": _linear, "cubic": _cubic}
 
 
-def _resize_axis(attrs: dict, x: Array, axis: int, n_out: int, scale: float,
-                 roi: tuple[float, float] | None) -> Array:
-    """Interpolate along one axis: y[..., j, ...] = sum_t w[j, t] * x[..., taps[j, t], ...]."""
-    n_in = x.shape[axis]
-    src = _source(attrs, n_in, n_out, scale, roi)
-    taps, w = _KERNELS[attrs.get("mode", "nearest")](attrs, src, n_in)
-    moved = np.moveaxis(x, axis, -1)
-    y = (moved[..., taps] * w.astype(x.dtype if x.dtype.kind == "f" else np.float64)).sum(-1)
-    if attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
-        y[..., (src < 0) | (src > n_in - 1)] = attrs.get("extrapolation_value", 0.0)
-    return np.moveaxis(y, -1, axis)
+@dataclass(frozen=True)
+class AxisPlan:
+    """One resized axis: y[..., j, ...] = sum_t weights[j, t] * x[..., taps[j, t], ...], and
+    `extrapolation_value` where `outside[j]` (tf_crop_and_resize; else None)."""
+
+    axis: int
+    taps: Array      # int64 [n_out, T]
+    weights: Array   # float64 [n_out, T]
+    outside: Array | None
 
 
-def _rois(attrs: dict, x: Array, roi: Array | None) -> list[tuple[float, float] | None]:
+def plan(attrs: dict, shape: tuple[int, ...], roi: Array | None, scales: Array | None,
+         sizes: Array | None) -> list[AxisPlan]:
+    """The axes to resize, innermost first (as ONNX's reference nests them), with their taps
+    and weights: the whole of Resize's arithmetic once roi/scales/sizes are known (the
+    reference below and the TVM backend both apply it)."""
+    mode = attrs.get("mode", "nearest")
+    if mode not in _KERNELS or attrs.get("antialias", 0):
+        raise EtchError(f"Resize mode {mode!r} with antialias={attrs.get('antialias', 0)} is "
+                        f"not supported (etch has nearest, linear and cubic)")
+    out, sc = _targets(attrs, shape, scales, sizes)
+    rois = _rois(attrs, len(shape), roi)
+    plans = []
+    for axis in reversed(range(len(shape))):
+        if out[axis] != shape[axis] or sc[axis] != 1.0 or rois[axis] is not None:
+            n_in = shape[axis]
+            src = _source(attrs, n_in, out[axis], sc[axis], rois[axis])
+            taps, w = _KERNELS[mode](attrs, src, n_in)
+            crop = attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize"
+            plans.append(AxisPlan(axis, taps, w, (src < 0) | (src > n_in - 1) if crop
+                                  else None))
+    return plans
+
+
+def _resize_axis(attrs: dict, x: Array, p: AxisPlan) -> Array:
+    """Interpolate along one axis as `p` says."""
+    moved = np.moveaxis(x, p.axis, -1)
+    y = (moved[..., p.taps] * p.weights.astype(x.dtype if x.dtype.kind == "f"
+                                                else np.float64)).sum(-1)
+    if p.outside is not None:
+        y[..., p.outside] = attrs.get("extrapolation_value", 0.0)
+    return np.moveaxis(y, -1, p.axis)
+
+
+def _rois(attrs: dict, rank: int, roi: Array | None) -> list[tuple[float, float] | None]:
     """Per-axis (start, end) of tf_crop_and_resize's roi input."""
-    rois: list[tuple[float, float] | None] = [None] * x.ndim
+    rois: list[tuple[float, float] | None] = [None] * rank
     if roi is None or np.asarray(roi).size == 0:
         return rois
-    axes = [axis_of(a, x.ndim) for a in attrs.get("axes") or range(x.ndim)]
+    axes = [axis_of(a, rank) for a in attrs.get("axes") or range(rank)]
     r = np.asarray(roi, np.float64).reshape(-1)
     for k, a in enumerate(axes):
         rois[a] = (float(r[k]), float(r[k + len(axes)]))
@@ -142,16 +174,9 @@ def _rois(attrs: dict, x: Array, roi: Array | None) -> list[tuple[float, float] 
 
 def _resize(attrs: dict, x: Array, roi: Array | None = None, scales: Array | None = None,
             sizes: Array | None = None) -> Array:
-    mode = attrs.get("mode", "nearest")
-    if mode not in _KERNELS or attrs.get("antialias", 0):
-        raise EtchError(f"Resize mode {mode!r} with antialias={attrs.get('antialias', 0)} is "
-                        f"not supported (etch has nearest, linear and cubic)")
-    out, sc = _targets(attrs, x, scales, sizes)
-    rois = _rois(attrs, x, roi)
     y = x
-    for axis in reversed(range(x.ndim)):  # innermost first, as ONNX's reference nests them
-        if out[axis] != x.shape[axis] or sc[axis] != 1.0 or rois[axis] is not None:
-            y = _resize_axis(attrs, y, axis, out[axis], sc[axis], rois[axis])
+    for p in plan(attrs, x.shape, roi, scales, sizes):
+        y = _resize_axis(attrs, y, p)
     return y.astype(x.dtype, copy=False)
 
 

@@ -8,11 +8,16 @@ refused with an EtchError that says why (`expected_refusal`):
 - a graph input decides an output shape (a static-shape compiler cannot take the case as
   generated): the refusal must name `--bind`, and the case must then pass with those inputs
   bound to the case's values at compile time (`compile(..., bind=...)`), the other inputs fed
-  at run time, unless it uses an op the TVM backend does not build (Resize, Upsample) or
-  another reason below applies (reductions over no elements fold at import, as a value
-  with no elements is known from its shape);
+  at run time, unless another reason below applies (reductions over no elements fold at
+  import, as a value with no elements is known from its shape);
+- Resize with antialias (etch has none), or tf_crop_and_resize with a roi fed at run time
+  (the roi decides no shape, so the bound run leaves it an input; the TVM backend builds
+  Resize from constant roi/scales/sizes);
 - an element type the TVM backend does not build (backends/tvm/support.py DTYPES);
 - a reason listed in REFUSED (training mode, which is random).
+A case whose expected output etch's reference does not follow (tests/unit/
+test_onnx_node_cases.py EXPECTED_DIFFERS: align_corners with a fractional output width) is
+compared with ONNX Runtime's outputs instead.
 Never a foreign exception, never a wrong answer. The default run takes SAMPLE (one case per
 op plus the cases issue 12 named, and one bound case per op of the shape-deciding cases);
 `slow` runs them all. Cases holding sequences (not tensors) are not collected: etch graphs
@@ -27,9 +32,11 @@ import numpy as np
 import onnx
 import pytest
 
-from backends.tvm.support import DTYPES, SUPPORTED_OPS
+from backends.tvm.support import DTYPES
 from benchmarks import node_cases
 from compiler import onnx_import
+from tests.golden import run_ort
+from tests.unit.test_onnx_node_cases import EXPECTED_DIFFERS
 
 _TRAINING = "training mode"
 # Case name -> why etch refuses it (a regex its EtchError must match).
@@ -81,8 +88,10 @@ def expected_refusal(case: node_cases.NodeCase, bound: bool = False) -> str | No
         return REFUSED[case.name]
     if node_cases.shape_deciding_inputs(case.model) and not bound:
         return SHAPE if _in_range(case.opset) else f"{SHAPE}|{OPSET}"
-    if case.ops & UNBUILT:  # Upsample is read as a Resize; antialias is refused at import
-        return r"the TVM backend does not build op\(s\) Resize|Resize mode .* is not supported"
+    if "antialias" in case.name:
+        return r"Resize mode \S+ with antialias=1 is not supported"
+    if _runtime_roi(case):
+        return r"Resize roi computed at run time is not built"
     if _elem_types(case.model) - DTYPES:
         return DTYPE if _in_range(case.opset) else f"{DTYPE}|{OPSET}"
     return None if _in_range(case.opset) else OPSET
@@ -93,6 +102,8 @@ def check_case(name: str, bound: bool = False) -> None:
     shape-deciding inputs bound at compile time."""
     case = node_cases.load_case(name)
     assert case is not None
+    if name in EXPECTED_DIFFERS:  # compared with ONNX Runtime's outputs instead
+        case.expected = run_ort(case.model, case.feeds)
     outcome = node_cases.run_etch(case, "cpu", bind=bound)
     why = expected_refusal(case, bound)
     if outcome.status == "pass" and (why is None or OPSET in why):
@@ -123,6 +134,14 @@ def _sample() -> list[str]:
     return sorted(set(picked))
 
 
+def _runtime_roi(case: node_cases.NodeCase) -> bool:
+    """A Resize whose roi is a graph input that decides no shape (left unbound)."""
+    inputs = {i.name for i in case.model.graph.input}
+    free = inputs - node_cases.shape_deciding_inputs(case.model)
+    return any(n.op_type == "Resize" and len(n.input) > 1 and n.input[1] in free
+               for n in case.model.graph.node)
+
+
 def _bound_sample() -> list[str]:
     """One case per op among the cases with a shape-deciding input, for the bound run (of the
     reductions, which share one shape rule, ReduceSum's)."""
@@ -132,14 +151,12 @@ def _bound_sample() -> list[str]:
     for name in BOUND:
         case = node_cases.load_case(name)
         new = case.ops - covered
-        if new and "expanded" not in name and not case.ops & UNBUILT:
+        if new and "expanded" not in name and expected_refusal(case, bound=True) is None:
             covered |= new
             picked.append(name)
     return picked
 
 
-# Ops etch lists that the TVM backend does not build (nor folds away at import).
-UNBUILT = frozenset({"Resize", "Upsample"}) - SUPPORTED_OPS
 SAMPLE = _sample()
 ALL = node_cases.listed_case_names(tensors_only=True)
 BOUND = [n for n in ALL if node_cases.shape_deciding_inputs(node_cases.load_case(n).model)]

@@ -146,8 +146,55 @@ def quantised() -> tuple[onnx.ModelProto, dict]:
     return m.build(opset=21)
 
 
+def resizes() -> tuple[onnx.ModelProto, dict]:
+    """Resize from constant roi/scales/sizes (the TVM backend builds only those; `--bind`
+    makes graph inputs constants), every mode and several coordinate transformations."""
+    m = ModelBuilder("resizes")
+    x = m.input("x", _rand(m, 1, 2, 4, 5))
+    none = ""
+    up = m.const("up", np.array([1, 1, 2.5, 1.5], np.float32))
+    down = m.const("down", np.array([1, 1, 0.6, 0.5], np.float32))
+    m.op("Resize", [x, none, up], "nearest_ceil", mode="nearest",
+         coordinate_transformation_mode="asymmetric", nearest_mode="round_prefer_ceil")
+    m.op("Resize", [x, none, down], "linear_corners", mode="linear",
+         coordinate_transformation_mode="align_corners")
+    m.op("Resize", [x, none, up], "cubic_exclude", mode="cubic", exclude_outside=1,
+         cubic_coeff_a=-0.5)
+    m.op("Resize", [x, none, none, m.const("hw", np.array([7, 3], np.int64))], "sizes_axes",
+         mode="linear", axes=[3, 2], keep_aspect_ratio_policy="not_larger")
+    roi = m.const("roi", np.array([0.2, -0.3, 0.9, 1.2], np.float32))
+    m.op("Resize", [x, roi, none, m.const("crop_hw", np.array([3, 4], np.int64))], "crop",
+         mode="linear", axes=[2, 3], coordinate_transformation_mode="tf_crop_and_resize",
+         extrapolation_value=-7.0)
+    m.op("Resize", [x, none, m.const("same", np.ones(4, np.float32))], "unchanged")
+    return m.build(opset=19)
+
+
 FAMILIES = {"indexing": indexing, "reductions": reductions, "windows": windows,
             "scalars": scalars, "quantised": quantised}
+
+
+def test_resize_matches_the_reference() -> None:
+    """Against the reference (the numeric contract; the node cases check it against ONNX's
+    expected outputs), with ORT's agreement on the float outputs as a sanity check."""
+    model, inputs = resizes()
+    got = compiler.compile(model, target="cpu").run(inputs)
+    want = reference.run(onnx_import.import_model(model), inputs)
+    assert_close(got, want, rtol=RTOL, atol=ATOL)
+    ort = run_ort(model, inputs)
+    assert_close(got, ort, rtol=RTOL, atol=ATOL)
+
+
+def test_integer_resize_is_refused_in_one_line() -> None:
+    """The reference truncates float64 interpolation; TVM's fused multiply-adds could
+    truncate one lower, so integer Resize is refused rather than off by one."""
+    model = _single("Resize", TensorProto.UINT8, [[1, 1, 2, 2], [0], [4]], TensorProto.UINT8,
+                    mode="linear")
+    model.graph.input[1].type.tensor_type.elem_type = F
+    model.graph.input[2].type.tensor_type.elem_type = F
+    scales = {"x2": np.array([1, 1, 2, 2], np.float32), "x1": np.zeros(0, np.float32)}
+    with pytest.raises(EtchError, match=r"Resize of uint8 is not built on this target"):
+        compiler.compile(model, target="cpu", bind=scales)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -56,6 +56,7 @@ from backends.tvm.lower.qlinear import (
 )
 from backends.tvm.lower.reduce import OPS as REDUCE_OPS
 from backends.tvm.lower.reduce import lower_reduce
+from backends.tvm.lower.resize import lower_resize
 from backends.tvm.lower.scalar import SCALAR
 from backends.tvm.lower.tensor import (
     lower_concat,
@@ -102,6 +103,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Transpose": lower_transpose, "Concat": lower_concat, "Split": lower_split,
     "Slice": lower_slice, "Gather": lower_gather, "Expand": lower_expand, "Tile": lower_tile,
     "Pad": lower_pad, "DepthToSpace": lower_depth_to_space, "SpaceToDepth": lower_space_to_depth,
+    "Resize": lower_resize,
     "Einsum": lower_einsum,
     "etch.Fused": lower_fused,
     **INT_LOWERINGS,
