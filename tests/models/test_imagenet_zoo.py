@@ -59,7 +59,7 @@ def test_cpu_matches_onnx_runtime(name: str) -> None:
 
 
 # vit_b16's integer graph keeps LayerNormalization, Softmax and the residual Adds in float on
-# the host (no integer form: DESIGN.md's numerics); the CNNs have no such op on their path.
+# the host (no integer form: docs/ARCHITECTURE.md's numerics); the CNNs have no such op on their path.
 FLOAT_HOST_OPS = {"vit_b16"}
 
 
