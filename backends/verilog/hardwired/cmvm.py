@@ -1,0 +1,192 @@
+"""Constant matrix-vector products as netlists: y[n] = sum_k x[k] * W[k, n].
+
+Two constructions, both exact:
+- `plain`: every weight recoded in CSD, each output the adder tree of its digits (the
+  baseline: digits - 1 adders per output, zero weights free);
+- `cse`: the same digits with greedy pairwise common-subexpression elimination across the
+  whole matrix (`cse.eliminate`): partial sums shared between output neurons.
+Wide matrices are split into blocks of consecutive inputs, eliminated separately (the
+first pair count grows with the square of a row's terms), and the block partial sums are
+added per output; `block_size` picks the widest block within a work budget.
+
+Ranges are exact. All inputs share one range [lo, hi] (one activation tensor), so the
+range of any linear form sum_k c_k x_k is lo * P + hi * M .. hi * P + lo * M, with P and M
+the sums of its positive and negative coefficients. Sums of terms over disjoint inputs get
+that range by interval arithmetic; where a row's terms share an input (two digits of one
+weight in different subexpressions, possibly with opposite signs), the coefficients are
+merged per input so that cancellation is accounted for. Adder trees add the two narrowest
+partial sums first (Huffman order), which keeps the total adder width low.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from backends.verilog.hardwired import csd, cse
+from backends.verilog.hardwired.netlist import Netlist, Term, bits_for, term_range
+
+Form = dict[int, int]  # input index -> coefficient
+PAIR_BUDGET = 3_000_000  # pair counts per CSE block before a matrix is split
+
+
+def form_range(form: Form, lo: int, hi: int) -> tuple[int, int]:
+    """Exact range of sum_k c_k x_k for x_k in [lo, hi]."""
+    pos = sum(c for c in form.values() if c > 0)
+    neg = sum(c for c in form.values() if c < 0)
+    return lo * pos + hi * neg, hi * pos + lo * neg
+
+
+def shifted(form: Form, shift: int, sign: int) -> Form:
+    return {k: sign * (c << shift) for k, c in form.items()}
+
+
+def merged(f: Form, g: Form) -> Form:
+    out = dict(f)
+    for k, c in g.items():
+        v = out.get(k, 0) + c
+        if v:
+            out[k] = v
+        else:
+            out.pop(k, None)
+    return out
+
+
+def block_size(w: np.ndarray, budget: int = PAIR_BUDGET) -> int:
+    """The number of inputs per CSE block: all of them while the first pair count
+    (rows * terms_per_row^2 / 2 per block) fits `budget`, else the largest power of two
+    that keeps it within."""
+    k, n = w.shape
+    density = max(csd.count(w) / max(k * n, 1), 1e-9)  # digits per weight
+    pairs = lambda b: n * (k / b) * (b * density) ** 2 / 2
+    if pairs(k) <= budget:
+        return k
+    b = 1
+    while b * 2 < k and pairs(b * 2) <= budget:
+        b *= 2
+    return max(b, 4)
+
+
+def build(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",
+          block: int | None = None) -> list[Term | None]:
+    """Add y = W^T x to `net` (xs: the K input nodes, sharing one range); returns one term
+    per output (None for an all-zero column)."""
+    rng = net.range(xs[0])
+    parts: list[list[tuple[Term, int, int]]] = [[] for _ in range(w.shape[1])]
+    for rows in _blocks(net, xs, w, method, block):
+        for j, (terms, forms) in enumerate(rows):
+            t = _sum_row(net, terms, forms, rng)
+            if t is not None:
+                parts[j].append(t)
+    return [_sum_disjoint(net, p) for p in parts]
+
+
+def leaf_rows(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",
+              block: int | None = None) -> list[list[Term]]:
+    """Each output's leaf terms (digits or shared symbols, every block), summed by the
+    caller (folded lanes)."""
+    out: list[list[Term]] = [[] for _ in range(w.shape[1])]
+    for rows in _blocks(net, xs, w, method, block):
+        for j, (terms, _) in enumerate(rows):
+            out[j].extend(terms)
+    return out
+
+
+def _blocks(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str,
+            block: int | None) -> Iterator[list[tuple[list[Term], list[Form]]]]:
+    """Per block of inputs: each output's leaf terms and their linear forms."""
+    w = np.asarray(w, dtype=np.int64)
+    k_in = w.shape[0]
+    block = k_in if method == "plain" else (block or block_size(w))
+    rng = net.range(xs[0])
+    for start in range(0, k_in, block):
+        yield _block(net, list(xs[start:start + block]), w[start:start + block], method, rng)
+
+
+def _block(net: Netlist, xs: list[int], w: np.ndarray, method: str,
+           rng: tuple[int, int]) -> list[tuple[list[Term], list[Form]]]:
+    """One block: digits -> (CSE) -> per-output leaf terms and forms."""
+    k_in, n_out = w.shape
+    idx, sh, sg = csd.digits(w)
+    rows: list[cse.Row] = [{} for _ in range(n_out)]
+    ks, ns = np.divmod(idx, n_out)
+    for k, n, e, g in zip(ks.tolist(), ns.tolist(), sh.tolist(), sg.tolist(), strict=True):
+        rows[n][(k, e)] = g
+    syms: list[cse.Sym] = []
+    if method == "cse":
+        syms, rows = cse.eliminate(rows, k_in, bits_for(*rng))
+    nodes, forms = _symbols(net, xs, syms, rng)
+    out = []
+    for row in rows:
+        items = sorted(row.items())
+        out.append(([(nodes[s], e, g) for (s, e), g in items],
+                    [shifted(forms[s], e, g) for (s, e), g in items]))
+    return out
+
+
+def _symbols(net: Netlist, xs: list[int], syms: list[cse.Sym],
+             rng: tuple[int, int]) -> tuple[list[int], list[Form]]:
+    """Netlist nodes and linear forms of the inputs and every CSE symbol."""
+    nodes = list(xs)
+    forms: list[Form] = [{k: 1} for k in range(len(xs))]
+    for s in syms:
+        if s.d >= 0:
+            t1, t2 = (nodes[s.a], 0, 1), (nodes[s.b], s.d, s.sign)
+            f = merged(forms[s.a], shifted(forms[s.b], s.d, s.sign))
+        else:
+            t1, t2 = (nodes[s.a], -s.d, 1), (nodes[s.b], 0, s.sign)
+            f = merged(shifted(forms[s.a], -s.d, 1), shifted(forms[s.b], 0, s.sign))
+        lo, hi = form_range(f, *rng)
+        node, shift, sign = net.add(t1, t2, lo, hi)
+        assert shift == 0 and sign == 1, "a CSE symbol is a + s * (b << d) with d >= 0"
+        nodes.append(node)
+        forms.append(f)
+    return nodes, forms
+
+
+def _sum_row(net: Netlist, terms: list[Term], forms: list[Form],
+             rng: tuple[int, int]) -> tuple[Term, int, int] | None:
+    """The adder tree of one row's terms; returns (term, lo, hi) of the sum."""
+    if not terms:
+        return None
+    support = sum(len(f) for f in forms)
+    disjoint = support == len(set().union(*forms))
+    items = []
+    for t, f in zip(terms, forms, strict=True):
+        r = term_range(*net.range(t[0]), t[1], t[2])
+        items.append((t, r, None if disjoint else f))
+    t, (lo, hi) = adder_tree(net, items, rng)
+    return t, lo, hi
+
+
+def _sum_disjoint(net: Netlist, parts: list[tuple[Term, int, int]]) -> Term | None:
+    """Sum block partials (over disjoint inputs: interval ranges are exact)."""
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0][0]
+    items = [(t, (lo, hi), None) for t, lo, hi in parts]
+    return adder_tree(net, items, (0, 0))[0]
+
+
+def adder_tree(net: Netlist, items: list, rng: tuple[int, int]) -> tuple[Term, tuple[int, int]]:
+    """Add the two narrowest items until one is left. An item is (term, range, form or
+    None); forms, when given, make each partial sum's range exact under cancellation."""
+    heap = [(bits_for(*r), i, t, r, f) for i, (t, r, f) in enumerate(items)]
+    heapq.heapify(heap)
+    order = len(heap)
+    while len(heap) > 1:
+        _, _, t1, r1, f1 = heapq.heappop(heap)
+        _, _, t2, r2, f2 = heapq.heappop(heap)
+        if f1 is not None:
+            f = merged(f1, f2)
+            lo, hi = form_range(f, *rng)
+        else:
+            f, (lo, hi) = None, (r1[0] + r2[0], r1[1] + r2[1])
+        t = net.add(t1, t2, lo, hi)
+        heapq.heappush(heap, (bits_for(lo, hi), order, t, (lo, hi), f))
+        order += 1
+    _, _, t, r, _ = heap[0]
+    return t, r

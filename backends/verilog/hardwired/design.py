@@ -1,0 +1,173 @@
+"""A hardwired design on disk: layers -> datapath netlists -> Verilog files.
+
+`write(specs, out_dir)` renders each layer's datapath (`printer`), its stream wrapper
+(`templates/hw_layer.v.j2` around the hand-written `rtl/hw_ctrl.v`) and the top that chains
+the layers (`templates/hw_top.v.j2`), and returns a `Design`: the files, the top module and
+its stream shape. Every file starts with a header naming the etch version, the source node
+and a hash of the parameters it was generated from; names from the model are sanitised
+before they reach Verilog. Output bytes depend only on the specs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from backends.verilog.hardwired import layer as layer_mod
+from backends.verilog.hardwired import pipeline, printer
+from backends.verilog.hardwired.layer import CODE_BITS, LayerSpec
+from backends.verilog.hardwired.netlist import Netlist
+from compiler import __version__
+
+VERILOG = Path(__file__).resolve().parents[1]
+CTRL = VERILOG / "rtl" / "hw_ctrl.v"
+
+
+def sanitize(name: str, prefix: str = "hw_") -> str:
+    """A Verilog identifier from a model name: [A-Za-z0-9_] only, prefixed, not too long."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "layer"
+    return (prefix + s)[:60]
+
+
+def comment_safe(text: str) -> str:
+    """Text that can sit in a // comment: printable, no line breaks."""
+    return re.sub(r"[^A-Za-z0-9_.,:;=/+ -]", "_", text)[:200]
+
+
+def spec_hash(spec: LayerSpec) -> str:
+    h = hashlib.sha256()
+    for a in (spec.w, spec.bias, spec.m0, spec.shift):
+        arr = np.ascontiguousarray(a, dtype=np.int64)
+        h.update(str(arr.shape).encode() + arr.tobytes())
+    h.update(repr((spec.zp, spec.qmin, spec.qmax, spec.in_signed, spec.out_signed, spec.table,
+                   spec.table_base, spec.neuron, spec.fold, spec.serial,
+                   spec.pipeline)).encode())
+    return h.hexdigest()[:16]
+
+
+def header(what: str, source: str, params: str) -> str:
+    return (f"// etch {__version__} --engine hardwired: {comment_safe(what)}\n"
+            f"// source: {comment_safe(source)}\n// parameters: {params}")
+
+
+@dataclass
+class Built:
+    """One layer as generated: its spec, module names, pipelined datapath, latency."""
+
+    spec: LayerSpec
+    module: str
+    netlist: Netlist
+    latency: int
+
+
+@dataclass
+class Design:
+    files: list[Path]
+    top: str
+    layers: list[Built]
+    in_bytes: int
+    out_bytes: int
+    out_beat: int
+    params: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def in_beat(self) -> int:
+        return self.in_bytes
+
+    @property
+    def steps(self) -> int:
+        """Cycles per inference once the pipeline is full (the slowest layer's)."""
+        return max(b.spec.steps for b in self.layers)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an input beat to its output beat inclusive, no stalls: per layer its
+        steps, its pipeline and the output buffer; n inferences take
+        (n - 1) * steps + latency cycles."""
+        return sum(b.spec.steps + b.latency + 1 for b in self.layers) + 1
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(VERILOG / "templates")),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def build_layer(spec: LayerSpec, module: str) -> Built:
+    net = layer_mod.datapath(spec)
+    return Built(spec, module, net, pipeline.latency(net))
+
+
+def write(specs: list[LayerSpec], out_dir: Path, top: str = "etch_hw_top",
+          progress=None) -> Design:
+    """Render the layers and their top into `out_dir`; returns the Design."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = _env()
+    files = [out_dir / "hw_ctrl.v"]
+    shutil.copyfile(CTRL, files[0])
+    built, used = [], set()
+    for spec in specs:
+        module = sanitize(spec.name)
+        while module in used or module == top:
+            module += "_"
+        used.add(module)
+        if progress:
+            progress(f"netlist {module}")
+        b = build_layer(spec, module)
+        built.append(b)
+        files += _write_layer(env, b, out_dir, progress)
+    params = hashlib.sha256("".join(spec_hash(s) for s in specs).encode()).hexdigest()[:16]
+    files.append(_write_top(env, built, out_dir, top, params))
+    last = built[-1].spec
+    return Design(files, top, built, specs[0].k, last.n, last.fold * last.lanes, params)
+
+
+def _write_layer(env: jinja2.Environment, b: Built, out_dir: Path, progress) -> list[Path]:
+    spec, h = b.spec, spec_hash(b.spec)
+    dp = f"{b.module}_dp"
+    if progress:
+        progress(f"print {dp} ({len(b.netlist)} nodes)")
+    text = printer.render(b.netlist, dp, header(f"datapath of layer {spec.name}", spec.source,
+                                                h))
+    dp_path = out_dir / f"{dp}.v"
+    dp_path.write_text(text)
+    dp_ports = _dp_ports(text, b.netlist)
+    wrapper = env.get_template("hw_layer.v.j2").render(
+        header=header(f"layer {spec.name}", spec.source, h), module=b.module, datapath=dp,
+        n_in=spec.k, phases=spec.fold, lanes=spec.lanes, bits=spec.bits,
+        pw=b.netlist.inputs["ph"].width, bw=b.netlist.inputs["bt"].width,
+        dxw=spec.k * (1 if spec.serial else CODE_BITS), dp_ports=dp_ports)
+    path = out_dir / f"{b.module}.v"
+    path.write_text(wrapper)
+    return [dp_path, path]
+
+
+def _dp_ports(text: str, net: Netlist) -> list[tuple[str, str]]:
+    """The datapath's port connections (port, wire): clock/enable/reset when it has
+    registers; x is the control's dx."""
+    seq = [p for p in ("clk", "en", "rst") if re.search(rf"input  wire {p}\b", text)]
+    names = seq + list(net.inputs) + list(net.outputs)
+    return [(p, "dx" if p == "x" else p) for p in names]
+
+
+def _write_top(env: jinja2.Environment, built: list[Built], out_dir: Path, top: str,
+               params: str) -> Path:
+    layers = []
+    for b in built:
+        s = b.spec
+        layers.append({"module": b.module, "in_bits": s.k * 8,
+                       "out_bits": s.fold * s.lanes * 8,
+                       "padded": s.fold * s.lanes > s.n})
+    text = env.get_template("hw_top.v.j2").render(
+        header=header("top", ", ".join(b.spec.source or b.spec.name for b in built), params),
+        module=top, layers=layers, in_bits=built[0].spec.k * 8,
+        out_bits=layers[-1]["out_bits"])
+    path = out_dir / f"{top}.v"
+    path.write_text(text)
+    return path

@@ -1,0 +1,214 @@
+"""The hardwired generator without simulation: CSD, CSE, grouped neurons, exact
+requantisation constants, folding and pipelining, checked by the netlist's exact evaluator
+(which also checks every node's recorded range) against numpy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backends.verilog.hardwired import cmvm, csd, cse, grouped, pipeline, printer, requant
+from backends.verilog.hardwired.evaluate import evaluate
+from backends.verilog.hardwired.layer import LayerSpec, datapath
+from backends.verilog.hardwired.netlist import K, Netlist, bits_for
+from backends.verilog.hardwired.outunit import Unit, lane
+from compiler.reference import requantize
+
+CODES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def weights(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
+    """Random integer weights of a kind: int8/int4/int2 codes or ternary, some zero."""
+    lo, hi = {"int8": (-128, 127), "int4": (-8, 7), "int2": (-2, 1), "ternary": (-1, 1)}[kind]
+    w = rng.integers(lo, hi + 1, shape)
+    w[rng.random(shape) < 0.15] = 0
+    return w
+
+
+def matrix_net(w: np.ndarray, dtype: str = "int8") -> tuple[Netlist, list[int]]:
+    net = Netlist("t")
+    net.add_input("x", 8, w.shape[0], dtype == "int8")
+    return net, [net.field("x", k) for k in range(w.shape[0])]
+
+
+@given(st.integers(-(1 << 40), 1 << 40))
+def test_csd_terms_reconstruct_and_are_non_adjacent(v: int) -> None:
+    ts = csd.terms(v)
+    assert sum(g << s for s, g in ts) == v
+    shifts = [s for s, _ in ts]
+    assert all(b - a >= 2 for a, b in itertools.pairwise(shifts))
+
+
+def test_csd_digits_vectorised_match_scalar(rng: np.random.Generator) -> None:
+    w = rng.integers(-300, 300, (7, 9))
+    idx, sh, sg = csd.digits(w)
+    rebuilt = np.zeros(w.size, np.int64)
+    np.add.at(rebuilt, idx, sg << sh)
+    np.testing.assert_array_equal(rebuilt.reshape(w.shape), w)
+    assert idx.size == sum(len(csd.terms(int(v))) for v in w.ravel())
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2", "ternary"])
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("method", ["plain", "cse"])
+def test_cmvm_is_exact(kind: str, dtype: str, method: str, rng: np.random.Generator) -> None:
+    w = weights(rng, (24, 13), kind)
+    w[:, 3] = 0  # an all-zero neuron costs nothing
+    net, xs = matrix_net(w, dtype)
+    outs = cmvm.build(net, xs, w, method)
+    assert outs[3] is None
+    net.add_output("y", 32, outs)
+    x = rng.integers(*CODES[dtype], (64, 24), endpoint=True)
+    np.testing.assert_array_equal(evaluate(net, {"x": x})["y"], x @ w)
+
+
+def test_cse_saves_a_quarter_of_plain_csd_adders(rng: np.random.Generator) -> None:
+    w = weights(rng, (32, 32), "int4")
+    counts = {}
+    for method in ("plain", "cse"):
+        net, xs = matrix_net(w)
+        cmvm.build(net, xs, w, method)
+        counts[method] = net.count(K.ADD)
+    assert counts["plain"] == csd.count(w) - np.count_nonzero(np.abs(w).sum(axis=0))
+    assert counts["cse"] <= 0.75 * counts["plain"]
+
+
+def test_blocked_cse_is_exact(rng: np.random.Generator) -> None:
+    w = weights(rng, (40, 12), "int4")
+    net, xs = matrix_net(w)
+    net.add_output("y", 32, cmvm.build(net, xs, w, "cse", block=8))
+    x = rng.integers(-128, 128, (32, 40))
+    np.testing.assert_array_equal(evaluate(net, {"x": x})["y"], x @ w)
+
+
+def test_block_size_keeps_small_matrices_whole() -> None:
+    assert cmvm.block_size(np.ones((64, 64), np.int64)) == 64
+    big = cmvm.block_size(np.full((1024, 1024), 7, np.int64))
+    assert 4 <= big < 1024 and big & (big - 1) == 0
+
+
+def test_exact_ranges_under_cancellation() -> None:
+    """x - (x << 3) = -7x: interval arithmetic would give a wider range; forms are exact."""
+    w = np.array([[7, -7], [1, 0]])
+    net, xs = matrix_net(w, "uint8")
+    net.add_output("y", 32, cmvm.build(net, xs, w, "cse"))
+    (n0, s0, g0), _ = net.out_nodes["y"]
+    lo, hi = sorted(g0 * (v << s0) for v in net.range(n0))
+    assert (lo, hi) == (0, 7 * 255 + 255)
+
+
+def test_cse_symbols_are_shared() -> None:
+    rows = [{(0, 0): 1, (1, 2): 1}, {(0, 0): 1, (1, 2): 1, (2, 0): -1},
+            {(0, 1): -1, (1, 3): -1}]
+    syms, out = cse.eliminate(rows, 3, 8)
+    assert syms == [cse.Sym(0, 1, 2, 1)]
+    assert out[0] == {(3, 0): 1} and out[2] == {(3, 1): -1}
+
+
+@pytest.mark.parametrize("kind", ["int4", "ternary"])
+def test_grouped_parallel_and_bitplanes(kind: str, rng: np.random.Generator) -> None:
+    w = weights(rng, (20, 6), kind)
+    net, xs = matrix_net(w)
+    net.add_output("y", 32, grouped.build(net, xs, w))
+    x = rng.integers(-128, 128, (40, 20))
+    np.testing.assert_array_equal(evaluate(net, {"x": x})["y"], x @ w)
+    bits = Netlist("b")
+    bits.add_input("x", 1, 20, False)
+    bits.add_output("y", 32, grouped.build(bits, None, w, bits.plane("x")))
+    plane = rng.integers(0, 2, (40, 20))
+    np.testing.assert_array_equal(evaluate(bits, {"x": plane})["y"], plane @ w)
+    assert bits.count(K.POPCOUNT) <= np.count_nonzero(np.diff(np.sort(w, 0), axis=0)) + 6
+
+
+def channel(rng: np.random.Generator, relu: bool) -> requant.Channel:
+    lo = int(rng.integers(-40000, 0))
+    hi = int(rng.integers(1, 40000))
+    m0 = int(rng.integers(1 << 30, 1 << 31))
+    zp = -128 if relu else int(rng.integers(-20, 20))
+    return requant.Channel(lo, hi, m0, int(rng.integers(36, 44)), zp, zp if relu else -128,
+                           127)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_requant_constants_are_exact_over_the_range(relu: bool,
+                                                    rng: np.random.Generator) -> None:
+    chans = [channel(rng, relu) for _ in range(6)]
+    s, ms = requant.choose(chans)
+    for c, m in zip(chans, ms):
+        a = np.arange(c.lo, c.hi + 1, dtype=np.int64)
+        np.testing.assert_array_equal(requant.mapped(a, m, s, c), c.reference(a))
+    # never more adders than the reference constants, usually fewer
+    assert sum(len(csd.terms(m)) for m in ms) <= sum(len(csd.terms(c.m0)) for c in chans)
+
+
+def test_output_unit_lane_matches_reference(rng: np.random.Generator) -> None:
+    net = Netlist("u")
+    net.add_input("a", 20, 1)
+    a = net.field("a", 0, lo=-30000, hi=30000)
+    c = requant.Channel(-30000 + 77, 30000 + 77, 1518500250, 40, 5, -128, 127)
+    s, (m,) = requant.choose([c])
+    table = tuple(int(v) for v in np.clip(np.arange(-128, 128) // 3, -128, 127))
+    unit = Unit((77,), (m,), s, 5, -128, 127, table, -128)
+    net.add_output("y", 8, [lane(net, (a, 0, 1), unit)])
+    acc = np.arange(-30000, 30001, 7, dtype=np.int64)
+    want = np.asarray(table)[requantize(acc + 77, c.m0, c.shift, 5, -128, 127) + 128]
+    np.testing.assert_array_equal(evaluate(net, {"a": acc[:, None]})["y"][:, 0], want)
+
+
+def test_bits_for() -> None:
+    assert [bits_for(0, 1), bits_for(0, 255), bits_for(-128, 127), bits_for(-1, 0)] == \
+        [1, 8, 8, 1]
+    assert bits_for(-129, 0) == 9 and bits_for(-3, 4) == 4
+
+
+def spec(rng: np.random.Generator, **kw) -> LayerSpec:
+    w = weights(rng, (12, 7), "int4")
+    return LayerSpec("fc", w, rng.integers(-300, 300, 7), rng.integers(1 << 30, 1 << 31, 7),
+                     rng.integers(38, 42, 7), -3, -128, 127, **kw)
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_pipeline_registers_every_n_levels(every: int, rng: np.random.Generator) -> None:
+    net = datapath(spec(rng, pipeline=every))
+    flat = datapath(spec(np.random.default_rng(0), pipeline=0))
+    assert pipeline.latency(net) >= pipeline.latency(flat)
+    levels = {}
+    for n in range(len(net)):  # logic levels between registers stay within `every`
+        ops = [o for o in net.operands(n) if net.kind[o] not in (K.CONST, K.REG, K.IN)]
+        lvl = max((levels[o] for o in ops), default=0) + pipeline._depth(net, n)
+        levels[n] = 0 if net.kind[n] == K.REG else lvl
+        if net.kind[n] == K.ADD:
+            assert levels[n] <= every
+
+
+@pytest.mark.parametrize("fold", [2, 3])
+@pytest.mark.parametrize("neuron", ["csd", "grouped"])
+def test_folded_datapath_is_exact_per_phase(fold: int, neuron: str,
+                                            rng: np.random.Generator) -> None:
+    sp = spec(rng, neuron=neuron, fold=fold)
+    net = datapath(sp)
+    x = rng.integers(-128, 128, (30, sp.k))
+    acc = x @ sp.w + sp.bias
+    want = np.stack([requantize(acc[:, n], sp.m0[n], sp.shift[n], -3, -128, 127)
+                     for n in range(sp.n)], axis=1)
+    for p in range(fold):
+        ins = {"x": x, "v": np.ones((30, 1), np.int64), "ph": np.full((30, 1), p),
+               "bt": np.zeros((30, 1), np.int64)}
+        y = evaluate(net, ins)["y"]
+        for lane_ in range(sp.lanes):
+            n = p * sp.lanes + lane_
+            if n < sp.n:
+                np.testing.assert_array_equal(y[:, lane_], want[:, n])
+
+
+def test_printer_is_deterministic_and_sized(rng: np.random.Generator) -> None:
+    sp = spec(rng, pipeline=2)
+    a = printer.render(datapath(sp), "m", "// h")
+    b = printer.render(datapath(sp), "m", "// h")
+    assert a == b and a.startswith("// h\n`default_nettype none\nmodule m (")
+    w = printer.widths(datapath(sp))
+    assert max(w) <= 32  # acc 12 * 128 * 8 + bias fits 15 bits; products of small m
