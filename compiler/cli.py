@@ -54,6 +54,13 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--array", default="8x8", metavar="RxC")
     h.add_argument("--max-cells", type=int, metavar="N",
                    help="refuse a design whose estimated cell count exceeds N")
+    h.add_argument("--neuron", default="auto", choices=["csd", "grouped", "auto"],
+                   help="hardwired neurons: CSD shift-adds with shared subexpressions, "
+                        "grouped (accumulate-then-multiply), or the cheaper per layer")
+    h.add_argument("--pipeline", type=int, default=0, metavar="N",
+                   help="hardwired: a register stage every N adder levels (0: none)")
+    h.add_argument("--fold", type=int, default=1, metavar="K",
+                   help="hardwired: time-multiplex output neurons over K cycles")
     h.add_argument("--area", action="store_true", help="run yosys for an area estimate")
     b = p.add_argument_group("build")
     b.add_argument("--tune", type=int, default=0, metavar="N", help="MetaSchedule trials")
@@ -76,8 +83,8 @@ def _compile_options(a: argparse.Namespace) -> dict:
     except ValueError:
         raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
     same = ("bind", "bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut",
-            "lut_table", "rearrange", "engine", "pe", "max_cells", "area", "tune", "threads",
-            "mcpu", "vector_bits", "dump_dir", "print_after")
+            "lut_table", "rearrange", "engine", "pe", "max_cells", "neuron", "pipeline", "fold",
+            "area", "tune", "threads", "mcpu", "vector_bits", "dump_dir", "print_after")
     return {**{k: getattr(a, k) for k in same},
             "input_shapes": dict(parse_shape(s) for s in a.input_shape),
             "array": (rows, cols), "fuse": not a.no_fuse}

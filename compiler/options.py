@@ -36,6 +36,9 @@ class CompileOptions:
     pe: str = "mac"                  # mac | booth | bitserial
     array: tuple[int, int] = (8, 8)
     max_cells: int | None = None     # verilog: refuse a design estimated above this
+    neuron: str = "auto"             # hardwired: csd | grouped | auto
+    pipeline: int = 0                # hardwired: a register stage every N adder levels
+    fold: int = 1                    # hardwired: output neurons time-multiplexed, K phases
     area: bool = False
     tune: int = 0                    # MetaSchedule trials; 0 = rule-based schedules only
     fuse: bool = True
@@ -69,6 +72,7 @@ class CompileOptions:
         if self.vector_bits is not None and self.vector_bits not in widths:
             raise EtchError(f"--vector-bits {self.vector_bits}: the {self.target} target takes "
                             + (" or ".join(map(str, widths)) if widths else "no vector width"))
+        self._validate_hardwired()
         if self.tune < 0:
             raise EtchError("--tune takes a number of trials >= 0")
         if self.threads is not None and self.threads < 1:
@@ -91,6 +95,21 @@ class CompileOptions:
                             "not combine with --int (the integer graph)")
         if self.target == "verilog":
             raise EtchError("--lut builds cpu/edge/cuda kernels (and runs on ref); not verilog")
+
+    def _validate_hardwired(self) -> None:
+        if self.neuron not in ("csd", "grouped", "auto"):
+            raise EtchError(f"--neuron {self.neuron!r}: choose csd, grouped or auto")
+        if self.pipeline < 0:
+            raise EtchError(f"--pipeline {self.pipeline}: must be >= 0 (0: no registers)")
+        if self.fold < 1:
+            raise EtchError(f"--fold {self.fold}: must be >= 1 (1: fully parallel)")
+        hardwired = self.target == "verilog" and self.engine == "hardwired"
+        if not hardwired and (self.neuron != "auto" or self.pipeline or self.fold != 1):
+            raise EtchError("--neuron, --pipeline and --fold shape hardwired designs: use "
+                            "them with --target verilog --engine hardwired")
+        if hardwired and self.pe == "booth":
+            raise EtchError("--pe booth: a hardwired design has no multipliers; use --pe mac "
+                            "(bit-parallel inputs) or --pe bitserial (bit-serial inputs)")
 
     @property
     def weight_quantised(self) -> bool:

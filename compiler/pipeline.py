@@ -52,6 +52,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     from passes.fuse_epilogue import FuseEpilogue
     from passes.fuse_integer import FuseInteger
     from passes.plan_engine import PlanEngine
+    from passes.plan_hardwired import PlanHardwired
     from passes.quantize_activations import QuantizeActivations
     from passes.quantize_weights import QuantizeWeights
     from passes.rearrange_channels import RearrangeChannels
@@ -71,8 +72,9 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
             method=opts.quant, per=opts.per, calib=opts.calib, lut=opts.lut, integer=integer))
     if integer:
         passes.append(QuantizeActivations(opts.calib))
-    if integer and (fuse or opts.target == "verilog"):  # the engine runs groups only
-        passes.append(FuseInteger())
+    hardwired = opts.target == "verilog" and opts.engine == "hardwired"
+    if integer and (fuse or (opts.target == "verilog" and not hardwired)):
+        passes.append(FuseInteger())  # the engine runs groups only; PlanHardwired makes stages
     if integer and opts.target in ("cpu", "edge", "ref"):  # ref mirrors cpu's graph
         passes.append(FlattenPointwise())
     if opts.lut:
@@ -83,6 +85,9 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         passes.append(FuseEpilogue())
     if opts.target == "verilog" and opts.engine in ("systolic", "adder-tree"):
         passes.append(PlanEngine(opts.engine, opts.pe, opts.array))
+    if hardwired:
+        passes.append(PlanHardwired(opts.neuron, opts.fold, opts.pe == "bitserial",
+                                    opts.pipeline, opts.max_cells))
     if opts.target == "cpu" and not integer:
         from passes.choose_conv_algorithm import ChooseConvAlgorithm
 

@@ -2,7 +2,7 @@
 
 `build(graph, opts, out_dir) -> dict` is the driver's entry; it hands the graph to the
 design named by --engine (`ENGINES`: the tensor engine in `engine/` for systolic and
-adder-tree arrays). Shared pieces live here for every design: `area.py` (Yosys cells and
+adder-tree arrays, hardwired-weight designs in `hardwired/`). Shared pieces live here for every design: `area.py` (Yosys cells and
 LUTs), `tb/stream_harness.cpp` (the one C++ harness that streams inferences through any
 design's stream ports; the build and the run are `runtime.verilator_build`).
 """
@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     from compiler.options import CompileOptions
 
 HARNESS = Path(__file__).resolve().parent / "tb" / "stream_harness.cpp"
-# --engine -> the module whose build(graph, opts, out, progress) renders that design;
-# None: not built yet
+# --engine -> the module whose build(graph, opts, out, progress) renders that design
+# (None: not built)
 ENGINES: dict[str, str | None] = {"systolic": "backends.verilog.engine",
                                   "adder-tree": "backends.verilog.engine",
-                                  "hardwired": None}
+                                  "hardwired": "backends.verilog.hardwired"}
 
 
 def _design(opts: CompileOptions):

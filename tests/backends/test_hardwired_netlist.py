@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.verilog.hardwired import cmvm, csd, cse, grouped, pipeline, printer, requant
+from backends.verilog.hardwired import cmvm, grouped, pipeline, printer, requant
 from backends.verilog.hardwired.evaluate import evaluate
 from backends.verilog.hardwired.layer import LayerSpec, datapath
 from backends.verilog.hardwired.netlist import K, Netlist, bits_for
 from backends.verilog.hardwired.outunit import Unit, lane
 from compiler.reference import requantize
+from passes import hardwired_csd as csd
+from passes import hardwired_cse as cse
 
 CODES = {"int8": (-128, 127), "uint8": (0, 255)}
 
@@ -86,8 +88,8 @@ def test_blocked_cse_is_exact(rng: np.random.Generator) -> None:
 
 
 def test_block_size_keeps_small_matrices_whole() -> None:
-    assert cmvm.block_size(np.ones((64, 64), np.int64)) == 64
-    big = cmvm.block_size(np.full((1024, 1024), 7, np.int64))
+    assert cse.block_size(np.ones((64, 64), np.int64)) == 64
+    big = cse.block_size(np.full((1024, 1024), 7, np.int64))
     assert 4 <= big < 1024 and big & (big - 1) == 0
 
 

@@ -25,11 +25,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from backends.verilog.hardwired import csd, cse
 from backends.verilog.hardwired.netlist import Netlist, Term, bits_for, term_range
+from passes import hardwired_cse as cse
 
 Form = dict[int, int]  # input index -> coefficient
-PAIR_BUDGET = 3_000_000  # pair counts per CSE block before a matrix is split
 
 
 def form_range(form: Form, lo: int, hi: int) -> tuple[int, int]:
@@ -52,21 +51,6 @@ def merged(f: Form, g: Form) -> Form:
         else:
             out.pop(k, None)
     return out
-
-
-def block_size(w: np.ndarray, budget: int = PAIR_BUDGET) -> int:
-    """The number of inputs per CSE block: all of them while the first pair count
-    (rows * terms_per_row^2 / 2 per block) fits `budget`, else the largest power of two
-    that keeps it within."""
-    k, n = w.shape
-    density = max(csd.count(w) / max(k * n, 1), 1e-9)  # digits per weight
-    pairs = lambda b: n * (k / b) * (b * density) ** 2 / 2
-    if pairs(k) <= budget:
-        return k
-    b = 1
-    while b * 2 < k and pairs(b * 2) <= budget:
-        b *= 2
-    return max(b, 4)
 
 
 def build(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",
@@ -99,7 +83,7 @@ def _blocks(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str,
     """Per block of inputs: each output's leaf terms and their linear forms."""
     w = np.asarray(w, dtype=np.int64)
     k_in = w.shape[0]
-    block = k_in if method == "plain" else (block or block_size(w))
+    block = k_in if method == "plain" else (block or cse.block_size(w))
     rng = net.range(xs[0])
     for start in range(0, k_in, block):
         yield _block(net, list(xs[start:start + block]), w[start:start + block], method, rng)
@@ -108,15 +92,10 @@ def _blocks(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str,
 def _block(net: Netlist, xs: list[int], w: np.ndarray, method: str,
            rng: tuple[int, int]) -> list[tuple[list[Term], list[Form]]]:
     """One block: digits -> (CSE) -> per-output leaf terms and forms."""
-    k_in, n_out = w.shape
-    idx, sh, sg = csd.digits(w)
-    rows: list[cse.Row] = [{} for _ in range(n_out)]
-    ks, ns = np.divmod(idx, n_out)
-    for k, n, e, g in zip(ks.tolist(), ns.tolist(), sh.tolist(), sg.tolist(), strict=True):
-        rows[n][(k, e)] = g
+    rows = cse.digit_rows(w)
     syms: list[cse.Sym] = []
     if method == "cse":
-        syms, rows = cse.eliminate(rows, k_in, bits_for(*rng))
+        syms, rows = cse.eliminate(rows, w.shape[0], bits_for(*rng))
     nodes, forms = _symbols(net, xs, syms, rng)
     out = []
     for row in rows:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from backends.verilog.hardwired import csd
 from backends.verilog.hardwired.netlist import Netlist, Term, term_range
+from passes import hardwired_csd as csd
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.verilog.hardwired import csd
 from compiler.reference import requantize
+from passes import hardwired_csd as csd
 
 Q_MAX_SHIFT = 62  # a*m must stay within int64 in the checks below
 

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from passes import hardwired_csd
+
 Row = dict[tuple[int, int], int]  # (sym, shift) -> sign
+PAIR_BUDGET = 3_000_000  # pair counts per CSE block before a matrix is split
 SYM_BITS, D_BITS, D_OFF = 24, 8, 128
 
 
@@ -109,6 +112,40 @@ def initial_counts(rows: list[Row]) -> dict[int, int]:
         return {}
     uniq, counts = np.unique(np.concatenate(keys), return_counts=True)
     return dict(zip(uniq.tolist(), counts.tolist(), strict=True))
+
+
+def digit_rows(w: np.ndarray) -> list[Row]:
+    """One row per output of W [K, N]: its CSD digits as {(input, shift): sign}."""
+    n_out = w.shape[1]
+    idx, sh, sg = hardwired_csd.digits(w)
+    rows: list[Row] = [{} for _ in range(n_out)]
+    ks, ns = np.divmod(idx, n_out)
+    for k, n, e, g in zip(ks.tolist(), ns.tolist(), sh.tolist(), sg.tolist(), strict=True):
+        rows[n][(k, e)] = g
+    return rows
+
+
+def symbol_bits(syms: list[Sym], n_inputs: int, input_bits: int) -> list[int]:
+    """A bound on every symbol's magnitude in bits (inputs first, then `syms`)."""
+    bits = [input_bits] * n_inputs
+    for s in syms:
+        bits.append(max(bits[s.a] + max(-s.d, 0), bits[s.b] + max(s.d, 0)) + 1)
+    return bits
+
+
+def block_size(w: np.ndarray, budget: int = PAIR_BUDGET) -> int:
+    """The number of inputs per CSE block: all of them while the first pair count
+    (rows * terms_per_row^2 / 2 per block) fits `budget`, else the largest power of two
+    that keeps it within."""
+    k, n = w.shape
+    density = max(hardwired_csd.count(w) / max(k * n, 1), 1e-9)  # digits per weight
+    pairs = lambda b: n * (k / b) * (b * density) ** 2 / 2
+    if pairs(k) <= budget:
+        return k
+    b = 1
+    while b * 2 < k and pairs(b * 2) <= budget:
+        b *= 2
+    return max(b, 4)
 
 
 def eliminate(rows: list[Row], n_inputs: int, input_bits: int) -> tuple[list[Sym], list[Row]]:
