@@ -12,6 +12,7 @@ import pytest
 
 from backends.verilog import HARNESS
 from backends.verilog.hardwired import design
+from backends.verilog.hardwired import layer as layer_mod
 from backends.verilog.hardwired.layer import LayerSpec
 from compiler.reference import requantize
 from runtime import verilator_build as vb
@@ -114,3 +115,34 @@ def test_single_layer_modes(neuron: str, fold: int, serial: bool, pipe: int,
     np.testing.assert_array_equal(y.view(np.int8), reference(specs, x))
     assert stats["cycles"] == 39 * d.steps + d.latency
     assert stats["latency_max"] == d.latency
+
+
+def partitioned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, neuron: str,
+                serial: bool) -> tuple[design.Design, list[LayerSpec]]:
+    """A layer split into hier_block modules (small parts, to split a small layer)."""
+    monkeypatch.setattr(design, "PART_NODES", 300)
+    monkeypatch.setattr(layer_mod, "PART_NODES", 300)
+    rng = np.random.default_rng(7)
+    specs = [make_spec(rng, "big", 48, 24, 4, True, False, neuron=neuron, serial=serial,
+                       pipeline=2)]
+    d = design.write(specs, tmp_path)
+    assert d.hierarchical and sum("_dp_p" in f.name for f in d.files) >= 2
+    return d, specs
+
+
+@pytest.mark.parametrize("neuron,serial", [("csd", False), ("grouped", True)])
+def test_partitioned_datapath_lints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   neuron: str, serial: bool) -> None:
+    d, _ = partitioned(tmp_path, monkeypatch, neuron, serial)
+    vb.lint(d.files, d.top)
+    text = next(f for f in d.files if f.name.endswith("_dp_p1.v")).read_text()
+    assert "/*verilator hier_block*/" in text
+
+
+@pytest.mark.slow
+def test_partitioned_datapath_simulates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d, specs = partitioned(tmp_path, monkeypatch, "csd", False)
+    exe = vb.build(vb.BuildSpec(tuple(d.files), d.top, hierarchical=True), HARNESS)
+    x = np.random.default_rng(1).integers(-128, 128, (30, specs[0].k))
+    y, _ = vb.simulate(exe, stream(d), x.astype(np.int8).view(np.uint8), max_cycles=10_000)
+    np.testing.assert_array_equal(y.view(np.int8), reference(specs, x))

@@ -30,7 +30,6 @@ from runtime import verilator_build as vb
 
 Progress = Callable[[str], None]
 TOP = "etch_hw_top"
-HIER_NODES = 60_000  # netlists above this build with --hierarchical
 
 
 def plan_of(graph: Graph) -> dict:
@@ -77,14 +76,13 @@ def build(graph: Graph, opts: CompileOptions, out: Path, progress: Progress | No
 
 
 def _segment_entry(seg: dict, d: design.Design, out: Path) -> dict:
-    big = sum(len(b.netlist) for b in d.layers) > HIER_NODES
     return {"name": seg["name"], "nodes": seg["nodes"], "top": d.top,
             "sources": [str(f.relative_to(out)) for f in d.files],
             "inputs": [seg["input"]], "outputs": [seg["output"]],
             "stream": {"in_bytes": d.in_bytes, "in_beat": d.in_beat,
                        "out_bytes": d.out_bytes, "out_beat": d.out_beat},
             "max_cycles": d.steps + d.latency + 16, "stats": False,
-            "build": {"hierarchical": big, "opt": "-O1", "args": []}}
+            "build": {"hierarchical": d.hierarchical, "opt": "-O1", "args": []}}
 
 
 def _build_spec(entry: dict, out: Path) -> vb.BuildSpec:

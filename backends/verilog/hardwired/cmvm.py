@@ -54,17 +54,33 @@ def merged(f: Form, g: Form) -> Form:
 
 
 def build(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",
-          block: int | None = None) -> list[Term | None]:
+          block: int | None = None, group_nodes: int = 0) -> list[Term | None]:
     """Add y = W^T x to `net` (xs: the K input nodes, sharing one range); returns one term
-    per output (None for an all-zero column)."""
+    per output (None for an all-zero column). With `group_nodes`, the block partials are
+    summed per output every ~group_nodes nodes and the netlist marked there, so that a
+    split into modules cuts where only one value per output crosses."""
     rng = net.range(xs[0])
     parts: list[list[tuple[Term, int, int]]] = [[] for _ in range(w.shape[1])]
+    start = len(net)
     for rows in _blocks(net, xs, w, method, block):
         for j, (terms, forms) in enumerate(rows):
             t = _sum_row(net, terms, forms, rng)
             if t is not None:
                 parts[j].append(t)
+        if group_nodes and len(net) - start >= group_nodes:
+            parts = [_flush(net, p) for p in parts]
+            net.mark()
+            start = len(net)
     return [_sum_disjoint(net, p) for p in parts]
+
+
+def _flush(net: Netlist, parts: list[tuple[Term, int, int]]) -> list[tuple[Term, int, int]]:
+    """One partial from many (disjoint inputs: the interval range is exact)."""
+    if len(parts) < 2:
+        return parts
+    lo, hi = sum(p[1] for p in parts), sum(p[2] for p in parts)
+    t = _sum_disjoint(net, parts)
+    return [(t, lo, hi)]
 
 
 def leaf_rows(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",

@@ -21,7 +21,7 @@ import numpy as np
 
 from backends.verilog.hardwired import layer as layer_mod
 from backends.verilog.hardwired import pipeline, printer
-from backends.verilog.hardwired.layer import CODE_BITS, LayerSpec
+from backends.verilog.hardwired.layer import CODE_BITS, PART_NODES, LayerSpec
 from backends.verilog.hardwired.netlist import Netlist
 from compiler import __version__
 
@@ -65,6 +65,11 @@ class Built:
     netlist: Netlist
     latency: int
 
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the datapath is split into hier_block modules (built in parallel)."""
+        return len(self.netlist) > 2 * PART_NODES
+
 
 @dataclass
 class Design:
@@ -85,6 +90,10 @@ class Design:
     def steps(self) -> int:
         """Cycles per inference once the pipeline is full (the slowest layer's)."""
         return max(b.spec.steps for b in self.layers)
+
+    @property
+    def hierarchical(self) -> bool:
+        return any(b.hierarchical for b in self.layers)
 
     @property
     def latency(self) -> int:
@@ -133,11 +142,16 @@ def _write_layer(env: jinja2.Environment, b: Built, out_dir: Path, progress) -> 
     dp = f"{b.module}_dp"
     if progress:
         progress(f"print {dp} ({len(b.netlist)} nodes)")
-    text = printer.render(b.netlist, dp, header(f"datapath of layer {spec.name}", spec.source,
-                                                h))
-    dp_path = out_dir / f"{dp}.v"
-    dp_path.write_text(text)
-    dp_ports = _dp_ports(text, b.netlist)
+    head = header(f"datapath of layer {spec.name}", spec.source, h)
+    files = []
+    if b.hierarchical:
+        texts = printer.render_parts(b.netlist, dp, head, b.netlist.partition(PART_NODES))
+    else:
+        texts = {dp: printer.render(b.netlist, dp, head)}
+    for name, text in texts.items():
+        files.append(out_dir / f"{name}.v")
+        files[-1].write_text(text)
+    dp_ports = _dp_ports(texts[dp], b.netlist)
     wrapper = env.get_template("hw_layer.v.j2").render(
         header=header(f"layer {spec.name}", spec.source, h), module=b.module, datapath=dp,
         n_in=spec.k, phases=spec.fold, lanes=spec.lanes, bits=spec.bits,
@@ -145,7 +159,7 @@ def _write_layer(env: jinja2.Environment, b: Built, out_dir: Path, progress) -> 
         dxw=spec.k * (1 if spec.serial else CODE_BITS), dp_ports=dp_ports)
     path = out_dir / f"{b.module}.v"
     path.write_text(wrapper)
-    return [dp_path, path]
+    return [*files, path]
 
 
 def _dp_ports(text: str, net: Netlist) -> list[tuple[str, str]]:

@@ -38,7 +38,11 @@ def build(net: Netlist, xs: Sequence[int] | None, w: np.ndarray,
     """Add y = W^T x as grouped neurons; `xs` (bit-parallel input nodes) or `plane` (the
     bit-plane IN node: group sums are popcounts). One term per output (None: all-zero)."""
     w = np.asarray(w, dtype=np.int64)
-    return [neuron(net, xs, w[:, n], plane) for n in range(w.shape[1])]
+    out = []
+    for n in range(w.shape[1]):
+        net.mark()  # neurons share nothing: a module split may fall between any two
+        out.append(neuron(net, xs, w[:, n], plane))
+    return out
 
 
 def neuron(net: Netlist, xs: Sequence[int] | None, col: np.ndarray,

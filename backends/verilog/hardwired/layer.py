@@ -23,6 +23,7 @@ from backends.verilog.hardwired.netlist import Netlist, Term, term_range
 from compiler.errors import EtchError
 
 CODE_BITS = 8
+PART_NODES = 25_000  # netlists are split into modules of about this many nodes
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def _accumulators(net: Netlist, spec: LayerSpec, ph: int) -> list[Term | None]:
             return grouped.build(net, xs, spec.w, plane)
         return fold.grouped_lanes(net, ph, xs, spec.w, spec.fold, plane)
     if spec.fold == 1:
-        return cmvm.build(net, xs, spec.w, "cse")
+        return cmvm.build(net, xs, spec.w, "cse", group_nodes=PART_NODES)
     return fold.csd_lanes(net, ph, cmvm.leaf_rows(net, xs, spec.w, "cse"), spec.fold)
 
 

@@ -97,6 +97,7 @@ class Netlist:
     inputs: dict[str, Port] = field(default_factory=dict)
     outputs: dict[str, Port] = field(default_factory=dict)
     out_nodes: dict[str, list[Term | None]] = field(default_factory=dict)
+    marks: list[int] = field(default_factory=list)  # where a module split may start
     _consts: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -295,6 +296,23 @@ class Netlist:
         if k == K.HORNER:
             return [self.a[n], *self.extra[n]]
         return [self.a[n]]
+
+    def mark(self) -> None:
+        """Note that the nodes from here on may go to another module (`partition`)."""
+        if not self.marks or self.marks[-1] != len(self):
+            self.marks.append(len(self))
+
+    def partition(self, size: int) -> list[range]:
+        """Contiguous node ranges of about `size` nodes, cut at marks where there are any
+        (fewer values cross the cuts there)."""
+        cuts = self.marks or list(range(size, len(self), size))
+        ranges, start = [], 0
+        for c in [*cuts, len(self)]:
+            if c - start >= size or c == len(self):
+                if c > start:
+                    ranges.append(range(start, c))
+                start = c
+        return ranges
 
     def count(self, kind: K) -> int:
         return sum(1 for k in self.kind if k == kind)

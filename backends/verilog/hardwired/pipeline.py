@@ -71,6 +71,7 @@ def insert(net: Netlist, every: int, reset: frozenset[str] = frozenset({"v"})) -
 
     for n in range(len(net)):
         new[n] = _clone(net, n, out, lambda o, s=stage[n]: at(o, s))
+    out.marks = [new[m] for m in net.marks if m < len(net)]
     for name, terms in net.out_nodes.items():
         p = net.outputs[name]
         out.add_output(name, p.width, [None if t is None else (at(t[0], last), t[1], t[2])

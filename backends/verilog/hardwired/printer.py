@@ -11,7 +11,9 @@ netlist gives the same bytes.
 
 from __future__ import annotations
 
+import re
 from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from backends.verilog.hardwired.netlist import K, Netlist, Term, bits_for
@@ -259,67 +261,144 @@ class Printer:
         self._wire(n, w, f"{self.expr(a)} == {lit(self.net.extra[n][0], wa)}")
 
     # -- module -------------------------------------------------------------------------
-    def outputs(self) -> None:
+    def outputs(self) -> list[str]:
+        out = []
         for name, port in self.net.outputs.items():
             for i, t in enumerate(self.net.out_nodes[name]):
                 lsb = i * port.width
                 dst = f"{name}[{lsb + port.width - 1}:{lsb}]" if port.bits > 1 else name
                 e, negative = (None, False) if t is None else self.term(t, port.width)
                 rhs = lit(0, port.width) if e is None else (f"-{e}" if negative else e)
-                self.body.append(f"assign {dst} = {rhs};")
-
-    def ports(self) -> list[str]:
-        has_seq = any(k in (K.REG, K.HORNER) and self.w[i] for i, k in enumerate(self.net.kind))
-        has_rst = bool(self.seq_rst)
-        out = []
-        if has_seq:
-            out += ["input  wire clk", "input  wire en"]
-        if has_rst:
-            out.append("input  wire rst")
-        used = self._used_inputs()
-        for p in self.net.inputs.values():
-            decl = f"input  wire [{p.bits - 1}:0] {p.name}"
-            if not used[p.name]:  # zero weights leave some input bits unread
-                decl = f"/* verilator lint_off UNUSEDSIGNAL */ {decl} /* verilator lint_on " \
-                       f"UNUSEDSIGNAL */"
-            out.append(decl)
-        for p in self.net.outputs.values():
-            out.append(f"output wire [{p.bits - 1}:0] {p.name}")
+                out.append(f"assign {dst} = {rhs};")
         return out
 
-    def _used_inputs(self) -> dict[str, bool]:
-        seen: dict[str, set[int]] = {p: set() for p in self.net.inputs}
-        for n, k in enumerate(self.net.kind):
-            if k == K.IN and self.w[n]:
-                port, lsb, width, _ = self.net.extra[n]
-                used = min(width, self.w[n])
-                seen[port].update(range(lsb, lsb + used))
-        return {p: len(seen[p]) == self.net.inputs[p].bits for p in seen}
+    def control_ports(self, nodes: Iterable[int]) -> list[str]:
+        seq = [n for n in nodes if self.net.kind[n] in (K.REG, K.HORNER) and self.w[n]]
+        out = ["input  wire clk", "input  wire en"] if seq else []
+        if any(self.net.kind[n] == K.REG and self.net.neg[n] for n in seq):
+            out.append("input  wire rst")
+        return out
 
-    def render(self) -> str:
-        for n in range(len(self.net)):
+    def input_ports(self, nodes: Iterable[int]) -> list[str]:
+        """The input ports the nodes read; those not read in full marked for lint."""
+        seen: dict[str, set[int]] = {}
+        reads = {o for n in nodes if self.w[n] for o in self.net.operands(n)}
+        if self.net.out_nodes and nodes == range(len(self.net)):
+            reads |= {t[0] for ts in self.net.out_nodes.values() for t in ts if t is not None}
+        for n in sorted(reads):
+            if self.net.kind[n] == K.IN and self.w[n]:
+                port, lsb, width, _ = self.net.extra[n]
+                seen.setdefault(port, set()).update(range(lsb, lsb + min(width, self.w[n])))
+        out = []
+        for p in self.net.inputs.values():
+            if p.name not in seen:
+                continue
+            decl = f"input  wire [{p.bits - 1}:0] {p.name}"
+            if len(seen[p.name]) != p.bits:  # zero weights leave some input bits unread
+                decl = _lint_off(decl)
+            out.append(decl)
+        return out
+
+    def emit_all(self, nodes: Iterable[int]) -> None:
+        for n in nodes:
             self.emit(n)
-        self.outputs()
-        ports = self.ports()
-        lines = [self.header.rstrip(), "`default_nettype none", f"module {self.module} ("]
+
+    def text(self, module: str, ports: list[str], hier: bool = False) -> str:
+        lines = [self.header.rstrip(), "`default_nettype none", f"module {module} ("]
         lines += [f"{INDENT}{p}{',' if i + 1 < len(ports) else ''}" for i, p in enumerate(ports)]
         lines.append(");")
+        if hier:
+            lines.append(f"{INDENT}/*verilator hier_block*/")
         lines += [INDENT + d for d in self.decls]
         lines += [INDENT + b for b in self.body]
-        if self.seq:
-            lines += [f"{INDENT}always @(posedge clk) begin", f"{INDENT * 2}if (en) begin"]
-            lines += [INDENT * 3 + s for s in self.seq]
-            lines += [f"{INDENT * 2}end", f"{INDENT}end"]
-        if self.seq_rst:
-            lines += [f"{INDENT}always @(posedge clk) begin", f"{INDENT * 2}if (rst) begin"]
-            lines += [INDENT * 3 + s.split(" <= ")[0] + " <= 1'b0;" for s in self.seq_rst]
-            lines += [f"{INDENT * 2}end else if (en) begin"]
-            lines += [INDENT * 3 + s for s in self.seq_rst]
-            lines += [f"{INDENT * 2}end", f"{INDENT}end"]
+        lines += self._always(self.seq, None) + self._always(self.seq_rst, "rst")
         lines += ["endmodule", "`default_nettype wire", ""]
         return "\n".join(lines)
+
+    @staticmethod
+    def _always(stmts: list[str], rst: str | None) -> list[str]:
+        if not stmts:
+            return []
+        lines = [f"{INDENT}always @(posedge clk) begin"]
+        if rst:
+            lines += [f"{INDENT * 2}if ({rst}) begin"]
+            lines += [INDENT * 3 + s.split(" <= ")[0] + " <= 1'b0;" for s in stmts]
+            lines += [f"{INDENT * 2}end else if (en) begin"]
+        else:
+            lines += [f"{INDENT * 2}if (en) begin"]
+        lines += [INDENT * 3 + s for s in stmts]
+        return lines + [f"{INDENT * 2}end", f"{INDENT}end"]
+
+
+def _lint_off(decl: str) -> str:
+    return f"/* verilator lint_off UNUSEDSIGNAL */ {decl} /* verilator lint_on UNUSEDSIGNAL */"
 
 
 def render(net: Netlist, module: str, header: str) -> str:
     """The Verilog module `module` computing `net`, after `header` (comment lines)."""
-    return Printer(net, module, header).render()
+    p = Printer(net, module, header)
+    everything = range(len(net))
+    p.emit_all(everything)
+    p.body += p.outputs()
+    ports = p.control_ports(everything) + p.input_ports(everything)
+    ports += [f"output wire [{q.bits - 1}:0] {q.name}" for q in net.outputs.values()]
+    return p.text(module, ports)
+
+
+def render_parts(net: Netlist, module: str, header: str,
+                 parts: Sequence[range]) -> dict[str, str]:
+    """`net` as one module per part (contiguous node ranges, each a Verilator hier_block)
+    plus `module` wiring them: values read across parts become ports."""
+    w = widths(net)
+    part_of = array("q", [0]) * len(net)
+    for k, r in enumerate(parts):
+        for n in r:
+            part_of[n] = k
+    exports: set[int] = set()
+    imports: list[set[int]] = [set() for _ in parts]
+    for k, r in enumerate(parts):
+        for n in r:
+            if not w[n]:
+                continue
+            for o in net.operands(n):
+                if net.kind[o] not in (K.IN, K.CONST) and part_of[o] != k:
+                    exports.add(o)
+                    imports[part_of[n]].add(o)
+    for terms in net.out_nodes.values():
+        exports.update(t[0] for t in terms if t is not None and net.kind[t[0]] not in
+                       (K.IN, K.CONST))
+    texts, wrapper = {}, Printer(net, module, header)
+    wrapper.w = w
+    instances = []
+    for k, r in enumerate(parts):
+        name = f"{module}_p{k}"
+        p = Printer(net, name, header)
+        p.w = w
+        p.emit_all(r)
+        mine = sorted(e for e in exports if part_of[e] == k and w[e])
+        p.decls = [d for d in p.decls if _declared(d) not in mine]
+        ports = p.control_ports(r) + p.input_ports(r)
+        ports += [_lint_off(f"input  wire [{w[i] - 1}:0] n{i}") for i in sorted(imports[k])]
+        ports += [f"output {_kind(net, e)} [{w[e] - 1}:0] n{e}" for e in mine]
+        texts[name] = p.text(name, ports, hier=True)
+        conns = [re.sub(r"/\*.*?\*/", "", q).split()[-1] for q in ports]
+        instances.append(f"{name} u_p{k} ({', '.join(f'.{c}({c})' for c in conns)});")
+    everything = range(len(net))
+    wrapper.decls = [f"wire [{w[e] - 1}:0] n{e};" for e in sorted(exports) if w[e]]
+    wrapper.body = instances + wrapper.outputs()
+    ports = wrapper.control_ports(everything) + wrapper.input_ports(everything)
+    ports += [f"output wire [{q.bits - 1}:0] {q.name}" for q in net.outputs.values()]
+    texts[module] = wrapper.text(module, ports)
+    return texts
+
+
+def _declared(decl: str) -> int | None:
+    """The node a `wire/reg [..] nX;` declaration declares, else None."""
+    parts = decl.rstrip(";").split()
+    if len(parts) == 3 and parts[0] in ("wire", "reg") and parts[2][1:].isdigit():
+        return int(parts[2][1:])
+    return None
+
+
+def _kind(net: Netlist, n: int) -> str:
+    return "reg " if net.kind[n] in (K.REG, K.HORNER, K.MUX) else "wire"
