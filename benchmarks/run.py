@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "conformance": "benchmarks.bench_conformance",
     "verilog": "benchmarks.bench_verilog",
     "cnn": "benchmarks.bench_cnn",
+    "hardwired": "benchmarks.bench_hardwired",
 }
 
 

@@ -195,6 +195,37 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return bench.main(a.rest)
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from compiler import compare
+
+    out = Path(a.output) if a.output else Path(Path(a.model).stem + ".compare")
+    with _progress("compare") as say:
+        result = compare.run(a.model, a.bits, a.ternary, a.calib, a.clock_mhz, out, say,
+                             a.config or None)
+    print(compare.table(result))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from compiler.compare import CONFIGS
+
+    p = sub.add_parser("compare", help="tensor engine vs hardwired: area, cycles, throughput",
+                       description="Build the tensor engine and hardwired designs of one "
+                                   "model with the same weights and compare them.")
+    p.add_argument("model")
+    p.add_argument("--bits", type=int, help="weight bits (default 8)")
+    p.add_argument("--ternary", action="store_true")
+    p.add_argument("--calib", help="calibration inputs (default: MODEL.inputs.npz beside it)")
+    p.add_argument("--clock-mhz", type=float, default=200.0,
+                   help="nominal clock for inferences/s (default 200)")
+    p.add_argument("--config", action="append", choices=[c for c, _ in CONFIGS],
+                   help="only these configurations (repeatable; default all)")
+    p.add_argument("-o", "--output", help="OUT: writes OUT.json and OUT.png "
+                                          "(default MODEL.compare)")
+    p.set_defaults(func=cmd_compare)
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from compiler import demo
 
@@ -213,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224")
     p.add_argument("--bind", metavar="VALUES.npz", help=BIND_HELP)
     p.set_defaults(func=cmd_inspect)
+    _add_compare(sub)
     p = sub.add_parser("models", help="build the model zoo")
     msub = p.add_subparsers(dest="models_command", required=True, metavar="build")
     b = msub.add_parser("build", help="build zoo models into the cache")

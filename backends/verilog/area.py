@@ -91,7 +91,8 @@ def module_name(raw: str) -> str:
 
 
 def _logic_cells(by_type: dict[str, int], modules: set[str]) -> dict[str, int]:
-    return {t: k for t, k in by_type.items() if t not in modules and t not in _NOT_LOGIC}
+    names = modules | {m.lstrip("\\") for m in modules}  # stat lists instances unescaped
+    return {t: k for t, k in by_type.items() if t not in names and t not in _NOT_LOGIC}
 
 
 def _modules(stat: dict) -> dict[str, dict]:

@@ -26,6 +26,7 @@ from backends.verilog.hardwired.netlist import Netlist
 from compiler import __version__
 
 VERILOG = Path(__file__).resolve().parents[1]
+SYNTH_PART = 400  # datapaths above this are printed as modules of about this many nodes
 CTRL = VERILOG / "rtl" / "hw_ctrl.v"
 
 
@@ -143,14 +144,15 @@ def _write_layer(env: jinja2.Environment, b: Built, out_dir: Path, progress) -> 
     if progress:
         progress(f"print {dp} ({len(b.netlist)} nodes)")
     head = header(f"datapath of layer {spec.name}", spec.source, h)
-    files = []
-    if b.hierarchical:
-        texts = printer.render_parts(b.netlist, dp, head, b.netlist.partition(PART_NODES))
+    if b.hierarchical:  # hier_block parts: Verilator builds them separately, in parallel
+        texts = printer.render_parts(b.netlist, dp, head, b.netlist.partition(PART_NODES),
+                                     hier=True)
+    elif len(b.netlist) > SYNTH_PART:  # small modules: ABC maps them faster and better
+        texts = printer.render_parts(b.netlist, dp, head, b.netlist.partition(SYNTH_PART))
     else:
         texts = {dp: printer.render(b.netlist, dp, head)}
-    for name, text in texts.items():
-        files.append(out_dir / f"{name}.v")
-        files[-1].write_text(text)
+    files = [out_dir / f"{dp}.v"]
+    files[0].write_text(printer.one_file(texts, dp))
     dp_ports = _dp_ports(texts[dp], b.netlist)
     wrapper = env.get_template("hw_layer.v.j2").render(
         header=header(f"layer {spec.name}", spec.source, h), module=b.module, datapath=dp,

@@ -345,11 +345,12 @@ def render(net: Netlist, module: str, header: str) -> str:
     return p.text(module, ports)
 
 
-def render_parts(net: Netlist, module: str, header: str,
-                 parts: Sequence[range]) -> dict[str, str]:
-    """`net` as one module per part (contiguous node ranges, each a Verilator hier_block)
-    plus `module` wiring them: values read across parts become ports."""
+def render_parts(net: Netlist, module: str, header: str, parts: Sequence[range],
+                 hier: bool = False) -> dict[str, str]:
+    """`net` as one module per part (contiguous node ranges; Verilator hier_blocks with
+    `hier`) plus `module` wiring them: values read across parts become ports."""
     w = widths(net)
+    parts = [r for r in parts if any(w[n] and net.kind[n] not in (K.IN, K.CONST) for n in r)]
     part_of = array("q", [0]) * len(net)
     for k, r in enumerate(parts):
         for n in r:
@@ -380,7 +381,7 @@ def render_parts(net: Netlist, module: str, header: str,
         ports = p.control_ports(r) + p.input_ports(r)
         ports += [_lint_off(f"input  wire [{w[i] - 1}:0] n{i}") for i in sorted(imports[k])]
         ports += [f"output {_kind(net, e)} [{w[e] - 1}:0] n{e}" for e in mine]
-        texts[name] = p.text(name, ports, hier=True)
+        texts[name] = p.text(name, ports, hier=hier)
         conns = [re.sub(r"/\*.*?\*/", "", q).split()[-1] for q in ports]
         instances.append(f"{name} u_p{k} ({', '.join(f'.{c}({c})' for c in conns)});")
     everything = range(len(net))
@@ -390,6 +391,16 @@ def render_parts(net: Netlist, module: str, header: str,
     ports += [f"output wire [{q.bits - 1}:0] {q.name}" for q in net.outputs.values()]
     texts[module] = wrapper.text(module, ports)
     return texts
+
+
+def one_file(texts: dict[str, str], first: str) -> str:
+    """Modules in one file: `first` (named like the file), then the rest, whose names
+    cannot match the file's (lint pragma)."""
+    rest = [t for name, t in texts.items() if name != first]
+    if not rest:
+        return texts[first]
+    return "\n".join([texts[first], "/* verilator lint_off DECLFILENAME */", *rest,
+                      "/* verilator lint_on DECLFILENAME */", ""])
 
 
 def _declared(decl: str) -> int | None:

@@ -1,0 +1,213 @@
+"""`etch bench hardwired`: constant matrix-vector products as logic, side by side.
+
+For each integer matrix (the dense-equivalent layers of zoo models quantised to 4 bits,
+and seeded random int4/int8 matrices of 64x64 and 128x128), y = W^T x over int8 inputs is
+built three ways and measured in one run:
+- plain CSD: every weight's CSD digits added per output, no sharing (the baseline);
+- etch: CSD with greedy pairwise CSE (`backends/verilog/hardwired/cmvm.py`);
+- da4ml 0.6 (`da4ml.cmvm.solve`, hls4ml's distributed-arithmetic optimiser), its Verilog from
+  `da4ml.codegen.rtl.verilog`;
+plus etch's grouped (accumulate-then-multiply) neurons, adders only. Each design is
+synthesised by the same Yosys flow (`backends.verilog.area.synth_area`, generic cells);
+etch's netlists are printed as modules of at most `PART` nodes (ABC's time grows fast with
+a flat module; da4ml's output is one module per adder). Goals: fewer cells than da4ml on
+most matrices, >= 25% fewer adders than plain CSD.
+
+Then the scale study (`benchmarks/hardwired_scale.py`): generation, lint, Verilator build
+and one simulated batch of single int4 layers up to 1024x1024, time and peak memory per
+stage, each stage in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backends.verilog.area import synth_area
+from backends.verilog.hardwired import cmvm, grouped, printer
+from backends.verilog.hardwired.netlist import K, Netlist
+from benchmarks import hardwired_scale
+from passes import hardwired_csd
+
+PART = 400
+RANDOM = [("rand int4 64x64", 4, 64), ("rand int8 64x64", 8, 64), ("rand int4 128x128", 4, 128),
+          ("rand int8 128x128", 8, 128)]
+ZOO = ["digits_mlp", "digits_cnn", "resnet_block"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p
+    g.add_argument("--quick", action="store_true",
+                   help="hardwired: two matrices and layers up to 256x256 only")
+    g.add_argument("--no-yosys", action="store_true", help="hardwired: adders only")
+    g.add_argument("--no-scale", action="store_true", help="hardwired: skip the scale study")
+    g.add_argument("--scale", type=int, nargs="+", default=[64, 256, 512, 1024],
+                   help="hardwired: layer sizes of the scale study")
+
+
+def zoo_matrices() -> list[tuple[str, np.ndarray]]:
+    """Integer weight matrices [K, N] of the zoo's dense and ungrouped conv layers at W4."""
+    from compiler import driver
+    from models import zoo
+    from passes.plan_hardwired import effective_weights
+
+    out = []
+    for name in ZOO:
+        path = zoo.model_path(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            calib = Path(tmp) / "calib.npz"
+            x = np.load(zoo.model_path(name).with_suffix(".inputs.npz"))
+            np.savez(calib, **{k: x[k] for k in x.files})
+            g = driver.compile(str(path), "ref", bits=4, int=True, calib=str(calib)).graph
+        for node in g.nodes:
+            if node.op == "etch.QGemm" and g.const(node.inputs[1]) is not None:
+                out.append((f"{name}/{node.name}", effective_weights(g, node)))
+            elif node.op == "etch.QConv" and int(node.attrs.get("group", 1)) == 1:
+                w = g.const(node.inputs[1]).astype(np.int64)
+                out.append((f"{name}/{node.name}", w.reshape(w.shape[0], -1).T.copy()))
+    return out
+
+
+def random_matrices() -> list[tuple[str, np.ndarray]]:
+    out = []
+    for label, bits, n in RANDOM:
+        lim = 1 << (bits - 1)
+        out.append((label, np.random.default_rng(n + bits).integers(-lim, lim, (n, n))))
+    return out
+
+
+def etch_netlist(w: np.ndarray, method: str) -> tuple[Netlist, float]:
+    t = time.perf_counter()
+    net = Netlist("cmvm")
+    net.add_input("x", 8, w.shape[0])
+    xs = [net.field("x", k) for k in range(w.shape[0])]
+    if method == "grouped":
+        outs = grouped.build(net, xs, w)
+    else:
+        outs = cmvm.build(net, xs, w, method)
+    net.add_output("y", 32, outs)
+    return net, time.perf_counter() - t
+
+
+def etch_cells(net: Netlist, work: Path) -> int:
+    texts = printer.render_parts(net, "cmvm", "// bench", net.partition(PART))
+    files = []
+    for name, text in texts.items():
+        files.append(work / f"{name}.v")
+        files[-1].write_text(text)
+    return synth_area(files, "cmvm", luts=False)["cells"]
+
+
+def da4ml_design(w: np.ndarray, work: Path) -> tuple[dict, list[Path]]:
+    """Solve with da4ml, write its Verilog (stages chained), return stats and files."""
+    import da4ml.codegen.rtl.verilog as dv
+    from da4ml.cmvm import solve
+    from da4ml.codegen.rtl.verilog import comb_logic_gen
+    from da4ml.types import minimal_kif
+
+    t = time.perf_counter()
+    sol = solve(w.astype(np.float32), qintervals=[(-128.0, 127.0, 1.0)] * w.shape[0])
+    seconds = time.perf_counter() - t
+    files = []
+    for i, s in enumerate(sol.solutions):
+        files.append(work / f"stage{i}.v")
+        files[-1].write_text(comb_logic_gen(s, f"stage{i}"))
+    for f in sorted((Path(dv.__file__).parent / "source").glob("*.v")):
+        if "lookup" not in f.name:  # table lookups are unused by a CMVM
+            shutil.copy(f, work / f.name)
+            files.append(work / f.name)
+
+    def bits(qs: list) -> int:
+        return sum(sum(minimal_kif(q)) for q in qs)
+
+    lines = [(f"module datop(input [{bits(sol.solutions[0].inp_qint) - 1}:0] x, "
+             f"output [{bits(sol.solutions[-1].out_qint) - 1}:0] y);")]
+    prev = "x"
+    for i, s in enumerate(sol.solutions):
+        out = "y" if i == len(sol.solutions) - 1 else f"m{i}"
+        if out != "y":
+            lines.append(f"wire [{bits(s.out_qint) - 1}:0] {out};")
+        lines.append(f"stage{i} s{i}(.model_inp({prev}), .model_out({out}));")
+        prev = out
+    files.append(work / "datop.v")
+    files[-1].write_text("\n".join([*lines, "endmodule", ""]))
+    adders = sum(1 for s in sol.solutions for op in s.ops if op.opcode in (0, 1))
+    return {"cost": float(sol.cost), "adders": adders, "seconds": round(seconds, 2)}, files
+
+
+def measure(label: str, w: np.ndarray, yosys: bool, say) -> dict:
+    """Adders (and cells) of plain CSD, etch CSE, grouped and da4ml for one matrix."""
+    row = {"matrix": label, "k": int(w.shape[0]), "n": int(w.shape[1]),
+           "nonzero": int(np.count_nonzero(w)), "digits": hardwired_csd.count(w)}
+    nets = {}
+    for method in ("plain", "cse", "grouped"):
+        net, sec = etch_netlist(w, method)
+        nets[method] = net
+        row[method] = {"adders": net.count(K.ADD), "seconds": round(sec, 2)}
+    with tempfile.TemporaryDirectory(prefix="etch-bench-hw-") as tmp:
+        say(f"{label}: da4ml")
+        row["da4ml"], files = da4ml_design(w, Path(tmp))
+        if yosys:
+            say(f"{label}: yosys da4ml")
+            row["da4ml"]["cells"] = synth_area(files, "datop", luts=False)["cells"]
+            for method in ("plain", "cse"):
+                say(f"{label}: yosys {method}")
+                work = Path(tmp) / method
+                work.mkdir()
+                row[method]["cells"] = etch_cells(nets[method], work)
+    return row
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load": os.getloadavg()[0], "python": platform.python_version()}
+
+
+def run(args: argparse.Namespace) -> dict:
+    say = print
+    mats = random_matrices()[:1] if args.quick else zoo_matrices() + random_matrices()
+    if args.quick:
+        mats = zoo_matrices()[:1] + mats
+    rows = [measure(label, w, not args.no_yosys, say) for label, w in mats]
+    result = {"machine": machine(), "matrices": rows}
+    if not args.no_scale:
+        sizes = [s for s in args.scale if s <= 256] if args.quick else args.scale
+        result["scale"] = hardwired_scale.study(sizes, say)
+    return result
+
+
+def _cell(row: dict, key: str) -> str:
+    v = row[key].get("cells")
+    return f"{v:>10,}" if v is not None else f"{'-':>10}"
+
+
+def table(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"etch bench hardwired  ({m['cpu']}, {m['cores']} cores, load {m['load']:.1f})",
+             (f"{'matrix':<34}{'KxN':>9}{'digits':>8}{'plain':>8}{'etch':>8}{'da4ml':>8}"
+             f"{'grouped':>8}{'save%':>7}{'plain cells':>12}{'etch cells':>11}"
+             f"{'da4ml cells':>12}{'etch/da4ml':>11}")]
+    wins = 0
+    for r in result["matrices"]:
+        save = 100 * (1 - r["cse"]["adders"] / max(r["plain"]["adders"], 1))
+        ec, dc = r["cse"].get("cells"), r["da4ml"].get("cells")
+        ratio = f"{ec / dc:>11.2f}" if ec and dc else f"{'-':>11}"
+        wins += bool(ec and dc and ec < dc)
+        lines.append(f"{r['matrix'][:33]:<34}{r['k']:>4}x{r['n']:<4}{r['digits']:>8}"
+                     f"{r['plain']['adders']:>8}{r['cse']['adders']:>8}"
+                     f"{r['da4ml']['adders']:>8}{r['grouped']['adders']:>8}{save:>7.1f}"
+                     f"{_cell(r, 'plain'):>12}{_cell(r, 'cse'):>11}{_cell(r, 'da4ml'):>12}"
+                     f"{ratio}")
+    lines.append(f"etch has fewer cells than da4ml on {wins} of {len(result['matrices'])} "
+                 f"matrices; adders: etch = CSD + greedy pairwise CSE, plain = CSD digits - 1 "
+                 f"per output")
+    if "scale" in result:
+        lines.append(hardwired_scale.table(result["scale"]))
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The hardwired scale study: single int4 layers of growing size through every stage.
+
+Stages, each in its own process so that its time and peak memory are its own (the peak
+of the process or of any tool it ran, Verilator and g++ included):
+- gen:   weights -> netlist (CSE) -> Verilog files (`design.write`);
+- lint:  `verilator --lint-only -Wall`;
+- build: the Verilator simulator (hierarchical, both cores, when the layer was split);
+- sim:   one batch of inferences streamed through the simulator.
+Run as `python -m benchmarks.hardwired_scale STAGE WORKDIR SIZE STYLE` by `study`.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from backends.verilog.hardwired.layer import LayerSpec
+
+STAGES = ("gen", "lint", "build", "sim")
+BATCH = 1000
+STYLES = (("csd", False), ("grouped", True))
+
+
+def weights(n: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(-8, 8, (n, n))
+
+
+def _spec(n: int, style: str, serial: bool) -> LayerSpec:
+    w = weights(n)
+    return LayerSpec(f"scale{n}", w, np.zeros(n, np.int64), np.full(n, 1 << 30, np.int64),
+                     np.full(n, 40, np.int64), 0, -128, 127, neuron=style, serial=serial)
+
+
+def stage(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
+    """Run one stage in this process; returns what it measured beyond time and memory."""
+    from backends.verilog import HARNESS
+    from runtime import verilator_build as vb
+
+    info = json.loads((work / "design.json").read_text()) if name != "gen" else {}
+    files = [Path(f) for f in info.get("files", [])]
+    if name == "gen":
+        from backends.verilog.hardwired import design
+
+        d = design.write([_spec(n, style, serial)], work / "rtl")
+        info = {"files": [str(f) for f in d.files], "top": d.top, "hier": d.hierarchical,
+                "stream": [d.in_bytes, d.in_beat, d.out_bytes, d.out_beat],
+                "nodes": len(d.layers[0].netlist), "steps": d.steps,
+                "verilog_mb": round(sum(f.stat().st_size for f in d.files) / 2**20, 1)}
+        (work / "design.json").write_text(json.dumps(info))
+        return {k: info[k] for k in ("nodes", "verilog_mb", "hier")}
+    if name == "lint":
+        vb.lint(files, info["top"])
+        return {}
+    spec = vb.BuildSpec(tuple(files), info["top"], hierarchical=info["hier"])
+    exe = vb.build(spec, HARNESS, cache=work / "vcache")
+    if name == "build":
+        return {}
+    x = np.random.default_rng(0).integers(0, 256, (BATCH, n), dtype=np.uint8)
+    t = time.perf_counter()
+    _, stats = vb.simulate(exe, vb.StreamShape(*info["stream"]), x, max_cycles=BATCH * 64 + 10_000)
+    sec = time.perf_counter() - t
+    return {"batch": BATCH, "cycles": stats["cycles"], "inferences_per_s": round(BATCH / sec)}
+
+
+def _child(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.hardwired_scale", name, str(work), str(n), style,
+           str(int(serial))]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    sec = time.perf_counter() - t
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return {"seconds": round(sec, 1), "error": tail[:300]}
+    return {"seconds": round(sec, 1), **json.loads(r.stdout.strip().splitlines()[-1])}
+
+
+def study(sizes: list[int], say: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for style, serial in STYLES:
+        for n in sizes:
+            row = {"n": n, "style": style + ("/bitserial" if serial else ""),
+                   "nonzero": int(np.count_nonzero(weights(n)))}
+            with tempfile.TemporaryDirectory(prefix="etch-scale-") as tmp:
+                for s in STAGES:
+                    say(f"scale {row['style']} {n}x{n}: {s}")
+                    row[s] = _child(s, Path(tmp), n, style, serial)
+                    if "error" in row[s]:
+                        break
+            row["total_s"] = round(sum(row[s]["seconds"] for s in STAGES if s in row), 1)
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["scale: single int4 layers (seconds / peak MB per stage, each its own process)",
+             (f"{'layer':<22}{'nonzero':>9}{'nodes':>9}{'gen':>12}{'lint':>12}{'build':>13}"
+             f"{'sim':>12}{'inf/s':>9}{'total s':>9}{'us/weight':>10}")]
+    for r in rows:
+        def cell(s: str, r: dict = r) -> str:
+            v = r.get(s)
+            if v is None:
+                return f"{'-':>12}"
+            if "error" in v:
+                return f"{'failed':>12}"
+            return f"{v['seconds']:>6.1f}/{v['peak_mb']:<5}"
+        nodes = r.get("gen", {}).get("nodes", "-")
+        ips = r.get("sim", {}).get("inferences_per_s", "-")
+        per = r["total_s"] * 1e6 / max(r["nonzero"], 1)
+        lines.append(f"{r['style'] + ' ' + str(r['n']) + 'x' + str(r['n']):<22}"
+                     f"{r['nonzero']:>9}{nodes:>9}{cell('gen')}{cell('lint')} {cell('build')}"
+                     f"{cell('sim')}{ips:>9}{r['total_s']:>9}{per:>10.1f}")
+        for s in STAGES:
+            if "error" in r.get(s, {}):
+                lines.append(f"    {s} failed: {r[s]['error']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    name, work, n, style, serial = argv[0], Path(argv[1]), int(argv[2]), argv[3], argv[4] == "1"
+    extra = stage(name, work, n, style, serial)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"peak_mb": round(max(own, kids) / 1024), **extra}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
