@@ -135,7 +135,7 @@ def write(specs: list[LayerSpec], out_dir: Path, top: str = "etch_hw_top",
     params = hashlib.sha256("".join(spec_hash(s) for s in specs).encode()).hexdigest()[:16]
     files.append(_write_top(env, built, out_dir, top, params))
     last = built[-1].spec
-    return Design(files, top, built, specs[0].k, last.n, last.fold * last.lanes, params)
+    return Design(files, top, built, specs[0].k, last.n_out, last.fold * last.lanes, params)
 
 
 def _write_layer(env: jinja2.Environment, b: Built, out_dir: Path, progress) -> list[Path]:
@@ -179,7 +179,7 @@ def _write_top(env: jinja2.Environment, built: list[Built], out_dir: Path, top: 
         s = b.spec
         layers.append({"module": b.module, "in_bits": s.k * 8,
                        "out_bits": s.fold * s.lanes * 8,
-                       "padded": s.fold * s.lanes > s.n})
+                       "padded": s.fold * s.lanes > s.n_out})
     text = env.get_template("hw_top.v.j2").render(
         header=header("top", ", ".join(b.spec.source or b.spec.name for b in built), params),
         module=top, layers=layers, in_bits=built[0].spec.k * 8,

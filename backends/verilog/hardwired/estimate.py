@@ -20,6 +20,9 @@ def netlist_cost(net: Netlist) -> Cost:
         if k in ADDER_LIKE:
             c.adders += 1
             c.adder_bits += w[n]
+        if k == K.MAX:
+            c.adder_bits += w[n] + 1
+            c.mux_bits += w[n]
         if k == K.CLAMP:
             c.adder_bits += 2 * w[net.a[n]]
             c.mux_bits += 2 * w[n]

@@ -73,6 +73,8 @@ def _node(net: Netlist, n: int, vals: list, inputs: dict, batch: int) -> np.ndar
         return np.asarray(entries, np.int64)[vals[net.a[n]] - base]
     if k == K.POPCOUNT:
         return (vals[net.a[n]] & vals[net.b[n]]).sum(axis=1).astype(np.int64)
+    if k == K.MAX:
+        return np.maximum(vals[net.a[n]], vals[net.b[n]])
     if k == K.EQ:
         return (vals[net.a[n]] == net.extra[n][0]).astype(np.int64)
     raise EtchError(f"internal: netlist {net.name}: node {n} ({K(k).name}) is timed; "

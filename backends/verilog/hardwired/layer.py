@@ -49,6 +49,9 @@ class LayerSpec:
     fold: int = 1
     serial: bool = False
     pipeline: int = 0
+    pool: tuple[tuple[int, ...], ...] | None = None  # max over groups of outputs
+    residual: dict | None = None  # etch.QAdd attrs, "y_side", "offset" (input index)
+    bypass: tuple[int, ...] = ()  # input indices passed through after the outputs
     source: str = ""              # the IR node(s) it comes from (for file headers)
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -61,7 +64,18 @@ class LayerSpec:
         return int(self.w.shape[1])
 
     @property
+    def n_out(self) -> int:
+        """Output codes: pooled (or plain) outputs, then the bypassed inputs."""
+        return (len(self.pool) if self.pool else self.n) + len(self.bypass)
+
+    @property
     def lanes(self) -> int:
+        """Output codes per phase (the output beat)."""
+        return fold.lanes_for(self.n_out, self.fold)
+
+    @property
+    def neuron_lanes(self) -> int:
+        """Neurons computed per phase."""
         return fold.lanes_for(self.n, self.fold)
 
     @property
@@ -92,6 +106,9 @@ def check(spec: LayerSpec) -> None:
                         f"output neurons)")
     if spec.pipeline < 0:
         raise EtchError(f"--pipeline {spec.pipeline}: must be >= 0")
+    if spec.fold > 1 and (spec.pool or spec.residual or spec.bypass):
+        raise EtchError(f"layer {spec.name}: pooling, residual adds and bypassed tensors "
+                        "need every output at once (fold 1)")
 
 
 def units(spec: LayerSpec) -> list[outunit.Unit]:
@@ -102,8 +119,8 @@ def units(spec: LayerSpec) -> list[outunit.Unit]:
                              spec.qmax) for n in range(spec.n)]
     s, mults = requant.choose(chans)
     out = []
-    for lane in range(spec.lanes):
-        ns = [p * spec.lanes + lane for p in range(spec.fold)]
+    for lane in range(spec.neuron_lanes):
+        ns = [p * spec.neuron_lanes + lane for p in range(spec.fold)]
         out.append(outunit.Unit(
             bias=tuple(int(spec.bias[n]) if n < spec.n else 0 for n in ns),
             mult=tuple(mults[n] if n < spec.n else 0 for n in ns),
@@ -125,16 +142,43 @@ def datapath(spec: LayerSpec) -> Netlist:
     net.add_input("bt", bit_bits, 1, False)
     v, ph, bt = (net.field(p, 0, lo=0, hi=hi) for p, hi in
                  (("v", 1), ("ph", spec.fold - 1), ("bt", spec.bits - 1)))
+    codes = None
+    if spec.serial and (spec.residual or spec.bypass):  # full codes for the pass-throughs
+        net.add_input("xh", CODE_BITS, spec.k, spec.in_signed)
     accs = _accumulators(net, spec, ph)
     if spec.serial:
         accs = _serial(net, spec, accs, bt)
     lanes = [outunit.lane(net, acc, unit, ph) for acc, unit in zip(accs, units(spec),
                                                                     strict=True)]
+    if spec.pool or spec.residual or spec.bypass:
+        codes = "xh" if spec.serial else "x"
+        lanes = _after(net, spec, lanes, codes)
     net.add_output("y", CODE_BITS, lanes, spec.out_signed)
     net.add_output("v_o", 1, [(v, 0, 1)], False)
     net.add_output("ph_o", phase_bits, [(ph, 0, 1)], False)
     net.add_output("bt_o", bit_bits, [(bt, 0, 1)], False)
     return pipeline.insert(net, spec.pipeline)
+
+
+def _after(net: Netlist, spec: LayerSpec, lanes: list[Term], codes: str) -> list[Term]:
+    """Max pooling, the residual add, then the bypassed input codes."""
+    ys = [t[0] for t in lanes]
+    if spec.pool:
+        ys = [_max(net, [ys[i] for i in g]) for g in spec.pool]
+    if spec.residual:
+        r = spec.residual
+        ys = [outunit.qadd(net, y, net.field(codes, r["offset"] + j), r, r["y_side"])
+              for j, y in enumerate(ys)]
+    ys += [net.field(codes, i) for i in spec.bypass]
+    return [(y, 0, 1) for y in ys]
+
+
+def _max(net: Netlist, nodes: list[int]) -> int:
+    """max over nodes, as a balanced tree of MAX nodes."""
+    while len(nodes) > 1:
+        nodes = [net.maximum(nodes[i], nodes[i + 1]) if i + 1 < len(nodes) else nodes[i]
+                 for i in range(0, len(nodes), 2)]
+    return nodes[0]
 
 
 def _accumulators(net: Netlist, spec: LayerSpec, ph: int) -> list[Term | None]:
@@ -164,7 +208,8 @@ def _serial(net: Netlist, spec: LayerSpec, planes: list[Term | None],
         if t is None:
             out.append(None)
             continue
-        ns = [p * spec.lanes + lane for p in range(spec.fold) if p * spec.lanes + lane < spec.n]
+        ns = [p * spec.neuron_lanes + lane for p in range(spec.fold)
+              if p * spec.neuron_lanes + lane < spec.n]
         lo, hi = int(acc[ns, 0].min()), int(acc[ns, 1].max())
         lo = min(lo, *term_range(*net.range(t[0]), t[1], t[2]))
         hi = max(hi, *term_range(*net.range(t[0]), t[1], t[2]))

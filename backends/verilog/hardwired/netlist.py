@@ -17,7 +17,8 @@ Node kinds (value semantics; `Term` = (node, shift, sign) means sign * (node << 
 - CLAMP   min(max(a, lo), hi);
 - TABLE   entries[a - base];
 - POPCOUNT the number of ones in vec & mask (mask: a CONST or a MUX of CONSTs);
-- EQ      1 when a == value, else 0.
+- EQ      1 when a == value, else 0;
+- MAX     the larger of a and b (max pooling).
 A node whose range is a single value is never created: builders return a CONST instead.
 Storage is flat typed arrays (a million-node layer is tens of MB), with the rarer kinds'
 parameters in `extra`.
@@ -47,6 +48,7 @@ class K(IntEnum):
     TABLE = 8
     POPCOUNT = 9
     EQ = 10
+    MAX = 11
 
 
 SEQUENTIAL = frozenset({K.REG, K.HORNER})
@@ -244,6 +246,15 @@ class Netlist:
             return self.const(0)
         return self._new(K.POPCOUNT, 0, ones, a=vec, b=mask)
 
+    def maximum(self, a: int, b: int) -> int:
+        """MAX node: max(a, b)."""
+        (alo, ahi), (blo, bhi) = self.range(a), self.range(b)
+        if alo >= bhi:
+            return a
+        if blo >= ahi:
+            return b
+        return self._new(K.MAX, max(alo, blo), max(ahi, bhi), a=a, b=b)
+
     def eq(self, a: int, value: int) -> int:
         lo, hi = self.range(a)
         if not lo <= value <= hi:
@@ -289,7 +300,7 @@ class Netlist:
         k = self.kind[n]
         if k in (K.IN, K.CONST):
             return []
-        if k == K.ADD or k == K.POPCOUNT:
+        if k in (K.ADD, K.POPCOUNT, K.MAX):
             return [self.a[n], self.b[n]]
         if k == K.MUX:
             return [self.a[n]] + [o[0] for o in self.extra[n][0] if o is not None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from backends.verilog.hardwired import requant
 from backends.verilog.hardwired.netlist import Netlist, Term, term_range
 from passes import hardwired_csd as csd
 
@@ -118,3 +119,39 @@ def check_range(net: Netlist, t: Term, lo: int, hi: int) -> bool:
     """Whether term t's range lies within [lo, hi] (outputs fit their codes)."""
     r = term_range(*net.range(t[0]), t[1], t[2])
     return lo <= r[0] and r[1] <= hi
+
+
+INT32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def rescale(net: Netlist, x: int, m0: int, shift: int, zp: int, qmin: int, qmax: int) -> int:
+    """clamp(rha(x * m0 / 2^shift) + zp, qmin, qmax) with the fewest-digit exact constants
+    over x's range (`requant.choose`); shift <= 0 is an exact integer scale."""
+    lo, hi = net.range(x)
+    if shift <= 0:
+        p = const_mul(net, x, m0 << -shift)
+        y = net.const(0) if p is None else to_node(net, p)
+    else:
+        s, (m,) = requant.choose([requant.Channel(lo, hi, m0, shift, 0, *INT32)])
+        p = const_mul(net, x, m)
+        y = net.round_shift(net.const(0) if p is None else to_node(net, p), s)
+    if zp:
+        y = to_node(net, net.add((y, 0, 1), (net.const(zp), 0, 1)))
+    return net.clamp(y, qmin, qmax)
+
+
+def qadd(net: Netlist, y: int, r: int, attrs: dict, y_side: int) -> int:
+    """etch.QAdd (TFLite's integer add) of the lane's code y and the residual code r:
+        ra = requantize((a - a_zero) << L, a_m0, a_shift, 0, INT32)  (same for b)
+        out = requantize(ra + rb, m0, shift, zero_point, qmin, qmax)
+    where (a, b) = (y, r) or (r, y); (x << L) * m / 2^s == x * m / 2^(s - L) exactly."""
+    left = int(attrs.get("left_shift", 20))
+    sides = {"a": y if y_side == 0 else r, "b": r if y_side == 0 else y}
+    parts = []
+    for p, v in sides.items():
+        x = to_node(net, net.add((v, 0, 1), (net.const(-int(attrs[f"{p}_zero"])), 0, 1)))
+        parts.append(rescale(net, x, int(attrs[f"{p}_m0"]), int(attrs[f"{p}_shift"]) - left,
+                             0, *INT32))
+    total = to_node(net, net.add((parts[0], 0, 1), (parts[1], 0, 1)))
+    return rescale(net, total, int(attrs["m0"]), int(attrs["shift"]),
+                   int(attrs.get("zero_point", 0)), int(attrs["qmin"]), int(attrs["qmax"]))

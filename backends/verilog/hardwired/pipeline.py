@@ -18,7 +18,7 @@ from array import array
 from backends.verilog.hardwired.netlist import SEQUENTIAL, K, Netlist
 
 DEPTH = {K.IN: 0, K.CONST: 0, K.EQ: 0, K.ADD: 1, K.MUX: 1, K.ROUND: 1, K.CLAMP: 1,
-         K.TABLE: 1, K.REG: 0}
+         K.TABLE: 1, K.REG: 0, K.MAX: 1}
 
 
 def _depth(net: Netlist, n: int) -> int:

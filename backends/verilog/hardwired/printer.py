@@ -255,6 +255,13 @@ class Printer:
         vec, mask = self.expr(self.net.a[n]), self.expr(self.net.b[n])
         self._wire(n, w, f"{w}'($countones({vec} & {mask}))")
 
+    def _max(self, n: int, w: int) -> None:
+        sa, sb = self.src(self.net.a[n]), self.src(self.net.b[n])
+        wc = max(sa.w, sb.w) + 1
+        self.decls.append(f"wire signed [{wc - 1}:0] n{n}_a = $signed({fit(sa, wc)});")
+        self.decls.append(f"wire signed [{wc - 1}:0] n{n}_b = $signed({fit(sb, wc)});")
+        self._wire(n, w, f"(n{n}_a > n{n}_b) ? {fit(sa, w)} : {fit(sb, w)}")
+
     def _eq(self, n: int, w: int) -> None:
         a = self.net.a[n]
         wa = self.w[a]

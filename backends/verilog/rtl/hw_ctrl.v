@@ -35,6 +35,7 @@ module hw_ctrl #(
     // to the datapath: the step issued this cycle
     output wire                        en,             // advance (datapath registers too)
     output wire [DXW-1:0]              dx,             // held codes, or one bit-plane
+    output wire [N_IN*8-1:0]           xh,             // the held codes
     output wire                        v,              // a step is issued
     output wire [PW-1:0]               ph,
     output wire [BW-1:0]               bt,
@@ -62,6 +63,7 @@ module hw_ctrl #(
     assign ph       = ph_r;
     assign bt       = bt_r;
     assign out_data = obuf;
+    assign xh       = hold;
 
     always @(posedge clk) begin
         if (rst) begin
