@@ -48,8 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hardwired: two matrices and layers up to 256x256 only")
     g.add_argument("--no-yosys", action="store_true", help="hardwired: adders only")
     g.add_argument("--no-scale", action="store_true", help="hardwired: skip the scale study")
+    g.add_argument("--no-matrices", action="store_true",
+                   help="hardwired: skip the matrix comparison (scale study only)")
     g.add_argument("--scale", type=int, nargs="+", default=[64, 256, 512, 1024],
                    help="hardwired: layer sizes of the scale study")
+    g.add_argument("--scale-styles", nargs="+", default=["csd", "grouped/bitserial"],
+                   choices=["csd", "grouped/bitserial"],
+                   help="hardwired: neuron styles of the scale study")
+    g.add_argument("--cells-upto", type=int, default=None, metavar="WEIGHTS",
+                   help="hardwired: run Yosys only on matrices of at most this many weights")
 
 
 def zoo_matrices() -> list[tuple[str, np.ndarray]]:
@@ -172,14 +179,19 @@ def machine() -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     say = print
-    mats = random_matrices()[:1] if args.quick else zoo_matrices() + random_matrices()
-    if args.quick:
-        mats = zoo_matrices()[:1] + mats
-    rows = [measure(label, w, not args.no_yosys, say) for label, w in mats]
+    if args.no_matrices:
+        mats = []
+    elif args.quick:
+        mats = zoo_matrices()[:1] + random_matrices()[:1]
+    else:
+        mats = zoo_matrices() + random_matrices()
+    limit = args.cells_upto
+    rows = [measure(label, w, not args.no_yosys and (limit is None or w.size <= limit), say)
+            for label, w in mats]
     result = {"machine": machine(), "matrices": rows}
     if not args.no_scale:
         sizes = [s for s in args.scale if s <= 256] if args.quick else args.scale
-        result["scale"] = hardwired_scale.study(sizes, say)
+        result["scale"] = hardwired_scale.study(sizes, say, args.scale_styles)
     return result
 
 
@@ -194,18 +206,19 @@ def table(result: dict) -> str:
              (f"{'matrix':<34}{'KxN':>9}{'digits':>8}{'plain':>8}{'etch':>8}{'da4ml':>8}"
              f"{'grouped':>8}{'save%':>7}{'plain cells':>12}{'etch cells':>11}"
              f"{'da4ml cells':>12}{'etch/da4ml':>11}")]
-    wins = 0
+    wins = synthesised = 0
     for r in result["matrices"]:
         save = 100 * (1 - r["cse"]["adders"] / max(r["plain"]["adders"], 1))
         ec, dc = r["cse"].get("cells"), r["da4ml"].get("cells")
         ratio = f"{ec / dc:>11.2f}" if ec and dc else f"{'-':>11}"
         wins += bool(ec and dc and ec < dc)
+        synthesised += bool(ec and dc)
         lines.append(f"{r['matrix'][:33]:<34}{r['k']:>4}x{r['n']:<4}{r['digits']:>8}"
                      f"{r['plain']['adders']:>8}{r['cse']['adders']:>8}"
                      f"{r['da4ml']['adders']:>8}{r['grouped']['adders']:>8}{save:>7.1f}"
                      f"{_cell(r, 'plain'):>12}{_cell(r, 'cse'):>11}{_cell(r, 'da4ml'):>12}"
                      f"{ratio}")
-    lines.append(f"etch has fewer cells than da4ml on {wins} of {len(result['matrices'])} "
+    lines.append(f"etch has fewer cells than da4ml on {wins} of {synthesised} synthesised "
                  f"matrices; adders: etch = CSD + greedy pairwise CSE, plain = CSD digits - 1 "
                  f"per output")
     if "scale" in result:

@@ -82,9 +82,13 @@ def _child(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
     return {"seconds": round(sec, 1), **json.loads(r.stdout.strip().splitlines()[-1])}
 
 
-def study(sizes: list[int], say: Callable[[str], None]) -> list[dict]:
+def study(sizes: list[int], say: Callable[[str], None],
+          styles: list[str] | None = None) -> list[dict]:
+    """Every stage of every size, for `styles` ("csd", "grouped/bitserial"; default both)."""
     rows = []
     for style, serial in STYLES:
+        if styles is not None and style + ("/bitserial" if serial else "") not in styles:
+            continue
         for n in sizes:
             row = {"n": n, "style": style + ("/bitserial" if serial else ""),
                    "nonzero": int(np.count_nonzero(weights(n)))}
