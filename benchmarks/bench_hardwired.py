@@ -43,19 +43,18 @@ ZOO = ["digits_mlp", "digits_cnn", "resnet_block"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p
-    g.add_argument("--quick", action="store_true",
+    p.add_argument("--quick", action="store_true",
                    help="hardwired: two matrices and layers up to 256x256 only")
-    g.add_argument("--no-yosys", action="store_true", help="hardwired: adders only")
-    g.add_argument("--no-scale", action="store_true", help="hardwired: skip the scale study")
-    g.add_argument("--no-matrices", action="store_true",
+    p.add_argument("--no-yosys", action="store_true", help="hardwired: adders only")
+    p.add_argument("--no-scale", action="store_true", help="hardwired: skip the scale study")
+    p.add_argument("--no-matrices", action="store_true",
                    help="hardwired: skip the matrix comparison (scale study only)")
-    g.add_argument("--scale", type=int, nargs="+", default=[64, 256, 512, 1024],
+    p.add_argument("--scale", type=int, nargs="+", default=[64, 256, 512, 1024],
                    help="hardwired: layer sizes of the scale study")
-    g.add_argument("--scale-styles", nargs="+", default=["csd", "grouped/bitserial"],
+    p.add_argument("--scale-styles", nargs="+", default=["csd", "grouped/bitserial"],
                    choices=["csd", "grouped/bitserial"],
                    help="hardwired: neuron styles of the scale study")
-    g.add_argument("--cells-upto", type=int, default=None, metavar="WEIGHTS",
+    p.add_argument("--cells-upto", type=int, default=None, metavar="WEIGHTS",
                    help="hardwired: run Yosys only on matrices of at most this many weights")
 
 
