@@ -100,6 +100,7 @@ def study(sizes: list[int], say: Callable[[str], None],
                         break
             row["total_s"] = round(sum(row[s]["seconds"] for s in STAGES if s in row), 1)
             rows.append(row)
+            say(f"scale row {json.dumps(row, sort_keys=True)}")  # kept if a later size fails
     return rows
 
 
