@@ -21,6 +21,7 @@ stage, each stage in its own process.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -185,8 +186,11 @@ def run(args: argparse.Namespace) -> dict:
     else:
         mats = zoo_matrices() + random_matrices()
     limit = args.cells_upto
-    rows = [measure(label, w, not args.no_yosys and (limit is None or w.size <= limit), say)
-            for label, w in mats]
+    rows = []
+    for label, w in mats:
+        rows.append(measure(label, w, not args.no_yosys and (limit is None or w.size <= limit),
+                            say))
+        say(f"matrix row {json.dumps(rows[-1], sort_keys=True)}")  # kept if a later one fails
     result = {"machine": machine(), "matrices": rows}
     if not args.no_scale:
         sizes = [s for s in args.scale if s <= 256] if args.quick else args.scale

@@ -86,20 +86,9 @@ def test_cnn_stages_evaluate_bit_exact(model: tuple, bits: str) -> None:
     plan = json.loads(g.metadata["etch.hardwired"])
     assert len(plan["segments"]) == 1 and plan["host"] == {}
     nodes = {n.name: n for n in g.nodes}
-    seg = plan["segments"][0]
-    ops = [nodes[a].op for a in seg["layers"]]
+    ops = [nodes[a].op for a in plan["segments"][0]["layers"]]
     assert ops == ["etch.QConv"] * 3 + ["etch.QSumPool", "etch.QGemm"]
-    envs = [reference.run(g, {"input": xs[i:i + 1]}, keep=True) for i in range(len(xs))]
-    x = np.stack([e[seg["input"]["name"]].reshape(-1) for e in envs]).astype(np.int64)
-    for a in seg["layers"]:
-        spec = layer_spec(g, nodes[a])
-        ones = np.ones((len(xs), 1), np.int64)
-        zeros = np.zeros((len(xs), 1), np.int64)
-        y = evaluate(datapath(spec), {"x": x, "v": ones, "ph": zeros, "bt": zeros})["y"]
-        stage = json.loads(nodes[a].attrs["hardwired"])
-        want = np.stack([e[stage["output"]].reshape(-1) for e in envs])
-        np.testing.assert_array_equal(y[:, :want.shape[1]], want.astype(np.int64))
-        x = y[:, :spec.n_out]
+    evaluate_segment(g, xs)
 
 
 @pytest.mark.verilator
@@ -117,3 +106,38 @@ def test_cnn_simulated_bit_exact(model: tuple) -> None:
     assert_bitexact(outs(hw), outs(ref))
     seg = hw.manifest["hardwired"]["segments"][0]
     assert seg["cycles_per_inference"] == 1 and len(seg["layers"]) == 5
+
+
+def evaluate_segment(g: Graph, xs: np.ndarray) -> None:
+    """Chain every stage's datapath netlist in numpy over the samples `xs` and compare each
+    stage's output with the integer reference."""
+    plan = json.loads(g.metadata["etch.hardwired"])
+    nodes = {n.name: n for n in g.nodes}
+    for seg in plan["segments"]:
+        envs = [reference.run(g, {g.inputs[0]: xs[i:i + 1]}, keep=True) for i in range(len(xs))]
+        x = np.stack([e[seg["input"]["name"]].reshape(-1) for e in envs]).astype(np.int64)
+        ones, zeros = np.ones((len(xs), 1), np.int64), np.zeros((len(xs), 1), np.int64)
+        for a in seg["layers"]:
+            spec = layer_spec(g, nodes[a])
+            y = evaluate(datapath(spec), {"x": x, "v": ones, "ph": zeros, "bt": zeros})["y"]
+            want = np.stack([e[json.loads(nodes[a].attrs["hardwired"])["output"]].reshape(-1)
+                             for e in envs])
+            np.testing.assert_array_equal(y[:, :want.shape[1]], want.astype(np.int64),
+                                          err_msg=a)
+            x = y[:, :spec.n_out]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", ["4", "t"])
+def test_digits_cnn_stages_evaluate_bit_exact_whole_split(bits: str,
+                                                          tmp_path: Path) -> None:
+    """The zoo's digits CNN as one hardwired segment (conv, maxpool, conv, conv + residual,
+    mean, gemm), every stage's netlist exact on the whole digits test split."""
+    from models import zoo
+
+    x_train, _, x_test, _ = zoo.digits_split()
+    np.savez(tmp_path / "calib.npz", input=zoo.digits_inputs("digits_cnn", x_train[:64]))
+    g = planned(zoo.model_path("digits_cnn"), tmp_path / "calib.npz", **QUANT[bits])
+    plan = json.loads(g.metadata["etch.hardwired"])
+    assert len(plan["segments"]) == 1 and len(plan["segments"][0]["layers"]) == 5
+    evaluate_segment(g, zoo.digits_inputs("digits_cnn", x_test))
