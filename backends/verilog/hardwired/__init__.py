@@ -66,6 +66,7 @@ def build(graph: Graph, opts: CompileOptions, out: Path, progress: Progress | No
             areas[seg["name"]] = synth_area(d.files, d.top)
     onnx_export.save(graph, str(out / "graph.onnx"))
     entries = {"runtime": "verilator", "graph": "graph.onnx", "segments": segs,
+               "explain": explain_lines(report, plan["host"]),
                "hardwired": {"segments": report, "host": plan["host"],
                              "cells_planned": plan["cells"]}}
     if areas:
@@ -103,3 +104,19 @@ def _report(seg: dict, d: design.Design) -> dict:
                        **cost.to_json()})
     return {"name": seg["name"], "cycles_per_inference": d.steps, "latency": d.latency,
             "layers": layers, "cells_estimate": sum(x["cells"] for x in layers)}
+
+
+def explain_lines(report: list[dict], host: dict[str, str]) -> list[str]:
+    """The hardwired design in words, for `etch compile --explain`."""
+    lines = ["hardwired design:",
+             (f"  {'layer':<28}{'KxN':>11}{'neuron':>9}{'fold':>6}{'serial':>8}{'adders':>9}"
+             f"{'adders/w':>10}{'est. cells':>12}")]
+    for seg in report:
+        for lay in seg["layers"]:
+            lines.append(f"  {lay['name'][:27]:<28}{lay['k']:>5}x{lay['n']:<5}"
+                         f"{lay['neuron']:>9}{lay['fold']:>6}{str(lay['serial']).lower():>8}"
+                         f"{lay['adders']:>9}{lay['adders_per_weight']:>10}{lay['cells']:>12,}")
+        lines.append(f"  {seg['name']}: {seg['cycles_per_inference']} cycles per inference, "
+                     f"latency {seg['latency']} cycles")
+    lines += [f"  host: {name}: {why}" for name, why in sorted(host.items())]
+    return lines
