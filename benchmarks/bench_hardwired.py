@@ -55,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-styles", nargs="+", default=["csd", "grouped/bitserial"],
                    choices=["csd", "grouped/bitserial"],
                    help="hardwired: neuron styles of the scale study")
+    p.add_argument("--build-upto", type=int, default=None, metavar="N",
+                   help="hardwired: scale layers larger than NxN stop after lint")
     p.add_argument("--cells-upto", type=int, default=None, metavar="WEIGHTS",
                    help="hardwired: run Yosys only on matrices of at most this many weights")
 
@@ -194,7 +196,8 @@ def run(args: argparse.Namespace) -> dict:
     result = {"machine": machine(), "matrices": rows}
     if not args.no_scale:
         sizes = [s for s in args.scale if s <= 256] if args.quick else args.scale
-        result["scale"] = hardwired_scale.study(sizes, say, args.scale_styles)
+        result["scale"] = hardwired_scale.study(sizes, say, args.scale_styles,
+                                                args.build_upto)
     return result
 
 

@@ -83,8 +83,9 @@ def _child(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
 
 
 def study(sizes: list[int], say: Callable[[str], None],
-          styles: list[str] | None = None) -> list[dict]:
-    """Every stage of every size, for `styles` ("csd", "grouped/bitserial"; default both)."""
+          styles: list[str] | None = None, build_upto: int | None = None) -> list[dict]:
+    """Every stage of every size, for `styles` ("csd", "grouped/bitserial"; default both);
+    layers larger than `build_upto` stop after lint."""
     rows = []
     for style, serial in STYLES:
         if styles is not None and style + ("/bitserial" if serial else "") not in styles:
@@ -94,6 +95,8 @@ def study(sizes: list[int], say: Callable[[str], None],
                    "nonzero": int(np.count_nonzero(weights(n)))}
             with tempfile.TemporaryDirectory(prefix="etch-scale-") as tmp:
                 for s in STAGES:
+                    if build_upto is not None and n > build_upto and s in ("build", "sim"):
+                        break
                     say(f"scale {row['style']} {n}x{n}: {s}")
                     row[s] = _child(s, Path(tmp), n, style, serial)
                     if "error" in row[s]:
@@ -105,23 +108,25 @@ def study(sizes: list[int], say: Callable[[str], None],
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["scale: single int4 layers (seconds / peak MB per stage, each its own process)",
-             (f"{'layer':<22}{'nonzero':>9}{'nodes':>9}{'gen':>12}{'lint':>12}{'build':>13}"
-             f"{'sim':>12}{'inf/s':>9}{'total s':>9}{'us/weight':>10}")]
+    lines = [("scale: single int4 layers, per stage (each its own process): wall s / CPU s "
+             "(itself and its tools) / peak MB"),
+             (f"{'layer':<20}{'nonzero':>9}{'nodes':>9}{'gen':>17}{'lint':>17}{'build':>19}"
+              f"{'sim':>17}{'inf/s':>8}{'CPU s':>8}{'CPU us/w':>9}")]
     for r in rows:
-        def cell(s: str, r: dict = r) -> str:
+        def cell(s: str, r: dict = r, w: int = 17) -> str:
             v = r.get(s)
             if v is None:
-                return f"{'-':>12}"
+                return f"{'-':>{w}}"
             if "error" in v:
-                return f"{'failed':>12}"
-            return f"{v['seconds']:>6.1f}/{v['peak_mb']:<5}"
+                return f"{'failed':>{w}}"
+            return f"{v['seconds']:.0f}/{v.get('cpu_s', 0):.0f}/{v['peak_mb']}".rjust(w)
         nodes = r.get("gen", {}).get("nodes", "-")
         ips = r.get("sim", {}).get("inferences_per_s", "-")
-        per = r["total_s"] * 1e6 / max(r["nonzero"], 1)
-        lines.append(f"{r['style'] + ' ' + str(r['n']) + 'x' + str(r['n']):<22}"
-                     f"{r['nonzero']:>9}{nodes:>9}{cell('gen')}{cell('lint')} {cell('build')}"
-                     f"{cell('sim')}{ips:>9}{r['total_s']:>9}{per:>10.1f}")
+        cpu = sum(r[s].get("cpu_s", 0) for s in STAGES if s in r)
+        lines.append(f"{r['style'] + ' ' + str(r['n']) + 'x' + str(r['n']):<20}"
+                     f"{r['nonzero']:>9}{nodes:>9}{cell('gen')}{cell('lint')}"
+                     f"{cell('build', w=19)}{cell('sim')}{ips:>8}{cpu:>8.0f}"
+                     f"{cpu * 1e6 / max(r['nonzero'], 1):>9.1f}")
         for s in STAGES:
             if "error" in r.get(s, {}):
                 lines.append(f"    {s} failed: {r[s]['error']}")
@@ -131,9 +136,11 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str]) -> int:
     name, work, n, style, serial = argv[0], Path(argv[1]), int(argv[2]), argv[3], argv[4] == "1"
     extra = stage(name, work, n, style, serial)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"peak_mb": round(max(own, kids) / 1024), **extra}))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    print(json.dumps({"peak_mb": round(max(own.ru_maxrss, kids.ru_maxrss) / 1024),
+                      "cpu_s": round(cpu, 1), **extra}))
     return 0
 
 
