@@ -132,7 +132,7 @@ def test_model_names_are_sanitised(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args,needle", [
     (["--max-cells", "1000"], "--max-cells"),
-    (["--engine", "hardwired"], "not built yet"),
+    (["--engine", "hardwired", "--pe", "booth"], "no multipliers"),
     (["--array", "6x8"], "powers of two"),
     (["--bits", "4", "--group-size", "16"], "no layer of"),  # group multipliers: host only
 ])
