@@ -201,7 +201,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     out = Path(a.output) if a.output else Path(Path(a.model).stem + ".compare")
     with _progress("compare") as say:
         result = compare.run(a.model, a.bits, a.ternary, a.calib, a.clock_mhz, out, say,
-                             a.config or None)
+                             a.config or None, not a.no_area)
     print(compare.table(result))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
@@ -221,6 +221,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="nominal clock for inferences/s (default 200)")
     p.add_argument("--config", action="append", choices=[c for c, _ in CONFIGS],
                    help="only these configurations (repeatable; default all)")
+    p.add_argument("--no-area", action="store_true",
+                   help="skip Yosys: report the backends' cell estimates")
     p.add_argument("-o", "--output", help="OUT: writes OUT.json and OUT.png "
                                           "(default MODEL.compare)")
     p.set_defaults(func=cmd_compare)

@@ -3,7 +3,7 @@ weights.
 
 Each configuration (`CONFIGS`: tensor-engine arrays, hardwired neuron styles, folded and
 bit-serial hardwired designs) is compiled for `--target verilog` with `--area` (Yosys cells
-and 6-LUTs), then simulated on a batch of the calibration inputs for its cycles per
+and 6-LUTs; with `--no-area` the backends' cell estimates instead), then simulated on a batch of the calibration inputs for its cycles per
 inference (total cycles of the batch over its size: the steady-state rate). Reported per
 configuration: cells, LUTs, cycles per inference, inferences per second at a nominal clock,
 adders per nonzero weight (hardwired), and whether the simulation matched the integer
@@ -56,12 +56,21 @@ def _batch(calib: str, graph_inputs: list[dict]) -> list[dict[str, np.ndarray]]:
 
 
 def _area(manifest: dict) -> dict:
-    """(cells, luts) of a verilog artifact's designs, summed over segments."""
+    """Cells and LUTs of a verilog artifact's designs (Yosys, summed over segments), or with
+    no Yosys run the backend's cell estimate (`cells_from`: "yosys" or "estimate")."""
     if "hardwired" in manifest:
-        areas = manifest["hardwired"].get("area", {}).values()
-        return {"cells": sum(a["cells"] for a in areas), "luts": sum(a["luts"] for a in areas)}
-    a = manifest.get("engine", {}).get("area", {})
-    return {"cells": a.get("cells"), "luts": a.get("luts")}
+        hw = manifest["hardwired"]
+        if "area" not in hw:
+            return {"cells": hw["cells_planned"], "luts": None, "cells_from": "estimate"}
+        areas = hw["area"].values()
+        return {"cells": sum(a["cells"] for a in areas), "luts": sum(a["luts"] for a in areas),
+                "cells_from": "yosys"}
+    eng = manifest.get("engine", {})
+    if "area" not in eng:
+        return {"cells": eng.get("cells_estimate", {}).get("total"), "luts": None,
+                "cells_from": "estimate"}
+    return {"cells": eng["area"].get("cells"), "luts": eng["area"].get("luts"),
+            "cells_from": "yosys"}
 
 
 def _adders_per_weight(manifest: dict) -> float | None:
@@ -74,7 +83,7 @@ def _adders_per_weight(manifest: dict) -> float | None:
 
 
 def measure(model: str, label: str, config: dict, quant: dict, calib: str, clock_mhz: float,
-            reference: Any, say: Callable[[str], None]) -> dict:
+            reference: Any, say: Callable[[str], None], area: bool = True) -> dict:
     """Compile, synthesise and simulate one configuration."""
     import runtime
     from compiler import driver
@@ -83,7 +92,7 @@ def measure(model: str, label: str, config: dict, quant: dict, calib: str, clock
                                                          else v for k, v in config.items()}}
     try:
         say(f"{label}: compile")
-        art = driver.compile(model, "verilog", area=True, calib=calib, **quant, **config)
+        art = driver.compile(model, "verilog", area=area, calib=calib, **quant, **config)
     except EtchError as e:
         return {**row, "error": str(e)}
     ex = runtime.load(art.path)
@@ -101,14 +110,15 @@ def measure(model: str, label: str, config: dict, quant: dict, calib: str, clock
 
 
 def run(model: str, bits: int | None, ternary: bool, calib: str | None, clock_mhz: float,
-        out: Path, say: Callable[[str], None], configs: list[str] | None = None) -> dict:
+        out: Path, say: Callable[[str], None], configs: list[str] | None = None,
+        area: bool = True) -> dict:
     from compiler import driver
 
     calib = calibration(model, calib)
     quant = {"ternary": True} if ternary else {"bits": bits or 8}
     reference = driver.compile(model, "ref", int=True, calib=calib, **quant)
     chosen = [(lab, c) for lab, c in CONFIGS if not configs or lab in configs]
-    rows = [measure(model, lab, c, quant, calib, clock_mhz, reference, say)
+    rows = [measure(model, lab, c, quant, calib, clock_mhz, reference, say, area)
             for lab, c in chosen]
     result = {"model": Path(model).name, "quant": quant, "clock_mhz": clock_mhz,
               "configs": rows}
@@ -142,7 +152,8 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(f"inferences/s at {result['clock_mhz']:g} MHz")
-    ax.set_ylabel("Yosys generic cells")
+    est = any(r.get("cells_from") == "estimate" for r in result["configs"])
+    ax.set_ylabel("estimated cells" if est else "Yosys generic cells")
     ax.set_title(f"{result['model']}: area vs throughput ({_quant_label(result['quant'])})")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -167,7 +178,11 @@ def table(result: dict) -> str:
             lines.append(f"{r['config']:<24}  not built: {r['error'][:90]}")
             continue
         apw = f"{r['adders_per_weight']:.2f}" if r["adders_per_weight"] is not None else "-"
-        lines.append(f"{r['config']:<24}{r['cells'] or 0:>10,}{r['luts'] or 0:>9,}"
+        cells = f"{r['cells'] or 0:,}" + ("~" if r.get("cells_from") == "estimate" else "")
+        luts = f"{r['luts']:,}" if r.get("luts") is not None else "-"
+        lines.append(f"{r['config']:<24}{cells:>10}{luts:>9}"
                      f"{r['cycles_per_inference']:>11.2f}{r['inferences_per_s'] or 0:>12,}"
                      f"{apw:>9}{'yes' if r['bit_exact'] else 'NO':>7}")
+    if any(r.get("cells_from") == "estimate" for r in result["configs"]):
+        lines.append("~ estimated cells (--no-area: no Yosys run)")
     return "\n".join(lines)

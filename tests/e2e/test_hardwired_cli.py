@@ -78,3 +78,20 @@ def test_hardwired_option_errors(data: Path, args: list, needle: str) -> None:
 def test_hardwired_options_need_the_hardwired_engine(data: Path) -> None:
     r = etch("compile", zoo.model_path("digits_mlp"), "--target", "cpu", "--neuron", "csd")
     one_line_error(r, "--engine hardwired")
+
+
+@pytest.mark.verilator
+def test_compare_tensor_engine_and_hardwired(data: Path) -> None:
+    """`etch compare` builds the tensor engine and a hardwired design of the same weights,
+    simulates both bit-exact and reports cycles (estimated cells: no Yosys here)."""
+    out = data / "cmp"
+    r = etch("compare", zoo.model_path("digits_mlp"), "--bits", "4", "--calib",
+             data / "calib.npz", "--no-area", "--config", "engine systolic 8x8", "--config",
+             "hardwired csd", "-o", out)
+    assert r.returncode == 0, r.stderr
+    rows = {c["config"]: c for c in json.loads(out.with_suffix(".json").read_text())["configs"]}
+    eng, hw = rows["engine systolic 8x8"], rows["hardwired csd"]
+    assert eng["bit_exact"] and hw["bit_exact"], rows
+    assert hw["cycles_per_inference"] < 2 < eng["cycles_per_inference"]
+    assert hw["cells"] > eng["cells"] > 0 and 0 < hw["adders_per_weight"] < 2
+    assert out.with_suffix(".png").stat().st_size > 0 and "hardwired csd" in r.stdout
