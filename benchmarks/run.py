@@ -31,7 +31,9 @@ BENCHMARKS: dict[str, str] = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="etch bench", description="Run etch's benchmarks.")
+    # "resolve": benchmarks may share an option (--bits: weight widths in arrays and verilog)
+    p = argparse.ArgumentParser(prog="etch bench", description="Run etch's benchmarks.",
+                                conflict_handler="resolve")
     p.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of "
                                             f"{', '.join(BENCHMARKS)})")
     p.add_argument("--models", nargs="+", help="zoo models to run (default: each benchmark's)")
