@@ -31,9 +31,7 @@ BENCHMARKS: dict[str, str] = {
 
 
 def parser() -> argparse.ArgumentParser:
-    # "resolve": benchmarks may share an option (--bits: weight widths in arrays and verilog)
-    p = argparse.ArgumentParser(prog="etch bench", description="Run etch's benchmarks.",
-                                conflict_handler="resolve")
+    p = argparse.ArgumentParser(prog="etch bench", description="Run etch's benchmarks.")
     p.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of "
                                             f"{', '.join(BENCHMARKS)})")
     p.add_argument("--models", nargs="+", help="zoo models to run (default: each benchmark's)")
