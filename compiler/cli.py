@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="models_command", required=True, metavar="build")
     b = msub.add_parser("build", help="build zoo models into the cache")
     b.add_argument("names", nargs="*", help="models to build (default: all but large)")
-    b.add_argument("--large", action="store_true", help="also build the large GEMV models")
+    b.add_argument("--large", action="store_true",
+                   help="also build the large models (4096/11008 GEMVs, ImageNet-size)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.add_argument("--cache", help="cache directory (default: $ETCH_CACHE or .cache/models)")
     b.set_defaults(func=cmd_models)
