@@ -301,7 +301,9 @@ class Printer:
             if p.name not in seen:
                 continue
             decl = f"input  wire [{p.bits - 1}:0] {p.name}"
-            if len(seen[p.name]) != p.bits:  # zero weights leave some input bits unread
+            # zero weights leave some input bits unread; a part of a split datapath may be
+            # handed a control input (v, ph, bt) that only a folded-away node referred to
+            if len(seen[p.name]) != p.bits or p.name in CONTROL_INPUTS:
                 decl = _lint_off(decl)
             out.append(decl)
         return out
@@ -335,6 +337,9 @@ class Printer:
             lines += [f"{INDENT * 2}if (en) begin"]
         lines += [INDENT * 3 + s for s in stmts]
         return lines + [f"{INDENT * 2}end", f"{INDENT}end"]
+
+
+CONTROL_INPUTS = frozenset({"v", "ph", "bt"})
 
 
 def _lint_off(decl: str) -> str:
