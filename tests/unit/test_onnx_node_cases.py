@@ -28,6 +28,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from benchmarks import node_cases
 from compiler import onnx_import, ops, reference
 from tests.golden import assert_close, run_ort
 
@@ -92,24 +93,9 @@ def _array(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _shape_sources(model: onnx.ModelProto) -> set[str]:
-    """Every value that feeds (directly or through other nodes) a `shape_inputs` slot."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    todo = [n.input[k] for n in model.graph.node
-            for k in getattr(ops.get(onnx_import.op_name(n)), "shape_inputs", ())
-            if k < len(n.input) and n.input[k]]
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(i for i in getattr(producer.get(name), "input", ()) if i)
-    return seen
-
-
 def _freeze_shape_inputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
     """Turn graph inputs that decide an op's output shape into initializers (in place)."""
-    frozen = _shape_sources(model) & set(feeds)
+    frozen = node_cases.shape_deciding_inputs(model) & set(feeds)
     for name in sorted(frozen):
         model.graph.initializer.append(numpy_helper.from_array(feeds.pop(name), name))
     kept = [i for i in model.graph.input if i.name not in frozen]
