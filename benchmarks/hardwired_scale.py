@@ -4,8 +4,11 @@ Stages, each in its own process so that its time and peak memory are its own (th
 of the process or of any tool it ran, Verilator and g++ included):
 - gen:   weights -> netlist (CSE) -> Verilog files (`design.write`);
 - lint:  `verilator --lint-only -Wall`;
-- build: the Verilator simulator (hierarchical, both cores, when the layer was split);
-- sim:   one batch of inferences streamed through the simulator.
+- build: the Verilator simulator (hierarchical, both cores, when the layer was split; the
+         design's size-chosen options, `Design.build_args`);
+- sim:   one batch of inferences streamed through the simulator, its outputs checked
+         against the integer matrix product requantised by `compiler.reference` (a
+         mismatch fails the stage).
 Run as `python -m benchmarks.hardwired_scale STAGE WORKDIR SIZE STYLE` by `study`.
 """
 
@@ -23,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from backends.verilog.hardwired.layer import LayerSpec
+from compiler.errors import EtchError
+from compiler.reference import requantize
 
 STAGES = ("gen", "lint", "build", "sim")
 BATCH = 1000
@@ -53,21 +58,35 @@ def stage(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
         info = {"files": [str(f) for f in d.files], "top": d.top, "hier": d.hierarchical,
                 "stream": [d.in_bytes, d.in_beat, d.out_bytes, d.out_beat],
                 "nodes": len(d.layers[0].netlist), "steps": d.steps,
+                "lint_args": list(d.lint_args), "build_args": list(d.build_args),
                 "verilog_mb": round(sum(f.stat().st_size for f in d.files) / 2**20, 1)}
         (work / "design.json").write_text(json.dumps(info))
-        return {k: info[k] for k in ("nodes", "verilog_mb", "hier")}
+        return {k: info[k] for k in ("nodes", "verilog_mb", "hier", "build_args")}
     if name == "lint":
-        vb.lint(files, info["top"])
-        return {}
-    spec = vb.BuildSpec(tuple(files), info["top"], hierarchical=info["hier"])
+        vb.lint(files, info["top"], info["lint_args"])
+        return {"lint_args": info["lint_args"]}
+    spec = vb.BuildSpec(tuple(files), info["top"], hierarchical=info["hier"],
+                        extra=tuple(info["build_args"]))
     exe = vb.build(spec, HARNESS, cache=work / "vcache")
     if name == "build":
         return {}
     x = np.random.default_rng(0).integers(0, 256, (BATCH, n), dtype=np.uint8)
     t = time.perf_counter()
-    _, stats = vb.simulate(exe, vb.StreamShape(*info["stream"]), x, max_cycles=BATCH * 64 + 10_000)
+    y, stats = vb.simulate(exe, vb.StreamShape(*info["stream"]), x, max_cycles=BATCH * 64 + 10_000)
     sec = time.perf_counter() - t
-    return {"batch": BATCH, "cycles": stats["cycles"], "inferences_per_s": round(BATCH / sec)}
+    wrong = int(np.count_nonzero(y.view(np.int8) != reference(n, style, serial, x)))
+    if wrong:
+        raise EtchError(f"scale {n}x{n}: {wrong} of {y.size} simulated outputs differ from "
+                        "the integer reference")
+    return {"batch": BATCH, "cycles": stats["cycles"], "inferences_per_s": round(BATCH / sec),
+            "checked": int(y.size)}
+
+
+def reference(n: int, style: str, serial: bool, x: np.ndarray) -> np.ndarray:
+    """The layer's outputs for input codes `x` ([B, n] bytes, int8 codes) by numpy."""
+    s = _spec(n, style, serial)
+    acc = x.view(np.int8).astype(np.int64) @ s.w + s.bias
+    return requantize(acc, s.m0, s.shift, s.zp, s.qmin, s.qmax)
 
 
 def _child(name: str, work: Path, n: int, style: str, serial: bool) -> dict:

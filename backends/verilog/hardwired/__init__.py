@@ -53,7 +53,7 @@ def build(graph: Graph, opts: CompileOptions, out: Path, progress: Progress | No
         specs = [layer_spec(graph, nodes[a]) for a in seg["layers"]]
         d = design.write(specs, out / "rtl" / seg["name"], TOP, progress=say)
         say(f"verilator lint {seg['name']}")
-        vb.lint(d.files, d.top)
+        vb.lint(d.files, d.top, d.lint_args)
         entry = _segment_entry(seg, d, out)
         say(f"verilator build {seg['name']}")
         vb.build(_build_spec(entry, out), harness, progress=say)
@@ -83,7 +83,8 @@ def _segment_entry(seg: dict, d: design.Design, out: Path) -> dict:
             "stream": {"in_bytes": d.in_bytes, "in_beat": d.in_beat,
                        "out_bytes": d.out_bytes, "out_beat": d.out_beat},
             "max_cycles": d.steps + d.latency + 16, "stats": False,
-            "build": {"hierarchical": d.hierarchical, "opt": "-O1", "args": []}}
+            "build": {"hierarchical": d.hierarchical, "opt": "-O1",
+                      "args": list(d.build_args)}}
 
 
 def _build_spec(entry: dict, out: Path) -> vb.BuildSpec:

@@ -27,6 +27,15 @@ from compiler import __version__
 
 VERILOG = Path(__file__).resolve().parents[1]
 SYNTH_PART = 400  # datapaths above this are printed as modules of about this many nodes
+# Verilator options chosen by size (the simulation is the same bit for bit). A combinational
+# datapath becomes one C++ function per evaluation region, and g++ time grows faster than
+# linearly in a function's size (a 64x64 int4 layer: one 10k-line function, 63 of the
+# build's 80 CPU s at -O1); above SPLIT_NODES its functions are cut every SPLIT_STATEMENTS
+# statements (the build: 16 CPU s). Lint runs every Verilator pass, optimisations included;
+# above LINT_O0_NODES it runs without them (-O0: the same checks, ~40% less CPU).
+SPLIT_NODES = 1_000
+SPLIT_STATEMENTS = 500
+LINT_O0_NODES = 1_000
 CTRL = VERILOG / "rtl" / "hw_ctrl.v"
 
 
@@ -95,6 +104,22 @@ class Design:
     @property
     def hierarchical(self) -> bool:
         return any(b.hierarchical for b in self.layers)
+
+    @property
+    def nodes(self) -> int:
+        return sum(len(b.netlist) for b in self.layers)
+
+    @property
+    def build_args(self) -> tuple[str, ...]:
+        """More Verilator build arguments for this design's size (see SPLIT_NODES)."""
+        if self.nodes <= SPLIT_NODES:
+            return ()
+        return ("--output-split-cfuncs", str(SPLIT_STATEMENTS))
+
+    @property
+    def lint_args(self) -> tuple[str, ...]:
+        """More `verilator --lint-only` arguments for this design's size (LINT_O0_NODES)."""
+        return ("-O0",) if self.nodes > LINT_O0_NODES else ()
 
     @property
     def latency(self) -> int:
