@@ -61,7 +61,7 @@ def chain(rng: np.random.Generator) -> list[LayerSpec]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[design.Design, Path, list]:
     specs = chain(np.random.default_rng(3))
     d = design.write(specs, tmp_path_factory.mktemp("hw_chain"))
-    exe = vb.build(vb.BuildSpec(tuple(d.files), d.top), HARNESS)
+    exe = vb.build(vb.BuildSpec(tuple(d.files), d.top, extra=d.build_args), HARNESS)
     return d, exe, specs
 
 
@@ -72,6 +72,7 @@ def stream(d: design.Design) -> vb.StreamShape:
 def test_lint_clean_and_names_sanitised(built: tuple) -> None:
     d, _, _ = built
     vb.lint(d.files, d.top)
+    vb.lint(d.files, d.top, d.lint_args)
     names = [f.name for f in d.files]
     assert "hw_l0_cse.v" in names and "hw_l1_grouped_dp.v" in names
     for f in d.files:
