@@ -14,6 +14,7 @@ Run as `python -m benchmarks.hardwired_scale STAGE WORKDIR SIZE STYLE` by `study
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import subprocess
@@ -157,7 +158,25 @@ def table(rows: list[dict]) -> str:
         for s in STAGES:
             if "error" in r.get(s, {}):
                 lines.append(f"    {s} failed: {r[s]['error']}")
-    return "\n".join(lines)
+    return "\n".join(lines + growth(rows))
+
+
+def growth(rows: list[dict]) -> list[str]:
+    """Per pair of successive sizes of a style: how CPU seconds of each stage grew against
+    nonzero weights (a ratio <= the nonzero ratio is linear or better)."""
+    lines = []
+    for a, b in itertools.pairwise(rows):
+        if a["style"] != b["style"]:
+            continue
+        parts = []
+        for s in STAGES:
+            ca, cb = (r.get(s, {}).get("cpu_s") for r in (a, b))
+            if ca and cb and "error" not in a[s] and "error" not in b[s]:
+                parts.append(f"{s} x{cb / ca:.1f}")
+        lines.append(f"growth {b['style']} {a['n']} -> {b['n']}: nonzero "
+                     f"x{b['nonzero'] / max(a['nonzero'], 1):.1f}, CPU s: "
+                     + (", ".join(parts) or "-"))
+    return lines
 
 
 def main(argv: list[str]) -> int:
