@@ -13,9 +13,13 @@ thread count) and prints one JSON line. Kinds:
   on; cold copies have random codes and scales (any bytes are valid packed codes) and do not
   spin while idle.
 - "numpy": float32 x @ W.
-- "stream": the streaming-read bandwidth of a buffer of `cold_mb` (a parallel TVM sum).
+- "model": a zoo model whole, etch --lut beside ORT (`lut_models.py`).
+- "stream": the streaming-read bandwidth of a buffer of `cold_mb` (a parallel TVM sum), of
+  `warm_mb` in a hot loop, and a compute-bound parallel kernel's time (the CPUs this process
+  gets on a shared machine).
 Warm: one matrix, hot loop. Cold: cycling through copies that together hold `cold_mb`
-(more than the last-level cache). Times are the best of several rounds of the mean per call.
+(more than the last-level cache). Times are the best of several rounds of the mean per call,
+wall clock and process CPU time (`*cpu_us`).
 """
 
 from __future__ import annotations
@@ -32,25 +36,39 @@ ROUNDS = 5
 Runner = Callable[[], object]
 
 
-def best_us(fn: Runner, seconds: float) -> float:
-    """Best of ROUNDS rounds' mean latency per call (us); a round lasts about `seconds`."""
+def best_times(fn: Runner, seconds: float) -> tuple[float, float]:
+    """(wall, CPU) microseconds per call, each the best of ROUNDS rounds' mean; a round
+    lasts about `seconds`. CPU is the process's user + system time: on a shared machine a
+    one-thread run's CPU time is the work itself, its wall time also the waits for a core
+    (with more threads, idle pool workers spinning count too)."""
     fn()
     t0, calls = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds / 4 or calls < 2:
         fn()
         calls += 1
     per = max(2, int(calls * 4 * seconds / max(time.perf_counter() - t0, 1e-9) / 4))
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(ROUNDS):
-        t0 = time.perf_counter()
+        c0, t0 = _cpu_seconds(), time.perf_counter()
         for _ in range(per):
             fn()
-        best = min(best, (time.perf_counter() - t0) / per * 1e6)
-    return best
+        wall = min(wall, (time.perf_counter() - t0) / per * 1e6)
+        cpu = min(cpu, (_cpu_seconds() - c0) / per * 1e6)
+    return wall, cpu
 
 
-def cold_us(fns: list[Runner], seconds: float) -> float:
-    """Per-call latency cycling through `fns` (each a different matrix)."""
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def best_us(fn: Runner, seconds: float) -> float:
+    """Best of ROUNDS rounds' mean wall latency per call (us)."""
+    return best_times(fn, seconds)[0]
+
+
+def cold_times(fns: list[Runner], seconds: float) -> tuple[float, float]:
+    """(wall, CPU) microseconds per call cycling through `fns` (each a different matrix)."""
     state = {"k": 0}
 
     def step() -> object:
@@ -59,7 +77,12 @@ def cold_us(fns: list[Runner], seconds: float) -> float:
 
     for f in fns:  # touch every copy once
         f()
-    return best_us(step, max(seconds, 0.05 * len(fns)))
+    return best_times(step, max(seconds, 0.05 * len(fns)))
+
+
+def cold_us(fns: list[Runner], seconds: float) -> float:
+    """Per-call wall latency cycling through `fns`."""
+    return cold_times(fns, seconds)[0]
 
 
 def copies(bytes_each: int, cold_mb: float) -> int:
@@ -146,13 +169,14 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     vm, row["rules"] = vm_of(forced, threads)
     xt = tvm.runtime.tensor(x)
     args = [tvm.runtime.tensor(a) for a in arrays.values()]
-    row["lut_us"] = best_us(lambda: vm["main"](xt, *args), job["seconds"])
+    row["lut_us"], row["lut_cpu_us"] = best_times(lambda: vm["main"](xt, *args),
+                                                  job["seconds"])
     row["lut_bytes"] = int(sum(a.nbytes for a in arrays.values()))
     y = vm["main"](xt, *args).numpy().astype(np.float64)
     exact = x.astype(np.float64) @ w_exact
     row["int8_rel_rms"] = float(np.sqrt(((y - exact) ** 2).mean() / (exact ** 2).mean()))
     if job.get("cold_mb") and batch == 1:
-        row["lut_cold_us"] = _etch_cold(vm, xt, arrays, job)
+        row["lut_cold_us"], row["lut_cold_cpu_us"] = _etch_cold(vm, xt, arrays, job)
     if bits in job.get("dequant_bits", []):
         dq, _ = vm_of(graph, threads)
         row["dequant_us"] = best_us(lambda: dq["main"](xt), job["seconds"])
@@ -160,7 +184,7 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     return row
 
 
-def _etch_cold(vm, xt, arrays: dict, job: dict) -> float:
+def _etch_cold(vm, xt, arrays: dict, job: dict) -> tuple[float, float]:
     import tvm
 
     rng = np.random.default_rng(1)
@@ -168,7 +192,7 @@ def _etch_cold(vm, xt, arrays: dict, job: dict) -> float:
     sets = []
     for _ in range(count):
         sets.append([tvm.runtime.tensor(_shuffled(a, rng)) for a in arrays.values()])
-    return cold_us([lambda s=s: vm["main"](xt, *s) for s in sets], job["seconds"])
+    return cold_times([lambda s=s: vm["main"](xt, *s) for s in sets], job["seconds"])
 
 
 def _shuffled(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -241,8 +265,8 @@ def ort_job(job: dict) -> dict:
 def _timed(model, x: dict, threads: int, lut: bool, seconds: float) -> dict:
     """A session's warm time, weight bytes and output (the session is gone after)."""
     sess = _session(model, threads, lut)
-    return {"us": best_us(lambda: sess.run(None, x), seconds), "bytes": _weight_bytes(model),
-            "y": sess.run(None, x)[0]}
+    us, cpu = best_times(lambda: sess.run(None, x), seconds)
+    return {"us": us, "cpu_us": cpu, "bytes": _weight_bytes(model), "y": sess.run(None, x)[0]}
 
 
 def _ort_cold(model, x: dict, threads: int, lut: bool, job: dict) -> float:
@@ -277,25 +301,71 @@ def numpy_job(job: dict) -> dict:
 
 
 def stream_job(job: dict) -> dict:
-    """GB/s of a parallel int32 sum over `cold_mb` (vectorised, `threads` threads)."""
+    """GB/s of a parallel int32 sum over `cold_mb` (vectorised, `threads` threads), and over
+    `warm_mb` in a hot loop (the warm GEMV's bytes: what the caches deliver); the time of a
+    compute-bound parallel kernel (`spin_us`: its 1-thread / all-threads ratio is the
+    parallelism the machine gives this process now)."""
+    import tvm
+
+    cold_gbps = _stream_gbps(job["cold_mb"], job["seconds"])
+    out = {"gbps": cold_gbps[0], "cpu_gbps": cold_gbps[1],
+           "bytes": int(job["cold_mb"] * 2**20) // 16384 * 16384}
+    if job.get("warm_mb"):
+        out["warm_gbps"], out["warm_cpu_gbps"] = _stream_gbps(job["warm_mb"], job["seconds"])
+        out["warm_bytes"] = int(job["warm_mb"] * 2**20) // 16384 * 16384
+    lib = tvm.compile(_spin_kernel(), target=_host_target())
+    a = tvm.runtime.tensor(np.ones((64, 16), np.float32))
+    s = tvm.runtime.tensor(np.zeros((64, 16), np.float32))
+    out["spin_us"], out["spin_cpu_us"] = best_times(lambda: lib(a, s), job["seconds"])
+    return out
+
+
+def _host_target():
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def _stream_gbps(mb: float, seconds: float) -> tuple[float, float]:
+    """(wall, CPU) GB/s of a parallel int32 sum over `mb` MB (LLVM vectorises the rows)."""
     import tvm
     from tvm import te
 
-    words = int(job["cold_mb"] * 2**20) // 4 // 4096 * 4096
+    words = int(mb * 2**20) // 4 // 4096 * 4096
     a = te.placeholder((words // 4096, 4096), "int32", name="a")
     r = te.reduce_axis((0, 4096), "r")
     s = te.compute((words // 4096,), lambda i: te.sum(a[i, r], axis=r), name="s")
     sch = tvm.s_tir.Schedule(te.create_prim_func([a, s]))
-    sch.parallel(sch.get_loops(sch.get_sblock("s"))[0])  # LLVM vectorises the row sums
-    lib = tvm.compile(sch.mod, target=tvm.target.Target(
-        {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}))
+    sch.parallel(sch.get_loops(sch.get_sblock("s"))[0])
+    lib = tvm.compile(sch.mod, target=_host_target())
     buf = tvm.runtime.tensor(np.ones((words // 4096, 4096), np.int32))
     out = tvm.runtime.tensor(np.zeros(words // 4096, np.int32))
-    us = best_us(lambda: lib(buf, out), job["seconds"])
-    return {"gbps": words * 4 / us / 1e3, "bytes": words * 4}
+    wall, cpu = best_times(lambda: lib(buf, out), seconds)
+    return words * 4 / wall / 1e3, words * 4 / cpu / 1e3
 
 
-JOBS = {"etch": etch_job, "ort": ort_job, "numpy": numpy_job, "stream": stream_job}
+def _spin_kernel():
+    """64 independent dependent-add chains, parallel over 64 rows: pure compute, no memory."""
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((64, 16), "float32", name="a")
+    r = te.reduce_axis((0, 100000), "r")
+    s = te.compute((64, 16), lambda i, j: te.sum(a[i, j] * 1.0000001 + r.astype("float32"),
+                                                  axis=r), name="s")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([a, s]))
+    sch.parallel(sch.get_loops(sch.get_sblock("s"))[0])
+    return sch.mod
+
+
+def model_job(job: dict) -> dict:
+    from benchmarks.lut_models import model_job as run
+
+    return run(job)
+
+
+JOBS = {"etch": etch_job, "ort": ort_job, "numpy": numpy_job, "stream": stream_job,
+        "model": model_job}
 
 
 if __name__ == "__main__":
