@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from benchmarks import bench_lut, lut_goals
-from benchmarks.lut_peers import best_us, cold_us, copies
+from benchmarks import bench_lut, lut_goals, lut_models
+from benchmarks.lut_peers import best_times, best_us, cold_us, copies
 
 
 def _row(batch: int, threads: int, scale: float) -> dict:
     etch = {b: {"lut_us": us * scale, "lut_bytes": 4e6, "int8_rel_rms": 0.008,
-                "pass_picks": "lut", "reason": "", "lut_cold_us": 2 * us * scale}
+                "pass_picks": "lut", "reason": "", "lut_cold_us": 2 * us * scale,
+                "lut_cpu_us": us * scale / 2}
             for b, us in (("1", 60.0), ("2", 100.0), ("4", 150.0), ("t", 100.0))}
     etch["2"]["dequant_us"], etch["2"]["dequant_bytes"] = 900.0, 6e6
     ort = {"fp32": {"us": 2000.0, "bytes": 64e6},
-           "nbits4_b32_acc4_lut0": {"us": 400.0 * scale, "bytes": 10e6,
+           "nbits4_b32_acc4_lut0": {"us": 400.0 * scale, "bytes": 10e6, "cpu_us": 100.0,
                                     "rel_rms_vs_float": 0.005},
            "nbits2_b32_acc4_lut1": {"us": 250.0 * scale, "bytes": 6e6}}
     return {"k": 4096, "n": 4096, "batch": batch, "threads": threads, "etch": etch,
@@ -27,7 +29,16 @@ def _result() -> dict:
     return {"cpu": "test cpu", "mcpu": "x", "machine": "x86_64", "features": ["avx2"],
             "threads": 2, "llc_mb": 32.0, "load_average": [0.1, 0.1, 0.1], "cold_mb": 48.0,
             "group": 32, "threads_run": [1, 2], "rows": rows,
-            "stream": {"1": {"gbps": 20.0}, "2": {"gbps": 30.0}}}
+            "stream": {"1": {"gbps": 20.0, "warm_cpu_gbps": 100.0, "spin_us": 10.0},
+                       "2": {"gbps": 30.0, "spin_us": 10.0}},
+            "models": {"tiny_decoder": {"1": _model(1.0), "2": _model(0.5)}}}
+
+
+def _model(scale: float) -> dict:
+    return {"ort fp32": {"us": 900.0 * scale, "cpu_us": 800.0 * scale},
+            "etch 2b lut": {"us": 300.0 * scale, "cpu_us": 250.0 * scale, "snr_db": 20.5},
+            "ORT MatMulNBits 2b b32 acc4": {"us": 700.0 * scale, "cpu_us": 600.0 * scale,
+                                            "snr_db": 19.0}}
 
 
 def test_goals_are_ratios_of_the_same_run() -> None:
@@ -41,18 +52,40 @@ def test_goals_are_ratios_of_the_same_run() -> None:
     assert goals["cold 2-bit GEMV: 2 threads vs 1"]["value"] == pytest.approx(2.0)
     assert goals["cold 2-bit GEMV: 2 threads vs 1"]["met"]  # target 1.7
     assert goals["int8 tables: worst relative RMS error vs exact product"]["met"]
+    cpu = goals["2-bit GEMV, 1 thread: MatMulNBits 4-bit acc4 b32 / etch 2-bit (CPU time)"]
+    assert cpu["value"] == pytest.approx(100.0 / 50.0) and cpu["met"] is False
+
+
+def test_context_says_what_bounds_the_goals() -> None:
+    ctx = {c["text"]: c["value"] for c in lut_goals.context(_result())}
+    warm = "warm 2-bit GEMV, 1 thread, CPU time: GB/s / hot-loop stream GB/s of the same bytes"
+    assert ctx[warm] == pytest.approx(4e6 / 50.0 / 1e3 / 100.0, rel=1e-3)
+    assert ctx["compute-bound kernel: 2 threads vs 1 (the parallelism this process got)"] == 1.0
+    assert ctx["streaming read: 2 threads vs 1"] == pytest.approx(1.5)
+    assert ctx["warm 2-bit GEMV: 2 threads vs 1"] == pytest.approx(2.0)
 
 
 def test_table_names_the_machine_and_every_peer() -> None:
     text = bench_lut.table({**_result(), "goals": lut_goals.goals(_result())})
     assert "test cpu" in text and "vector extensions: avx2" in text
     for name in ("etch lut 2", "etch dequant 2", "ORT fp32", "ORT nbits4_b32_acc4_lut0",
-                 "numpy fp32", "goals (ratios in this run)"):
+                 "numpy fp32", "goals (ratios in this run)", "context (this run)",
+                 "tiny_decoder, whole model", "ORT MatMulNBits 2b b32 acc4"):
         assert name in text
+    line = next(ln for ln in text.splitlines() if "etch 2b lut" in ln)
+    assert line.split()[-5:] == ["300.0", "250.0", "150.0", "125.0", "20.5"]
+
+
+def test_model_table_survives_a_failed_job() -> None:
+    lines = lut_models.model_lines("m", {"1": {"error": "exit 1: boom"}, "2": _model(1.0)})
+    assert any("boom" in ln for ln in lines) and any("etch 2b lut" in ln for ln in lines)
+    assert lut_models.snr_db(np.ones(4), np.ones(4)) > 200
 
 
 def test_timing_helpers() -> None:
     calls = []
     assert best_us(lambda: calls.append(1), 0.01) >= 0 and len(calls) > 5
+    wall, cpu = best_times(lambda: sum(range(20000)), 0.01)
+    assert wall > 0 and cpu >= 0
     assert cold_us([lambda: None, lambda: None], 0.01) >= 0
     assert copies(10 << 20, 100) == 10 and copies(1, 0) == 2
