@@ -8,10 +8,14 @@ built three ways and measured in one run:
 - da4ml 0.6 (`da4ml.cmvm.solve`, hls4ml's distributed-arithmetic optimiser), its Verilog from
   `da4ml.codegen.rtl.verilog`;
 plus etch's grouped (accumulate-then-multiply) neurons, adders only. Each design is
-synthesised by the same Yosys flow (`backends.verilog.area.synth_area`, generic cells);
-etch's netlists are printed as modules of at most `PART` nodes (ABC's time grows fast with
-a flat module; da4ml's output is one module per adder). Goals: fewer cells than da4ml on
-most matrices, >= 25% fewer adders than plain CSD.
+synthesised by the same Yosys flow (`backends.verilog.area.synth_area`, generic cells,
+hierarchy kept, every instance counted). da4ml's output is one module instance per adder;
+etch's netlists are printed as modules of `--part` (default `PART`) nodes. The granularity
+matters to ABC, not only to its time: on rand int4 32x32 the same etch netlist synthesises
+to 39,470 cells in 400-node modules (24 s of Yosys CPU), 38,847 in 50-node, 37,078 in
+8-node (11 s) and 35,743 in 1-node modules (40 s: per-module overhead); ABC maps a small
+adder cluster close to one full adder per bit, a large flat one worse. Goals: fewer cells
+than da4ml on most matrices, >= 25% fewer adders than plain CSD.
 
 Then the scale study (`benchmarks/hardwired_scale.py`): generation, lint, Verilator build
 and one simulated batch of single int4 layers up to 1024x1024, time and peak memory per
@@ -37,7 +41,7 @@ from backends.verilog.hardwired.netlist import K, Netlist
 from benchmarks import hardwired_scale
 from passes import hardwired_csd
 
-PART = 400
+PART = 8
 RANDOM = [("rand int4 64x64", 4, 64), ("rand int8 64x64", 8, 64), ("rand int4 128x128", 4, 128),
           ("rand int8 128x128", 8, 128)]
 ZOO = ["digits_mlp", "digits_cnn", "resnet_block"]
@@ -59,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hardwired: scale layers larger than NxN stop after lint")
     p.add_argument("--cells-upto", type=int, default=None, metavar="WEIGHTS",
                    help="hardwired: run Yosys only on matrices of at most this many weights")
+    p.add_argument("--part", type=int, default=PART, metavar="NODES",
+                   help="hardwired: netlist nodes per printed module for Yosys (matrices)")
+    p.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                   help="hardwired: only the matrices whose label contains one of these")
 
 
 def zoo_matrices() -> list[tuple[str, np.ndarray]]:
@@ -74,7 +82,8 @@ def zoo_matrices() -> list[tuple[str, np.ndarray]]:
             calib = Path(tmp) / "calib.npz"
             x = np.load(zoo.model_path(name).with_suffix(".inputs.npz"))
             np.savez(calib, **{k: x[k] for k in x.files})
-            g = driver.compile(str(path), "ref", bits=4, int=True, calib=str(calib)).graph
+            g = driver.compile(str(path), "ref", bits=4, int=True, calib=str(calib),
+                               fuse=False).graph  # anchors, not etch.QFused groups
         for node in g.nodes:
             if node.op == "etch.QGemm" and g.const(node.inputs[1]) is not None:
                 out.append((f"{name}/{node.name}", effective_weights(g, node)))
@@ -105,8 +114,8 @@ def etch_netlist(w: np.ndarray, method: str) -> tuple[Netlist, float]:
     return net, time.perf_counter() - t
 
 
-def etch_cells(net: Netlist, work: Path) -> int:
-    texts = printer.render_parts(net, "cmvm", "// bench", net.partition(PART))
+def etch_cells(net: Netlist, work: Path, part: int = PART) -> int:
+    texts = printer.render_parts(net, "cmvm", "// bench", net.partition(part))
     files = []
     for name, text in texts.items():
         files.append(work / f"{name}.v")
@@ -151,7 +160,7 @@ def da4ml_design(w: np.ndarray, work: Path) -> tuple[dict, list[Path]]:
     return {"cost": float(sol.cost), "adders": adders, "seconds": round(seconds, 2)}, files
 
 
-def measure(label: str, w: np.ndarray, yosys: bool, say) -> dict:
+def measure(label: str, w: np.ndarray, yosys: bool, say, part: int = PART) -> dict:
     """Adders (and cells) of plain CSD, etch CSE, grouped and da4ml for one matrix."""
     row = {"matrix": label, "k": int(w.shape[0]), "n": int(w.shape[1]),
            "nonzero": int(np.count_nonzero(w)), "digits": hardwired_csd.count(w)}
@@ -165,12 +174,16 @@ def measure(label: str, w: np.ndarray, yosys: bool, say) -> dict:
         row["da4ml"], files = da4ml_design(w, Path(tmp))
         if yosys:
             say(f"{label}: yosys da4ml")
+            t = time.perf_counter()
             row["da4ml"]["cells"] = synth_area(files, "datop", luts=False)["cells"]
+            row["da4ml"]["yosys_seconds"] = round(time.perf_counter() - t, 1)
             for method in ("plain", "cse"):
                 say(f"{label}: yosys {method}")
                 work = Path(tmp) / method
                 work.mkdir()
-                row[method]["cells"] = etch_cells(nets[method], work)
+                t = time.perf_counter()
+                row[method]["cells"] = etch_cells(nets[method], work, part)
+                row[method]["yosys_seconds"] = round(time.perf_counter() - t, 1)
     return row
 
 
@@ -187,13 +200,15 @@ def run(args: argparse.Namespace) -> dict:
         mats = zoo_matrices()[:1] + random_matrices()[:1]
     else:
         mats = zoo_matrices() + random_matrices()
+    if args.only:
+        mats = [(label, w) for label, w in mats if any(o in label for o in args.only)]
     limit = args.cells_upto
     rows = []
     for label, w in mats:
         rows.append(measure(label, w, not args.no_yosys and (limit is None or w.size <= limit),
-                            say))
+                            say, args.part))
         say(f"matrix row {json.dumps(rows[-1], sort_keys=True)}")  # kept if a later one fails
-    result = {"machine": machine(), "matrices": rows}
+    result = {"machine": machine(), "part_nodes": args.part, "matrices": rows}
     if not args.no_scale:
         sizes = [s for s in args.scale if s <= 256] if args.quick else args.scale
         result["scale"] = hardwired_scale.study(sizes, say, args.scale_styles,
@@ -213,8 +228,10 @@ def table(result: dict) -> str:
              f"{'grouped':>8}{'save%':>7}{'plain cells':>12}{'etch cells':>11}"
              f"{'da4ml cells':>12}{'etch/da4ml':>11}")]
     wins = synthesised = 0
+    saves = []
     for r in result["matrices"]:
         save = 100 * (1 - r["cse"]["adders"] / max(r["plain"]["adders"], 1))
+        saves.append(save)
         ec, dc = r["cse"].get("cells"), r["da4ml"].get("cells")
         ratio = f"{ec / dc:>11.2f}" if ec and dc else f"{'-':>11}"
         wins += bool(ec and dc and ec < dc)
@@ -225,8 +242,10 @@ def table(result: dict) -> str:
                      f"{_cell(r, 'plain'):>12}{_cell(r, 'cse'):>11}{_cell(r, 'da4ml'):>12}"
                      f"{ratio}")
     lines.append(f"etch has fewer cells than da4ml on {wins} of {synthesised} synthesised "
-                 f"matrices; adders: etch = CSD + greedy pairwise CSE, plain = CSD digits - 1 "
-                 f"per output")
+                 f"matrices (etch printed as {result.get('part_nodes', PART)}-node modules); "
+                 f"etch uses {min(saves, default=0):.1f}-{max(saves, default=0):.1f}% fewer "
+                 f"adders than plain CSD (etch = CSD + greedy pairwise CSE, plain = CSD "
+                 f"digits - 1 per output)")
     if "scale" in result:
         lines.append(hardwired_scale.table(result["scale"]))
     return "\n".join(lines)

@@ -104,7 +104,7 @@ def _cse_counts(w: np.ndarray, in_bits: int) -> tuple[int, int, np.ndarray, np.n
     for start in range(0, k, block):
         sub = w[start:start + block]
         rows = cse.digit_rows(sub)
-        syms, rows = cse.eliminate(rows, sub.shape[0], in_bits)
+        syms, rows, _ = cse.best(rows, sub.shape[0], in_bits)
         adders += len(syms)
         bits += sum(cse.symbol_bits(syms, sub.shape[0], in_bits)[sub.shape[0]:])
         counts = np.array([len(r) for r in rows], np.int64)

@@ -7,10 +7,19 @@ terms up to a common shift and sign:
 
     P = (A, B, d, s)  means  A + s * (B << d)      (or (A << -d) + s * B when d < 0)
 
-The most frequent pattern over all rows becomes a new symbol T, computed by one adder and
-shared: every occurrence of the pair in a row is replaced by one term of T. This repeats
-until no pattern occurs twice. Each replacement saves one adder; ties go to the pattern
-whose adder is narrower (then the smaller key, for determinism).
+The best pattern over all rows becomes a new symbol T, computed by one adder and shared:
+every occurrence of the pair in a row is replaced by one term of T. This repeats until no
+pattern occurs twice. Each replacement saves one adder. "Best" is a score (SCORES):
+- `count`: the most frequent pattern (Hartley's rule: the fewest adders);
+- `overlap`: count times the bits where the pair's operands overlap. A pair whose shift
+  leaves few overlapping bits is cheap to add in an output's adder tree anyway (the low
+  bits of the less shifted operand pass through), so sharing it saves little area; a
+  fully overlapping pair costs a full-width adder each time it is not shared (the weighting
+  of da4ml's and Hcub's bit-width-aware costs, measured in bits rather than adders).
+Ties go to the pattern whose adder is narrower (then the smaller key, for determinism).
+`best` runs every score and keeps the result with the fewest estimated adder bits
+(`adder_bits`, which tracks the Yosys cell count), so the choice is made per block of
+inputs, per matrix.
 
 Implementation: counts of all term pairs live in a dict keyed by an integer encoding of
 (A, B, d, s); a lazy max-heap finds the best count; the rows holding a pattern are found
@@ -29,6 +38,7 @@ import numpy as np
 from passes import hardwired_csd
 
 Row = dict[tuple[int, int], int]  # (sym, shift) -> sign
+SCORES = ("count", "overlap")
 PAIR_BUDGET = 3_000_000  # pair counts per CSE block before a matrix is split
 SYM_BITS, D_BITS, D_OFF = 24, 8, 128
 
@@ -70,6 +80,22 @@ class State:
     count: dict[int, int] = field(default_factory=dict)
     heap: list[tuple[int, int, int]] = field(default_factory=list)
     rows_of: list[set[int]] = field(default_factory=list)
+    score: str = "count"
+
+    def entry(self, key: int, c: int) -> tuple[int, int, int, int]:
+        """The heap entry of pattern `key` seen `c` times: (priority, tie, key, c), the
+        smallest popped first (see SCORES); `c` tells a stale entry from a current one."""
+        w = self.width(key)
+        if self.score == "count":
+            return (-c, w, key, c)
+        return (-c * self.overlap(key), w, key, c)
+
+    def overlap(self, key: int) -> int:
+        """Bits where both operands of pattern `key` can be non-zero (at least 1)."""
+        a, b, d, _ = decode(key)
+        if d >= 0:
+            return max(min(self.bits[a], self.bits[b] + d) - d, 1)
+        return max(min(self.bits[a] - d, self.bits[b]) + d, 1)
 
     def width(self, key: int) -> int:
         a, b, d, _ = decode(key)
@@ -90,7 +116,7 @@ class State:
             if c > 0:
                 count[key] = c
                 if delta > 0 and c >= 2:
-                    heapq.heappush(heap, (-c, self.width(key), key))
+                    heapq.heappush(heap, self.entry(key, c))
             else:
                 count.pop(key, None)
 
@@ -148,25 +174,61 @@ def block_size(w: np.ndarray, budget: int = PAIR_BUDGET) -> int:
     return max(b, 4)
 
 
-def eliminate(rows: list[Row], n_inputs: int, input_bits: int) -> tuple[list[Sym], list[Row]]:
-    """Run greedy pairwise CSE; returns the new symbols (ids n_inputs, n_inputs + 1, ...)
-    and the rewritten rows. `rows` is consumed."""
-    st = State(rows, [input_bits] * n_inputs, rows_of=[set() for _ in range(n_inputs)])
+def eliminate(rows: list[Row], n_inputs: int, input_bits: int,
+              score: str = "count") -> tuple[list[Sym], list[Row]]:
+    """Run greedy pairwise CSE with one of SCORES; returns the new symbols (ids n_inputs,
+    n_inputs + 1, ...) and the rewritten rows. `rows` is consumed."""
+    if score not in SCORES:
+        raise ValueError(f"unknown CSE score {score!r}")
+    st = State(rows, [input_bits] * n_inputs, rows_of=[set() for _ in range(n_inputs)],
+               score=score)
     for r, row in enumerate(rows):
         for s, _ in row:
             st.rows_of[s].add(r)
     st.count = initial_counts(rows)
-    st.heap = [(-c, st.width(k), k) for k, c in st.count.items() if c >= 2]
+    st.heap = [st.entry(k, c) for k, c in st.count.items() if c >= 2]
     heapq.heapify(st.heap)
     while st.heap:
-        neg, _, key = heapq.heappop(st.heap)
+        _, _, key, seen = heapq.heappop(st.heap)
         c = st.count.get(key, 0)
-        if c != -neg:
+        if c != seen:
             if c >= 2:
-                heapq.heappush(st.heap, (-c, st.width(key), key))
+                heapq.heappush(st.heap, st.entry(key, c))
             continue
         _extract(st, key)
     return st.syms, st.rows
+
+
+def best(rows: list[Row], n_inputs: int,
+         input_bits: int) -> tuple[list[Sym], list[Row], str]:
+    """CSE under every score of SCORES; keeps the result with the fewest estimated adder
+    bits (`adder_bits`; ties keep the earlier score). Returns (symbols, rows, score)."""
+    results = []
+    for score in SCORES:
+        syms, out = eliminate([dict(r) for r in rows], n_inputs, input_bits, score)
+        results.append((adder_bits(syms, out, n_inputs, input_bits), len(results), syms, out,
+                        score))
+    _, _, syms, out, score = min(results)
+    return syms, out, score
+
+
+def adder_bits(syms: list[Sym], rows: list[Row], n_inputs: int, input_bits: int) -> int:
+    """Estimated full-adder bits of a CSE result: each symbol's adder, then each row's
+    adder tree (narrowest first, as `cmvm.adder_tree` builds it). An adder costs its
+    output bits above the higher of its operands' lowest bits (below, one operand's bits
+    pass through): the quantity a synthesised design's cell count follows."""
+    bits = symbol_bits(syms, n_inputs, input_bits)
+    total = sum(bits[n_inputs + i] - abs(s.d) for i, s in enumerate(syms))
+    for row in rows:
+        heap = [(bits[sym] + e, e) for (sym, e) in row]
+        heapq.heapify(heap)
+        while len(heap) > 1:
+            m1, l1 = heapq.heappop(heap)
+            m2, l2 = heapq.heappop(heap)
+            m = max(m1, m2) + 1
+            total += m - max(l1, l2)
+            heapq.heappush(heap, (m, min(l1, l2)))
+    return total
 
 
 def _extract(st: State, key: int) -> None:

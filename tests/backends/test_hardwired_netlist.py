@@ -79,6 +79,34 @@ def test_cse_saves_a_quarter_of_plain_csd_adders(rng: np.random.Generator) -> No
     assert counts["cse"] <= 0.75 * counts["plain"]
 
 
+@given(st.integers(1, 24), st.integers(1, 12), st.sampled_from(["int8", "int4", "ternary"]),
+       st.sampled_from(["int8", "uint8"]), st.integers(0, 2**32 - 1))
+def test_cse_is_exact_on_random_matrices(k: int, n: int, kind: str, dtype: str,
+                                         seed: int) -> None:
+    """Property: for any shape, weight kind and input range, the CSE netlist's value (and
+    every node's recorded range, checked by `evaluate`) equals the matrix product."""
+    rng = np.random.default_rng(seed)
+    w = weights(rng, (k, n), kind)
+    net, xs = matrix_net(w, dtype)
+    net.add_output("y", 32, cmvm.build(net, xs, w, "cse", block=max(k // 2, 1)))
+    lo, hi = CODES[dtype]
+    x = np.concatenate([rng.integers(lo, hi, (16, k), endpoint=True),
+                        np.full((1, k), lo), np.full((1, k), hi)])
+    np.testing.assert_array_equal(evaluate(net, {"x": x})["y"], x @ w)
+
+
+def test_no_adder_subtracts_its_less_shifted_operand(rng: np.random.Generator) -> None:
+    """(p << d) - q needs a borrow chain through its low d bits; cmvm builds q - (p << d)
+    and carries the sign instead, so that the low bits of every adder pass through."""
+    w = weights(rng, (32, 16), "int8")
+    net, xs = matrix_net(w)
+    net.add_output("y", 32, cmvm.build(net, xs, w, "cse"))
+    subs = [n for n in range(len(net)) if net.kind[n] == K.ADD and net.neg[n] & 2]
+    assert subs and all(net.sb[n] >= net.sa[n] for n in subs)
+    x = rng.integers(-128, 128, (16, 32))
+    np.testing.assert_array_equal(evaluate(net, {"x": x})["y"], x @ w)
+
+
 def test_blocked_cse_is_exact(rng: np.random.Generator) -> None:
     w = weights(rng, (40, 12), "int4")
     net, xs = matrix_net(w)
@@ -109,6 +137,26 @@ def test_cse_symbols_are_shared() -> None:
     syms, out = cse.eliminate(rows, 3, 8)
     assert syms == [cse.Sym(0, 1, 2, 1)]
     assert out[0] == {(3, 0): 1} and out[2] == {(3, 1): -1}
+
+
+@pytest.mark.parametrize("score", cse.SCORES)
+def test_every_cse_score_is_exact_and_estimated(score: str, rng: np.random.Generator) -> None:
+    """Each score's result reconstructs W exactly, and `best` keeps the one of fewest
+    estimated adder bits."""
+    w = weights(rng, (24, 16), "int8")
+    syms, rows = cse.eliminate(cse.digit_rows(w), 24, 8, score)
+    vals = [np.eye(24, dtype=object)[k] for k in range(24)]
+    for s in syms:
+        a, b = (vals[s.a], vals[s.b] * (1 << s.d)) if s.d >= 0 else (
+            vals[s.a] * (1 << -s.d), vals[s.b])
+        vals.append(a + s.sign * b)
+    rebuilt = np.array([sum((g * (vals[sym] * (1 << e)) for (sym, e), g in row.items()),
+                            np.zeros(24, dtype=object)) for row in rows]).T
+    np.testing.assert_array_equal(rebuilt.astype(np.int64), w)
+    ests = {sc: cse.adder_bits(*cse.eliminate(cse.digit_rows(w), 24, 8, sc), 24, 8)
+            for sc in cse.SCORES}
+    syms, rows, chosen = cse.best(cse.digit_rows(w), 24, 8)
+    assert ests[chosen] == min(ests.values()) == cse.adder_bits(syms, rows, 24, 8)
 
 
 @pytest.mark.parametrize("kind", ["int4", "ternary"])

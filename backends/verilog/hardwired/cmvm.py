@@ -4,7 +4,8 @@ Two constructions, both exact:
 - `plain`: every weight recoded in CSD, each output the adder tree of its digits (the
   baseline: digits - 1 adders per output, zero weights free);
 - `cse`: the same digits with greedy pairwise common-subexpression elimination across the
-  whole matrix (`cse.eliminate`): partial sums shared between output neurons.
+  whole matrix (`cse.best`: the score of fewest estimated adder bits): partial sums shared
+  between output neurons.
 Wide matrices are split into blocks of consecutive inputs, eliminated separately (the
 first pair count grows with the square of a row's terms), and the block partial sums are
 added per output; `block_size` picks the widest block within a work budget.
@@ -111,34 +112,47 @@ def _block(net: Netlist, xs: list[int], w: np.ndarray, method: str,
     rows = cse.digit_rows(w)
     syms: list[cse.Sym] = []
     if method == "cse":
-        syms, rows = cse.eliminate(rows, w.shape[0], bits_for(*rng))
+        syms, rows, _ = cse.best(rows, w.shape[0], bits_for(*rng))
     nodes, forms = _symbols(net, xs, syms, rng)
     out = []
     for row in rows:
         items = sorted(row.items())
-        out.append(([(nodes[s], e, g) for (s, e), g in items],
+        out.append(([(nodes[s][0], e, g * nodes[s][2]) for (s, e), g in items],
                     [shifted(forms[s], e, g) for (s, e), g in items]))
     return out
 
 
 def _symbols(net: Netlist, xs: list[int], syms: list[cse.Sym],
-             rng: tuple[int, int]) -> tuple[list[int], list[Form]]:
-    """Netlist nodes and linear forms of the inputs and every CSE symbol."""
-    nodes = list(xs)
+             rng: tuple[int, int]) -> tuple[list[Term], list[Form]]:
+    """Netlist terms (node, 0, +-1) and linear forms of the inputs and every CSE symbol."""
+    nodes: list[Term] = [(x, 0, 1) for x in xs]
     forms: list[Form] = [{k: 1} for k in range(len(xs))]
     for s in syms:
+        (na, _, ga), (nb, _, gb) = nodes[s.a], nodes[s.b]
         if s.d >= 0:
-            t1, t2 = (nodes[s.a], 0, 1), (nodes[s.b], s.d, s.sign)
+            t1, t2 = (na, 0, ga), (nb, s.d, s.sign * gb)
             f = merged(forms[s.a], shifted(forms[s.b], s.d, s.sign))
         else:
-            t1, t2 = (nodes[s.a], -s.d, 1), (nodes[s.b], 0, s.sign)
+            t1, t2 = (na, -s.d, ga), (nb, 0, s.sign * gb)
             f = merged(shifted(forms[s.a], -s.d, 1), shifted(forms[s.b], 0, s.sign))
         lo, hi = form_range(f, *rng)
-        node, shift, sign = net.add(t1, t2, lo, hi)
-        assert shift == 0 and sign == 1, "a CSE symbol is a + s * (b << d) with d >= 0"
-        nodes.append(node)
+        node, shift, sign = add(net, t1, t2, lo, hi)
+        assert shift == 0, "a CSE symbol is a + s * (b << d) with d >= 0"
+        nodes.append((node, 0, sign))
         forms.append(f)
     return nodes, forms
+
+
+def add(net: Netlist, t1: Term, t2: Term, lo: int, hi: int) -> Term:
+    """t1 + t2 as a term; a difference whose subtrahend is the less shifted operand is
+    built negated (q - (p << d) instead of (p << d) - q, the sign carried by the term), so
+    that the low d bits of every adder pass through from one operand instead of needing a
+    borrow chain."""
+    p, q = (t1, t2) if t1[2] > 0 else (t2, t1)
+    if p[2] != q[2] and q[1] < p[1]:
+        n, m, g = net.add((p[0], p[1], -1), (q[0], q[1], 1), -hi, -lo)
+        return n, m, -g
+    return net.add(t1, t2, lo, hi)
 
 
 def _sum_row(net: Netlist, terms: list[Term], forms: list[Form],
@@ -180,7 +194,7 @@ def adder_tree(net: Netlist, items: list, rng: tuple[int, int]) -> tuple[Term, t
             lo, hi = form_range(f, *rng)
         else:
             f, (lo, hi) = None, (r1[0] + r2[0], r1[1] + r2[1])
-        t = net.add(t1, t2, lo, hi)
+        t = add(net, t1, t2, lo, hi)
         heapq.heappush(heap, (bits_for(lo, hi), order, t, (lo, hi), f))
         order += 1
     _, _, t, r, _ = heap[0]
