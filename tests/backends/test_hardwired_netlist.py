@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.verilog.hardwired import cmvm, grouped, pipeline, printer, requant
@@ -79,6 +79,7 @@ def test_cse_saves_a_quarter_of_plain_csd_adders(rng: np.random.Generator) -> No
     assert counts["cse"] <= 0.75 * counts["plain"]
 
 
+@settings(deadline=None, max_examples=50)  # a netlist build per example: no wall-clock limit
 @given(st.integers(1, 24), st.integers(1, 12), st.sampled_from(["int8", "int4", "ternary"]),
        st.sampled_from(["int8", "uint8"]), st.integers(0, 2**32 - 1))
 def test_cse_is_exact_on_random_matrices(k: int, n: int, kind: str, dtype: str,
