@@ -10,7 +10,8 @@ not depend on the batch the model is deployed at: each input's array is [R, *sha
 `batches` groups the rows into the runs `run_all` makes. When the graph treats rows as
 independent samples (checked once: a run of one row, or two for a model at batch 1, must
 give what the deployed batch gives for those rows; a Reshape that bakes the batch in does
-not), runs hold up to CHUNK rows each, whatever the deployed batch. Otherwise the rows of
+not), runs hold up to CHUNK rows each, whatever the deployed batch. Data of exactly one
+deployed batch is one run either way, so it skips the check (three reference runs). Otherwise the rows of
 one input are not independent samples, and runs are whole deployed inputs: R must then be
 a multiple of the batch (inputs without a batch axis, rank 0, are whole samples too).
 
@@ -51,6 +52,8 @@ def batches(graph: Graph, data: Mapping[str, np.ndarray]) -> list[Inputs]:
     if rows is None:
         return _whole_samples(graph, arrays)
     count = len(next(iter(rows.values())))
+    if count == _batch(graph):  # one run of the deployed batch either way: no probe needed
+        return [rows]
     if _rows_independent(graph, rows):
         step = CHUNK
     else:

@@ -9,7 +9,10 @@ Every function here is pure numpy on float64.
 Scale choice (round to nearest): binary takes scale = mean|w| (the L2-optimal scale of
 sign(w), XNOR-Net); the others search a clipping ratio r on a grid and keep, per block, the
 scale with the least squared error (the `mse` option of GPTQ's quantiser, AWQ's clip search),
-which matters at 2-4 bits, where clipping the largest weights wins. With calibration data,
+which matters at 2-4 bits, where clipping the largest weights wins; at 7-8 bits the rounding
+step is so fine that only a light clip can pay, so the grid stops at WIDE_MIN_RATIO (`ratios`:
+11 candidates instead of 36, which made the search most of an 8-bit compile's time). With
+calibration data,
 `rtn_output` searches the same grid for the least *output* error d H d^T per block (H = X^T X
 of the layer's input), so a clip is judged by what it does to the layer's outputs on real
 inputs rather than to the weights alone (correlated inputs make the two disagree).
@@ -24,6 +27,8 @@ import numpy as np
 from compiler.ir import code_range
 
 RATIOS = np.linspace(1.0, 0.3, 36)
+WIDE_BITS = 7         # codes this wide or wider search only the light clips ...
+WIDE_MIN_RATIO = 0.8  # ... RATIOS down to this one
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,13 @@ class Scheme:
         if self.kind != "int":
             return self.kind
         return f"{'s' if self.symmetric else 'u'}{self.bits}"
+
+
+def ratios(scheme: Scheme) -> np.ndarray:
+    """The clipping ratios searched for `scheme`'s codes (1.0 first: no clip)."""
+    if scheme.kind == "int" and scheme.bits >= WIDE_BITS:
+        return RATIOS[RATIOS >= WIDE_MIN_RATIO - 1e-9]
+    return RATIOS
 
 
 def to_blocks(m: np.ndarray, rg: int, cg: int) -> np.ndarray:
@@ -81,7 +93,7 @@ def fit(blocks: np.ndarray, scheme: Scheme, search: bool = True) -> tuple[np.nda
     if not search:
         return best_s, best_z
     best_e = _error(blocks, best_s, best_z, scheme)
-    for r in RATIOS[1:]:
+    for r in ratios(scheme)[1:]:
         s, z = _candidate(blocks, r, scheme)
         e = _error(blocks, s, z, scheme)
         better = e < best_e
@@ -121,7 +133,7 @@ def rtn(m: np.ndarray, scheme: Scheme, rg: int, cg: int,
 def rtn_output(m: np.ndarray, h: np.ndarray, scheme: Scheme,
                cg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Round to nearest per output channel (blocks of `cg` columns along K) with each block's
-    clipping ratio chosen on the RATIOS grid for the least output error d H_b d^T, H_b the
+    clipping ratio chosen on the `ratios` grid for the least output error d H_b d^T, H_b the
     block's diagonal block of the layer-input Hessian h [g, K, K] (one per convolution
     group of N/g rows; terms between blocks are left out). (codes, scales [N, K/cg], zeros.)"""
     k, g = m.shape[1], h.shape[0]
@@ -135,7 +147,7 @@ def _block_output_fit(b: np.ndarray, h: np.ndarray, scheme: Scheme,
                       g: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-row (scale, zero) of b [N, E] with the least d H d^T (h [g, E, E])."""
     best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    for r in RATIOS:
+    for r in ratios(scheme):
         s, z = _candidate(b, r, scheme)
         d = (codes(b, s[:, None], z[:, None], scheme) - z[:, None]) * s[:, None] - b
         dg = d.reshape(g, -1, d.shape[1])

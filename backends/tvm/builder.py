@@ -4,7 +4,8 @@ The Relax module arrives with every kernel already a scheduled PrimFunc, so the 
 pipeline here skips TVM's legalisation and operator fusion (fusion is decided on the IR by
 etch's pass and rendered as `etch.Fused`; FuseOps would merge scheduled kernels into new,
 unscheduled ones) and keeps only the lowering to the VM: views for reshapes, static memory
-planning, and the VM calling convention.
+planning, and the VM calling convention. Kernels that repeat (same TIR, another node) are
+built once (`dedupe`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tvm import relax
 
 from backends.tvm import lower, schedules
 from backends.tvm import target as targets
+from backends.tvm.dedupe import dedupe
 from backends.tvm.schedules import cpu as cpu_rules
 from backends.tvm.support import error_line, storage
 from compiler.errors import EtchError
@@ -50,6 +52,13 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, out: Path) -> N
         raise EtchError(f"the TVM backend cannot compile the model: {error_line(e)}") from e
 
 
+def lowered(graph: Graph, *, pack: bool, lanes: int) -> tuple[tvm.IRModule, dict]:
+    """The graph's Relax module, each distinct kernel once; the manifest entry saying how
+    many repeated kernels were dropped."""
+    mod, repeats = dedupe(lower.to_irmodule(graph, pack=pack, lanes=lanes))
+    return mod, {"repeated_kernels": repeats}
+
+
 def storage_entries(graph: Graph) -> dict:
     """Manifest entries naming the inputs/outputs whose element type TVM holds in a wider
     one (int4 in int8, float8 in float32, ...): the executor converts those at the edge."""
@@ -64,12 +73,12 @@ def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     target_json, info = targets.cpu_target(opts)
     target = tvm.target.Target(target_json)
     t0 = time.perf_counter()
-    mod = lower.to_irmodule(graph, pack=True, lanes=info.lanes)
+    mod, repeats = lowered(graph, pack=True, lanes=info.lanes)
     mod, tuning = _maybe_tune(mod, target, opts, out)
     mod = schedules.apply_rules(mod, target)
     t1 = time.perf_counter()
     compile_module(mod, target, out)
-    return {**tuning, **storage_entries(graph), "runtime": "tvm", "device": "cpu",
+    return {**tuning, **repeats, **storage_entries(graph), "runtime": "tvm", "device": "cpu",
             "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
             "vector_bits": info.vector_bits, "vector_lanes": info.lanes, "threads": opts.threads,
@@ -82,11 +91,12 @@ def build_cuda(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     """The cuda artifact: dlight-scheduled kernels, built with nvcc (no GPU needed)."""
     target_json = targets.cuda_target(opts)
     target = tvm.target.Target(target_json)
-    mod = lower.to_irmodule(graph, pack=False, lanes=1)  # plain layouts and reductions for dlight
+    # plain layouts and reductions for dlight
+    mod, repeats = lowered(graph, pack=False, lanes=1)
     mod, tuning = _maybe_tune(mod, target, opts, out)
     mod = schedules.apply_rules(mod, target)
     compile_module(mod, target, out)
-    return {**tuning, **storage_entries(graph), "runtime": "tvm", "device": "cuda",
+    return {**tuning, **repeats, **storage_entries(graph), "runtime": "tvm", "device": "cuda",
             "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "kernels": kernel_count(mod),
             "schedules": schedules.rule_names(mod)}
@@ -118,9 +128,10 @@ def build_edge_target(graph: Graph, opts: CompileOptions, out: Path) -> dict:
                         f"runs it)")
     target = tvm.target.Target(edge.edge_target(opts.mcpu))
     lanes = cpu_rules.lanes(target)
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target)
+    mod, repeats = lowered(graph, pack=True, lanes=lanes)
+    mod = schedules.apply_rules(mod, target)
     entries = edge.build_edge(mod, out, mcpu=opts.mcpu)
-    return {**entries, "entry": "main", "kernels": kernel_count(mod)}
+    return {**entries, **repeats, "entry": "main", "kernels": kernel_count(mod)}
 
 
 def build(graph: Graph, opts: CompileOptions, out: Path) -> dict:

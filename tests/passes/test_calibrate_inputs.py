@@ -45,6 +45,20 @@ def test_independent_rows_run_in_chunks_whatever_the_batch() -> None:
     np.testing.assert_array_equal(np.concatenate([r["x"] for r in runs]), _rows(130))
 
 
+def test_one_deployed_batch_is_one_run_without_the_probe(monkeypatch) -> None:
+    """Data of exactly the deployed batch is one run whether or not rows mix: the check
+    (three reference runs of the whole model) is skipped."""
+    def probe(*_: object) -> bool:
+        raise AssertionError("the independence check ran")
+
+    monkeypatch.setattr(calibrate, "_rows_independent", probe)
+    for g in (_graph(1), _graph(4, mix_rows=True)):
+        n = int(g.values["x"].shape[0])
+        runs = calibrate.batches(g, {"x": _rows(n)})
+        assert len(runs) == 1
+        np.testing.assert_array_equal(runs[0]["x"], _rows(n))
+
+
 def test_a_stack_of_whole_inputs_is_rows_too() -> None:
     stack = _rows(12).reshape(3, 4, 16)  # [S, *shape] at batch 4
     runs = calibrate.batches(_graph(4), {"x": stack})

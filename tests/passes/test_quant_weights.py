@@ -11,7 +11,7 @@ from compiler import reference
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from passes.quantize_weights import QuantizeWeights, scheme_of
-from passes.quantizer import dequantize, rtn, rtn_output
+from passes.quantizer import RATIOS, dequantize, ratios, rtn, rtn_output
 from tests.passes.fuse_helpers import build, f32, node
 from tests.passes.quant_helpers import calib_for, folded, inputs_for
 
@@ -115,6 +115,20 @@ def test_rtn_output_search_never_loses_to_the_weight_search(rng: np.random.Gener
 
     by_output, by_weight = per_row(*rtn_output(m, h, scheme, 48)), per_row(*rtn(m, scheme, 1, 48))
     assert np.all(by_output <= by_weight * (1 + 1e-12)) and by_output.sum() < by_weight.sum()
+
+
+def test_wide_codes_search_only_light_clips() -> None:
+    """7-8-bit codes search the clips down to 0.8 (their rounding step is too fine for a
+    deep clip to pay); narrower codes the whole grid. The search then never clips deeper."""
+    for bits in (7, 8):
+        grid = ratios(scheme_of(bits, False, True))
+        assert grid[0] == 1.0 and grid.min() >= 0.8 - 1e-9 and len(grid) == 11
+    for bits in (2, 4, 6):
+        assert np.array_equal(ratios(scheme_of(bits, False, True)), RATIOS)
+    m = np.random.default_rng(3).standard_normal((32, 64))
+    m[:, 0] *= 40  # an outlier per row: the weight error alone would clip it deeply
+    _, s, _ = rtn(m, scheme_of(8, False, True), 1, 64)
+    assert np.all(s[:, 0] >= 0.8 * np.abs(m).max(axis=1) / 127 - 1e-12)
 
 
 def test_rtn_with_calibration_lowers_output_error_on_digits_cnn() -> None:
