@@ -531,3 +531,22 @@ def _constants(func: relax.Function) -> list[np.ndarray]:
         func, lambda e: found.append(e.value.numpy()) if isinstance(e, tvm.ir.expr.Constant)
         and hasattr(e.value, "numpy") else None)
     return found
+
+
+@pytest.mark.parametrize("isa_name,reg,sign", [("avx2", "ymm", r"vpsignd"),
+                                               ("avx512", "zmm", r"vpsub")])
+@pytest.mark.parametrize("anchor", ["3x3", "depthwise"])
+def test_requantisation_is_vector_code_on_both_widths(isa_name: str, reg: str, sign: str,
+                                                       anchor: str) -> None:
+    """The requantising epilogue of the x86 kernels is the int32-lane vector formula at 8
+    lanes (AVX2) and at 16 (AVX-512: vpsrlvq on zmm, the sign by a masked subtraction), for
+    whole vectors and a row's partial last one alike; compiled for an explicit CPU."""
+    case, rule = GROUP_ANCHORS[anchor]
+    graph, _ = FuseInteger().run(case().g)
+    asm = isa.compile_graph(graph, isa_name)
+    assert asm.rules == {rule: 1}
+    [code] = asm.kernels.values()
+    # |acc| in int32 lanes (vpabsd; the generic int64 formula takes vpabsq), the shift in
+    # int64 ones
+    assert re.search(rf"vpabsd\s+[^\n]*%{reg}", code)
+    assert re.search(rf"vpsrlvq\s+[^\n]*%{reg}", code) and re.search(sign, code)

@@ -81,36 +81,48 @@ def choose(features: set[str], nl: int, pair_safe: bool) -> str | None:
     return "madd" if pair_safe else "split"
 
 
-def requantize_avx2(t: Expr, m0: Expr, shift: Expr, zp: int, qmin: int, qmax: int) -> Expr:
-    """`compiler.reference.requantize` of the int32x8 accumulators t with int32x8 m0 and
-    shift, for magnitudes below 2^24 (`lower.int_gemm.kernel_hints`' req_vec): clamped int32x8.
+PSLLVQ = {8: "llvm.x86.avx2.psllv.q.256", 16: "llvm.x86.avx512.psllv.q.512"}
+PSRLVQ = {8: "llvm.x86.avx2.psrlv.q.256", 16: "llvm.x86.avx512.psrlv.q.512"}
+
+
+def requantize_vector(t: Expr, m0: Expr, shift: Expr, zp: int, qmin: int, qmax: int,
+                      nl: int = 8) -> Expr:
+    """`compiler.reference.requantize` of the int32 x nl accumulators t (nl 8: AVX2, 16:
+    AVX-512) with int32 x nl m0 and shift, for magnitudes below 2^24 (`lower.int_gemm.
+    kernel_hints`' req_vec): clamped int32 x nl.
 
     |t| is vpabsd (INT32_MIN's magnitude 2^31 is exact as unsigned); |t| * M0 is vpmuludq on
     the even and the odd lanes; the rounding term 2^(shift-1) is vpsllvq of 1 (a count of -1
     gives 0, the formula's shift = 0 case); the magnitude is shifted with vpsrlvq, narrowed
-    to int32 (it fits), given t's sign with vpsignd (t = 0 has magnitude 0), + zero point,
-    clamped. Equal to the reference for every input within the bound."""
-    i32, i64 = "int32x8", "int64x4"
+    to int32 (it fits), given t's sign (vpsignd on AVX2; a masked negation at 16 lanes, where
+    there is no vpsignd; t = 0 has magnitude 0), + zero point, clamped. Equal to the
+    reference for every input within the bound."""
+    half_lanes = nl // 2
+    i32, i64 = f"int32x{nl}", f"int64x{half_lanes}"
     magnitude = tirx.call_llvm_pure_intrin(i32, "llvm.abs", t, tirx.const(False, "bool"))
 
     def odd(x: Expr) -> Expr:  # the odd int32 lanes, moved to the even ones
         wide = tirx.reinterpret(i64, x)
-        return tirx.reinterpret(i32, tirx.shift_right(wide, _splat(32, "int64", 4)))
+        return tirx.reinterpret(i32, tirx.shift_right(wide, _splat(32, "int64", half_lanes)))
 
     def low(x: Expr) -> Expr:  # the even int32 lanes, zero-extended to int64
-        return tirx.bitwise_and(tirx.reinterpret(i64, x), _splat(0xFFFFFFFF, "int64", 4))
+        return tirx.bitwise_and(tirx.reinterpret(i64, x),
+                                _splat(0xFFFFFFFF, "int64", half_lanes))
 
     def half(x: Expr) -> Expr:  # (2^(shift-1) + |t| M0) >> shift on the even lanes of x
         prod = low(x[0]) * low(x[1])  # LLVM: vpmuludq
         sh = low(x[2])
-        rounding = tirx.call_llvm_pure_intrin(i64, "llvm.x86.avx2.psllv.q.256",
-                                              _splat(1, "int64", 4), sh - _splat(1, "int64", 4))
-        return tirx.call_llvm_pure_intrin(i64, "llvm.x86.avx2.psrlv.q.256", prod + rounding, sh)
+        rounding = tirx.call_llvm_pure_intrin(i64, PSLLVQ[nl], _splat(1, "int64", half_lanes),
+                                              sh - _splat(1, "int64", half_lanes))
+        return tirx.call_llvm_pure_intrin(i64, PSRLVQ[nl], prod + rounding, sh)
 
     even = half((magnitude, m0, shift))
     high = half((odd(magnitude), odd(m0), odd(shift)))
     mag = tirx.bitwise_or(tirx.reinterpret(i32, even), tirx.reinterpret(
-        i32, tirx.shift_left(high, _splat(32, "int64", 4))))
-    y = tirx.call_llvm_pure_intrin(i32, "llvm.x86.avx2.psign.d", mag, t) + \
-        _splat(zp, "int32", 8)
-    return tirx.min(tirx.max(y, _splat(qmin, "int32", 8)), _splat(qmax, "int32", 8))
+        i32, tirx.shift_left(high, _splat(32, "int64", half_lanes))))
+    if nl == 8:
+        signed = tirx.call_llvm_pure_intrin(i32, "llvm.x86.avx2.psign.d", mag, t)
+    else:
+        signed = tirx.Select(t < _splat(0, "int32", nl), _splat(0, "int32", nl) - mag, mag)
+    y = signed + _splat(zp, "int32", nl)
+    return tirx.min(tirx.max(y, _splat(qmin, "int32", nl)), _splat(qmax, "int32", nl))

@@ -57,8 +57,8 @@ class _Epilogue:
     """What a kernel does to an accumulator: + bias, then the output unit of the group it
     renders (`lower.int_epilogue`): requantise (`compiler.reference.requantize`), then the
     steps after it (table, residual add). `scalar` is the general TIR form (vectorised by
-    TVM where the loop is); `vector` is the AVX2 requantisation (`int_intrin.
-    requantize_avx2`) for 8 accumulators, usable where `self.vec`. With steps after the
+    TVM where the loop is); `vector` is the x86 requantisation (`int_intrin.
+    requantize_vector`) for a vector of nl (8 or 16) accumulators, usable where `self.vec`. With steps after the
     requantisation (`self.post`) a tile is `staged`: the requantised values go back into
     the int32 accumulator tile, and `finish` applies the steps in a second loop (the add's
     formula reads its input several times: one small load, not a whole epilogue)."""
@@ -71,7 +71,8 @@ class _Epilogue:
         self.post_bufs = params[1 + n_req:]
         self.dtype = out_dtype
         self.attrs = [_attr(func, k) for k in ("zp", "qmin", "qmax")]
-        self.vec = bool(self.req) and nl == 8 and bool(_attr(func, "req_vec")) and \
+        self.nl = nl
+        self.vec = bool(self.req) and nl in (8, 16) and bool(_attr(func, "req_vec")) and \
             self.bias.dtype == "int32"
         self.staged = bool(self.post)
 
@@ -89,11 +90,13 @@ class _Epilogue:
                            tirx.BufferLoad(self.req[1], idx), *self.attrs)
         return y.astype(self.stage_dtype)
 
-    def vector(self, acc: Expr, load: Callable[[tirx.Buffer], Expr]) -> Expr:
-        """8 values from 8 accumulators; load(buffer) gives the 8 lanes' parameters."""
-        y = int_intrin.requantize_avx2(acc + load(self.bias), load(self.req[0]),
-                                       load(self.req[1]), *self.attrs)
-        return y.astype(f"{self.stage_dtype}x8")
+    def vector(self, acc: Expr, load: Callable[[tirx.Buffer], Expr],
+               dtype: str | None = None) -> Expr:
+        """nl values from nl accumulators, as `dtype` (default: the stage's); load(buffer)
+        gives the nl lanes' parameters."""
+        y = int_intrin.requantize_vector(acc + load(self.bias), load(self.req[0]),
+                                         load(self.req[1]), *self.attrs, nl=self.nl)
+        return y.astype(f"{dtype or self.stage_dtype}x{self.nl}")
 
     def finish(self, y: Expr, at: list) -> Expr:
         """The output at position `at` from its staged requantised value y."""
@@ -324,8 +327,18 @@ def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
             scalar = lambda buf: tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)
             sink(epi.vector(_vec(acc, [k, v * nl], nl), scalar), 0, nl)
 
+        def requantize_in_tile() -> None:  # the row's last, partial vector: in the tile
+            scalar = lambda buf: tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)
+            idx = [k, tirx.Ramp(v * nl, 1, nl)]
+            T.buffer_store(acc, epi.vector(_vec(acc, [k, v * nl], nl), scalar, "int32"), idx)
+
+        def copy(j: Expr) -> None:
+            sink(tirx.BufferLoad(acc, [k, v * nl + j]).astype(out.dtype), j)
+
         if ow % nl == 0 or epi.staged:  # a staged tile has room for whole vectors
             store_vector()
+        elif epi.vec:  # the partial vector requantised whole, then copied element-wise
+            _store_tail(start, nl, ow, store_vector, copy, requantize_in_tile)
         else:
             _store_tail(start, nl, ow, store_vector, store)
     if epi.staged:
@@ -355,13 +368,18 @@ def _finish_tile(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, tile: tuple
             _store_tail(start, nl, width, whole, store)
 
 
-def _store_tail(start: Expr, nl: int, ow: int, whole: Callable, store: Callable) -> None:
-    """A vector of a row whose width is not a multiple of nl: whole when it fits."""
+def _store_tail(start: Expr, nl: int, ow: int, whole: Callable, store: Callable,
+                prepare: Callable | None = None) -> None:
+    """A vector of a row whose width is not a multiple of nl: whole when it fits, else
+    `prepare()` (if given) and then store(j) for each column inside the row."""
     with T.If(start + nl <= ow):
         with T.Then():
             whole()
-        with T.Else(), T.serial(0, nl) as j, T.If(start + j < ow), T.Then():
-            store(j)
+        with T.Else():
+            if prepare is not None:
+                prepare()
+            with T.serial(0, nl) as j, T.If(start + j < ow), T.Then():
+                store(j)
 
 
 # ---- depthwise ----------------------------------------------------------------------------
