@@ -51,6 +51,31 @@ def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zero_point: n
     return np.clip(y, qmin, qmax)
 
 
+INT62 = 1 << 62
+
+
+def isqrt(r: np.ndarray) -> np.ndarray:
+    """The exact integer square root floor(sqrt(r)) of int64 values 0 <= r < 2^62, elementwise
+    (etch.QLayerNorm's denominator; TVM computes it the same way): s = floor(sqrt(float64(r)))
+    is within 1 of the root (float64's relative error ~2^-52 on a root below 2^31), then
+    s -= (s^2 > r) and s += ((s + 1)^2 <= r) make it exact."""
+    r = np.asarray(r, np.int64)
+    if r.size and (r.min() < 0 or r.max() >= INT62):
+        raise EtchError(f"isqrt: operand out of range [0, 2^62) ({r.min()}..{r.max()})")
+    s = np.floor(np.sqrt(r.astype(np.float64))).astype(np.int64)
+    s = s - (s * s > r)
+    return s + ((s + 1) * (s + 1) <= r)
+
+
+def div_round(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """round_half_away(a / b) for int64 a and b > 0, exactly (etch.QLayerNorm's and
+    etch.QSoftmax's one division): sign(a) * ((|a| + (b >> 1)) // b). For an odd b no
+    quotient is a half, so b >> 1 is exact too. |a| + b/2 must stay below 2^63."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    mag = (np.abs(a) + np.right_shift(b, 1)) // b
+    return np.where(a < 0, -mag, mag)
+
+
 def run_node(node: Node, args: list[np.ndarray | None]) -> list[np.ndarray]:
     """Run one node with its op's reference semantics."""
     opdef = ops.get(node.op)

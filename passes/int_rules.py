@@ -19,7 +19,8 @@ from passes.int_lowering import Lowering, Rule
 MOVES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
                    "MaxPool"})
 INT_OPS = frozenset({"etch.QConv", "etch.QGemm", "etch.Requantize", "etch.QAdd",
-                     "etch.QSumPool", "etch.Table", "etch.Clamp"})
+                     "etch.QSumPool", "etch.Table", "etch.Clamp", "etch.QLayerNorm",
+                     "etch.QSoftmax"})
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 

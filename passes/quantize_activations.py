@@ -47,8 +47,10 @@ from compiler.errors import EtchError
 from compiler.ir import Graph
 from passes import calibrate
 from passes.base import Pass
+from passes.int_layernorm import layer_norm
 from passes.int_lowering import Lowering, act_params
 from passes.int_rules import RULES, concat_groups, given_params
+from passes.int_softmax import softmax
 from passes.int_tables import TableRule
 
 Calib = str | Mapping[str, np.ndarray] | None
@@ -68,7 +70,8 @@ class QuantizeActivations(Pass):
         # Without calibration data, every activation must take its scale from the model
         # (an imported QDQ model): `Lowering.params` says which one does not.
         ranges = self._ranges(graph) if self.calib is not None else {}
-        lowered = Lowering(graph, ranges, RULES, TableRule(graph), given_params(graph)).build()
+        rules = {**RULES, "LayerNormalization": layer_norm, "Softmax": softmax}
+        lowered = Lowering(graph, ranges, rules, TableRule(graph), given_params(graph)).build()
         lowered.metadata["etch.placement"] = json.dumps(summary(lowered))
         return lowered, True
 

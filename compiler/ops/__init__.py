@@ -1,7 +1,7 @@
 """The op table: every op's shape rule and reference semantics, in one place.
 
 Each family module (`elementwise`, `nn`, `conv`, `pool`, `shape`, `tensor`, `resize`,
-`reduce`, `quant`, `etch_ops`, `etch_int`, `etch_qfused`, `etch_lut`) exports
+`reduce`, `quant`, `etch_ops`, `etch_int`, `etch_qfused`, `etch_qnorm`, `etch_lut`) exports
 `OPS: dict[str, OpDef]`; this module merges them into `registry()`. Op names are ONNX's
 where ONNX has the op; etch's own ops are `etch.<Name>`; other domains are `<domain>.<Name>`
 (e.g. `com.microsoft.MatMulNBits`).
@@ -63,6 +63,7 @@ def _merge() -> dict[str, OpDef]:
         etch_lut,
         etch_ops,
         etch_qfused,
+        etch_qnorm,
         nn,
         pool,
         quant,
@@ -74,7 +75,7 @@ def _merge() -> dict[str, OpDef]:
 
     table: dict[str, OpDef] = {}
     families = (elementwise, nn, conv, pool, shape, tensor, resize, reduce, quant, etch_ops,
-                etch_int, etch_qfused, etch_lut)
+                etch_int, etch_qfused, etch_qnorm, etch_lut)
     for family in families:
         for name, opdef in family.OPS.items():
             assert name not in table, f"op {name} defined twice"

@@ -9,6 +9,8 @@ compiler/ops/etch_qfused.py are their meaning).
   accumulator;
 - etch.Requantize, etch.QAdd, etch.Table, etch.Clamp, QuantizeLinear, DequantizeLinear
   alone (`int_eltwise`): the reference formulas in TIR;
+- etch.QLayerNorm, etch.QSoftmax (`int_norm`): integer row kernels (exact sums, an exact
+  integer square root, one rounding division per element);
 - etch.Dequant (`int_dequant`): weight-only dequantisation, computed inside the
   Conv/Gemm/MatMul kernel that reads it, so the library holds the integer codes only.
   `DEQUANT_LOWERINGS` (etch.Dequant, and Conv/Gemm/MatMul/etch.Fused, which it sends to
@@ -32,6 +34,7 @@ from backends.tvm.lower.int_eltwise import (
 )
 from backends.tvm.lower.int_epilogue import IntOut
 from backends.tvm.lower.int_gemm import lower_qgemm, qgemm
+from backends.tvm.lower.int_norm import lower_qlayernorm, lower_qsoftmax
 from backends.tvm.lower.int_pool import lower_qsumpool, qsumpool
 from compiler.ir import Node
 from compiler.ops.etch_qfused import group
@@ -51,6 +54,7 @@ INT_LOWERINGS = {
     "etch.QGemm": lower_qgemm, "etch.QConv": lower_qconv, "etch.QSumPool": lower_qsumpool,
     "etch.Requantize": lower_requantize, "etch.QAdd": lower_qadd,
     "etch.Table": lower_table, "etch.Clamp": lower_clamp,
+    "etch.QLayerNorm": lower_qlayernorm, "etch.QSoftmax": lower_qsoftmax,
     "QuantizeLinear": lower_quantize_linear, "DequantizeLinear": lower_dequantize_linear,
 }
 

@@ -1,0 +1,138 @@
+"""etch.QLayerNorm and etch.QSoftmax: the integer row ops (compiler/ops/etch_qnorm.py is
+their meaning), each one row kernel like the float LayerNormalization/Softmax (`norm.py`).
+
+Integer sums are associative, so the vectorised partial sums of `rows.row_reduce` give the
+reference's bits in any order; the rest is per row or per element:
+- `isqrt`: `compiler.reference.isqrt` (float64 root of the exact radicand, floored, then one
+  correction each way);
+- `div_round`: `compiler.reference.div_round` ((|a| + (b >> 1)) / b on magnitudes, the sign
+  restored: round half away from zero).
+Row sums are int32 when no row can overflow it (n * 128^2 < 2^31), else int64; everything
+after them is int64. The kernels are "layer_norm" / "softmax" row kernels (the CPU rule
+`RowReduction` schedules them) with the rows hint when the reduced axes are the last.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+
+from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.rows import row_reduce
+from backends.tvm.schedules import tiles
+from compiler.errors import EtchError
+from compiler.ir import Node
+from compiler.ops.common import axis_of
+from compiler.ops.etch_qnorm import TABLE_SIZE
+
+Expr = tirx.Expr
+INT32_SUM_LIMIT = 1 << 31
+
+
+def _i64(v: int | Expr) -> Expr:
+    return tirx.const(v, "int64") if isinstance(v, int) else v.astype("int64")
+
+
+def isqrt(r: Expr) -> Expr:
+    """floor(sqrt(r)) of an int64 0 <= r < 2^62, exactly (`compiler.reference.isqrt`)."""
+    s = tirx.floor(tirx.sqrt(r.astype("float64"))).astype("int64")
+    one = _i64(1)
+    s = tirx.Select(s * s > r, s - one, s)
+    return tirx.Select((s + one) * (s + one) <= r, s + one, s)
+
+
+def div_round(a: Expr, b: Expr) -> Expr:
+    """round_half_away(a / b) for int64 a and b > 0 (`compiler.reference.div_round`)."""
+    mag = tirx.truncdiv(tirx.abs(a) + tirx.shift_right(b, _i64(1)), b)
+    return tirx.Select(a < _i64(0), -mag, mag)
+
+
+def _saturate(y: Expr, attrs: dict, dtype: str) -> Expr:
+    y = y + _i64(int(attrs.get("zero_point", 0)))
+    y = tirx.min(tirx.max(y, _i64(int(attrs["qmin"]))), _i64(int(attrs["qmax"])))
+    return y.astype(dtype)
+
+
+def _row_const(ctx: LowerCtx, node: Node, k: int, inner: tuple[int, ...]) -> np.ndarray:
+    data = ctx.const(node.inputs[k]) if len(node.inputs) > k else None
+    if data is None:
+        raise EtchError(f"node {node.name}: {node.op} input {k} must be a constant")
+    return np.ascontiguousarray(np.broadcast_to(data.astype(np.int64), inner))
+
+
+def lower_qlayernorm(ctx: LowerCtx, node: Node) -> None:
+    """etch.QLayerNorm over dims [axis:]: S and SS per row, D per row, then per element."""
+    x, out = node.inputs[0], node.outputs[0]
+    shape, dtype, at = ctx.shape(x), ctx.dtype(out), node.attrs
+    axis = axis_of(int(at.get("axis", -1)), len(shape))
+    rows, inner = shape[:axis], shape[axis:]
+    n = int(np.prod(inner))
+    acc_t = "int32" if n * 128 * 128 < INT32_SUM_LIMIT else "int64"
+    lanes = tiles.row_lanes(inner, ctx.lanes)
+    k2, eps, shift = 2 * int(at["sqrt_bits"]), int(at["eps"]), int(at["shift"])
+    zeros = (0,) * len(inner)
+
+    def compute(xt: te.Tensor, gt: te.Tensor, bt: te.Tensor) -> te.Tensor:
+        code = lambda r, j: xt(*r, *j).astype(acc_t)
+        s = row_reduce("sum", rows, inner, code, te.sum, lanes)
+        ss = row_reduce("sumsq", rows, inner, lambda r, j: code(r, j) * code(r, j), te.sum,
+                        lanes)
+
+        def denominator(*i: Expr) -> Expr:
+            total = _i64(s(*i))
+            radicand = tirx.shift_left(_i64(n) * _i64(ss(*i)) - total * total, _i64(k2))
+            return tirx.max(isqrt(radicand + _i64(eps)), _i64(1))
+
+        d = te.compute(rows + (1,) * len(inner), denominator, name="denominator")
+
+        def body(*i: Expr) -> Expr:
+            lead, j = tuple(i[:axis]) + zeros, i[axis:]
+            num = _i64(n) * _i64(xt(*i)) - _i64(s(*lead))
+            dl = d(*lead)
+            y = div_round(num * gt(*j) + bt(*j) * dl, tirx.shift_left(dl, _i64(shift)))
+            return _saturate(y, at, dtype)
+
+        return te.compute(shape, body, name="epilogue")
+
+    params = [ctx.array(_row_const(ctx, node, k, inner)) for k in (1, 2)]
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *params], node, "layer_norm", rows=axis,
+                            row_lanes=lanes))
+
+
+def lower_qsoftmax(ctx: LowerCtx, node: Node) -> None:
+    """etch.QSoftmax along one axis: the row's max code, the table's exps and their exact sum,
+    then one division per element."""
+    x, out = node.inputs[0], node.outputs[0]
+    shape, dtype, at = ctx.shape(x), ctx.dtype(out), node.attrs
+    axis = axis_of(int(at.get("axis", -1)), len(shape))
+    table = ctx.const(node.inputs[1])
+    if table is None or table.shape != (TABLE_SIZE,):
+        raise EtchError(f"node {node.name}: etch.QSoftmax's table must be a constant of "
+                        f"{TABLE_SIZE} entries")
+    n = shape[axis]
+    sum_t = "int32" if n * int(table.max()) < INT32_SUM_LIMIT else "int64"
+    last = axis == len(shape) - 1
+    lanes = tiles.row_lanes((n,), ctx.lanes) if last else 1
+    rows = shape[:axis] + shape[axis + 1:]
+    pos = lambda r, j: tuple(r[:axis]) + tuple(j) + tuple(r[axis:])
+    row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])
+    mult, shift = int(at["mult"]), int(at["shift"])
+
+    def compute(xt: te.Tensor, tt: te.Tensor) -> te.Tensor:
+        code = lambda i: xt(*i).astype("int32")
+        mx = row_reduce("rowmax", rows, (n,), lambda r, j: code(pos(r, j)), te.max, lanes)
+        exp = lambda i, m: tt[code(i) - m + tirx.const(TABLE_SIZE - 1, "int32")]
+        z = row_reduce("rowsum", rows, (n,), lambda r, j: exp(pos(r, j), mx(*r, 0)).astype(
+            sum_t), te.sum, lanes)
+
+        def body(*i: Expr) -> Expr:
+            r = row_of(i)
+            y = div_round(_i64(exp(i, mx(*r, 0))) * _i64(mult),
+                          tirx.shift_left(_i64(z(*r, 0)), _i64(shift)))
+            return _saturate(y, at, dtype)
+
+        return te.compute(shape, body, name="epilogue")
+
+    hints = {"rows": axis, "row_lanes": lanes} if last else {}
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), ctx.array(table.astype(np.int32))], node,
+                            "softmax", **hints))
