@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler import ops
 from compiler.ir import Graph, Node, QuantParams, Value
 from compiler.reference import quantize_multiplier
 from passes.epilogue import absorb_chain, clamp_bounds, relu_or_clip_bounds
-from passes.int_lowering import Lowering, Rule
+from passes.int_lowering import Act, Lowering, Rule, act_params
 
 MOVES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
-                   "MaxPool"})
+                   "MaxPool", "Gather"})
 INT_OPS = frozenset({"etch.QConv", "etch.QGemm", "etch.Requantize", "etch.QAdd",
                      "etch.QSumPool", "etch.Table", "etch.Clamp", "etch.QLayerNorm",
                      "etch.QSoftmax"})
@@ -139,12 +140,19 @@ def initial_bias(lw: Lowering, node: Node, base: np.ndarray, n: int) -> np.ndarr
 
 
 def _add(lw: Lowering, node: Node) -> bool:
+    """Add of two integer activations, or of one and a finite constant (quantised at compile
+    time with its own range: a position embedding) -> etch.QAdd."""
     a, b = node.inputs[:2]
-    if a not in lw.ints or b not in lw.ints:
+    if lw.is_const(a):
+        a, b = b, a
+    if a not in lw.ints:
+        return False
+    xb = lw.ints[b] if b in lw.ints else const_act(lw, b)
+    if xb is None:
         return False
     chain = absorb_chain(lw.src, node, None, lw.consumers, None, None, None)
     lw.done.update(id(n) for n in chain.nodes)
-    xa, xb = lw.ints[a], lw.ints[b]
+    xa = lw.ints[a]
     s, z, dtype = lw.params(chain.out)
     twice = 2.0 * max(xa.scale, xb.scale)
     (am, ash), (bm, bsh) = (quantize_multiplier(xa.scale / twice),
@@ -157,6 +165,21 @@ def _add(lw: Lowering, node: Node) -> bool:
     out = lw.new_act(chain.out, s, z, dtype)
     lw.emit("etch.QAdd", [xa.name, xb.name], [out.name], attrs, "accel", node.name)
     return True
+
+
+def const_act(lw: Lowering, name: str) -> Act | None:
+    """A finite float constant as int8 codes over its own range (None if it is not one)."""
+    data = lw.const_data(name) if name else None
+    if data is None or data.dtype.kind != "f" or not data.size or not np.all(np.isfinite(data)):
+        return None
+    s, z = act_params(float(data.min()), float(data.max()))
+    return Act(lw.const(f"{name}_codes", quantize_const(data, s, z, "int8")), s, z)
+
+
+def quantize_const(data: np.ndarray, s: float, z: int, dtype: str) -> np.ndarray:
+    """QuantizeLinear of a constant at compile time (the host op's own semantics)."""
+    run = ops.registry()["QuantizeLinear"].run
+    return np.asarray(run({}, data.astype(np.float32), np.float32(s), np.asarray(z, dtype)))
 
 
 def _clamp(lw: Lowering, node: Node) -> bool:
@@ -188,28 +211,36 @@ def _move(lw: Lowering, node: Node) -> bool:
 
 def _concat(lw: Lowering, node: Node) -> bool:
     """Concat of integer activations that share the output's parameters (calibration gives
-    them one range, `concat_groups`) -> Concat on the integers."""
-    if not node.inputs or not all(i in lw.ints for i in node.inputs):
+    them one range, `concat_groups`) and of constants (quantised to those parameters at
+    compile time: a class token) -> Concat on the integers."""
+    if not any(i in lw.ints for i in node.inputs):
+        return False
+    if not all(i in lw.ints or lw.is_const(i) for i in node.inputs):
         return False
     s, z, dtype = lw.params(node.outputs[0])
-    acts = [lw.ints[i] for i in node.inputs]
+    acts = [lw.ints[i] for i in node.inputs if i in lw.ints]
     if any((a.scale, a.zero, a.dtype) != (s, z, dtype) for a in acts):
         return False
+    if any(lw.src.values[i].dtype != "float32" for i in node.inputs if lw.is_const(i)):
+        return False
+    names = [lw.ints[i].name if i in lw.ints else
+             lw.const(f"{i}_codes", quantize_const(lw.src.values[i].data, s, z, dtype))
+             for i in node.inputs]
     out = lw.new_act(node.outputs[0], s, z, dtype)
-    lw.emit("Concat", [a.name for a in acts], [out.name], dict(node.attrs), "accel", node.name)
+    lw.emit("Concat", names, [out.name], dict(node.attrs), "accel", node.name)
     return True
 
 
 def concat_groups(src: Graph) -> list[set[str]]:
     """Values that must share one activation range for Concat to run on the integers: each
-    Concat's inputs and output, joined through the data movement (MaxPool, Reshape, ...)
+    Concat's activation inputs (its constants are quantised to that range) and output, joined through the data movement (MaxPool, Reshape, ...)
     that keeps its input's parameters (networkx connected components)."""
     import networkx as nx
 
     g = nx.Graph()
     for node in src.nodes:
         inputs = [i for i in node.inputs if i and not src.values[i].is_const]
-        if node.op == "Concat" and len(inputs) == len(node.inputs):
+        if node.op == "Concat" and inputs:
             g.add_edges_from((node.outputs[0], i) for i in inputs)
     for node in src.nodes:
         x = node.inputs[0] if node.inputs else ""

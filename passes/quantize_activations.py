@@ -48,9 +48,9 @@ from compiler.ir import Graph
 from passes import calibrate
 from passes.base import Pass
 from passes.int_layernorm import layer_norm
-from passes.int_lowering import Lowering, act_params
+from passes.int_lowering import Lowering, Rule, act_params
 from passes.int_rules import RULES, concat_groups, given_params
-from passes.int_softmax import softmax
+from passes.int_softmax import masked_softmax, softmax
 from passes.int_tables import TableRule
 
 Calib = str | Mapping[str, np.ndarray] | None
@@ -70,7 +70,8 @@ class QuantizeActivations(Pass):
         # Without calibration data, every activation must take its scale from the model
         # (an imported QDQ model): `Lowering.params` says which one does not.
         ranges = self._ranges(graph) if self.calib is not None else {}
-        rules = {**RULES, "LayerNormalization": layer_norm, "Softmax": softmax}
+        rules = {**RULES, "LayerNormalization": layer_norm, "Softmax": softmax,
+                 "Add": first_of(masked_softmax, RULES["Add"])}
         lowered = Lowering(graph, ranges, rules, TableRule(graph), given_params(graph)).build()
         lowered.metadata["etch.placement"] = json.dumps(summary(lowered))
         return lowered, True
@@ -88,6 +89,11 @@ class QuantizeActivations(Pass):
                 united = (min(lo for lo, _ in known), max(hi for _, hi in known))
                 ranges.update(dict.fromkeys(group, united))
         return ranges
+
+
+def first_of(*rules: Rule) -> Rule:
+    """A rule trying `rules` in order (the first that applies emits)."""
+    return lambda lw, node: any(rule(lw, node) for rule in rules)
 
 
 def summary(graph: Graph) -> dict:

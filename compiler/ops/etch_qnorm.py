@@ -19,10 +19,14 @@ say what real function each approximates. `compiler.reference.isqrt` and
   num / sqrt(n SS - S^2 + n^2 epsilon / s^2) = (x - mean) / sqrt(var + epsilon). A row of
   equal codes (variance 0) has num = 0 and gives round(beta / s_y) (D >= 1 guards epsilon 0).
   Attrs: axis, sqrt_bits, eps, shift, zero_point, qmin, qmax, to.
-- `etch.QSoftmax(x, table)` int8/uint8, along `axis`:
+- `etch.QSoftmax(x, table, mask?)` int8/uint8, along `axis`:
 
       m = max_j q_j,  e_i = table[q_i - m + 255],  Z = sum_j e_j
       y_i = clamp(div_round(e_i * mult, Z << shift) + zero_point, qmin, qmax)
+
+  With a mask (uint8, broadcast to x, nonzero = masked: a causal attention mask), the max
+  and the table read only the kept entries and a masked entry's e_i is 0; a row with no
+  kept entry keeps every entry (a mask constant along the row shifts nothing).
 
   table holds 256 non-negative integers, table[255] > 0 (so Z > 0): with x = s (q - z),
   table[255 + d] = round(2^k exp(s d)) for d in [-255, 0] and mult = round(2^shift / s_y),
@@ -97,14 +101,18 @@ def softmax_bounds(n: int, table: Array, mult: int, shift: int) -> int:
     return max(t_max * abs(mult) + ((n * t_max) << shift >> 1), (n * t_max) << shift)
 
 
-def _softmax(attrs: dict, x: Array, table: Array) -> Array:
+def _softmax(attrs: dict, x: Array, table: Array, mask: Array | None = None) -> Array:
     axis = axis_of(attrs.get("axis", -1), x.ndim)
     mult, shift = int(attrs["mult"]), int(attrs["shift"])
     _check_table(table)
     if softmax_bounds(x.shape[axis], table, mult, shift) >= INT63:
         raise EtchError("etch.QSoftmax: table/mult/shift let an int64 intermediate overflow")
     q = x.astype(np.int64)
-    e = table.astype(np.int64)[q - q.max(axis=axis, keepdims=True) + (TABLE_SIZE - 1)]
+    keep = np.ones(x.shape, bool) if mask is None else np.broadcast_to(mask == 0, x.shape)
+    keep = keep | ~keep.any(axis=axis, keepdims=True)
+    m = np.where(keep, q, -TABLE_SIZE).max(axis=axis, keepdims=True)
+    idx = np.clip(q - m + (TABLE_SIZE - 1), 0, TABLE_SIZE - 1)
+    e = np.where(keep, table.astype(np.int64)[idx], 0)
     z = e.sum(axis=axis, keepdims=True)
     y = reference.div_round(e * mult, z << shift)
     y = np.clip(y + int(attrs.get("zero_point", 0)), int(attrs["qmin"]), int(attrs["qmax"]))
@@ -117,9 +125,11 @@ def _check_table(table: Array) -> None:
                         f"integers with a positive last entry (shape {list(table.shape)})")
 
 
-def _infer_softmax(attrs: dict, x: Value, table: Value) -> Spec:
+def _infer_softmax(attrs: dict, x: Value, table: Value, mask: Value | None = None) -> Spec:
     axis_of(attrs.get("axis", -1), len(x.shape))
     _check_codes("etch.QSoftmax", x)
+    if mask is not None:
+        check_broadcasts_to("etch.QSoftmax mask", mask.shape, x.shape)
     if table.shape != (TABLE_SIZE,):
         raise EtchError(f"etch.QSoftmax: the table has shape {list(table.shape)}, expected "
                         f"[{TABLE_SIZE}]")

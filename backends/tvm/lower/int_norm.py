@@ -100,8 +100,8 @@ def lower_qlayernorm(ctx: LowerCtx, node: Node) -> None:
 
 
 def lower_qsoftmax(ctx: LowerCtx, node: Node) -> None:
-    """etch.QSoftmax along one axis: the row's max code, the table's exps and their exact sum,
-    then one division per element."""
+    """etch.QSoftmax along one axis: the row's max kept code, the table's exps and their
+    exact sum, then one division per element."""
     x, out = node.inputs[0], node.outputs[0]
     shape, dtype, at = ctx.shape(x), ctx.dtype(out), node.attrs
     axis = axis_of(int(at.get("axis", -1)), len(shape))
@@ -110,29 +110,66 @@ def lower_qsoftmax(ctx: LowerCtx, node: Node) -> None:
         raise EtchError(f"node {node.name}: etch.QSoftmax's table must be a constant of "
                         f"{TABLE_SIZE} entries")
     n = shape[axis]
-    sum_t = "int32" if n * int(table.max()) < INT32_SUM_LIMIT else "int64"
     last = axis == len(shape) - 1
     lanes = tiles.row_lanes((n,), ctx.lanes) if last else 1
-    rows = shape[:axis] + shape[axis + 1:]
-    pos = lambda r, j: tuple(r[:axis]) + tuple(j) + tuple(r[axis:])
-    row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])
+    row = _Row(shape, axis, "int32" if n * int(table.max()) < INT32_SUM_LIMIT else "int64",
+               lanes)
+    masked = len(node.inputs) > 2 and bool(node.inputs[2])
     mult, shift = int(at["mult"]), int(at["shift"])
 
-    def compute(xt: te.Tensor, tt: te.Tensor) -> te.Tensor:
+    def compute(xt: te.Tensor, tt: te.Tensor, *mt: te.Tensor) -> te.Tensor:
         code = lambda i: xt(*i).astype("int32")
-        mx = row_reduce("rowmax", rows, (n,), lambda r, j: code(pos(r, j)), te.max, lanes)
-        exp = lambda i, m: tt[code(i) - m + tirx.const(TABLE_SIZE - 1, "int32")]
-        z = row_reduce("rowsum", rows, (n,), lambda r, j: exp(pos(r, j), mx(*r, 0)).astype(
-            sum_t), te.sum, lanes)
+        keep = _keep(row, mt[0]) if masked else (lambda i: tirx.const(True, "bool"))
+        mx = row.reduce("rowmax", lambda i: tirx.Select(keep(i), code(i), tirx.const(
+            -TABLE_SIZE, "int32")), te.max)
+        top = tirx.const(TABLE_SIZE - 1, "int32")
+
+        def exp(i: tuple) -> Expr:
+            idx = tirx.min(tirx.max(code(i) - mx(*row.of(i), 0) + top, tirx.const(0, "int32")),
+                           top)
+            return tirx.Select(keep(i), tt[idx], tirx.const(0, "int32"))
+
+        z = row.reduce("rowsum", lambda i: exp(i).astype(row.sum_t), te.sum)
 
         def body(*i: Expr) -> Expr:
-            r = row_of(i)
-            y = div_round(_i64(exp(i, mx(*r, 0))) * _i64(mult),
-                          tirx.shift_left(_i64(z(*r, 0)), _i64(shift)))
+            y = div_round(_i64(exp(i)) * _i64(mult),
+                          tirx.shift_left(_i64(z(*row.of(i), 0)), _i64(shift)))
             return _saturate(y, at, dtype)
 
         return te.compute(shape, body, name="epilogue")
 
+    inputs = [ctx.expr(x), ctx.array(table.astype(np.int32))]
+    if masked:
+        mask = ctx.const(node.inputs[2])
+        if mask is None:
+            raise EtchError(f"node {node.name}: etch.QSoftmax's mask must be a constant")
+        inputs.append(ctx.array(np.ascontiguousarray(np.broadcast_to(mask != 0, shape),
+                                                     np.uint8)))
     hints = {"rows": axis, "row_lanes": lanes} if last else {}
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), ctx.array(table.astype(np.int32))], node,
-                            "softmax", **hints))
+    ctx.bind(node, ctx.emit(compute, inputs, node, "softmax", **hints))
+
+
+class _Row:
+    """Reductions along one axis of `shape`: rows are the other axes, in order."""
+
+    def __init__(self, shape: tuple[int, ...], axis: int, sum_t: str, lanes: int) -> None:
+        self.shape, self.axis, self.sum_t, self.lanes = shape, axis, sum_t, lanes
+        self.rows = shape[:axis] + shape[axis + 1:]
+
+    def at(self, r: tuple, j: tuple) -> tuple:
+        return tuple(r[:self.axis]) + tuple(j) + tuple(r[self.axis:])
+
+    def of(self, i: tuple) -> tuple:
+        return tuple(i[:self.axis]) + tuple(i[self.axis + 1:])
+
+    def reduce(self, name: str, value, reducer) -> te.Tensor:
+        """reducer over the axis of value(position), shaped rows + (1,)."""
+        return row_reduce(name, self.rows, (self.shape[self.axis],),
+                          lambda r, j: value(self.at(r, j)), reducer, self.lanes)
+
+
+def _keep(row: _Row, mt: te.Tensor):
+    """Whether position i takes part: not masked, or its row has no unmasked entry."""
+    kept = lambda i: mt(*i) == tirx.const(0, "uint8")
+    any_kept = row.reduce("rowkept", lambda i: kept(i).astype("int32"), te.max)
+    return lambda i: tirx.any(kept(i), any_kept(*row.of(i), 0) == tirx.const(0, "int32"))
