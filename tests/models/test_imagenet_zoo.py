@@ -58,53 +58,58 @@ def test_cpu_matches_onnx_runtime(name: str) -> None:
     assert_close(art.run(inputs), expected, rtol=1e-3, atol=1e-4 * scale)
 
 
-# vit_b16's integer graph keeps LayerNormalization, Softmax and the residual Adds in float on
-# the host (no integer form: docs/ARCHITECTURE.md's numerics); the CNNs have no such op on their path.
-FLOAT_HOST_OPS = {"vit_b16"}
-
-
-def _int_pair(name: str, tmp_path) -> tuple:
-    """(cpu, ref) `--int` W8A8 artifacts of `name`, calibrated on its sample, and inputs:
-    the sample and a perturbed copy."""
+@pytest.fixture(scope="module")
+def int_pair(tmp_path_factory: pytest.TempPathFactory):
+    """name -> (cpu, ref) `--int` W8A8 artifacts calibrated on the sample, and inputs: the
+    sample and a perturbed copy (built once per module: vit_b16's take minutes)."""
     import compiler
 
-    inputs = zoo.load_sample(name)[0]
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, **inputs)
-    opts = {"bits": 8, "int": True, "calib": str(calib)}
-    cpu = compiler.compile(str(zoo.model_path(name)), target="cpu", **opts)
-    ref = compiler.compile(str(zoo.model_path(name)), target="ref", **opts)
-    assert cpu.manifest["op_counts"].get("etch.QFused", 0) > 0
-    rng = np.random.default_rng(1)
-    noisy = {k: (v + rng.normal(0, 0.2, v.shape) * v.std()).astype(v.dtype)
-             for k, v in inputs.items()}
-    return cpu, ref, [inputs, noisy]
+    built: dict[str, tuple] = {}
+
+    def get(name: str) -> tuple:
+        if name not in built:
+            inputs = zoo.load_sample(name)[0]
+            calib = tmp_path_factory.mktemp(name) / "calib.npz"
+            np.savez(calib, **inputs)
+            opts = {"bits": 8, "int": True, "calib": str(calib)}
+            cpu = compiler.compile(str(zoo.model_path(name)), target="cpu", **opts)
+            ref = compiler.compile(str(zoo.model_path(name)), target="ref", **opts)
+            assert cpu.manifest["op_counts"].get("etch.QFused", 0) > 0
+            rng = np.random.default_rng(1)
+            noisy = {k: (v + rng.normal(0, 0.2, v.shape) * v.std()).astype(v.dtype)
+                     for k, v in inputs.items()}
+            built[name] = cpu, ref, [inputs, noisy]
+        return built[name]
+
+    return get
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in PUBLISHED_PARAMS if n not in FLOAT_HOST_OPS])
-def test_cpu_int8_matches_the_integer_reference(name: str, tmp_path) -> None:
-    """`--int` W8A8 on the host CPU is bit-identical to the integer reference."""
-    cpu, ref, samples = _int_pair(name, tmp_path)
+@pytest.mark.parametrize("name", list(PUBLISHED_PARAMS))
+def test_cpu_int8_matches_the_integer_reference(name: str, int_pair) -> None:
+    """`--int` W8A8 on the host CPU is bit-identical to the integer reference (vit_b16's
+    LayerNorm, Softmax, residual adds and position embedding included: integer ops)."""
+    cpu, ref, samples = int_pair(name)
     for x in samples:
         assert_bitexact(cpu.run(x), ref.run(x))
 
 
 @pytest.mark.slow
-def test_vit_int8_differs_from_the_reference_only_by_float_host_rounding(tmp_path) -> None:
-    """TVM and numpy sum LayerNormalization and Softmax in different orders; a one-ulp
-    difference that crosses a rounding boundary of the next QuantizeLinear moves one int8
-    step, and later blocks carry it on (measured on the sample: 755 of 1000 logits differ,
-    by at most 0.09 of 1.96). So vit_b16's cpu `--int` output is another rounding of the same
-    integer graph: it must be as close to float ORT as the reference is (measured: max error
-    0.063 vs 0.081, correlation 0.99936 vs 0.99932); a wrong integer kernel would be far off."""
-    cpu, ref, samples = _int_pair("vit_b16", tmp_path)
+def test_vit_int8_graph_is_integer_and_close_to_float(int_pair) -> None:
+    """vit_b16 `--int` is integer from the input's QuantizeLinear to the logits'
+    DequantizeLinear, and its logits stay close to float ORT on the sample (measured: max
+    error 0.14 of 1.96, correlation 0.9979, the same top-1; the float-host graph before it:
+    0.081, 0.99932)."""
+    cpu, _, samples = int_pair("vit_b16")
+    counts = cpu.manifest["op_counts"]
+    assert counts.get("QuantizeLinear") == 1 and counts.get("DequantizeLinear") == 1
+    assert counts.get("etch.QLayerNorm") == 25 and counts.get("etch.QSoftmax") == 12
+    assert not {"LayerNormalization", "Softmax", "Add", "Concat", "Gather"} & set(counts)
     (key, ort_logits), = zoo.load_sample("vit_b16")[1].items()
-    got, gold = cpu.run(samples[0])[key], ref.run(samples[0])[key]
-
-    def corr(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
-    assert np.abs(got - ort_logits).max() <= 1.5 * np.abs(gold - ort_logits).max()
-    assert corr(got, ort_logits) >= corr(gold, ort_logits) - 1e-3
-    assert corr(got, gold) > 0.99
+    got = cpu.run(samples[0])[key]
+    print(f"vit_b16 --int vs ORT: max abs {np.abs(got - ort_logits).max():.4f}, corr "
+          f"{np.corrcoef(got.ravel(), ort_logits.ravel())[0, 1]:.5f}, top-1 "
+          f"{int(got.argmax())} vs {int(ort_logits.argmax())}")
+    assert np.abs(got - ort_logits).max() <= 0.1 * np.abs(ort_logits).max()
+    assert np.corrcoef(got.ravel(), ort_logits.ravel())[0, 1] > 0.99
+    assert got.argmax() == ort_logits.argmax()

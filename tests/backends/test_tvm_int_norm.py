@@ -1,0 +1,76 @@
+"""etch.QLayerNorm and etch.QSoftmax on the TVM backend (backends/tvm/lower/int_norm.py) equal
+the reference bit for bit: random rows of several shapes and axes, int8 and uint8 codes,
+constant rows and the largest variance, int32 and int64 row sums, masks (causal,
+broadcast, a fully masked row), with the constants the passes choose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from passes.int_layernorm import integer_params, sqrt_bits
+from passes.int_softmax import exp_table, multiplier
+from tests.backends.test_tvm_int import IntGraph, run_tvm
+
+
+def _layer_norm(case: IntGraph, x: str, axis: int, s_x: float, s_y: float,
+                out: str = "y") -> str:
+    shape = case.g.values[x].shape
+    inner = shape[axis:]
+    n = int(np.prod(inner))
+    gamma, beta = case.rng.normal(1, 0.5, inner), case.rng.normal(0, 0.5, inner)
+    k, eps = sqrt_bits(n, 1e-5, s_x)
+    shift, gain, bias = integer_params(gamma, beta, s_y, n, k, eps)
+    return case.op("etch.QLayerNorm", [x, case.const("gain", gain), case.const("bias", bias)],
+                   out, axis=axis, sqrt_bits=k, eps=eps, shift=shift, zero_point=-3,
+                   qmin=-128, qmax=127, to="int8")
+
+
+@pytest.mark.parametrize("shape,axis,dtype", [
+    ((3, 5, 64), -1, "int8"), ((2, 7), 1, "int8"), ((2, 3, 4, 8), 2, "int8"),
+    ((4, 197, 48), 2, "uint8"), ((5, 1), -1, "int8"), ((1, 2, 131072), -1, "int8"),
+])
+def test_layer_norm_matches_the_reference(shape: tuple, axis: int, dtype: str) -> None:
+    """The last case's rows overflow int32 sums of squares: int64 row sums."""
+    case = IntGraph(sum(shape))
+    x = case.ints("x", dtype, shape)
+    data = case.feeds[x].reshape(-1, int(np.prod(shape[axis:])))
+    info = np.iinfo(dtype)
+    data[0] = info.min + 5  # a constant row: the bias
+    if len(data) > 1:
+        data[1] = np.where(np.arange(data.shape[1]) % 2, info.max, info.min)
+    run_tvm(case.outputs(_layer_norm(case, x, axis, 0.03, 0.05)))
+
+
+def _softmax(case: IntGraph, x: str, axis: int, s_x: float, mask: str | None = None) -> str:
+    n = case.g.values[x].shape[axis]
+    table = exp_table(s_x)
+    shift, mult = multiplier(table, n, 0.6 / 255)
+    inputs = [x, case.const("table", table)] + ([mask] if mask else [])
+    return case.op("etch.QSoftmax", inputs, "y", axis=axis, mult=mult, shift=shift,
+                   zero_point=-128, qmin=-128, qmax=127, to="int8")
+
+
+@pytest.mark.parametrize("shape,axis,dtype", [
+    ((2, 3, 17), -1, "int8"), ((2, 5, 3), 1, "int8"), ((4, 197), 1, "uint8"),
+    ((3, 1), 1, "int8"), ((2, 4, 64, 64), 3, "int8"),
+])
+def test_softmax_matches_the_reference(shape: tuple, axis: int, dtype: str) -> None:
+    case = IntGraph(len(shape) + shape[axis])
+    x = case.ints("x", dtype, shape)
+    run_tvm(case.outputs(_softmax(case, x, axis, 0.04)))
+
+
+def test_masked_softmax_matches_the_reference() -> None:
+    """A causal mask broadcast over batch and heads, one row fully masked."""
+    case = IntGraph(3)
+    x = case.ints("x", "int8", (2, 3, 8, 8))
+    mask = np.triu(np.ones((8, 8), np.uint8), 1)
+    mask[5] = 1
+    run_tvm(case.outputs(_softmax(case, x, 3, 0.1, case.const("mask", mask))))
+
+
+def test_softmax_sums_in_int64_when_a_row_could_overflow_int32() -> None:
+    case = IntGraph(4)
+    x = case.ints("x", "int8", (2, 4096), lo=100)  # 4096 * 2^20 >= 2^31
+    run_tvm(case.outputs(_softmax(case, x, 1, 0.001)))
