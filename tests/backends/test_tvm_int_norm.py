@@ -7,10 +7,44 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tvm
+from tvm import te
 
+from backends.tvm.lower.int_norm import div_round, isqrt
+from compiler import reference
 from passes.int_layernorm import integer_params, sqrt_bits
 from passes.int_softmax import exp_table, multiplier
 from tests.backends.test_tvm_int import IntGraph, run_tvm
+
+
+def _primitive(fn, *arrays: np.ndarray) -> np.ndarray:
+    """fn over int64 vectors, compiled for the host."""
+    n = arrays[0].size
+    ins = [te.placeholder((n,), "int64") for _ in arrays]
+    out = te.compute((n,), lambda i: fn(*(t(i) for t in ins)))
+    f = tvm.compile(tvm.IRModule({"main": te.create_prim_func([*ins, out])}),
+                    target=tvm.target.Target({"kind": "llvm"}))
+    got = tvm.runtime.tensor(np.zeros(n, np.int64))
+    f(*(tvm.runtime.tensor(a) for a in arrays), got)
+    return got.numpy()
+
+
+def test_isqrt_and_div_round_primitives_match_the_reference() -> None:
+    """isqrt exact below 2^62; div_round exact for quotients below 2^51 (ties included) and
+    saturating like the reference above (an 8-bit result cannot tell them apart)."""
+    rng = np.random.default_rng(0)
+    roots = rng.integers(0, 1 << 31, 300)
+    r = np.concatenate([roots * roots, roots * roots - 1, rng.integers(0, 1 << 62, 300)])
+    r = np.maximum(r, 0)
+    np.testing.assert_array_equal(_primitive(isqrt, r), reference.isqrt(r))
+    b = rng.integers(1, 1 << 40, 600)
+    a = rng.integers(-(1 << 50), 1 << 50, 600) * rng.integers(1, 1 << 11, 600)
+    a[:4], b[:4] = [7, -7, 5, -5], 2  # ties
+    a[4:8], b[4:8] = [(1 << 62) - 1, -(1 << 62), 1 << 61, 3], [1, 3, 7, 1 << 40]
+    got, want = _primitive(div_round, a, b), reference.div_round(a, b)
+    small = np.abs(want) < 1 << 51
+    np.testing.assert_array_equal(got[small], want[small])
+    np.testing.assert_array_equal(np.clip(got, -512, 512), np.clip(want, -512, 512))
 
 
 def _layer_norm(case: IntGraph, x: str, axis: int, s_x: float, s_y: float,

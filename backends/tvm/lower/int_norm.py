@@ -6,13 +6,16 @@ reference's bits in any order; the rest is per row or per element:
 - `isqrt`: `compiler.reference.isqrt` (float64 root of the exact radicand, floored, then one
   correction each way);
 - `div_round`: `compiler.reference.div_round` ((|a| + (b >> 1)) / b on magnitudes, the sign
-  restored: round half away from zero).
+  restored: round half away from zero), the quotient from a float64 division corrected by
+  its exact remainder (see the function: equal wherever the 8-bit result can tell).
 Row sums are int32 when no row can overflow it (n * 128^2 < 2^31), else int64; everything
 after them is int64. The kernels are "layer_norm" / "softmax" row kernels (the CPU rule
 `RowReduction` schedules them) with the rows hint when the reduced axes are the last.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from tvm import te, tirx
@@ -42,8 +45,16 @@ def isqrt(r: Expr) -> Expr:
 
 
 def div_round(a: Expr, b: Expr) -> Expr:
-    """round_half_away(a / b) for int64 a and b > 0 (`compiler.reference.div_round`)."""
-    mag = tirx.truncdiv(tirx.abs(a) + tirx.shift_right(b, _i64(1)), b)
+    """round_half_away(a / b) for int64 a and b > 0 (`compiler.reference.div_round`) where
+    the result is saturated to 8 bits after: the magnitude quotient (|a| + (b >> 1)) / b as
+    a float64 division (vectorised; x86 has no vector integer division), truncated, then one
+    correction by the exact remainder. The float quotient is within 1 of the true one while
+    that is below 2^51 (relative error < 2^-51), so the result is exact there; a larger
+    quotient is off by a few units at most and saturates the same way."""
+    num = tirx.abs(a) + tirx.shift_right(b, _i64(1))
+    q = (num.astype("float64") / b.astype("float64")).astype("int64")
+    r = num - q * b
+    mag = tirx.Select(r < _i64(0), q - _i64(1), tirx.Select(r >= b, q + _i64(1), q))
     return tirx.Select(a < _i64(0), -mag, mag)
 
 
@@ -162,13 +173,14 @@ class _Row:
     def of(self, i: tuple) -> tuple:
         return tuple(i[:self.axis]) + tuple(i[self.axis + 1:])
 
-    def reduce(self, name: str, value, reducer) -> te.Tensor:
+    def reduce(self, name: str, value: Callable[[tuple], Expr],
+               reducer: Callable) -> te.Tensor:
         """reducer over the axis of value(position), shaped rows + (1,)."""
         return row_reduce(name, self.rows, (self.shape[self.axis],),
                           lambda r, j: value(self.at(r, j)), reducer, self.lanes)
 
 
-def _keep(row: _Row, mt: te.Tensor):
+def _keep(row: _Row, mt: te.Tensor) -> Callable[[tuple], Expr]:
     """Whether position i takes part: not masked, or its row has no unmasked entry."""
     kept = lambda i: mt(*i) == tirx.const(0, "uint8")
     any_kept = row.reduce("rowkept", lambda i: kept(i).astype("int32"), te.max)
