@@ -233,8 +233,9 @@ def _concat(lw: Lowering, node: Node) -> bool:
 
 def concat_groups(src: Graph) -> list[set[str]]:
     """Values that must share one activation range for Concat to run on the integers: each
-    Concat's activation inputs (its constants are quantised to that range) and output, joined through the data movement (MaxPool, Reshape, ...)
-    that keeps its input's parameters (networkx connected components)."""
+    Concat's activation inputs (its constants are quantised to that range) and output,
+    joined through the data movement (MaxPool, Reshape, ...) that keeps its input's
+    parameters (networkx connected components)."""
     import networkx as nx
 
     g = nx.Graph()

@@ -13,9 +13,9 @@ The graph is rebuilt node by node (`passes.int_lowering`; the rules are in
   the clamp into the saturation bounds). MatMul of two activations (attention) -> QGemm.
 - Add of two integer activations -> etch.QAdd (+ a following Relu/Clip as its bounds).
 - Relu/Clip of an integer activation -> etch.Clamp (same scale).
-- MaxPool and data movement (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Gather)
-  run on the integers unchanged; so does Concat, whose inputs and output calibration gives
-  one shared range (`int_rules.concat_groups`: TFLite's rule for concatenation), so that
+- MaxPool and data movement (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity,
+  Gather with constant indices) run on the integers unchanged; so does Concat, whose
+  inputs and output calibration gives one shared range (`int_rules.concat_groups`: TFLite's rule for concatenation), so that
   the branches' kernels requantise straight to the concatenated tensor's parameters; GlobalAveragePool, ReduceMean over the spatial axes and
   AveragePool without padding -> etch.QSumPool -> etch.Requantize (1/count in the multiplier).
 - any region of elementwise float ops with one integer input and scalar constants (Sigmoid,
@@ -26,10 +26,10 @@ The graph is rebuilt node by node (`passes.int_lowering`; the rules are in
   integer activation and a causal mask constant read only by a Softmax -> one masked
   etch.QSoftmax; an Add of an integer activation and another finite constant (a position
   embedding) -> etch.QAdd with the constant's int8 codes; Concat of integer activations
-  and constants (a class token, quantised to the output's parameters); Gather with
-  constant indices moves integers like Reshape.
-- everything else (an Add with a float operand, ...) runs in float on the host, reading DequantizeLinear of integer inputs; an integer consumer of a
-  float value reads QuantizeLinear of it. Graph inputs are quantised, outputs dequantised,
+  and constants (a class token, quantised to the output's parameters) on the integers.
+- everything else (an Add with a float operand, ...) runs in float on the host, reading
+  DequantizeLinear of integer inputs; an integer consumer of a float value reads
+  QuantizeLinear of it. Graph inputs are quantised, outputs dequantised,
   keeping their names.
 
 Each node gets attrs["placement"] = "accel" (integer) or "host" (float and Q/DQ), and
