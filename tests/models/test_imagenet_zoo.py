@@ -100,11 +100,11 @@ def test_vit_int8_graph_is_integer_and_close_to_float(int_pair) -> None:
     DequantizeLinear, and its logits stay close to float ORT on the sample (measured: max
     error 0.14 of 1.96, correlation 0.9979, the same top-1; the float-host graph before it:
     0.081, 0.99932)."""
-    cpu, _, samples = int_pair("vit_b16")
+    cpu, ref, samples = int_pair("vit_b16")
     counts = cpu.manifest["op_counts"]
-    assert counts.get("QuantizeLinear") == 1 and counts.get("DequantizeLinear") == 1
     assert counts.get("etch.QLayerNorm") == 25 and counts.get("etch.QSoftmax") == 12
-    assert not {"LayerNormalization", "Softmax", "Add", "Concat", "Gather"} & set(counts)
+    host = [n.op for n in ref.graph.nodes if n.attrs.get("placement") != "accel"]
+    assert sorted(host) == ["DequantizeLinear", "QuantizeLinear"]
     (key, ort_logits), = zoo.load_sample("vit_b16")[1].items()
     got = cpu.run(samples[0])[key]
     print(f"vit_b16 --int vs ORT: max abs {np.abs(got - ort_logits).max():.4f}, corr "

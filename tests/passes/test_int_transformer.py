@@ -173,3 +173,23 @@ def test_only_a_mask_that_zeroes_its_entries_becomes_a_softmax_mask(
         assert np.all(got[0][np.triu_indices(4, 1)] == 0)
     cpu = compiler.compile(model, target="cpu", **opts)
     assert_bitexact(cpu.run({"x": x[1:2]}), ref.run({"x": x[1:2]}))
+
+
+@pytest.mark.slow
+@pytest.mark.edge
+def test_tiny_encoder_int_on_edge_is_bit_exact() -> None:
+    """The row kernels cross-compiled for aarch64 (NEON) and run under qemu: the same bits
+    (float64 sqrt and division are IEEE on every ISA; the corrections make them exact)."""
+    import shutil
+
+    from backends.tvm import edge
+    from runtime import edge_executor
+
+    if shutil.which(edge.CROSS_CC) is None or edge_executor.find_qemu() is None:
+        pytest.skip("the edge target needs an aarch64 cross compiler and qemu-aarch64")
+    opts = _opts("tiny_encoder")
+    dev = compiler.compile(str(zoo.model_path("tiny_encoder")), target="edge", **opts)
+    ref = compiler.compile(str(zoo.model_path("tiny_encoder")), target="ref", **opts)
+    assert dev.manifest["op_counts"]["etch.QLayerNorm"] == 5
+    x = {"input": np.random.default_rng(3).standard_normal((1, 16, 64)).astype(np.float32)}
+    assert_bitexact(dev.run(x), ref.run(x))
