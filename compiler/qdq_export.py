@@ -13,6 +13,8 @@ rounding (half to even on the float value, where etch uses a fixed-point multipl
   -> QuantizeLinear; etch.QAdd -> Add of the dequantised inputs, Clip, QuantizeLinear;
 - etch.QSumPool -> GlobalAveragePool / AveragePool of the dequantised input;
 - etch.Table -> its recorded float function (the `epilogue` steps) between DQ and Q;
+- etch.QLayerNorm -> LayerNormalization with the real gamma, beta and epsilon its integer
+  constants stand for; etch.QSoftmax -> Softmax (after Add of -1e9 where masked);
 - etch.Clamp -> Clip on the integers; etch.Dequant (weight-only path) -> DequantizeLinear
   (per tensor or per axis; blocked for groups when the opset is 21, else the dequantised
   constant);
@@ -186,6 +188,33 @@ def _step_arg(a: int | str, ys: list[str], node: Node) -> str:
     return node.inputs[1 + a]  # arg k >= 1 is the Table's input k + 1 (after the table)
 
 
+def _layer_norm(w: _Writer, node: Node) -> None:
+    """The real function: gamma = gain s_y / 2^(k+f), beta = bias s_y / 2^f, epsilon =
+    eps s_x^2 / (n^2 4^k) (compiler/ops/etch_qnorm.py)."""
+    x, out, at = node.inputs[0], node.outputs[0], node.attrs
+    s_x, s_y = float(np.float32(w.qp(x).scale)), float(np.float32(w.qp(out).scale))
+    k, f, axis = int(at["sqrt_bits"]), int(at["shift"]), int(at.get("axis", -1))
+    n = int(np.prod(w.src.values[x].shape[axis:]))
+    gain, bias = (w.src.values[i].data.astype(np.float64) for i in node.inputs[1:3])
+    params = [w.const(f"{out}_gamma", (gain * s_y / 2.0 ** (k + f)).astype(np.float32)),
+              w.const(f"{out}_beta", (bias * s_y / 2.0 ** f).astype(np.float32))]
+    eps = float(at["eps"]) * s_x * s_x / (n * n * 4.0 ** k)
+    y = w.node("LayerNormalization", [w.dq(x), *params], {"axis": axis, "epsilon": eps},
+               like=out)
+    w.quantize(y, out, int(at["qmin"]), int(at["qmax"]))
+
+
+def _softmax(w: _Writer, node: Node) -> None:
+    x, out = node.inputs[0], node.outputs[0]
+    xf = w.dq(x)
+    if len(node.inputs) > 2 and node.inputs[2]:
+        mask = w.src.values[node.inputs[2]].data
+        xf = w.node("Add", [xf, w.const(f"{out}_mask", np.where(mask != 0, -1e9, 0).astype(
+            np.float32))], like=out)
+    y = w.node("Softmax", [xf], {"axis": int(node.attrs.get("axis", -1))}, like=out)
+    w.quantize(y, out, int(node.attrs["qmin"]), int(node.attrs["qmax"]))
+
+
 def _clamp(w: _Writer, node: Node) -> None:
     dtype = w.src.values[node.inputs[0]].dtype
     lo = w.const("clamp_lo", np.asarray(node.attrs["lo"], dtype))
@@ -228,7 +257,8 @@ def _copy(w: _Writer, node: Node) -> None:
 HANDLERS: dict[str, Callable[[_Writer, Node], None]] = {
     "etch.QConv": _linear, "etch.QGemm": _linear, "etch.Requantize": _requantize,
     "etch.QAdd": _qadd, "etch.QSumPool": _sumpool, "etch.Table": _table,
-    "etch.Clamp": _clamp, "etch.Dequant": _dequant,
+    "etch.Clamp": _clamp, "etch.Dequant": _dequant, "etch.QLayerNorm": _layer_norm,
+    "etch.QSoftmax": _softmax,
 }
 
 

@@ -173,7 +173,9 @@ def const_act(lw: Lowering, name: str) -> Act | None:
     if data is None or data.dtype.kind != "f" or not data.size or not np.all(np.isfinite(data)):
         return None
     s, z = act_params(float(data.min()), float(data.max()))
-    return Act(lw.const(f"{name}_codes", quantize_const(data, s, z, "int8")), s, z)
+    codes = lw.const(f"{name}_codes", quantize_const(data, s, z, "int8"))
+    lw.dst.values[codes].quant = QuantParams(np.float32(s), np.asarray(z, np.int8), 8, True)
+    return Act(codes, s, z)
 
 
 def quantize_const(data: np.ndarray, s: float, z: int, dtype: str) -> np.ndarray:

@@ -61,7 +61,8 @@ def test_transformer_integer_parts_match_ort(name: str) -> None:
     g = integer_graph(name)
     placement = json.loads(g.metadata["etch.placement"])
     assert placement["accel"]["etch.QGemm"] == 16 and placement["accel"]["etch.Table"] == 2
-    assert {"Softmax", "LayerNormalization"} <= set(placement["host"])
+    assert placement["accel"]["etch.QLayerNorm"] == 5 and placement["accel"]["etch.QSoftmax"] == 2
+    assert set(placement["host"]) == {"QuantizeLinear", "DequantizeLinear"}
     d = lsb_differences(g, inputs_for(name, g, 2, offset=-1))
     assert np.mean(d <= 1) >= 0.999
 
