@@ -58,8 +58,10 @@ class ChooseConvAlgorithm(Pass):
 
     name = "choose_conv_algorithm"
 
-    def __init__(self, winograd: bool = True, min_channels: int = 64, lanes: int = 16) -> None:
+    def __init__(self, winograd: bool = True, min_channels: int = 64, lanes: int = 16,
+                 im2col: bool = True) -> None:
         self.winograd, self.min_channels, self.lanes = winograd, min_channels, lanes
+        self.im2col = im2col
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         graph = graph.copy()
@@ -86,10 +88,27 @@ class ChooseConvAlgorithm(Pass):
         if layer.kernel == ones and layer.strides == ones and not any(layer.pads):
             return "pointwise", "1x1 stride 1: one GEMM over the image"
         reason = self._winograd_reason(layer)
-        if reason is not None:
-            return "direct", reason
-        m = self._tile(layer)
-        return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
+        if reason is None:
+            m = self._tile(layer)
+            return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
+        im2col = self._im2col_reason(layer)
+        if im2col is None:
+            return "im2col", f"{reason}; strided or narrow: patches packed, one GEMM"
+        return "direct", f"{reason}; {im2col}"
+
+    def _im2col_reason(self, layer: Layer) -> str | None:
+        """None when the GEMM over packed patches beats the direct kernel, else why not: the
+        direct kernel's vector runs along an output row, so a strided layer reads scattered
+        inputs and a row narrower than `lanes` leaves the vector partly empty, while the
+        GEMM's vector runs along all output positions. Packing the patches costs a gather per
+        element, paid for only by enough output channels (the 3-channel stem lost 1.3x)."""
+        if not self.im2col or layer.groups != 1 or len(layer.kernel) != 2:
+            return "direct convolution"
+        if min(layer.c, layer.oc) < self.min_channels:
+            return f"under {self.min_channels} channels: packing patches would cost more"
+        if max(layer.strides) == 1 and layer.out[1] >= self.lanes:
+            return f"rows of {layer.out[1]} fill the direct kernel's vectors"
+        return None
 
     def _winograd_reason(self, layer: Layer) -> str | None:
         """None when Winograd applies, else why not."""

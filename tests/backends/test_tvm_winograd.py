@@ -37,7 +37,7 @@ def test_winograd_layers_match_onnx_runtime(built) -> None:
 
 def test_explain_lists_the_algorithm_of_each_layer(built) -> None:
     text = built[2].explain()
-    assert "conv algorithms: direct x1, winograd_f2 x1, winograd_f4 x1" in text
+    assert "conv algorithms: im2col x1, winograd_f2 x1, winograd_f4 x1" in text
     assert "F(4, 3)" in text and "F(2, 3)" in text
 
 

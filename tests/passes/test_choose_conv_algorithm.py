@@ -48,15 +48,17 @@ def test_each_layer_gets_the_algorithm_its_shape_calls_for(rng) -> None:
                                ("dw", 64, 3, {"group": 64}), ("down", 64, 3, {"strides": [2, 2]}),
                                ("mid", 64, 3, {}), ("narrow", 64, 3, {"strides": [2, 2]}),
                                ("small", 64, 3, {}), ("down2", 64, 3, {"strides": [2, 2]}),
-                               ("tiny", 64, 3, {})], 64, 8, 64)
+                               ("tiny", 64, 3, {}),
+                               ("proj", 64, 1, {"strides": [2, 2], "pads": [0] * 4})], 64, 8, 64)
     graph, _ = FuseEpilogue().run(onnx_import.import_model(model))
     out, changed = ChooseConvAlgorithm(lanes=16).run(graph)
     assert changed
     by_name = {n.name: n for n in out.nodes}
     algos = {k.removeprefix("fused_"): v for k, v in _algorithms(out).items()}
     assert algos == {"wide": "winograd_f4", "pw": "pointwise", "dw": "depthwise",
-                     "down": "direct", "mid": "winograd_f4", "narrow": "direct",
-                     "small": "winograd_f2", "down2": "direct", "tiny": "direct"}
+                     "down": "im2col", "mid": "winograd_f4", "narrow": "im2col",
+                     "small": "winograd_f2", "down2": "im2col", "tiny": "im2col",
+                     "proj": "im2col"}
     assert all(n.attrs[ATTR] == algos[n.name.removeprefix("fused_")]
                for n in by_name.values() if ATTR in n.attrs)
     assert [n.op for n in out.nodes] == [n.op for n in graph.nodes]
@@ -66,10 +68,24 @@ def test_each_layer_gets_the_algorithm_its_shape_calls_for(rng) -> None:
     assert not changed and _algorithms(again) == _algorithms(out)
     text = explain(out.metadata)
     assert "winograd_f4 x2" in text and "strided, dilated or grouped" in text
+    assert "im2col x5" in text and "patches packed, one GEMM" in text
+
+
+def test_wide_stride_1_rows_stay_direct_and_im2col_can_be_off() -> None:
+    """A 5x5 stride-1 layer with 64-wide rows fills the direct kernel's vectors; the same
+    layer at 8 wide goes to im2col, unless im2col is off."""
+    wide, _ = conv_model([("wide5", 64, 5, {})], 64, 8, 64)
+    narrow, _ = conv_model([("narrow5", 64, 5, {})], 64, 8, 8)
+    choose = ChooseConvAlgorithm(lanes=16)
+    assert _algorithms(choose.run(onnx_import.import_model(wide))[0]) == {"wide5": "direct"}
+    assert _algorithms(choose.run(onnx_import.import_model(narrow))[0]) == {"narrow5": "im2col"}
+    off = ChooseConvAlgorithm(lanes=16, im2col=False).run(onnx_import.import_model(narrow))[0]
+    assert _algorithms(off) == {"narrow5": "direct"}
 
 
 def test_few_channels_or_winograd_off_stay_direct() -> None:
-    model, _ = conv_model([("thin", 16, 3, {})], 16, 8, 64)
+    model, _ = conv_model([("thin", 16, 3, {}), ("stem", 64, 7, {"strides": [2, 2]})],
+                          3, 8, 64)
     graph = onnx_import.import_model(model)
     assert set(_algorithms(ChooseConvAlgorithm().run(graph)[0]).values()) == {"direct"}
     model, _ = conv_model([("wide", 64, 3, {})], 64, 8, 64)

@@ -207,6 +207,12 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
         y = winograd.winograd_conv2d(ctx, node, x, w.reshape(sp.oc, w.shape[1], sp.kh, sp.kw),
                                      sp, epi, winograd.tile_size(algorithm))
         return ctx.reshape(y, oshape)
+    if algorithm in ("pointwise", "im2col") and ctx.pack and len(oshape) == 4:
+        from backends.tvm.lower import conv_gemm
+
+        if conv_gemm.fits(sp):
+            x = ctx.expr(inputs[0])
+            return ctx.reshape(conv_gemm.conv_gemm(ctx, node, x, w, sp, epi), oshape)
     if len(oshape) == 3:
         epi.index_map = lambda i: [i[0], i[1], i[3]]
     elif _pointwise(sp) and sp.h > 1:

@@ -1,0 +1,99 @@
+"""Convolution as one packed GEMM over the image, rendered where `choose_conv_algorithm`
+recorded `conv_algorithm = "pointwise"` (1x1, stride 1) or `"im2col"` (any other ungrouped
+2-D convolution it sends here: strided, or rows too narrow for the direct kernel's vector).
+
+out[n, k, p] = sum_r W[k, r] * patch[n, r, p] with r = (c, ky, kx) and p = oy * OW + ox: the
+output channels are the GEMM's rows, the flattened output positions its columns (the vector
+axis), so a 7x7 image still fills whole vectors. Three stages in one kernel:
+- "panel": the columns of one block of `vw` output positions, packed contiguous as
+  [N, P/vw, R, vw] (for "pointwise" a copy of the input; for "im2col" the input patches, zero
+  outside the image): the micro-kernel then reads one contiguous vector per reduction step
+  instead of a strided row, and the schedule builds each block's panel just before it is used;
+- "anchor": [N, OCp, Pp] accumulated in an ocb x vw register tile, the weight packed at
+  compile time to [OCp/ocb, R, ocb] (zero rows pad OC up to the tile);
+- "epilogue": bias, activation, residual on [N, OC, P] (viewed as the node's [N, OC, OH, OW]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from backends.tvm.lower.context import LowerCtx, accumulator, cast
+from backends.tvm.lower.conv import ConvSpec, _padded_input
+from backends.tvm.lower.epilogue import Epilogue
+from backends.tvm.schedules import tiles
+from compiler.ir import Node
+
+ALGORITHMS = ("pointwise", "im2col")
+
+
+def fits(sp: ConvSpec) -> bool:
+    """Whether the GEMM form computes this convolution (one group, no upsampling)."""
+    return sp.groups == 1 and sp.upsample == (1, 1)
+
+
+def pack_weight(w: np.ndarray, ocb: int) -> np.ndarray:
+    """[OC, C, KH, KW] -> [OCp/ocb, C*KH*KW, ocb], OC padded with zero rows to OCp."""
+    oc = w.shape[0]
+    flat = w.reshape(oc, -1)
+    ocp = tiles.padded(oc, ocb)
+    if ocp != oc:
+        flat = np.concatenate([flat, np.zeros((ocp - oc, flat.shape[1]), flat.dtype)])
+    return np.ascontiguousarray(flat.reshape(ocp // ocb, ocb, -1).transpose(0, 2, 1))
+
+
+def _pointwise(sp: ConvSpec) -> bool:
+    return (sp.kh, sp.kw, sp.stride, sp.pad_top, sp.pad_left, sp.h, sp.w) == \
+        (1, 1, (1, 1), 0, 0, sp.oh, sp.ow)
+
+
+def _panel(x: te.Tensor, sp: ConvSpec, vw: int, blocks: int) -> te.Tensor:
+    """[N, blocks, C*KH*KW, vw]: the patch of every output position. Positions past the
+    last one repeat it (their outputs are never written), so no element needs a bounds
+    check: a pointwise panel reads the input directly (masked only in the last block), an
+    im2col panel reads the zero-padded input (`conv._padded_input`) through an index vector."""
+    cols, taps = sp.oh * sp.ow, sp.kh * sp.kw
+    if taps == 1 and _pointwise(sp):
+        return te.compute((sp.n, blocks, sp.c, vw), lambda n, b, r, v: tirx.if_then_else(
+            b * vw + v < cols, x[n, r, 0, b * vw + v], tirx.const(0, x.dtype)), name="panel")
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+    ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (sp.ow - 1) * sw + (sp.kw - 1) * dw + 1
+    pad = _padded_input(x, sp, ph, pw, 1)
+
+    def value(n: tirx.Expr, b: tirx.Expr, r: tirx.Expr, v: tirx.Expr) -> tirx.Expr:
+        p = tirx.min(b * vw + v, cols - 1)
+        c, t = (r // taps, r % taps) if taps > 1 else (r, 0)
+        return pad[n, c, p // sp.ow * sh + t // sp.kw * dh, p % sp.ow * sw + t % sp.kw * dw]
+
+    return te.compute((sp.n, blocks, sp.c * taps, vw), value, name="panel")
+
+
+def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
+              epi: Epilogue) -> relax.Expr:
+    """Emit the GEMM convolution of x [N, C, H, W] with constant w [OC, C, KH, KW]; returns
+    [N, OC, OH*OW] (the caller reshapes it to the node's output)."""
+    cols, width = sp.oh * sp.ow, sp.ow
+    if _pointwise(sp):  # the columns are the input's own: read it as one row of H*W
+        x = ctx.reshape(x, (sp.n, sp.c, 1, cols))
+        sp = replace(sp, h=1, w=cols, oh=1, ow=cols)
+    ocb, vw = tiles.gemm_tile(sp.oc, cols, sp.c * sp.kh * sp.kw, ctx.lanes)
+    blocks = -(-cols // vw)
+    weight = pack_weight(w, ocb)
+    ocp, reduce = weight.shape[0] * ocb, weight.shape[1]
+    acc_t = accumulator(w.dtype)
+    epi.index_map = lambda i: [i[0], i[1], i[2] // width, i[2] % width]
+
+    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        panel = _panel(xt, sp, vw, blocks)
+        rk = te.reduce_axis((0, reduce), "rk")
+        acc = te.compute((sp.n, ocp, blocks * vw), lambda n, o, p: te.sum(
+            cast(panel[n, p // vw, rk, p % vw], acc_t) * cast(wt[o // ocb, rk, o % ocb], acc_t),
+            axis=rk), name="anchor")
+        return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
+            cast(acc(n, o, p), xt.dtype), (n, o, p), extra), name="epilogue")
+
+    return ctx.emit(compute, [x, ctx.array(weight), *epi.exprs], node, "conv_gemm",
+                    ocb=ocb, vw=vw)
