@@ -102,3 +102,18 @@ def test_few_channels_or_winograd_off_stay_direct() -> None:
 def test_the_cpu_float_pipeline_chooses(options: dict, runs: bool) -> None:
     labels = [p.label for p in pipeline.passes_for(CompileOptions(**options))]
     assert ("choose_conv_algorithm" in labels) == runs
+
+
+def test_one_by_k_kernels_go_to_im2col_even_on_wide_rows() -> None:
+    """inception_v3's 1x7 / 7x1 layers (128 channels, 17x17) reuse each loaded row little in
+    the direct kernel: they become a GEMM over packed patches; a square 5x5 stays direct."""
+    from passes.choose_conv_algorithm import Layer
+
+    def layer(kernel: tuple[int, int], pads: tuple[int, ...]) -> Layer:
+        return Layer(c=128, oc=128, groups=1, kernel=kernel, strides=(1, 1), dilations=(1, 1),
+                     pads=pads, out=(17, 17))
+
+    choose = ChooseConvAlgorithm(lanes=16)
+    assert choose.choose(layer((1, 7), (0, 3, 0, 3)))[0] == "im2col"
+    assert choose.choose(layer((7, 1), (3, 0, 3, 0)))[0] == "im2col"
+    assert choose.choose(layer((5, 5), (2, 2, 2, 2)))[0] == "direct"

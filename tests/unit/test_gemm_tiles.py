@@ -30,3 +30,13 @@ def test_gemm_chunk_keeps_the_panel_in_l2_and_splits_evenly() -> None:
     for reduce, blocks in ((64, 98), (300, 13), (9, 1)):
         chunk = tiles.gemm_chunk(reduce, 32, blocks)
         assert blocks % chunk == 0 and (chunk == 1 or chunk * reduce * 128 <= tiles.PANEL_BYTES)
+
+
+@pytest.mark.parametrize("out_w,lanes,want", [
+    (17, 16, 32), (24, 16, 32),  # more than one zmm: whole vectors (24 lanes ran 8-27x slower)
+    (14, 16, 16), (8, 16, 8),    # one vector or less: padded to 8
+    (12, 8, 16), (56, 16, 32),   # AVX2 pads to 8-lane vectors; wide rows: two vectors
+])
+def test_conv_tile_columns_are_whole_vectors(out_w: int, lanes: int, want: int) -> None:
+    """The direct and Winograd kernels' vector of columns (or tiles) is whole vectors."""
+    assert tiles.conv_tile(64, out_w, lanes)[1] == want
