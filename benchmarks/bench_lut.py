@@ -34,8 +34,8 @@ BITS = ("1", "2", "3", "4", "t")
 COLD_ORT = ("nbits4_b32_acc4_lut0", "nbits2_b32_acc4_lut1")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("lut")
+def add_arguments(g: argparse.ArgumentParser) -> None:
+    """Options in `g`, the "lut benchmark" group that benchmarks/run.py makes."""
     g.add_argument("--shapes", default=DEFAULT_SHAPES, help="KxN list (default: %(default)s)")
     g.add_argument("--batches", default="1,8,64", help="rows per call (default: %(default)s)")
     g.add_argument("--lut-bits", default=",".join(BITS), help="etch bit widths, t = ternary")
