@@ -342,17 +342,16 @@ def shape_deciding_inputs(model: onnx.ModelProto) -> set[str]:
     Resize's scales, a reduction's axes, ...), following producers back through every op but
     Shape/Size (whose outputs depend only on static shapes)."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    todo = [n.input[k] for n in model.graph.node
-            for k in getattr(ops.get(onnx_import.op_name(n)), "shape_inputs", ())
-            if k < len(n.input) and n.input[k]]
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
+
+    def inputs_of(name: str) -> list[str]:
         node = producer.get(name)
-        if node is not None and onnx_import.op_name(node) not in onnx_import.SHAPE_OF:
-            todo.extend(i for i in node.input if i)
+        if node is None or onnx_import.op_name(node) in onnx_import.SHAPE_OF:
+            return []
+        return list(node.input)
+
+    seen = onnx_import.upstream(
+        [n.input[k] for n in model.graph.node
+         for k in getattr(ops.get(onnx_import.op_name(n)), "shape_inputs", ())
+         if k < len(n.input)], inputs_of)
     inits = {t.name for t in model.graph.initializer}
     return seen & ({i.name for i in model.graph.input} - inits)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -391,16 +391,26 @@ def _how_to_fix(graph: Graph | None, name: str) -> str:
 
 def _graph_inputs_under(graph: Graph, name: str) -> set[str]:
     """The graph inputs value `name` is computed from."""
-    producers, todo, seen = graph.producers(), [name], set()
+    producers = graph.producers()
+
+    def inputs_of(v: str) -> list[str]:
+        node = producers.get(v)
+        return [] if node is None or node.op in SHAPE_OF else list(node.inputs)
+
+    return upstream([name], inputs_of) & set(graph.inputs)
+
+
+def upstream(start: list[str], inputs_of: Callable[[str], list[str]]) -> set[str]:
+    """Every value `start` is computed from, `start` included: `inputs_of(v)` gives the
+    inputs of v's producer to follow (none at a source or past Shape/Size, whose outputs
+    depend only on static shapes); empty names are omitted optional inputs."""
+    todo, seen = list(start), set()
     while todo:
         v = todo.pop()
-        if v in seen:
-            continue
-        seen.add(v)
-        node = producers.get(v)
-        if node is not None and node.op not in SHAPE_OF:
-            todo.extend(i for i in node.inputs if i)
-    return seen & set(graph.inputs)
+        if v and v not in seen:
+            seen.add(v)
+            todo.extend(inputs_of(v))
+    return seen
 
 
 def infer_outputs(node: Node, values: list[Value | None],
