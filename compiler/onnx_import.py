@@ -104,6 +104,7 @@ def import_model(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
     _check_supported(proto)
     _check_old_versions(proto, opset)
     _check_versions(proto, opset)
+    _name_omitted_outputs(proto.graph)
     for i, node_proto in enumerate(proto.graph.node):
         _import_node(graph, node_proto, i, opset)
     # Every node is now in its opset-21 form (the upgrade hooks); a newer model keeps its
@@ -270,6 +271,29 @@ def attr_value(a: onnx.AttributeProto) -> Any:
     if isinstance(v, list):
         return [x.decode("utf-8", errors="replace") if isinstance(x, bytes) else x for x in v]
     return v
+
+
+def _name_omitted_outputs(g: onnx.GraphProto) -> None:
+    """ONNX marks an optional output a node does not produce with the name "" (RNN's
+    `["", "Y_h"]`, Dropout's `["y", ""]`). Trailing ones are dropped, as if never listed;
+    one before a produced output gets a name no other value of the model has, so the op
+    still sees its outputs by position. Mutates the proto (`load_model` returns a copy)."""
+    used = {t.name for t in g.initializer} | {v.name for v in g.input}
+    used |= {o for n in g.node for o in (*n.input, *n.output)}
+    for i, n in enumerate(g.node):
+        outs = list(n.output)
+        while outs and not outs[-1]:
+            outs.pop()
+        for k, o in enumerate(outs):
+            if not o:
+                base, j = f"{n.name or n.op_type + '_' + str(i)}_unused{k}", 0
+                while f"{base}_{j}" in used:
+                    j += 1
+                outs[k] = f"{base}_{j}"
+                used.add(outs[k])
+        if outs != list(n.output):
+            del n.output[:]
+            n.output.extend(outs)
 
 
 def _import_node(graph: Graph, proto: onnx.NodeProto, index: int, opset: int) -> None:

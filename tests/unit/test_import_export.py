@@ -465,3 +465,22 @@ def test_ort_quantized_models_match_ort(kind, build, shape, tmp_path) -> None:
     """DynamicQuantizeLinear/MatMulInteger/ConvInteger, QDQ, and MatMulNBits models."""
     quantized = _ort_quantized(kind, build(), shape, tmp_path)
     assert_matches_ort(quantized, {"x": _x(*shape)})
+
+
+def test_omitted_optional_outputs_named_empty_import_and_match_ort() -> None:
+    """ONNX writes "" for an optional output a node does not produce: trailing (Dropout's
+    mask) or before a produced one (LayerNormalization's Mean before InvStdDev)."""
+    x = RNG.standard_normal((2, 3, 8)).astype(np.float32)
+    nodes = [helper.make_node("Dropout", ["x"], ["d", ""]),
+             helper.make_node("LayerNormalization", ["d", "g", "b"], ["y", "", "inv"], axis=-1),
+             # a value the placeholder name must not collide with
+             helper.make_node("Identity", ["y"], ["LayerNormalization_1_unused1_0"])]
+    model = _model(nodes, [_io("x", [2, 3, 8])],
+                   [_io("LayerNormalization_1_unused1_0", [2, 3, 8]), _io("inv", [2, 3, 1])],
+                   [_w("g", 8), _w("b", 8)])
+    assert_matches_ort(model, {"x": x})
+    graph = onnx_import.import_model(model)
+    dropout, norm = graph.nodes[0], graph.nodes[1]
+    assert len(dropout.outputs) == 1
+    assert norm.outputs[1] not in ("", "LayerNormalization_1_unused1_0")
+    assert len({o for n in graph.nodes for o in n.outputs}) == 5
