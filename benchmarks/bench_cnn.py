@@ -2,7 +2,8 @@
 
 Per model, batch (`--batch`, default 1 and 8) and thread count (`--cnn-threads`, default 1
 and 2), side by side in one run: etch float, etch `--int` W8A8, ORT float, ORT int8
-(`quantize_static`, QDQ and QOperator, the faster shown), TVM's own ONNX frontend with its
+(`quantize_static`, QDQ and QOperator, the faster shown; and the same with AMX denied to
+ORT, "ORTv": its VNNI kernels), TVM's own ONNX frontend with its
 default build, and each one's compile time. Each runtime is built once per (model, batch)
 in a process of its own and timed in a fresh process per thread count (`cnn_peers`); a
 build that fails or runs past `--build-timeout` is reported, not fatal. Outputs are compared
@@ -127,13 +128,15 @@ def _errors(root: Path, builds: dict) -> dict:
 
 
 def _ratios(row: dict) -> dict:
-    qdq, qop = row.get("ort_qdq_us"), row.get("ort_qop_us")
-    int8 = [(v, k) for v, k in ((qdq, "qdq"), (qop, "qop")) if v is not None]
-    if int8:
-        row["ort_int8_us"], row["ort_int8_format"] = min(int8)
+    for suffix in ("", cnn_peers.NO_AMX):
+        int8 = [(row[f"ort_{k}{suffix}_us"], k) for k in ("qdq", "qop")
+                if row.get(f"ort_{k}{suffix}_us") is not None]
+        if int8:
+            row[f"ort_int8{suffix}_us"], row[f"ort_int8{suffix}_format"] = min(int8)
     pairs = {"etch_vs_ort": ("etch_us", "ort_us"), "tvm_fe_vs_ort": ("tvm_fe_us", "ort_us"),
              "int_speedup": ("etch_us", "etch_int_us"),
-             "int_vs_ort_int8": ("etch_int_us", "ort_int8_us")}
+             "int_vs_ort_int8": ("etch_int_us", "ort_int8_us"),
+             "int_vs_ort_int8_noamx": ("etch_int_us", "ort_int8_noamx_us")}
     for key, (a, b) in pairs.items():
         if row.get(a) and row.get(b):
             row[key] = round(row[a] / row[b], 3)
@@ -146,7 +149,8 @@ def geomean(values: list[float]) -> float | None:
 
 def summary(rows: list[dict]) -> dict:
     """Geometric means of each ratio per (batch, threads) and overall, and the goals."""
-    keys = ("etch_vs_ort", "int_speedup", "int_vs_ort_int8", "tvm_fe_vs_ort")
+    keys = ("etch_vs_ort", "int_speedup", "int_vs_ort_int8", "int_vs_ort_int8_noamx",
+            "tvm_fe_vs_ort")
     groups: dict[str, list[dict]] = {"all": rows}
     for r in rows:
         groups.setdefault(f"b{r['batch']} t{r['threads']}", []).append(r)
@@ -158,6 +162,8 @@ def summary(rows: list[dict]) -> dict:
         "etch float geomean <= 0.85x ORT": _met(allg["etch_vs_ort"], lambda v: v <= 0.85),
         "--int >= 1.5x etch float (geomean)": _met(allg["int_speedup"], lambda v: v >= 1.5),
         "--int faster than ORT int8 (geomean)": _met(allg["int_vs_ort_int8"], lambda v: v < 1),
+        "--int faster than ORT int8 on VNNI, AMX denied (geomean)":
+            _met(allg["int_vs_ort_int8_noamx"], lambda v: v < 1),
         "compile < 30 s per model": _met(max(compile_s, default=None), lambda v: v < 30),
     }
     return out
@@ -186,7 +192,8 @@ def table(result: dict) -> str:
     head = (f"etch bench cnn -- {result['cpu']} ({result['mcpu']}; {' '.join(result['isa'])}),"
             f" load average {result['load_average'][0]:.1f} at the end")
     cols = (f"{'model':<16}{'b':>2}{'t':>2}{'etch ms':>9}{'int ms':>8}{'ORT ms':>8}"
-            f"{'ORTq ms':>9}{'TVMfe ms':>10}{'e/ORT':>7}{'fl/int':>7}{'int/q':>7}{'fe/ORT':>7}"
+            f"{'ORTq ms':>9}{'ORTv ms':>9}{'TVMfe ms':>10}{'e/ORT':>7}{'fl/int':>7}{'int/q':>7}"
+            f"{'int/v':>7}{'fe/ORT':>7}"
             f"{'etch s':>7}{'int s':>6}{'fe s':>6}")
     lines = [head, cols, "-" * len(cols)] + [_row(r) for r in result["rows"]]
     lines.append("geomeans: " + "; ".join(
@@ -205,10 +212,13 @@ def _row(r: dict) -> str:
         v = r.get(key)
         return f"{'-' if v is None else format(v, fmt):>{width}}"
 
-    q = ms("ort_int8") + {"qdq": "d", "qop": "o"}.get(r.get("ort_int8_format", ""), "")
+    def q(key: str) -> str:
+        return ms(key) + {"qdq": "d", "qop": "o"}.get(r.get(f"{key}_format", ""), "")
+
     return (f"{r['model']:<16}{r['batch']:>2}{r['threads']:>2}{ms('etch'):>9}{ms('etch_int'):>8}"
-            f"{ms('ort'):>8}{q:>9}{ms('tvm_fe'):>10}{g('etch_vs_ort', 7)}{g('int_speedup', 7)}"
-            f"{g('int_vs_ort_int8', 7)}{g('tvm_fe_vs_ort', 7)}{g('etch_compile_s', 7, '.1f')}"
+            f"{ms('ort'):>8}{q('ort_int8'):>9}{q('ort_int8_noamx'):>9}{ms('tvm_fe'):>10}"
+            f"{g('etch_vs_ort', 7)}{g('int_speedup', 7)}{g('int_vs_ort_int8', 7)}"
+            f"{g('int_vs_ort_int8_noamx', 7)}{g('tvm_fe_vs_ort', 7)}{g('etch_compile_s', 7, '.1f')}"
             f"{g('etch_int_compile_s', 6, '.1f')}{g('tvm_fe_compile_s', 6, '.1f')}")
 
 

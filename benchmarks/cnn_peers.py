@@ -9,6 +9,10 @@ pool's size is fixed when it first runs:
 - ort_qdq / ort_qop: the model quantised by `onnxruntime.quantization.quantize_static`
   (per-channel int8 weights, uint8 activations, MinMax over the sample) in QDQ and in
   QOperator format; the table shows the faster of the two as "ORT int8";
+- ort_qdq_noamx / ort_qop_noamx: the same quantised models, timed in a process that may not
+  use AMX tiles (`deny_amx`): on a CPU with AMX-INT8, ORT's int8 GEMMs use it, 2.7x VNNI's
+  speed on a 256^3 MatMulInteger on the Xeon the README's tables ran on; these rows are ORT on
+  the VNNI kernels, the "VNNI host" of issue 13's int8 goal (elsewhere they equal ort_qdq/qop);
 - tvm_fe: `tvm.relax.frontend.onnx.from_onnx` and `tvm.compile` with TVM's default
   pipeline (no tuning), exported as a library and run by the Relax VM.
 Batch B > 1 runs a copy of the model whose input and batch-leading Reshape shapes say B
@@ -17,6 +21,9 @@ Batch B > 1 runs a copy of the model whose input and batch-leading Reshape shape
 
 from __future__ import annotations
 
+import ctypes
+import struct
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +32,9 @@ import numpy as np
 
 Runner = Callable[[], object]
 ETCH = ("etch", "etch_int")
-RUNTIMES = ("etch", "etch_int", "ort", "ort_qdq", "ort_qop", "tvm_fe")
+RUNTIMES = ("etch", "etch_int", "ort", "ort_qdq", "ort_qop", "ort_qdq_noamx", "ort_qop_noamx",
+            "tvm_fe")
+NO_AMX = "_noamx"
 
 
 def batched_model(src: Path, batch: int, dest: Path) -> None:
@@ -128,6 +137,8 @@ BUILDERS: dict[str, Callable[..., dict | None]] = {
     "etch": _build_etch, "etch_int": _build_etch_int, "ort": _build_ort,
     "ort_qdq": lambda m, i, o: _quantize(m, i, o, "qdq"),
     "ort_qop": lambda m, i, o: _quantize(m, i, o, "qop"),
+    "ort_qdq_noamx": lambda m, i, o: _quantize(m, i, o, "qdq"),
+    "ort_qop_noamx": lambda m, i, o: _quantize(m, i, o, "qop"),
     "tvm_fe": _build_tvm_fe,
 }
 
@@ -141,6 +152,8 @@ def load(runtime: str, built: Path, inputs: dict, threads: int) -> Runner:
         return lambda: art.run(inputs)
     if runtime == "tvm_fe":
         return _load_tvm_fe(built, inputs)
+    if runtime.endswith(NO_AMX) and not deny_amx():
+        raise RuntimeError("cannot deny AMX to this process (seccomp unavailable)")
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -150,6 +163,35 @@ def load(runtime: str, built: Path, inputs: dict, threads: int) -> Runner:
     sess = ort.InferenceSession(str(built / "model.onnx"), so,
                                 providers=["CPUExecutionProvider"])
     return lambda: dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
+
+
+def deny_amx() -> bool:
+    """Make this process's request for AMX tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, which
+    Linux requires before a first AMX instruction) fail with EPERM, by a seccomp filter that
+    allows every other call; libraries then fall back to their VNNI kernels. Irreversible for
+    the process: call it in a fresh worker before a library asks. False off x86-64 Linux or
+    where seccomp is unavailable (True on a CPU without AMX, where nothing changes)."""
+    import platform
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return False
+    ld, jeq, ret = 0x20, 0x15, 0x06                    # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    audit_x86_64, nr_arch_prctl, req_xcomp_perm = 0xC000003E, 158, 0x1023
+    program = [(ld, 0, 0, 4), (jeq, 0, 4, audit_x86_64),           # seccomp_data.arch
+               (ld, 0, 0, 0), (jeq, 0, 2, nr_arch_prctl),           # .nr
+               (ld, 0, 0, 16), (jeq, 1, 0, req_xcomp_perm),         # .args[0]
+               (ret, 0, 0, 0x7FFF0000),                             # SECCOMP_RET_ALLOW
+               (ret, 0, 0, 0x00050000 | 1)]                         # SECCOMP_RET_ERRNO | EPERM
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *f) for f in program))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(program), ctypes.cast(code, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    return (libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) == 0
+            and libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) == 0)
 
 
 def _load_tvm_fe(built: Path, inputs: dict) -> Runner:

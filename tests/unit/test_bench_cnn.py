@@ -58,3 +58,37 @@ def test_ratios_pick_the_faster_ort_int8_format_and_goals_use_geomeans() -> None
               "summary": s}
     text = bench_cnn.table(result)
     assert "test cpu" in text and "0.05o" in text and "err" in text
+
+
+def test_ratios_against_ort_without_amx() -> None:
+    row = _row("a", 80, 100, 40, 60, 50)
+    row = bench_cnn._ratios({**row, "ort_qdq_noamx_us": 90, "ort_qop_noamx_us": 100})
+    assert row["ort_int8_noamx_format"] == "qdq" and row["int_vs_ort_int8_noamx"] == round(40 / 90, 3)
+    goals = bench_cnn.summary([row])["goals"]
+    assert goals["--int faster than ORT int8 on VNNI, AMX denied (geomean)"].startswith("met")
+
+
+_DENY = """
+import ctypes, platform
+from benchmarks import cnn_peers
+denied = cnn_peers.deny_amx()
+libc = ctypes.CDLL(None, use_errno=True)
+other = libc.syscall(158, 0x1001, ctypes.byref(ctypes.c_ulong()))  # ARCH_GET_FS: allowed
+amx = libc.syscall(158, 0x1023, 18)                                  # ARCH_REQ_XCOMP_PERM
+print(platform.machine(), denied, other, amx, ctypes.get_errno())
+"""
+
+
+def test_deny_amx_refuses_only_the_amx_permission_request() -> None:
+    """In a fresh process (the filter is irreversible): the AMX request fails with EPERM on
+    any x86-64 Linux host, with or without AMX; another arch_prctl still works."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _DENY], capture_output=True, text=True,
+                         check=True).stdout.split()
+    machine, denied, other, amx, errno = out[0], out[1] == "True", *map(int, out[2:])
+    if machine != "x86_64":
+        assert not denied
+        return
+    assert denied and other == 0 and (amx, errno) == (-1, 1)
