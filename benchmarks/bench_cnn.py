@@ -39,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnn-threads", nargs="+", type=int, default=list(THREADS),
                    help="cnn: thread counts (default 1 2)")
     p.add_argument("--runtimes", nargs="+", choices=cnn_peers.RUNTIMES,
-                   default=list(cnn_peers.RUNTIMES), help="cnn: runtimes to run (default all)")
+                   default=list(cnn_peers.DEFAULT_RUNTIMES),
+                   help="cnn: runtimes to run (default all but etch_tuned)")
+    p.add_argument("--tune-trials", type=int, default=64,
+                   help="cnn: MetaSchedule trials of the etch_tuned runtime (default 64)")
     p.add_argument("--build-timeout", type=float, default=900,
                    help="cnn: seconds a runtime may take to build one model")
 
@@ -48,12 +51,13 @@ def run(args: argparse.Namespace) -> dict:
     from models import zoo
 
     models = [m for m in (getattr(args, "models", None) or list(zoo.IMAGENET))]
+    os.environ[cnn_peers.TUNE_TRIALS] = str(getattr(args, "tune_trials", 64))
     seconds = float(getattr(args, "seconds", 0.3))
     rows = []
     for name in models:
         for batch in getattr(args, "batch", BATCHES):
             rows += bench_model(name, batch, getattr(args, "cnn_threads", THREADS),
-                                getattr(args, "runtimes", cnn_peers.RUNTIMES),
+                                getattr(args, "runtimes", cnn_peers.DEFAULT_RUNTIMES),
                                 seconds, float(getattr(args, "build_timeout", 900)))
     return {"benchmark": "cnn", "cpu": cpu_name(), "mcpu": _mcpu(), "isa": _isa(),
             "load_average": list(os.getloadavg()),
@@ -136,7 +140,8 @@ def _ratios(row: dict) -> dict:
     pairs = {"etch_vs_ort": ("etch_us", "ort_us"), "tvm_fe_vs_ort": ("tvm_fe_us", "ort_us"),
              "int_speedup": ("etch_us", "etch_int_us"),
              "int_vs_ort_int8": ("etch_int_us", "ort_int8_us"),
-             "int_vs_ort_int8_noamx": ("etch_int_us", "ort_int8_noamx_us")}
+             "int_vs_ort_int8_noamx": ("etch_int_us", "ort_int8_noamx_us"),
+             "tune_speedup": ("etch_us", "etch_tuned_us")}
     for key, (a, b) in pairs.items():
         if row.get(a) and row.get(b):
             row[key] = round(row[a] / row[b], 3)
@@ -158,6 +163,8 @@ def summary(rows: list[dict]) -> dict:
     compile_s = [r[f"{e}_compile_s"] for r in rows for e in cnn_peers.ETCH
                  if f"{e}_compile_s" in r]
     allg = out["all"]
+    worst = max((r for r in rows if "etch_vs_ort" in r), key=lambda r: r["etch_vs_ort"],
+                default=None)
     out["goals"] = {
         "etch float geomean <= 0.85x ORT": _met(allg["etch_vs_ort"], lambda v: v <= 0.85),
         "--int >= 1.5x etch float (geomean)": _met(allg["int_speedup"], lambda v: v >= 1.5),
@@ -165,6 +172,9 @@ def summary(rows: list[dict]) -> dict:
         "--int faster than ORT int8 on VNNI, AMX denied (geomean)":
             _met(allg["int_vs_ort_int8_noamx"], lambda v: v < 1),
         "compile < 30 s per model": _met(max(compile_s, default=None), lambda v: v < 30),
+        "--tune improves the worst model"
+        + (f" ({worst['model']} b{worst['batch']} t{worst['threads']})" if worst else ""):
+            _met(worst.get("tune_speedup") if worst else None, lambda v: v > 1),
     }
     return out
 
@@ -193,7 +203,7 @@ def table(result: dict) -> str:
             f" load average {result['load_average'][0]:.1f} at the end")
     cols = (f"{'model':<16}{'b':>2}{'t':>2}{'etch ms':>9}{'int ms':>8}{'ORT ms':>8}"
             f"{'ORTq ms':>9}{'ORTv ms':>9}{'TVMfe ms':>10}{'e/ORT':>7}{'fl/int':>7}{'int/q':>7}"
-            f"{'int/v':>7}{'fe/ORT':>7}"
+            f"{'int/v':>7}{'fe/ORT':>7}{'tune x':>7}"
             f"{'etch s':>7}{'int s':>6}{'fe s':>6}")
     lines = [head, cols, "-" * len(cols)] + [_row(r) for r in result["rows"]]
     lines.append("geomeans: " + "; ".join(
@@ -218,7 +228,8 @@ def _row(r: dict) -> str:
     return (f"{r['model']:<16}{r['batch']:>2}{r['threads']:>2}{ms('etch'):>9}{ms('etch_int'):>8}"
             f"{ms('ort'):>8}{q('ort_int8'):>9}{q('ort_int8_noamx'):>9}{ms('tvm_fe'):>10}"
             f"{g('etch_vs_ort', 7)}{g('int_speedup', 7)}{g('int_vs_ort_int8', 7)}"
-            f"{g('int_vs_ort_int8_noamx', 7)}{g('tvm_fe_vs_ort', 7)}{g('etch_compile_s', 7, '.1f')}"
+            f"{g('int_vs_ort_int8_noamx', 7)}{g('tvm_fe_vs_ort', 7)}{g('tune_speedup', 7)}"
+            f"{g('etch_compile_s', 7, '.1f')}"
             f"{g('etch_int_compile_s', 6, '.1f')}{g('tvm_fe_compile_s', 6, '.1f')}")
 
 

@@ -5,6 +5,8 @@ process of its own, and timed per thread count in fresh processes (`load`), sinc
 pool's size is fixed when it first runs:
 - etch / etch_int: `compiler.compile(path, target="cpu")` (with `bits=8, int=True` and the
   sample as calibration for etch_int), saved as an artifact; threads from TVM_NUM_THREADS;
+- etch_tuned: etch float with `--tune N` (MetaSchedule, N trials from $ETCH_BENCH_TUNE_TRIALS,
+  default 64; its database cached by content, so a second run reuses it);
 - ort: CPUExecutionProvider, all graph optimisations (its default), intra-op threads;
 - ort_qdq / ort_qop: the model quantised by `onnxruntime.quantization.quantize_static`
   (per-channel int8 weights, uint8 activations, MinMax over the sample) in QDQ and in
@@ -33,7 +35,9 @@ import numpy as np
 Runner = Callable[[], object]
 ETCH = ("etch", "etch_int")
 RUNTIMES = ("etch", "etch_int", "ort", "ort_qdq", "ort_qop", "ort_qdq_noamx", "ort_qop_noamx",
-            "tvm_fe")
+            "tvm_fe", "etch_tuned")
+DEFAULT_RUNTIMES = RUNTIMES[:-1]    # etch_tuned measures minutes per model: asked for by name
+TUNE_TRIALS = "ETCH_BENCH_TUNE_TRIALS"  # environment: etch_tuned's trials (default 64)
 NO_AMX = "_noamx"
 
 
@@ -96,6 +100,13 @@ def _algorithms(art) -> dict[str, int] | None:
     return counts or None
 
 
+def _build_etch_tuned(model: Path, inputs: dict, out: Path) -> dict:
+    import os
+
+    trials = int(os.environ.get(TUNE_TRIALS, "64"))
+    return {**_build_etch(model, inputs, out, tune=trials), "trials": trials}
+
+
 def _build_etch_int(model: Path, inputs: dict, out: Path) -> dict:
     calib = out / "calib.npz"
     np.savez(calib, **inputs)
@@ -134,7 +145,8 @@ def _build_tvm_fe(model: Path, inputs: dict, out: Path) -> None:
 
 
 BUILDERS: dict[str, Callable[..., dict | None]] = {
-    "etch": _build_etch, "etch_int": _build_etch_int, "ort": _build_ort,
+    "etch": _build_etch, "etch_int": _build_etch_int, "etch_tuned": _build_etch_tuned,
+    "ort": _build_ort,
     "ort_qdq": lambda m, i, o: _quantize(m, i, o, "qdq"),
     "ort_qop": lambda m, i, o: _quantize(m, i, o, "qop"),
     "ort_qdq_noamx": lambda m, i, o: _quantize(m, i, o, "qdq"),
@@ -145,7 +157,7 @@ BUILDERS: dict[str, Callable[..., dict | None]] = {
 
 def load(runtime: str, built: Path, inputs: dict, threads: int) -> Runner:
     """A call that runs the built `runtime` once on `inputs` with `threads` threads."""
-    if runtime in ETCH:
+    if runtime in ETCH or runtime == "etch_tuned":
         import runtime as etch_runtime
 
         art = etch_runtime.load(built / "artifact")

@@ -92,3 +92,12 @@ def test_deny_amx_refuses_only_the_amx_permission_request() -> None:
         assert not denied
         return
     assert denied and other == 0 and (amx, errno) == (-1, 1)
+
+
+def test_tune_goal_reads_the_worst_models_speedup() -> None:
+    rows = [_row("a", 80, 100, 40, 60, 50), _row("b", 150, 100, 45, 30, 70)]
+    rows[1] = bench_cnn._ratios({**rows[1], "etch_tuned_us": 120})
+    assert rows[1]["tune_speedup"] == 1.25
+    goals = bench_cnn.summary(rows)["goals"]
+    assert goals["--tune improves the worst model (b b1 t1)"].startswith("met (1.25)")
+    assert "etch_tuned" not in cnn_peers.DEFAULT_RUNTIMES
