@@ -144,6 +144,63 @@ def qdense(ctx: LowerCtx, dst: IntOut, a: relax.Expr, a_dtype: str, m: int, zero
                     **kernel_hints(epi, acc_bound(wc, bias, 1)))
 
 
+# ---- two activations -------------------------------------------------------------------
+def to_s8(v: Expr) -> Expr:
+    """An int8/uint8 value in the s8 domain: uint8 b -> b - 128 (flip the sign bit)."""
+    if dtype_of(v) == "int8":
+        return v
+    return tirx.bitwise_xor(v, tirx.const(128, "uint8")).astype("int8")
+
+
+def batch_fits(k: int) -> bool:
+    """Whether qbatch's int32 partial sums cannot wrap: sum u*s, the two zero-point
+    corrections and the constant term are each at most K * 255 * 128 in magnitude."""
+    return 4 * k * 255 * 128 <= INT32_MAX
+
+
+def qbatch(ctx: LowerCtx, dst: IntOut, names: tuple[str, str], zeros: tuple,
+           bias: np.ndarray | None) -> relax.Expr | None:
+    """The "qbatch" kernel for two int8/uint8 activations [.., M, K] x [.., K, N] with the
+    same leading axes and scalar zero points (attention's QK^T and AV), then dst's output
+    unit; None when it does not apply. In the u8 x s8 domains of the dot-product steps
+    (a as u8, b as s8, zero points moved with them):
+        sum_k (a - za)(b - zb) = sum u s - zs sum_k u - zu sum_k s + K zu zs,
+    the x86 kernel (`schedules/int_batched.py`) packs b per batch as the weights of
+    "qdense" and computes the two sums; the constant K zu zs is the epilogue's bias (with
+    the op's own bias), so the TE kernel here computes the product less that constant."""
+    a_name, b_name = names
+    zero, b_zero, w_mult = zeros
+    ashape, bshape = ctx.shape(a_name), ctx.shape(b_name)
+    adt, bdt = ctx.dtype(a_name), ctx.dtype(b_name)
+    if not ctx.pack or w_mult is not None or {adt, bdt} - {"int8", "uint8"} or \
+            len(ashape) != len(bshape) or ashape[:-2] != bshape[:-2] or \
+            (b_zero is not None and b_zero.size != 1) or not batch_fits(ashape[-1]):
+        return None
+    *lead, m, k = ashape
+    n, batch = bshape[-1], int(np.prod(lead, dtype=np.int64))
+    za, zb = (0 if z is None else int(z.reshape(())) for z in (zero, b_zero))
+    zu, zs = u8_zero(adt, za), zb - 128 if bdt == "uint8" else zb
+    const = k * zu * zs
+    total = np.full(n, const, np.int64) + (0 if bias is None else bias.astype(np.int64))
+    epi = int_epilogue(ctx, dst, total, 3, 2, (batch, m, n), channels=n)
+
+    def compute(at: te.Tensor, bt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        r = te.reduce_axis((0, k), "k")
+        acc = te.compute((batch, m, n), lambda i, p, q: te.sum(
+            (at[i, p, r].astype("int32") - za) * (bt[i, r, q].astype("int32") - zb),
+            axis=r), name="anchor")
+        return epi.compute((batch, m, n), lambda *i: acc(*i) - tirx.const(const, "int32"),
+                           extra)
+
+    bound = np.full(n, k * 255 * 255, np.int64) + \
+        (0 if bias is None else np.abs(bias.astype(np.int64)))
+    a = ctx.reshape(ctx.expr(a_name), (batch, m, k))
+    b = ctx.reshape(ctx.expr(b_name), (batch, k, n))
+    got = ctx.emit(compute, [a, b, *epi.exprs], dst.node, "qbatch", nl=vector_lanes(ctx),
+                   a_zero=zu, b_zero=zs, pair_safe=0, **kernel_hints(epi, bound))
+    return ctx.reshape(got, ctx.shape(dst.value))
+
+
 def qgemm_generic(ctx: LowerCtx, dst: IntOut, a: relax.Expr, w: relax.Expr, wdata,
                   zero: np.ndarray | None, w_zero: np.ndarray | None, w_mult, gs: int,
                   bias: np.ndarray | None, out_shape: tuple) -> relax.Expr:
@@ -235,6 +292,10 @@ def qgemm(ctx: LowerCtx, dst: IntOut, inputs: list[str], attrs: dict) -> None:
             return
         wexpr, w_zero, w_mult, wdata = ctx.array(small_int(wc)), None, None, wc
     else:
+        got = qbatch(ctx, dst, (a_name, w_name), (zero, w_zero, w_mult), bias)
+        if got is not None:
+            ctx.bind(node, got)
+            return
         wexpr, wdata = ctx.expr(w_name), None
     ctx.bind(node, qgemm_generic(ctx, dst, a, wexpr, wdata, zero, w_zero, w_mult, gs, bias,
                                  oshape))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target, codegen
 
-from backends.tvm.schedules import int_intrin, int_kernels
+from backends.tvm.schedules import int_batched, int_intrin, int_kernels
 from backends.tvm.schedules.cpu import (
     PARALLEL_MIN_ELEMENTS,
     KindRule,
@@ -30,14 +30,34 @@ from backends.tvm.schedules.cpu import (
 )
 
 MAX_ACC = {8: 8, 16: 16}
+VNNI_ACC = {8: 12, 16: 24}  # vpdpbusd needs no temporaries: more registers for accumulators
+CHAINS = 12  # independent accumulators that keep both dot-product ports busy (latency 5)
+
+
+def step_kind(func: tirx.PrimFunc, target: Target) -> str | None:
+    """The kind of vector dot step (`int_intrin.choose`) for this kernel on `target`."""
+    nl = int(func.attrs["etch.nl"])
+    features = set(codegen.llvm_get_cpu_features(target))
+    return int_intrin.choose(features, nl, bool(int(func.attrs["etch.pair_safe"])))
 
 
 def step_for(func: tirx.PrimFunc, target: Target):
     """The vector dot step for this kernel on `target`, or None."""
-    nl = int(func.attrs["etch.nl"])
-    features = set(codegen.llvm_get_cpu_features(target))
-    kind = int_intrin.choose(features, nl, bool(int(func.attrs["etch.pair_safe"])))
-    return None if kind is None else int_intrin.dot(kind, nl)
+    kind = step_kind(func, target)
+    return None if kind is None else int_intrin.dot(kind, int(func.attrs["etch.nl"]))
+
+
+def row_tile(m: int, nv: int, budget: int) -> int:
+    """Rows per register tile beside nv accumulator vectors: enough independent dot-product
+    chains (CHAINS) to hide the step's latency, within `budget` accumulators, with few
+    padded rows (rows past M are recomputed copies of the last row, not stored): the
+    candidate with the least padded work per chain, the larger on a tie."""
+    best, cost = 1, float("inf")
+    for mb in range(1, min(m, budget // nv) + 1):
+        c = -(-m // mb) * mb / min(mb * nv, CHAINS)
+        if c <= cost:
+            best, cost = mb, c
+    return best
 
 
 def vectors(blocks: int, rows: int, nl: int) -> int:
@@ -73,13 +93,39 @@ class QDense(KernelRule):
     kinds = ("qdense",)
 
     def kernel(self, func, target):
-        step = step_for(func, target)
-        if step is None:
+        kind = step_kind(func, target)
+        if kind is None:
             return None
         m = _buffer_shape(func, 0)[0]
         nb, _, nl, _ = _buffer_shape(func, 1)
-        mb = next(b for b in (4, 3, 2, 1) if m % b == 0)
-        return int_kernels.dense_kernel(func, step, mb, vectors(nb, mb, nl))
+        budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
+        nv = vectors(nb, 1, nl)
+        return int_kernels.dense_kernel(func, int_intrin.dot(kind, nl),
+                                        row_tile(m, nv, budget), nv)
+
+
+class QBatch(KernelRule):
+    """Two activations [B, M, K] x [B, K, N]: tile mb rows x nv vectors (N padded to whole
+    tiles inside the kernel, so nv is free), the pair with the least padded work per chain."""
+
+    kinds = ("qbatch",)
+
+    def kernel(self, func, target):
+        kind = step_kind(func, target)
+        if kind is None:
+            return None
+        _, m, _ = _buffer_shape(func, 0)
+        nl, n = int(func.attrs["etch.nl"]), _buffer_shape(func, 1)[2]
+        budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
+        nvec = -(-n // nl)
+        tiles = [(row_tile(m, nv, budget), nv) for nv in (4, 3, 2, 1)]
+        mb, nv = min(tiles, key=lambda t: _tile_cost(m, nvec, *t))
+        return int_batched.batched_kernel(func, int_intrin.dot(kind, nl), mb, nv)
+
+
+def _tile_cost(m: int, nvec: int, mb: int, nv: int) -> float:
+    """Padded work per independent chain of an mb x nv tile (lower is better)."""
+    return -(-m // mb) * mb * -(-nvec // nv) * nv / min(mb * nv, CHAINS)
 
 
 class QConv(KernelRule):
@@ -135,4 +181,4 @@ class QSumPool(KindRule):
 
 
 def rules() -> list:
-    return [QDense(), QConv(), QDepthwise(), QSumPool()]
+    return [QDense(), QBatch(), QConv(), QDepthwise(), QSumPool()]

@@ -17,6 +17,7 @@ and for convs groups, stride, dilation, pad, x_zero, xb.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -76,6 +77,11 @@ class _Epilogue:
             self.bias.dtype == "int32"
         self.staged = bool(self.post)
 
+    def channel(self, col: Expr) -> list:
+        """The index of output channel `col` in the per-channel parameter buffers ([1, N]
+        or [1, .., N])."""
+        return [0] * (len(self.bias.shape) - 1) + [col]
+
     @property
     def stage_dtype(self) -> str:
         """What the first loop stores: the output, or the requantised value in int32."""
@@ -132,13 +138,15 @@ def _step(acc: tirx.Buffer, row: Expr, v: Expr, nl: int, a: Expr, w: Expr, dot: 
 # ---- QGemm --------------------------------------------------------------------------------
 def dense_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.PrimFunc:
     """[M, K] x [N/nl, K/4, nl, 4]: tiles of mb rows x nv vectors, weights-stationary
-    order (consecutive tiles share a weight block)."""
+    order (consecutive tiles share a weight block). mb need not divide M: the last tile's
+    rows past M read row M - 1 and are not stored (mb x nv independent accumulator chains
+    hide the dot product's latency whatever M is)."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         a, w, *params, out = _args(func)
         (m, k), (nb, kb, nl, _), n = _shape(a), _shape(w), _shape(out)[1]
         src = _dense_pack(a, kb * 4)
-        rows = m // mb
+        rows = -(-m // mb)
         loop = T.parallel if m * n * k >= PARALLEL_MIN_WORK and nb // nv * rows > 1 \
                 else T.serial
         value = _Epilogue(func, params, out.dtype, nl)
@@ -147,42 +155,83 @@ def dense_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.PrimFu
             acc = T.alloc_buffer((mb, nv * nl), "int32")
             _zero(acc, mb, nv, nl)
             with T.serial(0, kb) as ko, T.unroll(0, mb) as mi:
-                a4 = _broadcast4(src, [mo * mb + mi, ko * 4], nl)
+                a4 = _broadcast4(src, [clamp_row(mo * mb + mi, m, mb), ko * 4], nl)
                 with T.unroll(0, nv) as v:
                     wv = _vec(w, [nbo * nv + v, ko, 0, 0], 4 * nl)
                     _step(acc, mi, v, nl, a4, wv, dot)
-            _dense_store(out, acc, value, (mo * mb, nbo * nv * nl), (mb, nv, nl, n))
+            _dense_store(out, acc, value, (mo * mb, nbo * nv * nl), (mb, nv, nl, n, m),
+                         lambda r, c: [r, c])
     return _finish(ib, func)
 
 
+def clamp_row(row: Expr, m: int, mb: int) -> Expr:
+    """Row `row` of an M-row operand tiled by mb: clamped to M - 1 when mb does not divide M
+    (the last tile's extra rows recompute row M - 1; their results are not stored)."""
+    return row if m % mb == 0 else tirx.min(row, m - 1)
+
+
+def guard_row(row: Expr, m: int, mb: int):
+    """A scope that runs its body for rows inside M only (a no-op when mb divides M)."""
+    if m % mb == 0:
+        return contextlib.nullcontext()
+    return _Then(row < m)
+
+
+class _Then:
+    """`with _Then(cond):` = T.If(cond) + T.Then() as one context."""
+
+    def __init__(self, cond: Expr) -> None:
+        self.frames = [T.If(cond), T.Then()]
+
+    def __enter__(self) -> None:
+        for f in self.frames:
+            f.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        for f in reversed(self.frames):
+            f.__exit__(*exc)
+
+
 def _dense_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
-                 sizes: tuple) -> None:
-    """Write one tile: rows row0 + mi, columns col0 + v * nl + j (guarded past N); a staged
-    tile goes back into `acc`, then through `_finish_tile`."""
+                 sizes: tuple, pos: Callable[[Expr, Expr], list]) -> None:
+    """Write one tile: rows row0 + mi (those inside M), columns col0 + v * nl + j (guarded
+    past N) at output position pos(row, col); a staged tile goes back into `acc`, then
+    through `_finish_tile`."""
     row0, col0 = at
-    mb, nv, nl, n = sizes
+    mb, nv, nl, n, m = sizes
     full = n % (nv * nl) == 0
-    sink, r0, c0 = (acc, 0, 0) if epi.staged else (out, row0, col0)
-    with T.unroll(0, mb) as mi, T.unroll(0, nv) as v:
+    with T.unroll(0, mb) as mi, guard_row(row0 + mi, m, mb), T.unroll(0, nv) as v:
         start = col0 + v * nl
 
-        def store(j: Expr) -> None:
-            T.buffer_store(sink, epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]),
-                                            [0, start + j]), [r0 + mi, c0 + v * nl + j])
+        def sink(value: Expr, j: Expr, lanes: int = 1) -> None:
+            if epi.staged:
+                idx = [mi, tirx.Ramp(v * nl + j, 1, lanes) if lanes > 1 else v * nl + j]
+                T.buffer_store(acc, value, idx)
+                return
+            idx = pos(row0 + mi, start + j)
+            if lanes > 1:
+                idx[-1] = tirx.Ramp(idx[-1], 1, lanes)
+            T.buffer_store(out, value, idx)
 
-        if full and epi.vec:
-            lanes = tirx.Ramp(start, 1, nl)
-            T.buffer_store(sink, epi.vector(_vec(acc, [mi, v * nl], nl),
-                                            lambda b: tirx.BufferLoad(b, [0, lanes])),
-                           [r0 + mi, tirx.Ramp(c0 + v * nl, 1, nl)])
-        elif full:
+        def store(j: Expr) -> None:
+            sink(epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]), epi.channel(start + j)), j)
+
+        def whole() -> None:
+            if epi.vec:
+                lanes = tirx.Ramp(start, 1, nl)
+                sink(epi.vector(_vec(acc, [mi, v * nl], nl),
+                                lambda b: tirx.BufferLoad(b, epi.channel(lanes))), 0, nl)
+                return
             with T.vectorized(0, nl) as j:
                 store(j)
-        else:
-            with T.serial(0, nl) as j, T.If(start + j < n), T.Then():
-                store(j)
+
+        if full:
+            whole()
+        else:  # whole vectors inside N, element by element at its end
+            _store_tail(start, nl, n, whole, store)
     if epi.staged:
-        _finish_tile(out, acc, epi, (mb, nv, nl), col0, n, lambda r, c: [row0 + r, c])
+        _finish_tile(out, acc, epi, (mb, nv, nl), col0, n, lambda r, c: pos(row0 + r, c),
+                     rows_left=m - row0 if m % mb else None)
 
 
 def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
@@ -346,12 +395,14 @@ def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
 
 
 def _finish_tile(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, tile: tuple,
-                 col0: Expr, width: int, pos: Callable[[Expr, Expr], list]) -> None:
+                 col0: Expr, width: int, pos: Callable[[Expr, Expr], list],
+                 rows_left: Expr | None = None) -> None:
     """The steps after the requantisation, from a staged tile of `rows` x `nv` vectors of nl
     (in `acc`) to the output: pos(r, col) is the output position of tile row r at column
-    col; columns from col0, guarded past `width`."""
+    col; columns from col0, guarded past `width`; rows from rows_left on are not stored."""
     rows, nv, nl = tile
-    with T.serial(0, rows) as r, T.serial(0, nv) as v:
+    guard = contextlib.nullcontext() if rows_left is None else None
+    with T.serial(0, rows) as r, guard or _Then(r < rows_left), T.serial(0, nv) as v:
         start = col0 + v * nl
 
         def store(j: Expr) -> None:
