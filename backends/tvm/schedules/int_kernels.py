@@ -194,41 +194,45 @@ class _Then:
 
 def _dense_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
                  sizes: tuple, pos: Callable[[Expr, Expr], list]) -> None:
-    """Write one tile: rows row0 + mi (those inside M), columns col0 + v * nl + j (guarded
-    past N) at output position pos(row, col); a staged tile goes back into `acc`, then
+    """Write one tile: rows row0 + mi (those inside M), columns col0 + c at output position
+    pos(row, col): whole vectors, unrolled, when the tile lies inside N; else (the last
+    tile of a row, when nv nl does not divide N) element by element in one loop (one copy
+    of the scalar epilogue, not one per vector). A staged tile goes back into `acc`, then
     through `_finish_tile`."""
     row0, col0 = at
     mb, nv, nl, n, m = sizes
-    full = n % (nv * nl) == 0
-    with T.unroll(0, mb) as mi, guard_row(row0 + mi, m, mb), T.unroll(0, nv) as v:
-        start = col0 + v * nl
 
-        def sink(value: Expr, j: Expr, lanes: int = 1) -> None:
-            if epi.staged:
-                idx = [mi, tirx.Ramp(v * nl + j, 1, lanes) if lanes > 1 else v * nl + j]
-                T.buffer_store(acc, value, idx)
-                return
-            idx = pos(row0 + mi, start + j)
-            if lanes > 1:
-                idx[-1] = tirx.Ramp(idx[-1], 1, lanes)
-            T.buffer_store(out, value, idx)
+    def sink(mi: Expr, c: Expr, value: Expr, lanes: int = 1) -> None:
+        col = (lambda x: tirx.Ramp(x, 1, lanes)) if lanes > 1 else (lambda x: x)
+        if epi.staged:
+            T.buffer_store(acc, value, [mi, col(c)])
+            return
+        idx = pos(row0 + mi, col0 + c)
+        T.buffer_store(out, value, idx[:-1] + [col(idx[-1])])
 
-        def store(j: Expr) -> None:
-            sink(epi.scalar(tirx.BufferLoad(acc, [mi, v * nl + j]), epi.channel(start + j)), j)
+    def store(mi: Expr, c: Expr) -> None:
+        sink(mi, c, epi.scalar(tirx.BufferLoad(acc, [mi, c]), epi.channel(col0 + c)))
 
-        def whole() -> None:
-            if epi.vec:
-                lanes = tirx.Ramp(start, 1, nl)
-                sink(epi.vector(_vec(acc, [mi, v * nl], nl),
-                                lambda b: tirx.BufferLoad(b, epi.channel(lanes))), 0, nl)
-                return
-            with T.vectorized(0, nl) as j:
-                store(j)
+    def vectors() -> None:
+        with T.unroll(0, mb) as mi, guard_row(row0 + mi, m, mb), T.unroll(0, nv) as v:
+            if not epi.vec:
+                with T.vectorized(0, nl) as j:
+                    store(mi, v * nl + j)
+            else:
+                lanes = tirx.Ramp(col0 + v * nl, 1, nl)
+                sink(mi, v * nl, epi.vector(_vec(acc, [mi, v * nl], nl),
+                                            lambda b: tirx.BufferLoad(b, epi.channel(lanes))),
+                     nl)
 
-        if full:
-            whole()
-        else:  # whole vectors inside N, element by element at its end
-            _store_tail(start, nl, n, whole, store)
+    if n % (nv * nl) == 0:
+        vectors()
+    else:
+        with T.If(col0 + nv * nl <= n):
+            with T.Then():
+                vectors()
+            with T.Else(), T.serial(0, mb) as mi, guard_row(row0 + mi, m, mb), \
+                        T.serial(0, nv * nl) as c, _Then(col0 + c < n):
+                store(mi, c)
     if epi.staged:
         _finish_tile(out, acc, epi, (mb, nv, nl), col0, n, lambda r, c: pos(row0 + r, c),
                      rows_left=m - row0 if m % mb else None)
