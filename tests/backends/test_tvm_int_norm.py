@@ -47,6 +47,24 @@ def test_isqrt_and_div_round_primitives_match_the_reference() -> None:
     np.testing.assert_array_equal(np.clip(got, -512, 512), np.clip(want, -512, 512))
 
 
+def test_div_round_by_a_reciprocal_matches_the_reference() -> None:
+    """The row kernels' form: one float64 reciprocal of the divisor per row, a product per
+    element, the exact remainder's correction: exact for quotients below 2^50 (ties, the
+    8-bit outputs' range and far beyond), saturating like the reference above."""
+    rng = np.random.default_rng(1)
+    b = np.concatenate([rng.integers(1, 1 << 40, 500), rng.integers(1, 1 << 62, 100),
+                        [3, 7, 1 << 61, (1 << 62) - 1]])
+    q = np.concatenate([rng.integers(-300, 300, 300), rng.integers(-(1 << 20), 1 << 20, 304)])
+    a = np.clip(q.astype(np.float64) * b, -(2.0 ** 62), 2.0 ** 62).astype(np.int64) + \
+        rng.integers(-3, 4, q.size)
+    a[:4], b[:4] = [7, -7, 5, -5], 2  # ties
+    got = _primitive(lambda x, y: div_round(x, y, 1.0 / y.astype("float64")), a, b)
+    want = reference.div_round(a, b)
+    small = np.abs(want) < 1 << 50
+    np.testing.assert_array_equal(got[small], want[small])
+    np.testing.assert_array_equal(np.clip(got, -512, 512), np.clip(want, -512, 512))
+
+
 def _layer_norm(case: IntGraph, x: str, axis: int, s_x: float, s_y: float,
                 out: str = "y") -> str:
     shape = case.g.values[x].shape

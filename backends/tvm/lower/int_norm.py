@@ -21,6 +21,7 @@ import numpy as np
 from tvm import te, tirx
 
 from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.fastmath import dtype_of
 from backends.tvm.lower.rows import row_reduce
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
@@ -36,26 +37,46 @@ def _i64(v: int | Expr) -> Expr:
     return tirx.const(v, "int64") if isinstance(v, int) else v.astype("int64")
 
 
+def let(value: Expr, body: Callable[[Expr], Expr], name: str = "t") -> Expr:
+    """body(v) with v bound to `value` once (tirx.Let): an expression used several times is
+    computed once, and the expression tree stays linear (nested Selects over repeated
+    operands grow exponentially, and so does LLVM's time to compile them)."""
+    var = tirx.Var(name, dtype_of(value))
+    return tirx.Let(var, value, body(var))
+
+
 def isqrt(r: Expr) -> Expr:
     """floor(sqrt(r)) of an int64 0 <= r < 2^62, exactly (`compiler.reference.isqrt`)."""
-    s = tirx.floor(tirx.sqrt(r.astype("float64"))).astype("int64")
     one = _i64(1)
-    s = tirx.Select(s * s > r, s - one, s)
-    return tirx.Select((s + one) * (s + one) <= r, s + one, s)
+
+    def correct(rr: Expr) -> Expr:
+        return let(tirx.floor(tirx.sqrt(rr.astype("float64"))).astype("int64"), lambda s0: let(
+            tirx.Select(s0 * s0 > rr, s0 - one, s0),
+            lambda s: tirx.Select((s + one) * (s + one) <= rr, s + one, s), "s"), "s0")
+
+    return let(r, correct, "r")
 
 
-def div_round(a: Expr, b: Expr) -> Expr:
+def div_round(a: Expr, b: Expr, inv: Expr | None = None) -> Expr:
     """round_half_away(a / b) for int64 a and b > 0 (`compiler.reference.div_round`) where
     the result is saturated to 8 bits after: the magnitude quotient (|a| + (b >> 1)) / b as
-    a float64 division (vectorised; x86 has no vector integer division), truncated, then one
-    correction by the exact remainder. The float quotient is within 1 of the true one while
-    that is below 2^51 (relative error < 2^-51), so the result is exact there; a larger
-    quotient is off by a few units at most and saturates the same way."""
-    num = tirx.abs(a) + tirx.shift_right(b, _i64(1))
-    q = (num.astype("float64") / b.astype("float64")).astype("int64")
-    r = num - q * b
-    mag = tirx.Select(r < _i64(0), q - _i64(1), tirx.Select(r >= b, q + _i64(1), q))
-    return tirx.Select(a < _i64(0), -mag, mag)
+    a float64 division (vectorised; x86 has no vector integer division), or a product with
+    `inv` = 1.0 / b (float64, computed once per row: no division per element), truncated,
+    then one correction by the exact remainder. The float quotient is within 1 of the true
+    one while that is below 2^50 (relative error < 2^-51 divided, < 2^-50 by the
+    reciprocal), so the result is exact there; a larger quotient is off by a few units at
+    most and saturates the same way."""
+    def rounded(a: Expr, b: Expr) -> Expr:
+        def quotient(num: Expr) -> Expr:
+            est = num.astype("float64") * inv if inv is not None else \
+                num.astype("float64") / b.astype("float64")
+            return let(est.astype("int64"), lambda q: let(num - q * b, lambda r: let(
+                tirx.Select(r < _i64(0), q - _i64(1), tirx.Select(r >= b, q + _i64(1), q)),
+                lambda mag: tirx.Select(a < _i64(0), -mag, mag), "mag"), "rem"), "q")
+
+        return let(tirx.abs(a) + tirx.shift_right(b, _i64(1)), quotient, "num")
+
+    return let(a, lambda av: let(b, lambda bv: rounded(av, bv), "b"), "a")
 
 
 def _saturate(y: Expr, attrs: dict, dtype: str) -> Expr:
@@ -95,12 +116,15 @@ def lower_qlayernorm(ctx: LowerCtx, node: Node) -> None:
             return tirx.max(isqrt(radicand + _i64(eps)), _i64(1))
 
         d = te.compute(rows + (1,) * len(inner), denominator, name="denominator")
+        inv = te.compute(rows + (1,) * len(inner), lambda *r: tirx.const(1.0, "float64") / (
+            tirx.shift_left(d(*r), _i64(shift)).astype("float64")), name="reciprocal")
 
         def body(*i: Expr) -> Expr:
             lead, j = tuple(i[:axis]) + zeros, i[axis:]
             num = _i64(n) * _i64(xt(*i)) - _i64(s(*lead))
             dl = d(*lead)
-            y = div_round(num * gt(*j) + bt(*j) * dl, tirx.shift_left(dl, _i64(shift)))
+            y = div_round(num * gt(*j) + bt(*j) * dl, tirx.shift_left(dl, _i64(shift)),
+                          inv(*lead))
             return _saturate(y, at, dtype)
 
         return te.compute(shape, body, name="epilogue")
@@ -140,11 +164,15 @@ def lower_qsoftmax(ctx: LowerCtx, node: Node) -> None:
                            top)
             return tirx.Select(keep(i), tt[idx], tirx.const(0, "int32"))
 
-        z = row.reduce("rowsum", lambda i: exp(i).astype(row.sum_t), te.sum)
+        exps = te.compute(shape, lambda *i: exp(i), name="exps")
+        z = row.reduce("rowsum", lambda i: exps(*i).astype(row.sum_t), te.sum)
+        divisor = lambda r: tirx.shift_left(_i64(z(*r, 0)), _i64(shift))
+        inv = te.compute(row.rows + (1,), lambda *r: tirx.const(1.0, "float64") / divisor(
+            r[:-1]).astype("float64"), name="reciprocal")
 
         def body(*i: Expr) -> Expr:
-            y = div_round(_i64(exp(i)) * _i64(mult),
-                          tirx.shift_left(_i64(z(*row.of(i), 0)), _i64(shift)))
+            r = row.of(i)
+            y = div_round(_i64(exps(*i)) * _i64(mult), divisor(r), inv(*r, 0))
             return _saturate(y, at, dtype)
 
         return te.compute(shape, body, name="epilogue")
