@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
     common = {"seconds": args.seconds, "group": args.group, "skip_slow": not args.all_slow,
               "blocks": [int(b) for b in args.blocks.split(",")]}
     k0, n0 = shapes[0]
-    warm_mb = (k0 * n0 // 4 + k0 // args.group * n0 * 4) / 2**20  # the 2-bit GEMV's bytes
+    warm_mb = (k0 * n0 // 4 + k0 // args.group * n0 * 2) / 2**20  # the 2-bit GEMV's bytes
     stream = {t: spawn({"kind": "stream", "threads": t, "cold_mb": cold_mb,
                         "warm_mb": warm_mb, **common}) for t in threads}
     models = {m: {str(t): spawn({"kind": "model", "model": m, "threads": t, **common})
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> dict:
                 rows.append({"k": k, "n": n, "batch": batch, "threads": t,
                              "etch": spawn({**job, "kind": "etch",
                                             "bits": args.lut_bits.split(","),
-                                            "dequant_bits": ["2", "4"]}),
+                                            "dequant_bits": ["2", "4"],
+                                            "fp32_scale_bits": ["2"] if batch == 1 else []}),
                              "ort": spawn({**job, "kind": "ort", "cold": list(COLD_ORT)}),
                              "numpy": spawn({**job, "kind": "numpy"})})
     result = {"benchmark": "lut", **desc, "threads_run": threads, "cold_mb": cold_mb,

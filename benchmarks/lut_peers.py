@@ -90,15 +90,17 @@ def copies(bytes_each: int, cold_mb: float) -> int:
 
 
 # ---- etch -------------------------------------------------------------------------------------
-def etch_graph(k: int, n: int, batch: int, bits: str, group: int):
+def etch_graph(k: int, n: int, batch: int, bits: str, group: int, half: bool = True):
     """MatMul(x [batch, K], etch.Dequant(codes, scales)) with etch's RTN codes of the seeded
-    weight; and the codes' dequantised weight (float64)."""
+    weight (scales float16 values, as QuantizeWeights makes them; `half` False: arbitrary
+    float32 scales, which LutLowering stores in four bytes); and the codes' dequantised
+    weight (float64)."""
     from compiler.ir import Graph, Node, Value
     from models.gemv import gemv_weight
     from passes.quantize_weights import scheme_of
     from passes.quantizer import dequantize, rtn
 
-    scheme = scheme_of(None if bits == "t" else int(bits), bits == "t", True)
+    scheme = scheme_of(None if bits == "t" else int(bits), bits == "t", True, half)
     m = gemv_weight(k, n).T.astype(np.float64)
     q, s, z = rtn(m, scheme, 1, group, search=False)
     g = Graph("lut_bench")
@@ -160,18 +162,18 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     k, n, batch, threads = job["k"], job["n"], job["batch"], job["threads"]
     graph, w_exact = etch_graph(k, n, batch, bits, job["group"])
     x = np.random.default_rng(batch).standard_normal((batch, k)).astype(np.float32)
+    xt = tvm.runtime.tensor(x)
     lut, _ = LutLowering("int8", target).run(graph)
     [entry] = json.loads(lut.metadata["etch.lut"])
-    row: dict = {"pass_picks": entry["kernel"], "reason": entry["reason"]}
-    forced = lut if entry["kernel"] == "lut" else LutLowering(
-        "int8", type(target)(target.isa, 1 << 30)).run(graph)[0]
-    arrays = _as_inputs(forced)
-    vm, row["rules"] = vm_of(forced, threads)
-    xt = tvm.runtime.tensor(x)
+    row: dict = {"pass_picks": entry["kernel"], "reason": entry["reason"],
+                 "scales": entry.get("scales", "float32")}
+    vm, arrays, row["rules"] = _lut_vm(graph, lut, entry, target, threads)
     args = [tvm.runtime.tensor(a) for a in arrays.values()]
     row["lut_us"], row["lut_cpu_us"] = best_times(lambda: vm["main"](xt, *args),
                                                   job["seconds"])
     row["lut_bytes"] = int(sum(a.nbytes for a in arrays.values()))
+    if bits in job.get("fp32_scale_bits", []):  # the same kernel streaming float32 scales
+        row["fp32_scales"] = _fp32_scales(job, bits, target, xt)
     y = vm["main"](xt, *args).numpy().astype(np.float64)
     exact = x.astype(np.float64) @ w_exact
     row["int8_rel_rms"] = float(np.sqrt(((y - exact) ** 2).mean() / (exact ** 2).mean()))
@@ -182,6 +184,34 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
         row["dequant_us"] = best_us(lambda: dq["main"](xt), job["seconds"])
         row["dequant_bytes"] = int(sum(graph.values[i].data.nbytes for i in ("q", "s")))
     return row
+
+
+def _lut_vm(graph, lut, entry: dict, target, threads: int) -> tuple:
+    """(VM, code/scale arrays, rules) of the LUT kernel, forced where the pass did not pick
+    it (batch past the row threshold)."""
+    from passes.lut_lowering import LutLowering
+
+    forced = lut if entry["kernel"] == "lut" else LutLowering(
+        "int8", type(target)(target.isa, 1 << 30)).run(graph)[0]
+    arrays = _as_inputs(forced)
+    vm, rules = vm_of(forced, threads)
+    return vm, arrays, rules
+
+
+def _fp32_scales(job: dict, bits: str, target, xt) -> dict:
+    """The LUT kernel of weights whose scales are not float16 values (stored as float32)."""
+    import tvm
+
+    from passes.lut_lowering import LutLowering
+
+    graph, _ = etch_graph(job["k"], job["n"], job["batch"], bits, job["group"], half=False)
+    lut, _ = LutLowering("int8", target).run(graph)
+    [entry] = json.loads(lut.metadata["etch.lut"])
+    vm, arrays, _ = _lut_vm(graph, lut, entry, target, job["threads"])
+    args = [tvm.runtime.tensor(a) for a in arrays.values()]
+    us, cpu = best_times(lambda: vm["main"](xt, *args), job["seconds"])
+    return {"scales": entry.get("scales", "float32"), "lut_us": us, "lut_cpu_us": cpu,
+            "lut_bytes": int(sum(a.nbytes for a in arrays.values()))}
 
 
 def _etch_cold(vm, xt, arrays: dict, job: dict) -> tuple[float, float]:

@@ -13,7 +13,10 @@ decide): the code layout for the target's look-up instruction (`LutTarget`: vpsh
 64- or 32-byte vectors with the planes of a column in adjacent bytes, NEON tbl on 16-byte
 vectors one plane per vector, CUDA one plane per 32-byte row), the column tile, the table
 block (the largest multiple of 8 up to 64 that divides the scale block: T-MAC's table
-quantisation group), and the table mode (`table`: int8 or float).
+quantisation group), the table mode (`table`: int8 or float) and the scales' storage
+(`scale_dtype`: float16 when every scale, times Gemm's alpha, is exactly a float16 value --
+QuantizeWeights rounds its scales so -- else float32, e.g. an imported MatMulNBits' arbitrary
+float scales: half the scale bytes the kernel streams, the same product).
 
 Where a look-up kernel loses or cannot run, the layer keeps its etch.Dequant and the
 dequantising kernel runs it; the report says why: more rows than the target's row limit
@@ -210,7 +213,8 @@ class LutLowering(Pass):
         layout = self.target.layout(lw.bits, lw.n, self.table)
         group = lw.group if lw.group < lw.k else -(-lw.k // tblock) * tblock
         attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
-                 "table": self.table, **layout.attrs()}
+                 "table": self.table, "scale_dtype": scale_storage(lw.scale, alpha),
+                 **layout.attrs()}
         if key not in packed:
             packed[key] = _constants(graph, lw, layout, attrs, alpha, site.dq.outputs[0])
         consts = packed[key]
@@ -222,13 +226,26 @@ class LutLowering(Pass):
         else:
             _rewrite_linear(graph, node, consts, attrs)
         return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
-                "instruction": INSTRUCTION[self.target.isa]}
+                "scales": attrs["scale_dtype"], "instruction": INSTRUCTION[self.target.isa]}
 
 
 def describe(layout: LutLayout) -> str:
     form = f"{layout.slots} planes/column" if layout.slots > 1 else \
         f"{layout.plane_vectors} plane vectors" if layout.plane_vectors > 1 else "1 plane"
     return f"{layout.vector_bytes}B x{layout.tile_vectors}, {form}, {layout.tile_cols} cols"
+
+
+def scale_storage(scale: np.ndarray, alpha: float = 1.0) -> str:
+    """float16 when every scale (times alpha, as float32) is exactly a float16 value."""
+    s = _scaled(scale, alpha)
+    with np.errstate(over="ignore"):
+        half = s.astype(np.float16)
+    exact = np.isfinite(half).all() and np.array_equal(half.astype(np.float32), s)
+    return "float16" if exact else "float32"
+
+
+def _scaled(scale: np.ndarray, alpha: float) -> np.ndarray:
+    return scale * np.float32(alpha) if alpha != 1.0 else scale.astype(np.float32)
 
 
 def _constants(graph: Graph, lw: LutWeight, layout: LutLayout, attrs: dict, alpha: float,
@@ -239,8 +256,8 @@ def _constants(graph: Graph, lw: LutWeight, layout: LutLayout, attrs: dict, alph
     u[:lw.k] = lw.u
     rows = p.kp // p.group
     npad = layout.padded_n(lw.n)
-    scale = np.zeros((rows, npad), np.float32)
-    scale[:, :lw.n] = lw.scale * np.float32(alpha) if alpha != 1.0 else lw.scale
+    scale = np.zeros((rows, npad), attrs["scale_dtype"])
+    scale[:, :lw.n] = _scaled(lw.scale, alpha)
     names = [graph.add_const(f"{base}_lut", layout.pack(u)).name,
              graph.add_const(f"{base}_lut_scale", layout.tile_params(scale)).name]
     if np.any(lw.zero != lw.zero.reshape(-1)[0]):
@@ -303,7 +320,8 @@ def explain(metadata: Mapping[str, str]) -> list[str]:
     out = [f"{'LUT GEMM':<28}{'kernel':>8}{'rows':>6}{'bits':>5}  {'table':<6}layout / reason"]
     for r in rows:
         bits = str(r.get("bits", "-"))
-        what = f"{r['layout']}, tblock {r['tblock']}, {r['instruction']}" \
+        what = f"{r['layout']}, tblock {r['tblock']}, {r.get('scales', 'float32')} " \
+            f"scales, {r['instruction']}" \
             if r["kernel"] == "lut" else r["reason"]
         table = r["table"] if r["kernel"] == "lut" else "-"
         out.append(f"{r['layer']:<28}{r['kernel']:>8}{r['rows']:>6}{bits:>5}  {table:<6}{what}")

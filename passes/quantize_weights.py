@@ -8,10 +8,13 @@ annotated with `Value.quant`; S/Z hold one scale/zero per block (see `passes.qua
 The float op still runs everywhere; backends may inline the dequantisation into the kernel.
 
 Options: bits 1..8 (1 = binary {-1,+1}, scale mean|w|), ternary {-1,0,+1}; symmetric or
-asymmetric; `per` = "oc" (per output channel, or groups of `group_size` input channels along
-K), "ic" (per input channel, AdaDim; `group_size` then groups output channels) or "auto"
-(AdaDim's choice: per layer, whichever of oc/ic has the smaller error; output error
-tr(dW H dW^T) with calibration data, weight error without); `method` = "rtn" or "gptq"
+asymmetric; scales rounded to float16 values before the codes are computed except on the
+integer path (its scales are integer multiples of a per-channel base), so a kernel may
+store them in two bytes exactly (`quantizer.half_scale`; etch.LutGemm does); `per` =
+"oc" (per output channel, or groups of `group_size` input channels along K), "ic" (per
+input channel, AdaDim; `group_size` then groups output channels) or "auto" (AdaDim's
+choice: per layer, whichever of oc/ic has the smaller error; output error tr(dW H dW^T)
+with calibration data, weight error without); `method` = "rtn" or "gptq"
 (needs calibration inputs: the Hessian of each layer's input is collected by running the
 float graph with `reference.run(..., keep=True)`). Round to nearest with calibration data
 chooses each per-output-channel block's clipping ratio for the least output error d H d^T
@@ -86,12 +89,16 @@ class Quantised:
     mult: np.ndarray | None = None  # integer group multipliers: s = base [N, 1] * mult
 
 
-def scheme_of(bits: int | None, ternary: bool, symmetric: bool) -> Scheme:
-    """The code set for the options (bits None means 8)."""
+def scheme_of(bits: int | None, ternary: bool, symmetric: bool,
+              half_scales: bool = False) -> Scheme:
+    """The code set for the options (bits None means 8); `half_scales`: float16-valued
+    scales (`quantizer.half_scale`)."""
     if ternary:
-        return Scheme(2, "ternary")
+        return Scheme(2, "ternary", half_scales=half_scales)
     bits = 8 if bits is None else bits
-    return Scheme(1, "binary") if bits == 1 else Scheme(bits, "int", symmetric)
+    if bits == 1:
+        return Scheme(1, "binary", half_scales=half_scales)
+    return Scheme(bits, "int", symmetric, half_scales)
 
 
 class QuantizeWeights(Pass):
@@ -103,7 +110,7 @@ class QuantizeWeights(Pass):
                  group_size: int | None = None, method: str = "rtn", per: str = "oc",
                  calib: Calib = None, symmetric: bool = True, lut: bool = False,
                  integer: bool = False, damp: float = 0.01) -> None:
-        self.scheme = scheme_of(bits, ternary, symmetric)
+        self.scheme = scheme_of(bits, ternary, symmetric, half_scales=not integer)
         self.group_size, self.method, self.per = group_size, method, per
         self.calib, self.lut, self.integer, self.damp = calib, lut, integer, damp
 

@@ -29,6 +29,7 @@ from compiler.ir import code_range
 RATIOS = np.linspace(1.0, 0.3, 36)
 WIDE_BITS = 7         # codes this wide or wider search only the light clips ...
 WIDE_MIN_RATIO = 0.8  # ... RATIOS down to this one
+HALF_MIN, HALF_MAX = 2.0 ** -14, 65504.0  # float16's normal range
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Scheme:
     bits: int
     kind: str = "int"
     symmetric: bool = True
+    half_scales: bool = False  # scales rounded to float16 values (see the module docstring)
 
     @property
     def qmin(self) -> int:
@@ -56,6 +58,22 @@ class Scheme:
         if self.kind != "int":
             return self.kind
         return f"{'s' if self.symmetric else 'u'}{self.bits}"
+
+
+def half_scale(s: np.ndarray) -> np.ndarray:
+    """Scales rounded to the nearest float16 value where that is a normal float16 (outside
+    that range they are left as they are: float32 storage keeps them)."""
+    s = np.asarray(s, np.float64)
+    with np.errstate(over="ignore"):
+        h = s.astype(np.float16).astype(np.float64)
+    ok = (np.abs(s) >= HALF_MIN) & (np.abs(s) <= HALF_MAX) & (h != 0)
+    return np.where(ok, h, s)
+
+
+def _scale_of(s: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """Positive scales (1 where the block is all zero), float16 values under half_scales."""
+    s = np.where(s > 0, s, 1.0)
+    return half_scale(s) if scheme.half_scales else s
 
 
 def ratios(scheme: Scheme) -> np.ndarray:
@@ -87,8 +105,7 @@ def codes(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, scheme: Scheme) ->
 def fit(blocks: np.ndarray, scheme: Scheme, search: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-row (scale, zero) of `blocks` [B, E]: float64 scales > 0, integer zeros."""
     if scheme.kind == "binary":
-        scale = np.abs(blocks).mean(axis=1)
-        return np.where(scale > 0, scale, 1.0), np.zeros(len(blocks))
+        return _scale_of(np.abs(blocks).mean(axis=1), scheme), np.zeros(len(blocks))
     best_s, best_z = _candidate(blocks, 1.0, scheme)
     if not search:
         return best_s, best_z
@@ -105,12 +122,10 @@ def fit(blocks: np.ndarray, scheme: Scheme, search: bool = True) -> tuple[np.nda
 def _candidate(blocks: np.ndarray, r: float, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
     if scheme.symmetric or scheme.kind != "int":
         amax = np.abs(blocks).max(axis=1) * r
-        scale = amax / scheme.qmax
-        return np.where(scale > 0, scale, 1.0), np.zeros(len(blocks))
+        return _scale_of(amax / scheme.qmax, scheme), np.zeros(len(blocks))
     lo = np.minimum(blocks.min(axis=1), 0) * r
     hi = np.maximum(blocks.max(axis=1), 0) * r
-    scale = (hi - lo) / (scheme.qmax - scheme.qmin)
-    scale = np.where(scale > 0, scale, 1.0)
+    scale = _scale_of((hi - lo) / (scheme.qmax - scheme.qmin), scheme)
     return scale, np.clip(np.rint(-lo / scale), scheme.qmin, scheme.qmax)
 
 

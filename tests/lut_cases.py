@@ -24,10 +24,11 @@ def random_layout(bits: int, rng: np.random.Generator) -> LutLayout:
 
 def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
               rng: np.random.Generator, zero_tensor: bool = False,
-              layout: LutLayout | None = None) -> dict:
+              layout: LutLayout | None = None, scale_dtype: str = "float32") -> dict:
     """A random LutGemm: attrs, inputs, the codes u [K_p, N], scales/zeros [G, N_p] and the
     dequantised weight [K, N] (float64). `group` None: per-channel scales, a random table
-    block; else blocks of `group` rows of K with table block = group."""
+    block; else blocks of `group` rows of K with table block = group. `scale_dtype`
+    float16: scales stored in two bytes (float16 values)."""
     bits = bits_of(kind)
     mu = 2 if kind == "binary" else 1
     hi = 3 if kind == "ternary" else 1 << bits
@@ -39,17 +40,17 @@ def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
     u = np.zeros((kp, n), np.uint8)
     u[:k] = rng.integers(0, hi, (k, n))
     scale = np.zeros((kp // grp, npad), np.float32)
-    scale[:, :n] = rng.uniform(0.01, 1.0, (kp // grp, n))
+    scale[:, :n] = rng.uniform(0.01, 1.0, (kp // grp, n)).astype(scale_dtype)
     base_zero = {"binary": 1, "ternary": 1}.get(kind, 1 << (bits - 1) if kind[0] == "s" else 0)
     zero = np.full((kp // grp, npad), base_zero, np.uint8)
     if zero_tensor:
         zero[:, :n] = rng.integers(0, 1 << bits, (kp // grp, n))
     attrs = {"k": k, "n": n, "mu": mu, "zero": base_zero, "group": grp, "tblock": tblock,
-             "table": table, **layout.attrs()}
+             "table": table, "scale_dtype": scale_dtype, **layout.attrs()}
     w = np.repeat(scale[:, :n].astype(np.float64), grp, 0) * (
         mu * u.astype(np.float64) - np.repeat(zero[:, :n].astype(np.float64), grp, 0))
     x = rng.standard_normal((m, k)).astype(np.float32)
-    inputs = [x, layout.pack(u), layout.tile_params(scale)] + (
+    inputs = [x, layout.pack(u), layout.tile_params(scale).astype(scale_dtype)] + (
         [layout.tile_params(zero)] if zero_tensor else [])
     return {"attrs": attrs, "inputs": inputs, "w": w[:k], "u": u, "layout": layout,
             "scale": scale, "zero": zero if zero_tensor else None}

@@ -38,10 +38,12 @@ plane, vpmaddubsw weighs them); slots 1 with plane_vectors = bits puts one plane
 scales.
 
 Inputs: x float32 [..., K]; w uint8 [N_p / tile_cols, K_p / 8, tile_vectors,
-plane_vectors, vector_bytes]; scale float32 and zero (optional, else attribute `zero`)
+plane_vectors, vector_bytes]; scale (`scale_dtype`: float32, or float16 where the pass found
+every scale exactly representable in it, so widening it to float32 is exact and the
+formula above is unchanged; fewer bytes to stream) and zero (optional, else attribute `zero`)
 uint8 [N_p / tile_cols, K_p / group, tile_cols] (per column tile, so a kernel streams a
-tile's codes and parameters from two contiguous ranges). Attributes: k, n, bits, mu, zero, group, tblock,
-table ("int8" | "float"), vector_bytes, slots, plane_vectors, tile_vectors. Output float32
+tile's codes and parameters from two contiguous ranges). Attributes: k, n, bits, mu, zero,
+group, tblock, table ("int8" | "float"), scale_dtype ("float32" | "float16"), vector_bytes, slots, plane_vectors, tile_vectors. Output float32
 [..., N].
 """
 
@@ -60,6 +62,7 @@ G_ACT = 4           # activations per table: 16 entries
 ENTRIES = 1 << G_ACT
 TABLE_MAX = 127     # int8 tables span [-127, 127]
 TABLE_MODES = ("int8", "float")
+SCALE_DTYPES = ("float32", "float16")
 Spec = list[tuple[tuple[int, ...], str]]
 
 
@@ -238,13 +241,15 @@ class Params:
     tblock: int
     table: str
     layout: LutLayout
+    scale_dtype: str = "float32"
 
     @classmethod
     def of(cls, attrs: dict) -> Params:
         try:
             p = cls(int(attrs["k"]), int(attrs["n"]), int(attrs.get("mu", 1)),
                     int(attrs.get("zero", 0)), int(attrs["group"]), int(attrs["tblock"]),
-                    str(attrs.get("table", "int8")), LutLayout.of(attrs))
+                    str(attrs.get("table", "int8")), LutLayout.of(attrs),
+                    str(attrs.get("scale_dtype", "float32")))
         except (KeyError, TypeError, ValueError) as e:
             raise EtchError(f"etch.LutGemm: missing or malformed attribute ({e})") from None
         p.check()
@@ -271,6 +276,9 @@ class Params:
                             f"K_p = {self.kp}")
         if self.table not in TABLE_MODES:
             raise EtchError(f"etch.LutGemm: table mode {self.table!r}; choose int8 or float")
+        if self.scale_dtype not in SCALE_DTYPES:
+            raise EtchError(f"etch.LutGemm: scale_dtype {self.scale_dtype!r}; choose float32 "
+                            f"or float16")
 
     def offsets(self, zero: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
         """c = mu (2^b - 1) - 2 zero per scale row and column (int64)."""
@@ -293,6 +301,9 @@ def _infer(attrs: dict, x: Value, w: Value, scale: Value, zero: Value | None = N
         if v is not None and tuple(v.shape) != want[name]:
             raise EtchError(f"etch.LutGemm: {name} has shape {v.shape}, the layout needs "
                             f"{want[name]}")
+    if scale.dtype != p.scale_dtype:
+        raise EtchError(f"etch.LutGemm: scale is {scale.dtype}, the node records "
+                        f"{p.scale_dtype}")
     return [(tuple(x.shape[:-1]) + (p.n,), "float32")]
 
 

@@ -44,7 +44,8 @@ RULE = {"avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}
 
 def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
     """Every code kind; K and N off the group and vector widths; per-block zero points;
-    table blocks of 8 to 64 rows; 1 to 5 rows."""
+    table blocks of 8 to 64 rows; 1 to 5 rows; float32 and (every other case) float16
+    scales."""
     rng = np.random.default_rng(7)
     specs = [("binary", 1, 37, 19, None, False), ("u1", 3, 64, 70, 32, False),
              ("ternary", 2, 96, 33, 16, False), ("s2", 5, 200, 130, 8, False),
@@ -52,7 +53,8 @@ def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
              ("s3", 1, 128, 40, 64, False), ("u4", 3, 256, 50, 64, True),
              ("s4", 8, 72, 29, None, False)]
     return [make_case(kind, m, k, n, group, table, rng, zero, LutTarget(isa).layout(
-        bits_of(kind), n, table)) for kind, m, k, n, group, zero in specs]
+        bits_of(kind), n, table), ("float32", "float16")[i % 2])
+        for i, (kind, m, k, n, group, zero) in enumerate(specs)]
 
 
 @cache
@@ -92,14 +94,14 @@ def test_every_code_kind_bit_exact(isa: str) -> None:
 @settings(max_examples=6, deadline=None)
 @given(kind=st.sampled_from(KINDS), m=st.integers(1, 6), k=st.integers(1, 160),
        n=st.integers(1, 140), grouped=st.booleans(), zero=st.booleans(),
-       seed=st.integers(0, 2**31))
+       seed=st.integers(0, 2**31), half=st.booleans())
 def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, grouped: bool,
-                                 zero: bool, seed: int) -> None:
+                                 zero: bool, seed: int, half: bool) -> None:
     rng = np.random.default_rng(seed)
     group = int(rng.choice([8, 16, 32, 64])) if grouped else None
     k = -(-k // group) * group if group else k
     case = make_case(kind, m, k, n, group, "int8", rng, zero and kind[0] == "u",
-                     LutTarget(isa).layout(bits_of(kind), n))
+                     LutTarget(isa).layout(bits_of(kind), n), "float16" if half else "float32")
     graph, feeds = graph_of([case])
     got, _ = run_host(graph, feeds, MCPU[isa])
     assert_bitexact(got, reference.run(graph, feeds))
@@ -136,7 +138,7 @@ def _asm(graph: Graph, target_json: dict) -> str:
 def test_x86_assembly_has_the_lookup(isa: str, mcpu: str, patterns: list[str]) -> None:
     graph, _ = graph_of(fixed_cases(isa)[:6])
     asm = _asm(graph, {"kind": "llvm", "mcpu": mcpu})
-    for pattern in patterns:
+    for pattern in patterns + [r"vcvtph2ps\s"]:  # float16 scales widened by F16C
         assert re.search(pattern, asm), pattern
     assert "__TVMBackendAllocWorkspace" in asm  # the tables, built in every call
 
@@ -155,6 +157,7 @@ def test_neon_assembly_has_tbl(mcpu: str) -> None:
     asm = _asm(graph, edge.edge_target(mcpu))
     assert re.search(r"\btbl\s+v\d+\.16b", asm)
     assert re.search(r"\bsaddl2?\s+v\d+\.8h", asm)
+    assert re.search(r"\bfcvtl2?\s+v\d+\.4s", asm)  # float16 scales
 
 
 # ---- aarch64 under qemu ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from compiler.onnx_import import import_model
 from compiler.options import CompileOptions
 from models import gemv
 from models.nbits import quantize_nbits
-from passes.lut_lowering import LutLowering, LutTarget, table_block
+from passes.lut_lowering import LutLowering, LutTarget, scale_storage, table_block
 from tests.golden import assert_close, run_ort
 
 
@@ -81,8 +81,11 @@ def test_matmul_becomes_lut_gemm(bits: int | None, ternary: bool) -> None:
     assert node.attrs["tblock"] == 32 and node.attrs["table"] == "float"
     assert node.attrs["bits"] == (2 if ternary else bits)
     assert node.attrs["mu"] == (2 if bits == 1 else 1)
+    # QuantizeWeights' scales are float16 values: stored in two bytes, the same product
+    assert node.attrs["scale_dtype"] == "float16" and lut.const(node.inputs[2]).dtype == \
+        np.float16
     [entry] = report(lut)
-    assert entry["kernel"] == "lut" and entry["rows"] == 3
+    assert entry["kernel"] == "lut" and entry["rows"] == 3 and entry["scales"] == "float16"
 
 
 def test_per_channel_weights_and_k_not_a_multiple_of_8() -> None:
@@ -135,6 +138,7 @@ def test_matmul_nbits_matches_onnx_runtime(bits: int, block: int) -> None:
     assert graph.op_counts() == {"etch.LutGemm": 1}
     node = graph.nodes[0]
     assert len(node.inputs) == 4 and node.attrs["group"] == block  # per-block zero points
+    assert node.attrs["scale_dtype"] == "float32"  # ORT's scales: not float16 values
     x = feeds(graph)
     want = run_ort(proto, x)
     assert_close(reference.run(graph, x), want, rtol=1e-4, atol=1e-5 * float(
@@ -176,6 +180,16 @@ def test_lut_target_follows_cpu_and_vector_bits(mcpu: str, bits: int | None, isa
     256 on an AVX-512 CPU gets the 256-bit (AVX2) layouts, whatever the host is."""
     opts = CompileOptions(target="cpu", mcpu=mcpu, vector_bits=bits)
     assert pipeline.lut_target(opts).isa == isa
+
+
+def test_scale_storage_is_float16_only_where_exact() -> None:
+    exact = np.array([[0.5, 2.0**-14, 65504.0, 0.0, 0.1]], np.float32).astype(np.float16)
+    assert scale_storage(exact.astype(np.float32)) == "float16"
+    assert scale_storage(exact.astype(np.float32), alpha=0.5) == "float16"
+    assert scale_storage(exact.astype(np.float32), alpha=3.3) == "float32"
+    assert scale_storage(np.array([[0.1]], np.float32)) == "float32"   # not a float16 value
+    assert scale_storage(np.array([[1e5]], np.float32)) == "float32"   # past float16's range
+    assert scale_storage(np.array([[2.0**-30]], np.float32)) == "float32"  # underflows
 
 
 def test_table_block() -> None:

@@ -11,7 +11,7 @@ from compiler import reference
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from passes.quantize_weights import QuantizeWeights, scheme_of
-from passes.quantizer import RATIOS, dequantize, ratios, rtn, rtn_output
+from passes.quantizer import RATIOS, dequantize, half_scale, ratios, rtn, rtn_output
 from tests.passes.fuse_helpers import build, f32, node
 from tests.passes.quant_helpers import calib_for, folded, inputs_for
 
@@ -176,3 +176,29 @@ def test_idempotent_and_fused_anchors(rng: np.random.Generator) -> None:
     assert changed and len(dequant_nodes(q)) == 2
     _, again = QuantizeWeights(bits=4).run(q)
     assert not again
+
+
+@pytest.mark.parametrize("bits,ternary,symmetric,method", [
+    (4, False, True, "rtn"), (2, False, False, "rtn"), (1, False, True, "rtn"),
+    (None, True, True, "rtn"), (3, False, True, "gptq")])
+def test_weight_only_scales_are_float16_values(rng: np.random.Generator, bits: int | None,
+                                               ternary: bool, symmetric: bool,
+                                               method: str) -> None:
+    """Weight-only scales are rounded to float16 values before the codes are computed (a
+    kernel may store them in two bytes exactly); the codes are those of the rounded scale."""
+    g = mlp(rng)
+    calib = {"x": rng.standard_normal((16, 64)).astype(np.float32)} if method == "gptq" \
+        else None
+    q, _ = QuantizeWeights(bits=bits, ternary=ternary, symmetric=symmetric, group_size=16,
+                           method=method, calib=calib).run(g)
+    for n in dequant_nodes(q):
+        s = q.const(n.inputs[1])
+        assert s.dtype == np.float32 and np.array_equal(s.astype(np.float16).astype(np.float32), s)
+    assert np.array_equal(half_scale(np.array([0.1, 1e-9, 1e6])),
+                          [np.float16(0.1), 1e-9, 1e6])  # outside float16's normal range: kept
+
+
+def test_integer_path_scales_are_not_rounded_to_float16(rng: np.random.Generator) -> None:
+    q, _ = QuantizeWeights(bits=4, integer=True).run(mlp(rng))
+    scales = np.concatenate([q.const(n.inputs[1]).ravel() for n in dequant_nodes(q)])
+    assert not np.array_equal(scales.astype(np.float16).astype(np.float32), scales)

@@ -18,7 +18,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.target import Target
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm.schedules.lut_kernels import KIND, LutSpec, offset
+from backends.tvm.schedules.lut_kernels import KIND, LutSpec, offset, widen
 from compiler.ops.etch_lut import ENTRIES, G_ACT, TABLE_MAX
 
 Expr = tirx.Expr
@@ -127,7 +127,7 @@ def _column(spec: LutSpec, bufs: list, tables: tuple, at: tuple) -> None:
         g = h // (p.group // p.tblock)
         d = tirx.BufferLoad(acc, [0]) + offset(spec, zero, t, g, c, 1).astype(acc_t) * \
             tirx.BufferLoad(zs, [row * p.blocks + h])
-        s = tirx.BufferLoad(scale, [t, g, c])
+        s = widen(tirx.BufferLoad(scale, [t, g, c]))
         f = tirx.BufferLoad(ls, [row * p.blocks + h]) if ls is not None else _f(0.5)
         part = _rn("mul", _rn("mul", d.astype("float32"), s), f)
         T.buffer_store(y, _rn("add", tirx.BufferLoad(y, [0]), part), [0])

@@ -67,7 +67,7 @@ class LutSpec:
         """The kernel's parameters: x [M, K], w, scale, [zero], out [M, N]."""
         p = self.p
         want = p.input_shapes()
-        out = [((self.m, p.k), "float32"), (want["w"], "uint8"), (want["scale"], "float32")]
+        out = [((self.m, p.k), "float32"), (want["w"], "uint8"), (want["scale"], p.scale_dtype)]
         if self.zero_input:
             out.append((want["zero"], "uint8"))
         return out + [((self.m, p.n), "float32")]
@@ -88,6 +88,12 @@ def dtype(x: Expr) -> str:
 def lanes_of(x: Expr) -> int:
     d = dtype(x)
     return int(d.split("x")[1]) if "x" in d else 1
+
+
+def widen(x: Expr) -> Expr:
+    """A scale load as float32 (float16 scales widen exactly: vcvtph2ps, fcvtl, __half2float)."""
+    d = dtype(x)
+    return x if d.startswith("float32") else x.astype(d.replace("float16", "float32"))
 
 
 def fence(x: Expr) -> Expr:
@@ -274,7 +280,8 @@ def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
                 ls = tirx.BufferLoad(tb.ls, [r * p.blocks + h]) if tb.ls is not None else None
                 new = combine(spec, tirx.BufferLoad(acc, [c]),
                               tirx.BufferLoad(tb.zs, [r * p.blocks + h]),
-                              offset(spec, zero, t, g, c, 1), tirx.BufferLoad(scale, [t, g, c]),
+                              offset(spec, zero, t, g, c, 1),
+                              widen(tirx.BufferLoad(scale, [t, g, c])),
                               ls,
                               tirx.BufferLoad(y, [c]))
                 T.buffer_store(y, new, [c])

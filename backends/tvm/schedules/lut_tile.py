@@ -22,6 +22,7 @@ from backends.tvm.schedules.lut_kernels import (
     offset,
     splat,
     tile_loop,
+    widen,
 )
 from compiler.ops.etch_lut import ENTRIES, G_ACT, TABLE_MAX
 
@@ -128,7 +129,7 @@ class VectorTile:
             idx = [tirx.Ramp(r * tc + col, 1, cols)]
             new = combine(spec, self.widened(acc, r, v), tirx.BufferLoad(self.tb.zs, [at]),
                           offset(spec, self.zero, t, g, col, cols),
-                          tirx.BufferLoad(self.scale, [t, g, tirx.Ramp(col, 1, cols)]),
+                          widen(tirx.BufferLoad(self.scale, [t, g, tirx.Ramp(col, 1, cols)])),
                           None if self.tb.ls is None else tirx.BufferLoad(self.tb.ls, [at]),
                           tirx.BufferLoad(y, idx))
             T.buffer_store(y, new, idx)
