@@ -113,8 +113,9 @@ def lut_target(opts: CompileOptions) -> LutTarget:
         info = cpu_info(opts)[0]  # its vector width too: --vector-bits 256 gets 256-bit LUTs
         features = set(info.features)
         wide = "avx512bw" in features and info.vector_bits == 512
-        return LutTarget("avx512" if wide else "avx2" if "avx2" in features
-                         else "neon" if "neon" in features else "generic")
+        vbmi = wide and "avx512vbmi" in features
+        return LutTarget("avx512vbmi" if vbmi else "avx512" if wide else "avx2" if "avx2" in
+                         features else "neon" if "neon" in features else "generic")
     return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 
 

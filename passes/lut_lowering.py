@@ -53,10 +53,13 @@ MAX_TBLOCK = 64
 # one). x86: `etch bench lut` measured the look-up kernel ahead of the dequantising kernel at
 # 1, 8, 16 and 64 rows (2 and 4 bits, 4096x4096, AVX-512); past 64 rows (prefill) the pass
 # does not claim a measured win. Elsewhere (not measured): 16.
-ISAS = {"avx512": (64, 64), "avx2": (32, 64), "neon": (16, 16), "cuda": (32, 16),
-        "generic": (16, 16)}
-INSTRUCTION = {"avx512": "vpshufb zmm", "avx2": "vpshufb ymm", "neon": "tbl v.16b",
-               "cuda": "shared-memory tables", "generic": "portable loops"}
+# avx512vbmi: AVX-512BW with VBMI's vpermb (64-entry tables: the 1- and 3-bit layouts).
+ISAS = {"avx512vbmi": (64, 64), "avx512": (64, 64), "avx2": (32, 64), "neon": (16, 16),
+        "cuda": (32, 16), "generic": (16, 16)}
+INSTRUCTION = {"avx512vbmi": "vpshufb zmm", "avx512": "vpshufb zmm", "avx2": "vpshufb ymm",
+               "neon": "tbl v.16b", "cuda": "shared-memory tables",
+               "generic": "portable loops"}
+X86 = ("avx512vbmi", "avx512", "avx2")
 
 
 @dataclass(frozen=True)
@@ -74,20 +77,23 @@ class LutTarget:
     def rows(self) -> int:
         return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
 
-    def layout(self, bits: int, n: int, table: str = "int8") -> LutLayout:
+    def layout(self, bits: int, n: int, table: str = "int8", tblock: int = 8) -> LutLayout:
         """x86 int8 tables: the planes of a column in adjacent bytes where they pair up (2
         bits: 2 slots, 4 bits: 4; vpmaddubsw weighs a pair), one plane per vector for 1 and
-        3 bits (no padding plane to stream); elsewhere, and for float tables (vpermps looks
-        up 16 columns of one plane), one plane per vector; tiles of up to 4 vectors, fewer
-        for narrow N."""
-        v = self.vector_bytes
-        if self.isa in ("avx512", "avx2") and table == "int8":
+        3 bits (no padding plane to stream) -- with VBMI and table blocks of 16 rows, two
+        chunk pairs of a column in adjacent bytes (chunk_slots 2: vpermb reads four chunks'
+        tables, no unpacking); elsewhere, and for float tables (vpermps looks up 16 columns
+        of one plane), one plane per vector; tiles of up to 4 vectors, fewer for narrow N."""
+        v, chunk_slots = self.vector_bytes, 1
+        if self.isa in X86 and table == "int8":
             slots, planes = {1: (1, 1), 2: (2, 1), 3: (1, 3), 4: (4, 1)}[bits]
+            if self.isa == "avx512vbmi" and slots == 1 and tblock % 16 == 0:
+                chunk_slots = 2
         else:
             slots, planes = 1, bits
-        per = v // slots
+        per = v // (slots * chunk_slots)
         nv = max(1, min(4 if self.isa != "cuda" else 1, -(-n // per)))
-        return LutLayout(bits, v, slots, planes, nv)
+        return LutLayout(bits, v, slots, planes, nv, chunk_slots)
 
 
 def table_block(group: int, k: int) -> int:
@@ -210,7 +216,7 @@ class LutLowering(Pass):
         alpha = float(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else 1.0
         key = (site.dq.outputs[0], hash(alpha))
         tblock = table_block(lw.group, lw.k)
-        layout = self.target.layout(lw.bits, lw.n, self.table)
+        layout = self.target.layout(lw.bits, lw.n, self.table, tblock)
         group = lw.group if lw.group < lw.k else -(-lw.k // tblock) * tblock
         attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
                  "table": self.table, "scale_dtype": scale_storage(lw.scale, alpha),
@@ -225,13 +231,16 @@ class LutLowering(Pass):
             _rewrite_conv(graph, node, consts, attrs)
         else:
             _rewrite_linear(graph, node, consts, attrs)
+        instruction = "vpermb zmm" if layout.chunk_slots == 2 else INSTRUCTION[self.target.isa]
         return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
-                "scales": attrs["scale_dtype"], "instruction": INSTRUCTION[self.target.isa]}
+                "scales": attrs["scale_dtype"], "instruction": instruction}
 
 
 def describe(layout: LutLayout) -> str:
     form = f"{layout.slots} planes/column" if layout.slots > 1 else \
         f"{layout.plane_vectors} plane vectors" if layout.plane_vectors > 1 else "1 plane"
+    if layout.chunk_slots > 1:
+        form += f", {layout.chunk_slots} chunk pairs/column"
     return f"{layout.vector_bytes}B x{layout.tile_vectors}, {form}, {layout.tile_cols} cols"
 
 

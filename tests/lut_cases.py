@@ -3,12 +3,16 @@ a chosen layout, the dequantised weight they stand for, and one-node (or many-no
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
 from compiler.ops.etch_lut import LutLayout
 
-LAYOUTS = [(64, 4, 1), (32, 2, 1), (16, 1, 4), (32, 1, 1), (64, 1, 2)]  # V, slots, Q
+# V, slots, Q, chunk slots
+LAYOUTS = [(64, 4, 1, 1), (32, 2, 1, 1), (16, 1, 4, 1), (32, 1, 1, 1), (64, 1, 2, 1),
+           (64, 1, 1, 2), (64, 1, 3, 2), (32, 2, 1, 2)]
 KINDS = ["u1", "binary", "u2", "ternary", "u3", "u4", "s4", "s2"]
 
 
@@ -16,18 +20,20 @@ def bits_of(kind: str) -> int:
     return {"binary": 1, "ternary": 2}.get(kind) or int(kind[1:])
 
 
-def random_layout(bits: int, rng: np.random.Generator) -> LutLayout:
-    fits = [(v, s, q) for v, s, q in LAYOUTS if s * q >= bits]
-    v, s, q = fits[rng.integers(len(fits))]
-    return LutLayout(bits, v, s, q, int(rng.integers(1, 4)))
+def random_layout(bits: int, rng: np.random.Generator, tblock: int = 8) -> LutLayout:
+    fits = [(v, s, q, e) for v, s, q, e in LAYOUTS if s * q >= bits and tblock % (8 * e) == 0]
+    v, s, q, e = fits[rng.integers(len(fits))]
+    return LutLayout(bits, v, s, q, int(rng.integers(1, 4)), e)
 
 
 def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
               rng: np.random.Generator, zero_tensor: bool = False,
-              layout: LutLayout | None = None, scale_dtype: str = "float32") -> dict:
+              layout: LutLayout | Callable[[int], LutLayout] | None = None,
+              scale_dtype: str = "float32") -> dict:
     """A random LutGemm: attrs, inputs, the codes u [K_p, N], scales/zeros [G, N_p] and the
     dequantised weight [K, N] (float64). `group` None: per-channel scales, a random table
-    block; else blocks of `group` rows of K with table block = group. `scale_dtype`
+    block; else blocks of `group` rows of K with table block = group. `layout`: a layout,
+    or one for the table block (a target's choice), else random. `scale_dtype`
     float16: scales stored in two bytes (float16 values)."""
     bits = bits_of(kind)
     mu = 2 if kind == "binary" else 1
@@ -35,7 +41,7 @@ def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
     tblock = 8 * int(rng.integers(1, 5)) if group is None else group
     kp = -(-k // tblock) * tblock
     grp = kp if group is None else group
-    layout = layout or random_layout(bits, rng)
+    layout = layout(tblock) if callable(layout) else layout or random_layout(bits, rng, tblock)
     npad = layout.padded_n(n)
     u = np.zeros((kp, n), np.uint8)
     u[:k] = rng.integers(0, hi, (k, n))

@@ -32,7 +32,7 @@ from compiler.options import CompileOptions
 # LLVM feature name -> /proc/cpuinfo flag, for the features kernels are chosen by.
 VECTOR_FEATURES = {"sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
                    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
-                   "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni",
+                   "avx512vnni": "avx512_vnni", "avx512vbmi": "avx512vbmi", "avxvnni": "avx_vnni",
                    "neon": "asimd", "dotprod": "asimddp"}
 DEFAULT_CUDA_ARCH = "sm_80"
 

@@ -29,12 +29,16 @@ so every bit-plane multiplies the activations by signs only:
 
 The codes arrive in the layout `LutLayout` records (chosen by passes/lut_lowering.py for the
 kernel's access pattern): w[t, kb, v, q, b] (uint8) holds, for column tile t (tile_cols
-columns), byte position kb (chunks 2kb in the low nibble and 2kb + 1 in the high one),
-vector v of the tile and plane vector q, byte b of a `vector_bytes` vector: column
-t * tile_cols + v * (vector_bytes / slots) + b // slots, plane q * slots + b % slots.
+columns), byte position kb, vector v of the tile and plane vector q, byte b of a
+`vector_bytes` vector. With e = chunk_slots (1 or 2) and r = b % (slots * e): column
+t * tile_cols + v * (vector_bytes / (slots * e)) + b // (slots * e), plane q * slots +
+r % slots, chunks 2 c and 2 c + 1 in the low and high nibble, c = kb * e + r // slots.
 "slots" 2 or 4 put the planes of one column in adjacent bytes (one x86 look-up serves every
 plane, vpmaddubsw weighs them); slots 1 with plane_vectors = bits puts one plane per vector
-(NEON tbl + widening adds). Planes past `bits` and columns past N are zero nibbles / zero
+(NEON tbl + widening adds). chunk_slots 2 puts two chunk pairs of one column in adjacent
+bytes (a byte position covers 16 rows of K: with AVX512-VBMI's 64-entry vpermb one look-up
+reads four chunks' tables and vpmaddubsw adds a column's pair in place, no unpacking: the
+1- and 3-bit layouts). Planes past `bits` and columns past N are zero nibbles / zero
 scales.
 
 Inputs: x float32 [..., K]; w uint8 [N_p / tile_cols, K_p / 8, tile_vectors,
@@ -75,19 +79,31 @@ class LutLayout:
     slots: int = 2
     plane_vectors: int = 1
     tile_vectors: int = 1
+    chunk_slots: int = 1
 
     @classmethod
     def of(cls, attrs: dict) -> LutLayout:
         return cls(*(int(attrs[k]) for k in ("bits", "vector_bytes", "slots", "plane_vectors",
-                                             "tile_vectors")))
+                                             "tile_vectors")), int(attrs.get("chunk_slots", 1)))
 
     def attrs(self) -> dict[str, int]:
         return {"bits": self.bits, "vector_bytes": self.vector_bytes, "slots": self.slots,
-                "plane_vectors": self.plane_vectors, "tile_vectors": self.tile_vectors}
+                "plane_vectors": self.plane_vectors, "tile_vectors": self.tile_vectors,
+                "chunk_slots": self.chunk_slots}
+
+    @property
+    def bytes_per_col(self) -> int:
+        """Adjacent bytes of one column in a vector: its plane slots times its chunk slots."""
+        return self.slots * self.chunk_slots
+
+    @property
+    def k_per_byte(self) -> int:
+        """Rows of K a byte position covers (two nibbles of 4 per chunk slot)."""
+        return 8 * self.chunk_slots
 
     @property
     def cols_per_vector(self) -> int:
-        return self.vector_bytes // self.slots
+        return self.vector_bytes // self.bytes_per_col
 
     @property
     def tile_cols(self) -> int:
@@ -102,7 +118,7 @@ class LutLayout:
         return -(-n // self.tile_cols) * self.tile_cols
 
     def shape(self, kp: int, n: int) -> tuple[int, ...]:
-        return (self.padded_n(n) // self.tile_cols, kp // 8, self.tile_vectors,
+        return (self.padded_n(n) // self.tile_cols, kp // self.k_per_byte, self.tile_vectors,
                 self.plane_vectors, self.vector_bytes)
 
     def check(self) -> None:
@@ -110,12 +126,14 @@ class LutLayout:
         ok = (1 <= self.bits <= 4 and self.vector_bytes in (16, 32, 64, 128)
               and self.slots in (1, 2, 4) and 1 <= self.plane_vectors <= 4
               and 1 <= self.tile_vectors <= 64 and self.planes >= self.bits
-              and self.planes <= 4)
+              and self.planes <= 4 and self.chunk_slots in (1, 2)
+              and self.bytes_per_col <= self.vector_bytes // 4)
         if not ok:
             raise EtchError(f"etch.LutGemm: layout {self.attrs()} is not a valid LUT layout")
 
     def pack(self, u: np.ndarray) -> np.ndarray:
-        """Codes u [K_p, N] (0 <= u < 2^bits, K_p a multiple of 8) -> the packed array."""
+        """Codes u [K_p, N] (0 <= u < 2^bits, K_p a multiple of k_per_byte) -> the packed
+        array."""
         kp, n = u.shape
         npad = self.padded_n(n)
         full = np.zeros((kp, npad), np.uint8)
@@ -125,10 +143,12 @@ class LutLayout:
         nib = (bit.reshape(self.planes, kp // 4, 4, npad)
                << np.arange(4)[None, None, :, None]).sum(axis=2)        # [P, K_p/4, N_p]
         byte = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)     # [P, K_p/8, N_p]
-        v = byte.reshape(self.plane_vectors, self.slots, kp // 8, npad // self.tile_cols,
+        e, kb = self.chunk_slots, kp // self.k_per_byte
+        v = byte.reshape(self.plane_vectors, self.slots, kb, e, npad // self.tile_cols,
                          self.tile_vectors, self.cols_per_vector)
-        # -> [t, kb, v, q, col-in-vector, slot]
-        return np.ascontiguousarray(v.transpose(3, 2, 4, 0, 5, 1)).reshape(self.shape(kp, n))
+        # -> [t, kb, v, q, col-in-vector, chunk slot, plane slot]
+        return np.ascontiguousarray(v.transpose(4, 2, 5, 0, 6, 3, 1)).reshape(
+            self.shape(kp, n))
 
     def tile_params(self, a: np.ndarray) -> np.ndarray:
         """Block parameters [G, N_p] -> [N_p / tile_cols, G, tile_cols]."""
@@ -142,10 +162,11 @@ class LutLayout:
 
     def nibbles(self, w: np.ndarray) -> np.ndarray:
         """The packed array -> plane nibbles [planes, K_p / 4, N_p] (inverse of `pack`)."""
-        tiles, k8 = w.shape[:2]
-        v = w.reshape(tiles, k8, self.tile_vectors, self.plane_vectors, self.cols_per_vector,
-                      self.slots).transpose(3, 5, 1, 0, 2, 4)           # [q, s, kb, t, v, c]
-        byte = v.reshape(self.planes, k8, tiles * self.tile_cols)
+        tiles, kb = w.shape[:2]
+        k8 = kb * self.chunk_slots
+        v = w.reshape(tiles, kb, self.tile_vectors, self.plane_vectors, self.cols_per_vector,
+                      self.chunk_slots, self.slots).transpose(3, 6, 1, 5, 0, 2, 4)
+        byte = v.reshape(self.planes, k8, tiles * self.tile_cols)      # [q s, kb e, t v c]
         nib = np.empty((self.planes, 2 * k8, byte.shape[-1]), np.uint8)
         nib[:, 0::2], nib[:, 1::2] = byte & 15, byte >> 4
         return nib
@@ -266,6 +287,9 @@ class Params:
 
     def check(self) -> None:
         self.layout.check()
+        if self.tblock % self.layout.k_per_byte:
+            raise EtchError(f"etch.LutGemm: table block {self.tblock} is not a multiple of "
+                            f"the layout's {self.layout.k_per_byte} rows per byte position")
         if self.k <= 0 or self.n <= 0 or self.mu not in (1, 2) or not 0 <= self.zero <= 255:
             raise EtchError(f"etch.LutGemm: bad k/n/mu/zero ({self.k}, {self.n}, {self.mu}, "
                             f"{self.zero})")

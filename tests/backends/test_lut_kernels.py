@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import re
 import shutil
+from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -27,6 +28,7 @@ from backends.tvm import target as targets
 from backends.tvm.builder import vm_passes
 from compiler import onnx_export, reference
 from compiler.ir import Graph
+from compiler.ops.etch_lut import LutLayout
 from compiler.options import CompileOptions
 from passes.lut_lowering import LutTarget
 from runtime import edge_executor
@@ -36,10 +38,12 @@ from tests.lut_cases import KINDS, bits_of, graph_of, make_case
 FLAGS = targets.host_flags() or set()
 X86 = platform.machine() in ("x86_64", "AMD64")
 # isa -> the mcpu its kernels are compiled for (runs where the host has the features)
-MCPU = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-64"}
-HOST_ISAS = ([isa for isa, flag in (("avx512", "avx512bw"), ("avx2", "avx2")) if flag in FLAGS]
+MCPU = {"avx512vbmi": "icelake-server", "avx512": "skylake-avx512", "avx2": "haswell",
+        "generic": "x86-64"}
+HOST_ISAS = ([isa for isa, flag in (("avx512vbmi", "avx512vbmi"), ("avx512", "avx512bw"),
+                                    ("avx2", "avx2")) if flag in FLAGS]
              if X86 else []) + (["generic"] if X86 else [])
-RULE = {"avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}
+RULE = {"avx512vbmi": "LutX86", "avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}
 
 
 def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
@@ -52,9 +56,14 @@ def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
              ("u2", 4, 64, 64, 32, True), ("u3", 2, 41, 77, None, False),
              ("s3", 1, 128, 40, 64, False), ("u4", 3, 256, 50, 64, True),
              ("s4", 8, 72, 29, None, False)]
-    return [make_case(kind, m, k, n, group, table, rng, zero, LutTarget(isa).layout(
-        bits_of(kind), n, table), ("float32", "float16")[i % 2])
-        for i, (kind, m, k, n, group, zero) in enumerate(specs)]
+    return [make_case(kind, m, k, n, group, table, rng, zero,
+                      _target_layout(isa, bits_of(kind), n, table), ("float32", "float16")[i % 2])
+            for i, (kind, m, k, n, group, zero) in enumerate(specs)]
+
+
+def _target_layout(isa: str, bits: int, n: int, table: str) -> Callable[[int], LutLayout]:
+    """The layout the pass would choose on `isa`, for a table block."""
+    return lambda tblock: LutTarget(isa).layout(bits, n, table, tblock)
 
 
 @cache
@@ -101,7 +110,8 @@ def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, gr
     group = int(rng.choice([8, 16, 32, 64])) if grouped else None
     k = -(-k // group) * group if group else k
     case = make_case(kind, m, k, n, group, "int8", rng, zero and kind[0] == "u",
-                     LutTarget(isa).layout(bits_of(kind), n), "float16" if half else "float32")
+                     _target_layout(isa, bits_of(kind), n, "int8"),
+                     "float16" if half else "float32")
     graph, feeds = graph_of([case])
     got, _ = run_host(graph, feeds, MCPU[isa])
     assert_bitexact(got, reference.run(graph, feeds))
@@ -130,6 +140,8 @@ def _asm(graph: Graph, target_json: dict) -> str:
 
 
 @pytest.mark.parametrize("isa,mcpu,patterns", [
+    ("avx512vbmi", "icelake-server", [r"vpshufb\s+%zmm", r"vpermb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
+    ("avx512vbmi", "znver4", [r"vpshufb\s+%zmm", r"vpermb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
     ("avx512", "skylake-avx512", [r"vpshufb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
     ("avx512", "znver4", [r"vpshufb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
     ("avx2", "haswell", [r"vpshufb\s+%ymm", r"vpmaddubsw\s+%ymm"]),

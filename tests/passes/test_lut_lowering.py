@@ -172,8 +172,28 @@ def test_layout_follows_the_target(isa: str, v: int, slots: int, planes: int) ->
     assert (lay.vector_bytes, lay.slots, lay.plane_vectors) == (v, slots, planes)
 
 
+@pytest.mark.parametrize("isa,bits,tblock,chunk_slots", [
+    ("avx512vbmi", 1, 32, 2), ("avx512vbmi", 3, 64, 2), ("avx512vbmi", 1, 8, 1),
+    ("avx512vbmi", 2, 32, 1), ("avx512vbmi", 4, 32, 1), ("avx512", 1, 32, 1),
+    ("avx2", 1, 32, 1)])
+def test_vbmi_pairs_chunks_for_one_plane_layouts(isa: str, bits: int, tblock: int,
+                                                 chunk_slots: int) -> None:
+    """With vpermb (VBMI) and table blocks of 16 rows, the 1- and 3-bit layouts put two
+    chunk pairs of a column in adjacent bytes (no unpacking); elsewhere they do not."""
+    lay = LutTarget(isa).layout(bits, 4096, "int8", tblock)
+    assert lay.chunk_slots == chunk_slots
+    assert LutTarget(isa).layout(bits, 4096, "float", tblock).chunk_slots == 1
+    graph = compiled(matmul_model(2, 128, 64), bits=bits, group_size=32)
+    lut, _ = LutLowering("int8", LutTarget(isa)).run(graph)
+    [entry] = report(lut)
+    paired = isa == "avx512vbmi" and bits in (1, 3)  # the graph's table block is 32
+    assert ("vpermb" in entry["instruction"]) == paired
+    assert ("2 chunk pairs/column" in entry["layout"]) == paired
+
+
 @pytest.mark.parametrize("mcpu, bits, isa", [
-    ("sapphirerapids", None, "avx512"), ("sapphirerapids", 256, "avx2"),
+    ("sapphirerapids", None, "avx512vbmi"), ("skylake-avx512", None, "avx512"),
+    ("sapphirerapids", 256, "avx2"),
     ("znver3", None, "avx2"), ("generic", None, "generic")])
 def test_lut_target_follows_cpu_and_vector_bits(mcpu: str, bits: int | None, isa: str) -> None:
     """The cpu target's LUT instruction set is its CPU's and its vector width's: --vector-bits

@@ -83,11 +83,11 @@ def test_int8_tables_relative_error_on_gaussian_activations() -> None:
         assert rel < 0.015, (kind, rel)
 
 
-@pytest.mark.parametrize("v,slots,q,bits", [(v, s, q, b) for v, s, q in LAYOUTS
-                                              for b in (1, 2, 3, 4) if s * q >= b])
-def test_layout_round_trip(v: int, slots: int, q: int, bits: int) -> None:
+@pytest.mark.parametrize("v,slots,q,e,bits", [(v, s, q, e, b) for v, s, q, e in LAYOUTS
+                                                for b in (1, 2, 3, 4) if s * q >= b])
+def test_layout_round_trip(v: int, slots: int, q: int, e: int, bits: int) -> None:
     rng = np.random.default_rng(bits)
-    layout = LutLayout(bits, v, slots, q, 2)
+    layout = LutLayout(bits, v, slots, q, 2, e)
     u = rng.integers(0, 1 << bits, (48, 37)).astype(np.uint8)
     w = layout.pack(u)
     assert w.shape == layout.shape(48, 37) and w.dtype == np.uint8
@@ -109,8 +109,21 @@ def test_layout_puts_a_columns_planes_in_adjacent_bytes() -> None:
     assert np.count_nonzero(w) == 2
 
 
+def test_chunk_slots_put_two_chunk_pairs_of_a_column_in_adjacent_bytes() -> None:
+    layout = LutLayout(1, 64, 1, 1, 1, chunk_slots=2)
+    u = np.zeros((32, 40), np.uint8)
+    u[16 + 1, 5] = 1   # byte position 1: chunk 4 (low nibble of byte 2c), bit 1
+    u[16 + 13, 5] = 1  # chunk 7: the high nibble of byte 2c + 1, bit 1
+    w = layout.pack(u)
+    assert w.shape == (2, 2, 1, 1, 64) and w[0, 1, 0, 0, 10] == 0x02
+    assert w[0, 1, 0, 0, 11] == 0x20 and np.count_nonzero(w) == 2
+
+
 @pytest.mark.parametrize("bad", [{"tblock": 12}, {"group": 40}, {"table": "int4"},
-                                 {"slots": 3}, {"bits": 5}, {"mu": 3}, {"vector_bytes": 8}])
+                                 {"slots": 3}, {"bits": 5}, {"mu": 3}, {"vector_bytes": 8},
+                                 {"chunk_slots": 3}, {"chunk_slots": 2, "tblock": 8,
+                                                      "group": 64},
+                                 {"scale_dtype": "bfloat16"}])
 def test_malformed_attributes_are_refused(bad: dict) -> None:
     attrs = {"k": 64, "n": 8, "mu": 1, "zero": 2, "group": 64, "tblock": 32, "table": "int8",
              **LutLayout(2, 32, 2, 1, 1).attrs()}

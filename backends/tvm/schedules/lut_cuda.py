@@ -153,7 +153,8 @@ def cuda_kernel(spec: LutSpec) -> tirx.PrimFunc:
 
 def applies(spec: LutSpec) -> bool:
     lay = spec.p.layout
-    return lay.slots == 1 and lay.tile_vectors == 1 and lay.vector_bytes <= 1024
+    return lay.slots == 1 and lay.chunk_slots == 1 and lay.tile_vectors == 1 and \
+        lay.vector_bytes <= 1024
 
 
 class LutCuda(ScheduleRule):

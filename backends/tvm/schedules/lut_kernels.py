@@ -252,8 +252,9 @@ def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
     p, lay = spec.p, spec.p.layout
     _, w, scale, *rest = bufs
     zero, out = (rest[0], rest[1]) if spec.zero_input else (None, rest[0])
-    tiles, kb_per = lay.padded_n(p.n) // lay.tile_cols, p.tblock // 8
+    tiles, kb_per = lay.padded_n(p.n) // lay.tile_cols, p.tblock // lay.k_per_byte
     tc, cpv, chunks = lay.tile_cols, lay.cols_per_vector, p.kp // G_ACT
+    per_col = lay.bytes_per_col
     acc_t = "int32" if spec.int8 else "float32"
     with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m) as r:
         y = T.alloc_buffer((tc,), "float32")
@@ -269,11 +270,12 @@ def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
                 kbyte = h * kb_per + kb
                 byte = tirx.BufferLoad(w, [t, kbyte, v, q, b]).astype("int32")
                 plane = q * lay.slots + b % lay.slots
-                looked = tb.entry(r, 2 * kbyte, byte % 16, chunks).astype(acc_t) + \
-                    tb.entry(r, 2 * kbyte + 1, byte // 16, chunks).astype(acc_t)
+                chunk = 2 * (kbyte * lay.chunk_slots + b % per_col // lay.slots)
+                looked = tb.entry(r, chunk, byte % 16, chunks).astype(acc_t) + \
+                    tb.entry(r, chunk + 1, byte // 16, chunks).astype(acc_t)
                 weight = tirx.Select(plane < lay.bits, tirx.shift_left(
                     tirx.const(p.mu, "int32"), plane), tirx.const(0, "int32"))
-                col = v * cpv + b // lay.slots
+                col = v * cpv + b // per_col
                 T.buffer_store(acc, tirx.BufferLoad(acc, [col]) + looked * weight.astype(acc_t),
                                [col])
             with T.serial(0, tc) as c:

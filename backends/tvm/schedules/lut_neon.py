@@ -54,7 +54,7 @@ class NeonTile(VectorTile):
 def applies(spec: LutSpec, features: set[str]) -> bool:
     lay = spec.p.layout
     return "neon" in features and lay.vector_bytes == ENTRIES and lay.slots == 1 and \
-        spec.int8 and fits_int16(spec)
+        lay.chunk_slots == 1 and spec.int8 and fits_int16(spec)
 
 
 def neon_kernel(spec: LutSpec) -> tirx.PrimFunc:

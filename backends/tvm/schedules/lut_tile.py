@@ -32,18 +32,21 @@ INT16_MAX = 32767
 
 def lane_weight(spec: LutSpec) -> int:
     """The largest sum of plane weights one int16 accumulator lane takes per byte position
-    (over the plane vectors; both nibbles counted)."""
+    (over the plane vectors; both nibbles and every chunk slot counted)."""
     lay, mu = spec.p.layout, spec.p.mu
     weights = [mu << q if q < lay.bits else 0 for q in range(lay.planes)]
     if lay.slots == 1:
-        return 2 * sum(weights)
+        return 2 * lay.chunk_slots * sum(weights)
     pairs = [[weights[q * lay.slots + i] + weights[q * lay.slots + i + 1]
               for i in range(0, lay.slots, 2)] for q in range(lay.plane_vectors)]
     return 2 * max(sum(col) for col in zip(*pairs))
 
 
 def fits_int16(spec: LutSpec) -> bool:
-    return spec.p.tblock // 8 * TABLE_MAX * lane_weight(spec) <= INT16_MAX
+    lay = spec.p.layout
+    if lay.slots > 1 and lay.chunk_slots > 1:
+        return False  # no kernel pairs planes and chunks in one accumulator lane
+    return spec.p.tblock // lay.k_per_byte * TABLE_MAX * lane_weight(spec) <= INT16_MAX
 
 
 def table16(tab: tirx.Buffer, start: Expr, lanes: int = ENTRIES) -> Expr:
@@ -138,7 +141,8 @@ class VectorTile:
 def vector_body(spec: LutSpec, tile: VectorTile) -> None:
     """The look-up loop (see the module docstring)."""
     p, lay, mb = spec.p, spec.p.layout, tile.mb
-    tiles, tc, kb_per = lay.padded_n(p.n) // lay.tile_cols, lay.tile_cols, p.tblock // 8
+    tiles, tc = lay.padded_n(p.n) // lay.tile_cols, lay.tile_cols
+    kb_per = p.tblock // lay.k_per_byte
     acc_len = mb * tile.nvb * tile.nacc * tile.acc_lanes
     with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m // mb) as rb:
         row0 = rb * mb

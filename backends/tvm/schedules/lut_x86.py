@@ -12,6 +12,12 @@ the low nibbles are chunk 2kb, the high nibbles chunk 2kb + 1. Per vector:
                planes; slots 4 ends with vpmaddwd(acc, 1) (the column's two pairs);
     slots 1:   acc_lo/hi += vpmaddubsw(mu 2^q, unpack{lo,hi}(la, lb)) (vpunpck{l,h}bw):
                la and lb of a column side by side; a shuffle puts the columns back in order.
+chunk_slots 2 (AVX512-VBMI, the 1- and 3-bit layouts): byte 2c of a plane vector holds
+chunks 4kb, 4kb + 1 of column c, byte 2c + 1 chunks 4kb + 2, 4kb + 3 (no unpacking):
+    ia = (w & 15) | (0, 32, 0, 32, ..), ib = (w >> 4) | (16, 48, 16, 48, ..)
+    la = vpermb(T[4kb .. 4kb + 3], ia), lb = vpermb(T[4kb .. 4kb + 3], ib)
+                                         (the four chunks' tables: one 64-byte load)
+    acc += vpmaddubsw(mu 2^q, la) + vpmaddubsw(mu 2^q, lb)   (int16 lane = column, in order)
 Float tables (layout: one plane per vector): per 16 bytes, the nibbles widened to int32
 index vpermps of the chunk's 16 float entries (AVX2: two 8-entry vpermps and a blend), the
 two chunks added and weighted by mu 2^q into float32 accumulators of 16 columns.
@@ -110,6 +116,48 @@ class X86Tile(VectorTile):
         return _in_order(load(0), load(1), self.v).astype(f"int32x{self.v}")
 
 
+PERMB = "llvm.x86.avx512.permvar.qi.512"
+
+
+def _perm_indices(wv: Expr, v: int) -> tuple[Expr, Expr]:
+    """vpermb indices of the low and high nibbles: nibble | 16 (chunk 1 of the pair) | 32
+    (odd byte: the second chunk pair)."""
+    odd = tirx.bitwise_and(tirx.Ramp(0, 1, v), splat(1, "int32", v))
+    sel = (odd * splat(32, "int32", v)).astype(f"uint8x{v}")
+    lo = tirx.bitwise_or(tirx.bitwise_and(wv, splat(15, "uint8", v)), sel)
+    hi = tirx.bitwise_or(tirx.shift_right(wv, splat(4, "uint8", v)),
+                         sel + splat(16, "uint8", v))
+    return tirx.reinterpret(f"int8x{v}", lo), tirx.reinterpret(f"int8x{v}", hi)
+
+
+class X86PermTile(VectorTile):
+    """chunk_slots 2: vpermb over four chunks' tables (see the module docstring)."""
+
+    def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
+        v = spec.p.layout.vector_bytes
+        self.nacc, self.acc_lanes, self.max_acc = 1, v // 2, MAX_ACC[v]
+        super().__init__(spec, bufs, tb)
+
+    def table_at(self, row: Expr, kbyte: Expr) -> Expr:
+        """Where the tables of chunks 4 kbyte .. 4 kbyte + 3 of `row` start."""
+        return (row * self.chunks + 4 * kbyte) * ENTRIES
+
+    def plane(self, acc, wv: Expr, at: tuple, row0: Expr) -> None:
+        v, q, kbyte = at
+        vb, pw = self.v, plane_weights(self.spec, q)
+        ia, ib = _perm_indices(wv, vb)
+        i8, i16 = f"int8x{vb}", f"int16x{self.acc_lanes}"
+        for r in range(self.mb):
+            tab = tirx.BufferLoad(self.tb.tab, [tirx.Ramp(self.table_at(row0 + r, kbyte), 1,
+                                                           vb)])
+            la, lb = _intrin(PERMB, i8, tab, ia), _intrin(PERMB, i8, tab, ib)
+            self.add(acc, r, v, 0, _intrin(PMADDUBSW[vb], i16, pw, la) +
+                     _intrin(PMADDUBSW[vb], i16, pw, lb))
+
+    def widened(self, acc, r: Expr, v: Expr) -> Expr:
+        return tirx.BufferLoad(acc, [self.acc_at(r, v, 0)]).astype(f"int32x{self.acc_lanes}")
+
+
 PERMPS = {64: "llvm.x86.avx512.permvar.sf.512", 32: "llvm.x86.avx2.permps"}
 
 
@@ -162,9 +210,13 @@ class X86FloatTile(VectorTile):
 
 def applies(spec: LutSpec, features: set[str]) -> bool:
     """Whether a kernel here renders `spec` on a CPU with these LLVM features: int8 tables
-    with vpshufb (AVX-512BW for 64-byte vectors, AVX2 for 32), float tables with vpermps
-    (AVX-512F / AVX2) where the layout holds one plane per vector."""
+    with vpshufb (AVX-512BW for 64-byte vectors, AVX2 for 32), or with vpermb (AVX512-VBMI)
+    for chunk_slots 2; float tables with vpermps (AVX-512F / AVX2) where the layout holds
+    one plane per vector."""
     lay = spec.p.layout
+    if lay.chunk_slots == 2:
+        return spec.int8 and lay.vector_bytes == 64 and lay.slots == 1 and \
+            {"avx512bw", "avx512vbmi"} <= features and fits_int16(spec)
     if spec.int8:
         isa = {"avx512bw"} if lay.vector_bytes == 64 else {"avx2"}
         return lay.vector_bytes in (32, 64) and isa <= features and fits_int16(spec)
@@ -173,5 +225,6 @@ def applies(spec: LutSpec, features: set[str]) -> bool:
 
 
 def x86_kernel(spec: LutSpec) -> tirx.PrimFunc:
-    tile = X86Tile if spec.int8 else X86FloatTile
+    tile = X86FloatTile if not spec.int8 else X86PermTile if \
+        spec.p.layout.chunk_slots == 2 else X86Tile
     return build(spec, lambda s, bufs, tb: vector_body(s, tile(s, bufs, tb)))
