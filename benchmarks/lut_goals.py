@@ -56,8 +56,8 @@ def row_lines(row: Row) -> list[str]:
     return out
 
 
-def _find(result: dict, batch: int, threads: int) -> Row:
-    k, n = result["rows"][0]["k"], result["rows"][0]["n"]
+def _find(result: dict, batch: int, threads: int, shape: tuple[int, int] | None = None) -> Row:
+    k, n = shape or (result["rows"][0]["k"], result["rows"][0]["n"])
     for r in result["rows"]:
         if (r["k"], r["n"], r["batch"], r["threads"]) == (k, n, batch, threads):
             return r
@@ -77,14 +77,19 @@ def _picked_us(r: dict) -> float:
     return float(r.get("dequant_us", math.nan))
 
 
-def goals(result: dict) -> list[dict]:
-    """The issue's goals on the first shape (ratios within this run)."""
-    one, allt = 1, max(result["threads_run"])
-    g1 = _find(result, 1, one)
-    lut = lambda row, bits, key="lut_us": _get(row, "etch", bits, key)
-    ort = lambda row, name, key="us": _get(row, "ort", name, key)
+def lut(row: Row, bits: str, key: str = "lut_us") -> float:
+    return _get(row, "etch", bits, key)
+
+
+def ort(row: Row, name: str, key: str = "us") -> float:
+    return _get(row, "ort", name, key)
+
+
+def _gemv_goals(g1: Row, at: str = "") -> list[dict]:
+    """The one-thread GEMV goals of one shape, from wall and from CPU time."""
     out = []
     for what, mine, theirs in (("", "lut_us", "us"), (" (CPU time)", "lut_cpu_us", "cpu_us")):
+        what += at
         best2 = min((ort(g1, n, theirs) for n in (g1.get("ort") or {})
                      if n.startswith("nbits2_b32")), default=math.nan)
         out += [
@@ -98,6 +103,18 @@ def goals(result: dict) -> list[dict]:
             _goal(f"GEMV, 1 thread: etch 1-bit / etch 2-bit{what}",
                   lut(g1, "1", mine) / lut(g1, "2", mine), 0.6, higher=False),
         ]
+    return out
+
+
+def goals(result: dict) -> list[dict]:
+    """The issue's goals on the first shape, and the GEMV goals on every other shape
+    (ratios within this run)."""
+    one, allt = 1, max(result["threads_run"])
+    g1 = _find(result, 1, one)
+    out = _gemv_goals(g1)
+    shapes = list(dict.fromkeys((r["k"], r["n"]) for r in result["rows"]))
+    for k, n in shapes[1:]:
+        out += _gemv_goals(_find(result, 1, one, (k, n)), f" at {k}x{n}")
     for t in result["threads_run"]:
         row = _find(result, 1, t)
         stream = _get(result, "stream", str(t), "gbps")
