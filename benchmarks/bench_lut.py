@@ -46,6 +46,10 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
                    help="how many of the shapes get cold runs (GEMV; default 1)")
     g.add_argument("--lut-models", default="tiny_decoder",
                    help="zoo models timed whole, --lut vs ORT MatMulNBits ('' for none)")
+    g.add_argument("--lut-threads", default="",
+                   help="thread counts to run (default: 1 and all this process may use; "
+                        "'1' alone fits a full run of the three shapes in ~30 min on a "
+                        "loaded 2-core machine)")
     g.add_argument("--all-slow", action="store_true",
                    help="also time ORT's 2-bit accuracy_level 0 path past batch 1")
 
@@ -88,7 +92,8 @@ def spawn(job: dict) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     desc = cpu_description()
-    threads = sorted({1, desc["threads"]})
+    threads = sorted({int(t) for t in args.lut_threads.split(",") if t} or
+                     {1, desc["threads"]})
     cold_mb = args.cold_mb or 1.5 * desc["llc_mb"]
     shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
     common = {"seconds": args.seconds, "group": args.group, "skip_slow": not args.all_slow,
