@@ -2,8 +2,9 @@
 
 Two kernels:
 - dense: activation [M, K] times a constant [K, N]. On CPU the weight is packed at compile
-  time into [N/nb, K, nb] blocks (nb from `tiles.dense_nb`), so the inner loop reads nb
-  contiguous floats for each k: the vector axis is N. Leading dims of a MatMul's activation
+  time into [N/nb, K, nb] blocks (the mb x nb register tile from `tiles.dense_tile`), so the
+  inner loop reads nb contiguous floats for each k (the vector axis is N) and multiplies them
+  by mb broadcast activations. Leading dims of a MatMul's activation
   are flattened into M (a view), and the epilogue maps the flat row back to the full index.
 - batched: both operands computed, numpy broadcasting over leading dims (attention's QK^T
   and AV); Gemm with transA/transB and a computed B also lands here.
@@ -40,22 +41,27 @@ def pack_dense(w: np.ndarray, nb: int) -> np.ndarray:
 
 def dense(ctx: LowerCtx, node: Node, a: relax.Expr, w: np.ndarray, epi: Epilogue,
           trans_a: bool = False) -> relax.Expr:
-    """a [M, K] (or [K, M] with trans_a) times constant w [K, N], then the epilogue."""
+    """a [M, K] (or [K, M] with trans_a) times constant w [K, N], then the epilogue.
+
+    On CPU the anchor is [Mp, Np], both padded to the register tile (`tiles.dense_tile`):
+    rows past M re-read row M - 1 (no bounds check in the tile), columns past N multiply
+    the packed weight's zero padding; the epilogue writes only [M, N]."""
     k, n = (int(d) for d in w.shape)
     m = shape_of(a)[1 if trans_a else 0]
-    nb = tiles.dense_nb(n, ctx.lanes, m) if ctx.pack else n
+    mb, nb = tiles.dense_tile(m, n, k, ctx.lanes) if ctx.pack else (1, n)
     weight = ctx.array(pack_dense(w, nb) if ctx.pack else w)
-    npad = tiles.padded(n, nb)
+    mpad, npad = tiles.padded(m, mb), tiles.padded(n, nb)
 
     def compute(at: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         r = te.reduce_axis((0, k), "k")
 
         def load_a(i: tirx.Expr) -> tirx.Expr:
+            i = tirx.min(i, m - 1) if mpad > m else i
             return at[r, i] if trans_a else at[i, r]
 
         acc_t = accumulator(at.dtype)
         if ctx.pack:
-            acc = te.compute((m, npad), lambda i, j: te.sum(
+            acc = te.compute((mpad, npad), lambda i, j: te.sum(
                 cast(load_a(i), acc_t) * cast(wt[j // nb, r, j % nb], acc_t), axis=r),
                 name="anchor")
         else:
@@ -64,35 +70,67 @@ def dense(ctx: LowerCtx, node: Node, a: relax.Expr, w: np.ndarray, epi: Epilogue
         return te.compute((m, n), lambda i, j: epi.apply(cast(acc(i, j), at.dtype), (i, j),
                                                          extra), name="epilogue")
 
-    return ctx.emit(compute, [a, weight, *epi.exprs], node, "dense", nb=nb, trans_a=int(trans_a))
+    return ctx.emit(compute, [a, weight, *epi.exprs], node, "dense", mb=mb, nb=nb,
+                    trans_a=int(trans_a))
+
+
+def _index(shape: tuple[int, ...], lead: list, row: object, col: object) -> list:
+    """An operand's index at the output's leading dims `lead` (numpy broadcasting)."""
+    batch = lead[len(lead) - (len(shape) - 2):] if len(shape) > 2 else []
+    return [0 if d == 1 else v for d, v in zip(shape[:-2], batch)] + [row, col]
+
+
+def _panel(bt: te.Tensor, k: int, n: int, nb: int, trans_b: bool) -> te.Tensor:
+    """B [..., K, N] (or [..., N, K]) packed at run time as [..., Np/nb, K, nb], zero past N:
+    the layout `dense` gets at compile time, so the tile reads nb contiguous floats per k."""
+    lead = tuple(int(d) for d in bt.shape[:-2])
+    npad = tiles.padded(n, nb)
+
+    def value(*i: tirx.Expr) -> tirx.Expr:
+        *bl, jb, r, jj = i
+        j = jb * nb + jj
+        v = bt(*bl, j, r) if trans_b else bt(*bl, r, j)
+        return tirx.if_then_else(j < n, v, tirx.const(0, bt.dtype)) if npad > n else v
+
+    return te.compute((*lead, npad // nb, k, nb), value, name="panel")
 
 
 def batched(ctx: LowerCtx, node: Node, a: relax.Expr, b: relax.Expr, out_shape: tuple[int, ...],
             epi: Epilogue, trans_a: bool = False, trans_b: bool = False) -> relax.Expr:
-    """Broadcast batched matmul of two computed operands (ranks >= 2)."""
+    """Broadcast batched matmul of two computed operands (ranks >= 2).
+
+    On CPU each matrix is tiled like `dense` (`tiles.dense_tile`): B is packed into a
+    "panel" inside the kernel, rows of A past M re-read row M - 1, and the anchor is
+    [..., Mp, Np]; the epilogue writes only the output's [..., M, N]."""
     ashape = shape_of(a)
     bshape = shape_of(b)
     k = ashape[-2] if trans_a else ashape[-1]
+    m, n = out_shape[-2:]
+    mb, nb = tiles.dense_tile(m, n, k, ctx.lanes) if ctx.pack else (1, n)
+    mpad, npad = tiles.padded(m, mb), tiles.padded(n, nb)
+    acc_shape = (*out_shape[:-2], mpad, npad)
 
     def compute(at: te.Tensor, bt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         r = te.reduce_axis((0, k), "k")
-
-        def index(shape: tuple[int, ...], lead: list, row: object, col: object) -> list:
-            batch = lead[len(lead) - (len(shape) - 2):] if len(shape) > 2 else []
-            return [0 if d == 1 else v for d, v in zip(shape[:-2], batch)] + [row, col]
+        panel = _panel(bt, k, n, nb, trans_b) if ctx.pack else None
 
         def body(*i: tirx.Expr) -> tirx.Expr:
             lead, mi, ni = list(i[:-2]), i[-2], i[-1]
-            av = at(*index(ashape, lead, *((r, mi) if trans_a else (mi, r))))
-            bv = bt(*index(bshape, lead, *((ni, r) if trans_b else (r, ni))))
+            mi = tirx.min(mi, m - 1) if mpad > m else mi
+            av = at(*_index(ashape, lead, *((r, mi) if trans_a else (mi, r))))
+            if panel is None:
+                bv = bt(*_index(bshape, lead, *((ni, r) if trans_b else (r, ni))))
+            else:
+                bv = panel(*_index(bshape, lead, ni // nb, r), ni % nb)
             return te.sum(cast(av, acc_t) * cast(bv, acc_t), axis=r)
 
         acc_t = accumulator(at.dtype)
-        acc = te.compute(out_shape, body, name="anchor")
+        acc = te.compute(acc_shape, body, name="anchor")
         return te.compute(out_shape, lambda *i: epi.apply(cast(acc(*i), at.dtype), i, extra),
                           name="epilogue")
 
-    return ctx.emit(compute, [a, b, *epi.exprs], node, "batch_matmul")
+    hints = {"mb": mb, "nb": nb} if ctx.pack else {}
+    return ctx.emit(compute, [a, b, *epi.exprs], node, "batch_matmul", **hints)
 
 
 def matmul(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,

@@ -139,7 +139,8 @@ class KindRule(ScheduleRule):
 
 
 class Dense(KindRule):
-    """[M, K] x packed [N/nb, K, nb]: tile mb x nb, vector axis N, parallel over tiles."""
+    """[M, K] x packed [N/nb, K, nb]: tile mb x nb, vector axis N, parallel over tiles. The
+    lowering records mb (`etch.mb`, M padded to it) where it chose one."""
 
     kinds = ("dense",)
 
@@ -150,7 +151,10 @@ class Dense(KindRule):
         if extent(sch, n) % nb:
             return False
         total = work(sch, [m, n, k])
-        mb = tiles.dense_mb(extent(sch, m), nb, lanes(target))
+        mb = int(func.attrs["etch.mb"]) if "etch.mb" in func.attrs else \
+            tiles.dense_mb(extent(sch, m), nb, lanes(target))
+        if extent(sch, m) % mb:
+            return False
         mo, mi = sch.split(m, [None, mb])
         no, ni = sch.split(n, [None, nb])
         sch.reorder(no, mo, k, mi, ni)  # a weight block stays in cache across row tiles
@@ -242,11 +246,16 @@ def _schedule_pad(sch: s_tir.Schedule, width: int) -> None:
 
 
 class BatchMatmul(KindRule):
-    """Both operands computed: tile (m, n) with n as the vector axis where N allows."""
+    """Both operands computed. Where the lowering packed B (`etch.mb`, `etch.nb`: a "panel"
+    block, M and N padded to the tile): per (batch, column block) the block's panel is packed
+    once, then mb x nb tiles run down the rows (parallel over batch and column blocks), each
+    with its epilogue. Otherwise: tile (m, n) with n as the vector axis where N allows."""
 
     kinds = ("batch_matmul",)
 
     def schedule(self, sch, func, target):
+        if "etch.mb" in func.attrs:
+            return _packed_batch_matmul(sch, func, target)
         anchor = sch.get_sblock("anchor")
         loops = sch.get_loops(anchor)
         *batch, m, n, k = loops
@@ -266,6 +275,29 @@ class BatchMatmul(KindRule):
         sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
         finish_tile(sch, anchor, k, mi, ni, True, width)
         return True
+
+
+def _packed_batch_matmul(sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target) -> bool:
+    """`BatchMatmul` over a packed panel (the rule's docstring)."""
+    mb, nb, width = int(func.attrs["etch.mb"]), int(func.attrs["etch.nb"]), lanes(target)
+    anchor = sch.get_sblock("anchor")
+    loops = sch.get_loops(anchor)
+    *batch, m, n, k = loops
+    if extent(sch, m) % mb or extent(sch, n) % nb:
+        return False
+    total = work(sch, loops)
+    n_out = extent(sch, sch.get_loops(sch.get_sblock("epilogue"))[-1])
+    mo, mi = sch.split(m, [None, mb])
+    no, ni = sch.split(n, [None, nb])
+    sch.reorder(*batch, no, mo, k, mi, ni)
+    outer = sch.fuse(*batch, no)
+    maybe_parallel(sch, outer, total)
+    panel = sch.get_sblock("panel")
+    sch.compute_at(panel, outer)
+    sch.reverse_compute_at(sch.get_sblock("epilogue"), mo)
+    finish_tile(sch, anchor, k, mi, ni, n_out % nb == 0, width)
+    vectorize_loop(sch, sch.get_loops(panel)[-1], width)
+    return True
 
 
 class RowReduction(KindRule):

@@ -37,6 +37,22 @@ def dense_mb(m: int, nb: int, lanes: int) -> int:
     return 1
 
 
+def dense_tile(m: int, n: int, k: int, lanes: int) -> tuple[int, int]:
+    """(rows, columns) of a float [M, K] x [K, N] kernel's register tile: M is padded up to a
+    multiple of the rows (the padded rows re-read the last one and are never written), N to
+    a multiple of the columns (`dense_nb`, the vector axis, the packed weight's block).
+
+    GEMMs of one or two rows keep `dense_nb`'s wide blocks. Others take a GEMM convolution's
+    tile (`gemm_tile`, output positions as the vector, rows broadcast): a transformer's
+    M = 197 tokens is prime, and the largest divisor rule gave one row, a GEMV per row that
+    reloads the weight block for every token (vit_b16's dense kernels 3x ONNX Runtime)."""
+    if m <= 2:
+        nb = dense_nb(n, lanes, m)
+        return dense_mb(m, nb, lanes), nb
+    mb, nb = gemm_tile(m, n, k, lanes)
+    return min(mb, padded(m, 2)), nb
+
+
 def conv_tile(oc_per_group: int, out_w: int, lanes: int) -> tuple[int, int]:
     """(output channels, output columns) of a direct-convolution register tile.
 
