@@ -40,14 +40,20 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
         row_of = lambda i: tuple(i[:axis]) + tuple(i[axis + 1:])
         # a NaN in the row needs no NaN-aware max: exp(NaN - max) makes the sum NaN
         mx = row_reduce("rowmax", rows, (shape[axis],), lambda r, j: xt(*at(r, j)), te.max,
-                        lanes)
+                        lanes, tail=True)
         exp = lambda v: cast(fastmath.exp(cast(v, acc_t)), dt)
-        ex = row_reduce("rowsum", rows, (shape[axis],), lambda r, j: cast(exp(
-            xt(*at(r, j)) - mx(*r, 0)), acc_t), te.sum, lanes)
+        if last and not log:  # each exp once, into a row buffer the sum and divide read
+            exps = te.compute(shape, lambda *i: exp(xt(*i) - mx(*row_of(i), 0)), name="exps")
+            term = lambda r, j: cast(exps(*at(r, j)), acc_t)
+        else:
+            exps, term = None, lambda r, j: cast(exp(xt(*at(r, j)) - mx(*r, 0)), acc_t)
+        ex = row_reduce("rowsum", rows, (shape[axis],), term, te.sum, lanes, tail=True)
         total = lambda i: cast(ex(*row_of(i), 0), dt)
         if log:
             return te.compute(shape, lambda *i: xt(*i) - mx(*row_of(i), 0)
                               - cast(tirx.log(cast(total(i), acc_t)), dt), name="epilogue")
+        if exps is not None:
+            return te.compute(shape, lambda *i: exps(*i) / total(i), name="epilogue")
         return te.compute(shape, lambda *i: exp(xt(*i) - mx(*row_of(i), 0)) / total(i),
                           name="epilogue")
 

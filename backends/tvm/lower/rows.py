@@ -5,8 +5,10 @@ the last. When the row's last dim is a multiple of a vector width L, `row_reduce
 in two TE stages: `<name>_part[row, l] = reduce_k value(row, k*L + l)` (L independent chains:
 one vector accumulator) and `<name>[row] = reduce_l part[row, l]`. L is the target's width,
 or a half or a quarter of it where the last dim is too short (a 16x16 global pool on AVX-512:
-16 lanes; 8 lanes for an 8-wide row), as long as each chain gets two elements or more. The
-summation order changes; the result agrees to float rounding. Kernels built this way are
+16 lanes; 8 lanes for an 8-wide row), as long as each chain gets two elements or more. A one-dim
+row that is not a multiple (softmax over 197 tokens) may ask for a tail: whole vectors in the
+partial sums, the rest in the final stage. The summation order changes; the result agrees to
+float rounding. Kernels built this way are
 tagged `etch.rows` (the number of row dims), which the CPU schedule rule `RowReduction` reads.
 """
 
@@ -21,21 +23,33 @@ Value = Callable[[Sequence[tirx.Expr], Sequence[tirx.Expr]], tirx.Expr]
 
 
 def row_reduce(name: str, rows: Shape, inner: Shape, value: Value, reducer: Callable,
-               lanes: int, out_shape: Shape | None = None) -> te.Tensor:
+               lanes: int, out_shape: Shape | None = None, tail: bool = False) -> te.Tensor:
     """reducer over `inner` of value(row index, inner index), shaped `out_shape` (default
-    rows + 1s), whose leading len(rows) indices are the row."""
+    rows + 1s), whose leading len(rows) indices are the row. With `tail`, a one-dim row that
+    is not a multiple of the vector width still gets one (`tail_lanes`): the partial sums
+    cover the whole vectors and the final stage also reduces the last `last % L` elements."""
     out_shape = out_shape if out_shape is not None else rows + (1,) * len(inner)
     nrow, last = len(rows), inner[-1]
-    lanes = part_lanes(inner, lanes)
-    if lanes:
+    width = part_lanes(inner, lanes) or (tail_lanes(inner, lanes) if tail else 0)
+    if width:
         lead = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner[:-1])]
-        ro = te.reduce_axis((0, last // lanes), f"{name}_ro")
-        part = te.compute(rows + (lanes,), lambda *i: reducer(
-            value(i[:nrow], (*lead, ro * lanes + i[nrow])), axis=[*lead, ro]),
+        ro = te.reduce_axis((0, last // width), f"{name}_ro")
+        part = te.compute(rows + (width,), lambda *i: reducer(
+            value(i[:nrow], (*lead, ro * width + i[nrow])), axis=[*lead, ro]),
             name=f"{name}_part")
-        rl = te.reduce_axis((0, lanes), f"{name}_rl")
-        return te.compute(out_shape, lambda *i: reducer(part(*i[:nrow], rl), axis=rl),
-                          name=name)
+        rest = last % width
+        rl = te.reduce_axis((0, width + rest), f"{name}_rl")
+
+        def final(*i: tirx.Expr) -> tirx.Expr:
+            if not rest:
+                return reducer(part(*i[:nrow], rl), axis=rl)
+            # lanes first, then the elements past the last whole vector (lazily: each branch
+            # reads only its own, in bounds)
+            body = last - rest + tirx.max(rl - width, 0)
+            return reducer(tirx.if_then_else(rl < width, part(*i[:nrow], tirx.min(rl, width - 1)),
+                                             value(i[:nrow], (body,))), axis=rl)
+
+        return te.compute(out_shape, final, name=name)
     rs = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner)]
     return te.compute(out_shape, lambda *i: reducer(value(i[:nrow], rs), axis=rs), name=name)
 
@@ -51,3 +65,12 @@ def part_lanes(inner: Shape, lanes: int) -> int:
         if width >= 4 and inner[-1] % width == 0 and size >= 2 * width:
             return width
     return 0
+
+
+def tail_lanes(inner: Shape, lanes: int) -> int:
+    """The vector width for a one-dim row that no width divides: the widest of lanes,
+    lanes/2, lanes/4 (at least 4) that leaves every chain two elements or more; 0 for none
+    (attention's softmax over 197 tokens: 24 vectors of 8 and 5 more)."""
+    if len(inner) != 1:
+        return 0
+    return next((w for w in (lanes, lanes // 2, lanes // 4) if w >= 4 and inner[0] >= 2 * w), 0)
