@@ -9,13 +9,15 @@ BatchNormalization folds its four constants into one scale and shift at compile 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from tvm import relax, te, tirx
 
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.context import LowerCtx, accumulator, cast
 from backends.tvm.lower.epilogue import Epilogue, add_operand
-from backends.tvm.lower.rows import row_reduce
+from backends.tvm.lower.rows import row_reduce, row_width
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -42,23 +44,54 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
         mx = row_reduce("rowmax", rows, (shape[axis],), lambda r, j: xt(*at(r, j)), te.max,
                         lanes, tail=True)
         exp = lambda v: cast(fastmath.exp(cast(v, acc_t)), dt)
-        if last and not log:  # each exp once, into a row buffer the sum and divide read
-            exps = te.compute(shape, lambda *i: exp(xt(*i) - mx(*row_of(i), 0)), name="exps")
-            term = lambda r, j: cast(exps(*at(r, j)), acc_t)
-        else:
-            exps, term = None, lambda r, j: cast(exp(xt(*at(r, j)) - mx(*r, 0)), acc_t)
+        term = lambda r, j: cast(exp(xt(*at(r, j)) - mx(*r, 0)), acc_t)
+        if last and not log:
+            return _exp_rows(xt, shape, lanes, mx, exp, acc_t)
         ex = row_reduce("rowsum", rows, (shape[axis],), term, te.sum, lanes, tail=True)
         total = lambda i: cast(ex(*row_of(i), 0), dt)
         if log:
             return te.compute(shape, lambda *i: xt(*i) - mx(*row_of(i), 0)
                               - cast(tirx.log(cast(total(i), acc_t)), dt), name="epilogue")
-        if exps is not None:
-            return te.compute(shape, lambda *i: exps(*i) / total(i), name="epilogue")
         return te.compute(shape, lambda *i: exp(xt(*i) - mx(*row_of(i), 0)) / total(i),
                           name="epilogue")
 
     hints = {"rows": axis, "row_lanes": lanes} if last else {}
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "softmax", **hints))
+
+
+def _exp_rows(xt: te.Tensor, shape: tuple[int, ...], lanes: int, mx: te.Tensor,
+              exp: Callable, acc_t: str) -> te.Tensor:
+    """Softmax along the last axis with each exp evaluated once, into row buffers that the
+    sum and the divide read: "exps" for the whole vectors of the row and "exps_tail" for the
+    elements past them (`rows.row_width`), so each is a small per-row buffer that the
+    schedule vectorises without a partitioned (and so uncompacted) loop."""
+    last, rows = shape[-1], shape[:-1]
+    width = row_width((last,), lanes)
+    rest = last % width if width else 0
+    body = last - rest
+    exps = te.compute(rows + (body,), lambda *i: exp(xt(*i) - mx(*i[:-1], 0)), name="exps")
+    tail = te.compute(rows + (rest,), lambda *i: exp(xt(*i[:-1], i[-1] + body)
+                                                      - mx(*i[:-1], 0)),
+                      name="exps_tail") if rest else None
+    ex = row_reduce("rowsum", rows, (last,), lambda r, j: cast(exps(*r, *j), acc_t), te.sum,
+                    lanes, tail=True,
+                    tail_value=(lambda r, j: cast(tail(*r, *j), acc_t)) if rest else None)
+    dt = str(xt.dtype)
+
+    def value(*i: tirx.Expr) -> tirx.Expr:
+        if tail is None:
+            return exps(*i)
+        j = i[-1]
+        return tirx.if_then_else(j < body, exps(*i[:-1], tirx.min(j, body - 1)),
+                                 tail(*i[:-1], tirx.max(j - body, 0)))
+
+    if dt != "float32":  # a 16-bit float divides, rounding as the reference does
+        return te.compute(shape, lambda *i: value(*i) / cast(ex(*i[:-1], 0), dt),
+                          name="epilogue")
+    # one division per row, a multiply per element (a vector divide costs ~10x a multiply;
+    # ONNX Runtime's softmax scales by the reciprocal too): within an ulp of the quotient
+    return te.compute(shape, lambda *i: value(*i) * (tirx.const(1, dt) / ex(*i[:-1], 0)),
+                      name="epilogue")
 
 
 # ONNX element types a LayerNormalization's stash_type may name.

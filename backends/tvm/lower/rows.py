@@ -23,14 +23,16 @@ Value = Callable[[Sequence[tirx.Expr], Sequence[tirx.Expr]], tirx.Expr]
 
 
 def row_reduce(name: str, rows: Shape, inner: Shape, value: Value, reducer: Callable,
-               lanes: int, out_shape: Shape | None = None, tail: bool = False) -> te.Tensor:
+               lanes: int, out_shape: Shape | None = None, tail: bool = False,
+               tail_value: Value | None = None) -> te.Tensor:
     """reducer over `inner` of value(row index, inner index), shaped `out_shape` (default
     rows + 1s), whose leading len(rows) indices are the row. With `tail`, a one-dim row that
-    is not a multiple of the vector width still gets one (`tail_lanes`): the partial sums
-    cover the whole vectors and the final stage also reduces the last `last % L` elements."""
+    is not a multiple of the vector width still gets one (`row_width`): the partial sums
+    cover the whole vectors and the final stage also reduces the last `last % L` elements,
+    read through `tail_value(row, (t,))` (t from 0) where given, else `value`."""
     out_shape = out_shape if out_shape is not None else rows + (1,) * len(inner)
     nrow, last = len(rows), inner[-1]
-    width = part_lanes(inner, lanes) or (tail_lanes(inner, lanes) if tail else 0)
+    width = row_width(inner, lanes) if tail else part_lanes(inner, lanes)
     if width:
         lead = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner[:-1])]
         ro = te.reduce_axis((0, last // width), f"{name}_ro")
@@ -45,9 +47,11 @@ def row_reduce(name: str, rows: Shape, inner: Shape, value: Value, reducer: Call
                 return reducer(part(*i[:nrow], rl), axis=rl)
             # lanes first, then the elements past the last whole vector (lazily: each branch
             # reads only its own, in bounds)
-            body = last - rest + tirx.max(rl - width, 0)
+            t = tirx.max(rl - width, 0)
+            rest_v = tail_value(i[:nrow], (t,)) if tail_value else value(i[:nrow],
+                                                                         (last - rest + t,))
             return reducer(tirx.if_then_else(rl < width, part(*i[:nrow], tirx.min(rl, width - 1)),
-                                             value(i[:nrow], (body,))), axis=rl)
+                                             rest_v), axis=rl)
 
         return te.compute(out_shape, final, name=name)
     rs = [te.reduce_axis((0, d), f"{name}_r{k}") for k, d in enumerate(inner)]
@@ -65,6 +69,11 @@ def part_lanes(inner: Shape, lanes: int) -> int:
         if width >= 4 and inner[-1] % width == 0 and size >= 2 * width:
             return width
     return 0
+
+
+def row_width(inner: Shape, lanes: int) -> int:
+    """The vector width `row_reduce(..., tail=True)` uses for a row of shape `inner`."""
+    return part_lanes(inner, lanes) or tail_lanes(inner, lanes)
 
 
 def tail_lanes(inner: Shape, lanes: int) -> int:
