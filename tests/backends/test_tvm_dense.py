@@ -75,6 +75,7 @@ def test_transformer_ops_match_ort_at_256_bits(case) -> None:
     (197, 768, 64, 16, (6, 32)),     # short reduction: gemm_tile's 6 x 2 (tile under 1 KiB)
     (197, 3072, 768, 8, (6, 16)),    # AVX2: 6 x 2 ymm
     (1576, 768, 768, 16, (6, 64)),   # batch 8
+    (8, 256, 1024, 16, (4, 64)),     # 8 tokens: 4 rows, not 6 padded to 12
     (1, 768, 768, 16, (1, 128)),     # GEMV: dense_nb's wide blocks
     (3, 70, 37, 16, (4, 32)),        # fewer rows than the tile: padded to an even count
 ])
