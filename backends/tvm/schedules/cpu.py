@@ -13,8 +13,8 @@ The vector width is the target's (`lanes(target)`: its CPU features and `vector-
 (`vectorize_loop`), so a 256-bit build on an AVX-512 CPU does not get zmm registers from LLVM
 widening a longer vector. Row kernels read their own width (`etch.row_lanes`).
 
-Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul, RowReduction, Pool, dlight's CPU
-Reduction for large reductions that are not over rows, Injective, Fallback.
+Rules, in order: Dense, Conv, DepthwiseConv, BatchMatmul (`matmul_cpu.py`), RowReduction,
+Pool, dlight's CPU Reduction for large reductions that are not over rows, Injective, Fallback.
 """
 
 from __future__ import annotations
@@ -260,64 +260,6 @@ def _schedule_pad(sch: s_tir.Schedule, width: int) -> None:
         vectorize_inner(sch, blk, width)
 
 
-class BatchMatmul(KindRule):
-    """Both operands computed. Where the lowering packed B (`etch.mb`, `etch.nb`: a "panel"
-    block, M and N padded to the tile): per (batch, column block) the block's panel is packed
-    once, then mb x nb tiles run down the rows (parallel over batch and column blocks), each
-    with its epilogue. Otherwise: tile (m, n) with n as the vector axis where N allows."""
-
-    kinds = ("batch_matmul",)
-
-    def schedule(self, sch, func, target):
-        if "etch.mb" in func.attrs:
-            return _packed_batch_matmul(sch, func, target)
-        anchor = sch.get_sblock("anchor")
-        loops = sch.get_loops(anchor)
-        *batch, m, n, k = loops
-        width = lanes(target)
-        nb = next((b for b in (2 * width, width) if extent(sch, n) % b == 0), 0)
-        if nb == 0:
-            nb = extent(sch, n) if extent(sch, n) <= 4 * width else 0
-        if nb == 0:
-            return False
-        total = work(sch, loops)
-        mb = tiles.dense_mb(extent(sch, m), nb, width)
-        mo, mi = sch.split(m, [None, mb])
-        no, ni = sch.split(n, [None, nb])
-        sch.reorder(*batch, mo, no, k, mi, ni)
-        outer = sch.fuse(*batch, mo, no)
-        maybe_parallel(sch, outer, total)
-        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
-        finish_tile(sch, anchor, k, mi, ni, True, width)
-        return True
-
-
-def _packed_batch_matmul(sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target) -> bool:
-    """`BatchMatmul` over a packed panel (the rule's docstring)."""
-    mb, nb, width = int(func.attrs["etch.mb"]), int(func.attrs["etch.nb"]), lanes(target)
-    anchor = sch.get_sblock("anchor")
-    loops = sch.get_loops(anchor)
-    *batch, m, n, k = loops
-    if extent(sch, m) % mb or extent(sch, n) % nb:
-        return False
-    total = work(sch, loops)
-    n_out = extent(sch, sch.get_loops(sch.get_sblock("epilogue"))[-1])
-    mo, mi = sch.split(m, [None, mb])
-    no, ni = sch.split(n, [None, nb])
-    ko, ku = unroll_reduction(sch, k)
-    sch.reorder(*batch, no, mo, ko, *([ku] if ku else []), mi, ni)
-    outer = sch.fuse(*batch, no)
-    maybe_parallel(sch, outer, total)
-    panel = sch.get_sblock("panel")
-    sch.compute_at(panel, outer)
-    sch.reverse_compute_at(sch.get_sblock("epilogue"), mo)
-    finish_tile(sch, anchor, ko, mi, ni, n_out % nb == 0, width)
-    if ku is not None:
-        sch.unroll(ku)
-    vectorize_loop(sch, sch.get_loops(panel)[-1], width)
-    return True
-
-
 class RowReduction(KindRule):
     """Row reductions from `lower/rows.py` (softmax, layer norm, trailing Reduce*, global
     pools): all stages of a row computed together under one (parallel) row loop, partial
@@ -446,9 +388,9 @@ class Fallback(KindRule):
 
 def rules() -> list[ScheduleRule]:
     # int8 rules build on this module; lut_cpu has etch.LutGemm's table kernels
-    from backends.tvm.schedules import conv_gemm_cpu, int_cpu, lut_cpu, winograd_cpu
+    from backends.tvm.schedules import conv_gemm_cpu, int_cpu, lut_cpu, matmul_cpu, winograd_cpu
 
     return [*lut_cpu.rules(), *int_cpu.rules(), *winograd_cpu.rules(), *conv_gemm_cpu.rules(),
             Dense(), Conv(),
-            DepthwiseConv(), BatchMatmul(),
+            DepthwiseConv(), *matmul_cpu.rules(),
             RowReduction(), Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]
