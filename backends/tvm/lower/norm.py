@@ -55,7 +55,8 @@ def lower_softmax(ctx: LowerCtx, node: Node) -> None:
         return te.compute(shape, lambda *i: exp(xt(*i) - mx(*row_of(i), 0)) / total(i),
                           name="epilogue")
 
-    hints = {"rows": axis, "row_lanes": lanes} if last else {}
+    # row_tail: rows no vector divides run whole vectors and a tail (`rows.row_reduce`)
+    hints = {"rows": axis, "row_lanes": lanes, "row_tail": 1} if last else {}
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "softmax", **hints))
 
 

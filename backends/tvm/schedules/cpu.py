@@ -285,7 +285,10 @@ class RowReduction(KindRule):
             if sch.get(blk).name_hint.endswith("_part"):
                 _vector_accumulate(sch, blk, 1 if rows else 0)
             elif all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars):
-                _vectorize_row(sch, blk, width, 1 if rows else 0)
+                if "etch.row_tail" in func.attrs:  # the lowering built the tail stages
+                    _vectorize_row(sch, blk, width, 1 if rows else 0)
+                else:
+                    vectorize_inner(sch, blk, width, 1 if rows else 0)
         return True
 
 
