@@ -78,7 +78,7 @@ def csd_matrix(w: np.ndarray, in_bits: int, widths: np.ndarray, fold: int) -> Co
         sym_bits = 0
         blocks = 1
     else:
-        sym_adders, sym_bits, terms, blocks = _cse_counts(w, in_bits)
+        sym_adders, sym_bits, terms, blocks = _cse_counts(w, in_bits, fold == 1)
     tree = np.maximum(terms - 1, 0) + np.where(terms > 0, blocks - 1, 0)
     cost = Cost(adders=int(sym_adders), adder_bits=int(sym_bits))
     tree_adders = int(np.ceil(tree.sum() / fold)) if fold > 1 else int(tree.sum())
@@ -94,8 +94,10 @@ def _digits_per_row(w: np.ndarray) -> np.ndarray:
     return np.bincount(idx % w.shape[1], minlength=w.shape[1]).astype(np.int64)
 
 
-def _cse_counts(w: np.ndarray, in_bits: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """(symbol adders, their bits, leftover terms per output, blocks with terms per output)."""
+def _cse_counts(w: np.ndarray, in_bits: int,
+                columns: bool) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(symbol adders, their bits, leftover terms per output (a parent column's sum is
+    one), blocks with terms per output); `columns`: parent columns (parallel layers)."""
     k, n = w.shape
     block = cse.block_size(w)
     adders = bits = 0
@@ -103,11 +105,10 @@ def _cse_counts(w: np.ndarray, in_bits: int) -> tuple[int, int, np.ndarray, np.n
     blocks = np.zeros(n, np.int64)
     for start in range(0, k, block):
         sub = w[start:start + block]
-        rows = cse.digit_rows(sub)
-        syms, rows, _ = cse.best(rows, sub.shape[0], in_bits)
-        adders += len(syms)
-        bits += sum(cse.symbol_bits(syms, sub.shape[0], in_bits)[sub.shape[0]:])
-        counts = np.array([len(r) for r in rows], np.int64)
+        pl = cse.plan(sub, in_bits, columns)
+        adders += len(pl.syms)
+        bits += sum(cse.symbol_bits(pl.syms, sub.shape[0], in_bits)[sub.shape[0]:])
+        counts = np.array([len(r) for r in pl.rows], np.int64) + (pl.tree.parent >= 0)
         terms += counts
         blocks += counts > 0
     return adders, bits, terms, np.maximum(blocks, 1)

@@ -17,25 +17,30 @@ pattern occurs twice. Each replacement saves one adder. "Best" is a score (SCORE
   fully overlapping pair costs a full-width adder each time it is not shared (the weighting
   of da4ml's and Hcub's bit-width-aware costs, measured in bits rather than adders).
 Ties go to the pattern whose adder is narrower (then the smaller key, for determinism).
-`best` runs every score and keeps the result with the fewest estimated adder bits
-(`adder_bits`, which tracks the Yosys cell count), so the choice is made per block of
-inputs, per matrix.
+`plan` runs every score on W and on the difference columns of parent trees
+(`hardwired_columns`: an output built as a similar output plus a small difference, the
+sharing between output columns that pairs within a row cannot express) and keeps the
+result with the fewest estimated adder bits (`adder_bits`, which tracks the Yosys cell
+count), so the choice is made per block of inputs, per matrix.
 
-Implementation: counts of all term pairs live in a dict keyed by an integer encoding of
-(A, B, d, s); a lazy max-heap finds the best count; the rows holding a pattern are found
-through a per-symbol row index, and only those rows' pair counts are updated after a
-replacement (O(terms in the row) each). The work is O(rows * terms^2) for the first count,
-which is why `cmvm` splits wide matrices into blocks of inputs.
+Implementation: the first pair counts come from numpy (`initial_counts`); each row is held
+as arrays (`RowArrays`), so the pair keys of a term against a row are computed vectorised
+and counted by `Counter.update` (in C; counts are plus - minus); a max-heap of int
+priorities finds the best pattern, stale entries re-pushed when popped (old patterns only
+lose counts; a new symbol's pairs are pushed once, after its extraction); the rows holding
+a pattern come from a per-symbol row index. The first count is O(rows * terms^2), which is
+why `cmvm` splits wide matrices into blocks of inputs.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from passes import hardwired_csd
+from passes import hardwired_columns, hardwired_csd
 
 Row = dict[tuple[int, int], int]  # (sym, shift) -> sign
 SCORES = ("count", "overlap")
@@ -72,23 +77,87 @@ def pair_key(p: tuple[int, int, int], q: tuple[int, int, int]) -> tuple[int, int
     return encode(p[0], q[0], q[1] - p[1], p[2] * q[2]), min(p[1], q[1]), p[2]
 
 
+PRIO_SHIFT = 72  # heap priority: (-score << PRIO_SHIFT) | (width << 64) | key
+
+
+@dataclass
+class RowArrays:
+    """One row's terms as arrays (`alive` marks the current ones) and their positions."""
+
+    sym: np.ndarray
+    sh: np.ndarray
+    sg: np.ndarray
+    alive: np.ndarray
+    pos: dict[tuple[int, int], int]
+    n: int = 0
+
+    @staticmethod
+    def of(row: Row) -> RowArrays:
+        cap = 2 * len(row) + 1  # each replacement removes two terms and adds one
+        ra = RowArrays(np.zeros(cap, np.int64), np.zeros(cap, np.int64),
+                       np.zeros(cap, np.int64), np.zeros(cap, bool), {})
+        for (sym, e), g in sorted(row.items()):
+            ra.put(sym, e, g)
+        return ra
+
+    def put(self, sym: int, e: int, g: int) -> None:
+        i = self.n
+        self.sym[i], self.sh[i], self.sg[i], self.alive[i] = sym, e, g, True
+        self.pos[(sym, e)] = i
+        self.n += 1
+
+    def drop(self, sym: int, e: int) -> None:
+        self.alive[self.pos.pop((sym, e))] = False
+
+    def keys(self, sym: int, e: int, g: int) -> list[int]:
+        """The pair keys of term (sym, e, g) with every current term (see `pair_key`)."""
+        idx = np.flatnonzero(self.alive[:self.n])
+        s2, e2 = self.sym[idx], self.sh[idx]
+        first = (s2 > sym) | ((s2 == sym) & (e2 > e))
+        a = np.where(first, sym, s2)
+        b = np.where(first, s2, sym)
+        d = np.where(first, e2 - e, e - e2)
+        same = (self.sg[idx] == g).astype(np.int64)
+        return (((((a << SYM_BITS) | b) << D_BITS | (d + D_OFF)) << 1) | same).tolist()
+
+    def has(self, sym: int) -> bool:
+        return bool(np.any(self.alive[:self.n] & (self.sym[:self.n] == sym)))
+
+    def shifts(self, sym: int) -> list[int]:
+        m = self.alive[:self.n] & (self.sym[:self.n] == sym)
+        return sorted(self.sh[:self.n][m].tolist())
+
+    def row(self) -> Row:
+        m = np.flatnonzero(self.alive[:self.n])
+        return {(int(s), int(e)): int(g) for s, e, g in zip(
+            self.sym[m].tolist(), self.sh[m].tolist(), self.sg[m].tolist(), strict=True)}
+
+
 @dataclass
 class State:
-    rows: list[Row]
+    """The CSE's working state. Pair counts are plus - minus, two Counters updated from
+    key lists (`Counter.update` counts in C); the heap holds int priorities, possibly stale
+    (an entry is current when its score equals the pattern's current score)."""
+
+    rows: list[RowArrays]
     bits: list[int]                      # per symbol: a bound on its magnitude in bits
     syms: list[Sym] = field(default_factory=list)
-    count: dict[int, int] = field(default_factory=dict)
-    heap: list[tuple[int, int, int]] = field(default_factory=list)
+    plus: Counter = field(default_factory=Counter)
+    minus: Counter = field(default_factory=Counter)
+    heap: list[int] = field(default_factory=list)
     rows_of: list[set[int]] = field(default_factory=list)
     score: str = "count"
 
-    def entry(self, key: int, c: int) -> tuple[int, int, int, int]:
-        """The heap entry of pattern `key` seen `c` times: (priority, tie, key, c), the
-        smallest popped first (see SCORES); `c` tells a stale entry from a current one."""
-        w = self.width(key)
-        if self.score == "count":
-            return (-c, w, key, c)
-        return (-c * self.overlap(key), w, key, c)
+    def count(self, key: int) -> int:
+        return self.plus.get(key, 0) - self.minus.get(key, 0)
+
+    def value(self, key: int, c: int) -> int:
+        return c if self.score == "count" else c * self.overlap(key)
+
+    def entry(self, key: int, c: int) -> int:
+        """The heap priority of pattern `key` seen `c` times, the smallest popped first:
+        the highest score (SCORES), then the narrowest adder, then the smallest key."""
+        return (-self.value(key, c) << PRIO_SHIFT) | (self.width(key) << 64) | key
 
     def overlap(self, key: int) -> int:
         """Bits where both operands of pattern `key` can be non-zero (at least 1)."""
@@ -100,25 +169,6 @@ class State:
     def width(self, key: int) -> int:
         a, b, d, _ = decode(key)
         return max(self.bits[a] + max(-d, 0), self.bits[b] + max(d, 0)) + 1
-
-    def pairs(self, row: Row, sym: int, e: int, g: int, delta: int) -> None:
-        """Add `delta` to the count of every pair of term (sym, e, g) with the row's terms
-        (inlined pair_key: this loop is the algorithm's hot path)."""
-        count, heap = self.count, self.heap
-        for (s2, e2), g2 in row.items():
-            if s2 > sym or (s2 == sym and e2 > e):
-                key = (((((sym << SYM_BITS) | s2) << D_BITS) | (e2 - e + D_OFF)) << 1) | (
-                    g == g2)
-            else:
-                key = (((((s2 << SYM_BITS) | sym) << D_BITS) | (e - e2 + D_OFF)) << 1) | (
-                    g == g2)
-            c = count.get(key, 0) + delta
-            if c > 0:
-                count[key] = c
-                if delta > 0 and c >= 2:
-                    heapq.heappush(heap, self.entry(key, c))
-            else:
-                count.pop(key, None)
 
 
 def initial_counts(rows: list[Row]) -> dict[int, int]:
@@ -180,47 +230,40 @@ def eliminate(rows: list[Row], n_inputs: int, input_bits: int,
     n_inputs + 1, ...) and the rewritten rows. `rows` is consumed."""
     if score not in SCORES:
         raise ValueError(f"unknown CSE score {score!r}")
-    st = State(rows, [input_bits] * n_inputs, rows_of=[set() for _ in range(n_inputs)],
-               score=score)
+    st = State([RowArrays.of(r) for r in rows], [input_bits] * n_inputs,
+               rows_of=[set() for _ in range(n_inputs)], score=score)
     for r, row in enumerate(rows):
         for s, _ in row:
             st.rows_of[s].add(r)
-    st.count = initial_counts(rows)
-    st.heap = [st.entry(k, c) for k, c in st.count.items() if c >= 2]
+    st.plus = Counter(initial_counts(rows))
+    st.heap = _initial_heap(st.plus, input_bits, score)
     heapq.heapify(st.heap)
+    mask = (1 << 64) - 1
     while st.heap:
-        _, _, key, seen = heapq.heappop(st.heap)
-        c = st.count.get(key, 0)
-        if c != seen:
-            if c >= 2:
-                heapq.heappush(st.heap, st.entry(key, c))
+        prio = heapq.heappop(st.heap)
+        key = prio & mask
+        c = st.count(key)
+        if c < 2:
+            continue
+        if st.value(key, c) != -(prio >> PRIO_SHIFT):
+            heapq.heappush(st.heap, st.entry(key, c))
             continue
         _extract(st, key)
-    return st.syms, st.rows
+    return st.syms, [ra.row() for ra in st.rows]
 
 
-def best(rows: list[Row], n_inputs: int,
-         input_bits: int) -> tuple[list[Sym], list[Row], str]:
-    """CSE under every score of SCORES; keeps the result with the fewest estimated adder
-    bits (`adder_bits`; ties keep the earlier score). Returns (symbols, rows, score)."""
-    results = []
-    for score in SCORES:
-        syms, out = eliminate([dict(r) for r in rows], n_inputs, input_bits, score)
-        results.append((adder_bits(syms, out, n_inputs, input_bits), len(results), syms, out,
-                        score))
-    _, _, syms, out, score = min(results)
-    return syms, out, score
-
-
-def adder_bits(syms: list[Sym], rows: list[Row], n_inputs: int, input_bits: int) -> int:
+def adder_bits(syms: list[Sym], rows: list[Row], n_inputs: int, input_bits: int,
+               extra: list[list[int]] | None = None) -> int:
     """Estimated full-adder bits of a CSE result: each symbol's adder, then each row's
     adder tree (narrowest first, as `cmvm.adder_tree` builds it). An adder costs its
     output bits above the higher of its operands' lowest bits (below, one operand's bits
-    pass through): the quantity a synthesised design's cell count follows."""
+    pass through): the quantity a synthesised design's cell count follows. `extra`: per
+    row, the bits of further unshifted terms (a parent output, `hardwired_columns`)."""
     bits = symbol_bits(syms, n_inputs, input_bits)
     total = sum(bits[n_inputs + i] - abs(s.d) for i, s in enumerate(syms))
-    for row in rows:
+    for r, row in enumerate(rows):
         heap = [(bits[sym] + e, e) for (sym, e) in row]
+        heap += [(b, 0) for b in (extra[r] if extra else [])]
         heapq.heapify(heap)
         while len(heap) > 1:
             m1, l1 = heapq.heappop(heap)
@@ -231,33 +274,124 @@ def adder_bits(syms: list[Sym], rows: list[Row], n_inputs: int, input_bits: int)
     return total
 
 
+def _initial_heap(counts: Counter, input_bits: int, score: str) -> list[int]:
+    """`State.entry` of every pattern seen twice or more, vectorised (every symbol is an
+    input of `input_bits` bits here)."""
+    pairs = [(k, c) for k, c in counts.items() if c >= 2]
+    if not pairs:
+        return []
+    keys = np.array([k for k, _ in pairs], np.int64)
+    c = np.array([c for _, c in pairs], np.int64)
+    d = ((keys >> 1) & ((1 << D_BITS) - 1)) - D_OFF
+    width = input_bits + np.abs(d) + 1
+    value = c if score == "count" else c * np.maximum(input_bits - np.abs(d), 1)
+    return sorted(((-v) << PRIO_SHIFT) | (wd << 64) | k for v, wd, k in zip(
+        value.tolist(), width.tolist(), keys.tolist(), strict=True))
+
+
 def _extract(st: State, key: int) -> None:
+    """Make pattern `key` a symbol and replace its occurrences; push the new symbol's
+    pairs seen twice or more (pairs of other symbols only lose counts: their stale heap
+    entries are re-pushed when popped)."""
     a, b, d, s = decode(key)
     t = len(st.bits)
     st.syms.append(Sym(a, b, d, s))
     st.bits.append(st.width(key))
     st.rows_of.append(set())
     small, big = sorted((st.rows_of[a], st.rows_of[b]), key=len)
+    added: list[int] = []
     for r in sorted(small & big if a != b else small):
-        _replace_in_row(st, r, a, b, d, s, t)
+        _replace_in_row(st, r, a, b, d, s, t, added)
+    if not added:
+        return
+    keys, times = np.unique(np.array(added, np.int64), return_counts=True)
+    for k in keys[times >= 2].tolist():  # a new symbol's pair is counted here only
+        c = st.count(k)
+        if c >= 2:
+            heapq.heappush(st.heap, st.entry(k, c))
 
 
-def _replace_in_row(st: State, r: int, a: int, b: int, d: int, s: int, t: int) -> None:
-    row = st.rows[r]
-    for (sym, e1) in sorted(k for k in row if k[0] == a):
-        g1 = row.get((sym, e1))
-        g2 = row.get((b, e1 + d))
-        if g1 is None or g2 is None or g1 * g2 != s or (a == b and d == 0):
+def _replace_in_row(st: State, r: int, a: int, b: int, d: int, s: int, t: int,
+                    added: list[int]) -> None:
+    ra = st.rows[r]
+    for e1 in ra.shifts(a):
+        i1, i2 = ra.pos.get((a, e1)), ra.pos.get((b, e1 + d))
+        if i1 is None or i2 is None or (a == b and d == 0):
             continue
-        del row[(a, e1)]
-        del row[(b, e1 + d)]
-        st.pairs(row, a, e1, g1, -1)
-        st.pairs(row, b, e1 + d, g2, -1)
-        st.pairs({(b, e1 + d): g2}, a, e1, g1, -1)
+        g1, g2 = int(ra.sg[i1]), int(ra.sg[i2])
+        if g1 * g2 != s:
+            continue
+        ra.drop(a, e1)
+        ra.drop(b, e1 + d)
+        st.minus.update(ra.keys(a, e1, g1))
+        st.minus.update(ra.keys(b, e1 + d, g2))
+        st.minus.update([pair_key((a, e1, g1), (b, e1 + d, g2))[0]])
         for sym_ in {a, b}:
-            if not any(k[0] == sym_ for k in row):
+            if not ra.has(sym_):
                 st.rows_of[sym_].discard(r)
         base = min(e1, e1 + d)
-        st.pairs(row, t, base, g1, 1)
-        row[(t, base)] = g1
+        keys = ra.keys(t, base, g1)
+        st.plus.update(keys)
+        added.extend(keys)
+        ra.put(t, base, g1)
         st.rows_of[t].add(r)
+
+
+@dataclass
+class Plan:
+    """A CSE result for W [K, N]: symbols, per-output rows (of the difference columns when
+    `tree` shares columns), the column tree, the strategy and its adder-bit estimate."""
+
+    syms: list[Sym]
+    rows: list[Row]
+    tree: hardwired_columns.Tree
+    strategy: str
+    estimate: int
+
+    @property
+    def adders(self) -> int:
+        """Adders of the design: symbols, each row's tree, each parent add."""
+        return len(self.syms) + sum(max(len(r) - 1, 0) for r in self.rows) + sum(
+            1 for j, r in enumerate(self.rows) if self.tree.parent[j] >= 0 and r)
+
+
+def column_bits(w: np.ndarray, input_bits: int) -> np.ndarray:
+    """A bound on each output's magnitude in bits (inputs of `input_bits` bits)."""
+    mag = np.abs(np.asarray(w, dtype=np.int64)).sum(axis=0)
+    return np.array([int(m).bit_length() + input_bits for m in mag.tolist()], np.int64)
+
+
+SMALL_BLOCK = 4000  # CSD digits up to which a block tries every parent-tree penalty
+
+
+def strategies(w: np.ndarray, columns: bool) -> list[tuple[str, hardwired_columns.Tree]]:
+    """The matrices CSE is tried on: W itself and, with `columns`, the difference columns
+    of parent trees (penalty 1, and 2 and 3 on small blocks, where CSE is cheap: which
+    tree leaves CSE the most to share is not known before it runs); duplicates dropped."""
+    out = [("flat", hardwired_columns.flat(w))]
+    if not columns or w.shape[1] < 2:
+        return out
+    small = hardwired_csd.count(w) <= SMALL_BLOCK
+    for penalty in (1, 2, 3) if small else (1,):
+        t = hardwired_columns.tree(w, penalty=penalty)
+        if t.shared and not any(np.array_equal(t.parent, o.parent) for _, o in out):
+            out.append((f"tree{penalty}", t))
+    return out
+
+
+def plan(w: np.ndarray, input_bits: int, columns: bool = True) -> Plan:
+    """CSE of W [K, N] under each score (SCORES) on each of `strategies`; keeps the fewest
+    estimated adder bits (`adder_bits`, ties: the earlier strategy)."""
+    w = np.asarray(w, dtype=np.int64)
+    col_bits = column_bits(w, input_bits).tolist()
+    best_plan: Plan | None = None
+    for name, t in strategies(w, columns):
+        rows = digit_rows(t.diff)
+        extra = [[col_bits[p]] if p >= 0 else [] for p in t.parent.tolist()]
+        for score in SCORES:
+            syms, out = eliminate([dict(r) for r in rows], w.shape[0], input_bits, score)
+            est = adder_bits(syms, out, w.shape[0], input_bits, extra)
+            if best_plan is None or est < best_plan.estimate:
+                best_plan = Plan(syms, out, t, f"{name}/{score}", est)
+    assert best_plan is not None
+    return best_plan

@@ -17,6 +17,7 @@ from backends.verilog.hardwired.layer import LayerSpec, datapath
 from backends.verilog.hardwired.netlist import K, Netlist, bits_for
 from backends.verilog.hardwired.outunit import Unit, lane
 from compiler.reference import requantize
+from passes import hardwired_columns as columns
 from passes import hardwired_csd as csd
 from passes import hardwired_cse as cse
 
@@ -156,8 +157,66 @@ def test_every_cse_score_is_exact_and_estimated(score: str, rng: np.random.Gener
     np.testing.assert_array_equal(rebuilt.astype(np.int64), w)
     ests = {sc: cse.adder_bits(*cse.eliminate(cse.digit_rows(w), 24, 8, sc), 24, 8)
             for sc in cse.SCORES}
-    syms, rows, chosen = cse.best(cse.digit_rows(w), 24, 8)
-    assert ests[chosen] == min(ests.values()) == cse.adder_bits(syms, rows, 24, 8)
+    pl = cse.plan(w, 8, columns=False)
+    chosen = pl.strategy.split("/")[1]
+    assert ests[chosen] == min(ests.values()) == pl.estimate
+
+
+def test_plan_keeps_the_lowest_estimate_of_its_strategies(rng: np.random.Generator) -> None:
+    w = weights(rng, (16, 12), "int4")
+    w[:, 5] = w[:, 2] - 2 * (w[:, 2] % 2)  # near-duplicate columns: parent trees pay off
+    pl = cse.plan(w, 8)
+    ests = []
+    for name, t in cse.strategies(w, True):
+        bits = cse.column_bits(w, 8).tolist()
+        extra = [[bits[p]] if p >= 0 else [] for p in t.parent.tolist()]
+        for sc in cse.SCORES:
+            ests.append(cse.adder_bits(*cse.eliminate(cse.digit_rows(t.diff), 16, 8, sc), 16,
+                                       8, extra))
+    assert pl.estimate == min(ests)
+    assert len(cse.strategies(w, True)) > 1 and len(cse.strategies(w, False)) == 1
+
+
+@given(st.integers(-(1 << 40), 1 << 40))
+def test_naf_weight_counts_csd_digits(v: int) -> None:
+    assert int(columns.naf_weight(np.array([v]))[0]) == len(csd.terms(v))
+
+
+@pytest.mark.parametrize("penalty", [1, 2, 3])
+def test_column_tree_reconstructs_w(penalty: int, rng: np.random.Generator) -> None:
+    """W_j == D_j + s_j W_p for every parent; parents come first; the tree never has more
+    digits plus parent edges than W's digits (it may always keep every column a root)."""
+    w = weights(rng, (20, 24), "int4")
+    w[:, 7], w[:, 9], w[:, 11] = w[:, 1], -w[:, 1], w[:, 1] + 1
+    t = columns.tree(w, penalty=penalty)
+    seen: set[int] = set()
+    for j in t.order:
+        p = int(t.parent[j])
+        assert p < 0 or p in seen
+        seen.add(j)
+        rebuilt = t.diff[:, j] + (t.sign[j] * w[:, p] if p >= 0 else 0)
+        np.testing.assert_array_equal(rebuilt, w[:, j])
+    if csd.count(w[:, 1]) > penalty:  # copies of column 1 cost their parent edge only
+        assert sum(not t.diff[:, j].any() for j in (1, 7, 9)) >= 2
+    assert csd.count(t.diff) + penalty * t.shared <= csd.count(w)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 16), st.integers(2, 12), st.sampled_from(["int8", "int4", "ternary"]),
+       st.sampled_from(["int8", "uint8"]), st.integers(0, 2**32 - 1))
+def test_column_sharing_is_exact(k: int, n: int, kind: str, dtype: str, seed: int) -> None:
+    """Property: with similar columns (the parent tree in use), the netlist equals the
+    product and every node's recorded range holds (checked by `evaluate`)."""
+    rng = np.random.default_rng(seed)
+    base = weights(rng, (k, 2), kind)
+    w = base[:, rng.integers(0, 2, n)] * rng.choice([-1, 1], n)
+    w += (rng.random((k, n)) < 0.2) * rng.integers(-2, 3, (k, n))
+    net, xs = matrix_net(w, dtype)
+    net.add_output("y", 32, cmvm.build(net, xs, w, "cse"))
+    lo, hi = CODES[dtype]
+    x = np.concatenate([rng.integers(lo, hi, (16, k), endpoint=True),
+                        np.full((1, k), lo), np.full((1, k), hi)])
+    np.testing.assert_array_equal(evaluate(net, {"x": x})["y"], x @ w)
 
 
 @pytest.mark.parametrize("kind", ["int4", "ternary"])

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from backends.verilog.hardwired.netlist import Netlist, Term, bits_for, term_range
+from passes import hardwired_columns
 from passes import hardwired_cse as cse
 
 Form = dict[int, int]  # input index -> coefficient
@@ -63,9 +65,8 @@ def build(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",
     rng = net.range(xs[0])
     parts: list[list[tuple[Term, int, int]]] = [[] for _ in range(w.shape[1])]
     start = len(net)
-    for rows in _blocks(net, xs, w, method, block):
-        for j, (terms, forms) in enumerate(rows):
-            t = _sum_row(net, terms, forms, rng)
+    for blk in _blocks(net, xs, w, method, block, columns=method == "cse"):
+        for j, t in enumerate(_sum_block(net, blk, rng)):
             if t is not None:
                 parts[j].append(t)
         if group_nodes and len(net) - start >= group_nodes:
@@ -73,6 +74,23 @@ def build(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",
             net.mark()
             start = len(net)
     return [_sum_disjoint(net, p) for p in parts]
+
+
+def _sum_block(net: Netlist, blk: Block,
+               rng: tuple[int, int]) -> list[tuple[Term, int, int] | None]:
+    """Each output's partial sum over one block, parents first: an output with a parent
+    column adds the parent's sum (its linear form keeps the ranges exact)."""
+    sums: list[tuple[Term, int, int] | None] = [None] * len(blk.rows)
+    for j in blk.order:
+        terms, forms = blk.rows[j]
+        p = int(blk.parent[j])
+        if p >= 0 and sums[p] is not None:
+            (node, sh, g), _, _ = sums[p]
+            s = int(blk.sign[j])
+            terms = [*terms, (node, sh, g * s)]
+            forms = [*forms, shifted(blk.column_form(p), 0, s)]
+        sums[j] = _sum_row(net, terms, forms, rng)
+    return sums
 
 
 def _flush(net: Netlist, parts: list[tuple[Term, int, int]]) -> list[tuple[Term, int, int]]:
@@ -87,39 +105,56 @@ def _flush(net: Netlist, parts: list[tuple[Term, int, int]]) -> list[tuple[Term,
 def leaf_rows(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse",
               block: int | None = None) -> list[list[Term]]:
     """Each output's leaf terms (digits or shared symbols, every block), summed by the
-    caller (folded lanes)."""
+    caller (folded lanes: no parent columns, an output is its own leaves)."""
     out: list[list[Term]] = [[] for _ in range(w.shape[1])]
-    for rows in _blocks(net, xs, w, method, block):
-        for j, (terms, _) in enumerate(rows):
+    for blk in _blocks(net, xs, w, method, block, columns=False):
+        for j, (terms, _) in enumerate(blk.rows):
             out[j].extend(terms)
     return out
 
 
+@dataclass
+class Block:
+    """One block of inputs: per output its leaf terms and their linear forms, the parent
+    column tree (`hardwired_columns`) and the block's weights."""
+
+    rows: list[tuple[list[Term], list[Form]]]
+    parent: np.ndarray
+    sign: np.ndarray
+    order: list[int]
+    w: np.ndarray
+
+    def column_form(self, j: int) -> Form:
+        return {k: int(v) for k, v in enumerate(self.w[:, j].tolist()) if v}
+
+
 def _blocks(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str,
-            block: int | None) -> Iterator[list[tuple[list[Term], list[Form]]]]:
+            block: int | None, columns: bool) -> Iterator[Block]:
     """Per block of inputs: each output's leaf terms and their linear forms."""
     w = np.asarray(w, dtype=np.int64)
     k_in = w.shape[0]
     block = k_in if method == "plain" else (block or cse.block_size(w))
     rng = net.range(xs[0])
     for start in range(0, k_in, block):
-        yield _block(net, list(xs[start:start + block]), w[start:start + block], method, rng)
+        yield _block(net, list(xs[start:start + block]), w[start:start + block], method, rng,
+                     columns)
 
 
 def _block(net: Netlist, xs: list[int], w: np.ndarray, method: str,
-           rng: tuple[int, int]) -> list[tuple[list[Term], list[Form]]]:
-    """One block: digits -> (CSE) -> per-output leaf terms and forms."""
-    rows = cse.digit_rows(w)
-    syms: list[cse.Sym] = []
+           rng: tuple[int, int], columns: bool) -> Block:
+    """One block: digits -> (CSE, parent columns) -> per-output leaf terms and forms."""
     if method == "cse":
-        syms, rows, _ = cse.best(rows, w.shape[0], bits_for(*rng))
+        pl = cse.plan(w, bits_for(*rng), columns)
+        syms, rows, tree = pl.syms, pl.rows, pl.tree
+    else:
+        syms, rows, tree = [], cse.digit_rows(w), hardwired_columns.flat(w)
     nodes, forms = _symbols(net, xs, syms, rng)
     out = []
     for row in rows:
         items = sorted(row.items())
         out.append(([(nodes[s][0], e, g * nodes[s][2]) for (s, e), g in items],
                     [shifted(forms[s], e, g) for (s, e), g in items]))
-    return out
+    return Block(out, tree.parent, tree.sign, tree.order, w)
 
 
 def _symbols(net: Netlist, xs: list[int], syms: list[cse.Sym],
