@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hardwired: run Yosys only on matrices of at most this many weights")
     p.add_argument("--part", type=int, default=PART, metavar="NODES",
                    help="hardwired: netlist nodes per printed module for Yosys (matrices)")
+    p.add_argument("--no-plain-cells", action="store_true",
+                   help="hardwired: synthesise etch and da4ml only (plain CSD: adders)")
     p.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                    help="hardwired: only the matrices whose label contains one of these")
 
@@ -115,13 +116,13 @@ def etch_netlist(w: np.ndarray, method: str) -> tuple[Netlist, float, float]:
     return net, time.perf_counter() - t, time.process_time() - c
 
 
-def etch_cells(net: Netlist, work: Path, part: int = PART) -> int:
+def etch_files(net: Netlist, work: Path, part: int = PART) -> list[Path]:
     texts = printer.render_parts(net, "cmvm", "// bench", net.partition(part))
     files = []
     for name, text in texts.items():
         files.append(work / f"{name}.v")
         files[-1].write_text(text)
-    return synth_area(files, "cmvm", luts=False)["cells"]
+    return files
 
 
 def da4ml_design(w: np.ndarray, work: Path) -> tuple[dict, list[Path]]:
@@ -140,8 +141,11 @@ def da4ml_design(w: np.ndarray, work: Path) -> tuple[dict, list[Path]]:
         files[-1].write_text(comb_logic_gen(s, f"stage{i}"))
     for f in sorted((Path(dv.__file__).parent / "source").glob("*.v")):
         if "lookup" not in f.name:  # table lookups are unused by a CMVM
-            shutil.copy(f, work / f.name)
+            text = f.read_text()
+            if f.name == "shift_adder.v":
+                text = fix_shift_adder(text)
             files.append(work / f.name)
+            files[-1].write_text(text)
 
     def bits(qs: list) -> int:
         return sum(sum(minimal_kif(q)) for q in qs)
@@ -158,12 +162,76 @@ def da4ml_design(w: np.ndarray, work: Path) -> tuple[dict, list[Path]]:
     files.append(work / "datop.v")
     files[-1].write_text("\n".join([*lines, "endmodule", ""]))
     adders = sum(1 for s in sol.solutions for op in s.ops if op.opcode in (0, 1))
+    widths = [sum(minimal_kif(q)) for q in sol.solutions[-1].out_qint]
     return {"cost": float(sol.cost), "adders": adders, "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu, 2)}, files
+            "cpu_seconds": round(cpu, 2), "out_widths": widths}, files
 
 
-def measure(label: str, w: np.ndarray, yosys: bool, say, part: int = PART) -> dict:
-    """Adders (and cells) of plain CSD, etch CSE, grouped and da4ml for one matrix."""
+def fix_shift_adder(text: str) -> str:
+    """da4ml 0.6's shift_adder sizes its sum BW_ADD from the operands only and assigns
+    out = accum[BW_OUT-1:0]; where BW_OUT > BW_ADD (e.g. x0 + x1 of two int8 into 10
+    bits) the top bits are an out-of-range select, undefined in Verilog: Yosys makes them
+    x (and may simplify the logic that reads them), so the design does not compute the
+    product. The sum is widened to BW_OUT here (sign/zero extension, as intended)."""
+    old = "  localparam BW_ADD = (IN0_NEED_BITS"
+    if old not in text:
+        raise RuntimeError("da4ml shift_adder.v changed: check fix_shift_adder")
+    text = text.replace(old, "  localparam BW_ADD0 = (IN0_NEED_BITS", 1)
+    return text.replace("  localparam IN0_PAD_LEFT",
+                        "  localparam BW_ADD = (BW_ADD0 > BW_OUT) ? BW_ADD0 : BW_OUT;\n"
+                        "  localparam IN0_PAD_LEFT", 1)
+
+
+def yosys_eval(files: list[Path], top: str, x: np.ndarray, in_bits: int,
+               out_widths: list[int]) -> np.ndarray | None:
+    """The outputs of a combinational design for input rows `x` (Yosys `eval` after
+    `proc; flatten`): port x packs K signed `in_bits` fields (element 0 lowest), port y
+    the outputs of `out_widths` bits, signed. None where a bit is undefined (x)."""
+    import subprocess
+
+    from backends.verilog.area import yosys_cmd
+
+    work = files[0].parent
+    evals = []
+    for row in x:
+        bits = "".join(format(int(v) & ((1 << in_bits) - 1), f"0{in_bits}b") for v in row[::-1])
+        evals.append(f"eval -set x {len(bits)}'b{bits} -show y")
+    reads = "; ".join(f"read_verilog -sv {f.name}" for f in files)
+    script = f"{reads}; hierarchy -top {top}; proc; flatten; opt_clean; " + "; ".join(evals)
+    r = subprocess.run([*yosys_cmd(), "-p", script], cwd=work, capture_output=True, text=True,
+                       check=False)
+    results = [ln.split("'")[1].rstrip(".") for ln in r.stdout.splitlines()
+               if ln.startswith("Eval result: \\y = ")]
+    if r.returncode != 0 or len(results) != len(x):
+        raise RuntimeError(f"yosys eval failed: {r.stderr[-300:]}")
+    out = np.zeros((len(x), len(out_widths)), np.int64)
+    for i, bits in enumerate(results):
+        if "x" in bits:
+            return None
+        v = int(bits, 2)
+        lsb = 0
+        for j, wd in enumerate(out_widths):
+            f = (v >> lsb) & ((1 << wd) - 1) if wd else 0
+            out[i, j] = f - (1 << wd) if wd and f >> (wd - 1) else f
+            lsb += wd
+    return out
+
+
+def computes_product(files: list[Path], top: str, w: np.ndarray, out_widths: list[int],
+                     vectors: int = 6) -> bool:
+    """Whether the design's outputs equal x @ W on random and extreme int8 vectors."""
+    rng = np.random.default_rng(0)
+    k = w.shape[0]
+    x = np.concatenate([rng.integers(-128, 128, (vectors, k)), np.full((1, k), -128),
+                        np.full((1, k), 127)])
+    got = yosys_eval(files, top, x, 8, out_widths)
+    return got is not None and bool(np.array_equal(got, x @ w))
+
+
+def measure(label: str, w: np.ndarray, yosys: bool, say, part: int = PART,
+            plain_cells: bool = True) -> dict:
+    """Adders (and cells) of plain CSD, etch CSE, grouped and da4ml for one matrix; with
+    Yosys, also whether etch's and da4ml's Verilog compute x @ W (`computes_product`)."""
     row = {"matrix": label, "k": int(w.shape[0]), "n": int(w.shape[1]),
            "nonzero": int(np.count_nonzero(w)), "digits": hardwired_csd.count(w)}
     nets = {}
@@ -175,18 +243,25 @@ def measure(label: str, w: np.ndarray, yosys: bool, say, part: int = PART) -> di
     with tempfile.TemporaryDirectory(prefix="etch-bench-hw-") as tmp:
         say(f"{label}: da4ml")
         row["da4ml"], files = da4ml_design(w, Path(tmp))
+        if not yosys:
+            row["da4ml"].pop("out_widths")
         if yosys:
             say(f"{label}: yosys da4ml")
             t = time.perf_counter()
             row["da4ml"]["cells"] = synth_area(files, "datop", luts=False)["cells"]
             row["da4ml"]["yosys_seconds"] = round(time.perf_counter() - t, 1)
-            for method in ("plain", "cse"):
+            row["da4ml"]["exact"] = computes_product(files, "datop", w,
+                                                     row["da4ml"].pop("out_widths"))
+            for method in ("plain", "cse") if plain_cells else ("cse",):
                 say(f"{label}: yosys {method}")
                 work = Path(tmp) / method
                 work.mkdir()
                 t = time.perf_counter()
-                row[method]["cells"] = etch_cells(nets[method], work, part)
+                efiles = etch_files(nets[method], work, part)
+                row[method]["cells"] = synth_area(efiles, "cmvm", luts=False)["cells"]
                 row[method]["yosys_seconds"] = round(time.perf_counter() - t, 1)
+                row[method]["exact"] = computes_product(efiles, "cmvm", w,
+                                                        [32] * w.shape[1])
     return row
 
 
@@ -209,7 +284,7 @@ def run(args: argparse.Namespace) -> dict:
     rows = []
     for label, w in mats:
         rows.append(measure(label, w, not args.no_yosys and (limit is None or w.size <= limit),
-                            say, args.part))
+                            say, args.part, not args.no_plain_cells))
         say(f"matrix row {json.dumps(rows[-1], sort_keys=True)}")  # kept if a later one fails
     result = {"machine": machine(), "part_nodes": args.part, "matrices": rows}
     if not args.no_scale:
@@ -230,22 +305,26 @@ def table(result: dict) -> str:
              (f"{'matrix':<34}{'KxN':>9}{'digits':>8}{'plain':>8}{'etch':>8}{'da4ml':>8}"
              f"{'grouped':>8}{'save%':>7}{'plain cells':>12}{'etch cells':>11}"
              f"{'da4ml cells':>12}{'etch/da4ml':>11}")]
-    wins = synthesised = 0
+    wins = synthesised = wrong = 0
     saves = []
     for r in result["matrices"]:
         save = 100 * (1 - r["cse"]["adders"] / max(r["plain"]["adders"], 1))
         saves.append(save)
         ec, dc = r["cse"].get("cells"), r["da4ml"].get("cells")
-        ratio = f"{ec / dc:>11.2f}" if ec and dc else f"{'-':>11}"
-        wins += bool(ec and dc and ec < dc)
-        synthesised += bool(ec and dc)
+        bad = "*" if r["da4ml"].get("exact") is False or r["cse"].get("exact") is False else ""
+        ratio = f"{f'{ec / dc:.2f}{bad}':>11}" if ec and dc else f"{'-':>11}"
+        wins += bool(ec and dc and ec < dc and not bad)
+        synthesised += bool(ec and dc and not bad)
+        wrong += bool(bad)
         lines.append(f"{r['matrix'][:33]:<34}{r['k']:>4}x{r['n']:<4}{r['digits']:>8}"
                      f"{r['plain']['adders']:>8}{r['cse']['adders']:>8}"
                      f"{r['da4ml']['adders']:>8}{r['grouped']['adders']:>8}{save:>7.1f}"
                      f"{_cell(r, 'plain'):>12}{_cell(r, 'cse'):>11}{_cell(r, 'da4ml'):>12}"
                      f"{ratio}")
     lines.append(f"etch has fewer cells than da4ml on {wins} of {synthesised} synthesised "
-                 f"matrices (etch printed as {result.get('part_nodes', PART)}-node modules); "
+                 f"matrices whose Verilog computes x @ W (Yosys eval; {wrong} marked * "
+                 f"did not, left out); etch printed as {result.get('part_nodes', PART)}-node "
+                 f"modules; "
                  f"etch uses {min(saves, default=0):.1f}-{max(saves, default=0):.1f}% fewer "
                  f"adders than plain CSD (etch = CSD + greedy pairwise CSE, plain = CSD "
                  f"digits - 1 per output)")

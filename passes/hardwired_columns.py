@@ -60,7 +60,7 @@ def tree(w: np.ndarray, max_depth: int = 0, penalty: int = 1) -> Tree:
     `penalty`: the cost of a parent edge beyond its digits (1: the parent's adder). Ties
     go to the lower column index (deterministic)."""
     w = np.asarray(w, dtype=np.int64)
-    k, n = w.shape
+    n = w.shape[1]
     cost = naf_weight(w).sum(axis=0)  # best known attachment cost per column (root)
     parent = np.full(n, -1, np.int64)
     sign = np.ones(n, np.int64)

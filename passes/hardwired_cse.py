@@ -366,17 +366,19 @@ SMALL_BLOCK = 4000  # CSD digits up to which a block tries every parent-tree pen
 
 def strategies(w: np.ndarray, columns: bool) -> list[tuple[str, hardwired_columns.Tree]]:
     """The matrices CSE is tried on: W itself and, with `columns`, the difference columns
-    of parent trees (penalty 1, and 2 and 3 on small blocks, where CSE is cheap: which
-    tree leaves CSE the most to share is not known before it runs); duplicates dropped."""
-    out = [("flat", hardwired_columns.flat(w))]
+    of parent trees (penalties 1, 2 and 3; which tree leaves CSE the most to share is not
+    known before it runs); duplicates dropped. Blocks of more than SMALL_BLOCK digits try
+    the penalty-1 tree only (W itself when no column has a parent): CSE time."""
+    flat = [("flat", hardwired_columns.flat(w))]
     if not columns or w.shape[1] < 2:
-        return out
+        return flat
     small = hardwired_csd.count(w) <= SMALL_BLOCK
+    out = list(flat) if small else []
     for penalty in (1, 2, 3) if small else (1,):
         t = hardwired_columns.tree(w, penalty=penalty)
         if t.shared and not any(np.array_equal(t.parent, o.parent) for _, o in out):
             out.append((f"tree{penalty}", t))
-    return out
+    return out or flat
 
 
 def plan(w: np.ndarray, input_bits: int, columns: bool = True) -> Plan:
