@@ -51,4 +51,4 @@ def test_both_designs_compute_the_product_in_yosys(tmp_path, rng: np.random.Gene
     (tmp_path / "d").mkdir()
     stats, dfiles = bh.da4ml_design(np.array([[3, -5], [7, 2]]), tmp_path / "d")
     assert bh.computes_product(dfiles, "datop", np.array([[3, -5], [7, 2]]),
-                               stats["out_widths"], stats["out_frac"])
+                               stats["out_widths"])
