@@ -362,12 +362,14 @@ def column_bits(w: np.ndarray, input_bits: int) -> np.ndarray:
 
 
 SMALL_BLOCK = 4000  # CSD digits up to which a block tries every parent-tree penalty
+MAX_DEPTH = 8  # parent chains per output (the zoo's trees are at most 7 deep unbounded)
 
 
 def strategies(w: np.ndarray, columns: bool) -> list[tuple[str, hardwired_columns.Tree]]:
     """The matrices CSE is tried on: W itself and, with `columns`, the difference columns
     of parent trees (penalties 1, 2 and 3; which tree leaves CSE the most to share is not
-    known before it runs); duplicates dropped. Blocks of more than SMALL_BLOCK digits try
+    known before it runs; chains at most MAX_DEPTH parents deep: each is an adder on the
+    output's path); duplicates dropped. Blocks of more than SMALL_BLOCK digits try
     the penalty-1 tree only (W itself when no column has a parent): CSE time."""
     flat = [("flat", hardwired_columns.flat(w))]
     if not columns or w.shape[1] < 2:
@@ -375,7 +377,7 @@ def strategies(w: np.ndarray, columns: bool) -> list[tuple[str, hardwired_column
     small = hardwired_csd.count(w) <= SMALL_BLOCK
     out = list(flat) if small else []
     for penalty in (1, 2, 3) if small else (1,):
-        t = hardwired_columns.tree(w, penalty=penalty)
+        t = hardwired_columns.tree(w, MAX_DEPTH, penalty)
         if t.shared and not any(np.array_equal(t.parent, o.parent) for _, o in out):
             out.append((f"tree{penalty}", t))
     return out or flat
