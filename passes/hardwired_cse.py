@@ -18,7 +18,7 @@ pattern occurs twice. Each replacement saves one adder. "Best" is a score (SCORE
   of da4ml's and Hcub's bit-width-aware costs, measured in bits rather than adders).
 Ties go to the pattern whose adder is narrower (then the smaller key, for determinism).
 `plan` runs every score on W and on the difference columns of parent trees
-(`hardwired_columns`: an output built as a similar output plus a small difference, the
+(`hardwired_coltree`: an output built as a similar output plus a small difference, the
 sharing between output columns that pairs within a row cannot express) and keeps the
 result with the fewest estimated adder bits (`adder_bits`, which tracks the Yosys cell
 count), so the choice is made per block of inputs, per matrix.
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from passes import hardwired_columns, hardwired_csd
+from passes import hardwired_coltree, hardwired_csd
 
 Row = dict[tuple[int, int], int]  # (sym, shift) -> sign
 SCORES = ("count", "overlap")
@@ -258,7 +258,7 @@ def adder_bits(syms: list[Sym], rows: list[Row], n_inputs: int, input_bits: int,
     adder tree (narrowest first, as `cmvm.adder_tree` builds it). An adder costs its
     output bits above the higher of its operands' lowest bits (below, one operand's bits
     pass through): the quantity a synthesised design's cell count follows. `extra`: per
-    row, the bits of further unshifted terms (a parent output, `hardwired_columns`)."""
+    row, the bits of further unshifted terms (a parent output, `hardwired_coltree`)."""
     bits = symbol_bits(syms, n_inputs, input_bits)
     total = sum(bits[n_inputs + i] - abs(s.d) for i, s in enumerate(syms))
     for r, row in enumerate(rows):
@@ -344,7 +344,7 @@ class Plan:
 
     syms: list[Sym]
     rows: list[Row]
-    tree: hardwired_columns.Tree
+    tree: hardwired_coltree.Tree
     strategy: str
     estimate: int
 
@@ -365,19 +365,19 @@ SMALL_BLOCK = 4000  # CSD digits up to which a block tries every parent-tree pen
 MAX_DEPTH = 8  # parent chains per output (the zoo's trees are at most 7 deep unbounded)
 
 
-def strategies(w: np.ndarray, columns: bool) -> list[tuple[str, hardwired_columns.Tree]]:
+def strategies(w: np.ndarray, columns: bool) -> list[tuple[str, hardwired_coltree.Tree]]:
     """The matrices CSE is tried on: W itself and, with `columns`, the difference columns
     of parent trees (penalties 1, 2 and 3; which tree leaves CSE the most to share is not
     known before it runs; chains at most MAX_DEPTH parents deep: each is an adder on the
     output's path); duplicates dropped. Blocks of more than SMALL_BLOCK digits try
     the penalty-1 tree only (W itself when no column has a parent): CSE time."""
-    flat = [("flat", hardwired_columns.flat(w))]
+    flat = [("flat", hardwired_coltree.flat(w))]
     if not columns or w.shape[1] < 2:
         return flat
     small = hardwired_csd.count(w) <= SMALL_BLOCK
     out = list(flat) if small else []
     for penalty in (1, 2, 3) if small else (1,):
-        t = hardwired_columns.tree(w, MAX_DEPTH, penalty)
+        t = hardwired_coltree.tree(w, MAX_DEPTH, penalty)
         if t.shared and not any(np.array_equal(t.parent, o.parent) for _, o in out):
             out.append((f"tree{penalty}", t))
     return out or flat

@@ -17,7 +17,7 @@ from backends.verilog.hardwired.layer import LayerSpec, datapath
 from backends.verilog.hardwired.netlist import K, Netlist, bits_for
 from backends.verilog.hardwired.outunit import Unit, lane
 from compiler.reference import requantize
-from passes import hardwired_columns as columns
+from passes import hardwired_coltree as coltree
 from passes import hardwired_csd as csd
 from passes import hardwired_cse as cse
 
@@ -179,7 +179,7 @@ def test_plan_keeps_the_lowest_estimate_of_its_strategies(rng: np.random.Generat
 
 @given(st.integers(-(1 << 40), 1 << 40))
 def test_naf_weight_counts_csd_digits(v: int) -> None:
-    assert int(columns.naf_weight(np.array([v]))[0]) == len(csd.terms(v))
+    assert int(coltree.naf_weight(np.array([v]))[0]) == len(csd.terms(v))
 
 
 @pytest.mark.parametrize("penalty", [1, 2, 3])
@@ -188,7 +188,7 @@ def test_column_tree_reconstructs_w(penalty: int, rng: np.random.Generator) -> N
     digits plus parent edges than W's digits (it may always keep every column a root)."""
     w = weights(rng, (20, 24), "int4")
     w[:, 7], w[:, 9], w[:, 11] = w[:, 1], -w[:, 1], w[:, 1] + 1
-    t = columns.tree(w, penalty=penalty)
+    t = coltree.tree(w, penalty=penalty)
     seen: set[int] = set()
     for j in t.order:
         p = int(t.parent[j])

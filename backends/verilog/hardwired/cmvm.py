@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends.verilog.hardwired.netlist import Netlist, Term, bits_for, term_range
-from passes import hardwired_columns
+from passes import hardwired_coltree
 from passes import hardwired_cse as cse
 
 Form = dict[int, int]  # input index -> coefficient
@@ -116,7 +116,7 @@ def leaf_rows(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str = "cse
 @dataclass
 class Block:
     """One block of inputs: per output its leaf terms and their linear forms, the parent
-    column tree (`hardwired_columns`) and the block's weights."""
+    column tree (`hardwired_coltree`) and the block's weights."""
 
     rows: list[tuple[list[Term], list[Form]]]
     parent: np.ndarray
@@ -147,7 +147,7 @@ def _block(net: Netlist, xs: list[int], w: np.ndarray, method: str,
         pl = cse.plan(w, bits_for(*rng), columns)
         syms, rows, tree = pl.syms, pl.rows, pl.tree
     else:
-        syms, rows, tree = [], cse.digit_rows(w), hardwired_columns.flat(w)
+        syms, rows, tree = [], cse.digit_rows(w), hardwired_coltree.flat(w)
     nodes, forms = _symbols(net, xs, syms, rng)
     out = []
     for row in rows:
