@@ -369,18 +369,17 @@ def strategies(w: np.ndarray, columns: bool) -> list[tuple[str, hardwired_coltre
     """The matrices CSE is tried on: W itself and, with `columns`, the difference columns
     of parent trees (penalties 1, 2 and 3; which tree leaves CSE the most to share is not
     known before it runs; chains at most MAX_DEPTH parents deep: each is an adder on the
-    output's path); duplicates dropped. Blocks of more than SMALL_BLOCK digits try
-    the penalty-1 tree only (W itself when no column has a parent): CSE time."""
-    flat = [("flat", hardwired_coltree.flat(w))]
+    output's path); duplicates dropped. Blocks of more than SMALL_BLOCK digits try W and
+    the penalty-1 tree only (CSE time; on resnet_block's 288x32 layers W itself wins)."""
+    out = [("flat", hardwired_coltree.flat(w))]
     if not columns or w.shape[1] < 2:
-        return flat
+        return out
     small = hardwired_csd.count(w) <= SMALL_BLOCK
-    out = list(flat) if small else []
     for penalty in (1, 2, 3) if small else (1,):
         t = hardwired_coltree.tree(w, MAX_DEPTH, penalty)
         if t.shared and not any(np.array_equal(t.parent, o.parent) for _, o in out):
             out.append((f"tree{penalty}", t))
-    return out or flat
+    return out
 
 
 def plan(w: np.ndarray, input_bits: int, columns: bool = True) -> Plan:
