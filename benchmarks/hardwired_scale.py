@@ -57,17 +57,21 @@ def stage(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
 
         d = design.write([_spec(n, style, serial)], work / "rtl")
         info = {"files": [str(f) for f in d.files], "top": d.top, "hier": d.hierarchical,
+                "parts": [[m, str(f)] for m, f in d.parts],
                 "stream": [d.in_bytes, d.in_beat, d.out_bytes, d.out_beat],
-                "nodes": len(d.layers[0].netlist), "steps": d.steps,
+                "nodes": d.nodes, "steps": d.steps,
+                "adders": d.layers[0].cost().adders,
                 "lint_args": list(d.lint_args), "build_args": list(d.build_args),
                 "verilog_mb": round(sum(f.stat().st_size for f in d.files) / 2**20, 1)}
         (work / "design.json").write_text(json.dumps(info))
-        return {k: info[k] for k in ("nodes", "verilog_mb", "hier", "build_args")}
+        return {"parts": len(d.parts), **{k: info[k] for k in ("nodes", "adders", "verilog_mb",
+                                                                "hier", "build_args")}}
+    parts = tuple((m, Path(f)) for m, f in info["parts"])
     if name == "lint":
-        vb.lint(files, info["top"], info["lint_args"])
+        vb.lint_split(files, info["top"], parts, info["lint_args"])
         return {"lint_args": info["lint_args"]}
     spec = vb.BuildSpec(tuple(files), info["top"], hierarchical=info["hier"],
-                        extra=tuple(info["build_args"]))
+                        extra=tuple(info["build_args"]), parts=parts)
     exe = vb.build(spec, HARNESS, cache=work / "vcache")
     if name == "build":
         return {}

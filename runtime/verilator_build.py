@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import EtchError
+from runtime import verilator_parts as vp
 
 HARNESS_NAME = "stream_harness.cpp"
 BUILD_FORMAT = 1  # bump when the build recipe changes, to invalidate old cache entries
@@ -71,6 +72,16 @@ def lint(files: Sequence[Path], top: str, extra: Sequence[str] = ()) -> None:
         raise EtchError(f"verilator lint of {top} failed: " + " | ".join(msgs or [r.stderr]))
 
 
+def lint_split(files: Sequence[Path], top: str, parts: Sequence[tuple[str, Path]],
+               extra: Sequence[str] = (), jobs: int = 0) -> None:
+    """`lint`, each of `parts` (module, file) alone and the rest with stubs for them
+    (`verilator_parts.lint_split`); the plain `lint` when there are no parts."""
+    if not parts:
+        lint(files, top, extra)
+        return
+    vp.lint_split(files, top, parts, lint, extra, jobs or _cpus())
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """What decides a simulator binary: sources (Verilog and the harness), top, flags."""
@@ -83,16 +94,23 @@ class BuildSpec:
     opt: str = "-O1"                 # C++ optimisation (OPT_FAST); -O0 halves big builds
     jobs: int = 0                    # make -j; 0 = every CPU this process may use
     extra: tuple[str, ...] = field(default_factory=tuple)  # more verilator arguments
+    # (module, file) of sources verilated alone as DPI libraries (`runtime.verilator_parts`)
+    parts: tuple[tuple[str, Path], ...] = field(default_factory=tuple)
 
     def key(self, harness: Path) -> str:
         h = hashlib.sha256()
         meta = {"top": self.top, "stats": self.stats, "trace": self.trace,
                 "hier": self.hierarchical, "opt": self.opt, "extra": list(self.extra),
-                "format": BUILD_FORMAT}
+                "parts": [m for m, _ in self.parts], "format": BUILD_FORMAT}
         h.update(json.dumps(meta, sort_keys=True).encode())
-        for p in (*self.sources, harness):
+        for p in (*self.sources, *(f for _, f in self.parts), harness):
             h.update(Path(p).name.encode() + b"\0" + Path(p).read_bytes() + b"\0")
         return h.hexdigest()[:24]
+
+    def whole_sources(self) -> tuple[Path, ...]:
+        """The sources the top build reads itself (all but the parts' files)."""
+        mine = {Path(f).resolve() for _, f in self.parts}
+        return tuple(p for p in self.sources if Path(p).resolve() not in mine)
 
 
 def _cpus() -> int:
@@ -117,7 +135,9 @@ def build(spec: BuildSpec, harness: Path, progress: Callable[[str], None] | None
             progress(f"verilator build {spec.top} ({len(spec.sources)} files)")
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            _compile(spec, harness, tmp, progress)
+            libs = vp.build_parts(spec.parts, root, spec.opt, spec.extra, verilator_cmd(),
+                                  spec.jobs or _cpus(), progress)
+            _compile(spec, harness, tmp, progress, [x for pair in libs for x in pair])
             shutil.copy2(tmp / "obj_dir" / "Vtop", tmp / "sim")
             shutil.rmtree(tmp / "obj_dir")
             (tmp / "build.json").write_text(json.dumps(
@@ -128,8 +148,10 @@ def build(spec: BuildSpec, harness: Path, progress: Callable[[str], None] | None
     return exe
 
 
-def build_command(spec: BuildSpec, harness: Path, obj_dir: Path | str = "obj_dir") -> list[str]:
-    """The verilator command line that builds `spec` (also written into artifacts)."""
+def build_command(spec: BuildSpec, harness: Path, obj_dir: Path | str = "obj_dir",
+                  libs: Sequence[Path] = ()) -> list[str]:
+    """The verilator command line that builds `spec` (also written into artifacts); `libs`:
+    the parts' wrappers and libraries (`verilator_parts.build_parts`)."""
     jobs = spec.jobs or _cpus()
     cmd = [*verilator_cmd(), "--cc", "--exe", "--build", "-j", str(jobs),
            "--top-module", spec.top, "--prefix", "Vtop", "--Mdir", str(obj_dir),
@@ -141,13 +163,14 @@ def build_command(spec: BuildSpec, harness: Path, obj_dir: Path | str = "obj_dir
         cmd += ["--trace"]
     if spec.hierarchical:
         cmd += ["--hierarchical"]
-    return [*cmd, *spec.extra, *(str(Path(p).resolve()) for p in (*spec.sources, harness))]
+    files = (*spec.whole_sources(), *libs, harness)
+    return [*cmd, *spec.extra, *(str(Path(p).resolve()) for p in files)]
 
 
 def _compile(spec: BuildSpec, harness: Path, workdir: Path,
-             progress: Callable[[str], None] | None = None) -> None:
+             progress: Callable[[str], None] | None = None, libs: Sequence[Path] = ()) -> None:
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(build_command(spec, harness), cwd=workdir, stdout=log,
+        proc = subprocess.Popen(build_command(spec, harness, libs=libs), cwd=workdir, stdout=log,
                                 stderr=subprocess.STDOUT, text=True)
         while True:
             try:

@@ -10,7 +10,8 @@ and the tensors that cross the stream:
      "stream": {"in_bytes", "in_beat", "out_bytes", "out_beat"},
      "max_cycles": C, "stats": true, "layers": {"0": "label", ...},
      "plusargs": ["+name=relative/path", ...],
-     "build": {"hierarchical": false, "opt": "-O1", "args": [...]}}
+     "build": {"hierarchical": false, "opt": "-O1", "args": [...],
+               "parts": [["module", "rtl/module.v"], ...]}}
 
 `plusargs` are passed to the simulation (paths relative to the artifact: the simulator runs
 there), so segments that share RTL share one simulator build and differ only in the
@@ -56,7 +57,8 @@ class Segment:
         return vb.BuildSpec(tuple(self.root / f for f in self.spec["sources"]), self.spec["top"],
                             stats=bool(self.spec.get("stats")), trace=trace,
                             hierarchical=bool(b.get("hierarchical")), opt=b.get("opt", "-O1"),
-                            extra=tuple(b.get("args", ())))
+                            extra=tuple(b.get("args", ())),
+                            parts=tuple((m, self.root / f) for m, f in b.get("parts", ())))
 
     def executable(self, trace: bool, progress: Callable[[str], None] | None) -> Path:
         if self._exe is None:

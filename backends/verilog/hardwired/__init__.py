@@ -20,7 +20,6 @@ import numpy as np
 
 from backends.verilog import HARNESS
 from backends.verilog.hardwired import design
-from backends.verilog.hardwired.estimate import netlist_cost
 from backends.verilog.hardwired.from_ir import layer_spec
 from compiler import onnx_export
 from compiler.errors import EtchError
@@ -53,7 +52,7 @@ def build(graph: Graph, opts: CompileOptions, out: Path, progress: Progress | No
         specs = [layer_spec(graph, nodes[a]) for a in seg["layers"]]
         d = design.write(specs, out / "rtl" / seg["name"], TOP, progress=say)
         say(f"verilator lint {seg['name']}")
-        vb.lint(d.files, d.top, d.lint_args)
+        vb.lint_split(d.files, d.top, d.parts, d.lint_args)
         entry = _segment_entry(seg, d, out)
         say(f"verilator build {seg['name']}")
         vb.build(_build_spec(entry, out), harness, progress=say)
@@ -84,19 +83,21 @@ def _segment_entry(seg: dict, d: design.Design, out: Path) -> dict:
                        "out_bytes": d.out_bytes, "out_beat": d.out_beat},
             "max_cycles": d.steps + d.latency + 16, "stats": False,
             "build": {"hierarchical": d.hierarchical, "opt": "-O1",
-                      "args": list(d.build_args)}}
+                      "args": list(d.build_args),
+                      "parts": [[m, str(f.relative_to(out))] for m, f in d.parts]}}
 
 
 def _build_spec(entry: dict, out: Path) -> vb.BuildSpec:
     b = entry["build"]
     return vb.BuildSpec(tuple(out / f for f in entry["sources"]), entry["top"],
-                        hierarchical=b["hierarchical"], opt=b["opt"], extra=tuple(b["args"]))
+                        hierarchical=b["hierarchical"], opt=b["opt"], extra=tuple(b["args"]),
+                        parts=tuple((m, out / f) for m, f in b.get("parts", ())))
 
 
 def _report(seg: dict, d: design.Design) -> dict:
     layers = []
     for b in d.layers:
-        s, cost = b.spec, netlist_cost(b.netlist)
+        s, cost = b.spec, b.cost()
         nonzero = int(np.count_nonzero(s.w))
         layers.append({"name": s.name, "k": s.k, "n": s.n, "neuron": s.neuron,
                        "fold": s.fold, "serial": s.serial, "pipeline": s.pipeline,

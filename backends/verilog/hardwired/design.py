@@ -19,11 +19,13 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from backends.verilog.hardwired import columns, pipeline, printer
 from backends.verilog.hardwired import layer as layer_mod
-from backends.verilog.hardwired import pipeline, printer
+from backends.verilog.hardwired.estimate import netlist_cost
 from backends.verilog.hardwired.layer import CODE_BITS, PART_NODES, LayerSpec
 from backends.verilog.hardwired.netlist import Netlist
 from compiler import __version__
+from passes.hardwired_cost import Cost
 
 VERILOG = Path(__file__).resolve().parents[1]
 SYNTH_PART = 400  # datapaths above this are printed as modules of about this many nodes
@@ -68,17 +70,29 @@ def header(what: str, source: str, params: str) -> str:
 
 @dataclass
 class Built:
-    """One layer as generated: its spec, module names, pipelined datapath, latency."""
+    """One layer as generated: its spec, module names, pipelined datapath, latency; a
+    layer split by output columns (`columns.split`) has no whole netlist but `parts`."""
 
     spec: LayerSpec
     module: str
-    netlist: Netlist
+    netlist: Netlist | None
     latency: int
+    parts: list[columns.PartInfo] = field(default_factory=list)
 
     @property
     def hierarchical(self) -> bool:
         """Whether the datapath is split into hier_block modules (built in parallel)."""
-        return len(self.netlist) > 2 * PART_NODES
+        return self.netlist is not None and len(self.netlist) > 2 * PART_NODES
+
+    @property
+    def nodes(self) -> int:
+        return len(self.netlist) if self.netlist is not None else sum(
+            p.nodes for p in self.parts)
+
+    def cost(self) -> Cost:
+        if self.netlist is not None:
+            return netlist_cost(self.netlist)
+        return sum((p.cost for p in self.parts), Cost())
 
 
 @dataclass
@@ -107,19 +121,31 @@ class Design:
 
     @property
     def nodes(self) -> int:
-        return sum(len(b.netlist) for b in self.layers)
+        return sum(b.nodes for b in self.layers)
+
+    @property
+    def parts(self) -> list[tuple[str, Path]]:
+        """(module, file) of the column parts: self-contained modules that Verilator
+        builds and lints one by one (`runtime.verilator_parts`)."""
+        return [(p.module, p.file) for b in self.layers for p in b.parts]
+
+    @property
+    def largest_unit(self) -> int:
+        """Nodes of the largest module Verilator sees alone (a part, or the whole)."""
+        return max((p.nodes for b in self.layers for p in b.parts),
+                   default=0) if self.parts else self.nodes
 
     @property
     def build_args(self) -> tuple[str, ...]:
         """More Verilator build arguments for this design's size (see SPLIT_NODES)."""
-        if self.nodes <= SPLIT_NODES:
+        if self.largest_unit <= SPLIT_NODES:
             return ()
         return ("--output-split-cfuncs", str(SPLIT_STATEMENTS))
 
     @property
     def lint_args(self) -> tuple[str, ...]:
         """More `verilator --lint-only` arguments for this design's size (LINT_O0_NODES)."""
-        return ("-O0",) if self.nodes > LINT_O0_NODES else ()
+        return ("-O0",) if self.largest_unit > LINT_O0_NODES else ()
 
     @property
     def latency(self) -> int:
@@ -139,6 +165,24 @@ def build_layer(spec: LayerSpec, module: str) -> Built:
     return Built(spec, module, net, pipeline.latency(net))
 
 
+def split_layer(spec: LayerSpec, module: str, out_dir: Path, progress=None) -> Built | None:
+    """The layer as column parts written to `out_dir` (None when it is not split: small,
+    folded, pooled, or parts of unequal latency)."""
+    cols = columns.column_ranges(spec)
+    if cols is None:
+        return None
+    dp = f"{module}_dp"
+    jobs = [columns.PartJob(columns.column_spec(spec, r), f"{dp}_p{i}", out_dir,
+                            header(f"datapath part {i} (columns {r.start}..{r.stop - 1}) "
+                                   f"of layer {spec.name}", spec.source,
+                                   spec_hash(columns.column_spec(spec, r))), i == 0)
+            for i, r in enumerate(cols)]
+    parts = columns.make_parts(jobs, progress)
+    if len({p.latency for p in parts}) != 1:
+        return None
+    return Built(spec, module, None, parts[0].latency, parts)
+
+
 def write(specs: list[LayerSpec], out_dir: Path, top: str = "etch_hw_top",
           progress=None) -> Design:
     """Render the layers and their top into `out_dir`; returns the Design."""
@@ -154,9 +198,9 @@ def write(specs: list[LayerSpec], out_dir: Path, top: str = "etch_hw_top",
         used.add(module)
         if progress:
             progress(f"netlist {module}")
-        b = build_layer(spec, module)
+        b = split_layer(spec, module, out_dir, progress) or build_layer(spec, module)
         built.append(b)
-        files += _write_layer(env, b, out_dir, progress)
+        files += [p.file for p in b.parts] + _write_layer(env, b, out_dir, progress)
     params = hashlib.sha256("".join(spec_hash(s) for s in specs).encode()).hexdigest()[:16]
     files.append(_write_top(env, built, out_dir, top, params))
     last = built[-1].spec
@@ -169,7 +213,9 @@ def _write_layer(env: jinja2.Environment, b: Built, out_dir: Path, progress) -> 
     if progress:
         progress(f"print {dp} ({len(b.netlist)} nodes)")
     head = header(f"datapath of layer {spec.name}", spec.source, h)
-    if b.hierarchical:  # hier_block parts: Verilator builds them separately, in parallel
+    if b.netlist is None:  # column parts, already written: the datapath instantiates them
+        texts = {dp: columns.render_wrapper(dp, head, spec, b.parts)}
+    elif b.hierarchical:  # hier_block parts: Verilator builds them separately, in parallel
         texts = printer.render_parts(b.netlist, dp, head, b.netlist.partition(PART_NODES),
                                      hier=True)
     elif len(b.netlist) > SYNTH_PART:  # small modules: ABC maps them faster and better
@@ -178,23 +224,21 @@ def _write_layer(env: jinja2.Environment, b: Built, out_dir: Path, progress) -> 
         texts = {dp: printer.render(b.netlist, dp, head)}
     files = [out_dir / f"{dp}.v"]
     files[0].write_text(printer.one_file(texts, dp))
-    dp_ports = _dp_ports(texts[dp], b.netlist)
+    dp_ports = _dp_ports(texts[dp])
+    pw, bw = columns.control_widths(spec)
     wrapper = env.get_template("hw_layer.v.j2").render(
         header=header(f"layer {spec.name}", spec.source, h), module=b.module, datapath=dp,
-        n_in=spec.k, phases=spec.fold, lanes=spec.lanes, bits=spec.bits,
-        pw=b.netlist.inputs["ph"].width, bw=b.netlist.inputs["bt"].width,
+        n_in=spec.k, phases=spec.fold, lanes=spec.lanes, bits=spec.bits, pw=pw, bw=bw,
         dxw=spec.k * (1 if spec.serial else CODE_BITS), dp_ports=dp_ports)
     path = out_dir / f"{b.module}.v"
     path.write_text(wrapper)
     return [*files, path]
 
 
-def _dp_ports(text: str, net: Netlist) -> list[tuple[str, str]]:
-    """The datapath's port connections (port, wire): clock/enable/reset when it has
-    registers; x is the control's dx."""
-    seq = [p for p in ("clk", "en", "rst") if re.search(rf"input  wire {p}\b", text)]
-    names = seq + list(net.inputs) + list(net.outputs)
-    return [(p, "dx" if p == "x" else p) for p in names]
+def _dp_ports(text: str) -> list[tuple[str, str]]:
+    """The datapath's port connections (port, wire), in the order of its module header:
+    clock/enable/reset when it has registers; x is the control's dx."""
+    return [(p, "dx" if p == "x" else p) for p in columns.port_names(text)]
 
 
 def _write_top(env: jinja2.Environment, built: list[Built], out_dir: Path, top: str,
