@@ -62,16 +62,17 @@ def stage(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
                 "nodes": d.nodes, "steps": d.steps,
                 "adders": d.layers[0].cost().adders,
                 "lint_args": list(d.lint_args), "build_args": list(d.build_args),
+                "build_opt": d.build_opt,
                 "verilog_mb": round(sum(f.stat().st_size for f in d.files) / 2**20, 1)}
         (work / "design.json").write_text(json.dumps(info))
-        return {"parts": len(d.parts), **{k: info[k] for k in ("nodes", "adders", "verilog_mb",
-                                                                "hier", "build_args")}}
+        return {"parts": len(d.parts), **{k: info[k] for k in (
+            "nodes", "adders", "verilog_mb", "hier", "build_args", "build_opt")}}
     parts = tuple((m, Path(f)) for m, f in info["parts"])
     if name == "lint":
         vb.lint_split(files, info["top"], parts, info["lint_args"])
         return {"lint_args": info["lint_args"]}
     spec = vb.BuildSpec(tuple(files), info["top"], hierarchical=info["hier"],
-                        extra=tuple(info["build_args"]), parts=parts)
+                        opt=info["build_opt"], extra=tuple(info["build_args"]), parts=parts)
     exe = vb.build(spec, HARNESS, cache=work / "vcache")
     if name == "build":
         return {}

@@ -82,7 +82,7 @@ def _segment_entry(seg: dict, d: design.Design, out: Path) -> dict:
             "stream": {"in_bytes": d.in_bytes, "in_beat": d.in_beat,
                        "out_bytes": d.out_bytes, "out_beat": d.out_beat},
             "max_cycles": d.steps + d.latency + 16, "stats": False,
-            "build": {"hierarchical": d.hierarchical, "opt": "-O1",
+            "build": {"hierarchical": d.hierarchical, "opt": d.build_opt,
                       "args": list(d.build_args),
                       "parts": [[m, str(f.relative_to(out))] for m, f in d.parts]}}
 
