@@ -111,7 +111,7 @@ def stub_text(file: Path, module: str) -> str:
     whose outputs are 0 and whose inputs are unread: the part as the rest of the design
     sees it."""
     text = re.sub(r"/\*.*?\*/", "", Path(file).read_text())
-    m = re.search(rf"\bmodule\s+{re.escape(module)}\s*\((.*?)\);", text, re.S)
+    m = re.search(rf"\bmodule\s+{re.escape(module)}\s*\((.*?)\);", text, re.DOTALL)
     if not m:
         raise EtchError(f"part {module}: no ANSI module header in {Path(file).name}")
     ins, outs = [], []

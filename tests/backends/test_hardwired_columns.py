@@ -84,7 +84,7 @@ def test_stub_has_the_ports(small_parts: None, tmp_path: Path) -> None:
 def test_lint_split_clean_and_catches_a_part(small_parts: None, tmp_path: Path) -> None:
     d = design.write([spec()], tmp_path)
     vb.lint_split(d.files, d.top, d.parts, d.lint_args)
-    module, f = d.parts[1]
+    _module, f = d.parts[1]
     text = f.read_text()
     body = text.index(");\n") + 3
     f.write_text(text[:body] + "    wire [2:0] etch_unread = 4'd9;\n" + text[body:])
@@ -97,7 +97,7 @@ def test_lint_split_checks_the_connections(small_parts: None, tmp_path: Path) ->
     """A part whose port no longer matches the datapath's connection fails the lint of
     the rest (the stub carries the part's ports)."""
     d = design.write([spec()], tmp_path)
-    module, f = d.parts[2]
+    _module, f = d.parts[2]
     f.write_text(f.read_text().replace("output wire [23:0] y", "output wire [22:0] y"))
     with pytest.raises(EtchError, match="lint"):
         vb.lint_split(d.files, d.top, d.parts, d.lint_args)

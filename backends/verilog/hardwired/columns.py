@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,8 @@ def make_part(job: PartJob) -> PartInfo:
                     netlist_cost(net), tuple(port_names(text)))
 
 
-def make_parts(jobs: list[PartJob], progress=None) -> list[PartInfo]:
+def make_parts(jobs: list[PartJob],
+               progress: Callable[[str], None] | None = None) -> list[PartInfo]:
     """Every part, in parallel worker processes (one per CPU), in the order of `jobs`."""
     workers = min(len(jobs), len(os.sched_getaffinity(0)))
     if workers <= 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,7 +173,8 @@ def build_layer(spec: LayerSpec, module: str) -> Built:
     return Built(spec, module, net, pipeline.latency(net))
 
 
-def split_layer(spec: LayerSpec, module: str, out_dir: Path, progress=None) -> Built | None:
+def split_layer(spec: LayerSpec, module: str, out_dir: Path,
+                progress: Callable[[str], None] | None = None) -> Built | None:
     """The layer as column parts written to `out_dir` (None when it is not split: small,
     folded, pooled, or parts of unequal latency)."""
     cols = columns.column_ranges(spec)
