@@ -2,10 +2,13 @@
 
 Stages, each in its own process so that its time and peak memory are its own (the peak
 of the process or of any tool it ran, Verilator and g++ included):
-- gen:   weights -> netlist (CSE) -> Verilog files (`design.write`);
-- lint:  `verilator --lint-only -Wall`;
-- build: the Verilator simulator (hierarchical, both cores, when the layer was split; the
-         design's size-chosen options, `Design.build_args`);
+- gen:   weights -> netlist (CSE) -> Verilog files (`design.write`; a layer of more than
+         64k weights as column parts, generated in parallel processes);
+- lint:  `verilator --lint-only -Wall` (column parts each alone, both cores, the rest
+         against port stubs: `verilator_build.lint_split`);
+- build: the Verilator simulator (column parts each verilated alone into a cached DPI
+         library, both cores; the design's size-chosen options, `Design.build_args`,
+         `Design.build_opt`);
 - sim:   one batch of inferences streamed through the simulator, its outputs checked
          against the integer matrix product requantised by `compiler.reference` (a
          mismatch fails the stage).
