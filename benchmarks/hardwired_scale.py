@@ -146,8 +146,8 @@ def study(sizes: list[int], say: Callable[[str], None],
 def table(rows: list[dict]) -> str:
     lines = [("scale: single int4 layers, per stage (each its own process): wall s / CPU s "
              "(itself and its tools) / peak MB"),
-             (f"{'layer':<20}{'nonzero':>9}{'nodes':>9}{'gen':>17}{'lint':>17}{'build':>19}"
-              f"{'sim':>17}{'inf/s':>8}{'CPU s':>8}{'CPU us/w':>9}")]
+             (f"{'layer':<20}{'nonzero':>9}{'nodes':>9}{'add/w':>6}{'parts':>6}{'gen':>17}"
+              f"{'lint':>17}{'build':>19}{'sim':>17}{'inf/s':>8}{'CPU s':>8}{'CPU us/w':>9}")]
     for r in rows:
         def cell(s: str, r: dict = r, w: int = 17) -> str:
             v = r.get(s)
@@ -156,11 +156,13 @@ def table(rows: list[dict]) -> str:
             if "error" in v:
                 return f"{'failed':>{w}}"
             return f"{v['seconds']:.0f}/{v.get('cpu_s', 0):.0f}/{v['peak_mb']}".rjust(w)
-        nodes = r.get("gen", {}).get("nodes", "-")
+        gen = r.get("gen", {})
+        nodes, parts = gen.get("nodes", "-"), gen.get("parts", "-")
+        apw = f"{gen['adders'] / max(r['nonzero'], 1):.2f}" if "adders" in gen else "-"
         ips = r.get("sim", {}).get("inferences_per_s", "-")
         cpu = sum(r[s].get("cpu_s", 0) for s in STAGES if s in r)
         lines.append(f"{r['style'] + ' ' + str(r['n']) + 'x' + str(r['n']):<20}"
-                     f"{r['nonzero']:>9}{nodes:>9}{cell('gen')}{cell('lint')}"
+                     f"{r['nonzero']:>9}{nodes:>9}{apw:>6}{parts:>6}{cell('gen')}{cell('lint')}"
                      f"{cell('build', w=19)}{cell('sim')}{ips:>8}{cpu:>8.0f}"
                      f"{cpu * 1e6 / max(r['nonzero'], 1):>9.1f}")
         for s in STAGES:
