@@ -40,3 +40,26 @@ def test_gemm_chunk_keeps_the_panel_in_l2_and_splits_evenly() -> None:
 def test_conv_tile_columns_are_whole_vectors(out_w: int, lanes: int, want: int) -> None:
     """The direct and Winograd kernels' vector of columns (or tiles) is whole vectors."""
     assert tiles.conv_tile(64, out_w, lanes)[1] == want
+
+
+@pytest.mark.parametrize("oc,out_w,lanes,want", [
+    (32, 56, 16, (8, 32)),  # AVX-512: 8 channels x 2 zmm (16 of 32 registers)
+    (32, 48, 8, (4, 16)),   # AVX2: 4 x 2 ymm (12 of 16 at most)
+    (48, 13, 16, (8, 16)),  # one vector: 8 channels, as before (16 x 1 gained nothing)
+    (6, 40, 16, (6, 32)),   # 6 x 2 zmm: 6 divides the channels
+])
+def test_conv_tile_with_the_isas_accumulator_budget(oc: int, out_w: int, lanes: int,
+                                                    want: tuple) -> None:
+    assert tiles.conv_tile(oc, out_w, lanes, tiles.acc_budget(lanes)) == want
+    assert tiles.conv_tile(32, 56, 16) == (4, 32)  # the default budget: AVX2's
+
+
+@pytest.mark.parametrize("out_h,vw,lanes,want", [
+    (7, 8, 16, 7), (14, 16, 16, 7), (28, 32, 16, 4), (112, 32, 16, 4), (56, 32, 8, 2),  # AVX2: 4 ymm a row
+    (13, 16, 16, 1),  # a prime height: one row a tile
+])
+def test_depthwise_rows_divide_the_height_within_the_budget(out_h: int, vw: int, lanes: int,
+                                                            want: int) -> None:
+    rows = tiles.depthwise_rows(out_h, vw, lanes)
+    assert rows == want and out_h % rows == 0
+    assert rows * -(-vw // lanes) <= tiles.MAX_ACC_VECTORS

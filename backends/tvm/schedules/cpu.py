@@ -197,7 +197,7 @@ class Conv(KindRule):
         sch.reorder(n, oo, y, xo, rc, ry, rx, oi, xi)
         outer = sch.fuse(n, oo, y)
         maybe_parallel(sch, outer, total)
-        sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
+        _tile_epilogue(sch, xo)
         if extent(sch, rx) * extent(sch, ry) <= 9:  # a 3x3 window: one straight-line body
             sch.unroll(ry)
             sch.unroll(rx)
@@ -208,28 +208,39 @@ class Conv(KindRule):
 
 
 class DepthwiseConv(KindRule):
-    """One channel per tile, vw output columns as the vector, the 3x3 taps unrolled."""
+    """One channel per tile, `etch.rb` output rows (default 1) x vw columns (the vector),
+    the rows and the kernel's columns unrolled."""
 
     kinds = ("depthwise_conv2d",)
 
     def schedule(self, sch, func, target):
-        vw = int(func.attrs["etch.vw"])
+        vw, rb = int(func.attrs["etch.vw"]), int(func.attrs.get("etch.rb", 1))
         anchor = sch.get_sblock("anchor")
         n, o, y, x, ry, rx = sch.get_loops(anchor)
         total = work(sch, [n, o, y, x, ry, rx])
         ow = extent(sch, sch.get_loops(sch.get_sblock("epilogue"))[-1])
+        yo, yi = sch.split(y, [None, rb])
         xo, xi = sch.split(x, [None, vw])
-        sch.reorder(n, o, y, xo, ry, rx, xi)
+        sch.reorder(n, o, yo, xo, ry, rx, yi, xi)
         outer = sch.fuse(n, o)
         maybe_parallel(sch, outer, total)
-        sch.reverse_compute_at(sch.get_sblock("epilogue"), xo)
+        _tile_epilogue(sch, xo)
         sch.unroll(rx)
-        finish_tile(sch, anchor, ry, None, xi, ow % vw == 0, lanes(target))
+        finish_tile(sch, anchor, ry, yi if rb > 1 else None, xi, ow % vw == 0, lanes(target))
         pad = block(sch, "pad")
         if pad is not None:  # pad one channel at a time, just before it is read (L1-hot)
             sch.compute_at(pad, outer)
             _decompose_pad(sch, pad, lanes(target))
         return True
+
+
+def _tile_epilogue(sch: s_tir.Schedule, tile: Loop) -> None:
+    """The epilogue computed in the tile loop, and its "crop" (the real columns of an
+    epilogue over whole tiles, `lower/conv.transcendental`) right after it."""
+    sch.reverse_compute_at(sch.get_sblock("epilogue"), tile)
+    crop = block(sch, "crop")
+    if crop is not None:
+        sch.reverse_compute_at(crop, tile)
 
 
 def _decompose_pad(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV, width: int) -> None:

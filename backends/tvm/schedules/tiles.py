@@ -8,6 +8,7 @@ at most ~12 vectors leaves room for the loaded operand and the broadcast weights
 from __future__ import annotations
 
 MAX_ACC_VECTORS = 12
+WIDE_ACC_VECTORS = 16  # with 32 vector registers (AVX-512): `acc_budget`
 ROW_FULL_VECTORS = 8
 PANEL_BYTES = 512 * 1024  # a packed panel that stays in L2 (Zen 3: 512 KiB per core)
 LONG_REDUCTION = 512  # multiply-adds per output that pay for a heap-allocated tile
@@ -59,7 +60,8 @@ def dense_tile(m: int, n: int, k: int, lanes: int) -> tuple[int, int]:
     return min(mb, padded(m, 2)), nb
 
 
-def conv_tile(oc_per_group: int, out_w: int, lanes: int) -> tuple[int, int]:
+def conv_tile(oc_per_group: int, out_w: int, lanes: int,
+              budget: int = MAX_ACC_VECTORS) -> tuple[int, int]:
     """(output channels, output columns) of a direct-convolution register tile.
 
     Columns are the vector axis (NCHW keeps a row contiguous); channels share each loaded
@@ -67,17 +69,42 @@ def conv_tile(oc_per_group: int, out_w: int, lanes: int) -> tuple[int, int]:
     padded to whole vectors: a 24-lane tile on AVX-512 (rows of 17-24, or 17-24 Winograd
     tiles) is legalised by LLVM into slow code, measured 8-27x slower than 32 lanes on the
     AVX-512 Xeon (64->64 3x3 Winograd with 17 tiles a row 34 ms, 16 tiles 1.3 ms; a
-    128->128 1x7 layer on 17x17 4.4 ms).
+    128->128 1x7 layer on 17x17 4.4 ms). `budget`: accumulator vectors (`acc_budget`).
     """
     vw = padded(out_w, lanes if out_w > lanes else min(8, lanes)) if out_w <= 2 * lanes else (
         2 * lanes if out_w % (2 * lanes) == 0 or out_w % lanes != 0 else lanes)
     vectors = max(1, -(-vw // lanes))
     ocb = 1
     for cand in (8, 6, 4, 2):
-        if oc_per_group % cand == 0 and cand * vectors <= MAX_ACC_VECTORS:
+        if oc_per_group % cand == 0 and cand * vectors <= budget:
             ocb = cand
             break
     return ocb, vw
+
+
+def acc_budget(lanes: int) -> int:
+    """Accumulator vectors of the direct convolution's tile: WIDE_ACC_VECTORS with 16 lanes
+    (AVX-512's 32 registers), else MAX_ACC_VECTORS; in `conv_tile` that turns a 4 x 2 zmm
+    tile into 8 x 2. Measured single-threaded (CPU time, ORT beside it) on the AVX-512 Xeon,
+    8 x 2 against 4 x 2: 128->32 3x3 on 56x56 2.30 / 2.75 ms (ORT 1.65), on 28x28 0.47 /
+    0.56 ms (ORT 0.41), 32->128 on 27x27 0.44 / 0.51 ms, 16->64 on 55x55 0.55 / 0.60 ms.
+    The 8 x 2 tile is 1 KiB, which TVM allocates as a heap workspace per tile (stack only
+    under 1 KiB); LLVM still keeps its accumulators in registers over the reduction, and it
+    measured faster all the same. 16 x 1 (also 1 KiB) gained nothing on 48->192 13x13, nor
+    did Winograd's GEMM, which keeps MAX_ACC_VECTORS."""
+    return WIDE_ACC_VECTORS if lanes >= 16 else MAX_ACC_VECTORS
+
+
+def depthwise_rows(out_h: int, vw: int, lanes: int) -> int:
+    """Output rows of a depthwise register tile (each `vw` columns wide): as many as the
+    accumulator budget holds, dividing the output height. A depthwise tile has one channel,
+    so a single row is one FMA chain per vector over the taps, each waiting out the FMA
+    latency; rows give independent chains sharing each broadcast weight."""
+    vectors = max(1, -(-vw // lanes))
+    for rows in (8, 7, 6, 5, 4, 3, 2):
+        if out_h % rows == 0 and rows * vectors <= MAX_ACC_VECTORS:
+            return rows
+    return 1
 
 
 def gemm_tile(rows: int, cols: int, reduce: int, lanes: int) -> tuple[int, int]:
