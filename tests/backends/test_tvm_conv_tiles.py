@@ -120,3 +120,50 @@ def test_swish_on_partial_tiles_is_vectorised(assembly, name: str, register: str
         code = asm.kernels[_kernel(asm, node)]
         assert re.search(rf"v(div|rcp\w*)ps\s+[^\n]*%{register}", code), f"{node}: no vector"
         assert not re.search(r"vdivss", code), f"{node}: scalar sigmoid"
+
+
+POOLS = {  # name: (op, attrs): padded windows on odd sizes, x [1, 6, 13, 34]
+    "max_s2": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "max_ceil": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 0],
+                             "ceil_mode": 1}),
+    "avg_s1": ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "avg_incl": ("AveragePool", {"kernel_shape": [3, 2], "strides": [2, 1],
+                                 "pads": [1, 1, 0, 1], "count_include_pad": 1}),
+    "max_dil": ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2], "pads": [1, 1, 1, 1]}),
+    "max_plain": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2]}),  # unpadded
+}
+
+
+def pools_model():
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node(op, ["x"], [name], name=name, **attrs)
+             for name, (op, attrs) in POOLS.items()]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "pools", [value("x", TensorProto.FLOAT, [1, 6, 13, 34])],
+                              [value(name, TensorProto.FLOAT, None) for name in POOLS])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    return model, {"x": rng.normal(size=(1, 6, 13, 34)).astype(np.float32)}
+
+
+def test_padded_pools_are_tiled_and_match_onnx_runtime() -> None:
+    """Padded 2-D max/average pools run as depthwise-style tiles (`lower/pool._tiled_pool`,
+    the DepthwiseConv rule); the unpadded one keeps the bounds-checked Pool kernel."""
+    model, inputs = pools_model()
+    art = compiler.compile(model, target="cpu")
+    assert art.manifest["schedules"].get("DepthwiseConv") == 5
+    assert art.manifest["schedules"].get("Pool") == 1
+    want, got = run_ort(model, inputs), art.run(inputs)
+    for name, ref in want.items():
+        assert got[name].shape == ref.shape, name
+        np.testing.assert_allclose(got[name], ref, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_tiled_pool_is_vector_code() -> None:
+    model, _ = pools_model()
+    graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
+    asm = isa.compile_graph(graph, "avx512")
+    pools = asm.of_kind("window_pool")
+    assert len(pools) == 5
+    # rows of 17-34 outputs: whole zmm vectors (the max is NaN-propagating: compare, blend)
+    assert re.search(r"vcmpltps\s+[^\n]*%zmm", asm.kernels[_kernel(asm, "max_s2")])
+    assert re.search(r"vaddps\s+[^\n]*%zmm", asm.kernels[_kernel(asm, "avg_s1")])

@@ -50,6 +50,10 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
     include_pad = bool(node.attrs.get("count_include_pad", 0))
     p = int(node.attrs.get("p", 2))
     sizes = xshape[2:]
+    if ctx.pack and rank == 2 and op in ("MaxPool", "AveragePool") and any(pads):
+        geo = (kernel, strides, dil, pads)
+        ctx.bind(node, _tiled_pool(ctx, node, geo, xshape, oshape, include_pad))
+        return
     reduce = [te.reduce_axis((0, k), f"r{i}") for i, k in enumerate(kernel)]
 
     def compute(xt: te.Tensor) -> te.Tensor:
@@ -73,6 +77,54 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
                           name="epilogue")
 
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "pool"))
+
+
+def _tiled_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tuple,
+                include_pad: bool) -> relax.Expr:
+    """A 2-D MaxPool / AveragePool as the depthwise convolution's tiles (kind "window_pool",
+    scheduled by `cpu.DepthwiseConv`): the input padded per channel with the reduction's
+    identity (-inf for max, 0 for a sum), its columns deinterleaved by the stride, so that a
+    window tap reads a contiguous vector of outputs' inputs with no bounds checks; rows
+    padded to whole vectors, the epilogue writing the real columns. Only for padded
+    windows: measured single-threaded on the AVX-512 Xeon (CPU time, ORT beside it),
+    resnet50's 3x3 stride-2 max pool with pads of 1 on 64x112x112 took 0.73 ms tiled, 1.50
+    bounds-checked (ORT 0.48), inception_v3's 3x3 stride-1 average pool on 192x35x35 0.29
+    / 0.36 (ORT 0.22); unpadded stride-2 pools (squeezenet's), whose bounds checks fold
+    away, ran 1.05-1.3x slower tiled (the deinterleaving copy is scalar)."""
+    kernel, strides, dil, pads = geo
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dil
+    n, c, oh, ow = oshape
+    vw = tiles.conv_tile(1, ow, ctx.lanes)[1]
+    owp = tiles.padded(ow, vw)
+    ph, pw = (oh - 1) * sh + (kh - 1) * dh + 1, (owp - 1) * sw + (kw - 1) * dw + 1
+    is_max = node.op == "MaxPool"
+    h, w = xshape[2:]
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        fill = _lowest(xt.dtype) if is_max else tirx.const(0, xt.dtype)
+
+        def value(b: tirx.Expr, ch: tirx.Expr, i: tirx.Expr, j: tirx.Expr) -> tirx.Expr:
+            hi, wi = i - pads[0], j - pads[1]
+            inside = tirx.all(hi >= 0, hi < h, wi >= 0, wi < w)
+            return tirx.if_then_else(inside, xt[b, ch, hi, wi], fill)
+
+        pad = te.compute((n, c, ph, sw, -(-pw // sw)),
+                         lambda b, ch, i, q, r: value(b, ch, i, r * sw + q), name="pad")
+        ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+        red = ctx.max_reducer(xt.dtype) if is_max else te.sum
+
+        def body(b: tirx.Expr, ch: tirx.Expr, i: tirx.Expr, j: tirx.Expr) -> tirx.Expr:
+            col = rx * dw
+            return red(pad[b, ch, i * sh + ry * dh, col % sw, j + col // sw], axis=[ry, rx])
+
+        acc = te.compute((n, c, oh, owp), body, name="anchor")
+        if is_max:
+            return te.compute(oshape, lambda *i: acc(*i), name="epilogue")
+        return te.compute(oshape, lambda *i: acc(*i) / _count(
+            i, kernel, strides, dil, pads, (h, w), include_pad, xt.dtype), name="epilogue")
+
+    rb = tiles.depthwise_rows(oh, vw, ctx.lanes)
+    return ctx.emit(compute, [ctx.expr(node.inputs[0])], node, "window_pool", vw=vw, rb=rb)
 
 
 def _lowest(dtype: object) -> tirx.Expr:

@@ -211,7 +211,7 @@ class DepthwiseConv(KindRule):
     """One channel per tile, `etch.rb` output rows (default 1) x vw columns (the vector),
     the rows and the kernel's columns unrolled."""
 
-    kinds = ("depthwise_conv2d",)
+    kinds = ("depthwise_conv2d", "window_pool")  # pools: `lower/pool._tiled_pool`
 
     def schedule(self, sch, func, target):
         vw, rb = int(func.attrs["etch.vw"]), int(func.attrs.get("etch.rb", 1))
