@@ -65,7 +65,8 @@ def compile_graph(graph: Graph, isa: str, **options) -> Assembly:
     target = tvm.target.Target(target_json(isa, **options))
     lanes = cpu_rules.lanes(target)
     mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target)
-    ex = tvm.compile(mod, target=target, relax_pipeline=builder.vm_passes())
+    with tvm.transform.PassContext(opt_level=3, config=builder.tir_config(target)):
+        ex = tvm.compile(mod, target=target, relax_pipeline=builder.vm_passes())
     source = ex.mod.imports[0].inspect_source("asm")
     parts = {p.split(":", 1)[0]: p for p in re.split(r"\n(?=[A-Za-z_]\w*:\n)", source)}
     kernels, attrs = {}, {}
