@@ -130,8 +130,24 @@ def _candidate(blocks: np.ndarray, r: float, scheme: Scheme) -> tuple[np.ndarray
 
 
 def _error(blocks: np.ndarray, s: np.ndarray, z: np.ndarray, scheme: Scheme) -> np.ndarray:
-    q = codes(blocks, s[:, None], z[:, None], scheme)
-    return np.square((q - z[:, None]) * s[:, None] - blocks).sum(axis=1)
+    d = _deltas(blocks, s, z, scheme)
+    return np.square(d, out=d).sum(axis=1)
+
+
+def _deltas(b: np.ndarray, s: np.ndarray, z: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """Dequantisation error (q - z) s - b of b [P, E] for per-row s, z [P]: `codes`' values
+    kept in float64 (the same numbers, without int64 round trips), computed in place."""
+    if scheme.kind == "binary":
+        q = codes(b, s[:, None], z[:, None], scheme).astype(np.float64)
+    else:
+        q = np.divide(b, s[:, None])
+        np.rint(q, out=q)
+        q += z[:, None]
+        np.clip(q, scheme.qmin, scheme.qmax, out=q)
+    q -= z[:, None]
+    q *= s[:, None]
+    q -= b
+    return q
 
 
 def rtn(m: np.ndarray, scheme: Scheme, rg: int, cg: int,
@@ -160,12 +176,12 @@ def rtn_output(m: np.ndarray, h: np.ndarray, scheme: Scheme,
 
 def _block_output_fit(b: np.ndarray, h: np.ndarray, scheme: Scheme,
                       g: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row (scale, zero) of b [N, E] with the least d H d^T (h [g, E, E])."""
+    """Per-row (scale, zero) of b [N, E] with the least d H d^T (h [g, E, E]): the first
+    ratio of the grid with the least error."""
     best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     for r in ratios(scheme):
         s, z = _candidate(b, r, scheme)
-        d = (codes(b, s[:, None], z[:, None], scheme) - z[:, None]) * s[:, None] - b
-        dg = d.reshape(g, -1, d.shape[1])
+        dg = _deltas(b, s, z, scheme).reshape(g, -1, b.shape[1])
         e = np.einsum("gpk,gpk->gp", dg @ h, dg).reshape(-1)
         if best is None:
             best = (s, z, e)

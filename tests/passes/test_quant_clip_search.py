@@ -1,0 +1,82 @@
+"""The clip searches choose exactly what the plain loops over the ratio grid chose.
+
+`fit` (weight error) and `_block_output_fit` (output error d H d^T) compute the dequantisation
+error in float64 in place, without `codes`' int64 round trips; both are checked here against
+the implementation before that change, ties and convolution groups included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from passes import quantizer
+from passes.quantizer import Scheme, codes, ratios
+
+
+def _reference_output_fit(b: np.ndarray, h: np.ndarray, scheme: Scheme,
+                          g: int) -> tuple[np.ndarray, np.ndarray]:
+    best = None
+    for r in ratios(scheme):
+        s, z = quantizer._candidate(b, r, scheme)
+        d = (codes(b, s[:, None], z[:, None], scheme) - z[:, None]) * s[:, None] - b
+        dg = d.reshape(g, -1, d.shape[1])
+        e = np.einsum("gpk,gpk->gp", dg @ h, dg).reshape(-1)
+        if best is None:
+            best = (s, z, e)
+            continue
+        better = e < best[2]
+        best = (np.where(better, s, best[0]), np.where(better, z, best[1]),
+                np.minimum(e, best[2]))
+    return best[0], best[1]
+
+
+def _reference_fit(blocks: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    best_s, best_z = quantizer._candidate(blocks, 1.0, scheme)
+    q = codes(blocks, best_s[:, None], best_z[:, None], scheme)
+    best_e = np.square((q - best_z[:, None]) * best_s[:, None] - blocks).sum(axis=1)
+    for r in ratios(scheme)[1:]:
+        s, z = quantizer._candidate(blocks, r, scheme)
+        q = codes(blocks, s[:, None], z[:, None], scheme)
+        e = np.square((q - z[:, None]) * s[:, None] - blocks).sum(axis=1)
+        better = e < best_e
+        best_s, best_z = np.where(better, s, best_s), np.where(better, z, best_z)
+        best_e = np.minimum(e, best_e)
+    return best_s, best_z
+
+
+def _hessian(rng: np.random.Generator, g: int, e: int, rows: int = 96) -> np.ndarray:
+    """Correlated inputs with a common offset (as after a LayerNorm or a ReLU)."""
+    x = rng.normal(0, 1, (g, rows, e)) + rng.normal(0.5, 1, (g, rows, 1))
+    return np.einsum("grk,grl->gkl", x, x)
+
+
+SCHEMES = [Scheme(8), Scheme(4), Scheme(3, "int", False), Scheme(2, "ternary")]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.describe())
+@pytest.mark.parametrize("g", [1, 4])
+def test_output_search_matches_float64_loop(scheme: Scheme, g: int) -> None:
+    rng = np.random.default_rng(g * 7 + scheme.bits)
+    n, e = 64 * g, 48
+    b = rng.normal(0, 0.05, (n, e))
+    b[::9] *= rng.uniform(0.5, 8.0, (len(b[::9]), 1))  # rows of several magnitudes
+    b[5] = 0.0  # every ratio ties: the first (no clip) is kept
+    b[6, :] = 0.01  # a constant row: many ratios give equal errors
+    h = _hessian(rng, g, e)
+    want = _reference_output_fit(b, h, scheme, g)
+    got = quantizer._block_output_fit(b, h, scheme, g)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("scheme", SCHEMES + [Scheme(1, "binary")], ids=lambda s: s.describe())
+def test_weight_search_matches_float64_loop(scheme: Scheme) -> None:
+    rng = np.random.default_rng(scheme.bits)
+    blocks = rng.normal(0, 0.05, (200, 64))
+    blocks[3] = 0.0
+    got, want = quantizer.fit(blocks, scheme), _reference_fit(blocks, scheme)
+    if scheme.kind == "binary":
+        want = (np.where(np.abs(blocks).mean(1) > 0, np.abs(blocks).mean(1), 1.0), want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
