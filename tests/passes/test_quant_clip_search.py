@@ -51,7 +51,8 @@ def _hessian(rng: np.random.Generator, g: int, e: int, rows: int = 96) -> np.nda
     return np.einsum("grk,grl->gkl", x, x)
 
 
-SCHEMES = [Scheme(8), Scheme(4), Scheme(3, "int", False), Scheme(2, "ternary")]
+SCHEMES = [Scheme(8), Scheme(4), Scheme(3, "int", False), Scheme(2, "ternary"),
+           Scheme(4, half_scales=True)]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.describe())
