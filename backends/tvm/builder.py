@@ -121,7 +121,7 @@ def _maybe_tune(mod: tvm.IRModule, target: tvm.target.Target, opts: CompileOptio
         return mod, {}
     from backends.tvm import tune
 
-    mod, info = tune.tune(mod, target, opts.tune, out)
+    mod, info = tune.tune(mod, target, opts.tune, out, tir_config(target))
     return mod, {"tuning": info}
 
 

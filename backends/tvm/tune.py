@@ -5,7 +5,8 @@ the call graph; weight values do not change which schedule is fastest), the targ
 so compiling the same model again for the same CPU reuses it without measuring. The cache
 lives in $ETCH_CACHE/tune/<key> (default .cache/tune/<key>); a copy goes into the artifact
 (`tuning/`), so an artifact records the schedules it was built from. Kernels the search did
-not cover keep etch's rule-based schedules.
+not cover keep etch's rule-based schedules, and so do those whose rule schedule measured
+faster than the search's best (`tune_pick`).
 """
 
 from __future__ import annotations
@@ -160,11 +161,13 @@ def _search(mod: tvm.IRModule, target: tvm.target.Target, trials: int, dest: Pat
         shutil.rmtree(work, ignore_errors=True)
 
 
-def tune(mod: tvm.IRModule, target: tvm.target.Target, trials: int,
-         out: Path) -> tuple[tvm.IRModule, dict]:
+def tune(mod: tvm.IRModule, target: tvm.target.Target, trials: int, out: Path,
+         config: dict | None = None) -> tuple[tvm.IRModule, dict]:
     """`mod` (unscheduled kernels) with the tuned schedules applied where the search found
-    one, and the manifest's `tuning` entry; the database is cached and copied to out/tuning."""
-    from backends.tvm.schedules import RULE_ATTR
+    one and it measured faster than etch's rule schedule (`tune_pick`), and the manifest's
+    `tuning` entry; the database and the picks are cached and copied to out/tuning."""
+    from backends.tvm import tune_pick
+    from backends.tvm.schedules import RULE_ATTR, apply_rules
 
     key = content_key(mod, target, trials)
     db_dir = cache_root() / key
@@ -173,18 +176,22 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, trials: int,
     if not reused:
         _search(mod, target, trials, db_dir)
     search_s = time.perf_counter() - t0
-    (out / "tuning").mkdir(exist_ok=True)
-    for f in DB_FILES:
-        shutil.copy2(db_dir / f, out / "tuning" / f)
-    (out / "tuning" / "key.txt").write_text(key + "\n")
+    ruled = apply_rules(tvm.IRModule(dict(mod.functions_items())), target)
     with target, tvm.transform.PassContext(opt_level=3):
         tuned = relax.transform.MetaScheduleApplyDatabase(work_dir=str(db_dir))(mod)
-    count = 0
+    names = []
     for gvar, func in tuned.functions_items():
         if (isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None
                 and func.attrs.get("tirx.is_scheduled") and RULE_ATTR not in func.attrs):
             tuned[gvar] = func.with_attr(RULE_ATTR, "MetaSchedule")
-            count += 1
-    info = {"key": key, "trials": trials, "reused": reused, "tuned_kernels": count,
-            "search_seconds": round(search_s, 3)}
+            names.append(gvar.name_hint)
+    tuned, picks = tune_pick.pick(tuned, ruled, sorted(names), target, config or {}, db_dir)
+    (out / "tuning").mkdir(exist_ok=True)
+    for f in (*DB_FILES, tune_pick.PICKS):
+        shutil.copy2(db_dir / f, out / "tuning" / f)
+    (out / "tuning" / "key.txt").write_text(key + "\n")
+    kept = sum(1 for p in picks if p["kept"] == "tuned")
+    info = {"key": key, "trials": trials, "reused": reused, "tuned_kernels": kept,
+            "rule_kept": len(picks) - kept, "search_seconds": round(search_s, 3),
+            "kernels": picks}
     return tuned, info
