@@ -42,8 +42,11 @@ NO_AMX = "_noamx"
 
 
 def batched_model(src: Path, batch: int, dest: Path) -> None:
-    """Write `src` with batch `batch`: the input's first dim and the leading 1 of every
-    constant Reshape shape (the zoo's exports flatten as [1, ...]); inferred shapes dropped."""
+    """Write `src` with batch `batch`: the input's first dim, the leading 1 of every
+    constant Reshape shape (the zoo's exports flatten as [1, ...]) and every constant with a
+    leading 1 that a Concat joins along another axis (a ViT's class token, folded into an
+    initializer of shape [1, 1, d] by the export) repeated `batch` times; inferred shapes
+    dropped."""
     import onnx
     from onnx import numpy_helper
 
@@ -59,6 +62,7 @@ def batched_model(src: Path, batch: int, dest: Path) -> None:
             if data.size and data[0] == 1:
                 data[0] = batch
                 init.CopyFrom(numpy_helper.from_array(data, init.name))
+    _repeat_concat_constants(graph, batch)
     for node in graph.node:
         if node.op_type == "Constant" and node.output[0] in shapes:
             data = numpy_helper.to_array(node.attribute[0].t).copy()
@@ -66,6 +70,22 @@ def batched_model(src: Path, batch: int, dest: Path) -> None:
                 data[0] = batch
                 node.attribute[0].t.CopyFrom(numpy_helper.from_array(data))
     onnx.save(model, str(dest))
+
+
+def _repeat_concat_constants(graph: object, batch: int) -> None:
+    """Initializers with a leading 1 joined by a Concat on a non-batch axis, repeated to
+    `batch` along axis 0 (the other Concat inputs carry the batch)."""
+    from onnx import numpy_helper
+
+    joined = set()
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type == "Concat" and axis != 0:
+            joined.update(node.input)
+    for init in graph.initializer:
+        if init.name in joined and len(init.dims) > 1 and init.dims[0] == 1:
+            data = np.repeat(numpy_helper.to_array(init), batch, axis=0)
+            init.CopyFrom(numpy_helper.from_array(data, init.name))
 
 
 def batched_inputs(sample: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:

@@ -101,3 +101,23 @@ def test_tune_goal_reads_the_worst_models_speedup() -> None:
     goals = bench_cnn.summary(rows)["goals"]
     assert goals["--tune improves the worst model (b b1 t1)"].startswith("met (1.25)")
     assert "etch_tuned" not in cnn_peers.DEFAULT_RUNTIMES
+
+
+def test_batched_model_repeats_a_class_token_constant(tmp_path) -> None:
+    """A ViT export folds the class token into a [1, 1, d] initializer joined by Concat on
+    the token axis: re-batching repeats it, so each sample matches its batch-1 run."""
+    rng = np.random.default_rng(2)
+    cls = numpy_helper.from_array(rng.normal(size=(1, 1, 8)).astype(np.float32), "cls")
+    pos = numpy_helper.from_array(rng.normal(size=(1, 5, 8)).astype(np.float32), "pos")
+    nodes = [helper.make_node("Concat", ["cls", "x"], ["cat"], axis=1),
+             helper.make_node("Add", ["cat", "pos"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 8])], [cls, pos])
+    src, dest = tmp_path / "vit.onnx", tmp_path / "vit.b3.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    cnn_peers.batched_model(src, 3, dest)
+    x = rng.normal(size=(3, 4, 8)).astype(np.float32)
+    got = run_ort(onnx.load(dest), {"x": x})["y"]
+    rows = [run_ort(onnx.load(src), {"x": x[i:i + 1]})["y"][0] for i in range(3)]
+    np.testing.assert_allclose(got, np.stack(rows), rtol=1e-6)
