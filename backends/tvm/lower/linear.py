@@ -32,11 +32,20 @@ def _unravel(flat: tirx.Expr, dims: tuple[int, ...]) -> list[tirx.Expr]:
 
 
 def pack_dense(w: np.ndarray, nb: int) -> np.ndarray:
-    """[K, N] -> [ceil(N/nb), K, nb], zero-padded along N."""
+    """[K, N] -> [ceil(N/nb), K, nb], zero-padded along N, in one copy. `w` may be a view
+    (a Gemm's transposed weight): each block of nb columns is copied straight from it, which
+    for vgg16's 25088x4096 classifier is ~3x faster than transposing, padding and packing
+    in three whole-matrix copies."""
     k, n = w.shape
     npad = tiles.padded(n, nb)
-    w = np.pad(w, ((0, 0), (0, npad - n)))
-    return np.ascontiguousarray(w.reshape(k, npad // nb, nb).transpose(1, 0, 2))
+    out = np.empty((npad // nb, k, nb), dtype=w.dtype)
+    full = n // nb
+    if full:
+        out[:full] = w[:, :full * nb].reshape(k, full, nb).transpose(1, 0, 2)
+    if npad > n:
+        out[full] = 0
+        out[full, :, :n - full * nb] = w[:, full * nb:]
+    return out
 
 
 def dense(ctx: LowerCtx, node: Node, a: relax.Expr, w: np.ndarray, epi: Epilogue,
@@ -181,7 +190,7 @@ def gemm(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
     if w is not None:
         w = (w.T if trans_b else w) * np.asarray(alpha, w.dtype) if alpha != 1.0 else \
             (w.T if trans_b else w)
-        return dense(ctx, node, a, np.ascontiguousarray(w), epi, trans_a=trans_a)
+        return dense(ctx, node, a, w, epi, trans_a=trans_a)  # a view: packed in one copy
     return batched(ctx, node, a, ctx.expr(inputs[1]), ctx.shape(out), epi, trans_a, trans_b)
 
 
