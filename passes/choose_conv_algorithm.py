@@ -10,7 +10,11 @@ anchor is a Conv, one of
   for. F(4, 3) when a row has `lanes` / 2 tiles of 4 (with 16 lanes: 29+ outputs), else
   F(2, 3) (with 16 lanes: rows of 15-28);
 - "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM;
+- "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
+  (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
+  padded input in place (`_implicit_reason`);
 - "depthwise": one input channel per group;
+- "im2col": a strided (or short-reduction narrow) convolution: patches packed, one GEMM;
 - "direct": every other convolution (the packed direct kernel).
 The TVM cpu backend renders the choice (backends/tvm/lower/winograd.py for Winograd); the
 reasons go to graph.metadata[REPORT] (JSON list of {node, algorithm, shape, why}), which
@@ -32,6 +36,7 @@ from compiler.ops.etch_ops import kernel_attrs
 from passes.base import Pass
 
 ATTR = "conv_algorithm"
+IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 REPORT = "etch.conv_algorithms"
 
 
@@ -91,6 +96,9 @@ class ChooseConvAlgorithm(Pass):
         if reason is None:
             m = self._tile(layer)
             return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
+        implicit = self._implicit_reason(layer)
+        if implicit is None:
+            return "implicit_gemm", f"{reason}; stride 1: one GEMM read from the padded input"
         im2col = self._im2col_reason(layer)
         if im2col is None:
             return "im2col", f"{reason}; strided, narrow or 1 x k: patches packed, one GEMM"
@@ -111,6 +119,30 @@ class ChooseConvAlgorithm(Pass):
         square = len(set(layer.kernel)) == 1
         if max(layer.strides) == 1 and layer.out[1] >= self.lanes and square:
             return f"rows of {layer.out[1]} fill the direct kernel's vectors"
+        return None
+
+    def _implicit_reason(self, layer: Layer) -> str | None:
+        """None when the implicit GEMM (backends/tvm/lower/conv_implicit.py) beats the
+        others, else why not. It reads each reduction step's vector of positions straight
+        from the padded input, numbering positions along the padded width: no patches are
+        packed, at the cost of (KW-1)*dilation extra columns per row. Measured single-
+        threaded on the AVX-512 Xeon (CPU time, ORT beside it, etch/ORT): 256->256 3x3 14x14
+        1.14 (im2col 1.50), 128->32 3x3 on 56/28/14 1.25/1.13/1.04 (direct 1.35/1.25/1.17);
+        with short reductions it lost: 32->128 3x3 27x27 1.46 (direct 1.23), 16->64 55x55
+        1.40 (direct 1.31), 64->256 13x13 alike (its epilogue is a pass of its own, paid for
+        by long reductions). 7-wide rows drop 2/7 of the columns: alone, 512->512 3x3 7x7
+        ran at 1.26 (im2col 1.41), but resnet50 as a whole was slower with it (etch/ORT
+        1.37 against 1.29, twice in turns), so rows must be 6 (KW-1) dilations wide.
+        inception_v3's 7x1 on 17x17 (nothing dropped), 128 / 192 channels: 1.31 / 1.27
+        (im2col 1.80 / 1.59); its 48->64 5x5 on 35x35 1.12 (direct 1.84)."""
+        if not self.im2col or layer.groups != 1 or len(layer.kernel) != 2:
+            return "direct convolution"
+        if layer.strides != (1, 1):
+            return "strided"
+        if layer.c * layer.kernel[0] * layer.kernel[1] < IMPLICIT_MIN_REDUCTION:
+            return f"under {IMPLICIT_MIN_REDUCTION} multiply-adds per output"
+        if 6 * (layer.kernel[1] - 1) * layer.dilations[1] > layer.out[1]:
+            return "rows too narrow: over 1/6 of the implicit GEMM's columns dropped"
         return None
 
     def _winograd_reason(self, layer: Layer) -> str | None:

@@ -71,19 +71,25 @@ def test_each_layer_gets_the_algorithm_its_shape_calls_for(rng) -> None:
     assert "im2col x5" in text and "patches packed, one GEMM" in text
 
 
-def test_wide_stride_1_rows_stay_direct_and_im2col_can_be_off() -> None:
-    """A 5x5 stride-1 layer with 64-wide rows fills the direct kernel's vectors; the same
-    layer at 8 wide goes to im2col, unless im2col is off."""
+def test_wide_stride_1_rows_go_implicit_and_gemms_can_be_off() -> None:
+    """A 5x5 stride-1 layer with 64-wide rows and a long reduction (64 x 25) is an implicit
+    GEMM; the same layer at 8 wide would drop half its columns: im2col; with GEMMs off, both
+    are direct. With a short reduction (16 channels x 25) wide rows stay direct."""
     wide, _ = conv_model([("wide5", 64, 5, {})], 64, 8, 64)
     narrow, _ = conv_model([("narrow5", 64, 5, {})], 64, 8, 8)
+    short, _ = conv_model([("short5", 64, 5, {})], 16, 8, 64)
     choose = ChooseConvAlgorithm(lanes=16)
-    assert _algorithms(choose.run(onnx_import.import_model(wide))[0]) == {"wide5": "direct"}
+    wide_g = choose.run(onnx_import.import_model(wide))[0]
+    assert _algorithms(wide_g) == {"wide5": "implicit_gemm"}
+    assert "read from the padded input" in explain(wide_g.metadata)
     assert _algorithms(choose.run(onnx_import.import_model(narrow))[0]) == {"narrow5": "im2col"}
-    off = ChooseConvAlgorithm(lanes=16, im2col=False).run(onnx_import.import_model(narrow))[0]
-    assert _algorithms(off) == {"narrow5": "direct"}
+    assert _algorithms(choose.run(onnx_import.import_model(short))[0]) == {"short5": "direct"}
+    for model, name in ((wide, "wide5"), (narrow, "narrow5")):
+        off = ChooseConvAlgorithm(lanes=16, im2col=False).run(onnx_import.import_model(model))
+        assert _algorithms(off[0]) == {name: "direct"}
 
 
-def test_few_channels_or_winograd_off_stay_direct() -> None:
+def test_few_channels_stay_direct_and_without_winograd_a_3x3_is_implicit() -> None:
     model, _ = conv_model([("thin", 16, 3, {}), ("stem", 64, 7, {"strides": [2, 2]})],
                           3, 8, 64)
     graph = onnx_import.import_model(model)
@@ -91,7 +97,7 @@ def test_few_channels_or_winograd_off_stay_direct() -> None:
     model, _ = conv_model([("wide", 64, 3, {})], 64, 8, 64)
     graph = onnx_import.import_model(model)
     assert set(_algorithms(ChooseConvAlgorithm(winograd=False).run(graph)[0]).values()) == \
-        {"direct"}
+        {"implicit_gemm"}
 
 
 @pytest.mark.parametrize("options,runs", [({"target": "cpu"}, True),
@@ -104,9 +110,11 @@ def test_the_cpu_float_pipeline_chooses(options: dict, runs: bool) -> None:
     assert ("choose_conv_algorithm" in labels) == runs
 
 
-def test_one_by_k_kernels_go_to_im2col_even_on_wide_rows() -> None:
+def test_one_by_k_kernels_go_to_a_gemm_even_on_wide_rows() -> None:
     """inception_v3's 1x7 / 7x1 layers (128 channels, 17x17) reuse each loaded row little in
-    the direct kernel: they become a GEMM over packed patches; a square 5x5 stays direct."""
+    the direct kernel: the 7x1 drops no column as an implicit GEMM, the 1x7 would drop 6 of
+    23 (over 1/6): patches packed; a square 5x5 on 17 wide rows stays direct; with 13
+    columns a 3x3 is implicit (2/15 dropped), with 11 it is not."""
     from passes.choose_conv_algorithm import Layer
 
     def layer(kernel: tuple[int, int], pads: tuple[int, ...]) -> Layer:
@@ -115,5 +123,12 @@ def test_one_by_k_kernels_go_to_im2col_even_on_wide_rows() -> None:
 
     choose = ChooseConvAlgorithm(lanes=16)
     assert choose.choose(layer((1, 7), (0, 3, 0, 3)))[0] == "im2col"
-    assert choose.choose(layer((7, 1), (3, 0, 3, 0)))[0] == "im2col"
+    assert choose.choose(layer((7, 1), (3, 0, 3, 0)))[0] == "implicit_gemm"
     assert choose.choose(layer((5, 5), (2, 2, 2, 2)))[0] == "direct"
+    for width, algorithm in ((13, "implicit_gemm"), (11, "im2col")):
+        narrow = Layer(c=64, oc=64, groups=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
+                       pads=(1, 1, 1, 1), out=(width, width))
+        assert choose.choose(narrow)[0] == algorithm, width
+    strided = Layer(c=256, oc=256, groups=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
+                    pads=(1, 1, 1, 1), out=(14, 14))
+    assert choose.choose(strided)[0] == "im2col"

@@ -231,6 +231,12 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
         y = winograd.winograd_conv2d(ctx, node, x, w.reshape(sp.oc, w.shape[1], sp.kh, sp.kw),
                                      sp, epi, winograd.tile_size(algorithm))
         return ctx.reshape(y, oshape)
+    if algorithm == "implicit_gemm" and ctx.pack and len(oshape) == 4:
+        from backends.tvm.lower import conv_implicit
+
+        if conv_implicit.fits(sp):
+            x = ctx.reshape(ctx.expr(inputs[0]), (sp.n, sp.c, sp.h, sp.w))
+            return ctx.reshape(conv_implicit.conv_implicit(ctx, node, x, w, sp, epi), oshape)
     if algorithm in ("pointwise", "im2col") and ctx.pack and len(oshape) == 4:
         from backends.tvm.lower import conv_gemm
 

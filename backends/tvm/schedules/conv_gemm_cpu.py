@@ -56,5 +56,44 @@ class ConvGemm(KindRule):
         return True
 
 
+class ConvImplicit(KindRule):
+    """The implicit GEMM (`lower/conv_implicit.py`): loops (image and output-channel block,
+    in parallel when it pays; column block; input channel; the KH x KW taps, unrolled; the
+    ocb x vw register tile). Every step's vectors are read from the padded input in place.
+    The epilogue runs per output-channel block over the whole image (its positions skip the
+    dropped columns, so it cannot follow each column block)."""
+
+    kinds = ("conv_implicit",)
+
+    def schedule(self, sch, func, target):
+        ocb, vw, width = int(func.attrs["etch.ocb"]), int(func.attrs["etch.vw"]), lanes(target)
+        anchor = sch.get_sblock("anchor")
+        n, o, q, rc, ry, rx = sch.get_loops(anchor)
+        total = work(sch, [n, o, q, rc, ry, rx])
+        oo, oi = sch.split(o, [None, ocb])
+        qo, qi = sch.split(q, [None, vw])
+        sch.reorder(n, oo, qo, rc, ry, rx, oi, qi)
+        outer = sch.fuse(n, oo)
+        maybe_parallel(sch, outer, total)
+        sch.unroll(rx)
+        finish_tile(sch, anchor, rc, oi, qi, False, width)
+        loops = sch.get_loops(sch.get_sblock("epilogue"))
+        elements = work(sch, loops)
+        maybe_parallel(sch, sch.fuse(*loops[:-1]), elements, PARALLEL_PAD_ELEMENTS)
+        if extent(sch, loops[-1]) % width == 0:
+            vectorize_loop(sch, loops[-1], width)
+        return True
+
+
+class ConvPad(KindRule):
+    """The padded input of an implicit GEMM: a zero fill and a vectorised copy."""
+
+    kinds = ("conv_pad",)
+
+    def schedule(self, sch, func, target):
+        _schedule_pad(sch, lanes(target))
+        return True
+
+
 def rules() -> list[ScheduleRule]:
-    return [ConvGemm()]
+    return [ConvGemm(), ConvImplicit(), ConvPad()]
