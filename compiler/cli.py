@@ -45,6 +45,9 @@ def _add_compile(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--lut", action="store_true", help="LUT bit-serial GEMM for low-bit weights")
     q.add_argument("--lut-table", default="int8", choices=["int8", "float"],
                    help="--lut activation tables: int8-quantised (default) or exact float")
+    q.add_argument("--scale-format", default="fp16", choices=["fp16", "u8"],
+                   help="weight-only block scales: float16 values (default) or two-level, "
+                        "a uint8 per block times a float16 per super-block of 8 blocks")
     q.add_argument("--rearrange", action="store_true",
                    help="rearrange channels to group outliers before quantising")
     h = p.add_argument_group("hardware (verilog)")
@@ -83,7 +86,7 @@ def _compile_options(a: argparse.Namespace) -> dict:
     except ValueError:
         raise EtchError(f"bad --array {a.array!r}: expected RxC, e.g. 8x8") from None
     same = ("bind", "bits", "ternary", "group_size", "quant", "per", "calib", "int", "lut",
-            "lut_table", "rearrange", "engine", "pe", "max_cells", "neuron", "pipeline", "fold",
+            "lut_table", "scale_format", "rearrange", "engine", "pe", "max_cells", "neuron", "pipeline", "fold",
             "area", "tune", "threads", "mcpu", "vector_bits", "dump_dir", "print_after")
     return {**{k: getattr(a, k) for k in same},
             "input_shapes": dict(parse_shape(s) for s in a.input_shape),

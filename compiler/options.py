@@ -31,6 +31,7 @@ class CompileOptions:
     int: bool = False                # cpu/edge: run the integer graph (W{B}A8)
     lut: bool = False                # LUT bit-serial GEMM for quantised weights
     lut_table: str = "int8"          # int8 | float: the LUT kernels' activation tables
+    scale_format: str = "fp16"       # fp16 | u8: weight-only block scales (u8: two-level)
     rearrange: bool = False          # channel rearrangement before quantisation
     engine: str = "systolic"         # systolic | adder-tree | hardwired
     pe: str = "mac"                  # mac | booth | bitserial
@@ -83,7 +84,20 @@ class CompileOptions:
             raise EtchError(f"--array {'x'.join(map(str, self.array))}: rows and columns must "
                             f"be at least 1 (e.g. 8x8)")
 
+    def _validate_scale_format(self) -> None:
+        if self.scale_format not in ("fp16", "u8"):
+            raise EtchError(f"--scale-format {self.scale_format!r}: choose fp16 or u8")
+        if self.scale_format == "fp16":
+            return
+        if not self.weight_quantised or self.int or self.target == "verilog":
+            raise EtchError("--scale-format u8 sets the weight-only path's block scales: use "
+                            "it with --bits/--ternary, without --int or --target verilog")
+        if self.group_size is None:
+            raise EtchError("--scale-format u8 splits block scales along K: add --group-size "
+                            "(per-channel scales have one block per row)")
+
     def _validate_lut(self) -> None:
+        self._validate_scale_format()
         if self.lut_table not in ("int8", "float"):
             raise EtchError(f"--lut-table {self.lut_table!r}: choose int8 or float")
         if not self.lut:

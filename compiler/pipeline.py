@@ -69,7 +69,8 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     if quantise:
         passes.append(QuantizeWeights(
             bits=opts.bits, ternary=opts.ternary, group_size=opts.group_size,
-            method=opts.quant, per=opts.per, calib=opts.calib, lut=opts.lut, integer=integer))
+            method=opts.quant, per=opts.per, calib=opts.calib, lut=opts.lut, integer=integer,
+            scale_format=opts.scale_format))
     if integer:
         passes.append(QuantizeActivations(opts.calib))
     hardwired = opts.target == "verilog" and opts.engine == "hardwired"
@@ -80,7 +81,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     if opts.lut:
         from passes.lut_lowering import LutLowering
 
-        passes.append(LutLowering(opts.lut_table, lut_target(opts)))
+        passes.append(LutLowering(opts.lut_table, lut_target(opts), opts.scale_format))
     if fuse:
         passes.append(FuseEpilogue())
     if opts.target == "verilog" and opts.engine in ("systolic", "adder-tree"):

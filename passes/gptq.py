@@ -25,10 +25,11 @@ BLOCK = 128
 
 def gptq(w: np.ndarray, h: np.ndarray, scheme: Scheme, rg: int, cg: int,
          damp: float = 0.01,
-         snap: Callable[[np.ndarray], np.ndarray] | None = None,
+         snap: Callable[[np.ndarray, int], np.ndarray] | None = None,
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """GPTQ-quantise w [G, N, K] with Hessians h [G, K, K]; `snap` maps each group's
-    fitted scales [G, N/rg] to the scales used (the integer path's base * multiplier).
+    fitted scales [G, N/rg] (and the group's index along K) to the scales used (the integer
+    path's base * multiplier, two-level scales).
 
     Returns (codes [G, N, K], scales [G, N/rg, K/cg], zeros [G, N/rg, K/cg]).
     """
@@ -55,7 +56,7 @@ def gptq(w: np.ndarray, h: np.ndarray, scheme: Scheme, rg: int, cg: int,
                 s_all[..., col // cg], z_all[..., col // cg] = _fit_rows(
                     w1[:, :, i:i + cg], scheme, rg)
                 if snap is not None:
-                    s_all[..., col // cg] = snap(s_all[..., col // cg])
+                    s_all[..., col // cg] = snap(s_all[..., col // cg], col // cg)
             s = np.repeat(s_all[..., col // cg], rg, axis=1)
             z = np.repeat(z_all[..., col // cg], rg, axis=1)
             q[:, :, col] = codes(w1[:, :, i], s, z, scheme)

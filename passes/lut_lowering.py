@@ -16,7 +16,12 @@ block (the largest multiple of 8 up to 64 that divides the scale block: T-MAC's 
 quantisation group), the table mode (`table`: int8 or float) and the scales' storage
 (`scale_dtype`: float16 when every scale, times Gemm's alpha, is exactly a float16 value --
 QuantizeWeights rounds its scales so -- else float32, e.g. an imported MatMulNBits' arbitrary
-float scales: half the scale bytes the kernel streams, the same product).
+float scales: half the scale bytes the kernel streams, the same product); with
+`scale_format` "u8" (`--scale-format u8`: QuantizeWeights made two-level scales), uint8
+block scales times one float16 per column and super-block of SUPER_BLOCK blocks
+(`scale_dtype` uint8, `super_block`), where every scale factors so exactly
+(`two_level_storage`; else the float16/float32 storage above, the report says why): 2.25
+instead of 2.5 bits per 2-bit weight at group 32.
 
 Where a look-up kernel loses or cannot run, the layer keeps its etch.Dequant and the
 dequantising kernel runs it; the report says why: more rows than the target's row limit
@@ -47,6 +52,7 @@ from compiler.ir import Graph, Node, Value
 from compiler.ops.etch_lut import LutLayout, Params
 from passes.base import Pass
 from passes.lut_codes import LutWeight, lut_weight
+from passes.quantizer import SUPER_BLOCK, U8_MAX
 
 MAX_TBLOCK = 64
 # isa -> (vector bytes, rows up to which the look-up kernel is chosen over the dequantising
@@ -167,9 +173,11 @@ class LutLowering(Pass):
 
     name = "lut_lowering"
 
-    def __init__(self, table: str = "int8", target: LutTarget | None = None) -> None:
+    def __init__(self, table: str = "int8", target: LutTarget | None = None,
+                 scale_format: str = "fp16") -> None:
         self.table = table
         self.target = target or LutTarget()
+        self.scale_format = scale_format
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         graph = graph.copy()
@@ -221,10 +229,13 @@ class LutLowering(Pass):
         attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
                  "table": self.table, "scale_dtype": scale_storage(lw.scale, alpha),
                  **layout.attrs()}
+        two, note = self._two_level(lw, alpha)
+        if two is not None:
+            attrs.update(scale_dtype="uint8", super_block=SUPER_BLOCK)
         if key not in packed:
-            packed[key] = _constants(graph, lw, layout, attrs, alpha, site.dq.outputs[0])
+            packed[key] = _constants(graph, lw, layout, attrs, alpha, site.dq.outputs[0], two)
         consts = packed[key]
-        if len(consts) == 2:  # uniform zero point: an attribute
+        if len(consts) < 3 or not consts[2]:  # uniform zero point: an attribute
             attrs["zero"] = int(lw.zero.reshape(-1)[0])
         Params.of(attrs)  # the layout the pass made must be one the op accepts
         if node.op == "Conv":
@@ -232,8 +243,22 @@ class LutLowering(Pass):
         else:
             _rewrite_linear(graph, node, consts, attrs)
         instruction = "vpermb zmm" if layout.chunk_slots == 2 else INSTRUCTION[self.target.isa]
+        scales = f"uint8 x float16/{SUPER_BLOCK}" if two is not None else attrs["scale_dtype"]
         return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
-                "scales": attrs["scale_dtype"], "instruction": instruction}
+                "scales": scales, "instruction": instruction, **note}
+
+    def _two_level(self, lw: LutWeight, alpha: float) -> tuple[tuple | None, dict]:
+        """(u8, d) storage of the layer's scales under scale_format u8, or None and the
+        report's note saying why not."""
+        if self.scale_format != "u8":
+            return None, {}
+        if lw.group >= lw.k:
+            return None, {"scales_note": "one scale per column: nothing to split"}
+        two = two_level_storage(_scaled(lw.scale, alpha))
+        if two is None:
+            return None, {"scales_note": "scales are not u8 x float16 products (not made by "
+                                         "--scale-format u8)"}
+        return two, {}
 
 
 def describe(layout: LutLayout) -> str:
@@ -257,22 +282,72 @@ def _scaled(scale: np.ndarray, alpha: float) -> np.ndarray:
     return scale * np.float32(alpha) if alpha != 1.0 else scale.astype(np.float32)
 
 
+def two_level_storage(s: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scales s [G, N] float32 as (u8 [G, N], d float16 [ceil(G / SUPER_BLOCK), N]) with
+    f32(u8) * f32(d[g // SUPER_BLOCK]) == s exactly, or None. Per super-block and column,
+    d = max s / q for the largest q <= 255 that makes d a float16 value and every scale an
+    exact integer multiple of it (QuantizeWeights' two-level scales: q = 255)."""
+    g, n = s.shape
+    sup = -(-g // SUPER_BLOCK)
+    pad = np.zeros((sup * SUPER_BLOCK, n), np.float32)
+    pad[:g] = s
+    blocks = pad.reshape(sup, SUPER_BLOCK, n)
+    top = blocks.max(axis=1)                                          # [S, N]
+    u8 = np.zeros(blocks.shape, np.uint8)
+    d = np.zeros(top.shape, np.float16)
+    todo = top != 0
+    if np.any(pad < 0) or not np.all(np.isfinite(pad)):
+        return None
+    for q in range(U8_MAX, 0, -1):
+        if not todo.any():
+            break
+        sj, cj = np.nonzero(todo)
+        got = _factor(blocks[sj, :, cj], top[sj, cj] / np.float32(q))
+        if got is not None:
+            ok, u, dh = got
+            u8[sj[ok], :, cj[ok]], d[sj[ok], cj[ok]] = u[ok], dh[ok]
+            todo[sj[ok], cj[ok]] = False
+    if todo.any():
+        return None
+    return u8.reshape(-1, n)[:g], d
+
+
+def _factor(b: np.ndarray, d: np.ndarray) -> tuple | None:
+    """Which rows of b [P, S] are exact integer multiples (0..255) of the float16-valued
+    float32 d [P]: (ok [P], u8 [P, S], d float16 [P])."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        dh = d.astype(np.float16)
+        u = np.rint(b / d[:, None])
+    u = np.where(np.isfinite(u), u, -1)
+    ok = (dh.astype(np.float32) == d) & np.all((u >= 0) & (u <= U8_MAX), axis=1)
+    ok &= np.all(u.astype(np.float32) * d[:, None] == b, axis=1)
+    return (ok, np.clip(u, 0, U8_MAX).astype(np.uint8), dh) if ok.any() else None
+
+
 def _constants(graph: Graph, lw: LutWeight, layout: LutLayout, attrs: dict, alpha: float,
-               base: str) -> list[str]:
-    """Packed codes, scales and (when not uniform) zero points, padded to the layout."""
+               base: str, two: tuple | None = None) -> list[str]:
+    """Packed codes, scales (two-level: uint8 and the float16 super-block scales, last) and
+    (when not uniform) zero points, padded to the layout."""
     p = Params.of({**attrs, "zero": 0})
     u = np.zeros((p.kp, lw.n), np.uint8)
     u[:lw.k] = lw.u
     rows = p.kp // p.group
     npad = layout.padded_n(lw.n)
     scale = np.zeros((rows, npad), attrs["scale_dtype"])
-    scale[:, :lw.n] = _scaled(lw.scale, alpha)
+    scale[:lw.scale.shape[0], :lw.n] = _scaled(lw.scale, alpha) if two is None else two[0]
     names = [graph.add_const(f"{base}_lut", layout.pack(u)).name,
              graph.add_const(f"{base}_lut_scale", layout.tile_params(scale)).name]
+    zero_name = ""
     if np.any(lw.zero != lw.zero.reshape(-1)[0]):
         zero = np.zeros((rows, npad), np.uint8)
         zero[:, :lw.n] = lw.zero
-        names.append(graph.add_const(f"{base}_lut_zero", layout.tile_params(zero)).name)
+        zero_name = graph.add_const(f"{base}_lut_zero", layout.tile_params(zero)).name
+        names.append(zero_name)
+    if two is not None:
+        d = np.zeros((p.supers, npad), np.float16)
+        d[:two[1].shape[0], :lw.n] = two[1]
+        names += [""] * (not zero_name) + [
+            graph.add_const(f"{base}_lut_super", layout.tile_params(d)).name]
     return names
 
 
@@ -329,8 +404,9 @@ def explain(metadata: Mapping[str, str]) -> list[str]:
     out = [f"{'LUT GEMM':<28}{'kernel':>8}{'rows':>6}{'bits':>5}  {'table':<6}layout / reason"]
     for r in rows:
         bits = str(r.get("bits", "-"))
+        note = f" ({r['scales_note']})" if "scales_note" in r else ""
         what = f"{r['layout']}, tblock {r['tblock']}, {r.get('scales', 'float32')} " \
-            f"scales, {r['instruction']}" \
+            f"scales{note}, {r['instruction']}" \
             if r["kernel"] == "lut" else r["reason"]
         table = r["table"] if r["kernel"] == "lut" else "-"
         out.append(f"{r['layer']:<28}{r['kernel']:>8}{r['rows']:>6}{bits:>5}  {table:<6}{what}")

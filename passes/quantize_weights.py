@@ -23,7 +23,11 @@ the least weight error otherwise (and without data). A layer whose K is not abov
 size is one group. For the integer path (`integer`), groups along K have scales
 base[n] * mult[n, g] with integer multipliers (as large as keeps the int32 accumulator
 safe, at most 255): etch.Dequant then takes the per-channel base and a fourth input, the
-multipliers, which become etch.QConv/etch.QGemm's `w_mult`.
+multipliers, which become etch.QConv/etch.QGemm's `w_mult`. `scale_format` "u8"
+(`--scale-format u8`, weight-only groups along K): two-level scales, each block's an integer
+1..255 times a float16 per row and super-block (`quantizer.two_level`), the codes chosen
+against them (RTN requantises, GPTQ snaps each group's scale as it goes); etch.Dequant still
+holds the float products, which etch.LutGemm stores as uint8 + float16.
 
 Refused, with an EtchError naming the layer:
 - `--lut` with bits 5..8: LUT bit-serial kernels exist for 1-4-bit (and ternary) weights;
@@ -62,10 +66,13 @@ from passes.quantizer import (
     rtn,
     rtn_output,
     snap_scales,
+    snap_two_level,
+    super_scales,
 )
 
 LUT_BITS = frozenset({1, 2, 3, 4})
 OUTPUT_SEARCH_COST = 4e10  # N K^2 x grid size: RTN's output-error clip search (~1 s)
+GPTQ_HEADROOM = 1.25  # two-level scales under GPTQ: its updated weights may need larger scales
 Calib = str | Mapping[str, np.ndarray] | None
 
 
@@ -87,6 +94,7 @@ class Quantised:
     error: float
     candidates: dict[str, float] = field(default_factory=dict)
     mult: np.ndarray | None = None  # integer group multipliers: s = base [N, 1] * mult
+    two_level: bool = False         # s = u8 * a float16 per row and super-block
 
 
 def scheme_of(bits: int | None, ternary: bool, symmetric: bool,
@@ -109,8 +117,9 @@ class QuantizeWeights(Pass):
     def __init__(self, bits: int | None = 8, ternary: bool = False,
                  group_size: int | None = None, method: str = "rtn", per: str = "oc",
                  calib: Calib = None, symmetric: bool = True, lut: bool = False,
-                 integer: bool = False, damp: float = 0.01) -> None:
+                 integer: bool = False, damp: float = 0.01, scale_format: str = "fp16") -> None:
         self.scheme = scheme_of(bits, ternary, symmetric, half_scales=not integer)
+        self.scale_format = scale_format
         self.group_size, self.method, self.per = group_size, method, per
         self.calib, self.lut, self.integer, self.damp = calib, lut, integer, damp
 
@@ -208,6 +217,9 @@ class QuantizeWeights(Pass):
             if self.integer and plan.cg < k:
                 results.append(self._integer_groups(m, plan, h, ly.groups))
                 continue
+            if self._two_level(plan, k):
+                results.append(self._two_level_groups(m, plan, h, ly.groups))
+                continue
             q, s, z = self._codes(m, plan, h, ly.groups)
             err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, ly.groups)
             results.append(Quantised(q, s, z, plan, err))
@@ -233,7 +245,8 @@ class QuantizeWeights(Pass):
         k = m.shape[1]
         m_max = group_mult_max(k, self.scheme)
         base = rtn(m, self.scheme, plan.rg, plan.cg)[1].max(axis=1, keepdims=True) / m_max
-        snap = (lambda s: base.reshape(s.shape) * snap_scales(s, base.reshape(s.shape), m_max))
+        snap = (lambda s, _: base.reshape(s.shape) * snap_scales(s, base.reshape(s.shape),
+                                                                 m_max))
         q, s, z = self._codes(m, plan, h, groups, snap)
         mult = snap_scales(s, base, m_max)
         s = base * mult
@@ -242,9 +255,32 @@ class QuantizeWeights(Pass):
         err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, groups)
         return Quantised(q, base, z[:, :1], plan, err, mult=mult)
 
+    def _two_level(self, plan: Plan, k: int) -> bool:
+        return self.scale_format == "u8" and not self.integer and plan.per == "oc" and \
+            plan.cg < k
+
+    def _two_level_groups(self, m: np.ndarray, plan: Plan, h: np.ndarray | None,
+                          groups: int) -> Quantised:
+        """Two-level block scales: d per row and super-block from the fitted scales (RTN's,
+        or for GPTQ a round-to-nearest fit), each block's scale snapped to d * u8, the
+        codes chosen against the snapped scales."""
+        if self.method == "rtn":
+            _, s, z = self._codes(m, plan, h, groups)
+            d = super_scales(s)
+            s = snap_two_level(s, d)
+            q = requantise(m, s, z, self.scheme, plan.rg, plan.cg)
+        else:
+            d = super_scales(rtn(m, self.scheme, plan.rg, plan.cg)[1] * GPTQ_HEADROOM)
+            q, s, z = self._codes(m, plan, h, groups, lambda b, j: snap_two_level(
+                b.reshape(-1, 1), d, j).reshape(b.shape))
+        err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, groups)
+        return Quantised(q, s, z, plan, err, two_level=True)
+
     def _entry(self, graph: Graph, ly: Layer, r: Quantised) -> dict:
         return {"layer": ly.name, "op": ly.op, "weight": list(graph.values[ly.weight].shape),
                 "scheme": self.scheme.describe(), "per": r.plan.per,
+                "scales": "u8 x fp16" if r.two_level else "fp16" if not self.integer
+                else "base x mult" if r.mult is not None else "fp32",
                 "block": [r.plan.rg, r.plan.cg], "method": self.method,
                 "error": round(r.error, 6),
                 "candidates": {k: round(v, 6) for k, v in r.candidates.items()}}

@@ -30,6 +30,8 @@ RATIOS = np.linspace(1.0, 0.3, 36)
 WIDE_BITS = 7         # codes this wide or wider search only the light clips ...
 WIDE_MIN_RATIO = 0.8  # ... RATIOS down to this one
 HALF_MIN, HALF_MAX = 2.0 ** -14, 65504.0  # float16's normal range
+SUPER_BLOCK = 8       # blocks per float16 super-block scale (256 rows of K at group 32)
+U8_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -232,3 +234,31 @@ def requantise(m: np.ndarray, s: np.ndarray, z: np.ndarray, scheme: Scheme, rg: 
     blocks = to_blocks(m, rg, cg)
     q = codes(blocks, s.reshape(-1)[:, None], z.reshape(-1)[:, None], scheme)
     return from_blocks(q, n, k, rg, cg)
+
+
+def super_scales(s: np.ndarray, super_block: int = SUPER_BLOCK) -> np.ndarray:
+    """Block scales s [R, B] (> 0) -> float16-valued d [R, ceil(B / super_block)] (float64):
+    each super-block's largest scale / 255, rounded up to a float16 value (so no block's
+    integer exceeds 255), at least float16's smallest subnormal."""
+    r, b = s.shape
+    pad = np.zeros((r, -(-b // super_block) * super_block))
+    pad[:, :b] = s
+    top = pad.reshape(r, -1, super_block).max(axis=2) / U8_MAX
+    with np.errstate(over="ignore"):
+        h = top.astype(np.float16)
+        h = np.where(h.astype(np.float64) < top, np.nextafter(h, np.float16(np.inf)), h)
+    return np.maximum(h, np.float16(2.0 ** -24)).astype(np.float64)
+
+
+def snap_two_level(s: np.ndarray, d: np.ndarray, first: int = 0,
+                   super_block: int = SUPER_BLOCK) -> np.ndarray:
+    """Block scales s [R, B'] (blocks first.. of the row) -> d * clip(rint(s / d), 1, 255),
+    d [R, supers] the rows' super-block scales (`super_scales`)."""
+    cols = (first + np.arange(s.shape[1])) // super_block
+    dd = d[:, cols]
+    return dd * np.clip(np.rint(s / dd), 1, U8_MAX)
+
+
+def two_level(s: np.ndarray, super_block: int = SUPER_BLOCK) -> np.ndarray:
+    """Block scales s [R, B] as two-level scales (see the module docstring), float64."""
+    return snap_two_level(s, super_scales(s, super_block), 0, super_block)

@@ -29,7 +29,7 @@ def random_layout(bits: int, rng: np.random.Generator, tblock: int = 8) -> LutLa
 def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
               rng: np.random.Generator, zero_tensor: bool = False,
               layout: LutLayout | Callable[[int], LutLayout] | None = None,
-              scale_dtype: str = "float32") -> dict:
+              scale_dtype: str = "float32", super_block: int = 2) -> dict:
     """A random LutGemm: attrs, inputs, the codes u [K_p, N], scales/zeros [G, N_p] and the
     dequantised weight [K, N] (float64). `group` None: per-channel scales, a random table
     block; else blocks of `group` rows of K with table block = group. `layout`: a layout,
@@ -46,20 +46,32 @@ def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
     u = np.zeros((kp, n), np.uint8)
     u[:k] = rng.integers(0, hi, (k, n))
     scale = np.zeros((kp // grp, npad), np.float32)
-    scale[:, :n] = rng.uniform(0.01, 1.0, (kp // grp, n)).astype(scale_dtype)
+    sup, stored = None, scale
+    if scale_dtype == "uint8":
+        stored = np.zeros(scale.shape, np.uint8)
+        stored[:, :n] = rng.integers(0, 256, (kp // grp, n))
+        sup = np.zeros((-(-(kp // grp) // super_block), npad), np.float16)
+        sup[:, :n] = rng.uniform(1e-4, 4e-3, (sup.shape[0], n))
+        scale[:] = stored * np.repeat(sup.astype(np.float32), super_block, 0)[:kp // grp]
+    else:
+        scale[:, :n] = rng.uniform(0.01, 1.0, (kp // grp, n)).astype(scale_dtype)
+        stored = scale.astype(scale_dtype)
     base_zero = {"binary": 1, "ternary": 1}.get(kind, 1 << (bits - 1) if kind[0] == "s" else 0)
     zero = np.full((kp // grp, npad), base_zero, np.uint8)
     if zero_tensor:
         zero[:, :n] = rng.integers(0, 1 << bits, (kp // grp, n))
     attrs = {"k": k, "n": n, "mu": mu, "zero": base_zero, "group": grp, "tblock": tblock,
              "table": table, "scale_dtype": scale_dtype, **layout.attrs()}
+    if sup is not None:
+        attrs["super_block"] = super_block
     w = np.repeat(scale[:, :n].astype(np.float64), grp, 0) * (
         mu * u.astype(np.float64) - np.repeat(zero[:, :n].astype(np.float64), grp, 0))
     x = rng.standard_normal((m, k)).astype(np.float32)
-    inputs = [x, layout.pack(u), layout.tile_params(scale).astype(scale_dtype)] + (
+    inputs = [x, layout.pack(u), layout.tile_params(stored)] + (
         [layout.tile_params(zero)] if zero_tensor else [])
     return {"attrs": attrs, "inputs": inputs, "w": w[:k], "u": u, "layout": layout,
-            "scale": scale, "zero": zero if zero_tensor else None}
+            "scale": scale, "zero": zero if zero_tensor else None,
+            "sup": None if sup is None else layout.tile_params(sup)}
 
 
 def graph_of(cases: list[dict]) -> tuple[Graph, dict[str, np.ndarray]]:
@@ -72,6 +84,8 @@ def graph_of(cases: list[dict]) -> tuple[Graph, dict[str, np.ndarray]]:
         feeds[f"x{i}"] = x
         ins = [f"x{i}"] + [g.add_const(f"{name}{i}", a).name
                            for name, a in zip(("w", "s", "z"), [w, scale, *zero])]
+        if case.get("sup") is not None:
+            ins += [""] * (4 - len(ins)) + [g.add_const(f"d{i}", case["sup"]).name]
         g.add_value(Value(f"y{i}", (x.shape[0], case["attrs"]["n"])))
         g.add_node(Node("etch.LutGemm", ins, [f"y{i}"], dict(case["attrs"]), f"lut{i}"))
         g.outputs.append(f"y{i}")

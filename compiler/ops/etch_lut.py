@@ -44,11 +44,17 @@ scales.
 Inputs: x float32 [..., K]; w uint8 [N_p / tile_cols, K_p / 8, tile_vectors,
 plane_vectors, vector_bytes]; scale (`scale_dtype`: float32, or float16 where the pass found
 every scale exactly representable in it, so widening it to float32 is exact and the
-formula above is unchanged; fewer bytes to stream) and zero (optional, else attribute `zero`)
-uint8 [N_p / tile_cols, K_p / group, tile_cols] (per column tile, so a kernel streams a
-tile's codes and parameters from two contiguous ranges). Attributes: k, n, bits, mu, zero,
-group, tblock, table ("int8" | "float"), scale_dtype ("float32" | "float16"), vector_bytes, slots, plane_vectors, tile_vectors. Output float32
-[..., N].
+formula above is unchanged; fewer bytes to stream; or uint8: two-level scales, below) and
+zero (optional, else attribute `zero`) uint8 [N_p / tile_cols, K_p / group, tile_cols] (per
+column tile, so a kernel streams a tile's codes and parameters from two contiguous ranges).
+Two-level scales (scale_dtype "uint8", the k-quant way: `--scale-format u8`): scale holds
+an integer u8[g, n] per block and input 5, `super` float16 [N_p / tile_cols, ceil(G /
+super_block), tile_cols], one float16 d per column and super-block of `super_block` blocks;
+the block's scale is scale[g, n] = f32(u8[g, n]) * f32(d[g // super_block, n]), exact in
+float32 (8 x 11 significant bits < 24), so the formula above is unchanged and every kernel
+forms the same float32 value. Attributes: k, n, bits, mu, zero, group, tblock, table
+("int8" | "float"), scale_dtype ("float32" | "float16" | "uint8"), super_block (uint8
+scales), vector_bytes, slots, plane_vectors, tile_vectors. Output float32 [..., N].
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ G_ACT = 4           # activations per table: 16 entries
 ENTRIES = 1 << G_ACT
 TABLE_MAX = 127     # int8 tables span [-127, 127]
 TABLE_MODES = ("int8", "float")
-SCALE_DTYPES = ("float32", "float16")
+SCALE_DTYPES = ("float32", "float16", "uint8")
 Spec = list[tuple[tuple[int, ...], str]]
 
 
@@ -226,8 +232,14 @@ def combine(d: np.ndarray, scale: np.ndarray, ls: np.ndarray, group: int,
     return y
 
 
+def two_level_scale(u8: np.ndarray, d: np.ndarray, super_block: int) -> np.ndarray:
+    """Block scales [G, N] = f32(u8 [G, N]) * f32(d [ceil(G / super_block), N]): exact."""
+    rows = np.repeat(d.astype(np.float32), super_block, axis=0)[:u8.shape[0]]
+    return u8.astype(np.float32) * rows
+
+
 def lut_gemm(attrs: dict, x: np.ndarray, w: np.ndarray, scale: np.ndarray,
-             zero: np.ndarray | None = None) -> np.ndarray:
+             zero: np.ndarray | None = None, sup: np.ndarray | None = None) -> np.ndarray:
     """The reference: see the module docstring."""
     p = Params.of(attrs)
     lead = x.shape[:-1]
@@ -235,6 +247,10 @@ def lut_gemm(attrs: dict, x: np.ndarray, w: np.ndarray, scale: np.ndarray,
     xm[:, :p.k] = x.reshape(-1, p.k)
     nib, bits = p.layout.nibbles(w), p.layout.bits
     scale = p.layout.untile_params(scale)
+    if p.two_level:
+        if sup is None:
+            raise EtchError("etch.LutGemm: uint8 scales need their float16 super-block scales")
+        scale = two_level_scale(scale, p.layout.untile_params(sup), p.super_block)
     zero = None if zero is None else p.layout.untile_params(zero)
     t = build_tables(xm)
     c = np.repeat(p.offsets(zero, scale.shape), p.group // p.tblock, axis=0)  # [H, N_p]
@@ -263,6 +279,7 @@ class Params:
     table: str
     layout: LutLayout
     scale_dtype: str = "float32"
+    super_block: int = 0
 
     @classmethod
     def of(cls, attrs: dict) -> Params:
@@ -270,7 +287,7 @@ class Params:
             p = cls(int(attrs["k"]), int(attrs["n"]), int(attrs.get("mu", 1)),
                     int(attrs.get("zero", 0)), int(attrs["group"]), int(attrs["tblock"]),
                     str(attrs.get("table", "int8")), LutLayout.of(attrs),
-                    str(attrs.get("scale_dtype", "float32")))
+                    str(attrs.get("scale_dtype", "float32")), int(attrs.get("super_block", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise EtchError(f"etch.LutGemm: missing or malformed attribute ({e})") from None
         p.check()
@@ -284,6 +301,16 @@ class Params:
     @property
     def blocks(self) -> int:
         return self.kp // self.tblock
+
+    @property
+    def two_level(self) -> bool:
+        """uint8 block scales times float16 super-block scales."""
+        return self.scale_dtype == "uint8"
+
+    @property
+    def supers(self) -> int:
+        """Super-block scales per column (two-level scales)."""
+        return -(-(self.kp // self.group) // self.super_block) if self.two_level else 0
 
     def check(self) -> None:
         self.layout.check()
@@ -301,8 +328,11 @@ class Params:
         if self.table not in TABLE_MODES:
             raise EtchError(f"etch.LutGemm: table mode {self.table!r}; choose int8 or float")
         if self.scale_dtype not in SCALE_DTYPES:
-            raise EtchError(f"etch.LutGemm: scale_dtype {self.scale_dtype!r}; choose float32 "
-                            f"or float16")
+            raise EtchError(f"etch.LutGemm: scale_dtype {self.scale_dtype!r}; choose float32, "
+                            f"float16 or uint8")
+        if self.two_level and not 1 <= self.super_block <= 256:
+            raise EtchError(f"etch.LutGemm: uint8 scales need a super_block of 1-256 blocks, "
+                            f"not {self.super_block}")
 
     def offsets(self, zero: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
         """c = mu (2^b - 1) - 2 zero per scale row and column (int64)."""
@@ -312,13 +342,18 @@ class Params:
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         lay = self.layout
         params = (lay.padded_n(self.n) // lay.tile_cols, self.kp // self.group, lay.tile_cols)
-        return {"w": lay.shape(self.kp, self.n), "scale": params, "zero": params}
+        sup = (params[0], self.supers, params[2])
+        return {"w": lay.shape(self.kp, self.n), "scale": params, "zero": params, "super": sup}
 
 
-def _infer(attrs: dict, x: Value, w: Value, scale: Value, zero: Value | None = None) -> Spec:
+def _infer(attrs: dict, x: Value, w: Value, scale: Value, zero: Value | None = None,
+           sup: Value | None = None) -> Spec:
     p = Params.of(attrs)
     want = p.input_shapes()
-    got = {"w": w, "scale": scale, "zero": zero}
+    got = {"w": w, "scale": scale, "zero": zero, "super": sup}
+    if p.two_level != (sup is not None) or (sup is not None and sup.dtype != "float16"):
+        raise EtchError("etch.LutGemm: uint8 scales take float16 super-block scales (input 5),"
+                        " other scales none")
     if not x.shape or x.shape[-1] != p.k:
         raise EtchError(f"etch.LutGemm: input of shape {x.shape} has no last axis of {p.k}")
     for name, v in got.items():

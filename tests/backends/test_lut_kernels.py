@@ -43,13 +43,14 @@ MCPU = {"avx512vbmi": "icelake-server", "avx512": "skylake-avx512", "avx2": "has
 HOST_ISAS = ([isa for isa, flag in (("avx512vbmi", "avx512vbmi"), ("avx512", "avx512bw"),
                                     ("avx2", "avx2")) if flag in FLAGS]
              if X86 else []) + (["generic"] if X86 else [])
+SCALES = ("float32", "float16", "uint8")
 RULE = {"avx512vbmi": "LutX86", "avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}
 
 
 def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
     """Every code kind; K and N off the group and vector widths; per-block zero points;
-    table blocks of 8 to 64 rows; 1 to 5 rows; float32 and (every other case) float16
-    scales."""
+    table blocks of 8 to 64 rows; 1 to 5 rows; float32, float16 and two-level (uint8 x
+    float16) scales in turn."""
     rng = np.random.default_rng(7)
     specs = [("binary", 1, 37, 19, None, False), ("u1", 3, 64, 70, 32, False),
              ("ternary", 2, 96, 33, 16, False), ("s2", 5, 200, 130, 8, False),
@@ -57,7 +58,7 @@ def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
              ("s3", 1, 128, 40, 64, False), ("u4", 3, 256, 50, 64, True),
              ("s4", 8, 72, 29, None, False)]
     return [make_case(kind, m, k, n, group, table, rng, zero,
-                      _target_layout(isa, bits_of(kind), n, table), ("float32", "float16")[i % 2])
+                      _target_layout(isa, bits_of(kind), n, table), SCALES[i % 3])
             for i, (kind, m, k, n, group, zero) in enumerate(specs)]
 
 
@@ -103,15 +104,15 @@ def test_every_code_kind_bit_exact(isa: str) -> None:
 @settings(max_examples=6, deadline=None)
 @given(kind=st.sampled_from(KINDS), m=st.integers(1, 6), k=st.integers(1, 160),
        n=st.integers(1, 140), grouped=st.booleans(), zero=st.booleans(),
-       seed=st.integers(0, 2**31), half=st.booleans())
+       seed=st.integers(0, 2**31), scales=st.sampled_from(SCALES))
 def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, grouped: bool,
-                                 zero: bool, seed: int, half: bool) -> None:
+                                 zero: bool, seed: int, scales: str) -> None:
     rng = np.random.default_rng(seed)
     group = int(rng.choice([8, 16, 32, 64])) if grouped else None
     k = -(-k // group) * group if group else k
     case = make_case(kind, m, k, n, group, "int8", rng, zero and kind[0] == "u",
                      _target_layout(isa, bits_of(kind), n, "int8"),
-                     "float16" if half else "float32")
+                     scales, int(rng.integers(1, 5)))
     graph, feeds = graph_of([case])
     got, _ = run_host(graph, feeds, MCPU[isa])
     assert_bitexact(got, reference.run(graph, feeds))

@@ -86,6 +86,22 @@ def test_tiny_decoder_edge(decoder: Path, tmp_path: Path, quant: list[str]) -> N
     _decoder_case(decoder, tmp_path, "edge", quant)
 
 
+def test_tiny_decoder_two_level_scales(decoder: Path, tmp_path: Path) -> None:
+    """--scale-format u8: uint8 block scales x float16 super-block scales in every layer,
+    the kernel's output that of the reference of the same graph, and the SNR vs float that
+    of float16 scales."""
+    opts = ["--bits", "2", "--group-size", "32", "--lut", "--scale-format", "u8"]
+    lut, stdout = compile_and_run(decoder, tmp_path, "cpu", *opts, "--explain")
+    assert stdout.count("uint8 x float16/8 scales") == 12
+    x = dict(np.load(_inputs(decoder)))
+    kw = {"bits": 2, "group_size": 32, "lut": True}
+    ref = compiler.compile(str(decoder), "ref", scale_format="u8", **kw).run(x)["output"]
+    half = compiler.compile(str(decoder), "ref", **kw).run(x)["output"]
+    float_out = dict(np.load(zoo.cache_file("tiny_decoder", "ort.npz")))["output"]
+    assert snr_db(lut["output"], ref) > 40
+    assert abs(snr_db(ref, float_out) - snr_db(half, float_out)) < 0.5
+
+
 @pytest.mark.parametrize("bits", [4, pytest.param(2, marks=pytest.mark.slow)])
 def test_matmul_nbits_model_matches_onnx_runtime(tmp_path: Path, bits: int) -> None:
     """accuracy_level 0: ORT computes in float (level 4 quantises the activations to int8,
@@ -111,6 +127,7 @@ def test_matmul_nbits_model_matches_onnx_runtime(tmp_path: Path, bits: int) -> N
     (["--bits", "8", "--lut"], ["1-4-bit"]),
     (["--lut-table", "float"], ["--lut-table", "--lut"]),
     (["--lut"], ["no layer", "--bits"]),
+    (["--bits", "2", "--lut", "--scale-format", "u8"], ["--scale-format", "--group-size"]),
 ])
 def test_bad_lut_options(tmp_path: Path, opts: list[str], needles: list[str]) -> None:
     model = _mlp(tmp_path / "m.onnx")

@@ -235,3 +235,43 @@ def test_blocked_dequantize_linear_weights(dtype: int, bits: int) -> None:
     lut = same_as_dequant(proto)
     node = next(nd for nd in lut.nodes if nd.op == "etch.LutGemm")
     assert node.attrs["bits"] == bits and node.attrs["group"] == 32
+
+
+@pytest.mark.parametrize("bits,ternary", [(1, False), (2, False), (3, False), (None, True)])
+def test_two_level_scales_stored_as_uint8_and_float16(bits: int | None, ternary: bool) -> None:
+    """--scale-format u8: QuantizeWeights' two-level scales become uint8 block scales and
+    float16 super-block scales (input 5), computing the same product as the Dequant path."""
+    from passes.quantizer import SUPER_BLOCK
+
+    lut = same_as_dequant(matmul_model(3, 512, 40), bits=bits, ternary=ternary, group_size=32,
+                          scale_format="u8")
+    node = next(n for n in lut.nodes if n.op == "etch.LutGemm")
+    assert node.attrs["scale_dtype"] == "uint8" and node.attrs["super_block"] == SUPER_BLOCK
+    assert lut.const(node.inputs[2]).dtype == np.uint8 and node.inputs[3] == ""
+    sup = lut.const(node.inputs[4])
+    assert sup.dtype == np.float16 and sup.shape[1] == 512 // 32 // SUPER_BLOCK
+    assert lut.const(node.inputs[2]).max() == 255  # each super-block's largest block
+    [entry] = report(lut)
+    assert entry["scales"] == f"uint8 x float16/{SUPER_BLOCK}" and "scales_note" not in entry
+
+
+def test_two_level_scales_fall_back_saying_why() -> None:
+    """Imported MatMulNBits scales are arbitrary floats: float32 storage, and the report
+    says why; per-channel scales have nothing to split."""
+    proto = quantize_nbits(gemv.build_gemv(256, 48, 1).model, bits=4, block_size=32)
+    graph = LutLowering("int8", LutTarget("avx2"), "u8").run(compiled(proto))[0]
+    [entry] = report(graph)
+    assert entry["scales"] == "float32" and "not u8 x float16" in entry["scales_note"]
+    per_channel = compiled(matmul_model(2, 64, 32), bits=2)
+    [entry] = report(LutLowering("int8", LutTarget("avx2"), "u8").run(per_channel)[0])
+    assert entry["scales"] == "float16" and "one scale per column" in entry["scales_note"]
+
+
+@pytest.mark.parametrize("opts,msg", [({"bits": 2, "scale_format": "u8"}, "--group-size"),
+                                      ({"bits": 4, "int": True, "group_size": 32,
+                                        "scale_format": "u8"}, "without --int"),
+                                      ({"scale_format": "u8", "group_size": 32}, "--bits"),
+                                      ({"scale_format": "e4m3"}, "fp16 or u8")])
+def test_bad_scale_format_options(opts: dict, msg: str) -> None:
+    with pytest.raises(EtchError, match=msg):
+        compiled(matmul_model(2, 64, 32), **opts)

@@ -60,6 +60,28 @@ def test_float_tables_equal_the_dequantised_product(kind, m, k, n, grouped, seed
     assert np.all(np.abs(y - want) <= tol), np.max(np.abs(y - want) / tol)
 
 
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(KINDS), m=st.integers(1, 3), k=st.integers(1, 200),
+       n=st.integers(1, 40), group=st.sampled_from([8, 16, 32]), seed=st.integers(0, 2**31),
+       super_block=st.integers(1, 5), zero_tensor=st.booleans())
+def test_two_level_scales_equal_the_dequantised_product(kind, m, k, n, group, seed,
+                                                        super_block, zero_tensor) -> None:
+    """uint8 block scales times float16 super-block scales: the exact float32 product is the
+    block's scale (float tables: the dequantised product to float rounding)."""
+    rng = np.random.default_rng(seed)
+    k = -(-k // group) * group
+    case = make_case(kind, m, k, n, group, "float", rng, zero_tensor and kind[0] == "u",
+                     scale_dtype="uint8", super_block=super_block)
+    assert case["inputs"][2].dtype == np.uint8 and case["sup"].dtype == np.float16
+    y = lut_gemm(case["attrs"], *case["inputs"][:4], *([None] * (4 - len(case["inputs"]))),
+                 case["sup"])
+    want = case["inputs"][0].astype(np.float64) @ case["w"]
+    tol = 1e-6 * magnitude(case) + 1e-30
+    assert np.all(np.abs(y - want) <= tol), np.max(np.abs(y - want) / tol)
+    with pytest.raises(EtchError, match="super-block"):
+        lut_gemm(case["attrs"], *case["inputs"])
+
+
 @settings(max_examples=60, deadline=None)
 @given(kind=st.sampled_from(KINDS), m=st.integers(1, 3), k=st.integers(1, 90),
        n=st.integers(1, 40), seed=st.integers(0, 2**31), zero_tensor=st.booleans())
@@ -123,7 +145,8 @@ def test_chunk_slots_put_two_chunk_pairs_of_a_column_in_adjacent_bytes() -> None
                                  {"slots": 3}, {"bits": 5}, {"mu": 3}, {"vector_bytes": 8},
                                  {"chunk_slots": 3}, {"chunk_slots": 2, "tblock": 8,
                                                       "group": 64},
-                                 {"scale_dtype": "bfloat16"}])
+                                 {"scale_dtype": "bfloat16"},
+                                 {"scale_dtype": "uint8", "super_block": 0}])
 def test_malformed_attributes_are_refused(bad: dict) -> None:
     attrs = {"k": 64, "n": 8, "mu": 1, "zero": 2, "group": 64, "tblock": 32, "table": "int8",
              **LutLayout(2, 32, 2, 1, 1).attrs()}

@@ -18,7 +18,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.target import Target
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm.schedules.lut_kernels import KIND, LutSpec, offset, widen
+from backends.tvm.schedules.lut_kernels import KIND, KernelArgs, LutSpec, offset
 from compiler.ops.etch_lut import ENTRIES, G_ACT, TABLE_MAX
 
 Expr = tirx.Expr
@@ -101,8 +101,8 @@ def _column(spec: LutSpec, bufs: list, tables: tuple, at: tuple) -> None:
     tab, ls, zs = tables
     t, row, c = at
     p, lay = spec.p, spec.p.layout
-    _, w, scale, *rest = bufs
-    zero, out = (rest[0], rest[1]) if spec.zero_input else (None, rest[0])
+    args = KernelArgs.of(spec, bufs)
+    w, zero, out = args.w, args.zero, args.out
     tc, chunks, per, kb_per = lay.tile_cols, p.kp // G_ACT, p.tblock // G_ACT, p.tblock // 8
     acc_t = "int32" if spec.int8 else "float32"
     shared = T.alloc_buffer((per * ENTRIES,), tab.dtype, scope="shared")
@@ -127,7 +127,7 @@ def _column(spec: LutSpec, bufs: list, tables: tuple, at: tuple) -> None:
         g = h // (p.group // p.tblock)
         d = tirx.BufferLoad(acc, [0]) + offset(spec, zero, t, g, c, 1).astype(acc_t) * \
             tirx.BufferLoad(zs, [row * p.blocks + h])
-        s = widen(tirx.BufferLoad(scale, [t, g, c]))
+        s = args.scale_at(spec, t, g, c)
         f = tirx.BufferLoad(ls, [row * p.blocks + h]) if ls is not None else _f(0.5)
         part = _rn("mul", _rn("mul", d.astype("float32"), s), f)
         T.buffer_store(y, _rn("add", tirx.BufferLoad(y, [0]), part), [0])

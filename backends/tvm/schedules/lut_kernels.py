@@ -70,7 +70,37 @@ class LutSpec:
         out = [((self.m, p.k), "float32"), (want["w"], "uint8"), (want["scale"], p.scale_dtype)]
         if self.zero_input:
             out.append((want["zero"], "uint8"))
+        if p.two_level:
+            out.append((want["super"], "float16"))
         return out + [((self.m, p.n), "float32")]
+
+
+@dataclass
+class KernelArgs:
+    """A kernel's parameter buffers by role (`LutSpec.shapes` order)."""
+
+    x: tirx.Buffer
+    w: tirx.Buffer
+    scale: tirx.Buffer
+    zero: tirx.Buffer | None
+    sup: tirx.Buffer | None
+    out: tirx.Buffer
+
+    @classmethod
+    def of(cls, spec: LutSpec, bufs: list) -> KernelArgs:
+        x, w, scale, *rest = bufs
+        zero = rest.pop(0) if spec.zero_input else None
+        sup = rest.pop(0) if spec.p.two_level else None
+        return cls(x, w, scale, zero, sup, rest[0])
+
+    def scale_at(self, spec: LutSpec, t: Expr, g: Expr, idx: Expr) -> Expr:
+        """The block scale of tile t, scale row g, columns idx (a column or a Ramp) as
+        float32: widened float16, or u8 * d for two-level scales (exact in float32)."""
+        s = widen(tirx.BufferLoad(self.scale, [t, g, idx]))
+        if self.sup is None:
+            return s
+        d = widen(tirx.BufferLoad(self.sup, [t, g // spec.p.super_block, idx]))
+        return s * d
 
 
 def _vec(buf: tirx.Buffer, start: Expr, lanes: int) -> Expr:
@@ -91,9 +121,12 @@ def lanes_of(x: Expr) -> int:
 
 
 def widen(x: Expr) -> Expr:
-    """A scale load as float32 (float16 scales widen exactly: vcvtph2ps, fcvtl, __half2float)."""
+    """A scale load as float32 (float16 scales widen exactly: vcvtph2ps, fcvtl, __half2float;
+    uint8 ones too)."""
     d = dtype(x)
-    return x if d.startswith("float32") else x.astype(d.replace("float16", "float32"))
+    if d.startswith("float32"):
+        return x
+    return x.astype("float32" if lanes_of(x) == 1 else f"float32x{lanes_of(x)}")
 
 
 def fence(x: Expr) -> Expr:
@@ -250,8 +283,8 @@ def tile_loop(spec: LutSpec, tiles: int) -> Callable:
 def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
     """Scalar look-ups: per tile and row, per block, per byte and plane."""
     p, lay = spec.p, spec.p.layout
-    _, w, scale, *rest = bufs
-    zero, out = (rest[0], rest[1]) if spec.zero_input else (None, rest[0])
+    bp = KernelArgs.of(spec, bufs)
+    w, zero, out = bp.w, bp.zero, bp.out
     tiles, kb_per = lay.padded_n(p.n) // lay.tile_cols, p.tblock // lay.k_per_byte
     tc, cpv, chunks = lay.tile_cols, lay.cols_per_vector, p.kp // G_ACT
     per_col = lay.bytes_per_col
@@ -283,7 +316,7 @@ def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
                 new = combine(spec, tirx.BufferLoad(acc, [c]),
                               tirx.BufferLoad(tb.zs, [r * p.blocks + h]),
                               offset(spec, zero, t, g, c, 1),
-                              widen(tirx.BufferLoad(scale, [t, g, c])),
+                              bp.scale_at(spec, t, g, c),
                               ls,
                               tirx.BufferLoad(y, [c]))
                 T.buffer_store(y, new, [c])

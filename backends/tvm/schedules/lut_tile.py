@@ -16,13 +16,13 @@ from tvm import tirx
 from tvm.tirx.script.builder import ir as T
 
 from backends.tvm.schedules.lut_kernels import (
+    KernelArgs,
     LutSpec,
     Tables,
     combine,
     offset,
     splat,
     tile_loop,
-    widen,
 )
 from compiler.ops.etch_lut import ENTRIES, G_ACT, TABLE_MAX
 
@@ -77,8 +77,9 @@ class VectorTile:
 
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         self.spec, self.tb = spec, tb
-        self.x, self.w, self.scale, *rest = bufs
-        self.zero, self.out = (rest[0], rest[1]) if spec.zero_input else (None, rest[0])
+        self.args = KernelArgs.of(spec, bufs)
+        self.x, self.w, self.zero, self.out = (self.args.x, self.args.w, self.args.zero,
+                                               self.args.out)
         lay = spec.p.layout
         self.v, self.nv = lay.vector_bytes, lay.tile_vectors
         self.cols = lay.cols_per_vector
@@ -132,7 +133,7 @@ class VectorTile:
             idx = [tirx.Ramp(r * tc + col, 1, cols)]
             new = combine(spec, self.widened(acc, r, v), tirx.BufferLoad(self.tb.zs, [at]),
                           offset(spec, self.zero, t, g, col, cols),
-                          widen(tirx.BufferLoad(self.scale, [t, g, tirx.Ramp(col, 1, cols)])),
+                          self.args.scale_at(spec, t, g, tirx.Ramp(col, 1, cols)),
                           None if self.tb.ls is None else tirx.BufferLoad(self.tb.ls, [at]),
                           tirx.BufferLoad(y, idx))
             T.buffer_store(y, new, idx)
