@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from passes.quantizer import SUPER_BLOCK
+
 DEFAULT_SHAPES = "4096x4096,4096x11008,11008x4096"
 BITS = ("1", "2", "3", "4", "t")
 COLD_ORT = ("nbits4_b32_acc4_lut0", "nbits2_b32_acc4_lut1")
@@ -40,6 +42,9 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--batches", default="1,8,64", help="rows per call (default: %(default)s)")
     g.add_argument("--lut-bits", default=",".join(BITS), help="etch bit widths, t = ternary")
     g.add_argument("--group", type=int, default=32, help="etch's scale block along K")
+    g.add_argument("--scale-format", default="u8", choices=["fp16", "u8"],
+                   help="etch's block scales: two-level u8 x float16 (default; 1- and 2-bit "
+                        "GEMV also timed with fp16 scales beside) or fp16 values")
     g.add_argument("--blocks", default="32,128", help="MatMulNBits block sizes")
     g.add_argument("--cold-mb", type=float, help="cold working set (default 1.5 x LLC)")
     g.add_argument("--cold-shapes", type=int, default=1,
@@ -97,9 +102,11 @@ def run(args: argparse.Namespace) -> dict:
     cold_mb = args.cold_mb or 1.5 * desc["llc_mb"]
     shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
     common = {"seconds": args.seconds, "group": args.group, "skip_slow": not args.all_slow,
+              "scale_format": args.scale_format,
               "blocks": [int(b) for b in args.blocks.split(",")]}
     k0, n0 = shapes[0]
-    warm_mb = (k0 * n0 // 4 + k0 // args.group * n0 * 2) / 2**20  # the 2-bit GEMV's bytes
+    scale_bytes = 1 + 2 / SUPER_BLOCK if args.scale_format == "u8" else 2
+    warm_mb = (k0 * n0 // 4 + k0 // args.group * n0 * scale_bytes) / 2**20  # 2-bit GEMV
     stream = {t: spawn({"kind": "stream", "threads": t, "cold_mb": cold_mb,
                         "warm_mb": warm_mb, **common}) for t in threads}
     models = {m: {str(t): spawn({"kind": "model", "model": m, "threads": t, **common})
@@ -114,12 +121,15 @@ def run(args: argparse.Namespace) -> dict:
                              "etch": spawn({**job, "kind": "etch",
                                             "bits": args.lut_bits.split(","),
                                             "dequant_bits": ["2", "4"],
-                                            "fp32_scale_bits": ["2"] if batch == 1 else []}),
+                                            "fp32_scale_bits": ["2"] if batch == 1 else [],
+                                            "fp16_scale_bits": ["1", "2"] if batch == 1
+                                            else []}),
                              "ort": spawn({**job, "kind": "ort", "cold": list(COLD_ORT)}),
                              "numpy": spawn({**job, "kind": "numpy"})})
     result = {"benchmark": "lut", **desc, "threads_run": threads, "cold_mb": cold_mb,
               "stream": {str(t): s for t, s in stream.items()},
-              "load_average": list(os.getloadavg()), "group": args.group, "rows": rows,
+              "load_average": list(os.getloadavg()), "group": args.group,
+              "scale_format": args.scale_format, "rows": rows,
               "models": models}
     from benchmarks.lut_goals import context, goals
 
@@ -138,7 +148,9 @@ def table(result: dict) -> str:
               f"{result['threads']} CPUs, LLC {result['llc_mb']:.0f} MB, load average {load}"),
              f"vector extensions: {' '.join(result['features'])}",
              f"streaming read of {result['cold_mb']:.0f} MB: {stream}",
-             (f"etch codes: RTN, scale blocks of {result['group']} along K; cold = cycling "
+             (f"etch codes: RTN, scale blocks of {result['group']} along K, "
+              f"{result.get('scale_format', 'fp16')} block scales (err = int8 tables vs the "
+              f"exact product; werr = quantised vs float weights' output); cold = cycling "
               f"through {result['cold_mb']:.0f} MB of copies")]
     for row in result["rows"]:
         lines += row_lines(row)

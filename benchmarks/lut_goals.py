@@ -35,14 +35,17 @@ def row_lines(row: Row) -> list[str]:
     for bits, r in (row.get("etch") or {}).items():
         if not isinstance(r, dict) or "lut_us" not in r:
             continue
-        note = f"err {r['int8_rel_rms']:.4f}, pass picks {r['pass_picks']}, " \
-            f"{r.get('scales', 'float32')} scales, CPU {r.get('lut_cpu_us', math.nan):.1f} us"
+        note = f"err {r['int8_rel_rms']:.4f}, werr {r.get('weight_rel_rms', math.nan):.4f}, " \
+            f"pass picks {r['pass_picks']}, {r.get('scales', 'float32')} scales, " \
+            f"CPU {r.get('lut_cpu_us', math.nan):.1f} us"
         out.append(_line(f"etch lut {bits}", r["lut_us"], r["lut_bytes"], ops,
                          r.get("lut_cold_us", math.nan), note))
-        f32 = r.get("fp32_scales")
-        if isinstance(f32, dict) and "lut_us" in f32:
-            out.append(_line(f"etch lut {bits}, fp32 scales", f32["lut_us"], f32["lut_bytes"],
-                             ops, note=f"CPU {f32['lut_cpu_us']:.1f} us"))
+        for alt in ("fp16", "fp32"):
+            a = r.get(f"{alt}_scales")
+            if isinstance(a, dict) and "lut_us" in a:
+                out.append(_line(f"etch lut {bits}, {alt} scales", a["lut_us"], a["lut_bytes"],
+                                 ops, note=f"werr {a.get('weight_rel_rms', math.nan):.4f}, "
+                                           f"CPU {a['lut_cpu_us']:.1f} us"))
         if "dequant_us" in r:
             out.append(_line(f"etch dequant {bits}", r["dequant_us"], r["dequant_bytes"], ops))
     for name, r in (row.get("ort") or {}).items():
@@ -150,9 +153,14 @@ def context(result: dict) -> list[dict]:
     out = [{"text": "warm 2-bit GEMV, 1 thread, CPU time: GB/s / hot-loop stream GB/s of "
                     "the same bytes", "value": warm / _get(result, "stream", "1",
                                                            "warm_cpu_gbps")},
-           {"text": "warm 2-bit GEMV, 1 thread, CPU time: fp32 scales / fp16 scales",
+           {"text": "warm 2-bit GEMV, 1 thread, CPU time: fp32 scales / the run's scales",
             "value": _get(g1, "etch", "2", "fp32_scales", "lut_cpu_us") /
             _get(g1, "etch", "2", "lut_cpu_us")}]
+    for bits in ("1", "2"):
+        out.append({"text": f"warm {bits}-bit GEMV, 1 thread, CPU time: fp16 scales / the "
+                            f"run's scales", "value": _get(g1, "etch", bits, "fp16_scales",
+                                                           "lut_cpu_us") /
+                    _get(g1, "etch", bits, "lut_cpu_us")})
     if allt > one:
         spin = _get(result, "stream", "1", "spin_us") / \
             _get(result, "stream", str(allt), "spin_us")

@@ -3,10 +3,13 @@
 `python -m benchmarks.lut_peers JOB_JSON` runs one job (one runtime, one shape, batch and
 thread count) and prints one JSON line. Kinds:
 - "etch": for each bit width (1-4, "t" ternary) the weights quantised by etch (RTN, blocks of
-  `group` along K), LutLowering with the host's LutTarget (the path the pass picks, and
-  why), the etch.LutGemm kernel with its codes and scales as inputs (so cold runs cycle
-  through copies without recompiling; the tables are built inside every call), the int8
-  tables' error vs the exact product of the same weights; and etch's weight-only
+  `group` along K, block scales in `scale_format`: fp16 values, or u8 two-level scales --
+  and for `fp16_scale_bits` the same kernel with fp16 scales beside them), LutLowering
+  with the host's LutTarget (the path the pass picks, and why), the etch.LutGemm kernel
+  with its codes and scales as inputs (so cold runs cycle through copies without
+  recompiling; the tables are built inside every call), the int8 tables' error vs the
+  exact product of the same weights, the quantised weights' output error vs the float
+  weights (`weight_rel_rms`, per scale format); and etch's weight-only
   dequantising kernel of the same codes (MatMul of an etch.Dequant).
 - "ort": ONNX Runtime fp32 MatMul, and MatMulNBits (ORT's MatMulNBitsQuantizer) at 4 and 2
   bits, blocks 32 and 128, accuracy_level 4 and 0, session option mlas.use_lut_gemm off and
@@ -90,19 +93,23 @@ def copies(bytes_each: int, cold_mb: float) -> int:
 
 
 # ---- etch -------------------------------------------------------------------------------------
-def etch_graph(k: int, n: int, batch: int, bits: str, group: int, half: bool = True):
+def etch_graph(k: int, n: int, batch: int, bits: str, group: int, half: bool = True,
+               scale_format: str = "fp16"):
     """MatMul(x [batch, K], etch.Dequant(codes, scales)) with etch's RTN codes of the seeded
-    weight (scales float16 values, as QuantizeWeights makes them; `half` False: arbitrary
-    float32 scales, which LutLowering stores in four bytes); and the codes' dequantised
-    weight (float64)."""
+    weight (scales float16 values, as QuantizeWeights makes them, or two-level u8 x float16
+    ones under `scale_format` u8; `half` False: arbitrary float32 scales, which LutLowering
+    stores in four bytes); the codes' dequantised weight and the float weight (float64)."""
     from compiler.ir import Graph, Node, Value
     from models.gemv import gemv_weight
     from passes.quantize_weights import scheme_of
-    from passes.quantizer import dequantize, rtn
+    from passes.quantizer import dequantize, requantise, rtn, two_level
 
     scheme = scheme_of(None if bits == "t" else int(bits), bits == "t", True, half)
     m = gemv_weight(k, n).T.astype(np.float64)
     q, s, z = rtn(m, scheme, 1, group, search=False)
+    if scale_format == "u8":  # QuantizeWeights' two-level scales, codes chosen against them
+        s = two_level(s)
+        q = requantise(m, s, z, scheme, 1, group)
     g = Graph("lut_bench")
     g.add_value(Value("x", (batch, k)))
     g.inputs.append("x")
@@ -114,7 +121,7 @@ def etch_graph(k: int, n: int, batch: int, bits: str, group: int, half: bool = T
     g.add_value(Value("y", (batch, n)))
     g.add_node(Node("MatMul", ["x", "w"], ["y"]))
     g.outputs.append("y")
-    return g, dequantize(q, s, z, 1, group).T
+    return g, dequantize(q, s, z, 1, group).T, m.T
 
 
 def vm_of(graph, threads: int):
@@ -138,7 +145,7 @@ def _as_inputs(graph):
     """The LutGemm graph with its codes/scales/zeros as inputs; returns their arrays."""
     node = next(nd for nd in graph.nodes if nd.op == "etch.LutGemm")
     arrays = {}
-    for name in node.inputs[1:]:
+    for name in filter(None, node.inputs[1:]):
         v = graph.values[name]
         arrays[name], v.data = v.data, None
         graph.inputs.append(name)
@@ -160,10 +167,11 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     from passes.lut_lowering import LutLowering
 
     k, n, batch, threads = job["k"], job["n"], job["batch"], job["threads"]
-    graph, w_exact = etch_graph(k, n, batch, bits, job["group"])
+    fmt = job.get("scale_format", "fp16")
+    graph, w_exact, w_float = etch_graph(k, n, batch, bits, job["group"], scale_format=fmt)
     x = np.random.default_rng(batch).standard_normal((batch, k)).astype(np.float32)
     xt = tvm.runtime.tensor(x)
-    lut, _ = LutLowering("int8", target).run(graph)
+    lut, _ = LutLowering("int8", target, fmt).run(graph)
     [entry] = json.loads(lut.metadata["etch.lut"])
     row: dict = {"pass_picks": entry["kernel"], "reason": entry["reason"],
                  "scales": entry.get("scales", "float32")}
@@ -173,10 +181,13 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
                                                   job["seconds"])
     row["lut_bytes"] = int(sum(a.nbytes for a in arrays.values()))
     if bits in job.get("fp32_scale_bits", []):  # the same kernel streaming float32 scales
-        row["fp32_scales"] = _fp32_scales(job, bits, target, xt)
+        row["fp32_scales"] = _alt_scales(job, bits, target, x, "fp32")
+    if bits in job.get("fp16_scale_bits", []) and fmt != "fp16":
+        row["fp16_scales"] = _alt_scales(job, bits, target, x, "fp16")
     y = vm["main"](xt, *args).numpy().astype(np.float64)
     exact = x.astype(np.float64) @ w_exact
     row["int8_rel_rms"] = float(np.sqrt(((y - exact) ** 2).mean() / (exact ** 2).mean()))
+    row["weight_rel_rms"] = _rel_rms(x, w_exact, w_float)
     if job.get("cold_mb") and batch == 1:
         row["lut_cold_us"], row["lut_cold_cpu_us"] = _etch_cold(vm, xt, arrays, job)
     if bits in job.get("dequant_bits", []):
@@ -191,27 +202,39 @@ def _lut_vm(graph, lut, entry: dict, target, threads: int) -> tuple:
     it (batch past the row threshold)."""
     from passes.lut_lowering import LutLowering
 
+    fmt = "u8" if "x float16" in entry.get("scales", "") else "fp16"
     forced = lut if entry["kernel"] == "lut" else LutLowering(
-        "int8", type(target)(target.isa, 1 << 30)).run(graph)[0]
+        "int8", type(target)(target.isa, 1 << 30), fmt).run(graph)[0]
     arrays = _as_inputs(forced)
     vm, rules = vm_of(forced, threads)
     return vm, arrays, rules
 
 
-def _fp32_scales(job: dict, bits: str, target, xt) -> dict:
-    """The LUT kernel of weights whose scales are not float16 values (stored as float32)."""
+def _rel_rms(x: np.ndarray, w_quant: np.ndarray, w_float: np.ndarray) -> float:
+    """Relative RMS of x @ W_quant against x @ W_float (the quantisation's output error)."""
+    want = x.astype(np.float64) @ w_float
+    got = x.astype(np.float64) @ w_quant
+    return float(np.sqrt(((got - want) ** 2).mean() / (want ** 2).mean()))
+
+
+def _alt_scales(job: dict, bits: str, target, x: np.ndarray, kind: str) -> dict:
+    """The LUT kernel of the same weight with other scales: "fp32" (not float16 values,
+    stored as float32) or "fp16" (QuantizeWeights' default float16 values)."""
     import tvm
 
     from passes.lut_lowering import LutLowering
 
-    graph, _ = etch_graph(job["k"], job["n"], job["batch"], bits, job["group"], half=False)
+    graph, w_exact, w_float = etch_graph(job["k"], job["n"], job["batch"], bits,
+                                         job["group"], half=kind != "fp32")
     lut, _ = LutLowering("int8", target).run(graph)
     [entry] = json.loads(lut.metadata["etch.lut"])
     vm, arrays, _ = _lut_vm(graph, lut, entry, target, job["threads"])
     args = [tvm.runtime.tensor(a) for a in arrays.values()]
+    xt = tvm.runtime.tensor(x)
     us, cpu = best_times(lambda: vm["main"](xt, *args), job["seconds"])
     return {"scales": entry.get("scales", "float32"), "lut_us": us, "lut_cpu_us": cpu,
-            "lut_bytes": int(sum(a.nbytes for a in arrays.values()))}
+            "lut_bytes": int(sum(a.nbytes for a in arrays.values())),
+            "weight_rel_rms": _rel_rms(x, w_exact, w_float)}
 
 
 def _etch_cold(vm, xt, arrays: dict, job: dict) -> tuple[float, float]:

@@ -16,6 +16,9 @@ def _row(batch: int, threads: int, scale: float) -> dict:
                 "lut_cpu_us": us * scale / 2}
             for b, us in (("1", 60.0), ("2", 100.0), ("4", 150.0), ("t", 100.0))}
     etch["2"]["dequant_us"], etch["2"]["dequant_bytes"] = 900.0, 6e6
+    etch["2"]["weight_rel_rms"] = 0.37
+    etch["2"]["fp16_scales"] = {"lut_us": 110.0 * scale, "lut_cpu_us": 60.0 * scale,
+                                "lut_bytes": 4.4e6, "weight_rel_rms": 0.37}
     ort = {"fp32": {"us": 2000.0, "bytes": 64e6},
            "nbits4_b32_acc4_lut0": {"us": 400.0 * scale, "bytes": 10e6, "cpu_us": 100.0,
                                     "rel_rms_vs_float": 0.005},
@@ -63,6 +66,8 @@ def test_context_says_what_bounds_the_goals() -> None:
     assert ctx["compute-bound kernel: 2 threads vs 1 (the parallelism this process got)"] == 1.0
     assert ctx["streaming read: 2 threads vs 1"] == pytest.approx(1.5)
     assert ctx["warm 2-bit GEMV: 2 threads vs 1"] == pytest.approx(2.0)
+    assert ctx["warm 2-bit GEMV, 1 thread, CPU time: fp16 scales / the run's scales"] == \
+        pytest.approx(60.0 / 50.0)
 
 
 def test_table_names_the_machine_and_every_peer() -> None:
@@ -70,7 +75,8 @@ def test_table_names_the_machine_and_every_peer() -> None:
     assert "test cpu" in text and "vector extensions: avx2" in text
     for name in ("etch lut 2", "etch dequant 2", "ORT fp32", "ORT nbits4_b32_acc4_lut0",
                  "numpy fp32", "goals (ratios in this run)", "context (this run)",
-                 "tiny_decoder, whole model", "ORT MatMulNBits 2b b32 acc4"):
+                 "tiny_decoder, whole model", "ORT MatMulNBits 2b b32 acc4",
+                 "etch lut 2, fp16 scales", "werr 0.3700"):
         assert name in text
     line = next(ln for ln in text.splitlines() if "etch 2b lut" in ln)
     assert line.split()[-5:] == ["300.0", "250.0", "150.0", "125.0", "20.5"]
