@@ -31,6 +31,7 @@ from backends.tvm.schedules.cpu import (
 
 MAX_ACC = {8: 8, 16: 16}
 VNNI_ACC = {8: 12, 16: 24}  # vpdpbusd needs no temporaries: more registers for accumulators
+DOT_LATENCY = 5  # cycles of a dot step (vpdpbusd) before its result feeds the next
 CHAINS = 12  # independent accumulators that keep both dot-product ports busy (latency 5)
 
 
@@ -134,15 +135,30 @@ class QConv(KernelRule):
     kinds = ("qconv2d",)
 
     def kernel(self, func, target):
-        step = step_for(func, target)
-        if step is None:
+        kind = step_kind(func, target)
+        if kind is None:
             return None
         nl, groups = int(func.attrs["etch.nl"]), int(func.attrs["etch.groups"])
         _, oc, _, ow = _buffer_shape(func, len(func.params) - 1)
-        nvec = -(-ow // nl)
-        xv = 2 if nvec % 2 == 0 else 1
-        ocb = next(b for b in (4, 3, 2, 1) if (oc // groups) % b == 0 and b * xv <= MAX_ACC[nl])
-        return int_kernels.conv_kernel(func, step, ocb, xv)
+        budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
+        ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget)
+        return int_kernels.conv_kernel(func, int_intrin.dot(kind, nl), ocb, xv)
+
+
+def conv_tile(ocpg: int, nvec: int, budget: int) -> tuple[int, int]:
+    """(ocb, xv) of the direct conv's register tile: ocb output channels (one broadcast weight
+    load each) x xv vectors of output columns (one vector load each), ocb | ocpg, xv | nvec,
+    within `budget` accumulators; the pair with the fewest cycles per dot step by a simple
+    port model: 2 dot steps and 2 loads per cycle, each of the ocb * xv chains one step per
+    DOT_LATENCY cycles (ties: the larger tile)."""
+    def cycles(t: tuple[int, int]) -> tuple[float, int]:
+        ocb, xv = t
+        chains = ocb * xv
+        return max(0.5, (ocb + xv) / (2 * chains), DOT_LATENCY / chains), -chains
+
+    pairs = [(b, v) for b in range(1, 17) for v in range(1, 5)
+             if ocpg % b == 0 and nvec % v == 0 and b * v <= budget]
+    return min(pairs, key=cycles)
 
 
 class QDepthwise(KernelRule):
