@@ -58,6 +58,7 @@ class IntEpilogue:
     multipliers: tuple = ()  # the requantisation's (m0, shift) arrays
     post: list[dict] = field(default_factory=list)
     post_exprs: list[relax.Expr] = field(default_factory=list)
+    residual_dtype: str = ""  # the residual's int8/uint8 type, where the group has one
 
     @property
     def exprs(self) -> list:
@@ -149,6 +150,7 @@ def int_epilogue(ctx: LowerCtx, dst: IntOut, bias: np.ndarray | None, rank: int,
         epi.requant = {k: int(g.requant.attrs.get(k, 0)) for k in ("zero_point", "qmin", "qmax")}
         epi.post = post_steps(g)
         epi.post_exprs = _post_exprs(ctx, dst, g, kshape)
+        epi.residual_dtype = ctx.dtype(g.residual_value) if g.residual is not None else ""
     epi.operands = _operands(ctx, [np.asarray(a) for a in arrays], rank, kernel_axis, channels)
     return epi
 
@@ -213,4 +215,49 @@ def kernel_hints(epi: IntEpilogue, acc_bound: np.ndarray) -> dict:
         mags = [(int(t) * int(m) + (1 << int(sh) >> 1)) >> int(sh)
                 for t, m, sh in zip(acc_bound, m0, shift)]
         hints["req_vec"] = int(max(mags, default=0) < 1 << 24 and int(shift.min()) >= 0)
+        hints["post_vec"] = int(hints["req_vec"] and _post_vector_ok(epi))
     return hints
+
+
+def _post_vector_ok(epi: IntEpilogue) -> bool:
+    """Whether the steps after the requantisation are one residual add whose int32-lane form
+    (`schedules.int_intrin.qadd_vector`) is exact for every input: y in the requantisation's
+    [qmin, qmax], the residual anywhere in its type."""
+    if len(epi.post) != 1 or epi.post[0]["op"] != "qadd" or \
+            epi.residual_dtype not in ("int8", "uint8"):
+        return False
+    step = epi.post[0]
+    r = epi.requant or {}
+    lo = -128 if epi.residual_dtype == "int8" else 0
+    ranges = [(int(r["qmin"]), int(r["qmax"])), (lo, lo + 255)]
+    if step["side"] == 1:
+        ranges.reverse()
+    return qadd_lanes_exact(step, *ranges)
+
+
+def _magnitude(t: int, m0: int, shift: int) -> int:
+    """(|t| M0 + 2^(shift-1)) >> shift, the requantisation's magnitude, in Python integers."""
+    return (abs(t) * m0 + ((1 << shift) >> 1)) >> shift
+
+
+def qadd_lanes_exact(step: dict, a_range: tuple[int, int], b_range: tuple[int, int]) -> bool:
+    """Whether etch.QAdd with attrs `step`, for a in a_range and b in b_range, is computed
+    exactly by int32 lanes: each side ((x - z) << L) * M0 >> s as (x - z) * M0 >> (s - L)
+    (the same rational, the same rounding) with 0 <= s - L <= 62 and a magnitude below 2^31
+    (so the reference's int32 clamp never acts); the two sides' sum inside int32; the output
+    requantisation's magnitude plus |zero point| below 2^31 (no lane overflows)."""
+    left = int(step.get("left_shift", 20))
+    sums = []
+    for p, (lo, hi) in (("a", a_range), ("b", b_range)):
+        m0, sh = int(step[f"{p}_m0"]), int(step[f"{p}_shift"]) - left
+        if not (0 <= sh <= 62 and 0 <= m0 < 1 << 31):
+            return False
+        z = int(step[f"{p}_zero"])
+        far = max(abs(lo - z), abs(hi - z))
+        if _magnitude(far, m0, sh) >= 1 << 31:
+            return False
+        sums.append(_magnitude(far, m0, sh))
+    m0, sh, zp = int(step["m0"]), int(step["shift"]), int(step.get("zero_point", 0))
+    total = sum(sums)
+    return total < 1 << 31 and 0 <= sh <= 62 and 0 <= m0 < 1 << 31 and \
+        _magnitude(total, m0, sh) + abs(zp) < 1 << 31

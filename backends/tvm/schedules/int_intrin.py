@@ -126,3 +126,23 @@ def requantize_vector(t: Expr, m0: Expr, shift: Expr, zp: int, qmin: int, qmax: 
         signed = tirx.Select(t < _splat(0, "int32", nl), _splat(0, "int32", nl) - mag, mag)
     y = signed + _splat(zp, "int32", nl)
     return tirx.min(tirx.max(y, _splat(qmin, "int32", nl)), _splat(qmax, "int32", nl))
+
+
+def qadd_vector(xa: Expr, xb: Expr, step: dict, nl: int) -> Expr:
+    """etch.QAdd (`compiler.ops.etch_int`'s formula) of two int32 x nl vectors, with the
+    attrs `step`, in int32 lanes: each side ((x - z) << L) requantised by (M0, s) is
+    (x - z) requantised by (M0, s - L), the sum requantised to the output. Exact where
+    `lower.int_epilogue.qadd_lanes_exact` holds (the kernels use it only there)."""
+    left = int(step.get("left_shift", 20))
+
+    def splat(v: int) -> Expr:
+        return _splat(v, "int32", nl)
+
+    def side(x: Expr, p: str) -> Expr:
+        return requantize_vector(x - splat(int(step[f"{p}_zero"])), splat(int(step[f"{p}_m0"])),
+                                 splat(int(step[f"{p}_shift"]) - left), 0, -(1 << 31),
+                                 (1 << 31) - 1, nl)
+
+    return requantize_vector(side(xa, "a") + side(xb, "b"), splat(int(step["m0"])),
+                             splat(int(step["shift"])), int(step.get("zero_point", 0)),
+                             int(step["qmin"]), int(step["qmax"]), nl)

@@ -76,6 +76,15 @@ class _Epilogue:
         self.vec = bool(self.req) and nl in (8, 16) and bool(_attr(func, "req_vec")) and \
             self.bias.dtype == "int32"
         self.staged = bool(self.post)
+        self.post_vec = self.vec and int(func.attrs.get("etch.post_vec", 0)) == 1
+
+    def finish_vector(self, y: Expr, residual: Expr) -> Expr:
+        """The output vector from nl staged requantised values y and the residual's nl
+        values (`int_intrin.qadd_vector`; only where `post_vec`)."""
+        r = residual.astype(f"int32x{self.nl}")
+        step = self.post[0]
+        pair = (y, r) if step["side"] == 0 else (r, y)
+        return int_intrin.qadd_vector(*pair, step, self.nl).astype(f"{self.dtype}x{self.nl}")
 
     def channel(self, col: Expr) -> list:
         """The index of output channel `col` in the per-channel parameter buffers ([1, N]
@@ -414,6 +423,13 @@ def _finish_tile(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, tile: tuple
             T.buffer_store(out, epi.finish(tirx.BufferLoad(acc, [r, v * nl + j]), at), at)
 
         def whole() -> None:
+            if epi.post_vec:
+                at = pos(r, start)
+                idx = at[:-1] + [tirx.Ramp(at[-1], 1, nl)]
+                y = _vec(acc, [r, v * nl], nl)
+                T.buffer_store(out, epi.finish_vector(
+                    y, tirx.BufferLoad(epi.post_bufs[0], idx)), idx)
+                return
             with T.vectorized(0, nl) as j:
                 store(j)
 
