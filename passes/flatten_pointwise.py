@@ -1,27 +1,34 @@
 """FlattenPointwise: a 1x1 integer convolution over an image runs over the image as one row.
 
-Rewrites (x: [N, C, H, W] with H > 1; w: [O, C/g, 1, 1]; stride 1, dilation 1, no padding):
-- etch.QConv(x, w, ...) -> Reshape(etch.QConv(Reshape(x, [N, C, 1, H*W]), w, ...), [N, O, H, W]);
+Rewrites (x: [N, C, H, W] with H > 1; w: [O, C/g, 1, 1]; no padding; output [N, O, OH, OW]):
+- etch.QConv(x, w, ...) -> Reshape(etch.QConv(Reshape(x, [N, C, 1, H*W]), w, ...), [N, O, H, W])
+  at stride 1;
+- at stride (sh, sw) != 1 the input is subsampled first and the conv runs at stride 1:
+  Reshape(Slice(x, steps [sh, sw] on H, W), [N, C, 1, OH*OW]);
 - the same for an etch.QFused anchored on such a QConv; its residual r (the QAdd step's
-  operand, [N, O, H, W]) is read as Reshape(r, [N, O, 1, H*W]).
-Why: a pointwise convolution is a matmul over the H*W positions. As one row, its output
-rows are H*W long even where the image is narrow, and the output row is the vector axis of
+  operand, [N, O, OH, OW]) is read as Reshape(r, [N, O, 1, OH*OW]).
+Why: a pointwise convolution is a matmul over the output positions. As one row, its output
+rows are OH*OW long even where the image is narrow, and the output row is the vector axis of
 the CPU convolution kernels (backends/tvm/lower/int_conv.py), which used to take this
-decision themselves.
+decision themselves; a strided one (ResNet's downsampling 1x1) reads only every sh-th row
+and sw-th column, so the subsampled copy is a quarter of the input.
 
 Preconditions: a verified integer graph (after FuseInteger, so that the Reshape after the
 conv does not split a group). Invariants: bit-identical results (each output of a
-pointwise conv reads one input position, and a Reshape is a view in NCHW order); graph
-output names kept (the final Reshape writes the original output); idempotent (the new conv
-has H = 1). The Reshapes are placed on the accelerator, as other data moves on integers.
+pointwise conv reads one input position, the Slice keeps exactly the positions a strided
+1x1 conv reads, and a Reshape is a view in NCHW order); graph output names kept (the final
+Reshape writes the original output); idempotent (the new conv has H = 1 and stride 1). The Reshapes are placed on the accelerator, as other data moves on integers.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
 from compiler.ops.conv import conv_window
+from compiler.ops.etch_ops import kernel_attrs
 from compiler.ops.etch_qfused import group
 from passes.base import Pass
 
@@ -35,8 +42,8 @@ def pointwise_reason(graph: Graph, node: Node) -> str | None:
     if len(x.shape) != 4 or x.shape[2] == 1:
         return f"{node.name}: the input {list(x.shape)} is not a 2-D image of several rows"
     win = conv_window(attrs, x.shape, w.shape)
-    if win.kernel != (1, 1) or win.strides != (1, 1) or any(win.begin + win.end):
-        return f"{node.name}: not a 1x1, stride-1, unpadded convolution"
+    if win.kernel != (1, 1) or any(win.begin + win.end):
+        return f"{node.name}: not a 1x1 unpadded convolution"
     return None
 
 
@@ -65,7 +72,37 @@ def _reshape(graph: Graph, src: str, shape: tuple[int, ...], out: str, at: int) 
     graph.add_node(Node("Reshape", [src, target], [out], {"placement": "accel"}), at)
 
 
+def _subsample(graph: Graph, node: Node, strides: tuple[int, int]) -> None:
+    """x -> Slice(x, steps = strides on H, W) as the conv's input; the conv at stride 1."""
+    src = node.inputs[0]
+    like = graph.values[src]
+    n, c, h, w = like.shape
+    out = graph.fresh(f"{src}_strided")
+    shape = (n, c, -(-h // strides[0]), -(-w // strides[1]))
+    graph.add_value(Value(out, shape, like.dtype, None, like.quant))
+    consts = [graph.add_const(graph.fresh(f"{out}_{k}"), np.asarray(v, np.int64)).name
+              for k, v in (("starts", [0, 0]), ("ends", [h, w]), ("axes", [2, 3]),
+                           ("steps", list(strides)))]
+    graph.add_node(Node("Slice", [src, *consts], [out], {"placement": "accel"}),
+                   graph.nodes.index(node))
+    node.inputs[0] = out
+    _set_conv_attr(node, "strides", [1, 1])
+
+
+def _set_conv_attr(node: Node, key: str, value) -> None:
+    if node.op == "etch.QConv":
+        node.attrs[key] = value
+        return
+    attrs = dict(kernel_attrs(node.attrs))
+    attrs[key] = value
+    node.attrs["kernel_attrs"] = json.dumps(attrs, sort_keys=True)
+
+
 def _flatten(graph: Graph, node: Node) -> None:
+    x, w = graph.values[node.inputs[0]], graph.values[node.inputs[1]]
+    strides = conv_window(_conv_attrs(node), x.shape, w.shape).strides
+    if strides != (1, 1):
+        _subsample(graph, node, strides)
     n, c, h, w = graph.values[node.inputs[0]].shape
     out = graph.values[node.outputs[0]]
     o = out.shape[1]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from compiler import reference
+from compiler.ops.etch_qfused import group
 from passes.flatten_pointwise import FlattenPointwise, pointwise_reason
 from passes.fuse_integer import FuseInteger
 from tests.golden import assert_bitexact
@@ -48,9 +49,27 @@ def test_a_bare_pointwise_conv_is_flattened_too() -> None:
     assert_bitexact(reference.run(out, b.feeds), reference.run(g, b.feeds))
 
 
+@pytest.mark.parametrize("shape,strides", [((1, 8, 7, 7), [2, 2]), ((2, 4, 6, 9), [2, 3])])
+def test_a_strided_pointwise_group_reads_a_subsampled_row(shape: tuple, strides: list) -> None:
+    b = IntGraph(5)
+    x = b.input("x", shape)
+    oh, ow = -(-shape[2] // strides[0]), -(-shape[3] // strides[1])
+    r = b.input("r", (shape[0], 6, oh, ow))
+    y = b.requantize(b.qconv(x, 6, "acc", k=1, strides=strides), "y")
+    g = b.outputs(b.op("etch.QAdd", [y, r], "out", **QADD))
+    fused, _ = FuseInteger().run(g)
+    out, changed = flatten(fused)
+    assert changed and [n.op for n in out.nodes] == ["Slice", "Reshape", "Reshape",
+                                                     "etch.QFused", "Reshape"]
+    node = only(out, "etch.QFused")
+    assert out.values[node.inputs[0]].shape == (shape[0], shape[1], 1, oh * ow)
+    assert group(node.attrs, node.inputs, node.outputs[0]).anchor_attrs["strides"] == [1, 1]
+    assert_bitexact(reference.run(out, b.feeds), reference.run(g, b.feeds))
+    check_idempotent(out, [FlattenPointwise()])
+
+
 @pytest.mark.parametrize("attrs,shape,words", [
     ({"k": 3}, (1, 4, 4, 4), "1x1"),
-    ({"k": 1, "strides": [2, 2]}, (1, 4, 4, 4), "stride-1"),
     ({"k": 1}, (1, 4, 1, 9), "several rows"),
 ])
 def test_other_convs_are_left_alone(attrs: dict, shape: tuple, words: str) -> None:
