@@ -20,7 +20,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target, codegen
 
-from backends.tvm.schedules import int_batched, int_intrin, int_kernels
+from backends.tvm.schedules import int_batched, int_depthwise, int_intrin, int_kernels
 from backends.tvm.schedules.cpu import (
     PARALLEL_MIN_ELEMENTS,
     KindRule,
@@ -172,7 +172,7 @@ class QDepthwise(KernelRule):
         if ("avx512f" if nl == 16 else "avx2") not in features:
             return None
         nvec = -(-_buffer_shape(func, len(func.params) - 1)[3] // nl)
-        return int_kernels.depthwise_kernel(func, next(v for v in (4, 2, 1) if nvec % v == 0))
+        return int_depthwise.depthwise_kernel(func, next(v for v in (4, 2, 1) if nvec % v == 0))
 
 
 class QSumPool(KindRule):

@@ -1,0 +1,123 @@
+"""The x86 depthwise kernel of "qdepthwise" (`lower/int_conv.qdepthwise`): one input channel
+per output channel, so no dot product: int32 multiply-adds of centred int16 inputs and a
+broadcast weight, nl output columns per vector. Parameters and attributes as the other
+hand-scheduled integer kernels (`int_kernels`).
+
+Each (image, channel) pads its own plane into a small buffer (a few tens of KB: it stays in
+the core's caches between the copy and the taps) instead of one padded copy of the whole
+tensor, which for mobilenet_v2's early layers is megabytes written and read back through
+memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tvm import tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script.builder import ir as T
+
+from backends.tvm.schedules.int_kernels import (
+    PARALLEL_MIN_WORK,
+    _args,
+    _attr,
+    _conv_store,
+    _Epilogue,
+    _finish,
+    _shape,
+    _vec,
+    _zero,
+)
+
+Expr = tirx.Expr
+DEINTERLEAVE = 16  # outputs per phase of one vectorised block of the plane copy
+
+
+def depthwise_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
+    """Depthwise conv: per (image, channel) its padded plane, then per output row tiles of
+    xv vectors of nl output columns; each tap is one int16 vector of centred inputs times
+    the broadcast weight."""
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, *params, out = _args(func)
+        (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
+        nl = _attr(func, "nl")
+        sh, sw = (int(s) for s in func.attrs["etch.stride"])
+        dh, dw = (int(d) for d in func.attrs["etch.dilation"])
+        nvec = -(-ow // nl)
+        geo = ((oh - 1) * sh + (kh - 1) * dh + 1, sw,
+               -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
+        epi = _Epilogue(func, params, out.dtype, nl)
+        work = n * c * oh * ow * kh * kw
+        loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
+        with loop(0, n * c) as t:
+            b, ch = t // c, t % c
+            pad, at = _plane(func, x, geo, (b, ch))
+            with T.serial(0, oh) as y, T.serial(0, nvec // xv) as xo:
+                acc = T.alloc_buffer((1, xv * nl), "int32")
+                _zero(acc, 1, xv, nl)
+                with T.unroll(0, kh) as ry, T.unroll(0, kw) as rx:
+                    wv = tirx.Broadcast(tirx.BufferLoad(w, [ch, ry, rx]), nl)
+                    col = xo * xv * nl + rx * dw // sw
+                    with T.unroll(0, xv) as v:
+                        a = _vec(pad, [at(y * sh + ry * dh, rx * dw % sw, col + v * nl)],
+                                 nl).astype(f"int32x{nl}")
+                        idx = [0, tirx.Ramp(v * nl, 1, nl)]
+                        T.buffer_store(acc, tirx.BufferLoad(acc, idx) + a * wv, idx)
+                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow))
+    return _finish(ib, func)
+
+
+def _plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple
+           ) -> tuple[tirx.Buffer, Callable]:
+    """P[i, p, j] (flat, int16) of image b, channel ch: x - x_zero at padded row i, padded
+    column j * sw + p; 0 in the padding. Returns the buffer and at(i, p, j)."""
+    b, ch = src
+    h, wd = _shape(x)[2:]
+    ph, sw, pws = geo
+    top, left = (int(v) for v in func.attrs["etch.pad"])
+    size = ph * sw * pws
+    pad = T.alloc_buffer((size,), "int16")
+
+    def at(i: Expr, p: Expr, j: Expr) -> Expr:
+        return (i * sw + p) * pws + j
+
+    with T.serial(0, size // 16) as t:
+        T.buffer_store(pad, tirx.Broadcast(tirx.const(0, "int16"), 16),
+                       [tirx.Ramp(t * 16, 1, 16)])
+    with T.serial(size // 16 * 16, size) as t:
+        T.buffer_store(pad, tirx.const(0, "int16"), [t])
+    rows, cols = min(h, ph - top), min(wd, sw * pws - left)
+    zero = tirx.const(_attr(func, "x_zero"), "int16")
+    width = sw * DEINTERLEAVE
+    # whole blocks, the last one moved back to end near the row's end (a multiple of sw:
+    # it rewrites some columns with the same values), then < sw columns one by one
+    blocks = -(-cols // width) if cols >= width else 0
+    last = (cols - width) // sw * sw
+    done = last + width if blocks else 0
+    with T.grid(rows, blocks) as (i, jb):
+        _deinterleave(x, pad, (b, ch, i, tirx.min(jb * width, last)), zero,
+                      lambda p, q: at(i + top, p, q), (sw, left))
+    with T.grid(rows, cols - done) as (i, j0):
+        jj = j0 + done + left
+        value = tirx.BufferLoad(x, [b, ch, i, j0 + done]).astype("int16") - zero
+        T.buffer_store(pad, value, [at(i + top, jj % sw, jj // sw)])
+    return pad, at
+
+
+def _deinterleave(x: tirx.Buffer, pad: tirx.Buffer, src: tuple, zero: Expr,
+                  at: Callable[[Expr, Expr], Expr], geo: tuple[int, int]) -> None:
+    """sw * L consecutive inputs of a row from column j0 (a multiple of sw), centred to
+    int16, split by phase: input j0 + sw k + r lands at padded column j0 + r + left, i.e.
+    phase (r + left) % sw, position (j0 + r + left) // sw + k, so each phase is L
+    contiguous values (one vector load, sw shuffles, sw vector stores)."""
+    sw, left = geo
+    b, ch, i, j0 = src
+    lanes = sw * DEINTERLEAVE
+    row = tirx.BufferLoad(x, [b, ch, i, tirx.Ramp(j0, 1, lanes)]).astype(f"int16x{lanes}")
+    row = row - tirx.Broadcast(zero, lanes)
+    for r in range(sw):
+        part = row if sw == 1 else tirx.Shuffle(
+            [row], [tirx.const(r + sw * k, "int32") for k in range(DEINTERLEAVE)])
+        start = at((r + left) % sw, (j0 + r + left) // sw)
+        T.buffer_store(pad, part, [tirx.Ramp(start, 1, DEINTERLEAVE)])
