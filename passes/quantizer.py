@@ -104,10 +104,25 @@ def codes(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, scheme: Scheme) ->
     return np.clip(q, scheme.qmin, scheme.qmax).astype(np.int64)
 
 
+FIT_CHUNK = 1 << 16  # elements of `blocks` searched at once: the temporaries stay in cache
+
+
 def fit(blocks: np.ndarray, scheme: Scheme, search: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row (scale, zero) of `blocks` [B, E]: float64 scales > 0, integer zeros."""
+    """Per-row (scale, zero) of `blocks` [B, E]: float64 scales > 0, integer zeros. Rows are
+    independent, so a large `blocks` is searched FIT_CHUNK elements' worth of rows at a time
+    (the same numbers: each row's error is its own sum): every ratio of the search passes
+    over a chunk while it is in cache, not over the whole matrix from memory (vgg16's
+    25088 x 4096 layer: ~9 passes of 820 MB per ratio)."""
     if scheme.kind == "binary":
         return _scale_of(np.abs(blocks).mean(axis=1), scheme), np.zeros(len(blocks))
+    rows = max(1, FIT_CHUNK // max(blocks.shape[1], 1))
+    if len(blocks) <= rows:
+        return _fit_rows(blocks, scheme, search)
+    parts = [_fit_rows(blocks[i:i + rows], scheme, search) for i in range(0, len(blocks), rows)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _fit_rows(blocks: np.ndarray, scheme: Scheme, search: bool) -> tuple[np.ndarray, np.ndarray]:
     best_s, best_z = _candidate(blocks, 1.0, scheme)
     if not search:
         return best_s, best_z

@@ -81,3 +81,19 @@ def test_weight_search_matches_float64_loop(scheme: Scheme) -> None:
         want = (np.where(np.abs(blocks).mean(1) > 0, np.abs(blocks).mean(1), 1.0), want[1])
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("scheme", [Scheme(8), Scheme(4, symmetric=False),
+                                    Scheme(2, kind="ternary")])
+@pytest.mark.parametrize("chunk", [1, 300, 1 << 16])
+def test_fit_in_row_chunks_chooses_what_the_whole_matrix_search_chose(
+        scheme: Scheme, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fit` searches rows in chunks (one row, 300 elements' worth, the default): the same
+    scales and zeros, bit for bit, as one search over all rows, ties included."""
+    rng = np.random.default_rng(chunk)
+    b = rng.standard_normal((203, 97)) * rng.uniform(0.01, 3, (203, 1))
+    b[::5] = np.round(b[::5] * 4) / 4
+    whole = quantizer._fit_rows(b, scheme, True)
+    monkeypatch.setattr(quantizer, "FIT_CHUNK", chunk)
+    got = quantizer.fit(b, scheme)
+    assert all(np.array_equal(x, y) for x, y in zip(got, whole))
