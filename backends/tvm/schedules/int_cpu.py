@@ -7,11 +7,12 @@
   hand-scheduled kernel of `int_kernels` (same parameters and result): register tiles of
   int32 accumulators, the reduction outside the tile, the requantising epilogue per tile.
   Elsewhere the rule does not apply and the generic rules run the TE kernel as it is.
-- QDepthwise ("qdepthwise"): the same with int32 multiply-adds of centred int16 inputs
-  and a broadcast weight (no dot product: one input channel per output).
+- QDepthwise ("qdepthwise"): `int_depthwise`'s kernel, int32 multiply-adds of centred int16
+  inputs and a broadcast weight (no dot product: one input channel per output).
 - QSumPool ("qsumpool"): the output loops fused, parallel when large; windows inner.
 Tile sizes come from the register budget: AVX2 has 16 ymm registers and the "split" step
-needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16).
+needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16; with
+vpdpbusd, which needs no temporaries, 24). A conv tile is chosen by `conv_tile`'s port model.
 These rules come first in `cpu.rules()`.
 """
 
