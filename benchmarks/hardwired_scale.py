@@ -72,7 +72,8 @@ def stage(name: str, work: Path, n: int, style: str, serial: bool) -> dict:
             "nodes", "adders", "verilog_mb", "hier", "build_args", "build_opt")}}
     parts = tuple((m, Path(f)) for m, f in info["parts"])
     if name == "lint":
-        vb.lint_split(files, info["top"], parts, info["lint_args"])
+        vb.lint_split(files, info["top"], parts, info["lint_args"],
+                      build_extra=info["build_args"], cache=work / "vcache")
         return {"lint_args": info["lint_args"]}
     spec = vb.BuildSpec(tuple(files), info["top"], hierarchical=info["hier"],
                         opt=info["build_opt"], extra=tuple(info["build_args"]), parts=parts)

@@ -103,9 +103,10 @@ def _cse_counts(w: np.ndarray, in_bits: int,
     adders = bits = 0
     terms = np.zeros(n, np.int64)
     blocks = np.zeros(n, np.int64)
+    fast = cse.quick(w)
     for start in range(0, k, block):
         sub = w[start:start + block]
-        pl = cse.plan(sub, in_bits, columns)
+        pl = cse.plan(sub, in_bits, columns, fast)
         adders += len(pl.syms)
         bits += sum(cse.symbol_bits(pl.syms, sub.shape[0], in_bits)[sub.shape[0]:])
         counts = np.array([len(r) for r in pl.rows], np.int64) + (pl.tree.parent >= 0)

@@ -73,13 +73,21 @@ def lint(files: Sequence[Path], top: str, extra: Sequence[str] = ()) -> None:
 
 
 def lint_split(files: Sequence[Path], top: str, parts: Sequence[tuple[str, Path]],
-               extra: Sequence[str] = (), jobs: int = 0) -> None:
+               extra: Sequence[str] = (), jobs: int = 0,
+               build_extra: Sequence[str] | None = None, cache: Path | None = None) -> None:
     """`lint`, each of `parts` (module, file) alone and the rest with stubs for them
-    (`verilator_parts.lint_split`); the plain `lint` when there are no parts."""
+    (`verilator_parts.lint_split`); the plain `lint` when there are no parts. With
+    `build_extra` (the build's `BuildSpec.extra`), each part is linted by verilating it
+    for the build under `-Wall` into the build cache (`cache`, default `cache_root()`),
+    which the build of the same part then compiles without parsing it again."""
     if not parts:
         lint(files, top, extra)
         return
-    vp.lint_split(files, top, parts, lint, extra, jobs or _cpus())
+    part_lint = None
+    if build_extra is not None:
+        root, cmd = Path(cache) if cache is not None else cache_root(), verilator_cmd()
+        part_lint = lambda p: vp.verilate_part(p[0], p[1], root, build_extra, cmd)  # noqa: E731
+    vp.lint_split(files, top, parts, lint, extra, jobs or _cpus(), part_lint)
 
 
 @dataclass(frozen=True)

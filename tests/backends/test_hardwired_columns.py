@@ -103,6 +103,27 @@ def test_lint_split_checks_the_connections(small_parts: None, tmp_path: Path) ->
         vb.lint_split(d.files, d.top, d.parts, d.lint_args)
 
 
+@pytest.mark.verilator
+def test_lint_by_verilation_feeds_the_build(small_parts: None, tmp_path: Path) -> None:
+    """With the build's arguments, a part's lint is its verilation under -Wall, kept in
+    the cache: the part's build then only compiles it (a failing Verilator command is not
+    run again); a warning in a part fails the lint with the part's name."""
+    d = design.write([spec()], tmp_path / "rtl")
+    cache = tmp_path / "cache"
+    vb.lint_split(d.files, d.top, d.parts, d.lint_args, build_extra=d.build_args, cache=cache)
+    assert len(list(cache.glob("cc-*/V*_p?.mk"))) == len(d.parts)
+    module, f = d.parts[0]
+    sv, lib = vp.build_part(module, f, cache, "-O0", d.build_args, ["false"])
+    assert lib.is_file() and sv.is_file()
+    module, f = d.parts[1]
+    text = f.read_text()
+    body = text.index(");\n") + 3
+    f.write_text(text[:body] + "    wire [2:0] etch_unread = 4'd9;\n" + text[body:])
+    with pytest.raises(EtchError, match=f"lint of {module} failed.*(WIDTH|UNUSED)"):
+        vb.lint_split(d.files, d.top, d.parts, d.lint_args, build_extra=d.build_args,
+                      cache=cache)
+
+
 def test_manifest_carries_the_parts(small_parts: None, tmp_path: Path) -> None:
     from backends.verilog import hardwired
 

@@ -322,3 +322,24 @@ def test_printer_is_deterministic_and_sized(rng: np.random.Generator) -> None:
     assert a == b and a.startswith("// h\n`default_nettype none\nmodule m (")
     w = printer.widths(datapath(sp))
     assert max(w) <= 32  # acc 12 * 128 * 8 + bias fits 15 bits; products of small m
+
+
+def test_quick_cse_above_quick_weights(monkeypatch: pytest.MonkeyPatch,
+                                       rng: np.random.Generator) -> None:
+    """A matrix of more than QUICK_WEIGHTS weights runs one strategy and one score per
+    block, still exact; the benchmark's 128x128 matrices keep the full search."""
+    assert not cse.quick(np.zeros((128, 128))) and cse.quick(np.zeros((512, 64)))
+    w = weights(rng, (16, 12), "int4")
+    w[:, 5] = w[:, 2] - 2 * (w[:, 2] % 2)
+    assert [n for n, _ in cse.strategies(w, True, quick=True)] == ["tree1"]
+    assert cse.plan(w, 8, fast=True).strategy == f"tree1/{cse.QUICK_SCORE}"
+    assert len(cse.strategies(w, True)) > 1
+    seen = []
+    monkeypatch.setattr(cse, "QUICK_WEIGHTS", 100)
+    real = cse.plan
+    monkeypatch.setattr(cse, "plan", lambda *a: seen.append(a[-1]) or real(*a))
+    net, xs = matrix_net(w)
+    net.add_output("y", 32, cmvm.build(net, xs, w, "cse", block=8))
+    assert seen == [True, True]
+    x = rng.integers(-128, 128, (50, 16))
+    np.testing.assert_array_equal(evaluate(net, {"x": x})["y"], x @ w)

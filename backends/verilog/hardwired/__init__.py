@@ -52,7 +52,7 @@ def build(graph: Graph, opts: CompileOptions, out: Path, progress: Progress | No
         specs = [layer_spec(graph, nodes[a]) for a in seg["layers"]]
         d = design.write(specs, out / "rtl" / seg["name"], TOP, progress=say)
         say(f"verilator lint {seg['name']}")
-        vb.lint_split(d.files, d.top, d.parts, d.lint_args)
+        vb.lint_split(d.files, d.top, d.parts, d.lint_args, build_extra=d.build_args)
         entry = _segment_entry(seg, d, out)
         say(f"verilator build {seg['name']}")
         vb.build(_build_spec(entry, out), harness, progress=say)

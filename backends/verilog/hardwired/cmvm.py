@@ -135,16 +135,17 @@ def _blocks(net: Netlist, xs: Sequence[int], w: np.ndarray, method: str,
     k_in = w.shape[0]
     block = k_in if method == "plain" else (block or cse.block_size(w))
     rng = net.range(xs[0])
+    fast = cse.quick(w)
     for start in range(0, k_in, block):
         yield _block(net, list(xs[start:start + block]), w[start:start + block], method, rng,
-                     columns)
+                     columns, fast)
 
 
 def _block(net: Netlist, xs: list[int], w: np.ndarray, method: str,
-           rng: tuple[int, int], columns: bool) -> Block:
+           rng: tuple[int, int], columns: bool, fast: bool = False) -> Block:
     """One block: digits -> (CSE, parent columns) -> per-output leaf terms and forms."""
     if method == "cse":
-        pl = cse.plan(w, bits_for(*rng), columns)
+        pl = cse.plan(w, bits_for(*rng), columns, fast)
         syms, rows, tree = pl.syms, pl.rows, pl.tree
     else:
         syms, rows, tree = [], cse.digit_rows(w), hardwired_coltree.flat(w)
