@@ -6,7 +6,8 @@ built three ways and measured in one run:
 - plain CSD: every weight's CSD digits added per output, no sharing (the baseline);
 - etch: CSD with greedy pairwise CSE (`backends/verilog/hardwired/cmvm.py`);
 - da4ml 0.6 (`da4ml.cmvm.solve`, hls4ml's distributed-arithmetic optimiser), its Verilog from
-  `da4ml.codegen.rtl.verilog`;
+  `da4ml.codegen.rtl.verilog`, unmodified; the design comes from da4ml's tracer
+  (`da4ml_solve`: `cmvm.solve`'s own two-stage pipeline mis-sizes its stage-1 inputs);
 plus etch's grouped (accumulate-then-multiply) neurons, adders only. Each design is
 synthesised by the same Yosys flow (`backends.verilog.area.synth_area`, generic cells,
 hierarchy kept, every instance counted). da4ml's output is one module instance per adder;
@@ -125,62 +126,71 @@ def etch_files(net: Netlist, work: Path, part: int = PART) -> list[Path]:
     return files
 
 
-def da4ml_design(w: np.ndarray, work: Path) -> tuple[dict, list[Path]]:
-    """Solve with da4ml, write its Verilog (stages chained), return stats and files."""
-    import da4ml.codegen.rtl.verilog as dv
+# da4ml 0.6's `cmvm.solve` returns a two-stage pipeline (W = W0 @ W1) whose stage-1 inputs
+# are declared with the intervals of stage 0's output operations *before* their output
+# shifts and negations (out_shifts, out_negs), while the values passed are after them: its
+# fixed-width forms (the Verilog, its own C++ interpreter `predict`) wrap, its float Python
+# model does not. Minimal case, W = [[3, -5], [7, 2]], int8 inputs (-128, 127, 1):
+# stage 0 emits 3x0 + 7x1 as (v << 2) with v in (-448, 448, 0.25); stage 1 declares its
+# input (-448, 448, 0.25), so -1280 (x = [-128, -128]) reads back as -256
+# (`tests/unit/test_bench_hardwired.py`). da4ml's tracing front end (the path hls4ml takes:
+# `FixedVariableArray` @ W, then `comb_trace`) replays the solution on exact fixed-point
+# variables and records one combinational stage with the right widths: the bench uses it.
+DA4ML_INPUT_KIF = (1, 7, 0)  # int8: sign, 7 integer bits, no fraction
+
+
+def da4ml_solve(w: np.ndarray):
+    """da4ml's design of x @ W for int8 x: one CombLogic by its tracer (see above)."""
+    from da4ml.trace import FixedVariableArray, comb_trace
+
+    k = w.shape[0]
+    s, i, f = DA4ML_INPUT_KIF
+    inp = FixedVariableArray.from_kif(np.full(k, s), np.full(k, i), np.full(k, f))
+    return comb_trace(inp, inp @ np.asarray(w).astype(np.float32))
+
+
+def da4ml_solve_pipeline(w: np.ndarray, qint: tuple[float, float, float] = (-128.0, 127.0, 1.0)):
+    """`da4ml.cmvm.solve` directly (the two-stage pipeline with the interval bug)."""
     from da4ml.cmvm import solve
+
+    return solve(np.asarray(w).astype(np.float32), qintervals=[qint] * w.shape[0])
+
+
+def da4ml_predict(sol, x: np.ndarray) -> np.ndarray:
+    """da4ml's own C++ interpreter (fixed widths, like its Verilog), stage after stage."""
+    y = np.asarray(x, dtype=np.float64)
+    for stage in getattr(sol, "solutions", (sol,)):
+        y = stage.predict(y)
+    return y
+
+
+def da4ml_design(w: np.ndarray, work: Path) -> tuple[dict, list[Path]]:
+    """da4ml's design (`da4ml_solve`), its unmodified Verilog (`comb_logic_gen` and its
+    source modules) under a `datop` wrapper; returns stats and files."""
+    import da4ml.codegen.rtl.verilog as dv
     from da4ml.codegen.rtl.verilog import comb_logic_gen
     from da4ml.types import minimal_kif
 
     t, c = time.perf_counter(), time.process_time()
-    sol = solve(w.astype(np.float32), qintervals=[(-128.0, 127.0, 1.0)] * w.shape[0])
+    sol = da4ml_solve(w)
     seconds, cpu = time.perf_counter() - t, time.process_time() - c
-    files = []
-    for i, s in enumerate(sol.solutions):
-        files.append(work / f"stage{i}.v")
-        files[-1].write_text(comb_logic_gen(s, f"stage{i}"))
+    files = [work / "stage0.v"]
+    files[0].write_text(comb_logic_gen(sol, "stage0"))
     for f in sorted((Path(dv.__file__).parent / "source").glob("*.v")):
         if "lookup" not in f.name:  # table lookups are unused by a CMVM
-            text = f.read_text()
-            if f.name == "shift_adder.v":
-                text = fix_shift_adder(text)
             files.append(work / f.name)
-            files[-1].write_text(text)
-
-    def bits(qs: list) -> int:
-        return sum(sum(minimal_kif(q)) for q in qs)
-
-    lines = [(f"module datop(input [{bits(sol.solutions[0].inp_qint) - 1}:0] x, "
-             f"output [{bits(sol.solutions[-1].out_qint) - 1}:0] y);")]
-    prev = "x"
-    for i, s in enumerate(sol.solutions):
-        out = "y" if i == len(sol.solutions) - 1 else f"m{i}"
-        if out != "y":
-            lines.append(f"wire [{bits(s.out_qint) - 1}:0] {out};")
-        lines.append(f"stage{i} s{i}(.model_inp({prev}), .model_out({out}));")
-        prev = out
+            files[-1].write_text(f.read_text())
+    in_bits = sum(sum(minimal_kif(q)) for q in sol.inp_qint)
+    kifs = [minimal_kif(q) for q in sol.out_qint]
     files.append(work / "datop.v")
-    files[-1].write_text("\n".join([*lines, "endmodule", ""]))
-    adders = sum(1 for s in sol.solutions for op in s.ops if op.opcode in (0, 1))
-    kifs = [minimal_kif(q) for q in sol.solutions[-1].out_qint]
+    files[-1].write_text(f"module datop(input [{in_bits - 1}:0] x, "
+                         f"output [{sum(map(sum, kifs)) - 1}:0] y);\n"
+                         "stage0 s0(.model_inp(x), .model_out(y));\nendmodule\n")
+    adders = sum(1 for op in sol.ops if op.opcode in (0, 1))
     return {"cost": float(sol.cost), "adders": adders, "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu, 2), "out_widths": [sum(k) for k in kifs],
-            "out_fractional_bits": sum(int(k[2]) for k in kifs)}, files
-
-
-def fix_shift_adder(text: str) -> str:
-    """da4ml 0.6's shift_adder sizes its sum BW_ADD from the operands only and assigns
-    out = accum[BW_OUT-1:0]; where BW_OUT > BW_ADD (e.g. x0 + x1 of two int8 into 10
-    bits) the top bits are an out-of-range select, undefined in Verilog: Yosys makes them
-    x (and may simplify the logic that reads them), so the design does not compute the
-    product. The sum is widened to BW_OUT here (sign/zero extension, as intended)."""
-    old = "  localparam BW_ADD = (IN0_NEED_BITS"
-    if old not in text:
-        raise RuntimeError("da4ml shift_adder.v changed: check fix_shift_adder")
-    text = text.replace(old, "  localparam BW_ADD0 = (IN0_NEED_BITS", 1)
-    return text.replace("  localparam IN0_PAD_LEFT",
-                        "  localparam BW_ADD = (BW_ADD0 > BW_OUT) ? BW_ADD0 : BW_OUT;\n"
-                        "  localparam IN0_PAD_LEFT", 1)
+            "cpu_seconds": round(cpu, 2), "in_bits": in_bits // max(w.shape[0], 1),
+            "out_widths": [sum(k) for k in kifs],
+            "out_fractional_bits": [int(k[2]) for k in kifs]}, files
 
 
 def yosys_eval(files: list[Path], top: str, x: np.ndarray, in_bits: int,
@@ -219,14 +229,24 @@ def yosys_eval(files: list[Path], top: str, x: np.ndarray, in_bits: int,
 
 
 def computes_product(files: list[Path], top: str, w: np.ndarray, out_widths: list[int],
-                     vectors: int = 6) -> bool:
-    """Whether the design's outputs equal x @ W on random and extreme int8 vectors."""
+                     vectors: int = 6, in_bits: int = 8,
+                     out_frac: list[int] | None = None) -> bool:
+    """Whether the design's outputs equal x @ W on random and extreme int8 vectors (input
+    fields of `in_bits` bits, sign-extended; output j read as its bits / 2^out_frac[j],
+    da4ml's fixed-point outputs)."""
     rng = np.random.default_rng(0)
     k = w.shape[0]
     x = np.concatenate([rng.integers(-128, 128, (vectors, k)), np.full((1, k), -128),
                         np.full((1, k), 127)])
-    got = yosys_eval(files, top, x, 8, out_widths)
-    return got is not None and bool(np.array_equal(got, x @ w))
+    got = yosys_eval(files, top, x, in_bits, out_widths)
+    if got is None:
+        return False
+    if out_frac is not None:
+        got = got.astype(object) * np.array([2 ** -f if f <= 0 else 0 for f in out_frac],
+                                            dtype=object)
+        if any(f > 0 for f in out_frac):
+            return False  # an integer product has no fractional bits
+    return bool(np.array_equal(np.asarray(got, dtype=np.int64), x @ w))
 
 
 def measure(label: str, w: np.ndarray, yosys: bool, say, part: int = PART,
@@ -251,8 +271,9 @@ def measure(label: str, w: np.ndarray, yosys: bool, say, part: int = PART,
             t = time.perf_counter()
             row["da4ml"]["cells"] = synth_area(files, "datop", luts=False)["cells"]
             row["da4ml"]["yosys_seconds"] = round(time.perf_counter() - t, 1)
-            row["da4ml"]["exact"] = computes_product(files, "datop", w,
-                                                     row["da4ml"].pop("out_widths"))
+            row["da4ml"]["exact"] = computes_product(
+                files, "datop", w, row["da4ml"].pop("out_widths"),
+                in_bits=row["da4ml"]["in_bits"], out_frac=row["da4ml"]["out_fractional_bits"])
             for method in ("plain", "cse") if plain_cells else ("cse",):
                 say(f"{label}: yosys {method}")
                 work = Path(tmp) / method

@@ -86,7 +86,9 @@ def lint_split(files: Sequence[Path], top: str, parts: Sequence[tuple[str, Path]
     part_lint = None
     if build_extra is not None:
         root, cmd = Path(cache) if cache is not None else cache_root(), verilator_cmd()
-        part_lint = lambda p: vp.verilate_part(p[0], p[1], root, build_extra, cmd)  # noqa: E731
+
+        def part_lint(p: tuple[str, Path]) -> Path:
+            return vp.verilate_part(p[0], p[1], root, build_extra, cmd)
     vp.lint_split(files, top, parts, lint, extra, jobs or _cpus(), part_lint)
 
 

@@ -26,29 +26,36 @@ def test_measure_row_and_table(rng: np.random.Generator) -> None:
     assert "on 0 of 0 synthesised" in text and "fewer adders than plain CSD" in text
 
 
-def test_shift_adder_fix_widens_the_sum_only() -> None:
-    """da4ml's shift_adder reads accum[BW_OUT-1:0] past its width (undefined top bits);
-    the fix sizes the sum to at least BW_OUT and changes nothing else."""
-    from pathlib import Path
+def test_da4ml_pipeline_interval_bug_and_the_traced_design() -> None:
+    """da4ml 0.6's `cmvm.solve` pipeline declares stage-1 inputs with stage 0's intervals
+    before its output shifts: its own fixed-width interpreter reads -1280 back as -256
+    (its Python model is right). The traced design the bench uses is exact."""
+    import da4ml
 
-    import da4ml.codegen.rtl.verilog as dv
-
-    text = (Path(dv.__file__).parent / "source" / "shift_adder.v").read_text()
-    fixed = bh.fix_shift_adder(text)
-    assert "localparam BW_ADD = (BW_ADD0 > BW_OUT) ? BW_ADD0 : BW_OUT;" in fixed
-    assert fixed.replace("BW_ADD0", "BW_ADD").count("\n") == text.count("\n") + 1
+    w = np.array([[3, -5], [7, 2]])
+    x = np.array([[-128, -128], [127, 127], [-128, 127], [5, -9]])
+    pipe = bh.da4ml_solve_pipeline(w)
+    assert [float(v) for v in pipe(x[0])] == [-1280.0, 384.0]
+    wrong = bh.da4ml_predict(pipe, x)
+    assert da4ml.__version__ != "0.6.0" or wrong[0].tolist() == [-256.0, 384.0]
+    for m in (w, np.array([[-1, -1], [-1, -1]]), np.array([[-1], [-1]])):
+        np.testing.assert_array_equal(bh.da4ml_predict(bh.da4ml_solve(m), x), x @ m)
 
 
 def test_both_designs_compute_the_product_in_yosys(tmp_path, rng: np.random.Generator) -> None:
     """The check the bench runs on every synthesised matrix: Yosys `eval` of etch's and
-    (with the shift_adder fix) da4ml's Verilog equals x @ W; a wrong W is caught."""
+    da4ml's unmodified Verilog (its traced design) equals x @ W, also where its
+    `cmvm.solve` pipeline wraps; a wrong W is caught."""
     w = rng.integers(-8, 8, (5, 3))
     net, _, _ = bh.etch_netlist(w, "cse")
     (tmp_path / "e").mkdir()
     files = bh.etch_files(net, tmp_path / "e", 8)
     assert bh.computes_product(files, "cmvm", w, [32] * 3)
     assert not bh.computes_product(files, "cmvm", w + np.eye(5, 3, dtype=np.int64), [32] * 3)
-    (tmp_path / "d").mkdir()
-    stats, dfiles = bh.da4ml_design(np.array([[3, -5], [7, 2]]), tmp_path / "d")
-    assert bh.computes_product(dfiles, "datop", np.array([[3, -5], [7, 2]]),
-                               stats["out_widths"])
+    for i, wd in enumerate((np.array([[3, -5], [7, 2]]), np.array([[-1, -1], [-1, -1]]))):
+        (tmp_path / f"d{i}").mkdir()
+        stats, dfiles = bh.da4ml_design(wd, tmp_path / f"d{i}")
+        assert stats["in_bits"] == 8
+        assert bh.computes_product(dfiles, "datop", wd, stats["out_widths"],
+                                   in_bits=stats["in_bits"],
+                                   out_frac=stats["out_fractional_bits"])
