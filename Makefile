@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt
 
-.PHONY: demo test test-all bench lint models clean venv system-deps
+.PHONY: demo test test-all test-avx2 bench lint models clean venv system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -41,6 +41,12 @@ test: $(STAMP) $(APT_STAMP)
 
 test-all: $(STAMP) $(APT_STAMP)
 	$(VPY) -m pytest -m '' 
+
+# The host-dependent tests as an AVX2-only CPU runs them: pytest under qemu-x86_64 -cpu
+# $(ISA_CPU) (EPYC-Milan: AMD Zen 3; or Haswell). Needs qemu-user 7.2+; see README.
+ISA_CPU ?= EPYC-Milan
+test-avx2: $(STAMP) $(APT_STAMP)
+	$(VPY) -m tests.isa_emulation --cpu $(ISA_CPU)
 
 bench: $(STAMP) $(APT_STAMP)
 	$(VENV)/bin/etch bench

@@ -5,7 +5,9 @@ The manifest names the library, the device and the thread count. TVM's CPU threa
 reads TVM_NUM_THREADS when a thread first launches parallel work, and a pool only shrinks
 afterwards: set here at load, before any kernel runs, it holds for this process. Threads are
 not pinned to cores (TVM_BIND_THREADS=0) unless the environment says otherwise. A CUDA
-artifact where no CUDA device exists fails at load with an EtchError, not inside TVM.
+artifact where no CUDA device exists fails at load with an EtchError, not inside TVM; so
+does a cpu artifact built for a vector feature this CPU lacks (`host_cpu.check_runs_here`:
+AVX-512 kernels on an AVX2-only machine), not with an illegal instruction.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import EtchError
+from runtime import host_cpu
 from runtime.executor import Executor, check_inputs
 
 
@@ -90,6 +93,7 @@ class TvmExecutor(Executor):
 
         self.device = _device(manifest["device"])
         if manifest["device"] == "cpu":
+            host_cpu.check_runs_here(manifest)  # not an illegal instruction in a kernel
             _apply_threads(manifest.get("threads"))
         lib_path = path / manifest["library"]
         if not lib_path.is_file():

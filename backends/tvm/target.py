@@ -4,7 +4,7 @@
 with LLVM (`llvm_get_system_cpu`) unless `--mcpu` names one. LLVM knows the features of a CPU
 *model*; a virtual machine may hide some of them (AVX-512 masked by the hypervisor), so when the
 CPU is detected we intersect with the flags the kernel reports in /proc/cpuinfo and switch the
-missing ones off with `mattr`. An explicit `--mcpu` is taken as it is: its features are the CPU
+missing ones off with `mattr` (`runtime.host_cpu`, which the runtime checks artifacts with). An explicit `--mcpu` is taken as it is: its features are the CPU
 model's, whatever the host has, so a build for another machine gets that machine's kernels.
 
 The vector width is part of the target too: TVM's `vector-width` attribute, which `cpu_target`
@@ -24,16 +24,11 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from compiler.errors import EtchError
 from compiler.options import CompileOptions
+from runtime.host_cpu import VECTOR_FEATURES, host_flags, model_features
 
-# LLVM feature name -> /proc/cpuinfo flag, for the features kernels are chosen by.
-VECTOR_FEATURES = {"sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
-                   "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
-                   "avx512vnni": "avx512_vnni", "avx512vbmi": "avx512vbmi", "avxvnni": "avx_vnni",
-                   "neon": "asimd", "dotprod": "asimddp"}
 DEFAULT_CUDA_ARCH = "sm_80"
 
 
@@ -108,18 +103,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def host_flags() -> set[str] | None:
-    """The CPU flags /proc/cpuinfo reports, or None where there is no such file."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return None
-    for line in path.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return None
-
-
 def check_options(opts: CompileOptions) -> None:
     """EtchError for an --mcpu the target cannot build for, before any pass runs: cpu and
     edge take a CPU LLVM knows for their triple (the host's, aarch64-linux-gnu), cuda an
@@ -154,15 +137,10 @@ def check_mcpu(mcpu: str, triple: str) -> None:
 def cpu_info(opts: CompileOptions) -> tuple[CpuInfo, list[str]]:
     """The CPU to compile for (with the vector width, `choose_width`) and the `mattr`
     entries that switch off masked features."""
-    from tvm import target as tvm_target
     from tvm.target import codegen
 
-    mcpu = opts.mcpu or codegen.llvm_get_system_cpu()
-    try:
-        model = codegen.llvm_get_cpu_features(tvm_target.Target({"kind": "llvm", "mcpu": mcpu}))
-    except Exception as e:  # TVM raises its own error type for an unknown CPU name
-        raise EtchError(f"--mcpu {mcpu!r} is not a CPU LLVM knows: {e}") from e
-    features = {f for f in VECTOR_FEATURES if f in model}
+    mcpu = opts.mcpu or str(codegen.llvm_get_system_cpu())
+    features = model_features(mcpu)
     mattr: list[str] = []
     flags = host_flags() if opts.mcpu is None else None
     if flags is not None:

@@ -32,16 +32,17 @@ from compiler.ops.etch_lut import LutLayout
 from compiler.options import CompileOptions
 from passes.lut_lowering import LutTarget
 from runtime import edge_executor
+from runtime.host_cpu import host_features
 from tests.golden import assert_bitexact, assert_close
 from tests.lut_cases import KINDS, bits_of, graph_of, make_case
 
-FLAGS = targets.host_flags() or set()
+FEATURES = host_features()  # as etch compile detects them
 X86 = platform.machine() in ("x86_64", "AMD64")
 # isa -> the mcpu its kernels are compiled for (runs where the host has the features)
 MCPU = {"avx512vbmi": "icelake-server", "avx512": "skylake-avx512", "avx2": "haswell",
         "generic": "x86-64"}
-HOST_ISAS = ([isa for isa, flag in (("avx512vbmi", "avx512vbmi"), ("avx512", "avx512bw"),
-                                    ("avx2", "avx2")) if flag in FLAGS]
+HOST_ISAS = ([isa for isa, feature in (("avx512vbmi", "avx512vbmi"), ("avx512", "avx512bw"),
+                                       ("avx2", "avx2")) if feature in FEATURES]
              if X86 else []) + (["generic"] if X86 else [])
 SCALES = ("float32", "float16", "uint8")
 RULE = {"avx512vbmi": "LutX86", "avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}

@@ -1,0 +1,79 @@
+"""The CPU this process runs on, in the terms a cpu artifact records (`cpu`, `cpu_features`).
+
+`VECTOR_FEATURES` are the LLVM features etch chooses kernels by, each with its /proc/cpuinfo
+flag. `host_cpu()` is LLVM's name for this CPU and those of its features the CPU really has:
+LLVM knows the features of a CPU *model* (read from CPUID), and a virtual machine may hide
+some of them (AVX-512 masked by the hypervisor), so the model's features are intersected
+with the flags the kernel reports. `etch compile` builds for that (`backends.tvm.target`);
+`check_runs_here(manifest)` refuses, in one line, a cpu artifact built for a feature this
+CPU lacks (one compiled on another machine, or with `--mcpu`), which would otherwise stop
+at an illegal instruction in its first kernel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compiler.errors import EtchError
+
+# LLVM feature name -> /proc/cpuinfo flag, for the features kernels are chosen by.
+VECTOR_FEATURES = {"sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
+                   "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
+                   "avx512vnni": "avx512_vnni", "avx512vbmi": "avx512vbmi", "avxvnni": "avx_vnni",
+                   "neon": "asimd", "dotprod": "asimddp"}
+
+
+def host_flags() -> set[str] | None:
+    """The CPU flags /proc/cpuinfo reports, or None where there is no such file."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return None
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def model_features(mcpu: str) -> set[str]:
+    """The VECTOR_FEATURES of LLVM's CPU model `mcpu`; EtchError for a name LLVM lacks."""
+    from tvm import target
+    from tvm.target import codegen
+
+    try:
+        model = codegen.llvm_get_cpu_features(target.Target({"kind": "llvm", "mcpu": mcpu}))
+    except Exception as e:  # TVM raises its own error type for an unknown CPU name
+        raise EtchError(f"--mcpu {mcpu!r} is not a CPU LLVM knows: {e}") from e
+    return {f for f in VECTOR_FEATURES if f in model}
+
+
+def host_cpu() -> tuple[str, set[str]]:
+    """(LLVM's name for this CPU, the VECTOR_FEATURES it has)."""
+    from tvm.target import codegen
+
+    mcpu = str(codegen.llvm_get_system_cpu())
+    features, flags = model_features(mcpu), host_flags()
+    if flags is not None:
+        features = {f for f in features if VECTOR_FEATURES[f] in flags}
+    return mcpu, features
+
+
+def host_features() -> set[str]:
+    """The VECTOR_FEATURES of this CPU, as `etch compile` detects them (not /proc/cpuinfo
+    alone: under a user-mode emulator such as qemu-user that is the real host's file, while
+    LLVM reads the emulated CPU's CPUID)."""
+    return host_cpu()[1]
+
+
+def check_runs_here(manifest: dict) -> None:
+    """EtchError unless this CPU has every vector feature the cpu artifact was built for
+    (names this etch does not know are not checked)."""
+    built = manifest.get("cpu_features")
+    if not isinstance(built, list):
+        return
+    mcpu, here = host_cpu()
+    lacking = sorted(f for f in built if f in VECTOR_FEATURES and f not in here)
+    if lacking:
+        raise EtchError(f"this artifact was built for the {manifest.get('cpu')} CPU and uses "
+                        f"{', '.join(lacking)}, which this CPU ({mcpu}) lacks; compile it on "
+                        f"this machine (or with --mcpu {mcpu})")

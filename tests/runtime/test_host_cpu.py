@@ -1,0 +1,49 @@
+"""runtime/host_cpu.py: the CPU's features as etch detects them, and the check that keeps a
+cpu artifact built for features this CPU lacks from running into an illegal instruction."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends.tvm import target as targets
+from compiler.errors import EtchError
+from compiler.options import CompileOptions
+from runtime import host_cpu
+
+ZEN3 = ("znver3", {"sse4.2", "avx", "avx2", "fma"})
+
+
+def test_host_features_are_what_compile_builds_for() -> None:
+    info = targets.cpu_info(CompileOptions(target="cpu"))[0]
+    mcpu, features = host_cpu.host_cpu()
+    assert (mcpu, features) == (info.mcpu, set(info.features))
+    assert features <= host_cpu.model_features(mcpu)
+    flags = host_cpu.host_flags()
+    if flags is not None:
+        assert all(host_cpu.VECTOR_FEATURES[f] in flags for f in features)
+
+
+def test_a_masked_feature_is_not_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM that hides AVX-512 from /proc/cpuinfo: LLVM's model has it, the host has not."""
+    monkeypatch.setattr(host_cpu, "host_flags", lambda: {"sse4_2", "avx", "avx2", "fma"})
+    _, features = host_cpu.host_cpu()
+    assert not {f for f in features if f.startswith("avx512")}
+
+
+def test_an_artifact_for_the_host_runs_here() -> None:
+    mcpu, features = host_cpu.host_cpu()
+    host_cpu.check_runs_here({"cpu": mcpu, "cpu_features": sorted(features)})
+    host_cpu.check_runs_here({"cpu": mcpu})  # no features recorded: nothing to check
+
+
+def test_an_avx512_artifact_on_an_avx2_cpu_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_cpu, "host_cpu", lambda: ZEN3)
+    manifest = {"cpu": "sapphirerapids", "cpu_features": ["avx", "avx2", "avx512bw", "avx512f",
+                                                          "avx512vnni", "fma", "sse4.2"]}
+    with pytest.raises(EtchError) as err:
+        host_cpu.check_runs_here(manifest)
+    message = str(err.value)
+    assert "\n" not in message and "sapphirerapids" in message and "--mcpu znver3" in message
+    assert "avx512bw, avx512f, avx512vnni" in message and "avx2" not in message
+    # a feature name this etch does not know is not checked
+    host_cpu.check_runs_here({"cpu": "future", "cpu_features": ["avx2", "apx"]})
