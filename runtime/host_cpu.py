@@ -1,13 +1,17 @@
 """The CPU this process runs on, in the terms a cpu artifact records (`cpu`, `cpu_features`).
 
 `VECTOR_FEATURES` are the LLVM features etch chooses kernels by, each with its /proc/cpuinfo
-flag. `host_cpu()` is LLVM's name for this CPU and those of its features the CPU really has:
-LLVM knows the features of a CPU *model* (read from CPUID), and a virtual machine may hide
-some of them (AVX-512 masked by the hypervisor), so the model's features are intersected
-with the flags the kernel reports. `etch compile` builds for that (`backends.tvm.target`);
-`check_runs_here(manifest)` refuses, in one line, a cpu artifact built for a feature this
-CPU lacks (one compiled on another machine, or with `--mcpu`), which would otherwise stop
-at an illegal instruction in its first kernel.
+flag. `host_cpu()` is LLVM's name for this CPU and the features `etch compile` builds for
+(`backends.tvm.target`): LLVM knows the features of a CPU *model* (named from CPUID), and a
+virtual machine may hide some of them (AVX-512 masked by the hypervisor), so the model's
+features are intersected with the flags the kernel reports. That errs on the safe side (a
+CPU LLVM names after an older model gets that model's features).
+
+`runnable_features()` answers another question, whether this CPU executes a feature's
+instructions: numpy's own CPUID reading where numpy names the feature (it also checks that
+the OS saves the registers), else /proc/cpuinfo. `check_runs_here(manifest)` refuses, in one
+line, a cpu artifact built for a feature this CPU lacks (one compiled on another machine, or
+with `--mcpu`), which would otherwise stop at an illegal instruction in its first kernel.
 """
 
 from __future__ import annotations
@@ -65,15 +69,45 @@ def host_features() -> set[str]:
     return host_cpu()[1]
 
 
+# etch's feature name -> numpy's, where numpy reads it (numpy.lib has no public API for this)
+NUMPY_NAMES = {"sse4.2": "SSE42", "avx": "AVX", "avx2": "AVX2", "fma": "FMA3",
+               "avx512f": "AVX512F", "avx512bw": "AVX512BW", "avx512vl": "AVX512VL",
+               "avx512vnni": "AVX512VNNI", "avx512vbmi": "AVX512VBMI", "neon": "ASIMD",
+               "dotprod": "ASIMDDP"}
+
+
+def _numpy_cpu() -> dict[str, bool]:
+    """numpy's CPUID reading ({} where this numpy does not expose it)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__
+        except ImportError:
+            return {}
+    return dict(__cpu_features__)
+
+
+def runnable_features() -> set[str]:
+    """The VECTOR_FEATURES whose instructions this CPU executes: numpy's CPUID reading, else
+    /proc/cpuinfo, else LLVM's model of the host CPU."""
+    has, flags = _numpy_cpu(), host_flags()
+    model = host_cpu()[1] if flags is None else set()
+    return {f for f, flag in VECTOR_FEATURES.items()
+            if (has[NUMPY_NAMES[f]] if NUMPY_NAMES.get(f) in has else
+                flag in flags if flags is not None else f in model)}
+
+
 def check_runs_here(manifest: dict) -> None:
-    """EtchError unless this CPU has every vector feature the cpu artifact was built for
-    (names this etch does not know are not checked)."""
+    """EtchError unless this CPU executes every vector feature the cpu artifact was built
+    for (names this etch does not know are not checked)."""
     built = manifest.get("cpu_features")
     if not isinstance(built, list):
         return
-    mcpu, here = host_cpu()
+    here = runnable_features()
     lacking = sorted(f for f in built if f in VECTOR_FEATURES and f not in here)
     if lacking:
+        mcpu = host_cpu()[0]
         raise EtchError(f"this artifact was built for the {manifest.get('cpu')} CPU and uses "
                         f"{', '.join(lacking)}, which this CPU ({mcpu}) lacks; compile it on "
                         f"this machine (or with --mcpu {mcpu})")

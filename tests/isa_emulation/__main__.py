@@ -34,7 +34,8 @@ ISAS = {"EPYC-Milan": AVX2_ONLY, "Haswell": AVX2_ONLY}
 # results against ONNX Runtime or the integer reference. Assembly tests compile for a named
 # CPU and read the text: they give the same answer on any host, so they are not here.
 SELECTION = [
-    "tests/isa_emulation/test_emulated_host.py",          # detection, the CLI, manifests
+    "tests/isa_emulation/test_emulated_host.py",          # the CLI, manifests, refusal
+    "tests/runtime/test_host_cpu.py",                     # detection vs what the CPU runs
     # int8 kernels: vpmaddubsw + vpmaddwd (8 and 4 bits), requantisation at 8 lanes
     "tests/backends/test_tvm_int.py::test_qgemm_requantized",
     "tests/backends/test_tvm_int.py::test_qgemm_group_multipliers_and_weight_zero_points",

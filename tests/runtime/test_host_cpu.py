@@ -30,6 +30,21 @@ def test_a_masked_feature_is_not_detected(monkeypatch: pytest.MonkeyPatch) -> No
     assert not {f for f in features if f.startswith("avx512")}
 
 
+def test_the_cpu_runs_what_compile_detects() -> None:
+    """Detection errs on the safe side: every feature it builds for, the CPU executes (by
+    numpy's CPUID reading: under qemu-user, the emulated CPU's, while /proc/cpuinfo is the
+    real host's)."""
+    assert host_cpu.host_cpu()[1] <= host_cpu.runnable_features()
+
+
+def test_runnable_features_fall_back_to_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_cpu, "_numpy_cpu", dict)
+    monkeypatch.setattr(host_cpu, "host_flags", lambda: {"sse4_2", "avx", "avx2", "fma"})
+    assert host_cpu.runnable_features() == {"sse4.2", "avx", "avx2", "fma"}
+    monkeypatch.setattr(host_cpu, "_numpy_cpu", lambda: {"AVX2": False, "AVX512F": True})
+    assert host_cpu.runnable_features() == {"sse4.2", "avx", "avx512f", "fma"}
+
+
 def test_an_artifact_for_the_host_runs_here() -> None:
     mcpu, features = host_cpu.host_cpu()
     host_cpu.check_runs_here({"cpu": mcpu, "cpu_features": sorted(features)})
@@ -38,6 +53,7 @@ def test_an_artifact_for_the_host_runs_here() -> None:
 
 def test_an_avx512_artifact_on_an_avx2_cpu_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(host_cpu, "host_cpu", lambda: ZEN3)
+    monkeypatch.setattr(host_cpu, "runnable_features", lambda: ZEN3[1])
     manifest = {"cpu": "sapphirerapids", "cpu_features": ["avx", "avx2", "avx512bw", "avx512f",
                                                           "avx512vnni", "fma", "sse4.2"]}
     with pytest.raises(EtchError) as err:
