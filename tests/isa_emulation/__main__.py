@@ -58,6 +58,7 @@ SELECTION = [
     "tests/backends/test_tvm_conv_tiles.py::test_tiles_match_onnx_runtime",
     "tests/backends/test_tvm_conv_tiles.py::test_padded_pools_are_tiled_and_match_onnx_runtime",
     "tests/backends/test_tvm_conv_gemm.py::test_gemm_layers_match_onnx_runtime",
+    "tests/backends/test_tvm_conv_gemm.py::test_explain_lists_pointwise_and_im2col",
     "tests/backends/test_tvm_winograd.py::test_winograd_layers_match_onnx_runtime",
     "tests/backends/test_tvm_nan.py",                      # vmaxps/vminps NaN order
     "tests/backends/test_tvm_dtypes.py",                   # float16 by F16C, not AVX512-FP16
