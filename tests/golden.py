@@ -112,3 +112,23 @@ def assert_bitexact(actual: Arrays, expected: Arrays) -> None:
             raise AssertionError(f"{name}: not bit-exact; first difference at {first}: "
                                  f"{got[first]!r} != {want[first]!r} "
                                  f"({len({tuple(b[:-1]) for b in bad})} elements differ)")
+
+
+class RandomInits:
+    """Seeded random initializers for hand-built test models: `weight` (scaled by the fan-in)
+    and `bias` return the name they add to `tensors`; `rng` also draws the inputs."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.tensors: list[onnx.TensorProto] = []
+
+    def weight(self, name: str, *shape: int) -> str:
+        scale = 1 / np.sqrt(np.prod(shape[1:]))
+        data = (self.rng.normal(size=shape) * scale).astype(np.float32)
+        self.tensors.append(onnx.numpy_helper.from_array(data, name))
+        return name
+
+    def bias(self, name: str, n: int) -> str:
+        data = self.rng.normal(size=n).astype(np.float32)
+        self.tensors.append(onnx.numpy_helper.from_array(data, name))
+        return name

@@ -16,13 +16,13 @@ import sys
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import compiler
 from compiler import onnx_import
 from passes.choose_conv_algorithm import ChooseConvAlgorithm
 from tests.backends import isa
-from tests.golden import run_ort
+from tests.golden import RandomInits, run_ort
 
 
 def gemm_model(batch: int = 1):
@@ -30,19 +30,8 @@ def gemm_model(batch: int = 1):
     (pointwise) plus a residual add, 3x3 dilated 2 (im2col), added to a 1x1 stride-2
     projection of x (im2col). z [B, 96, 5, 9]: 3x3 stride 1 (im2col: rows of 9, narrower
     than a vector), 1x1 to 70 channels (pointwise over 45 positions)."""
-    rng = np.random.default_rng(7)
-    inits = []
-
-    def weight(name: str, *shape: int) -> str:
-        scale = 1 / np.sqrt(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32),
-                                             name))
-        return name
-
-    def bias(name: str, n: int) -> str:
-        inits.append(numpy_helper.from_array(rng.normal(size=n).astype(np.float32), name))
-        return name
-
+    init = RandomInits(7)
+    rng, weight, bias = init.rng, init.weight, init.bias
     conv = helper.make_node
     nodes = [
         conv("Conv", ["x", weight("w_down", 70, 64, 3, 3), bias("b_down", 70)], ["down"],
@@ -66,7 +55,7 @@ def gemm_model(batch: int = 1):
         nodes, "gemm_convs",
         [value("x", TensorProto.FLOAT, [batch, 64, 14, 14]),
          value("z", TensorProto.FLOAT, [batch, 96, 5, 9])],
-        [value("y", TensorProto.FLOAT, None), value("y2", TensorProto.FLOAT, None)], inits)
+        [value("y", TensorProto.FLOAT, None), value("y2", TensorProto.FLOAT, None)], init.tensors)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     inputs = {"x": rng.normal(size=(batch, 64, 14, 14)).astype(np.float32),
               "z": rng.normal(size=(batch, 96, 5, 9)).astype(np.float32)}

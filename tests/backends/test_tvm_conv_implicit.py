@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import compiler
 from backends.tvm.lower import conv_implicit
@@ -22,26 +22,15 @@ from backends.tvm.lower.conv import ConvSpec
 from compiler import onnx_import
 from passes.choose_conv_algorithm import ChooseConvAlgorithm
 from tests.backends import isa
-from tests.golden import run_ort
+from tests.golden import RandomInits, run_ort
 
 
 def implicit_model(batch: int = 1):
     """x [B, 64, 13, 13]: 3x3 to 70 channels (+ReLU), 3x3 back to 64 plus the residual x.
     z [B, 64, 26, 26]: 3x3 dilated 2 to 80 channels, then 7x1 padded (3, 0). u [B, 192, 10, 16]: 3x1 with
     no padding (the input is its own padded form)."""
-    rng = np.random.default_rng(11)
-    inits = []
-
-    def weight(name: str, *shape: int) -> str:
-        scale = 1 / np.sqrt(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32),
-                                             name))
-        return name
-
-    def bias(name: str, n: int) -> str:
-        inits.append(numpy_helper.from_array(rng.normal(size=n).astype(np.float32), name))
-        return name
-
+    init = RandomInits(11)
+    rng, weight, bias = init.rng, init.weight, init.bias
     node = helper.make_node
     nodes = [
         node("Conv", ["x", weight("w_a", 70, 64, 3, 3), bias("b_a", 70)], ["a"], name="a",
@@ -60,7 +49,7 @@ def implicit_model(batch: int = 1):
     shapes = {"x": [batch, 64, 13, 13], "z": [batch, 64, 26, 26], "u": [batch, 192, 10, 16]}
     graph = helper.make_graph(
         nodes, "implicit_convs", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
-        [value(y, TensorProto.FLOAT, None) for y in ("y", "y2", "y3")], inits)
+        [value(y, TensorProto.FLOAT, None) for y in ("y", "y2", "y3")], init.tensors)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     inputs = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     return model, inputs

@@ -10,28 +10,25 @@ import re
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import compiler
 from compiler import onnx_import, pipeline
 from compiler.options import CompileOptions
 from tests.backends import isa
-from tests.golden import run_ort
+from tests.golden import RandomInits, run_ort
 
 
 def tiles_model():
     """x [1, 24, 7, 7]: 5x5 depthwise + swish (rows of 7: every tile partial, 7 rows a
     tile). z [1, 16, 13, 11]: 3x3 stride-2 depthwise + ReLU (7x6 out); 3x3 16->24 + swish
     (rows of 11); 3x3 16->16 + ReLU on 40 wide rows (z padded; two-vector tiles)."""
-    rng = np.random.default_rng(3)
-    inits = []
+    init = RandomInits(3)
+    rng = init.rng
 
-    def weight(name: str, *shape: int) -> str:
-        scale = 1 / np.sqrt(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32),
-                                             name))
-        inits.append(numpy_helper.from_array(rng.normal(size=shape[0]).astype(np.float32),
-                                             name + "_b"))
+    def weight(name: str, *shape: int) -> str:  # each weight with its bias, name + "_b"
+        init.weight(name, *shape)
+        init.bias(name + "_b", shape[0])
         return name
 
     node = helper.make_node
@@ -55,7 +52,7 @@ def tiles_model():
     graph = helper.make_graph(
         nodes, "conv_tiles", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
         [value(o, TensorProto.FLOAT, None) for o in ("dw5", "dws2", "dir_swish", "dir_wide")],
-        inits)
+        init.tensors)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     inputs = {k: rng.normal(size=s).astype(np.float32) * 2 for k, s in shapes.items()}
     return model, inputs
