@@ -176,7 +176,6 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, trials: int, out: Path,
     if not reused:
         _search(mod, target, trials, db_dir)
     search_s = time.perf_counter() - t0
-    ruled = apply_rules(tvm.IRModule(dict(mod.functions_items())), target)
     with target, tvm.transform.PassContext(opt_level=3):
         tuned = relax.transform.MetaScheduleApplyDatabase(work_dir=str(db_dir))(mod)
     names = []
@@ -185,6 +184,8 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, trials: int, out: Path,
                 and func.attrs.get("tirx.is_scheduled") and RULE_ATTR not in func.attrs):
             tuned[gvar] = func.with_attr(RULE_ATTR, "MetaSchedule")
             names.append(gvar.name_hint)
+    # etch's rule schedule of just the kernels the search covered, to time against them
+    ruled = apply_rules(tvm.IRModule({mod.get_global_var(n): mod[n] for n in names}), target)
     tuned, picks = tune_pick.pick(tuned, ruled, sorted(names), target, config or {}, db_dir)
     (out / "tuning").mkdir(exist_ok=True)
     for f in (*DB_FILES, tune_pick.PICKS):
