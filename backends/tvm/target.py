@@ -4,8 +4,9 @@
 with LLVM (`llvm_get_system_cpu`) unless `--mcpu` names one. LLVM knows the features of a CPU
 *model*; a virtual machine may hide some of them (AVX-512 masked by the hypervisor), so when the
 CPU is detected we intersect with the flags the kernel reports in /proc/cpuinfo and switch the
-missing ones off with `mattr` (`runtime.host_cpu`, which the runtime checks artifacts with). An explicit `--mcpu` is taken as it is: its features are the CPU
-model's, whatever the host has, so a build for another machine gets that machine's kernels.
+missing ones off with `mattr` (`runtime.host_cpu`, which the runtime checks artifacts with). An
+explicit `--mcpu` is taken as it is: its features are the CPU model's, whatever the host has,
+so a build for another machine gets that machine's kernels.
 
 The vector width is part of the target too: TVM's `vector-width` attribute, which `cpu_target`
 sets to etch's choice (`--vector-bits`, by default `DEFAULT_AVX512_BITS` on AVX-512, else the
