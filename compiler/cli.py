@@ -114,6 +114,9 @@ def _add_run(sub: argparse._SubParsersAction, name: str, helptext: str) -> None:
     p.add_argument("--out", required=True, help=".npz to write, keyed by output names")
     if name == "run":
         p.add_argument("--rpc", metavar="HOST:PORT", help="run on a remote TVM RPC server")
+        p.add_argument("--profile", nargs="?", const=10, type=int, metavar="RUNS",
+                       help="cpu: then time every kernel over RUNS runs (default 10) and print "
+                            "a table, slowest first")
     else:
         p.add_argument("--vcd", metavar="WAVE.vcd", help="dump waveforms")
     p.set_defaults(func=cmd_run)
@@ -122,7 +125,13 @@ def _add_run(sub: argparse._SubParsersAction, name: str, helptext: str) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     import runtime
 
+    profiled = getattr(a, "profile", None) is not None
+    if profiled and a.profile < 1:
+        raise EtchError(f"--profile {a.profile}: the number of runs must be at least 1")
     manifest = runtime.read_manifest(a.artifact)
+    if profiled and manifest.get("device") != "cpu":
+        raise EtchError(f"--profile times the kernels of cpu artifacts; {a.artifact} runs on "
+                        f"{manifest.get('device') or manifest.get('runtime')}")
     kwargs = {}
     if getattr(a, "rpc", None):
         kwargs["rpc"] = a.rpc
@@ -145,6 +154,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         seconds = time.perf_counter() - t0
     npz.save(a.out, outputs)
     print(f"wrote {a.out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items()))
+    if profiled:
+        from runtime.profile import table
+
+        print(table(ex.profile(inputs if batch is None else batch[0], a.profile)))
     if getattr(ex, "stats", None):
         print(sim_report(ex.stats, seconds))
     return 0

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from compiler.errors import EtchError
+from runtime.profile import Profile
 
 
 class Executor:
@@ -26,6 +27,12 @@ class Executor:
         """Run many inferences (each keyed like `run`'s inputs). Executors that can stream
         them at once (the Verilator one) override this; the default runs them in turn."""
         return [self.run(b) for b in batch]
+
+    def profile(self, inputs: Mapping[str, np.ndarray], runs: int) -> Profile:
+        """Per-kernel times of `runs` runs (`runtime.profile`); only cpu artifacts have
+        kernels to time, others say so."""
+        raise EtchError(f"--profile times the kernels of cpu artifacts; this one runs on "
+                        f"{self.manifest.get('device') or self.manifest.get('runtime')}")
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -22,6 +22,7 @@ import numpy as np
 from compiler.errors import EtchError
 from runtime import host_cpu
 from runtime.executor import Executor, check_inputs
+from runtime.profile import Profile, profile
 
 
 def _apply_threads(threads: int | None) -> None:
@@ -131,6 +132,14 @@ class TvmExecutor(Executor):
                 and inputs[n].shape == shape for n, shape, dt in self._specs):
             inputs = check_inputs(self.input_specs, inputs, self.bound)
         return self._run(inputs)
+
+    def profile(self, inputs: Mapping[str, np.ndarray], runs: int) -> Profile:
+        """Per-kernel wall times of `runs` runs after one untimed run (`runtime.profile`)."""
+        if not self._cpu:
+            return super().profile(inputs, runs)
+        checked = check_inputs(self.input_specs, inputs, self.bound)
+        self._run(checked)
+        return profile(self.vm.set_instrument, self._run, checked, runs)
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
