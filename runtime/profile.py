@@ -31,38 +31,41 @@ class Profile:
     """Per-run averages over `runs` instrumented runs, slowest kernel first."""
 
     runs: int
-    seconds: float  # wall time of one whole run, the hook included
+    seconds: float  # one whole run, the hook included
     kernels: list[KernelTime]
+    clock: str  # "thread CPU" or "wall"
 
 
 def profile(set_instrument: Callable[[Callable | None], None],
             run: Callable[[Mapping[str, np.ndarray]], object],
-            inputs: Mapping[str, np.ndarray], runs: int) -> Profile:
+            inputs: Mapping[str, np.ndarray], runs: int, cpu: bool) -> Profile:
     """Time every VM call of `runs` calls of `run(inputs)` with `set_instrument` hooked
-    (cleared afterwards). The caller runs once before, so no first-call cost is counted."""
+    (cleared afterwards), by this thread's CPU time if `cpu`, else wall time. The caller
+    runs once before, so no first-call cost is counted."""
+    clock = time.thread_time if cpu else time.perf_counter
     calls: dict[str, int] = {}
     spent: dict[str, float] = {}
     started: list[float] = []
 
     def hook(func: object, symbol: str, before: bool, ret: object, *args: object) -> int:
         if before:
-            started.append(time.perf_counter())
+            started.append(clock())
         else:  # calls nest only through VM closures: a stack pairs them
-            spent[symbol] = spent.get(symbol, 0.0) + time.perf_counter() - started.pop()
+            spent[symbol] = spent.get(symbol, 0.0) + clock() - started.pop()
             calls[symbol] = calls.get(symbol, 0) + 1
         return 0  # VMInstrumentReturnKind.kNoOp: run the call
 
     set_instrument(hook)
     try:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(runs):
             run(inputs)
-        total = time.perf_counter() - t0
+        total = clock() - t0
     finally:
         set_instrument(None)
     kernels = [KernelTime(s, calls[s] / runs, spent[s] / runs) for s in spent]
     kernels.sort(key=lambda k: (-k.seconds, k.name))
-    return Profile(runs, total / runs, kernels)
+    return Profile(runs, total / runs, kernels, "thread CPU" if cpu else "wall")
 
 
 def table(p: Profile) -> str:
@@ -71,7 +74,7 @@ def table(p: Profile) -> str:
     run_us = max(p.seconds * 1e6, 1e-3)
     kernels_us = sum(k.seconds for k in p.kernels) * 1e6
     width = max([len("kernel"), *(len(k.name) for k in p.kernels)]) + 2
-    head = (f"profile: {p.runs} runs, {run_us / 1e3:.3f} ms per run, kernels "
+    head = (f"profile: {p.runs} runs, {p.clock} time, {run_us / 1e3:.3f} ms per run, kernels "
             f"{kernels_us / 1e3:.3f} ms ({100 * kernels_us / run_us:.1f}%)")
     lines = [head, f"{'kernel':<{width}}{'calls':>7}{'us/run':>12}{'% of run':>10}"]
     for k in p.kernels:

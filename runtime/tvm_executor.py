@@ -134,12 +134,14 @@ class TvmExecutor(Executor):
         return self._run(inputs)
 
     def profile(self, inputs: Mapping[str, np.ndarray], runs: int) -> Profile:
-        """Per-kernel wall times of `runs` runs after one untimed run (`runtime.profile`)."""
+        """Per-kernel times of `runs` runs after one untimed run (`runtime.profile`): CPU
+        time where the artifact runs on one thread, else wall time."""
         if not self._cpu:
             return super().profile(inputs, runs)
         checked = check_inputs(self.input_specs, inputs, self.bound)
         self._run(checked)
-        return profile(self.vm.set_instrument, self._run, checked, runs)
+        return profile(self.vm.set_instrument, self._run, checked, runs,
+                       cpu=os.environ.get("TVM_NUM_THREADS") == "1")
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:

@@ -50,7 +50,7 @@ def test_profile_prints_every_kernel_slowest_first(artifact: tuple[Path, Path],
     _, expected = zoo.load_sample(NAME)
     assert_close(dict(np.load(tmp_path / "out.npz")), expected, rtol=1e-3, atol=1e-4)
     lines = r.stdout.splitlines()
-    head = next(i for i, ln in enumerate(lines) if ln.startswith("profile: 3 runs"))
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("profile: 3 runs, thread CPU time"))
     assert lines[head + 1].split() == ["kernel", "calls", "us/run", "%", "of", "run"]
     rows = [ln.split() for ln in lines[head + 2:-1]]
     names = [row[0] for row in rows]
