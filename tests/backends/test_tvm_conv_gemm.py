@@ -121,3 +121,55 @@ def test_gemm_kernels_use_the_full_vector_width(isa_name: str, register: str, la
     for name, code in gemms.items():
         assert int(asm.attrs[name]["vw"]) >= lanes, name
         assert re.search(rf"vfmadd\w*ps\s+[^\n]*%{register}", code), f"{name}: no packed FMA"
+
+
+def wide_tile_model():
+    """The AVX-512 tiles of short reductions and the 1 MiB panel (`tiles.gemm_tile`,
+    `tiles.panel_bytes`). x [1, 96, 14, 14]: 1x1 96->64 (K = 96: 8 x 2 zmm, 196 positions,
+    the last block partial) plus a residual and ReLU; 1x1 64->66 (66 rows: 6 x 2); 1x1 64->72
+    stride 2 (im2col, K = 64, 7x7 out: 4 channels x all 49 positions). y [1, 1024, 14, 14]:
+    1x1 1024->24 (K = 1024: 7 blocks of 128 KiB, one chunk within 1 MiB)."""
+    init = RandomInits(11)
+    rng, weight, bias = init.rng, init.weight, init.bias
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["x", weight("w_a", 64, 96, 1, 1), bias("b_a", 64)], ["a"], name="short"),
+        node("Add", ["a", "r"], ["a_r"]),
+        node("Relu", ["a_r"], ["out_a"]),
+        node("Conv", ["out_a", weight("w_b", 66, 64, 1, 1), bias("b_b", 66)], ["out_b"],
+             name="rows66"),
+        node("Conv", ["out_a", weight("w_c", 72, 64, 1, 1)], ["out_c"], name="strided",
+             strides=[2, 2]),
+        node("Conv", ["y", weight("w_d", 24, 1024, 1, 1), bias("b_d", 24)], ["out_d"],
+             name="long"),
+    ]
+    value = helper.make_tensor_value_info
+    shapes = {"x": [1, 96, 14, 14], "r": [1, 64, 14, 14], "y": [1, 1024, 14, 14]}
+    outs = ("out_a", "out_b", "out_c", "out_d")
+    graph = helper.make_graph(
+        nodes, "wide_tiles", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
+        [value(o, TensorProto.FLOAT, None) for o in outs], init.tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model, {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+
+
+def test_wide_tiles_match_onnx_runtime() -> None:
+    model, inputs = wide_tile_model()
+    got = compiler.compile(model, target="cpu").run(inputs)
+    for name, ref in run_ort(model, inputs).items():
+        np.testing.assert_allclose(got[name], ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def test_wide_tiles_on_avx512() -> None:
+    """Compiled for an AVX-512 CPU (named, not the host): the tiles the docstring of
+    `wide_tile_model` lists, each a packed FMA on zmm registers."""
+    model, _ = wide_tile_model()
+    graph = ChooseConvAlgorithm(lanes=16).run(onnx_import.import_model(model))[0]
+    asm = isa.compile_graph(graph, "avx512")
+    gemms = asm.of_kind("conv_gemm")
+    tiles = {asm.attrs[k]["node"]: (int(asm.attrs[k]["ocb"]), int(asm.attrs[k]["vw"]),
+                                    int(asm.attrs[k]["chunk"])) for k in gemms}
+    assert {k.split("_", 1)[-1]: v for k, v in tiles.items()} == {
+        "short": (8, 32, 7), "rows66": (6, 32, 7), "strided": (4, 64, 1), "long": (8, 32, 7)}
+    for name, code in gemms.items():
+        assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"

@@ -9,9 +9,11 @@ from backends.tvm.schedules import tiles
 
 @pytest.mark.parametrize("rows,cols,reduce,lanes,want", [
     (512, 49, 4608, 16, (4, 64)),   # 7x7, long reduction: one block of all 49 positions
-    (512, 49, 256, 16, (4, 32)),    # short reduction: tile under 1 KiB, 2 blocks
+    (512, 49, 256, 16, (4, 64)),    # short reduction: the same 16 accumulators
     (128, 3136, 2048, 16, (8, 32)), # 8 x 2 zmm accumulators
-    (128, 3136, 64, 16, (4, 32)),   # 6 does not divide 128: 4 x 2
+    (128, 3136, 64, 16, (8, 32)),   # short reduction: 8 x 2 zmm as well
+    (64, 3136, 256, 16, (8, 32)),   # resnet50's 256->64 pointwise (was 4 x 2)
+    (192, 784, 64, 8, (6, 16)),     # AVX2: 12 accumulators, 6 x 2 ymm
     (70, 196, 576, 16, (2, 32)),    # 70 = 2 x 35 (8 and 4 do not divide it)
     (3, 196, 576, 16, (4, 32)),     # fewer rows than any divisor: padded to 4
     (64, 49, 576, 8, (4, 16)),      # AVX2: 16 registers, 4 x 2 ymm
@@ -27,6 +29,10 @@ def test_gemm_chunk_keeps_the_panel_in_l2_and_splits_evenly() -> None:
     assert tiles.gemm_chunk(64, 32, 98) == 49  # 8 KiB per block: two chunks of 49
     assert tiles.gemm_chunk(4608, 32, 2) == 1  # 576 KiB per block
     assert tiles.gemm_chunk(256, 32, 7) == 7   # 7 blocks of 32 KiB
+    # resnet50's 1024->256 on 14x14: no even split within 512 KiB; one chunk within 1 MiB
+    assert tiles.gemm_chunk(1024, 32, 7) == 1
+    assert tiles.gemm_chunk(1024, 32, 7, tiles.panel_bytes(16)) == 7
+    assert tiles.panel_bytes(8) == tiles.PANEL_BYTES  # AVX2 (Zen 3: 512 KiB of L2)
     for reduce, blocks in ((64, 98), (300, 13), (9, 1)):
         chunk = tiles.gemm_chunk(reduce, 32, blocks)
         assert blocks % chunk == 0 and (chunk == 1 or chunk * reduce * 128 <= tiles.PANEL_BYTES)

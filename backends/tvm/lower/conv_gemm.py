@@ -95,6 +95,6 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvS
         return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
             cast(acc(n, o, p), xt.dtype), (n, o, p), extra), name="epilogue")
 
-    chunk = tiles.gemm_chunk(reduce, vw, blocks)
+    chunk = tiles.gemm_chunk(reduce, vw, blocks, tiles.panel_bytes(ctx.lanes))
     return ctx.emit(compute, [x, ctx.array(weight), *epi.exprs], node, "conv_gemm",
                     ocb=ocb, vw=vw, chunk=chunk)

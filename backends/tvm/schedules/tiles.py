@@ -11,6 +11,7 @@ MAX_ACC_VECTORS = 12
 WIDE_ACC_VECTORS = 16  # with 32 vector registers (AVX-512): `acc_budget`
 ROW_FULL_VECTORS = 8
 PANEL_BYTES = 512 * 1024  # a packed panel that stays in L2 (Zen 3: 512 KiB per core)
+WIDE_PANEL_BYTES = 1024 * 1024  # AVX-512 CPUs: L2 of 1 MiB (Zen 4, Skylake-SP) to 2 MiB
 LONG_REDUCTION = 512  # multiply-adds per output that pay for a heap-allocated tile
 
 
@@ -56,7 +57,7 @@ def dense_tile(m: int, n: int, k: int, lanes: int) -> tuple[int, int]:
     if lanes >= 16 and k >= LONG_REDUCTION and n % (4 * lanes) == 0:
         # 6 rows unless their padding wastes over 1/16 of the work (8 decoder tokens: 4)
         return (6 if padded(m, 6) - m <= m // 16 else 4), 4 * lanes
-    mb, nb = gemm_tile(m, n, k, lanes)
+    mb, nb = gemm_tile(m, n, k, lanes, short_budget=MAX_ACC_VECTORS)
     return min(mb, padded(m, 2)), nb
 
 
@@ -107,21 +108,28 @@ def depthwise_rows(out_h: int, vw: int, lanes: int) -> int:
     return 1
 
 
-def gemm_tile(rows: int, cols: int, reduce: int, lanes: int) -> tuple[int, int]:
+def gemm_tile(rows: int, cols: int, reduce: int, lanes: int,
+              short_budget: int = 16) -> tuple[int, int]:
     """(rows, columns) of the register tile of a convolution run as a GEMM (`conv_gemm`) with
     `reduce` multiply-adds per output: two vectors of output positions (one for images
     narrower than that) by as many output channels as the accumulator budget holds; rows
     that no candidate divides are padded up to a multiple of the largest.
 
-    A tile of 1 KiB or more is a heap workspace in TVM (not a stack array), allocated per
-    tile. AVX-512's 32 registers hold 16 accumulators, worth that allocation only over a long
-    reduction: measured on the AVX-512 Xeon, 8x2 zmm ran 1.1x faster than 6x2 at K = 2048,
-    alike at K = 256-512, 1.2x slower at K = 64. With that budget a narrow image (up to 4
-    vectors of positions: 7x7) is one block of 4 channels x all positions, so each weight
-    is read once per call: 1.3x faster on a chain of 512->512 3x3 7x7 layers whose 9 MB
-    weights come from memory, as in resnet50, than two blocks of 2 vectors."""
-    wide = lanes >= 16 and reduce >= LONG_REDUCTION
-    budget = 16 if wide else MAX_ACC_VECTORS  # 12 x 2 measured slower than 8 x 2
+    AVX-512's 32 registers hold 16 accumulators: 8 x 2 zmm. Over a short reduction (under
+    LONG_REDUCTION) the budget is `short_budget` (16 for convolutions; `dense_tile` keeps
+    MAX_ACC_VECTORS). A tile of 1 KiB or more is a heap workspace in TVM (not a stack array),
+    allocated per tile; over a long reduction that never mattered, and measured again on the
+    AVX-512 Xeon over short ones (resnet50's pointwise layers alone, one thread, kernel time
+    by `etch run --profile`'s hook against ORT), 8 x 2 beat the 4 x 2 that 12 accumulators
+    left for 64-512 channels (6 divides neither): 256->64 56x56 0.65 / 0.72 ms (ORT 0.75),
+    64->256 56x56 0.54 / 0.59 (ORT 0.78), 128->512 28x28 0.57 / 0.64 (ORT 0.60). 12 x 2 and
+    6 x 4 were alike or slower. With 16 accumulators a narrow image (up to 4 vectors of
+    positions: 7x7) is one block of 4 channels x all positions, so each weight is read once
+    per call: 1.3x faster on a chain of 512->512 3x3 7x7 layers whose 9 MB weights come from
+    memory, as in resnet50, than two blocks of 2 vectors."""
+    budget = MAX_ACC_VECTORS
+    if lanes >= 16:
+        budget = WIDE_ACC_VECTORS if reduce >= LONG_REDUCTION else short_budget
     whole = -(-cols // lanes)
     if whole > 2 and 4 * whole <= budget:  # one block holds every position
         vw = whole * lanes
@@ -133,14 +141,25 @@ def gemm_tile(rows: int, cols: int, reduce: int, lanes: int) -> tuple[int, int]:
     return (ocb or min(fitting[0], padded(rows, 2))), vw
 
 
-def gemm_chunk(reduce: int, vw: int, blocks: int) -> int:
+def panel_bytes(lanes: int) -> int:
+    """The packed panel's budget (`gemm_chunk`): WIDE_PANEL_BYTES on AVX-512 (16 lanes),
+    whose cores have 1-2 MiB of L2, else PANEL_BYTES. With 512 KiB, 14x14 layers with a
+    reduction of 1024 (7 blocks of 128 KiB) had no even split but one block per chunk, so
+    their weights (1-2 MB) were read from L3 seven times a call: on the AVX-512 Xeon (2 MiB
+    L2, one thread, L2 flushed between runs, kernel CPU time) resnet50's 1024->256 1x1 on
+    14x14 took 0.687 ms with 512 KiB, 0.662 with 1 MiB (ORT 0.615 / 0.657 beside them),
+    1024->512 1.368 / 1.357 (ORT 1.188 / 1.263)."""
+    return WIDE_PANEL_BYTES if lanes >= 16 else PANEL_BYTES
+
+
+def gemm_chunk(reduce: int, vw: int, blocks: int, budget: int = PANEL_BYTES) -> int:
     """Column blocks of a GEMM convolution packed together (`conv_gemm`): as many as keep
-    the packed panel within PANEL_BYTES, so every weight block is read from memory once per
-    chunk, not once per column block. Whole-model profiles on the AVX-512 Xeon showed
-    resnet50's 7x7 layers at 2x their isolated time when weights (9 MB for 512->512 3x3) were
-    streamed once per column block."""
+    the packed panel within `budget` bytes (`panel_bytes`), so every weight block is read
+    from memory once per chunk, not once per column block. Whole-model profiles on the
+    AVX-512 Xeon showed resnet50's 7x7 layers at 2x their isolated time when weights (9 MB
+    for 512->512 3x3) were streamed once per column block."""
     per_block = reduce * vw * 4
-    chunk = max(1, min(blocks, PANEL_BYTES // per_block))
+    chunk = max(1, min(blocks, budget // per_block))
     while blocks % chunk:  # an even split: no partial chunk
         chunk -= 1
     return chunk
