@@ -126,7 +126,7 @@ def test_gemm_kernels_use_the_full_vector_width(isa_name: str, register: str, la
 def wide_tile_model():
     """The AVX-512 tiles of short reductions and the 1 MiB panel (`tiles.gemm_tile`,
     `tiles.panel_bytes`). x [1, 96, 14, 14]: 1x1 96->64 (K = 96: 8 x 2 zmm, 196 positions,
-    the last block partial) plus a residual and ReLU; 1x1 64->66 (66 rows: 6 x 2); 1x1 64->72
+    the last block partial) plus a residual and ReLU; 1x1 64->66 (66 rows: 6 x 2); 1x1 64->80
     stride 2 (im2col, K = 64, 7x7 out: 4 channels x all 49 positions). y [1, 1024, 14, 14]:
     1x1 1024->24 (K = 1024: 7 blocks of 128 KiB, one chunk within 1 MiB)."""
     init = RandomInits(11)
@@ -138,7 +138,7 @@ def wide_tile_model():
         node("Relu", ["a_r"], ["out_a"]),
         node("Conv", ["out_a", weight("w_b", 66, 64, 1, 1), bias("b_b", 66)], ["out_b"],
              name="rows66"),
-        node("Conv", ["out_a", weight("w_c", 72, 64, 1, 1)], ["out_c"], name="strided",
+        node("Conv", ["out_a", weight("w_c", 80, 64, 1, 1)], ["out_c"], name="strided",
              strides=[2, 2]),
         node("Conv", ["y", weight("w_d", 24, 1024, 1, 1), bias("b_d", 24)], ["out_d"],
              name="long"),

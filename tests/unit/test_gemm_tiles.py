@@ -9,9 +9,12 @@ from backends.tvm.schedules import tiles
 
 @pytest.mark.parametrize("rows,cols,reduce,lanes,want", [
     (512, 49, 4608, 16, (4, 64)),   # 7x7, long reduction: one block of all 49 positions
-    (512, 49, 256, 16, (4, 64)),    # short reduction: the same 16 accumulators
+    (512, 49, 256, 16, (4, 64)),    # short reduction, 6 does not divide 512: 16 accumulators
     (128, 3136, 2048, 16, (8, 32)), # 8 x 2 zmm accumulators
-    (128, 3136, 64, 16, (8, 32)),   # short reduction: 8 x 2 zmm as well
+    (128, 3136, 64, 16, (8, 32)),   # short reduction: 8 x 2 zmm, not 4 x 2
+    (24, 3136, 96, 16, (6, 32)),    # 6 divides the rows: 6 x 2, a stack tile
+    (16, 12544, 32, 16, (4, 32)),   # few rows, K under 64: 4 x 2
+    (32, 729, 256, 16, (4, 32)),    # 32 rows: 4 x 2
     (64, 3136, 256, 16, (8, 32)),   # resnet50's 256->64 pointwise (was 4 x 2)
     (192, 784, 64, 8, (6, 16)),     # AVX2: 12 accumulators, 6 x 2 ymm
     (70, 196, 576, 16, (2, 32)),    # 70 = 2 x 35 (8 and 4 do not divide it)

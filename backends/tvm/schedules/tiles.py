@@ -13,6 +13,7 @@ ROW_FULL_VECTORS = 8
 PANEL_BYTES = 512 * 1024  # a packed panel that stays in L2 (Zen 3: 512 KiB per core)
 WIDE_PANEL_BYTES = 1024 * 1024  # AVX-512 CPUs: L2 of 1 MiB (Zen 4, Skylake-SP) to 2 MiB
 LONG_REDUCTION = 512  # multiply-adds per output that pay for a heap-allocated tile
+SHORT_WIDE_MIN = 64  # rows and multiply-adds of a short reduction's wide tile: `short_wide`
 
 
 def dense_nb(n: int, lanes: int, m: int = 8) -> int:
@@ -109,27 +110,32 @@ def depthwise_rows(out_h: int, vw: int, lanes: int) -> int:
 
 
 def gemm_tile(rows: int, cols: int, reduce: int, lanes: int,
-              short_budget: int = 16) -> tuple[int, int]:
+              short_budget: int = WIDE_ACC_VECTORS) -> tuple[int, int]:
     """(rows, columns) of the register tile of a convolution run as a GEMM (`conv_gemm`) with
     `reduce` multiply-adds per output: two vectors of output positions (one for images
     narrower than that) by as many output channels as the accumulator budget holds; rows
     that no candidate divides are padded up to a multiple of the largest.
 
-    AVX-512's 32 registers hold 16 accumulators: 8 x 2 zmm. Over a short reduction (under
-    LONG_REDUCTION) the budget is `short_budget` (16 for convolutions; `dense_tile` keeps
-    MAX_ACC_VECTORS). A tile of 1 KiB or more is a heap workspace in TVM (not a stack array),
-    allocated per tile; over a long reduction that never mattered, and measured again on the
-    AVX-512 Xeon over short ones (resnet50's pointwise layers alone, one thread, kernel time
-    by `etch run --profile`'s hook against ORT), 8 x 2 beat the 4 x 2 that 12 accumulators
-    left for 64-512 channels (6 divides neither): 256->64 56x56 0.65 / 0.72 ms (ORT 0.75),
-    64->256 56x56 0.54 / 0.59 (ORT 0.78), 128->512 28x28 0.57 / 0.64 (ORT 0.60). 12 x 2 and
-    6 x 4 were alike or slower. With 16 accumulators a narrow image (up to 4 vectors of
-    positions: 7x7) is one block of 4 channels x all positions, so each weight is read once
-    per call: 1.3x faster on a chain of 512->512 3x3 7x7 layers whose 9 MB weights come from
-    memory, as in resnet50, than two blocks of 2 vectors."""
+    A tile of 1 KiB or more is a heap workspace in TVM (not a stack array), allocated per
+    tile (TVM allocates on the stack only under 1 KiB; moving the allocation out of the tile
+    loop, one per channel block, measured slower: the tile no longer stays in L1).
+    AVX-512's 32 registers hold 16 accumulators (8 x 2 zmm, 1 KiB), worth the allocation
+    over a long reduction: measured on the AVX-512 Xeon, 8x2 zmm ran 1.1x faster than 6x2
+    at K = 2048. Over a short one (`short_wide`), only where 12 accumulators would leave a
+    4 x 2 tile (6 does not divide the rows): measured in whole models (kernel CPU time,
+    `etch run --profile`), 8 x 2 instead of 4 x 2 ran resnet50's 64->256 56x56 (K = 64),
+    256->64 and 128->512 layers 1.1-1.3x faster, but it was 1.05-1.2x slower than 6 x 2
+    (mobilenet_v2's 96->24, 144->24), than 4 x 2 over K under 64 (32->16, 16->96 112x112)
+    and over 16-32 rows (squeezenet's 64->16, 256->32). `short_budget`: the budget there
+    (`dense_tile` passes MAX_ACC_VECTORS). With 16 accumulators a narrow image (up to 4
+    vectors of positions: 7x7) is one block of 4 channels x all positions, so each weight
+    is read once per call: 1.3x faster on a chain of 512->512 3x3 7x7 layers whose 9 MB
+    weights come from memory, as in resnet50, than two blocks of 2 vectors."""
     budget = MAX_ACC_VECTORS
-    if lanes >= 16:
-        budget = WIDE_ACC_VECTORS if reduce >= LONG_REDUCTION else short_budget
+    if lanes >= 16 and reduce >= LONG_REDUCTION:
+        budget = WIDE_ACC_VECTORS
+    elif lanes >= 16 and short_wide(rows, reduce):
+        budget = short_budget
     whole = -(-cols // lanes)
     if whole > 2 and 4 * whole <= budget:  # one block holds every position
         vw = whole * lanes
@@ -139,6 +145,13 @@ def gemm_tile(rows: int, cols: int, reduce: int, lanes: int,
     fitting = [c for c in (12, 8, 6, 4, 2) if c * vectors <= budget]
     ocb = next((c for c in fitting if rows % c == 0 and c <= rows), 0)
     return (ocb or min(fitting[0], padded(rows, 2))), vw
+
+
+def short_wide(rows: int, reduce: int) -> bool:
+    """Whether a short reduction (under LONG_REDUCTION) still takes AVX-512's 16
+    accumulators (`gemm_tile`): SHORT_WIDE_MIN rows and multiply-adds at least, and rows that
+    6 does not divide (12 accumulators would leave a 4 x 2 tile)."""
+    return rows >= SHORT_WIDE_MIN and reduce >= SHORT_WIDE_MIN and rows % 6 != 0
 
 
 def panel_bytes(lanes: int) -> int:
