@@ -54,7 +54,9 @@ the block's scale is scale[g, n] = f32(u8[g, n]) * f32(d[g // super_block, n]), 
 float32 (8 x 11 significant bits < 24), so the formula above is unchanged and every kernel
 forms the same float32 value. Attributes: k, n, bits, mu, zero, group, tblock, table
 ("int8" | "float"), scale_dtype ("float32" | "float16" | "uint8"), super_block (uint8
-scales), vector_bytes, slots, plane_vectors, tile_vectors. Output float32 [..., N].
+scales), vector_bytes, slots, plane_vectors, tile_vectors, prefetch (bytes: how far ahead
+in its stream a kernel hints the codes and block parameters into L2; 0 = no hint; chosen
+by the pass per target, no effect on the result). Output float32 [..., N].
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ ENTRIES = 1 << G_ACT
 TABLE_MAX = 127     # int8 tables span [-127, 127]
 TABLE_MODES = ("int8", "float")
 SCALE_DTYPES = ("float32", "float16", "uint8")
+MAX_PREFETCH = 1 << 16  # bytes ahead: beyond, a hint would land after L2 evicted it
 Spec = list[tuple[tuple[int, ...], str]]
 
 
@@ -280,6 +283,7 @@ class Params:
     layout: LutLayout
     scale_dtype: str = "float32"
     super_block: int = 0
+    prefetch: int = 0
 
     @classmethod
     def of(cls, attrs: dict) -> Params:
@@ -287,7 +291,8 @@ class Params:
             p = cls(int(attrs["k"]), int(attrs["n"]), int(attrs.get("mu", 1)),
                     int(attrs.get("zero", 0)), int(attrs["group"]), int(attrs["tblock"]),
                     str(attrs.get("table", "int8")), LutLayout.of(attrs),
-                    str(attrs.get("scale_dtype", "float32")), int(attrs.get("super_block", 0)))
+                    str(attrs.get("scale_dtype", "float32")), int(attrs.get("super_block", 0)),
+                    int(attrs.get("prefetch", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise EtchError(f"etch.LutGemm: missing or malformed attribute ({e})") from None
         p.check()
@@ -330,6 +335,9 @@ class Params:
         if self.scale_dtype not in SCALE_DTYPES:
             raise EtchError(f"etch.LutGemm: scale_dtype {self.scale_dtype!r}; choose float32, "
                             f"float16 or uint8")
+        if not 0 <= self.prefetch <= MAX_PREFETCH:
+            raise EtchError(f"etch.LutGemm: prefetch distance {self.prefetch} bytes; 0 to "
+                            f"{MAX_PREFETCH}")
         if self.two_level and not 1 <= self.super_block <= 256:
             raise EtchError(f"etch.LutGemm: uint8 scales need a super_block of 1-256 blocks, "
                             f"not {self.super_block}")

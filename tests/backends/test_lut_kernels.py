@@ -58,9 +58,12 @@ def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
              ("u2", 4, 64, 64, 32, True), ("u3", 2, 41, 77, None, False),
              ("s3", 1, 128, 40, 64, False), ("u4", 3, 256, 50, 64, True),
              ("s4", 8, 72, 29, None, False)]
-    return [make_case(kind, m, k, n, group, table, rng, zero,
-                      _target_layout(isa, bits_of(kind), n, table), SCALES[i % 3])
-            for i, (kind, m, k, n, group, zero) in enumerate(specs)]
+    cases = [make_case(kind, m, k, n, group, table, rng, zero,
+                       _target_layout(isa, bits_of(kind), n, table), SCALES[i % 3])
+             for i, (kind, m, k, n, group, zero) in enumerate(specs)]
+    for case in cases[::2]:  # the target's prefetch on every other case (none on the rest)
+        case["attrs"]["prefetch"] = LutTarget(isa).prefetch
+    return cases
 
 
 def _target_layout(isa: str, bits: int, n: int, table: str) -> Callable[[int], LutLayout]:
@@ -105,15 +108,17 @@ def test_every_code_kind_bit_exact(isa: str) -> None:
 @settings(max_examples=6, deadline=None)
 @given(kind=st.sampled_from(KINDS), m=st.integers(1, 6), k=st.integers(1, 160),
        n=st.integers(1, 140), grouped=st.booleans(), zero=st.booleans(),
-       seed=st.integers(0, 2**31), scales=st.sampled_from(SCALES))
+       seed=st.integers(0, 2**31), scales=st.sampled_from(SCALES),
+       prefetch=st.sampled_from([0, 64, 8192]))
 def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, grouped: bool,
-                                 zero: bool, seed: int, scales: str) -> None:
+                                 zero: bool, seed: int, scales: str, prefetch: int) -> None:
     rng = np.random.default_rng(seed)
     group = int(rng.choice([8, 16, 32, 64])) if grouped else None
     k = -(-k // group) * group if group else k
     case = make_case(kind, m, k, n, group, "int8", rng, zero and kind[0] == "u",
                      _target_layout(isa, bits_of(kind), n, "int8"),
                      scales, int(rng.integers(1, 5)))
+    case["attrs"]["prefetch"] = prefetch
     graph, feeds = graph_of([case])
     got, _ = run_host(graph, feeds, MCPU[isa])
     assert_bitexact(got, reference.run(graph, feeds))
@@ -152,7 +157,8 @@ def _asm(graph: Graph, target_json: dict) -> str:
 def test_x86_assembly_has_the_lookup(isa: str, mcpu: str, patterns: list[str]) -> None:
     graph, _ = graph_of(fixed_cases(isa)[:6])
     asm = _asm(graph, {"kind": "llvm", "mcpu": mcpu})
-    for pattern in patterns + [r"vcvtph2ps\s"]:  # float16 scales widened by F16C
+    # float16 scales widened by F16C; codes and scales hinted into L2 8 KiB ahead
+    for pattern in patterns + [r"vcvtph2ps\s", r"prefetcht1\s"]:
         assert re.search(pattern, asm), pattern
     assert "__TVMBackendAllocWorkspace" in asm  # the tables, built in every call
 
@@ -172,6 +178,15 @@ def test_neon_assembly_has_tbl(mcpu: str) -> None:
     assert re.search(r"\btbl\s+v\d+\.16b", asm)
     assert re.search(r"\bsaddl2?\s+v\d+\.8h", asm)
     assert re.search(r"\bfcvtl2?\s+v\d+\.4s", asm)  # float16 scales
+    assert re.search(r"\bprfm\s+pldl2keep, \[x\d+", asm)  # the codes, 8 KiB ahead
+
+
+def test_no_prefetch_without_the_attribute() -> None:
+    """The hint is the node's: cases without `prefetch` compile to no prefetch at all."""
+    cases = fixed_cases("avx512")[1::2]
+    assert all("prefetch" not in c["attrs"] for c in cases)
+    graph, _ = graph_of(cases)
+    assert "prefetch" not in _asm(graph, {"kind": "llvm", "mcpu": "skylake-avx512"})
 
 
 # ---- aarch64 under qemu ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from compiler.onnx_import import import_model
 from compiler.options import CompileOptions
 from models import gemv
 from models.nbits import quantize_nbits
-from passes.lut_lowering import LutLowering, LutTarget, scale_storage, table_block
+from passes.lut_lowering import LutLowering, LutTarget, explain, scale_storage, table_block
 from tests.golden import assert_close, run_ort
 
 
@@ -200,6 +200,18 @@ def test_lut_target_follows_cpu_and_vector_bits(mcpu: str, bits: int | None, isa
     256 on an AVX-512 CPU gets the 256-bit (AVX2) layouts, whatever the host is."""
     opts = CompileOptions(target="cpu", mcpu=mcpu, vector_bits=bits)
     assert pipeline.lut_target(opts).isa == isa
+
+
+@pytest.mark.parametrize("isa,ahead", [("avx512vbmi", 8192), ("avx2", 8192), ("neon", 8192),
+                                       ("cuda", 0), ("generic", 0)])
+def test_prefetch_distance_is_the_targets(isa: str, ahead: int) -> None:
+    """The pass records how far ahead the kernel prefetches (vector look-up kernels on x86
+    and NEON), and --explain says so; CUDA and the portable loops take no hint."""
+    lut, _ = LutLowering("int8", LutTarget(isa)).run(compiled(matmul_model(2, 128, 64), bits=2))
+    [node] = [nd for nd in lut.nodes if nd.op == "etch.LutGemm"]
+    assert node.attrs["prefetch"] == ahead
+    line = explain(lut.metadata)[1]
+    assert ("prefetch 8 KiB ahead" in line) == bool(ahead), line
 
 
 def test_scale_storage_is_float16_only_where_exact() -> None:

@@ -146,7 +146,8 @@ def test_chunk_slots_put_two_chunk_pairs_of_a_column_in_adjacent_bytes() -> None
                                  {"chunk_slots": 3}, {"chunk_slots": 2, "tblock": 8,
                                                       "group": 64},
                                  {"scale_dtype": "bfloat16"},
-                                 {"scale_dtype": "uint8", "super_block": 0}])
+                                 {"scale_dtype": "uint8", "super_block": 0},
+                                 {"prefetch": -64}, {"prefetch": 1 << 20}])
 def test_malformed_attributes_are_refused(bad: dict) -> None:
     attrs = {"k": 64, "n": 8, "mu": 1, "zero": 2, "group": 64, "tblock": 32, "table": "int8",
              **LutLayout(2, 32, 2, 1, 1).attrs()}
