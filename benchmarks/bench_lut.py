@@ -11,8 +11,10 @@ LLC), GEMV only; the streaming-read bandwidth of the same amount is measured her
 Reported: microseconds, GB/s of weight bytes (codes + scales + zero points: every byte the
 kernel must read), GOPS (2 M K N / t), the int8 tables' relative RMS error beside
 MatMulNBits' own (accuracy_level 4 vs 0), and the issue's goals as ratios, met or not --
-from wall time as the issue states them, and for one thread also from process CPU time (on
-a shared machine the wall time of a one-thread run includes waiting for a core). Context
+from wall time as the issue states them, and for one thread also from process CPU time
+(`time.process_time`; on a shared machine the wall time of a one-thread run includes
+waiting for a core, so the one-thread goals, the cold one among them, are judged on CPU
+time, both printed). Context
 beside the goals: the warm kernel's GB/s against a hot-loop stream of the same bytes, and
 the machine's parallelism now (a compute-bound kernel, all threads vs one). Whole models
 (`--lut-models`, default the zoo's tiny decoder): --lut at every bit width beside the same

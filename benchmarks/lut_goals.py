@@ -37,7 +37,8 @@ def row_lines(row: Row) -> list[str]:
             continue
         note = f"err {r['int8_rel_rms']:.4f}, werr {r.get('weight_rel_rms', math.nan):.4f}, " \
             f"pass picks {r['pass_picks']}, {r.get('scales', 'float32')} scales, " \
-            f"CPU {r.get('lut_cpu_us', math.nan):.1f} us"
+            f"CPU {r.get('lut_cpu_us', math.nan):.1f} us" + (
+                f", cold CPU {r['lut_cold_cpu_us']:.1f} us" if "lut_cold_cpu_us" in r else "")
         out.append(_line(f"etch lut {bits}", r["lut_us"], r["lut_bytes"], ops,
                          r.get("lut_cold_us", math.nan), note))
         for alt in ("fp16", "fp32"):
@@ -51,6 +52,8 @@ def row_lines(row: Row) -> list[str]:
     for name, r in (row.get("ort") or {}).items():
         if isinstance(r, dict) and "us" in r:
             note = f"err {r['rel_rms_vs_float']:.4f}" if "rel_rms_vs_float" in r else ""
+            note += "".join(f", {what} {r[key]:.1f} us" for what, key in (
+                ("CPU", "cpu_us"), ("cold CPU", "cold_cpu_us")) if key in r)
             out.append(_line(f"ORT {name}", r["us"], r["bytes"], ops, r.get("cold_us",
                                                                             math.nan), note))
     r = (row.get("numpy") or {}).get("fp32")
@@ -73,11 +76,28 @@ def _goal(text: str, value: float, target: float, higher: bool = True) -> dict:
             "met": bool(met) if not math.isnan(value) else None}
 
 
-def _picked_us(r: dict) -> float:
-    """The time of the path the pass picks (the LUT kernel or the dequantising one)."""
-    if r.get("pass_picks") == "lut":
-        return float(r["lut_us"])
-    return float(r.get("dequant_us", math.nan))
+def _picked_us(r: dict, cpu: bool = False) -> float:
+    """The time (wall, or process CPU) of the path the pass picks (the LUT kernel or the
+    dequantising one)."""
+    key = "lut" if r.get("pass_picks") == "lut" else "dequant"
+    return float(r.get(f"{key}_cpu_us" if cpu else f"{key}_us", math.nan))
+
+
+def _cold_goals(result: dict) -> list[dict]:
+    """Cold 2-bit GEMV GB/s over the streaming read's, per thread count on wall time, and
+    for one thread on process CPU time too (the goal judged: on a shared machine a
+    one-thread run's wall time includes waiting for a core, its CPU time does not)."""
+    out = []
+    for t in result["threads_run"]:
+        row = _find(result, 1, t)
+        nbytes = _get(row, "etch", "2", "lut_bytes")
+        times = [("", "lut_cold_us", "gbps")] + \
+            [(" (CPU time)", "lut_cold_cpu_us", "cpu_gbps")] * (t == 1)
+        for what, mine, stream in times:
+            cold = nbytes / lut(row, "2", mine) / 1e3
+            out.append(_goal(f"cold 2-bit GEMV, {t} thread(s): GB/s / streaming GB/s{what}",
+                             cold / _get(result, "stream", str(t), stream), 0.8))
+    return out
 
 
 def lut(row: Row, bits: str, key: str = "lut_us") -> float:
@@ -118,19 +138,16 @@ def goals(result: dict) -> list[dict]:
     shapes = list(dict.fromkeys((r["k"], r["n"]) for r in result["rows"]))
     for k, n in shapes[1:]:
         out += _gemv_goals(_find(result, 1, one, (k, n)), f" at {k}x{n}")
-    for t in result["threads_run"]:
-        row = _find(result, 1, t)
-        stream = _get(result, "stream", str(t), "gbps")
-        cold = _get(row, "etch", "2", "lut_bytes") / lut(row, "2", "lut_cold_us") / 1e3
-        out.append(_goal(f"cold 2-bit GEMV, {t} thread(s): GB/s / streaming GB/s",
-                         cold / stream, 0.8))
+    out += _cold_goals(result)
     for b in (8, 64):
         row = _find(result, b, one)
         for bits in ("2", "4"):
-            mine = _picked_us(row.get("etch", {}).get(bits, {}))
-            out.append(_goal(f"batch {b}, {bits}-bit, 1 thread: etch (pass's path) / "
-                             f"MatMulNBits acc4 b32", mine / ort(row, f"nbits{bits}_b32_acc4_lut0"),
-                             1.0, higher=False))
+            for what, cpu in (("", False), (" (CPU time)", True)):
+                mine = _picked_us(row.get("etch", {}).get(bits, {}), cpu)
+                theirs = ort(row, f"nbits{bits}_b32_acc4_lut0", "cpu_us" if cpu else "us")
+                out.append(_goal(f"batch {b}, {bits}-bit, 1 thread: etch (pass's path) / "
+                                 f"MatMulNBits acc4 b32{what}", mine / theirs, 1.0,
+                                 higher=False))
     if allt > one:
         c1, ca = lut(_find(result, 1, one), "2", "lut_cold_us"), \
             lut(_find(result, 1, allt), "2", "lut_cold_us")

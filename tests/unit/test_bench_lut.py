@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_lut, lut_goals, lut_models
-from benchmarks.lut_peers import best_times, best_us, cold_us, copies
+from benchmarks.lut_peers import best_times, best_us, cold_times, copies
 
 
 def _row(batch: int, threads: int, scale: float) -> dict:
     etch = {b: {"lut_us": us * scale, "lut_bytes": 4e6, "int8_rel_rms": 0.008,
                 "pass_picks": "lut", "reason": "", "lut_cold_us": 2 * us * scale,
-                "lut_cpu_us": us * scale / 2}
+                "lut_cpu_us": us * scale / 2, "lut_cold_cpu_us": 1.5 * us * scale}
             for b, us in (("1", 60.0), ("2", 100.0), ("4", 150.0), ("t", 100.0))}
     etch["2"]["dequant_us"], etch["2"]["dequant_bytes"] = 900.0, 6e6
     etch["2"]["weight_rel_rms"] = 0.37
@@ -32,7 +32,8 @@ def _result() -> dict:
     return {"cpu": "test cpu", "mcpu": "x", "machine": "x86_64", "features": ["avx2"],
             "threads": 2, "llc_mb": 32.0, "load_average": [0.1, 0.1, 0.1], "cold_mb": 48.0,
             "group": 32, "threads_run": [1, 2], "rows": rows,
-            "stream": {"1": {"gbps": 20.0, "warm_cpu_gbps": 100.0, "spin_us": 10.0},
+            "stream": {"1": {"gbps": 20.0, "cpu_gbps": 25.0, "warm_cpu_gbps": 100.0,
+                             "spin_us": 10.0},
                        "2": {"gbps": 30.0, "spin_us": 10.0}},
             "models": {"tiny_decoder": {"1": _model(1.0), "2": _model(0.5)}}}
 
@@ -52,6 +53,12 @@ def test_goals_are_ratios_of_the_same_run() -> None:
     assert goals["GEMV, 1 thread: etch 1-bit / etch 2-bit"]["value"] == pytest.approx(0.6)
     cold = goals["cold 2-bit GEMV, 1 thread(s): GB/s / streaming GB/s"]
     assert cold["value"] == pytest.approx(4e6 / 200.0 / 1e3 / 20.0, rel=1e-3)
+    cold_cpu = goals["cold 2-bit GEMV, 1 thread(s): GB/s / streaming GB/s (CPU time)"]
+    assert cold_cpu["value"] == pytest.approx(4e6 / 150.0 / 1e3 / 25.0, rel=1e-3)
+    assert "cold 2-bit GEMV, 2 thread(s): GB/s / streaming GB/s (CPU time)" not in goals
+    batch = "batch 8, 4-bit, 1 thread: etch (pass's path) / MatMulNBits acc4 b32"
+    assert goals[batch]["value"] == pytest.approx(1200.0 / 3200.0)
+    assert goals[batch + " (CPU time)"]["value"] == pytest.approx(600.0 / 100.0)
     assert goals["cold 2-bit GEMV: 2 threads vs 1"]["value"] == pytest.approx(2.0)
     assert goals["cold 2-bit GEMV: 2 threads vs 1"]["met"]  # target 1.7
     assert goals["int8 tables: worst relative RMS error vs exact product"]["met"]
@@ -93,5 +100,5 @@ def test_timing_helpers() -> None:
     assert best_us(lambda: calls.append(1), 0.01) >= 0 and len(calls) > 5
     wall, cpu = best_times(lambda: sum(range(20000)), 0.01)
     assert wall > 0 and cpu >= 0
-    assert cold_us([lambda: None, lambda: None], 0.01) >= 0
+    assert min(cold_times([lambda: None, lambda: None], 0.01)) >= 0
     assert copies(10 << 20, 100) == 10 and copies(1, 0) == 2
