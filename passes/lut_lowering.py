@@ -56,11 +56,14 @@ from passes.quantizer import SUPER_BLOCK, U8_MAX
 
 MAX_TBLOCK = 64
 # isa -> (vector bytes, rows up to which the look-up kernel is chosen over the dequantising
-# one). x86: `etch bench lut` measured the look-up kernel ahead of the dequantising kernel at
-# 1, 8, 16 and 64 rows (2 and 4 bits, 4096x4096, AVX-512); past 64 rows (prefill) the pass
-# does not claim a measured win. Elsewhere (not measured): 16.
-# avx512vbmi: AVX-512BW with VBMI's vpermb (64-entry tables: the 1- and 3-bit layouts).
-ISAS = {"avx512vbmi": (64, 64), "avx512": (64, 64), "avx2": (32, 64), "neon": (16, 16),
+# one). AVX-512: the look-up kernel's register tile takes 4 rows and every row's tables stay
+# in L2, so its time grows with the rows as the dequantising kernel's does: at 64, 128,
+# 256 and 512 rows (4096x4096, one thread, CPU time, Zen 4) it was 3.0x (2-bit) and 1.9-2.0x
+# (4-bit) ahead; up to 256 rows it is chosen, past them (prefill) the dense path. AVX2:
+# measured ahead at 1-64 rows (the 256-bit layouts, an earlier run); 64. Elsewhere (not
+# measured): 16. avx512vbmi: AVX-512BW with VBMI's vpermb (64-entry tables: the 1- and
+# 3-bit layouts).
+ISAS = {"avx512vbmi": (64, 256), "avx512": (64, 256), "avx2": (32, 64), "neon": (16, 16),
         "cuda": (32, 16), "generic": (16, 16)}
 INSTRUCTION = {"avx512vbmi": "vpshufb zmm", "avx512": "vpshufb zmm", "avx2": "vpshufb ymm",
                "neon": "tbl v.16b", "cuda": "shared-memory tables",

@@ -125,6 +125,21 @@ def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, gr
 
 
 @pytest.mark.parametrize("isa", HOST_ISAS)
+def test_batches_up_to_the_row_limit_bit_exact(isa: str) -> None:
+    """Row counts up to where the pass picks the look-up kernel (256 on AVX-512), odd ones
+    (register tiles of 1-3 rows) among them."""
+    rng = np.random.default_rng(3)
+    cases = [make_case(kind, m, 96, 70, 32, "int8", rng, False,
+                       _target_layout(isa, bits_of(kind), 70, "int8"), "uint8")
+             for kind, m in (("u2", 256), ("u4", 130), ("u1", 129), ("ternary", 67))]
+    for case in cases:
+        case["attrs"]["prefetch"] = LutTarget(isa).prefetch
+    graph, feeds = graph_of(cases)
+    got, _ = run_host(graph, feeds, MCPU[isa])
+    assert_bitexact(got, reference.run(graph, feeds))
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
 def test_float_tables_to_float_rounding(isa: str) -> None:
     graph, feeds = graph_of(fixed_cases(isa, "float"))
     got, rules = run_host(graph, feeds, MCPU[isa])

@@ -120,9 +120,15 @@ def test_large_batch_keeps_the_dequantising_kernel() -> None:
     assert "etch.LutGemm" not in lut.op_counts()
     [entry] = report(lut)
     assert entry["kernel"] == "dequant" and "128 rows > 16 (generic)" in entry["reason"]
-    x86, _ = LutLowering("int8", LutTarget("avx512")).run(compiled(matmul_model(64, 64, 32),
-                                                                   bits=2))
-    assert [e["kernel"] for e in report(x86)] == ["lut"]  # measured to win up to 64 rows
+    for isa, rows, reason in (("avx512", 256, "256 rows <= 256"),
+                              ("avx512", 257, "257 rows > 256 (avx512)"),
+                              ("avx512vbmi", 256, "256 rows <= 256"),
+                              ("avx2", 64, "64 rows <= 64"),
+                              ("avx2", 65, "65 rows > 64 (avx2)")):  # measured to win up to there
+        graph = compiled(matmul_model(rows, 64, 32), bits=2)
+        [entry] = report(LutLowering("int8", LutTarget(isa)).run(graph)[0])
+        assert entry["kernel"] == ("dequant" if ">" in reason else "lut"), (isa, rows)
+        assert entry["reason"].startswith(reason), entry["reason"]
 
 
 def test_per_input_channel_scales_say_why() -> None:
