@@ -445,6 +445,22 @@ def test_a_residual_group_is_one_kernel_on_every_isa(isa_name: str) -> None:
         assert asm.rules == {"QConv": 1} and re.search(r"vpdpbusd\s+[^\n]*%zmm", code)
 
 
+@pytest.mark.parametrize("mcpu,vbmi", [("znver4", True), ("icelake-server", True),
+                                       ("skylake-avx512", False)])
+@pytest.mark.parametrize("anchor", ["3x3", "depthwise", "qgemm"])
+def test_a_table_group_looks_up_in_registers_with_vbmi(anchor: str, mcpu: str,
+                                                       vbmi: bool) -> None:
+    """conv/depthwise/dense -> requantise -> table: with AVX512-VBMI the 256-entry table is
+    four zmm registers and each 16 outputs two vpermi2b (the schedule records it as
+    `etch.table_lookup`); without VBMI the table is read entry by entry."""
+    graph, _ = FuseInteger().run(_with_steps(GROUP_ANCHORS[anchor][0](), "table").g)
+    asm = isa.compile_graph(graph, mcpu)
+    [(name, code)] = asm.kernels.items()
+    assert asm.rules == {GROUP_ANCHORS[anchor][1]: 1}
+    found = re.findall(r"vperm[it]2b\s+[^\n]*%zmm", code)
+    assert (len(found) >= 2) == vbmi and ("table_lookup" in asm.attrs[name]) == vbmi
+
+
 # ---- the zoo, end to end -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory: pytest.TempPathFactory):

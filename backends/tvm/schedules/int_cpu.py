@@ -72,6 +72,17 @@ def _buffer_shape(func: tirx.PrimFunc, k: int) -> tuple[int, ...]:
     return tuple(int(d) for d in func.params[k].shape)
 
 
+def table_lookup(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
+    """`func` with `etch.table_lookup` recorded: "vpermi2b" (the group's 256-entry table in
+    registers, `int_intrin.table_vector`) where the kernel has a table step and 16 lanes and
+    the CPU has AVX512-VBMI; otherwise unchanged (the table is read entry by entry)."""
+    post = str(func.attrs["etch.post"]) if "etch.post" in func.attrs else "[]"
+    if '"table"' not in post or int(func.attrs["etch.nl"]) != 16 or \
+            not {"avx512bw", "avx512vbmi"} <= set(codegen.llvm_get_cpu_features(target)):
+        return func
+    return func.with_attr("etch.table_lookup", int_intrin.TABLE_VBMI)
+
+
 class KernelRule(KindRule):
     """A rule that replaces the kernel by a hand-scheduled one: `kernel(func, target)`
     returns the new PrimFunc, or None (the rule does not apply)."""
@@ -79,7 +90,7 @@ class KernelRule(KindRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False):
         if KindRule.apply(self, func, target, tunable) is None:
             return None
-        kernel = self.kernel(func, target)
+        kernel = self.kernel(table_lookup(func, target), target)
         return None if kernel is None else s_tir.Schedule(kernel)
 
     def schedule(self, sch, func, target) -> bool:

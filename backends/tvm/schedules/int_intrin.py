@@ -146,3 +146,26 @@ def qadd_vector(xa: Expr, xb: Expr, step: dict, nl: int) -> Expr:
     return requantize_vector(side(xa, "a") + side(xb, "b"), splat(int(step["m0"])),
                              splat(int(step["shift"])), int(step.get("zero_point", 0)),
                              int(step["qmin"]), int(step["qmax"]), nl)
+
+
+VPERMI2B = "llvm.x86.avx512.vpermi2var.qi.512"
+TABLE_VBMI = "vpermi2b"  # `etch.table_lookup`: the 256-entry table in four zmm registers
+
+
+def table_vector(y: Expr, table: tirx.Buffer, lo: int, nl: int = 16) -> Expr:
+    """table[y - lo] for the int32 x nl requantised values y (each in [lo, lo + 255]), as
+    the table's type x nl, without a gather (AVX512-VBMI): the 256 entries are four 64-byte
+    vectors; vpermi2b looks up the index's low 7 bits in two of them (entries 0-127, and
+    128-255), and the index's top bit picks one of the two results. The index bytes fill
+    the low nl lanes of a 64-byte vector (the other lanes repeat them; unused)."""
+    i8 = "int8x64"
+    idx = (y - _splat(lo, "int32", nl)).astype(f"uint8x{nl}")
+    idx = tirx.reinterpret(i8, tirx.Shuffle([idx] * (64 // nl), [tirx.const(k, "int32")
+                                                                  for k in range(64)]))
+    part = [tirx.reinterpret(i8, tirx.BufferLoad(table, [tirx.Ramp(64 * k, 1, 64)]))
+            for k in range(4)]
+    low = tirx.call_llvm_pure_intrin(i8, VPERMI2B, part[0], idx, part[1])
+    high = tirx.call_llvm_pure_intrin(i8, VPERMI2B, part[2], idx, part[3])
+    both = tirx.Select(idx < _splat(0, "int8", 64), high, low)
+    picked = tirx.Shuffle([both], [tirx.const(k, "int32") for k in range(nl)])
+    return tirx.reinterpret(f"{table.dtype}x{nl}", picked)

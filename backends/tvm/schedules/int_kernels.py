@@ -77,6 +77,9 @@ class _Epilogue:
             self.bias.dtype == "int32"
         self.staged = bool(self.post)
         self.post_vec = self.vec and int(func.attrs.get("etch.post_vec", 0)) == 1
+        # a lone table step looked up in registers where the schedule recorded how
+        self.table_vec = self.vec and nl == 16 and [s["op"] for s in self.post] == ["table"] \
+            and str(func.attrs.get("etch.table_lookup", "")) == int_intrin.TABLE_VBMI
 
     def finish_vector(self, y: Expr, residual: Expr) -> Expr:
         """The output vector from nl staged requantised values y and the residual's nl
@@ -85,6 +88,12 @@ class _Epilogue:
         step = self.post[0]
         pair = (y, r) if step["side"] == 0 else (r, y)
         return int_intrin.qadd_vector(*pair, step, self.nl).astype(f"{self.dtype}x{self.nl}")
+
+    def finish_table(self, y: Expr) -> Expr:
+        """The output vector from nl staged requantised values y (`int_intrin.table_vector`;
+        only where `table_vec`)."""
+        return int_intrin.table_vector(y, self.post_bufs[0], int(self.post[0]["lo"]),
+                                       self.nl).astype(f"{self.dtype}x{self.nl}")
 
     def channel(self, col: Expr) -> list:
         """The index of output channel `col` in the per-channel parameter buffers ([1, N]
@@ -430,11 +439,27 @@ def _finish_tile(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, tile: tuple
                 T.buffer_store(out, epi.finish_vector(
                     y, tirx.BufferLoad(epi.post_bufs[0], idx)), idx)
                 return
+            if epi.table_vec:
+                at = pos(r, start)
+                idx = at[:-1] + [tirx.Ramp(at[-1], 1, nl)]
+                T.buffer_store(out, epi.finish_table(_vec(acc, [r, v * nl], nl)), idx)
+                return
             with T.vectorized(0, nl) as j:
                 store(j)
 
+        def lookup_in_tile() -> None:  # a partial vector's table look-up, in the tile
+            idx = [r, tirx.Ramp(v * nl, 1, nl)]
+            T.buffer_store(acc, epi.finish_table(_vec(acc, [r, v * nl], nl)).astype(
+                f"int32x{nl}"), idx)
+
+        def copy(j: Expr) -> None:
+            at = pos(r, start + j)
+            T.buffer_store(out, tirx.BufferLoad(acc, [r, v * nl + j]).astype(out.dtype), at)
+
         if width % (nv * nl) == 0:
             whole()
+        elif epi.table_vec:  # lanes past the width hold finite values: looked up, unused
+            _store_tail(start, nl, width, whole, copy, lookup_in_tile)
         else:
             _store_tail(start, nl, width, whole, store)
 
