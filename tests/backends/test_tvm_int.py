@@ -187,6 +187,9 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "3x3": ("int8", 8, 16, 6, 7, 3, {"pads": [1, 1, 1, 1]}, 8),
     "stride2_uint8": ("uint8", 3, 16, 9, 9, 3, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, 8),
     "grouped": ("int8", 32, 32, 5, 5, 3, {"pads": [1, 1, 1, 1], "group": 2}, 4),
+    # rows of 16+ columns: the stride-2 input copy's vector blocks (even and odd left pads)
+    "stride2_wide": ("int8", 8, 16, 5, 37, 3, {"pads": [1, 2, 1, 0], "strides": [2, 2]}, 8),
+    "stem_stride2": ("uint8", 3, 16, 9, 40, 7, {"pads": [3, 3, 3, 3], "strides": [2, 2]}, 8),
     "depthwise": ("int8", 16, 16, 6, 6, 3, {"pads": [1, 1, 1, 1], "group": 16}, 8),
     "depthwise_stride2": ("uint8", 8, 8, 19, 17, 3, {"pads": [1, 1, 1, 1], "group": 8,
                                                       "strides": [2, 2]}, 8),

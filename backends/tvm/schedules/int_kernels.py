@@ -331,41 +331,46 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple
         T.buffer_store(pad, tirx.const(zu, "uint8"), [t])
     rows, cols = min(h, ph - top), min(wd, sw * pws - left)
     loop = T.parallel if size >= 1 << 16 and n * c > 1 else T.serial
-    blocks = cols // 8 if sw == 1 else 0
+    width = 8 * sw  # input columns per block: 8 per phase
+    blocks = cols // width if sw <= 2 else 0
     if blocks:
         with loop(0, n * quads) as r:
             b, gq = r // quads, r % quads
             with T.grid(rows, blocks) as (i, jb):
-                quad = _quad_of_rows(x, (b, gq // cq * icg, gq % cq * 4, i, jb * 8), icg, zu)
-                T.buffer_store(pad, quad, [tirx.Ramp(at(b, gq, i + top, 0, jb * 8 + left),
-                                                     1, 32)])
+                src = (b, gq // cq * icg, gq % cq * 4, i, jb * width)
+                for phase, quad in enumerate(_quad_of_rows(x, src, icg, zu, sw)):
+                    jj = jb * width + phase + left
+                    T.buffer_store(pad, quad, [tirx.Ramp(
+                        at(b, gq, i + top, jj % sw, jj // sw), 1, 32)])
     with loop(0, n * c) as r:
         b, ch = r // c, r % c
         gq, lane = ch // icg * cq + ch % icg // 4, ch % icg % 4
-        with T.grid(rows, cols - blocks * 8) as (i, j0):
-            j = j0 + blocks * 8
+        with T.grid(rows, cols - blocks * width) as (i, j0):
+            j = j0 + blocks * width
             jj = j + left
             T.buffer_store(pad, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
                            [at(b, gq, i + top, jj % sw, jj // sw) + lane])
     return pad, at
 
 
-def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int) -> Expr:
-    """8 columns of 4 channels of x, interleaved [col][channel] (vpunpck*): the channels
-    past the group's icg read as the zero point."""
+def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int, sw: int = 1) -> list[Expr]:
+    """8 * sw columns of 4 channels of x from column j (a multiple of sw), split by the
+    stride's phase: phase r is columns j + r + sw k (k < 8), interleaved [col][channel]
+    (vpunpck* / vpermb), 32 bytes each; the channels past the group's icg read as the zero
+    point."""
     b, base, first, i, j = at
     c = _shape(x)[1]
-    rows = []
+    rows, span = [], 8 * sw
     for lane in range(4):
         ch = tirx.min(base + first + lane, c - 1)
-        raw = tirx.BufferLoad(x, [b, ch, i, tirx.Ramp(j, 1, 8)])
+        raw = tirx.BufferLoad(x, [b, ch, i, tirx.Ramp(j, 1, span)])
         if x.dtype == "int8":
-            raw = tirx.bitwise_xor(raw, tirx.Broadcast(tirx.const(-128, "int8"), 8))
-        vec = raw.astype("uint8x8")
-        rows.append(tirx.Select(tirx.Broadcast(first + lane < icg, 8), vec,
-                                tirx.Broadcast(tirx.const(zu, "uint8"), 8)))
-    return tirx.Shuffle(rows, [tirx.const(lane * 8 + k, "int32") for k in range(8)
-                               for lane in range(4)])
+            raw = tirx.bitwise_xor(raw, tirx.Broadcast(tirx.const(-128, "int8"), span))
+        vec = raw.astype(f"uint8x{span}")
+        rows.append(tirx.Select(tirx.Broadcast(first + lane < icg, span), vec,
+                                tirx.Broadcast(tirx.const(zu, "uint8"), span)))
+    return [tirx.Shuffle(rows, [tirx.const(lane * span + sw * k + r, "int32")
+                                for k in range(8) for lane in range(4)]) for r in range(sw)]
 
 
 def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
