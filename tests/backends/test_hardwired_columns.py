@@ -124,6 +124,27 @@ def test_lint_by_verilation_feeds_the_build(small_parts: None, tmp_path: Path) -
                       cache=cache)
 
 
+def test_part_recipe_is_one_translation_unit(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part is verilated under -Wall into one C++ file (`--output-split 0`: one g++ per
+    part, its class header parsed once), the design's own arguments after it (function
+    splitting); the recipe is in the cache key."""
+    import sys
+
+    log = tmp_path / "argv.txt"
+    code = f"import sys; open({str(log)!r}, 'w').write(' '.join(sys.argv[1:]))"
+    fake = [sys.executable, "-c", code]
+    f = tmp_path / "m.v"
+    f.write_text("module m; endmodule\n")
+    vp.verilate_part("m", f, tmp_path / "c", ("--output-split-cfuncs", "500"), fake)
+    argv = log.read_text()
+    assert "-Wall" in argv and "--lib-create m" in argv
+    assert argv.index("--output-split 0") < argv.index("--output-split-cfuncs 500")
+    key = vp.part_key("m", f, "cc", ())
+    monkeypatch.setattr(vp, "PART_FORMAT", vp.PART_FORMAT + 1)
+    assert vp.part_key("m", f, "cc", ()) != key
+
+
 def test_manifest_carries_the_parts(small_parts: None, tmp_path: Path) -> None:
     from backends.verilog import hardwired
 

@@ -85,16 +85,26 @@ def lit(v: int, w: int) -> str:
 
 
 def fit(s: Src, w: int, shift: int = 0) -> str | None:
-    """(s << shift) modulo 2^w as an expression exactly w bits wide; None when it is 0."""
+    """(s << shift) modulo 2^w as an expression exactly w bits wide; None when it is 0.
+    Sign and zero extension are size casts (`W'($signed(a))`, `W'(a)`): one extend
+    operation to Verilator (a replicated sign bit, `{{k{a[m]}}, a}`, is a concatenation
+    that its C++ spells out bit by bit)."""
     body = w - shift
     if body <= 0:
         return None
     if s.w >= body:
         bits = _slice(s, body)
+    elif s.signed:
+        bits = f"{body}'($signed({_slice(s, s.w)}))"
     else:
-        msb = _slice(s, 1, s.w - 1) if s.signed else "1'b0"
-        bits = f"{{{{{body - s.w}{{{msb}}}}}, {_slice(s, s.w)}}}"
+        bits = f"{body}'({_slice(s, s.w)})"
     return f"{{{bits}, {shift}'d0}}" if shift else bits
+
+
+def neg(e: str) -> str:
+    """-e; the operand parenthesised unless it is a name, slice or concatenation (a size
+    cast `9'(a)` after a minus would read as the literal -9)."""
+    return f"-{e}" if re.fullmatch(r"[A-Za-z_]\w*(\[[\d:]+\])?|\{.*\}", e) else f"-({e})"
 
 
 class Printer:
@@ -175,7 +185,7 @@ class Printer:
                 rhs = self.expr(opt[0])
             else:
                 e, negative = self.term(opt, w)
-                rhs = lit(0, w) if e is None else (f"-{e}" if negative else e)
+                rhs = lit(0, w) if e is None else (neg(e) if negative else e)
             lines.append(f"{INDENT * 2}{lit(v, sw)}: n{n} = {rhs};")
         lines += [f"{INDENT * 2}default: n{n} = {lit(0, w)};", f"{INDENT}endcase", "end"]
         self.body.extend(lines)
@@ -193,7 +203,7 @@ class Printer:
         d = self.term((self.net.a[n], 0, 1), w)[0] or lit(0, w)
         acc = f"{{n{n}[{w - 2}:0], 1'b0}}" if w > 1 else "1'b0"
         start = self._flag(first, lit(0, w), acc)
-        step = self._flag(negate, f"-{d}", d)
+        step = self._flag(negate, neg(d), d)
         self.decls.append(f"reg [{w - 1}:0] n{n};")
         self.seq.append(f"n{n} <= {start} + {step};")
 
@@ -275,7 +285,7 @@ class Printer:
                 lsb = i * port.width
                 dst = f"{name}[{lsb + port.width - 1}:{lsb}]" if port.bits > 1 else name
                 e, negative = (None, False) if t is None else self.term(t, port.width)
-                rhs = lit(0, port.width) if e is None else (f"-{e}" if negative else e)
+                rhs = lit(0, port.width) if e is None else (neg(e) if negative else e)
                 out.append(f"assign {dst} = {rhs};")
         return out
 
