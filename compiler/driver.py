@@ -30,9 +30,9 @@ from compiler.ir import Graph
 from compiler.options import CompileOptions
 from passes import choose_conv_algorithm, quant_report
 from passes.base import explain_declined
+from runtime import FORMAT_VERSION
 from runtime import files as artifact_files
 
-FORMAT_VERSION = 1
 # target -> backend module; each has build(graph, opts, out_dir) -> dict of manifest entries,
 # and may have check(opts), run before the passes, for options only it can judge.
 BACKENDS = {"cpu": "backends.tvm", "cuda": "backends.tvm", "edge": "backends.tvm",

@@ -17,7 +17,8 @@ from compiler.errors import EtchError
 from runtime import files
 from runtime.executor import Executor
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this etch writes
+READS = (1, 2)      # 1: every constant inside the library; 2: cpu weights in weights.bin
 EXECUTORS = {"reference": "runtime.reference_executor", "tvm": "runtime.tvm_executor",
              "verilator": "runtime.verilator_executor"}
 
@@ -33,9 +34,11 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise EtchError(f"{mpath}: unreadable manifest: {e}") from e
     if not isinstance(manifest, dict):
         raise EtchError(f"{mpath}: not an etch manifest (a JSON object)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise EtchError(f"{path}: artifact format {manifest.get('format_version')} "
-                        f"(this etch reads format {FORMAT_VERSION}); recompile it")
+    version = manifest.get("format_version")
+    if type(version) is not int or version not in READS:
+        raise EtchError(f"{path}: artifact format {version} "
+                        f"(this etch reads formats {', '.join(map(str, READS))}); "
+                        f"recompile it")
     if manifest.get("runtime") not in EXECUTORS:
         raise EtchError(f"{path}: unknown runtime {manifest.get('runtime')!r}")
     for key in ("inputs", "outputs"):

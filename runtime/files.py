@@ -3,8 +3,9 @@
 `verify(path, manifest)` hashes every file the manifest lists, once per load, before an
 executor opens any of them: a truncated or corrupted `model.so` is one EtchError line
 instead of a bus error inside the dynamic loader. The files an executor opens by manifest
-key (`library`, `graph`, the edge runner's files) must be among the listed ones, inside the
-artifact directory, so every byte an executor reads has been checked.
+key (`library`, `graph`, the edge runner's files, the `weights` entry's file) must be among
+the listed ones, inside the artifact directory, so every byte an executor reads has been
+checked.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ def verify(path: Path, manifest: dict) -> None:
     if not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise EtchError(f"{path}: the manifest's `files` is not a table of sha256 digests")
-    for key in OPENED:
-        name = manifest.get(key)
-        if name is not None and name not in files:
+    weights = manifest.get("weights")
+    opened = [(key, manifest.get(key)) for key in OPENED]
+    opened.append(("weights", weights.get("file") if isinstance(weights, dict) else weights))
+    for key, name in opened:
+        if name is not None and (not isinstance(name, str) or name not in files):
             raise EtchError(f"{path}: the manifest's {key} {name!r} is not among its files")
     for rel, digest in files.items():
         file = _inside(path, rel)

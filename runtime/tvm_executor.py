@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import EtchError
-from runtime import host_cpu
+from runtime import host_cpu, weights
 from runtime.executor import Executor, check_inputs
 from runtime.profile import Profile, profile
 
@@ -82,7 +82,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 class TvmExecutor(Executor):
-    """Loads model.so once. On CPU, inputs are copied into aligned staging arrays that TVM
+    """Loads model.so once, and weights.bin when the artifact has one (`runtime.weights`). On CPU, inputs are copied into aligned staging arrays that TVM
     borrows (DLPack, no copy), so a call costs two memcpys more than the kernels; outputs are
     copied out (an output may be a constant or an input of the module, which must not be
     handed to the caller)."""
@@ -114,16 +114,28 @@ class TvmExecutor(Executor):
         self._staging = [aligned_empty(shape, np.dtype(self._held.get(name, dt.name)))
                          for name, shape, dt in self._specs]
         self._args = [self._borrow(a) for a in self._staging] if self._cpu else None
+        # weights.bin (format 2): main's parameters after the inputs, lent to TVM once
+        self._weights = [self._borrow(a, dtype) if self._cpu else self._on_device(a, dtype)
+                         for a, dtype in weights.read(path, manifest["weights"])] \
+            if "weights" in manifest else []
         self._lock = threading.Lock()
 
-    def _borrow(self, array: np.ndarray):
+    def _borrow(self, array: np.ndarray, dtype: str | None = None):
+        """A TVM view of `array` (as `dtype`, when the array holds that type's raw bits)."""
         import tvm_ffi
 
-        if array.dtype.name in _BITS:  # numpy's DLPack has no such type: lend the raw bits
-            raw = tvm_ffi.from_dlpack(array.view(_BITS[array.dtype.name]), require_alignment=64,
+        dtype = dtype or array.dtype.name
+        if dtype in _BITS:  # numpy's DLPack has no such type: lend the raw bits
+            raw = tvm_ffi.from_dlpack(array.view(_BITS[dtype]), require_alignment=64,
                                       require_contiguous=True)
-            return raw._create_view(array.shape, array.dtype.name)
+            return raw._create_view(array.shape, dtype)
         return tvm_ffi.from_dlpack(array, require_alignment=64, require_contiguous=True)
+
+    def _on_device(self, array: np.ndarray, dtype: str):
+        import tvm
+
+        return tvm.runtime.tensor(self._borrow(array, dtype).numpy() if dtype in _BITS
+                                  else array, self.device)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """As Executor.run, with a fast path for inputs that already match exactly."""
@@ -151,11 +163,12 @@ class TvmExecutor(Executor):
                 else:
                     np.copyto(stage, inputs[name])
             if self._cpu:
-                result = self.main(*self._args)
+                result = self.main(*self._args, *self._weights)
             else:
                 import tvm
 
-                result = self.main(*[tvm.runtime.tensor(a, self.device) for a in self._staging])
+                result = self.main(*[tvm.runtime.tensor(a, self.device) for a in self._staging],
+                                   *self._weights)
             outs = list(result) if len(self.output_specs) > 1 else [result]
             if self._cpu:
                 got = [_to_numpy(o, self._held.get(s["name"], s["dtype"]))

@@ -5,7 +5,8 @@ pipeline here skips TVM's legalisation and operator fusion (fusion is decided on
 etch's pass and rendered as `etch.Fused`; FuseOps would merge scheduled kernels into new,
 unscheduled ones) and keeps only the lowering to the VM: views for reshapes, static memory
 planning, and the VM calling convention. Kernels that repeat (same TIR, another node) are
-built once (`dedupe`).
+built once (`dedupe`). On cpu the large constants leave the library for `weights.bin`
+(`weights`): `main` takes them after the graph inputs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from backends.tvm import lower, schedules
+from backends.tvm import lower, schedules, weights
 from backends.tvm import target as targets
 from backends.tvm.dedupe import dedupe
 from backends.tvm.schedules import cpu as cpu_rules
@@ -87,10 +88,12 @@ def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     mod, repeats = lowered(graph, pack=True, lanes=info.lanes)
     mod, tuning = _maybe_tune(mod, target, opts, out)
     mod = schedules.apply_rules(mod, target)
+    mod, consts = weights.detach(mod)
     t1 = time.perf_counter()
     compile_module(mod, target, out)
-    return {**tuning, **repeats, **storage_entries(graph), "runtime": "tvm", "device": "cpu",
-            "library": LIBRARY, "entry": "main",
+    stored = {"weights": weights.write(consts, out)} if consts else {}
+    return {**tuning, **repeats, **storage_entries(graph), **stored, "runtime": "tvm",
+            "device": "cpu", "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
             "vector_bits": info.vector_bits, "vector_lanes": info.lanes, "threads": opts.threads,
             "kernels": kernel_count(mod), "schedules": schedules.rule_names(mod),

@@ -234,6 +234,37 @@ def test_corrupt_library_is_one_line(cpu_artifact: Path, tmp_path: Path, damage)
     assert not (tmp_path / "o.npz").exists()
 
 
+@pytest.fixture(scope="module")
+def weights_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cpu artifact whose weight (256 x 8 float32, 8 KiB) lives in weights.bin."""
+    root = tmp_path_factory.mktemp("weights_art")
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((256, 8)).astype(np.float32), "w")]
+    model = _save(root / "m.onnx", [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+                  [vi("x", TensorProto.FLOAT, [2, 8])], [vi("y", TensorProto.FLOAT, None)],
+                  inits)
+    r = etch("compile", model, "-t", "cpu", "-o", root / "a")
+    assert r.returncode == 0, r.stderr
+    assert (root / "a" / "weights.bin").is_file()
+    return root / "a"
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2]),
+    lambda p: p.write_bytes(p.read_bytes()[:4096] + bytes([p.read_bytes()[4096] ^ 0xFF])
+                            + p.read_bytes()[4097:]),
+    lambda p: p.unlink(),
+], ids=["truncated", "one_byte_flipped", "missing"])
+def test_corrupt_weights_are_one_line(weights_artifact: Path, tmp_path: Path, damage) -> None:
+    art = _damaged(weights_artifact, tmp_path, "weights.bin", damage)
+    r = etch("run", art, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "o.npz")
+    _assert_one_line_error(r, "weights.bin")
+    assert not (tmp_path / "o.npz").exists()
+    intact = _run(weights_artifact, tmp_path, x=np.ones((2, 8), np.float32))["y"]
+    w = numpy_helper.to_array(onnx.load(weights_artifact.parent / "m.onnx").graph.initializer[0])
+    np.testing.assert_allclose(intact, np.ones((2, 8), np.float32) @ w.T, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("manifest", ["[1, 2]", '"text"', "{}", '{"format_version": 1}'])
 def test_manifest_that_is_not_one_is_refused(cpu_artifact: Path, tmp_path: Path,
                                              manifest: str) -> None:
