@@ -48,7 +48,9 @@ def row_lines(row: Row) -> list[str]:
                                  ops, note=f"werr {a.get('weight_rel_rms', math.nan):.4f}, "
                                            f"CPU {a['lut_cpu_us']:.1f} us"))
         if "dequant_us" in r:
-            out.append(_line(f"etch dequant {bits}", r["dequant_us"], r["dequant_bytes"], ops))
+            cpu = r.get("dequant_cpu_us")
+            out.append(_line(f"etch dequant {bits}", r["dequant_us"], r["dequant_bytes"], ops,
+                             note=f"CPU {cpu:.1f} us" if cpu is not None else ""))
     for name, r in (row.get("ort") or {}).items():
         if isinstance(r, dict) and "us" in r:
             note = f"err {r['rel_rms_vs_float']:.4f}" if "rel_rms_vs_float" in r else ""

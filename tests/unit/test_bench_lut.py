@@ -16,6 +16,7 @@ def _row(batch: int, threads: int, scale: float) -> dict:
                 "lut_cpu_us": us * scale / 2, "lut_cold_cpu_us": 1.5 * us * scale}
             for b, us in (("1", 60.0), ("2", 100.0), ("4", 150.0), ("t", 100.0))}
     etch["2"]["dequant_us"], etch["2"]["dequant_bytes"] = 900.0, 6e6
+    etch["2"]["dequant_cpu_us"] = 850.0
     etch["2"]["weight_rel_rms"] = 0.37
     etch["2"]["fp16_scales"] = {"lut_us": 110.0 * scale, "lut_cpu_us": 60.0 * scale,
                                 "lut_bytes": 4.4e6, "weight_rel_rms": 0.37}
@@ -85,6 +86,7 @@ def test_table_names_the_machine_and_every_peer() -> None:
                  "tiny_decoder, whole model", "ORT MatMulNBits 2b b32 acc4",
                  "etch lut 2, fp16 scales", "werr 0.3700"):
         assert name in text
+    assert "CPU 850.0 us" in next(ln for ln in text.splitlines() if "etch dequant 2" in ln)
     line = next(ln for ln in text.splitlines() if "etch 2b lut" in ln)
     assert line.split()[-5:] == ["300.0", "250.0", "150.0", "125.0", "20.5"]
 
