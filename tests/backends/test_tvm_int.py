@@ -189,6 +189,12 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "grouped": ("int8", 32, 32, 5, 5, 3, {"pads": [1, 1, 1, 1], "group": 2}, 4),
     # rows of 16+ columns: the stride-2 input copy's vector blocks (even and odd left pads)
     "stride2_wide": ("int8", 8, 16, 5, 37, 3, {"pads": [1, 2, 1, 0], "strides": [2, 2]}, 8),
+    # short rows: flattened output positions (`int_flat`)
+    "flat_7x7": ("int8", 12, 16, 7, 7, 3, {"pads": [1, 1, 1, 1]}, 8),
+    "flat_stride2": ("uint8", 8, 32, 14, 13, 3, {"pads": [1, 0, 1, 1], "strides": [2, 2]}, 8),
+    "flat_5x5_dilated": ("int8", 4, 16, 9, 8, 3, {"pads": [2, 1, 2, 3], "dilations": [2, 2]},
+                         8),
+    "wide_rows": ("int8", 8, 16, 4, 32, 3, {"pads": [1, 1, 1, 1]}, 8),  # 2 whole vectors
     "stem_stride2": ("uint8", 3, 16, 9, 40, 7, {"pads": [3, 3, 3, 3], "strides": [2, 2]}, 8),
     "depthwise": ("int8", 16, 16, 6, 6, 3, {"pads": [1, 1, 1, 1], "group": 16}, 8),
     "depthwise_stride2": ("uint8", 8, 8, 19, 17, 3, {"pads": [1, 1, 1, 1], "group": 8,
@@ -225,6 +231,18 @@ def test_qconv(name: str) -> None:
     rules = run_tvm(_qconv_case(name))
     if AVX2:
         assert rules == ({"QDepthwise": 1} if name.startswith("depthwise") else {"QConv": 1})
+
+
+@pytest.mark.parametrize("name,flat", [("flat_7x7", True), ("flat_stride2", True), ("3x3", True),
+                                       ("partial_quads", True), ("wide_rows", False)])
+def test_short_rows_are_flattened(name: str, flat: bool) -> None:
+    """On a 16-lane VNNI CPU, convs whose rows leave most lanes empty (7 of 16) run over
+    flattened positions (`int_flat`: a 7x7 output is 4 vectors, not 7); the schedule
+    records the tile; wider rows keep the per-row kernel."""
+    asm = isa.compile_graph(_qconv_case(name, requant=False).g, "znver4")
+    [kernel] = asm.of_kind("qconv2d")
+    tile = str(asm.attrs[kernel].get("tile", ""))
+    assert asm.rules == {"QConv": 1} and tile.startswith("flat") == flat
 
 
 def test_qconv_int32_output_and_group_multipliers() -> None:

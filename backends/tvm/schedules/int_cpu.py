@@ -21,7 +21,13 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target, codegen
 
-from backends.tvm.schedules import int_batched, int_depthwise, int_intrin, int_kernels
+from backends.tvm.schedules import (
+    int_batched,
+    int_depthwise,
+    int_flat,
+    int_intrin,
+    int_kernels,
+)
 from backends.tvm.schedules.cpu import (
     PARALLEL_MIN_ELEMENTS,
     KindRule,
@@ -153,8 +159,30 @@ class QConv(KernelRule):
         nl, groups = int(func.attrs["etch.nl"]), int(func.attrs["etch.groups"])
         _, oc, _, ow = _buffer_shape(func, len(func.params) - 1)
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
+        flat = flat_vectors(func, nl)
+        if flat:
+            ocb, xv = conv_tile(oc // groups, flat, budget)
+            return int_flat.flat_conv_kernel(func.with_attr("etch.tile", f"flat {ocb}x{xv}"),
+                                             int_intrin.dot(kind, nl), ocb, xv)
         ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget)
         return int_kernels.conv_kernel(func, int_intrin.dot(kind, nl), ocb, xv)
+
+
+FLAT_SAVING = 0.8  # flatten where it needs at most this share of the per-row lanes
+
+
+def flat_vectors(func: tirx.PrimFunc, nl: int) -> int:
+    """Vectors of the flattened conv (`int_flat`) where its positions, rows joined at the
+    plane's row length, take at most FLAT_SAVING of the lanes of whole vectors per output
+    row (short rows: 7 columns fill 7 of 16 lanes; 7x7 outputs are 4 flat vectors, not 7);
+    else 0."""
+    _, _, oh, ow = _buffer_shape(func, len(func.params) - 1)
+    _, kh, kw, _, _ = _buffer_shape(func, 1)
+    stride, dilation = (tuple(int(v) for v in func.attrs[f"etch.{k}"])
+                        for k in ("stride", "dilation"))
+    _, positions, _ = int_flat.flat_geometry(oh, ow, (kh, kw), stride, dilation)
+    nvec = -(-positions // nl)
+    return nvec if oh > 1 and nvec <= FLAT_SAVING * oh * -(-ow // nl) else 0
 
 
 def conv_tile(ocpg: int, nvec: int, budget: int) -> tuple[int, int]:

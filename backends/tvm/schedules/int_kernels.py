@@ -307,22 +307,31 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
     return _finish(ib, func)
 
 
-def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple
-              ) -> tuple[tirx.Buffer, Callable]:
+def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
+              planes: tuple[int, int] | None = None) -> tuple[tirx.Buffer, Callable]:
     """P[n, g * cq + q, i, p, j, c] (flat): input channel 4q + c of group g at padded row i,
     padded column j * sw + p, in the u8 domain; the zero point in the padding and in the
     channels past C/g (their weights are 0). Two branch-free passes: the zero point
     everywhere (vectorised), then the interior. Returns the buffer and its index function
-    at(n, gq, i, p, j) (of channel 0 of the quad)."""
+    at(n, gq, i, p, j) (of channel 0 of the quad).
+
+    planes=(sh, tail): the rows split by the row stride too, P[n, gq, i % sh, p, i // sh, j,
+    c], so one (row phase, column phase) plane is contiguous and output (y, x) of a tap
+    reads plane offset y * pws + x + const (`int_flat`); `tail` spare quads at the end
+    (the last tile's reads past the last plane)."""
     n, c, h, wd = _shape(x)
     quads, ph, sw, pws = geo
     top, left = (int(v) for v in func.attrs["etch.pad"])
     zu, icg = _attr(func, "x_zero"), c // (quads // cq)
-    size = n * quads * ph * sw * pws * 4
+    sh, tail = planes or (1, 0)
+    ni = -(-ph // sh)
+    size = (n * quads * sh * ni * sw * pws + tail) * 4
     pad = T.alloc_buffer((size,), "uint8")
 
     def at(b: Expr, gq: Expr, i: Expr, p: Expr, j: Expr) -> Expr:
-        return ((((b * quads + gq) * ph + i) * sw + p) * pws + j) * 4
+        if planes is None:
+            return ((((b * quads + gq) * ph + i) * sw + p) * pws + j) * 4
+        return (((((b * quads + gq) * sh + i % sh) * sw + p) * ni + i // sh) * pws + j) * 4
 
     with T.serial(0, size // 32) as t:
         T.buffer_store(pad, tirx.Broadcast(tirx.const(zu, "uint8"), 32),

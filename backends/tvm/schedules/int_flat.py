@@ -1,0 +1,122 @@
+"""The x86 "qconv2d" kernel over flattened output positions, for short output rows.
+
+`int_kernels.conv_kernel` puts the vector along one output row: a 7-column row fills 7 of
+16 lanes. Here the input is padded and split into planes by the stride's phases (`int_kernels.
+_conv_pad` with `planes`): plane (ry % sh, rx % sw) holds padded rows i // sh and columns
+j // sw, pws columns a row, so output (y, x) at a tap reads plane offset y * pws + x + a
+constant of the tap. Over the "virtual" positions p = y * pws + x (x < pws: the columns
+past the row's end are computed and dropped) a run of nl consecutive outputs is one vector
+load at every tap: a 7x7 output is 55-63 positions (4 vectors of 16, was 7 of one
+vector each). The tile is requantised in the accumulators, then copied out row by row.
+The schedule (`int_cpu.QConv`, `flat_vectors`) chooses this layout where it saves lanes.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script.builder import ir as T
+
+from backends.tvm.schedules.int_kernels import (
+    PARALLEL_MIN_WORK,
+    Dot,
+    _args,
+    _attr,
+    _broadcast4,
+    _conv_pad,
+    _Epilogue,
+    _finish,
+    _shape,
+    _step,
+    _Then,
+    _vec,
+    _zero,
+)
+
+Expr = tirx.Expr
+
+
+def flat_geometry(oh: int, ow: int, kernel: tuple, stride: tuple, dilation: tuple
+                  ) -> tuple[int, int, int]:
+    """(pws, positions, rows read): the plane's row length, the virtual positions
+    (oh - 1) * pws + ow, and the padded input rows the conv reads."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    pws = -(-((ow - 1) * sw + (kw - 1) * dw + 1) // sw)
+    return pws, (oh - 1) * pws + ow, (oh - 1) * sh + (kh - 1) * dh + 1
+
+
+def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFunc:
+    """Direct conv over the flattened positions: tiles of ocb output channels x xv vectors
+    of nl positions; taps and channel quads outside the tile."""
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, *params, out = _args(func)
+        n, (oc, kh, kw, cq, _) = _shape(x)[0], _shape(w)
+        oh, ow = _shape(out)[2:]
+        g, nl = _attr(func, "groups"), _attr(func, "nl")
+        stride = sh, sw = tuple(int(s) for s in func.attrs["etch.stride"])
+        dilation = dh, dw = tuple(int(d) for d in func.attrs["etch.dilation"])
+        pws, positions, ph = flat_geometry(oh, ow, (kh, kw), stride, dilation)
+        nvec = -(-positions // nl)
+        assert nvec % xv == 0, (nvec, xv)
+        ni = -(-ph // sh)
+        reach = (kh - 1) * dh // sh * pws + (kw - 1) * dw // sw + nvec * nl
+        pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws),
+                            planes=(sh, max(0, reach - ni * pws)))
+        epi = _Epilogue(func, params, out.dtype, nl)
+        tiles = n * (oc // ocb)
+        work = n * oc * oh * ow * kh * kw * cq * 4
+        loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
+        with loop(0, tiles) as t:
+            b, o0 = t // (oc // ocb), t % (oc // ocb) * ocb
+            q0 = o0 // (oc // g) * cq if g > 1 else 0
+            with T.serial(0, nvec // xv) as xo:
+                acc = T.alloc_buffer((ocb, xv * nl), "int32")
+                _zero(acc, ocb, xv, nl)
+                p0 = xo * xv * nl
+                with T.grid(kh, kw, cq) as (ry, rx, rq):
+                    base = at(b, q0 + rq, ry * dh, rx * dw % sw, rx * dw // sw) + p0 * 4
+                    with T.unroll(0, ocb) as k:
+                        wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
+                        with T.unroll(0, xv) as v:
+                            a = _vec(pad, [base + v * nl * 4], 4 * nl)
+                            _step(acc, k, v, nl, a, wq, dot)
+                _flat_store(out, acc, epi, (b, o0, p0), (ocb, xv, nl, pws))
+    return _finish(ib, func)
+
+
+def _flat_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
+                sizes: tuple) -> None:
+    """Requantise the tile in place (whole vectors: the dropped positions hold finite
+    values), look the table up there where `epi.table_vec`, then copy the positions that
+    are outputs: per tile row, the output rows the tile's positions touch, columns < OW,
+    with the steps after the requantisation (if any) applied element by element."""
+    b, o0, p0 = at
+    ocb, xv, nl, pws = sizes
+    oh, ow = _shape(out)[2:]
+    span = xv * nl
+    with T.unroll(0, ocb) as k, T.unroll(0, xv) as v:
+        o, idx = o0 + k, [k, tirx.Ramp(v * nl, 1, nl)]
+        if epi.vec:
+            def channel(buf: tirx.Buffer, o: Expr = o) -> Expr:
+                return tirx.Broadcast(tirx.BufferLoad(buf, [0, o, 0, 0]), nl)
+
+            y = epi.vector(_vec(acc, [k, v * nl], nl), channel, "int32")
+            if epi.table_vec:
+                y = epi.finish_table(y).astype(f"int32x{nl}")
+            T.buffer_store(acc, y, idx)
+        else:
+            with T.vectorized(0, nl) as j:
+                value = epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]), [0, o, 0, 0])
+                T.buffer_store(acc, value.astype("int32"), [k, v * nl + j])
+    direct = not epi.staged or epi.table_vec
+    rows = span // pws + 2
+    with T.serial(0, ocb) as k, T.serial(0, rows) as r:
+        y = p0 // pws + r
+        with _Then(y < oh), T.serial(0, ow) as xcol:
+            p = y * pws + xcol - p0
+            with _Then(tirx.all(p >= 0, p < span)):
+                pos = [b, o0 + k, y, xcol]
+                value = tirx.BufferLoad(acc, [k, p])
+                T.buffer_store(out, value.astype(out.dtype) if direct
+                               else epi.finish(value, pos), pos)
