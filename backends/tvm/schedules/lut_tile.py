@@ -16,7 +16,8 @@ which a serial loop reads next), and every block the block scales, zero points a
 super-block scales of the block as far ahead, into L2 (`llvm.prefetch` locality 2:
 prefetcht1 on x86, prfm pldl2keep on aarch64). The hardware streamers stop at 4 KiB
 pages; a cold GEMV streams its codes from DRAM once, so the hint keeps the next pages'
-lines in flight (the cold bench: 68-72% of streaming bandwidth without it).
+lines in flight (cold 2-bit 4096x4096 GEMV on Zen 4, CPU time: 40-44% of the streaming
+read without it, 64-67% with it; warm runs 0.97-1.02x).
 """
 
 from __future__ import annotations
