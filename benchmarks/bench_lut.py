@@ -7,7 +7,9 @@ weight-only dequantising kernel, ONNX Runtime fp32 MatMul, ORT MatMulNBits (4 an
 blocks 32 and 128, accuracy_level 4 and 0, mlas.use_lut_gemm off and on) and numpy — each
 runtime in its own process (`lut_peers.py`). Warm: one matrix in a hot loop; cold: cycling
 through copies that together exceed the last-level cache (`--cold-mb`, default 1.5 x the
-LLC), GEMV only; the streaming-read bandwidth of the same amount is measured here too.
+LLC), GEMV only; the streaming-read bandwidth of the same amount is measured here too, and
+beside each cold run in its process (the cold goal's reference: other jobs' memory traffic
+moves it by 2x on a shared machine).
 Reported: microseconds, GB/s of weight bytes (codes + scales + zero points: every byte the
 kernel must read), GOPS (2 M K N / t), the int8 tables' relative RMS error beside
 MatMulNBits' own (accuracy_level 4 vs 0), and the issue's goals as ratios, met or not --

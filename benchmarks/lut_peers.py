@@ -17,6 +17,8 @@ thread count) and prints one JSON line. Kinds:
   spin while idle.
 - "numpy": float32 x @ W.
 - "model": a zoo model whole, etch --lut beside ORT (`lut_models.py`).
+  Cold runs also time the streaming read of `cold_mb` right before and after (the better
+  of the two is kept: on a shared machine other jobs' memory traffic moves it).
 - "stream": the streaming-read bandwidth of a buffer of `cold_mb` (a parallel TVM sum), of
   `warm_mb` in a hot loop, and a compute-bound parallel kernel's time (the CPUs this process
   gets on a shared machine).
@@ -187,7 +189,12 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     row["int8_rel_rms"] = float(np.sqrt(((y - exact) ** 2).mean() / (exact ** 2).mean()))
     row["weight_rel_rms"] = _rel_rms(x, w_exact, w_float)
     if job.get("cold_mb") and batch == 1:
+        before = _stream_gbps(job["cold_mb"], job["seconds"])
         row["lut_cold_us"], row["lut_cold_cpu_us"] = _etch_cold(vm, xt, arrays, job)
+        after = _stream_gbps(job["cold_mb"], job["seconds"])
+        # the streaming read beside the cold run (other jobs' memory traffic moves it)
+        row["cold_stream_gbps"] = max(before[0], after[0])
+        row["cold_stream_cpu_gbps"] = max(before[1], after[1])
     if bits in job.get("dequant_bits", []):
         dq, _ = vm_of(graph, threads)
         row["dequant_us"], row["dequant_cpu_us"] = best_times(lambda: dq["main"](xt),

@@ -56,6 +56,10 @@ def test_goals_are_ratios_of_the_same_run() -> None:
     assert cold["value"] == pytest.approx(4e6 / 200.0 / 1e3 / 20.0, rel=1e-3)
     cold_cpu = goals["cold 2-bit GEMV, 1 thread(s): GB/s / streaming GB/s (CPU time)"]
     assert cold_cpu["value"] == pytest.approx(4e6 / 150.0 / 1e3 / 25.0, rel=1e-3)
+    result["rows"][0]["etch"]["2"].update(cold_stream_gbps=40.0, cold_stream_cpu_gbps=50.0)
+    near = {g["goal"]: g["value"] for g in lut_goals.goals(result)}  # the stream beside it
+    assert near[cold["goal"]] == pytest.approx(4e6 / 200.0 / 1e3 / 40.0, rel=1e-3)
+    assert near[cold_cpu["goal"]] == pytest.approx(4e6 / 150.0 / 1e3 / 50.0, rel=1e-3)
     assert "cold 2-bit GEMV, 2 thread(s): GB/s / streaming GB/s (CPU time)" not in goals
     batch = "batch 8, 4-bit, 1 thread: etch (pass's path) / MatMulNBits acc4 b32"
     assert goals[batch]["value"] == pytest.approx(1200.0 / 3200.0)
