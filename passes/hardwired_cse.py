@@ -82,55 +82,66 @@ PRIO_SHIFT = 72  # heap priority: (-score << PRIO_SHIFT) | (width << 64) | key
 
 @dataclass
 class RowArrays:
-    """One row's terms as arrays (`alive` marks the current ones) and their positions."""
+    """One row's current terms, packed in the first `n` slots of arrays (a dropped term's
+    slot takes the last term), their positions, and each symbol's shifts in the row."""
 
     sym: np.ndarray
     sh: np.ndarray
     sg: np.ndarray
-    alive: np.ndarray
     pos: dict[tuple[int, int], int]
+    shifts_of: dict[int, set[int]]
     n: int = 0
 
     @staticmethod
     def of(row: Row) -> RowArrays:
-        cap = 2 * len(row) + 1  # each replacement removes two terms and adds one
+        cap = len(row) + 1  # each replacement removes two terms and adds one
         ra = RowArrays(np.zeros(cap, np.int64), np.zeros(cap, np.int64),
-                       np.zeros(cap, np.int64), np.zeros(cap, bool), {})
+                       np.zeros(cap, np.int64), {}, {})
         for (sym, e), g in sorted(row.items()):
             ra.put(sym, e, g)
         return ra
 
     def put(self, sym: int, e: int, g: int) -> None:
         i = self.n
-        self.sym[i], self.sh[i], self.sg[i], self.alive[i] = sym, e, g, True
+        self.sym[i], self.sh[i], self.sg[i] = sym, e, g
         self.pos[(sym, e)] = i
+        self.shifts_of.setdefault(sym, set()).add(e)
         self.n += 1
 
     def drop(self, sym: int, e: int) -> None:
-        self.alive[self.pos.pop((sym, e))] = False
+        i = self.pos.pop((sym, e))
+        self.n -= 1
+        last = self.n
+        if i != last:
+            ls, le = int(self.sym[last]), int(self.sh[last])
+            self.sym[i], self.sh[i], self.sg[i] = ls, le, self.sg[last]
+            self.pos[(ls, le)] = i
+        mine = self.shifts_of[sym]
+        mine.discard(e)
+        if not mine:
+            del self.shifts_of[sym]
 
-    def keys(self, sym: int, e: int, g: int) -> list[int]:
+    def keys(self, sym: int, e: int, g: int) -> np.ndarray:
         """The pair keys of term (sym, e, g) with every current term (see `pair_key`)."""
-        idx = np.flatnonzero(self.alive[:self.n])
-        s2, e2 = self.sym[idx], self.sh[idx]
+        n = self.n
+        s2, e2 = self.sym[:n], self.sh[:n]
         first = (s2 > sym) | ((s2 == sym) & (e2 > e))
         a = np.where(first, sym, s2)
         b = np.where(first, s2, sym)
         d = np.where(first, e2 - e, e - e2)
-        same = (self.sg[idx] == g).astype(np.int64)
-        return (((((a << SYM_BITS) | b) << D_BITS | (d + D_OFF)) << 1) | same).tolist()
+        same = self.sg[:n] == g
+        return ((((a << SYM_BITS) | b) << D_BITS | (d + D_OFF)) << 1) | same
 
     def has(self, sym: int) -> bool:
-        return bool(np.any(self.alive[:self.n] & (self.sym[:self.n] == sym)))
+        return sym in self.shifts_of
 
     def shifts(self, sym: int) -> list[int]:
-        m = self.alive[:self.n] & (self.sym[:self.n] == sym)
-        return sorted(self.sh[:self.n][m].tolist())
+        return sorted(self.shifts_of.get(sym, ()))
 
     def row(self) -> Row:
-        m = np.flatnonzero(self.alive[:self.n])
-        return {(int(s), int(e)): int(g) for s, e, g in zip(
-            self.sym[m].tolist(), self.sh[m].tolist(), self.sg[m].tolist(), strict=True)}
+        n = self.n
+        return {(int(s), int(e)): int(g) for s, e, g in sorted(zip(
+            self.sym[:n].tolist(), self.sh[:n].tolist(), self.sg[:n].tolist(), strict=True))}
 
 
 @dataclass
@@ -299,12 +310,12 @@ def _extract(st: State, key: int) -> None:
     st.bits.append(st.width(key))
     st.rows_of.append(set())
     small, big = sorted((st.rows_of[a], st.rows_of[b]), key=len)
-    added: list[int] = []
+    added: list[np.ndarray] = []
     for r in sorted(small & big if a != b else small):
         _replace_in_row(st, r, a, b, d, s, t, added)
     if not added:
         return
-    keys, times = np.unique(np.array(added, np.int64), return_counts=True)
+    keys, times = np.unique(np.concatenate(added), return_counts=True)
     for k in keys[times >= 2].tolist():  # a new symbol's pair is counted here only
         c = st.count(k)
         if c >= 2:
@@ -312,7 +323,7 @@ def _extract(st: State, key: int) -> None:
 
 
 def _replace_in_row(st: State, r: int, a: int, b: int, d: int, s: int, t: int,
-                    added: list[int]) -> None:
+                    added: list[np.ndarray]) -> None:
     ra = st.rows[r]
     for e1 in ra.shifts(a):
         i1, i2 = ra.pos.get((a, e1)), ra.pos.get((b, e1 + d))
@@ -323,16 +334,16 @@ def _replace_in_row(st: State, r: int, a: int, b: int, d: int, s: int, t: int,
             continue
         ra.drop(a, e1)
         ra.drop(b, e1 + d)
-        st.minus.update(ra.keys(a, e1, g1))
-        st.minus.update(ra.keys(b, e1 + d, g2))
-        st.minus.update([pair_key((a, e1, g1), (b, e1 + d, g2))[0]])
+        lost = np.concatenate([ra.keys(a, e1, g1), ra.keys(b, e1 + d, g2)]).tolist()
+        lost.append(pair_key((a, e1, g1), (b, e1 + d, g2))[0])
+        st.minus.update(lost)
         for sym_ in {a, b}:
             if not ra.has(sym_):
                 st.rows_of[sym_].discard(r)
         base = min(e1, e1 + d)
         keys = ra.keys(t, base, g1)
-        st.plus.update(keys)
-        added.extend(keys)
+        st.plus.update(keys.tolist())
+        added.append(keys)
         ra.put(t, base, g1)
         st.rows_of[t].add(r)
 

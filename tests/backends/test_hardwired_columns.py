@@ -140,6 +140,7 @@ def test_part_recipe_is_one_translation_unit(tmp_path: Path,
     argv = log.read_text()
     assert "-Wall" in argv and "--lib-create m" in argv
     assert argv.index("--output-split 0") < argv.index("--output-split-cfuncs 500")
+    assert "-fno-dfg" in argv
     key = vp.part_key("m", f, "cc", ())
     monkeypatch.setattr(vp, "PART_FORMAT", vp.PART_FORMAT + 1)
     assert vp.part_key("m", f, "cc", ()) != key
