@@ -245,6 +245,23 @@ def test_short_rows_are_flattened(name: str, flat: bool) -> None:
     assert asm.rules == {"QConv": 1} and tile.startswith("flat") == flat
 
 
+@pytest.mark.parametrize("mcpu,step", [("znver4", "vpdpwssd"), ("skylake-avx512", "vpmaddwd"),
+                                       ("haswell", "vpmaddwd")])
+@pytest.mark.parametrize("name,pairs", [("depthwise_wide", True),
+                                        ("depthwise_stride2_wide", True),
+                                        ("depthwise", False)])
+def test_depthwise_row_pairs(name: str, pairs: bool, mcpu: str, step: str) -> None:
+    """Depthwise rows of 2+ vectors take two taps (rows ry, ry + 1) per 16-bit pair
+    multiply-add (vpdpwssd with VNNI, else vpmaddwd), no int32 multiplies; one-vector rows
+    keep the int32 products (`vpmulld`). Exactness: `test_qconv` on the host."""
+    asm = isa.compile_graph(_qconv_case(name, requant=False).g, mcpu)
+    [kernel] = asm.of_kind("qdepthwise")
+    code = asm.kernels[kernel]
+    assert (asm.attrs[kernel].get("tile") == "row pairs") == pairs
+    assert (re.search(rf"{step}\s", code) is not None) == pairs
+    assert ("vpmulld" in code) != pairs
+
+
 def test_qconv_int32_output_and_group_multipliers() -> None:
     run_tvm(_qconv_case("3x3", requant=False))
     case = IntGraph(5)

@@ -148,6 +148,7 @@ def qdepthwise(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.n
     return ctx.emit(compute, [x, ctx.array(weights), *epi.exprs], dst.node, "qdepthwise",
                     nl=nl, stride=list(sp.stride), dilation=list(sp.dilation),
                     pad=[sp.pad_top, sp.pad_left], x_zero=zero,
+                    w16=int(np.abs(weights).max(initial=0) < 1 << 15),
                     **kernel_hints(epi, acc_bound(wc, bias, 0)))
 
 

@@ -212,7 +212,14 @@ class QDepthwise(KernelRule):
         if ("avx512f" if nl == 16 else "avx2") not in features:
             return None
         nvec = -(-_buffer_shape(func, len(func.params) - 1)[3] // nl)
-        return int_depthwise.depthwise_kernel(func, next(v for v in (4, 2, 1) if nvec % v == 0))
+        kh = _buffer_shape(func, 1)[1]
+        # row pairs where rows have 2+ vectors: on short rows the pairs' copy outweighs them
+        pairs = kh > 1 and nvec > 1 and int(func.attrs["etch.dilation"][0]) == 1 and \
+            int(func.attrs.get("etch.w16", 0)) == 1
+        if pairs:
+            func = func.with_attr("etch.tile", "row pairs")
+        return int_depthwise.depthwise_kernel(func, next(v for v in (4, 2, 1) if nvec % v == 0),
+                                              pairs)
 
 
 class QSumPool(KindRule):

@@ -17,6 +17,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
+from backends.tvm.schedules.int_intrin import PMADDWD
 from backends.tvm.schedules.int_kernels import (
     PARALLEL_MIN_WORK,
     _args,
@@ -33,10 +34,15 @@ Expr = tirx.Expr
 DEINTERLEAVE = 16  # outputs per phase of one vectorised block of the plane copy
 
 
-def depthwise_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
+def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False) -> tirx.PrimFunc:
     """Depthwise conv: per (image, channel) its padded plane, then per output row tiles of
     xv vectors of nl output columns; each tap is one int16 vector of centred inputs times
-    the broadcast weight."""
+    the broadcast weight. With `pairs` (the schedule's choice: undilated rows, int16
+    weights) two taps of one column, rows ry and ry + 1, are one vpmaddwd (vpdpwssd with
+    VNNI) on the plane's row pairs (`_row_pairs`): 6 multiply-adds for a 3x3, not 9 int32
+    multiplies and adds."""
+    if pairs:
+        return _pairs_kernel(func, xv)
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         x, w, *params, out = _args(func)
@@ -121,3 +127,74 @@ def _deinterleave(x: tirx.Buffer, pad: tirx.Buffer, src: tuple, zero: Expr,
             [row], [tirx.const(r + sw * k, "int32") for k in range(DEINTERLEAVE)])
         start = at((r + left) % sw, (j0 + r + left) // sw)
         T.buffer_store(pad, part, [tirx.Ramp(start, 1, DEINTERLEAVE)])
+
+
+def _pairs_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, *params, out = _args(func)
+        (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
+        nl = _attr(func, "nl")
+        sh, sw = (int(s) for s in func.attrs["etch.stride"])
+        dw = int(func.attrs["etch.dilation"][1])
+        nvec = -(-ow // nl)
+        ph = (oh - 1) * sh + kh
+        geo = (ph + 1, sw, -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
+        epi = _Epilogue(func, params, out.dtype, nl)
+        work = n * c * oh * ow * kh * kw
+        loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
+        with loop(0, n * c) as t:
+            b, ch = t // c, t % c
+            plane, at = _plane(func, x, geo, (b, ch))
+            pairs = _row_pairs(plane, geo, ph, 2 if sh % 2 == 0 else 1)
+            with T.serial(0, oh) as y, T.serial(0, nvec // xv) as xo:
+                acc = T.alloc_buffer((1, xv * nl), "int32")
+                _zero(acc, 1, xv, nl)
+                for ry in range(0, kh, 2):
+                    with T.unroll(0, kw) as rx:
+                        wv = _weight_pair(w, ch, ry, rx, kh, nl)
+                        col = xo * xv * nl + rx * dw // sw
+                        with T.unroll(0, xv) as v:
+                            a = _vec(pairs, [at(y * sh + ry, rx * dw % sw, col + v * nl) * 2],
+                                     2 * nl)
+                            idx = [0, tirx.Ramp(v * nl, 1, nl)]
+                            T.buffer_store(acc, tirx.BufferLoad(acc, idx) + tirx.
+                                           call_llvm_pure_intrin(f"int32x{nl}", PMADDWD[nl],
+                                                                 a, wv), idx)
+                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow))
+    return _finish(ib, func)
+
+
+def _weight_pair(w: tirx.Buffer, ch: Expr, ry: int, rx: Expr, kh: int, nl: int) -> Expr:
+    """(w[ch, ry, rx], w[ch, ry + 1, rx]) as int16 pairs, nl times (0 past the last row)."""
+    lo = tirx.BufferLoad(w, [ch, ry, rx])
+    hi = tirx.BufferLoad(w, [ch, ry + 1, rx]) if ry + 1 < kh else tirx.const(0, "int32")
+    word = tirx.bitwise_or(tirx.bitwise_and(lo, tirx.const(0xFFFF, "int32")),
+                           tirx.shift_left(hi, tirx.const(16, "int32")))
+    return tirx.reinterpret(f"int16x{2 * nl}", tirx.Broadcast(word, nl))
+
+
+def _row_pairs(plane: tirx.Buffer, geo: tuple, ph: int, step: int) -> tirx.Buffer:
+    """Q[i, p, j, 2] (flat, int16) = (P[i, p, j], P[i + 1, p, j]) for rows i < ph of the
+    plane P (which has ph + 1 rows): the two taps of rows i and i + 1 at one column are
+    adjacent, so one 2nl-lane load feeds nl pair dot products. Only rows i that are
+    multiples of `step` (2 for an even row stride: pairs start at y * sh + 2k)."""
+    _, sw, pws = geo
+    row = sw * pws
+    pairs = T.alloc_buffer((ph * row * 2,), "int16")
+    if row >= DEINTERLEAVE:
+        with T.grid(-(-ph // step), -(-row // DEINTERLEAVE)) as (ii, jb):
+            i = ii * step
+            j = tirx.min(jb * DEINTERLEAVE, row - DEINTERLEAVE)
+            top = _vec(plane, [i * row + j], DEINTERLEAVE)
+            low = _vec(plane, [(i + 1) * row + j], DEINTERLEAVE)
+            both = tirx.Shuffle([top, low], [tirx.const(k // 2 + k % 2 * DEINTERLEAVE, "int32")
+                                             for k in range(2 * DEINTERLEAVE)])
+            T.buffer_store(pairs, both, [tirx.Ramp((i * row + j) * 2, 1, 2 * DEINTERLEAVE)])
+    else:
+        with T.grid(-(-ph // step), row) as (ii, j):
+            i = ii * step
+            T.buffer_store(pairs, tirx.BufferLoad(plane, [i * row + j]), [(i * row + j) * 2])
+            T.buffer_store(pairs, tirx.BufferLoad(plane, [(i + 1) * row + j]),
+                           [(i * row + j) * 2 + 1])
+    return pairs
