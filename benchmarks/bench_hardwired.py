@@ -313,7 +313,27 @@ def run(args: argparse.Namespace) -> dict:
         sizes = [s for s in args.scale if s <= 256] if args.quick else args.scale
         result["scale"] = hardwired_scale.study(sizes, say, args.scale_styles,
                                                 args.build_upto)
+    out = getattr(args, "out_dir", None)
+    previous = out / "hardwired.json" if out is not None else None
+    if previous is not None and previous.is_file():
+        result = merge(result, json.loads(previous.read_text()), args.no_matrices)
     return result
+
+
+def merge(result: dict, previous: dict, no_matrices: bool) -> dict:
+    """`result` over the results file it replaces: a run without the matrix part keeps the
+    previous matrices, and scale rows not measured again (layer size and style) are kept,
+    so that runs of a few sizes at a time build up the whole scale table."""
+    merged = dict(result)
+    if no_matrices and previous.get("matrices"):
+        for key in ("matrices", "matrices_da4ml_traced", "matrices_note", "part_nodes"):
+            if key in previous:
+                merged[key] = previous[key]
+    if "scale" in result and previous.get("scale"):
+        done = {(r["n"], r["style"]) for r in result["scale"]}
+        kept = [r for r in previous["scale"] if (r["n"], r["style"]) not in done]
+        merged["scale"] = sorted(kept + result["scale"], key=lambda r: (r["style"], r["n"]))
+    return merged
 
 
 def _cell(row: dict, key: str) -> str:

@@ -59,3 +59,20 @@ def test_both_designs_compute_the_product_in_yosys(tmp_path, rng: np.random.Gene
         assert bh.computes_product(dfiles, "datop", wd, stats["out_widths"],
                                    in_bits=stats["in_bits"],
                                    out_frac=stats["out_fractional_bits"])
+
+
+def test_a_partial_run_keeps_the_rest_of_the_results() -> None:
+    """A scale-only run of a few sizes replaces those rows and keeps the previous matrices
+    and the rows it did not measure: the table grows to 1024x1024 a size at a time."""
+    old = {"machine": {"load": 9}, "part_nodes": 8, "matrices": [{"matrix": "m"}],
+           "matrices_note": "n",
+           "scale": [{"n": 64, "style": "csd", "v": 1}, {"n": 512, "style": "csd", "v": 1},
+                     {"n": 64, "style": "grouped/bitserial", "v": 1}]}
+    new = {"machine": {"load": 1}, "part_nodes": 8, "matrices": [],
+           "scale": [{"n": 1024, "style": "csd", "v": 2}, {"n": 512, "style": "csd", "v": 2}]}
+    got = bh.merge(new, old, no_matrices=True)
+    assert got["matrices"] == [{"matrix": "m"}] and got["matrices_note"] == "n"
+    assert got["machine"] == {"load": 1}
+    assert [(r["style"], r["n"], r["v"]) for r in got["scale"]] == [
+        ("csd", 64, 1), ("csd", 512, 2), ("csd", 1024, 2), ("grouped/bitserial", 64, 1)]
+    assert bh.merge(new, old, no_matrices=False)["matrices"] == []
