@@ -70,7 +70,8 @@ def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False) -> tirx.
                                  nl).astype(f"int32x{nl}")
                         idx = [0, tirx.Ramp(v * nl, 1, nl)]
                         T.buffer_store(acc, tirx.BufferLoad(acc, idx) + a * wv, idx)
-                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow))
+                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow),
+                            spill=True)
     return _finish(ib, func)
 
 
@@ -161,7 +162,8 @@ def _pairs_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
                             T.buffer_store(acc, tirx.BufferLoad(acc, idx) + tirx.
                                            call_llvm_pure_intrin(f"int32x{nl}", PMADDWD[nl],
                                                                  a, wv), idx)
-                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow))
+                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow),
+                            spill=True)
     return _finish(ib, func)
 
 

@@ -383,10 +383,12 @@ def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int, sw: int = 1) -> 
 
 
 def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
-                sizes: tuple) -> None:
+                sizes: tuple, spill: bool = False) -> None:
     """Write one tile NCHW: channel o0 + k, columns col0 + v * nl + j: whole vectors where
     the row has them, element by element at its end; a staged tile goes back into `acc`,
-    then through `_finish_tile`."""
+    then through `_finish_tile`. `spill` (a kernel that writes each channel's rows in
+    order, in one thread): a row's partial last vector is stored whole where its extra
+    lanes land inside the channel's later rows (rewritten after), not element by element."""
     b, o0, y, col0 = at
     ocb, xv, nl, ow = sizes
     with T.unroll(0, ocb) as k, T.unroll(0, xv) as v:
@@ -422,6 +424,10 @@ def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
 
         if ow % nl == 0 or epi.staged:  # a staged tile has room for whole vectors
             store_vector()
+        elif epi.vec and spill:
+            oh = _shape(out)[2]
+            _store_tail(start, nl, ow, store_vector, copy, requantize_in_tile,
+                        fits=(y * ow + start + nl <= oh * ow))
         elif epi.vec:  # the partial vector requantised whole, then copied element-wise
             _store_tail(start, nl, ow, store_vector, copy, requantize_in_tile)
         else:
@@ -479,10 +485,11 @@ def _finish_tile(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, tile: tuple
 
 
 def _store_tail(start: Expr, nl: int, ow: int, whole: Callable, store: Callable,
-                prepare: Callable | None = None) -> None:
-    """A vector of a row whose width is not a multiple of nl: whole when it fits, else
-    `prepare()` (if given) and then store(j) for each column inside the row."""
-    with T.If(start + nl <= ow):
+                prepare: Callable | None = None, fits: Expr | None = None) -> None:
+    """A vector of a row whose width is not a multiple of nl: whole when it fits (or where
+    `fits`), else `prepare()` (if given) and then store(j) for each column inside the row."""
+    cond = start + nl <= ow
+    with T.If(cond if fits is None else tirx.any(cond, fits)):
         with T.Then():
             whole()
         with T.Else():
