@@ -17,7 +17,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from backends.tvm import lower, schedules, weights
+from backends.tvm import lower, parallel_build, schedules, weights
 from backends.tvm import target as targets
 from backends.tvm.dedupe import dedupe
 from backends.tvm.schedules import cpu as cpu_rules
@@ -55,10 +55,14 @@ def tir_config(target: tvm.target.Target) -> dict:
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target, out: Path) -> None:
-    """Compile a scheduled module and export it as out/model.so."""
+    """Compile a scheduled module and export it as out/model.so (cpu: the kernels built in
+    parts on threads, `parallel_build`)."""
     try:
-        with tvm.transform.PassContext(opt_level=3, config=tir_config(target)):
-            ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
+        if target.kind.name == "llvm":
+            ex = parallel_build.compile_parts(mod, target, vm_passes(), tir_config(target))
+        else:
+            with tvm.transform.PassContext(opt_level=3, config=tir_config(target)):
+                ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
         ex.export_library(str(out / LIBRARY))
     except Exception as e:  # TVM's report ends with the line that says what failed
         raise EtchError(f"the TVM backend cannot compile the model: {error_line(e)}") from e
