@@ -191,21 +191,33 @@ def rtn_output(m: np.ndarray, h: np.ndarray, scheme: Scheme,
     return requantise(m, s, z, scheme, 1, cg), s, z
 
 
+OUTPUT_CHUNK = 1 << 22  # elements of the stacked deltas multiplied by H at once (32 MB)
+
+
 def _block_output_fit(b: np.ndarray, h: np.ndarray, scheme: Scheme,
                       g: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-row (scale, zero) of b [N, E] with the least d H d^T (h [g, E, E]): the first
-    ratio of the grid with the least error."""
+    ratio of the grid with the least error. The deltas of several ratios are stacked and
+    multiplied by H as one product ([R N/g, E] x [E, E] per group, up to OUTPUT_CHUNK
+    elements): one large product instead of one per ratio (11 at 8 bits, 36 below), which
+    BLAS runs several times faster per flop on short layers (32 x 1152: 0.38 -> 0.07 s)."""
+    grid = ratios(scheme)
+    n, e = b.shape
+    step = max(1, OUTPUT_CHUNK // max(b.size, 1))
     best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    for r in ratios(scheme):
-        s, z = _candidate(b, r, scheme)
-        dg = _deltas(b, s, z, scheme).reshape(g, -1, b.shape[1])
-        e = np.einsum("gpk,gpk->gp", dg @ h, dg).reshape(-1)
-        if best is None:
-            best = (s, z, e)
-            continue
-        better = e < best[2]
-        best = (np.where(better, s, best[0]), np.where(better, z, best[1]),
-                np.minimum(e, best[2]))
+    for i in range(0, len(grid), step):
+        cands = [_candidate(b, r, scheme) for r in grid[i:i + step]]
+        d = np.stack([_deltas(b, s, z, scheme) for s, z in cands])  # [R, N, E]
+        dg = d.reshape(len(cands), g, n // g, e).transpose(1, 0, 2, 3).reshape(g, -1, e)
+        errs = np.einsum("gpk,gpk->gp", dg @ h, dg).reshape(g, len(cands), n // g)
+        errs = errs.transpose(1, 0, 2).reshape(len(cands), n)
+        for (s, z), err in zip(cands, errs):
+            if best is None:
+                best = (s, z, err)
+                continue
+            better = err < best[2]
+            best = (np.where(better, s, best[0]), np.where(better, z, best[1]),
+                    np.minimum(err, best[2]))
     assert best is not None
     return best[0], best[1]
 
