@@ -25,11 +25,11 @@ instead of 2.5 bits per 2-bit weight at group 32.
 
 Where a look-up kernel loses or cannot run, the layer keeps its etch.Dequant and the
 dequantising kernel runs it; the report says why: more rows than the target's row limit
-(`ISAS`: a look-up costs the same for every row, so past some batch (prefill) a dense
-kernel wins; the limit is where `etch bench lut` measured the look-up kernel ahead), 5-8-bit
-codes, scales that vary along K weight by weight (AdaDim), a scale block
-that is not a multiple of 8, a Gemm with transA, a Conv other than a plain 1x1 (im2col of a
-k x k conv has a row per output pixel, always past the row threshold).
+(`ISAS`: where the look-up kernel was not measured ahead past some batch; on x86 both
+kernels' times grow linearly with the rows and the look-up kernel was ahead at every batch
+measured, so there is none), 5-8-bit codes, scales that vary along K weight by weight
+(AdaDim), a scale block that is not a multiple of 8, a Gemm with transA, a Conv other than
+a plain 1x1 (no im2col form of the look-up kernel).
 
 Report: `graph.metadata["etch.lut"]` (JSON), one entry per layer with its kernel, reason,
 layout, table mode, rows, K, N and bits; `explain` renders it for `etch compile --explain`.
@@ -56,15 +56,18 @@ from passes.quantizer import SUPER_BLOCK, U8_MAX
 
 MAX_TBLOCK = 64
 # isa -> (vector bytes, rows up to which the look-up kernel is chosen over the dequantising
-# one). AVX-512: the look-up kernel's register tile takes 4 rows and every row's tables stay
-# in L2, so its time grows with the rows as the dequantising kernel's does: at 64, 128,
-# 256 and 512 rows (4096x4096, one thread, CPU time, Zen 4) it was 3.0x (2-bit) and 1.9-2.0x
-# (4-bit) ahead; up to 256 rows it is chosen, past them (prefill) the dense path. AVX2:
-# measured ahead at 1-64 rows (the 256-bit layouts, an earlier run); 64. Elsewhere (not
-# measured): 16. avx512vbmi: AVX-512BW with VBMI's vpermb (64-entry tables: the 1- and
-# 3-bit layouts).
-ISAS = {"avx512vbmi": (64, 256), "avx512": (64, 256), "avx2": (32, 64), "neon": (16, 16),
+# one; None: every batch). x86: the look-up kernel's register tile takes up to 4 rows and
+# its time grows about linearly with the rows (faster past ~2048 rows, where the rows'
+# tables outgrow the caches), as the dequantising kernel's does. 4096x4096, one thread, CPU
+# time, Zen 4, interleaved, load 6-8: AVX-512 2.7-2.8x (2-bit) and 1.95-2.1x (4-bit) ahead
+# at 256-2048 rows, 2.2x / 1.9x at 4096; AVX2 (built for znver3) 2.3-2.6x (2-bit) and
+# 1.3-1.65x (4-bit) ahead at 64-2048 rows. No crossover measured: no row limit.
+# Elsewhere (not measured): 16. avx512vbmi: AVX-512BW with VBMI's vpermb (64-entry tables:
+# the 1- and 3-bit layouts).
+ISAS = {"avx512vbmi": (64, None), "avx512": (64, None), "avx2": (32, None), "neon": (16, 16),
         "cuda": (32, 16), "generic": (16, 16)}
+# isa -> the most rows the look-up kernel was measured ahead at, where it has no row limit
+MEASURED_ROWS = {"avx512vbmi": 4096, "avx512": 4096, "avx2": 2048}
 INSTRUCTION = {"avx512vbmi": "vpshufb zmm", "avx512": "vpshufb zmm", "avx2": "vpshufb ymm",
                "neon": "tbl v.16b", "cuda": "shared-memory tables",
                "generic": "portable loops"}
@@ -93,7 +96,8 @@ class LutTarget:
         return PREFETCH.get(self.isa, 0)
 
     @property
-    def rows(self) -> int:
+    def rows(self) -> int | None:
+        """Rows up to which the look-up kernel is chosen (None: every batch)."""
         return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
 
     def layout(self, bits: int, n: int, table: str = "int8", tblock: int = 8) -> LutLayout:
@@ -175,8 +179,7 @@ def _shape_reason(graph: Graph, site: Site) -> str | None:
             not any(int(p) for p in a.get("pads", [0])) and a.get("auto_pad", "NOTSET") in (
                 "NOTSET", "VALID")
         if not plain:
-            return "a Conv other than a plain 1x1 (im2col rows: one per output pixel, past " \
-                   "the row threshold)"
+            return "a Conv other than a plain 1x1 (no im2col form of the look-up kernel)"
     return None
 
 
@@ -216,7 +219,7 @@ class LutLowering(Pass):
         entry = {"layer": site.node.name, "op": site.node.op, "rows": site.rows,
                  "kernel": "dequant", "table": self.table, "isa": self.target.isa}
         reason = _shape_reason(graph, site)
-        lw = None
+        lw, limit = None, self.target.rows
         if reason is None:
             got = lut_weight(graph, site.dq, site.k_axis)
             reason, lw = (got, None) if isinstance(got, str) else (None, got)
@@ -224,10 +227,14 @@ class LutLowering(Pass):
             entry.update({"k": lw.k, "n": lw.n, "bits": lw.bits, "group": lw.group})
             if lw.group < lw.k and lw.group % 8:
                 reason = f"scale block of {lw.group} is not a multiple of 8"
-            elif site.rows > self.target.rows:
-                reason = f"{site.rows} rows > {self.target.rows} ({self.target.isa}): past " \
+            elif limit is not None and site.rows > limit:
+                reason = f"{site.rows} rows > {limit} ({self.target.isa}): past " \
                          f"the batch where the look-up kernel was measured to win"
-        entry["reason"] = reason or f"{site.rows} rows <= {self.target.rows}"
+        entry["reason"] = reason or (f"{site.rows} rows <= {limit}" if limit is not None else
+                                     f"{site.rows} rows: no row limit on {self.target.isa} "
+                                     f"(the look-up kernel measured ahead of the dequantising "
+                                     f"one at every batch tried, up to "
+                                     f"{MEASURED_ROWS[self.target.isa]} rows)")
         return entry, (lw if reason is None else None)
 
     def _rewrite(self, graph: Graph, site: Site, lw: LutWeight,

@@ -126,8 +126,8 @@ def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, gr
 
 @pytest.mark.parametrize("isa", HOST_ISAS)
 def test_batches_up_to_the_row_limit_bit_exact(isa: str) -> None:
-    """Row counts up to where the pass picks the look-up kernel (256 on AVX-512), odd ones
-    (register tiles of 1-3 rows) among them."""
+    """Batches of 67-256 rows (the pass picks the look-up kernel at every batch on x86),
+    odd ones (register tiles of 1-3 rows) among them."""
     rng = np.random.default_rng(3)
     cases = [make_case(kind, m, 96, 70, 32, "int8", rng, False,
                        _target_layout(isa, bits_of(kind), 70, "int8"), "uint8")
