@@ -83,8 +83,12 @@ def _plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple
     h, wd = _shape(x)[2:]
     ph, sw, pws = geo
     top, left = (int(v) for v in func.attrs["etch.pad"])
+    cols = min(wd, sw * pws - left)
+    # rows shorter than a vector, stride 1: each row copied as one vector (its extra
+    # lanes read the next input row, land in the right padding and are zeroed again)
+    short = sw == 1 and cols < DEINTERLEAVE and left + DEINTERLEAVE <= pws
     size = ph * sw * pws
-    pad = T.alloc_buffer((size,), "int16")
+    pad = T.alloc_buffer((size + (DEINTERLEAVE if short else 0),), "int16")
 
     def at(i: Expr, p: Expr, j: Expr) -> Expr:
         return (i * sw + p) * pws + j
@@ -94,11 +98,14 @@ def _plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple
                        [tirx.Ramp(t * 16, 1, 16)])
     with T.serial(size // 16 * 16, size) as t:
         T.buffer_store(pad, tirx.const(0, "int16"), [t])
-    rows, cols = min(h, ph - top), min(wd, sw * pws - left)
+    rows = min(h, ph - top)
     zero = tirx.const(_attr(func, "x_zero"), "int16")
     width = sw * DEINTERLEAVE
     # whole blocks, the last one moved back to end near the row's end (a multiple of sw:
     # it rewrites some columns with the same values), then < sw columns one by one
+    if short:
+        _short_rows(x, pad, (b, ch, rows, cols), zero, lambda i: at(i + top, 0, left))
+        return pad, at
     blocks = -(-cols // width) if cols >= width else 0
     last = (cols - width) // sw * sw
     done = last + width if blocks else 0
@@ -110,6 +117,29 @@ def _plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple
         value = tirx.BufferLoad(x, [b, ch, i, j0 + done]).astype("int16") - zero
         T.buffer_store(pad, value, [at(i + top, jj % sw, jj // sw)])
     return pad, at
+
+
+def _short_rows(x: tirx.Buffer, pad: tirx.Buffer, src: tuple, zero: Expr,
+                start: Callable[[Expr], Expr]) -> None:
+    """Rows of cols < DEINTERLEAVE inputs (stride 1), in order: each one vector load (past
+    the row: the next input row) and store from start(i), then DEINTERLEAVE zeros from
+    start(i) + cols (the right padding again, and the next row's left padding and columns,
+    which its own copy rewrites); element by element where the load would pass the end of
+    the input."""
+    b, ch, rows, cols = src
+    c, h, wd = _shape(x)[1:]
+    total = _shape(x)[0] * c * h * wd
+    with T.serial(0, rows) as i, T.If(((b * c + ch) * h + i) * wd + DEINTERLEAVE <= total):
+        with T.Then():
+            row = tirx.BufferLoad(x, [b, ch, i, tirx.Ramp(0, 1, DEINTERLEAVE)])
+            T.buffer_store(pad, row.astype(f"int16x{DEINTERLEAVE}") -
+                           tirx.Broadcast(zero, DEINTERLEAVE),
+                           [tirx.Ramp(start(i), 1, DEINTERLEAVE)])
+            T.buffer_store(pad, tirx.Broadcast(tirx.const(0, "int16"), DEINTERLEAVE),
+                           [tirx.Ramp(start(i) + cols, 1, DEINTERLEAVE)])
+        with T.Else(), T.serial(0, cols) as j:
+            value = tirx.BufferLoad(x, [b, ch, i, j]).astype("int16") - zero
+            T.buffer_store(pad, value, [start(i) + j])
 
 
 def _deinterleave(x: tirx.Buffer, pad: tirx.Buffer, src: tuple, zero: Expr,
