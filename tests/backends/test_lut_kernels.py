@@ -140,6 +140,29 @@ def test_batches_up_to_the_row_limit_bit_exact(isa: str) -> None:
 
 
 @pytest.mark.parametrize("isa", HOST_ISAS)
+def test_two_level_scales_bit_exact(isa: str) -> None:
+    """uint8 x float16 scales (D times the uint8 scale in int32, d widened once per
+    super-block) with the zero term folded into the accumulators (uniform zero points) and
+    added after widening (per-block zero points, the 4-bit pair-summed layout), super-blocks
+    of 1-4 blocks ending mid-tile; zero scales among them."""
+    rng = np.random.default_rng(11)
+    cases = []
+    for kind, m, k, n, group, zero, sb in (("u2", 4, 256, 130, 32, True, 3),
+                                           ("s2", 1, 320, 64, 32, False, 4),
+                                           ("u1", 3, 128, 70, 16, True, 2),
+                                           ("ternary", 2, 96, 33, 16, False, 1),
+                                           ("u4", 5, 192, 50, 64, False, 2),
+                                           ("s3", 4, 128, 40, 32, False, 3)):
+        case = make_case(kind, m, k, n, group, "int8", rng, zero,
+                         _target_layout(isa, bits_of(kind), n, "int8"), "uint8", sb)
+        case["inputs"][2][:, ::3] = 0  # zero block scales: +0 where f32(D) * 0 is -0
+        cases.append(case)
+    graph, feeds = graph_of(cases)
+    got, _ = run_host(graph, feeds, MCPU[isa])
+    assert_bitexact(got, reference.run(graph, feeds))
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
 def test_float_tables_to_float_rounding(isa: str) -> None:
     graph, feeds = graph_of(fixed_cases(isa, "float"))
     got, rules = run_host(graph, feeds, MCPU[isa])

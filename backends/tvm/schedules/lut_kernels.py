@@ -8,7 +8,8 @@ the same order, so integer results (int8 tables) are bit-identical to the refere
   for float tables T itself and Z = sum of T[15]. Built at run time, inside the kernel.
 - `combine`: y = y + ((f32(D) * scale) * ls) with the product fenced
   (`llvm.arithmetic.fence`): TVM lets LLVM contract a * b + c into an FMA, which rounds once
-  where the reference rounds twice.
+  where the reference rounds twice. `combine_u8`: the same float32 for two-level scales
+  with one integer multiply.
 - `portable_kernel`: scalar look-ups for any target, parallel over column tiles. The x86
   (`lut_x86.py`) and NEON (`lut_neon.py`) kernels keep the same tables and combine and
   replace the look-up loop with vector table instructions.
@@ -247,18 +248,31 @@ def offset(spec: LutSpec, zero: tirx.Buffer | None, t: Expr, g: Expr, col: Expr,
     return base - two * z
 
 
-def combine(spec: LutSpec, acc: Expr, z: Expr, c: Expr, s: Expr, ls: Expr | None,
+def combine(spec: LutSpec, acc: Expr, z: Expr, c: Expr | None, s: Expr, ls: Expr | None,
             y: Expr) -> Expr:
-    """y + contribution of one block: int8 ((f32(A + c Z) * s) * ls), float (D * s) / 2."""
+    """y + contribution of one block: int8 ((f32(A + c Z) * s) * ls), float (D * s) / 2.
+    c None (int8): acc is D already (the tile started its accumulators at c Z)."""
     lanes = lanes_of(acc)
     ft = "float32" if lanes == 1 else f"float32x{lanes}"
     if spec.int8:
-        d = acc + c * (tirx.Broadcast(z, lanes) if lanes > 1 else z)
+        d = acc if c is None else acc + c * (tirx.Broadcast(z, lanes) if lanes > 1 else z)
         return y + fence(d.astype(ft) * s * (tirx.Broadcast(ls, lanes) if lanes > 1 else ls))
     zf = tirx.Broadcast(z, lanes) if lanes > 1 else z
     d = acc + c.astype(ft) * zf
     half = splat(0.5, "float32", lanes) if lanes > 1 else tirx.const(0.5, "float32")
     return y + d * s * half
+
+
+def combine_u8(acc: Expr, u8: Expr, d: Expr, ls: Expr, y: Expr) -> Expr:
+    """`combine` for int8 tables and two-level scales, acc = D (int32 lanes) with |D| 255 <
+    2^24: y + ((f32(D u8) * f32(d)) * ls). The same float32 as ((f32(D) * s) * ls), s =
+    f32(u8) * f32(d): s is exact, so f32(D) * s rounds the exact D u8 d once; D u8 is an
+    exact integer in float32, so f32(D u8) * f32(d) rounds the same real once (a zero scale
+    gives +0 for -0: y starts at +0 and x + (+-0) is the same for every x of it). One
+    integer multiply instead of converting the uint8 scale and multiplying it by d."""
+    lanes = lanes_of(acc)
+    prod = (acc * u8.astype(f"int32x{lanes}")).astype(f"float32x{lanes}")
+    return y + fence(prod * d * tirx.Broadcast(ls, lanes))
 
 
 # ---- the portable kernel ----------------------------------------------------------------------

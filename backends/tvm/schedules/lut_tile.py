@@ -3,11 +3,18 @@
 
 Parallel over column tiles; inside, register tiles of mb rows x nvb of the tile's vectors
 (as many as the vector registers hold as accumulators beside the temporaries). Per table
-block: int16 accumulators (zeroed), every byte position of the block (`plane` for each
+block: int16 accumulators, every byte position of the block (`plane` for each
 vector and plane vector: one weight load serves every row of the register tile, each row
 looking up its own table: the batched form), then `finish_block`: widen to int32, D = A +
 c Z, y += fence((f32(D) * scale) * ls). A lane's sum per block is at most
 kb_per_block * 127 * `lane_weight` (`fits_int16` checks it), so int16 never saturates.
+Where every column sums in one lane and the zero point is uniform (`folds_zero`), the
+accumulators start at c Z instead of 0 when that still fits int16 (`zero_term_fits`): no
+add after widening. Two-level scales (`int_scale`, where |D| 255 < 2^24): D times the
+uint8 scale in int32 (LLVM: vpmaddwd), then times d, which is widened to float32 once per
+super-block into a buffer (`widen_super`), not per block: the same float32 (`combine_u8`).
+2-bit 4096x4096 GEMV with u8 scales on Zen 4, one thread, CPU time, interleaved A/B (load
+6-7): 161.5-163.5 -> 144.7-151.9 us.
 
 Software prefetch (the node's `prefetch` bytes, chosen by the pass; 0: none): every byte
 position also hints the lines of its code slice `prefetch` bytes further along the tile's
@@ -31,9 +38,11 @@ from backends.tvm.schedules.lut_kernels import (
     LutSpec,
     Tables,
     combine,
+    combine_u8,
     offset,
     splat,
     tile_loop,
+    widen,
 )
 from compiler.ops.etch_lut import ENTRIES, G_ACT, TABLE_MAX
 
@@ -59,6 +68,29 @@ def fits_int16(spec: LutSpec) -> bool:
     if lay.slots > 1 and lay.chunk_slots > 1:
         return False  # no kernel pairs planes and chunks in one accumulator lane
     return spec.p.tblock // lay.k_per_byte * TABLE_MAX * lane_weight(spec) <= INT16_MAX
+
+
+def zero_term_fits(spec: LutSpec) -> bool:
+    """Whether a uniform zero point's block term c Z can start an int16 accumulator lane:
+    |c| times the largest |Z| (tblock / 4 chunks of 127) plus the look-ups' bound stays
+    within int16 (so every partial sum is the exact integer)."""
+    p, lay = spec.p, spec.p.layout
+    if not spec.int8 or spec.zero_input:
+        return False
+    c = abs(p.mu * ((1 << lay.bits) - 1) - 2 * p.zero)
+    looked = p.tblock // lay.k_per_byte * TABLE_MAX * lane_weight(spec)
+    return c * (p.tblock // G_ACT) * TABLE_MAX + looked <= INT16_MAX
+
+
+def d_bound(spec: LutSpec, folds_zero: bool) -> int:
+    """The largest |D| of a block (an int16 lane where the zero term is folded in)."""
+    p, lay = spec.p, spec.p.layout
+    if folds_zero:
+        return INT16_MAX
+    full = p.mu * ((1 << lay.bits) - 1)
+    c = abs(full - 2 * p.zero) if not spec.zero_input else max(abs(full), abs(full - 2 * 255))
+    looked = p.tblock // lay.k_per_byte * TABLE_MAX * lane_weight(spec)
+    return looked + c * (p.tblock // G_ACT) * TABLE_MAX
 
 
 def table16(tab: tirx.Buffer, start: Expr, lanes: int = ENTRIES) -> Expr:
@@ -107,6 +139,7 @@ class VectorTile:
     acc_lanes = ENTRIES
     acc_dtype = "int16"
     max_acc = 8  # accumulator vectors a register tile may hold
+    one_lane = False  # every column's sum in exactly one accumulator lane (`widened` widens)
 
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         self.spec, self.tb = spec, tb
@@ -118,6 +151,10 @@ class VectorTile:
         self.cols = lay.cols_per_vector
         self.chunks = spec.p.kp // G_ACT
         self.mb, self.nvb = self.register_tile()
+        self.folds_zero = self.one_lane and zero_term_fits(spec)
+        # two-level scales: D times the uint8 scale in int32, exact in float32 (`combine_u8`)
+        self.int_scale = spec.int8 and spec.p.two_level and \
+            d_bound(spec, self.folds_zero) * 255 < 1 << 24
         self.flat = {}
         if spec.p.prefetch:
             self.flat = {name: _flat(buf) for name, buf in (
@@ -139,6 +176,15 @@ class VectorTile:
     def add(self, acc: tirx.Buffer, r: Expr, v: Expr, a: int, part: Expr) -> None:
         idx = [self.acc_at(r, v, a)]
         T.buffer_store(acc, tirx.BufferLoad(acc, idx) + part, idx)
+
+    def acc_start(self, row: Expr, h: Expr) -> Expr:
+        """An accumulator's value at the start of block h: 0, or the block's zero-point
+        term c Z[row, h] where the tile folds it in (`folds_zero`)."""
+        if not self.folds_zero:
+            return splat(0, self.acc_dtype, self.acc_lanes)
+        c = offset(self.spec, None, 0, 0, 0, 1)
+        z = tirx.BufferLoad(self.tb.zs, [row * self.spec.p.blocks + h])
+        return tirx.Broadcast((c * z).astype(self.acc_dtype), self.acc_lanes)
 
     def table_at(self, row: Expr, kbyte: Expr) -> Expr:
         """Where the table of chunk 2 kbyte of `row` starts (chunk 2 kbyte + 1 follows)."""
@@ -197,6 +243,29 @@ class VectorTile:
     def widened(self, acc: tirx.Buffer, r: Expr, v: Expr) -> Expr:
         raise NotImplementedError
 
+    def _combine_u8(self, acc: tirx.Buffer, y: tirx.Buffer, at: tuple, idx: list) -> Expr:
+        """The block's contribution with two-level scales (`int_scale`: `combine_u8`)."""
+        spec = self.spec
+        t, g, r, v, col, zat = at
+        d = self.widened(acc, r, v)
+        if not self.folds_zero:
+            d = d + offset(spec, self.zero, t, g, col, self.cols) * tirx.Broadcast(
+                tirx.BufferLoad(self.tb.zs, [zat]), self.cols)
+        cols = tirx.Ramp(col, 1, self.cols)
+        return combine_u8(d, tirx.BufferLoad(self.args.scale, [t, g, cols]),
+                          tirx.BufferLoad(self.dsup, [cols]), tirx.BufferLoad(self.tb.ls, [zat]),
+                          tirx.BufferLoad(y, idx))
+
+    def widen_super(self, t: Expr, vb: Expr, h: Expr) -> None:
+        """At the first block of a super-block, its d of the register tile's columns as
+        float32 into `dsup` (converted once per super_block blocks, not per block)."""
+        p = self.spec.p
+        period = p.group // p.tblock * p.super_block
+        with T.If(h % period == 0), T.Then(), T.unroll(0, self.nvb) as v:
+            cols = tirx.Ramp((vb * self.nvb + v) * self.cols, 1, self.cols)
+            T.buffer_store(self.dsup, widen(tirx.BufferLoad(self.args.sup,
+                                                            [t, h // period, cols])), [cols])
+
     def finish_block(self, acc: tirx.Buffer, y: tirx.Buffer, at: tuple, h: Expr) -> None:
         spec, p = self.spec, self.spec.p
         cols, tc = self.cols, p.layout.tile_cols
@@ -206,11 +275,15 @@ class VectorTile:
             col = (vb * self.nvb + v) * cols
             at = (row0 + r) * p.blocks + h
             idx = [tirx.Ramp(r * tc + col, 1, cols)]
-            new = combine(spec, self.widened(acc, r, v), tirx.BufferLoad(self.tb.zs, [at]),
-                          offset(spec, self.zero, t, g, col, cols),
-                          self.args.scale_at(spec, t, g, tirx.Ramp(col, 1, cols)),
-                          None if self.tb.ls is None else tirx.BufferLoad(self.tb.ls, [at]),
-                          tirx.BufferLoad(y, idx))
+            if self.int_scale:
+                new = self._combine_u8(acc, y, (t, g, r, v, col, at), idx)
+            else:
+                new = combine(spec, self.widened(acc, r, v), tirx.BufferLoad(self.tb.zs, [at]),
+                              None if self.folds_zero else offset(spec, self.zero, t, g, col,
+                                                                  cols),
+                              self.args.scale_at(spec, t, g, tirx.Ramp(col, 1, cols)),
+                              None if self.tb.ls is None else tirx.BufferLoad(self.tb.ls, [at]),
+                              tirx.BufferLoad(y, idx))
             T.buffer_store(y, new, idx)
 
 
@@ -223,15 +296,19 @@ def vector_body(spec: LutSpec, tile: VectorTile) -> None:
     with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m // mb) as rb:
         row0 = rb * mb
         y = T.alloc_buffer((mb * tc,), "float32")
+        if tile.int_scale:
+            tile.dsup = T.alloc_buffer((tc,), "float32")
         with T.serial(0, mb * tc // 8) as i:
             T.buffer_store(y, splat(0.0, "float32", 8), [tirx.Ramp(i * 8, 1, 8)])
         with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, p.blocks) as h:
             acc = T.alloc_buffer((acc_len,), tile.acc_dtype)
             with T.unroll(0, acc_len // tile.acc_lanes) as i:
-                T.buffer_store(acc, splat(0, tile.acc_dtype, tile.acc_lanes),
+                T.buffer_store(acc, tile.acc_start(row0 + i // (tile.nvb * tile.nacc), h),
                                [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
             if tile.flat:
                 tile.prefetch_params(t, vb, h)
+            if tile.int_scale:
+                tile.widen_super(t, vb, h)
             with T.unroll(0, kb_per) as kb:
                 tile.step(acc, (t, row0, vb), h * kb_per + kb)
             tile.finish_block(acc, y, (t, row0, vb), h)

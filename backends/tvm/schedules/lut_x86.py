@@ -85,6 +85,7 @@ class X86Tile(VectorTile):
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         v = spec.p.layout.vector_bytes
         self.nacc = 2 if spec.p.layout.slots == 1 else 1
+        self.one_lane = spec.p.layout.slots < 4  # slots 4: vpmaddwd adds a lane pair
         self.acc_lanes = v // 2
         self.max_acc = MAX_ACC[v]
         super().__init__(spec, bufs, tb)
@@ -136,6 +137,7 @@ class X86PermTile(VectorTile):
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         v = spec.p.layout.vector_bytes
         self.nacc, self.acc_lanes, self.max_acc = 1, v // 2, MAX_ACC[v]
+        self.one_lane = True
         super().__init__(spec, bufs, tb)
 
     def table_at(self, row: Expr, kbyte: Expr) -> Expr:
