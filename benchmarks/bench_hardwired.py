@@ -316,20 +316,30 @@ def run(args: argparse.Namespace) -> dict:
     out = getattr(args, "out_dir", None)
     previous = out / "hardwired.json" if out is not None else None
     if previous is not None and previous.is_file():
-        result = merge(result, json.loads(previous.read_text()), args.no_matrices)
+        result = merge(result, json.loads(previous.read_text()), args.no_matrices,
+                       args.only)
     return result
 
 
-def merge(result: dict, previous: dict, no_matrices: bool) -> dict:
+def merge(result: dict, previous: dict, no_matrices: bool, only: list[str] | None = None) -> dict:
     """`result` over the results file it replaces: a run without the matrix part keeps the
-    previous matrices, and scale rows not measured again (layer size and style) are kept,
-    so that runs of a few sizes at a time build up the whole scale table."""
+    previous matrices, an `--only` run replaces just the matrices it measured (by label), a
+    run without the scale study keeps the previous scale rows, and scale rows not measured
+    again (layer size and style) are kept, so that runs of a few sizes at a time build up the
+    whole scale table."""
     merged = dict(result)
-    if no_matrices and previous.get("matrices"):
+    if (no_matrices or only) and previous.get("matrices"):
         for key in ("matrices", "matrices_da4ml_traced", "matrices_note", "part_nodes"):
             if key in previous:
                 merged[key] = previous[key]
-    if "scale" in result and previous.get("scale"):
+        if only:
+            new = {r["matrix"]: r for r in result["matrices"]}
+            rows = [new.pop(r["matrix"], r) for r in previous["matrices"]]
+            merged["matrices"] = rows + list(new.values())
+            merged["part_nodes"] = result["part_nodes"]
+    if "scale" not in result and previous.get("scale"):
+        merged["scale"] = previous["scale"]
+    elif "scale" in result and previous.get("scale"):
         done = {(r["n"], r["style"]) for r in result["scale"]}
         kept = [r for r in previous["scale"] if (r["n"], r["style"]) not in done]
         merged["scale"] = sorted(kept + result["scale"], key=lambda r: (r["style"], r["n"]))

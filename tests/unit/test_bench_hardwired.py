@@ -76,3 +76,20 @@ def test_a_partial_run_keeps_the_rest_of_the_results() -> None:
     assert [(r["style"], r["n"], r["v"]) for r in got["scale"]] == [
         ("csd", 64, 1), ("csd", 512, 2), ("csd", 1024, 2), ("grouped/bitserial", 64, 1)]
     assert bh.merge(new, old, no_matrices=False)["matrices"] == []
+
+
+def test_a_matrix_run_keeps_the_scale_study_and_only_replaces_its_rows() -> None:
+    """A matrix run without the scale study keeps the previous scale rows; an `--only` run
+    replaces the matrices it measured, in their place, and keeps the others."""
+    old = {"machine": {"load": 9}, "part_nodes": 8,
+           "matrices": [{"matrix": "a", "v": 1}, {"matrix": "b", "v": 1}],
+           "scale": [{"n": 1024, "style": "csd", "v": 1}]}
+    full = {"machine": {"load": 1}, "part_nodes": 8, "matrices": [{"matrix": "a", "v": 2}]}
+    got = bh.merge(full, old, no_matrices=False)
+    assert got["matrices"] == [{"matrix": "a", "v": 2}]
+    assert got["scale"] == [{"n": 1024, "style": "csd", "v": 1}]
+    part = {"machine": {"load": 1}, "part_nodes": 8,
+            "matrices": [{"matrix": "b", "v": 2}, {"matrix": "c", "v": 2}]}
+    got = bh.merge(part, old, no_matrices=False, only=["b", "c"])
+    assert [(r["matrix"], r["v"]) for r in got["matrices"]] == [("a", 1), ("b", 2), ("c", 2)]
+    assert got["scale"] == old["scale"]
