@@ -115,8 +115,10 @@ def lut_target(opts: CompileOptions) -> LutTarget:
         features = set(info.features)
         wide = "avx512bw" in features and info.vector_bits == 512
         vbmi = wide and "avx512vbmi" in features
-        return LutTarget("avx512vbmi" if vbmi else "avx512" if wide else "avx2" if "avx2" in
-                         features else "neon" if "neon" in features else "generic")
+        vnni = vbmi and "avx512vnni" in features
+        return LutTarget("avx512vnni" if vnni else "avx512vbmi" if vbmi else "avx512" if wide
+                         else "avx2" if "avx2" in features else "neon" if "neon" in features
+                         else "generic")
     return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 
 

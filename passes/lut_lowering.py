@@ -63,21 +63,24 @@ MAX_TBLOCK = 64
 # at 256-2048 rows, 2.2x / 1.9x at 4096; AVX2 (built for znver3) 2.3-2.6x (2-bit) and
 # 1.3-1.65x (4-bit) ahead at 64-2048 rows. No crossover measured: no row limit.
 # Elsewhere (not measured): 16. avx512vbmi: AVX-512BW with VBMI's vpermb (64-entry tables:
-# the 1- and 3-bit layouts).
-ISAS = {"avx512vbmi": (64, None), "avx512": (64, None), "avx2": (32, None), "neon": (16, 16),
-        "cuda": (32, 16), "generic": (16, 16)}
+# the 1- and 3-bit layouts); avx512vnni: VBMI and VNNI's vpdpbusd (Ice Lake, Zen 4: the 1-
+# and 3-bit layouts add a column's four chunk-pair bytes in one int32 lane).
+ISAS = {"avx512vnni": (64, None), "avx512vbmi": (64, None), "avx512": (64, None),
+        "avx2": (32, None), "neon": (16, 16), "cuda": (32, 16), "generic": (16, 16)}
 # isa -> the most rows the look-up kernel was measured ahead at, where it has no row limit
-MEASURED_ROWS = {"avx512vbmi": 4096, "avx512": 4096, "avx2": 2048}
-INSTRUCTION = {"avx512vbmi": "vpshufb zmm", "avx512": "vpshufb zmm", "avx2": "vpshufb ymm",
-               "neon": "tbl v.16b", "cuda": "shared-memory tables",
-               "generic": "portable loops"}
-X86 = ("avx512vbmi", "avx512", "avx2")
+MEASURED_ROWS = {"avx512vnni": 4096, "avx512vbmi": 4096, "avx512": 4096, "avx2": 2048}
+INSTRUCTION = {"avx512vnni": "vpshufb zmm", "avx512vbmi": "vpshufb zmm",
+               "avx512": "vpshufb zmm", "avx2": "vpshufb ymm", "neon": "tbl v.16b",
+               "cuda": "shared-memory tables", "generic": "portable loops"}
+X86 = ("avx512vnni", "avx512vbmi", "avx512", "avx2")
+VBMI = ("avx512vnni", "avx512vbmi")
+DOT_BITS = (1, 2, 3, 4)
 # isa -> bytes ahead the kernel prefetches its codes and block parameters into L2. A GEMV
 # streams its weights once and the hardware streamers stop at each 4 KiB page; 8 KiB ahead
 # (two pages) took the cold 2-bit 4096x4096 GEMV from 40-44% to 64-67% of the streaming
 # read on CPU time (AVX-512 Zen 4, 34 GB/s stream, load 3-4). CUDA stages tables, not
 # codes; the portable loops take no hint.
-PREFETCH = {"avx512vbmi": 8192, "avx512": 8192, "avx2": 8192, "neon": 8192}
+PREFETCH = {"avx512vnni": 8192, "avx512vbmi": 8192, "avx512": 8192, "avx2": 8192, "neon": 8192}
 
 
 @dataclass(frozen=True)
@@ -105,17 +108,24 @@ class LutTarget:
         bits: 2 slots, 4 bits: 4; vpmaddubsw weighs a pair), one plane per vector for 1 and
         3 bits (no padding plane to stream) -- with VBMI and table blocks of 16 rows, two
         chunk pairs of a column in adjacent bytes (chunk_slots 2: vpermb reads four chunks'
-        tables, no unpacking); elsewhere, and for float tables (vpermps looks up 16 columns
-        of one plane), one plane per vector; tiles of up to 4 vectors, fewer for narrow N."""
+        tables, no unpacking) -- and with VNNI and table blocks of 32 rows, four (chunk_slots
+        4: a vpermb per nibble reads four chunks' tables, vpdpbusd adds the column's four
+        bytes into its int32 lane: no int16 step, no widening; tiles of up to 8 vectors,
+        the 128 columns of the other layouts); elsewhere, and for float tables (vpermps
+        looks up 16 columns of one plane), one plane per vector; tiles of up to 4 vectors,
+        fewer for narrow N."""
         v, chunk_slots = self.vector_bytes, 1
         if self.isa in X86 and table == "int8":
             slots, planes = {1: (1, 1), 2: (2, 1), 3: (1, 3), 4: (4, 1)}[bits]
-            if self.isa == "avx512vbmi" and slots == 1 and tblock % 16 == 0:
-                chunk_slots = 2
+            if self.isa == "avx512vnni" and tblock % 32 == 0 and bits in DOT_BITS:
+                slots, planes = 1, bits
+            if self.isa in VBMI and slots == 1 and tblock % 16 == 0:
+                chunk_slots = 4 if self.isa == "avx512vnni" and tblock % 32 == 0 else 2
         else:
             slots, planes = 1, bits
         per = v // (slots * chunk_slots)
-        nv = max(1, min(4 if self.isa != "cuda" else 1, -(-n // per)))
+        most = 1 if self.isa == "cuda" else 8 if chunk_slots == 4 else 4
+        nv = max(1, min(most, -(-n // per)))
         return LutLayout(bits, v, slots, planes, nv, chunk_slots)
 
 
@@ -262,7 +272,8 @@ class LutLowering(Pass):
             _rewrite_conv(graph, node, consts, attrs)
         else:
             _rewrite_linear(graph, node, consts, attrs)
-        instruction = "vpermb zmm" if layout.chunk_slots == 2 else INSTRUCTION[self.target.isa]
+        instruction = {2: "vpermb zmm", 4: "vpermb + vpdpbusd zmm"}.get(
+            layout.chunk_slots, INSTRUCTION[self.target.isa])
         scales = f"uint8 x float16/{SUPER_BLOCK}" if two is not None else attrs["scale_dtype"]
         return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
                 "scales": scales, "instruction": instruction,

@@ -30,7 +30,7 @@ so every bit-plane multiplies the activations by signs only:
 The codes arrive in the layout `LutLayout` records (chosen by passes/lut_lowering.py for the
 kernel's access pattern): w[t, kb, v, q, b] (uint8) holds, for column tile t (tile_cols
 columns), byte position kb, vector v of the tile and plane vector q, byte b of a
-`vector_bytes` vector. With e = chunk_slots (1 or 2) and r = b % (slots * e): column
+`vector_bytes` vector. With e = chunk_slots (1, 2 or 4) and r = b % (slots * e): column
 t * tile_cols + v * (vector_bytes / (slots * e)) + b // (slots * e), plane q * slots +
 r % slots, chunks 2 c and 2 c + 1 in the low and high nibble, c = kb * e + r // slots.
 "slots" 2 or 4 put the planes of one column in adjacent bytes (one x86 look-up serves every
@@ -38,7 +38,9 @@ plane, vpmaddubsw weighs them); slots 1 with plane_vectors = bits puts one plane
 (NEON tbl + widening adds). chunk_slots 2 puts two chunk pairs of one column in adjacent
 bytes (a byte position covers 16 rows of K: with AVX512-VBMI's 64-entry vpermb one look-up
 reads four chunks' tables and vpmaddubsw adds a column's pair in place, no unpacking: the
-1- and 3-bit layouts). Planes past `bits` and columns past N are zero nibbles / zero
+1- and 3-bit layouts); chunk_slots 4 puts four (a byte position covers 32 rows: the low
+nibbles' four chunk tables are one vpermb table and the high nibbles' another, and
+vpdpbusd adds a column's four bytes into its int32 lane). Planes past `bits` and columns past N are zero nibbles / zero
 scales.
 
 Inputs: x float32 [..., K]; w uint8 [N_p / tile_cols, K_p / 8, tile_vectors,
@@ -135,7 +137,7 @@ class LutLayout:
         ok = (1 <= self.bits <= 4 and self.vector_bytes in (16, 32, 64, 128)
               and self.slots in (1, 2, 4) and 1 <= self.plane_vectors <= 4
               and 1 <= self.tile_vectors <= 64 and self.planes >= self.bits
-              and self.planes <= 4 and self.chunk_slots in (1, 2)
+              and self.planes <= 4 and self.chunk_slots in (1, 2, 4)
               and self.bytes_per_col <= self.vector_bytes // 4)
         if not ok:
             raise EtchError(f"etch.LutGemm: layout {self.attrs()} is not a valid LUT layout")

@@ -39,13 +39,14 @@ from tests.lut_cases import KINDS, bits_of, graph_of, make_case
 FEATURES = host_features()  # as etch compile detects them
 X86 = platform.machine() in ("x86_64", "AMD64")
 # isa -> the mcpu its kernels are compiled for (runs where the host has the features)
-MCPU = {"avx512vbmi": "icelake-server", "avx512": "skylake-avx512", "avx2": "haswell",
+MCPU = {"avx512vnni": "icelake-server", "avx512vbmi": "icelake-server", "avx512": "skylake-avx512", "avx2": "haswell",
         "generic": "x86-64"}
-HOST_ISAS = ([isa for isa, feature in (("avx512vbmi", "avx512vbmi"), ("avx512", "avx512bw"),
-                                       ("avx2", "avx2")) if feature in FEATURES]
+HOST_ISAS = ([isa for isa, need in (("avx512vnni", {"avx512vbmi", "avx512vnni"}),
+                                    ("avx512vbmi", {"avx512vbmi"}), ("avx512", {"avx512bw"}),
+                                    ("avx2", {"avx2"})) if need <= FEATURES]
              if X86 else []) + (["generic"] if X86 else [])
 SCALES = ("float32", "float16", "uint8")
-RULE = {"avx512vbmi": "LutX86", "avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}
+RULE = {"avx512vnni": "LutX86", "avx512vbmi": "LutX86", "avx512": "LutX86", "avx2": "LutX86", "generic": "LutPortable"}
 
 
 def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
@@ -185,6 +186,8 @@ def _asm(graph: Graph, target_json: dict) -> str:
 
 
 @pytest.mark.parametrize("isa,mcpu,patterns", [
+    ("avx512vnni", "icelake-server", [r"vpermb\s+%zmm", r"vpdpbusd\s+%zmm", r"vpmaddwd\s+%zmm"]),
+    ("avx512vnni", "znver4", [r"vpermb\s+%zmm", r"vpdpbusd\s+%zmm", r"vpmaddwd\s+%zmm"]),
     ("avx512vbmi", "icelake-server", [r"vpshufb\s+%zmm", r"vpermb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
     ("avx512vbmi", "znver4", [r"vpshufb\s+%zmm", r"vpermb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
     ("avx512", "skylake-avx512", [r"vpshufb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
@@ -199,6 +202,43 @@ def test_x86_assembly_has_the_lookup(isa: str, mcpu: str, patterns: list[str]) -
     for pattern in patterns + [r"vcvtph2ps\s", r"prefetcht1\s"]:
         assert re.search(pattern, asm), pattern
     assert "__TVMBackendAllocWorkspace" in asm  # the tables, built in every call
+
+
+def _dot_cases() -> list[dict]:
+    """The chunk_slots 4 layouts (1-4 plane vectors, tiles of 1-8 vectors): uniform and
+    per-block zero points, float32, float16 and two-level scales, 1-5 rows (register tiles
+    of 1-4 rows), with and without prefetch; table blocks of 32 and 64 rows."""
+    rng = np.random.default_rng(5)
+    cases = []
+    for i, (kind, m, k, n, group, zero, nv) in enumerate((
+            ("u1", 1, 256, 200, 32, False, 8), ("binary", 3, 128, 70, 64, False, 2),
+            ("u2", 4, 192, 130, 32, True, 8), ("ternary", 2, 64, 33, 32, False, 1),
+            ("u3", 5, 128, 50, 64, True, 3), ("s4", 1, 96, 40, 32, False, 4),
+            ("u4", 2, 64, 16, 32, True, 8), ("s2", 1, 320, 64, 32, False, 4))):
+        bits = bits_of(kind)
+        case = make_case(kind, m, k, n, group, "int8", rng, zero,
+                         LutLayout(bits, 64, 1, bits, nv, 4), SCALES[i % 3], 1 + i % 3)
+        case["attrs"]["prefetch"] = 8192 * (i % 2)
+        cases.append(case)
+    return cases
+
+
+@pytest.mark.parametrize("mcpu,rule", [("icelake-server", "LutX86"), ("znver4", "LutX86"),
+                                       ("cannonlake", "LutPortable"), ("x86-64", "LutPortable")])
+def test_dot_layout_bit_exact(mcpu: str, rule: str) -> None:
+    """vpermb + vpdpbusd (chunk_slots 4: AVX-512 VBMI and VNNI) where the CPU has both, the
+    portable loops elsewhere (VBMI without VNNI, plain x86-64): bit-exact with the reference
+    (the tables stored even chunks first: `Tables.stored`); run where the host has the
+    instructions, else the assembly is checked."""
+    graph, feeds = graph_of(_dot_cases())
+    if not X86 or (rule == "LutX86" and not {"avx512vbmi", "avx512vnni"} <= FEATURES):
+        asm = _asm(graph, {"kind": "llvm", "mcpu": mcpu})
+        dot = re.search(r"vpdpbusd\s+%zmm", asm) and re.search(r"vpermb\s+%zmm", asm)
+        assert bool(dot) == (rule == "LutX86")
+        return
+    got, rules = run_host(graph, feeds, mcpu)
+    assert set(rules) == {rule}
+    assert_bitexact(got, reference.run(graph, feeds))
 
 
 @pytest.mark.parametrize("isa,mcpu,pattern", [

@@ -200,8 +200,28 @@ def test_vbmi_pairs_chunks_for_one_plane_layouts(isa: str, bits: int, tblock: in
     assert ("2 chunk pairs/column" in entry["layout"]) == paired
 
 
+@pytest.mark.parametrize("isa,bits,tblock,chunk_slots,planes", [
+    ("avx512vnni", 1, 32, 4, 1), ("avx512vnni", 2, 32, 4, 2), ("avx512vnni", 3, 64, 4, 3),
+    ("avx512vnni", 4, 32, 4, 4), ("avx512vnni", 1, 16, 2, 1), ("avx512vnni", 2, 16, 1, 1),
+    ("avx512vnni", 4, 8, 1, 1)])
+def test_vnni_puts_four_chunk_pairs_in_a_column_dword(isa: str, bits: int, tblock: int,
+                                                      chunk_slots: int, planes: int) -> None:
+    """With vpermb and vpdpbusd (VBMI + VNNI) and table blocks of 32 rows, every bit width
+    is one plane per vector with four chunk pairs of a column in its int32 lane (tiles of 8
+    vectors: 128 columns); with blocks of 16 rows, the VBMI layouts."""
+    lay = LutTarget(isa).layout(bits, 4096, "int8", tblock)
+    assert (lay.chunk_slots, lay.plane_vectors) == (chunk_slots, planes)
+    assert lay.tile_cols == 128 if chunk_slots == 4 else True
+    graph = compiled(matmul_model(2, 128, 64), bits=bits, group_size=32)
+    [entry] = report(LutLowering("int8", LutTarget(isa)).run(graph)[0])
+    assert entry["instruction"] == "vpermb + vpdpbusd zmm"
+    assert "4 chunk pairs/column" in entry["layout"]
+
+
 @pytest.mark.parametrize("mcpu, bits, isa", [
-    ("sapphirerapids", None, "avx512vbmi"), ("skylake-avx512", None, "avx512"),
+    ("sapphirerapids", None, "avx512vnni"), ("icelake-server", None, "avx512vnni"),
+    ("znver4", None, "avx512vnni"), ("cannonlake", None, "avx512vbmi"),
+    ("skylake-avx512", None, "avx512"),
     ("sapphirerapids", 256, "avx2"),
     ("znver3", None, "avx2"), ("generic", None, "generic")])
 def test_lut_target_follows_cpu_and_vector_bits(mcpu: str, bits: int | None, isa: str) -> None:

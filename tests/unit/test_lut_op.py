@@ -110,12 +110,12 @@ def test_int8_tables_relative_error_on_gaussian_activations() -> None:
 def test_layout_round_trip(v: int, slots: int, q: int, e: int, bits: int) -> None:
     rng = np.random.default_rng(bits)
     layout = LutLayout(bits, v, slots, q, 2, e)
-    u = rng.integers(0, 1 << bits, (48, 37)).astype(np.uint8)
+    u = rng.integers(0, 1 << bits, (96, 37)).astype(np.uint8)
     w = layout.pack(u)
-    assert w.shape == layout.shape(48, 37) and w.dtype == np.uint8
+    assert w.shape == layout.shape(96, 37) and w.dtype == np.uint8
     nib = layout.nibbles(w)
     planes = np.stack([(nib[:bits] >> t) & 1 for t in range(4)], axis=2)  # [b, K/4, 4, N]
-    u_back = (planes.reshape(bits, 48, -1).astype(np.int64)
+    u_back = (planes.reshape(bits, 96, -1).astype(np.int64)
               << np.arange(bits)[:, None, None]).sum(axis=0)
     np.testing.assert_array_equal(u_back[:, :37], u)
     assert not nib[bits:].any() and not u_back[:, 37:].any()

@@ -138,14 +138,24 @@ def fence(x: Expr) -> Expr:
 # ---- tables -----------------------------------------------------------------------------------
 @dataclass
 class Tables:
-    """Per row: tables tab [M * J * 16] (int8 or float32), ls [M * H], Z [M * H]."""
+    """Per row: tables tab [M * J * 16] (int8 or float32), ls [M * H], Z [M * H]. With
+    `paired` (the chunk_slots 4 layout) each group of 8 chunks is stored even chunks first,
+    then odd ones: the low nibbles' four tables are 64 adjacent bytes, the high nibbles'
+    the next 64 (`stored`)."""
 
     tab: tirx.Buffer
     ls: tirx.Buffer | None
     zs: tirx.Buffer
+    paired: bool = False
+
+    def stored(self, chunk: Expr) -> Expr:
+        """Where chunk's table is stored among its row's tables (in chunks)."""
+        if not self.paired:
+            return chunk
+        return chunk // 8 * 8 + chunk % 2 * 4 + chunk % 8 // 2
 
     def entry(self, row: Expr, chunk: Expr, idx: Expr, chunks: int) -> Expr:
-        return tirx.BufferLoad(self.tab, [(row * chunks + chunk) * ENTRIES + idx])
+        return tirx.BufferLoad(self.tab, [(row * chunks + self.stored(chunk)) * ENTRIES + idx])
 
 
 def _x_at(x: tirx.Buffer, row: Expr, k: Expr, k_real: int) -> Expr:
@@ -177,6 +187,7 @@ def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
     ls = T.alloc_buffer((spec.m * blocks,), "float32") if spec.int8 else None
     zs = T.alloc_buffer((spec.m * blocks,), "int32" if spec.int8 else "float32")
     loop = T.parallel if spec.m * p.kp >= 1 << 16 and spec.m * blocks > 1 else T.serial
+    paired = p.layout.chunk_slots == 4  # a block's chunks are a multiple of 8 (Params.check)
     with loop(0, spec.m * blocks) as mh:
         row, h = mh // blocks, mh % blocks
         raw = T.alloc_buffer((per * ENTRIES,), "float32")
@@ -189,10 +200,10 @@ def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
             T.buffer_store(amax, tirx.max(old, tirx.abs(tv)), [tirx.Ramp(0, 1, ENTRIES)])
         base = (row * chunks + h * per) * ENTRIES
         if spec.int8:
-            _quantise(raw, amax, Tables(tab, ls, zs), (mh, base, per))
+            _quantise(raw, amax, Tables(tab, ls, zs, paired), (mh, base, per))
         else:
-            _keep_float(raw, Tables(tab, ls, zs), (mh, base, per))
-    return Tables(tab, ls, zs)
+            _keep_float(raw, Tables(tab, ls, zs, paired), (mh, base, per))
+    return Tables(tab, ls, zs, paired)
 
 
 def _quantise(raw: tirx.Buffer, amax: tirx.Buffer, t: Tables, at: tuple) -> None:
@@ -214,8 +225,9 @@ def _quantise(raw: tirx.Buffer, amax: tirx.Buffer, t: Tables, at: tuple) -> None
         lim = float(TABLE_MAX)
         q = tirx.max(tirx.min(scaled, splat(lim, "float32", ENTRIES)),
                      splat(-lim, "float32", ENTRIES)).astype(f"int8x{ENTRIES}")
-        T.buffer_store(t.tab, q, [tirx.Ramp(base + jj * ENTRIES, 1, ENTRIES)])
-        top = tirx.BufferLoad(t.tab, [base + jj * ENTRIES + ENTRIES - 1]).astype("int32")
+        at = base + t.stored(jj) * ENTRIES
+        T.buffer_store(t.tab, q, [tirx.Ramp(at, 1, ENTRIES)])
+        top = tirx.BufferLoad(t.tab, [at + ENTRIES - 1]).astype("int32")
         T.buffer_store(zsum, tirx.BufferLoad(zsum, [0]) + top, [0])
     T.buffer_store(t.zs, tirx.BufferLoad(zsum, [0]), [mh])
 
@@ -226,7 +238,7 @@ def _keep_float(raw: tirx.Buffer, t: Tables, at: tuple) -> None:
     T.buffer_store(zsum, tirx.const(0.0, "float32"), [0])
     with T.serial(0, per) as jj:
         T.buffer_store(t.tab, _vec(raw, jj * ENTRIES, ENTRIES),
-                       [tirx.Ramp(base + jj * ENTRIES, 1, ENTRIES)])
+                       [tirx.Ramp(base + t.stored(jj) * ENTRIES, 1, ENTRIES)])
         top = tirx.BufferLoad(raw, [jj * ENTRIES + ENTRIES - 1])
         T.buffer_store(zsum, tirx.BufferLoad(zsum, [0]) + top, [0])
     T.buffer_store(t.zs, tirx.BufferLoad(zsum, [0]), [mh])
@@ -263,15 +275,18 @@ def combine(spec: LutSpec, acc: Expr, z: Expr, c: Expr | None, s: Expr, ls: Expr
     return y + d * s * half
 
 
-def combine_u8(acc: Expr, u8: Expr, d: Expr, ls: Expr, y: Expr) -> Expr:
+def combine_u8(acc: Expr, u8: Expr, d: Expr, ls: Expr, y: Expr,
+               times: Callable[[Expr, Expr], Expr] | None = None) -> Expr:
     """`combine` for int8 tables and two-level scales, acc = D (int32 lanes) with |D| 255 <
     2^24: y + ((f32(D u8) * f32(d)) * ls). The same float32 as ((f32(D) * s) * ls), s =
     f32(u8) * f32(d): s is exact, so f32(D) * s rounds the exact D u8 d once; D u8 is an
     exact integer in float32, so f32(D u8) * f32(d) rounds the same real once (a zero scale
     gives +0 for -0: y starts at +0 and x + (+-0) is the same for every x of it). One
-    integer multiply instead of converting the uint8 scale and multiplying it by d."""
+    integer multiply instead of converting the uint8 scale and multiplying it by d;
+    `times(D, u8)` (a kernel's own exact form of it) where given."""
     lanes = lanes_of(acc)
-    prod = (acc * u8.astype(f"int32x{lanes}")).astype(f"float32x{lanes}")
+    prod = times(acc, u8) if times is not None else acc * u8.astype(f"int32x{lanes}")
+    prod = prod.astype(f"float32x{lanes}")
     return y + fence(prod * d * tirx.Broadcast(ls, lanes))
 
 

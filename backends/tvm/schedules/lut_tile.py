@@ -140,6 +140,7 @@ class VectorTile:
     acc_dtype = "int16"
     max_acc = 8  # accumulator vectors a register tile may hold
     one_lane = False  # every column's sum in exactly one accumulator lane (`widened` widens)
+    times = None  # D times the uint8 scale, where a kernel has its own form (`combine_u8`)
 
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         self.spec, self.tb = spec, tb
@@ -254,7 +255,7 @@ class VectorTile:
         cols = tirx.Ramp(col, 1, self.cols)
         return combine_u8(d, tirx.BufferLoad(self.args.scale, [t, g, cols]),
                           tirx.BufferLoad(self.dsup, [cols]), tirx.BufferLoad(self.tb.ls, [zat]),
-                          tirx.BufferLoad(y, idx))
+                          tirx.BufferLoad(y, idx), self.times)
 
     def widen_super(self, t: Expr, vb: Expr, h: Expr) -> None:
         """At the first block of a super-block, its d of the register tile's columns as
