@@ -186,8 +186,10 @@ def _asm(graph: Graph, target_json: dict) -> str:
 
 
 @pytest.mark.parametrize("isa,mcpu,patterns", [
-    ("avx512vnni", "icelake-server", [r"vpermb\s+%zmm", r"vpdpbusd\s+%zmm", r"vpmaddwd\s+%zmm"]),
-    ("avx512vnni", "znver4", [r"vpermb\s+%zmm", r"vpdpbusd\s+%zmm", r"vpmaddwd\s+%zmm"]),
+    ("avx512vnni", "icelake-server", [r"vpermb\s+%zmm", r"vpdpbusd\s+%zmm", r"vpmaddwd\s+%zmm",
+                           r"vpsrlw\s+\$4, %zmm"]),
+    ("avx512vnni", "znver4", [r"vpermb\s+%zmm", r"vpdpbusd\s+%zmm", r"vpmaddwd\s+%zmm",
+                           r"vpsrlw\s+\$4, %zmm"]),
     ("avx512vbmi", "icelake-server", [r"vpshufb\s+%zmm", r"vpermb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
     ("avx512vbmi", "znver4", [r"vpshufb\s+%zmm", r"vpermb\s+%zmm", r"vpmaddubsw\s+%zmm"]),
     ("avx512", "skylake-avx512", [r"vpshufb\s+%zmm", r"vpmaddubsw\s+%zmm"]),

@@ -211,7 +211,11 @@ class X86DotTile(VectorTile):
             ENTRIES, "int32", vb)
         sel = sel.astype(f"uint8x{vb}")  # byte slot j of a column: its chunk pair's tables
         ia = tirx.bitwise_or(tirx.bitwise_and(wv, splat(15, "uint8", vb)), sel)
-        ib = tirx.bitwise_or(tirx.shift_right(wv, splat(4, "uint8", vb)), sel)
+        # the high nibbles by a 16-bit shift (vpsrlw + vpternlog: LLVM's byte shift is a
+        # vgf2p8affineqb, on the multiply pipes vpdpbusd needs; 2-4% on Zen 4)
+        w16 = tirx.reinterpret(f"uint16x{vb // 2}", wv)
+        sh = tirx.reinterpret(f"uint8x{vb}", tirx.shift_right(w16, splat(4, "uint16", vb // 2)))
+        ib = tirx.bitwise_or(tirx.bitwise_and(sh, splat(15, "uint8", vb)), sel)
         i8 = f"int8x{vb}"
         ia, ib = tirx.reinterpret(i8, ia), tirx.reinterpret(i8, ib)
         for r in range(self.mb):
