@@ -406,6 +406,62 @@ def test_qsumpool_global_and_windowed() -> None:
     run_tvm(case.outputs(g, w))
 
 
+MAX_POOLS = {  # (N, C, H, W), MaxPool attributes
+    "squeezenet 3x3 s2": ((1, 3, 27, 27), {"kernel_shape": [3, 3], "strides": [2, 2],
+                                           "ceil_mode": 1}),
+    "ceil past the end": ((2, 3, 12, 30), {"kernel_shape": [3, 3], "strides": [2, 2],
+                                           "ceil_mode": 1}),
+    "padded s2 wide": ((1, 2, 9, 113), {"kernel_shape": [3, 3], "strides": [2, 2],
+                                        "pads": [1, 1, 1, 1]}),
+    "padded s1": ((1, 4, 7, 35), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "2x2 s2": ((1, 3, 8, 70), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "asymmetric 4x3 s3": ((1, 2, 11, 19), {"kernel_shape": [4, 3], "strides": [3, 2],
+                                           "pads": [2, 0, 1, 2]}),
+    "tiny planes": ((1, 5, 3, 4), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAX_POOLS))
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_int8_max_pool(name: str, dtype: str) -> None:
+    """An integer 2-D MaxPool runs `int_pool`'s row kernel (rule QMaxPool) on AVX2 and
+    AVX-512 (padding, ceil_mode, strides over and under the window, rows shorter and longer
+    than a vector, planes shorter than one), bit-exact; mcpu x86-64 keeps the generic
+    pool kernel, also exact. Values near both ends of the range, so a wrong clamp or
+    padding value changes the max."""
+    shape, attrs = MAX_POOLS[name]
+    for mcpu, rule in (("znver4", "QMaxPool"), ("haswell", "QMaxPool"), ("x86-64", None)):
+        case = IntGraph(21)
+        x = case.ints("x", dtype, shape)
+        node = Node("MaxPool", [x], ["y"], attrs)
+        (oshape, _), *_ = infer_outputs(node, [case.g.values[x]])
+        case.g.add_value(Value("y", tuple(oshape), dtype))
+        case.g.add_node(node)
+        case.outputs("y")
+        rules = run_tvm(case, mcpu=mcpu if mcpu != "znver4" or AVX2 else "haswell")
+        assert (rule in rules) if rule else ("QMaxPool" not in rules), (mcpu, rules)
+
+
+@pytest.mark.parametrize("mcpu", ["znver4", "znver3"])
+def test_quantize_and_max_pool_are_vector_code(mcpu: str) -> None:
+    """QuantizeLinear rounds whole vectors (vroundps/vrndscaleps; TIR's nearbyint made the
+    vectorised loop scalar: one vpextrb store per value) and an int8 MaxPool takes the max
+    of whole byte vectors (vpmaxsb); compiled for an explicit CPU."""
+    case = IntGraph(1)
+    x = case.input("x", np.zeros((1, 3, 16, 40), np.float32))
+    q = case.op("QuantizeLinear", [x, case.const("s", np.float32(0.03)),
+                                   case.const("z", np.int8(4))], "q")
+    [code] = isa.compile_graph(case.outputs(q).g, mcpu).kernels.values()
+    assert re.search(r"v(round|rndscale)ps", code) and not re.search("vpextrb|vgather", code)
+    case = IntGraph(1)
+    x = case.ints("x", "int8", (1, 8, 27, 27))
+    node = Node("MaxPool", [x], ["y"], {"kernel_shape": [3, 3], "strides": [2, 2]})
+    case.g.add_value(Value("y", (1, 8, 13, 13), "int8"))
+    case.g.add_node(node)
+    asm = isa.compile_graph(case.outputs("y").g, mcpu)
+    assert asm.rules == {"QMaxPool": 1} and "vpmaxsb" in next(iter(asm.kernels.values()))
+
+
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])
 def test_table_and_clamp(dtype: str) -> None:
     case = IntGraph(9)

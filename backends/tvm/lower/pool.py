@@ -50,9 +50,12 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
     include_pad = bool(node.attrs.get("count_include_pad", 0))
     p = int(node.attrs.get("p", 2))
     sizes = xshape[2:]
+    # a 2-D MaxPool's window for the integer kernel (`schedules/int_pool.py`)
+    hints = {"kernel": kernel, "strides": strides, "dilations": dil, "pads": pads} \
+        if op == "MaxPool" and rank == 2 else {}
     if ctx.pack and rank == 2 and op in ("MaxPool", "AveragePool") and any(pads):
         geo = (kernel, strides, dil, pads)
-        ctx.bind(node, _tiled_pool(ctx, node, geo, xshape, oshape, include_pad))
+        ctx.bind(node, _tiled_pool(ctx, node, geo, xshape, oshape, include_pad, hints))
         return
     reduce = [te.reduce_axis((0, k), f"r{i}") for i, k in enumerate(kernel)]
 
@@ -76,11 +79,11 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
                                                               sizes, include_pad, xt.dtype),
                           name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "pool"))
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "pool", **hints))
 
 
 def _tiled_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tuple,
-                include_pad: bool) -> relax.Expr:
+                include_pad: bool, hints: dict) -> relax.Expr:
     """A 2-D MaxPool / AveragePool as the depthwise convolution's tiles (kind "window_pool",
     scheduled by `cpu.DepthwiseConv`): the input padded per channel with the reduction's
     identity (-inf for max, 0 for a sum), its columns deinterleaved by the stride, so that a
@@ -124,7 +127,8 @@ def _tiled_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tu
             i, kernel, strides, dil, pads, (h, w), include_pad, xt.dtype), name="epilogue")
 
     rb = tiles.depthwise_rows(oh, vw, ctx.lanes)
-    return ctx.emit(compute, [ctx.expr(node.inputs[0])], node, "window_pool", vw=vw, rb=rb)
+    return ctx.emit(compute, [ctx.expr(node.inputs[0])], node, "window_pool", vw=vw, rb=rb,
+                    **hints)
 
 
 def _lowest(dtype: object) -> tirx.Expr:

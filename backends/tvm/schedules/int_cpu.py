@@ -10,6 +10,7 @@
 - QDepthwise ("qdepthwise"): `int_depthwise`'s kernel, int32 multiply-adds of centred int16
   inputs and a broadcast weight (no dot product: one input channel per output).
 - QSumPool ("qsumpool"): the output loops fused, parallel when large; windows inner.
+- QMaxPool (integer "pool" / "window_pool" MaxPool kernels): `int_pool`'s row kernel.
 Tile sizes come from the register budget: AVX2 has 16 ymm registers and the "split" step
 needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16; with
 vpdpbusd, which needs no temporaries, 24). A conv tile is chosen by `conv_tile`'s port model.
@@ -27,6 +28,7 @@ from backends.tvm.schedules import (
     int_flat,
     int_intrin,
     int_kernels,
+    int_pool,
 )
 from backends.tvm.schedules.cpu import (
     PARALLEL_MIN_ELEMENTS,
@@ -243,5 +245,18 @@ class QSumPool(KindRule):
         return True
 
 
+class QMaxPool(KernelRule):
+    """An int8/uint8 2-D MaxPool (`int_pool`): rows of whole vectors, byte shuffles for the
+    stride; where `int_pool.geometry` declines or the CPU lacks AVX2, the float rules."""
+
+    kinds = ("pool", "window_pool")
+
+    def kernel(self, func, target):
+        geo = int_pool.geometry(func)
+        if geo is None or "avx2" not in set(codegen.llvm_get_cpu_features(target)):
+            return None
+        return int_pool.max_pool_kernel(func.with_attr("etch.tile", "int8 max rows"), geo)
+
+
 def rules() -> list:
-    return [QDense(), QBatch(), QConv(), QDepthwise(), QSumPool()]
+    return [QDense(), QBatch(), QConv(), QDepthwise(), QSumPool(), QMaxPool()]
