@@ -212,14 +212,22 @@ def _dot_cases() -> list[dict]:
     of 1-4 rows), with and without prefetch; table blocks of 32 and 64 rows."""
     rng = np.random.default_rng(5)
     cases = []
-    for i, (kind, m, k, n, group, zero, nv) in enumerate((
-            ("u1", 1, 256, 200, 32, False, 8), ("binary", 3, 128, 70, 64, False, 2),
-            ("u2", 4, 192, 130, 32, True, 8), ("ternary", 2, 64, 33, 32, False, 1),
-            ("u3", 5, 128, 50, 64, True, 3), ("s4", 1, 96, 40, 32, False, 4),
-            ("u4", 2, 64, 16, 32, True, 8), ("s2", 1, 320, 64, 32, False, 4))):
+    for i, (kind, m, k, n, group, zero, nv, scales) in enumerate((
+            ("u1", 1, 256, 200, 32, False, 8, "uint8"), ("binary", 3, 128, 70, 64, False, 2,
+                                                         "float16"),
+            ("u2", 4, 192, 130, 32, True, 8, "float32"), ("ternary", 2, 64, 33, 32, False, 1,
+                                                          "uint8"),
+            ("u3", 5, 128, 50, 64, True, 3, "uint8"), ("s4", 1, 96, 40, 32, False, 4, "uint8"),
+            ("u4", 2, 64, 16, 32, True, 8, "float16"), ("s2", 1, 320, 64, 32, False, 4,
+                                                        "uint8"),
+            # binary with two-level scales: the uint8 scales are vpdpbusd's byte weights
+            ("binary", 1, 512, 256, 32, False, 8, "uint8"),
+            ("binary", 4, 256, 70, 64, False, 2, "uint8"))):
         bits = bits_of(kind)
         case = make_case(kind, m, k, n, group, "int8", rng, zero,
-                         LutLayout(bits, 64, 1, bits, nv, 4), SCALES[i % 3], 1 + i % 3)
+                         LutLayout(bits, 64, 1, bits, nv, 4), scales, 1 + i % 3)
+        if scales == "uint8":
+            case["inputs"][2][:, ::5] = 0  # zero block scales among them
         case["attrs"]["prefetch"] = 8192 * (i % 2)
         cases.append(case)
     return cases

@@ -141,6 +141,7 @@ class VectorTile:
     max_acc = 8  # accumulator vectors a register tile may hold
     one_lane = False  # every column's sum in exactly one accumulator lane (`widened` widens)
     times = None  # D times the uint8 scale, where a kernel has its own form (`combine_u8`)
+    sup_factor = 1  # what `widen_super` multiplies d by (a kernel's power of two)
 
     def __init__(self, spec: LutSpec, bufs: list, tb: Tables) -> None:
         self.spec, self.tb = spec, tb
@@ -264,8 +265,10 @@ class VectorTile:
         period = p.group // p.tblock * p.super_block
         with T.If(h % period == 0), T.Then(), T.unroll(0, self.nvb) as v:
             cols = tirx.Ramp((vb * self.nvb + v) * self.cols, 1, self.cols)
-            T.buffer_store(self.dsup, widen(tirx.BufferLoad(self.args.sup,
-                                                            [t, h // period, cols])), [cols])
+            d = widen(tirx.BufferLoad(self.args.sup, [t, h // period, cols]))
+            if self.sup_factor != 1:  # a power of two: exact
+                d = d * splat(float(self.sup_factor), "float32", self.cols)
+            T.buffer_store(self.dsup, d, [cols])
 
     def finish_block(self, acc: tirx.Buffer, y: tirx.Buffer, at: tuple, h: Expr) -> None:
         spec, p = self.spec, self.spec.p
