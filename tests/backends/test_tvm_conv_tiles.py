@@ -119,6 +119,52 @@ def test_swish_on_partial_tiles_is_vectorised(assembly, name: str, register: str
         assert not re.search(r"vdivss", code), f"{node}: scalar sigmoid"
 
 
+def ragged_model():
+    """Rows that no tile width divides, each conv + ReLU: y [1, 8, 20, 20] through a 3x3
+    direct and a 3x3 depthwise conv (rows of 20: one whole vector and a tail on AVX-512, two
+    and a tail on AVX2), x [1, 8, 11, 11] through a 1x1 (121 positions, one GEMM chunk)."""
+    init = RandomInits(4)
+    for name, shape in {"w_pw": (16, 8, 1, 1), "w_dir": (8, 8, 3, 3),
+                        "w_dw": (8, 1, 3, 3)}.items():
+        init.weight(name, *shape)
+        init.bias(name + "_b", shape[0])
+    node = helper.make_node
+    convs = {"pw": ("x", {}), "dir": ("y", {"pads": [1, 1, 1, 1]}),
+             "dw": ("y", {"pads": [1, 1, 1, 1], "group": 8})}
+    nodes = [n for out, (src, attrs) in convs.items() for n in (
+        node("Conv", [src, f"w_{out}", f"w_{out}_b"], [out + "_c"], name=out, **attrs),
+        node("Relu", [out + "_c"], [out]))]
+    value = helper.make_tensor_value_info
+    shapes = {"x": [1, 8, 11, 11], "y": [1, 8, 20, 20]}
+    graph = helper.make_graph(
+        nodes, "ragged", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
+        [value(o, TensorProto.FLOAT, None) for o in convs], init.tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model, {k: init.rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+
+
+def test_ragged_rows_match_onnx_runtime() -> None:
+    model, inputs = ragged_model()
+    art = compiler.compile(model, target="cpu")
+    assert art.manifest["schedules"] == {"Conv": 1, "DepthwiseConv": 1, "ConvGemm": 1}
+    want = run_ort(model, inputs)
+    got = art.run(inputs)
+    for name, ref in want.items():
+        np.testing.assert_allclose(got[name], ref, rtol=1e-3, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name,register", [("avx512", "zmm"), ("avx2", "ymm")])
+def test_epilogue_of_ragged_rows_is_vectorised(name: str, register: str) -> None:
+    """The ReLU of rows no tile divides runs on full-width vectors (`cpu.row_epilogue`):
+    computed at the tile, behind its bounds check, LLVM left it scalar or half-width."""
+    model, _ = ragged_model()
+    graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
+    asm = isa.compile_graph(graph, name)
+    for node in ("pw", "dir", "dw"):
+        code = asm.kernels[_kernel(asm, node)]
+        assert re.search(rf"vmaxps\s+[^\n]*%{register}", code), f"{node}: no vector ReLU"
+
+
 POOLS = {  # name: (op, attrs): padded windows on odd sizes, x [1, 6, 13, 34]
     "max_s2": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "max_ceil": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 0],

@@ -6,7 +6,9 @@ chunk of `etch.chunk` column blocks), where the chunk's "panel" [chunk, R, vw] i
 kernel pays for it; the chunk's column blocks, so each weight block [R, ocb] is read from
 memory once per chunk and then from cache (a 7x7 layer has one chunk: its weights, the
 largest operand, are streamed once); the reduction; the ocb x vw register tile (channels
-unrolled, columns vectorised) with the epilogue computed right after it, while it is hot.
+unrolled, columns vectorised) with the epilogue computed right after it, while it is hot;
+where the image's positions are not whole blocks (55x55, 13x13), the epilogue runs once per
+channel block over all of them instead, vectorised (`cpu.row_epilogue`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from backends.tvm.schedules.cpu import (
     finish_tile,
     lanes,
     maybe_parallel,
+    row_epilogue,
     vectorize_loop,
     work,
 )
@@ -40,6 +43,9 @@ class ConvGemm(KindRule):
         epilogue = sch.get_sblock("epilogue")
         *_, e_o, e_p = sch.get_loops(epilogue)
         whole = extent(sch, e_p) % vw == 0 and extent(sch, e_o) % ocb == 0
+        # one chunk whose last block is partial: the epilogue after all of a channel block's
+        # column blocks, vectorised but for a scalar tail (`row_epilogue`)
+        ragged = extent(sch, e_p) % vw != 0 and extent(sch, p) == chunk * vw
         oo, oi = sch.split(o, [None, ocb])
         po, pi = sch.split(p, [None, vw])
         pc, pb = sch.split(po, [None, chunk])
@@ -47,7 +53,8 @@ class ConvGemm(KindRule):
         panel = sch.get_sblock("panel")
         sch.compute_at(panel, sch.fuse(n, pc))
         maybe_parallel(sch, oo, total)
-        sch.reverse_compute_at(epilogue, pb)
+        if not (ragged and row_epilogue(sch, oo, width)):
+            sch.reverse_compute_at(epilogue, pb)
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
         panel_loops = sch.get_loops(panel)
         maybe_parallel(sch, panel_loops[1], work(sch, panel_loops[1:]), PARALLEL_PAD_ELEMENTS)
