@@ -10,9 +10,12 @@ import re
 
 import numpy as np
 import pytest
+import tvm
 from onnx import TensorProto, helper
 
 import compiler
+from backends.tvm import lower, schedules
+from backends.tvm.schedules import cpu as cpu_rules
 from compiler import onnx_import, pipeline
 from compiler.options import CompileOptions
 from tests.backends import isa
@@ -122,15 +125,17 @@ def test_swish_on_partial_tiles_is_vectorised(assembly, name: str, register: str
 def ragged_model():
     """Rows that no tile width divides, each conv + ReLU: y [1, 8, 20, 20] through a 3x3
     direct and a 3x3 depthwise conv (rows of 20: one whole vector and a tail on AVX-512, two
-    and a tail on AVX2), x [1, 8, 11, 11] through a 1x1 (121 positions, one GEMM chunk)."""
+    and a tail on AVX2), x [1, 8, 11, 11] through a 1x1 (121 positions, one GEMM chunk); y
+    through a 3x3 stride-2 depthwise conv (its deinterleaved padded copy: rows of 17)."""
     init = RandomInits(4)
     for name, shape in {"w_pw": (16, 8, 1, 1), "w_dir": (8, 8, 3, 3),
-                        "w_dw": (8, 1, 3, 3)}.items():
+                        "w_dw": (8, 1, 3, 3), "w_dws2": (8, 1, 3, 3)}.items():
         init.weight(name, *shape)
         init.bias(name + "_b", shape[0])
     node = helper.make_node
     convs = {"pw": ("x", {}), "dir": ("y", {"pads": [1, 1, 1, 1]}),
-             "dw": ("y", {"pads": [1, 1, 1, 1], "group": 8})}
+             "dw": ("y", {"pads": [1, 1, 1, 1], "group": 8}),
+             "dws2": ("y", {"pads": [1, 1, 1, 1], "group": 8, "strides": [2, 2]})}
     nodes = [n for out, (src, attrs) in convs.items() for n in (
         node("Conv", [src, f"w_{out}", f"w_{out}_b"], [out + "_c"], name=out, **attrs),
         node("Relu", [out + "_c"], [out]))]
@@ -146,7 +151,7 @@ def ragged_model():
 def test_ragged_rows_match_onnx_runtime() -> None:
     model, inputs = ragged_model()
     art = compiler.compile(model, target="cpu")
-    assert art.manifest["schedules"] == {"Conv": 1, "DepthwiseConv": 1, "ConvGemm": 1}
+    assert art.manifest["schedules"] == {"Conv": 1, "DepthwiseConv": 2, "ConvGemm": 1}
     want = run_ort(model, inputs)
     got = art.run(inputs)
     for name, ref in want.items():
@@ -163,6 +168,21 @@ def test_epilogue_of_ragged_rows_is_vectorised(name: str, register: str) -> None
     for node in ("pw", "dir", "dw"):
         code = asm.kernels[_kernel(asm, node)]
         assert re.search(rf"vmaxps\s+[^\n]*%{register}", code), f"{node}: no vector ReLU"
+
+
+@pytest.mark.parametrize("name", ["avx512", "avx2"])
+def test_deinterleaved_pad_is_vectorised(name: str) -> None:
+    """A stride-2 depthwise conv's padded copy (columns split by the stride, so not the
+    plain padding pattern) still copies whole vectors (`cpu.vectorize_tail`); it was a
+    scalar loop with a bounds check per element."""
+    model, _ = ragged_model()
+    graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
+    target = tvm.target.Target(isa.target_json(name))
+    lanes = cpu_rules.lanes(target)
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target)
+    func = next(f for g, f in mod.functions_items() if g.name_hint.endswith("dws2"))
+    assert re.search(rf'T\.vectorized\(T\.int64\({lanes}\)\):\n\s*with T\.sblock\("pad',
+                     func.script()), "scalar padded copy"
 
 
 POOLS = {  # name: (op, attrs): padded windows on odd sizes, x [1, 6, 13, 34]
