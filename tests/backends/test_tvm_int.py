@@ -442,6 +442,26 @@ def test_int8_max_pool(name: str, dtype: str) -> None:
         assert (rule in rules) if rule else ("QMaxPool" not in rules), (mcpu, rules)
 
 
+CONCATS = {  # name -> (input shapes, axis)
+    "channels": ([(1, 5, 27, 27), (1, 3, 27, 27)], 1),
+    "batch of 2, three inputs": ([(2, 4, 5, 13), (2, 1, 5, 13), (2, 7, 5, 13)], 1),
+    "last axis, short runs": ([(2, 3, 10), (2, 3, 70), (2, 3, 1)], 2),
+    "first axis": ([(1, 3, 9), (2, 3, 9)], 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONCATS))
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_int8_concat(name: str, dtype: str) -> None:
+    """An integer Concat is `int_concat`'s block copy (rule QConcat): runs longer and
+    shorter than a vector, any axis, several inputs and images; bit-exact."""
+    shapes, axis = CONCATS[name]
+    case = IntGraph(5)
+    xs = [case.ints(f"x{k}", dtype, s) for k, s in enumerate(shapes)]
+    case.outputs(case.op("Concat", xs, "y", axis=axis))
+    assert run_tvm(case) == {"QConcat": 1}
+
+
 @pytest.mark.parametrize("mcpu", ["znver4", "znver3"])
 def test_quantize_and_max_pool_are_vector_code(mcpu: str) -> None:
     """QuantizeLinear rounds whole vectors (vroundps/vrndscaleps; TIR's nearbyint made the
@@ -486,7 +506,13 @@ def test_quantize_dequantize_linear() -> None:
     c = case.input("c", case.rng.normal(size=(2, 3, 4)).astype(np.float32))
     per_axis = case.op("QuantizeLinear", [c, case.const("sa", np.float32([0.01, 0.02, 0.5])),
                                           case.const("za", np.int8([0, -5, 9]))], "qa", axis=1)
-    run_tvm(case.outputs(q8, qu, dq, per_axis))
+    # per tensor on 4-D: the kernels run on the tensor viewed flat (whole vectors, a tail)
+    x4 = case.input("x4", (ties.reshape(2, 2, 5, 7) * 3).astype(np.float32))
+    q4 = case.op("QuantizeLinear", [x4, case.const("s4", np.float32(0.75)),
+                                    case.const("z4", np.uint8(120))], "q4")
+    dq4 = case.op("DequantizeLinear", [q4, case.const("s5", np.float32(0.5)),
+                                       case.const("z5", np.uint8(100))], "dq4")
+    run_tvm(case.outputs(q8, qu, dq, per_axis, q4, dq4))
 
 
 # ---- kernels: instructions (compiled for a named CPU: any host) -------------------------------

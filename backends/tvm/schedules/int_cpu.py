@@ -11,6 +11,7 @@
   inputs and a broadcast weight (no dot product: one input channel per output).
 - QSumPool ("qsumpool"): the output loops fused, parallel when large; windows inner.
 - QMaxPool (integer "pool" / "window_pool" MaxPool kernels): `int_pool`'s row kernel.
+- QConcat (integer Concat kernels): `int_concat`'s block copies.
 Tile sizes come from the register budget: AVX2 has 16 ymm registers and the "split" step
 needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16; with
 vpdpbusd, which needs no temporaries, 24). A conv tile is chosen by `conv_tile`'s port model.
@@ -24,6 +25,7 @@ from tvm.target import Target, codegen
 
 from backends.tvm.schedules import (
     int_batched,
+    int_concat,
     int_depthwise,
     int_flat,
     int_intrin,
@@ -258,5 +260,15 @@ class QMaxPool(KernelRule):
         return int_pool.max_pool_kernel(func.with_attr("etch.tile", "int8 max rows"), geo)
 
 
+class QConcat(KernelRule):
+    """An int8/uint8 Concat (`int_concat`): block copies of whole vectors."""
+
+    kinds = ("injective",)
+
+    def kernel(self, func, target):
+        axis = int_concat.concat_axis(func)
+        return None if axis is None else int_concat.concat_kernel(func, axis)
+
+
 def rules() -> list:
-    return [QDense(), QBatch(), QConv(), QDepthwise(), QSumPool(), QMaxPool()]
+    return [QDense(), QBatch(), QConv(), QDepthwise(), QSumPool(), QMaxPool(), QConcat()]
