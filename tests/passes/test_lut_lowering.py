@@ -207,11 +207,12 @@ def test_vbmi_pairs_chunks_for_one_plane_layouts(isa: str, bits: int, tblock: in
 def test_vnni_puts_four_chunk_pairs_in_a_column_dword(isa: str, bits: int, tblock: int,
                                                       chunk_slots: int, planes: int) -> None:
     """With vpermb and vpdpbusd (VBMI + VNNI) and table blocks of 32 rows, every bit width
-    is one plane per vector with four chunk pairs of a column in its int32 lane (tiles of 8
-    vectors: 128 columns); with blocks of 16 rows, the VBMI layouts."""
+    is one plane per vector with four chunk pairs of a column in its int32 lane; with blocks
+    of 16 rows, the VBMI layouts."""
     lay = LutTarget(isa).layout(bits, 4096, "int8", tblock)
     assert (lay.chunk_slots, lay.plane_vectors) == (chunk_slots, planes)
-    assert lay.tile_cols == 128 if chunk_slots == 4 else True
+    if chunk_slots == 4:  # 1-bit: 128 columns, like the other layouts; more planes: 64
+        assert lay.tile_cols == (128 if planes == 1 else 64)
     graph = compiled(matmul_model(2, 128, 64), bits=bits, group_size=32)
     [entry] = report(LutLowering("int8", LutTarget(isa)).run(graph)[0])
     assert entry["instruction"] == "vpermb + vpdpbusd zmm"
