@@ -194,6 +194,7 @@ POOLS = {  # name: (op, attrs): padded windows on odd sizes, x [1, 6, 13, 34]
                                  "pads": [1, 1, 0, 1], "count_include_pad": 1}),
     "max_dil": ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2], "pads": [1, 1, 1, 1]}),
     "max_plain": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2]}),  # unpadded
+    "avg_plain": ("AveragePool", {"kernel_shape": [3, 2], "strides": [2, 2]}),
 }
 
 
@@ -210,11 +211,13 @@ def pools_model():
 
 def test_padded_pools_are_tiled_and_match_onnx_runtime() -> None:
     """Padded 2-D max/average pools run as depthwise-style tiles (`lower/pool._tiled_pool`,
-    the DepthwiseConv rule); the unpadded one keeps the bounds-checked Pool kernel."""
+    the DepthwiseConv rule); the unpadded ones (rows of 16 and 17 outputs) as row pools
+    where a row fits one host vector, else as the bounds-checked Pool kernel."""
     model, inputs = pools_model()
     art = compiler.compile(model, target="cpu")
-    assert art.manifest["schedules"].get("DepthwiseConv") == 5
-    assert art.manifest["schedules"].get("Pool") == 1
+    schedules = art.manifest["schedules"]
+    assert schedules.get("DepthwiseConv") == 5
+    assert schedules.get("Pool", 0) + schedules.get("RowPool", 0) == 2
     want, got = run_ort(model, inputs), art.run(inputs)
     for name, ref in want.items():
         assert got[name].shape == ref.shape, name
@@ -230,3 +233,17 @@ def test_tiled_pool_is_vector_code() -> None:
     # rows of 17-34 outputs: whole zmm vectors (the max is NaN-propagating: compare, blend)
     assert re.search(r"vcmpltps\s+[^\n]*%zmm", asm.kernels[_kernel(asm, "max_s2")])
     assert re.search(r"vaddps\s+[^\n]*%zmm", asm.kernels[_kernel(asm, "avg_s1")])
+
+
+def test_unpadded_pool_rows_of_one_vector_are_vector_code() -> None:
+    """On AVX-512 the unpadded pools' rows of 16 outputs are row pools (`_row_pool`): the
+    window's rows reduced as vectors of the input's columns, then its columns, one zmm per
+    output row (the max NaN-propagating: compare, blend); AVX2's 8 lanes keep the generic
+    kernel for them. The 17-output row is over one zmm too: generic."""
+    model, _ = pools_model()
+    graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
+    wide, narrow = isa.compile_graph(graph, "avx512"), isa.compile_graph(graph, "avx2")
+    assert set(wide.of_kind("row_pool")) == {_kernel(wide, "max_plain")}
+    assert not narrow.of_kind("row_pool")
+    code = wide.kernels[_kernel(wide, "max_plain")]
+    assert len(re.findall(r"vcmpltps\s+[^\n]*%zmm", code)) >= 2, "rows and columns as zmm"

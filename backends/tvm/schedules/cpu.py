@@ -385,6 +385,37 @@ class Pool(KindRule):
         return True
 
 
+class RowPool(KindRule):
+    """A pool of windows inside the input (`lower/pool._row_pool`): one task per output row
+    (n, c, oh), its "rows" stage (the window's rows reduced per input column), the anchor
+    (each window's columns) and the epilogue computed in it, each with its columns as the
+    vector: contiguous reads for "rows", strided ones for the anchor (an output row of at
+    most one vector: `_row_pool`)."""
+
+    kinds = ("row_pool",)
+
+    def schedule(self, sch, func, target):
+        width = lanes(target)
+        rows, anchor = sch.get_sblock("rows"), sch.get_sblock("anchor")
+        b, ch, i, j = sch.get_loops(anchor)
+        total = work(sch, [b, ch, i, j])
+        outer = sch.fuse(b, ch, i)
+        maybe_parallel(sch, outer, total, PARALLEL_MIN_ELEMENTS)
+        sch.compute_at(rows, outer)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
+        for blk in (rows, anchor, sch.get_sblock("epilogue")):
+            _vector_row(sch, sch.get_loops(blk)[-1], width)
+        return True
+
+
+def _vector_row(sch: s_tir.Schedule, loop: Loop, width: int) -> None:
+    """A row of up to one vector as one vector, a longer one as `vectorize_tail`'s."""
+    if 1 < extent(sch, loop) <= width:
+        sch.vectorize(loop)
+    else:
+        vectorize_tail(sch, loop, width)
+
+
 class IfLarge(ScheduleRule):
     """`rule` only for kernels with enough work to run in parallel (dlight's CPU rules
     parallelise unconditionally); smaller ones fall through to the next rule."""
@@ -450,4 +481,4 @@ def rules() -> list[ScheduleRule]:
     return [*lut_cpu.rules(), *int_cpu.rules(), *winograd_cpu.rules(), *conv_gemm_cpu.rules(),
             Dense(), Conv(),
             DepthwiseConv(), *matmul_cpu.rules(),
-            RowReduction(), Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]
+            RowReduction(), RowPool(), Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]
