@@ -83,6 +83,12 @@ DOT_BITS = (1, 2, 3, 4)
 # read on CPU time (AVX-512 Zen 4, 34 GB/s stream, load 3-4). CUDA stages tables, not
 # codes; the portable loops take no hint.
 PREFETCH = {"avx512vnni": 8192, "avx512vbmi": 8192, "avx512": 8192, "avx2": 8192, "neon": 8192}
+# The vpermb + vpdpbusd layouts (chunk_slots 4) read their codes faster, and at 8 KiB were
+# slower cold than the vpshufb ones they replaced; 16 KiB ahead: cold 4096x4096 GEMV on Zen
+# 4 (u8 scales, one thread, CPU time, interleaved pairs, load 6-7.5, median) 2-bit 236-260
+# -> 200-228 us (16 KiB ahead in 10 of 10 pairs), 4-bit 553 -> 476 (4 of 4), 1-bit 146 ->
+# 125, warm unchanged (124 vs 132, 250 vs 254, 82 vs 83); 32 KiB 222 / 519.
+DOT_PREFETCH = 16384
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,10 @@ class LutTarget:
     def vector_bytes(self) -> int:
         return ISAS[self.isa][0]
 
-    @property
-    def prefetch(self) -> int:
-        return PREFETCH.get(self.isa, 0)
+    def prefetch(self, layout: LutLayout) -> int:
+        """Bytes the kernel of `layout` prefetches ahead (0: none)."""
+        ahead = PREFETCH.get(self.isa, 0)
+        return DOT_PREFETCH if ahead and layout.chunk_slots == 4 else ahead
 
     @property
     def rows(self) -> int | None:
@@ -263,7 +270,7 @@ class LutLowering(Pass):
         group = lw.group if lw.group < lw.k else -(-lw.k // tblock) * tblock
         attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
                  "table": self.table, "scale_dtype": scale_storage(lw.scale, alpha),
-                 "prefetch": self.target.prefetch, **layout.attrs()}
+                 "prefetch": self.target.prefetch(layout), **layout.attrs()}
         two, note = self._two_level(lw, alpha)
         if two is not None:
             attrs.update(scale_dtype="uint8", super_block=SUPER_BLOCK)
@@ -282,7 +289,7 @@ class LutLowering(Pass):
         scales = f"uint8 x float16/{SUPER_BLOCK}" if two is not None else attrs["scale_dtype"]
         return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
                 "scales": scales, "instruction": instruction,
-                "prefetch": self.target.prefetch, **note}
+                "prefetch": self.target.prefetch(layout), **note}
 
     def _two_level(self, lw: LutWeight, alpha: float) -> tuple[tuple | None, dict]:
         """(u8, d) storage of the layer's scales under scale_format u8, or None and the

@@ -63,7 +63,7 @@ def fixed_cases(isa: str, table: str = "int8") -> list[dict]:
                        _target_layout(isa, bits_of(kind), n, table), SCALES[i % 3])
              for i, (kind, m, k, n, group, zero) in enumerate(specs)]
     for case in cases[::2]:  # the target's prefetch on every other case (none on the rest)
-        case["attrs"]["prefetch"] = LutTarget(isa).prefetch
+        case["attrs"]["prefetch"] = LutTarget(isa).prefetch(LutLayout.of(case["attrs"]))
     return cases
 
 
@@ -110,7 +110,7 @@ def test_every_code_kind_bit_exact(isa: str) -> None:
 @given(kind=st.sampled_from(KINDS), m=st.integers(1, 6), k=st.integers(1, 160),
        n=st.integers(1, 140), grouped=st.booleans(), zero=st.booleans(),
        seed=st.integers(0, 2**31), scales=st.sampled_from(SCALES),
-       prefetch=st.sampled_from([0, 64, 8192]))
+       prefetch=st.sampled_from([0, 64, 8192, 16384]))
 def test_random_shapes_bit_exact(isa: str, kind: str, m: int, k: int, n: int, grouped: bool,
                                  zero: bool, seed: int, scales: str, prefetch: int) -> None:
     rng = np.random.default_rng(seed)
@@ -134,7 +134,7 @@ def test_batches_up_to_the_row_limit_bit_exact(isa: str) -> None:
                        _target_layout(isa, bits_of(kind), 70, "int8"), "uint8")
              for kind, m in (("u2", 256), ("u4", 130), ("u1", 129), ("ternary", 67))]
     for case in cases:
-        case["attrs"]["prefetch"] = LutTarget(isa).prefetch
+        case["attrs"]["prefetch"] = LutTarget(isa).prefetch(LutLayout.of(case["attrs"]))
     graph, feeds = graph_of(cases)
     got, _ = run_host(graph, feeds, MCPU[isa])
     assert_bitexact(got, reference.run(graph, feeds))

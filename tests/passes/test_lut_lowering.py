@@ -232,16 +232,21 @@ def test_lut_target_follows_cpu_and_vector_bits(mcpu: str, bits: int | None, isa
     assert pipeline.lut_target(opts).isa == isa
 
 
-@pytest.mark.parametrize("isa,ahead", [("avx512vbmi", 8192), ("avx2", 8192), ("neon", 8192),
-                                       ("cuda", 0), ("generic", 0)])
+@pytest.mark.parametrize("isa,ahead", [("avx512vnni", 16384), ("avx512vbmi", 8192),
+                                       ("avx2", 8192), ("neon", 8192), ("cuda", 0),
+                                       ("generic", 0)])
 def test_prefetch_distance_is_the_targets(isa: str, ahead: int) -> None:
     """The pass records how far ahead the kernel prefetches (vector look-up kernels on x86
-    and NEON), and --explain says so; CUDA and the portable loops take no hint."""
+    and NEON; 16 KiB for the vpermb + vpdpbusd layouts, measured colder-faster), and
+    --explain says so; CUDA and the portable loops take no hint."""
     lut, _ = LutLowering("int8", LutTarget(isa)).run(compiled(matmul_model(2, 128, 64), bits=2))
     [node] = [nd for nd in lut.nodes if nd.op == "etch.LutGemm"]
     assert node.attrs["prefetch"] == ahead
+    assert (node.attrs.get("chunk_slots", 1) == 4) == (isa == "avx512vnni")
     line = explain(lut.metadata)[1]
-    assert ("prefetch 8 KiB ahead" in line) == bool(ahead), line
+    assert ("prefetch" in line) == bool(ahead), line
+    if ahead:
+        assert f"prefetch {ahead // 1024} KiB ahead" in line, line
 
 
 def test_scale_storage_is_float16_only_where_exact() -> None:
