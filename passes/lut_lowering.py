@@ -83,12 +83,18 @@ DOT_BITS = (1, 2, 3, 4)
 # read on CPU time (AVX-512 Zen 4, 34 GB/s stream, load 3-4). CUDA stages tables, not
 # codes; the portable loops take no hint.
 PREFETCH = {"avx512vnni": 8192, "avx512vbmi": 8192, "avx512": 8192, "avx2": 8192, "neon": 8192}
-# The vpermb + vpdpbusd layouts (chunk_slots 4) read their codes faster, and at 8 KiB were
-# slower cold than the vpshufb ones they replaced; 16 KiB ahead: cold 4096x4096 GEMV on Zen
-# 4 (u8 scales, one thread, CPU time, interleaved pairs, load 6-7.5, median) 2-bit 236-260
-# -> 200-228 us (16 KiB ahead in 10 of 10 pairs), 4-bit 553 -> 476 (4 of 4), 1-bit 146 ->
-# 125, warm unchanged (124 vs 132, 250 vs 254, 82 vs 83); 32 KiB 222 / 519.
+# The vpermb + vpdpbusd layouts (chunk_slots 4): 16 KiB ahead. Cold 4096x4096 GEMV on Zen 4
+# (u8 scales, one thread, CPU time, interleaved pairs, median), each variant's cold copies
+# allocated once (load 6-7.5): 2-bit 236-260 -> 200-228 us, 4-bit 553 -> 476, 1-bit 146 ->
+# 125; with the copies reallocated every pair (load 5), within the noise: 2-bit 263 -> 262,
+# 4-bit 502 -> 475 (where the buffers land moves a cold run by 20-30%). Warm unchanged.
 DOT_PREFETCH = 16384
+# Cold, the multi-plane vpdpbusd layouts stay slower than the vpshufb ones they replaced
+# (copies reallocated every pair, load 5, median CPU us): 2-bit 262 vs 203 (5 of 5 pairs),
+# 4-bit 475 vs 424 (4 of 5); warm they are faster (121-132 vs 146-151, 208-227 vs 252-259).
+# The pass keeps them (batch > 1 gains too) and --explain states the trade.
+COLD_TRADE = ("cold (weights from DRAM) the vpshufb layout measured faster on Zen 4: "
+              "2-bit 203 vs 262 us, 4-bit 424 vs 475; warm this one is 0.8x its time")
 
 
 @dataclass(frozen=True)
@@ -289,7 +295,9 @@ class LutLowering(Pass):
         scales = f"uint8 x float16/{SUPER_BLOCK}" if two is not None else attrs["scale_dtype"]
         return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
                 "scales": scales, "instruction": instruction,
-                "prefetch": self.target.prefetch(layout), **note}
+                "prefetch": self.target.prefetch(layout), **note,
+                **({"cold_note": COLD_TRADE} if layout.chunk_slots == 4 and layout.planes > 1
+                   else {})}
 
     def _two_level(self, lw: LutWeight, alpha: float) -> tuple[tuple | None, dict]:
         """(u8, d) storage of the layer's scales under scale_format u8, or None and the
@@ -451,7 +459,8 @@ def explain(metadata: Mapping[str, str]) -> list[str]:
         note = f" ({r['scales_note']})" if "scales_note" in r else ""
         ahead = f", prefetch {r['prefetch'] // 1024} KiB ahead" if r.get("prefetch") else ""
         what = f"{r['layout']}, tblock {r['tblock']}, {r.get('scales', 'float32')} " \
-            f"scales{note}, {r['instruction']}{ahead}" \
+            f"scales{note}, {r['instruction']}{ahead}" + \
+            (f"; {r['cold_note']}" if "cold_note" in r else "") \
             if r["kernel"] == "lut" else r["reason"]
         table = r["table"] if r["kernel"] == "lut" else "-"
         out.append(f"{r['layer']:<28}{r['kernel']:>8}{r['rows']:>6}{bits:>5}  {table:<6}{what}")

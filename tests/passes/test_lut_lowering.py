@@ -247,6 +247,8 @@ def test_prefetch_distance_is_the_targets(isa: str, ahead: int) -> None:
     assert ("prefetch" in line) == bool(ahead), line
     if ahead:
         assert f"prefetch {ahead // 1024} KiB ahead" in line, line
+    # the multi-plane vpdpbusd layouts' measured cold/warm trade is stated, not silent
+    assert ("cold (weights from DRAM) the vpshufb layout" in line) == (isa == "avx512vnni")
 
 
 def test_scale_storage_is_float16_only_where_exact() -> None:
