@@ -307,8 +307,14 @@ def test_signal_during_compile_leaves_no_temporary_directories(tmp_path: Path, s
     tmp.mkdir()
     (tmp_path / "out").mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
-    proc = subprocess.Popen(_slow_compile(tmp_path), env=env, stderr=subprocess.PIPE,
-                            text=True)
+    # a shell starts background jobs (`make test &`) with SIGINT ignored, which the child
+    # would inherit; a handler in this process becomes the default in the child
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(_slow_compile(tmp_path), env=env, stderr=subprocess.PIPE,
+                                text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     while not list(tmp.glob("etch-artifact-*")) and proc.poll() is None:
         assert time.monotonic() < deadline, "the compile never made its artifact directory"

@@ -71,8 +71,13 @@ def test_signal_during_the_swap_is_delivered_after_it(tmp_path: Path, monkeypatc
         real(a, b)
 
     monkeypatch.setattr(artifact_dir.os, "replace", replace_with_a_signal)
-    with pytest.raises(KeyboardInterrupt):
-        artifact_dir.save(src, dest)
+    # a shell starts background jobs with SIGINT ignored (`make test &`): Python's handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            artifact_dir.save(src, dest)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (dest / "graph.onnx").read_text() == "new"
     assert _leftovers(tmp_path / "out") == []
 

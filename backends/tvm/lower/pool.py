@@ -60,7 +60,9 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
         geo = (kernel, strides, dil, pads)
         ctx.bind(node, _tiled_pool(ctx, node, geo, xshape, oshape, include_pad, hints))
         return
-    if ctx.pack and rank == 2 and op in ("MaxPool", "AveragePool") and _inside(
+    # integer MaxPools keep kind "pool" for the int8 row kernel (`int_cpu.QMaxPool`)
+    floating = ctx.dtype(x).startswith(("float", "bfloat"))
+    if ctx.pack and rank == 2 and op in ("MaxPool", "AveragePool") and floating and _inside(
             kernel, strides, dil, xshape, oshape) and oshape[-1] <= ctx.lanes:
         geo = (kernel, strides, dil, pads)
         ctx.bind(node, _row_pool(ctx, node, geo, xshape, oshape, include_pad))
