@@ -51,6 +51,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     from passes.fold_constants import FoldConstants
     from passes.fuse_epilogue import FuseEpilogue
     from passes.fuse_integer import FuseInteger
+    from passes.linear_qadd import LinearQAdd
     from passes.plan_engine import PlanEngine
     from passes.plan_hardwired import PlanHardwired
     from passes.quantize_activations import QuantizeActivations
@@ -77,7 +78,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     if integer and (fuse or (opts.target == "verilog" and not hardwired)):
         passes.append(FuseInteger())  # the engine runs groups only; PlanHardwired makes stages
     if integer and opts.target in ("cpu", "edge", "ref"):  # ref mirrors cpu's graph
-        passes.append(FlattenPointwise())
+        passes += [LinearQAdd(), FlattenPointwise()]
     if opts.lut:
         from passes.lut_lowering import LutLowering
 

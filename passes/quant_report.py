@@ -6,6 +6,8 @@ The passes leave JSON in `graph.metadata` (exported as ONNX metadata_props too):
 - "etch.placement" (QuantizeActivations): op counts on the accelerator and on the host;
 - "etch.int_groups" (FuseInteger): the output-unit groups by pattern, and the integer
   anchors left alone with the reason;
+- "etch.qadd_linear" (LinearQAdd): residual adds with and without a proven int32
+  straight-line form;
 - "etch.lut" (LutLowering): per layer, the kernel (look-up or dequantising), why, layout.
 `explain(metadata)` turns whichever are present into lines of text.
 """
@@ -29,6 +31,11 @@ def explain(metadata: Mapping[str, str]) -> str:
         lines += _placement(json.loads(metadata["etch.placement"]))
     if "etch.int_groups" in metadata:
         lines += _groups(json.loads(metadata["etch.int_groups"]))
+    if "etch.qadd_linear" in metadata:
+        counts = json.loads(metadata["etch.qadd_linear"])
+        lines.append(f"residual adds: {counts['linear']} as one int32 multiply-add line "
+                     f"(proven on every input pair), {counts['general']} by the general "
+                     f"three-step requantisation")
     lines += lut_lowering.explain(metadata)
     return "\n".join(lines)
 

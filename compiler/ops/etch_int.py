@@ -35,7 +35,11 @@ Real values follow docs/ARCHITECTURE.md: a quantised tensor means x = s * (q - z
       ra = requantize((a - a_zero) << left_shift, a_m0, a_shift, 0, INT32_MIN, INT32_MAX)
       rb = requantize((b - b_zero) << left_shift, b_m0, b_shift, 0, INT32_MIN, INT32_MAX)
       y  = requantize(ra + rb, m0, shift, zero_point, qmin, qmax)
-  with numpy broadcasting of a and b. Attrs: the ints named above and `to`.
+  with numpy broadcasting of a and b. Attrs: the ints named above and `to`. Optional attr
+  `linear` = [k, ca, cb, c] (recorded by `passes/linear_qadd.py`, not part of the
+  semantics): the same function over the inputs' 8-bit ranges as
+      y = clamp((a ca + b cb + c) >> k, qmin, qmax)   (>> floors; every term in int32),
+  proven on every (a, b) pair by `linear_qadd`; backends may compute that instead.
 - `etch.QSumPool(x, x_zero?)` int32: window sums of (x - x_zero) (AveragePool geometry
   attrs; `global`=1 sums over all spatial axes); padding adds 0. The division by the
   window size belongs to the next Requantize's multiplier.
@@ -48,6 +52,7 @@ Real values follow docs/ARCHITECTURE.md: a quantised tensor means x = s * (q - z
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -216,6 +221,65 @@ def _qadd(attrs: dict, a: Array, b: Array) -> Array:
                              int(attrs.get("zero_point", 0)), int(attrs["qmin"]),
                              int(attrs["qmax"]))
     return y.astype(attrs.get("to", "int8"))
+
+
+LINEAR_NUDGES = ((0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1),
+                 (0, 0, -1), (1, 1, 0), (-1, -1, 0), (1, -1, 0), (-1, 1, 0), (0, 0, 2),
+                 (0, 0, -2), (0, 0, 4), (0, 0, -4))
+LINEAR_SHIFTS = 3  # the largest shifts k tried (each fitting int32)
+
+
+def linear_qadd(attrs: dict, a_range: tuple[int, int], b_range: tuple[int, int]
+                ) -> list[int] | None:
+    """[k, ca, cb, c] with clamp((a ca + b cb + c) >> k, qmin, qmax) == etch.QAdd(a, b) for
+    every integer a in a_range and b in b_range (inclusive; at most 256 values each), every
+    product, partial sum and sum inside int32; None where no candidate is exact.
+
+    The candidates: the real slopes of the two sides through the output scale (a_m0 2^L m0 /
+    2^(a_shift + shift), the same for b) rounded to k fractional bits, the zero points and
+    the rounding half folded into c, for the LINEAR_SHIFTS largest k that fit int32, each
+    nudged by one or two units (the reference rounds each side before the sum, so the exact
+    function can sit a hair off the straight line). Each candidate is checked against the
+    reference on all pairs: what is recorded is proven, not estimated."""
+    (a_lo, a_hi), (b_lo, b_hi) = a_range, b_range
+    if not (0 < a_hi - a_lo + 1 <= 256 and 0 < b_hi - b_lo + 1 <= 256):
+        return None
+    a = np.arange(a_lo, a_hi + 1, dtype=np.int64)[:, None]
+    b = np.arange(b_lo, b_hi + 1, dtype=np.int64)[None, :]
+    want = _qadd({**attrs, "to": "int64"}, a, b).astype(np.int64)
+    left, sh = int(attrs.get("left_shift", 20)), int(attrs["shift"])
+    slopes = [Fraction(int(attrs[f"{p}_m0"]) * int(attrs["m0"]) << left,
+                       1 << (int(attrs[f"{p}_shift"]) + sh)) for p in "ab"]
+    za, zb, zp = (int(attrs.get(k, 0)) for k in ("a_zero", "b_zero", "zero_point"))
+    qmin, qmax = int(attrs["qmin"]), int(attrs["qmax"])
+    tried = 0
+    for k in range(30, 0, -1):
+        ca, cb = (round(s * (1 << k)) for s in slopes)
+        c = -za * ca - zb * cb + (zp << k) + (1 << (k - 1))
+        fits = [_fits_int32(ca + da, cb + db, c + dc, a_range, b_range)
+                for da, db, dc in LINEAR_NUDGES]
+        if not any(fits):
+            continue
+        for (da, db, dc), ok in zip(LINEAR_NUDGES, fits):
+            if ok and np.array_equal(
+                    np.clip((a * (ca + da) + b * (cb + db) + c + dc) >> k, qmin, qmax), want):
+                return [k, ca + da, cb + db, c + dc]
+        tried += 1
+        if tried == LINEAR_SHIFTS:
+            return None
+    return None
+
+
+def _fits_int32(ca: int, cb: int, c: int, a_range: tuple[int, int],
+                b_range: tuple[int, int]) -> bool:
+    """Whether a ca, a ca + c and a ca + c + b cb stay inside int32 on the box (linear:
+    the extremes are at its corners)."""
+    for a in a_range:
+        for b in b_range:
+            for t in (a * ca, a * ca + c, b * cb, a * ca + c + b * cb):
+                if not INT32_MIN <= t <= INT32_MAX:
+                    return False
+    return True
 
 
 def _infer_qadd(attrs: dict, a: Value, b: Value) -> Spec:

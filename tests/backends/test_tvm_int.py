@@ -10,6 +10,7 @@ ref). The weight-only path is compared to float tolerance and checked to keep th
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from compiler.reference import quantize_multiplier
 from models import zoo
 from passes.flatten_pointwise import FlattenPointwise
 from passes.fuse_integer import FuseInteger
+from passes.linear_qadd import LinearQAdd
 from runtime.host_cpu import host_features
 from tests.backends import isa
 from tests.golden import assert_bitexact, assert_close
@@ -91,13 +93,15 @@ def build(graph: Graph, mcpu: str | None = None) -> tuple[tvm.IRModule, object]:
     return mod, tvm.compile(mod, target=target, relax_pipeline=vm_passes())
 
 
-def run_tvm(case: IntGraph, mcpu: str | None = None, fuse: bool = True) -> dict[str, str]:
+def run_tvm(case: IntGraph, mcpu: str | None = None, fuse: bool = True,
+            linear: bool = True) -> dict[str, str]:
     """Run the graph in TVM (after the integer fusion passes of the cpu pipeline, unless
-    `fuse` is False), assert it equals the reference on the graph as built bit for bit;
-    returns the schedule rules used."""
+    `fuse` is False; `linear`: with LinearQAdd's straight-line residual adds), assert it
+    equals the reference on the graph as built bit for bit; returns the schedule rules
+    used."""
     graph = case.g
     if fuse:
-        for p in (FuseInteger(), FlattenPointwise()):
+        for p in (FuseInteger(), *[LinearQAdd()] * linear, FlattenPointwise()):
             graph, _ = p.run(graph)
             graph.verify()
     mod, ex = build(graph, mcpu)
@@ -369,6 +373,21 @@ def test_a_group_on_the_portable_kernels(anchor: str) -> None:
     assert sum(rules.values()) == 1 and not {"QConv", "QDense", "QDepthwise"} & set(rules)
 
 
+@pytest.mark.parametrize("linear", [True, False])
+@pytest.mark.parametrize("anchor", ["pointwise", "3x3", "qgemm_tail", "depthwise"])
+def test_a_residual_group_in_both_forms(anchor: str, linear: bool) -> None:
+    """The residual add as LinearQAdd's proven straight line (one int32 multiply-add per
+    side) and as the general three-step requantisation: both bit-exact, one kernel."""
+    case = _with_steps(GROUP_ANCHORS[anchor][0](), "residual_b")
+    graph, _ = FuseInteger().run(case.g.copy())
+    graph, _ = LinearQAdd().run(graph)
+    assert json.loads(graph.metadata["etch.qadd_linear"]) == {"linear": 1, "general": 0}
+    rules = run_tvm(case, linear=linear)
+    assert sum(rules.values()) == 1
+    if AVX2:
+        assert rules == {GROUP_ANCHORS[anchor][1]: 1}
+
+
 def test_a_pool_group_is_one_kernel() -> None:
     case = IntGraph(13)
     x = case.ints("x", "int8", (2, 8, 5, 6))
@@ -384,8 +403,9 @@ def test_unfused_integer_ops_each_run_alone() -> None:
 
 
 # ---- elementwise, pooling, Q/DQ ------------------------------------------------------------
+@pytest.mark.parametrize("linear", [True, False])
 @pytest.mark.parametrize("to", ["int8", "uint8"])
-def test_qadd(to: str) -> None:
+def test_qadd(to: str, linear: bool) -> None:
     case = IntGraph(7)
     a, b = case.ints("a", "int8", (2, 3, 4, 5)), case.ints("b", "int8", (1, 3, 1, 5))
     lo, hi = (-128, 127) if to == "int8" else (0, 255)
@@ -393,7 +413,11 @@ def test_qadd(to: str) -> None:
                 a_shift=33, b_m0=1073741824, b_shift=31, m0=1623864644, shift=49,
                 left_shift=20, zero_point=-100 if to == "int8" else 10, qmin=lo, qmax=hi,
                 to=to)
-    run_tvm(case.outputs(y))
+    case.outputs(y)
+    graph, _ = LinearQAdd().run(case.g.copy())
+    [node] = graph.nodes
+    assert len(node.attrs["linear"]) == 4  # a straight line exists for these scales
+    run_tvm(case, linear=linear)
 
 
 def test_qsumpool_global_and_windowed() -> None:

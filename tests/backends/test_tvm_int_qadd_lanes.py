@@ -91,3 +91,67 @@ def test_lanes_refused_where_a_lane_could_overflow() -> None:
     assert not qadd_lanes_exact(big, (-128, 127), (-128, 127))
     # an accumulator-sized input range (not an 8-bit residual): the sides overflow
     assert not qadd_lanes_exact(step, (-(1 << 30), 1 << 30), (-128, 127))
+
+
+# ---- LinearQAdd's straight-line form ------------------------------------------------------
+LINEAR_CASES = [  # scales as calibration makes them (float32 max / 127: no short ratios,
+    # whose exact .5 ties the reference breaks by its rounding of each side), both 8-bit types
+    (0.0213476, 0.0370981, 0.0452213, 0, -3, -128, "uint8", "int8", (-128, 127)),
+    (0.0417352, 0.0238806, 0.0587917, -19, 4, -128, "int8", "int8", (-128, 127)),
+    (0.00731174, 0.0105213, 0.0149337, 128, 5, 0, "uint8", "uint8", (0, 255)),
+    (0.0713, 0.0021, 0.0103, 3, 0, -128, "int8", "uint8", (-128, 0)),
+]
+
+
+def _ranges(adt: str, bdt: str) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(np.arange(-128, 128) if dt == "int8" else np.arange(256) for dt in (adt, bdt))
+
+
+@pytest.mark.parametrize("nl", sorted(WIDTHS))
+@pytest.mark.parametrize("case", range(len(LINEAR_CASES)))
+def test_linear_qadd_lanes_match_the_reference_on_every_pair(nl: int, case: int) -> None:
+    """The recorded [k, ca, cb, c] in int32 lanes equals the reference's three-step add on
+    every pair (the proof is re-checked here by running the kernel, not trusted)."""
+    if WIDTHS[nl][1] not in FLAGS:
+        pytest.skip(f"the host cannot run {nl}-lane AVX kernels")
+    *scales, adt, bdt, bounds = LINEAR_CASES[case]
+    step = qadd_attrs(*scales, bounds)
+    ra, rb = _ranges(adt, bdt)
+    form = etch_int.linear_qadd(step, (int(ra[0]), int(ra[-1])), (int(rb[0]), int(rb[-1])))
+    assert form is not None and 10 <= form[0] <= 30
+    a, b = (v.reshape(-1).astype(np.int32) for v in np.meshgrid(ra, rb, indexing="ij"))
+    want = etch_int._qadd(step, a, b).astype(np.int32)
+    np.testing.assert_array_equal(_run_lanes({**step, "linear": form}, nl, a, b), want)
+
+
+def test_linear_qadd_found_for_most_calibrated_scales() -> None:
+    """On scales drawn like calibration's (log-uniform, no exact ratios) a straight line is
+    proven for nearly every add; each one found is exact on all pairs."""
+    rng = np.random.default_rng(5)
+    found = 0
+    for _ in range(40):
+        sa, sb, s = np.exp(rng.uniform(np.log(1e-3), np.log(0.2), 3))
+        za, zb, z = (int(v) for v in rng.integers(-30, 30, 3))
+        step = qadd_attrs(sa, sb, max(s, 0.6 * max(sa, sb)), za, zb, z, (-128, 127))
+        form = etch_int.linear_qadd(step, (-128, 127), (-128, 127))
+        if form is None:
+            continue
+        found += 1
+        k, ca, cb, c = form
+        a, b = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128), indexing="ij")
+        line = np.clip((a.astype(np.int64) * ca + c + b * cb) >> k, -128, 127)
+        np.testing.assert_array_equal(line, etch_int._qadd({**step, "to": "int64"}, a, b))
+    assert found >= 36
+
+
+def test_linear_qadd_refused_where_no_line_is_exact() -> None:
+    # short ratios (0.02 / 0.04 = 1/2): exact .5 ties the reference breaks by its rounding of
+    # each side, in both directions
+    assert etch_int.linear_qadd(qadd_attrs(0.02, 0.03, 0.04, 0, -3, -128, (-128, 127)),
+                                (0, 255), (-128, 127)) is None
+    # an output scale so small that the sum leaves int32 before any useful precision
+    assert etch_int.linear_qadd(qadd_attrs(0.02, 0.03, 1e-9, 0, 0, 0, (-128, 127)),
+                                (-128, 127), (-128, 127)) is None
+    # inputs wider than 8 bits are not checked exhaustively
+    assert etch_int.linear_qadd(qadd_attrs(0.02, 0.03, 0.05, 0, 0, 0, (-128, 127)),
+                                (-1000, 1000), (-128, 127)) is None

@@ -233,9 +233,9 @@ def test_pipelines_fuse_integer_graphs() -> None:
         return [p.label for p in passes_for(CompileOptions(**kw))]
 
     for target in ("cpu", "edge", "ref"):
-        tail = names(target=target, int=True, bits=8)[-4:]
-        assert tail == ["quantize_activations", "fuse_integer", "flatten_pointwise",
-                        "fuse_epilogue"]
+        tail = names(target=target, int=True, bits=8)[-5:]
+        assert tail == ["quantize_activations", "fuse_integer", "linear_qadd",
+                        "flatten_pointwise", "fuse_epilogue"]
     assert "fuse_integer" in names(target="verilog") and \
         "flatten_pointwise" not in names(target="verilog")
     assert "fuse_integer" not in names(target="cpu", int=True, fuse=False)

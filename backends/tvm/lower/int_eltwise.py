@@ -109,7 +109,14 @@ def lower_requantize(ctx: LowerCtx, node: Node) -> None:
 
 def qadd(xa: Expr, xb: Expr, at: Mapping[str, int]) -> Expr:
     """etch.QAdd at one position, as int64 (the reference's formula): each input centred,
-    shifted left and requantised to a common int32 scale, added, requantised to the output."""
+    shifted left and requantised to a common int32 scale, added, requantised to the output.
+    Where the step carries a proven straight-line form (`linear`, passes/linear_qadd.py),
+    that instead: (a ca + b cb + c) >> k, clamped."""
+    if "linear" in at:
+        k, ca, cb, c = (int(v) for v in at["linear"])
+        t = _i64(xa) * _i64(ca) + _i64(c) + _i64(xb) * _i64(cb)
+        y = tirx.shift_right(t, tirx.const(k, "int64"))
+        return tirx.min(tirx.max(y, _i64(int(at["qmin"]))), _i64(int(at["qmax"])))
     left = int(at.get("left_shift", 20))
 
     def side(x: Expr, p: str) -> Expr:

@@ -114,6 +114,8 @@ def post_steps(g: QGroup) -> list[dict]:
                 "left_shift", "zero_point", "qmin", "qmax")
         steps.append({"op": "qadd", "side": g.y_side,
                       **{k: int(g.residual.attrs[k]) for k in keep if k in g.residual.attrs}})
+        if "linear" in g.residual.attrs:  # LinearQAdd's proven form
+            steps[-1]["linear"] = [int(v) for v in g.residual.attrs["linear"]]
     return steps
 
 
@@ -222,11 +224,14 @@ def kernel_hints(epi: IntEpilogue, acc_bound: np.ndarray) -> dict:
 def _post_vector_ok(epi: IntEpilogue) -> bool:
     """Whether the steps after the requantisation are one residual add whose int32-lane form
     (`schedules.int_intrin.qadd_vector`) is exact for every input: y in the requantisation's
-    [qmin, qmax], the residual anywhere in its type."""
+    [qmin, qmax], the residual anywhere in its type (always, where LinearQAdd proved a
+    straight-line form on that domain)."""
     if len(epi.post) != 1 or epi.post[0]["op"] != "qadd" or \
             epi.residual_dtype not in ("int8", "uint8"):
         return False
     step = epi.post[0]
+    if "linear" in step:  # proven on every input pair, every term inside int32
+        return True
     r = epi.requant or {}
     lo = -128 if epi.residual_dtype == "int8" else 0
     ranges = [(int(r["qmin"]), int(r["qmax"])), (lo, lo + 255)]
