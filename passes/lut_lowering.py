@@ -92,9 +92,17 @@ DOT_PREFETCH = 16384
 # Cold, the multi-plane vpdpbusd layouts stay slower than the vpshufb ones they replaced
 # (copies reallocated every pair, load 5, median CPU us): 2-bit 262 vs 203 (5 of 5 pairs),
 # 4-bit 475 vs 424 (4 of 5); warm they are faster (121-132 vs 146-151, 208-227 vs 252-259).
-# The pass keeps them (batch > 1 gains too) and --explain states the trade.
+# A one-row GEMV (decode) streams its weights once per call: a model's weights do not stay
+# in cache between tokens, so there the pass takes the VBMI layouts, colder-faster, for
+# every bit width with more than one plane (STREAMED); batches (rows > 1) reuse each table
+# and weight across rows and keep the vpdpbusd layouts (0.73-0.8x the time at 8 and 256
+# rows); 1-bit's one-plane vpdpbusd layout is faster both ways. --explain says which.
+STREAMED = (2, 3, 4)
 COLD_TRADE = ("cold (weights from DRAM) the vpshufb layout measured faster on Zen 4: "
               "2-bit 203 vs 262 us, 4-bit 424 vs 475; warm this one is 0.8x its time")
+STREAM_NOTE = ("one row streams its weights (decode): the layout measured faster cold on "
+               "Zen 4 (2-bit 203 vs 262 us, 4-bit 424 vs 475 for the vpdpbusd one, which "
+               "takes 0.8x the time warm and at batches)")
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,14 @@ class LutTarget:
         """Rows up to which the look-up kernel is chosen (None: every batch)."""
         return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
 
-    def layout(self, bits: int, n: int, table: str = "int8", tblock: int = 8) -> LutLayout:
+    def streams(self, bits: int, rows: int | None) -> bool:
+        """Whether a layer of `rows` rows (None: not known) takes the VBMI layouts in place
+        of the multi-plane vpdpbusd ones: a one-row GEMV, which streams its weights
+        (STREAMED)."""
+        return self.isa == "avx512vnni" and rows == 1 and bits in STREAMED
+
+    def layout(self, bits: int, n: int, table: str = "int8", tblock: int = 8,
+               rows: int | None = None) -> LutLayout:
         """x86 int8 tables: the planes of a column in adjacent bytes where they pair up (2
         bits: 2 slots, 4 bits: 4; vpmaddubsw weighs a pair), one plane per vector for 1 and
         3 bits (no padding plane to stream) -- with VBMI and table blocks of 16 rows, two
@@ -126,16 +141,19 @@ class LutTarget:
         tables, no unpacking) -- and with VNNI and table blocks of 32 rows, four (chunk_slots
         4: a vpermb per nibble reads four chunks' tables, vpdpbusd adds the column's four
         bytes into its int32 lane: no int16 step, no widening; 1-bit tiles of up to 8
-        vectors, the 128 columns of the other layouts, multi-plane ones of 4); elsewhere, and for float tables (vpermps
-        looks up 16 columns of one plane), one plane per vector; tiles of up to 4 vectors,
-        fewer for narrow N."""
+        vectors, the 128 columns of the other layouts, multi-plane ones of 4), except where
+        `streams` (a one-row GEMV of 2-4 bits: the VBMI layouts); elsewhere, and for float
+        tables (vpermps looks up 16 columns of one plane), one plane per vector; tiles of
+        up to 4 vectors, fewer for narrow N."""
         v, chunk_slots = self.vector_bytes, 1
         if self.isa in X86 and table == "int8":
             slots, planes = {1: (1, 1), 2: (2, 1), 3: (1, 3), 4: (4, 1)}[bits]
-            if self.isa == "avx512vnni" and tblock % 32 == 0 and bits in DOT_BITS:
+            dot = self.isa == "avx512vnni" and tblock % 32 == 0 and \
+                not self.streams(bits, rows)
+            if dot and bits in DOT_BITS:
                 slots, planes = 1, bits
             if self.isa in VBMI and slots == 1 and tblock % 16 == 0:
-                chunk_slots = 4 if self.isa == "avx512vnni" and tblock % 32 == 0 else 2
+                chunk_slots = 4 if dot else 2
         else:
             slots, planes = 1, bits
         per = v // (slots * chunk_slots)
@@ -272,7 +290,7 @@ class LutLowering(Pass):
         alpha = float(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else 1.0
         key = (site.dq.outputs[0], hash(alpha))
         tblock = table_block(lw.group, lw.k)
-        layout = self.target.layout(lw.bits, lw.n, self.table, tblock)
+        layout = self.target.layout(lw.bits, lw.n, self.table, tblock, site.rows)
         group = lw.group if lw.group < lw.k else -(-lw.k // tblock) * tblock
         attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
                  "table": self.table, "scale_dtype": scale_storage(lw.scale, alpha),
@@ -297,7 +315,9 @@ class LutLowering(Pass):
                 "scales": scales, "instruction": instruction,
                 "prefetch": self.target.prefetch(layout), **note,
                 **({"cold_note": COLD_TRADE} if layout.chunk_slots == 4 and layout.planes > 1
-                   else {})}
+                   else {"cold_note": STREAM_NOTE}
+                   if self.table == "int8" and self.target.streams(lw.bits, site.rows)
+                   and tblock % 32 == 0 else {})}
 
     def _two_level(self, lw: LutWeight, alpha: float) -> tuple[tuple | None, dict]:
         """(u8, d) storage of the layer's scales under scale_format u8, or None and the

@@ -219,6 +219,27 @@ def test_vnni_puts_four_chunk_pairs_in_a_column_dword(isa: str, bits: int, tbloc
     assert "4 chunk pairs/column" in entry["layout"]
 
 
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_a_one_row_gemv_streams_with_the_vbmi_layouts(bits: int) -> None:
+    """A one-row GEMV (decode) reads each weight once per call, from memory: with 2-4 bits
+    it takes the VBMI layouts (measured faster cold), 1-bit keeps its one-plane vpdpbusd
+    layout (faster both ways); --explain says why. Two rows keep the vpdpbusd layouts."""
+    target = LutTarget("avx512vnni")
+    streamed = bits > 1
+    assert target.layout(bits, 4096, "int8", 32, rows=1).chunk_slots == \
+        (4 if not streamed else 2 if bits == 3 else 1)
+    assert target.layout(bits, 4096, "int8", 32, rows=2).chunk_slots == 4
+    graph = compiled(matmul_model(1, 128, 64), bits=bits, group_size=32)
+    lut, _ = LutLowering("int8", target).run(graph)
+    [node] = [nd for nd in lut.nodes if nd.op == "etch.LutGemm"]
+    assert (node.attrs.get("chunk_slots", 1) == 4) == (not streamed)
+    assert node.attrs["prefetch"] == (8192 if streamed else 16384)
+    line = explain(lut.metadata)[1]
+    assert ("one row streams its weights (decode)" in line) == streamed, line
+    assert "cold (weights from DRAM) the vpshufb layout" not in line
+    assert not LutTarget("avx512vbmi").streams(bits, 1)  # only where there is a choice
+
+
 @pytest.mark.parametrize("mcpu, bits, isa", [
     ("sapphirerapids", None, "avx512vnni"), ("icelake-server", None, "avx512vnni"),
     ("znver4", None, "avx512vnni"), ("cannonlake", None, "avx512vbmi"),
