@@ -72,8 +72,9 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
             bits=opts.bits, ternary=opts.ternary, group_size=opts.group_size,
             method=opts.quant, per=opts.per, calib=opts.calib, lut=opts.lut, integer=integer,
             scale_format=opts.scale_format))
-    if integer:
-        passes.append(QuantizeActivations(opts.calib))
+    if integer:  # per-channel tables where the TVM int kernels run them
+        passes.append(QuantizeActivations(
+            opts.calib, channel_tables=opts.target in ("cpu", "edge", "ref")))
     hardwired = opts.target == "verilog" and opts.engine == "hardwired"
     if integer and (fuse or (opts.target == "verilog" and not hardwired)):
         passes.append(FuseInteger())  # the engine runs groups only; PlanHardwired makes stages

@@ -12,7 +12,8 @@ rounding (half to even on the float value, where etch uses a fixed-point multipl
 - etch.Requantize -> Clip to the saturation bounds (when narrower than the type)
   -> QuantizeLinear; etch.QAdd -> Add of the dequantised inputs, Clip, QuantizeLinear;
 - etch.QSumPool -> GlobalAveragePool / AveragePool of the dequantised input;
-- etch.Table -> its recorded float function (the `epilogue` steps) between DQ and Q;
+- etch.Table, etch.ChannelTable -> its recorded float function (the `epilogue` steps)
+  between DQ and Q;
 - etch.QLayerNorm -> LayerNormalization with the real gamma, beta and epsilon its integer
   constants stand for; etch.QSoftmax -> Softmax (after Add of -1e9 where masked);
 - etch.Clamp -> Clip on the integers; etch.Dequant (weight-only path) -> DequantizeLinear
@@ -257,6 +258,7 @@ def _copy(w: _Writer, node: Node) -> None:
 HANDLERS: dict[str, Callable[[_Writer, Node], None]] = {
     "etch.QConv": _linear, "etch.QGemm": _linear, "etch.Requantize": _requantize,
     "etch.QAdd": _qadd, "etch.QSumPool": _sumpool, "etch.Table": _table,
+    "etch.ChannelTable": _table,
     "etch.Clamp": _clamp, "etch.Dequant": _dequant, "etch.QLayerNorm": _layer_norm,
     "etch.QSoftmax": _softmax,
 }

@@ -20,8 +20,8 @@ from passes.int_lowering import Act, Lowering, Rule, act_params
 MOVES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity",
                    "MaxPool", "Gather"})
 INT_OPS = frozenset({"etch.QConv", "etch.QGemm", "etch.Requantize", "etch.QAdd",
-                     "etch.QSumPool", "etch.Table", "etch.Clamp", "etch.QLayerNorm",
-                     "etch.QSoftmax"})
+                     "etch.QSumPool", "etch.Table", "etch.ChannelTable", "etch.Clamp",
+                     "etch.QLayerNorm", "etch.QSoftmax"})
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 

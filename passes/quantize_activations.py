@@ -20,7 +20,9 @@ The graph is rebuilt node by node (`passes.int_lowering`; the rules are in
   AveragePool without padding -> etch.QSumPool -> etch.Requantize (1/count in the multiplier).
 - any region of elementwise float ops with one integer input and scalar constants (Sigmoid,
   Tanh, the Erf GELU, x * 0.5, ...) -> etch.Table, 256 entries built at compile time by
-  running the region's own reference ops on the 256 input levels.
+  running the region's own reference ops on the 256 input levels; with `channel_tables`
+  (cpu, edge, ref) also one with per-channel constants (a BatchNorm + ReLU after a Concat,
+  as in DenseNet) -> etch.ChannelTable, 256 entries per channel.
 - LayerNormalization with constant scale/bias -> etch.QLayerNorm, Softmax -> etch.QSoftmax
   (`passes.int_layernorm`, `passes.int_softmax`: exact integer row ops); an Add of an
   integer activation and a causal mask constant read only by a Softmax -> one masked
@@ -67,10 +69,12 @@ class QuantizeActivations(Pass):
 
     name = "quantize_activations"
 
-    def __init__(self, calib: Calib, method: str = "minmax", percentile: float = 99.99) -> None:
+    def __init__(self, calib: Calib, method: str = "minmax", percentile: float = 99.99,
+                 channel_tables: bool = False) -> None:
         if method not in ("minmax", "percentile"):
             raise EtchError(f"activation calibration {method!r}: choose minmax or percentile")
         self.calib, self.method, self.percentile = calib, method, percentile
+        self.channel_tables = channel_tables  # etch.ChannelTable (`int_tables`): TVM targets
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         # Without calibration data, every activation must take its scale from the model
@@ -78,7 +82,8 @@ class QuantizeActivations(Pass):
         ranges = self._ranges(graph) if self.calib is not None else {}
         rules = {**RULES, "LayerNormalization": layer_norm, "Softmax": softmax,
                  "Add": first_of(masked_softmax, RULES["Add"])}
-        lowered = Lowering(graph, ranges, rules, TableRule(graph), given_params(graph)).build()
+        lowered = Lowering(graph, ranges, rules, TableRule(graph, self.channel_tables),
+                           given_params(graph)).build()
         lowered.metadata["etch.placement"] = json.dumps(summary(lowered))
         return lowered, True
 

@@ -23,7 +23,7 @@ SUPPORTED_OPS = ELEMENTWISE_OPS | frozenset({
     "SpaceToDepth", "Einsum", "Resize",
     "etch.Fused",
     "etch.QGemm", "etch.QConv", "etch.Requantize", "etch.QAdd", "etch.QSumPool", "etch.Table",
-    "etch.Clamp", "etch.QFused", "etch.QLayerNorm", "etch.QSoftmax", "QuantizeLinear",
+    "etch.ChannelTable", "etch.Clamp", "etch.QFused", "etch.QLayerNorm", "etch.QSoftmax", "QuantizeLinear",
     "DequantizeLinear", "etch.Dequant",
     "etch.LutGemm",
     "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv",

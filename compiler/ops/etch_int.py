@@ -47,6 +47,9 @@ Real values follow docs/ARCHITECTURE.md: a quantised tensor means x = s * (q - z
   table has 256 entries (int8 or uint8, y's dtype). Attr `epilogue` (etch.Fused's step
   format over the inputs [real(x), *consts]) records the float function the table was
   built from, so an exporter can rebuild it; it does not take part in the semantics.
+- `etch.ChannelTable(x, table, *consts)`: one 256-entry table per channel along attr `axis`:
+  y[..., c, ...] = table[c, x[..., c, ...] - lo] (table [C, 256]); `epilogue` as etch.Table's
+  (the float function, whose per-channel constants are among consts).
 - `etch.Clamp(x)`: y = clip(x, lo, hi) in x's integer dtype (attrs lo, hi).
 """
 
@@ -318,6 +321,28 @@ def _infer_table(attrs: dict, x: Value, table: Value, *rest: Value | None) -> Sp
     return [(x.shape, table.dtype)]
 
 
+def _channel_table(attrs: dict, x: Array, table: Array, *consts: Array) -> Array:
+    axis = int(attrs["axis"]) % x.ndim
+    if table.shape != (x.shape[axis], 256):
+        raise EtchError(f"etch.ChannelTable: the table has shape {table.shape}, expected "
+                        f"({x.shape[axis]}, 256)")
+    lo = -128 if x.dtype == np.int8 else 0
+    channel = np.arange(x.shape[axis]).reshape([-1 if d == axis else 1 for d in range(x.ndim)])
+    return table[channel, x.astype(np.int64) - lo]
+
+
+def _infer_channel_table(attrs: dict, x: Value, table: Value, *rest: Value | None) -> Spec:
+    axis = attrs.get("axis")
+    ok = x.dtype in ("int8", "uint8") and axis is not None and x.shape and \
+        -len(x.shape) <= int(axis) < len(x.shape) and \
+        table.shape == (x.shape[int(axis) % len(x.shape)], 256)
+    if not ok:
+        raise EtchError(f"etch.ChannelTable maps int8/uint8 through 256 entries per channel "
+                        f"of axis {axis}; got {x.dtype} x of shape {list(x.shape)} and a "
+                        f"table of shape {list(table.shape)}")
+    return [(x.shape, table.dtype)]
+
+
 def _clamp(attrs: dict, x: Array) -> Array:
     return np.clip(x, int(attrs["lo"]), int(attrs["hi"])).astype(x.dtype)
 
@@ -334,5 +359,6 @@ OPS: dict[str, OpDef] = {
     "etch.QAdd": OpDef("etch.QAdd", _qadd, infer=_infer_qadd),
     "etch.QSumPool": OpDef("etch.QSumPool", _qsumpool, infer=_infer_qsumpool),
     "etch.Table": OpDef("etch.Table", _table, infer=_infer_table),
+    "etch.ChannelTable": OpDef("etch.ChannelTable", _channel_table, infer=_infer_channel_table),
     "etch.Clamp": OpDef("etch.Clamp", _clamp, infer=_same),
 }

@@ -40,6 +40,7 @@ from tests.golden import assert_bitexact, assert_close
 ZOO = ["digits_mlp", "digits_cnn", "resnet_block", "mobilenet"]
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 AVX2 = "avx2" in host_features()  # as etch compile detects it
+VBMI = {"avx512bw", "avx512vbmi"} <= set(host_features())
 
 
 class IntGraph:
@@ -514,6 +515,43 @@ def test_table_and_clamp(dtype: str) -> None:
     t = case.op("etch.Table", [x, case.const("table", table)], "t")
     c = case.op("etch.Clamp", [x], "c", lo=-5 if dtype == "int8" else 10, hi=99)
     run_tvm(case.outputs(t, c))
+
+
+CHANNEL_TABLES = {  # name -> (shape, axis)
+    "planes of 65": ((2, 3, 5, 13), 1),  # a whole vector and one moved back to the end
+    "planes of 9": ((1, 4, 3, 3), 1),  # under one vector: byte by byte
+    "last axis": ((3, 70), 1),
+    "planes of 128": ((1, 2, 128), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHANNEL_TABLES))
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_channel_table(name: str, dtype: str) -> None:
+    """etch.ChannelTable, bit-exact: with AVX512-VBMI `int_tables`' byte permutes (rule
+    QChannelTable), elsewhere the generic gather (mcpu haswell)."""
+    shape, axis = CHANNEL_TABLES[name]
+    for mcpu, rule in ((None, VBMI), ("haswell", False)):
+        case = IntGraph(23)
+        x = case.ints("x", dtype, shape)
+        table = case.rng.integers(-128, 128, (shape[axis], 256)).astype(np.int8)
+        case.outputs(case.op("etch.ChannelTable", [x, case.const("table", table)], "y",
+                             axis=axis))
+        rules = run_tvm(case, mcpu=mcpu)
+        assert ("QChannelTable" in rules) == rule, (mcpu, rules)
+
+
+@pytest.mark.parametrize("mcpu,vbmi", [("znver4", True), ("icelake-server", True),
+                                       ("skylake-avx512", False)])
+def test_channel_tables_are_byte_permutes_with_vbmi(mcpu: str, vbmi: bool) -> None:
+    case = IntGraph(2)
+    x = case.ints("x", "int8", (1, 6, 14, 14))
+    table = case.rng.integers(-128, 128, (6, 256)).astype(np.int8)
+    case.outputs(case.op("etch.ChannelTable", [x, case.const("table", table)], "y", axis=1))
+    asm = isa.compile_graph(case.g, mcpu)
+    [code] = asm.kernels.values()
+    assert ("QChannelTable" in asm.rules) == vbmi
+    assert bool(re.search(r"vperm[it]2b\s+[^\n]*%zmm", code)) == vbmi
 
 
 def test_quantize_dequantize_linear() -> None:

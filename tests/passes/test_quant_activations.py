@@ -106,6 +106,63 @@ def test_sigmoid_becomes_a_table(rng: np.random.Generator) -> None:
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
+def _concat_bn_relu(rng: np.random.Generator) -> Graph:
+    """DenseNet's pattern: two convs, their Concat, then a BatchNorm (per-channel Mul, Add)
+    and a Relu that no conv before it can absorb, then a conv."""
+    c = lambda *s: f32(rng, *s)
+    return build([node("Conv", ["x", "w1"], "a", pads=[1, 1, 1, 1]),
+                  node("Conv", ["x", "w2"], "b", pads=[1, 1, 1, 1]),
+                  node("Concat", ["a", "b"], "cat", axis=1),
+                  node("Mul", ["cat", "gamma"], "m"), node("Add", ["m", "beta"], "n"),
+                  node("Relu", ["n"], "r"), node("Conv", ["r", "w3"], "y")],
+                 {"x": (1, 3, 6, 7)}, ["y"],
+                 {"w1": c(4, 3, 3, 3), "w2": c(2, 3, 3, 3), "gamma": c(6, 1, 1),
+                  "beta": c(1, 6, 1, 1), "w3": c(5, 6, 1, 1)})
+
+
+@pytest.mark.parametrize("channels", [True, False])
+def test_a_per_channel_region_becomes_a_channel_table(rng: np.random.Generator,
+                                                      channels: bool) -> None:
+    """A BatchNorm + ReLU between integer ops (after a Concat): with channel tables (the TVM
+    targets) one etch.ChannelTable, each channel's 256 entries the region's float ops on
+    that input level, so the integer graph computes what the host path (DequantizeLinear,
+    float ops, QuantizeLinear) computes, bit for bit; without them, that host path."""
+    g = _concat_bn_relu(rng)
+    w, _ = QuantizeWeights(bits=8, integer=True).run(g)
+    calib = {"x": f32(rng, 16, 1, 3, 6, 7)}
+    q, _ = QuantizeActivations(calib, channel_tables=channels).run(w.copy())
+    host, _ = QuantizeActivations(calib).run(w.copy())
+    ops = [n.op for n in q.nodes]
+    if not channels:
+        assert "etch.ChannelTable" not in ops and {"Mul", "Add", "Relu"} <= set(ops)
+        return
+    [table] = [n for n in q.nodes if n.op == "etch.ChannelTable"]
+    assert not {"Mul", "Add", "Relu"} & set(ops) and table.attrs["axis"] == 1
+    assert q.values[table.inputs[1]].shape == (6, 256)
+    assert [s["op"] for s in json.loads(table.attrs["epilogue"])] == ["Mul", "Add", "Relu"]
+    x = {"x": f32(rng, 1, 3, 6, 7)}
+    np.testing.assert_array_equal(reference.run(q, x)["y"], reference.run(host, x)["y"])
+    assert not any(n.attrs.get("placement") == "host" for n in q.nodes
+                   if n.op not in ("QuantizeLinear", "DequantizeLinear"))
+
+
+def test_a_constant_over_more_than_one_axis_stays_on_the_host(
+        rng: np.random.Generator) -> None:
+    """A table needs every constant scalar or one value per channel of one axis; a Mul by
+    a full [4, 8] tensor runs in float on the host, a Mul by [8] (per channel of the last
+    axis) is a channel table."""
+    g = build([node("MatMul", ["x", "w"], "a"), node("Mul", ["a", "k"], "m"),
+               node("Mul", ["m", "j"], "n"), node("MatMul", ["n", "w2"], "y")],
+              {"x": (4, 8)}, ["y"], {"w": f32(rng, 8, 8), "k": f32(rng, 8),
+                                     "j": f32(rng, 4, 8), "w2": f32(rng, 8, 3)})
+    w, _ = QuantizeWeights(bits=8, integer=True).run(g)
+    q, _ = QuantizeActivations({"x": f32(rng, 32, 4, 8)}, channel_tables=True).run(w)
+    [mul] = [n for n in q.nodes if n.op == "Mul"]
+    [table] = [n for n in q.nodes if n.op == "etch.ChannelTable"]
+    assert mul.inputs[1] == "j" and mul.attrs["placement"] == "host"
+    assert table.attrs["axis"] == 1 and q.values[table.inputs[1]].shape == (8, 256)
+
+
 def test_needs_calibration_data(rng: np.random.Generator) -> None:
     g = build([node("MatMul", ["x", "w"], "y")], {"x": (1, 8)}, ["y"], {"w": f32(rng, 8, 4)})
     g, _ = QuantizeWeights(bits=8, integer=True).run(g)

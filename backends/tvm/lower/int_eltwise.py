@@ -8,7 +8,8 @@ Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is th
   and etch.QAdd here.
 - etch.QAdd (`qadd`): TFLite's integer add, three requantisations in int64, as the
   reference; the residual step of a fused group (`int_epilogue`) calls it too.
-- etch.Table: a gather from the 256-entry table; etch.Clamp: a clip in x's dtype.
+- etch.Table: a gather from the 256-entry table; etch.ChannelTable: from the channel's
+  table; etch.Clamp: a clip in x's dtype.
 - QuantizeLinear (ONNX): saturate(round_half_even(x / scale) + zero_point), per tensor or
   per axis; DequantizeLinear: float32(x - zero_point) * scale.
 """
@@ -157,6 +158,25 @@ def lower_table(ctx: LowerCtx, node: Node) -> None:
         return te.compute(shape, lambda *i: tt[xt(*i).astype("int32") - lo], name="epilogue")
 
     ctx.bind(node, ctx.emit(compute, [ctx.expr(x), ctx.array(table)], node, "injective"))
+
+
+def lower_channel_table(ctx: LowerCtx, node: Node) -> None:
+    """etch.ChannelTable: y = table[c, x - lo] for c the index along attr axis; on x86 with
+    AVX512-VBMI `schedules.int_tables` renders it as byte permutes per channel plane."""
+    x, out = node.inputs[0], node.outputs[0]
+    table = _const(ctx, node, 1)
+    shape = ctx.shape(out)
+    axis = int(node.attrs["axis"]) % len(shape)
+    if table.shape != (shape[axis], 256):
+        raise EtchError(f"node {node.name}: etch.ChannelTable's table has shape {table.shape}")
+    lo = -128 if ctx.dtype(x) == "int8" else 0
+
+    def compute(xt: te.Tensor, tt: te.Tensor) -> te.Tensor:
+        return te.compute(shape, lambda *i: tt[i[axis], xt(*i).astype("int32") - lo],
+                          name="epilogue")
+
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), ctx.array(table)], node, "injective",
+                            axis=axis))
 
 
 def lower_clamp(ctx: LowerCtx, node: Node) -> None:

@@ -11,6 +11,7 @@
   inputs and a broadcast weight (no dot product: one input channel per output).
 - QSumPool ("qsumpool"): the output loops fused, parallel when large; windows inner.
 - QMaxPool (integer "pool" / "window_pool" MaxPool kernels): `int_pool`'s row kernel.
+- QChannelTable (etch.ChannelTable): `int_tables`' byte permutes per channel plane.
 - QConcat (integer Concat kernels): `int_concat`'s block copies.
 Tile sizes come from the register budget: AVX2 has 16 ymm registers and the "split" step
 needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16; with
@@ -31,6 +32,7 @@ from backends.tvm.schedules import (
     int_intrin,
     int_kernels,
     int_pool,
+    int_tables,
 )
 from backends.tvm.schedules.cpu import (
     PARALLEL_MIN_ELEMENTS,
@@ -260,6 +262,21 @@ class QMaxPool(KernelRule):
         return int_pool.max_pool_kernel(func.with_attr("etch.tile", "int8 max rows"), geo)
 
 
+class QChannelTable(KernelRule):
+    """etch.ChannelTable (`int_tables`): per channel plane, the channel's table in four
+    registers and two vpermi2b per 64 bytes; without AVX512-VBMI the generic gather."""
+
+    kinds = ("injective",)
+
+    def kernel(self, func, target):
+        axis = int_tables.channel_axis(func)
+        if axis is None or not {"avx512bw", "avx512vbmi"} <= set(
+                codegen.llvm_get_cpu_features(target)):
+            return None
+        return int_tables.channel_table_kernel(func.with_attr("etch.tile", "vpermi2b planes"),
+                                               axis)
+
+
 class QConcat(KernelRule):
     """An int8/uint8 Concat (`int_concat`): block copies of whole vectors."""
 
@@ -271,4 +288,5 @@ class QConcat(KernelRule):
 
 
 def rules() -> list:
-    return [QDense(), QBatch(), QConv(), QDepthwise(), QSumPool(), QMaxPool(), QConcat()]
+    return [QDense(), QBatch(), QConv(), QDepthwise(), QSumPool(), QMaxPool(), QChannelTable(),
+            QConcat()]
