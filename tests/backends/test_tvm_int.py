@@ -15,8 +15,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import tvm
+from onnx import TensorProto, helper, numpy_helper
 from tvm import relax, te
 
 import compiler
@@ -672,6 +674,53 @@ def test_zoo_int8_bit_exact(name: str, mcpu: str | None, calib) -> None:
     assert {"QDense", "QConv"} & set(cpu.manifest["schedules"]) or not AVX2
     for x in inputs:
         assert_bitexact(cpu.run(x), ref.run(x))
+
+
+def _concat_bn_relu_model() -> onnx.ModelProto:
+    """Two convs, their Concat, a BatchNorm + ReLU (per-channel constants: a channel
+    table in --int), a conv: DenseNet's pattern in small."""
+    rng = np.random.default_rng(3)
+    w = lambda *s: numpy_helper.from_array(rng.normal(size=s).astype(np.float32))
+    inits = [w(4, 3, 3, 3), w(2, 3, 3, 3), w(6), w(6), w(6), w(5, 6, 1, 1)]
+    inits[4] = numpy_helper.from_array(rng.uniform(0.5, 1.5, 6).astype(np.float32))
+    for t, name in zip(inits, ["w1", "w2", "g", "b", "v", "w3"]):
+        t.name = name
+    mean = numpy_helper.from_array(np.zeros(6, np.float32), "m")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "c"], ["cat"], axis=1),
+             helper.make_node("BatchNormalization", ["cat", "g", "b", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Conv", ["r", "w3"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "cbr", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 70])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [*inits, mean])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("target", ["cpu", pytest.param("edge", marks=[pytest.mark.slow,
+                                                                        pytest.mark.edge])])
+def test_a_concat_batchnorm_relu_is_a_channel_table(target: str, tmp_path: Path) -> None:
+    """End to end with --int: the BatchNorm + ReLU after a Concat is one etch.ChannelTable
+    (no host float ops), bit-exact against the integer reference on cpu and on aarch64
+    (qemu; the portable gather)."""
+    import shutil
+
+    from backends.tvm import edge
+    from runtime import edge_executor
+
+    if target == "edge" and (shutil.which(edge.CROSS_CC) is None or
+                             edge_executor.find_qemu() is None):
+        pytest.skip("the edge target needs an aarch64 cross compiler and qemu-aarch64")
+    rng = np.random.default_rng(4)
+    x = {"x": rng.normal(size=(1, 3, 9, 70)).astype(np.float32)}
+    np.savez(tmp_path / "calib.npz", **x)
+    opts = {"bits": 8, "int": True, "calib": str(tmp_path / "calib.npz")}
+    dev = compiler.compile(_concat_bn_relu_model(), target=target, **opts)
+    ref = compiler.compile(_concat_bn_relu_model(), target="ref", **opts)
+    counts = dev.manifest["op_counts"]
+    assert counts.get("etch.ChannelTable") == 1 and "Relu" not in counts
+    assert_bitexact(dev.run(x), ref.run(x))
 
 
 @pytest.mark.slow

@@ -86,6 +86,12 @@ def _schedule(func: tirx.PrimFunc, target: tvm.target.Target, rules: list) -> ti
         sch = sch[0] if isinstance(sch, list) else sch
         _attach_post(sch)
         new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        # a kernel built by IRBuilder names itself "main" (T.func_name): keep the lowered
+        # function's symbol, or none, so that it never clashes with the Relax entry "main"
+        # (the edge pipeline's block builder refuses a module with two)
+        symbol = func.attrs.get("global_symbol") if func.attrs else None
+        new = new.with_attr("global_symbol", symbol) if symbol is not None else \
+            new.without_attr("global_symbol")
         return new.with_attr(RULE_ATTR, type(rule).__name__)
     return None
 
