@@ -101,6 +101,7 @@ def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
             "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
             "vector_bits": info.vector_bits, "vector_lanes": info.lanes, "threads": opts.threads,
             "kernels": kernel_count(mod), "schedules": schedules.rule_names(mod),
+            "explain": schedules.explain_lines(mod),
             "build_seconds": {"lower_schedule": round(t1 - t0, 3),
                               "compile": round(time.perf_counter() - t1, 3)}}
 
@@ -149,7 +150,8 @@ def build_edge_target(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     mod, repeats = lowered(graph, pack=True, lanes=lanes)
     mod = schedules.apply_rules(mod, target)
     entries = edge.build_edge(mod, out, mcpu=opts.mcpu)
-    return {**entries, **repeats, "entry": "main", "kernels": kernel_count(mod)}
+    return {**entries, **repeats, "entry": "main", "kernels": kernel_count(mod),
+            "explain": schedules.explain_lines(mod)}
 
 
 def build(graph: Graph, opts: CompileOptions, out: Path) -> dict:

@@ -104,6 +104,28 @@ def describe(func: tirx.PrimFunc) -> str:
     return f"node {attrs['etch.node'] or '?'} ({attrs['etch.op']})"
 
 
+def explain_lines(mod: ir.IRModule) -> list[str]:
+    """For `etch compile --explain`: each kernel a rule gave a register tile or layout
+    (`etch.tile`), by node: the rule, the tile, the dot-product step and a table held in
+    registers, where recorded."""
+    rows = []
+    for gvar, func in mod.functions_items():
+        attrs = func.attrs if isinstance(func, tirx.PrimFunc) else None
+        if not attrs or "etch.tile" not in attrs:
+            continue
+        parts = [str(attrs.get(RULE_ATTR, "")), str(attrs["etch.tile"])]
+        if "etch.step" in attrs:
+            parts.append(str(attrs["etch.step"]))
+        if "etch.table_lookup" in attrs:
+            parts.append(f"table in registers ({attrs['etch.table_lookup']})")
+        node = str(attrs.get("etch.node", "")) or gvar.name_hint
+        rows.append(f"  {node}: {', '.join(parts)}")
+    if not rows:
+        return []
+    head = f"kernel schedules (rule, register tile or layout, dot step), {len(rows)} kernels:"
+    return [head, *sorted(rows)]
+
+
 def rule_names(mod: ir.IRModule) -> dict[str, int]:
     """How many kernels each rule scheduled ("unscheduled" for none)."""
     counts: dict[str, int] = {}

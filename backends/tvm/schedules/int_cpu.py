@@ -125,8 +125,9 @@ class QDense(KernelRule):
         nb, _, nl, _ = _buffer_shape(func, 1)
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
         nv = vectors(nb, 1, nl)
-        return int_kernels.dense_kernel(func, int_intrin.dot(kind, nl),
-                                        row_tile(m, nv, budget), nv)
+        mb = row_tile(m, nv, budget)
+        return int_kernels.dense_kernel(_tiled(func, f"{mb} rows x {nv} vectors", kind),
+                                        int_intrin.dot(kind, nl), mb, nv)
 
 
 class QBatch(KernelRule):
@@ -145,7 +146,17 @@ class QBatch(KernelRule):
         nvec = -(-n // nl)
         tiles = [(row_tile(m, nv, budget), nv) for nv in (4, 3, 2, 1)]
         mb, nv = min(tiles, key=lambda t: _tile_cost(m, nvec, *t))
-        return int_batched.batched_kernel(func, int_intrin.dot(kind, nl), mb, nv)
+        return int_batched.batched_kernel(_tiled(func, f"{mb} rows x {nv} vectors", kind),
+                                          int_intrin.dot(kind, nl), mb, nv)
+
+
+def _tiled(func: tirx.PrimFunc, tile: str, kind: str) -> tirx.PrimFunc:
+    """`func` with its register tile and dot step recorded (`--explain` lists them)."""
+    return func.with_attrs({"etch.tile": tile, "etch.step": STEP_NAMES[kind]})
+
+
+STEP_NAMES = {"vnni": "vpdpbusd", "madd": "vpmaddubsw + vpmaddwd",
+              "split": "vpmaddubsw on activation nibbles + vpmaddwd"}
 
 
 def _tile_cost(m: int, nvec: int, mb: int, nv: int) -> float:
@@ -168,10 +179,13 @@ class QConv(KernelRule):
         flat = flat_vectors(func, nl)
         if flat:
             ocb, xv = conv_tile(oc // groups, flat, budget)
-            return int_flat.flat_conv_kernel(func.with_attr("etch.tile", f"flat {ocb}x{xv}"),
-                                             int_intrin.dot(kind, nl), ocb, xv)
+            return int_flat.flat_conv_kernel(
+                _tiled(func, f"flat positions, {ocb} channels x {xv} vectors", kind),
+                int_intrin.dot(kind, nl), ocb, xv)
         ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget)
-        return int_kernels.conv_kernel(func, int_intrin.dot(kind, nl), ocb, xv)
+        return int_kernels.conv_kernel(
+            _tiled(func, f"output rows, {ocb} channels x {xv} vectors", kind),
+            int_intrin.dot(kind, nl), ocb, xv)
 
 
 FLAT_SAVING = 0.8  # flatten where it needs at most this share of the per-row lanes
@@ -222,10 +236,9 @@ class QDepthwise(KernelRule):
         # row pairs where rows have 2+ vectors: on short rows the pairs' copy outweighs them
         pairs = kh > 1 and nvec > 1 and int(func.attrs["etch.dilation"][0]) == 1 and \
             int(func.attrs.get("etch.w16", 0)) == 1
-        if pairs:
-            func = func.with_attr("etch.tile", "row pairs")
-        return int_depthwise.depthwise_kernel(func, next(v for v in (4, 2, 1) if nvec % v == 0),
-                                              pairs)
+        xv = next(v for v in (4, 2, 1) if nvec % v == 0)
+        func = func.with_attr("etch.tile", f"{'row pairs' if pairs else 'rows'}, {xv} vectors")
+        return int_depthwise.depthwise_kernel(func, xv, pairs)
 
 
 class QSumPool(KindRule):
