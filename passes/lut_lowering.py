@@ -89,20 +89,22 @@ PREFETCH = {"avx512vnni": 8192, "avx512vbmi": 8192, "avx512": 8192, "avx2": 8192
 # 125; with the copies reallocated every pair (load 5), within the noise: 2-bit 263 -> 262,
 # 4-bit 502 -> 475 (where the buffers land moves a cold run by 20-30%). Warm unchanged.
 DOT_PREFETCH = 16384
-# Cold, the multi-plane vpdpbusd layouts stay slower than the vpshufb ones they replaced
-# (copies reallocated every pair, load 5, median CPU us): 2-bit 262 vs 203 (5 of 5 pairs),
-# 4-bit 475 vs 424 (4 of 5); warm they are faster (121-132 vs 146-151, 208-227 vs 252-259).
-# A one-row GEMV (decode) streams its weights once per call: a model's weights do not stay
-# in cache between tokens, so there the pass takes the VBMI layouts, colder-faster, for
+# Cold, the multi-plane vpdpbusd layouts stay slower than the VBMI ones (`vpshufb` for 2 and
+# 4 bits, `vpermb` for 3); warm they are faster. 4096x4096 GEMV, Zen 4, one thread, u8
+# scales, CPU time, quiet (load 0.5-1), cold copies reallocated every interleaved pair,
+# median of 5 (us, VBMI vs vpdpbusd): cold 2-bit 234 vs 254, 3-bit 301 vs 323, 4-bit 355 vs
+# 401; warm 160 vs 136, 218 vs 178, 247 vs 218 (an earlier A/B at load 5: cold 203 vs 262,
+# 424 vs 475). A one-row GEMV (decode) streams its weights once per call: a model's
+# weights do not stay in cache between tokens, so there the pass takes the VBMI layouts for
 # every bit width with more than one plane (STREAMED); batches (rows > 1) reuse each table
 # and weight across rows and keep the vpdpbusd layouts (0.73-0.8x the time at 8 and 256
 # rows); 1-bit's one-plane vpdpbusd layout is faster both ways. --explain says which.
 STREAMED = (2, 3, 4)
 COLD_TRADE = ("cold (weights from DRAM) the vpshufb layout measured faster on Zen 4: "
-              "2-bit 203 vs 262 us, 4-bit 424 vs 475; warm this one is 0.8x its time")
+              "2-bit 234 vs 254 us, 4-bit 355 vs 401; warm this one is 0.85x its time")
 STREAM_NOTE = ("one row streams its weights (decode): the layout measured faster cold on "
-               "Zen 4 (2-bit 203 vs 262 us, 4-bit 424 vs 475 for the vpdpbusd one, which "
-               "takes 0.8x the time warm and at batches)")
+               "Zen 4 (2-bit 234 vs 254 us, 3-bit 301 vs 323, 4-bit 355 vs 401 for the "
+               "vpdpbusd one, which takes 0.8-0.9x the time warm and at batches)")
 
 
 @dataclass(frozen=True)
