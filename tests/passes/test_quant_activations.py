@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler import reference
+from compiler import qdq_export, reference
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from models import zoo
@@ -25,6 +25,7 @@ from tests.passes.quant_helpers import (
     folded,
     inputs_for,
     lsb_differences,
+    ort_session,
 )
 
 
@@ -144,6 +145,9 @@ def test_a_per_channel_region_becomes_a_channel_table(rng: np.random.Generator,
     np.testing.assert_array_equal(reference.run(q, x)["y"], reference.run(host, x)["y"])
     assert not any(n.attrs.get("placement") == "host" for n in q.nodes
                    if n.op not in ("QuantizeLinear", "DequantizeLinear"))
+    # its QDQ export (the recorded float function between DQ and Q) runs in ORT, equal
+    sess = ort_session(qdq_export.export_qdq(q))
+    np.testing.assert_array_equal(sess.run(None, x)[0], reference.run(q, x)["y"])
 
 
 def test_a_constant_over_more_than_one_axis_stays_on_the_host(
