@@ -100,8 +100,13 @@ def codes(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, scheme: Scheme) ->
     """Round-to-nearest codes of x for a given scale/zero (broadcast against x)."""
     if scheme.kind == "binary":
         return np.where(x >= 0, 1, -1).astype(np.int64)
-    q = np.rint(x / scale) + zero
-    return np.clip(q, scheme.qmin, scheme.qmax).astype(np.int64)
+    # the same operations as rint(x / scale) + zero, clipped, in one float64 buffer (a
+    # 25088 x 4096 layer: one 820 MB temporary, not four)
+    q = np.divide(x, scale)
+    np.rint(q, out=q)
+    q += zero
+    np.clip(q, scheme.qmin, scheme.qmax, out=q)
+    return q.astype(np.int64)
 
 
 FIT_CHUNK = 1 << 16  # elements of `blocks` searched at once: the temporaries stay in cache
@@ -223,10 +228,14 @@ def _block_output_fit(b: np.ndarray, h: np.ndarray, scheme: Scheme,
 
 
 def dequantize(q: np.ndarray, s: np.ndarray, z: np.ndarray, rg: int, cg: int) -> np.ndarray:
-    """Codes and block scales back to a float64 [N, K] matrix."""
-    se = np.repeat(np.repeat(s, rg, axis=0), cg, axis=1)
-    ze = np.repeat(np.repeat(z, rg, axis=0), cg, axis=1)
-    return (q - ze) * se
+    """Codes and block scales back to a float64 [N, K] matrix: (q - z) * s, the block
+    parameters broadcast over their rg x cg blocks (no full-size copies of them)."""
+    n, k = q.shape
+    blocks = (n // rg, rg, k // cg, cg)
+    out = q.reshape(blocks).astype(np.float64)
+    out -= z.reshape(n // rg, 1, k // cg, 1)
+    out *= s.reshape(n // rg, 1, k // cg, 1)
+    return out.reshape(n, k)
 
 
 def output_error(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> float:
