@@ -16,7 +16,7 @@ Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from tvm import te, tirx
@@ -114,10 +114,7 @@ def qadd(xa: Expr, xb: Expr, at: Mapping[str, int]) -> Expr:
     Where the step carries a proven straight-line form (`linear`, passes/linear_qadd.py),
     that instead: (a ca + b cb + c) >> k, clamped."""
     if "linear" in at:
-        k, ca, cb, c = (int(v) for v in at["linear"])
-        t = _i64(xa) * _i64(ca) + _i64(c) + _i64(xb) * _i64(cb)
-        y = tirx.shift_right(t, tirx.const(k, "int64"))
-        return tirx.min(tirx.max(y, _i64(int(at["qmin"]))), _i64(int(at["qmax"])))
+        return qadd_linear(_i64(xa), _i64(xb), at, _i64)
     left = int(at.get("left_shift", 20))
 
     def side(x: Expr, p: str) -> Expr:
@@ -127,6 +124,16 @@ def qadd(xa: Expr, xb: Expr, at: Mapping[str, int]) -> Expr:
 
     return requantize(side(xa, "a") + side(xb, "b"), int(at["m0"]), int(at["shift"]),
                       int(at.get("zero_point", 0)), int(at["qmin"]), int(at["qmax"]))
+
+
+def qadd_linear(xa: Expr, xb: Expr, at: Mapping, const: Callable[[int], Expr]) -> Expr:
+    """LinearQAdd's proven form of etch.QAdd, clamp((a ca + c + b cb) >> k, qmin, qmax), in
+    that order (each partial sum inside int32, as proven), for scalar int64 (`qadd`) or
+    int32 vector (`int_intrin.qadd_vector`) operands; const(v) makes v of their type."""
+    k, ca, cb, c = (int(v) for v in at["linear"])
+    t = xa * const(ca) + const(c) + xb * const(cb)
+    return tirx.min(tirx.max(tirx.shift_right(t, const(k)), const(int(at["qmin"]))),
+                    const(int(at["qmax"])))
 
 
 def lower_qadd(ctx: LowerCtx, node: Node) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from tvm import tirx
 
+from backends.tvm.lower.int_eltwise import qadd_linear
+
 Expr = tirx.Expr
 PMADDUBSW = {8: "llvm.x86.avx2.pmadd.ub.sw", 16: "llvm.x86.avx512.pmaddubs.w.512"}
 PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}
@@ -133,14 +135,10 @@ def qadd_vector(xa: Expr, xb: Expr, step: dict, nl: int) -> Expr:
     attrs `step`, in int32 lanes: each side ((x - z) << L) requantised by (M0, s) is
     (x - z) requantised by (M0, s - L), the sum requantised to the output. Exact where
     `lower.int_epilogue.qadd_lanes_exact` holds (the kernels use it only there). With a
-    proven straight-line form (`linear`, passes/linear_qadd.py): (a ca + c + b cb) >> k,
-    clamped, in that order (each partial sum inside int32, as proven)."""
+    proven straight-line form (`linear`, passes/linear_qadd.py): `int_eltwise.qadd_linear`
+    in int32 lanes."""
     if "linear" in step:
-        k, ca, cb, c = (int(v) for v in step["linear"])
-        t = xa * _splat(ca, "int32", nl) + _splat(c, "int32", nl) + xb * _splat(cb, "int32", nl)
-        y = tirx.shift_right(t, _splat(k, "int32", nl))
-        return tirx.min(tirx.max(y, _splat(int(step["qmin"]), "int32", nl)),
-                        _splat(int(step["qmax"]), "int32", nl))
+        return qadd_linear(xa, xb, step, lambda v: _splat(v, "int32", nl))
     left = int(step.get("left_shift", 20))
 
     def splat(v: int) -> Expr:
