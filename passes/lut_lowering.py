@@ -107,6 +107,13 @@ STREAM_NOTE = ("one row streams its weights (decode): the layout measured faster
                "vpdpbusd one, which takes 0.8-0.9x the time warm and at batches)")
 
 
+def _cold_note(layout: LutLayout, streamed: bool) -> dict:
+    """The report's note on the measured cold/warm trade of the layout chosen."""
+    if layout.chunk_slots == 4 and layout.planes > 1:
+        return {"cold_note": COLD_TRADE}
+    return {"cold_note": STREAM_NOTE} if streamed else {}
+
+
 @dataclass(frozen=True)
 class LutTarget:
     """What the layout is chosen for: the look-up instruction set and the row threshold."""
@@ -128,11 +135,13 @@ class LutTarget:
         """Rows up to which the look-up kernel is chosen (None: every batch)."""
         return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
 
-    def streams(self, bits: int, rows: int | None) -> bool:
+    def streams(self, bits: int, rows: int | None, table: str = "int8",
+                tblock: int = 32) -> bool:
         """Whether a layer of `rows` rows (None: not known) takes the VBMI layouts in place
-        of the multi-plane vpdpbusd ones: a one-row GEMV, which streams its weights
-        (STREAMED)."""
-        return self.isa == "avx512vnni" and rows == 1 and bits in STREAMED
+        of the multi-plane vpdpbusd ones (int8 tables in blocks of 32 rows on a VNNI CPU): a
+        one-row GEMV, which streams its weights (STREAMED)."""
+        return self.isa == "avx512vnni" and table == "int8" and tblock % 32 == 0 and \
+            rows == 1 and bits in STREAMED
 
     def layout(self, bits: int, n: int, table: str = "int8", tblock: int = 8,
                rows: int | None = None) -> LutLayout:
@@ -151,7 +160,7 @@ class LutTarget:
         if self.isa in X86 and table == "int8":
             slots, planes = {1: (1, 1), 2: (2, 1), 3: (1, 3), 4: (4, 1)}[bits]
             dot = self.isa == "avx512vnni" and tblock % 32 == 0 and \
-                not self.streams(bits, rows)
+                not self.streams(bits, rows, table, tblock)
             if dot and bits in DOT_BITS:
                 slots, planes = 1, bits
             if self.isa in VBMI and slots == 1 and tblock % 16 == 0:
@@ -316,10 +325,8 @@ class LutLowering(Pass):
         return {"kernel": "lut", "layout": describe(layout), "tblock": tblock,
                 "scales": scales, "instruction": instruction,
                 "prefetch": self.target.prefetch(layout), **note,
-                **({"cold_note": COLD_TRADE} if layout.chunk_slots == 4 and layout.planes > 1
-                   else {"cold_note": STREAM_NOTE}
-                   if self.table == "int8" and self.target.streams(lw.bits, site.rows)
-                   and tblock % 32 == 0 else {})}
+                **_cold_note(layout, self.target.streams(lw.bits, site.rows, self.table,
+                                                         tblock))}
 
     def _two_level(self, lw: LutWeight, alpha: float) -> tuple[tuple | None, dict]:
         """(u8, d) storage of the layer's scales under scale_format u8, or None and the
