@@ -45,7 +45,7 @@ def table_roots(src: Graph, channels: bool = False) -> tuple[dict[str, str],
         own = {channel_axis(src.values[c].shape, out.shape) for c in consts
                if src.values[c].size != 1}
         rs = {roots.get(a, a) for a in acts}
-        region = own | {axes.get(a) for a in acts} - {None}
+        region = own | ({axes.get(a) for a in acts} - {None})
         if -1 in own or len(region) > 1 or (region and not channels):
             continue
         if len(rs) == 1 and src.values[next(iter(rs))].shape == out.shape:
@@ -158,9 +158,7 @@ def build_table(steps: list[dict], consts: list[np.ndarray], x: Act, s: float, z
     attrs = {"kernel": "", "epilogue": json.dumps(steps, default=_json_default)}
     with np.errstate(all="ignore"):
         y = np.asarray(reg["etch.Fused"].run(attrs, real, *consts), np.float32)
-    if channels is not None:
-        y = y.reshape(256, -1).T  # [C, 256]
-    y = np.ascontiguousarray(y).reshape(-1) if channels is None else np.ascontiguousarray(y)
+    y = y.reshape(-1) if channels is None else np.ascontiguousarray(y.reshape(256, -1).T)
     return reg["QuantizeLinear"].run({}, y, np.float32(s), np.asarray(z, dtype)).astype(dtype)
 
 

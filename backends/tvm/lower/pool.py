@@ -167,11 +167,7 @@ def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tupl
     is_max = node.op == "MaxPool"
 
     def compute(xt: te.Tensor) -> te.Tensor:
-        floating = str(xt.dtype).startswith(("float", "bfloat"))
-        if not is_max:
-            combine = tirx.Add
-        else:
-            combine = fastmath.fmax if floating else tirx.max
+        combine = fastmath.fmax if is_max else tirx.Add  # float pools only (`lower_pool`)
 
         def window(read: Callable[[int], tirx.Expr], taps: int) -> tirx.Expr:
             total = read(0)

@@ -84,13 +84,17 @@ def _buffer_shape(func: tirx.PrimFunc, k: int) -> tuple[int, ...]:
     return tuple(int(d) for d in func.params[k].shape)
 
 
+def _vbmi(target: Target) -> bool:
+    """Whether `target` has AVX512-VBMI's byte permutes (vpermi2b) on 512-bit vectors."""
+    return {"avx512bw", "avx512vbmi"} <= set(codegen.llvm_get_cpu_features(target))
+
+
 def table_lookup(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
     """`func` with `etch.table_lookup` recorded: "vpermi2b" (the group's 256-entry table in
     registers, `int_intrin.table_vector`) where the kernel has a table step and 16 lanes and
     the CPU has AVX512-VBMI; otherwise unchanged (the table is read entry by entry)."""
     post = str(func.attrs["etch.post"]) if "etch.post" in func.attrs else "[]"
-    if '"table"' not in post or int(func.attrs["etch.nl"]) != 16 or \
-            not {"avx512bw", "avx512vbmi"} <= set(codegen.llvm_get_cpu_features(target)):
+    if '"table"' not in post or int(func.attrs["etch.nl"]) != 16 or not _vbmi(target):
         return func
     return func.with_attr("etch.table_lookup", int_intrin.TABLE_VBMI)
 
@@ -283,8 +287,7 @@ class QChannelTable(KernelRule):
 
     def kernel(self, func, target):
         axis = int_tables.channel_axis(func)
-        if axis is None or not {"avx512bw", "avx512vbmi"} <= set(
-                codegen.llvm_get_cpu_features(target)):
+        if axis is None or not _vbmi(target):
             return None
         return int_tables.channel_table_kernel(func.with_attr("etch.tile", "vpermi2b planes"),
                                                axis)
