@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "verilog": "benchmarks.bench_verilog",
     "cnn": "benchmarks.bench_cnn",
     "hardwired": "benchmarks.bench_hardwired",
+    "cuda": "benchmarks.bench_cuda",
 }
 
 

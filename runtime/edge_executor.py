@@ -61,8 +61,8 @@ class EdgeRpcExecutor(Executor):
         super().__init__(manifest)
         # TVM is imported here, not at module level: the qemu path does not need it.
         import tvm
-        from tvm import relax
         from tvm import rpc as tvm_rpc
+        from tvm.runtime.vm import VirtualMachine
 
         host, port = parse_rpc(rpc)
         try:
@@ -72,7 +72,7 @@ class EdgeRpcExecutor(Executor):
         library = manifest["library"]
         self.session.upload(str(path / library))
         self.device = self.session.cpu()
-        self.vm = relax.VirtualMachine(self.session.load_module(library), self.device)
+        self.vm = VirtualMachine(self.session.load_module(library), self.device)
         self._tensor = tvm.runtime.tensor
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -164,6 +164,9 @@ def cpu_target(opts: CompileOptions) -> tuple[dict, CpuInfo]:
 
 
 def cuda_target(opts: CompileOptions) -> dict:
-    """The cuda target dict (default arch sm_80; --mcpu sm_XX overrides), host llvm."""
+    """The cuda target dict (default arch sm_80; --mcpu sm_XX overrides), host llvm. The
+    48 KiB of shared memory is what every sm_XX gives a block without opting in (dlight's
+    GEMV rule sizes its tiles by it and warns when the target does not say)."""
     arch = opts.mcpu if opts.mcpu and opts.mcpu.startswith("sm_") else DEFAULT_CUDA_ARCH
-    return {"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}}
+    return {"kind": "cuda", "arch": arch, "max_shared_memory_per_block": 48 * 1024,
+            "host": {"kind": "llvm"}}
