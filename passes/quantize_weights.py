@@ -68,6 +68,7 @@ from passes.quantizer import (
     snap_scales,
     snap_two_level,
     super_scales,
+    weight_error,
 )
 
 LUT_BITS = frozenset({1, 2, 3, 4})
@@ -221,7 +222,7 @@ class QuantizeWeights(Pass):
                 results.append(self._two_level_groups(m, plan, h, ly.groups))
                 continue
             q, s, z = self._codes(m, plan, h, ly.groups)
-            err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, ly.groups)
+            err = _error(m, q, s, z, plan, h, ly.groups)
             results.append(Quantised(q, s, z, plan, err))
         best = min(results, key=lambda r: r.error)
         best.candidates = {r.plan.per: r.error for r in results}
@@ -252,7 +253,7 @@ class QuantizeWeights(Pass):
         s = base * mult
         if self.method == "rtn":
             q = requantise(m, s, z, self.scheme, plan.rg, plan.cg)
-        err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, groups)
+        err = _error(m, q, s, z, plan, h, groups)
         return Quantised(q, base, z[:, :1], plan, err, mult=mult)
 
     def _two_level(self, plan: Plan, k: int) -> bool:
@@ -273,7 +274,7 @@ class QuantizeWeights(Pass):
             d = super_scales(rtn(m, self.scheme, plan.rg, plan.cg)[1] * GPTQ_HEADROOM)
             q, s, z = self._codes(m, plan, h, groups, lambda b, j: snap_two_level(
                 b.reshape(-1, 1), d, j).reshape(b.shape))
-        err = _error(m, dequantize(q, s, z, plan.rg, plan.cg), h, groups)
+        err = _error(m, q, s, z, plan, h, groups)
         return Quantised(q, s, z, plan, err, two_level=True)
 
     def _entry(self, graph: Graph, ly: Layer, r: Quantised) -> dict:
@@ -286,9 +287,11 @@ class QuantizeWeights(Pass):
                 "candidates": {k: round(v, 6) for k, v in r.candidates.items()}}
 
 
-def _error(m: np.ndarray, m_hat: np.ndarray, h: np.ndarray | None, groups: int) -> float:
+def _error(m: np.ndarray, q: np.ndarray, s: np.ndarray, z: np.ndarray, plan: Plan,
+           h: np.ndarray | None, groups: int) -> float:
     if h is None:
-        return output_error(m, m_hat, None)
+        return weight_error(m, q, s, z, plan.rg, plan.cg)
+    m_hat = dequantize(q, s, z, plan.rg, plan.cg)
     n, k = m.shape
     return output_error(m.reshape(groups, n // groups, k), m_hat.reshape(groups, n // groups, k),
                         h)

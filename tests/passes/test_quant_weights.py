@@ -202,3 +202,24 @@ def test_integer_path_scales_are_not_rounded_to_float16(rng: np.random.Generator
     q, _ = QuantizeWeights(bits=4, integer=True).run(mlp(rng))
     scales = np.concatenate([q.const(n.inputs[1]).ravel() for n in dequant_nodes(q)])
     assert not np.array_equal(scales.astype(np.float16).astype(np.float32), scales)
+
+
+def test_large_layers_round_and_score_in_row_chunks(monkeypatch) -> None:
+    """`codes` of a per-row layer larger than CODES_CHUNK and `weight_error` work a few rows
+    at a time: the same codes as one whole-matrix rounding, the same error as the
+    dequantised difference (up to summation order)."""
+    from passes import quantizer
+
+    monkeypatch.setattr(quantizer, "CODES_CHUNK", 96)  # 3 rows of 32 per chunk
+    rng = np.random.default_rng(5)
+    m = rng.standard_normal((20, 32))
+    scheme = quantizer.Scheme(4, "int", True)
+    q, s, z = quantizer.rtn(m, scheme, 1, 8)
+    whole = np.clip(np.rint(m.reshape(-1, 8) / s.reshape(-1, 1)) + z.reshape(-1, 1),
+                    scheme.qmin, scheme.qmax).astype(np.int64).reshape(m.shape)
+    assert np.array_equal(q, whole)
+    assert quantizer.weight_error(m, q, s, z, 1, 8) == pytest.approx(
+        quantizer.output_error(m, quantizer.dequantize(q, s, z, 1, 8), None), rel=1e-12)
+    q2, s2, z2 = quantizer.rtn(m, scheme, 4, 8)  # blocks of 4 rows: chunks of whole blocks
+    assert quantizer.weight_error(m, q2, s2, z2, 4, 8) == pytest.approx(
+        quantizer.output_error(m, quantizer.dequantize(q2, s2, z2, 4, 8), None), rel=1e-12)
