@@ -60,10 +60,11 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, out: Path) -> N
     try:
         if target.kind.name == "llvm":
             ex = parallel_build.compile_parts(mod, target, vm_passes(), tir_config(target))
+            parallel_build.export(ex, out / LIBRARY)
         else:
             with tvm.transform.PassContext(opt_level=3, config=tir_config(target)):
                 ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
-        ex.export_library(str(out / LIBRARY))
+            ex.export_library(str(out / LIBRARY))
     except Exception as e:  # TVM's report ends with the line that says what failed
         raise EtchError(f"the TVM backend cannot compile the model: {error_line(e)}") from e
 

@@ -9,15 +9,19 @@ passes, VM code generation), the kernels are dealt into PARTS modules by an esti
 size (largest first, each to the lightest part: the split depends only on the module, never
 on the machine), each part is built by `tvm.tirx.build` on its own thread (TVM releases the
 GIL; the PassContext, thread-local, is entered on each thread), and the parts are linked
-into the VM executable as one library with the others imported. The exported `model.so` is
-the same bytes from build to build, and computes what the one-part build computes (each
-kernel is the same function compiled with the same passes).
+into the VM executable as one library with the others imported. `export` writes the parts'
+object files on threads too (LLVM's code generation runs when an object is written: half of
+densenet121's build was that, on one thread) and links them as `export_library` does. The
+exported `model.so` is the same bytes from build to build, and computes what the one-part
+build computes (each kernel is the same function compiled with the same passes).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import tvm
 from tvm import ir, relax, tirx
@@ -75,3 +79,31 @@ def compile_parts(mod: ir.IRModule, target: tvm.target.Target, relax_passes: tvm
     for other in libs[1:]:
         lib.import_module(other)
     return relax.VMExecutable(vm_build._ffi_api.VMLink(builder, target, lib, ext_libs, params))
+
+
+def export(ex: relax.VMExecutable, path: Path) -> None:
+    """`ex.export_library(path)` with every object file written on its own thread (TVM
+    releases the GIL; the objects are the same bytes either way): the llvm modules' objects,
+    the import tree packed as TVM packs it, linked by TVM's `create_shared`. Anything but an
+    all-llvm module tree goes through `export_library` itself."""
+    from tvm.runtime import _ffi_api
+    from tvm.support import cc
+
+    mod = ex.mod
+    modules = mod._collect_dso_modules()
+    if len(modules) < 2 or any(m.kind != "llvm" for m in modules):
+        ex.export_library(str(path))
+        return
+    with tempfile.TemporaryDirectory(prefix="etch-export-") as tmp:
+        files = [os.path.join(tmp, f"lib{i}.o") for i in range(len(modules))]
+        with ThreadPoolExecutor(max_workers=threads()) as pool:
+            list(pool.map(lambda m, f: m.write_to_file(f), modules, files))
+        if mod.imports:  # the import tree, as export_library packs it (its last llvm module's)
+            last = modules[-1]
+            prefix = last.get_function("__tvm_get_system_lib_prefix")() or ""
+            packed = _ffi_api.ModulePackImportsToLLVM(
+                mod, last.get_function("__tvm_is_system_module")(),
+                last.get_function("_get_target_string")(), prefix)
+            files.append(os.path.join(tmp, f"{prefix}devc.o"))
+            packed.write_to_file(files[-1])
+        cc.create_shared(str(path), files)

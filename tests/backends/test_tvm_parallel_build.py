@@ -65,3 +65,15 @@ def test_library_is_the_same_bytes_every_build() -> None:
     path = str(zoo.model_path("mobilenet"))
     first, second = (compiler.compile(path, target="cpu").manifest["files"] for _ in range(2))
     assert first == second and set(first) == {"model.so", "weights.bin"}
+
+
+def test_export_on_threads_is_export_library(scheduled, tmp_path: Path) -> None:
+    """`export` writes the parts' objects on threads and links them as TVM's
+    `export_library` does: the same library, byte for byte."""
+    mod, target, _ = scheduled
+    ex = parallel_build.compile_parts(mod, target, builder.vm_passes(),
+                                      builder.tir_config(target))
+    assert len(ex.mod._collect_dso_modules()) == parallel_build.PARTS
+    ex.export_library(str(tmp_path / "tvm.so"))
+    parallel_build.export(ex, tmp_path / "etch.so")
+    assert (tmp_path / "etch.so").read_bytes() == (tmp_path / "tvm.so").read_bytes()
