@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_tvm import best_latency_us, cpu_name
+from compiler.errors import EtchError
 
 # (case name, zoo model, compile options). Float cases are checked against ONNX Runtime,
 # quantised ones against the ref target with the same options.
@@ -65,8 +66,6 @@ def cases(names: list[str] | None = None) -> list[tuple[str, str, dict]]:
         return every
     unknown = set(names) - {c[0] for c in every}
     if unknown:
-        from compiler.errors import EtchError
-
         raise EtchError(f"unknown cuda case(s) {sorted(unknown)}; known: "
                         f"{', '.join(c[0] for c in every)}")
     return [c for c in every if c[0] in names]
