@@ -29,6 +29,7 @@ from benchmarks import cnn_peers
 from benchmarks.bench_tvm import cpu_name
 
 BATCHES = (1, 8)
+TUNE_GAIN = 1.02  # `--tune` must make the worst model this much faster to count
 THREADS = (1, 2)
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -172,9 +173,11 @@ def summary(rows: list[dict]) -> dict:
         "--int faster than ORT int8 on VNNI, AMX denied (geomean)":
             _met(allg["int_vs_ort_int8_noamx"], lambda v: v < 1),
         "compile < 30 s per model": _met(max(compile_s, default=None), lambda v: v < 30),
-        "--tune improves the worst model"
+        # an improvement beyond the noise of a best-of-rounds latency: 2% at least (a 64-trial
+        # tune of squeezenet1_1 measured 1.003x, which `v > 1` had called met)
+        "--tune improves the worst model by 2% or more"
         + (f" ({worst['model']} b{worst['batch']} t{worst['threads']})" if worst else ""):
-            _met(worst.get("tune_speedup") if worst else None, lambda v: v > 1),
+            _met(worst.get("tune_speedup") if worst else None, lambda v: v >= TUNE_GAIN),
     }
     return out
 
