@@ -180,10 +180,7 @@ def _deltas(b: np.ndarray, s: np.ndarray, z: np.ndarray, scheme: Scheme) -> np.n
     if scheme.kind == "binary":
         q = codes(b, s[:, None], z[:, None], scheme).astype(np.float64)
     else:
-        q = np.divide(b, s[:, None])
-        np.rint(q, out=q)
-        q += z[:, None]
-        np.clip(q, scheme.qmin, scheme.qmax, out=q)
+        q = _round(b, s[:, None], z[:, None], scheme)
     q -= z[:, None]
     q *= s[:, None]
     q -= b
