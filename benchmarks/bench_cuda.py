@@ -91,7 +91,7 @@ def build(out: Path, arch: str, names: list[str] | None = None) -> dict:
         plan["cases"].append({"case": case, "model": model, "options": options,
                               "expected": "ref" if options else "ort",
                               "compile_s": round(seconds, 2),
-                              "weight_bytes": _artifact_bytes(out / case)})
+                              "artifact_bytes": _artifact_bytes(out / case)})
         print(f"built {case} ({seconds:.1f} s)", flush=True)
     (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     return plan
@@ -143,8 +143,12 @@ def run_cases(src: Path, seconds: float) -> dict:
 
 
 def _number(ex, inputs: dict) -> int:
-    """Calls per timed repeat: about 50 ms of work."""
-    one = ex.kernel_seconds(inputs, number=1, repeat=1)[0]
+    """Calls per timed repeat of etch's kernels (`_calls`)."""
+    return _calls(ex.kernel_seconds(inputs, number=1, repeat=1)[0])
+
+
+def _calls(one: float) -> int:
+    """Calls per timed repeat: about 50 ms of work at `one` second a call, 1 to 1000."""
     return max(1, min(1000, int(0.05 / max(one, 1e-6))))
 
 
@@ -191,10 +195,6 @@ def _torch_peer(model: str, options: dict, inputs: dict, seconds: float) -> dict
             def host_to_host(fn=fn, arg=arg):
                 return fn(arg.cuda()).cpu()
 
-            def kernels(fn=fn, dev=dev):
-                fn(dev)
-                torch.cuda.synchronize()
-
             out[f"{name}_run_us"] = best_latency_us(host_to_host, seconds)
             out[f"{name}_kernels_us"] = _events_us(fn, dev)
     return out
@@ -209,7 +209,7 @@ def _events_us(fn, arg) -> float:
     t0 = time.perf_counter()
     fn(arg)
     torch.cuda.synchronize()
-    number = max(1, min(1000, int(0.05 / max(time.perf_counter() - t0, 1e-6))))
+    number = _calls(time.perf_counter() - t0)
     best = float("inf")
     for _ in range(5):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -227,8 +227,12 @@ def run(args: argparse.Namespace) -> dict:
     arch = getattr(args, "cuda_arch", DEFAULT_ARCH)
     names = getattr(args, "cuda_cases", None)
     if getattr(args, "cuda_build", None):
-        return {"benchmark": "cuda", "built": build(args.cuda_build, arch, names)}
+        return {"benchmark": "cuda", "built": build(args.cuda_build, arch, names),
+                "skipped": f"built only: the cases and their plan are in {args.cuda_build}"}
     if getattr(args, "cuda_from", None):
+        if not (args.cuda_from / "plan.json").is_file():
+            raise EtchError(f"{args.cuda_from}: no plan.json (build the cases there with "
+                            f"--cuda-build DIR first)")
         return run_cases(args.cuda_from, seconds)
     missing = _missing()
     if missing:
@@ -270,13 +274,13 @@ def _row(r: dict) -> str:
 
 
 def table(result: dict) -> str:
-    if "skipped" in result:
-        return f"cuda: skipped: {result['skipped']}"
     if "built" in result:
         plan = result["built"]
         return "\n".join([f"built {len(plan['cases'])} cuda cases for {plan['arch']}"] +
                          [f"  {c['case']:<34} {c['compile_s']:6.1f} s "
-                          f"{c['weight_bytes'] / 1e6:8.2f} MB" for c in plan["cases"]])
+                          f"{c['artifact_bytes'] / 1e6:8.2f} MB" for c in plan["cases"]])
+    if "skipped" in result:
+        return f"cuda: skipped: {result['skipped']}"
     head = (f"etch cuda on {result['gpu']} ({result['arch']}), host {result['host']}\n"
             f"{'case':<34} {'check':<7} {'max err':>9} {'run us':>9} {'kern us':>9} "
             f"{'torch32':>9} {'torch16':>9} {'/t32':>6}")

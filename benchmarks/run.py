@@ -1,7 +1,8 @@
 """`etch bench`: run benchmark modules, write their JSON to benchmarks/results/, print tables.
 
 Each module in `BENCHMARKS` has `add_arguments(parser)` (optional), `run(args) -> dict` and
-`table(result) -> str`; its result goes to results/<name>.json (written atomically).
+`table(result) -> str`; its result goes to results/<name>.json (written atomically), unless
+it says it was "skipped" (nothing measured on this machine).
 Adding a benchmark is adding one line here.
 """
 
@@ -63,8 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         result = module.run(args)
+        print(module.table(result))
+        if "skipped" in result:  # nothing measured here: the last real result stays
+            continue
         path = args.out_dir / f"{name}.json"
         write_json(path, result)
-        print(module.table(result))
         print(f"wrote {path}")
     return 0

@@ -49,3 +49,20 @@ def test_kernel_seconds_on_cpu() -> None:
     assert len(times) == 4 and all(t > 0 for t in times)
     after = art.run(inputs)
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_a_skipped_run_writes_no_result(tmp_path, monkeypatch, capsys) -> None:
+    """Without nvcc or a GPU `etch bench cuda` says why and leaves results/ as it was."""
+    from benchmarks import run as bench_run
+
+    monkeypatch.setattr(bench_cuda, "_missing", lambda: "no CUDA device here")
+    assert bench_run.main(["cuda", "--out-dir", str(tmp_path)]) == 0
+    assert "cuda: skipped: no CUDA device here" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+def test_running_cases_that_were_never_built_is_an_error(tmp_path) -> None:
+    from benchmarks import run as bench_run
+
+    with pytest.raises(EtchError, match="no plan.json"):
+        bench_run.main(["cuda", "--cuda-from", str(tmp_path)])
