@@ -31,7 +31,6 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 from passes.quantizer import SUPER_BLOCK
 
@@ -65,14 +64,10 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
 
 def llc_mb() -> float:
     """The last-level cache (MB) from sysfs, 32 if unknown."""
-    sizes = []
-    for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (idx / "size").read_text().strip()
-        except OSError:
-            continue
-        sizes.append(float(text[:-1]) / (1024 if text.endswith("K") else 1))
-    return max(sizes) if sizes else 32.0
+    from runtime.host_cpu import last_level_cache_bytes
+
+    size = last_level_cache_bytes()
+    return size / 2**20 if size else 32.0
 
 
 def cpu_description() -> dict:

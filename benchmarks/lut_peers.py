@@ -22,13 +22,16 @@ thread count) and prints one JSON line. Kinds:
 - "stream": the streaming-read bandwidth of a buffer of `cold_mb` (a parallel TVM sum), of
   `warm_mb` in a hot loop, and a compute-bound parallel kernel's time (the CPUs this process
   gets on a shared machine).
-Warm: one matrix, hot loop. Cold: cycling through copies that together hold `cold_mb`
-(more than the last-level cache). Times are the best of several rounds of the mean per call,
+Warm: one matrix, hot loop, in the layout the pass picks for it (a one-matrix model whose
+weights fit the host's cache). Cold: cycling through copies that together hold `cold_mb`
+(more than the last-level cache), in the layout the pass picks for a model whose weights do
+not fit (`cold_layout`; for a one-row GEMV on a VNNI CPU the VBMI layouts). Times are the best of several rounds of the mean per call,
 wall clock and process CPU time (`*cpu_us`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -174,7 +177,7 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     lut, _ = LutLowering("int8", target, fmt).run(graph)
     [entry] = json.loads(lut.metadata["etch.lut"])
     row: dict = {"pass_picks": entry["kernel"], "reason": entry["reason"],
-                 "scales": entry.get("scales", "float32")}
+                 "scales": entry.get("scales", "float32"), "layout": entry.get("layout")}
     vm, arrays, row["rules"] = _lut_vm(graph, lut, entry, target, threads)
     args = [tvm.runtime.tensor(a) for a in arrays.values()]
     row["lut_us"], row["lut_cpu_us"] = best_times(lambda: vm["main"](xt, *args),
@@ -189,6 +192,14 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     row["int8_rel_rms"] = float(np.sqrt(((y - exact) ** 2).mean() / (exact ** 2).mean()))
     row["weight_rel_rms"] = _rel_rms(x, w_exact, w_float)
     if job.get("cold_mb") and batch == 1:
+        # cold stands for a model whose weights exceed the cache: its layout is the one the
+        # pass picks for such a model (the one-row VBMI layouts), not the warm matrix's
+        streamed = dataclasses.replace(target, cache_bytes=None)
+        cold_lut, _ = LutLowering("int8", streamed, fmt).run(graph)
+        [cold_entry] = json.loads(cold_lut.metadata["etch.lut"])
+        row["cold_layout"] = cold_entry.get("layout")
+        if row["cold_layout"] != row["layout"]:
+            vm, arrays, _ = _lut_vm(graph, cold_lut, cold_entry, streamed, threads)
         before = _stream_gbps(job["cold_mb"], job["seconds"])
         row["lut_cold_us"], row["lut_cold_cpu_us"] = _etch_cold(vm, xt, arrays, job)
         after = _stream_gbps(job["cold_mb"], job["seconds"])
@@ -210,7 +221,7 @@ def _lut_vm(graph, lut, entry: dict, target, threads: int) -> tuple:
 
     fmt = "u8" if "x float16" in entry.get("scales", "") else "fp16"
     forced = lut if entry["kernel"] == "lut" else LutLowering(
-        "int8", type(target)(target.isa, 1 << 30), fmt).run(graph)[0]
+        "int8", dataclasses.replace(target, max_rows=1 << 30), fmt).run(graph)[0]
     arrays = _as_inputs(forced)
     vm, rules = vm_of(forced, threads)
     return vm, arrays, rules

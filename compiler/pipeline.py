@@ -107,20 +107,23 @@ def _cpu_lanes(opts: CompileOptions) -> int:
 
 def lut_target(opts: CompileOptions) -> LutTarget:
     """The look-up instruction set the LUT layouts are chosen for: the cpu target's vector
-    extensions (detected or --mcpu), NEON on edge, CUDA; portable loops for ref."""
+    extensions (detected or --mcpu), NEON on edge, CUDA; portable loops for ref. Compiling
+    for this host (no --mcpu), its last-level cache too (the one-row layout choice)."""
     from passes.lut_lowering import LutTarget
 
     if opts.target == "cpu":
         from backends.tvm.target import cpu_info
+        from runtime.host_cpu import last_level_cache_bytes
 
         info = cpu_info(opts)[0]  # its vector width too: --vector-bits 256 gets 256-bit LUTs
         features = set(info.features)
         wide = "avx512bw" in features and info.vector_bits == 512
         vbmi = wide and "avx512vbmi" in features
         vnni = vbmi and "avx512vnni" in features
-        return LutTarget("avx512vnni" if vnni else "avx512vbmi" if vbmi else "avx512" if wide
-                         else "avx2" if "avx2" in features else "neon" if "neon" in features
-                         else "generic")
+        isa = "avx512vnni" if vnni else "avx512vbmi" if vbmi else "avx512" if wide \
+            else "avx2" if "avx2" in features else "neon" if "neon" in features else "generic"
+        return LutTarget(isa, cache_bytes=last_level_cache_bytes() if opts.mcpu is None
+                         else None)
     return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 
 

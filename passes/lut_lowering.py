@@ -98,20 +98,30 @@ DOT_PREFETCH = 16384
 # weights do not stay in cache between tokens, so there the pass takes the VBMI layouts for
 # every bit width with more than one plane (STREAMED); batches (rows > 1) reuse each table
 # and weight across rows and keep the vpdpbusd layouts (0.73-0.8x the time at 8 and 256
-# rows); 1-bit's one-plane vpdpbusd layout is faster both ways. --explain says which.
+# rows); 1-bit's one-plane vpdpbusd layout is faster both ways. A model whose look-up
+# weights (codes and scales, all layers) take at most RESIDENT_SHARE of the last-level cache
+# (`LutTarget.cache_bytes`: the host's, when compiling for it) keeps them cached between
+# calls, so its one-row layers are warm and keep the vpdpbusd layouts too. --explain says
+# which.
 STREAMED = (2, 3, 4)
+RESIDENT_SHARE = 0.5  # the rest of the cache: activations, tables, other weights
 COLD_TRADE = ("cold (weights from DRAM) the vpshufb layout measured faster on Zen 4: "
               "2-bit 234 vs 254 us, 4-bit 355 vs 401; warm this one is 0.85x its time")
 STREAM_NOTE = ("one row streams its weights (decode): the layout measured faster cold on "
                "Zen 4 (2-bit 234 vs 254 us, 3-bit 301 vs 323, 4-bit 355 vs 401 for the "
                "vpdpbusd one, which takes 0.8-0.9x the time warm and at batches)")
+WARM_TRADE = ("warm: the vpdpbusd layout measured 0.82-0.88x the vpshufb one's time on Zen "
+              "4 (2-bit 136 vs 160 us, 3-bit 178 vs 218, 4-bit 218 vs 247)")
 
 
-def _cold_note(layout: LutLayout, streamed: bool) -> dict:
-    """The report's note on the measured cold/warm trade of the layout chosen."""
+def _cold_note(layout: LutLayout, streamed: bool, rows: int, weights: str) -> dict:
+    """The report's note on the measured cold/warm trade of the layout chosen; `weights`
+    says whether the model's look-up weights fit the cache (LutTarget.residence)."""
     if layout.chunk_slots == 4 and layout.planes > 1:
+        if rows == 1:
+            return {"cold_note": f"one row, but {weights}: {WARM_TRADE}"}
         return {"cold_note": COLD_TRADE}
-    return {"cold_note": STREAM_NOTE} if streamed else {}
+    return {"cold_note": f"{STREAM_NOTE}; {weights}"} if streamed else {}
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,7 @@ class LutTarget:
 
     isa: str = "generic"
     max_rows: int | None = None
+    cache_bytes: int | None = None  # the last-level cache of the CPU (None: not known)
 
     @property
     def vector_bytes(self) -> int:
@@ -136,15 +147,29 @@ class LutTarget:
         return ISAS[self.isa][1] if self.max_rows is None else self.max_rows
 
     def streams(self, bits: int, rows: int | None, table: str = "int8",
-                tblock: int = 32) -> bool:
+                tblock: int = 32, resident: bool = False) -> bool:
         """Whether a layer of `rows` rows (None: not known) takes the VBMI layouts in place
         of the multi-plane vpdpbusd ones (int8 tables in blocks of 32 rows on a VNNI CPU): a
-        one-row GEMV, which streams its weights (STREAMED)."""
+        one-row GEMV, which streams its weights (STREAMED), unless the model's look-up
+        weights are `resident` in the cache (`resides`)."""
         return self.isa == "avx512vnni" and table == "int8" and tblock % 32 == 0 and \
-            rows == 1 and bits in STREAMED
+            rows == 1 and bits in STREAMED and not resident
+
+    def resides(self, weight_bytes: int) -> bool:
+        """Whether look-up weights of `weight_bytes` in all stay in the last-level cache
+        between calls (at most RESIDENT_SHARE of it; never when the cache is not known)."""
+        return self.cache_bytes is not None and weight_bytes <= RESIDENT_SHARE * self.cache_bytes
+
+    def residence(self, weight_bytes: int) -> str:
+        """The report's words for `resides`."""
+        mib = f"the model's look-up weights ({weight_bytes / 2**20:.1f} MiB)"
+        if self.cache_bytes is None:
+            return f"{mib} against a last-level cache not known (cross-compiled)"
+        cache = f"{RESIDENT_SHARE:.0%} of the {self.cache_bytes / 2**20:.0f} MiB last-level cache"
+        return f"{mib} {'fit in' if self.resides(weight_bytes) else 'exceed'} {cache}"
 
     def layout(self, bits: int, n: int, table: str = "int8", tblock: int = 8,
-               rows: int | None = None) -> LutLayout:
+               rows: int | None = None, resident: bool = False) -> LutLayout:
         """x86 int8 tables: the planes of a column in adjacent bytes where they pair up (2
         bits: 2 slots, 4 bits: 4; vpmaddubsw weighs a pair), one plane per vector for 1 and
         3 bits (no padding plane to stream) -- with VBMI and table blocks of 16 rows, two
@@ -153,14 +178,15 @@ class LutTarget:
         4: a vpermb per nibble reads four chunks' tables, vpdpbusd adds the column's four
         bytes into its int32 lane: no int16 step, no widening; 1-bit tiles of up to 8
         vectors, the 128 columns of the other layouts, multi-plane ones of 4), except where
-        `streams` (a one-row GEMV of 2-4 bits: the VBMI layouts); elsewhere, and for float
+        `streams` (a one-row GEMV of 2-4 bits whose model is not `resident` in the cache:
+        the VBMI layouts); elsewhere, and for float
         tables (vpermps looks up 16 columns of one plane), one plane per vector; tiles of
         up to 4 vectors, fewer for narrow N."""
         v, chunk_slots = self.vector_bytes, 1
         if self.isa in X86 and table == "int8":
             slots, planes = {1: (1, 1), 2: (2, 1), 3: (1, 3), 4: (4, 1)}[bits]
             dot = self.isa == "avx512vnni" and tblock % 32 == 0 and \
-                not self.streams(bits, rows, table, tblock)
+                not self.streams(bits, rows, table, tblock, resident)
             if dot and bits in DOT_BITS:
                 slots, planes = 1, bits
             if self.isa in VBMI and slots == 1 and tblock % 16 == 0:
@@ -260,10 +286,12 @@ class LutLowering(Pass):
         if not sites and "etch.LutGemm" not in graph.op_counts():
             raise EtchError("--lut: no layer of this model has quantised weights (add --bits "
                             "B, or compile a model with MatMulNBits / int4 weights)")
-        for site in sites:
-            entry, lw = self._decide(graph, site)
+        decided = [(site, *self._decide(graph, site)) for site in sites]
+        weights = {site.dq.outputs[0]: _packed_bytes(lw) for site, _, lw in decided if lw}
+        total = sum(weights.values())
+        for site, entry, lw in decided:
             if lw is not None:
-                entry.update(self._rewrite(graph, site, lw, packed))
+                entry.update(self._rewrite(graph, site, lw, packed, total))
             report.append(entry)
         if not report:
             return graph, False
@@ -295,13 +323,15 @@ class LutLowering(Pass):
         return entry, (lw if reason is None else None)
 
     def _rewrite(self, graph: Graph, site: Site, lw: LutWeight,
-                 packed: dict[tuple[str, int], list[str]]) -> dict:
-        """Rewrite the layer into etch.LutGemm; returns its report fields."""
+                 packed: dict[tuple[str, int], list[str]], weight_bytes: int) -> dict:
+        """Rewrite the layer into etch.LutGemm (`weight_bytes`: the model's look-up weights,
+        for the cold/warm layout choice); returns its report fields."""
         node = site.node
         alpha = float(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else 1.0
         key = (site.dq.outputs[0], hash(alpha))
         tblock = table_block(lw.group, lw.k)
-        layout = self.target.layout(lw.bits, lw.n, self.table, tblock, site.rows)
+        resident = self.target.resides(weight_bytes)
+        layout = self.target.layout(lw.bits, lw.n, self.table, tblock, site.rows, resident)
         group = lw.group if lw.group < lw.k else -(-lw.k // tblock) * tblock
         attrs = {"k": lw.k, "n": lw.n, "mu": lw.mu, "group": group, "tblock": tblock,
                  "table": self.table, "scale_dtype": scale_storage(lw.scale, alpha),
@@ -326,7 +356,8 @@ class LutLowering(Pass):
                 "scales": scales, "instruction": instruction,
                 "prefetch": self.target.prefetch(layout), **note,
                 **_cold_note(layout, self.target.streams(lw.bits, site.rows, self.table,
-                                                         tblock))}
+                                                         tblock, resident),
+                             site.rows, self.target.residence(weight_bytes))}
 
     def _two_level(self, lw: LutWeight, alpha: float) -> tuple[tuple | None, dict]:
         """(u8, d) storage of the layer's scales under scale_format u8, or None and the
@@ -340,6 +371,13 @@ class LutLowering(Pass):
             return None, {"scales_note": "scales are not u8 x float16 products (not made by "
                                          "--scale-format u8)"}
         return two, {}
+
+
+def _packed_bytes(lw: LutWeight) -> int:
+    """About the bytes a layer's look-up weights take: its codes at `bits` per weight and
+    one 2-byte scale per block (what the kernel streams per call, within a few percent)."""
+    blocks = -(-lw.k // lw.group) if lw.group < lw.k else 1
+    return lw.k * lw.n * lw.bits // 8 + blocks * lw.n * 2
 
 
 def describe(layout: LutLayout) -> str:

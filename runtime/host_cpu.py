@@ -69,6 +69,25 @@ def host_features() -> set[str]:
     return host_cpu()[1]
 
 
+def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")
+                           ) -> int | None:
+    """The largest data or unified cache of CPU 0 (sysfs `root`; the L3 of a server core),
+    or None where sysfs does not say."""
+    sizes = []
+    for index in root.glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes) if sizes else None
+
+
 # etch's feature name -> numpy's, where numpy reads it (numpy.lib has no public API for this)
 NUMPY_NAMES = {"sse4.2": "SSE42", "avx": "AVX", "avx2": "AVX2", "fma": "FMA3",
                "avx512f": "AVX512F", "avx512bw": "AVX512BW", "avx512vl": "AVX512VL",

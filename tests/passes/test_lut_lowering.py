@@ -240,6 +240,35 @@ def test_a_one_row_gemv_streams_with_the_vbmi_layouts(bits: int) -> None:
     assert not LutTarget("avx512vbmi").streams(bits, 1)  # only where there is a choice
 
 
+@pytest.mark.parametrize("cache_mib,resident", [(None, False), (2, False), (64, True)])
+def test_a_one_row_gemv_whose_model_fits_the_cache_keeps_the_vpdpbusd_layouts(
+        cache_mib: int | None, resident: bool) -> None:
+    """A one-row GEMV streams its weights only if the model's look-up weights do not stay
+    in the cache between calls: 4096 x 1024 at 2 bits (1.25 MiB with its scales) fits half
+    of a 64 MiB cache (warm: the vpdpbusd layouts, measured faster there), not of 2 MiB nor
+    of a cache not known (cross-compiling: the cold-faster VBMI layouts). --explain says
+    which and why."""
+    target = LutTarget("avx512vnni", cache_bytes=None if cache_mib is None else cache_mib << 20)
+    graph = compiled(matmul_model(1, 4096, 1024), bits=2, group_size=32)
+    lut, _ = LutLowering("int8", target).run(graph)
+    [node] = [nd for nd in lut.nodes if nd.op == "etch.LutGemm"]
+    assert (node.attrs.get("chunk_slots", 1) == 4) == resident
+    line = explain(lut.metadata)[1]
+    assert "the model's look-up weights (1.2 MiB)" in line, line
+    assert ("one row, but the model's look-up weights" in line) == resident, line
+    assert ("one row streams its weights (decode)" in line) == (not resident), line
+    assert ("not known" in line) == (cache_mib is None), line
+
+
+def test_the_host_cache_counts_only_when_compiling_for_the_host() -> None:
+    from runtime.host_cpu import last_level_cache_bytes
+
+    host = pipeline.lut_target(CompileOptions(target="cpu"))
+    assert host.cache_bytes == last_level_cache_bytes()
+    assert pipeline.lut_target(CompileOptions(target="cpu", mcpu="znver4")).cache_bytes is None
+    assert pipeline.lut_target(CompileOptions(target="edge")).cache_bytes is None
+
+
 @pytest.mark.parametrize("mcpu, bits, isa", [
     ("sapphirerapids", None, "avx512vnni"), ("icelake-server", None, "avx512vnni"),
     ("znver4", None, "avx512vnni"), ("cannonlake", None, "avx512vbmi"),

@@ -63,3 +63,15 @@ def test_an_avx512_artifact_on_an_avx2_cpu_is_one_line(monkeypatch: pytest.Monke
     assert "avx512bw, avx512f, avx512vnni" in message and "avx2" not in message
     # a feature name this etch does not know is not checked
     host_cpu.check_runs_here({"cpu": "future", "cpu_features": ["avx2", "apx"]})
+
+
+def test_last_level_cache_is_the_largest_data_cache(tmp_path) -> None:
+    """sysfs's caches of CPU 0: the largest data or unified one (instruction caches do not
+    hold weights); None where sysfs says nothing."""
+    for name, kind, size in [("index0", "Data", "48K"), ("index1", "Instruction", "64M"),
+                             ("index2", "Unified", "2048K"), ("index3", "Unified", "32M")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "type").write_text(kind + "\n")
+        (tmp_path / name / "size").write_text(size + "\n")
+    assert host_cpu.last_level_cache_bytes(tmp_path) == 32 << 20
+    assert host_cpu.last_level_cache_bytes(tmp_path / "missing") is None
