@@ -89,8 +89,9 @@ def _dequant(attrs: dict, q: Array, scale: Array, zero: Array | None = None,
         s = s * expand_param(np.asarray(mult), ga, gs).astype(np.float32)
     x = q.astype(np.float32)
     if zero is not None:
-        x = x - expand_param(np.asarray(zero), ga, gs).astype(np.float32)
-    return (x * s).astype(np.float32)
+        x -= expand_param(np.asarray(zero), ga, gs).astype(np.float32)
+    x *= s  # float32 x float32, in place: scale and zero broadcast to the codes' shape
+    return x
 
 
 def _infer_dequant(attrs: dict, q: Value, *params: Value | None) -> Spec:
