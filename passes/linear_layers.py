@@ -120,10 +120,15 @@ def hessians(layers: list[Layer], graph: Graph) -> tuple[Callable, Callable]:
 
     def visit(env: dict[str, np.ndarray]) -> None:
         for ly in layers:
-            rows[ly.name].append(ly.inputs_as_rows(np.asarray(env[ly.x], np.float64),
-                                                   shapes[ly.name]))
-            if sum(r.shape[1] for r in rows[ly.name]) >= 8192:
-                fold(ly.name)
+            x = env[ly.x]
+            # a convolution's rows one image at a time: its patches (im2col) in float64
+            # for a whole batch are large (vgg16's first layers at batch 8: 1.8 GB)
+            parts = [x[i:i + 1] for i in range(len(x))] if ly.op == "Conv" else [x]
+            for part in parts:
+                rows[ly.name].append(ly.inputs_as_rows(np.asarray(part, np.float64),
+                                                       shapes[ly.name]))
+                if sum(r.shape[1] for r in rows[ly.name]) >= 8192:
+                    fold(ly.name)
 
     def result() -> dict[str, np.ndarray]:
         for name in rows:
