@@ -81,6 +81,8 @@ def run_node(node: Node, args: list[np.ndarray | None]) -> list[np.ndarray]:
     opdef = ops.get(node.op)
     if opdef is None:
         raise EtchError(f"node {node.name}: op {node.op} has no reference implementation")
+    if opdef.reads_outputs:
+        return ops.as_list(opdef.run(node.attrs, *args, read=tuple(map(bool, node.outputs))))
     return ops.as_list(opdef.run(node.attrs, *args))
 
 

@@ -53,6 +53,9 @@ class OpDef:
     upgrade: Callable[..., None] | None = None
     # Inputs whose *values* (not only shapes) decide output shapes; must be constants.
     shape_inputs: tuple[int, ...] = ()
+    # `run` takes `read=`, one flag per output of the node (False: nothing reads it, "" in
+    # ONNX), and may leave an unread optional output out (MaxPool's Indices).
+    reads_outputs: bool = False
 
 
 def _merge() -> dict[str, OpDef]:

@@ -34,9 +34,13 @@ def _lowest(dtype: np.dtype) -> float:
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 
-def _max_pool(attrs: dict, x: Array) -> tuple[Array, Array]:
+def _max_pool(attrs: dict, x: Array, read: tuple[bool, ...] = (True, True)
+              ) -> tuple[Array, ...]:
+    """(Y, Indices); Y alone where the node's Indices output is not read (`read`)."""
     w = _window(attrs, x.shape)
     cols = _flat_windows(x, w, _lowest(x.dtype))
+    if len(read) < 2 or not read[1]:
+        return (cols.max(axis=-1),)
     arg = cols.argmax(axis=-1)
     return cols.max(axis=-1), _indices(attrs, x.shape, w, arg)
 
@@ -92,7 +96,7 @@ def _global_max(attrs: dict, x: Array) -> Array:
 
 
 OPS: dict[str, OpDef] = {
-    "MaxPool": OpDef("MaxPool", _max_pool, infer=_infer_max_pool),
+    "MaxPool": OpDef("MaxPool", _max_pool, infer=_infer_max_pool, reads_outputs=True),
     "AveragePool": OpDef("AveragePool", _avg_pool, infer=_infer_pool),
     "LpPool": OpDef("LpPool", _lp_pool, infer=_infer_pool),
     "GlobalAveragePool": OpDef("GlobalAveragePool", _global_avg),
