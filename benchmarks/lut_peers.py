@@ -25,8 +25,8 @@ thread count) and prints one JSON line. Kinds:
 Warm: one matrix, hot loop, in the layout the pass picks for it (a one-matrix model whose
 weights fit the host's cache). Cold: cycling through copies that together hold `cold_mb`
 (more than the last-level cache), in the layout the pass picks for a model whose weights do
-not fit (`cold_layout`; for a one-row GEMV on a VNNI CPU the VBMI layouts). Times are the best of several rounds of the mean per call,
-wall clock and process CPU time (`*cpu_us`).
+not fit (`cold_layout`; for a one-row GEMV on a VNNI CPU the VBMI layouts). Times are the
+best of several rounds of the mean per call, wall clock and process CPU time (`*cpu_us`).
 """
 
 from __future__ import annotations

@@ -222,7 +222,6 @@ def rtn_output(m: np.ndarray, h: np.ndarray, scheme: Scheme,
     block's diagonal block of the layer-input Hessian h [g, K, K] (one per convolution
     group of N/g rows; terms between blocks are left out). (codes, scales [N, K/cg], zeros.)"""
     k, g = m.shape[1], h.shape[0]
-    h = h.astype(np.float32)  # `_block_output_fit`: the errors are compared in float32
     out = [_block_output_fit(m[:, j:j + cg], h[:, j:j + cg, j:j + cg], scheme, g)
            for j in range(0, k, cg)]
     s, z = np.stack([o[0] for o in out], axis=1), np.stack([o[1] for o in out], axis=1)
@@ -246,12 +245,12 @@ def _block_output_fit(b: np.ndarray, h: np.ndarray, scheme: Scheme,
     n, e = b.shape
     step = max(1, OUTPUT_CHUNK // max(b.size, 1))
     best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    bounds = _bounds(b, scheme)
+    bounds, h = _bounds(b, scheme), h.astype(np.float32)
     for i in range(0, len(grid), step):
         cands = [_scaled_candidate(bounds, r, scheme) for r in grid[i:i + step]]
         d = np.stack([_deltas(b, s, z, scheme).astype(np.float32) for s, z in cands])
         dg = d.reshape(len(cands), g, n // g, e).transpose(1, 0, 2, 3).reshape(g, -1, e)
-        errs = np.einsum("gpk,gpk->gp", dg @ h.astype(np.float32, copy=False), dg,
+        errs = np.einsum("gpk,gpk->gp", dg @ h, dg,
                          dtype=np.float64).reshape(g, len(cands), n // g)
         errs = errs.transpose(1, 0, 2).reshape(len(cands), n)
         for (s, z), err in zip(cands, errs):
