@@ -160,11 +160,13 @@ def _shape_error(name: str, shape: tuple[int, ...], arr: np.ndarray) -> EtchErro
 
 
 def run_all(graph: Graph, runs: list[dict[str, np.ndarray]],
-            visit: Callable[[dict[str, np.ndarray]], None]) -> None:
-    """Run the graph (reference interpreter) on each batch; `visit` sees every value."""
+            visit: Callable[[str, np.ndarray], None]) -> None:
+    """Run the graph (reference interpreter) on each batch; `visit(name, value)` sees every
+    input and computed value as it is made (`reference.run`), so only the live values of one
+    run are held at a time."""
     for inputs in runs:
         with np.errstate(all="ignore"):
-            visit(reference.run(graph, inputs, keep=True))
+            reference.run(graph, inputs, visit=visit)
 
 
 @dataclass
@@ -177,15 +179,19 @@ class RangeStats:
     hi: dict[str, float] = field(default_factory=dict)
     kept: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
-    def __call__(self, env: dict[str, np.ndarray]) -> None:
-        for n in self.names:
-            x = np.asarray(env[n], np.float64)
-            if not x.size:
-                continue
-            self.lo[n] = min(self.lo.get(n, np.inf), float(x.min()))
-            self.hi[n] = max(self.hi.get(n, -np.inf), float(x.max()))
-            if self.keep_samples:
-                self.kept.setdefault(n, []).append(_subsample(x.reshape(-1)))
+    def __call__(self, name: str, value: np.ndarray) -> None:
+        """Fold one value into the statistics (a `run_all` visitor); min and max in the
+        value's own type (exact), samples in float64."""
+        if name not in self.names:
+            return
+        x = np.asarray(value)
+        if not x.size:
+            return
+        self.lo[name] = min(self.lo.get(name, np.inf), float(x.min()))
+        self.hi[name] = max(self.hi.get(name, -np.inf), float(x.max()))
+        if self.keep_samples:
+            self.kept.setdefault(name, []).append(
+                np.asarray(_subsample(x.reshape(-1)), np.float64))
 
     def range(self, name: str, percentile: float | None = None) -> tuple[float, float]:
         """(lo, hi) of a tensor: min/max, or the given two-sided percentile (e.g. 99.99)."""

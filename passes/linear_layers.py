@@ -105,34 +105,36 @@ def find_layers(graph: Graph) -> list[Layer]:
 
 def hessians(layers: list[Layer], graph: Graph) -> tuple[Callable, Callable]:
     """(a calibration visitor, a function returning what it saw: layer name -> sum of
-    X^T X [g, K, K] over the calibration rows, float64). Rows are stacked and multiplied
-    in blocks: one large product instead of one per calibration run."""
+    X^T X [g, K, K] over the calibration rows, float64). A layer's input is folded in as it
+    is made (`calibrate.run_all` streams values), so no activation outlives its readers;
+    its rows are stacked and multiplied in blocks of at least 8192 (one large product per
+    value, not one per image)."""
     shapes = {ly.name: graph.values[ly.weight].shape for ly in layers}
-    rows: dict[str, list[np.ndarray]] = {ly.name: [] for ly in layers}
+    readers: dict[str, list[Layer]] = {}
+    for ly in layers:
+        readers.setdefault(ly.x, []).append(ly)
     sums: dict[str, np.ndarray] = {}
 
-    def fold(name: str) -> None:
-        if rows[name]:
-            x = np.concatenate(rows[name], axis=1)
-            h = x.transpose(0, 2, 1) @ x
-            sums[name] = sums[name] + h if name in sums else h
-            rows[name] = []
+    def fold(name: str, rows: list[np.ndarray]) -> None:
+        x = np.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
+        h = x.transpose(0, 2, 1) @ x
+        sums[name] = sums[name] + h if name in sums else h
+        rows.clear()
 
-    def visit(env: dict[str, np.ndarray]) -> None:
-        for ly in layers:
-            x = env[ly.x]
+    def visit(value_name: str, x: np.ndarray) -> None:
+        for ly in readers.get(value_name, ()):
             # a convolution's rows one image at a time: its patches (im2col) in float64
             # for a whole batch are large (vgg16's first layers at batch 8: 1.8 GB)
             parts = [x[i:i + 1] for i in range(len(x))] if ly.op == "Conv" else [x]
+            rows: list[np.ndarray] = []
             for part in parts:
-                rows[ly.name].append(ly.inputs_as_rows(np.asarray(part, np.float64),
-                                                       shapes[ly.name]))
-                if sum(r.shape[1] for r in rows[ly.name]) >= 8192:
-                    fold(ly.name)
+                rows.append(ly.inputs_as_rows(np.asarray(part, np.float64), shapes[ly.name]))
+                if sum(r.shape[1] for r in rows) >= 8192:
+                    fold(ly.name, rows)
+            if rows:
+                fold(ly.name, rows)
 
     def result() -> dict[str, np.ndarray]:
-        for name in rows:
-            fold(name)
         return sums
 
     return visit, result

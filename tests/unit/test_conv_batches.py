@@ -52,7 +52,7 @@ def test_conv_hessians_are_summed_image_by_image() -> None:
     [layer] = find_layers(graph)
     visit, result = hessians([layer], graph)
     x = rng.standard_normal((6, 3, 48, 48)).astype(np.float32)
-    visit({layer.x: x})
+    visit(layer.x, x)
     rows = layer.inputs_as_rows(x.astype(np.float64), w.shape)
     want = rows.transpose(0, 2, 1) @ rows
     np.testing.assert_allclose(result()[layer.name], want, rtol=1e-12, atol=1e-9)
