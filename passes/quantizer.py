@@ -97,25 +97,27 @@ def from_blocks(b: np.ndarray, n: int, k: int, rg: int, cg: int) -> np.ndarray:
 
 
 CODES_CHUNK = 1 << 20  # elements of a per-row `codes` rounded at once (8 MB of float64)
+CODE_DTYPE = np.int16  # `codes`' result: every scheme's codes (at most 8 bits) fit
 
 
 def codes(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, scheme: Scheme) -> np.ndarray:
-    """Round-to-nearest codes of x for a given scale/zero (broadcast against x). A large
-    [R, E] x with per-row [R, 1] parameters is rounded CODES_CHUNK elements' worth of rows
-    at a time into the int64 result: the same numbers, with a float64 temporary that stays
-    in cache instead of one the size of x (a 25088 x 4096 layer: 820 MB, whose fresh pages
-    cost more than the arithmetic)."""
+    """Round-to-nearest codes of x for a given scale/zero (broadcast against x), as int16
+    (every scheme's codes fit; callers widen or narrow them). A large [R, E] x with per-row
+    [R, 1] parameters is rounded CODES_CHUNK elements' worth of rows at a time into the
+    result: the same numbers, with a float64 temporary that stays in cache instead of one
+    the size of x (a 25088 x 4096 layer: 820 MB, whose fresh pages cost more than the
+    arithmetic; int16 codes 205 MB where int64 took 820)."""
     if scheme.kind == "binary":
-        return np.where(x >= 0, 1, -1).astype(np.int64)
+        return np.where(x >= 0, 1, -1).astype(CODE_DTYPE)
     rows = max(1, CODES_CHUNK // max(x.shape[-1], 1)) if x.ndim == 2 else 0
     if rows and len(x) > rows and all(np.ndim(a) == 2 and np.shape(a)[0] == len(x)
                                       for a in (scale, zero)):
-        out = np.empty(x.shape, np.int64)
+        out = np.empty(x.shape, CODE_DTYPE)
         for i in range(0, len(x), rows):
             out[i:i + rows] = _round(x[i:i + rows], scale[i:i + rows], zero[i:i + rows],
                                      scheme)
         return out
-    return _round(x, scale, zero, scheme).astype(np.int64)
+    return _round(x, scale, zero, scheme).astype(CODE_DTYPE)
 
 
 def _round(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, scheme: Scheme) -> np.ndarray:
