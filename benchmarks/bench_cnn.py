@@ -217,9 +217,13 @@ def table(result: dict) -> str:
 
 
 def _row(r: dict) -> str:
-    def ms(key: str) -> str:
+    def ms(key: str) -> str:  # "err": the runtime failed; "-": it was not asked for
         v = r.get(f"{key}_us")
-        return "err" if v is None else f"{v / 1e3:.2f}"
+        if v is None:
+            sources = {"ort_int8": ("ort_qdq", "ort_qop"),
+                       "ort_int8_noamx": ("ort_qdq_noamx", "ort_qop_noamx")}.get(key, (key,))
+            return "err" if any(f"{k}_error" in r for k in sources) else "-"
+        return f"{v / 1e3:.2f}"
 
     def g(key: str, width: int, fmt: str = ".2f") -> str:
         v = r.get(key)
