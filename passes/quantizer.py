@@ -135,17 +135,20 @@ FIT_CHUNK = 1 << 16  # elements of `blocks` searched at once: the temporaries st
 
 
 def fit(blocks: np.ndarray, scheme: Scheme, search: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row (scale, zero) of `blocks` [B, E]: float64 scales > 0, integer zeros. Rows are
+    """Per-row (scale, zero) of `blocks` [B, E] (float32 or float64: searched in float64,
+    a chunk at a time): float64 scales > 0, integer zeros. Rows are
     independent, so a large `blocks` is searched FIT_CHUNK elements' worth of rows at a time
     (the same numbers: each row's error is its own sum): every ratio of the search passes
     over a chunk while it is in cache, not over the whole matrix from memory (vgg16's
     25088 x 4096 layer: ~9 passes of 820 MB per ratio)."""
     if scheme.kind == "binary":
-        return _scale_of(np.abs(blocks).mean(axis=1), scheme), np.zeros(len(blocks))
+        return (_scale_of(np.abs(np.asarray(blocks, np.float64)).mean(axis=1), scheme),
+                np.zeros(len(blocks)))
     rows = max(1, FIT_CHUNK // max(blocks.shape[1], 1))
     if len(blocks) <= rows:
-        return _fit_rows(blocks, scheme, search)
-    parts = [_fit_rows(blocks[i:i + rows], scheme, search) for i in range(0, len(blocks), rows)]
+        return _fit_rows(np.asarray(blocks, np.float64), scheme, search)
+    parts = [_fit_rows(np.asarray(blocks[i:i + rows], np.float64), scheme, search)
+             for i in range(0, len(blocks), rows)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -208,7 +211,9 @@ def _deltas(b: np.ndarray, s: np.ndarray, z: np.ndarray, scheme: Scheme) -> np.n
 
 def rtn(m: np.ndarray, scheme: Scheme, rg: int, cg: int,
         search: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Round to nearest: (codes [N, K], scales [N/rg, K/cg], zeros [N/rg, K/cg])."""
+    """Round to nearest: (codes [N, K], scales [N/rg, K/cg], zeros [N/rg, K/cg]). `m` may be
+    float32: `fit` and `codes` compute in float64 a chunk at a time (the same numbers as
+    for a float64 copy of m, without the copy)."""
     n, k = m.shape
     blocks = to_blocks(m, rg, cg)
     s, z = fit(blocks, scheme, search)
@@ -285,7 +290,7 @@ def weight_error(w: np.ndarray, q: np.ndarray, s: np.ndarray, z: np.ndarray, rg:
     rows = max(rg, CODES_CHUNK // max(k, 1) // rg * rg)
     num = den = 0.0
     for i in range(0, n, rows):
-        wi = w[i:i + rows]
+        wi = np.asarray(w[i:i + rows], np.float64)  # w may be float32: sums in float64
         d = dequantize(q[i:i + rows], s[i // rg:(i + rows) // rg], z[i // rg:(i + rows) // rg],
                        rg, cg)
         d -= wi

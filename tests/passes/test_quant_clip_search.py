@@ -2,7 +2,8 @@
 
 `fit` (weight error) and `_block_output_fit` (output error d H d^T) compute the dequantisation
 error in float64 in place, without `codes`' int64 round trips; both are checked here against
-the implementation before that change, ties and convolution groups included.
+the implementation before that change, ties and convolution groups included; round to
+nearest of a float32 matrix equals that of its float64 copy.
 """
 
 from __future__ import annotations
@@ -97,3 +98,28 @@ def test_fit_in_row_chunks_chooses_what_the_whole_matrix_search_chose(
     monkeypatch.setattr(quantizer, "FIT_CHUNK", chunk)
     got = quantizer.fit(b, scheme)
     assert all(np.array_equal(x, y) for x, y in zip(got, whole))
+
+
+@pytest.mark.parametrize("scheme", [Scheme(8), Scheme(4, symmetric=False), Scheme(3),
+                                    Scheme(2, kind="ternary"), Scheme(1, "binary")],
+                         ids=lambda s: s.describe())
+@pytest.mark.parametrize("blocks", [(1, 97), (1, 32), (4, 1)])
+def test_rtn_of_a_float32_matrix_equals_rtn_of_its_float64_copy(
+        scheme: Scheme, blocks: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round to nearest and the weight error take the float32 matrix (`_quantise` leaves a
+    large layer's float64 copy out) and give bit for bit what its float64 copy gives: codes,
+    scales, zeros and error, in row chunks (CODES_CHUNK and FIT_CHUNK made small) too."""
+    rng = np.random.default_rng(blocks[1])
+    m32 = (rng.standard_normal((64, 97 if blocks[1] == 97 else 128))
+           * rng.uniform(0.01, 3, (64, 1))).astype(np.float32)
+    m32[7] = 0.0
+    rg, cg = blocks
+    for codes_chunk, fit_chunk in [(1 << 20, 1 << 16), (300, 200)]:
+        monkeypatch.setattr(quantizer, "CODES_CHUNK", codes_chunk)
+        monkeypatch.setattr(quantizer, "FIT_CHUNK", fit_chunk)
+        got = quantizer.rtn(m32, scheme, rg, cg)
+        want = quantizer.rtn(m32.astype(np.float64), scheme, rg, cg)
+        assert got[0].dtype == np.int16
+        assert all(np.array_equal(x, y) for x, y in zip(got, want))
+        assert quantizer.weight_error(m32, *got, rg, cg) == \
+            quantizer.weight_error(m32.astype(np.float64), *want, rg, cg)
