@@ -8,7 +8,9 @@ anchor is a Conv, one of
   vector axis is the tiles along a row): 4x / 2.25x fewer multiplies than direct, at the
   cost of the input and output transforms, which the multiplies over C (and OC) must pay
   for. F(4, 3) when a row has `lanes` / 2 tiles of 4 (with 16 lanes: 29+ outputs), else
-  F(2, 3) (with 16 lanes: rows of 15-28);
+  F(2, 3) (with 16 lanes: rows of 15-28). Layers with `small_channels` to `min_channels`
+  channels take it too where one image's transformed input and output fit
+  SMALL_WINOGRAD_BYTES (`_small_reason`);
 - "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM;
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
@@ -37,6 +39,7 @@ from passes.base import Pass
 
 ATTR = "conv_algorithm"
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
+SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
 REPORT = "etch.conv_algorithms"
 
 
@@ -64,9 +67,9 @@ class ChooseConvAlgorithm(Pass):
     name = "choose_conv_algorithm"
 
     def __init__(self, winograd: bool = True, min_channels: int = 64, lanes: int = 16,
-                 im2col: bool = True) -> None:
+                 im2col: bool = True, small_channels: int = 16) -> None:
         self.winograd, self.min_channels, self.lanes = winograd, min_channels, lanes
-        self.im2col = im2col
+        self.im2col, self.small_channels = im2col, small_channels
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         graph = graph.copy()
@@ -153,10 +156,32 @@ class ChooseConvAlgorithm(Pass):
             return "not a 3x3 kernel"
         if layer.strides != (1, 1) or layer.dilations != (1, 1) or layer.groups != 1:
             return "strided, dilated or grouped"
-        if min(layer.c, layer.oc) < self.min_channels:
-            return f"under {self.min_channels} channels: the transforms would cost more"
+        if min(layer.c, layer.oc) < self.small_channels:
+            return f"under {self.small_channels} channels: the transforms would cost more"
         if -(-layer.out[1] // 2) < self.lanes // 2:
             return f"rows of {layer.out[1]} outputs: too few tiles to fill a vector"
+        if min(layer.c, layer.oc) < self.min_channels:
+            return self._small_reason(layer)
+        return None
+
+    def _small_reason(self, layer: Layer) -> str | None:
+        """None when a layer of `small_channels` to `min_channels` channels takes Winograd,
+        else why not: one image's transformed input and output ((C + OC) x (m + 2)^2 x tiles
+        floats) must fit SMALL_WINOGRAD_BYTES. Its GEMM's reduction or width is short, so
+        the transforms' memory traffic is not hidden once it spills. Measured single-
+        threaded on Zen 4 (kernel CPU time, direct or implicit GEMM -> Winograd):
+        squeezenet1_1's 16->64 on 55x55 1.24 -> 0.95 ms and 32->128 on 27x27 1.17 -> 0.73
+        (2 layers each), densenet121's 128->32 on 56x56 12.6 -> 6.6 ms (6 layers) and on
+        28x28 6.7 -> 4.4 (12), 32->64 on 56x56 1.22 -> 0.67, on 112x112 (10.3 MiB) 4.17 ->
+        3.61; lost: inception_v3's 32->32 and 32->64 on 147x147 (12.0 and 18.0 MiB) 4.5 ->
+        7.0 and 8.5 -> 11.3 ms; even: 32->32 on 16x16, 16->32 on 32x32 (0.11 -> 0.12). The
+        bound is below the smallest loss, with room: the first win past it is given up."""
+        m = self._tile(layer)
+        tiles = -(-layer.out[0] // m) * -(-layer.out[1] // m)
+        size = (layer.c + layer.oc) * (m + 2) ** 2 * tiles * 4
+        if size > SMALL_WINOGRAD_BYTES:
+            return (f"under {self.min_channels} channels with a transformed image of "
+                    f"{size / (1 << 20):.1f} MB: the transforms would cost more")
         return None
 
     def _tile(self, layer: Layer) -> int:

@@ -25,7 +25,8 @@ from tests.golden import RandomInits, run_ort
 def tiles_model():
     """x [1, 24, 7, 7]: 5x5 depthwise + swish (rows of 7: every tile partial, 7 rows a
     tile). z [1, 16, 13, 11]: 3x3 stride-2 depthwise + ReLU (7x6 out); 3x3 16->24 + swish
-    (rows of 11); 3x3 16->16 + ReLU on 40 wide rows (z padded; two-vector tiles)."""
+    (rows of 11); 3x3 8->16 + ReLU on 40 wide rows (two-vector tiles; under 16 input
+    channels, so direct, not Winograd)."""
     init = RandomInits(3)
     rng = init.rng
 
@@ -48,10 +49,10 @@ def tiles_model():
         *conv("z", weight("w_dws2", 16, 1, 3, 3), "dws2", "relu", group=16, strides=[2, 2],
               pads=[1, 1, 1, 1]),
         *conv("z", weight("w_swish", 24, 16, 3, 3), "dir_swish", "swish", pads=[1, 1, 1, 1]),
-        *conv("zw", weight("w_wide", 16, 16, 3, 3), "dir_wide", "relu", pads=[1, 1, 1, 1]),
+        *conv("zw", weight("w_wide", 16, 8, 3, 3), "dir_wide", "relu", pads=[1, 1, 1, 1]),
     ]
     value = helper.make_tensor_value_info
-    shapes = {"x": [1, 24, 7, 7], "z": [1, 16, 13, 11], "zw": [1, 16, 6, 40]}
+    shapes = {"x": [1, 24, 7, 7], "z": [1, 16, 13, 11], "zw": [1, 8, 6, 40]}
     graph = helper.make_graph(
         nodes, "conv_tiles", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
         [value(o, TensorProto.FLOAT, None) for o in ("dw5", "dws2", "dir_swish", "dir_wide")],

@@ -132,3 +132,23 @@ def test_one_by_k_kernels_go_to_a_gemm_even_on_wide_rows() -> None:
     strided = Layer(c=256, oc=256, groups=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
                     pads=(1, 1, 1, 1), out=(14, 14))
     assert choose.choose(strided)[0] == "im2col"
+
+
+@pytest.mark.parametrize("c,oc,size,want", [
+    (16, 64, 55, "winograd_f4"),   # squeezenet's expand layer: 2.2 MiB transformed
+    (32, 128, 27, "winograd_f2"),
+    (128, 32, 56, "winograd_f4"),  # densenet121's growth layer
+    (32, 64, 147, "direct"),       # inception_v3's stem: 18 MiB transformed, lost
+    (8, 16, 32, "direct"),         # under 16 channels
+])
+def test_small_channel_layers_take_winograd_where_the_transformed_image_fits(
+        c: int, oc: int, size: int, want: str) -> None:
+    """Layers of 16-63 channels take Winograd where one image's transformed input and
+    output fit SMALL_WINOGRAD_BYTES (measured on Zen 4: the pass's `_small_reason`), and
+    --explain gives the size where they do not."""
+    model, _ = conv_model([("c", oc, 3, {})], c, size, size)
+    out, _ = ChooseConvAlgorithm(lanes=16).run(onnx_import.import_model(model))
+    [row] = json.loads(out.metadata[REPORT])
+    assert row["algorithm"] == want
+    if (c, size) == (32, 147):
+        assert "transformed image of 18.0 MB" in row["why"]
