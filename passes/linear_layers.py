@@ -108,7 +108,10 @@ def hessians(layers: list[Layer], graph: Graph) -> tuple[Callable, Callable]:
     X^T X [g, K, K] over the calibration rows, float64). A layer's input is folded in as it
     is made (`calibrate.run_all` streams values), so no activation outlives its readers;
     its rows are stacked and multiplied in blocks of at least 8192 (one large product per
-    value, not one per image)."""
+    value, not one per image). Each block's product is float32 (as GPTQ's own
+    implementation accumulates H; relative error ~3e-7 on 9408 rows of 1152), the blocks
+    summed in float64: 2.2x faster than float64 products, which were most of a batch-8
+    calibration of densenet121 (its 3x3 layers: 270k patch rows of 1152, 0.7 TFLOP)."""
     shapes = {ly.name: graph.values[ly.weight].shape for ly in layers}
     readers: dict[str, list[Layer]] = {}
     for ly in layers:
@@ -117,18 +120,18 @@ def hessians(layers: list[Layer], graph: Graph) -> tuple[Callable, Callable]:
 
     def fold(name: str, rows: list[np.ndarray]) -> None:
         x = np.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
-        h = x.transpose(0, 2, 1) @ x
+        h = (x.transpose(0, 2, 1) @ x).astype(np.float64)
         sums[name] = sums[name] + h if name in sums else h
         rows.clear()
 
     def visit(value_name: str, x: np.ndarray) -> None:
         for ly in readers.get(value_name, ()):
-            # a convolution's rows one image at a time: its patches (im2col) in float64
-            # for a whole batch are large (vgg16's first layers at batch 8: 1.8 GB)
+            # a convolution's rows one image at a time: its patches (im2col) for a whole
+            # batch are large (vgg16's first layers at batch 8: 0.9 GB in float32)
             parts = [x[i:i + 1] for i in range(len(x))] if ly.op == "Conv" else [x]
             rows: list[np.ndarray] = []
             for part in parts:
-                rows.append(ly.inputs_as_rows(np.asarray(part, np.float64), shapes[ly.name]))
+                rows.append(ly.inputs_as_rows(np.asarray(part, np.float32), shapes[ly.name]))
                 if sum(r.shape[1] for r in rows) >= 8192:
                     fold(ly.name, rows)
             if rows:
