@@ -181,7 +181,7 @@ class ChooseConvAlgorithm(Pass):
         size = (layer.c + layer.oc) * (m + 2) ** 2 * tiles * 4
         if size > SMALL_WINOGRAD_BYTES:
             return (f"under {self.min_channels} channels with a transformed image of "
-                    f"{size / (1 << 20):.1f} MB: the transforms would cost more")
+                    f"{size / (1 << 20):.1f} MiB: the transforms would cost more")
         return None
 
     def _tile(self, layer: Layer) -> int:

@@ -44,6 +44,7 @@ Invariant: every quantised layer computes with dequantised weights; the rest is 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -213,13 +214,8 @@ class QuantizeWeights(Pass):
         w = ly.w(graph)
         m32 = ly.matrix(w)
         n, k = m32.shape
-        wide: list[np.ndarray] = []
-
-        def m64() -> np.ndarray:
-            """The float64 matrix, made once, only for the paths that need it whole."""
-            if not wide:
-                wide.append(m32.astype(np.float64))
-            return wide[0]
+        # the float64 matrix, made once, only for the paths that need it whole
+        m64 = functools.cache(lambda: m32.astype(np.float64))
 
         results = []
         for plan in self._plans(ly, n, k, ly.taps(w.shape)):

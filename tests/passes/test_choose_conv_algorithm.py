@@ -151,4 +151,4 @@ def test_small_channel_layers_take_winograd_where_the_transformed_image_fits(
     [row] = json.loads(out.metadata[REPORT])
     assert row["algorithm"] == want
     if (c, size) == (32, 147):
-        assert "transformed image of 18.0 MB" in row["why"]
+        assert "transformed image of 18.0 MiB" in row["why"]
