@@ -12,6 +12,15 @@ instructions: numpy's own CPUID reading where numpy names the feature (it also c
 the OS saves the registers), else /proc/cpuinfo. `check_runs_here(manifest)` refuses, in one
 line, a cpu artifact built for a feature this CPU lacks (one compiled on another machine, or
 with `--mcpu`), which would otherwise stop at an illegal instruction in its first kernel.
+
+Kernels are not chosen by every instruction LLVM may emit: `ISA_FEATURES` are the others a
+CPU model brings (AMD's SSE4A, whose `insertq` LLVM uses for byte shuffles when building for
+`znver4`; BMI, F16C, the AVX-512 extensions beyond VECTOR_FEATURES, AMX). They are masked
+like the vector features where the host lacks them (`model_isa`, `host_cpu`), recorded in the
+manifest (`cpu_isa`), checked before a run (`check_runs_here`, by /proc/cpuinfo) and by
+`runs_code_for(mcpu)`, which says whether code built for a CPU model runs on this one: a
+`znver4` build on an Intel CPU with every one of znver4's vector features still stops at
+the first `insertq`.
 """
 
 from __future__ import annotations
@@ -26,6 +35,19 @@ VECTOR_FEATURES = {"sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma
                    "avx512vnni": "avx512_vnni", "avx512vbmi": "avx512vbmi", "avxvnni": "avx_vnni",
                    "neon": "asimd", "dotprod": "asimddp"}
 
+# LLVM feature name -> /proc/cpuinfo flag, for the other instruction-set extensions a CPU
+# model lets LLVM emit (x86; aarch64 models' extras are covered by VECTOR_FEATURES' checks).
+ISA_FEATURES = {"sse3": "pni", "ssse3": "ssse3", "sse4.1": "sse4_1", "sse4a": "sse4a",
+                "popcnt": "popcnt", "lzcnt": "abm", "bmi": "bmi1", "bmi2": "bmi2",
+                "movbe": "movbe", "adx": "adx", "f16c": "f16c", "fma4": "fma4", "xop": "xop",
+                "tbm": "tbm", "pclmul": "pclmulqdq", "aes": "aes", "sha": "sha_ni",
+                "avx512cd": "avx512cd", "avx512dq": "avx512dq", "avx512ifma": "avx512ifma",
+                "avx512vbmi2": "avx512_vbmi2", "avx512bitalg": "avx512_bitalg",
+                "avx512vpopcntdq": "avx512_vpopcntdq", "avx512bf16": "avx512_bf16",
+                "avx512fp16": "avx512_fp16", "gfni": "gfni", "vaes": "vaes",
+                "vpclmulqdq": "vpclmulqdq", "amx-tile": "amx_tile", "amx-int8": "amx_int8",
+                "amx-bf16": "amx_bf16", "avxifma": "avx_ifma", "avxvnniint8": "avx_vnni_int8"}
+
 
 def host_flags() -> set[str] | None:
     """The CPU flags /proc/cpuinfo reports, or None where there is no such file."""
@@ -39,8 +61,8 @@ def host_flags() -> set[str] | None:
     return None
 
 
-def model_features(mcpu: str) -> set[str]:
-    """The VECTOR_FEATURES of LLVM's CPU model `mcpu`; EtchError for a name LLVM lacks."""
+def _model(mcpu: str) -> set[str]:
+    """Every LLVM feature of CPU model `mcpu`; EtchError for a name LLVM lacks."""
     from tvm import target
     from tvm.target import codegen
 
@@ -48,7 +70,17 @@ def model_features(mcpu: str) -> set[str]:
         model = codegen.llvm_get_cpu_features(target.Target({"kind": "llvm", "mcpu": mcpu}))
     except Exception as e:  # TVM raises its own error type for an unknown CPU name
         raise EtchError(f"--mcpu {mcpu!r} is not a CPU LLVM knows: {e}") from e
-    return {f for f in VECTOR_FEATURES if f in model}
+    return {str(f) for f in model}
+
+
+def model_features(mcpu: str) -> set[str]:
+    """The VECTOR_FEATURES of LLVM's CPU model `mcpu`; EtchError for a name LLVM lacks."""
+    return _model(mcpu) & set(VECTOR_FEATURES)
+
+
+def model_isa(mcpu: str) -> set[str]:
+    """The ISA_FEATURES of LLVM's CPU model `mcpu`."""
+    return _model(mcpu) & set(ISA_FEATURES)
 
 
 def host_cpu() -> tuple[str, set[str]]:
@@ -60,6 +92,22 @@ def host_cpu() -> tuple[str, set[str]]:
     if flags is not None:
         features = {f for f in features if VECTOR_FEATURES[f] in flags}
     return mcpu, features
+
+
+def lacking_isa(features: set[str] | list[str]) -> list[str]:
+    """The ISA_FEATURES among `features` that /proc/cpuinfo does not list (none where there
+    is no such file)."""
+    flags = host_flags()
+    if flags is None:
+        return []
+    return sorted(f for f in features if f in ISA_FEATURES and ISA_FEATURES[f] not in flags)
+
+
+def runs_code_for(mcpu: str) -> bool:
+    """Whether code LLVM builds for CPU model `mcpu` runs on this CPU: it executes the
+    model's vector features and its other instruction-set extensions (what tests ask before
+    running a kernel built for an explicit `--mcpu`)."""
+    return model_features(mcpu) <= runnable_features() and not lacking_isa(model_isa(mcpu))
 
 
 def host_features() -> set[str]:
@@ -118,13 +166,16 @@ def runnable_features() -> set[str]:
 
 
 def check_runs_here(manifest: dict) -> None:
-    """EtchError unless this CPU executes every vector feature the cpu artifact was built
-    for (names this etch does not know are not checked)."""
-    built = manifest.get("cpu_features")
-    if not isinstance(built, list):
-        return
-    here = runnable_features()
-    lacking = sorted(f for f in built if f in VECTOR_FEATURES and f not in here)
+    """EtchError unless this CPU executes every vector feature and other instruction-set
+    extension the cpu artifact was built for (names this etch does not know are not
+    checked)."""
+    built, isa = manifest.get("cpu_features"), manifest.get("cpu_isa")
+    lacking = []
+    if isinstance(built, list):
+        here = runnable_features()
+        lacking = sorted(f for f in built if f in VECTOR_FEATURES and f not in here)
+    if isinstance(isa, list):
+        lacking += lacking_isa([f for f in isa if isinstance(f, str)])
     if lacking:
         mcpu = host_cpu()[0]
         raise EtchError(f"this artifact was built for the {manifest.get('cpu')} CPU and uses "

@@ -100,6 +100,7 @@ def build_cpu(graph: Graph, opts: CompileOptions, out: Path) -> dict:
     return {**tuning, **repeats, **storage_entries(graph), **stored, "runtime": "tvm",
             "device": "cpu", "library": LIBRARY, "entry": "main",
             "tvm_target": target_json, "cpu": info.mcpu, "cpu_features": list(info.features),
+            "cpu_isa": list(info.isa),
             "vector_bits": info.vector_bits, "vector_lanes": info.lanes, "threads": opts.threads,
             "kernels": kernel_count(mod), "schedules": schedules.rule_names(mod),
             "explain": schedules.explain_lines(mod),

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 
 from compiler.errors import EtchError
 from compiler.options import CompileOptions
-from runtime.host_cpu import VECTOR_FEATURES, host_flags, model_features
+from runtime.host_cpu import (
+    ISA_FEATURES,
+    VECTOR_FEATURES,
+    host_flags,
+    model_features,
+    model_isa,
+)
 
 DEFAULT_CUDA_ARCH = "sm_80"
 
@@ -89,6 +95,7 @@ class CpuInfo:
     features: tuple[str, ...]
     threads: int
     vector_bits: int  # the kernels' vector width (the target's `vector-width`)
+    isa: tuple[str, ...] = ()  # the other instruction-set extensions (`host_cpu.ISA_FEATURES`)
 
     @property
     def lanes(self) -> int:
@@ -141,16 +148,17 @@ def cpu_info(opts: CompileOptions) -> tuple[CpuInfo, list[str]]:
     from tvm.target import codegen
 
     mcpu = opts.mcpu or str(codegen.llvm_get_system_cpu())
-    features = model_features(mcpu)
+    features, isa = model_features(mcpu), model_isa(mcpu)
     mattr: list[str] = []
     flags = host_flags() if opts.mcpu is None else None
     if flags is not None:
         masked = {f for f in features if VECTOR_FEATURES[f] not in flags}
-        features -= masked
+        masked |= {f for f in isa if ISA_FEATURES[f] not in flags}
+        features, isa = features - masked, isa - masked
         mattr = sorted(f"-{f}" for f in masked)
     bits = choose_width(mcpu, features, opts.vector_bits)
     threads = opts.threads or default_threads()
-    return CpuInfo(mcpu, tuple(sorted(features)), threads, bits), mattr
+    return CpuInfo(mcpu, tuple(sorted(features)), threads, bits, tuple(sorted(isa))), mattr
 
 
 def cpu_target(opts: CompileOptions) -> tuple[dict, CpuInfo]:
