@@ -11,6 +11,11 @@ anchor is a Conv, one of
   F(2, 3) (with 16 lanes: rows of 15-28). Layers with `small_channels` to `min_channels`
   channels take it too where one image's transformed input and output fit
   SMALL_WINOGRAD_BYTES (`_small_reason`);
+- "winograd_f4_image" / "winograd_f2_image": the same where rows are too short for that
+  (14x14, 13x13, 8x8, 7x7 outputs), the vector axis being every tile of one image: taken
+  where an image's tiles fit one vector, pad to whole tile rows and cost at most
+  IMAGE_MAX_MULTIPLIES multiplies per output and channel pair, padding tiles counted
+  (`_image_tile`);
 - "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM;
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
@@ -33,6 +38,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from compiler import winograd
 from compiler.ir import Graph, Node
 from compiler.ops.etch_ops import kernel_attrs
 from passes.base import Pass
@@ -40,6 +46,7 @@ from passes.base import Pass
 ATTR = "conv_algorithm"
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
+IMAGE_MAX_MULTIPLIES = 6.0  # per output and channel pair of image-tiled Winograd (direct: 9)
 REPORT = "etch.conv_algorithms"
 
 
@@ -97,7 +104,11 @@ class ChooseConvAlgorithm(Pass):
             return "pointwise", "1x1 stride 1: one GEMM over the image"
         reason = self._winograd_reason(layer)
         if reason is None:
-            m = self._tile(layer)
+            m, image = self._tiling(layer)
+            if image:
+                why = (f"3x3 stride 1, {layer.c}->{layer.oc} channels, rows of "
+                       f"{layer.out[1]}: F({m}, 3) over the image's tiles")
+                return f"winograd_f{m}_image", why
             return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
         implicit = self._implicit_reason(layer)
         if implicit is None:
@@ -158,8 +169,10 @@ class ChooseConvAlgorithm(Pass):
             return "strided, dilated or grouped"
         if min(layer.c, layer.oc) < self.small_channels:
             return f"under {self.small_channels} channels: the transforms would cost more"
-        if -(-layer.out[1] // 2) < self.lanes // 2:
-            return f"rows of {layer.out[1]} outputs: too few tiles to fill a vector"
+        if -(-layer.out[1] // 2) < self.lanes // 2 and self._image_tile(layer) is None:
+            return (f"rows of {layer.out[1]} outputs: too few tiles to fill a vector (and "
+                    f"over the image's tiles: under {self.min_channels} output channels, or "
+                    "too many tiles for one vector or too costly to pad)")
         if min(layer.c, layer.oc) < self.min_channels:
             return self._small_reason(layer)
         return None
@@ -176,18 +189,58 @@ class ChooseConvAlgorithm(Pass):
         3.61; lost: inception_v3's 32->32 and 32->64 on 147x147 (12.0 and 18.0 MiB) 4.5 ->
         7.0 and 8.5 -> 11.3 ms; even: 32->32 on 16x16, 16->32 on 32x32 (0.11 -> 0.12). The
         bound is below the smallest loss, with room: the first win past it is given up."""
-        m = self._tile(layer)
+        m, image = self._tiling(layer)
         tiles = -(-layer.out[0] // m) * -(-layer.out[1] // m)
+        if image:
+            tiles = _whole(tiles, min(8, self.lanes))
         size = (layer.c + layer.oc) * (m + 2) ** 2 * tiles * 4
         if size > SMALL_WINOGRAD_BYTES:
             return (f"under {self.min_channels} channels with a transformed image of "
                     f"{size / (1 << 20):.1f} MiB: the transforms would cost more")
         return None
 
-    def _tile(self, layer: Layer) -> int:
-        """F(4, 3) when a row has at least `lanes` / 2 tiles of 4 (the vector of tiles is
-        mostly full), else F(2, 3)."""
-        return 4 if -(-layer.out[1] // 4) >= self.lanes // 2 else 2
+    def _tiling(self, layer: Layer) -> tuple[int, bool]:
+        """(m, image tiles): F(4, 3) along rows when a row has at least `lanes` / 2 tiles of
+        4 (the vector of tiles is mostly full), else F(2, 3) when it has that many tiles of
+        2, else over the image's tiles (`_image_tile`)."""
+        if -(-layer.out[1] // 4) >= self.lanes // 2:
+            return 4, False
+        if -(-layer.out[1] // 2) >= self.lanes // 2:
+            return 2, False
+        m = self._image_tile(layer)
+        assert m is not None, "checked by _winograd_reason"
+        return m, True
+
+    def _image_tile(self, layer: Layer) -> int | None:
+        """m of image-tiled Winograd, else None: the tile with the fewest multiplies per
+        output, (m+2)^2 x tiles / outputs (the tiles padded to the kernel's vector block,
+        `min(8, lanes)`), among those whose tiles fit one vector and pad to whole tile rows
+        (the input transform runs along a row), if at most IMAGE_MAX_MULTIPLIES, for layers
+        of `min_channels` or more output channels. With 16 lanes: 14x14 F(4, 3), 16 tiles,
+        2.9 multiplies (direct: 9); 13x13 F(4, 3) 3.4; 8x8 F(2, 3) 4.0; 7x7 F(2, 3), 16
+        tiles, 5.2. Measured single-threaded on the AVX-512 Xeon (per call, implicit GEMM or
+        im2col -> image Winograd): resnet50's 256->256 on 14x14 1.39 -> 0.72 ms and 512->512
+        on 7x7 1.93 -> 1.05, vgg16's 512->512 on 14x14 5.57 -> 2.86, inception_v3's 448->384
+        on 8x8 1.33 -> 0.76, squeezenet1_1's 64->256 and 48->192 on 13x13 0.38 -> 0.23 and
+        0.24 -> 0.14; lost: densenet121's 128->32 on 14x14 and 7x7 (0.097 -> 0.11, 0.043 ->
+        0.047 ms: 32 output channels do not pay for the input transform)."""
+        if layer.oc < self.min_channels:
+            return None
+        best = None
+        for m in winograd.TILES:
+            th, tw = -(-layer.out[0] // m), -(-layer.out[1] // m)
+            padded = _whole(th * tw, min(8, self.lanes))
+            if th * tw > self.lanes or padded % tw:
+                continue
+            cost = (m + 2) ** 2 * padded / (layer.out[0] * layer.out[1])
+            if cost <= IMAGE_MAX_MULTIPLIES and (best is None or cost < best[0]):
+                best = (cost, m)
+        return None if best is None else best[1]
+
+
+def _whole(n: int, block: int) -> int:
+    """n rounded up to a multiple of block."""
+    return -(-n // block) * block
 
 
 def _layer(graph: Graph, node: Node) -> Layer | None:

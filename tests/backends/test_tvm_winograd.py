@@ -46,21 +46,48 @@ def test_a_recorded_winograd_the_kernel_cannot_build_is_an_error() -> None:
 
     with pytest.raises(EtchError, match="F\\(2, 3\\) and F\\(4, 3\\)"):
         lowering.tile_size("winograd_f6")
+    with pytest.raises(EtchError, match="row or image tiles"):
+        lowering.tile_size("winograd_f4_column")
+    assert lowering.tile_size("winograd_f2_image") == (2, True)
 
 
-@pytest.mark.parametrize("isa_name,register", [("avx512", "zmm"), ("avx2", "ymm")])
-def test_winograd_gemm_uses_the_full_vector_width(isa_name: str, register: str) -> None:
+@pytest.mark.parametrize("isa_name,register,size", [("avx512", "zmm", (4, 64)),
+                                                     ("avx2", "ymm", (4, 64)),
+                                                     ("avx512", "zmm", (14, 14))])
+def test_winograd_gemm_uses_the_full_vector_width(isa_name: str, register: str,
+                                                  size: tuple[int, int]) -> None:
     """Compiled for a named CPU (not the host): a 64-wide image has 16 tiles of 4 per row,
-    one full AVX-512 vector (two AVX2 ones) per multiply-add of the transformed GEMM."""
+    one full AVX-512 vector (two AVX2 ones) per multiply-add of the transformed GEMM; so does
+    a 14x14 image's 4 x 4 tiles over the image."""
     import re
 
     from compiler import onnx_import
     from passes.choose_conv_algorithm import ChooseConvAlgorithm
     from tests.backends import isa
 
-    model, _ = conv_model([("wide", 64, 3, {})], 64, 4, 64)
+    model, _ = conv_model([("wide", 64, 3, {})], 64, *size)
     lanes = {"avx512": 16, "avx2": 8}[isa_name]
     graph = ChooseConvAlgorithm(lanes=lanes).run(onnx_import.import_model(model))[0]
     asm = isa.compile_graph(graph, isa_name)
     (code,) = asm.of_kind("winograd_conv2d").values()
     assert re.search(rf"vfmadd\w*ps\s+[^\n]*%{register}", code)
+
+
+def test_image_tiled_winograd_matches_onnx_runtime() -> None:
+    """Rows too short for a vector of tiles: a 13x13 layer takes F(4, 3) over the image's
+    4 x 4 tiles (the last tile row and column mostly outside it), a 7x7 one F(2, 3) over
+    its 16 tiles; a batch of two images (one vector of tiles each), bias and ReLU; within
+    Winograd's tolerance of ONNX Runtime."""
+    from tests.passes.test_choose_conv_algorithm import conv_model
+
+    model, (_, c, h, w) = conv_model([("a", 64, 3, {}), ("down", 64, 3, {"strides": [2, 2]}),
+                                      ("b", 64, 3, {})], 48, 13, 13)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    art = compiler.compile(model, target="cpu")
+    text = art.explain()
+    assert "winograd_f2_image x1" in text and "winograd_f4_image x1" in text, text
+    x = {"x": np.random.default_rng(1).normal(size=(2, c, h, w)).astype(np.float32)}
+    (name, want), = run_ort(model, x).items()
+    got = art.run(x)[name]
+    assert got.shape == want.shape == (2, 64, 7, 7)
+    assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()

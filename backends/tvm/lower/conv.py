@@ -228,8 +228,9 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
         from backends.tvm.lower import winograd
 
         x = ctx.reshape(ctx.expr(inputs[0]), (sp.n, sp.c, sp.h, sp.w))
+        m, image = winograd.tile_size(algorithm)
         y = winograd.winograd_conv2d(ctx, node, x, w.reshape(sp.oc, w.shape[1], sp.kh, sp.kw),
-                                     sp, epi, winograd.tile_size(algorithm))
+                                     sp, epi, m, image)
         return ctx.reshape(y, oshape)
     if algorithm == "implicit_gemm" and ctx.pack and len(oshape) == 4:
         from backends.tvm.lower import conv_implicit

@@ -11,10 +11,18 @@ Four stages in one kernel (compiler/winograd.py has the matrices and the algebra
   convolution's weight, tiles along a row as the vector axis;
 - "wino_out": O[k, q, a, b, j] = (A^T M A)[a, b] of each tile, then "epilogue": each output
   read from its tile, with bias/activation/residual.
+
+With `image` tiles (the pass's "winograd_f<m>_image", for rows too short to fill a vector)
+the vector axis is every tile of one image instead: q is the image, j = i * TW + j' runs
+over its TH x TW tiles, rounded up to the vector block (a multiple of TW: the pass checks),
+so a 14x14 output's 4 x 4 tiles of F(4, 3) are one 16-lane vector. The input transform
+then loops over tile rows and vectorises along a row's TW tiles; the padded input has
+enough rows for the padding tiles (they compute zeros and are never read).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -31,12 +39,13 @@ from compiler.ir import Node
 Term = Callable[[int], tirx.Expr]
 
 
-def tile_size(algorithm: str) -> int:
-    """m of a "winograd_f<m>" algorithm name."""
-    m = int(algorithm.removeprefix("winograd_f"))
-    if m not in winograd.TILES:
-        raise EtchError(f"conv_algorithm {algorithm!r}: etch builds F(2, 3) and F(4, 3)")
-    return m
+def tile_size(algorithm: str) -> tuple[int, bool]:
+    """(m, image tiles) of a "winograd_f<m>" or "winograd_f<m>_image" algorithm name."""
+    match = re.fullmatch(r"winograd_f(\d+)(_image)?", algorithm)
+    if match is None or int(match[1]) not in winograd.TILES:
+        raise EtchError(f"conv_algorithm {algorithm!r}: etch builds F(2, 3) and F(4, 3), "
+                        "row or image tiles")
+    return int(match[1]), bool(match[2])
 
 
 def fits(sp: ConvSpec) -> bool:
@@ -64,17 +73,34 @@ def _combo(coefs: np.ndarray, term: Term, dtype: str) -> tirx.Expr:
     return out if out is not None else tirx.const(0, dtype)
 
 
+def image_block(oc: int, th: int, tw: int, lanes: int) -> tuple[int, int, int]:
+    """(channel block, vector block, padded tiles) of an image-tiled Winograd GEMM whose
+    vector runs over an image's th x tw tiles."""
+    kb, tb = tiles.conv_tile(oc, th * tw, lanes)
+    tb = tiles.padded(tb, min(8, lanes))
+    return kb, tb, tiles.padded(th * tw, tb)
+
+
 def winograd_conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
-                    epi: Epilogue, m: int) -> relax.Expr:
-    """Emit the F(m, 3) convolution of x [N, C, H, W] with constant w, then the epilogue."""
+                    epi: Epilogue, m: int, image: bool = False) -> relax.Expr:
+    """Emit the F(m, 3) convolution of x [N, C, H, W] with constant w, then the epilogue;
+    `image`: the vector axis is an image's tiles, not a row's (module docstring)."""
     if not fits(sp):
         raise EtchError(f"node {node.name}: Winograd needs a 3x3 stride-1 dense convolution")
     a = m + 2
     at, bt, _ = winograd.matrices(m)
     th, tw = winograd.tiles(sp.oh, m), winograd.tiles(sp.ow, m)
-    kb, tb = tiles.conv_tile(sp.oc, tw, ctx.lanes)
-    tb = tiles.padded(tb, min(8, ctx.lanes))  # whole vectors (an odd-sized one splits)
-    twp = tiles.padded(tw, tb)
+    if image:
+        kb, tb, twp = image_block(sp.oc, th, tw, ctx.lanes)
+        if twp % tw:
+            raise EtchError(f"node {node.name}: image-tiled Winograd needs whole tile rows "
+                            f"({twp} tiles, {tw} a row)")
+        rows, per_image, cols = twp // tw, 1, tw
+    else:
+        kb, tb = tiles.conv_tile(sp.oc, tw, ctx.lanes)
+        tb = tiles.padded(tb, min(8, ctx.lanes))  # whole vectors (an odd-sized one splits)
+        twp = tiles.padded(tw, tb)
+        rows, per_image, cols = th, th, twp
     u = winograd.transform_weight(w, m).reshape(a * a, sp.oc // kb, kb, sp.c)
     weight = ctx.array(np.ascontiguousarray(u.transpose(0, 1, 3, 2)))
     dt = str(w.dtype)
@@ -82,30 +108,39 @@ def winograd_conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp:
     def compute(xt: te.Tensor, ut: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         # columns deinterleaved by m: tile j's column s is pad[.., s % m, j + s // m], so a
         # vector of tiles reads contiguous inputs
-        pad = _padded_input(xt, sp, th * m + 2, (twp + 1) * m, m)
+        pad = _padded_input(xt, sp, rows * m + 2, (cols + 1) * m, m)
 
-        def tile_in(ev, c, q, j):
-            n, i = q // th, q % th
+        def tile_in(ev, c, q, t):
+            if image:
+                n, i, j = q, t // tw, t % tw
+            else:
+                n, i, j = q // th, q % th, t
 
             def row(r: int) -> tirx.Expr:
                 return _select(ev % a, a, lambda v: _combo(
                     bt[v], lambda s: pad[n, c, i * m + r, s % m, j + s // m], dt))
             return _select(ev // a, a, lambda e: _combo(bt[e], row, dt))
 
-        vin = te.compute((a * a, sp.c, sp.n * th, twp), tile_in, name="wino_in")
+        vin = te.compute((a * a, sp.c, sp.n * per_image, twp), tile_in, name="wino_in")
         rc = te.reduce_axis((0, sp.c), "rc")
-        mm = te.compute((a * a, sp.oc, sp.n * th, twp), lambda ev, k, q, j: te.sum(
+        mm = te.compute((a * a, sp.oc, sp.n * per_image, twp), lambda ev, k, q, j: te.sum(
             vin[ev, rc, q, j] * ut[ev, k // kb, rc, k % kb], axis=rc), name="anchor")
 
         def tile_out(k, q, i, jj, j):
             return _select(i, m, lambda ii: _combo(at[ii], lambda e: _select(
                 jj, m, lambda jo: _combo(at[jo], lambda v: mm[e * a + v, k, q, j], dt)), dt))
 
-        out = te.compute((sp.oc, sp.n * th, m, m, twp), tile_out, name="wino_out")
+        out = te.compute((sp.oc, sp.n * per_image, m, m, twp), tile_out, name="wino_out")
+
+        def output(n, k, h, x_):
+            if image:
+                return out(k, n, h % m, x_ % m, h // m * tw + x_ // m)
+            return out(k, n * th + h // m, h % m, x_ % m, x_ // m)
+
         return te.compute(
             (sp.n, sp.oc, sp.oh, sp.ow),
-            lambda n, k, h, x_: epi.apply(out(k, n * th + h // m, h % m, x_ % m, x_ // m),
-                                          (n, k, h, x_), extra), name="epilogue")
+            lambda n, k, h, x_: epi.apply(output(n, k, h, x_), (n, k, h, x_), extra),
+            name="epilogue")
 
     return ctx.emit(compute, [x, weight, *epi.exprs], node, "winograd_conv2d", kb=kb, vw=tb,
-                    m=m)
+                    m=m, image_cols=tw if image else 0)

@@ -2,7 +2,9 @@
 
 - "pad": zero fill and interior copy, as the direct convolution's (`cpu._schedule_pad`);
 - "wino_in": parallel over (channel, tile row), the (m+2)^2 transform outputs unrolled (so
-  the matrix entries are constants and the zero terms vanish), tiles as the vector;
+  the matrix entries are constants and the zero terms vanish), tiles as the vector; with
+  image tiles (`etch.image_cols` > 0) parallel over (channel, image), a loop over tile rows
+  and a row's tiles as the vector;
 - "anchor": the direct convolution's register tile (kb channels x vw tiles, reduction over
   input channels outside it), accumulated in a tile-sized buffer (`cache_write`, computed at
   the tile loop) so the partial sums stay in registers; parallel over (ev, kb block, row);
@@ -33,7 +35,7 @@ class WinogradConv(KindRule):
     def schedule(self, sch, func, target):
         kb, vw, width = int(func.attrs["etch.kb"]), int(func.attrs["etch.vw"]), lanes(target)
         _gemm(sch, kb, vw, width)
-        _transform(sch, "wino_in", width)
+        _transform(sch, "wino_in", width, int(func.attrs.get("etch.image_cols", 0)))
         _transform(sch, "wino_out", width)
         epi = sch.get_sblock("epilogue")
         loops = sch.get_loops(epi)
@@ -58,14 +60,21 @@ def _gemm(sch, kb: int, vw: int, width: int) -> None:
     vectorize_loop(sch, sch.get_loops(tile)[-1], width)
 
 
-def _transform(sch, name: str, width: int) -> None:
+def _transform(sch, name: str, width: int, image_cols: int = 0) -> None:
     """A transform block: its two parallel loops fused (and run in parallel when large),
     the matrix-index loops unrolled, the tiles loop (innermost) vectorised.
-    "wino_in" loops are (ev, c, q, j): reordered to (c, q, ev, j); "wino_out" loops are
-    (k, q, a, b, j)."""
+    "wino_in" loops are (ev, c, q, j): reordered to (c, q, ev, j), or with image tiles
+    (c, q, tile row, ev, tile column); "wino_out" loops are (k, q, a, b, j)."""
     blk = sch.get_sblock(name)
     loops = sch.get_loops(blk)
     total = work(sch, loops)
+    if name == "wino_in" and image_cols:
+        row, col = sch.split(loops[3], [None, image_cols])
+        sch.reorder(loops[1], loops[2], row, loops[0], col)
+        maybe_parallel(sch, sch.fuse(loops[1], loops[2]), total)
+        sch.unroll(loops[0])
+        sch.vectorize(col)
+        return
     if name == "wino_in":
         sch.reorder(loops[1], loops[2], loops[0], loops[3])
         outer, unrolled = loops[1:3], loops[:1]
