@@ -12,10 +12,10 @@ anchor is a Conv, one of
   channels take it too where one image's transformed input and output fit
   SMALL_WINOGRAD_BYTES (`_small_reason`);
 - "winograd_f4_image" / "winograd_f2_image": the same where rows are too short for that
-  (14x14, 13x13, 8x8, 7x7 outputs), the vector axis being every tile of one image: taken
+  (14x14 outputs at batch 1; 13x13, 8x8, 7x7 in batches), the vector axis being every tile of one image: taken
   where an image's tiles fit one vector, pad to whole tile rows and cost at most
-  IMAGE_MAX_MULTIPLIES multiplies per output and channel pair, padding tiles counted
-  (`_image_tile`);
+  IMAGE_MAX_COST multiply-adds per output and channel pair, padding tiles and the
+  transformed weight's memory traffic counted (`_image_tile`);
 - "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM;
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
@@ -46,7 +46,8 @@ from passes.base import Pass
 ATTR = "conv_algorithm"
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
-IMAGE_MAX_MULTIPLIES = 6.0  # per output and channel pair of image-tiled Winograd (direct: 9)
+IMAGE_MAX_COST = 7.5  # multiply-adds per output and channel pair of image Winograd (direct: 9)
+IMAGE_WEIGHT_FMAS = 20  # the cost of streaming one transformed weight, in multiply-adds
 REPORT = "etch.conv_algorithms"
 
 
@@ -62,6 +63,7 @@ class Layer:
     dilations: tuple[int, ...]
     pads: tuple[int, ...]
     out: tuple[int, ...]
+    n: int = 1  # images in the batch
 
 
 class ChooseConvAlgorithm(Pass):
@@ -212,18 +214,26 @@ class ChooseConvAlgorithm(Pass):
         return m, True
 
     def _image_tile(self, layer: Layer) -> int | None:
-        """m of image-tiled Winograd, else None: the tile with the fewest multiplies per
-        output, (m+2)^2 x tiles / outputs (the tiles padded to the kernel's vector block,
-        `min(8, lanes)`), among those whose tiles fit one vector and pad to whole tile rows
-        (the input transform runs along a row), if at most IMAGE_MAX_MULTIPLIES, for layers
-        of `min_channels` or more output channels. With 16 lanes: 14x14 F(4, 3), 16 tiles,
-        2.9 multiplies (direct: 9); 13x13 F(4, 3) 3.4; 8x8 F(2, 3) 4.0; 7x7 F(2, 3), 16
-        tiles, 5.2. Measured single-threaded on the AVX-512 Xeon (per call, implicit GEMM or
-        im2col -> image Winograd): resnet50's 256->256 on 14x14 1.39 -> 0.72 ms and 512->512
-        on 7x7 1.93 -> 1.05, vgg16's 512->512 on 14x14 5.57 -> 2.86, inception_v3's 448->384
-        on 8x8 1.33 -> 0.76, squeezenet1_1's 64->256 and 48->192 on 13x13 0.38 -> 0.23 and
-        0.24 -> 0.14; lost: densenet121's 128->32 on 14x14 and 7x7 (0.097 -> 0.11, 0.043 ->
-        0.047 ms: 32 output channels do not pay for the input transform)."""
+        """m of image-tiled Winograd, else None: the tile of least cost per output and
+        channel pair, (m+2)^2 x (tiles + IMAGE_WEIGHT_FMAS / images) / outputs (the tiles
+        padded to the kernel's vector block, `min(8, lanes)`), among those whose tiles fit
+        one vector and pad to whole tile rows (the input transform runs along a row), if at
+        most IMAGE_MAX_COST (direct: 9), for layers of `min_channels` or more output
+        channels. Each transformed weight, (m+2)^2 / 9 times the weight's size, serves only
+        one vector of tiles per image, so at batch 1 streaming it from memory costs about as
+        much as the multiplies: on the AVX-512 Xeon (one core streams ~16 GB/s and does ~86
+        G multiply-adds/s) a float costs ~20 multiply-adds. With 16 lanes at batch 1: 14x14
+        F(4, 3) 6.9 (16 tiles); 13x13 F(4, 3) 8.0, 8x8 F(2, 3) 9.4, 7x7 F(2, 3) 12.2: not
+        taken; at batch 8 they cost 4.0, 4.7 and 6.1. Measured single-threaded on the Xeon
+        (implicit GEMM or im2col -> image Winograd, per call, CPU time), a chain of six
+        256->256 14x14 layers (resnet50's; 56 MB of transformed weights, none cached): 1.33
+        -> 1.02 ms at batch 1 (cost 6.9 / 9 = 0.77), 11 -> 6.7 ms at batch 8; vgg16's
+        512->512 on 14x14 in the model 6.1 -> 5.0 ms; four 512->512 7x7 layers at batch 1:
+        even to 1.3x slower (cost 12.2). With the weights cached (one layer timed alone)
+        every one of these wins (7x7 1.93 -> 1.05 ms; inception_v3's 448->384 on 8x8 1.33
+        -> 0.76; squeezenet1_1's 64->256 on 13x13 0.38 -> 0.23), but a model's weights are
+        not. densenet121's 128->32 on 14x14 lost even so (0.097 -> 0.11 ms): 32 output
+        channels do not pay for the input transform."""
         if layer.oc < self.min_channels:
             return None
         best = None
@@ -232,8 +242,9 @@ class ChooseConvAlgorithm(Pass):
             padded = _whole(th * tw, min(8, self.lanes))
             if th * tw > self.lanes or padded % tw:
                 continue
-            cost = (m + 2) ** 2 * padded / (layer.out[0] * layer.out[1])
-            if cost <= IMAGE_MAX_MULTIPLIES and (best is None or cost < best[0]):
+            cost = (m + 2) ** 2 * (padded + IMAGE_WEIGHT_FMAS / layer.n) / (
+                layer.out[0] * layer.out[1])
+            if cost <= IMAGE_MAX_COST and (best is None or cost < best[0]):
                 best = (cost, m)
         return None if best is None else best[1]
 
@@ -260,7 +271,8 @@ def _layer(graph: Graph, node: Node) -> Layer | None:
                  groups=int(attrs.get("group", 1)), kernel=tuple(w.shape[2:]),
                  strides=tuple(attrs.get("strides", [1] * rank)),
                  dilations=tuple(attrs.get("dilations", [1] * rank)),
-                 pads=tuple(attrs.get("pads", [0] * 2 * rank)), out=tuple(out[2:]))
+                 pads=tuple(attrs.get("pads", [0] * 2 * rank)), out=tuple(out[2:]),
+                 n=int(out[0]))
 
 
 def explain(reports: dict[str, str]) -> str:

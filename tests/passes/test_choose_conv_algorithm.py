@@ -114,7 +114,7 @@ def test_one_by_k_kernels_go_to_a_gemm_even_on_wide_rows() -> None:
     """inception_v3's 1x7 / 7x1 layers (128 channels, 17x17) reuse each loaded row little in
     the direct kernel: the 7x1 drops no column as an implicit GEMM, the 1x7 would drop 6 of
     23 (over 1/6): patches packed; a square 5x5 on 17 wide rows stays direct; with 13
-    columns a 3x3 is implicit (2/15 dropped), with 11 it is not (without Winograd)."""
+    columns a 3x3 is implicit (2/15 dropped), with 11 it is not."""
     from passes.choose_conv_algorithm import Layer
 
     def layer(kernel: tuple[int, int], pads: tuple[int, ...]) -> Layer:
@@ -128,10 +128,7 @@ def test_one_by_k_kernels_go_to_a_gemm_even_on_wide_rows() -> None:
     for width, algorithm in ((13, "implicit_gemm"), (11, "im2col")):
         narrow = Layer(c=64, oc=64, groups=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
                        pads=(1, 1, 1, 1), out=(width, width))
-        assert ChooseConvAlgorithm(lanes=16, winograd=False).choose(narrow)[0] == algorithm
-        # with Winograd: 13x13 as 4 x 4 tiles of F(4, 3); 11x11's 3 x 3 tiles do not pad to
-        # whole tile rows in a vector of 16, nor do its 36 tiles of F(2, 3) fit one
-        assert choose.choose(narrow)[0] == {13: "winograd_f4_image", 11: "im2col"}[width]
+        assert choose.choose(narrow)[0] == algorithm, width
     strided = Layer(c=256, oc=256, groups=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
                     pads=(1, 1, 1, 1), out=(14, 14))
     assert choose.choose(strided)[0] == "im2col"
@@ -157,26 +154,30 @@ def test_small_channel_layers_take_winograd_where_the_transformed_image_fits(
         assert "transformed image of 18.0 MiB" in row["why"]
 
 
-@pytest.mark.parametrize("c,oc,size,lanes,want", [
-    (256, 256, 14, 16, "winograd_f4_image"),  # resnet50: 16 tiles of 4x4, one zmm vector
-    (512, 512, 7, 16, "winograd_f2_image"),   # 16 tiles of 2x2 (F(4, 3): 4 tiles, 5.9 mults)
-    (64, 256, 13, 16, "winograd_f4_image"),   # squeezenet1_1: the edge tiles half outside
-    (48, 192, 13, 16, "winograd_f4_image"),   # under 64 input channels, small transforms
-    (448, 384, 8, 16, "winograd_f2_image"),   # inception_v3
-    (128, 32, 14, 16, "implicit_gemm"),       # densenet121: 32 output channels lost
-    (512, 512, 4, 16, "im2col"),              # 4 tiles in a vector of 8: 8 multiplies
-    (256, 256, 14, 8, "winograd_f4"),         # AVX2: a row of 4 tiles fills half a vector
-    (512, 512, 7, 8, "winograd_f2"),
+@pytest.mark.parametrize("c,oc,size,n,lanes,want", [
+    (256, 256, 14, 1, 16, "winograd_f4_image"),  # resnet50: 16 tiles of 4x4, one zmm vector
+    (512, 512, 7, 1, 16, "im2col"),              # 16 tiles of 2x2: the weights cost too much
+    (512, 512, 7, 8, 16, "winograd_f2_image"),   # ... unless 8 images share them
+    (64, 256, 13, 1, 16, "implicit_gemm"),       # squeezenet1_1: 8.0 > IMAGE_MAX_COST
+    (64, 256, 13, 8, 16, "winograd_f4_image"),   # the edge tiles half outside
+    (48, 192, 13, 8, 16, "winograd_f4_image"),   # under 64 input channels, small transforms
+    (448, 384, 8, 1, 16, "im2col"),              # inception_v3
+    (448, 384, 8, 8, 16, "winograd_f2_image"),
+    (128, 32, 14, 8, 16, "implicit_gemm"),       # densenet121: 32 output channels lost
+    (512, 512, 4, 8, 16, "im2col"),              # 4 tiles in a vector of 8
+    (256, 256, 14, 1, 8, "winograd_f4"),         # AVX2: a row of 4 tiles fills half a vector
+    (512, 512, 7, 1, 8, "winograd_f2"),
 ])
-def test_short_rows_take_winograd_over_the_image(c: int, oc: int, size: int, lanes: int,
-                                                 want: str) -> None:
+def test_short_rows_take_winograd_over_the_image(c: int, oc: int, size: int, n: int,
+                                                 lanes: int, want: str) -> None:
     """Rows too short for a vector of tiles (14, 13, 8, 7 outputs with 16 lanes) take
     Winograd with an image's tiles as the vector where they fit one vector, pad to whole
-    tile rows and cost at most IMAGE_MAX_MULTIPLIES per output; --explain says why."""
+    tile rows and cost at most IMAGE_MAX_COST per output, the streamed transformed weights
+    shared by the batch's images counted; --explain says why."""
     from passes.choose_conv_algorithm import Layer
 
     layer = Layer(c=c, oc=oc, groups=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
-                  pads=(1, 1, 1, 1), out=(size, size))
+                  pads=(1, 1, 1, 1), out=(size, size), n=n)
     algorithm, why = ChooseConvAlgorithm(lanes=lanes).choose(layer)
     assert algorithm == want, why
     if want.endswith("_image"):
