@@ -91,3 +91,23 @@ def test_image_tiled_winograd_matches_onnx_runtime() -> None:
     got = art.run(x)[name]
     assert got.shape == want.shape == (4, 64, 7, 7)
     assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
+
+
+def test_a_large_transformed_input_is_made_chunk_by_chunk() -> None:
+    """A 112x112 64-channel layer's transformed input (8.3 MB, its weight 0.6 MB) is made
+    and used chunk by chunk of tile rows (`winograd_cpu.chunked`), within Winograd's
+    tolerance of ONNX Runtime; a transformed input no larger than twice the weight, or
+    small, is made whole."""
+    from backends.tvm.schedules.winograd_cpu import chunked
+    from tests.passes.test_choose_conv_algorithm import conv_model
+
+    assert chunked(33 << 20, 600 << 10) and chunked(59 << 20, 17 << 20)
+    assert not chunked(8 << 20, 9 << 20) and not chunked(9 << 20, 38 << 20)
+    assert not chunked(3 << 20, 1 << 10)
+    model, shape = conv_model([("a", 64, 3, {})], 64, 112, 112)
+    art = compiler.compile(model, target="cpu")
+    assert "winograd_f4 x1" in art.explain()
+    x = {"x": np.random.default_rng(2).normal(size=shape).astype(np.float32)}
+    (name, want), = run_ort(model, x).items()
+    got = art.run(x)[name]
+    assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
