@@ -12,10 +12,10 @@ anchor is a Conv, one of
   channels take it too where one image's transformed input and output fit
   SMALL_WINOGRAD_BYTES (`_small_reason`);
 - "winograd_f4_image" / "winograd_f2_image": the same where rows are too short for that
-  (14x14 outputs at batch 1; 13x13, 8x8, 7x7 in batches), the vector axis being every tile of one image: taken
-  where an image's tiles fit one vector, pad to whole tile rows and cost at most
-  IMAGE_MAX_COST multiply-adds per output and channel pair, padding tiles and the
-  transformed weight's memory traffic counted (`_image_tile`);
+  (14x14 outputs at batch 1; 13x13, 8x8, 7x7 in batches), the vector axis being every tile
+  of one image: taken where an image's tiles fit one vector, pad to whole tile rows and
+  cost at most IMAGE_MAX_COST multiply-adds per output and channel pair, padding tiles and
+  the transformed weight's memory traffic counted (`_image_tile`);
 - "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM;
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
@@ -171,7 +171,7 @@ class ChooseConvAlgorithm(Pass):
             return "strided, dilated or grouped"
         if min(layer.c, layer.oc) < self.small_channels:
             return f"under {self.small_channels} channels: the transforms would cost more"
-        if -(-layer.out[1] // 2) < self.lanes // 2 and self._image_tile(layer) is None:
+        if winograd.tiles(layer.out[1], 2) < self.lanes // 2 and self._image_tile(layer) is None:
             return (f"rows of {layer.out[1]} outputs: too few tiles to fill a vector (and "
                     f"over the image's tiles: under {self.min_channels} output channels, or "
                     "too many tiles for one vector or too costly to pad)")
@@ -192,7 +192,7 @@ class ChooseConvAlgorithm(Pass):
         7.0 and 8.5 -> 11.3 ms; even: 32->32 on 16x16, 16->32 on 32x32 (0.11 -> 0.12). The
         bound is below the smallest loss, with room: the first win past it is given up."""
         m, image = self._tiling(layer)
-        tiles = -(-layer.out[0] // m) * -(-layer.out[1] // m)
+        tiles = winograd.tiles(layer.out[0], m) * winograd.tiles(layer.out[1], m)
         if image:
             tiles = _whole(tiles, min(8, self.lanes))
         size = (layer.c + layer.oc) * (m + 2) ** 2 * tiles * 4
@@ -205,10 +205,9 @@ class ChooseConvAlgorithm(Pass):
         """(m, image tiles): F(4, 3) along rows when a row has at least `lanes` / 2 tiles of
         4 (the vector of tiles is mostly full), else F(2, 3) when it has that many tiles of
         2, else over the image's tiles (`_image_tile`)."""
-        if -(-layer.out[1] // 4) >= self.lanes // 2:
-            return 4, False
-        if -(-layer.out[1] // 2) >= self.lanes // 2:
-            return 2, False
+        for m in (4, 2):
+            if winograd.tiles(layer.out[1], m) >= self.lanes // 2:
+                return m, False
         m = self._image_tile(layer)
         assert m is not None, "checked by _winograd_reason"
         return m, True
@@ -238,7 +237,7 @@ class ChooseConvAlgorithm(Pass):
             return None
         best = None
         for m in winograd.TILES:
-            th, tw = -(-layer.out[0] // m), -(-layer.out[1] // m)
+            th, tw = winograd.tiles(layer.out[0], m), winograd.tiles(layer.out[1], m)
             padded = _whole(th * tw, min(8, self.lanes))
             if th * tw > self.lanes or padded % tw:
                 continue

@@ -25,6 +25,7 @@ the first `insertq`.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from compiler.errors import EtchError
@@ -61,8 +62,10 @@ def host_flags() -> set[str] | None:
     return None
 
 
-def _model(mcpu: str) -> set[str]:
-    """Every LLVM feature of CPU model `mcpu`; EtchError for a name LLVM lacks."""
+@cache
+def _model(mcpu: str) -> frozenset[str]:
+    """Every LLVM feature of CPU model `mcpu` (asked of LLVM once per name); EtchError for
+    a name LLVM lacks."""
     from tvm import target
     from tvm.target import codegen
 
@@ -70,17 +73,17 @@ def _model(mcpu: str) -> set[str]:
         model = codegen.llvm_get_cpu_features(target.Target({"kind": "llvm", "mcpu": mcpu}))
     except Exception as e:  # TVM raises its own error type for an unknown CPU name
         raise EtchError(f"--mcpu {mcpu!r} is not a CPU LLVM knows: {e}") from e
-    return {str(f) for f in model}
+    return frozenset(str(f) for f in model)
 
 
 def model_features(mcpu: str) -> set[str]:
     """The VECTOR_FEATURES of LLVM's CPU model `mcpu`; EtchError for a name LLVM lacks."""
-    return _model(mcpu) & set(VECTOR_FEATURES)
+    return set(VECTOR_FEATURES) & _model(mcpu)
 
 
 def model_isa(mcpu: str) -> set[str]:
     """The ISA_FEATURES of LLVM's CPU model `mcpu`."""
-    return _model(mcpu) & set(ISA_FEATURES)
+    return set(ISA_FEATURES) & _model(mcpu)
 
 
 def host_cpu() -> tuple[str, set[str]]:

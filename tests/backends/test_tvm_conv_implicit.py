@@ -28,8 +28,8 @@ from tests.golden import RandomInits, run_ort
 def implicit_model(batch: int = 1):
     """x [B, 60, 13, 13]: 3x3 to 58 channels (+ReLU), 3x3 back to 60 plus the residual x
     (under 64 output channels: in a batch, layers of 64 or more on 13x13 take Winograd over
-    the image's tiles). z [B, 64, 26, 26]: 3x3 dilated 2 to 80 channels, then 7x1 padded (3, 0). u [B, 192, 10, 16]: 3x1 with
-    no padding (the input is its own padded form)."""
+    the image's tiles). z [B, 64, 26, 26]: 3x3 dilated 2 to 80 channels, then 7x1 padded
+    (3, 0). u [B, 192, 10, 16]: 3x1 with no padding (the input is its own padded form)."""
     init = RandomInits(11)
     rng, weight, bias = init.rng, init.weight, init.bias
     node = helper.make_node

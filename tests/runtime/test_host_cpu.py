@@ -78,8 +78,8 @@ def test_last_level_cache_is_the_largest_data_cache(tmp_path) -> None:
 
 
 INTEL_FLAGS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vbmi",
-               "avx512_vnni", "pni", "ssse3", "sse4_1", "popcnt", "abm", "bmi1", "bmi2", "f16c", "movbe",
-               "pclmulqdq"}
+               "avx512_vnni", "pni", "ssse3", "sse4_1", "popcnt", "abm", "bmi1", "bmi2", "f16c",
+               "movbe", "pclmulqdq"}
 
 
 def test_code_for_an_amd_model_needs_sse4a(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,13 +53,13 @@ class WinogradConv(KindRule):
         return True
 
 
-FUSE_BYTES = 4 << 20  # a transformed input past this, and past twice the transformed weight,
+CHUNK_BYTES = 4 << 20  # a transformed input past this, and past twice the transformed weight,
 # is made and used chunk by chunk (`_gemm`)
 
 
 def chunked(vin_bytes: int, weight_bytes: int) -> bool:
     """Whether the GEMM runs chunk by chunk, each transformed next to it (`_gemm`)."""
-    return vin_bytes > max(FUSE_BYTES, 2 * weight_bytes)
+    return vin_bytes > max(CHUNK_BYTES, 2 * weight_bytes)
 
 
 def _chunk_rows(rows: int, row_bytes: int, budget: int) -> int:
@@ -76,7 +76,7 @@ def _chunk_rows(rows: int, row_bytes: int, budget: int) -> int:
 
 def _gemm(sch, kb: int, vw: int, width: int):
     """Schedule the GEMM; the loop over chunks of rows when the transformed input is past
-    FUSE_BYTES and twice the transformed weight, else None: the chunks then run one after
+    CHUNK_BYTES and twice the transformed weight, else None: the chunks then run one after
     another (in parallel), each made by the input transform (computed at the chunk loop)
     and used by all (m+2)^2 GEMMs while in L2, at the cost of reading the weight once per
     chunk. Measured per call on the AVX-512 Xeon, one thread, chunked vs not (transformed
@@ -89,14 +89,14 @@ def _gemm(sch, kb: int, vw: int, width: int):
     ev, k, q, j, rc = sch.get_loops(anchor)
     total = work(sch, [ev, k, q, j, rc])
     row_bytes = extent(sch, rc) * extent(sch, j) * 4
-    fused = chunked(row_bytes * extent(sch, q) * extent(sch, ev),
-                    extent(sch, ev) * extent(sch, rc) * extent(sch, k) * 4)
-    rows = _chunk_rows(extent(sch, q), row_bytes * (extent(sch, ev) if fused else 1),
+    by_chunk = chunked(row_bytes * extent(sch, q) * extent(sch, ev),
+                       extent(sch, ev) * extent(sch, rc) * extent(sch, k) * 4)
+    rows = _chunk_rows(extent(sch, q), row_bytes * (extent(sch, ev) if by_chunk else 1),
                        tiles.panel_bytes(width))
     ko, ki = sch.split(k, [None, kb])
     jo, ji = sch.split(j, [None, vw])
     qo, qi = sch.split(q, [None, rows])
-    if fused:
+    if by_chunk:
         sch.reorder(qo, ev, ko, qi, jo, rc, ki, ji)
         maybe_parallel(sch, qo, total)
     else:
@@ -106,7 +106,7 @@ def _gemm(sch, kb: int, vw: int, width: int):
     sch.reverse_compute_at(tile, jo)
     finish_tile(sch, anchor, rc, ki, ji, epilogue_vec=False, width=width)
     vectorize_loop(sch, sch.get_loops(tile)[-1], width)
-    return qo if fused else None
+    return qo if by_chunk else None
 
 
 def _transform(sch, name: str, width: int, image_cols: int = 0, inner: bool = False) -> None:
