@@ -216,6 +216,11 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "grouped_partial_quads": ("uint8", 12, 16, 10, 10, 3, {"pads": [1, 1, 1, 1],
                                                             "group": 2}, 8),
     "dilated_4bit": ("int8", 8, 10, 9, 9, 3, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, 4),
+    # tiles that divide neither the channels nor the vectors (VNNI: the last of each is
+    # narrower): 20 channels in 12 + 8, rows of 5 vectors in 2 + 2 + 1; per group; flat
+    "tail_tiles": ("uint8", 8, 20, 4, 70, 3, {"pads": [1, 1, 1, 1]}, 8),
+    "tail_tiles_grouped": ("int8", 16, 28, 3, 40, 3, {"pads": [1, 1, 1, 1], "group": 2}, 8),
+    "tail_tiles_flat": ("int8", 8, 20, 7, 7, 3, {"pads": [1, 1, 1, 1]}, 8),
 }
 
 
@@ -250,6 +255,25 @@ def test_short_rows_are_flattened(name: str, flat: bool) -> None:
     [kernel] = asm.of_kind("qconv2d")
     tile = str(asm.attrs[kernel].get("tile", ""))
     assert asm.rules == {"QConv": 1} and tile.startswith("flat") == flat
+
+
+@pytest.mark.parametrize("name,kind,channels,vectors", [
+    ("tail_tiles", "output rows", 20, 5), ("tail_tiles_grouped", "output rows", 14, 3),
+    ("tail_tiles_flat", "flat positions", 20, 4)])
+def test_vnni_conv_tiles_need_not_divide(name: str, kind: str, channels: int,
+                                         vectors: int) -> None:
+    """With vpdpbusd the conv tile is the step model's choice over the whole conv
+    (`int_cpu.conv_tile`), not a divisor of a group's channels and the vectors: here
+    11 x 2 for 20 channels x 5 vectors, 8 x 3 for 14 x 3, 12 x 2 for 20 x 4 (the last
+    tiles narrower). Exactness: test_qconv."""
+    from backends.tvm.schedules import int_cpu
+
+    asm = isa.compile_graph(_qconv_case(name, requant=False).g, "znver4")
+    [kernel] = asm.of_kind("qconv2d")
+    ocb, xv = int_cpu.conv_tile(channels, vectors, int_cpu.VNNI_ACC[16])
+    assert channels % ocb or vectors % xv
+    assert str(asm.attrs[kernel].get("tile", "")) == f"{kind}, {ocb} channels x {xv} vectors"
+    assert "vpdpbusd" in asm.kernels[kernel]
 
 
 @pytest.mark.parametrize("mcpu,step", [("znver4", "vpdpwssd"), ("skylake-avx512", "vpmaddwd"),

@@ -72,3 +72,37 @@ def test_depthwise_rows_divide_the_height_within_the_budget(out_h: int, vw: int,
     rows = tiles.depthwise_rows(out_h, vw, lanes)
     assert rows == want and out_h % rows == 0
     assert rows * -(-vw // lanes) <= tiles.MAX_ACC_VECTORS
+
+
+@pytest.mark.parametrize("ocpg,nvec,budget,registers,want", [
+    (64, 4, 24, 32, (12, 2)),   # resnet50's 56-wide rows: was 4 x 4 (divisors), ~15% slower
+    (64, 14, 24, 32, (12, 2)),  # 224-wide rows: was 8 x 2
+    (512, 1, 24, 32, (24, 1)),  # one vector a row
+    (16, 1, 12, 16, (8, 1)),    # AVX2 with AVX-VNNI: 16 ymm hold 12 accumulators + 2
+    (10, 1, 24, 32, (10, 1)),
+])
+def test_vnni_conv_tile_is_the_cheapest_over_the_conv(ocpg: int, nvec: int, budget: int,
+                                                      registers: int, want: tuple) -> None:
+    """`int_cpu.conv_tile` for vpdpbusd: any sizes within the accumulator budget and the
+    registers, the least total of `vnni_step_cycles` over the tiles (last ones narrower)."""
+    from backends.tvm.schedules import int_cpu
+
+    got = int_cpu.conv_tile(ocpg, nvec, budget, "vnni", registers)
+    assert got == want
+    b, v = got
+    assert b * v <= budget and b * v + v + 1 <= registers
+    # the other dot steps keep divisors and the port model
+    b, v = int_cpu.conv_tile(64, 4, 16, "madd")
+    assert 64 % b == 0 and 4 % v == 0
+
+
+def test_vnni_step_cycles_follow_the_measured_ranking() -> None:
+    """The step model ranks tile shapes as measured on the Xeon: 24 chains with few
+    activation vectors best, then 8x2, 4x4, and short chains latency-bound."""
+    from backends.tvm.schedules.int_cpu import vnni_step_cycles
+
+    per_dot = {t: vnni_step_cycles(*t) / (t[0] * t[1]) for t in
+               [(12, 2), (6, 4), (8, 2), (4, 4), (2, 2), (1, 1)]}
+    assert per_dot[(12, 2)] < per_dot[(8, 2)] < per_dot[(4, 4)] < per_dot[(2, 2)] < \
+        per_dot[(1, 1)]
+    assert per_dot[(6, 4)] < per_dot[(4, 4)]

@@ -15,7 +15,8 @@
 - QConcat (integer Concat kernels): `int_concat`'s block copies.
 Tile sizes come from the register budget: AVX2 has 16 ymm registers and the "split" step
 needs ~6 temporaries, so at most 8 accumulator vectors; AVX-512 has 32 (at most 16; with
-vpdpbusd, which needs no temporaries, 24). A conv tile is chosen by `conv_tile`'s port model.
+vpdpbusd, which needs no temporaries, 24). A conv tile is chosen by `conv_tile`: with
+vpdpbusd by a step model over the whole conv (tiles need not divide), else a port model.
 These rules come first in `cpu.rules()`.
 """
 
@@ -43,6 +44,7 @@ from backends.tvm.schedules.cpu import (
 )
 
 MAX_ACC = {8: 8, 16: 16}
+REGISTERS = {8: 16, 16: 32}  # vector registers: AVX2's ymm, AVX-512's zmm
 VNNI_ACC = {8: 12, 16: 24}  # vpdpbusd needs no temporaries: more registers for accumulators
 DOT_LATENCY = 5  # cycles of a dot step (vpdpbusd) before its result feeds the next
 CHAINS = 12  # independent accumulators that keep both dot-product ports busy (latency 5)
@@ -182,11 +184,11 @@ class QConv(KernelRule):
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
         flat = flat_vectors(func, nl)
         if flat:
-            ocb, xv = conv_tile(oc // groups, flat, budget)
+            ocb, xv = conv_tile(oc // groups, flat, budget, kind, REGISTERS[nl])
             return int_flat.flat_conv_kernel(
                 _tiled(func, f"flat positions, {ocb} channels x {xv} vectors", kind),
                 int_intrin.dot(kind, nl), ocb, xv)
-        ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget)
+        ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget, kind, REGISTERS[nl])
         return int_kernels.conv_kernel(
             _tiled(func, f"output rows, {ocb} channels x {xv} vectors", kind),
             int_intrin.dot(kind, nl), ocb, xv)
@@ -209,12 +211,27 @@ def flat_vectors(func: tirx.PrimFunc, nl: int) -> int:
     return nvec if oh > 1 and nvec <= FLAT_SAVING * oh * -(-ow // nl) else 0
 
 
-def conv_tile(ocpg: int, nvec: int, budget: int) -> tuple[int, int]:
+def conv_tile(ocpg: int, nvec: int, budget: int, kind: str = "vnni",
+              registers: int = 32) -> tuple[int, int]:
     """(ocb, xv) of the direct conv's register tile: ocb output channels (one broadcast weight
-    load each) x xv vectors of output columns (one vector load each), ocb | ocpg, xv | nvec,
-    within `budget` accumulators; the pair with the fewest cycles per dot step by a simple
-    port model: 2 dot steps and 2 loads per cycle, each of the ocb * xv chains one step per
-    DOT_LATENCY cycles (ties: the larger tile)."""
+    load each) x xv vectors of output columns (one vector load each) within `budget`
+    accumulators. vpdpbusd: any sizes (the kernels narrow the last tile of each) whose
+    accumulators, activation vectors and a broadcast fit the vector `registers`, the pair
+    with the fewest cycles over the whole conv by `vnni_step_cycles`; the other steps: ocb |
+    ocpg, xv | nvec, the pair with the fewest cycles per dot step by a port model (2 dot
+    steps and 2 loads per cycle, each of the ocb * xv chains one step per DOT_LATENCY
+    cycles). Ties: the larger tile."""
+    if kind == "vnni":
+        def total(t: tuple[int, int]) -> tuple[float, int]:
+            ocs, vecs = (int_kernels.tail_tiles(n, s) for n, s in zip((ocpg, nvec), t))
+            return sum(bn * vn * vnni_step_cycles(b, v) for _, bn, b in ocs
+                       for _, vn, v in vecs), -t[0] * t[1]
+
+        return min(((b, v) for b in range(1, min(ocpg, budget) + 1)
+                    for v in range(1, min(nvec, MAX_TILE_VECTORS) + 1)
+                    if b * v <= budget and b * v + v + 1 <= registers),
+                   key=total)
+
     def cycles(t: tuple[int, int]) -> tuple[float, int]:
         ocb, xv = t
         chains = ocb * xv
@@ -223,6 +240,19 @@ def conv_tile(ocpg: int, nvec: int, budget: int) -> tuple[int, int]:
     pairs = [(b, v) for b in range(1, 17) for v in range(1, 5)
              if ocpg % b == 0 and nvec % v == 0 and b * v <= budget]
     return min(pairs, key=cycles)
+
+
+MAX_TILE_VECTORS = 8  # activation vectors of a conv tile (more only add vector loads)
+
+
+def vnni_step_cycles(ocb: int, xv: int) -> float:
+    """Cycles of one step (a tap's channel quad) of an ocb x xv vpdpbusd tile: the longer of
+    a chain's step (~5.5 cycles: one result feeds the next) and the issue of its ocb * xv
+    dots (2 a cycle) plus its loads, a broadcast weight ~0.1 cycle and an activation vector
+    (unaligned: it usually spans two cache lines) ~0.6. Fitted to a loop of such steps on
+    the Intel Xeon of the README (within 8% for 24 shapes from 1x1 to 24x1): 6x4, 12x2 and
+    8x3 tiles run ~15% more dots a second than 4x4, and 2x2 half as many."""
+    return max(5.5, ocb * xv / 2 + 0.1 * ocb + 0.6 * xv)
 
 
 class QDepthwise(KernelRule):

@@ -23,6 +23,7 @@ from backends.tvm.schedules.int_kernels import (
     _args,
     _attr,
     _broadcast4,
+    _by_size,
     _conv_pad,
     _Epilogue,
     _finish,
@@ -31,6 +32,7 @@ from backends.tvm.schedules.int_kernels import (
     _Then,
     _vec,
     _zero,
+    tail_tiles,
 )
 
 Expr = tirx.Expr
@@ -47,7 +49,8 @@ def flat_geometry(oh: int, ow: int, kernel: tuple, stride: tuple, dilation: tupl
 
 def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFunc:
     """Direct conv over the flattened positions: tiles of ocb output channels x xv vectors
-    of nl positions; taps and channel quads outside the tile."""
+    of nl positions (the last of each narrower where they do not divide: `tail_tiles`);
+    taps and channel quads outside the tile."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         x, w, *params, out = _args(func)
@@ -58,30 +61,39 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
         dilation = dh, dw = tuple(int(d) for d in func.attrs["etch.dilation"])
         pws, positions, ph = flat_geometry(oh, ow, (kh, kw), stride, dilation)
         nvec = -(-positions // nl)
-        assert nvec % xv == 0, (nvec, xv)
         ni = -(-ph // sh)
         reach = (kh - 1) * dh // sh * pws + (kw - 1) * dw // sw + nvec * nl
         pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws),
                             planes=(sh, max(0, reach - ni * pws)))
         epi = _Epilogue(func, params, out.dtype, nl)
-        tiles = n * (oc // ocb)
+        ocpg, blocks = oc // g, -(-(oc // g) // ocb)
+        tiles = n * g * blocks
         work = n * oc * oh * ow * kh * kw * cq * 4
         loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
+
+        def tile(b: Expr, o0: Expr, q0: Expr, p0: Expr, rows: int, vecs: int) -> None:
+            acc = T.alloc_buffer((rows, vecs * nl), "int32")
+            _zero(acc, rows, vecs, nl)
+            with T.grid(kh, kw, cq) as (ry, rx, rq):
+                base = at(b, q0 + rq, ry * dh, rx * dw % sw, rx * dw // sw) + p0 * 4
+                with T.unroll(0, rows) as k:
+                    wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
+                    with T.unroll(0, vecs) as v:
+                        a = _vec(pad, [base + v * nl * 4], 4 * nl)
+                        _step(acc, k, v, nl, a, wq, dot)
+            _flat_store(out, acc, epi, (b, o0, p0), (rows, vecs, nl, pws))
+
         with loop(0, tiles) as t:
-            b, o0 = t // (oc // ocb), t % (oc // ocb) * ocb
-            q0 = o0 // (oc // g) * cq if g > 1 else 0
-            with T.serial(0, nvec // xv) as xo:
-                acc = T.alloc_buffer((ocb, xv * nl), "int32")
-                _zero(acc, ocb, xv, nl)
-                p0 = xo * xv * nl
-                with T.grid(kh, kw, cq) as (ry, rx, rq):
-                    base = at(b, q0 + rq, ry * dh, rx * dw % sw, rx * dw // sw) + p0 * 4
-                    with T.unroll(0, ocb) as k:
-                        wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
-                        with T.unroll(0, xv) as v:
-                            a = _vec(pad, [base + v * nl * 4], 4 * nl)
-                            _step(acc, k, v, nl, a, wq, dot)
-                _flat_store(out, acc, epi, (b, o0, p0), (ocb, xv, nl, pws))
+            b, gb = t // (g * blocks), t % (g * blocks)
+            o0 = gb // blocks * ocpg + gb % blocks * ocb
+            q0 = gb // blocks * cq if g > 1 else 0
+
+            def tiles_of(rows: int) -> None:
+                for start, count, vecs in tail_tiles(nvec, xv):
+                    with T.serial(0, count) as xo:
+                        tile(b, o0, q0, (start + xo * vecs) * nl, rows, vecs)
+
+            _by_size(gb % blocks, tail_tiles(ocpg, ocb), tiles_of)
     return _finish(ib, func)
 
 

@@ -272,7 +272,9 @@ def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
 def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFunc:
     """Direct conv over the quad-interleaved u8 copy of the input: tiles of ocb output
     channels (one broadcast weight quad each) x xv vectors of nl output columns (one
-    activation vector each, shared by the ocb channels); taps and quads outside the tile."""
+    activation vector each, shared by the ocb channels); taps and quads outside the tile.
+    ocb need not divide the channels of a group nor xv the row's vectors: the last tile of
+    each is narrower (`tail_tiles`)."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         x, w, *params, out = _args(func)
@@ -286,25 +288,60 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
                -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
         pad, at = _conv_pad(func, x, cq, geo)
         value = _Epilogue(func, params, out.dtype, nl)
-        tiles = n * (oc // ocb) * oh
+        ocpg, blocks = oc // g, -(-(oc // g) // ocb)
+        tiles = n * g * blocks * oh
         work = n * oc * oh * ow * kh * kw * cq * 4
         loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
+
+        def tile(b: Expr, o0: Expr, q0: Expr, y: Expr, col0: Expr, rows: int, vecs: int
+                 ) -> None:
+            acc = T.alloc_buffer((rows, vecs * nl), "int32")
+            _zero(acc, rows, vecs, nl)
+            with T.grid(kh, kw, cq) as (ry, rx, rq):
+                row, p = y * sh + ry * dh, rx * dw % sw
+                col = col0 + rx * dw // sw
+                with T.unroll(0, rows) as k:
+                    wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
+                    with T.unroll(0, vecs) as v:
+                        a = _vec(pad, [at(b, q0 + rq, row, p, col + v * nl)], 4 * nl)
+                        _step(acc, k, v, nl, a, wq, dot)
+            _conv_store(out, acc, value, (b, o0, y, col0), (rows, vecs, nl, ow))
+
         with loop(0, tiles) as t:
-            b, o0, y = t // (oc // ocb * oh), t // oh % (oc // ocb) * ocb, t % oh
-            q0 = o0 // (oc // g) * cq if g > 1 else 0
-            with T.serial(0, nvec // xv) as xo:
-                acc = T.alloc_buffer((ocb, xv * nl), "int32")
-                _zero(acc, ocb, xv, nl)
-                with T.grid(kh, kw, cq) as (ry, rx, rq):
-                    row, p = y * sh + ry * dh, rx * dw % sw
-                    col = xo * xv * nl + rx * dw // sw
-                    with T.unroll(0, ocb) as k:
-                        wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
-                        with T.unroll(0, xv) as v:
-                            a = _vec(pad, [at(b, q0 + rq, row, p, col + v * nl)], 4 * nl)
-                            _step(acc, k, v, nl, a, wq, dot)
-                _conv_store(out, acc, value, (b, o0, y, xo * xv * nl), (ocb, xv, nl, ow))
+            b, gb, y = t // (g * blocks * oh), t // oh % (g * blocks), t % oh
+            o0 = gb // blocks * ocpg + gb % blocks * ocb
+            q0 = gb // blocks * cq if g > 1 else 0
+
+            def row_of_tiles(rows: int) -> None:
+                for start, count, vecs in tail_tiles(nvec, xv):
+                    with T.serial(0, count) as xo:
+                        tile(b, o0, q0, y, (start + xo * vecs) * nl, rows, vecs)
+
+            _by_size(gb % blocks, tail_tiles(ocpg, ocb), row_of_tiles)
     return _finish(ib, func)
+
+
+def tail_tiles(total: int, size: int) -> list[tuple[int, int, int]]:
+    """[(start, count, size)]: `total` items in tiles of `size`, the last one narrower
+    where size does not divide total (count 0 tiles left out)."""
+    whole = total // size
+    out = [(0, whole, size)] if whole else []
+    return out + ([(whole * size, 1, total % size)] if total % size else [])
+
+
+def _by_size(block: Expr, parts: list[tuple[int, int, int]], emit: Callable[[int], None]
+             ) -> None:
+    """emit(size) for the tile size of block index `block` (parts as `tail_tiles`): one
+    body, or the whole tiles' and the narrower last tile's behind a branch."""
+    if len(parts) == 1:
+        emit(parts[0][2])
+        return
+    (_, whole, size), (_, _, last) = parts
+    with T.If(block < whole):
+        with T.Then():
+            emit(size)
+        with T.Else():
+            emit(last)
 
 
 def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
