@@ -377,17 +377,18 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
         T.buffer_store(pad, tirx.const(zu, "uint8"), [t])
     rows, cols = min(h, ph - top), min(wd, sw * pws - left)
     loop = T.parallel if size >= 1 << 16 and n * c > 1 else T.serial
-    width = 8 * sw  # input columns per block: 8 per phase
+    per = 16 if _attr(func, "nl") >= 16 else 8  # columns a phase: a zmm or a ymm of quads
+    width = per * sw  # input columns per block: one vector of per x 4 bytes per phase
     blocks = cols // width if sw <= 2 else 0
     if blocks:
         with loop(0, n * quads) as r:
             b, gq = r // quads, r % quads
             with T.grid(rows, blocks) as (i, jb):
                 src = (b, gq // cq * icg, gq % cq * 4, i, jb * width)
-                for phase, quad in enumerate(_quad_of_rows(x, src, icg, zu, sw)):
+                for phase, quad in enumerate(_quad_of_rows(x, src, icg, zu, sw, per)):
                     jj = jb * width + phase + left
                     T.buffer_store(pad, quad, [tirx.Ramp(
-                        at(b, gq, i + top, jj % sw, jj // sw), 1, 32)])
+                        at(b, gq, i + top, jj % sw, jj // sw), 1, 4 * per)])
     with loop(0, n * c) as r:
         b, ch = r // c, r % c
         gq, lane = ch // icg * cq + ch % icg // 4, ch % icg % 4
@@ -399,14 +400,15 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
     return pad, at
 
 
-def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int, sw: int = 1) -> list[Expr]:
-    """8 * sw columns of 4 channels of x from column j (a multiple of sw), split by the
-    stride's phase: phase r is columns j + r + sw k (k < 8), interleaved [col][channel]
-    (vpunpck* / vpermb), 32 bytes each; the channels past the group's icg read as the zero
-    point."""
+def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int, sw: int = 1,
+                  per: int = 8) -> list[Expr]:
+    """`per` * sw columns of 4 channels of x from column j (a multiple of sw), split by the
+    stride's phase: phase r is columns j + r + sw k (k < per), interleaved [col][channel]
+    (vpunpck* / vpermb), 4 * per bytes each (one ymm for 8 columns, one zmm for 16); the
+    channels past the group's icg read as the zero point."""
     b, base, first, i, j = at
     c = _shape(x)[1]
-    rows, span = [], 8 * sw
+    rows, span = [], per * sw
     for lane in range(4):
         ch = tirx.min(base + first + lane, c - 1)
         raw = tirx.BufferLoad(x, [b, ch, i, tirx.Ramp(j, 1, span)])
@@ -416,7 +418,7 @@ def _quad_of_rows(x: tirx.Buffer, at: tuple, icg: int, zu: int, sw: int = 1) -> 
         rows.append(tirx.Select(tirx.Broadcast(first + lane < icg, span), vec,
                                 tirx.Broadcast(tirx.const(zu, "uint8"), span)))
     return [tirx.Shuffle(rows, [tirx.const(lane * span + sw * k + r, "int32")
-                                for k in range(8) for lane in range(4)]) for r in range(sw)]
+                                for k in range(per) for lane in range(4)]) for r in range(sw)]
 
 
 def _conv_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
