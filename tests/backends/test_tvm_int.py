@@ -278,19 +278,25 @@ def test_vnni_conv_tiles_need_not_divide(name: str, kind: str, channels: int,
 
 @pytest.mark.parametrize("mcpu,step", [("znver4", "vpdpwssd"), ("skylake-avx512", "vpmaddwd"),
                                        ("haswell", "vpmaddwd")])
-@pytest.mark.parametrize("name,pairs", [("depthwise_wide", True),
-                                        ("depthwise_stride2_wide", True),
-                                        ("depthwise", False)])
-def test_depthwise_row_pairs(name: str, pairs: bool, mcpu: str, step: str) -> None:
+@pytest.mark.parametrize("name,layouts", [  # (16 lanes, 8 lanes)
+    ("depthwise_wide", ("row pairs", "row pairs")),
+    ("depthwise_stride2_wide", ("row pairs", "row pairs")),
+    ("depthwise", ("column pairs", "rows")),               # 6 columns: one vector
+    ("depthwise_stride2", ("column pairs", "row pairs"))])  # 9 columns: 1 zmm, 2 ymm
+def test_depthwise_tap_pairs(name: str, layouts: tuple, mcpu: str, step: str) -> None:
     """Depthwise rows of 2+ vectors take two taps (rows ry, ry + 1) per 16-bit pair
-    multiply-add (vpdpwssd with VNNI, else vpmaddwd), no int32 multiplies; one-vector rows
-    keep the int32 products (`vpmulld`). Exactness: `test_qconv` on the host."""
+    multiply-add (vpdpwssd with VNNI, else vpmaddwd); rows of one zmm take two taps of one
+    row (columns k, k + 1 of a stride phase, read from the plane itself); no int32
+    multiplies either way. AVX2's one-vector rows keep the int32 products (`vpmulld`).
+    Exactness: `test_qconv` on the host."""
     asm = isa.compile_graph(_qconv_case(name, requant=False).g, mcpu)
     [kernel] = asm.of_kind("qdepthwise")
     code = asm.kernels[kernel]
-    assert asm.attrs[kernel].get("tile", "").startswith("row pairs") == pairs
-    assert (re.search(rf"{step}\s", code) is not None) == pairs
-    assert ("vpmulld" in code) != pairs
+    layout = layouts[mcpu == "haswell"]
+    assert asm.attrs[kernel].get("tile", "").startswith(layout)
+    paired = layout != "rows"
+    assert (re.search(rf"{step}\s", code) is not None) == paired
+    assert ("vpmulld" in code) != paired
 
 
 def test_qconv_int32_output_and_group_multipliers() -> None:

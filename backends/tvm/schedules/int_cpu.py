@@ -268,11 +268,17 @@ class QDepthwise(KernelRule):
         nvec = -(-_buffer_shape(func, len(func.params) - 1)[3] // nl)
         kh = _buffer_shape(func, 1)[1]
         # row pairs where rows have 2+ vectors: on short rows the pairs' copy outweighs them
-        pairs = kh > 1 and nvec > 1 and int(func.attrs["etch.dilation"][0]) == 1 and \
-            int(func.attrs.get("etch.w16", 0)) == 1
+        w16 = int(func.attrs.get("etch.w16", 0)) == 1
+        pairs = kh > 1 and nvec > 1 and int(func.attrs["etch.dilation"][0]) == 1 and w16
+        # rows of one zmm: pairs of a row's taps, read from the plane itself (no copy)
+        kw = _buffer_shape(func, 1)[2]
+        columns = nl == 16 and nvec == 1 and kw > 1 and w16 and \
+            all(int(d) == 1 for d in func.attrs["etch.dilation"])
         xv = next(v for v in (4, 2, 1) if nvec % v == 0)
-        func = func.with_attr("etch.tile", f"{'row pairs' if pairs else 'rows'}, {xv} vectors")
-        return int_depthwise.depthwise_kernel(func, xv, pairs)
+        layout = "row pairs" if pairs else "column pairs" if columns else "rows"
+        func = func.with_attr("etch.tile", f"{layout}, {xv} vectors")
+        return int_depthwise.depthwise_kernel(func, xv, pairs, columns,
+                                              vnni="avx512vnni" in features)
 
 
 class QSumPool(KindRule):

@@ -17,7 +17,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm.schedules.int_intrin import PMADDWD
+from backends.tvm.schedules.int_intrin import PMADDWD, VPDPWSSD
 from backends.tvm.schedules.int_kernels import (
     PARALLEL_MIN_WORK,
     _args,
@@ -34,15 +34,19 @@ Expr = tirx.Expr
 DEINTERLEAVE = 16  # outputs per phase of one vectorised block of the plane copy
 
 
-def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False) -> tirx.PrimFunc:
+def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False,
+                     columns: bool = False, vnni: bool = False) -> tirx.PrimFunc:
     """Depthwise conv: per (image, channel) its padded plane, then per output row tiles of
     xv vectors of nl output columns; each tap is one int16 vector of centred inputs times
     the broadcast weight. With `pairs` (the schedule's choice: undilated rows, int16
     weights) two taps of one column, rows ry and ry + 1, are one vpmaddwd (vpdpwssd with
     VNNI) on the plane's row pairs (`_row_pairs`): 6 multiply-adds for a 3x3, not 9 int32
-    multiplies and adds."""
+    multiplies and adds. With `columns` (rows of one vector, undilated) two taps of one row
+    are one multiply-add on the plane itself (`_column_pairs_kernel`)."""
     if pairs:
         return _pairs_kernel(func, xv)
+    if columns:
+        return _column_pairs_kernel(func, vnni)
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         x, w, *params, out = _args(func)
@@ -73,6 +77,70 @@ def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False) -> tirx.
                 _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow),
                             spill=True)
     return _finish(ib, func)
+
+
+def _column_pairs_kernel(func: tirx.PrimFunc, vnni: bool) -> tirx.PrimFunc:
+    """Rows of one vector (nl outputs, undilated): the taps of one row in one stride phase
+    read consecutive plane columns, so a pair of them, k and k + 1, is one 16-bit pair
+    multiply-add (vpmaddwd; vpdpwssd with VNNI) of the plane read as int16 pairs: loaded
+    from column 2m (+ the pair's first tap) its nl/2 pairs are the taps of outputs 0, 2,
+    4, ...; loaded one column later, of outputs 1, 3, 5, .... Per row of a 3x3: 4 half-width
+    multiply-adds for nl outputs, not 3 int32 multiplies and adds of full width; the even
+    and odd outputs are interleaved (one vpermt2d) before the epilogue. An odd tap count
+    pairs its last tap with a zero weight (the lanes it reads past the row are in the
+    plane's spare columns). `vnni`: the accumulating form (vpdpwssd) named directly, as
+    LLVM sums an unrolled chain of vpmaddwd as a tree instead of folding it."""
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, *params, out = _args(func)
+        (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
+        nl = _attr(func, "nl")
+        sh, sw = (int(s) for s in func.attrs["etch.stride"])
+        half = nl // 2
+        taps = [[rx for rx in range(kw) if rx % sw == p] for p in range(sw)]  # per phase
+        # the odd outputs' loads reach column (taps - 1) + 1 + nl - 1 of their phase row
+        pws = max(-(-((nl - 1) * sw + kw) // sw), max(len(t) for t in taps) + nl + 1)
+        geo = ((oh - 1) * sh + kh, sw, pws)
+        epi = _Epilogue(func, params, out.dtype, nl)
+        work = n * c * oh * ow * kh * kw
+        loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
+        with loop(0, n * c) as t:
+            b, ch = t // c, t % c
+            pad, at = _plane(func, x, geo, (b, ch))
+            with T.serial(0, oh) as y:
+                acc = T.alloc_buffer((1, nl), "int32")
+                _zero(acc, 1, 1, nl)  # [even outputs | odd outputs], then interleaved
+                for ry in range(kh):
+                    for p, row_taps in enumerate(taps):
+                        for k in range(0, len(row_taps), 2):
+                            wv = _weight_word(w, ch, ry, row_taps[k:k + 2], half)
+                            for odd in range(2):
+                                a = _vec(pad, [at(y * sh + ry, p, k + odd)], nl)
+                                idx = [0, tirx.Ramp(odd * half, 1, half)]
+                                T.buffer_store(acc, _pair_step(tirx.BufferLoad(acc, idx), a,
+                                                               wv, half, vnni), idx)
+                both = tirx.Shuffle([_vec(acc, [0, 0], half), _vec(acc, [0, half], half)],
+                                    [tirx.const(j // 2 + j % 2 * half, "int32")
+                                     for j in range(nl)])
+                T.buffer_store(acc, both, [0, tirx.Ramp(0, 1, nl)])
+                _conv_store(out, acc, epi, (b, ch, y, 0), (1, 1, nl, ow), spill=True)
+    return _finish(ib, func)
+
+
+def _pair_step(acc: Expr, a: Expr, wv: Expr, lanes: int, vnni: bool) -> Expr:
+    """acc + the 16-bit pair products of a and wv (int32 x lanes)."""
+    if vnni:
+        return tirx.call_llvm_pure_intrin(f"int32x{lanes}", VPDPWSSD[lanes], acc, a, wv)
+    return acc + tirx.call_llvm_pure_intrin(f"int32x{lanes}", PMADDWD[lanes], a, wv)
+
+
+def _weight_word(w: tirx.Buffer, ch: Expr, ry: int, taps: list[int], half: int) -> Expr:
+    """(w[ch, ry, taps[0]], w[ch, ry, taps[1]] or 0) as an int16 pair, half times."""
+    lo = tirx.BufferLoad(w, [ch, ry, taps[0]])
+    hi = tirx.BufferLoad(w, [ch, ry, taps[1]]) if len(taps) > 1 else tirx.const(0, "int32")
+    word = tirx.bitwise_or(tirx.bitwise_and(lo, tirx.const(0xFFFF, "int32")),
+                           tirx.shift_left(hi, tirx.const(16, "int32")))
+    return tirx.reinterpret(f"int16x{2 * half}", tirx.Broadcast(word, half))
 
 
 def _plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple

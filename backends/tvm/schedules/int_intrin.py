@@ -25,6 +25,7 @@ Expr = tirx.Expr
 PMADDUBSW = {8: "llvm.x86.avx2.pmadd.ub.sw", 16: "llvm.x86.avx512.pmaddubs.w.512"}
 PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}
 VPDPBUSD = {8: "llvm.x86.avx512.vpdpbusd.256", 16: "llvm.x86.avx512.vpdpbusd.512"}
+VPDPWSSD = {8: "llvm.x86.avx512.vpdpwssd.256", 16: "llvm.x86.avx512.vpdpwssd.512"}
 
 
 def _splat(value: int, dtype: str, lanes: int) -> Expr:
