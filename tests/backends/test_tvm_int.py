@@ -216,18 +216,19 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "grouped_partial_quads": ("uint8", 12, 16, 10, 10, 3, {"pads": [1, 1, 1, 1],
                                                             "group": 2}, 8),
     "dilated_4bit": ("int8", 8, 10, 9, 9, 3, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, 4),
-    # tiles that divide neither the channels nor the vectors (VNNI: the last of each is
-    # narrower): 20 channels in 12 + 8, rows of 5 vectors in 2 + 2 + 1; per group; flat
-    "tail_tiles": ("uint8", 8, 20, 4, 70, 3, {"pads": [1, 1, 1, 1]}, 8),
-    "tail_tiles_grouped": ("int8", 16, 28, 3, 40, 3, {"pads": [1, 1, 1, 1], "group": 2}, 8),
-    "tail_tiles_flat": ("int8", 8, 20, 7, 7, 3, {"pads": [1, 1, 1, 1]}, 8),
+    # tiles that divide the channels or the vectors not (VNNI: the last tile narrower):
+    # rows of 5 vectors in 2 + 2 + 1; 29 channels a group in 12 + 12 + 5; 7 flat vectors
+    "tail_tiles": ("uint8", 8, 12, 4, 80, 3, {"pads": [1, 1, 1, 1]}, 8),
+    "tail_tiles_grouped": ("int8", 16, 58, 3, 64, 3, {"pads": [1, 1, 1, 1], "group": 2}, 8),
+    "tail_tiles_flat": ("int8", 8, 8, 9, 9, 3, {"pads": [1, 1, 1, 1]}, 8),
 }
 
 
-def _qconv_case(name: str, requant: bool = True, extra: tuple = ()) -> IntGraph:
+def _qconv_case(name: str, requant: bool = True, extra: tuple = (), batch: int = 1
+                ) -> IntGraph:
     dtype, c, oc, h, w, k, attrs, bits = CONVS[name]
     case = IntGraph(len(name))
-    x = case.ints("x", dtype, (1, c, h, w))
+    x = case.ints("x", dtype, (batch, c, h, w))
     q = (1 << (bits - 1)) - 1
     group = attrs.get("group", 1)
     wt = case.const("w", case.rng.integers(-q, q + 1, (oc, c // group, k, k)).astype(np.int8))
@@ -245,6 +246,12 @@ def test_qconv(name: str) -> None:
         assert rules == ({"QDepthwise": 1} if name.startswith("depthwise") else {"QConv": 1})
 
 
+@pytest.mark.parametrize("name", ["tail_tiles", "tail_tiles_flat", "grouped", "3x3"])
+def test_qconv_batch(name: str) -> None:
+    """A batch of 3 images through the row, flat and grouped kernels."""
+    run_tvm(_qconv_case(name, batch=3))
+
+
 @pytest.mark.parametrize("name,flat", [("flat_7x7", True), ("flat_stride2", True), ("3x3", True),
                                        ("partial_quads", True), ("wide_rows", False)])
 def test_short_rows_are_flattened(name: str, flat: bool) -> None:
@@ -258,14 +265,14 @@ def test_short_rows_are_flattened(name: str, flat: bool) -> None:
 
 
 @pytest.mark.parametrize("name,kind,channels,vectors", [
-    ("tail_tiles", "output rows", 20, 5), ("tail_tiles_grouped", "output rows", 14, 3),
-    ("tail_tiles_flat", "flat positions", 20, 4)])
+    ("tail_tiles", "output rows", 12, 5), ("tail_tiles_grouped", "output rows", 29, 4),
+    ("tail_tiles_flat", "flat positions", 8, 7)])
 def test_vnni_conv_tiles_need_not_divide(name: str, kind: str, channels: int,
                                          vectors: int) -> None:
     """With vpdpbusd the conv tile is the step model's choice over the whole conv
-    (`int_cpu.conv_tile`), not a divisor of a group's channels and the vectors: here
-    11 x 2 for 20 channels x 5 vectors, 8 x 3 for 14 x 3, 12 x 2 for 20 x 4 (the last
-    tiles narrower). Exactness: test_qconv."""
+    (`int_cpu.conv_tile`), not always a divisor of a group's channels and the vectors:
+    12 x 2 for 12 channels x 5 vectors and for 29 x 4, 8 x 3 for 8 x 7 (the last tiles
+    narrower). Exactness: test_qconv."""
     from backends.tvm.schedules import int_cpu
 
     asm = isa.compile_graph(_qconv_case(name, requant=False).g, "znver4")
