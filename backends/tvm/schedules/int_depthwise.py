@@ -12,6 +12,7 @@ memory.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
@@ -34,6 +35,39 @@ Expr = tirx.Expr
 DEINTERLEAVE = 16  # outputs per phase of one vectorised block of the plane copy
 
 
+@dataclass
+class _Conv:
+    """What every depthwise kernel reads first (inside its IRBuilder prim_func): the
+    buffers, the sizes, the stride and dilation, the epilogue and the channel loop."""
+
+    x: tirx.Buffer
+    w: tirx.Buffer
+    out: tirx.Buffer
+    n: int
+    c: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    nl: int
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    epi: _Epilogue
+    loop: Callable
+
+
+def _conv(func: tirx.PrimFunc) -> _Conv:
+    x, w, *params, out = _args(func)
+    (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
+    nl = _attr(func, "nl")
+    work = n * c * oh * ow * kh * kw
+    loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
+    stride, dilation = (tuple(int(v) for v in func.attrs[f"etch.{k}"])
+                        for k in ("stride", "dilation"))
+    return _Conv(x, w, out, n, c, kh, kw, oh, ow, nl, stride, dilation,
+                 _Epilogue(func, params, out.dtype, nl), loop)
+
+
 def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False,
                      columns: bool = False, vnni: bool = False) -> tirx.PrimFunc:
     """Depthwise conv: per (image, channel) its padded plane, then per output row tiles of
@@ -49,18 +83,14 @@ def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False,
         return _column_pairs_kernel(func, vnni)
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        x, w, *params, out = _args(func)
-        (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
-        nl = _attr(func, "nl")
-        sh, sw = (int(s) for s in func.attrs["etch.stride"])
-        dh, dw = (int(d) for d in func.attrs["etch.dilation"])
+        cv = _conv(func)
+        x, w, out, n, c, kh, kw, oh, ow, nl, epi = (cv.x, cv.w, cv.out, cv.n, cv.c, cv.kh,
+                                                   cv.kw, cv.oh, cv.ow, cv.nl, cv.epi)
+        (sh, sw), (dh, dw) = cv.stride, cv.dilation
         nvec = -(-ow // nl)
         geo = ((oh - 1) * sh + (kh - 1) * dh + 1, sw,
                -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
-        epi = _Epilogue(func, params, out.dtype, nl)
-        work = n * c * oh * ow * kh * kw
-        loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
-        with loop(0, n * c) as t:
+        with cv.loop(0, n * c) as t:
             b, ch = t // c, t % c
             pad, at = _plane(func, x, geo, (b, ch))
             with T.serial(0, oh) as y, T.serial(0, nvec // xv) as xo:
@@ -92,19 +122,16 @@ def _column_pairs_kernel(func: tirx.PrimFunc, vnni: bool) -> tirx.PrimFunc:
     LLVM sums an unrolled chain of vpmaddwd as a tree instead of folding it."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        x, w, *params, out = _args(func)
-        (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
-        nl = _attr(func, "nl")
-        sh, sw = (int(s) for s in func.attrs["etch.stride"])
+        cv = _conv(func)
+        x, w, out, n, c, kh, kw, oh, ow, nl, epi = (cv.x, cv.w, cv.out, cv.n, cv.c, cv.kh,
+                                                   cv.kw, cv.oh, cv.ow, cv.nl, cv.epi)
+        sh, sw = cv.stride
         half = nl // 2
         taps = [[rx for rx in range(kw) if rx % sw == p] for p in range(sw)]  # per phase
         # the odd outputs' loads reach column (taps - 1) + 1 + nl - 1 of their phase row
         pws = max(-(-((nl - 1) * sw + kw) // sw), max(len(t) for t in taps) + nl + 1)
         geo = ((oh - 1) * sh + kh, sw, pws)
-        epi = _Epilogue(func, params, out.dtype, nl)
-        work = n * c * oh * ow * kh * kw
-        loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
-        with loop(0, n * c) as t:
+        with cv.loop(0, n * c) as t:
             b, ch = t // c, t % c
             pad, at = _plane(func, x, geo, (b, ch))
             with T.serial(0, oh) as y:
@@ -231,18 +258,14 @@ def _deinterleave(x: tirx.Buffer, pad: tirx.Buffer, src: tuple, zero: Expr,
 def _pairs_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        x, w, *params, out = _args(func)
-        (n, c), (_, kh, kw), (oh, ow) = _shape(x)[:2], _shape(w), _shape(out)[2:]
-        nl = _attr(func, "nl")
-        sh, sw = (int(s) for s in func.attrs["etch.stride"])
-        dw = int(func.attrs["etch.dilation"][1])
+        cv = _conv(func)
+        x, w, out, n, c, kh, kw, oh, ow, nl, epi = (cv.x, cv.w, cv.out, cv.n, cv.c, cv.kh,
+                                                   cv.kw, cv.oh, cv.ow, cv.nl, cv.epi)
+        (sh, sw), dw = cv.stride, cv.dilation[1]
         nvec = -(-ow // nl)
         ph = (oh - 1) * sh + kh
         geo = (ph + 1, sw, -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
-        epi = _Epilogue(func, params, out.dtype, nl)
-        work = n * c * oh * ow * kh * kw
-        loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
-        with loop(0, n * c) as t:
+        with cv.loop(0, n * c) as t:
             b, ch = t // c, t % c
             plane, at = _plane(func, x, geo, (b, ch))
             pairs = _row_pairs(plane, geo, ph, 2 if sh % 2 == 0 else 1)
