@@ -12,7 +12,7 @@ memory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
@@ -35,8 +35,7 @@ Expr = tirx.Expr
 DEINTERLEAVE = 16  # outputs per phase of one vectorised block of the plane copy
 
 
-@dataclass
-class _Conv:
+class _Conv(NamedTuple):
     """What every depthwise kernel reads first (inside its IRBuilder prim_func): the
     buffers, the sizes, the stride and dilation, the epilogue and the channel loop."""
 
@@ -50,8 +49,8 @@ class _Conv:
     oh: int
     ow: int
     nl: int
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
     epi: _Epilogue
     loop: Callable
 
@@ -83,14 +82,12 @@ def depthwise_kernel(func: tirx.PrimFunc, xv: int, pairs: bool = False,
         return _column_pairs_kernel(func, vnni)
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        cv = _conv(func)
-        x, w, out, n, c, kh, kw, oh, ow, nl, epi = (cv.x, cv.w, cv.out, cv.n, cv.c, cv.kh,
-                                                   cv.kw, cv.oh, cv.ow, cv.nl, cv.epi)
-        (sh, sw), (dh, dw) = cv.stride, cv.dilation
+        x, w, out, n, c, kh, kw, oh, ow, nl, stride, dilation, epi, loop = _conv(func)
+        (sh, sw), (dh, dw) = stride, dilation
         nvec = -(-ow // nl)
         geo = ((oh - 1) * sh + (kh - 1) * dh + 1, sw,
                -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
-        with cv.loop(0, n * c) as t:
+        with loop(0, n * c) as t:
             b, ch = t // c, t % c
             pad, at = _plane(func, x, geo, (b, ch))
             with T.serial(0, oh) as y, T.serial(0, nvec // xv) as xo:
@@ -122,16 +119,13 @@ def _column_pairs_kernel(func: tirx.PrimFunc, vnni: bool) -> tirx.PrimFunc:
     LLVM sums an unrolled chain of vpmaddwd as a tree instead of folding it."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        cv = _conv(func)
-        x, w, out, n, c, kh, kw, oh, ow, nl, epi = (cv.x, cv.w, cv.out, cv.n, cv.c, cv.kh,
-                                                   cv.kw, cv.oh, cv.ow, cv.nl, cv.epi)
-        sh, sw = cv.stride
+        x, w, out, n, c, kh, kw, oh, ow, nl, (sh, sw), _, epi, loop = _conv(func)
         half = nl // 2
         taps = [[rx for rx in range(kw) if rx % sw == p] for p in range(sw)]  # per phase
         # the odd outputs' loads reach column (taps - 1) + 1 + nl - 1 of their phase row
         pws = max(-(-((nl - 1) * sw + kw) // sw), max(len(t) for t in taps) + nl + 1)
         geo = ((oh - 1) * sh + kh, sw, pws)
-        with cv.loop(0, n * c) as t:
+        with loop(0, n * c) as t:
             b, ch = t // c, t % c
             pad, at = _plane(func, x, geo, (b, ch))
             with T.serial(0, oh) as y:
@@ -258,14 +252,12 @@ def _deinterleave(x: tirx.Buffer, pad: tirx.Buffer, src: tuple, zero: Expr,
 def _pairs_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        cv = _conv(func)
-        x, w, out, n, c, kh, kw, oh, ow, nl, epi = (cv.x, cv.w, cv.out, cv.n, cv.c, cv.kh,
-                                                   cv.kw, cv.oh, cv.ow, cv.nl, cv.epi)
-        (sh, sw), dw = cv.stride, cv.dilation[1]
+        x, w, out, n, c, kh, kw, oh, ow, nl, stride, dilation, epi, loop = _conv(func)
+        (sh, sw), dw = stride, dilation[1]
         nvec = -(-ow // nl)
         ph = (oh - 1) * sh + kh
         geo = (ph + 1, sw, -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
-        with cv.loop(0, n * c) as t:
+        with loop(0, n * c) as t:
             b, ch = t // c, t % c
             plane, at = _plane(func, x, geo, (b, ch))
             pairs = _row_pairs(plane, geo, ph, 2 if sh % 2 == 0 else 1)

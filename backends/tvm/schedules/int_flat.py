@@ -23,7 +23,6 @@ from backends.tvm.schedules.int_kernels import (
     _args,
     _attr,
     _broadcast4,
-    _by_size,
     _conv_pad,
     _Epilogue,
     _finish,
@@ -32,7 +31,8 @@ from backends.tvm.schedules.int_kernels import (
     _Then,
     _vec,
     _zero,
-    tail_tiles,
+    block_origin,
+    each_tile,
 )
 
 Expr = tirx.Expr
@@ -49,7 +49,7 @@ def flat_geometry(oh: int, ow: int, kernel: tuple, stride: tuple, dilation: tupl
 
 def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFunc:
     """Direct conv over the flattened positions: tiles of ocb output channels x xv vectors
-    of nl positions (the last of each narrower where they do not divide: `tail_tiles`);
+    of nl positions (the last of each narrower where they do not divide: `int_kernels.each_tile`);
     taps and channel quads outside the tile."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
@@ -85,15 +85,9 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
 
         with loop(0, tiles) as t:
             b, gb = t // (g * blocks), t % (g * blocks)
-            o0 = gb // blocks * ocpg + gb % blocks * ocb
-            q0 = gb // blocks * cq if g > 1 else 0
-
-            def tiles_of(rows: int) -> None:
-                for start, count, vecs in tail_tiles(nvec, xv):
-                    with T.serial(0, count) as xo:
-                        tile(b, o0, q0, (start + xo * vecs) * nl, rows, vecs)
-
-            _by_size(gb % blocks, tail_tiles(ocpg, ocb), tiles_of)
+            o0, q0 = block_origin(gb, blocks, ocpg, ocb, cq, g)
+            each_tile(gb % blocks, (ocpg, ocb), (nvec, xv),
+                      lambda rows, v0, vecs: tile(b, o0, q0, v0 * nl, rows, vecs))
     return _finish(ib, func)
 
 

@@ -309,16 +309,30 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
 
         with loop(0, tiles) as t:
             b, gb, y = t // (g * blocks * oh), t // oh % (g * blocks), t % oh
-            o0 = gb // blocks * ocpg + gb % blocks * ocb
-            q0 = gb // blocks * cq if g > 1 else 0
-
-            def row_of_tiles(rows: int) -> None:
-                for start, count, vecs in tail_tiles(nvec, xv):
-                    with T.serial(0, count) as xo:
-                        tile(b, o0, q0, y, (start + xo * vecs) * nl, rows, vecs)
-
-            _by_size(gb % blocks, tail_tiles(ocpg, ocb), row_of_tiles)
+            o0, q0 = block_origin(gb, blocks, ocpg, ocb, cq, g)
+            each_tile(gb % blocks, (ocpg, ocb), (nvec, xv),
+                      lambda rows, v0, vecs: tile(b, o0, q0, y, v0 * nl, rows, vecs))
     return _finish(ib, func)
+
+
+def block_origin(gb: Expr, blocks: int, ocpg: int, ocb: int, cq: int, g: int
+                 ) -> tuple[Expr, Expr]:
+    """(first output channel, first input channel quad) of channel block gb of a grouped
+    conv tiled ocb channels at a time (`blocks` blocks a group of ocpg channels)."""
+    return gb // blocks * ocpg + gb % blocks * ocb, (gb // blocks * cq if g > 1 else 0)
+
+
+def each_tile(block: Expr, channels: tuple[int, int], vectors: tuple[int, int],
+              emit: Callable[[int, Expr, int], None]) -> None:
+    """emit(rows, first vector, vectors) for every tile of channel block `block`:
+    channels = (a group's channels, tile rows), vectors = (vectors, tile vectors); the last
+    tile of each is narrower where the tile does not divide (`tail_tiles`)."""
+    def row_of_tiles(rows: int) -> None:
+        for start, count, vecs in tail_tiles(*vectors):
+            with T.serial(0, count) as xo:
+                emit(rows, start + xo * vecs, vecs)
+
+    _by_size(block, tail_tiles(*channels), row_of_tiles)
 
 
 def tail_tiles(total: int, size: int) -> list[tuple[int, int, int]]:
