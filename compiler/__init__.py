@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from compiler import tvm_import
+
 __version__ = "0.1.0"
+
+tvm_import.install()  # TVM, imported lazily by the backends and executors, without torch
 
 
 def compile(model: Any, target: str = "cpu", **options: Any) -> Any:
