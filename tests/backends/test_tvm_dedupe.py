@@ -44,3 +44,47 @@ def test_repeated_integer_kernels_are_built_once(mcpu: str | None, tmp_path) -> 
     noisy = {"x": feeds["x"] + np.float32(0.5)}
     for x in (feeds, noisy):
         assert_bitexact(cpu.run(x), ref.run(x))
+
+
+def _blocks() -> Case:
+    """Three transformer-like blocks of one shape: x + x W (a residual add) -> LayerNorm, then
+    attention scores softmax(x x^T) x. Calibration gives every block its own scales, so the
+    blocks differ only in numbers: zero points, requantisation multipliers, the residual
+    add's and the LayerNorm's and Softmax's constants."""
+    b = ModelBuilder("blocks")
+    rng = np.random.default_rng(3)
+    x = b.input("x", rng.standard_normal((1, 16, 32)).astype(np.float32))
+    for k in range(3):
+        h = b.op("MatMul", [x, b.weight(f"w{k}", 32, 32, scale=0.2 + 0.3 * k)], f"h{k}",
+                 output=False)
+        r = b.op("Add", [x, h], f"r{k}", output=False)
+        ln = b.op("LayerNormalization", [r, b.const(f"g{k}", np.full(32, 1.0 + k, np.float32)),
+                                         b.const(f"b{k}", np.full(32, 0.1 * k, np.float32))],
+                  f"n{k}", output=False, axis=-1)
+        t = b.op("Transpose", [ln], f"t{k}", output=False, perm=[0, 2, 1])
+        s = b.op("MatMul", [ln, t], f"s{k}", output=False)
+        p = b.op("Softmax", [s], f"p{k}", output=False, axis=-1)
+        x = b.op("MatMul", [p, ln], f"a{k}", output=k == 2)
+    return b.build()
+
+
+def test_blocks_differing_only_in_numbers_share_kernels(tmp_path) -> None:
+    """Each integer kernel reads its group's numbers (zero point, the residual add's, the
+    LayerNorm's and Softmax's) from an operand (`LowerCtx.scalars`,
+    `int_epilogue.epilogue_numbers`), so the three blocks compile to one set of kernels, and
+    each block still computes with its own numbers: bit for bit the reference."""
+    model, feeds = _blocks()
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **feeds)
+    opts = {"bits": 8, "int": True, "calib": str(calib)}
+    cpu = compiler.compile(model, target="cpu", **opts)
+    ref = compiler.compile(model, target="ref", **opts)
+    kinds = {}
+    for node in cpu.graph.nodes:
+        kinds[node.op] = kinds.get(node.op, 0) + 1
+    assert kinds.get("etch.QLayerNorm") == 3 and kinds.get("etch.QSoftmax") == 3, kinds
+    # every block's kernels repeat the first block's: two of every three are dropped
+    assert cpu.manifest["repeated_kernels"] >= 2 * 5, cpu.manifest["repeated_kernels"]
+    noisy = {"x": feeds["x"] * np.float32(1.5)}
+    for x in (feeds, noisy):
+        assert_bitexact(cpu.run(x), ref.run(x))

@@ -127,6 +127,14 @@ class LowerCtx:
             return self.bb.emit(relax.op.builtin.alloc_tensor(shape, data.dtype.name, 0))
         return relax.const(data, data.dtype.name)
 
+    def scalars(self, values: Sequence[int]) -> relax.Expr:
+        """A node's integer parameters (zero points, multipliers, shifts) as one int64 operand
+        rather than immediates: kernels that differ in nothing else are then the same TIR and
+        compile once (`dedupe`: vit_b16's twelve blocks, each with its own scales). For
+        values that only feed arithmetic, never a loop bound, a layout or a schedule choice;
+        the kernel reads element k as `t[k]` (one load, hoisted out of its loops by LLVM)."""
+        return self.array(np.asarray(values, np.int64).reshape(-1))
+
     def operands(self, names: Sequence[str]) -> Operands:
         """Operands for values `names` ("" marks an omitted optional input)."""
         ops = Operands()

@@ -56,6 +56,7 @@ class IntEpilogue:
     requant: dict | None = None  # zero_point, qmin, qmax
     has_bias: bool = False
     multipliers: tuple = ()  # the requantisation's (m0, shift) arrays
+    numbers: list[int] | None = None  # with `channels`: the last operand (`epilogue_numbers`)
     post: list[dict] = field(default_factory=list)
     post_exprs: list[relax.Expr] = field(default_factory=list)
     residual_dtype: str = ""  # the residual's int8/uint8 type, where the group has one
@@ -74,24 +75,37 @@ class IntEpilogue:
         inside the epilogue's loop)."""
         n = len(self.operands.exprs)
         stage = "int32" if self.post else self.dtype
-        y = te.compute(shape, lambda *i: self.value(acc(*i), list(i), tensors[:n]).astype(
+        zp = self._number(tensors)(0) if self.numbers is not None else None
+        y = te.compute(shape, lambda *i: self.value(acc(*i), list(i), tensors[:n], zp).astype(
             stage), name="epilogue")
         if not self.post:
             return y
-        post = tensors[n:]
+        post, steps, number = tensors[n:], self.kernel_post(), self._number(tensors)
         return te.compute(shape, lambda *i: apply_post(
-            self.post, y(*i).astype("int64"), list(i), lambda j, ix: post[j](*ix)).astype(
-            self.dtype), name="post")
+            steps, y(*i).astype("int64"), list(i), lambda j, ix: post[j](*ix),
+            lambda k: number(1 + k)).astype(self.dtype), name="post")
 
-    def value(self, acc: Expr, idx: list, tensors: Sequence[te.Tensor]) -> Expr:
+    def _number(self, tensors: Sequence[te.Tensor]) -> Callable[[int], Expr]:
+        """number(k): the k-th of the epilogue's numbers (its last operand)."""
+        return lambda k: tensors[-1][k]
+
+    def kernel_post(self) -> list[dict]:
+        """The steps as the kernel records them (attribute "etch.post"): a residual add whose
+        numbers are an operand keeps only its form (`step_form`)."""
+        return [step_form(s) if self.numbers is not None and s["op"] == "qadd" else s
+                for s in self.post]
+
+    def value(self, acc: Expr, idx: list, tensors: Sequence[te.Tensor],
+              zp: Expr | None = None) -> Expr:
         """acc + bias, requantised when there is a group (the bias/m0/shift operands at
-        output position idx)."""
+        output position idx; the zero point `zp` where it is an operand)."""
         vals = self.operands.load(tensors, idx, bload)
         y = add_bias(acc, vals.pop(0)) if self.has_bias else acc
         if self.requant is None:
             return y
         r = self.requant
-        return requantize(y, vals[0], vals[1], r["zero_point"], r["qmin"], r["qmax"])
+        return requantize(y, vals[0], vals[1], r["zero_point"] if zp is None else zp,
+                          r["qmin"], r["qmax"])
 
 
 def add_bias(acc: Expr, bias: Expr) -> Expr:
@@ -119,14 +133,65 @@ def post_steps(g: QGroup) -> list[dict]:
     return steps
 
 
-def apply_post(post: list[dict], y: Expr, at: Sequence[Expr], load: Load) -> Expr:
+def epilogue_numbers(requant: dict, post: list[dict]) -> list[int]:
+    """The numbers of a group's output unit that its kernel reads from one int64 operand
+    (`LowerCtx.scalars`), not as immediates: the output zero point, then the residual
+    add's (`step_numbers`). The kernels bind them once, before their loops (a number read
+    where it is used was reloaded per vector: resnet50's residual 1x1 layers 10-40%
+    slower)."""
+    adds = [step_numbers(s) for s in post if s["op"] == "qadd"]
+    return [int(requant["zero_point"])] + [v for nums in adds for v in nums]
+
+
+QADD_NUMBERS = ("a_zero", "b_zero", "a_m0", "a_shift", "b_m0", "b_shift", "m0", "shift",
+                "zero_point")  # a residual add's numbers, then its `linear` form's four
+
+
+def step_numbers(step: dict) -> list[int]:
+    """A residual add's numbers in the order its operand holds them."""
+    return [int(step[k]) for k in QADD_NUMBERS if k in step] + \
+        [int(v) for v in step.get("linear", [])]
+
+
+def step_form(step: dict) -> dict:
+    """A residual add without its numbers: which of them its operand holds ("operand"), its
+    side, left shift and output range (the kernel's structure)."""
+    form = {k: v for k, v in step.items() if k not in QADD_NUMBERS and k != "linear"}
+    form["operand"] = [k for k in QADD_NUMBERS if k in step] + \
+        (["linear"] if "linear" in step else [])
+    return form
+
+
+def form_size(step: dict) -> int:
+    """How many numbers the operand of a step's form holds (0: the step carries its own)."""
+    return sum(4 if key == "linear" else 1 for key in step.get("operand", []))
+
+
+def with_numbers(step: dict, read: Callable[[int], Expr]) -> dict:
+    """`step` with the numbers its form names read from its operand (read(k): the k-th, an
+    int64 Expr); a step that carries its numbers is returned as it is."""
+    if "operand" not in step:
+        return step
+    out, k = dict(step), 0
+    for key in step["operand"]:
+        if key == "linear":
+            out[key], k = [read(k + i) for i in range(4)], k + 4
+        else:
+            out[key], k = read(k), k + 1
+    return out
+
+
+def apply_post(post: list[dict], y: Expr, at: Sequence[Expr], load: Load,
+               number: Callable[[int], Expr] | None = None) -> Expr:
     """The post-requantisation steps on the requantised value y (int64) at output position
-    `at`; load(j, index) reads the j-th step's tensor (table or residual)."""
+    `at`; load(j, index) reads the j-th step's tensor (table or residual), number(k) the
+    k-th number of a residual add whose numbers are an operand (`step_form`)."""
     for j, step in enumerate(post):
         if step["op"] == "table":
             y = load(j, [y.astype("int32") - tirx.const(step["lo"], "int32")]).astype("int64")
             continue
         r = load(j, list(at))
+        step = with_numbers(step, lambda k: number(k).astype("int64"))
         y = qadd(y, r, step) if step["side"] == 0 else qadd(r, y, step)
     return y
 
@@ -136,7 +201,10 @@ def int_epilogue(ctx: LowerCtx, dst: IntOut, bias: np.ndarray | None, rank: int,
     """The epilogue of an integer kernel whose output has shape `kshape` (rank `rank`) with
     the output channels along `kernel_axis`: its bias (int64 numbers, per channel) and the
     steps of `dst.group`. With `channels`, bias/m0/shift are tensors of that many channels
-    (the x86 kernels of `schedules/int_kernels.py` read them as [.., C, ..] buffers)."""
+    (the x86 kernels of `schedules/int_kernels.py` read them as [.., C, ..] buffers) and the
+    group's other numbers one operand (`epilogue_numbers`): two layers that differ only in
+    these numbers are then one kernel (`dedupe`), as layers that differ only in their
+    weights already were."""
     arrays = []
     if bias is not None:
         b = np.asarray(bias, np.int64)
@@ -152,6 +220,9 @@ def int_epilogue(ctx: LowerCtx, dst: IntOut, bias: np.ndarray | None, rank: int,
         epi.requant = {k: int(g.requant.attrs.get(k, 0)) for k in ("zero_point", "qmin", "qmax")}
         epi.post = post_steps(g)
         epi.post_exprs = _post_exprs(ctx, dst, g, kshape)
+        if channels:
+            epi.numbers = epilogue_numbers(epi.requant, epi.post)
+            epi.post_exprs.append(ctx.scalars(epi.numbers))
         epi.residual_dtype = ctx.dtype(g.residual_value) if g.residual is not None else ""
     epi.operands = _operands(ctx, [np.asarray(a) for a in arrays], rank, kernel_axis, channels)
     return epi
@@ -206,11 +277,12 @@ def kernel_hints(epi: IntEpilogue, acc_bound: np.ndarray) -> dict:
     """PrimFunc attributes that describe the epilogue to the x86 kernel builders. `req_vec`:
     every requantised magnitude stays below 2^24 for accumulators within `acc_bound` (per
     channel), so the kernels may narrow it to int32 lanes (`int_kernels.requantize_avx2`);
-    `post`: the steps after the requantisation (JSON, `post_steps`)."""
+    `post`: the steps after the requantisation (JSON, `post_steps`; a residual add's numbers
+    are the epilogue's operand, `epilogue_numbers`, not a hint)."""
     r = epi.requant or {}
-    hints = {"req": int(epi.requant is not None), "zp": r.get("zero_point", 0),
-             "qmin": r.get("qmin", 0), "qmax": r.get("qmax", 0), "req_vec": 0,
-             "post": json.dumps(epi.post, sort_keys=True)}
+    hints = {"req": int(epi.requant is not None), "qmin": r.get("qmin", 0),
+             "qmax": r.get("qmax", 0), "req_vec": 0,
+             "post": json.dumps(epi.kernel_post(), sort_keys=True)}
     if epi.requant is not None and max(abs(r["qmin"]), abs(r["qmax"])) < 1 << 16:
         m0, shift = (np.broadcast_to(np.asarray(p, np.int64).reshape(-1), acc_bound.shape)
                      for p in epi.multipliers)

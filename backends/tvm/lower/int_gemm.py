@@ -193,20 +193,24 @@ def qbatch(ctx: LowerCtx, dst: IntOut, names: tuple[str, str], zeros: tuple,
     total = np.full(n, const, np.int64) + (0 if bias is None else bias.astype(np.int64))
     epi = int_epilogue(ctx, dst, total, 3, 2, (batch, m, n), channels=n)
 
-    def compute(at: te.Tensor, bt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+    # the zero points, read from one operand (`LowerCtx.scalars`): a, b, the u8 domain's
+    # zu, the s8 domain's zs (the x86 kernel's), and K zu zs
+    numbers = ctx.scalars([za, zb, zu, zs, const])
+
+    def compute(at: te.Tensor, bt: te.Tensor, st: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         r = te.reduce_axis((0, k), "k")
+        z = [st[j].astype("int32") for j in range(5)]
         acc = te.compute((batch, m, n), lambda i, p, q: te.sum(
-            (at[i, p, r].astype("int32") - za) * (bt[i, r, q].astype("int32") - zb),
+            (at[i, p, r].astype("int32") - z[0]) * (bt[i, r, q].astype("int32") - z[1]),
             axis=r), name="anchor")
-        return epi.compute((batch, m, n), lambda *i: acc(*i) - tirx.const(const, "int32"),
-                           extra)
+        return epi.compute((batch, m, n), lambda *i: acc(*i) - z[4], extra)
 
     bound = np.full(n, k * 255 * 255, np.int64) + \
         (0 if bias is None else np.abs(bias.astype(np.int64)))
     a = ctx.reshape(ctx.expr(a_name), (batch, m, k))
     b = ctx.reshape(ctx.expr(b_name), (batch, k, n))
-    got = ctx.emit(compute, [a, b, *epi.exprs], dst.node, "qbatch", nl=vector_lanes(ctx),
-                   a_zero=zu, b_zero=zs, pair_safe=0, **kernel_hints(epi, bound))
+    got = ctx.emit(compute, [a, b, numbers, *epi.exprs], dst.node, "qbatch",
+                   nl=vector_lanes(ctx), pair_safe=0, **kernel_hints(epi, bound))
     return ctx.reshape(got, ctx.shape(dst.value))
 
 

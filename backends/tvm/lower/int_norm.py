@@ -79,8 +79,8 @@ def div_round(a: Expr, b: Expr, inv: Expr | None = None) -> Expr:
     return let(a, lambda av: let(b, lambda bv: rounded(av, bv), "b"), "a")
 
 
-def _saturate(y: Expr, attrs: dict, dtype: str) -> Expr:
-    y = y + _i64(int(attrs.get("zero_point", 0)))
+def _saturate(y: Expr, zero_point: Expr, attrs: dict, dtype: str) -> Expr:
+    y = y + zero_point
     y = tirx.min(tirx.max(y, _i64(int(attrs["qmin"]))), _i64(int(attrs["qmax"])))
     return y.astype(dtype)
 
@@ -101,10 +101,14 @@ def lower_qlayernorm(ctx: LowerCtx, node: Node) -> None:
     n = int(np.prod(inner))
     acc_t = "int32" if n * 128 * 128 < INT32_SUM_LIMIT else "int64"
     lanes = tiles.row_lanes(inner, ctx.lanes)
-    k2, eps, shift = 2 * int(at["sqrt_bits"]), int(at["eps"]), int(at["shift"])
+    # the node's numbers, read from one operand (`LowerCtx.scalars`): 2 x sqrt_bits, eps,
+    # shift, zero point
+    numbers = ctx.scalars([2 * int(at["sqrt_bits"]), int(at["eps"]), int(at["shift"]),
+                           int(at.get("zero_point", 0))])
     zeros = (0,) * len(inner)
 
-    def compute(xt: te.Tensor, gt: te.Tensor, bt: te.Tensor) -> te.Tensor:
+    def compute(xt: te.Tensor, gt: te.Tensor, bt: te.Tensor, st: te.Tensor) -> te.Tensor:
+        k2, eps, shift, zero_point = (st[k] for k in range(4))
         code = lambda r, j: xt(*r, *j).astype(acc_t)
         s = row_reduce("sum", rows, inner, code, te.sum, lanes)
         ss = row_reduce("sumsq", rows, inner, lambda r, j: code(r, j) * code(r, j), te.sum,
@@ -112,25 +116,26 @@ def lower_qlayernorm(ctx: LowerCtx, node: Node) -> None:
 
         def denominator(*i: Expr) -> Expr:
             total = _i64(s(*i))
-            radicand = tirx.shift_left(_i64(n) * _i64(ss(*i)) - total * total, _i64(k2))
-            return tirx.max(isqrt(radicand + _i64(eps)), _i64(1))
+            radicand = tirx.shift_left(_i64(n) * _i64(ss(*i)) - total * total, k2)
+            return tirx.max(isqrt(radicand + eps), _i64(1))
 
         d = te.compute(rows + (1,) * len(inner), denominator, name="denominator")
         inv = te.compute(rows + (1,) * len(inner), lambda *r: tirx.const(1.0, "float64") / (
-            tirx.shift_left(d(*r), _i64(shift)).astype("float64")), name="reciprocal")
+            tirx.shift_left(d(*r), shift).astype("float64")), name="reciprocal")
 
         def body(*i: Expr) -> Expr:
             lead, j = tuple(i[:axis]) + zeros, i[axis:]
             num = _i64(n) * _i64(xt(*i)) - _i64(s(*lead))
             dl = d(*lead)
-            y = div_round(num * gt(*j) + bt(*j) * dl, tirx.shift_left(dl, _i64(shift)),
+            y = div_round(num * gt(*j) + bt(*j) * dl, tirx.shift_left(dl, shift),
                           inv(*lead))
-            return _saturate(y, at, dtype)
+            return _saturate(y, zero_point, at, dtype)
 
         return te.compute(shape, body, name="epilogue")
 
     params = [ctx.array(_row_const(ctx, node, k, inner)) for k in (1, 2)]
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *params], node, "layer_norm", rows=axis,
+    ctx.bind(node, ctx.emit(compute, [ctx.expr(x), *params, numbers], node, "layer_norm",
+                            rows=axis,
                             row_lanes=lanes))
 
 
@@ -150,9 +155,11 @@ def lower_qsoftmax(ctx: LowerCtx, node: Node) -> None:
     row = _Row(shape, axis, "int32" if n * int(table.max()) < INT32_SUM_LIMIT else "int64",
                lanes)
     masked = len(node.inputs) > 2 and bool(node.inputs[2])
-    mult, shift = int(at["mult"]), int(at["shift"])
+    # the node's numbers, read from one operand (`LowerCtx.scalars`)
+    numbers = ctx.scalars([int(at["mult"]), int(at["shift"]), int(at.get("zero_point", 0))])
 
-    def compute(xt: te.Tensor, tt: te.Tensor, *mt: te.Tensor) -> te.Tensor:
+    def compute(xt: te.Tensor, tt: te.Tensor, st: te.Tensor, *mt: te.Tensor) -> te.Tensor:
+        mult, shift, zero_point = (st[k] for k in range(3))
         code = lambda i: xt(*i).astype("int32")
         keep = _keep(row, mt[0]) if masked else (lambda i: tirx.const(True, "bool"))
         mx = row.reduce("rowmax", lambda i: tirx.Select(keep(i), code(i), tirx.const(
@@ -166,18 +173,18 @@ def lower_qsoftmax(ctx: LowerCtx, node: Node) -> None:
 
         exps = te.compute(shape, lambda *i: exp(i), name="exps")
         z = row.reduce("rowsum", lambda i: exps(*i).astype(row.sum_t), te.sum)
-        divisor = lambda r: tirx.shift_left(_i64(z(*r, 0)), _i64(shift))
+        divisor = lambda r: tirx.shift_left(_i64(z(*r, 0)), shift)
         inv = te.compute(row.rows + (1,), lambda *r: tirx.const(1.0, "float64") / divisor(
             r[:-1]).astype("float64"), name="reciprocal")
 
         def body(*i: Expr) -> Expr:
             r = row.of(i)
-            y = div_round(_i64(exps(*i)) * _i64(mult), divisor(r), inv(*r, 0))
-            return _saturate(y, at, dtype)
+            y = div_round(_i64(exps(*i)) * mult, divisor(r), inv(*r, 0))
+            return _saturate(y, zero_point, at, dtype)
 
         return te.compute(shape, body, name="epilogue")
 
-    inputs = [ctx.expr(x), ctx.array(table.astype(np.int32))]
+    inputs = [ctx.expr(x), ctx.array(table.astype(np.int32)), numbers]
     if masked:
         mask = ctx.const(node.inputs[2])
         if mask is None:

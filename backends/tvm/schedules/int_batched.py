@@ -44,7 +44,7 @@ def batched_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.Prim
     of mb rows x nv vectors over N padded to whole tiles."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        a, b, *params, out = _args(func)
+        a, b, numbers, *params, out = _args(func)  # numbers: za, zb, zu, zs, K zu zs
         (batch, m, k), n = _shape(a), _shape(b)[2]
         nl = _attr(func, "nl")
         nvec = -(-n // nl)
@@ -58,8 +58,9 @@ def batched_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.Prim
             cs = T.alloc_buffer((nvp * nl,), "int32")
             ap = T.alloc_buffer((m, kb * KI), "uint8")
             rs = T.alloc_buffer((m,), "int32")
-            _pack_b(b, bi, wp, cs, (k, n, nl), _attr(func, "a_zero"))
-            _pack_a(a, bi, ap, rs, (m, k, kb), _attr(func, "b_zero"))
+            zu, zs = (T.bind(tirx.BufferLoad(numbers, [j]).astype("int32")) for j in (2, 3))
+            _pack_b(b, bi, wp, cs, (k, n, nl), zu)
+            _pack_a(a, bi, ap, rs, (m, k, kb), zs)
             with T.serial(0, nvp // nv * rows) as t:
                 nbo, mo = t // rows, t % rows
                 acc = T.alloc_buffer((mb, nv * nl), "int32")
@@ -78,7 +79,7 @@ def batched_kernel(func: tirx.PrimFunc, dot: Dot, mb: int, nv: int) -> tirx.Prim
 
 
 def _pack_b(b: tirx.Buffer, bi: Expr, wp: tirx.Buffer, cs: tirx.Buffer, sizes: tuple,
-            zu: int) -> None:
+            zu: Expr) -> None:
     """wp[j, q, 4 l + c] = s8(b[bi, 4 q + c, j nl + l]) (0 past K and N): per quad of rows,
     nl columns of each of the 4 rows interleaved; cs[col] = -zu * sum_k s8(b[bi, k, col])."""
     k, n, nl = sizes
@@ -98,12 +99,11 @@ def _pack_b(b: tirx.Buffer, bi: Expr, wp: tirx.Buffer, cs: tirx.Buffer, sizes: t
                     T.buffer_store(wp, v, [j, q, lane * KI + c])
                     T.buffer_store(cs, tirx.BufferLoad(cs, [col]) + v.astype("int32"), [col])
         with T.vectorized(0, nl) as lane:
-            T.buffer_store(cs, tirx.BufferLoad(cs, [j * nl + lane]) * tirx.const(-zu, "int32"),
-                           [j * nl + lane])
+            T.buffer_store(cs, tirx.BufferLoad(cs, [j * nl + lane]) * -zu, [j * nl + lane])
 
 
 def _pack_a(a: tirx.Buffer, bi: Expr, ap: tirx.Buffer, rs: tirx.Buffer, sizes: tuple,
-            zs: int) -> None:
+            zs: Expr) -> None:
     """ap[i, kk] = u8(a[bi, i, kk]) (0 past K); rs[i] = -zs * sum_k u8(a[bi, i, k])."""
     m, k, kb = sizes
     with T.serial(0, m) as i:
@@ -114,4 +114,4 @@ def _pack_a(a: tirx.Buffer, bi: Expr, ap: tirx.Buffer, rs: tirx.Buffer, sizes: t
             T.buffer_store(rs, tirx.BufferLoad(rs, [i]) + u.astype("int32"), [i])
         with T.serial(k, kb * KI) as kk:
             T.buffer_store(ap, tirx.const(0, "uint8"), [i, kk])
-        T.buffer_store(rs, tirx.BufferLoad(rs, [i]) * tirx.const(-zs, "int32"), [i])
+        T.buffer_store(rs, tirx.BufferLoad(rs, [i]) * -zs, [i])

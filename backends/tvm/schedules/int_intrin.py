@@ -28,8 +28,11 @@ VPDPBUSD = {8: "llvm.x86.avx512.vpdpbusd.256", 16: "llvm.x86.avx512.vpdpbusd.512
 VPDPWSSD = {8: "llvm.x86.avx512.vpdpwssd.256", 16: "llvm.x86.avx512.vpdpwssd.512"}
 
 
-def _splat(value: int, dtype: str, lanes: int) -> Expr:
-    return tirx.Broadcast(tirx.const(value, dtype), lanes)
+def _splat(value: int | Expr, dtype: str, lanes: int) -> Expr:
+    """`value` (an int, or a scalar Expr: a number read from the kernel's operand) in
+    `lanes` lanes of `dtype`."""
+    scalar = tirx.const(value, dtype) if isinstance(value, int) else value.astype(dtype)
+    return tirx.Broadcast(scalar, lanes)
 
 
 def _pmaddubsw(nl: int, a: Expr, b: Expr) -> Expr:
@@ -88,10 +91,11 @@ PSLLVQ = {8: "llvm.x86.avx2.psllv.q.256", 16: "llvm.x86.avx512.psllv.q.512"}
 PSRLVQ = {8: "llvm.x86.avx2.psrlv.q.256", 16: "llvm.x86.avx512.psrlv.q.512"}
 
 
-def requantize_vector(t: Expr, m0: Expr, shift: Expr, zp: int, qmin: int, qmax: int,
+def requantize_vector(t: Expr, m0: Expr, shift: Expr, zp: int | Expr, qmin: int, qmax: int,
                       nl: int = 8) -> Expr:
     """`compiler.reference.requantize` of the int32 x nl accumulators t (nl 8: AVX2, 16:
-    AVX-512) with int32 x nl m0 and shift, for magnitudes below 2^24 (`lower.int_gemm.
+    AVX-512) with int32 x nl m0 and shift (and zero point: an int or int32 x nl), for
+    magnitudes below 2^24 (`lower.int_gemm.
     kernel_hints`' req_vec): clamped int32 x nl.
 
     |t| is vpabsd (INT32_MIN's magnitude 2^31 is exact as unsigned); |t| * M0 is vpmuludq on
@@ -127,7 +131,7 @@ def requantize_vector(t: Expr, m0: Expr, shift: Expr, zp: int, qmin: int, qmax: 
         signed = tirx.call_llvm_pure_intrin(i32, "llvm.x86.avx2.psign.d", mag, t)
     else:
         signed = tirx.Select(t < _splat(0, "int32", nl), _splat(0, "int32", nl) - mag, mag)
-    y = signed + _splat(zp, "int32", nl)
+    y = signed + (_splat(zp, "int32", nl) if isinstance(zp, int) else zp)
     return tirx.min(tirx.max(y, _splat(qmin, "int32", nl)), _splat(qmax, "int32", nl))
 
 
@@ -142,16 +146,16 @@ def qadd_vector(xa: Expr, xb: Expr, step: dict, nl: int) -> Expr:
         return qadd_linear(xa, xb, step, lambda v: _splat(v, "int32", nl))
     left = int(step.get("left_shift", 20))
 
-    def splat(v: int) -> Expr:
-        return _splat(v, "int32", nl)
+    def splat(v: int | Expr) -> Expr:  # an attribute's int or a number from the operand
+        return _splat(v if isinstance(v, Expr) else int(v), "int32", nl)
 
     def side(x: Expr, p: str) -> Expr:
-        return requantize_vector(x - splat(int(step[f"{p}_zero"])), splat(int(step[f"{p}_m0"])),
-                                 splat(int(step[f"{p}_shift"]) - left), 0, -(1 << 31),
+        return requantize_vector(x - splat(step[f"{p}_zero"]), splat(step[f"{p}_m0"]),
+                                 splat(step[f"{p}_shift"]) - splat(left), 0, -(1 << 31),
                                  (1 << 31) - 1, nl)
 
-    return requantize_vector(side(xa, "a") + side(xb, "b"), splat(int(step["m0"])),
-                             splat(int(step["shift"])), int(step.get("zero_point", 0)),
+    return requantize_vector(side(xa, "a") + side(xb, "b"), splat(step["m0"]),
+                             splat(step["shift"]), splat(step.get("zero_point", 0)),
                              int(step["qmin"]), int(step["qmax"]), nl)
 
 

@@ -9,9 +9,11 @@ with the kernel built here: same parameters, same result, its inner step one vec
 deep-copies the intrinsic through JSON, and JSON serialisation of TIR crashes.)
 
 Parameters, in order: activations, packed weights, bias, [m0, shift,] [the group's table,
-residual,] output; the bias and requantisation parameters are full per-channel buffers, the
-residual is shaped like the output. Attributes (`etch.*`) give the rest: nl,
-req/zp/qmin/qmax, post (the group's steps after the requantisation, `lower.int_epilogue`),
+residual,] [its numbers,] output; the bias and requantisation parameters are full
+per-channel buffers, the residual is shaped like the output, the numbers one int64 vector
+(zero point, the residual add's: `lower.int_epilogue.epilogue_numbers`), so layers that
+differ only in these are one kernel. Attributes (`etch.*`) give the rest: nl, req/qmin/qmax,
+post (the group's steps after the requantisation, `lower.int_epilogue`),
 and for convs groups, stride, dilation, pad, x_zero, xb.
 """
 
@@ -26,7 +28,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
 from backends.tvm.lower.int_eltwise import requantize
-from backends.tvm.lower.int_epilogue import add_bias, apply_post
+from backends.tvm.lower.int_epilogue import add_bias, apply_post, form_size, with_numbers
 from backends.tvm.lower.int_gemm import to_u8
 from backends.tvm.schedules import int_intrin
 
@@ -69,9 +71,14 @@ class _Epilogue:
             else []
         n_req = 2 if _attr(func, "req") else 0
         self.bias, self.req = params[0], params[1:1 + n_req]
-        self.post_bufs = params[1 + n_req:]
+        self.post_bufs = params[1 + n_req:len(params) - (1 if n_req else 0)]
+        # the group's numbers (`lower.int_epilogue.epilogue_numbers`: zero point, then the
+        # residual add's), bound once here, before the kernel's loops: read where they are
+        # used, LLVM reloaded them per vector (it cannot tell them from the stores)
+        count = 1 + sum(map(form_size, self.post)) if n_req else 0
+        self.numbers = [T.bind(tirx.BufferLoad(params[-1], [k])) for k in range(count)]
         self.dtype = out_dtype
-        self.attrs = [_attr(func, k) for k in ("zp", "qmin", "qmax")]
+        self.attrs = [_attr(func, k) for k in ("qmin", "qmax")]
         self.nl = nl
         self.vec = bool(self.req) and nl in (8, 16) and bool(_attr(func, "req_vec")) and \
             self.bias.dtype == "int32"
@@ -85,7 +92,7 @@ class _Epilogue:
         """The output vector from nl staged requantised values y and the residual's nl
         values (`int_intrin.qadd_vector`; only where `post_vec`)."""
         r = residual.astype(f"int32x{self.nl}")
-        step = self.post[0]
+        step = with_numbers(self.post[0], lambda k: self.numbers[1 + k])
         pair = (y, r) if step["side"] == 0 else (r, y)
         return int_intrin.qadd_vector(*pair, step, self.nl).astype(f"{self.dtype}x{self.nl}")
 
@@ -110,22 +117,24 @@ class _Epilogue:
         per-channel parameter buffers."""
         y = add_bias(acc, tirx.BufferLoad(self.bias, idx))
         if self.req:
-            y = requantize(y, tirx.BufferLoad(self.req[0], idx),
-                           tirx.BufferLoad(self.req[1], idx), *self.attrs)
+            y = requantize(y, *(tirx.BufferLoad(b, idx) for b in self.req), self.numbers[0],
+                           *self.attrs)
         return y.astype(self.stage_dtype)
 
     def vector(self, acc: Expr, load: Callable[[tirx.Buffer], Expr],
                dtype: str | None = None) -> Expr:
         """nl values from nl accumulators, as `dtype` (default: the stage's); load(buffer)
         gives the nl lanes' parameters."""
-        y = int_intrin.requantize_vector(acc + load(self.bias), load(self.req[0]),
-                                         load(self.req[1]), *self.attrs, nl=self.nl)
+        zp = tirx.Broadcast(self.numbers[0].astype("int32"), self.nl)
+        y = int_intrin.requantize_vector(acc + load(self.bias), *map(load, self.req), zp,
+                                         *self.attrs, nl=self.nl)
         return y.astype(f"{dtype or self.stage_dtype}x{self.nl}")
 
     def finish(self, y: Expr, at: list) -> Expr:
         """The output at position `at` from its staged requantised value y."""
         steps = apply_post(self.post, y.astype("int64"), at,
-                           lambda j, ix: tirx.BufferLoad(self.post_bufs[j], ix))
+                           lambda j, ix: tirx.BufferLoad(self.post_bufs[j], ix),
+                           lambda k: self.numbers[1 + k])
         return steps.astype(self.dtype)
 
 
