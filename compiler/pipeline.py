@@ -74,7 +74,8 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
             scale_format=opts.scale_format))
     if integer:  # per-channel tables where the TVM int kernels run them
         passes.append(QuantizeActivations(
-            opts.calib, channel_tables=opts.target in ("cpu", "edge", "ref")))
+            opts.calib, channel_tables=opts.target in ("cpu", "edge", "ref"),
+            products=opts.target in ("cpu", "edge", "ref")))
     hardwired = opts.target == "verilog" and opts.engine == "hardwired"
     if integer and (fuse or (opts.target == "verilog" and not hardwired)):
         passes.append(FuseInteger())  # the engine runs groups only; PlanHardwired makes stages

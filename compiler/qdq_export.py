@@ -11,6 +11,7 @@ rounding (half to even on the float value, where etch uses a fixed-point multipl
   DequantizeLinear(bias, sigma);
 - etch.Requantize -> Clip to the saturation bounds (when narrower than the type)
   -> QuantizeLinear; etch.QAdd -> Add of the dequantised inputs, Clip, QuantizeLinear;
+  etch.QMul likewise with Mul;
 - etch.QSumPool -> GlobalAveragePool / AveragePool of the dequantised input;
 - etch.Table, etch.ChannelTable -> its recorded float function (the `epilogue` steps)
   between DQ and Q;
@@ -162,6 +163,11 @@ def _qadd(w: _Writer, node: Node) -> None:
     w.quantize(y, node.outputs[0], int(node.attrs["qmin"]), int(node.attrs["qmax"]))
 
 
+def _qmul(w: _Writer, node: Node) -> None:
+    y = w.node("Mul", [w.dq(node.inputs[0]), w.dq(node.inputs[1])], like=node.outputs[0])
+    w.quantize(y, node.outputs[0], int(node.attrs["qmin"]), int(node.attrs["qmax"]))
+
+
 def _sumpool(w: _Writer, node: Node) -> None:
     xf = w.dq(node.inputs[0])
     if node.attrs.get("global", 0):
@@ -257,7 +263,7 @@ def _copy(w: _Writer, node: Node) -> None:
 
 HANDLERS: dict[str, Callable[[_Writer, Node], None]] = {
     "etch.QConv": _linear, "etch.QGemm": _linear, "etch.Requantize": _requantize,
-    "etch.QAdd": _qadd, "etch.QSumPool": _sumpool, "etch.Table": _table,
+    "etch.QAdd": _qadd, "etch.QMul": _qmul, "etch.QSumPool": _sumpool, "etch.Table": _table,
     "etch.ChannelTable": _table,
     "etch.Clamp": _clamp, "etch.Dequant": _dequant, "etch.QLayerNorm": _layer_norm,
     "etch.QSoftmax": _softmax,

@@ -11,7 +11,9 @@ The graph is rebuilt node by node (`passes.int_lowering`; the rules are in
   -> etch.Requantize; a following chain of per-channel bias Add/Sub, positive Mul/Div and
   one Relu/Clip is absorbed (the bias into the int32 bias, the scales into the multiplier,
   the clamp into the saturation bounds). MatMul of two activations (attention) -> QGemm.
-- Add of two integer activations -> etch.QAdd (+ a following Relu/Clip as its bounds).
+- Add of two integer activations -> etch.QAdd (+ a following Relu/Clip as its bounds); with
+  `products` (cpu, edge, ref: the TVM targets build it) Mul of two -> etch.QMul (a
+  squeeze-and-excitation gate).
 - Relu/Clip of an integer activation -> etch.Clamp (same scale).
 - MaxPool and data movement (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity,
   Gather with constant indices) run on the integers unchanged; so does Concat, whose
@@ -57,7 +59,7 @@ from passes import calibrate
 from passes.base import Pass
 from passes.int_layernorm import layer_norm
 from passes.int_lowering import Lowering, Rule, act_params
-from passes.int_rules import RULES, concat_groups, given_params
+from passes.int_rules import PRODUCT, RULES, concat_groups, given_params
 from passes.int_softmax import masked_softmax, softmax
 from passes.int_tables import TableRule
 
@@ -70,18 +72,20 @@ class QuantizeActivations(Pass):
     name = "quantize_activations"
 
     def __init__(self, calib: Calib, method: str = "minmax", percentile: float = 99.99,
-                 channel_tables: bool = False) -> None:
+                 channel_tables: bool = False, products: bool = False) -> None:
         if method not in ("minmax", "percentile"):
             raise EtchError(f"activation calibration {method!r}: choose minmax or percentile")
         self.calib, self.method, self.percentile = calib, method, percentile
         self.channel_tables = channel_tables  # etch.ChannelTable (`int_tables`): TVM targets
+        self.products = products  # etch.QMul: TVM targets
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         # Without calibration data, every activation must take its scale from the model
         # (an imported QDQ model): `Lowering.params` says which one does not.
         ranges = self._ranges(graph) if self.calib is not None else {}
         rules = {**RULES, "LayerNormalization": layer_norm, "Softmax": softmax,
-                 "Add": first_of(masked_softmax, RULES["Add"])}
+                 "Add": first_of(masked_softmax, RULES["Add"]),
+                 **({"Mul": PRODUCT} if self.products else {})}
         lowered = Lowering(graph, ranges, rules, TableRule(graph, self.channel_tables),
                            given_params(graph)).build()
         lowered.metadata["etch.placement"] = json.dumps(summary(lowered))

@@ -40,6 +40,10 @@ Real values follow docs/ARCHITECTURE.md: a quantised tensor means x = s * (q - z
   semantics): the same function over the inputs' 8-bit ranges as
       y = clamp((a ca + b cb + c) >> k, qmin, qmax)   (>> floors; every term in int32),
   proven on every (a, b) pair by `linear_qadd`; backends may compute that instead.
+- `etch.QMul(a, b)` int8/uint8: the product of two integer activations (numpy broadcasting:
+  squeeze-and-excitation's channel gate), one requantisation of the exact product:
+      y = requantize((a - a_zero) * (b - b_zero), m0, shift, zero_point, qmin, qmax)
+  where M0 / 2^shift = s_a s_b / s_y. Attrs: the ints named above and `to`.
 - `etch.QSumPool(x, x_zero?)` int32: window sums of (x - x_zero) (AveragePool geometry
   attrs; `global`=1 sums over all spatial axes); padding adds 0. The division by the
   window size belongs to the next Requantize's multiplier.
@@ -227,6 +231,13 @@ def _qadd(attrs: dict, a: Array, b: Array) -> Array:
     return y.astype(attrs.get("to", "int8"))
 
 
+def _qmul(attrs: dict, a: Array, b: Array) -> Array:
+    prod = (a.astype(np.int64) - int(attrs["a_zero"])) * (b.astype(np.int64) - int(attrs["b_zero"]))
+    y = reference.requantize(prod, attrs["m0"], attrs["shift"], int(attrs.get("zero_point", 0)),
+                             int(attrs["qmin"]), int(attrs["qmax"]))
+    return y.astype(attrs.get("to", "int8"))
+
+
 LINEAR_NUDGES = ((0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1),
                  (0, 0, -1), (1, 1, 0), (-1, -1, 0), (1, -1, 0), (-1, 1, 0), (0, 0, 2),
                  (0, 0, -2), (0, 0, 4), (0, 0, -4))
@@ -358,6 +369,7 @@ OPS: dict[str, OpDef] = {
     "etch.QConv": OpDef("etch.QConv", _qconv, infer=_infer_qconv),
     "etch.Requantize": OpDef("etch.Requantize", _requantize, infer=_infer_requantize),
     "etch.QAdd": OpDef("etch.QAdd", _qadd, infer=_infer_qadd),
+    "etch.QMul": OpDef("etch.QMul", _qmul, infer=_infer_qadd),
     "etch.QSumPool": OpDef("etch.QSumPool", _qsumpool, infer=_infer_qsumpool),
     "etch.Table": OpDef("etch.Table", _table, infer=_infer_table),
     "etch.ChannelTable": OpDef("etch.ChannelTable", _channel_table, infer=_infer_channel_table),

@@ -460,6 +460,67 @@ def test_qadd(to: str, linear: bool) -> None:
     run_tvm(case, linear=linear)
 
 
+@pytest.mark.parametrize("to", ["int8", "uint8"])
+def test_qmul_broadcast_gate(to: str) -> None:
+    """etch.QMul of a feature map and a per-channel gate (squeeze-and-excitation), extreme
+    codes included: the TVM kernel equals the reference bit for bit."""
+    case = IntGraph(9)
+    x = case.ints("x", "uint8" if to == "uint8" else "int8", (2, 5, 7, 9))
+    g = case.ints("g", "int8", (2, 5, 1, 1))
+    lo, hi = (-128, 127) if to == "int8" else (0, 255)
+    m0, shift = quantize_multiplier(0.0031)
+    y = case.op("etch.QMul", [x, g], "y", a_zero=3, b_zero=-128, m0=int(m0), shift=int(shift),
+                zero_point=-20 if to == "int8" else 40, qmin=lo, qmax=hi, to=to)
+    run_tvm(case.outputs(y))
+
+
+def test_qmul_matches_float_within_one_code() -> None:
+    """The reference QMul is the float product dequantised, multiplied and quantised again,
+    within one output code (one requantisation of the exact product, round half away)."""
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(-128, 128, 4000).astype(np.int8), rng.integers(-128, 128, 4000).astype(
+        np.int8)
+    sa, sb, sy, za, zb, zy = 0.05, 1 / 255, 0.02, 3, -128, -5
+    m0, shift = quantize_multiplier(sa * sb / sy)
+    attrs = {"a_zero": za, "b_zero": zb, "m0": int(m0), "shift": int(shift),
+             "zero_point": zy, "qmin": -128, "qmax": 127, "to": "int8"}
+    [got] = reference.run_node(Node("etch.QMul", ["a", "b"], ["y"], attrs), [a, b])
+    real = (sa * (a.astype(np.float64) - za)) * (sb * (b.astype(np.float64) - zb))
+    want = np.clip(np.round(real / sy) + zy, -128, 127)
+    assert np.abs(got.astype(np.int64) - want).max() <= 1
+
+
+def test_squeeze_excitation_gate_is_an_integer_product(tmp_path: Path) -> None:
+    """A squeeze-and-excitation block compiled with --int: the gate's Mul of two integer
+    activations is etch.QMul on the accelerator (no host Mul, Dequantize or Quantize
+    between the convolutions), bit for bit the reference, close to float ONNX Runtime."""
+    from tests.backends.tvm_cases import ModelBuilder
+    from tests.golden import run_ort
+
+    b = ModelBuilder("se")
+    x = b.input("x", np.random.default_rng(5).standard_normal((1, 8, 6, 6)).astype(np.float32))
+    h = b.op("Relu", [b.op("Conv", [x, b.weight("w0", 8, 8, 3, 3)], "c0", output=False,
+                           pads=[1, 1, 1, 1])], "r0", output=False)
+    p = b.op("GlobalAveragePool", [h], "p", output=False)
+    gate = b.op("Sigmoid", [b.op("Conv", [p, b.weight("w1", 8, 8, 1, 1), b.weight("b1", 8)],
+                                 "c1", output=False)], "s", output=False)
+    m = b.op("Mul", [h, gate], "m", output=False)
+    b.op("Conv", [m, b.weight("w2", 4, 8, 1, 1)], "y")
+    model, feeds = b.build()
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **feeds)
+    opts = {"bits": 8, "int": True, "calib": str(calib)}
+    cpu = compiler.compile(model, target="cpu", **opts)
+    ref = compiler.compile(model, target="ref", **opts)
+    assert cpu.manifest["op_counts"].get("etch.QMul") == 1
+    host = sorted(n.op for n in ref.graph.nodes if n.attrs.get("placement") != "accel")
+    assert host == ["DequantizeLinear", "QuantizeLinear"], host
+    got = cpu.run(feeds)
+    assert_bitexact(got, ref.run(feeds))
+    want = run_ort(model, feeds)["y"]
+    assert np.abs(got["y"] - want).max() <= 0.1 * np.abs(want).max()
+
+
 def test_qsumpool_global_and_windowed() -> None:
     case = IntGraph(8)
     x = case.ints("x", "int8", (2, 3, 7, 6))

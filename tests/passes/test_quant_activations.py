@@ -150,6 +150,45 @@ def test_a_per_channel_region_becomes_a_channel_table(rng: np.random.Generator,
     np.testing.assert_array_equal(sess.run(None, x)[0], reference.run(q, x)["y"])
 
 
+@pytest.mark.parametrize("products", [True, False])
+def test_a_product_of_two_activations_becomes_qmul(rng: np.random.Generator,
+                                                   products: bool) -> None:
+    """Mul of two integer activations (a squeeze-and-excitation gate: a feature map times a
+    per-channel sigmoid): with `products` (the TVM targets) one etch.QMul on the
+    accelerator, within one output code of the host path (Dequantize, float Mul, Quantize:
+    the same real product, rounded half to even in float32 there) and of its QDQ export run
+    by ONNX Runtime; without them, that host path."""
+    g = build([node("Conv", ["x", "w1"], "a"), node("Relu", ["a"], "r"),
+               node("GlobalAveragePool", ["r"], "p"), node("Conv", ["p", "w2"], "c"),
+               node("Sigmoid", ["c"], "s"), node("Mul", ["r", "s"], "m"),
+               node("Conv", ["m", "w3"], "y")],
+              {"x": (1, 3, 6, 7)}, ["y"],
+              {"w1": f32(rng, 4, 3, 3, 3), "w2": f32(rng, 4, 4, 1, 1),
+               "w3": f32(rng, 5, 4, 1, 1)})
+    w, _ = QuantizeWeights(bits=8, integer=True).run(g)
+    calib = {"x": f32(rng, 16, 1, 3, 6, 7)}
+    q, _ = QuantizeActivations(calib, products=products).run(w.copy())
+    host, _ = QuantizeActivations(calib).run(w.copy())
+    ops = [n.op for n in q.nodes]
+    if not products:
+        assert "etch.QMul" not in ops and "Mul" in ops
+        return
+    assert ops.count("etch.QMul") == 1 and "Mul" not in ops
+    assert not any(n.attrs.get("placement") == "host" for n in q.nodes
+                   if n.op not in ("QuantizeLinear", "DequantizeLinear"))
+    [mul] = [n for n in q.nodes if n.op == "etch.QMul"]
+    [mul_host] = [n for n in host.nodes if n.op == "Mul"]
+    x = {"x": f32(rng, 1, 3, 6, 7)}
+    got = reference.run(q, x, keep=True)[mul.outputs[0]].astype(np.int64)
+    want = reference.run(host, x, keep=True)
+    [quant] = [n for n in host.nodes if n.op == "QuantizeLinear" and
+               n.inputs[0] == mul_host.outputs[0]]
+    assert np.abs(got - want[quant.outputs[0]].astype(np.int64)).max() <= 1
+    sess = ort_session(qdq_export.export_qdq(q))
+    assert np.abs(sess.run(None, x)[0] - reference.run(q, x)["y"]).max() <= \
+        0.05 * np.abs(reference.run(q, x)["y"]).max()
+
+
 def test_a_constant_over_more_than_one_axis_stays_on_the_host(
         rng: np.random.Generator) -> None:
     """A table needs every constant scalar or one value per channel of one axis; a Mul by

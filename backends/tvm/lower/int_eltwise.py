@@ -6,6 +6,7 @@ Every formula is the reference's, written in TIR (compiler/ops/etch_int.py is th
   added to its magnitude, a logical shift of the magnitude, the sign restored, + zero point,
   saturated. The integer kernels call it in their epilogue (`int_epilogue`), etch.Requantize
   and etch.QAdd here.
+- etch.QMul (`lower_qmul`): the exact product of the centred inputs, requantised once.
 - etch.QAdd (`qadd`): TFLite's integer add, three requantisations in int64, as the
   reference; the residual step of a fused group (`int_epilogue`) calls it too.
 - etch.Table: a gather from the 256-entry table; etch.ChannelTable: from the channel's
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from tvm import te, tirx
 
-from backends.tvm.lower.context import LowerCtx
+from backends.tvm.lower.context import LowerCtx, bload
 from backends.tvm.lower.fastmath import dtype_of
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -156,6 +157,69 @@ def lower_qadd(ctx: LowerCtx, node: Node) -> None:
         return te.compute(shape, body, name="epilogue")
 
     ctx.bind(node, ctx.emit(compute, ops.exprs, node, "elementwise"))
+
+
+def lower_qmul(ctx: LowerCtx, node: Node) -> None:
+    """etch.QMul: the exact product of the two centred inputs (|.| < 2^16: int32), requantised
+    once (`requantize`). The node's numbers are one operand (`LowerCtx.scalars`), so the
+    gates of a network's blocks are one kernel per shape. The trailing axes along which
+    neither input is broadcast (a gate's H x W) are one axis, vectorised with a short last
+    vector (`etch.vector_tail`): an 8 x 144 x 56 x 56 gate ran one value per step over rows
+    of 56, 2.8 ms."""
+    a, b = node.inputs[:2]
+    out, at = node.outputs[0], node.attrs
+    shape, dtype = ctx.shape(out), ctx.dtype(out)
+    views = _merged_tail([ctx.shape(a), ctx.shape(b)], shape)
+    xs = [ctx.reshape(ctx.expr(v), s) for v, s in zip((a, b), views[:2])]
+    numbers = ctx.scalars([int(at["a_zero"]), int(at["b_zero"]), int(at["m0"]),
+                           int(at["shift"]), int(at.get("zero_point", 0))])
+    lo, hi = int(at["qmin"]), int(at["qmax"])
+
+    def compute(xa: te.Tensor, xb: te.Tensor, st: te.Tensor) -> te.Tensor:
+        za, zb, m0, shift, zp = (st[k] for k in range(5))
+
+        def body(*i: Expr) -> Expr:
+            t = (bload(xa, i).astype("int32") - za.astype("int32")) * \
+                (bload(xb, i).astype("int32") - zb.astype("int32"))
+            return _requantize_floor(t, m0, shift, zp, lo, hi).astype(dtype)
+        return te.compute(views[2], body, name="epilogue")
+
+    y = ctx.emit(compute, [*xs, numbers], node, "elementwise", vector_tail=1)
+    ctx.bind(node, ctx.reshape(y, shape))
+
+
+def _requantize_floor(t: Expr, m0: Expr, shift: Expr, zp: Expr, qmin: int, qmax: int) -> Expr:
+    """`requantize` of an int32 t (M0 >= 0) as one floor shift: round half away from zero of
+    p / 2^s (p = t M0) is (p + 2^(s-1) - [p < 0]) >> s for s >= 1 (for p < 0 the -1 makes
+    the floor of (p + half - 1) / 2^s minus the floor of (|p| + half) / 2^s), and p for
+    s = 0. No magnitude and sign select: fewer vector instructions than the general form,
+    where LLVM computed the product twice."""
+    p = t.astype("int64") * m0
+    one = tirx.const(1, "int64")
+    half = tirx.shift_right(tirx.shift_left(one, shift), one)
+    # -[t < 0] as t's sign bits (M0 >= 0: p has t's sign; TVM rewrites a comparison of
+    # the product into a second product in int64), only where s >= 1
+    down = tirx.bitwise_and(tirx.shift_right(t, tirx.const(31, "int32")).astype("int64"),
+                            tirx.Select(shift > tirx.const(0, "int64"), -one, -one + one))
+    y = tirx.shift_right(p + half + down, shift) + zp
+    return tirx.min(tirx.max(y, tirx.const(qmin, "int64")), tirx.const(qmax, "int64"))
+
+
+def _merged_tail(shapes: list[tuple[int, ...]], out: tuple[int, ...]) -> list[tuple]:
+    """The operands' and the output's shapes with the longest run of trailing axes merged
+    into one along which each operand is either whole or broadcast throughout (a gate
+    [N, C, 1, 1] of a map [N, C, H, W]: [N, C, 1] and [N, C, H W]); operands right-aligned
+    to the output's rank first."""
+    full = [(1,) * (len(out) - len(s)) + tuple(s) for s in shapes]
+    whole = lambda s, ax: s[ax] == out[ax] and out[ax] != 1
+    k = len(out) - 1
+    while k > 0 and all(whole(s, k - 1) == whole(s, len(out) - 1) or out[k - 1] == 1
+                        for s in full):
+        k -= 1
+    if len(out) - k < 2:
+        return [*full, tuple(out)]
+    merge = lambda s: s[:k] + (int(np.prod(s[k:], dtype=np.int64)),)
+    return [*map(merge, full), merge(tuple(out))]
 
 
 def lower_table(ctx: LowerCtx, node: Node) -> None:

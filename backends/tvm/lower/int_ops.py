@@ -7,7 +7,7 @@ compiler/ops/etch_qfused.py are their meaning).
   (requantise, table, residual add) in its epilogue (`int_epilogue`);
 - etch.QGemm, etch.QConv, etch.QSumPool alone: the same kernels storing the int32
   accumulator;
-- etch.Requantize, etch.QAdd, etch.Table, etch.ChannelTable, etch.Clamp, QuantizeLinear, DequantizeLinear
+- etch.Requantize, etch.QAdd, etch.QMul, etch.Table, etch.ChannelTable, etch.Clamp, QuantizeLinear, DequantizeLinear
   alone (`int_eltwise`): the reference formulas in TIR;
 - etch.QLayerNorm, etch.QSoftmax (`int_norm`): integer row kernels (exact sums, an exact
   integer square root, one rounding division per element);
@@ -29,6 +29,7 @@ from backends.tvm.lower.int_eltwise import (
     lower_clamp,
     lower_dequantize_linear,
     lower_qadd,
+    lower_qmul,
     lower_quantize_linear,
     lower_requantize,
     lower_table,
@@ -53,7 +54,7 @@ def lower_qfused(ctx: LowerCtx, node: Node) -> None:
 INT_LOWERINGS = {
     "etch.QFused": lower_qfused,
     "etch.QGemm": lower_qgemm, "etch.QConv": lower_qconv, "etch.QSumPool": lower_qsumpool,
-    "etch.Requantize": lower_requantize, "etch.QAdd": lower_qadd,
+    "etch.Requantize": lower_requantize, "etch.QAdd": lower_qadd, "etch.QMul": lower_qmul,
     "etch.Table": lower_table, "etch.ChannelTable": lower_channel_table,
     "etch.Clamp": lower_clamp,
     "etch.QLayerNorm": lower_qlayernorm, "etch.QSoftmax": lower_qsoftmax,

@@ -440,7 +440,9 @@ class IfLarge(ScheduleRule):
 
 
 class Injective(KindRule):
-    """Elementwise and data-movement kernels: vectorise the innermost dim, parallel outer."""
+    """Elementwise and data-movement kernels: vectorise the innermost dim, parallel outer;
+    a kernel with `etch.vector_tail` vectorises a row that vectors do not divide too, its
+    last vector short (`vectorize_tail`)."""
 
     kinds = ("elementwise", "injective", "transpose")
 
@@ -453,11 +455,15 @@ class Injective(KindRule):
         if not loops:
             return True
         total = work(sch, loops)
-        vectorize_inner(sch, blk, lanes(target))
+        tail = int(func.attrs.get("etch.vector_tail", 0))  # the lowering asked for it
+        if not tail:
+            vectorize_inner(sch, blk, lanes(target))
         loops = sch.get_loops(blk)
         if len(loops) > 1:
             outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
             maybe_parallel(sch, outer, total, PARALLEL_MIN_ELEMENTS)
+        if tail:  # last: the partition copies the block
+            vectorize_tail(sch, sch.get_loops(blk)[-1], lanes(target))
         return True
 
 
