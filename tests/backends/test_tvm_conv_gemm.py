@@ -173,3 +173,25 @@ def test_wide_tiles_on_avx512() -> None:
         "short": (8, 32, 7), "rows66": (6, 32, 7), "strided": (4, 64, 1), "long": (8, 32, 7)}
     for name, code in gemms.items():
         assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
+
+
+def test_a_prime_block_count_is_padded_to_whole_chunks() -> None:
+    """A 1x1 layer over 73 x 73 positions (inception_v3's 64->80): 167 column blocks of 32,
+    a prime, so the GEMM pads them to two chunks of 84 (`tiles.gemm_chunk`) rather than
+    packing one block at a time; at batch 2 the padded blocks are computed, never stored,
+    and the result matches ONNX Runtime."""
+    init = RandomInits(11)
+    value = helper.make_tensor_value_info
+    node = helper.make_node("Conv", ["x", init.weight("w", 80, 64, 1, 1), init.bias("b", 80)],
+                            ["y"], name="pw73")
+    graph = helper.make_graph([node], "pw73", [value("x", TensorProto.FLOAT, [2, 64, 73, 73])],
+                              [value("y", TensorProto.FLOAT, None)], init.tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    inputs = {"x": init.rng.normal(size=(2, 64, 73, 73)).astype(np.float32)}
+    art = compiler.compile(model, target="cpu")
+    got, (ref,) = art.run(inputs)["y"], run_ort(model, inputs).values()
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+    graph = ChooseConvAlgorithm(lanes=16).run(onnx_import.import_model(model))[0]
+    asm = isa.compile_graph(graph, "avx512")
+    [kernel] = asm.of_kind("conv_gemm")
+    assert int(asm.attrs[kernel]["chunk"]) == 84

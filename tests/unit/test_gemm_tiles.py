@@ -28,10 +28,13 @@ def test_gemm_tile(rows: int, cols: int, reduce: int, lanes: int, want: tuple) -
     assert vw % min(8, lanes) == 0 and ocb * -(-vw // lanes) <= 16
 
 
-def test_gemm_chunk_keeps_the_panel_in_l2_and_splits_evenly() -> None:
+def test_gemm_chunk_keeps_the_panel_in_l2_in_the_fewest_chunks() -> None:
     assert tiles.gemm_chunk(64, 32, 98) == 49  # 8 KiB per block: two chunks of 49
     assert tiles.gemm_chunk(4608, 32, 2) == 1  # 576 KiB per block
     assert tiles.gemm_chunk(256, 32, 7) == 7   # 7 blocks of 32 KiB
+    # a prime count (inception_v3's 73 x 73 positions: 167 blocks of 32) is not one block a
+    # chunk but two chunks of 84, the GEMM padding its blocks to 168
+    assert tiles.gemm_chunk(64, 32, 167, 1 << 20) == 84
     # resnet50's 1024->256 on 14x14: no even split within 512 KiB; one chunk within 1 MiB
     assert tiles.gemm_chunk(1024, 32, 7) == 1
     assert tiles.gemm_chunk(1024, 32, 7, tiles.panel_bytes(16)) == 7

@@ -80,9 +80,10 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvS
         x = ctx.reshape(x, (sp.n, sp.c, 1, cols))
         sp = replace(sp, h=1, w=cols, oh=1, ow=cols)
     ocb, vw = tiles.gemm_tile(sp.oc, cols, sp.c * sp.kh * sp.kw, ctx.lanes)
-    blocks = -(-cols // vw)
     weight = pack_weight(w, ocb)
     ocp, reduce = weight.shape[0] * ocb, weight.shape[1]
+    chunk = tiles.gemm_chunk(reduce, vw, -(-cols // vw), tiles.panel_bytes(ctx.lanes))
+    blocks = tiles.padded(-(-cols // vw), chunk)  # whole chunks (past the end: never stored)
     acc_t = accumulator(w.dtype)
     epi.index_map = lambda i: [i[0], i[1], i[2] // width, i[2] % width]
 
@@ -95,6 +96,5 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvS
         return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
             cast(acc(n, o, p), xt.dtype), (n, o, p), extra), name="epilogue")
 
-    chunk = tiles.gemm_chunk(reduce, vw, blocks, tiles.panel_bytes(ctx.lanes))
     return ctx.emit(compute, [x, ctx.array(weight), *epi.exprs], node, "conv_gemm",
                     ocb=ocb, vw=vw, chunk=chunk)

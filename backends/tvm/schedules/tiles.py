@@ -12,6 +12,7 @@ WIDE_ACC_VECTORS = 16  # with 32 vector registers (AVX-512): `acc_budget`
 ROW_FULL_VECTORS = 8
 PANEL_BYTES = 512 * 1024  # a packed panel that stays in L2 (Zen 3: 512 KiB per core)
 WIDE_PANEL_BYTES = 1024 * 1024  # AVX-512 CPUs: L2 of 1 MiB (Zen 4, Skylake-SP) to 2 MiB
+PAD_WASTE = 16  # a GEMM may pad its column blocks to whole chunks by 1/16 of them at most
 LONG_REDUCTION = 512  # multiply-adds per output that pay for a heap-allocated tile
 SHORT_WIDE_MIN = 64  # rows and multiply-adds of a short reduction's wide tile: `short_wide`
 
@@ -170,12 +171,18 @@ def gemm_chunk(reduce: int, vw: int, blocks: int, budget: int = PANEL_BYTES) -> 
     the packed panel within `budget` bytes (`panel_bytes`), so every weight block is read
     from memory once per chunk, not once per column block. Whole-model profiles on the
     AVX-512 Xeon showed resnet50's 7x7 layers at 2x their isolated time when weights (9 MB
-    for 512->512 3x3) were streamed once per column block."""
+    for 512->512 3x3) were streamed once per column block. The GEMM pads its blocks to whole
+    chunks (`conv_gemm`) where that adds at most 1/PAD_WASTE of its work, else the chunks
+    divide the blocks: an even split of a prime count (167 blocks of inception_v3's 73 x 73
+    positions) was one block per chunk, so each panel read 128 bytes from each of its 64
+    input rows, too many streams for the prefetchers once the input is not in L2 (batch 8:
+    16x the batch-1 time; two chunks of 84: 9.6x, ORT 7.5x)."""
     per_block = reduce * vw * 4
-    chunk = max(1, min(blocks, budget // per_block))
-    while blocks % chunk:  # an even split: no partial chunk
-        chunk -= 1
-    return chunk
+    most = max(1, min(blocks, budget // per_block))
+    even = next(c for c in range(most, 0, -1) if blocks % c == 0)
+    balanced = -(-blocks // -(-blocks // most))  # the fewest chunks, as even as they go
+    waste = padded(blocks, balanced) - blocks
+    return balanced if waste * PAD_WASTE <= blocks else even
 
 
 def padded(n: int, block: int) -> int:
