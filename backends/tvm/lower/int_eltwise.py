@@ -118,16 +118,18 @@ def qadd(xa: Expr, xb: Expr, at: Mapping[str, int]) -> Expr:
         return qadd_linear(_i64(xa), _i64(xb), at, _i64)
     left = int(at.get("left_shift", 20))
 
+    num = step_number
+
     def side(x: Expr, p: str) -> Expr:
-        x64 = tirx.shift_left(_i64(x) - _i64(_num(at[f"{p}_zero"])), tirx.const(left, "int64"))
-        return requantize(x64, _num(at[f"{p}_m0"]), _num(at[f"{p}_shift"]), 0, INT32_MIN,
+        x64 = tirx.shift_left(_i64(x) - _i64(num(at[f"{p}_zero"])), tirx.const(left, "int64"))
+        return requantize(x64, num(at[f"{p}_m0"]), num(at[f"{p}_shift"]), 0, INT32_MIN,
                           INT32_MAX)
 
-    return requantize(side(xa, "a") + side(xb, "b"), _num(at["m0"]), _num(at["shift"]),
-                      _num(at.get("zero_point", 0)), int(at["qmin"]), int(at["qmax"]))
+    return requantize(side(xa, "a") + side(xb, "b"), num(at["m0"]), num(at["shift"]),
+                      num(at.get("zero_point", 0)), int(at["qmin"]), int(at["qmax"]))
 
 
-def _num(v: int | Expr) -> int | Expr:
+def step_number(v: int | Expr) -> int | Expr:
     """A step's number: an int (an attribute) or an Expr (read from the kernel's operand)."""
     return v if isinstance(v, Expr) else int(v)
 
@@ -137,7 +139,7 @@ def qadd_linear(xa: Expr, xb: Expr, at: Mapping, const: Callable[[int], Expr]) -
     that order (each partial sum inside int32, as proven), for scalar int64 (`qadd`) or
     int32 vector (`int_intrin.qadd_vector`) operands; const(v) makes v (an int, or a scalar
     Expr read from the kernel's operand) of their type."""
-    k, ca, cb, c = (_num(v) for v in at["linear"])
+    k, ca, cb, c = (step_number(v) for v in at["linear"])
     t = xa * const(ca) + const(c) + xb * const(cb)
     return tirx.min(tirx.max(tirx.shift_right(t, const(k)), const(int(at["qmin"]))),
                     const(int(at["qmax"])))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from tvm import tirx
 
-from backends.tvm.lower.int_eltwise import qadd_linear
+from backends.tvm.lower.int_eltwise import qadd_linear, step_number
 
 Expr = tirx.Expr
 PMADDUBSW = {8: "llvm.x86.avx2.pmadd.ub.sw", 16: "llvm.x86.avx512.pmaddubs.w.512"}
@@ -94,7 +94,7 @@ PSRLVQ = {8: "llvm.x86.avx2.psrlv.q.256", 16: "llvm.x86.avx512.psrlv.q.512"}
 def requantize_vector(t: Expr, m0: Expr, shift: Expr, zp: int | Expr, qmin: int, qmax: int,
                       nl: int = 8) -> Expr:
     """`compiler.reference.requantize` of the int32 x nl accumulators t (nl 8: AVX2, 16:
-    AVX-512) with int32 x nl m0 and shift (and zero point: an int or int32 x nl), for
+    AVX-512) with int32 x nl m0 and shift (the zero point an int or a scalar Expr), for
     magnitudes below 2^24 (`lower.int_gemm.
     kernel_hints`' req_vec): clamped int32 x nl.
 
@@ -131,7 +131,7 @@ def requantize_vector(t: Expr, m0: Expr, shift: Expr, zp: int | Expr, qmin: int,
         signed = tirx.call_llvm_pure_intrin(i32, "llvm.x86.avx2.psign.d", mag, t)
     else:
         signed = tirx.Select(t < _splat(0, "int32", nl), _splat(0, "int32", nl) - mag, mag)
-    y = signed + (_splat(zp, "int32", nl) if isinstance(zp, int) else zp)
+    y = signed + _splat(zp, "int32", nl)
     return tirx.min(tirx.max(y, _splat(qmin, "int32", nl)), _splat(qmax, "int32", nl))
 
 
@@ -147,7 +147,7 @@ def qadd_vector(xa: Expr, xb: Expr, step: dict, nl: int) -> Expr:
     left = int(step.get("left_shift", 20))
 
     def splat(v: int | Expr) -> Expr:  # an attribute's int or a number from the operand
-        return _splat(v if isinstance(v, Expr) else int(v), "int32", nl)
+        return _splat(step_number(v), "int32", nl)
 
     def side(x: Expr, p: str) -> Expr:
         return requantize_vector(x - splat(step[f"{p}_zero"]), splat(step[f"{p}_m0"]),
@@ -155,7 +155,7 @@ def qadd_vector(xa: Expr, xb: Expr, step: dict, nl: int) -> Expr:
                                  (1 << 31) - 1, nl)
 
     return requantize_vector(side(xa, "a") + side(xb, "b"), splat(step["m0"]),
-                             splat(step["shift"]), splat(step.get("zero_point", 0)),
+                             splat(step["shift"]), step_number(step.get("zero_point", 0)),
                              int(step["qmin"]), int(step["qmax"]), nl)
 
 

@@ -125,9 +125,8 @@ class _Epilogue:
                dtype: str | None = None) -> Expr:
         """nl values from nl accumulators, as `dtype` (default: the stage's); load(buffer)
         gives the nl lanes' parameters."""
-        zp = tirx.Broadcast(self.numbers[0].astype("int32"), self.nl)
-        y = int_intrin.requantize_vector(acc + load(self.bias), *map(load, self.req), zp,
-                                         *self.attrs, nl=self.nl)
+        y = int_intrin.requantize_vector(acc + load(self.bias), *map(load, self.req),
+                                         self.numbers[0], *self.attrs, nl=self.nl)
         return y.astype(f"{dtype or self.stage_dtype}x{self.nl}")
 
     def finish(self, y: Expr, at: list) -> Expr:
