@@ -63,12 +63,10 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
         nvec = -(-positions // nl)
         ni = -(-ph // sh)
         reach = (kh - 1) * dh // sh * pws + (kw - 1) * dw // sw + nvec * nl
-        pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws),
-                            planes=(sh, max(0, reach - ni * pws)))
         epi = _Epilogue(func, params, out.dtype, nl)
         ocpg, blocks = oc // g, -(-(oc // g) // ocb)
-        tiles = n * g * blocks
-        work = n * oc * oh * ow * kh * kw * cq * 4
+        tiles = g * blocks
+        work = oc * oh * ow * kh * kw * cq * 4
         loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
 
         def tile(b: Expr, o0: Expr, q0: Expr, p0: Expr, rows: int, vecs: int) -> None:
@@ -83,11 +81,13 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
                         _step(acc, k, v, nl, a, wq, dot)
             _flat_store(out, acc, epi, (b, o0, p0), (rows, vecs, nl, pws))
 
-        with loop(0, tiles) as t:
-            b, gb = t // (g * blocks), t % (g * blocks)
-            o0, q0 = block_origin(gb, blocks, ocpg, ocb, cq, g)
-            each_tile(gb % blocks, (ocpg, ocb), (nvec, xv),
-                      lambda rows, v0, vecs: tile(b, o0, q0, v0 * nl, rows, vecs))
+        with T.serial(0, n) as b:
+            pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws),
+                                planes=(sh, max(0, reach - ni * pws)), image=b)
+            with loop(0, tiles) as t:
+                o0, q0 = block_origin(t, blocks, ocpg, ocb, cq, g)
+                each_tile(t % blocks, (ocpg, ocb), (nvec, xv),
+                          lambda rows, v0, vecs: tile(b, o0, q0, v0 * nl, rows, vecs))
     return _finish(ib, func)
 
 

@@ -278,7 +278,8 @@ def _dense_pack(a: tirx.Buffer, kp: int) -> tirx.Buffer:
 
 # ---- QConv --------------------------------------------------------------------------------
 def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFunc:
-    """Direct conv over the quad-interleaved u8 copy of the input: tiles of ocb output
+    """Direct conv over the quad-interleaved u8 copy of the input, one image at a time (its
+    copy, then its tiles: the copy is still in the core's caches): tiles of ocb output
     channels (one broadcast weight quad each) x xv vectors of nl output columns (one
     activation vector each, shared by the ocb channels); taps and quads outside the tile.
     ocb need not divide the channels of a group nor xv the row's vectors: the last tile of
@@ -294,11 +295,10 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
         nvec = -(-ow // nl)
         geo = (g * cq, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
                -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
-        pad, at = _conv_pad(func, x, cq, geo)
         value = _Epilogue(func, params, out.dtype, nl)
         ocpg, blocks = oc // g, -(-(oc // g) // ocb)
-        tiles = n * g * blocks * oh
-        work = n * oc * oh * ow * kh * kw * cq * 4
+        tiles = g * blocks * oh
+        work = oc * oh * ow * kh * kw * cq * 4
         loop = T.parallel if work >= PARALLEL_MIN_WORK and tiles > 1 else T.serial
 
         def tile(b: Expr, o0: Expr, q0: Expr, y: Expr, col0: Expr, rows: int, vecs: int
@@ -315,11 +315,13 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
                         _step(acc, k, v, nl, a, wq, dot)
             _conv_store(out, acc, value, (b, o0, y, col0), (rows, vecs, nl, ow))
 
-        with loop(0, tiles) as t:
-            b, gb, y = t // (g * blocks * oh), t // oh % (g * blocks), t % oh
-            o0, q0 = block_origin(gb, blocks, ocpg, ocb, cq, g)
-            each_tile(gb % blocks, (ocpg, ocb), (nvec, xv),
-                      lambda rows, v0, vecs: tile(b, o0, q0, y, v0 * nl, rows, vecs))
+        with T.serial(0, n) as b:
+            pad, at = _conv_pad(func, x, cq, geo, image=b)
+            with loop(0, tiles) as t:
+                gb, y = t // oh, t % oh
+                o0, q0 = block_origin(gb, blocks, ocpg, ocb, cq, g)
+                each_tile(gb % blocks, (ocpg, ocb), (nvec, xv),
+                          lambda rows, v0, vecs: tile(b, o0, q0, y, v0 * nl, rows, vecs))
     return _finish(ib, func)
 
 
@@ -367,7 +369,8 @@ def _by_size(block: Expr, parts: list[tuple[int, int, int]], emit: Callable[[int
 
 
 def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
-              planes: tuple[int, int] | None = None) -> tuple[tirx.Buffer, Callable]:
+              planes: tuple[int, int] | None = None, image: Expr | None = None
+              ) -> tuple[tirx.Buffer, Callable]:
     """P[n, g * cq + q, i, p, j, c] (flat): input channel 4q + c of group g at padded row i,
     padded column j * sw + p, in the u8 domain; the zero point in the padding and in the
     channels past C/g (their weights are 0). Two branch-free passes: the zero point
@@ -377,8 +380,12 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
     planes=(sh, tail): the rows split by the row stride too, P[n, gq, i % sh, p, i // sh, j,
     c], so one (row phase, column phase) plane is contiguous and output (y, x) of a tap
     reads plane offset y * pws + x + const (`int_flat`); `tail` spare quads at the end
-    (the last tile's reads past the last plane)."""
+    (the last tile's reads past the last plane).
+
+    image: the copy of that one image of the batch only (P's n is 1; `at` ignores its b)."""
     n, c, h, wd = _shape(x)
+    src = (lambda b: b) if image is None else (lambda b: image)
+    n = n if image is None else 1
     quads, ph, sw, pws = geo
     top, left = (int(v) for v in func.attrs["etch.pad"])
     zu, icg = _attr(func, "x_zero"), c // (quads // cq)
@@ -388,6 +395,7 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
     pad = T.alloc_buffer((size,), "uint8")
 
     def at(b: Expr, gq: Expr, i: Expr, p: Expr, j: Expr) -> Expr:
+        b = b if image is None else 0
         if planes is None:
             return ((((b * quads + gq) * ph + i) * sw + p) * pws + j) * 4
         return (((((b * quads + gq) * sh + i % sh) * sw + p) * ni + i // sh) * pws + j) * 4
@@ -406,8 +414,8 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
         with loop(0, n * quads) as r:
             b, gq = r // quads, r % quads
             with T.grid(rows, blocks) as (i, jb):
-                src = (b, gq // cq * icg, gq % cq * 4, i, jb * width)
-                for phase, quad in enumerate(_quad_of_rows(x, src, icg, zu, sw, per)):
+                origin = (src(b), gq // cq * icg, gq % cq * 4, i, jb * width)
+                for phase, quad in enumerate(_quad_of_rows(x, origin, icg, zu, sw, per)):
                     jj = jb * width + phase + left
                     T.buffer_store(pad, quad, [tirx.Ramp(
                         at(b, gq, i + top, jj % sw, jj // sw), 1, 4 * per)])
@@ -417,7 +425,7 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
         with T.grid(rows, cols - blocks * width) as (i, j0):
             j = j0 + blocks * width
             jj = j + left
-            T.buffer_store(pad, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
+            T.buffer_store(pad, to_u8(tirx.BufferLoad(x, [src(b), ch, i, j])),
                            [at(b, gq, i + top, jj % sw, jj // sw) + lane])
     return pad, at
 
