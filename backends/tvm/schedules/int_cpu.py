@@ -182,13 +182,15 @@ class QConv(KernelRule):
         nl, groups = int(func.attrs["etch.nl"]), int(func.attrs["etch.groups"])
         _, oc, _, ow = _buffer_shape(func, len(func.params) - 1)
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
+        _, kh, kw, cq, _ = _buffer_shape(func, 1)
+        steps = kh * kw * cq
         flat = flat_vectors(func, nl)
         if flat:
-            ocb, xv = conv_tile(oc // groups, flat, budget, kind, REGISTERS[nl])
+            ocb, xv = conv_tile(oc // groups, flat, budget, kind, REGISTERS[nl], steps)
             return int_flat.flat_conv_kernel(
                 _tiled(func, f"flat positions, {ocb} channels x {xv} vectors", kind),
                 int_intrin.dot(kind, nl), ocb, xv)
-        ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget, kind, REGISTERS[nl])
+        ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget, kind, REGISTERS[nl], steps)
         return int_kernels.conv_kernel(
             _tiled(func, f"output rows, {ocb} channels x {xv} vectors", kind),
             int_intrin.dot(kind, nl), ocb, xv)
@@ -212,20 +214,23 @@ def flat_vectors(func: tirx.PrimFunc, nl: int) -> int:
 
 
 def conv_tile(ocpg: int, nvec: int, budget: int, kind: str = "vnni",
-              registers: int = 32) -> tuple[int, int]:
+              registers: int = 32, steps: int = 0) -> tuple[int, int]:
     """(ocb, xv) of the direct conv's register tile: ocb output channels (one broadcast weight
     load each) x xv vectors of output columns (one vector load each) within `budget`
     accumulators. vpdpbusd: any sizes (the kernels narrow the last tile of each) whose
     accumulators, activation vectors and a broadcast fit the vector `registers`, the pair
-    with the fewest cycles over the whole conv by `vnni_step_cycles`; the other steps: ocb |
+    with the fewest cycles over the whole conv by `vnni_step_cycles` and, given the dot
+    `steps` of a tile (taps x channel quads), its epilogue's per-channel part (EPI_CHANNEL
+    per tile row, over the steps: it counts where the reduction is short); the other steps: ocb |
     ocpg, xv | nvec, the pair with the fewest cycles per dot step by a port model (2 dot
     steps and 2 loads per cycle, each of the ocb * xv chains one step per DOT_LATENCY
     cycles). Ties: the larger tile."""
     if kind == "vnni":
         def total(t: tuple[int, int]) -> tuple[float, int]:
             ocs, vecs = (int_kernels.tail_tiles(n, s) for n, s in zip((ocpg, nvec), t))
-            cycles = sum(bn * vn * vnni_step_cycles(b, v) for _, bn, b in ocs
-                         for _, vn, v in vecs)
+            cycles = sum(bn * vn * (vnni_step_cycles(b, v) + (b * EPI_CHANNEL / steps
+                                                               if steps else 0))
+                         for _, bn, b in ocs for _, vn, v in vecs)
             return cycles * (1 + TAIL_COST * (len(ocs) * len(vecs) - 1)), -t[0] * t[1]
 
         return min(((b, v) for b in range(1, min(ocpg, budget) + 1)
@@ -243,6 +248,9 @@ def conv_tile(ocpg: int, nvec: int, budget: int, kind: str = "vnni",
     return min(pairs, key=cycles)
 
 
+# Cycles of a tile row's epilogue set-up (its channel's multiplier, shift, bias and rounding
+# term loaded and derived) before its vectors are requantised.
+EPI_CHANNEL = 4.0
 MAX_TILE_VECTORS = 8  # activation vectors of a conv tile (more only add vector loads)
 # Each narrower last tile is another unrolled copy of the tile's body and epilogue: LLVM's
 # time, and the code, grow with the copies. A tiling with tails must be this much cheaper
