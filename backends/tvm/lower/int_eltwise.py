@@ -118,15 +118,15 @@ def qadd(xa: Expr, xb: Expr, at: Mapping[str, int]) -> Expr:
         return qadd_linear(_i64(xa), _i64(xb), at, _i64)
     left = int(at.get("left_shift", 20))
 
-    num = step_number
-
     def side(x: Expr, p: str) -> Expr:
-        x64 = tirx.shift_left(_i64(x) - _i64(num(at[f"{p}_zero"])), tirx.const(left, "int64"))
-        return requantize(x64, num(at[f"{p}_m0"]), num(at[f"{p}_shift"]), 0, INT32_MIN,
-                          INT32_MAX)
+        x64 = tirx.shift_left(_i64(x) - _i64(step_number(at[f"{p}_zero"])),
+                              tirx.const(left, "int64"))
+        return requantize(x64, step_number(at[f"{p}_m0"]), step_number(at[f"{p}_shift"]), 0,
+                          INT32_MIN, INT32_MAX)
 
-    return requantize(side(xa, "a") + side(xb, "b"), num(at["m0"]), num(at["shift"]),
-                      num(at.get("zero_point", 0)), int(at["qmin"]), int(at["qmax"]))
+    return requantize(side(xa, "a") + side(xb, "b"), step_number(at["m0"]),
+                      step_number(at["shift"]), step_number(at.get("zero_point", 0)),
+                      int(at["qmin"]), int(at["qmax"]))
 
 
 def step_number(v: int | Expr) -> int | Expr:

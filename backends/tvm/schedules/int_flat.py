@@ -73,7 +73,7 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
             acc = T.alloc_buffer((rows, vecs * nl), "int32")
             _zero(acc, rows, vecs, nl)
             with T.grid(kh, kw, cq) as (ry, rx, rq):
-                base = at(b, q0 + rq, ry * dh, rx * dw % sw, rx * dw // sw) + p0 * 4
+                base = at(q0 + rq, ry * dh, rx * dw % sw, rx * dw // sw) + p0 * 4
                 with T.unroll(0, rows) as k:
                     wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
                     with T.unroll(0, vecs) as v:
@@ -82,8 +82,8 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
             _flat_store(out, acc, epi, (b, o0, p0), (rows, vecs, nl, pws))
 
         with T.serial(0, n) as b:
-            pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws),
-                                planes=(sh, max(0, reach - ni * pws)), image=b)
+            pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws), b,
+                                planes=(sh, max(0, reach - ni * pws)))
             with loop(0, tiles) as t:
                 o0, q0 = block_origin(t, blocks, ocpg, ocb, cq, g)
                 each_tile(t % blocks, (ocpg, ocb), (nvec, xv),

@@ -311,12 +311,12 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
                 with T.unroll(0, rows) as k:
                     wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
                     with T.unroll(0, vecs) as v:
-                        a = _vec(pad, [at(b, q0 + rq, row, p, col + v * nl)], 4 * nl)
+                        a = _vec(pad, [at(q0 + rq, row, p, col + v * nl)], 4 * nl)
                         _step(acc, k, v, nl, a, wq, dot)
             _conv_store(out, acc, value, (b, o0, y, col0), (rows, vecs, nl, ow))
 
         with T.serial(0, n) as b:
-            pad, at = _conv_pad(func, x, cq, geo, image=b)
+            pad, at = _conv_pad(func, x, cq, geo, b)
             with loop(0, tiles) as t:
                 gb, y = t // oh, t % oh
                 o0, q0 = block_origin(gb, blocks, ocpg, ocb, cq, g)
@@ -368,37 +368,32 @@ def _by_size(block: Expr, parts: list[tuple[int, int, int]], emit: Callable[[int
             emit(last)
 
 
-def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
-              planes: tuple[int, int] | None = None, image: Expr | None = None
-              ) -> tuple[tirx.Buffer, Callable]:
-    """P[n, g * cq + q, i, p, j, c] (flat): input channel 4q + c of group g at padded row i,
-    padded column j * sw + p, in the u8 domain; the zero point in the padding and in the
-    channels past C/g (their weights are 0). Two branch-free passes: the zero point
-    everywhere (vectorised), then the interior. Returns the buffer and its index function
-    at(n, gq, i, p, j) (of channel 0 of the quad).
+def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple, image: Expr,
+              planes: tuple[int, int] | None = None) -> tuple[tirx.Buffer, Callable]:
+    """P[g * cq + q, i, p, j, c] (flat) of input image `image`: its channel 4q + c of group
+    g at padded row i, padded column j * sw + p, in the u8 domain; the zero point in the
+    padding and in the channels past C/g (their weights are 0). One image a copy: the
+    conv runs that image's tiles right after it, while it is in the core's caches. Two
+    branch-free passes: the zero point everywhere (vectorised), then the interior. Returns
+    the buffer and its index function at(gq, i, p, j) (of channel 0 of the quad).
 
-    planes=(sh, tail): the rows split by the row stride too, P[n, gq, i % sh, p, i // sh, j,
+    planes=(sh, tail): the rows split by the row stride too, P[gq, i % sh, p, i // sh, j,
     c], so one (row phase, column phase) plane is contiguous and output (y, x) of a tap
     reads plane offset y * pws + x + const (`int_flat`); `tail` spare quads at the end
-    (the last tile's reads past the last plane).
-
-    image: the copy of that one image of the batch only (P's n is 1; `at` ignores its b)."""
-    n, c, h, wd = _shape(x)
-    src = (lambda b: b) if image is None else (lambda b: image)
-    n = n if image is None else 1
+    (the last tile's reads past the last plane)."""
+    c, h, wd = _shape(x)[1:]
     quads, ph, sw, pws = geo
     top, left = (int(v) for v in func.attrs["etch.pad"])
     zu, icg = _attr(func, "x_zero"), c // (quads // cq)
     sh, tail = planes or (1, 0)
     ni = -(-ph // sh)
-    size = (n * quads * sh * ni * sw * pws + tail) * 4
+    size = (quads * sh * ni * sw * pws + tail) * 4
     pad = T.alloc_buffer((size,), "uint8")
 
-    def at(b: Expr, gq: Expr, i: Expr, p: Expr, j: Expr) -> Expr:
-        b = b if image is None else 0
+    def at(gq: Expr, i: Expr, p: Expr, j: Expr) -> Expr:
         if planes is None:
-            return ((((b * quads + gq) * ph + i) * sw + p) * pws + j) * 4
-        return (((((b * quads + gq) * sh + i % sh) * sw + p) * ni + i // sh) * pws + j) * 4
+            return (((gq * ph + i) * sw + p) * pws + j) * 4
+        return ((((gq * sh + i % sh) * sw + p) * ni + i // sh) * pws + j) * 4
 
     with T.serial(0, size // 32) as t:
         T.buffer_store(pad, tirx.Broadcast(tirx.const(zu, "uint8"), 32),
@@ -406,27 +401,24 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple,
     with T.serial(size // 32 * 32, size) as t:
         T.buffer_store(pad, tirx.const(zu, "uint8"), [t])
     rows, cols = min(h, ph - top), min(wd, sw * pws - left)
-    loop = T.parallel if size >= 1 << 16 and n * c > 1 else T.serial
+    loop = T.parallel if size >= 1 << 16 and c > 1 else T.serial
     per = 16 if _attr(func, "nl") >= 16 else 8  # columns a phase: a zmm or a ymm of quads
     width = per * sw  # input columns per block: one vector of per x 4 bytes per phase
     blocks = cols // width if sw <= 2 else 0
     if blocks:
-        with loop(0, n * quads) as r:
-            b, gq = r // quads, r % quads
-            with T.grid(rows, blocks) as (i, jb):
-                origin = (src(b), gq // cq * icg, gq % cq * 4, i, jb * width)
-                for phase, quad in enumerate(_quad_of_rows(x, origin, icg, zu, sw, per)):
-                    jj = jb * width + phase + left
-                    T.buffer_store(pad, quad, [tirx.Ramp(
-                        at(b, gq, i + top, jj % sw, jj // sw), 1, 4 * per)])
-    with loop(0, n * c) as r:
-        b, ch = r // c, r % c
+        with loop(0, quads) as gq, T.grid(rows, blocks) as (i, jb):
+            origin = (image, gq // cq * icg, gq % cq * 4, i, jb * width)
+            for phase, quad in enumerate(_quad_of_rows(x, origin, icg, zu, sw, per)):
+                jj = jb * width + phase + left
+                T.buffer_store(pad, quad, [tirx.Ramp(
+                    at(gq, i + top, jj % sw, jj // sw), 1, 4 * per)])
+    with loop(0, c) as ch:
         gq, lane = ch // icg * cq + ch % icg // 4, ch % icg % 4
         with T.grid(rows, cols - blocks * width) as (i, j0):
             j = j0 + blocks * width
             jj = j + left
-            T.buffer_store(pad, to_u8(tirx.BufferLoad(x, [src(b), ch, i, j])),
-                           [at(b, gq, i + top, jj % sw, jj // sw) + lane])
+            T.buffer_store(pad, to_u8(tirx.BufferLoad(x, [image, ch, i, j])),
+                           [at(gq, i + top, jj % sw, jj // sw) + lane])
     return pad, at
 
 
