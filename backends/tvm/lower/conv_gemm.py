@@ -57,8 +57,14 @@ def _panel(x: te.Tensor, sp: ConvSpec, vw: int, blocks: int) -> te.Tensor:
     im2col panel reads the zero-padded input (`conv._padded_input`) through an index vector."""
     cols, taps = sp.oh * sp.ow, sp.kh * sp.kw
     if taps == 1 and _pointwise(sp):
-        return te.compute((sp.n, blocks, sp.c, vw), lambda n, b, r, v: tirx.if_then_else(
-            b * vw + v < cols, x[n, r, 0, b * vw + v], tirx.const(0, x.dtype)), name="panel")
+        full = cols // vw  # whole blocks: a plain copy, the same test for every lane
+
+        def copy(n: tirx.Expr, b: tirx.Expr, r: tirx.Expr, v: tirx.Expr) -> tirx.Expr:
+            tail = tirx.if_then_else(b * vw + v < cols, x[n, r, 0, b * vw + v],
+                                     tirx.const(0, x.dtype))
+            return tail if full == 0 else tirx.if_then_else(b < full, x[n, r, 0, b * vw + v], tail)
+
+        return te.compute((sp.n, blocks, sp.c, vw), copy, name="panel")
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
     ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (sp.ow - 1) * sw + (sp.kw - 1) * dw + 1
     pad = _padded_input(x, sp, ph, pw, 1)

@@ -43,21 +43,28 @@ class ConvGemm(KindRule):
         epilogue = sch.get_sblock("epilogue")
         *_, e_o, e_p = sch.get_loops(epilogue)
         whole = extent(sch, e_p) % vw == 0 and extent(sch, e_o) % ocb == 0
-        # one chunk whose last block is partial: the epilogue after all of a channel block's
-        # column blocks, vectorised but for a scalar tail (`row_epilogue`)
-        ragged = extent(sch, e_p) % vw != 0 and extent(sch, p) == chunk * vw
+        # positions that are not whole blocks: the epilogue over whole rows of positions,
+        # vectorised but for a short tail (`row_epilogue`): after all of a channel block's
+        # column blocks where they are one chunk, else after the image's last chunk
+        ragged = extent(sch, e_p) % vw != 0
+        one_chunk = extent(sch, p) == chunk * vw
         oo, oi = sch.split(o, [None, ocb])
         po, pi = sch.split(p, [None, vw])
         pc, pb = sch.split(po, [None, chunk])
         sch.reorder(n, pc, oo, pb, rk, oi, pi)
         panel = sch.get_sblock("panel")
-        sch.compute_at(panel, sch.fuse(n, pc))
+        outer = 1  # loops above the panel's own
+        if ragged and not one_chunk and row_epilogue(sch, n, width, parallel=True):
+            sch.compute_at(panel, pc)
+            outer = 2
+        else:
+            sch.compute_at(panel, sch.fuse(n, pc))
         maybe_parallel(sch, oo, total)
-        if not (ragged and row_epilogue(sch, oo, width)):
+        if not ragged or (one_chunk and not row_epilogue(sch, oo, width)):
             sch.reverse_compute_at(epilogue, pb)
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
-        panel_loops = sch.get_loops(panel)
-        maybe_parallel(sch, panel_loops[1], work(sch, panel_loops[1:]), PARALLEL_PAD_ELEMENTS)
+        panel_loops = sch.get_loops(panel)[outer:]
+        maybe_parallel(sch, panel_loops[0], work(sch, panel_loops), PARALLEL_PAD_ELEMENTS)
         vectorize_loop(sch, panel_loops[-1], min(width, vw))
         _schedule_pad(sch, width)
         return True

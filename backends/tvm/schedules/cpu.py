@@ -238,7 +238,7 @@ class DepthwiseConv(KindRule):
         return True
 
 
-def row_epilogue(sch: s_tir.Schedule, at: Loop, width: int) -> bool:
+def row_epilogue(sch: s_tir.Schedule, at: Loop, width: int, parallel: bool = False) -> bool:
     """Compute the epilogue at `at`, a loop above every tile of its rows, its columns as
     whole vectors of `width` lanes and a scalar tail. For rows that no tile width divides
     (55, 27 or 13 columns, 55x55 positions): an epilogue computed at the tile runs over the
@@ -253,11 +253,16 @@ def row_epilogue(sch: s_tir.Schedule, at: Loop, width: int) -> bool:
     epilogue, load 4-5): squeezenet's 16->64 1x1 on 55x55 175 -> 119 us, 3->64 3x3 stride 2
     0.98 -> 0.72 ms, 16->64 3x3 0.69 -> 0.65 ms; mobilenet_v2's 144-channel depthwise 3x3
     on 56x56 0.28 -> 0.20-0.30 ms, on 28x28 98 -> 73-79 us (a fused rows x columns loop
-    was 1.6x slower: the tile's rows are padded, so its reads became gathers)."""
+    was 1.6x slower: the tile's rows are padded, so its reads became gathers).
+    `parallel`: its row loop in parallel where the rows are large enough (an epilogue
+    computed outside the kernel's parallel loop)."""
     epi = sch.get_sblock("epilogue")
     if block(sch, "crop") is not None or extent(sch, sch.get_loops(epi)[-1]) < 2:
         return False
     sch.reverse_compute_at(epi, at)
+    loops = sch.get_loops(epi)
+    if parallel and len(loops) > 1:
+        maybe_parallel(sch, loops[-2], work(sch, loops[-2:]), PARALLEL_PAD_ELEMENTS)
     _vector_row(sch, sch.get_loops(epi)[-1], width)
     return True
 
