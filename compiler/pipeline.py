@@ -96,6 +96,10 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         from passes.choose_conv_algorithm import ChooseConvAlgorithm
 
         passes.append(ChooseConvAlgorithm(winograd=True, lanes=_cpu_lanes(opts)))
+        if fuse:
+            from passes.fuse_prologue import FusePrologue
+
+            passes.append(FusePrologue())
     return passes
 
 

@@ -92,6 +92,7 @@ class LowerCtx:
         self.lanes = lanes  # float32 lanes per vector register
         self.env: dict[str, relax.Expr] = {}
         self.kernels = 0
+        self._views: dict[tuple[relax.Expr, Shape], relax.Expr] = {}
 
     # ---- values ---------------------------------------------------------------------------
     def shape(self, name: str) -> Shape:
@@ -183,10 +184,16 @@ class LowerCtx:
                                primfunc_attrs=attrs)
 
     def reshape(self, x: relax.Expr, shape: Shape) -> relax.Expr:
-        """A view of `x` with another shape (no copy at run time)."""
-        if shape_of(x) == tuple(shape):
+        """A view of `x` with another shape (no copy at run time). One per (value, shape):
+        a value read by many kernels through the same view (DenseNet's features, each read
+        as one row of positions by every later layer's pointwise GEMM) is viewed once, not
+        once per reader (each view is a VM instruction at run time)."""
+        shape = tuple(int(d) for d in shape)
+        if shape_of(x) == shape:
             return x
-        return self.bb.emit(relax.op.reshape(x, [int(d) for d in shape]))
+        if (x, shape) not in self._views:
+            self._views[x, shape] = self.bb.emit(relax.op.reshape(x, list(shape)))
+        return self._views[x, shape]
 
     def bind(self, node: Node, *outs: relax.Expr) -> None:
         """Record the expressions computing `node`'s outputs."""

@@ -217,13 +217,20 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
          epi: Epilogue) -> relax.Expr:
     """ONNX Conv, then the epilogue: tiled for a constant 1-D/2-D weight and bias, else the
     direct kernel of `conv_direct`."""
+    from backends.tvm.lower.prologue import Prologue
+
     w = ctx.const(inputs[1])
-    xshape, oshape = ctx.shape(inputs[0]), ctx.shape(out)
+    pro = Prologue.of(ctx, node) if node.op == "etch.Fused" else None
+    algorithm = str(node.attrs.get("conv_algorithm", "direct"))
+    xshape, oshape = pro.shape if pro else ctx.shape(inputs[0]), ctx.shape(out)
+    if pro is not None and not (algorithm == "pointwise" and ctx.pack and len(oshape) == 4
+                                and w is not None and not _computed_bias(ctx, inputs)):
+        raise EtchError(f"node {node.name}: a conv prologue (passes/fuse_prologue.py) runs in "
+                        f"the cpu's pointwise GEMM only; this conv is {algorithm}")
     if w is None or len(xshape) not in (3, 4) or _computed_bias(ctx, inputs):
         return conv_direct(ctx, node, inputs, attrs, out, epi, transpose=False)
     sp = conv_spec(attrs, xshape, w.shape, oshape)
     epi = _with_bias(ctx, epi, inputs[2] if len(inputs) > 2 else "", len(oshape) - 2)
-    algorithm = str(node.attrs.get("conv_algorithm", "direct"))
     if algorithm.startswith("winograd"):  # recorded by passes/choose_conv_algorithm.py
         from backends.tvm.lower import winograd
 
@@ -241,8 +248,8 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
     if algorithm in ("pointwise", "im2col") and ctx.pack and len(oshape) == 4:
         from backends.tvm.lower import conv_gemm
 
-        if conv_gemm.fits(sp):
-            x = ctx.expr(inputs[0])
+        if conv_gemm.fits(sp) or pro is not None:  # a pointwise conv always fits
+            x = ctx.expr(inputs[0]) if pro is None else pro
             return ctx.reshape(conv_gemm.conv_gemm(ctx, node, x, w, sp, epi), oshape)
     if len(oshape) == 3:
         epi.index_map = lambda i: [i[0], i[1], i[3]]

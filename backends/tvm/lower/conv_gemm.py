@@ -16,15 +16,18 @@ axis), so a 7x7 image still fills whole vectors. Three stages in one kernel:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 from tvm import relax, te, tirx
 
-from backends.tvm.lower.context import LowerCtx, accumulator, cast
+from backends.tvm.lower.context import LowerCtx, accumulator, cast, shape_of
 from backends.tvm.lower.conv import ConvSpec, _padded_input
 from backends.tvm.lower.epilogue import Epilogue
+from backends.tvm.lower.prologue import Prologue
 from backends.tvm.schedules import tiles
+from compiler.errors import EtchError
 from compiler.ir import Node
 
 ALGORITHMS = ("pointwise", "im2col")
@@ -50,7 +53,8 @@ def _pointwise(sp: ConvSpec) -> bool:
         (1, 1, (1, 1), 0, 0, sp.oh, sp.ow)
 
 
-def _panel(x: te.Tensor, sp: ConvSpec, vw: int, blocks: int) -> te.Tensor:
+def _panel(x: te.Tensor | Callable[..., tirx.Expr], sp: ConvSpec, vw: int, blocks: int,
+           dtype: str) -> te.Tensor:
     """[N, blocks, C*KH*KW, vw]: the patch of every output position. Positions past the
     last one repeat it (their outputs are never written), so no element needs a bounds
     check: a pointwise panel reads the input directly (masked only in the last block), an
@@ -58,11 +62,14 @@ def _panel(x: te.Tensor, sp: ConvSpec, vw: int, blocks: int) -> te.Tensor:
     cols, taps = sp.oh * sp.ow, sp.kh * sp.kw
     if taps == 1 and _pointwise(sp):
         full = cols // vw  # whole blocks: a plain copy, the same test for every lane
+        read = x if callable(x) and not isinstance(x, te.Tensor) else \
+            (lambda n, r, p: x[n, r, 0, p])
 
         def copy(n: tirx.Expr, b: tirx.Expr, r: tirx.Expr, v: tirx.Expr) -> tirx.Expr:
-            tail = tirx.if_then_else(b * vw + v < cols, x[n, r, 0, b * vw + v],
-                                     tirx.const(0, x.dtype))
-            return tail if full == 0 else tirx.if_then_else(b < full, x[n, r, 0, b * vw + v], tail)
+            tail = tirx.if_then_else(b * vw + v < cols, read(n, r, b * vw + v),
+                                     tirx.const(0, dtype))
+            return tail if full == 0 else tirx.if_then_else(b < full, read(n, r, b * vw + v),
+                                                            tail)
 
         return te.compute((sp.n, blocks, sp.c, vw), copy, name="panel")
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
@@ -77,14 +84,22 @@ def _panel(x: te.Tensor, sp: ConvSpec, vw: int, blocks: int) -> te.Tensor:
     return te.compute((sp.n, blocks, sp.c * taps, vw), value, name="panel")
 
 
-def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
-              epi: Epilogue) -> relax.Expr:
+def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray,
+              sp: ConvSpec, epi: Epilogue) -> relax.Expr:
     """Emit the GEMM convolution of x [N, C, H, W] with constant w [OC, C, KH, KW]; returns
-    [N, OC, OH*OW] (the caller reshapes it to the node's output)."""
+    [N, OC, OH*OW] (the caller reshapes it to the node's output). A pointwise convolution's
+    x may be a Prologue: its parts and steps are read in the panel copy."""
     cols, width = sp.oh * sp.ow, sp.ow
+    pro = x if isinstance(x, Prologue) else None
     if _pointwise(sp):  # the columns are the input's own: read it as one row of H*W
-        x = ctx.reshape(x, (sp.n, sp.c, 1, cols))
+        if pro is not None:
+            pro = replace(pro, parts=[ctx.reshape(p, (sp.n, shape_of(p)[1], 1, cols))
+                                      for p in pro.parts])
+        else:
+            x = ctx.reshape(x, (sp.n, sp.c, 1, cols))
         sp = replace(sp, h=1, w=cols, oh=1, ow=cols)
+    elif pro is not None:
+        raise EtchError(f"node {node.name}: a conv prologue runs in pointwise GEMMs only")
     ocb, vw = tiles.gemm_tile(sp.oc, cols, sp.c * sp.kh * sp.kw, ctx.lanes)
     weight = pack_weight(w, ocb)
     ocp, reduce = weight.shape[0] * ocb, weight.shape[1]
@@ -93,14 +108,19 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvS
     acc_t = accumulator(w.dtype)
     epi.index_map = lambda i: [i[0], i[1], i[2] // width, i[2] % width]
 
-    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
-        panel = _panel(xt, sp, vw, blocks)
+    first = pro.exprs if pro is not None else [x]
+
+    def compute(*ts: te.Tensor) -> te.Tensor:
+        xs, wt, extra = ts[:len(first)], ts[len(first)], ts[len(first) + 1:]
+        source = xs[0] if pro is None else (lambda n, r, p: pro.value(xs, n, r, 0, p))
+        dtype = xs[0].dtype
+        panel = _panel(source, sp, vw, blocks, dtype)
         rk = te.reduce_axis((0, reduce), "rk")
         acc = te.compute((sp.n, ocp, blocks * vw), lambda n, o, p: te.sum(
             cast(panel[n, p // vw, rk, p % vw], acc_t) * cast(wt[o // ocb, rk, o % ocb], acc_t),
             axis=rk), name="anchor")
         return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
-            cast(acc(n, o, p), xt.dtype), (n, o, p), extra), name="epilogue")
+            cast(acc(n, o, p), dtype), (n, o, p), extra), name="epilogue")
 
-    return ctx.emit(compute, [x, ctx.array(weight), *epi.exprs], node, "conv_gemm",
-                    ocb=ocb, vw=vw, chunk=chunk)
+    return ctx.emit(compute, [*first, ctx.array(weight), *epi.exprs], node, "conv_gemm",
+                    ocb=ocb, vw=vw, chunk=chunk, pointwise=int(_pointwise(sp)))

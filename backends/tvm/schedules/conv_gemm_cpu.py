@@ -42,11 +42,12 @@ class ConvGemm(KindRule):
         total = work(sch, [n, o, p, rk])
         epilogue = sch.get_sblock("epilogue")
         *_, e_o, e_p = sch.get_loops(epilogue)
-        whole = extent(sch, e_p) % vw == 0 and extent(sch, e_o) % ocb == 0
+        cols = extent(sch, e_p)
+        whole = cols % vw == 0 and extent(sch, e_o) % ocb == 0
         # positions that are not whole blocks: the epilogue over whole rows of positions,
         # vectorised but for a short tail (`row_epilogue`): after all of a channel block's
         # column blocks where they are one chunk, else after the image's last chunk
-        ragged = extent(sch, e_p) % vw != 0
+        ragged = cols % vw != 0
         one_chunk = extent(sch, p) == chunk * vw
         oo, oi = sch.split(o, [None, ocb])
         po, pi = sch.split(p, [None, vw])
@@ -63,11 +64,28 @@ class ConvGemm(KindRule):
         if not ragged or (one_chunk and not row_epilogue(sch, oo, width)):
             sch.reverse_compute_at(epilogue, pb)
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
-        panel_loops = sch.get_loops(panel)[outer:]
-        maybe_parallel(sch, panel_loops[0], work(sch, panel_loops), PARALLEL_PAD_ELEMENTS)
-        vectorize_loop(sch, panel_loops[-1], min(width, vw))
+        pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
+        full = cols // vw if ragged and one_chunk and pointwise else 0
+        _schedule_panel(sch, panel, outer, full, min(width, vw))
         _schedule_pad(sch, width)
         return True
+
+
+def _schedule_panel(sch, panel, outer: int, full: int, width: int) -> None:
+    """The panel copy: its block loop in parallel where it pays, its vector loop
+    vectorised. A pointwise panel whose last block is partial tests each lane of that block
+    against the last position, and TIR's vectoriser leaves a loop with such a test scalar
+    (each block's, as the test is in the loop body): with one chunk (`full` whole blocks,
+    then the partial one) the whole blocks are a loop of their own, where the test is known
+    to pass."""
+    loops = sch.get_loops(panel)[outer:]
+    amount = work(sch, loops)
+    blocks = loops[0]
+    if 0 < full < extent(sch, blocks):
+        blocks = sch.loop_partition(blocks, [full, None])[0]  # the tail stays as it was
+        [panel] = sch.get_child_blocks(blocks)
+    vectorize_loop(sch, sch.get_loops(panel)[-1], width)
+    maybe_parallel(sch, blocks, amount, PARALLEL_PAD_ELEMENTS)
 
 
 class ConvImplicit(KindRule):

@@ -1,0 +1,203 @@
+"""FusePrologue: a pointwise convolution reads its input through the copy it makes anyway.
+
+A float 1x1 convolution that `choose_conv_algorithm` sent to the "pointwise" GEMM packs its
+input into panels before the multiply-adds (backends/tvm/lower/conv_gemm.py), so whatever
+produced that input elementwise per channel, and a channel Concat before it, can run inside
+that copy instead of as kernels of their own that write the value out and read it back.
+DenseNet is the case: every layer is Conv1x1(Relu(BN(Concat(all earlier features)))), the
+BN folded to a per-channel Mul and Add, and the Concat and the BN + Relu were two kernels
+over the whole growing feature map, a third of the model's memory traffic.
+
+Rewrites, first Concat(Concat(a, b), c) -> Concat(a, b, c) along channels (`flatten_concats`),
+then for a Conv or Conv-anchored etch.Fused F recorded "pointwise" whose input x has F as
+its only reader and is not a graph output:
+- x = E(u), E an anchorless etch.Fused whose steps read only u, earlier steps and
+  constants that are one value per channel (scalars, [C, 1, 1], [1, C, 1, 1]): E's steps
+  become F's `prologue` (its operand indices renumbered to F's inputs);
+- u (or x, without E) = Concat(parts, axis=1) of 4-D values, read by nothing else: the
+  parts become inputs of F and `concat_inputs` lists them (input 0 and the appended ones);
+- a plain Conv becomes an etch.Fused with no epilogue. E and the Concat are removed.
+At least one of the two must apply; the attribute `conv_algorithm` and F's name are kept.
+
+Preconditions: a verified graph after FuseEpilogue and ChooseConvAlgorithm (cpu, float).
+Invariants: bit-identical results (etch.Fused concatenates and runs the prologue steps with
+the ops' own reference code, in the same order: compiler/ops/etch_ops.py); graph outputs
+unchanged; idempotent (F's input is then read from the parts, which no rule absorbs again
+unless they are themselves a new concat or chain, which the first run already took).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from compiler.ir import Graph, Node
+from compiler.ops.etch_ops import fused_steps, prologue_steps
+from passes.base import Pass
+from passes.choose_conv_algorithm import ATTR
+
+REPORT = "etch.prologues"
+
+
+def _only_reader(graph: Graph, readers: dict[str, list[Node]], value: str, node: Node) -> bool:
+    return value not in graph.outputs and [id(r) for r in readers.get(value, [])] == [id(node)]
+
+
+def _per_channel(graph: Graph, name: str, channels: int) -> bool:
+    """Whether constant `name` is one value per channel of a [N, C, H, W] value (or one)."""
+    v = graph.values[name]
+    if v.data is None:
+        return False
+    shape = tuple(np.shape(v.data))
+    while shape and shape[0] == 1 and len(shape) > 3:
+        shape = shape[1:]
+    return int(np.prod(shape)) == 1 or (len(shape) == 3 and shape == (channels, 1, 1))
+
+
+def chain_reason(graph: Graph, chain: Node, channels: int) -> str | None:
+    """Why anchorless etch.Fused `chain` cannot run as a prologue, or None."""
+    if chain.op != "etch.Fused" or chain.attrs.get("kernel", ""):
+        return f"{chain.name} is not an elementwise chain"
+    if chain.attrs.get("prologue") or chain.attrs.get("concat_inputs"):
+        return f"{chain.name} has a prologue of its own"
+    out = graph.values[chain.outputs[0]]
+    if graph.values[chain.inputs[0]].shape != out.shape or out.dtype != "float32":
+        return f"{chain.name} changes its input's shape or type"
+    for step in fused_steps(chain.attrs):
+        for a in step["args"]:
+            if isinstance(a, int) and a and not _per_channel(graph, chain.inputs[a], channels):
+                return f"{chain.name}: step {step['op']} reads more than one value per channel"
+    return None
+
+
+def _concat(graph: Graph, producers: dict[str, Node], readers: dict[str, list[Node]],
+            value: str, reader: Node) -> Node | None:
+    cat = producers.get(value)
+    if cat is None or cat.op != "Concat" or not _only_reader(graph, readers, value, reader):
+        return None
+    shape = graph.values[value].shape
+    axis = int(cat.attrs.get("axis", 0))
+    if len(shape) != 4 or axis not in (1, -3) or len(cat.inputs) < 2:
+        return None
+    return cat
+
+
+def _renumber(steps: list[dict], index: dict[int, int | str]) -> list[dict]:
+    return [{**s, "args": [index[a] if isinstance(a, int) else a for a in s["args"]]}
+            for s in steps]
+
+
+def absorb(graph: Graph, node: Node, producers: dict[str, Node],
+           readers: dict[str, list[Node]]) -> tuple[Node, list[Node]] | None:
+    """The node that replaces `node` with its prologue, and the nodes it absorbs; None
+    where nothing can be absorbed."""
+    x = node.inputs[0]
+    channels = graph.values[x].shape[1] if len(graph.values[x].shape) == 4 else 0
+    if not channels or not _only_reader(graph, readers, x, node):
+        return None
+    if node.op == "etch.Fused" and (prologue_steps(node.attrs)
+                                    or node.attrs.get("concat_inputs")):
+        return None
+    inputs = list(node.inputs)
+    attrs = dict(node.attrs) if node.op == "etch.Fused" else {
+        "kernel": "Conv", "kernel_attrs": json.dumps(node.attrs, sort_keys=True,
+                                                     default=lambda v: v.item()),
+        "num_kernel_inputs": len(node.inputs), "epilogue": "[]", ATTR: node.attrs[ATTR]}
+    absorbed: list[Node] = []
+    steps: list[dict] = []
+    chain = producers.get(x)
+    if chain is not None and chain_reason(graph, chain, channels) is None:
+        index: dict[int, int | str] = {0: "y0"}  # the chain's input: the prologue's
+        for k, name in enumerate(chain.inputs[1:], 1):
+            if name not in inputs:
+                inputs.append(name)
+            index[k] = inputs.index(name)
+        steps = _renumber(fused_steps(chain.attrs), index)
+        inputs[0] = chain.inputs[0]
+        absorbed.append(chain)
+    cat = _concat(graph, producers, readers, inputs[0], absorbed[-1] if absorbed else node)
+    if cat is not None:
+        parts = [0]
+        inputs[0] = cat.inputs[0]
+        for name in cat.inputs[1:]:
+            parts.append(len(inputs))
+            inputs.append(name)  # a part may repeat: each is its own slot
+        attrs["concat_inputs"] = json.dumps(parts)
+        absorbed.append(cat)
+    if not absorbed:
+        return None
+    if steps:
+        attrs["prologue"] = json.dumps(steps, sort_keys=True)
+    return Node("etch.Fused", inputs, list(node.outputs), attrs, node.name), absorbed
+
+
+class FusePrologue(Pass):
+    """Run per-channel elementwise producers and channel concats inside the input copy of
+    pointwise GEMM convolutions (module docstring)."""
+
+    name = "fuse_prologue"
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        graph = graph.copy()
+        changed = flatten_concats(graph)
+        rows = []
+        for node in list(graph.nodes):
+            if node.attrs.get(ATTR) != "pointwise" or (
+                    node.op == "etch.Fused" and node.attrs.get("kernel") != "Conv"):
+                continue
+            found = absorb(graph, node, graph.producers(), graph.consumers())
+            if found is None:
+                continue
+            new, absorbed = found
+            graph.add_node(new, graph.nodes.index(node))
+            graph.remove_node(node)
+            for old in absorbed:
+                graph.remove_node(old)
+                graph.values.pop(old.outputs[0], None)
+            rows.append({"node": new.name, "absorbed": [n.name for n in absorbed]})
+            changed = True
+        if rows:
+            graph.metadata[REPORT] = json.dumps(rows)
+        return graph, changed
+
+
+def _channel_concat(graph: Graph, node: Node) -> bool:
+    return node.op == "Concat" and len(graph.values[node.outputs[0]].shape) == 4 and \
+        int(node.attrs.get("axis", 0)) in (1, -3)
+
+
+def flatten_concats(graph: Graph) -> bool:
+    """Concat(Concat(a, b), c) -> Concat(a, b, c) along channels (DenseNet's exported form
+    grows its features one concat at a time, each also read by a layer), so each concat is
+    read only by its layer; concats no longer read are removed. Whether anything changed."""
+    producers = graph.producers()
+    changed = False
+    for node in graph.nodes:
+        if not _channel_concat(graph, node):
+            continue
+        flat: list[str] = []
+        for name in node.inputs:
+            inner = producers.get(name)
+            if inner is not None and _channel_concat(graph, inner) and inner is not node:
+                flat.extend(inner.inputs)  # already flat: nodes are in topological order
+                changed = True
+            else:
+                flat.append(name)
+        node.inputs = flat
+    readers = graph.consumers()
+    for node in list(graph.nodes):
+        if _channel_concat(graph, node) and node.outputs[0] not in graph.outputs and \
+                not readers.get(node.outputs[0]):
+            graph.remove_node(node)
+            graph.values.pop(node.outputs[0], None)
+    return changed
+
+
+def explain(reports: dict[str, str]) -> str:
+    """The fused prologues for `etch compile --explain` ("" when none)."""
+    if REPORT not in reports:
+        return ""
+    rows = json.loads(reports[REPORT])
+    return "\n".join([f"pointwise conv prologues: {len(rows)}"] + [
+        f"  {r['node']:<32} reads through {', '.join(r['absorbed'])}" for r in rows])

@@ -1,0 +1,131 @@
+"""FusePrologue: a pointwise GEMM convolution reads the channel concat and the per-channel
+elementwise chain before it (DenseNet's Concat -> BN -> Relu -> 1x1 Conv) in its own input
+copy: the concat chain is flattened, the absorbed nodes are gone, the reference result is
+bit-identical, and the TVM kernel matches it; what does not qualify is left alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler import onnx_import, pipeline, reference
+from compiler.options import CompileOptions
+from passes.fuse_prologue import REPORT, FusePrologue, explain
+from tests.golden import assert_bitexact
+
+H = 10  # 100 positions: a partial last block of the kernel's copy, after whole ones
+
+
+def dense_block(layers: int = 3, c0: int = 16, growth: int = 8, extra_reader: bool = False):
+    """A DenseNet block as torchvision exports it: features grow one Concat at a time (each
+    concat also read by the next), every layer BN -> Relu -> 1x1 conv -> BN -> Relu -> 3x3
+    conv. `extra_reader`: the first concat is also read by a MaxPool (a graph output)."""
+    rng = np.random.default_rng(0)
+    nodes, inits, outs = [], [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr, np.float32), name))
+        return name
+
+    feats, cat, ch = ["x"], "x", c0
+    for i in range(layers):
+        if i:
+            nodes.append(helper.make_node("Concat", [cat, feats[-1]], [f"cat{i}"], axis=1,
+                                          name=f"cat{i}"))
+            cat, ch = f"cat{i}", ch + growth
+        nodes += [
+            helper.make_node("BatchNormalization", [cat, const(f"g{i}", rng.uniform(.5, 1.5, ch)),
+                                                    const(f"b{i}", rng.normal(size=ch)),
+                                                    const(f"m{i}", rng.normal(size=ch)),
+                                                    const(f"v{i}", rng.uniform(.5, 2, ch))],
+                             [f"bn{i}"], name=f"bn{i}"),
+            helper.make_node("Relu", [f"bn{i}"], [f"r{i}"]),
+            helper.make_node("Conv", [f"r{i}", const(f"w{i}", rng.normal(size=(32, ch, 1, 1))
+                                                     / np.sqrt(ch))], [f"pw{i}"], name=f"pw{i}"),
+            helper.make_node("Relu", [f"pw{i}"], [f"pr{i}"]),
+            helper.make_node("Conv", [f"pr{i}", const(f"k{i}", rng.normal(size=(growth, 32, 3, 3))
+                                                      / 17)], [f"f{i}"], pads=[1] * 4,
+                             name=f"conv{i}"),
+        ]
+        feats.append(f"f{i}")
+    nodes.append(helper.make_node("Concat", [cat, feats[-1]], ["y"], axis=1, name="out"))
+    outs.append("y")
+    if extra_reader:
+        nodes.append(helper.make_node("MaxPool", ["cat1"], ["pool"], kernel_shape=[2, 2]))
+        outs.append("pool")
+    graph = helper.make_graph(
+        nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c0, H, H])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _before(model):
+    """The cpu float pipeline up to (not including) FusePrologue."""
+    passes = [p for p in pipeline.passes_for(CompileOptions(target="cpu", mcpu="skylake-avx512"))
+              if p.label != "fuse_prologue"]
+    graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions(target="cpu"),
+                            passes)
+    return graph
+
+
+def test_dense_block_reads_its_features_through_the_conv_copy(rng) -> None:
+    before = _before(dense_block())
+    after, changed = FusePrologue().run(before)
+    assert changed
+    after.verify()
+    ops = [n.op for n in after.nodes]
+    # every layer's concat and BN + Relu chain are in its 1x1 conv; the block's output
+    # concat (a graph output) stays, flattened to read every feature directly
+    assert ops.count("Concat") == 1 and ops.count("etch.Fused") == ops.count("Conv") == 3
+    [out] = [n for n in after.nodes if n.op == "Concat"]
+    assert out.inputs == ["x", "f0", "f1", "f2"]
+    pw = {n.name: n for n in after.nodes if n.name.endswith(("pw0", "pw1", "pw2"))}
+    assert len(pw) == 3
+    for node in pw.values():
+        steps = [s["op"] for s in json.loads(node.attrs["prologue"])]
+        assert steps == ["Mul", "Add", "Relu"] and json.loads(node.attrs["epilogue"])
+    parts = json.loads(pw["fused_pw2"].attrs["concat_inputs"])
+    assert [pw["fused_pw2"].inputs[i] for i in parts] == ["x", "f0", "f1"]
+    assert "concat_inputs" not in pw["fused_pw0"].attrs  # the block input: no concat
+    x = {"x": rng.standard_normal((1, 16, H, H)).astype(np.float32)}
+    assert_bitexact(reference.run(after, x), reference.run(before, x))
+    again, changed = FusePrologue().run(after)
+    assert not changed and [n.op for n in again.nodes] == ops
+    report = explain({REPORT: after.metadata[REPORT]})
+    assert report.startswith("pointwise conv prologues: 3") and "fused_pw2" in report
+
+
+def test_a_concat_read_elsewhere_or_a_spatial_operand_stays(rng) -> None:
+    before = _before(dense_block(extra_reader=True))
+    after, _ = FusePrologue().run(before)
+    cats = {n.name: n for n in after.nodes if n.op == "Concat"}
+    assert "cat1" in cats  # the MaxPool reads it too: it is computed once, as before
+    [pw1] = [n for n in after.nodes if n.name == "fused_pw1"]
+    assert "concat_inputs" not in pw1.attrs and json.loads(pw1.attrs["prologue"])
+    x = {"x": rng.standard_normal((1, 16, H, H)).astype(np.float32)}
+    assert_bitexact(reference.run(after, x), reference.run(before, x))
+    # a chain whose operand varies over positions is not one value per channel
+    before = _before(dense_block(layers=1))
+    [chain] = [n for n in before.nodes if n.op == "etch.Fused" and not n.attrs["kernel"]]
+    before.values[chain.inputs[1]].data = np.ones((16, H, H), np.float32)
+    before.values[chain.inputs[1]].shape = (16, H, H)
+    after, changed = FusePrologue().run(before)
+    assert not changed
+
+
+@pytest.mark.parametrize("layers", [1, 4])
+def test_cpu_kernels_match_the_reference(rng, layers: int) -> None:
+    """Compiled for the cpu: the pointwise kernels with their prologue (a concat of up to
+    four parts over a partial last block of positions) against the reference."""
+    import compiler
+
+    art = compiler.compile(dense_block(layers=layers), target="cpu")
+    assert any(n.attrs.get("prologue") for n in art.graph.nodes)
+    x = {"x": rng.standard_normal((1, 16, H, H)).astype(np.float32)}
+    got = art.run(x)
+    want = reference.run(art.graph, x)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5)
