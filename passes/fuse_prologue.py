@@ -99,6 +99,9 @@ def absorb(graph: Graph, node: Node, producers: dict[str, Node],
     if node.op == "etch.Fused" and (prologue_steps(node.attrs)
                                     or node.attrs.get("concat_inputs")):
         return None
+    if node.op == "etch.Fused" and any(a == 0 for s in fused_steps(node.attrs)
+                                       for a in s["args"]):
+        return None  # the epilogue reads the conv's input itself (a residual of x)
     inputs = list(node.inputs)
     attrs = dict(node.attrs) if node.op == "etch.Fused" else {
         "kernel": "Conv", "kernel_attrs": json.dumps(node.attrs, sort_keys=True,

@@ -107,6 +107,13 @@ def test_a_concat_read_elsewhere_or_a_spatial_operand_stays(rng) -> None:
     assert "concat_inputs" not in pw1.attrs and json.loads(pw1.attrs["prologue"])
     x = {"x": rng.standard_normal((1, 16, H, H)).astype(np.float32)}
     assert_bitexact(reference.run(after, x), reference.run(before, x))
+    # an epilogue that reads the conv's own input (a residual of x) keeps that input
+    before = _before(dense_block(layers=1, c0=32))  # 32 -> 32 channels
+    [pw] = [n for n in before.nodes if n.name == "fused_pw0"]
+    steps = json.loads(pw.attrs["epilogue"]) + [{"op": "Add", "args": ["y", 0], "attrs": {}}]
+    pw.attrs["epilogue"] = json.dumps(steps)
+    after, changed = FusePrologue().run(before)
+    assert not changed
     # a chain whose operand varies over positions is not one value per channel
     before = _before(dense_block(layers=1))
     [chain] = [n for n in before.nodes if n.op == "etch.Fused" and not n.attrs["kernel"]]
