@@ -53,21 +53,23 @@ def _pointwise(sp: ConvSpec) -> bool:
         (1, 1, (1, 1), 0, 0, sp.oh, sp.ow)
 
 
-def _panel(x: te.Tensor | Callable[..., tirx.Expr], sp: ConvSpec, vw: int, blocks: int,
-           dtype: str) -> te.Tensor:
-    """[N, blocks, C*KH*KW, vw]: the patch of every output position. Positions past the
-    last one repeat it (their outputs are never written), so no element needs a bounds
-    check: a pointwise panel reads the input directly (masked only in the last block), an
-    im2col panel reads the zero-padded input (`conv._padded_input`) through an index vector."""
+def _panel(x: te.Tensor, sp: ConvSpec, vw: int, blocks: int,
+           read: Callable[..., tirx.Expr] | None = None) -> te.Tensor:
+    """[N, blocks, C*KH*KW, vw]: the patch of every output position. A pointwise panel reads
+    the input directly (`read(n, channel, position)`, default x[n, channel, 0, position]:
+    a prologue's reader), zero past the last position, tested per block where blocks are
+    whole (the same test for every lane: a per-lane test left TIR's vectoriser scalar); an
+    im2col panel reads the zero-padded input (`conv._padded_input`) through an index vector,
+    positions past the last one repeating it (their outputs are never written)."""
     cols, taps = sp.oh * sp.ow, sp.kh * sp.kw
     if taps == 1 and _pointwise(sp):
-        full = cols // vw  # whole blocks: a plain copy, the same test for every lane
-        read = x if callable(x) and not isinstance(x, te.Tensor) else \
-            (lambda n, r, p: x[n, r, 0, p])
+        full = cols // vw
+        if read is None:
+            read = lambda n, r, p: x[n, r, 0, p]
 
         def copy(n: tirx.Expr, b: tirx.Expr, r: tirx.Expr, v: tirx.Expr) -> tirx.Expr:
             tail = tirx.if_then_else(b * vw + v < cols, read(n, r, b * vw + v),
-                                     tirx.const(0, dtype))
+                                     tirx.const(0, x.dtype))
             return tail if full == 0 else tirx.if_then_else(b < full, read(n, r, b * vw + v),
                                                             tail)
 
@@ -112,15 +114,14 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
 
     def compute(*ts: te.Tensor) -> te.Tensor:
         xs, wt, extra = ts[:len(first)], ts[len(first)], ts[len(first) + 1:]
-        source = xs[0] if pro is None else (lambda n, r, p: pro.value(xs, n, r, 0, p))
-        dtype = xs[0].dtype
-        panel = _panel(source, sp, vw, blocks, dtype)
+        read = None if pro is None else (lambda n, r, p: pro.value(xs, n, r, 0, p))
+        panel = _panel(xs[0], sp, vw, blocks, read)
         rk = te.reduce_axis((0, reduce), "rk")
         acc = te.compute((sp.n, ocp, blocks * vw), lambda n, o, p: te.sum(
             cast(panel[n, p // vw, rk, p % vw], acc_t) * cast(wt[o // ocb, rk, o % ocb], acc_t),
             axis=rk), name="anchor")
         return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
-            cast(acc(n, o, p), dtype), (n, o, p), extra), name="epilogue")
+            cast(acc(n, o, p), xs[0].dtype), (n, o, p), extra), name="epilogue")
 
     return ctx.emit(compute, [*first, ctx.array(weight), *epi.exprs], node, "conv_gemm",
                     ocb=ocb, vw=vw, chunk=chunk, pointwise=int(_pointwise(sp)))
