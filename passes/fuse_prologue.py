@@ -36,6 +36,7 @@ from compiler.ir import Graph, Node
 from compiler.ops.etch_ops import fused_steps, prologue_steps
 from passes.base import Pass
 from passes.choose_conv_algorithm import ATTR
+from passes.fold_constants import channel_vector
 
 REPORT = "etch.prologues"
 
@@ -44,29 +45,19 @@ def _only_reader(graph: Graph, readers: dict[str, list[Node]], value: str, node:
     return value not in graph.outputs and [id(r) for r in readers.get(value, [])] == [id(node)]
 
 
-def _per_channel(graph: Graph, name: str, channels: int) -> bool:
-    """Whether constant `name` is one value per channel of a [N, C, H, W] value (or one)."""
-    v = graph.values[name]
-    if v.data is None:
-        return False
-    shape = tuple(np.shape(v.data))
-    while shape and shape[0] == 1 and len(shape) > 3:
-        shape = shape[1:]
-    return int(np.prod(shape)) == 1 or (len(shape) == 3 and shape == (channels, 1, 1))
-
-
-def chain_reason(graph: Graph, chain: Node, channels: int) -> str | None:
+def chain_reason(graph: Graph, chain: Node) -> str | None:
     """Why anchorless etch.Fused `chain` cannot run as a prologue, or None."""
     if chain.op != "etch.Fused" or chain.attrs.get("kernel", ""):
         return f"{chain.name} is not an elementwise chain"
-    if chain.attrs.get("prologue") or chain.attrs.get("concat_inputs"):
-        return f"{chain.name} has a prologue of its own"
     out = graph.values[chain.outputs[0]]
     if graph.values[chain.inputs[0]].shape != out.shape or out.dtype != "float32":
         return f"{chain.name} changes its input's shape or type"
     for step in fused_steps(chain.attrs):
         for a in step["args"]:
-            if isinstance(a, int) and a and not _per_channel(graph, chain.inputs[a], channels):
+            if not isinstance(a, int) or a == 0:  # a running value, or the chain's input
+                continue
+            data = graph.values[chain.inputs[a]].data
+            if data is None or channel_vector(np.asarray(data), out.shape, 1) is None:
                 return f"{chain.name}: step {step['op']} reads more than one value per channel"
     return None
 
@@ -93,8 +84,7 @@ def absorb(graph: Graph, node: Node, producers: dict[str, Node],
     """The node that replaces `node` with its prologue, and the nodes it absorbs; None
     where nothing can be absorbed."""
     x = node.inputs[0]
-    channels = graph.values[x].shape[1] if len(graph.values[x].shape) == 4 else 0
-    if not channels or not _only_reader(graph, readers, x, node):
+    if len(graph.values[x].shape) != 4 or not _only_reader(graph, readers, x, node):
         return None
     if node.op == "etch.Fused" and (prologue_steps(node.attrs)
                                     or node.attrs.get("concat_inputs")):
@@ -110,7 +100,7 @@ def absorb(graph: Graph, node: Node, producers: dict[str, Node],
     absorbed: list[Node] = []
     steps: list[dict] = []
     chain = producers.get(x)
-    if chain is not None and chain_reason(graph, chain, channels) is None:
+    if chain is not None and chain_reason(graph, chain) is None:
         index: dict[int, int | str] = {0: "y0"}  # the chain's input: the prologue's
         for k, name in enumerate(chain.inputs[1:], 1):
             if name not in inputs:

@@ -263,7 +263,7 @@ def row_epilogue(sch: s_tir.Schedule, at: Loop, width: int, parallel: bool = Fal
     loops = sch.get_loops(epi)
     if parallel and len(loops) > 1:
         maybe_parallel(sch, loops[-2], work(sch, loops[-2:]), PARALLEL_PAD_ELEMENTS)
-    _vector_row(sch, sch.get_loops(epi)[-1], width)
+    _vector_row(sch, loops[-1], width)
     return True
 
 
