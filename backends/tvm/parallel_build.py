@@ -27,6 +27,8 @@ import tvm
 from tvm import ir, relax, tirx
 from tvm.relax import vm_build
 
+from backends.tvm import strided_loads
+
 PARTS = 4  # modules the kernels are dealt into (threads: at most the CPUs this process has)
 
 
@@ -71,7 +73,7 @@ def compile_parts(mod: ir.IRModule, target: tvm.target.Target, relax_passes: tvm
 
     def build(part: ir.IRModule) -> tvm.runtime.Module:
         with tvm.transform.PassContext(opt_level=3, config=config):
-            return tvm.tirx.build(part, target=target)
+            return tvm.tirx.build(part, target=target, pipeline=strided_loads.PIPELINE)
 
     with ThreadPoolExecutor(max_workers=threads()) as pool:
         libs = list(pool.map(build, split(kernels)))

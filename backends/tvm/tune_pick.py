@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import tvm
 
+from backends.tvm import strided_loads
+
 PICKS = "picks.json"
 
 
@@ -41,7 +43,8 @@ def kernel_seconds(func: tvm.tirx.PrimFunc, target: tvm.target.Target, config: d
     """The best of five timed repeats (each >= 20 ms of calls) of `func` built on its own."""
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     with tvm.transform.PassContext(opt_level=3, config=config):
-        lib = tvm.compile(mod, target=target).jit()
+        pipeline = strided_loads.PIPELINE if target.kind.name == "llvm" else "default"
+        lib = tvm.compile(mod, target=target, tir_pipeline=pipeline).jit()
     dev = tvm.cpu() if target.kind.name == "llvm" else tvm.device(target.kind.name)
     timer = lib.time_evaluator(lib.entry_name, dev, number=1, repeat=5, min_repeat_ms=20)
     return float(min(timer(*_args(func, dev)).results))

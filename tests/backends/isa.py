@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import tvm
 
-from backends.tvm import builder, edge, lower, schedules
+from backends.tvm import builder, edge, lower, schedules, strided_loads
 from backends.tvm import target as targets
 from backends.tvm.schedules import cpu as cpu_rules
 from compiler.ir import Graph
@@ -66,7 +66,8 @@ def compile_graph(graph: Graph, isa: str, **options) -> Assembly:
     lanes = cpu_rules.lanes(target)
     mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target)
     with tvm.transform.PassContext(opt_level=3, config=builder.tir_config(target)):
-        ex = tvm.compile(mod, target=target, relax_pipeline=builder.vm_passes())
+        ex = tvm.compile(mod, target=target, relax_pipeline=builder.vm_passes(),
+                         tir_pipeline="default" if isa == "neon" else strided_loads.PIPELINE)
     source = ex.mod.imports[0].inspect_source("asm")
     parts = {p.split(":", 1)[0]: p for p in re.split(r"\n(?=[A-Za-z_]\w*:\n)", source)}
     kernels, attrs = {}, {}

@@ -218,13 +218,12 @@ def pools_model():
 
 def test_padded_pools_are_tiled_and_match_onnx_runtime() -> None:
     """Padded 2-D max/average pools run as depthwise-style tiles (`lower/pool._tiled_pool`,
-    the DepthwiseConv rule); the unpadded ones (rows of 16 and 17 outputs) as row pools
-    where a row fits one host vector, else as the bounds-checked Pool kernel."""
+    the DepthwiseConv rule); the unpadded ones (rows of 16 and 17 outputs) as row pools."""
     model, inputs = pools_model()
     art = compiler.compile(model, target="cpu")
     schedules = art.manifest["schedules"]
     assert schedules.get("DepthwiseConv") == 5
-    assert schedules.get("Pool", 0) + schedules.get("RowPool", 0) == 2
+    assert schedules.get("RowPool") == 2
     want, got = run_ort(model, inputs), art.run(inputs)
     for name, ref in want.items():
         assert got[name].shape == ref.shape, name
@@ -242,18 +241,22 @@ def test_tiled_pool_is_vector_code() -> None:
     assert re.search(r"vaddps\s+[^\n]*%zmm", asm.kernels[_kernel(asm, "avg_s1")])
 
 
-def test_unpadded_pool_rows_of_one_vector_are_vector_code() -> None:
-    """On AVX-512 the unpadded pools' rows of 16 outputs are row pools (`_row_pool`): the
-    window's rows reduced as vectors of the input's columns, then its columns, one zmm per
-    output row (the max NaN-propagating: compare, blend); AVX2's 8 lanes keep the generic
-    kernel for them. The 17-output row is over one zmm too: generic."""
+def test_unpadded_pools_are_vector_row_pools() -> None:
+    """The unpadded pools (rows of 16 and 17 outputs) are row pools (`_row_pool`) on both
+    x86 ISAs, whatever their width: the window's rows reduced as vectors of the input's
+    columns, then its columns from shuffled stride-2 vector loads (`strided_loads`); the
+    max NaN-propagating on full-width vectors, no gathers or scatters. Rows wider than a
+    vector were the bounds-checked Pool kernel until the max's NaN test stopped
+    scalarising the loop."""
     model, _ = pools_model()
     graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
-    wide, narrow = isa.compile_graph(graph, "avx512"), isa.compile_graph(graph, "avx2")
-    assert set(wide.of_kind("row_pool")) == {_kernel(wide, "max_plain")}
-    assert not narrow.of_kind("row_pool")
-    code = wide.kernels[_kernel(wide, "max_plain")]
-    assert len(re.findall(r"vcmpltps\s+[^\n]*%zmm", code)) >= 2, "rows and columns as zmm"
+    for name, reg in (("avx512", "zmm"), ("avx2", "ymm")):
+        asm = isa.compile_graph(graph, name)
+        plain = {_kernel(asm, "max_plain"), _kernel(asm, "avg_plain")}
+        assert set(asm.of_kind("row_pool")) == plain, name
+        code = asm.kernels[_kernel(asm, "max_plain")]
+        assert len(re.findall(rf"vcmpltps\s+[^\n]*%{reg}", code)) >= 2, name
+        assert not re.search(r"vgather|vscatter", code), name
 
 
 def short_rows_model():

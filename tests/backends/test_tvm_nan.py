@@ -124,3 +124,24 @@ EDGE_TOOLS = shutil.which(edge.CROSS_CXX) and edge_executor.find_qemu()
                     "and qemu-user (Debian: g++-aarch64-linux-gnu qemu-user libc6-arm64-cross)")
 def test_edge_keeps_nan(model: onnx.ModelProto, expected: dict[str, np.ndarray]) -> None:
     _assert_same_nans(compiler.compile(model, target="edge").run(_inputs()), expected)
+
+
+def test_cpu_pools_keep_nan_across_vector_rows() -> None:
+    """Max pools over rows wider than a vector (the vector code of the window max: its NaN
+    test, the unpadded pool's shuffled stride-2 reads, the padded one's tile): NaN wherever
+    a window holds one, the reference's values elsewhere."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 3, 9, 71)).astype(np.float32)
+    x.flat[rng.choice(x.size, 25, replace=False)] = np.nan
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("MaxPool", ["x"], ["inside"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("MaxPool", ["x"], ["padded"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "pools", [vi("x", TensorProto.FLOAT, list(x.shape))],
+                              [vi(o, TensorProto.FLOAT, None) for o in ("inside", "padded")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    want = reference.run(onnx_import.import_model(model), {"x": x})
+    got = compiler.compile(model, target="cpu").run({"x": x})
+    for name, w in want.items():
+        assert np.isnan(w).sum() > 10, name
+        assert np.array_equal(got[name], w, equal_nan=True), name

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import tvm
 from tvm import te, tirx
 
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
@@ -54,8 +55,18 @@ def _nan_free(x: tirx.Expr) -> bool:
 
 
 def _isnan(y: tirx.Expr) -> tirx.Expr:
-    """isnan(y); TIR's isnan has no bfloat16 form, so those test their exact float32 value."""
-    return tirx.isnan(y.astype("float32") if dtype_of(y) == "bfloat16" else y)
+    """isnan(y) from y's bits: |bits| above the infinity's (bfloat16: of its exact float32
+    value). TIR's `isnan` call has no vector form (TVM's vectoriser scalarised every loop
+    with one, a max pool's NaN-keeping max, which LLVM re-vectorised with gathers and
+    scatters), and y != y is no test in TIR: the simplifier folds it, and LLVM gets the
+    ordered `fcmp one`, false for a NaN. The bit test is three vector integer ops."""
+    y = y.astype("float32") if dtype_of(y) == "bfloat16" else y
+    bits = tvm.DataType(dtype_of(y)).bits
+    exponent = {16: 5, 32: 8, 64: 11}[bits]
+    itype = f"int{bits}"
+    magnitude = tirx.bitwise_and(tirx.reinterpret(itype, y),
+                                 tirx.const((1 << (bits - 1)) - 1, itype))
+    return magnitude > tirx.const(((1 << exponent) - 1) << (bits - 1 - exponent), itype)
 
 
 def fmax(x: tirx.Expr, y: tirx.Expr) -> tirx.Expr:

@@ -63,7 +63,7 @@ def lower_pool(ctx: LowerCtx, node: Node) -> None:
     # integer MaxPools keep kind "pool" for the int8 row kernel (`int_cpu.QMaxPool`)
     floating = ctx.dtype(x).startswith(("float", "bfloat"))
     if ctx.pack and rank == 2 and op in ("MaxPool", "AveragePool") and floating and _inside(
-            kernel, strides, dil, xshape, oshape) and oshape[-1] <= ctx.lanes:
+            kernel, strides, dil, xshape, oshape):
         geo = (kernel, strides, dil, pads)
         ctx.bind(node, _row_pool(ctx, node, geo, xshape, oshape, include_pad))
         return
@@ -154,12 +154,15 @@ def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tupl
     window's input rows column by column (contiguous vectors: `cpu.RowPool` vectorises
     it), then the anchor reduces each window's columns of that row (strided reads, no bounds
     checks); kind "row_pool". The window's kh x kw reads per output become kh per input
-    column and kw per output. Only for output rows of at most one vector: measured
-    single-threaded on the Zen 4 host (kernel CPU time, interleaved with the bounds-checked
-    pool, load 6-6.5), squeezenet's 3x3 stride-2 pool on 256x27x27 172-222 -> 87-94 us (ORT
-    48-64), inception_v3's on 768x17x17 212-214 -> 83-94 us (ORT 56-63); rows of 27-73
-    outputs ran 2-6x slower (LLVM turned the strided window reads into gathers and
-    scatters), so they keep the generic kernel."""
+    column and kw per output; a whole vector of strided reads is vector loads and a shuffle
+    (`strided_loads`). Measured single-threaded on the Zen 4 host (kernel CPU time,
+    interleaved with the bounds-checked pool, load 6-6.5), squeezenet's 3x3 stride-2 pool
+    on 256x27x27 172-222 -> 87-94 us (ORT 48-64), inception_v3's on 768x17x17 212-214 ->
+    83-94 us (ORT 56-63). Wider rows were 2-6x slower until the max's NaN test stopped
+    scalarising the loop (`fastmath._isnan`; LLVM had re-vectorised it with gathers and
+    scatters); on the Xeon now (kernel CPU time, one thread, against the generic kernel):
+    64x111x111 373 -> 156-172 us, 128x55x55 155 -> 85-87, 256x27x27 105 -> 29-32,
+    64x147x147 471 -> 311, 192x71x71 366 -> 213, 768x35x35 314 -> 228."""
     kernel, strides, dil, pads = geo
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dil
     n, c, oh, ow = oshape
