@@ -179,7 +179,10 @@ def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec
 
     if depthwise:
         rb = tiles.depthwise_rows(sp.oh, vw, ctx.lanes) if ctx.pack else 1
-        return ctx.emit(compute, [x, weight, *epi.exprs], node, "depthwise_conv2d", vw=vw, rb=rb)
+        return ctx.emit(compute, [x, weight, *epi.exprs], node, "depthwise_conv2d", vw=vw, rb=rb,
+                        pad=[sp.pad_top, sp.pad_left], stride=list(sp.stride),
+                        dilation=list(sp.dilation), upsample=int(sp.upsample != (1, 1)),
+                        transcendental=int(transcendental(epi)))
     return ctx.emit(compute, [x, weight, *epi.exprs], node, "conv2d", ocb=ocb, vw=vw)
 
 

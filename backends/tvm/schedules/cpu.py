@@ -493,9 +493,16 @@ class Fallback(KindRule):
 
 def rules() -> list[ScheduleRule]:
     # int8 rules build on this module; lut_cpu has etch.LutGemm's table kernels
-    from backends.tvm.schedules import conv_gemm_cpu, int_cpu, lut_cpu, matmul_cpu, winograd_cpu
+    from backends.tvm.schedules import (
+        conv_gemm_cpu,
+        depthwise_cpu,
+        int_cpu,
+        lut_cpu,
+        matmul_cpu,
+        winograd_cpu,
+    )
 
     return [*lut_cpu.rules(), *int_cpu.rules(), *winograd_cpu.rules(), *conv_gemm_cpu.rules(),
             Dense(), Conv(),
-            DepthwiseConv(), *matmul_cpu.rules(),
+            depthwise_cpu.FloatDepthwise(), DepthwiseConv(), *matmul_cpu.rules(),
             RowReduction(), RowPool(), Pool(), IfLarge(dlight.cpu.Reduction()), Injective(), Fallback()]

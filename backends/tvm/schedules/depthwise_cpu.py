@@ -1,0 +1,199 @@
+"""The cpu kernel of a float stride-1 depthwise convolution, built with TVM's IRBuilder, that
+reads its input in place: no padded copy of the plane.
+
+The TE kernel (`lower/conv.conv2d`, kind "depthwise_conv2d") pads each channel's plane into
+a scratch buffer, a zero fill and a copy as large as the plane, before its taps read it:
+on mobilenet_v2's 32x112x112 layer the fill and the copy were about half the kernel's time
+(perf). Here each output row block's taps load the input rows themselves: a row's vector of
+L columns at each tap's offset, whole vectors only. The first and the last vector of a row
+(the last one moved back to end at the row's end, so every vector is whole) shift a vector
+of the row's first or last L inputs by a shuffle with zeros where the window passes the
+row's ends; an input row outside the plane is skipped. Each loaded input vector feeds
+every output row of the block that uses it (rb + kh - 1 rows of loads for rb output
+rows). The epilogue is the TE kernel's own "epilogue" expression (fused bias, clamp,
+swish, residual), its anchor value and indices substituted, over one vector of lanes.
+
+Only where it applies: stride and dilation 1, no upsampling, rows of at least one
+vector, inputs and outputs float32; anything else keeps the TE kernel (`cpu.DepthwiseConv`).
+"""
+
+from __future__ import annotations
+
+import tvm_ffi
+from tvm import ir, s_tir, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.target import Target
+from tvm.tirx.script.builder import ir as T
+
+from backends.tvm.schedules.cpu import PARALLEL_MIN_WORK, KindRule, lanes
+
+Expr = tirx.Expr
+ROWS = 4  # output rows per block: (ROWS + kh - 1) input rows of loads for ROWS outputs
+
+
+def _shape(buf: tirx.Buffer) -> tuple[int, ...]:
+    return tuple(int(d) for d in buf.shape)
+
+
+class _Geometry:
+    """The convolution's sizes from the TE kernel's buffers and attributes."""
+
+    def __init__(self, func: tirx.PrimFunc, width: int) -> None:
+        x, w, out = func.params[0], func.params[1], func.params[-1]
+        self.n, self.c, self.h, self.w = _shape(x)
+        self.oc, _, self.kh, self.kw = _shape(w)
+        self.multiplier = self.oc // self.c  # output channels per input channel
+        self.oh, self.ow = _shape(out)[2:]
+        self.top, self.left = (int(v) for v in func.attrs["etch.pad"])
+        self.lanes = width
+        self.rb = min(ROWS, self.oh)
+        self.blocks = -(-self.ow // width)
+
+    def start(self, xb: int | Expr) -> int | Expr:
+        """First output column of vector xb (the last one ends at the row's end)."""
+        return tirx.min(xb * self.lanes, self.ow - self.lanes) if isinstance(xb, Expr) \
+            else min(xb * self.lanes, self.ow - self.lanes)
+
+    def inside(self, start: int) -> bool:
+        """Whether every tap's vector from output column `start` lies inside the row."""
+        return start - self.left >= 0 and start + self.kw - 1 - self.left + self.lanes <= self.w
+
+
+def applies(func: tirx.PrimFunc, width: int) -> bool:
+    attrs = func.attrs
+    if any(k not in attrs for k in ("etch.pad", "etch.stride", "etch.dilation")):
+        return False
+    if [int(v) for v in attrs["etch.stride"]] != [1, 1] or \
+            [int(v) for v in attrs["etch.dilation"]] != [1, 1] or \
+            int(attrs.get("etch.upsample", 0)):
+        return False
+    if any(str(p.dtype) != "float32" for p in (func.params[0], func.params[1], func.params[-1])):
+        return False
+    geo = _Geometry(func, width)
+    if geo.ow < width or geo.w < width or geo.left >= width:
+        return False
+    # the middle vectors read inside the row (checked at their first and last start)
+    return all(geo.inside(geo.start(xb)) for xb in {1, geo.blocks - 2} if 0 < xb < geo.blocks - 1)
+
+
+def _epilogue(func: tirx.PrimFunc) -> tuple[tirx.PrimExpr, list, tirx.Buffer]:
+    """The "epilogue" block's stored value, its iteration variables and the anchor buffer."""
+    sch = s_tir.Schedule(func)
+    epi = sch.get(sch.get_sblock("epilogue"))
+    anchor = sch.get(sch.get_sblock("anchor")).writes[0].source
+    return epi.body.value, [iv.var for iv in epi.iter_vars], anchor
+
+
+def _substitute(value: Expr, iters: dict, anchor: tirx.Buffer, acc: Expr,
+                buffers: list[tuple[tirx.Buffer, tirx.Buffer]]) -> Expr:
+    """`value` with its iteration variables replaced by `iters`, its anchor load by `acc`
+    and the TE kernel's parameter buffers by the new kernel's."""
+
+    def var(v: ir.expr.Var) -> Expr:
+        for old, new in iters.items():
+            if v.same_as(old):
+                return new
+        return v
+
+    def load(ld: ir.expr.TensorLoad) -> Expr:
+        if ld.source.same_as(anchor):
+            return acc
+        for old, new in buffers:
+            if ld.source.same_as(old):
+                return tirx.BufferLoad(new, list(ld.indices))
+        return ld
+
+    return tvm_ffi.structural_map(value, [(ir.expr.Var, var), (ir.expr.TensorLoad, load)])
+
+
+def _tap(x: tirx.Buffer, at: tuple, col: int | Expr, geo: _Geometry, edge: bool) -> Expr:
+    """The L input values of row `at` from column `col` (0 outside the row: a shuffle of the
+    row's first or last L values with zeros, where `edge` and col is a constant)."""
+    b, ch, row = at
+    lanes = geo.lanes
+    if not edge or (col >= 0 and col + lanes <= geo.w):
+        return tirx.BufferLoad(x, [b, ch, row, tirx.Ramp(col, 1, lanes)])
+    zeros = tirx.Broadcast(tirx.const(0.0, "float32"), lanes)
+    if col < 0:  # lane k reads column col + k: the row's first values, shifted right
+        first = tirx.BufferLoad(x, [b, ch, row, tirx.Ramp(0, 1, lanes)])
+        picks = [lanes + k + col if k + col >= 0 else 0 for k in range(lanes)]
+        return tirx.Shuffle([zeros, first], [tirx.const(p, "int32") for p in picks])
+    last = tirx.BufferLoad(x, [b, ch, row, tirx.Ramp(geo.w - lanes, 1, lanes)])
+    shift = col - (geo.w - lanes)  # lane k reads the last vector's lane k + shift
+    picks = [k + shift for k in range(lanes)]  # past lanes - 1: the zeros
+    return tirx.Shuffle([last, zeros], [tirx.const(p, "int32") for p in picks])
+
+
+def depthwise_kernel(func: tirx.PrimFunc, width: int) -> tirx.PrimFunc:
+    geo = _Geometry(func, width)
+    value, iters, anchor = _epilogue(func)
+    lanes, rb = geo.lanes, geo.rb
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        new = [T.arg(f"p{k}", T.buffer(_shape(p), p.dtype)) for k, p in enumerate(func.params)]
+        x, w, out = new[0], new[1], new[-1]
+        pairs = list(zip(func.params, new))
+        work = geo.n * geo.oc * geo.oh * geo.ow * geo.kh * geo.kw
+        loop = T.parallel if work >= PARALLEL_MIN_WORK and geo.n * geo.oc > 1 else T.serial
+        with loop(0, geo.n * geo.oc) as t:
+            b, ch = t // geo.oc, t % geo.oc
+            src = ch // geo.multiplier if geo.multiplier > 1 else ch  # its input channel
+            with T.serial(0, -(-geo.oh // rb)) as yb:
+                y0 = tirx.min(yb * rb, geo.oh - rb)
+
+                def block(start: int | Expr, edge: bool) -> None:
+                    acc = T.alloc_buffer((rb, lanes), "float32")
+                    for r in range(rb):
+                        T.buffer_store(acc, tirx.Broadcast(tirx.const(0.0, "float32"), lanes),
+                                       [r, tirx.Ramp(0, 1, lanes)])
+                    for r in range(rb + geo.kh - 1):
+                        row = y0 + r - geo.top
+                        uses = [(yy, r - yy) for yy in range(rb) if 0 <= r - yy < geo.kh]
+                        with T.If(tirx.all(row >= 0, row < geo.h)), T.Then():
+                            for rx in range(geo.kw):
+                                v = _tap(x, (b, src, row), start + rx - geo.left, geo, edge)
+                                for yy, ry in uses:
+                                    idx = [yy, tirx.Ramp(0, 1, lanes)]
+                                    wv = tirx.Broadcast(tirx.BufferLoad(w, [ch, 0, ry, rx]),
+                                                        lanes)
+                                    T.buffer_store(acc, tirx.BufferLoad(acc, idx) + v * wv, idx)
+                    for yy in range(rb):
+                        with T.vectorized(0, lanes) as lane:
+                            at = {iters[0]: b, iters[1]: ch, iters[2]: y0 + yy,
+                                  iters[3]: start + lane}
+                            y = _substitute(value, at, anchor,
+                                            tirx.BufferLoad(acc, [yy, lane]), pairs)
+                            T.buffer_store(out, y, [b, ch, y0 + yy, start + lane])
+
+                block(0, True)
+                if geo.blocks > 2:
+                    with T.serial(1, geo.blocks - 1) as xb:
+                        block(xb * lanes, False)
+                if geo.blocks > 1:
+                    block(geo.ow - lanes, True)
+    kernel = ib.get()
+    for key, val in func.attrs.items():
+        kernel = kernel.with_attr(key, val)
+    return kernel.with_attr("etch.vw", width).with_attr("etch.rb", rb)  # what it runs
+
+
+class FloatDepthwise(KindRule):
+    """A stride-1 float depthwise conv as `depthwise_kernel` (see the module docstring)."""
+
+    kinds = ("depthwise_conv2d",)
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False):
+        if KindRule.apply(self, func, target, tunable) is None:
+            return None
+        width = lanes(target)
+        ow = _shape(func.params[-1])[3]
+        # rows under a vector: narrower vectors, unless the epilogue evaluates a function
+        # (swish), which the TE kernel runs over its whole full-width tiles
+        while width > 4 and ow < width and not int(func.attrs.get("etch.transcendental", 0)):
+            width //= 2
+        if not applies(func, width):
+            return None
+        return s_tir.Schedule(depthwise_kernel(func, width))
+
+    def schedule(self, sch, func, target) -> bool:
+        return True  # KindRule's kind and target checks only

@@ -1,0 +1,114 @@
+"""The hand-built stride-1 float depthwise kernel (`schedules/depthwise_cpu.py`): no padded
+copy of the plane, edge vectors shifted by shuffles, the TE kernel's epilogue substituted.
+Results against the reference on odd shapes (host); the kernel's instructions per named
+ISA (any host)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import compiler
+from backends.tvm import edge
+from compiler import onnx_import, pipeline, reference
+from compiler.options import CompileOptions
+from runtime import edge_executor
+from tests.backends import isa
+from tests.golden import RandomInits
+
+# name: (input, shape, kernel, pads, epilogue); every output row at least 16 wide
+CASES = {
+    "relu37": ([1, 8, 20, 37], 3, [1, 1, 1, 1], "relu"),  # 3 vectors, the last moved back
+    "swish18": ([2, 6, 9, 18], 5, [2, 2, 2, 2], "swish"),  # batch 2, 9 rows, 5x5
+    "clip_asym": ([1, 4, 3, 16], 3, [1, 0, 1, 2], "clip"),  # 3 rows, no left pad, 2 right
+    "residual40": ([1, 8, 12, 40], 3, [1, 1, 1, 1], "residual"),  # + the conv's input
+    "times2": ([1, 4, 6, 20], 3, [1, 1, 1, 1], "relu"),  # 2 output channels per input
+}
+MULTIPLIER = {"times2": 2}
+
+
+def depthwise_model():
+    init = RandomInits(11)
+    node = helper.make_node
+    nodes, shapes = [], {}
+    for name, (shape, k, pads, act) in CASES.items():
+        x, c = "x_" + name, shape[1]
+        oc = c * MULTIPLIER.get(name, 1)
+        shapes[x] = shape
+        init.weight("w_" + name, oc, 1, k, k)
+        init.bias("w_" + name + "_b", oc)
+        conv = name + "_c"
+        nodes.append(node("Conv", [x, "w_" + name, "w_" + name + "_b"], [conv], name=name,
+                          group=c, pads=pads))
+        if act == "relu":
+            nodes.append(node("Relu", [conv], [name]))
+        elif act == "swish":
+            nodes += [node("Sigmoid", [conv], [name + "_s"]),
+                      node("Mul", [conv, name + "_s"], [name])]
+        elif act == "clip":
+            nodes.append(node("Clip", [conv, "lo", "hi"], [name]))
+        else:
+            nodes += [node("Add", [conv, x], [name + "_r"]), node("Relu", [name + "_r"], [name])]
+    inits = init.tensors + [helper.make_tensor("lo", TensorProto.FLOAT, [], [0.0]),
+                            helper.make_tensor("hi", TensorProto.FLOAT, [], [6.0])]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "depthwise",
+                              [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
+                              [value(o, TensorProto.FLOAT, None) for o in CASES], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    inputs = {k: init.rng.normal(size=s).astype(np.float32) * 2 for k, s in shapes.items()}
+    return model, inputs
+
+
+def test_depthwise_kernel_matches_the_reference() -> None:
+    model, inputs = depthwise_model()
+    art = compiler.compile(model, target="cpu")
+    assert art.manifest["schedules"].get("FloatDepthwise") == len(CASES)
+    want = reference.run(onnx_import.import_model(model), inputs)
+    got = art.run(inputs)
+    for name, ref in want.items():
+        assert got[name].shape == ref.shape, name
+        np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
+                                   err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    model, _ = depthwise_model()
+    return pipeline.run(onnx_import.import_model(model), CompileOptions())[0]
+
+
+@pytest.mark.parametrize("name", sorted(isa.ISA_CPUS))
+def test_depthwise_kernel_is_vector_code_in_place(graph, name: str) -> None:
+    """Every case takes the kernel on every ISA; its taps are full-width vector FMAs, its
+    edges shuffles, and it allocates and fills no padded plane."""
+    asm = isa.compile_graph(graph, name)
+    kernels = asm.of_kind("depthwise_conv2d")
+    assert len(kernels) == len(CASES)
+    for kernel, code in kernels.items():
+        assert asm.rules.get("FloatDepthwise") == len(CASES), asm.rules
+        assert asm.packed_fma(kernel, asm.lanes), f"{kernel}: no full-width FMA"
+        assert "TVMBackendAllocWorkspace" not in code and "memset" not in code, kernel
+        if name != "neon":
+            assert re.search(r"vperm|vshuf|valign|vpalignr|vblend|vinsert|vmovss", code), kernel
+
+
+EDGE_TOOLS = shutil.which(edge.CROSS_CXX) and edge_executor.find_qemu()
+
+
+@pytest.mark.edge
+@pytest.mark.skipif(not EDGE_TOOLS, reason="the edge target needs the aarch64 cross compiler "
+                    "and qemu-user (Debian: g++-aarch64-linux-gnu qemu-user libc6-arm64-cross)")
+def test_depthwise_kernel_on_aarch64_matches_the_reference() -> None:
+    """The NEON build (4 lanes: every case, the 5x5 too) run under qemu."""
+    model, inputs = depthwise_model()
+    art = compiler.compile(model, target="edge")
+    want = reference.run(onnx_import.import_model(model), inputs)
+    got = art.run(inputs)
+    for name, ref in want.items():
+        np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
+                                   err_msg=name)
