@@ -24,7 +24,9 @@ from tests.golden import RandomInits, run_ort
 
 def tiles_model():
     """x [1, 24, 7, 7]: 5x5 depthwise + swish (rows of 7: every tile partial, 7 rows a
-    tile). z [1, 16, 13, 11]: 3x3 stride-2 depthwise + ReLU (7x6 out); 3x3 16->12 + swish
+    tile). z [1, 16, 13, 11]: 3x3 stride-2 depthwise + swish (7x6 out; the swish on rows
+    under a vector keeps both depthwise convs on the tiled TE kernel, not
+    `depthwise_cpu`); 3x3 16->12 + swish
     (rows of 11); 3x3 8->16 + ReLU on 40 wide rows (two-vector tiles). Both 3x3s have under
     16 input or output channels, so they are direct, not Winograd, on every ISA (with 8
     lanes a 16->24 layer on rows of 11 takes small-channel Winograd F(2, 3))."""
@@ -47,7 +49,7 @@ def tiles_model():
 
     nodes = [
         *conv("x", weight("w_dw5", 24, 1, 5, 5), "dw5", "swish", group=24, pads=[2, 2, 2, 2]),
-        *conv("z", weight("w_dws2", 16, 1, 3, 3), "dws2", "relu", group=16, strides=[2, 2],
+        *conv("z", weight("w_dws2", 16, 1, 3, 3), "dws2", "swish", group=16, strides=[2, 2],
               pads=[1, 1, 1, 1]),
         *conv("z", weight("w_swish", 12, 16, 3, 3), "dir_swish", "swish", pads=[1, 1, 1, 1]),
         *conv("zw", weight("w_wide", 16, 8, 3, 3), "dir_wide", "relu", pads=[1, 1, 1, 1]),
@@ -128,7 +130,8 @@ def ragged_model():
     """Rows that no tile width divides, each conv + ReLU: y [1, 8, 20, 20] through a 3x3
     direct and a 3x3 depthwise conv (rows of 20: one whole vector and a tail on AVX-512, two
     and a tail on AVX2), x [1, 8, 11, 11] through a 1x1 (121 positions, one GEMM chunk); y
-    through a 3x3 stride-2 depthwise conv (its deinterleaved padded copy: rows of 17)."""
+    through a 3x3 stride-2 depthwise conv (rows of 10; in the tiled TE kernel its
+    deinterleaved padded copy has rows of 17)."""
     init = RandomInits(4)
     for name, shape in {"w_pw": (16, 8, 1, 1), "w_dir": (8, 8, 3, 3),
                         "w_dw": (8, 1, 3, 3), "w_dws2": (8, 1, 3, 3)}.items():
@@ -158,9 +161,8 @@ def _conv_model(name: str, nodes: list, shapes: dict, outputs: list, init: Rando
 def test_ragged_rows_match_onnx_runtime() -> None:
     model, inputs = ragged_model()
     art = compiler.compile(model, target="cpu")
-    # the stride-1 depthwise conv: the in-place kernel (`depthwise_cpu`); stride 2: tiles
-    assert art.manifest["schedules"] == {"Conv": 1, "FloatDepthwise": 1, "DepthwiseConv": 1,
-                                         "ConvGemm": 1}
+    # both depthwise convs: the in-place kernel (`depthwise_cpu`)
+    assert art.manifest["schedules"] == {"Conv": 1, "FloatDepthwise": 2, "ConvGemm": 1}
     want = run_ort(model, inputs)
     got = art.run(inputs)
     for name, ref in want.items():
@@ -181,14 +183,17 @@ def test_epilogue_of_ragged_rows_is_vectorised(name: str, register: str) -> None
 
 @pytest.mark.parametrize("name", ["avx512", "avx2"])
 def test_deinterleaved_pad_is_vectorised(name: str) -> None:
-    """A stride-2 depthwise conv's padded copy (columns split by the stride, so not the
-    plain padding pattern) still copies whole vectors (`cpu.vectorize_tail`); it was a
-    scalar loop with a bounds check per element."""
+    """A stride-2 depthwise conv's padded copy in the tiled TE kernel (columns split by the
+    stride, so not the plain padding pattern) still copies whole vectors
+    (`cpu.vectorize_tail`); it was a scalar loop with a bounds check per element. (The
+    kernel where `depthwise_cpu` does not apply: a swish on rows under a vector, a dilation,
+    ConvTranspose's upsampling, planes narrower than its loads.)"""
     model, _ = ragged_model()
     graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
     target = tvm.target.Target(isa.target_json(name))
     lanes = cpu_rules.lanes(target)
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target)
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=lanes), target,
+                                rules=[cpu_rules.DepthwiseConv()])
     func = next(f for g, f in mod.functions_items() if g.name_hint.endswith("dws2"))
     assert re.search(rf'T\.vectorized\(T\.int64\({lanes}\)\):\n\s*with T\.sblock\("pad',
                      func.script()), "scalar padded copy"

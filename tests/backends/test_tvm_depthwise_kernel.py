@@ -1,4 +1,4 @@
-"""The hand-built stride-1 float depthwise kernel (`schedules/depthwise_cpu.py`): no padded
+"""The hand-built stride-1 and stride-2 float depthwise kernel (`schedules/depthwise_cpu.py`): no padded
 copy of the plane, edge vectors shifted by shuffles, the TE kernel's epilogue substituted.
 Results against the reference on odd shapes (host); the kernel's instructions per named
 ISA (any host)."""
@@ -20,15 +20,18 @@ from runtime import edge_executor
 from tests.backends import isa
 from tests.golden import RandomInits
 
-# name: (input, shape, kernel, pads, epilogue); every output row at least 16 wide
+# name: (input shape, kernel, pads, epilogue); every output row at least 16 wide
 CASES = {
     "relu37": ([1, 8, 20, 37], 3, [1, 1, 1, 1], "relu"),  # 3 vectors, the last moved back
     "swish18": ([2, 6, 9, 18], 5, [2, 2, 2, 2], "swish"),  # batch 2, 9 rows, 5x5
     "clip_asym": ([1, 4, 3, 16], 3, [1, 0, 1, 2], "clip"),  # 3 rows, no left pad, 2 right
     "residual40": ([1, 8, 12, 40], 3, [1, 1, 1, 1], "residual"),  # + the conv's input
     "times2": ([1, 4, 6, 20], 3, [1, 1, 1, 1], "relu"),  # 2 output channels per input
+    "s2_odd": ([1, 6, 11, 37], 3, [1, 1, 1, 1], "relu"),  # stride 2: 6 x 19 outputs
+    "s2_5x5": ([2, 4, 10, 40], 5, [2, 1, 2, 2], "swish"),  # stride 2, uneven pads
 }
 MULTIPLIER = {"times2": 2}
+STRIDE2 = {"s2_odd", "s2_5x5"}
 
 
 def depthwise_model():
@@ -42,8 +45,9 @@ def depthwise_model():
         init.weight("w_" + name, oc, 1, k, k)
         init.bias("w_" + name + "_b", oc)
         conv = name + "_c"
+        stride = [2, 2] if name in STRIDE2 else [1, 1]
         nodes.append(node("Conv", [x, "w_" + name, "w_" + name + "_b"], [conv], name=name,
-                          group=c, pads=pads))
+                          group=c, pads=pads, strides=stride))
         if act == "relu":
             nodes.append(node("Relu", [conv], [name]))
         elif act == "swish":

@@ -146,7 +146,8 @@ def test_dense_kernels_are_vector_fma_without_heap(assembly, name: str) -> None:
 @pytest.mark.parametrize("name", ISAS)
 def test_conv_kernels_are_vector_fma(assembly, name: str) -> None:
     asm = assembly("conv", name)
-    assert asm.rules.get("Conv") and asm.rules.get("DepthwiseConv") and asm.rules.get("ConvGemm")
+    depthwise = asm.rules.get("DepthwiseConv", 0) + asm.rules.get("FloatDepthwise", 0)
+    assert asm.rules.get("Conv") and depthwise and asm.rules.get("ConvGemm")
     tiles = {k: int(asm.attrs[k]["vw"])
              for k in asm.of_kind("conv2d", "depthwise_conv2d", "conv_gemm")}
     assert len(tiles) == 10 and max(tiles.values()) >= asm.lanes  # some at the full width
