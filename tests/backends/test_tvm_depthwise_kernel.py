@@ -29,9 +29,10 @@ CASES = {
     "times2": ([1, 4, 6, 20], 3, [1, 1, 1, 1], "relu"),  # 2 output channels per input
     "s2_odd": ([1, 6, 11, 37], 3, [1, 1, 1, 1], "relu"),  # stride 2: 6 x 19 outputs
     "s2_5x5": ([2, 4, 10, 40], 5, [2, 1, 2, 2], "swish"),  # stride 2, uneven pads
+    "rows2": ([1, 4, 9, 24], 3, [1, 1, 1, 1], "relu"),  # stride 2 down the rows only
 }
 MULTIPLIER = {"times2": 2}
-STRIDE2 = {"s2_odd", "s2_5x5"}
+STRIDES = {"s2_odd": [2, 2], "s2_5x5": [2, 2], "rows2": [2, 1]}
 
 
 def depthwise_model():
@@ -45,7 +46,7 @@ def depthwise_model():
         init.weight("w_" + name, oc, 1, k, k)
         init.bias("w_" + name + "_b", oc)
         conv = name + "_c"
-        stride = [2, 2] if name in STRIDE2 else [1, 1]
+        stride = STRIDES.get(name, [1, 1])
         nodes.append(node("Conv", [x, "w_" + name, "w_" + name + "_b"], [conv], name=name,
                           group=c, pads=pads, strides=stride))
         if act == "relu":
@@ -78,6 +79,23 @@ def test_depthwise_kernel_matches_the_reference() -> None:
         assert got[name].shape == ref.shape, name
         np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
                                    err_msg=name)
+
+
+def test_one_dimensional_depthwise_conv_takes_the_kernel() -> None:
+    """A 1-D depthwise conv (run with H = 1) at stride 2, batch 2."""
+    rng = np.random.default_rng(2)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [6, 1, 5],
+                           rng.standard_normal(30).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=6, pads=[2, 2], strides=[2])], "d1",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 50])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 6, 50)).astype(np.float32)
+    art = compiler.compile(model, target="cpu")
+    assert art.manifest["schedules"] == {"FloatDepthwise": 1}
+    want = reference.run(onnx_import.import_model(model), {"x": x})["y"]
+    np.testing.assert_allclose(art.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

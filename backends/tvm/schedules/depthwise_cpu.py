@@ -19,7 +19,7 @@ identical): 32x112x112 3x3 230 -> 145 us, 960x7x7 92 -> 31; stride 2: 96x112x112
 520 -> 237, 144x56x56 176 -> 90, 144x56x56 5x5 240-334 -> 145-160. Whole models:
 mobilenet_v2 0.87x, efficientnet_b0 0.96x, shufflenet_v2 0.96x.
 
-Only where it applies: stride 1 or 2 (both axes), dilation 1, no upsampling, rows of at
+Only where it applies: stride 1 or 2 (on each axis), dilation 1, no upsampling, rows of at
 least one vector (8 or 4 lanes for shorter rows, unless the epilogue is transcendental:
 the TE kernel computes a swish over full-width tiles), planes at least one load wide,
 float32; anything else keeps the TE kernel (`cpu.DepthwiseConv`).
@@ -53,7 +53,7 @@ class _Geometry:
         self.multiplier = self.oc // self.c  # output channels per input channel
         self.oh, self.ow = _shape(out)[2:]
         self.top, self.left = (int(v) for v in func.attrs["etch.pad"])
-        self.stride = int(func.attrs["etch.stride"][0])
+        self.row_stride, self.stride = (int(v) for v in func.attrs["etch.stride"])
         self.lanes = width
         self.span = self.stride * (width - 1) + 1  # input columns one output vector spans
         self.rb = min(ROWS, self.oh)
@@ -77,7 +77,7 @@ def applies(func: tirx.PrimFunc, width: int) -> bool:
     attrs = func.attrs
     if any(k not in attrs for k in ("etch.pad", "etch.stride", "etch.dilation")):
         return False
-    if [int(v) for v in attrs["etch.stride"]] not in ([1, 1], [2, 2]) or \
+    if any(int(v) not in (1, 2) for v in attrs["etch.stride"]) or \
             [int(v) for v in attrs["etch.dilation"]] != [1, 1] or \
             int(attrs.get("etch.upsample", 0)):
         return False
@@ -175,7 +175,7 @@ def depthwise_kernel(func: tirx.PrimFunc, width: int) -> tirx.PrimFunc:
                     for r in range(rb):
                         T.buffer_store(acc, tirx.Broadcast(tirx.const(0.0, "float32"), lanes),
                                        [r, tirx.Ramp(0, 1, lanes)])
-                    sh = geo.stride
+                    sh = geo.row_stride
                     for r in range((rb - 1) * sh + geo.kh):  # the block's input rows
                         row = y0 * sh + r - geo.top
                         uses = [(yy, r - yy * sh) for yy in range(rb) if 0 <= r - yy * sh < geo.kh]
