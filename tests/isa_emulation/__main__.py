@@ -60,6 +60,11 @@ SELECTION = [
     "tests/backends/test_tvm_conv_gemm.py::test_gemm_layers_match_onnx_runtime",
     "tests/backends/test_tvm_conv_gemm.py::test_explain_lists_pointwise_and_im2col",
     "tests/backends/test_tvm_winograd.py::test_winograd_layers_match_onnx_runtime",
+    # the in-place depthwise kernel at 8 lanes (`depthwise_cpu`), vector row pools
+    "tests/backends/test_tvm_depthwise_kernel.py::test_depthwise_kernel_matches_the_reference",
+    ("tests/backends/test_tvm_depthwise_kernel.py::"
+     "test_one_dimensional_depthwise_conv_takes_the_kernel"),
+    "tests/backends/test_tvm_conv_tiles.py::test_ragged_rows_match_onnx_runtime",
     "tests/backends/test_tvm_nan.py",                      # vmaxps/vminps NaN order
     "tests/backends/test_tvm_dtypes.py",                   # float16 by F16C, not AVX512-FP16
     # the zoo end to end on the detected CPU (float), and the manifest's features
