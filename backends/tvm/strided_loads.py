@@ -6,7 +6,10 @@ scalarises: one scalar load and one insert per lane. `strided_loads` rewrites su
 (constant stride 2 to 4) into loads of whole vectors covering the elements from the first
 to the last one read, and one shuffle of them, which LLVM compiles to vector permutes
 (`vpermt2ps` on AVX-512). It reads no element outside the original load's first and last,
-so it is safe wherever that load was.
+so it is safe wherever that load was. Only whole power-of-two vectors of 8 or more lanes:
+a row's short tail (7 or 13 lanes of a pool's row) is left to LLVM, whose own code
+measured twice as fast there (the shuffle's loads straddled the vectors the row had just
+stored, a store-forwarding stall).
 """
 
 from __future__ import annotations
@@ -33,16 +36,15 @@ def contiguous(load: ir.expr.TensorLoad) -> tirx.Expr:
     if not 2 <= stride <= MAX_STRIDE or lanes < 8 or lanes & (lanes - 1):
         return load  # a row's short tail: LLVM's own code (see the module docstring)
     span = stride * (lanes - 1) + 1  # first to last element read
-    width = lanes
-    chunks = -(-span // width)
-    starts = [m * width for m in range(chunks - 1)] + [span - width]  # the last ends at span
-    vectors = [tirx.BufferLoad(load.source, [tirx.Ramp(index.base + start, 1, width)])
+    chunks = -(-span // lanes)
+    starts = [m * lanes for m in range(chunks - 1)] + [span - lanes]  # the last ends at span
+    vectors = [tirx.BufferLoad(load.source, [tirx.Ramp(index.base + start, 1, lanes)])
                for start in starts]
     picks = []
     for k in range(lanes):
         at = k * stride
-        m = min(at // width, chunks - 1)
-        picks.append(tirx.const(m * width + at - starts[m], "int32"))
+        m = min(at // lanes, chunks - 1)
+        picks.append(tirx.const(m * lanes + at - starts[m], "int32"))
     return tirx.Shuffle(vectors, picks)
 
 

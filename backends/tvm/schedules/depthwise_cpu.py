@@ -33,14 +33,12 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.target import Target
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm.schedules.cpu import PARALLEL_MIN_WORK, KindRule, lanes
+from backends.tvm.schedules.cpu import PARALLEL_MIN_WORK, lanes
+from backends.tvm.schedules.int_cpu import KernelRule
+from backends.tvm.schedules.int_kernels import _args, _finish, _shape
 
 Expr = tirx.Expr
-ROWS = 4  # output rows per block: (ROWS + kh - 1) input rows of loads for ROWS outputs
-
-
-def _shape(buf: tirx.Buffer) -> tuple[int, ...]:
-    return tuple(int(d) for d in buf.shape)
+ROWS = 4  # output rows per block: (ROWS - 1) * row stride + kh input rows of loads
 
 
 class _Geometry:
@@ -59,10 +57,9 @@ class _Geometry:
         self.rb = min(ROWS, self.oh)
         self.blocks = -(-self.ow // width)
 
-    def start(self, xb: int | Expr) -> int | Expr:
+    def start(self, xb: int) -> int:
         """First output column of vector xb (the last one ends at the row's end)."""
-        return tirx.min(xb * self.lanes, self.ow - self.lanes) if isinstance(xb, Expr) \
-            else min(xb * self.lanes, self.ow - self.lanes)
+        return min(xb * self.lanes, self.ow - self.lanes)
 
     def first(self, start: int | Expr, rx: int) -> int | Expr:
         """The input column of tap rx for output column `start`."""
@@ -159,7 +156,7 @@ def depthwise_kernel(func: tirx.PrimFunc, width: int) -> tirx.PrimFunc:
     lanes, rb = geo.lanes, geo.rb
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
-        new = [T.arg(f"p{k}", T.buffer(_shape(p), p.dtype)) for k, p in enumerate(func.params)]
+        new = _args(func)
         x, w, out = new[0], new[1], new[-1]
         pairs = list(zip(func.params, new))
         work = geo.n * geo.oc * geo.oh * geo.ow * geo.kh * geo.kw
@@ -201,30 +198,21 @@ def depthwise_kernel(func: tirx.PrimFunc, width: int) -> tirx.PrimFunc:
                         block(xb * lanes, False)
                 if geo.blocks > 1:
                     block(geo.ow - lanes, True)
-    kernel = ib.get()
-    for key, val in func.attrs.items():
-        kernel = kernel.with_attr(key, val)
+    kernel = _finish(ib, func)
     return kernel.with_attr("etch.vw", width).with_attr("etch.rb", rb)  # what it runs
 
 
-class FloatDepthwise(KindRule):
+class FloatDepthwise(KernelRule):
     """A stride-1 or stride-2 float depthwise conv as `depthwise_kernel` (see the module
     docstring)."""
 
     kinds = ("depthwise_conv2d",)
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False):
-        if KindRule.apply(self, func, target, tunable) is None:
-            return None
+    def kernel(self, func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | None:
         width = lanes(target)
         ow = _shape(func.params[-1])[3]
         # rows under a vector: narrower vectors, unless the epilogue evaluates a function
         # (swish), which the TE kernel runs over its whole full-width tiles
         while width > 4 and ow < width and not int(func.attrs.get("etch.transcendental", 0)):
             width //= 2
-        if not applies(func, width):
-            return None
-        return s_tir.Schedule(depthwise_kernel(func, width))
-
-    def schedule(self, sch, func, target) -> bool:
-        return True  # KindRule's kind and target checks only
+        return depthwise_kernel(func, width) if applies(func, width) else None
