@@ -25,7 +25,8 @@ thread count) and prints one JSON line. Kinds:
 Warm: one matrix, hot loop, in the layout the pass picks for it (a one-matrix model whose
 weights fit the host's cache). Cold: cycling through copies that together hold `cold_mb`
 (more than the last-level cache), in the layout the pass picks for a model whose weights do
-not fit (`cold_layout`; for a one-row GEMV on a VNNI CPU the VBMI layouts). Times are the
+not fit (`cold_layout`; for a one-row GEMV on an AMD Zen VNNI CPU the VBMI layouts, on an
+Intel one the same vpdpbusd layouts as warm). Times are the
 best of several rounds of the mean per call, wall clock and process CPU time (`*cpu_us`).
 """
 
@@ -193,7 +194,7 @@ def _etch_bits(job: dict, bits: str, target) -> dict:
     row["weight_rel_rms"] = _rel_rms(x, w_exact, w_float)
     if job.get("cold_mb") and batch == 1:
         # cold stands for a model whose weights exceed the cache: its layout is the one the
-        # pass picks for such a model (the one-row VBMI layouts), not the warm matrix's
+        # pass picks for such a model (on Zen the one-row VBMI layouts), not the warm matrix's
         streamed = dataclasses.replace(target, cache_bytes=None)
         cold_lut, _ = LutLowering("int8", streamed, fmt).run(graph)
         [cold_entry] = json.loads(cold_lut.metadata["etch.lut"])

@@ -113,8 +113,9 @@ def _cpu_lanes(opts: CompileOptions) -> int:
 def lut_target(opts: CompileOptions) -> LutTarget:
     """The look-up instruction set the LUT layouts are chosen for: the cpu target's vector
     extensions (detected or --mcpu), NEON on edge, CUDA; portable loops for ref. Compiling
-    for this host (no --mcpu), its last-level cache too (the one-row layout choice)."""
-    from passes.lut_lowering import LutTarget
+    for this host (no --mcpu), its last-level cache too (the one-row layout choice), and
+    from the CPU's name whether it streams the VBMI layouts faster (AMD Zen)."""
+    from passes.lut_lowering import COLD_VBMI_CORES, LutTarget
 
     if opts.target == "cpu":
         from backends.tvm.target import cpu_info
@@ -128,7 +129,7 @@ def lut_target(opts: CompileOptions) -> LutTarget:
         isa = "avx512vnni" if vnni else "avx512vbmi" if vbmi else "avx512" if wide \
             else "avx2" if "avx2" in features else "neon" if "neon" in features else "generic"
         return LutTarget(isa, cache_bytes=last_level_cache_bytes() if opts.mcpu is None
-                         else None)
+                         else None, cold_vbmi=info.mcpu.startswith(COLD_VBMI_CORES))
     return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 
 

@@ -104,6 +104,19 @@ DOT_PREFETCH = 16384
 # calls, so its one-row layers are warm and keep the vpdpbusd layouts too. --explain says
 # which.
 STREAMED = (2, 3, 4)
+# That cold trade is AMD Zen 4's. On Intel's AVX-512 VNNI cores the vpdpbusd layouts are
+# faster cold too: 4096x4096 GEMV on the Intel Xeon (LLVM `rocketlake`, 2 MiB L2 per core),
+# one thread, u8 scales, CPU time, cold copies cycling through 720 MB, interleaved, median
+# (us, vpdpbusd vs VBMI): 2-bit 421 vs 471 (80% vs 69% of the 14.5 GB/s streaming read;
+# 412-420 with 8-32 KiB prefetch distances; the VBMI layout 491-514 with 1-8 KiB, t0 or t1
+# hints, 879 with non-temporal ones), 3-bit 592 vs 652, 4-bit 754 vs 728 (a near tie; warm
+# the vpdpbusd layouts are the faster). So a one-row GEMV streams into the VBMI layouts
+# only on the cores where they were measured faster cold (`LutTarget.cold_vbmi`, from the
+# LLVM CPU name).
+COLD_VBMI_CORES = ("znver",)
+INTEL_COLD = ("on this core the vpdpbusd layout measured faster cold too (Intel Xeon, "
+              "4096x4096: 2-bit 421 vs 471 us, 3-bit 592 vs 652 for the VBMI ones; 4-bit "
+              "754 vs 728)")
 RESIDENT_SHARE = 0.5  # the rest of the cache: activations, tables, other weights
 COLD_TRADE = ("cold (weights from DRAM) the vpshufb layout measured faster on Zen 4: "
               "2-bit 234 vs 254 us, 4-bit 355 vs 401; warm this one is 0.85x its time")
@@ -114,10 +127,14 @@ WARM_TRADE = ("warm: the vpdpbusd layout measured 0.82-0.88x the vpshufb one's t
               "4 (2-bit 136 vs 160 us, 3-bit 178 vs 218, 4-bit 218 vs 247)")
 
 
-def _cold_note(layout: LutLayout, streamed: bool, rows: int, weights: str) -> dict:
+def _cold_note(layout: LutLayout, streamed: bool, rows: int, weights: str,
+               cold_vbmi: bool = True) -> dict:
     """The report's note on the measured cold/warm trade of the layout chosen; `weights`
-    says whether the model's look-up weights fit the cache (LutTarget.residence)."""
+    says whether the model's look-up weights fit the cache (LutTarget.residence);
+    `cold_vbmi` whether the core streams the VBMI layouts faster (LutTarget.cold_vbmi)."""
     if layout.chunk_slots == 4 and layout.planes > 1:
+        if rows == 1 and not cold_vbmi:
+            return {"cold_note": f"one row, {weights}: {INTEL_COLD}; {WARM_TRADE}"}
         if rows == 1:
             return {"cold_note": f"one row, but {weights}: {WARM_TRADE}"}
         return {"cold_note": COLD_TRADE}
@@ -131,6 +148,7 @@ class LutTarget:
     isa: str = "generic"
     max_rows: int | None = None
     cache_bytes: int | None = None  # the last-level cache of the CPU (None: not known)
+    cold_vbmi: bool = True  # the VBMI layouts stream faster than the vpdpbusd ones (Zen 4)
 
     @property
     def vector_bytes(self) -> int:
@@ -151,9 +169,10 @@ class LutTarget:
         """Whether a layer of `rows` rows (None: not known) takes the VBMI layouts in place
         of the multi-plane vpdpbusd ones (int8 tables in blocks of 32 rows on a VNNI CPU): a
         one-row GEMV, which streams its weights (STREAMED), unless the model's look-up
-        weights are `resident` in the cache (`resides`)."""
-        return self.isa == "avx512vnni" and table == "int8" and tblock % 32 == 0 and \
-            rows == 1 and bits in STREAMED and not resident
+        weights are `resident` in the cache (`resides`), on a core where the VBMI layouts
+        stream faster (`cold_vbmi`)."""
+        return self.isa == "avx512vnni" and self.cold_vbmi and table == "int8" and \
+            tblock % 32 == 0 and rows == 1 and bits in STREAMED and not resident
 
     def resides(self, weight_bytes: int) -> bool:
         """Whether look-up weights of `weight_bytes` in all stay in the last-level cache
@@ -357,7 +376,8 @@ class LutLowering(Pass):
                 "prefetch": self.target.prefetch(layout), **note,
                 **_cold_note(layout, self.target.streams(lw.bits, site.rows, self.table,
                                                          tblock, resident),
-                             site.rows, self.target.residence(weight_bytes))}
+                             site.rows, self.target.residence(weight_bytes),
+                             self.target.cold_vbmi)}
 
     def _two_level(self, lw: LutWeight, alpha: float) -> tuple[tuple | None, dict]:
         """(u8, d) storage of the layer's scales under scale_format u8, or None and the

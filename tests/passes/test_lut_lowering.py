@@ -240,6 +240,26 @@ def test_a_one_row_gemv_streams_with_the_vbmi_layouts(bits: int) -> None:
     assert not LutTarget("avx512vbmi").streams(bits, 1)  # only where there is a choice
 
 
+@pytest.mark.parametrize("mcpu,cold_vbmi", [("znver4", True), ("znver5", True),
+                                             ("sapphirerapids", False),
+                                             ("icelake-server", False), ("rocketlake", False)])
+def test_a_one_row_gemv_streams_with_the_vbmi_layouts_only_where_they_stream_faster(
+        mcpu: str, cold_vbmi: bool) -> None:
+    """The VBMI layouts were measured faster cold on AMD Zen 4 only; on an Intel Xeon the
+    vpdpbusd layouts were faster cold too (2-bit 421 vs 471 us), so a one-row GEMV compiled
+    for an Intel core keeps them, and --explain says why."""
+    target = pipeline.lut_target(CompileOptions(target="cpu", mcpu=mcpu))
+    assert (target.isa, target.cold_vbmi) == ("avx512vnni", cold_vbmi)
+    assert target.layout(2, 4096, "int8", 32, rows=1).chunk_slots == (1 if cold_vbmi else 4)
+    graph = compiled(matmul_model(1, 128, 64), bits=2, group_size=32)
+    lut, _ = LutLowering("int8", target).run(graph)
+    [node] = [nd for nd in lut.nodes if nd.op == "etch.LutGemm"]
+    assert (node.attrs.get("chunk_slots", 1) == 4) == (not cold_vbmi)
+    line = explain(lut.metadata)[1]
+    assert ("one row streams its weights (decode)" in line) == cold_vbmi, line
+    assert ("vpdpbusd layout measured faster cold too" in line) == (not cold_vbmi), line
+
+
 @pytest.mark.parametrize("cache_mib,resident", [(None, False), (2, False), (64, True)])
 def test_a_one_row_gemv_whose_model_fits_the_cache_keeps_the_vpdpbusd_layouts(
         cache_mib: int | None, resident: bool) -> None:
