@@ -8,7 +8,6 @@ kernels in the same order, so their outputs must agree bit for bit.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,10 @@ from tvm import relax, topi
 from backends.tvm import edge, edge_plan
 from compiler.errors import EtchError
 from runtime import edge_executor
+from tests.edge_tools import NEEDS_EDGE
 from tests.golden import assert_bitexact, assert_close
 
-MISSING = [t for t in (edge.CROSS_CC, edge.CROSS_CXX) if shutil.which(t) is None]
-if edge_executor.find_qemu() is None:
-    MISSING.append("qemu-aarch64 with an aarch64 sysroot")
-pytestmark = [pytest.mark.edge,
-              pytest.mark.skipif(bool(MISSING), reason=f"edge tests need {', '.join(MISSING)} "
-                                 "(Debian: gcc-aarch64-linux-gnu g++-aarch64-linux-gnu "
-                                 "qemu-user libc6-arm64-cross)")]
+pytestmark = NEEDS_EDGE
 
 EM_AARCH64 = 183
 INPUTS = {"x": ((1, 3, 8, 8), "float32"), "bias": ((1, 10), "float32")}

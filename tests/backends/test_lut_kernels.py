@@ -31,8 +31,8 @@ from compiler.ir import Graph
 from compiler.ops.etch_lut import LutLayout
 from compiler.options import CompileOptions
 from passes.lut_lowering import LutTarget
-from runtime import edge_executor
 from runtime.host_cpu import host_features, runs_code_for
+from tests.edge_tools import needs_edge
 from tests.golden import assert_bitexact, assert_close
 from tests.lut_cases import KINDS, bits_of, graph_of, make_case
 
@@ -282,12 +282,7 @@ def test_no_prefetch_without_the_attribute() -> None:
 
 
 # ---- aarch64 under qemu ------------------------------------------------------------------------
-EDGE_MISSING = [t for t in (edge.CROSS_CC, edge.CROSS_CXX) if shutil.which(t) is None] + (
-    ["qemu-aarch64"] if edge_executor.find_qemu() is None else [])
-
-
-@pytest.mark.edge
-@pytest.mark.skipif(bool(EDGE_MISSING), reason=f"needs {', '.join(EDGE_MISSING)}")
+@needs_edge
 def test_neon_kernels_bit_exact_under_qemu() -> None:
     graph, feeds = graph_of(fixed_cases("neon"))
     art = compiler.compile(onnx_export.export_model(graph), "edge")

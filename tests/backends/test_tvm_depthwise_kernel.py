@@ -6,18 +6,16 @@ ISA (any host)."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
 import compiler
-from backends.tvm import edge
 from compiler import onnx_import, pipeline, reference
 from compiler.options import CompileOptions
-from runtime import edge_executor
 from tests.backends import isa
+from tests.edge_tools import needs_edge
 from tests.golden import RandomInits
 
 # name: (input shape, kernel, pads, epilogue); every output row at least 16 wide
@@ -119,12 +117,7 @@ def test_depthwise_kernel_is_vector_code_in_place(graph, name: str) -> None:
             assert re.search(r"vperm|vshuf|valign|vpalignr|vblend|vinsert|vmovss", code), kernel
 
 
-EDGE_TOOLS = shutil.which(edge.CROSS_CXX) and edge_executor.find_qemu()
-
-
-@pytest.mark.edge
-@pytest.mark.skipif(not EDGE_TOOLS, reason="the edge target needs the aarch64 cross compiler "
-                    "and qemu-user (Debian: g++-aarch64-linux-gnu qemu-user libc6-arm64-cross)")
+@needs_edge
 def test_depthwise_kernel_on_aarch64_matches_the_reference() -> None:
     """The NEON build (4 lanes: every case, the 5x5 too) run under qemu."""
     model, inputs = depthwise_model()

@@ -9,17 +9,14 @@ reference has NaN, close elsewhere, and with ONNX Runtime where ORT is well defi
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import compiler
-from backends.tvm import edge
 from compiler import onnx_import, reference
-from runtime import edge_executor
+from tests.edge_tools import needs_edge
 from tests.golden import run_ort
 
 # op, attrs, extra inputs (constants below or the second input "x2")
@@ -116,12 +113,7 @@ def test_cpu_keeps_nan(model: onnx.ModelProto, expected: dict[str, np.ndarray],
     _assert_same_nans(got, want)
 
 
-EDGE_TOOLS = shutil.which(edge.CROSS_CXX) and edge_executor.find_qemu()
-
-
-@pytest.mark.edge
-@pytest.mark.skipif(not EDGE_TOOLS, reason="the edge target needs the aarch64 cross compiler "
-                    "and qemu-user (Debian: g++-aarch64-linux-gnu qemu-user libc6-arm64-cross)")
+@needs_edge
 def test_edge_keeps_nan(model: onnx.ModelProto, expected: dict[str, np.ndarray]) -> None:
     _assert_same_nans(compiler.compile(model, target="edge").run(_inputs()), expected)
 

@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.e2e.test_cli import ETCH, _assert_one_line_error, etch
+from tests.edge_tools import NEEDS_EDGE
 
 vi = helper.make_tensor_value_info
 
@@ -163,13 +164,6 @@ def test_qdq_model_with_int_uses_its_own_scales(tmp_path: Path) -> None:
 
 
 # ---- running ---------------------------------------------------------------------------------
-def _edge_tools() -> bool:
-    from backends.tvm import edge
-    from runtime import edge_executor
-
-    return bool(shutil.which(edge.CROSS_CXX)) and edge_executor.find_qemu() is not None
-
-
 @pytest.fixture(scope="module")
 def cpu_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cpu artifact of the Gemm model (built once; tests copy it before damaging it)."""
@@ -192,8 +186,7 @@ def ref_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("target", [
     "ref", "cpu",
-    pytest.param("edge", marks=[pytest.mark.edge, pytest.mark.skipif(
-        not _edge_tools(), reason="the edge target needs g++-aarch64-linux-gnu and qemu-user")]),
+    pytest.param("edge", marks=NEEDS_EDGE),
 ])
 def test_big_endian_inputs_give_the_same_outputs(tmp_path: Path, target: str,
                                                  request: pytest.FixtureRequest) -> None:

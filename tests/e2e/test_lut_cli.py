@@ -4,7 +4,6 @@ naming each layer's kernel, layout and table mode, and bad option combinations."
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,11 @@ import onnx
 import pytest
 
 import compiler
-from backends.tvm import edge
 from models import gemv, zoo
 from models.nbits import quantize_nbits
-from runtime import edge_executor
 from tests.e2e.test_cli import _assert_one_line_error, _mlp, etch
+from tests.edge_tools import needs_edge
 from tests.golden import run_ort
-
-EDGE_MISSING = [t for t in (edge.CROSS_CC, edge.CROSS_CXX) if shutil.which(t) is None] + (
-    ["qemu-aarch64"] if edge_executor.find_qemu() is None else [])
 
 
 def snr_db(y: np.ndarray, ref: np.ndarray) -> float:
@@ -77,9 +72,8 @@ def test_tiny_decoder_cpu_other_bits(decoder: Path, tmp_path: Path, quant: list[
     _decoder_case(decoder, tmp_path, "cpu", quant)
 
 
-@pytest.mark.edge
+@needs_edge
 @pytest.mark.slow
-@pytest.mark.skipif(bool(EDGE_MISSING), reason=f"needs {', '.join(EDGE_MISSING)}")
 @pytest.mark.parametrize("quant", [["--bits", "2"], ["--bits", "1"], ["--bits", "3"],
                                    ["--bits", "4"], ["--ternary"]])
 def test_tiny_decoder_edge(decoder: Path, tmp_path: Path, quant: list[str]) -> None:
