@@ -128,7 +128,7 @@ WARM_TRADE = ("warm: the vpdpbusd layout measured 0.82-0.88x the vpshufb one's t
 
 
 def _cold_note(layout: LutLayout, streamed: bool, rows: int, weights: str,
-               cold_vbmi: bool = True) -> dict:
+               cold_vbmi: bool) -> dict:
     """The report's note on the measured cold/warm trade of the layout chosen; `weights`
     says whether the model's look-up weights fit the cache (LutTarget.residence);
     `cold_vbmi` whether the core streams the VBMI layouts faster (LutTarget.cold_vbmi)."""

@@ -24,9 +24,3 @@ def needs_edge(fn):
     for mark in NEEDS_EDGE:
         fn = mark(fn)
     return fn
-
-
-def skip_without_edge() -> None:
-    """Skip the running test (one edge case of a parametrised test) without the tools."""
-    if MISSING:
-        pytest.skip(REASON)

@@ -38,7 +38,7 @@ from passes.fuse_integer import FuseInteger
 from passes.linear_qadd import LinearQAdd
 from runtime.host_cpu import host_features, runs_code_for
 from tests.backends import isa
-from tests.edge_tools import skip_without_edge
+from tests.edge_tools import NEEDS_EDGE, needs_edge
 from tests.golden import assert_bitexact, assert_close
 
 ZOO = ["digits_mlp", "digits_cnn", "resnet_block", "mobilenet"]
@@ -858,13 +858,11 @@ def _concat_bn_relu_model() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("target", ["cpu", pytest.param("edge", marks=[pytest.mark.slow,
-                                                                        pytest.mark.edge])])
+                                                                        *NEEDS_EDGE])])
 def test_a_concat_batchnorm_relu_is_a_channel_table(target: str, tmp_path: Path) -> None:
     """End to end with --int: the BatchNorm + ReLU after a Concat is one etch.ChannelTable
     (no host float ops), bit-exact against the integer reference on cpu and on aarch64
     (qemu; the portable gather)."""
-    if target == "edge":
-        skip_without_edge()
     rng = np.random.default_rng(4)
     x = {"x": rng.normal(size=(1, 3, 9, 70)).astype(np.float32)}
     np.savez(tmp_path / "calib.npz", **x)
@@ -877,10 +875,9 @@ def test_a_concat_batchnorm_relu_is_a_channel_table(target: str, tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.edge
+@needs_edge
 def test_zoo_int8_on_edge_bit_exact(calib) -> None:
     """The groups on the portable kernels, cross-compiled for aarch64 and run under qemu."""
-    skip_without_edge()
     path, inputs = calib("resnet_block")
     opts = {"bits": 8, "int": True, "calib": str(path)}
     dev = compiler.compile(str(zoo.model_path("resnet_block")), target="edge", **opts)

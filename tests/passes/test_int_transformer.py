@@ -20,7 +20,7 @@ from compiler.driver import Artifact
 from models import zoo
 from tests.backends.engine_helpers import calib_path
 from tests.e2e.test_cli import etch
-from tests.edge_tools import skip_without_edge
+from tests.edge_tools import needs_edge
 from tests.golden import assert_bitexact, run_ort
 
 HOST_IO = {"QuantizeLinear": 1, "DequantizeLinear": 1}
@@ -177,11 +177,10 @@ def test_only_a_mask_that_zeroes_its_entries_becomes_a_softmax_mask(
 
 
 @pytest.mark.slow
-@pytest.mark.edge
+@needs_edge
 def test_tiny_encoder_int_on_edge_is_bit_exact() -> None:
     """The row kernels cross-compiled for aarch64 (NEON) and run under qemu: the same bits
     (float64 sqrt and division are IEEE on every ISA; the corrections make them exact)."""
-    skip_without_edge()
     opts = _opts("tiny_encoder")
     dev = compiler.compile(str(zoo.model_path("tiny_encoder")), target="edge", **opts)
     ref = compiler.compile(str(zoo.model_path("tiny_encoder")), target="ref", **opts)
