@@ -16,7 +16,11 @@ anchor is a Conv, one of
   of one image: taken where an image's tiles fit one vector, pad to whole tile rows and
   cost at most IMAGE_MAX_COST multiply-adds per output and channel pair, padding tiles and
   the transformed weight's memory traffic counted (`_image_tile`);
-- "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM;
+- "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM,
+  output positions as the vector;
+- "pointwise_channels": the same GEMM with output channels as the vector, where the
+  positions would not fill whole vectors (7x7, 14x14, 13x13 images) or the output channels
+  are one vector (`_channels_reason`);
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
   padded input in place (`_implicit_reason`);
@@ -44,6 +48,7 @@ from compiler.ops.etch_ops import kernel_attrs
 from passes.base import Pass
 
 ATTR = "conv_algorithm"
+CHANNELS_MIN_REDUCTION = 128  # input channels of a "pointwise_channels" GEMM at least
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
 IMAGE_MAX_COST = 7.5  # multiply-adds per output and channel pair of image Winograd (direct: 9)
@@ -103,6 +108,13 @@ class ChooseConvAlgorithm(Pass):
             return "depthwise", "one input channel per group"
         ones = (1,) * len(layer.kernel)
         if layer.kernel == ones and layer.strides == ones and not any(layer.pads):
+            channels = self._channels_reason(layer)
+            if channels is None:
+                why = ("one vector of them" if layer.oc <= self.lanes else
+                       "the positions would not fill whole vectors")
+                return "pointwise_channels", (
+                    f"1x1 stride 1: one GEMM over the image, output channels as the vector "
+                    f"({why})")
             return "pointwise", "1x1 stride 1: one GEMM over the image"
         reason = self._winograd_reason(layer)
         if reason is None:
@@ -119,6 +131,38 @@ class ChooseConvAlgorithm(Pass):
         if im2col is None:
             return "im2col", f"{reason}; strided, narrow or 1 x k: patches packed, one GEMM"
         return "direct", f"{reason}; {im2col}"
+
+    def _channels_reason(self, layer: Layer) -> str | None:
+        """None when a pointwise layer's GEMM takes the output channels as its vector
+        ("pointwise_channels", backends/tvm/lower/conv_gemm.conv_channels: a tile of 4-15
+        positions, a divisor of the image's, by one or two vectors of channels, each input
+        value broadcast) instead of the positions ("pointwise": a tile of two vectors of
+        positions by up to 8 channels), else why not. The positions' tile pads them to
+        whole blocks of two vectors: 49 positions (7x7) to 64, 196 (14x14) to 224, work
+        computed and dropped. Measured single-threaded on the AVX-512 Xeon (CPU time, one
+        layer with bias and ReLU, ONNX Runtime beside it, etch/ORT, positions -> channels):
+        512->2048 on 7x7 1.27 -> 1.06, 2048->512 1.29 -> 1.04, 160->960 1.30 -> 1.12,
+        960->160 1.42 -> 1.05; 1024->256 on 14x14 1.30 -> 1.03, 256->1024 1.14 -> 1.03,
+        384->64 1.31 -> 0.98; 512->64 on 13x13 1.27 -> 1.12; with at most one vector of
+        output channels also where the positions fill their blocks: 64->16 on 55x55 1.61
+        -> 0.99. Lost: a short reduction, 64->256 on 13x13 1.16 -> 1.22; and where whole
+        blocks waste nothing, every input row is re-read per channel block: 512->128 on
+        28x28 1.22 -> 1.31, 256->64 on 56x56 1.34 -> 1.65. Measured on AVX-512 only: with
+        fewer lanes the positions' tile stays."""
+        if self.lanes < 16:
+            return "the channels' tile is measured on AVX-512 only"
+        cols = layer.out[0] * layer.out[1]
+        if layer.oc % self.lanes or not any(cols % r == 0 for r in range(4, 16)):
+            return (f"{layer.oc} channels do not fill vectors, or {cols} positions have no "
+                    "divisor from 4 to 15 (a tile's rows)")
+        blocks = _whole(cols, 2 * self.lanes)
+        if layer.oc <= self.lanes:
+            return None
+        if (blocks - cols) * 16 < blocks:
+            return "the positions fill their vectors"
+        if layer.c < CHANNELS_MIN_REDUCTION:
+            return f"a reduction under {CHANNELS_MIN_REDUCTION}"
+        return None
 
     def _im2col_reason(self, layer: Layer) -> str | None:
         """None when the GEMM over packed patches beats the direct kernel, else why not: the

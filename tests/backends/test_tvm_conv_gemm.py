@@ -19,8 +19,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import compiler
-from compiler import onnx_import
-from passes.choose_conv_algorithm import ChooseConvAlgorithm
+from compiler import onnx_import, pipeline
+from compiler.options import CompileOptions
+from passes.choose_conv_algorithm import ChooseConvAlgorithm, explain
 from tests.backends import isa
 from tests.golden import RandomInits, run_ort
 
@@ -123,6 +124,15 @@ def test_gemm_kernels_use_the_full_vector_width(isa_name: str, register: str, la
         assert re.search(rf"vfmadd\w*ps\s+[^\n]*%{register}", code), f"{name}: no packed FMA"
 
 
+def _conv_add_relu(init: RandomInits, name: str, c: int, oc: int) -> list:
+    """out_a = Relu(Conv1x1(x) + b + r): a pointwise layer with bias, residual and ReLU."""
+    node = helper.make_node
+    return [node("Conv", ["x", init.weight("w_a", oc, c, 1, 1), init.bias("b_a", oc)], ["a"],
+                 name=name),
+            node("Add", ["a", "r"], ["a_r"]),
+            node("Relu", ["a_r"], ["out_a"])]
+
+
 def wide_tile_model():
     """The AVX-512 tiles of short reductions and the 1 MiB panel (`tiles.gemm_tile`,
     `tiles.panel_bytes`). x [1, 96, 14, 14]: 1x1 96->64 (K = 96: 8 x 2 zmm, 196 positions,
@@ -133,9 +143,7 @@ def wide_tile_model():
     rng, weight, bias = init.rng, init.weight, init.bias
     node = helper.make_node
     nodes = [
-        node("Conv", ["x", weight("w_a", 64, 96, 1, 1), bias("b_a", 64)], ["a"], name="short"),
-        node("Add", ["a", "r"], ["a_r"]),
-        node("Relu", ["a_r"], ["out_a"]),
+        *_conv_add_relu(init, "short", 96, 64),
         node("Conv", ["out_a", weight("w_b", 66, 64, 1, 1), bias("b_b", 66)], ["out_b"],
              name="rows66"),
         node("Conv", ["out_a", weight("w_c", 80, 64, 1, 1)], ["out_c"], name="strided",
@@ -195,3 +203,97 @@ def test_a_prime_block_count_is_padded_to_whole_chunks() -> None:
     asm = isa.compile_graph(graph, "avx512")
     [kernel] = asm.of_kind("conv_gemm")
     assert int(asm.attrs[kernel]["chunk"]) == 84
+
+
+def channels_model(batch: int = 2):
+    """Pointwise layers that take the channel-vector GEMM (`pointwise_channels`) with 16
+    lanes. x [B, 160, 7, 7]: 1x1 160->64 (49 positions, chunks of 40 steps) plus bias, a
+    residual r and ReLU; then 1x1 64->16 (one vector of channels, a reduction of 64 in one
+    chunk). y [B, 192, 14, 14]: 1x1 192->96 (196 positions, chunks of 64; 96 channels: one
+    vector per tile), no bias."""
+    init = RandomInits(13)
+    rng, weight, bias = init.rng, init.weight, init.bias
+    node = helper.make_node
+    nodes = [
+        *_conv_add_relu(init, "seven", 160, 64),
+        node("Conv", ["out_a", weight("w_b", 16, 64, 1, 1), bias("b_b", 16)], ["out_b"],
+             name="narrow16"),
+        node("Conv", ["y", weight("w_c", 96, 192, 1, 1)], ["out_c"], name="fourteen"),
+    ]
+    value = helper.make_tensor_value_info
+    shapes = {"x": [batch, 160, 7, 7], "r": [batch, 64, 7, 7], "y": [batch, 192, 14, 14]}
+    outs = ("out_a", "out_b", "out_c")
+    graph = helper.make_graph(
+        nodes, "channel_tiles", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
+        [value(o, TensorProto.FLOAT, None) for o in outs], init.tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model, {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+
+
+def _channels_graph(model):
+    """The model through the cpu pipeline's passes, the conv algorithms chosen for 16 lanes
+    (whatever the host's)."""
+    graph = onnx_import.import_model(model)
+    for p in pipeline.passes_for(CompileOptions(target="cpu")):
+        if isinstance(p, ChooseConvAlgorithm):
+            p = ChooseConvAlgorithm(lanes=16)
+        graph = p.run(graph)[0]
+    return graph
+
+
+def test_channel_tiles_are_chosen_and_explained() -> None:
+    """With 16 lanes the three layers take the channel-vector GEMM and `--explain` says why;
+    with 8 (AVX2, not measured there) they keep the positions' GEMM."""
+    model, _ = channels_model()
+    graph = _channels_graph(model)
+    text = explain(graph.metadata)
+    assert "pointwise_channels x3" in text
+    assert re.search(r"seven\s+pointwise_channels\s+160->64 k1x1 out 7x7\s+.*positions would "
+                     r"not fill whole vectors", text)
+    assert re.search(r"narrow16\s+pointwise_channels\s+.*one vector of them", text)
+    avx2 = ChooseConvAlgorithm(lanes=8).run(onnx_import.import_model(model))[0]
+    assert {n.attrs["conv_algorithm"] for n in avx2.nodes if n.op == "Conv"} == {"pointwise"}
+
+
+def test_channel_tiles_match_onnx_runtime_on_the_host() -> None:
+    """The channel-vector GEMM built for the host (its own lanes: 8 on an AVX2 host, 16 on
+    AVX-512), run at batch 2, against ONNX Runtime (rtol 1e-3)."""
+    import tvm
+
+    from backends.tvm import lower, schedules, strided_loads
+    from backends.tvm import target as targets
+    from backends.tvm.builder import tir_config, vm_passes
+    from backends.tvm.schedules import cpu as cpu_rules
+
+    model, inputs = channels_model()
+    graph = _channels_graph(model)
+    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", threads=1))[0])
+    mod = schedules.apply_rules(
+        lower.to_irmodule(graph, pack=True, lanes=cpu_rules.lanes(target)), target)
+    kinds = {str(f.attrs["etch.kind"]) for _, f in mod.functions_items()
+             if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and "etch.kind" in f.attrs}
+    assert "conv_channels" in kinds and "conv_gemm" not in kinds
+    with tvm.transform.PassContext(opt_level=3, config=tir_config(target)):
+        ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes(),
+                         tir_pipeline=strided_loads.PIPELINE)
+    vm = tvm.runtime.vm.VirtualMachine(ex, tvm.cpu())
+    outs = vm["main"](*[tvm.runtime.tensor(inputs[n]) for n in graph.inputs])
+    want = run_ort(model, inputs)
+    for got, (name, ref) in zip(outs, want.items()):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-3,
+                                   atol=1e-4 * np.abs(ref).max(), err_msg=name)
+
+
+def test_channel_tiles_on_avx512() -> None:
+    """Compiled for an AVX-512 CPU (named, not the host): each channel-vector GEMM's tile
+    (`tiles.channel_tile`: two zmm of channels by 7 positions, one by 11 or 7) and a packed
+    FMA on zmm registers with a broadcast input."""
+    model, _ = channels_model()
+    asm = isa.compile_graph(_channels_graph(model), "avx512")
+    gemms = asm.of_kind("conv_channels")
+    tiles = {asm.attrs[k]["node"].split("_", 1)[-1]: (int(asm.attrs[k]["ocv"]),
+                                                      int(asm.attrs[k]["pr"])) for k in gemms}
+    assert tiles == {"seven": (32, 7), "narrow16": (16, 7), "fourteen": (32, 7)}
+    for name, code in gemms.items():
+        assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
+        assert re.search(r"vbroadcastss", code), f"{name}: no broadcast input"

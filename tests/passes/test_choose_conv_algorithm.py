@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler import onnx_import, pipeline, reference
 from compiler.options import CompileOptions
-from passes.choose_conv_algorithm import ATTR, REPORT, ChooseConvAlgorithm, explain
+from passes.choose_conv_algorithm import ATTR, REPORT, ChooseConvAlgorithm, Layer, explain
 from passes.fuse_epilogue import FuseEpilogue
 from tests.golden import assert_bitexact
 
@@ -184,3 +184,22 @@ def test_short_rows_take_winograd_over_the_image(c: int, oc: int, size: int, n: 
         assert f"rows of {size}: F({want[10]}, 3) over the image's tiles" in why
     elif not want.startswith("winograd"):
         assert "too few tiles to fill a vector" in why
+
+
+@pytest.mark.parametrize("c,oc,size,lanes,algorithm", [
+    (512, 2048, 7, 16, "pointwise_channels"),   # 49 positions pad to 64
+    (1024, 256, 14, 16, "pointwise_channels"),  # 196 pad to 224
+    (64, 16, 55, 16, "pointwise_channels"),     # one vector of output channels
+    (64, 256, 13, 16, "pointwise"),             # a short reduction (lost 1.16 -> 1.22)
+    (512, 128, 28, 16, "pointwise"),            # 784 positions fill their blocks
+    (512, 70, 7, 16, "pointwise"),              # 70 channels do not fill vectors
+    (512, 256, 17, 16, "pointwise"),            # 289 positions: no divisor from 4 to 15
+    (512, 2048, 7, 8, "pointwise"),             # AVX2: not measured there
+])
+def test_pointwise_layers_take_the_channels_gemm_where_positions_waste_lanes(
+        c: int, oc: int, size: int, lanes: int, algorithm: str) -> None:
+    layer = Layer(c=c, oc=oc, groups=1, kernel=(1, 1), strides=(1, 1), dilations=(1, 1),
+                  pads=(0, 0, 0, 0), out=(size, size))
+    got, why = ChooseConvAlgorithm(lanes=lanes).choose(layer)
+    assert got == algorithm, why
+    assert why.startswith("1x1 stride 1: one GEMM over the image")

@@ -12,6 +12,10 @@ axis), so a 7x7 image still fills whole vectors. Three stages in one kernel:
 - "anchor": [N, OCp, Pp] accumulated in an ocb x vw register tile, the weight packed at
   compile time to [OCp/ocb, R, ocb] (zero rows pad OC up to the tile);
 - "epilogue": bias, activation, residual on [N, OC, P] (viewed as the node's [N, OC, OH, OW]).
+
+`conv_channels` renders `"pointwise_channels"`: the same 1x1 GEMM with the output channels
+as the vector and the positions broadcast, for images whose positions would not fill whole
+vectors (its docstring).
 """
 
 from __future__ import annotations
@@ -125,3 +129,36 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
 
     return ctx.emit(compute, [*first, ctx.array(weight), *epi.exprs], node, "conv_gemm",
                     ocb=ocb, vw=vw, chunk=chunk, pointwise=int(_pointwise(sp)))
+
+
+def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
+                  epi: Epilogue) -> relax.Expr:
+    """Emit the pointwise convolution of x [N, C, H, W] with constant w [OC, C, 1, 1] as a
+    GEMM whose vector axis is the output channels (`conv_algorithm = "pointwise_channels"`):
+    "anchor" [N, P, OCp] accumulated in a `pr` positions x `ocv` channels register tile, each
+    input value broadcast and each weight step one `ocv`-wide load of the weight packed at
+    compile time to [OCp/ocv, C, ocv]; "epilogue" [N, OC, P] read back per tile. The
+    positions need not fill vectors (a 7x7 image is 49 of them: a tile of positions as the
+    vector pads them to 64). Returns [N, OC, OH*OW]."""
+    cols, width = sp.oh * sp.ow, sp.ow
+    tile = tiles.channel_tile(sp.oc, cols, ctx.lanes)
+    if tile is None:
+        raise EtchError(f"node {node.name}: no channel tile for {sp.oc} channels x {cols} "
+                        "positions (passes/choose_conv_algorithm.py should not choose it)")
+    ocv, pr = tile
+    x = ctx.reshape(x, (sp.n, sp.c, cols))
+    weight = pack_weight(w, ocv)
+    ocp = weight.shape[0] * ocv
+    acc_t = accumulator(w.dtype)
+    epi.index_map = lambda i: [i[0], i[1], i[2] // width, i[2] % width]
+
+    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        rk = te.reduce_axis((0, sp.c), "rk")
+        acc = te.compute((sp.n, cols, ocp), lambda n, p, o: te.sum(
+            cast(xt[n, rk, p], acc_t) * cast(wt[o // ocv, rk, o % ocv], acc_t), axis=rk),
+            name="anchor")
+        return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
+            cast(acc[n, p, o], xt.dtype), (n, o, p), extra), name="epilogue")
+
+    return ctx.emit(compute, [x, ctx.array(weight), *epi.exprs], node, "conv_channels",
+                    ocv=ocv, pr=pr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.base import ScheduleRule
 
+from backends.tvm.schedules import tiles
 from backends.tvm.schedules.cpu import (
     PARALLEL_PAD_ELEMENTS,
     KindRule,
@@ -88,6 +89,37 @@ def _schedule_panel(sch, panel, outer: int, full: int, width: int) -> None:
     maybe_parallel(sch, blocks, amount, PARALLEL_PAD_ELEMENTS)
 
 
+class ConvChannels(KindRule):
+    """The pointwise GEMM with output channels as the vector (`lower/conv_gemm.conv_channels`):
+    loops (image and channel block, in parallel when it pays; reduction chunk; position
+    block; the chunk's steps; the pr x ocv register tile, positions unrolled, channels
+    vectorised), then the epilogue over the channel block (a transposing copy of its P x ocv
+    accumulators, in L1 or L2). The reduction is cut into chunks of `tiles.channel_chunk`
+    steps, each run over every position block before the next, so the weight block's chunk
+    (64 steps x 32 channels: 8 KiB) stays in L1 while the position blocks stream past it;
+    without chunks each position block re-read the whole [C, ocv] weight block (64 KiB at
+    C = 512) from L2. Measured single-threaded on the AVX-512 Xeon (CPU time, ONNX Runtime
+    beside it, etch/ORT): 512->2048 on 7x7 1.14 unchunked, 1.06-1.08 in chunks of 64 or
+    32, 1.12 in chunks of 256."""
+
+    kinds = ("conv_channels",)
+
+    def schedule(self, sch, func, target):
+        ocv, pr, width = int(func.attrs["etch.ocv"]), int(func.attrs["etch.pr"]), lanes(target)
+        anchor = sch.get_sblock("anchor")
+        n, p, o, rk = sch.get_loops(anchor)
+        total = work(sch, [n, p, o, rk])
+        po, pi = sch.split(p, [None, pr])
+        oo, oi = sch.split(o, [None, ocv])
+        rko, rki = sch.split(rk, [None, tiles.channel_chunk(extent(sch, rk))])
+        sch.reorder(n, oo, rko, po, rki, pi, oi)
+        outer = sch.fuse(n, oo)
+        maybe_parallel(sch, outer, total)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
+        finish_tile(sch, anchor, rko, pi, oi, False, width)
+        return True
+
+
 class ConvImplicit(KindRule):
     """The implicit GEMM (`lower/conv_implicit.py`): loops (image and output-channel block,
     in parallel when it pays; column block; input channel; the KH x KW taps, unrolled; the
@@ -128,4 +160,4 @@ class ConvPad(KindRule):
 
 
 def rules() -> list[ScheduleRule]:
-    return [ConvGemm(), ConvImplicit(), ConvPad()]
+    return [ConvGemm(), ConvChannels(), ConvImplicit(), ConvPad()]

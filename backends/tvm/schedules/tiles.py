@@ -201,3 +201,31 @@ def row_lanes(row: tuple[int, ...], lanes: int) -> int:
     for d in row:
         size *= d
     return lanes // 2 if lanes >= 16 and size < ROW_FULL_VECTORS * lanes else lanes
+
+
+def channel_tile(channels: int, cols: int, lanes: int) -> tuple[int, int] | None:
+    """(ocv, pr) of a pointwise GEMM with output channels as the vector (`conv_channels`):
+    `ocv` channels (two vectors where the channels fill them, else one) by `pr` positions,
+    the largest divisor of the positions that the accumulator budget holds, at least 4
+    (fewer leaves each broadcast feeding too few FMAs); None where there is none (a prime
+    number of positions) or the channels do not fill vectors."""
+    if channels % lanes:
+        return None
+    budget = WIDE_ACC_VECTORS if lanes >= 16 else MAX_ACC_VECTORS
+    for vectors in (2, 1):
+        if channels % (vectors * lanes):
+            continue
+        pr = next((r for r in range(budget // vectors, 3, -1)
+                   if cols % r == 0 and r * vectors * lanes * 4 < 1024), None)  # stack tile
+        if pr is not None:
+            return vectors * lanes, pr
+    return None
+
+
+def channel_chunk(reduce: int) -> int:
+    """Reduction steps of one chunk of the channel-vector pointwise GEMM (`ConvChannels`):
+    the largest divisor of `reduce` from 16 to 64, so a 32-channel weight block's chunk is
+    at most 8 KiB (L1); `reduce` itself where it is 64 or less or has no such divisor."""
+    if reduce <= 64:
+        return reduce
+    return next((k for k in range(64, 15, -1) if reduce % k == 0), reduce)
