@@ -24,6 +24,9 @@ anchor is a Conv, one of
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
   padded input in place (`_implicit_reason`);
+- "direct_channels": a convolution without Winograd (strided, 1 x k, 5x5, too few tiles)
+  on an image of at most 36x36 outputs with rows that a tile of 4-17 positions divides:
+  direct, output channels as the vector, inputs broadcast (`_direct_channels_reason`);
 - "depthwise": one input channel per group;
 - "im2col": a strided (or short-reduction narrow) convolution: patches packed, one GEMM;
 - "direct": every other convolution (the packed direct kernel).
@@ -48,6 +51,8 @@ from compiler.ops.etch_ops import kernel_attrs
 from passes.base import Pass
 
 ATTR = "conv_algorithm"
+CHANNEL_ROWS = 17  # positions of a channels' tile at most (one vector: tiles.CHANNEL_ROWS)
+DIRECT_CHANNELS_MAX_POSITIONS = 36 * 36  # output positions of a "direct_channels" image at most
 CHANNELS_MIN_REDUCTION = 128  # input channels of a "pointwise_channels" GEMM at least
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
@@ -81,9 +86,10 @@ class ChooseConvAlgorithm(Pass):
     name = "choose_conv_algorithm"
 
     def __init__(self, winograd: bool = True, min_channels: int = 64, lanes: int = 16,
-                 im2col: bool = True, small_channels: int = 16) -> None:
+                 im2col: bool = True, small_channels: int = 16, channels: bool = True) -> None:
         self.winograd, self.min_channels, self.lanes = winograd, min_channels, lanes
         self.im2col, self.small_channels = im2col, small_channels
+        self.channels = channels  # the channel-vector kernels ("*_channels") at all
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         graph = graph.copy()
@@ -124,6 +130,9 @@ class ChooseConvAlgorithm(Pass):
                        f"{layer.out[1]}: F({m}, 3) over the image's tiles")
                 return f"winograd_f{m}_image", why
             return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
+        if self._direct_channels_reason(layer) is None:
+            return "direct_channels", (f"{reason}; an image of {layer.out[0]}x{layer.out[1]}: "
+                                       "output channels as the vector, inputs broadcast")
         implicit = self._implicit_reason(layer)
         if implicit is None:
             return "implicit_gemm", f"{reason}; stride 1: one GEMM read from the padded input"
@@ -134,7 +143,7 @@ class ChooseConvAlgorithm(Pass):
 
     def _channels_reason(self, layer: Layer) -> str | None:
         """None when a pointwise layer's GEMM takes the output channels as its vector
-        ("pointwise_channels", backends/tvm/lower/conv_gemm.conv_channels: a tile of 4-15
+        ("pointwise_channels", backends/tvm/lower/conv_gemm.conv_channels: a tile of 4-17
         positions, a divisor of the image's, by one or two vectors of channels, each input
         value broadcast) instead of the positions ("pointwise": a tile of two vectors of
         positions by up to 8 channels), else why not. The positions' tile pads them to
@@ -149,12 +158,12 @@ class ChooseConvAlgorithm(Pass):
         blocks waste nothing, every input row is re-read per channel block: 512->128 on
         28x28 1.22 -> 1.31, 256->64 on 56x56 1.34 -> 1.65. Measured on AVX-512 only: with
         fewer lanes the positions' tile stays."""
-        if self.lanes < 16:
-            return "the channels' tile is measured on AVX-512 only"
+        if not self.channels or self.lanes < 16:
+            return "the channels' tile is off, or not measured with these lanes (AVX-512 only)"
         cols = layer.out[0] * layer.out[1]
-        if layer.oc % self.lanes or not any(cols % r == 0 for r in range(4, 16)):
+        if layer.oc % self.lanes or not _tile_rows(cols):
             return (f"{layer.oc} channels do not fill vectors, or {cols} positions have no "
-                    "divisor from 4 to 15 (a tile's rows)")
+                    f"divisor from 4 to {CHANNEL_ROWS} (a tile's positions)")
         blocks = _whole(cols, 2 * self.lanes)
         if layer.oc <= self.lanes:
             return None
@@ -162,6 +171,40 @@ class ChooseConvAlgorithm(Pass):
             return "the positions fill their vectors"
         if layer.c < CHANNELS_MIN_REDUCTION:
             return f"a reduction under {CHANNELS_MIN_REDUCTION}"
+        return None
+
+    def _direct_channels_reason(self, layer: Layer) -> str | None:
+        """None when a convolution that takes no Winograd runs as a direct convolution with
+        the output channels as the vector ("direct_channels", backends/tvm/lower/
+        conv_gemm.conv_channels_direct: a tile of 4-17 positions along an output row by one
+        or two vectors of channels, each input value broadcast from the padded input, no
+        patches packed), else why not. Measured single-threaded on the AVX-512 Xeon (CPU
+        time, one layer with bias and ReLU, ONNX Runtime beside it, etch/ORT, the
+        algorithm chosen before -> direct_channels): 3x3 stride 2 128->128 on 56x56 1.60 ->
+        1.21, 256->256 on 28x28 1.42 -> 1.05, 512->512 on 14x14 1.40 -> 0.94, 96->96 on
+        35x35 1.76 -> 1.08, 288->384 VALID on 35x35 1.25 -> 1.05 (im2col); 3x3 512->512 on
+        7x7 1.32 -> 0.83 (im2col), 48->192 on 13x13 1.41 -> 1.05 (direct), 64->256 on
+        13x13 1.34 -> 0.99, 128->32 on 7x7 / 14x14 / 28x28 1.30 / 1.03 / 1.15 -> 0.82 /
+        0.94 / 1.00, 48->64 5x5 on 35x35 1.12 -> 0.93 (implicit GEMM); 192->192 1x7 / 7x1
+        on 17x17 1.39 / 1.35 -> 1.17 / 1.28, 384->384 1x3 on 8x8 1.19 -> 1.03. Lost: large
+        images, every input row re-read per channel block: 32->64 3x3 on 147x147 1.39 ->
+        1.91, the 3->64 7x7 stride-2 stem (112x112 out) 1.18 -> 1.57; strided 1x1
+        projections (no taps to reuse a broadcast over): 256->512 to 28x28 1.05 -> 1.88,
+        512->1024 to 14x14 1.01 -> 1.13. Winograd, where it applies, stayed faster (3x3
+        256->256 on 14x14 0.64 vs 0.99, 64->64 on 56x56 0.84 vs 1.19)."""
+        if not self.channels or self.lanes < 16:
+            return "the channels' tile is off, or not measured with these lanes (AVX-512 only)"
+        if layer.groups != 1 or len(layer.kernel) != 2:
+            return "grouped or not 2-D"
+        if layer.kernel == (1, 1):
+            return "a 1x1 kernel: no taps share a broadcast"
+        if layer.c < self.small_channels:
+            return f"under {self.small_channels} input channels (not measured)"
+        if layer.out[0] * layer.out[1] > DIRECT_CHANNELS_MAX_POSITIONS:
+            return f"an image over {DIRECT_CHANNELS_MAX_POSITIONS} positions"
+        if layer.oc % self.lanes or not _tile_rows(layer.out[1]):
+            return (f"{layer.oc} channels do not fill vectors, or rows of {layer.out[1]} "
+                    f"have no divisor from 4 to {CHANNEL_ROWS}")
         return None
 
     def _im2col_reason(self, layer: Layer) -> str | None:
@@ -290,6 +333,12 @@ class ChooseConvAlgorithm(Pass):
             if cost <= IMAGE_MAX_COST and (best is None or cost < best[0]):
                 best = (cost, m)
         return None if best is None else best[1]
+
+
+def _tile_rows(positions: int) -> bool:
+    """Whether a channels' tile has a count of positions for `positions` (a divisor from 4
+    to CHANNEL_ROWS; backends/tvm/schedules/tiles.channel_tile picks it)."""
+    return any(positions % r == 0 for r in range(4, CHANNEL_ROWS + 1))
 
 
 def _whole(n: int, block: int) -> int:

@@ -29,8 +29,10 @@ from tests.golden import RandomInits, run_ort
 def gemm_model(batch: int = 1):
     """Two chains. x [B, 64, 14, 14]: 3x3 stride 2 to 70 channels (im2col, 7x7 out), 1x1
     (pointwise) plus a residual add, 3x3 dilated 2 (im2col), added to a 1x1 stride-2
-    projection of x (im2col). z [B, 96, 5, 9]: 3x3 stride 1 (im2col: rows of 9, narrower
-    than a vector), 1x1 to 70 channels (pointwise over 45 positions)."""
+    projection of x (im2col). z [B, 96, 5, 9]: 3x3 stride 1 to 90 (im2col: rows of 9,
+    narrower than a vector), 1x1 to 70 channels (pointwise over 45 positions). Output
+    channels not whole vectors of 16 (70, 90): with them, AVX-512 takes the channel-vector
+    kernels for such small images."""
     init = RandomInits(7)
     rng, weight, bias = init.rng, init.weight, init.bias
     conv = helper.make_node
@@ -41,15 +43,15 @@ def gemm_model(batch: int = 1):
         conv("Conv", ["down_r", weight("w_pw", 70, 70, 1, 1), bias("b_pw", 70)], ["pw"],
              name="pw"),
         conv("Add", ["pw", "down_r"], ["res"]),
-        conv("Conv", ["res", weight("w_dil", 64, 70, 3, 3)], ["dil"], name="dil",
+        conv("Conv", ["res", weight("w_dil", 70, 70, 3, 3)], ["dil"], name="dil",
              dilations=[2, 2], pads=[2, 2, 2, 2]),
-        conv("Conv", ["x", weight("w_proj", 64, 64, 1, 1), bias("b_proj", 64)], ["proj"],
+        conv("Conv", ["x", weight("w_proj", 70, 64, 1, 1), bias("b_proj", 70)], ["proj"],
              name="proj", strides=[2, 2]),
         conv("Add", ["dil", "proj"], ["y"]),
-        conv("Conv", ["z", weight("w_narrow", 96, 96, 3, 3), bias("b_narrow", 96)], ["nar"],
+        conv("Conv", ["z", weight("w_narrow", 90, 96, 3, 3), bias("b_narrow", 90)], ["nar"],
              name="narrow", pads=[1, 1, 1, 1]),
         conv("Relu", ["nar"], ["nar_r"]),
-        conv("Conv", ["nar_r", weight("w_pw2", 70, 96, 1, 1)], ["y2"], name="pw2"),
+        conv("Conv", ["nar_r", weight("w_pw2", 70, 90, 1, 1)], ["y2"], name="pw2"),
     ]
     value = helper.make_tensor_value_info
     graph = helper.make_graph(
@@ -90,7 +92,7 @@ def test_explain_lists_pointwise_and_im2col(built) -> None:
     text, lanes = built[2].explain(), built[2].manifest["vector_lanes"]
     algorithms, narrow, _ = ALGORITHMS[lanes]
     assert f"conv algorithms: {algorithms}" in text
-    assert re.search(rf"narrow\s+{narrow}\s+96->96 k3x3 out 5x9", text)
+    assert re.search(rf"narrow\s+{narrow}\s+96->90 k3x3 out 5x9", text)
     assert "patches packed, one GEMM" in text
 
 
@@ -205,12 +207,15 @@ def test_a_prime_block_count_is_padded_to_whole_chunks() -> None:
     assert int(asm.attrs[kernel]["chunk"]) == 84
 
 
-def channels_model(batch: int = 2):
-    """Pointwise layers that take the channel-vector GEMM (`pointwise_channels`) with 16
-    lanes. x [B, 160, 7, 7]: 1x1 160->64 (49 positions, chunks of 40 steps) plus bias, a
-    residual r and ReLU; then 1x1 64->16 (one vector of channels, a reduction of 64 in one
-    chunk). y [B, 192, 14, 14]: 1x1 192->96 (196 positions, chunks of 64; 96 channels: one
-    vector per tile), no bias."""
+def channels_model(batch: int = 2, rows17: bool = True):
+    """Layers that take the channel-vector kernels with 16 lanes. Pointwise
+    (`pointwise_channels`): x [B, 160, 7, 7]: 1x1 160->64 (49 positions, chunks of 40 steps)
+    plus bias, a residual r and ReLU; then 1x1 64->16 (one vector of channels, a reduction
+    of 64 in one chunk). y [B, 192, 14, 14]: 1x1 192->96 (196 positions, chunks of 64; 96
+    channels: one vector per tile), no bias. Direct (`direct_channels`): v [B, 48, 14, 14]:
+    3x3 stride 2 to 64 channels (7x7 out) plus bias and ReLU; with `rows17`, u [B, 40, 17,
+    17]: 1x7 padded (0, 3) to 16 channels, rows of 17 (a one-vector tile of 17 positions, on
+    AVX-512 only)."""
     init = RandomInits(13)
     rng, weight, bias = init.rng, init.weight, init.bias
     node = helper.make_node
@@ -219,10 +224,18 @@ def channels_model(batch: int = 2):
         node("Conv", ["out_a", weight("w_b", 16, 64, 1, 1), bias("b_b", 16)], ["out_b"],
              name="narrow16"),
         node("Conv", ["y", weight("w_c", 96, 192, 1, 1)], ["out_c"], name="fourteen"),
+        node("Conv", ["v", weight("w_d", 64, 48, 3, 3), bias("b_d", 64)], ["d"], name="down",
+             strides=[2, 2], pads=[1, 1, 1, 1]),
+        node("Relu", ["d"], ["out_d"]),
     ]
+    shapes = {"x": [batch, 160, 7, 7], "r": [batch, 64, 7, 7], "y": [batch, 192, 14, 14],
+              "v": [batch, 48, 14, 14]}
+    outs = ["out_a", "out_b", "out_c", "out_d"]
+    if rows17:
+        nodes.append(node("Conv", ["u", weight("w_e", 16, 40, 1, 7)], ["out_e"],
+                          name="onebyseven", pads=[0, 3, 0, 3]))
+        shapes["u"], outs = [batch, 40, 17, 17], outs + ["out_e"]
     value = helper.make_tensor_value_info
-    shapes = {"x": [batch, 160, 7, 7], "r": [batch, 64, 7, 7], "y": [batch, 192, 14, 14]}
-    outs = ("out_a", "out_b", "out_c")
     graph = helper.make_graph(
         nodes, "channel_tiles", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
         [value(o, TensorProto.FLOAT, None) for o in outs], init.tensors)
@@ -242,22 +255,27 @@ def _channels_graph(model):
 
 
 def test_channel_tiles_are_chosen_and_explained() -> None:
-    """With 16 lanes the three layers take the channel-vector GEMM and `--explain` says why;
-    with 8 (AVX2, not measured there) they keep the positions' GEMM."""
+    """With 16 lanes the pointwise layers take the channel-vector GEMM, the others the
+    channel-vector direct convolution, and `--explain` says why; with 8 (AVX2, not measured
+    there) they keep the positions' GEMM and the direct kernel (under 64 channels)."""
     model, _ = channels_model()
     graph = _channels_graph(model)
     text = explain(graph.metadata)
-    assert "pointwise_channels x3" in text
+    assert "direct_channels x2, pointwise_channels x3" in text
+    assert re.search(r"down\s+direct_channels\s+48->64 k3x3 out 7x7\s+.*output channels as the "
+                     r"vector, inputs broadcast", text)
     assert re.search(r"seven\s+pointwise_channels\s+160->64 k1x1 out 7x7\s+.*positions would "
                      r"not fill whole vectors", text)
     assert re.search(r"narrow16\s+pointwise_channels\s+.*one vector of them", text)
     avx2 = ChooseConvAlgorithm(lanes=8).run(onnx_import.import_model(model))[0]
-    assert {n.attrs["conv_algorithm"] for n in avx2.nodes if n.op == "Conv"} == {"pointwise"}
+    assert {n.attrs["conv_algorithm"] for n in avx2.nodes if n.op == "Conv"} == \
+        {"pointwise", "direct"}
 
 
 def test_channel_tiles_match_onnx_runtime_on_the_host() -> None:
-    """The channel-vector GEMM built for the host (its own lanes: 8 on an AVX2 host, 16 on
-    AVX-512), run at batch 2, against ONNX Runtime (rtol 1e-3)."""
+    """The channel-vector kernels built for the host (its own lanes: 8 on an AVX2 host, 16
+    on AVX-512; the 17-position tile on AVX-512 only), run at batch 2, against ONNX Runtime
+    (rtol 1e-3)."""
     import tvm
 
     from backends.tvm import lower, schedules, strided_loads
@@ -265,14 +283,14 @@ def test_channel_tiles_match_onnx_runtime_on_the_host() -> None:
     from backends.tvm.builder import tir_config, vm_passes
     from backends.tvm.schedules import cpu as cpu_rules
 
-    model, inputs = channels_model()
-    graph = _channels_graph(model)
     target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", threads=1))[0])
+    model, inputs = channels_model(rows17=cpu_rules.lanes(target) >= 16)
+    graph = _channels_graph(model)
     mod = schedules.apply_rules(
         lower.to_irmodule(graph, pack=True, lanes=cpu_rules.lanes(target)), target)
     kinds = {str(f.attrs["etch.kind"]) for _, f in mod.functions_items()
              if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and "etch.kind" in f.attrs}
-    assert "conv_channels" in kinds and "conv_gemm" not in kinds
+    assert {"conv_channels", "conv_channels_direct"} <= kinds and "conv_gemm" not in kinds
     with tvm.transform.PassContext(opt_level=3, config=tir_config(target)):
         ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes(),
                          tir_pipeline=strided_loads.PIPELINE)
@@ -285,15 +303,16 @@ def test_channel_tiles_match_onnx_runtime_on_the_host() -> None:
 
 
 def test_channel_tiles_on_avx512() -> None:
-    """Compiled for an AVX-512 CPU (named, not the host): each channel-vector GEMM's tile
-    (`tiles.channel_tile`: two zmm of channels by 7 positions, one by 11 or 7) and a packed
-    FMA on zmm registers with a broadcast input."""
+    """Compiled for an AVX-512 CPU (named, not the host): each channel-vector kernel's tile
+    (`tiles.channel_tile`: two zmm of channels by 7 positions, or one zmm by 7 or 17) and a
+    packed FMA on zmm registers with a broadcast input."""
     model, _ = channels_model()
     asm = isa.compile_graph(_channels_graph(model), "avx512")
-    gemms = asm.of_kind("conv_channels")
+    gemms = asm.of_kind("conv_channels", "conv_channels_direct")
     tiles = {asm.attrs[k]["node"].split("_", 1)[-1]: (int(asm.attrs[k]["ocv"]),
                                                       int(asm.attrs[k]["pr"])) for k in gemms}
-    assert tiles == {"seven": (32, 7), "narrow16": (16, 7), "fourteen": (32, 7)}
+    assert tiles == {"seven": (32, 7), "narrow16": (16, 7), "fourteen": (32, 7),
+                     "down": (32, 7), "onebyseven": (16, 17)}
     for name, code in gemms.items():
         assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
         assert re.search(r"vbroadcastss", code), f"{name}: no broadcast input"

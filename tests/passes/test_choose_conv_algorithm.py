@@ -56,9 +56,9 @@ def test_each_layer_gets_the_algorithm_its_shape_calls_for(rng) -> None:
     by_name = {n.name: n for n in out.nodes}
     algos = {k.removeprefix("fused_"): v for k, v in _algorithms(out).items()}
     assert algos == {"wide": "winograd_f4", "pw": "pointwise", "dw": "depthwise",
-                     "down": "im2col", "mid": "winograd_f4", "narrow": "im2col",
-                     "small": "winograd_f2", "down2": "im2col", "tiny": "im2col",
-                     "proj": "im2col"}
+                     "down": "direct_channels", "mid": "winograd_f4",
+                     "narrow": "direct_channels", "small": "winograd_f2",
+                     "down2": "direct_channels", "tiny": "direct_channels", "proj": "im2col"}
     assert all(n.attrs[ATTR] == algos[n.name.removeprefix("fused_")]
                for n in by_name.values() if ATTR in n.attrs)
     assert [n.op for n in out.nodes] == [n.op for n in graph.nodes]
@@ -68,24 +68,33 @@ def test_each_layer_gets_the_algorithm_its_shape_calls_for(rng) -> None:
     assert not changed and _algorithms(again) == _algorithms(out)
     text = explain(out.metadata)
     assert "winograd_f4 x2" in text and "strided, dilated or grouped" in text
-    assert "im2col x5" in text and "patches packed, one GEMM" in text
+    assert "im2col x1" in text and "patches packed, one GEMM" in text
+    assert "direct_channels x4" in text and "output channels as the vector" in text
+    lanes8 = {k.removeprefix("fused_"): v for k, v in _algorithms(
+        ChooseConvAlgorithm(lanes=8).run(graph)[0]).items()}
+    assert "direct_channels" not in {lanes8[k] for k in ("down", "narrow", "down2", "tiny")}
 
 
 def test_wide_stride_1_rows_go_implicit_and_gemms_can_be_off() -> None:
     """A 5x5 stride-1 layer with 64-wide rows and a long reduction (64 x 25) is an implicit
     GEMM; the same layer at 8 wide would drop half its columns: im2col; with GEMMs off, both
-    are direct. With a short reduction (16 channels x 25) wide rows stay direct."""
+    are direct. With a short reduction (16 channels x 25) wide rows stay direct. (Without
+    the channel-vector kernels: with them, all three are "direct_channels".)"""
     wide, _ = conv_model([("wide5", 64, 5, {})], 64, 8, 64)
     narrow, _ = conv_model([("narrow5", 64, 5, {})], 64, 8, 8)
     short, _ = conv_model([("short5", 64, 5, {})], 16, 8, 64)
-    choose = ChooseConvAlgorithm(lanes=16)
+    for model in (wide, narrow, short):
+        with_channels = ChooseConvAlgorithm(lanes=16).run(onnx_import.import_model(model))[0]
+        assert set(_algorithms(with_channels).values()) == {"direct_channels"}
+    choose = ChooseConvAlgorithm(lanes=16, channels=False)
     wide_g = choose.run(onnx_import.import_model(wide))[0]
     assert _algorithms(wide_g) == {"wide5": "implicit_gemm"}
     assert "read from the padded input" in explain(wide_g.metadata)
     assert _algorithms(choose.run(onnx_import.import_model(narrow))[0]) == {"narrow5": "im2col"}
     assert _algorithms(choose.run(onnx_import.import_model(short))[0]) == {"short5": "direct"}
     for model, name in ((wide, "wide5"), (narrow, "narrow5")):
-        off = ChooseConvAlgorithm(lanes=16, im2col=False).run(onnx_import.import_model(model))
+        off = ChooseConvAlgorithm(lanes=16, im2col=False, channels=False).run(
+            onnx_import.import_model(model))
         assert _algorithms(off[0]) == {name: "direct"}
 
 
@@ -93,11 +102,16 @@ def test_few_channels_stay_direct_and_without_winograd_a_3x3_is_implicit() -> No
     model, _ = conv_model([("thin", 16, 3, {}), ("stem", 64, 7, {"strides": [2, 2]})],
                           3, 8, 64)
     graph = onnx_import.import_model(model)
-    assert set(_algorithms(ChooseConvAlgorithm().run(graph)[0]).values()) == {"direct"}
+    few = _algorithms(ChooseConvAlgorithm(channels=False).run(graph)[0])
+    assert set(few.values()) == {"direct"}
+    # with the channel-vector kernels: the 3-channel layer stays direct (under 16 input
+    # channels), the 16-channel stride-2 one (a 4x32 image) takes "direct_channels"
+    few = _algorithms(ChooseConvAlgorithm().run(graph)[0])
+    assert few == {"thin": "direct", "stem": "direct_channels"}
     model, _ = conv_model([("wide", 64, 3, {})], 64, 8, 64)
     graph = onnx_import.import_model(model)
-    assert set(_algorithms(ChooseConvAlgorithm(winograd=False).run(graph)[0]).values()) == \
-        {"implicit_gemm"}
+    no_winograd = ChooseConvAlgorithm(winograd=False, channels=False).run(graph)[0]
+    assert set(_algorithms(no_winograd).values()) == {"implicit_gemm"}
 
 
 @pytest.mark.parametrize("options,runs", [({"target": "cpu"}, True),
@@ -121,7 +135,7 @@ def test_one_by_k_kernels_go_to_a_gemm_even_on_wide_rows() -> None:
         return Layer(c=128, oc=128, groups=1, kernel=kernel, strides=(1, 1), dilations=(1, 1),
                      pads=pads, out=(17, 17))
 
-    choose = ChooseConvAlgorithm(lanes=16)
+    choose = ChooseConvAlgorithm(lanes=16, channels=False)
     assert choose.choose(layer((1, 7), (0, 3, 0, 3)))[0] == "im2col"
     assert choose.choose(layer((7, 1), (3, 0, 3, 0)))[0] == "implicit_gemm"
     assert choose.choose(layer((5, 5), (2, 2, 2, 2)))[0] == "direct"
@@ -132,6 +146,10 @@ def test_one_by_k_kernels_go_to_a_gemm_even_on_wide_rows() -> None:
     strided = Layer(c=256, oc=256, groups=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
                     pads=(1, 1, 1, 1), out=(14, 14))
     assert choose.choose(strided)[0] == "im2col"
+    channels = ChooseConvAlgorithm(lanes=16)  # with the channel-vector kernels
+    for kernel, pads in (((1, 7), (0, 3, 0, 3)), ((7, 1), (3, 0, 3, 0)), ((5, 5), (2,) * 4)):
+        assert channels.choose(layer(kernel, pads))[0] == "direct_channels", kernel
+    assert channels.choose(strided)[0] == "direct_channels"
 
 
 @pytest.mark.parametrize("c,oc,size,want", [
@@ -156,15 +174,15 @@ def test_small_channel_layers_take_winograd_where_the_transformed_image_fits(
 
 @pytest.mark.parametrize("c,oc,size,n,lanes,want", [
     (256, 256, 14, 1, 16, "winograd_f4_image"),  # resnet50: 16 tiles of 4x4, one zmm vector
-    (512, 512, 7, 1, 16, "im2col"),              # 16 tiles of 2x2: the weights cost too much
+    (512, 512, 7, 1, 16, "direct_channels"),     # 16 tiles of 2x2: the weights cost too much
     (512, 512, 7, 8, 16, "winograd_f2_image"),   # ... unless 8 images share them
-    (64, 256, 13, 1, 16, "implicit_gemm"),       # squeezenet1_1: 8.0 > IMAGE_MAX_COST
+    (64, 256, 13, 1, 16, "direct_channels"),     # squeezenet1_1: 8.0 > IMAGE_MAX_COST
     (64, 256, 13, 8, 16, "winograd_f4_image"),   # the edge tiles half outside
     (48, 192, 13, 8, 16, "winograd_f4_image"),   # under 64 input channels, small transforms
-    (448, 384, 8, 1, 16, "im2col"),              # inception_v3
+    (448, 384, 8, 1, 16, "direct_channels"),     # inception_v3
     (448, 384, 8, 8, 16, "winograd_f2_image"),
-    (128, 32, 14, 8, 16, "implicit_gemm"),       # densenet121: 32 output channels lost
-    (512, 512, 4, 8, 16, "im2col"),              # 4 tiles in a vector of 8
+    (128, 32, 14, 8, 16, "direct_channels"),     # densenet121: 32 output channels lost
+    (512, 512, 4, 8, 16, "direct_channels"),     # 4 tiles in a vector of 8
     (256, 256, 14, 1, 8, "winograd_f4"),         # AVX2: a row of 4 tiles fills half a vector
     (512, 512, 7, 1, 8, "winograd_f2"),
 ])
@@ -193,7 +211,8 @@ def test_short_rows_take_winograd_over_the_image(c: int, oc: int, size: int, n: 
     (64, 256, 13, 16, "pointwise"),             # a short reduction (lost 1.16 -> 1.22)
     (512, 128, 28, 16, "pointwise"),            # 784 positions fill their blocks
     (512, 70, 7, 16, "pointwise"),              # 70 channels do not fill vectors
-    (512, 256, 17, 16, "pointwise"),            # 289 positions: no divisor from 4 to 15
+    (768, 192, 17, 16, "pointwise_channels"),   # 289 pad to 320; tiles of 17 positions
+    (64, 16, 71, 16, "pointwise"),              # 5041 positions: no divisor from 4 to 17
     (512, 2048, 7, 8, "pointwise"),             # AVX2: not measured there
 ])
 def test_pointwise_layers_take_the_channels_gemm_where_positions_waste_lanes(

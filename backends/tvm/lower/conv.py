@@ -253,6 +253,11 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
 
         return ctx.reshape(conv_gemm.conv_channels(ctx, node, ctx.expr(inputs[0]), w, sp, epi),
                            oshape)
+    if algorithm == "direct_channels" and ctx.pack and len(oshape) == 4 and pro is None:
+        from backends.tvm.lower import conv_gemm
+
+        return ctx.reshape(conv_gemm.conv_channels_direct(ctx, node, ctx.expr(inputs[0]), w,
+                                                           sp, epi), oshape)
     if algorithm in ("pointwise", "im2col") and ctx.pack and len(oshape) == 4:
         from backends.tvm.lower import conv_gemm
 

@@ -15,7 +15,9 @@ axis), so a 7x7 image still fills whole vectors. Three stages in one kernel:
 
 `conv_channels` renders `"pointwise_channels"`: the same 1x1 GEMM with the output channels
 as the vector and the positions broadcast, for images whose positions would not fill whole
-vectors (its docstring).
+vectors; `conv_channels_direct` renders `"direct_channels"`: any other small-image
+convolution the same way, read from the padded input, no patches packed (their
+docstrings).
 """
 
 from __future__ import annotations
@@ -161,4 +163,45 @@ def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: C
             cast(acc[n, p, o], xt.dtype), (n, o, p), extra), name="epilogue")
 
     return ctx.emit(compute, [x, ctx.array(weight), *epi.exprs], node, "conv_channels",
+                    ocv=ocv, pr=pr)
+
+
+def conv_channels_direct(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray,
+                         sp: ConvSpec, epi: Epilogue) -> relax.Expr:
+    """Emit the convolution of x [N, C, H, W] with constant w [OC, C, KH, KW] (any kernel,
+    stride and dilation, one group) with the output channels as the vector
+    (`conv_algorithm = "direct_channels"`): "anchor" [N, OH, OW, OCp] accumulated in a tile
+    of `pr` positions along a row (`pr` divides OW) by `ocv` channels over (c, ky, kx), each
+    input value broadcast from the zero-padded input, the weight packed at compile time to
+    [OCp/ocv, C, KH, KW, ocv]; "epilogue" [N, OC, OH, OW] read back per channel block. No
+    patches are packed (an im2col GEMM copies each input value KH*KW / (sh*sw) times) and
+    rows need not fill vectors. Returns [N, OC, OH, OW]."""
+    tile = tiles.channel_tile(sp.oc, sp.ow, ctx.lanes)
+    if tile is None:
+        raise EtchError(f"node {node.name}: no channel tile for {sp.oc} channels x rows of "
+                        f"{sp.ow} (passes/choose_conv_algorithm.py should not choose it)")
+    ocv, pr = tile
+    (sh, sw), (dh, dw) = sp.stride, sp.dilation
+    ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (sp.ow - 1) * sw + (sp.kw - 1) * dw + 1
+    oc = w.shape[0]
+    ocp = tiles.padded(oc, ocv)
+    wp = np.zeros((ocp,) + w.shape[1:], w.dtype)
+    wp[:oc] = w
+    weight = np.ascontiguousarray(wp.reshape(ocp // ocv, ocv, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
+    acc_t = accumulator(w.dtype)
+
+    def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        pad = _padded_input(xt, sp, ph, pw, 1)
+        rc = te.reduce_axis((0, sp.c), "rc")
+        ry = te.reduce_axis((0, sp.kh), "ry")
+        rx = te.reduce_axis((0, sp.kw), "rx")
+        acc = te.compute((sp.n, sp.oh, sp.ow, ocp), lambda n, y, c, o: te.sum(
+            cast(pad[n, rc, y * sh + ry * dh, c * sw + rx * dw], acc_t)
+            * cast(wt[o // ocv, rc, ry, rx, o % ocv], acc_t), axis=[rc, ry, rx]),
+            name="anchor")
+        return te.compute((sp.n, sp.oc, sp.oh, sp.ow), lambda n, o, y, c: epi.apply(
+            cast(acc[n, y, c, o], xt.dtype), (n, o, y, c), extra), name="epilogue")
+
+    x = ctx.reshape(x, (sp.n, sp.c, sp.h, sp.w))
+    return ctx.emit(compute, [x, ctx.array(weight), *epi.exprs], node, "conv_channels_direct",
                     ocv=ocv, pr=pr)

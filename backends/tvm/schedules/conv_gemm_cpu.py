@@ -120,6 +120,36 @@ class ConvChannels(KindRule):
         return True
 
 
+class ConvChannelsDirect(KindRule):
+    """The channel-vector direct convolution (`lower/conv_gemm.conv_channels_direct`): loops
+    (image and channel block, in parallel when it pays; input-channel chunk; output row;
+    position block; the chunk's channels; the KH x KW taps, the columns' unrolled; the
+    pr x ocv register tile), then the epilogue over the channel block; the zero-padded
+    input first, whole. The input channels run in chunks of `tiles.channel_chunk` (about
+    64 reduction steps), so a chunk's weights (64 x 32 channels: 8 KiB) stay in L1 while
+    the image's positions stream past them, as in `ConvChannels`."""
+
+    kinds = ("conv_channels_direct",)
+
+    def schedule(self, sch, func, target):
+        ocv, pr, width = int(func.attrs["etch.ocv"]), int(func.attrs["etch.pr"]), lanes(target)
+        anchor = sch.get_sblock("anchor")
+        n, y, x, o, rc, ry, rx = sch.get_loops(anchor)
+        total = work(sch, [n, y, x, o, rc, ry, rx])
+        xo, xi = sch.split(x, [None, pr])
+        oo, oi = sch.split(o, [None, ocv])
+        taps = extent(sch, ry) * extent(sch, rx)
+        rco, rci = sch.split(rc, [None, tiles.channel_chunk(extent(sch, rc), taps)])
+        sch.reorder(n, oo, rco, y, xo, rci, ry, rx, xi, oi)
+        outer = sch.fuse(n, oo)
+        maybe_parallel(sch, outer, total)
+        sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
+        sch.unroll(rx)
+        finish_tile(sch, anchor, rco, xi, oi, False, width)
+        _schedule_pad(sch, width)
+        return True
+
+
 class ConvImplicit(KindRule):
     """The implicit GEMM (`lower/conv_implicit.py`): loops (image and output-channel block,
     in parallel when it pays; column block; input channel; the KH x KW taps, unrolled; the
@@ -160,4 +190,4 @@ class ConvPad(KindRule):
 
 
 def rules() -> list[ScheduleRule]:
-    return [ConvGemm(), ConvChannels(), ConvImplicit(), ConvPad()]
+    return [ConvGemm(), ConvChannels(), ConvChannelsDirect(), ConvImplicit(), ConvPad()]

@@ -14,6 +14,7 @@ PANEL_BYTES = 512 * 1024  # a packed panel that stays in L2 (Zen 3: 512 KiB per 
 WIDE_PANEL_BYTES = 1024 * 1024  # AVX-512 CPUs: L2 of 1 MiB (Zen 4, Skylake-SP) to 2 MiB
 PAD_WASTE = 16  # a GEMM may pad its column blocks to whole chunks by 1/16 of them at most
 LONG_REDUCTION = 512  # multiply-adds per output that pay for a heap-allocated tile
+CHANNEL_ROWS = 17  # positions of a one-vector channel tile at most (`channel_tile`)
 SHORT_WIDE_MIN = 64  # rows and multiply-adds of a short reduction's wide tile: `short_wide`
 
 
@@ -204,28 +205,40 @@ def row_lanes(row: tuple[int, ...], lanes: int) -> int:
 
 
 def channel_tile(channels: int, cols: int, lanes: int) -> tuple[int, int] | None:
-    """(ocv, pr) of a pointwise GEMM with output channels as the vector (`conv_channels`):
-    `ocv` channels (two vectors where the channels fill them, else one) by `pr` positions,
-    the largest divisor of the positions that the accumulator budget holds, at least 4
-    (fewer leaves each broadcast feeding too few FMAs); None where there is none (a prime
-    number of positions) or the channels do not fill vectors."""
+    """(ocv, pr) of a GEMM or convolution with output channels as the vector
+    (`conv_channels`, `conv_channels_direct`): `ocv` channels (two vectors where the
+    channels fill them, else one) by `pr` positions, the largest divisor of `cols` (the
+    image's positions, or a row's) that the accumulator budget holds, at least 4 (fewer
+    leaves each broadcast feeding too few FMAs); None where there is none or the channels do
+    not fill vectors. Two vectors: at most 7 positions (a tile under 1 KiB stays on the
+    stack); one vector on AVX-512: up to CHANNEL_ROWS (17: 17 accumulators, the weight and
+    a broadcast fit its 32 registers; a 17-position tile is a heap workspace, which LLVM
+    still keeps in registers over the reduction), so 17x17 images' rows of 17 take one
+    tile: inception_v3's 192->192 1x7 on 17x17 ran 1.17x ONNX Runtime with it, 1.39x as
+    the im2col GEMM."""
     if channels % lanes:
         return None
     budget = WIDE_ACC_VECTORS if lanes >= 16 else MAX_ACC_VECTORS
     for vectors in (2, 1):
         if channels % (vectors * lanes):
             continue
-        pr = next((r for r in range(budget // vectors, 3, -1)
-                   if cols % r == 0 and r * vectors * lanes * 4 < 1024), None)  # stack tile
+        most = CHANNEL_ROWS if vectors == 1 and lanes >= 16 else budget // vectors
+        pr = next((r for r in range(most, 3, -1) if cols % r == 0 and (
+            r * vectors * lanes * 4 < 1024 or vectors == 1 and lanes >= 16)), None)
         if pr is not None:
             return vectors * lanes, pr
     return None
 
 
-def channel_chunk(reduce: int) -> int:
-    """Reduction steps of one chunk of the channel-vector pointwise GEMM (`ConvChannels`):
-    the largest divisor of `reduce` from 16 to 64, so a 32-channel weight block's chunk is
-    at most 8 KiB (L1); `reduce` itself where it is 64 or less or has no such divisor."""
+def channel_chunk(reduce: int, taps: int = 1) -> int:
+    """Reduction steps (`taps` = 1: a GEMM's) or input channels of `taps` steps each (a
+    direct convolution's) of one chunk of a channel-vector kernel (`ConvChannels`,
+    `ConvChannelsDirect`): the most, dividing `reduce`, of at most 64 steps, so a 32-channel
+    weight block's chunk is at most 8 KiB (L1); for a GEMM at least 16 steps, or `reduce`
+    itself where it is 64 or less or has no such divisor."""
+    if taps > 1:
+        most = max(1, 64 // taps)
+        return next(c for c in range(min(most, reduce), 0, -1) if reduce % c == 0)
     if reduce <= 64:
         return reduce
     return next((k for k in range(64, 15, -1) if reduce % k == 0), reduce)
