@@ -20,7 +20,7 @@ anchor is a Conv, one of
   output positions as the vector;
 - "pointwise_channels": the same GEMM with output channels as the vector, where the
   positions would not fill whole vectors (7x7, 14x14, 13x13 images) or the output channels
-  are one vector (`_channels_reason`);
+  are one vector with a reduction of 64+ (`_channels_reason`);
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
   padded input in place (`_implicit_reason`);
@@ -153,8 +153,8 @@ class ChooseConvAlgorithm(Pass):
         512->2048 on 7x7 1.27 -> 1.06, 2048->512 1.29 -> 1.04, 160->960 1.30 -> 1.12,
         960->160 1.42 -> 1.05; 1024->256 on 14x14 1.30 -> 1.03, 256->1024 1.14 -> 1.03,
         384->64 1.31 -> 0.98; 512->64 on 13x13 1.27 -> 1.12; with at most one vector of
-        output channels also where the positions fill their blocks: 64->16 on 55x55 1.61
-        -> 0.99. Lost: a short reduction, 64->256 on 13x13 1.16 -> 1.22; and where whole
+        output channels (and a reduction of 64 or more) also where the positions fill their
+        blocks: 64->16 on 55x55 1.61 -> 0.99. Lost: a short reduction, 64->256 on 13x13 1.16 -> 1.22; and where whole
         blocks waste nothing, every input row is re-read per channel block: 512->128 on
         28x28 1.22 -> 1.31, 256->64 on 56x56 1.34 -> 1.65. Measured on AVX-512 only: with
         fewer lanes the positions' tile stays."""
@@ -165,8 +165,8 @@ class ChooseConvAlgorithm(Pass):
             return (f"{layer.oc} channels do not fill vectors, or {cols} positions have no "
                     f"divisor from 4 to {CHANNEL_ROWS} (a tile's positions)")
         blocks = _whole(cols, 2 * self.lanes)
-        if layer.oc <= self.lanes:
-            return None
+        if layer.oc <= self.lanes:  # measured with a reduction of 64; shorter ones not
+            return None if layer.c >= 64 else "one vector of channels, a reduction under 64"
         if (blocks - cols) * 16 < blocks:
             return "the positions fill their vectors"
         if layer.c < CHANNELS_MIN_REDUCTION:

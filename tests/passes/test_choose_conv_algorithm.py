@@ -208,6 +208,7 @@ def test_short_rows_take_winograd_over_the_image(c: int, oc: int, size: int, n: 
     (512, 2048, 7, 16, "pointwise_channels"),   # 49 positions pad to 64
     (1024, 256, 14, 16, "pointwise_channels"),  # 196 pad to 224
     (64, 16, 55, 16, "pointwise_channels"),     # one vector of output channels
+    (8, 16, 11, 16, "pointwise"),               # ... over a reduction under 64
     (64, 256, 13, 16, "pointwise"),             # a short reduction (lost 1.16 -> 1.22)
     (512, 128, 28, 16, "pointwise"),            # 784 positions fill their blocks
     (512, 70, 7, 16, "pointwise"),              # 70 channels do not fill vectors
