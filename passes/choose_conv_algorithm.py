@@ -154,10 +154,10 @@ class ChooseConvAlgorithm(Pass):
         960->160 1.42 -> 1.05; 1024->256 on 14x14 1.30 -> 1.03, 256->1024 1.14 -> 1.03,
         384->64 1.31 -> 0.98; 512->64 on 13x13 1.27 -> 1.12; with at most one vector of
         output channels (and a reduction of 64 or more) also where the positions fill their
-        blocks: 64->16 on 55x55 1.61 -> 0.99. Lost: a short reduction, 64->256 on 13x13 1.16 -> 1.22; and where whole
-        blocks waste nothing, every input row is re-read per channel block: 512->128 on
-        28x28 1.22 -> 1.31, 256->64 on 56x56 1.34 -> 1.65. Measured on AVX-512 only: with
-        fewer lanes the positions' tile stays."""
+        blocks: 64->16 on 55x55 1.61 -> 0.99. Lost: a short reduction, 64->256 on 13x13
+        1.16 -> 1.22; and where whole blocks waste nothing, every input row is re-read per
+        channel block: 512->128 on 28x28 1.22 -> 1.31, 256->64 on 56x56 1.34 -> 1.65.
+        Measured on AVX-512 only: with fewer lanes the positions' tile stays."""
         if not self.channels or self.lanes < 16:
             return "the channels' tile is off, or not measured with these lanes (AVX-512 only)"
         cols = layer.out[0] * layer.out[1]

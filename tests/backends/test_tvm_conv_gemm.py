@@ -213,7 +213,8 @@ def channels_model(batch: int = 2, rows17: bool = True):
     plus bias, a residual r and ReLU; then 1x1 64->16 (one vector of channels, a reduction
     of 64 in one chunk). y [B, 192, 14, 14]: 1x1 192->96 (196 positions, chunks of 64; 96
     channels: one vector per tile), no bias. Direct (`direct_channels`): v [B, 48, 14, 14]:
-    3x3 stride 2 to 64 channels (7x7 out) plus bias and ReLU; with `rows17`, u [B, 40, 17,
+    3x3 stride 2 to 64 channels (7x7 out) plus bias and ReLU, and 3x3 dilated 2 to 32
+    channels (14x14 out, no bias); with `rows17`, u [B, 40, 17,
     17]: 1x7 padded (0, 3) to 16 channels, rows of 17 (a one-vector tile of 17 positions, on
     AVX-512 only)."""
     init = RandomInits(13)
@@ -227,10 +228,12 @@ def channels_model(batch: int = 2, rows17: bool = True):
         node("Conv", ["v", weight("w_d", 64, 48, 3, 3), bias("b_d", 64)], ["d"], name="down",
              strides=[2, 2], pads=[1, 1, 1, 1]),
         node("Relu", ["d"], ["out_d"]),
+        node("Conv", ["v", weight("w_f", 32, 48, 3, 3)], ["out_f"], name="dilated",
+             dilations=[2, 2], pads=[2, 2, 2, 2]),
     ]
     shapes = {"x": [batch, 160, 7, 7], "r": [batch, 64, 7, 7], "y": [batch, 192, 14, 14],
               "v": [batch, 48, 14, 14]}
-    outs = ["out_a", "out_b", "out_c", "out_d"]
+    outs = ["out_a", "out_b", "out_c", "out_d", "out_f"]
     if rows17:
         nodes.append(node("Conv", ["u", weight("w_e", 16, 40, 1, 7)], ["out_e"],
                           name="onebyseven", pads=[0, 3, 0, 3]))
@@ -261,7 +264,7 @@ def test_channel_tiles_are_chosen_and_explained() -> None:
     model, _ = channels_model()
     graph = _channels_graph(model)
     text = explain(graph.metadata)
-    assert "direct_channels x2, pointwise_channels x3" in text
+    assert "direct_channels x3, pointwise_channels x3" in text
     assert re.search(r"down\s+direct_channels\s+48->64 k3x3 out 7x7\s+.*output channels as the "
                      r"vector, inputs broadcast", text)
     assert re.search(r"seven\s+pointwise_channels\s+160->64 k1x1 out 7x7\s+.*positions would "
@@ -312,7 +315,7 @@ def test_channel_tiles_on_avx512() -> None:
     tiles = {asm.attrs[k]["node"].split("_", 1)[-1]: (int(asm.attrs[k]["ocv"]),
                                                       int(asm.attrs[k]["pr"])) for k in gemms}
     assert tiles == {"seven": (32, 7), "narrow16": (16, 7), "fourteen": (32, 7),
-                     "down": (32, 7), "onebyseven": (16, 17)}
+                     "down": (32, 7), "dilated": (32, 7), "onebyseven": (16, 17)}
     for name, code in gemms.items():
         assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
         assert re.search(r"vbroadcastss", code), f"{name}: no broadcast input"

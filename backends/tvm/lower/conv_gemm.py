@@ -183,11 +183,9 @@ def conv_channels_direct(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray
     ocv, pr = tile
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
     ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (sp.ow - 1) * sw + (sp.kw - 1) * dw + 1
-    oc = w.shape[0]
-    ocp = tiles.padded(oc, ocv)
-    wp = np.zeros((ocp,) + w.shape[1:], w.dtype)
-    wp[:oc] = w
-    weight = np.ascontiguousarray(wp.reshape(ocp // ocv, ocv, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
+    ocp = w.shape[0]  # a multiple of ocv (`tiles.channel_tile`)
+    weight = np.ascontiguousarray(
+        w.reshape(ocp // ocv, ocv, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
     acc_t = accumulator(w.dtype)
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
