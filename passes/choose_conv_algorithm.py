@@ -59,6 +59,7 @@ SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd 
 IMAGE_MAX_COST = 7.5  # multiply-adds per output and channel pair of image Winograd (direct: 9)
 IMAGE_WEIGHT_FMAS = 20  # the cost of streaming one transformed weight, in multiply-adds
 REPORT = "etch.conv_algorithms"
+POINTWISE_WHY = "1x1 stride 1: one GEMM over the image"  # and fuse_prologue's
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,9 @@ class ChooseConvAlgorithm(Pass):
             if channels is None:
                 why = ("one vector of them" if layer.oc <= self.lanes else
                        "the positions would not fill whole vectors")
-                return "pointwise_channels", (
-                    f"1x1 stride 1: one GEMM over the image, output channels as the vector "
-                    f"({why})")
-            return "pointwise", "1x1 stride 1: one GEMM over the image"
+                why = f"{POINTWISE_WHY}, output channels as the vector ({why})"
+                return "pointwise_channels", why
+            return "pointwise", POINTWISE_WHY
         reason = self._winograd_reason(layer)
         if reason is None:
             m, image = self._tiling(layer)

@@ -36,7 +36,7 @@ import numpy as np
 from compiler.ir import Graph, Node
 from compiler.ops.etch_ops import fused_steps, prologue_steps
 from passes.base import Pass
-from passes.choose_conv_algorithm import ATTR
+from passes.choose_conv_algorithm import ATTR, POINTWISE_WHY
 from passes.choose_conv_algorithm import REPORT as ALGORITHMS
 from passes.fold_constants import channel_vector
 
@@ -169,8 +169,8 @@ class FusePrologue(Pass):
             for row in algorithms:
                 if row["node"] in switched:
                     row["algorithm"] = "pointwise"
-                    row["why"] = ("1x1 stride 1: one GEMM over the image, reading its input "
-                                  "through a prologue (the channels' GEMM reads none)")
+                    row["why"] = (f"{POINTWISE_WHY}, reading its input through a prologue "
+                                  "(the channels' GEMM reads none)")
             graph.metadata[ALGORITHMS] = json.dumps(algorithms)
         return graph, changed
 

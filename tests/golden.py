@@ -132,3 +132,14 @@ class RandomInits:
         data = self.rng.normal(size=n).astype(np.float32)
         self.tensors.append(onnx.numpy_helper.from_array(data, name))
         return name
+
+    def model(self, name: str, nodes: list, shapes: Mapping[str, list[int]],
+              outputs: list[str]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        """The opset-17 model of `nodes` with these initializers, float inputs of `shapes`
+        and `outputs`, and random inputs for it (drawn from `rng`, in `shapes`' order)."""
+        value = onnx.helper.make_tensor_value_info
+        graph = onnx.helper.make_graph(
+            nodes, name, [value(k, onnx.TensorProto.FLOAT, s) for k, s in shapes.items()],
+            [value(o, onnx.TensorProto.FLOAT, None) for o in outputs], self.tensors)
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        return model, {k: self.rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}

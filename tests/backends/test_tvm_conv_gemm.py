@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 import compiler
 from compiler import onnx_import, pipeline
@@ -34,7 +34,7 @@ def gemm_model(batch: int = 1):
     channels not whole vectors of 16 (70, 90): with them, AVX-512 takes the channel-vector
     kernels for such small images."""
     init = RandomInits(7)
-    rng, weight, bias = init.rng, init.weight, init.bias
+    weight, bias = init.weight, init.bias
     conv = helper.make_node
     nodes = [
         conv("Conv", ["x", weight("w_down", 70, 64, 3, 3), bias("b_down", 70)], ["down"],
@@ -53,16 +53,8 @@ def gemm_model(batch: int = 1):
         conv("Relu", ["nar"], ["nar_r"]),
         conv("Conv", ["nar_r", weight("w_pw2", 70, 90, 1, 1)], ["y2"], name="pw2"),
     ]
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        nodes, "gemm_convs",
-        [value("x", TensorProto.FLOAT, [batch, 64, 14, 14]),
-         value("z", TensorProto.FLOAT, [batch, 96, 5, 9])],
-        [value("y", TensorProto.FLOAT, None), value("y2", TensorProto.FLOAT, None)], init.tensors)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    inputs = {"x": rng.normal(size=(batch, 64, 14, 14)).astype(np.float32),
-              "z": rng.normal(size=(batch, 96, 5, 9)).astype(np.float32)}
-    return model, inputs
+    shapes = {"x": [batch, 64, 14, 14], "z": [batch, 96, 5, 9]}
+    return init.model("gemm_convs", nodes, shapes, ["y", "y2"])
 
 
 # What choose_conv_algorithm picks at the host's float lanes (the manifest's vector_lanes):
@@ -142,7 +134,7 @@ def wide_tile_model():
     stride 2 (im2col, K = 64, 7x7 out: 4 channels x all 49 positions). y [1, 1024, 14, 14]:
     1x1 1024->24 (K = 1024: 7 blocks of 128 KiB, one chunk within 1 MiB)."""
     init = RandomInits(11)
-    rng, weight, bias = init.rng, init.weight, init.bias
+    weight, bias = init.weight, init.bias
     node = helper.make_node
     nodes = [
         *_conv_add_relu(init, "short", 96, 64),
@@ -153,14 +145,8 @@ def wide_tile_model():
         node("Conv", ["y", weight("w_d", 24, 1024, 1, 1), bias("b_d", 24)], ["out_d"],
              name="long"),
     ]
-    value = helper.make_tensor_value_info
     shapes = {"x": [1, 96, 14, 14], "r": [1, 64, 14, 14], "y": [1, 1024, 14, 14]}
-    outs = ("out_a", "out_b", "out_c", "out_d")
-    graph = helper.make_graph(
-        nodes, "wide_tiles", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
-        [value(o, TensorProto.FLOAT, None) for o in outs], init.tensors)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return model, {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    return init.model("wide_tiles", nodes, shapes, ["out_a", "out_b", "out_c", "out_d"])
 
 
 def test_wide_tiles_match_onnx_runtime() -> None:
@@ -191,13 +177,9 @@ def test_a_prime_block_count_is_padded_to_whole_chunks() -> None:
     packing one block at a time; at batch 2 the padded blocks are computed, never stored,
     and the result matches ONNX Runtime."""
     init = RandomInits(11)
-    value = helper.make_tensor_value_info
     node = helper.make_node("Conv", ["x", init.weight("w", 80, 64, 1, 1), init.bias("b", 80)],
                             ["y"], name="pw73")
-    graph = helper.make_graph([node], "pw73", [value("x", TensorProto.FLOAT, [2, 64, 73, 73])],
-                              [value("y", TensorProto.FLOAT, None)], init.tensors)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    inputs = {"x": init.rng.normal(size=(2, 64, 73, 73)).astype(np.float32)}
+    model, inputs = init.model("pw73", [node], {"x": [2, 64, 73, 73]}, ["y"])
     art = compiler.compile(model, target="cpu")
     got, (ref,) = art.run(inputs)["y"], run_ort(model, inputs).values()
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
@@ -218,7 +200,7 @@ def channels_model(batch: int = 2, rows17: bool = True):
     17]: 1x7 padded (0, 3) to 16 channels, rows of 17 (a one-vector tile of 17 positions, on
     AVX-512 only)."""
     init = RandomInits(13)
-    rng, weight, bias = init.rng, init.weight, init.bias
+    weight, bias = init.weight, init.bias
     node = helper.make_node
     nodes = [
         *_conv_add_relu(init, "seven", 160, 64),
@@ -238,12 +220,7 @@ def channels_model(batch: int = 2, rows17: bool = True):
         nodes.append(node("Conv", ["u", weight("w_e", 16, 40, 1, 7)], ["out_e"],
                           name="onebyseven", pads=[0, 3, 0, 3]))
         shapes["u"], outs = [batch, 40, 17, 17], outs + ["out_e"]
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        nodes, "channel_tiles", [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
-        [value(o, TensorProto.FLOAT, None) for o in outs], init.tensors)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return model, {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    return init.model("channel_tiles", nodes, shapes, outs)
 
 
 def _channels_graph(model):

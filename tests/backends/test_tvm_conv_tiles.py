@@ -144,18 +144,8 @@ def ragged_model():
     nodes = [n for out, (src, attrs) in convs.items() for n in (
         node("Conv", [src, f"w_{out}", f"w_{out}_b"], [out + "_c"], name=out, **attrs),
         node("Relu", [out + "_c"], [out]))]
-    return _conv_model("ragged", nodes, {"x": [1, 8, 11, 11], "y": [1, 8, 20, 20]},
-                       list(convs), init)
-
-
-def _conv_model(name: str, nodes: list, shapes: dict, outputs: list, init: RandomInits):
-    """The graph of `nodes` with float inputs of `shapes`, and random inputs for it."""
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        nodes, name, [value(k, TensorProto.FLOAT, s) for k, s in shapes.items()],
-        [value(o, TensorProto.FLOAT, None) for o in outputs], init.tensors)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return model, {k: init.rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    return init.model("ragged", nodes, {"x": [1, 8, 11, 11], "y": [1, 8, 20, 20]},
+                      list(convs))
 
 
 def test_ragged_rows_match_onnx_runtime() -> None:
@@ -282,7 +272,7 @@ def short_rows_model():
         nodes += [helper.make_node("Conv", [src, f"w_{out}", f"w_{out}_b"], [out + "_c"],
                                    name=out, pads=[1, 1, 1, 1], **attrs),
                   helper.make_node("Relu", [out + "_c"], [out])]
-    return _conv_model("short", nodes, shapes, list(convs), init)
+    return init.model("short", nodes, shapes, list(convs))
 
 
 def test_short_rows_match_onnx_runtime() -> None:

@@ -133,6 +133,17 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
                     ocb=ocb, vw=vw, chunk=chunk, pointwise=int(_pointwise(sp)))
 
 
+def _channel_tile(ctx: LowerCtx, node: Node, channels: int, positions: int) -> tuple[int, int]:
+    """(ocv, pr) of a channel-vector kernel (`tiles.channel_tile`); an EtchError where there
+    is none (the pass chose a "*_channels" algorithm it should not have)."""
+    tile = tiles.channel_tile(channels, positions, ctx.lanes)
+    if tile is None:
+        raise EtchError(f"node {node.name}: no channel tile for {channels} channels x "
+                        f"{positions} positions (passes/choose_conv_algorithm.py should not "
+                        "choose it)")
+    return tile
+
+
 def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
                   epi: Epilogue) -> relax.Expr:
     """Emit the pointwise convolution of x [N, C, H, W] with constant w [OC, C, 1, 1] as a
@@ -143,11 +154,7 @@ def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: C
     positions need not fill vectors (a 7x7 image is 49 of them: a tile of positions as the
     vector pads them to 64). Returns [N, OC, OH*OW]."""
     cols, width = sp.oh * sp.ow, sp.ow
-    tile = tiles.channel_tile(sp.oc, cols, ctx.lanes)
-    if tile is None:
-        raise EtchError(f"node {node.name}: no channel tile for {sp.oc} channels x {cols} "
-                        "positions (passes/choose_conv_algorithm.py should not choose it)")
-    ocv, pr = tile
+    ocv, pr = _channel_tile(ctx, node, sp.oc, cols)
     x = ctx.reshape(x, (sp.n, sp.c, cols))
     weight = pack_weight(w, ocv)
     ocp = weight.shape[0] * ocv
@@ -176,11 +183,7 @@ def conv_channels_direct(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray
     [OCp/ocv, C, KH, KW, ocv]; "epilogue" [N, OC, OH, OW] read back per channel block. No
     patches are packed (an im2col GEMM copies each input value KH*KW / (sh*sw) times) and
     rows need not fill vectors. Returns [N, OC, OH, OW]."""
-    tile = tiles.channel_tile(sp.oc, sp.ow, ctx.lanes)
-    if tile is None:
-        raise EtchError(f"node {node.name}: no channel tile for {sp.oc} channels x rows of "
-                        f"{sp.ow} (passes/choose_conv_algorithm.py should not choose it)")
-    ocv, pr = tile
+    ocv, pr = _channel_tile(ctx, node, sp.oc, sp.ow)
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
     ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (sp.ow - 1) * sw + (sp.kw - 1) * dw + 1
     ocp = w.shape[0]  # a multiple of ocv (`tiles.channel_tile`)
