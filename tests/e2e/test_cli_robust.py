@@ -320,6 +320,37 @@ def test_signal_during_compile_leaves_no_temporary_directories(tmp_path: Path, s
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.parametrize("signalled,code,line", [
+    (KeyboardInterrupt(), 130, "etch: interrupted"),
+    (None, 143, "etch: terminated by SIGTERM"),
+])
+def test_a_signal_wrapped_in_another_exception_is_still_the_signal(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, signalled, code: int,
+        line: str) -> None:
+    """A signal that arrives while a dataclass is being defined (a module the compile
+    imports late) reaches `main` as a RuntimeError raised from it: still exit 130 / 143 and
+    its one line, not "internal error" (exit 2)."""
+    from compiler import cli
+
+    cause = signalled if signalled is not None else cli.Terminated(signal.SIGTERM)
+
+    def command(args: object) -> int:
+        try:
+            raise cause
+        except BaseException as e:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'steps'") from e
+
+    class Parser:
+        def parse_args(self, argv: list[str]) -> object:
+            return type("Args", (), {"func": staticmethod(command)})()
+
+    monkeypatch.setattr(cli, "build_parser", Parser)
+    monkeypatch.setattr(cli, "_settled", lambda: None)  # keep this process's handlers
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)
+    assert cli.main(["compile"]) == code
+    assert capsys.readouterr().err.strip() == line
+
+
 def test_concurrent_saves_to_one_output_are_safe(tmp_path: Path) -> None:
     """Two processes saving to one -o over and over: both succeed, the last save wins whole,
     and nothing is left beside it."""
