@@ -94,8 +94,10 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
                                     opts.pipeline, opts.max_cells))
     if opts.target == "cpu" and not integer:
         from passes.choose_conv_algorithm import ChooseConvAlgorithm
+        from passes.split_batch import SplitBatch
 
-        passes.append(ChooseConvAlgorithm(winograd=True, lanes=_cpu_lanes(opts)))
+        passes += [SplitBatch(_cpu_cache(opts)),
+                   ChooseConvAlgorithm(winograd=True, lanes=_cpu_lanes(opts))]
         if fuse:
             from passes.fuse_prologue import FusePrologue
 
@@ -108,6 +110,20 @@ def _cpu_lanes(opts: CompileOptions) -> int:
     from backends.tvm.target import cpu_info
 
     return cpu_info(opts)[0].lanes
+
+
+def _cpu_cache(opts: CompileOptions) -> int:
+    """The L2 of the cores a cpu model runs on, together: this host's (sysfs) times the
+    threads, or for --mcpu (or where sysfs does not say) 1 MiB per core with 512-bit
+    vectors (Zen 4, Skylake-SP and later), 512 KiB below."""
+    from backends.tvm.target import cpu_info
+    from runtime.host_cpu import l2_cache_bytes
+
+    info = cpu_info(opts)[0]
+    per_core = l2_cache_bytes() if opts.mcpu is None else None
+    if per_core is None:
+        per_core = (1 << 20) if info.vector_bits == 512 else 512 << 10
+    return per_core * max(1, info.threads)
 
 
 def lut_target(opts: CompileOptions) -> LutTarget:

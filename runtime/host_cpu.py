@@ -120,11 +120,25 @@ def host_features() -> set[str]:
     return host_cpu()[1]
 
 
-def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")
-                           ) -> int | None:
+CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def last_level_cache_bytes(root: Path = CACHES) -> int | None:
     """The largest data or unified cache of CPU 0 (sysfs `root`; the L3 of a server core),
     or None where sysfs does not say."""
-    sizes = []
+    sizes = _cache_sizes(root)
+    return max(sizes.values()) if sizes else None
+
+
+def l2_cache_bytes(root: Path = CACHES) -> int | None:
+    """CPU 0's level-2 data or unified cache (sysfs `root`), or None where sysfs does not
+    say."""
+    return _cache_sizes(root).get(2)
+
+
+def _cache_sizes(root: Path) -> dict[int, int]:
+    """level -> bytes of CPU 0's data and unified caches (the largest per level)."""
+    sizes: dict[int, int] = {}
     for index in root.glob("index*"):
         try:
             if (index / "type").read_text().strip() == "Instruction":
@@ -132,11 +146,15 @@ def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache
             text = (index / "size").read_text().strip().upper()
         except OSError:
             continue
+        try:
+            level = int((index / "level").read_text().strip())
+        except (OSError, ValueError):
+            level = 0  # unknown: counts for the largest cache only
         scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
         digits = text.rstrip("KMG")
         if digits.isdigit():
-            sizes.append(int(digits) * scale)
-    return max(sizes) if sizes else None
+            sizes[level] = max(sizes.get(level, 0), int(digits) * scale)
+    return sizes
 
 
 # etch's feature name -> numpy's, where numpy reads it (numpy.lib has no public API for this)

@@ -128,7 +128,7 @@ def test_pipeline_fuses_for_tvm_and_ref_targets_only() -> None:
              for t in ("cpu", "cuda", "edge", "ref", "verilog")}
     fused = ["cleanup", "absorb_qdq", "fold_batchnorm", "fold_constants", "fuse_epilogue"]
     assert all(names[t] == fused for t in ("cuda", "edge", "ref"))
-    assert names["cpu"] == fused + ["choose_conv_algorithm", "fuse_prologue"]
+    assert names["cpu"] == fused + ["split_batch", "choose_conv_algorithm", "fuse_prologue"]
     assert "fuse_epilogue" not in names["verilog"]
     no_fuse = [p.label for p in passes_for(CompileOptions(target="cpu", fuse=False))]
     assert "fuse_epilogue" not in no_fuse and "fold_batchnorm" not in no_fuse

@@ -67,14 +67,22 @@ def test_an_avx512_artifact_on_an_avx2_cpu_is_one_line(monkeypatch: pytest.Monke
 
 def test_last_level_cache_is_the_largest_data_cache(tmp_path) -> None:
     """sysfs's caches of CPU 0: the largest data or unified one (instruction caches do not
-    hold weights); None where sysfs says nothing."""
-    for name, kind, size in [("index0", "Data", "48K"), ("index1", "Instruction", "64M"),
-                             ("index2", "Unified", "2048K"), ("index3", "Unified", "32M")]:
+    hold weights), and the level-2 one; None where sysfs says nothing."""
+    for name, kind, size, level in [("index0", "Data", "48K", 1),
+                                    ("index1", "Instruction", "64M", 1),
+                                    ("index2", "Unified", "2048K", 2),
+                                    ("index3", "Unified", "32M", 3)]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "type").write_text(kind + "\n")
         (tmp_path / name / "size").write_text(size + "\n")
+        (tmp_path / name / "level").write_text(f"{level}\n")
     assert host_cpu.last_level_cache_bytes(tmp_path) == 32 << 20
+    assert host_cpu.l2_cache_bytes(tmp_path) == 2 << 20
+    (tmp_path / "index3" / "level").unlink()  # a level sysfs does not give: largest only
+    assert host_cpu.last_level_cache_bytes(tmp_path) == 32 << 20
+    assert host_cpu.l2_cache_bytes(tmp_path) == 2 << 20
     assert host_cpu.last_level_cache_bytes(tmp_path / "missing") is None
+    assert host_cpu.l2_cache_bytes(tmp_path / "missing") is None
 
 
 INTEL_FLAGS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vbmi",
