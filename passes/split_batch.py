@@ -161,7 +161,10 @@ def batch_free(graph: Graph) -> set[str]:
 
 
 def _bytes(value: Value) -> int:
-    return value.size * np.dtype(value.dtype).itemsize if value.dtype != "bool" else value.size
+    try:
+        return value.size * np.dtype(value.dtype).itemsize
+    except TypeError:  # a type numpy does not name (strings): a byte each, for the estimate
+        return value.size
 
 
 def per_image_reason(graph: Graph, node: Node, batch: int, free: set[str]) -> str | None:

@@ -206,3 +206,16 @@ def test_transposes_that_keep_the_batch(perm, keeps) -> None:
     node = graph.add_node(Node("Transpose", ["x"], ["y"], {} if perm is None else
                                {"perm": perm}))
     assert (per_image_reason(graph, node, 4, batch_free(graph)) is None) == keeps
+
+
+def test_values_numpy_cannot_size_do_not_stop_the_pass() -> None:
+    """A string value (numpy has no fixed-size type for it) is estimated a byte per element
+    instead of raising: the pass declines such a graph quietly."""
+    from compiler.ir import Graph, Node, Value
+
+    graph = Graph()
+    graph.add_value(Value("s", (4, 3), "string"))
+    graph.add_value(Value("t", (4, 3), "string"))
+    graph.inputs, graph.outputs = ["s"], ["t"]
+    graph.add_node(Node("Identity", ["s"], ["t"]))
+    assert SplitBatch(16).run(graph)[1] is False
