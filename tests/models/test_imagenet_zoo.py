@@ -58,6 +58,32 @@ def test_cpu_matches_onnx_runtime(name: str) -> None:
     assert_close(art.run(inputs), expected, rtol=1e-3, atol=1e-4 * scale)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet1_1", "shufflenet_v2", "inception_v3"])
+def test_batch_split_image_by_image_matches_onnx_runtime(name: str, tmp_path) -> None:
+    """At batch 4 the first layers run image by image (`split_batch`, said in --explain:
+    squeezenet1_1's fire modules, shufflenet_v2's channel shuffles and slices,
+    inception_v3's branches and concats); the outputs match ORT's on four different
+    images (rtol 1e-3)."""
+    import onnxruntime as ort
+
+    import compiler
+    from benchmarks.cnn_peers import batched_model
+
+    path = tmp_path / "b4.onnx"
+    batched_model(zoo.model_path(name), 4, path)
+    sample = zoo.load_sample(name)[0]
+    rng = np.random.default_rng(4)
+    inputs = {k: np.concatenate([v, *(v[:, :, ::-1] + rng.normal(0, 0.1, v.shape).astype(
+        v.dtype) for _ in range(3))]).astype(v.dtype) for k, v in sample.items()}
+    art = compiler.compile(str(path), target="cpu")
+    assert "split batch: the batch of 4 runs image by image through" in art.explain()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
+    scale = max(float(np.abs(v).max()) for v in expected.values())
+    assert_close(art.run(inputs), expected, rtol=1e-3, atol=1e-4 * scale)
+
+
 @pytest.fixture(scope="module")
 def int_pair(tmp_path_factory: pytest.TempPathFactory):
     """name -> (cpu, ref) `--int` W8A8 artifacts calibrated on the sample, and inputs: the
