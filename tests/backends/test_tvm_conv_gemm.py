@@ -296,3 +296,35 @@ def test_channel_tiles_on_avx512() -> None:
     for name, code in gemms.items():
         assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
         assert re.search(r"vbroadcastss", code), f"{name}: no broadcast input"
+
+
+@pytest.mark.parametrize("oc, columns_first", [(24, True), (144, False)])
+def test_few_channel_gemms_run_their_column_blocks_in_parallel(oc: int,
+                                                               columns_first: bool) -> None:
+    """A pointwise GEMM with few output channel blocks (144->24 on 56x56: three blocks of 8)
+    matches ONNX Runtime on the host and
+    runs each column block's channel blocks under one parallel loop over (column block,
+    channel block), so each thread packs and reads its own columns (in parallel over the
+    three channel blocks, each thread read the whole panel, half of it from the other
+    core: slower with two threads than with one); many channel blocks (24->144) keep the
+    channel blocks as the parallel loop (the column-first order wrote 144 planes at once)."""
+    import tvm
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+
+    init = RandomInits(11)
+    c = 144 if oc == 24 else 24
+    model, inputs = init.model("few", [helper.make_node(
+        "Conv", ["x", init.weight("w", oc, c, 1, 1)], ["y"])], {"x": [1, c, 56, 56]}, ["y"])
+    graph = _channels_graph(model)
+    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4",
+                                                                 threads=2))[0])
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
+    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+              and str(f.attrs.get("etch.kind", "")) == "conv_gemm"]
+    text = func.script()
+    fused = re.search(r"for \w+_\w+_fused in T\.parallel", text) is not None
+    assert fused == columns_first, text[:2000]
+    got = compiler.compile(model, target="cpu", threads=2).run(inputs)["y"]  # on the host
+    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
