@@ -52,7 +52,7 @@ REPORT = "etch.split_batch"
 IMAGE_OPS = frozenset({
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
     "GlobalMaxPool", "GlobalLpPool", "LRN", "InstanceNormalization", "BatchNormalization",
-    "DepthToSpace", "SpaceToDepth", "Identity",
+    "DepthToSpace", "SpaceToDepth",
 })
 ANCHORS = frozenset({"", "Conv", "ConvTranspose", "Gemm", "MatMul"})
 
