@@ -34,6 +34,10 @@ from backends.tvm.target import float_lanes
 # slowest thread: on that machine kernels under ~1M multiply-adds (~15 us on one core) ran no
 # faster on two. Memory-bound kernels (copies, elementwise) count elements.
 PARALLEL_MIN_WORK = 1 << 20
+# Depthwise convolutions and window pools do a few multiply-adds per loaded value: ~6
+# GMAC/s on one core, so their threshold is lower (PARALLEL_MIN_WORK would keep a 120 us
+# kernel on one thread).
+PARALLEL_MIN_WINDOW_WORK = 1 << 17
 PARALLEL_MIN_ELEMENTS = 1 << 16
 # A padded copy runs on one thread below this many elements: a copy of a small input costs
 # less than the extra parallel launch (and barrier) it would need.
@@ -226,7 +230,7 @@ class DepthwiseConv(KindRule):
         xo, xi = sch.split(x, [None, vw])
         sch.reorder(n, o, yo, xo, ry, rx, yi, xi)
         outer = sch.fuse(n, o)
-        maybe_parallel(sch, outer, total)
+        maybe_parallel(sch, outer, total, PARALLEL_MIN_WINDOW_WORK)
         if ow % vw == 0 or not row_epilogue(sch, yo, lanes(target)):
             _tile_epilogue(sch, xo)
         sch.unroll(rx)

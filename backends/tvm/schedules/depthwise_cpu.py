@@ -33,7 +33,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.target import Target
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm.schedules.cpu import PARALLEL_MIN_WORK, lanes
+from backends.tvm.schedules.cpu import PARALLEL_MIN_WINDOW_WORK, lanes
 from backends.tvm.schedules.int_cpu import KernelRule
 from backends.tvm.schedules.int_kernels import _args, _finish, _shape
 
@@ -160,7 +160,8 @@ def depthwise_kernel(func: tirx.PrimFunc, width: int) -> tirx.PrimFunc:
         x, w, out = new[0], new[1], new[-1]
         pairs = list(zip(func.params, new))
         work = geo.n * geo.oc * geo.oh * geo.ow * geo.kh * geo.kw
-        loop = T.parallel if work >= PARALLEL_MIN_WORK and geo.n * geo.oc > 1 else T.serial
+        loop = T.parallel if work >= PARALLEL_MIN_WINDOW_WORK and geo.n * geo.oc > 1 \
+            else T.serial
         with loop(0, geo.n * geo.oc) as t:
             b, ch = t // geo.oc, t % geo.oc
             src = ch // geo.multiplier if geo.multiplier > 1 else ch  # its input channel
