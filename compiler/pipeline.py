@@ -18,6 +18,7 @@ from compiler.options import CompileOptions
 from passes.base import Pass
 
 if TYPE_CHECKING:
+    from backends.tvm.target import CpuInfo
     from passes.lut_lowering import LutTarget
 
 
@@ -93,11 +94,13 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         passes.append(PlanHardwired(opts.neuron, opts.fold, opts.pe == "bitserial",
                                     opts.pipeline, opts.max_cells))
     if opts.target == "cpu" and not integer:
+        from backends.tvm.target import cpu_info
         from passes.choose_conv_algorithm import ChooseConvAlgorithm
         from passes.split_batch import SplitBatch
 
-        passes += [SplitBatch(_cpu_cache(opts)),
-                   ChooseConvAlgorithm(winograd=True, lanes=_cpu_lanes(opts))]
+        info = cpu_info(opts)[0]  # the CPU compiled for (detected, or --mcpu's)
+        passes += [SplitBatch(_cpu_cache(opts, info)),
+                   ChooseConvAlgorithm(winograd=True, lanes=info.lanes)]
         if fuse:
             from passes.fuse_prologue import FusePrologue
 
@@ -105,21 +108,12 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     return passes
 
 
-def _cpu_lanes(opts: CompileOptions) -> int:
-    """float32 lanes of the cpu target's vectors (detected, or --mcpu's)."""
-    from backends.tvm.target import cpu_info
-
-    return cpu_info(opts)[0].lanes
-
-
-def _cpu_cache(opts: CompileOptions) -> int:
+def _cpu_cache(opts: CompileOptions, info: CpuInfo) -> int:
     """The L2 of the cores a cpu model runs on, together: this host's (sysfs) times the
     threads, or for --mcpu (or where sysfs does not say) 1 MiB per core with 512-bit
     vectors (Zen 4, Skylake-SP and later), 512 KiB below."""
-    from backends.tvm.target import cpu_info
     from runtime.host_cpu import l2_cache_bytes
 
-    info = cpu_info(opts)[0]
     per_core = l2_cache_bytes() if opts.mcpu is None else None
     if per_core is None:
         per_core = (1 << 20) if info.vector_bits == 512 else 512 << 10

@@ -206,9 +206,9 @@ def per_image_reason(graph: Graph, node: Node, batch: int, free: set[str]) -> st
     if op == "Reshape":
         shape = graph.const(node.inputs[1])
         if batched != [0] or shape is None or not len(shape) or int(shape[0]) not in (
-                batch, 0, -1):
+                batch, 0, -1):  # (its input and output lead with the batch: checked above)
             return "Reshape of the batch"
-        return None if graph.values[node.inputs[0]].shape[0] == batch else "Reshape of the batch"
+        return None
     if op == "Slice":
         return _slice_reason(graph, node, batch, rank) if batched == [0] else \
             "Slice with computed bounds"
@@ -288,18 +288,19 @@ def _split(graph: Graph, cut: Cut, batch: int) -> None:
         if x not in reads:
             continue
         sizes = graph.add_const(f"{x}_images", np.ones(batch, np.int64))
-        outs = []
-        for b in range(batch):
-            outs.append(_image_value(graph, graph.values[x], b, names[b]))
+        outs = [_image_value(graph, graph.values[x], b, names[b]) for b in range(batch)]
         new.append(Node("Split", [x, sizes.name], outs, {"axis": 0}, f"split_images_{x}"))
+    shapes = {}  # a Reshape's shape for one image (a leading batch made 1), shared by all
+    for node in cut.nodes:
+        if node.op == "Reshape":
+            shape = np.array(graph.const(node.inputs[1]), copy=True)
+            shape[0] = 1 if int(shape[0]) == batch else shape[0]
+            shapes[id(node)] = graph.add_const(node.inputs[1] + "_image", shape).name
     for b in range(batch):
         for node in cut.nodes:
             inputs = [names[b].get(i, i) for i in node.inputs]
-            if node.op == "Reshape":
-                shape = np.array(graph.const(node.inputs[1]), copy=True)
-                if int(shape[0]) == batch:
-                    shape[0] = 1
-                inputs[1] = graph.add_const(node.inputs[1] + f"_image{b}", shape).name
+            if id(node) in shapes:
+                inputs[1] = shapes[id(node)]
             outputs = [_image_value(graph, graph.values[o], b, names[b]) for o in node.outputs]
             attrs = {**copy.deepcopy(node.attrs), "image_of": node.name, "image": b}
             new.append(Node(node.op, inputs, outputs, attrs, f"{node.name}_image{b}"))

@@ -118,7 +118,7 @@ def test_no_split_where_images_mix(first) -> None:
 def test_cpu_target_matches_onnx_runtime(monkeypatch) -> None:
     """Through `etch compile --target cpu` with the cache the pass sees set to 128 KiB:
     split, explained, and the outputs match ONNX Runtime's (rtol 1e-4)."""
-    monkeypatch.setattr(pipeline, "_cpu_cache", lambda opts: CACHE)
+    monkeypatch.setattr(pipeline, "_cpu_cache", lambda opts, info: CACHE)
     model, inputs = cnn()
     built = compiler.compile(model, target="cpu", threads=1)
     text = built.explain()
