@@ -191,10 +191,11 @@ def test_a_prime_block_count_is_padded_to_whole_chunks() -> None:
 
 def channels_model(batch: int = 2, rows17: bool = True):
     """Layers that take the channel-vector kernels with 16 lanes. Pointwise
-    (`pointwise_channels`): x [B, 160, 7, 7]: 1x1 160->64 (49 positions, chunks of 40 steps)
-    plus bias, a residual r and ReLU; then 1x1 64->16 (one vector of channels, a reduction
-    of 64 in one chunk). y [B, 192, 14, 14]: 1x1 192->96 (196 positions, chunks of 64; 96
-    channels: one vector per tile), no bias. Direct (`direct_channels`): v [B, 48, 14, 14]:
+    (`pointwise_channels`): x [B, 160, 7, 7]: 1x1 160->64 (49 positions, chunks of 40 steps;
+    with 16 lanes tiles of 12 positions, the last one partial) plus bias, a residual r and
+    ReLU; then 1x1 64->16 (one vector of channels, a reduction of 64 in one chunk). y [B,
+    192, 14, 14]: 1x1 192->96 (196 positions, chunks of 64; 96 channels: with 16 lanes 3
+    vectors by 8 positions, the last tile partial), no bias. Direct (`direct_channels`): v [B, 48, 14, 14]:
     3x3 stride 2 to 64 channels (7x7 out) plus bias and ReLU, and 3x3 dilated 2 to 32
     channels (14x14 out, no bias); with `rows17`, u [B, 40, 17,
     17]: 1x7 padded (0, 3) to 16 channels, rows of 17 (a one-vector tile of 17 positions, on
@@ -284,14 +285,15 @@ def test_channel_tiles_match_onnx_runtime_on_the_host() -> None:
 
 def test_channel_tiles_on_avx512() -> None:
     """Compiled for an AVX-512 CPU (named, not the host): each channel-vector kernel's tile
-    (`tiles.channel_tile`: two zmm of channels by 7 positions, or one zmm by 7 or 17) and a
-    packed FMA on zmm registers with a broadcast input."""
+    (the GEMMs', `tiles.gemm_channel_tile`: two zmm of channels by 12 positions, 3 by 8,
+    or one zmm by 7 with 16 channels; the direct kernels', `tiles.channel_tile`: two zmm by
+    7, one by 17) and a packed FMA on zmm registers with a broadcast input."""
     model, _ = channels_model()
     asm = isa.compile_graph(_channels_graph(model), "avx512")
     gemms = asm.of_kind("conv_channels", "conv_channels_direct")
     tiles = {asm.attrs[k]["node"].split("_", 1)[-1]: (int(asm.attrs[k]["ocv"]),
                                                       int(asm.attrs[k]["pr"])) for k in gemms}
-    assert tiles == {"seven": (32, 7), "narrow16": (16, 7), "fourteen": (32, 7),
+    assert tiles == {"seven": (32, 12), "narrow16": (16, 7), "fourteen": (48, 8),
                      "down": (32, 7), "dilated": (32, 7), "onebyseven": (16, 17)}
     for name, code in gemms.items():
         assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"

@@ -113,3 +113,22 @@ def test_vnni_step_cycles_follow_the_measured_ranking() -> None:
     assert per_dot[(12, 2)] < per_dot[(8, 2)] < per_dot[(4, 4)] < per_dot[(2, 2)] < \
         per_dot[(1, 1)]
     assert per_dot[(6, 4)] < per_dot[(4, 4)]
+
+
+@pytest.mark.parametrize("channels, cols, lanes, want", [
+    (192, 289, 16, (48, 8)),   # 17x17: 3 zmm x 8 positions, the last tile one position
+    (128, 289, 16, (32, 12)),  # 2 x 12 where 48 does not divide the channels
+    (64, 169, 16, (32, 12)),   # 13x13
+    (256, 196, 16, (32, 12)),  # 14x14 (was 2 x 7)
+    (16, 49, 16, (16, 7)),     # one vector of channels: a divisor of the positions, as before
+    (32, 8, 16, (32, 4)),      # fewer positions than the tile: the divisor tile, as before
+    (192, 289, 8, None),       # AVX2: the divisor tile, as before (none for 289 there)
+])
+def test_gemm_channel_tile_takes_24_accumulators_on_avx512(channels: int, cols: int,
+                                                           lanes: int, want) -> None:
+    """`tiles.gemm_channel_tile`: on AVX-512 the first of 3 x 8, 2 x 12, 4 x 6 whose vectors
+    the channels fill, the positions not necessarily whole tiles; else `channel_tile`."""
+    from backends.tvm.schedules import tiles
+
+    assert tiles.gemm_channel_tile(channels, cols, lanes) == \
+        (want if want is not None else tiles.channel_tile(channels, cols, lanes))

@@ -133,10 +133,13 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
                     ocb=ocb, vw=vw, chunk=chunk, pointwise=int(_pointwise(sp)))
 
 
-def _channel_tile(ctx: LowerCtx, node: Node, channels: int, positions: int) -> tuple[int, int]:
-    """(ocv, pr) of a channel-vector kernel (`tiles.channel_tile`); an EtchError where there
-    is none (the pass chose a "*_channels" algorithm it should not have)."""
-    tile = tiles.channel_tile(channels, positions, ctx.lanes)
+def _channel_tile(ctx: LowerCtx, node: Node, channels: int, positions: int,
+                  gemm: bool = False) -> tuple[int, int]:
+    """(ocv, pr) of a channel-vector kernel (`tiles.channel_tile`; the GEMM's:
+    `tiles.gemm_channel_tile`); an EtchError where there is none (the pass chose a
+    "*_channels" algorithm it should not have)."""
+    pick = tiles.gemm_channel_tile if gemm else tiles.channel_tile
+    tile = pick(channels, positions, ctx.lanes)
     if tile is None:
         raise EtchError(f"node {node.name}: no channel tile for {channels} channels x "
                         f"{positions} positions (passes/choose_conv_algorithm.py should not "
@@ -152,9 +155,10 @@ def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: C
     input value broadcast and each weight step one `ocv`-wide load of the weight packed at
     compile time to [OCp/ocv, C, ocv]; "epilogue" [N, OC, P] read back per tile. The
     positions need not fill vectors (a 7x7 image is 49 of them: a tile of positions as the
-    vector pads them to 64). Returns [N, OC, OH*OW]."""
+    vector pads them to 64), nor whole tiles (`pr` need not divide P: the last tile is
+    partial). Returns [N, OC, OH*OW]."""
     cols, width = sp.oh * sp.ow, sp.ow
-    ocv, pr = _channel_tile(ctx, node, sp.oc, cols)
+    ocv, pr = _channel_tile(ctx, node, sp.oc, cols, gemm=True)
     x = ctx.reshape(x, (sp.n, sp.c, cols))
     weight = pack_weight(w, ocv)
     ocp = weight.shape[0] * ocv

@@ -117,7 +117,9 @@ class ConvChannels(KindRule):
     """The pointwise GEMM with output channels as the vector (`lower/conv_gemm.conv_channels`):
     loops (image and channel block, in parallel when it pays; reduction chunk; position
     block; the chunk's steps; the pr x ocv register tile, positions unrolled, channels
-    vectorised), then the epilogue over the channel block (a transposing copy of its P x ocv
+    vectorised; where pr does not divide the positions, the whole position blocks are a loop
+    of their own, without the test of each position against the last that the partial
+    block needs), then the epilogue over the channel block (a transposing copy of its P x ocv
     accumulators, in L1 or L2). The reduction is cut into chunks of `tiles.channel_chunk`
     steps, each run over every position block before the next, so the weight block's chunk
     (64 steps x 32 channels: 8 KiB) stays in L1 while the position blocks stream past it;
@@ -133,6 +135,7 @@ class ConvChannels(KindRule):
         anchor = sch.get_sblock("anchor")
         n, p, o, rk = sch.get_loops(anchor)
         total = work(sch, [n, p, o, rk])
+        cols = extent(sch, p)
         po, pi = sch.split(p, [None, pr])
         oo, oi = sch.split(o, [None, ocv])
         rko, rki = sch.split(rk, [None, tiles.channel_chunk(extent(sch, rk))])
@@ -141,6 +144,9 @@ class ConvChannels(KindRule):
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
         finish_tile(sch, anchor, rko, pi, oi, False, width)
+        if cols % pr:  # a partial last tile: the whole ones a loop without its position test
+            sch.loop_partition(sch.get_loops(sch.get_sblock("anchor_update"))[2],
+                               [cols // pr, None])
         return True
 
 
