@@ -39,9 +39,14 @@ PARALLEL_MIN_WORK = 1 << 20
 # kernel on one thread).
 PARALLEL_MIN_WINDOW_WORK = 1 << 17
 PARALLEL_MIN_ELEMENTS = 1 << 16
-# A padded copy runs on one thread below this many elements: a copy of a small input costs
-# less than the extra parallel launch (and barrier) it would need.
-PARALLEL_PAD_ELEMENTS = 1 << 18
+# A padded copy (and a GEMM's packed panel, a row epilogue) runs on one thread below this
+# many elements: a copy of a small input costs less than the extra parallel launch (and
+# barrier) it would need. It was 256k, which kept copies of up to 1 MB on one thread while
+# the other waited; whole models with two threads, etch-only A/B on the AVX-512 Xeon, 256k
+# -> 64k: mobilenet_v2 4.48 -> 4.18 ms, densenet121 28.8 -> 27.4, resnet50 34.8 -> 33.1,
+# efficientnet_b0 7.45 -> 7.24, inception_v3 50.7 -> 49.3, squeezenet1_1 3.96 -> 3.88;
+# one thread even.
+PARALLEL_PAD_ELEMENTS = 1 << 16
 # Reduction steps of a dense tile unrolled together: fewer loop branches between the FMAs;
 # measured on the AVX-512 Xeon 1.05-1.10x faster on vit_b16's dense kernels than none.
 REDUCE_UNROLL = 4
