@@ -330,3 +330,32 @@ def test_few_channel_gemms_run_their_column_blocks_in_parallel(oc: int,
     assert fused == columns_first, text[:2000]
     got = compiler.compile(model, target="cpu", threads=2).run(inputs)["y"]  # on the host
     np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_one_block_channel_gemm_runs_its_positions_in_parallel() -> None:
+    """squeezenet1_1's 64->16 1x1 on 55x55 (`pointwise_channels`: one block of 16 channels)
+    runs groups of its position blocks in parallel (`position_groups`; it ran on one thread:
+    140 us in the model with two threads, 66-78 after) and matches ONNX Runtime on the host
+    with two threads; with four channel blocks (64->64) the channel blocks stay the only
+    parallel loop."""
+    import tvm
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+    from backends.tvm.schedules.conv_gemm_cpu import position_groups
+
+    assert position_groups(1, 3025, 11) == 5 and position_groups(4, 3025, 11) == 1
+    assert position_groups(1, 169, 8) == 1  # a partial last block: not grouped
+    init = RandomInits(12)
+    model, inputs = init.model("one", [helper.make_node(
+        "Conv", ["x", init.weight("w", 16, 64, 1, 1), init.bias("b", 16)], ["y"])],
+        {"x": [1, 64, 55, 55]}, ["y"])
+    graph = _channels_graph(model)
+    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4",
+                                                                 threads=2))[0])
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
+    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+              and str(f.attrs.get("etch.kind", "")) == "conv_channels"]
+    assert func.script().count("in T.parallel(") == 1
+    got = compiler.compile(model, target="cpu", threads=2).run(inputs)["y"]  # on the host
+    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
