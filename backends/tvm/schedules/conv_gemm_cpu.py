@@ -163,21 +163,37 @@ class ConvChannels(KindRule):
 def position_groups(blocks: int, cols: int, pr: int) -> int:
     """Groups of a channel-vector GEMM's position blocks, each group under the parallel
     loop with every channel block (1: none). Where the image and channel blocks are fewer
-    than FEW_PARALLEL_BLOCKS, the smallest divisor of the position blocks from
-    FEW_PARALLEL_BLOCKS to 4 times it; none where the last block is partial or nothing
-    divides. squeezenet1_1's 64->16 on 55x55 (one block of 16 channels, 275 blocks of 11
+    than FEW_PARALLEL_BLOCKS, a divisor of the position blocks (`_groups`), two blocks a
+    group at least; none where the last block is partial or nothing divides. squeezenet1_1's 64->16 on 55x55 (one block of 16 channels, 275 blocks of 11
     positions) ran on one thread, 91 us with one and 117-158 with two (its input, made by a
     parallel pool, half in the other core's cache)."""
     if blocks >= FEW_PARALLEL_BLOCKS or cols % pr:
         return 1
-    count = cols // pr
-    return next((g for g in range(FEW_PARALLEL_BLOCKS, 4 * FEW_PARALLEL_BLOCKS + 1)
-                 if count % g == 0 and count // g >= 2), 1)
+    return _groups(cols // pr, 2)
+
+
+def row_groups(blocks: int, rows: int) -> int:
+    """Groups of a channel-vector direct convolution's output rows, each group under the
+    parallel loop with every channel block (1: none): as `position_groups`, one row per group
+    at least. densenet121's 32 channels of 3x3 on 14x14 (24 layers) and 7x7 (16) are one
+    channel block each: on one thread they took 2.55 ms with one thread and 2.67 with two."""
+    return 1 if blocks >= FEW_PARALLEL_BLOCKS else _groups(rows, 1)
+
+
+def _groups(count: int, least: int) -> int:
+    """Groups of `count` blocks (at least `least` each): the smallest even divisor from
+    FEW_PARALLEL_BLOCKS to 4 times it (two threads split it evenly), else the largest odd
+    one (the least uneven), else 1."""
+    fits = [g for g in range(FEW_PARALLEL_BLOCKS, 4 * FEW_PARALLEL_BLOCKS + 1)
+            if count % g == 0 and count // g >= least]
+    even = [g for g in fits if g % 2 == 0]
+    return even[0] if even else (fits[-1] if fits else 1)
 
 
 class ConvChannelsDirect(KindRule):
     """The channel-vector direct convolution (`lower/conv_gemm.conv_channels_direct`): loops
-    (image and channel block, in parallel when it pays; input-channel chunk; output row;
+    (image and channel block, in parallel when it pays, with groups of the output rows where
+    the channel blocks are few: `row_groups`; input-channel chunk; output row;
     position block; the chunk's channels; the KH x KW taps, the columns' unrolled; the
     pr x ocv register tile), then the epilogue over the channel block; the zero-padded
     input first, whole. The input channels run in chunks of `tiles.channel_chunk` (about
@@ -195,8 +211,14 @@ class ConvChannelsDirect(KindRule):
         oo, oi = sch.split(o, [None, ocv])
         taps = extent(sch, ry) * extent(sch, rx)
         rco, rci = sch.split(rc, [None, tiles.channel_chunk(extent(sch, rc), taps)])
-        sch.reorder(n, oo, rco, y, xo, rci, ry, rx, xi, oi)
-        outer = sch.fuse(n, oo)
+        groups = row_groups(extent(sch, n) * extent(sch, oo), extent(sch, y))
+        if groups > 1:  # few channel blocks: the output rows in groups, in parallel
+            yg, y = sch.split(y, [groups, None])
+            sch.reorder(n, oo, yg, rco, y, xo, rci, ry, rx, xi, oi)
+            outer = sch.fuse(n, oo, yg)
+        else:
+            sch.reorder(n, oo, rco, y, xo, rci, ry, rx, xi, oi)
+            outer = sch.fuse(n, oo)
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
         sch.unroll(rx)
