@@ -43,6 +43,17 @@ from backends.tvm.schedules.cpu import (
 # then writes 96 output planes).
 SMALL_WEIGHT_BYTES = 256 << 10
 FEW_CHANNEL_BLOCKS = 4
+# Built for two threads or more, a GEMM with WIDE_COLUMNS times as many positions as output
+# channels and a reduction of WIDE_MIN_REDUCTION or more runs its column blocks in parallel
+# (`wide`): the packed panel is the larger operand, and each thread then reads the blocks it
+# packed (split by channel blocks, each thread read the whole panel, half of it packed in
+# the other core's cache). squeezenet1_1 with two threads (kernel wall us, channel-parallel
+# -> column-parallel): 256->32 on 27x27 120 -> 90, 128->32 64 -> 52, 512->64 on 13x13 86 ->
+# 73, 384->64 66 -> 55, 384->48 58 -> 49; one thread they were 5-8% slower (each column
+# block reads every weight block), so one-thread builds keep the channel-parallel order;
+# 16->64 on 55x55 (a reduction of 16) lost 136 -> 175.
+WIDE_COLUMNS = 2
+WIDE_MIN_REDUCTION = 64
 # A channel-vector GEMM with fewer image and channel blocks than this runs groups of its
 # position blocks in parallel too (`position_groups`).
 FEW_PARALLEL_BLOCKS = 4
@@ -71,12 +82,29 @@ class ConvGemm(KindRule):
         small = extent(sch, o) * extent(sch, rk) * 4 <= SMALL_WEIGHT_BYTES
         few = extent(sch, o) <= FEW_CHANNEL_BLOCKS * ocb
         columns_first = small and few and not (ragged and one_chunk)
+        wide = _cores(target) > 1 and chunk >= 2 and extent(sch, rk) >= WIDE_MIN_REDUCTION \
+            and cols >= WIDE_COLUMNS * extent(sch, o)
         oo, oi = sch.split(o, [None, ocb])
         po, pi = sch.split(p, [None, vw])
         pc, pb = sch.split(po, [None, chunk])
-        sch.reorder(n, pc, *((pb, oo) if columns_first else (oo, pb)), rk, oi, pi)
+        sch.reorder(n, pc, *((pb, oo) if columns_first or wide else (oo, pb)), rk, oi, pi)
         panel = sch.get_sblock("panel")
         outer = 1  # loops above the panel's own
+        if wide:
+            if ragged and row_epilogue(sch, n, width, parallel=True):
+                sch.compute_at(panel, pc)
+                outer = 2
+            else:
+                sch.compute_at(panel, sch.fuse(n, pc))
+            maybe_parallel(sch, pb, total)
+            if not ragged:
+                sch.reverse_compute_at(epilogue, pb)
+            finish_tile(sch, anchor, rk, oi, pi, whole, width)
+            pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
+            full = cols // vw if ragged and one_chunk and pointwise else 0
+            _schedule_panel(sch, panel, outer, full, min(width, vw))
+            _schedule_pad(sch, width)
+            return True
         if ragged and not one_chunk and row_epilogue(sch, n, width, parallel=True):
             sch.compute_at(panel, pc)
             outer = 2
@@ -97,6 +125,11 @@ class ConvGemm(KindRule):
         _schedule_panel(sch, panel, outer, full, min(width, vw))
         _schedule_pad(sch, width)
         return True
+
+
+def _cores(target) -> int:
+    """The threads the kernels are built for (the target's "num-cores": `--threads`)."""
+    return int(target.attrs.get("num-cores", 1) or 1)
 
 
 def _schedule_panel(sch, panel, outer: int, full: int, width: int) -> None:
