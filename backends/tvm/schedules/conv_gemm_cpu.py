@@ -54,6 +54,10 @@ FEW_CHANNEL_BLOCKS = 4
 # 16->64 on 55x55 (a reduction of 16) lost 136 -> 175.
 WIDE_COLUMNS = 2
 WIDE_MIN_REDUCTION = 64
+# Built for two threads or more, a GEMM over this many images or more (in one chunk each)
+# runs the images in parallel, each thread packing its images' panels and running every
+# channel block on them (`ConvGemm`).
+PARALLEL_IMAGES = 4
 # A channel-vector GEMM with fewer image and channel blocks than this runs groups of its
 # position blocks in parallel too (`position_groups`).
 FEW_PARALLEL_BLOCKS = 4
@@ -90,6 +94,20 @@ class ConvGemm(KindRule):
         sch.reorder(n, pc, *((pb, oo) if columns_first or wide else (oo, pb)), rk, oi, pi)
         panel = sch.get_sblock("panel")
         outer = 1  # loops above the panel's own
+        pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
+        full = cols // vw if ragged and one_chunk and pointwise else 0
+        if _cores(target) > 1 and one_chunk and extent(sch, n) >= PARALLEL_IMAGES:
+            # images in parallel, each packing its own panel and running every block
+            sch.reorder(n, pc, oo, pb, rk, oi, pi)
+            images = sch.fuse(n, pc)
+            sch.compute_at(panel, images)
+            maybe_parallel(sch, images, total)
+            if not ragged or not row_epilogue(sch, oo, width):
+                sch.reverse_compute_at(epilogue, pb)
+            finish_tile(sch, anchor, rk, oi, pi, whole, width)
+            _schedule_panel(sch, panel, outer, full, min(width, vw), parallel=False)
+            _schedule_pad(sch, width)
+            return True
         if wide:
             if ragged and row_epilogue(sch, n, width, parallel=True):
                 sch.compute_at(panel, pc)
@@ -100,8 +118,6 @@ class ConvGemm(KindRule):
             if not ragged:
                 sch.reverse_compute_at(epilogue, pb)
             finish_tile(sch, anchor, rk, oi, pi, whole, width)
-            pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
-            full = cols // vw if ragged and one_chunk and pointwise else 0
             _schedule_panel(sch, panel, outer, full, min(width, vw))
             _schedule_pad(sch, width)
             return True
@@ -120,8 +136,6 @@ class ConvGemm(KindRule):
             if not ragged or (one_chunk and not row_epilogue(sch, oo, width)):
                 sch.reverse_compute_at(epilogue, pb)
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
-        pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
-        full = cols // vw if ragged and one_chunk and pointwise else 0
         _schedule_panel(sch, panel, outer, full, min(width, vw))
         _schedule_pad(sch, width)
         return True
@@ -132,7 +146,8 @@ def _cores(target) -> int:
     return int(target.attrs.get("num-cores", 1) or 1)
 
 
-def _schedule_panel(sch, panel, outer: int, full: int, width: int) -> None:
+def _schedule_panel(sch, panel, outer: int, full: int, width: int,
+                    parallel: bool = True) -> None:
     """The panel copy: its block loop in parallel where it pays, its vector loop
     vectorised. A pointwise panel whose last block is partial tests each lane of that block
     against the last position, and TIR's vectoriser leaves a loop with such a test scalar
@@ -146,7 +161,8 @@ def _schedule_panel(sch, panel, outer: int, full: int, width: int) -> None:
         blocks = sch.loop_partition(blocks, [full, None])[0]  # the tail stays as it was
         [panel] = sch.get_child_blocks(blocks)
     vectorize_loop(sch, sch.get_loops(panel)[-1], width)
-    maybe_parallel(sch, blocks, amount, PARALLEL_PAD_ELEMENTS)
+    if parallel:  # not under a parallel loop already
+        maybe_parallel(sch, blocks, amount, PARALLEL_PAD_ELEMENTS)
 
 
 class ConvChannels(KindRule):
