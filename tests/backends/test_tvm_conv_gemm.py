@@ -371,6 +371,35 @@ def test_a_one_block_channel_gemm_runs_its_positions_in_parallel() -> None:
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+def _one_conv(seed: int, oc: int, c: int, shape: list[int]):
+    """(model, inputs) of one 1x1 conv with bias, x -> y."""
+    init = RandomInits(seed)
+    return init.model("one", [helper.make_node(
+        "Conv", ["x", init.weight("w", oc, c, 1, 1), init.bias("b", oc)], ["y"])],
+        {"x": shape}, ["y"])
+
+
+def _gemm_parallel_loops(model, threads: int) -> list[str]:
+    """The parallel loops of the model's `conv_gemm` kernel built for a named AVX-512 CPU
+    and `threads` threads; and the model built for the host with `threads` threads matches
+    ONNX Runtime."""
+    import tvm
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+
+    model, inputs = model
+    graph = _channels_graph(model)
+    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
+    target = tvm.target.Target(targets.cpu_target(opts)[0])
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
+    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+              and str(f.attrs.get("etch.kind", "")) == "conv_gemm"]
+    got = compiler.compile(model, target="cpu", threads=threads).run(inputs)["y"]
+    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
+    return re.findall(r"for (\w+) in T\.parallel", func.script())
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_wide_gemms_built_for_two_threads_run_their_column_blocks_in_parallel(
         threads: int) -> None:
@@ -379,28 +408,10 @@ def test_wide_gemms_built_for_two_threads_run_their_column_blocks_in_parallel(
     thread reading the panel blocks it packed (`WIDE_COLUMNS`: 120 -> 90 us in the model
     with two threads); built for one thread it keeps the channel blocks outside (5-8%
     faster there). Both match ONNX Runtime on the host."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-
-    init = RandomInits(14)
-    model, inputs = init.model("wide", [helper.make_node(
-        "Conv", ["x", init.weight("w", 32, 256, 1, 1), init.bias("b", 32)], ["y"])],
-        {"x": [1, 256, 27, 27]}, ["y"])
-    graph = _channels_graph(model)
-    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
-    target = tvm.target.Target(targets.cpu_target(opts)[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-              and str(f.attrs.get("etch.kind", "")) == "conv_gemm"]
-    text = func.script()
+    parallel = _gemm_parallel_loops(_one_conv(14, 32, 256, [1, 256, 27, 27]), threads)
     # the parallel loop over the column blocks (p_*) or over the channel blocks (o_*)
-    parallel = re.findall(r"for (\w+) in T\.parallel", text)
     assert any(v.startswith("p_") for v in parallel) == (threads == 2), parallel
     assert any(v.startswith("o_") for v in parallel) == (threads == 1), parallel
-    got = compiler.compile(model, target="cpu", threads=threads).run(inputs)["y"]
-    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -412,23 +423,5 @@ def test_batched_gemms_built_for_two_threads_run_their_images_in_parallel(
     channel blocks with a panel packed on one thread: shufflenet_v2 batch 8, two threads,
     19.8 -> 16.7 ms); for one thread the channel blocks stay the parallel loop. Both match
     ONNX Runtime on the host."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-
-    init = RandomInits(15)
-    model, inputs = init.model("imgs", [helper.make_node(
-        "Conv", ["x", init.weight("w", 116, 116, 1, 1), init.bias("b", 116)], ["y"])],
-        {"x": [4, 116, 14, 14]}, ["y"])
-    graph = _channels_graph(model)
-    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
-    target = tvm.target.Target(targets.cpu_target(opts)[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-              and str(f.attrs.get("etch.kind", "")) == "conv_gemm"]
-    parallel = re.findall(r"for (\w+) in T\.parallel", func.script())
-    want = ["n_p_0_0_fused"] if threads == 2 else ["o_0"]
-    assert parallel == want, parallel
-    got = compiler.compile(model, target="cpu", threads=threads).run(inputs)["y"]
-    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
+    parallel = _gemm_parallel_loops(_one_conv(15, 116, 116, [4, 116, 14, 14]), threads)
+    assert parallel == (["n_p_0_0_fused"] if threads == 2 else ["o_0"]), parallel
