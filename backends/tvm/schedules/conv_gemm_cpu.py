@@ -10,7 +10,11 @@ blocks come first, both loops one parallel loop: `columns_first`); the reduction
 ocb x vw register tile (channels unrolled, columns vectorised) with the epilogue computed
 right after it, while it is hot; where the image's positions are not whole blocks (55x55,
 13x13), the epilogue runs once per channel block over all of them instead, vectorised
-(`cpu.row_epilogue`).
+(`cpu.row_epilogue`). Kernels built for two threads or more (the target's "num-cores")
+order two cases otherwise: over PARALLEL_IMAGES images or more the images are the
+parallel loop, each packing its own panel; with WIDE_COLUMNS times as many positions as
+channels the column blocks come first and are the parallel loop alone, split as the
+panel's copy is, so each thread reads the blocks it packed.
 """
 
 from __future__ import annotations
@@ -213,9 +217,10 @@ def position_groups(blocks: int, cols: int, pr: int) -> int:
     """Groups of a channel-vector GEMM's position blocks, each group under the parallel
     loop with every channel block (1: none). Where the image and channel blocks are fewer
     than FEW_PARALLEL_BLOCKS, a divisor of the position blocks (`_groups`), two blocks a
-    group at least; none where the last block is partial or nothing divides. squeezenet1_1's 64->16 on 55x55 (one block of 16 channels, 275 blocks of 11
-    positions) ran on one thread, 91 us with one and 117-158 with two (its input, made by a
-    parallel pool, half in the other core's cache)."""
+    group at least; none where the last block is partial or nothing divides.
+    squeezenet1_1's 64->16 on 55x55 (one block of 16 channels, 275 blocks of 11 positions)
+    ran on one thread: 91 us with one thread, 117-158 with two (its input, made by a
+    parallel pool, half in the other core's cache), 66-78 in groups."""
     if blocks >= FEW_PARALLEL_BLOCKS or cols % pr:
         return 1
     return _groups(cols // pr, 2)
@@ -225,7 +230,8 @@ def row_groups(blocks: int, rows: int) -> int:
     """Groups of a channel-vector direct convolution's output rows, each group under the
     parallel loop with every channel block (1: none): as `position_groups`, one row per group
     at least. densenet121's 32 channels of 3x3 on 14x14 (24 layers) and 7x7 (16) are one
-    channel block each: on one thread they took 2.55 ms with one thread and 2.67 with two."""
+    channel block each and ran on one thread: the 14x14 ones 2.55 ms a run with one thread,
+    2.65 with two, 2.01 in row groups."""
     return 1 if blocks >= FEW_PARALLEL_BLOCKS else _groups(rows, 1)
 
 
