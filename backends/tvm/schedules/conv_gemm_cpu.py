@@ -90,57 +90,48 @@ class ConvGemm(KindRule):
         small = extent(sch, o) * extent(sch, rk) * 4 <= SMALL_WEIGHT_BYTES
         few = extent(sch, o) <= FEW_CHANNEL_BLOCKS * ocb
         columns_first = small and few and not (ragged and one_chunk)
-        wide = _cores(target) > 1 and chunk >= 2 and extent(sch, rk) >= WIDE_MIN_REDUCTION \
-            and cols >= WIDE_COLUMNS * extent(sch, o)
+        cores = _cores(target)
+        images = cores > 1 and one_chunk and extent(sch, n) >= PARALLEL_IMAGES
+        wide = not images and cores > 1 and chunk >= 2 \
+            and extent(sch, rk) >= WIDE_MIN_REDUCTION and cols >= WIDE_COLUMNS * extent(sch, o)
         oo, oi = sch.split(o, [None, ocb])
         po, pi = sch.split(p, [None, vw])
         pc, pb = sch.split(po, [None, chunk])
-        sch.reorder(n, pc, *((pb, oo) if columns_first or wide else (oo, pb)), rk, oi, pi)
+        columns = not images and (columns_first or wide)
+        sch.reorder(n, pc, *((pb, oo) if columns else (oo, pb)), rk, oi, pi)
         panel = sch.get_sblock("panel")
         outer = 1  # loops above the panel's own
-        pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
-        full = cols // vw if ragged and one_chunk and pointwise else 0
-        if _cores(target) > 1 and one_chunk and extent(sch, n) >= PARALLEL_IMAGES:
-            # images in parallel, each packing its own panel and running every block
-            sch.reorder(n, pc, oo, pb, rk, oi, pi)
-            images = sch.fuse(n, pc)
-            sch.compute_at(panel, images)
-            maybe_parallel(sch, images, total)
+        if images:  # images in parallel, each packing its own panel and running every block
+            loop = sch.fuse(n, pc)
+            sch.compute_at(panel, loop)
+            maybe_parallel(sch, loop, total)
             if not ragged or not row_epilogue(sch, oo, width):
                 sch.reverse_compute_at(epilogue, pb)
-            finish_tile(sch, anchor, rk, oi, pi, whole, width)
-            _schedule_panel(sch, panel, outer, full, min(width, vw), parallel=False)
-            _schedule_pad(sch, width)
-            return True
-        if wide:
-            if ragged and row_epilogue(sch, n, width, parallel=True):
+        else:
+            if ragged and (wide or not one_chunk) and \
+                    row_epilogue(sch, n, width, parallel=True):
                 sch.compute_at(panel, pc)
                 outer = 2
             else:
                 sch.compute_at(panel, sch.fuse(n, pc))
-            maybe_parallel(sch, pb, total)
-            if not ragged:
-                sch.reverse_compute_at(epilogue, pb)
-            finish_tile(sch, anchor, rk, oi, pi, whole, width)
-            _schedule_panel(sch, panel, outer, full, min(width, vw))
-            _schedule_pad(sch, width)
-            return True
-        if ragged and not one_chunk and row_epilogue(sch, n, width, parallel=True):
-            sch.compute_at(panel, pc)
-            outer = 2
-        else:
-            sch.compute_at(panel, sch.fuse(n, pc))
-        if columns_first:
-            blocks = sch.fuse(pb, oo)
-            maybe_parallel(sch, blocks, total)
-            if not ragged:
-                sch.reverse_compute_at(epilogue, blocks)
-        else:
-            maybe_parallel(sch, oo, total)
-            if not ragged or (one_chunk and not row_epilogue(sch, oo, width)):
-                sch.reverse_compute_at(epilogue, pb)
+            if wide:
+                maybe_parallel(sch, pb, total)
+                if not ragged:
+                    sch.reverse_compute_at(epilogue, pb)
+            elif columns_first:
+                blocks = sch.fuse(pb, oo)
+                maybe_parallel(sch, blocks, total)
+                if not ragged:
+                    sch.reverse_compute_at(epilogue, blocks)
+            else:
+                maybe_parallel(sch, oo, total)
+                if not ragged or (one_chunk and not row_epilogue(sch, oo, width)):
+                    sch.reverse_compute_at(epilogue, pb)
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
-        _schedule_panel(sch, panel, outer, full, min(width, vw))
+        pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
+        full = cols // vw if ragged and one_chunk and pointwise else 0
+        # under the images' parallel loop, the panel's own loop stays serial
+        _schedule_panel(sch, panel, outer, full, min(width, vw), parallel=not images)
         _schedule_pad(sch, width)
         return True
 
