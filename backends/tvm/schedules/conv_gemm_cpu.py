@@ -14,7 +14,8 @@ right after it, while it is hot; where the image's positions are not whole block
 order two cases otherwise: over PARALLEL_IMAGES images or more the images are the
 parallel loop, each packing its own panel; with WIDE_COLUMNS times as many positions as
 channels the column blocks come first and are the parallel loop alone, split as the
-panel's copy is, so each thread reads the blocks it packed.
+panel's copy is, so each thread reads the blocks it packed (where the reduction is at
+least the output channels: the panel the larger operand).
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ FEW_CHANNEL_BLOCKS = 4
 # -> column-parallel): 256->32 on 27x27 120 -> 90, 128->32 64 -> 52, 512->64 on 13x13 86 ->
 # 73, 384->64 66 -> 55, 384->48 58 -> 49; one thread they were 5-8% slower (each column
 # block reads every weight block), so one-thread builds keep the channel-parallel order;
-# 16->64 on 55x55 (a reduction of 16) lost 136 -> 175.
+# 16->64 on 55x55 (a reduction of 16) lost 136 -> 175. Nor where the output channels
+# outnumber the reduction: each thread then writes a few positions of every output row
+# (and reads the residual so), and the panel it would otherwise read whole is the smaller
+# operand. resnet50's 64->256 on 56x56 (with the residual), kernel wall us with two
+# threads, column-parallel -> channel-parallel: 922 -> 439, 684 -> 383 without the
+# residual; whole models, two threads, A/B: resnet50 32.0 -> 30.7 ms, inception_v3
+# (64->80 on 73x73) 47.0 -> 46.5, densenet121 (64->128, 96->128 on 56x56) even.
 WIDE_COLUMNS = 2
 WIDE_MIN_REDUCTION = 64
 # Built for two threads or more, a GEMM over this many images or more (in one chunk each)
@@ -92,8 +99,9 @@ class ConvGemm(KindRule):
         columns_first = small and few and not (ragged and one_chunk)
         cores = _cores(target)
         images = cores > 1 and one_chunk and extent(sch, n) >= PARALLEL_IMAGES
-        wide = not images and cores > 1 and chunk >= 2 \
-            and extent(sch, rk) >= WIDE_MIN_REDUCTION and cols >= WIDE_COLUMNS * extent(sch, o)
+        reduce = extent(sch, rk)
+        wide = not images and cores > 1 and chunk >= 2 and reduce >= WIDE_MIN_REDUCTION \
+            and reduce >= extent(sch, o) and cols >= WIDE_COLUMNS * extent(sch, o)
         oo, oi = sch.split(o, [None, ocb])
         po, pi = sch.split(p, [None, vw])
         pc, pb = sch.split(po, [None, chunk])
