@@ -24,8 +24,8 @@ anchor is a Conv, one of
 - "implicit_gemm": any other stride-1 ungrouped 2-D convolution with a long reduction
   (C*KH*KW >= 512) whose rows are not too narrow: one GEMM whose vectors are read from the
   padded input in place (`_implicit_reason`);
-- "direct_channels": a convolution without Winograd (strided, 1 x k, 5x5, too few tiles)
-  on an image of at most 36x36 outputs with rows that a tile of 4-17 positions divides:
+- "direct_channels": a convolution without Winograd (strided, 1 x k, 5x5, too few tiles,
+  16-63 channels on a large image) with rows that a tile of 4-17 positions divides:
   direct, output channels as the vector, inputs broadcast (`_direct_channels_reason`);
 - "depthwise": one input channel per group;
 - "im2col": a strided (or short-reduction narrow) convolution: patches packed, one GEMM;
@@ -52,7 +52,6 @@ from passes.base import Pass
 
 ATTR = "conv_algorithm"
 CHANNEL_ROWS = 17  # positions of a channels' tile at most (one vector: tiles.CHANNEL_ROWS)
-DIRECT_CHANNELS_MAX_POSITIONS = 36 * 36  # output positions of a "direct_channels" image at most
 CHANNELS_MIN_REDUCTION = 128  # input channels of a "pointwise_channels" GEMM at least
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
@@ -188,7 +187,9 @@ class ChooseConvAlgorithm(Pass):
         0.94 / 1.00, 48->64 5x5 on 35x35 1.12 -> 0.93 (implicit GEMM); 192->192 1x7 / 7x1
         on 17x17 1.39 / 1.35 -> 1.17 / 1.28, 384->384 1x3 on 8x8 1.19 -> 1.03. Lost: large
         images, every input row re-read per channel block: 32->64 3x3 on 147x147 1.39 ->
-        1.91, the 3->64 7x7 stride-2 stem (112x112 out) 1.18 -> 1.57; strided 1x1
+        1.91 (with the output rows before the channel chunks there, 1.44 -> 1.15:
+        `conv_gemm_cpu.ROWS_FIRST_BYTES`), the 3->64 7x7 stride-2 stem (112x112 out) 1.18
+        -> 1.57 (under `small_channels`, not chosen); strided 1x1
         projections (no taps to reuse a broadcast over): 256->512 to 28x28 1.05 -> 1.88,
         512->1024 to 14x14 1.01 -> 1.13. Winograd, where it applies, stayed faster (3x3
         256->256 on 14x14 0.64 vs 0.99, 64->64 on 56x56 0.84 vs 1.19)."""
@@ -200,8 +201,6 @@ class ChooseConvAlgorithm(Pass):
             return "a 1x1 kernel: no taps share a broadcast"
         if layer.c < self.small_channels:
             return f"under {self.small_channels} input channels (not measured)"
-        if layer.out[0] * layer.out[1] > DIRECT_CHANNELS_MAX_POSITIONS:
-            return f"an image over {DIRECT_CHANNELS_MAX_POSITIONS} positions"
         if layer.oc % self.lanes or not _tile_rows(layer.out[1]):
             return (f"{layer.oc} channels do not fill vectors, or rows of {layer.out[1]} "
                     f"have no divisor from 4 to {CHANNEL_ROWS}")

@@ -156,7 +156,7 @@ def test_one_by_k_kernels_go_to_a_gemm_even_on_wide_rows() -> None:
     (16, 64, 55, "winograd_f4"),   # squeezenet's expand layer: 2.2 MiB transformed
     (32, 128, 27, "winograd_f2"),
     (128, 32, 56, "winograd_f4"),  # densenet121's growth layer
-    (32, 64, 147, "direct"),       # inception_v3's stem: 18 MiB transformed, lost
+    (32, 64, 147, "direct_channels"),  # inception_v3's stem: 18 MiB transformed, lost
     (8, 16, 32, "direct"),         # under 16 channels
 ])
 def test_small_channel_layers_take_winograd_where_the_transformed_image_fits(

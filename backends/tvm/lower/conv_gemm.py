@@ -15,7 +15,7 @@ axis), so a 7x7 image still fills whole vectors. Three stages in one kernel:
 
 `conv_channels` renders `"pointwise_channels"`: the same 1x1 GEMM with the output channels
 as the vector and the positions broadcast, for images whose positions would not fill whole
-vectors; `conv_channels_direct` renders `"direct_channels"`: any other small-image
+vectors; `conv_channels_direct` renders `"direct_channels"`: any other
 convolution the same way, read from the padded input, no patches packed (their
 docstrings).
 """
