@@ -53,6 +53,8 @@ from passes.base import Pass
 ATTR = "conv_algorithm"
 CHANNEL_ROWS = 17  # positions of a channels' tile at most (one vector: tiles.CHANNEL_ROWS)
 CHANNELS_MIN_REDUCTION = 128  # input channels of a "pointwise_channels" GEMM at least
+CHANNEL_TILE_VECTORS = (3, 2, 4)  # vectors of channels of its tiles (tiles.WIDE_CHANNEL_TILES)
+CHANNEL_PAD_WASTE = 16  # ... which may pad the channels by 1/16 at most (tiles.PAD_WASTE)
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
 IMAGE_MAX_COST = 7.5  # multiply-adds per output and channel pair of image Winograd (direct: 9)
@@ -160,7 +162,7 @@ class ChooseConvAlgorithm(Pass):
         if not self.channels or self.lanes < 16:
             return "the channels' tile is off, or not measured with these lanes (AVX-512 only)"
         cols = layer.out[0] * layer.out[1]
-        if layer.oc % self.lanes or not _tile_rows(cols):
+        if not _fills_channel_tile(layer.oc, self.lanes) or not _tile_rows(cols):
             return (f"{layer.oc} channels do not fill vectors, or {cols} positions have no "
                     f"divisor from 4 to {CHANNEL_ROWS} (a tile's positions)")
         blocks = _whole(cols, 2 * self.lanes)
@@ -338,6 +340,15 @@ def _tile_rows(positions: int) -> bool:
     """Whether a channels' tile has a count of positions for `positions` (a divisor from 4
     to CHANNEL_ROWS; backends/tvm/schedules/tiles.channel_tile picks it)."""
     return any(positions % r == 0 for r in range(4, CHANNEL_ROWS + 1))
+
+
+def _fills_channel_tile(oc: int, lanes: int) -> bool:
+    """Whether `oc` output channels fill the vectors of a channel-vector GEMM tile: a
+    multiple of the vector, or padded to one of CHANNEL_TILE_VECTORS vectors by at most
+    1/CHANNEL_PAD_WASTE of them (backends/tvm/schedules/tiles.gemm_channel_tile: 1000 ->
+    1008, 232 -> 240)."""
+    return oc % lanes == 0 or any((_whole(oc, v * lanes) - oc) * CHANNEL_PAD_WASTE <= oc
+                                  for v in CHANNEL_TILE_VECTORS)
 
 
 def _whole(n: int, block: int) -> int:

@@ -10,8 +10,10 @@ over the whole growing feature map, a third of the model's memory traffic.
 
 Rewrites, first Concat(Concat(a, b), c) -> Concat(a, b, c) along channels (`flatten_concats`),
 then for a Conv or Conv-anchored etch.Fused F recorded "pointwise" (or "pointwise_channels",
-which then becomes "pointwise", in `--explain` too: only that GEMM copies its input) whose
-input x has F as its only reader and is not a graph output:
+which then becomes "pointwise", in `--explain` too: only that GEMM copies its input; but a
+"pointwise_channels" F of 256+ output channels behind a bare Concat keeps its algorithm and
+the Concat, `KEEP_CHANNELS_OC`) whose input x has F as its only reader and is not a graph
+output:
 - x = E(u), E an anchorless etch.Fused whose steps read only u, earlier steps and
   constants that are one value per channel (scalars, [C, 1, 1], [1, C, 1, 1]): E's steps
   become F's `prologue` (its operand indices renumbered to F's inputs);
@@ -130,8 +132,15 @@ def absorb(graph: Graph, node: Node, producers: dict[str, Node],
 # The GEMM algorithms of a 1x1 convolution (choose_conv_algorithm). A prologue runs in the
 # "pointwise" GEMM's input copy only, so a "pointwise_channels" node that takes one becomes
 # "pointwise": measured on squeezenet1_1 (AVX-512 Xeon, one thread), the concat kernel a
-# channels' GEMM left behind (+104 us) cost more than its tile saved (-32 us).
+# channels' GEMM left behind (+104 us) cost more than its tile saved (-32 us). Except a
+# bare Concat before a channels' GEMM of KEEP_CHANNELS_OC output channels or more: the
+# concat copies the input once, the tile saves per output channel. squeezenet1_1's
+# 512->1000 classifier on 13x13: 1437 us as "pointwise", 1031 + 24 (the concat) as
+# "pointwise_channels"; squeezenet1_1 5.23 -> 5.11 ms with one thread. Not with a chain
+# (BN, Relu) as well: densenet121's 1024->512 transition on 14x14 825 us as "pointwise",
+# 817 + 42 (chain) + 62 (concat) as "pointwise_channels".
 POINTWISE = ("pointwise", "pointwise_channels")
+KEEP_CHANNELS_OC = 256
 
 
 class FusePrologue(Pass):
@@ -152,6 +161,8 @@ class FusePrologue(Pass):
             if found is None:
                 continue
             new, absorbed = found
+            if new.attrs[ATTR] != "pointwise" and _keeps_channels(graph, node, absorbed):
+                continue
             if new.attrs[ATTR] != "pointwise":  # only the positions' GEMM reads a prologue
                 new.attrs[ATTR] = "pointwise"
                 switched.append(new.name)
@@ -173,6 +184,13 @@ class FusePrologue(Pass):
                                   "(the channels' GEMM reads none)")
             graph.metadata[ALGORITHMS] = json.dumps(algorithms)
         return graph, changed
+
+
+def _keeps_channels(graph: Graph, node: Node, absorbed: list[Node]) -> bool:
+    """Whether a "pointwise_channels" node keeps its tile and leaves `absorbed` as they are:
+    a bare Concat (no elementwise chain) before KEEP_CHANNELS_OC output channels or more."""
+    return graph.values[node.outputs[0]].shape[1] >= KEEP_CHANNELS_OC and \
+        all(n.op == "Concat" for n in absorbed)
 
 
 def _channel_concat(graph: Graph, node: Node) -> bool:

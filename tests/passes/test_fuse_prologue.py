@@ -136,3 +136,47 @@ def test_cpu_kernels_match_the_reference(rng, layers: int) -> None:
     want = reference.run(art.graph, x)
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5)
+
+
+def _fire_classifier(oc: int):
+    """squeezenet1_1's end: two expand convs (1x1 and 3x3, 64 -> 256 each, Relu) on 13x13,
+    their Concat, and a 512 -> `oc` 1x1 classifier conv with Relu."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("e1", rng.normal(size=(256, 64, 1, 1)) / 8), ("e3", rng.normal(size=(256, 64, 3, 3)) / 24),
+        ("w", rng.normal(size=(oc, 512, 1, 1)) / 22), ("b", rng.normal(size=oc))]]
+    nodes = [helper.make_node("Conv", ["x", "e1"], ["a"], name="expand1"),
+             helper.make_node("Relu", ["a"], ["ra"]),
+             helper.make_node("Conv", ["x", "e3"], ["c"], pads=[1] * 4, name="expand3"),
+             helper.make_node("Relu", ["c"], ["rc"]),
+             helper.make_node("Concat", ["ra", "rc"], ["cat"], axis=1, name="cat"),
+             helper.make_node("Conv", ["cat", "w", "b"], ["z"], name="classifier"),
+             helper.make_node("Relu", ["z"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "fire", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 13, 13])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("oc", [1000, 128])
+def test_wide_channel_gemms_keep_their_tile_behind_a_bare_concat(rng, oc: int) -> None:
+    """On AVX-512, squeezenet1_1's 512->1000 classifier on 13x13 keeps the channel-vector
+    GEMM ("pointwise_channels", its channels padded to 1008) and leaves the Concat before it
+    as a kernel (KEEP_CHANNELS_OC: 1437 us as "pointwise" with the concat in its copy, 1031
+    + 24 as "pointwise_channels"); with 128 output channels the Concat runs in the
+    "pointwise" GEMM's copy, as before. Compiled for the host, both match the reference."""
+    import compiler
+
+    after, _ = pipeline.run(onnx_import.import_model(_fire_classifier(oc)), CompileOptions(
+        target="cpu"), pipeline.passes_for(CompileOptions(target="cpu", mcpu="znver4")))
+    [conv] = [n for n in after.nodes if n.name.endswith("classifier")]
+    concats = [n for n in after.nodes if n.op == "Concat"]
+    if oc == 1000:
+        assert conv.attrs["conv_algorithm"] == "pointwise_channels" and len(concats) == 1
+    else:
+        assert conv.attrs["conv_algorithm"] == "pointwise" and not concats
+        assert json.loads(conv.attrs["concat_inputs"])
+    art = compiler.compile(_fire_classifier(oc), target="cpu")
+    x = {"x": rng.standard_normal((1, 64, 13, 13)).astype(np.float32)}
+    want = reference.run(art.graph, x)["y"]
+    np.testing.assert_allclose(art.run(x)["y"], want, rtol=1e-4, atol=1e-4)

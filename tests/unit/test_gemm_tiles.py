@@ -123,11 +123,15 @@ def test_vnni_step_cycles_follow_the_measured_ranking() -> None:
     (16, 49, 16, (16, 7)),     # one vector of channels: a divisor of the positions, as before
     (32, 8, 16, (32, 4)),      # fewer positions than the tile: the divisor tile, as before
     (192, 289, 8, None),       # AVX2: the divisor tile, as before (none for 289 there)
+    (1000, 169, 16, (48, 8)),  # squeezenet1_1's classifier: padded to 1008 (1/125)
+    (232, 49, 16, (48, 8)),    # shufflenet_v2: padded to 240
+    (200, 49, 16, None),       # 1/8 or more padding with any tile: none
 ])
 def test_gemm_channel_tile_takes_24_accumulators_on_avx512(channels: int, cols: int,
                                                            lanes: int, want) -> None:
     """`tiles.gemm_channel_tile`: on AVX-512 the first of 3 x 8, 2 x 12, 4 x 6 whose vectors
-    the channels fill, the positions not necessarily whole tiles; else `channel_tile`."""
+    the channels fill, the positions not necessarily whole tiles; or, where none fills
+    them, the first that pads them by 1/16 at most; else `channel_tile`."""
     from backends.tvm.schedules import tiles
 
     assert tiles.gemm_channel_tile(channels, cols, lanes) == \
