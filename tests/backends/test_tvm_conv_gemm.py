@@ -401,6 +401,46 @@ def test_large_image_direct_channels_run_rows_before_channel_chunks() -> None:
     np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
 
 
+def test_column_kernels_run_as_the_channels_gemm_over_padded_rows() -> None:
+    """KH x 1 convolutions (stride 1, no column padding) take "column_channels" on
+    AVX-512: the channel-vector GEMM over the image's flattened positions, its input
+    padded by whole rows, each of the KH taps an offset of whole rows (inception_v3's 7x1
+    layers on 17x17 in the model, one thread: 192->192 981 -> 906 us, 160->160 690 -> 641,
+    kernel CPU time; they took the direct kernel's one-vector tile of 17 positions). A 1 x 7
+    kernel keeps "direct_channels"; with 8 lanes neither is chosen. Asymmetric row padding
+    and a batch of two match ONNX Runtime on the host."""
+    import tvm
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+
+    init = RandomInits(18)
+    model, inputs = init.model("one", [
+        helper.make_node("Conv", ["x", init.weight("w", 48, 32, 7, 1), init.bias("b", 48)],
+                         ["y"], pads=[3, 0, 3, 0]),
+        helper.make_node("Conv", ["v", init.weight("wv", 32, 32, 3, 1)], ["z"],
+                         pads=[2, 0, 0, 0]),
+        helper.make_node("Conv", ["x", init.weight("wr", 48, 32, 1, 7)], ["r"],
+                         pads=[0, 3, 0, 3])],
+        {"x": [2, 32, 17, 17], "v": [2, 32, 9, 13]}, ["y", "z", "r"])
+    graph = _channels_graph(model)
+    chosen = {row["node"]: row["algorithm"] for row in json.loads(
+        graph.metadata["etch.conv_algorithms"])}
+    assert sorted(chosen.values()) == ["column_channels", "column_channels",
+                                       "direct_channels"], chosen
+    graph8 = onnx_import.import_model(model)
+    graph8, _ = ChooseConvAlgorithm(lanes=8).run(graph8)
+    assert "column_channels" not in graph8.metadata["etch.conv_algorithms"]
+    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4"))[0])
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
+    scripts = [f.script() for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+               and str(f.attrs.get("etch.kind", "")) == "conv_channels"]
+    assert len(scripts) == 2 and all("pad_pad_const" in t and " ry" in t for t in scripts)
+    got = compiler.compile(model, target="cpu").run(inputs)
+    for name, want in run_ort(model, inputs).items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 def _one_conv(seed: int, oc: int, c: int, shape: list[int]):
     """(model, inputs) of one 1x1 conv with bias, x -> y."""
     init = RandomInits(seed)

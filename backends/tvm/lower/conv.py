@@ -248,12 +248,12 @@ def conv(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
         if conv_implicit.fits(sp):
             x = ctx.reshape(ctx.expr(inputs[0]), (sp.n, sp.c, sp.h, sp.w))
             return ctx.reshape(conv_implicit.conv_implicit(ctx, node, x, w, sp, epi), oshape)
-    if algorithm in ("pointwise_channels", "direct_channels") and ctx.pack and \
-            len(oshape) == 4 and pro is None:
+    if algorithm in ("pointwise_channels", "column_channels", "direct_channels") and \
+            ctx.pack and len(oshape) == 4 and pro is None:
         from backends.tvm.lower import conv_gemm
 
-        render = conv_gemm.conv_channels if algorithm == "pointwise_channels" else \
-            conv_gemm.conv_channels_direct
+        render = conv_gemm.conv_channels_direct if algorithm == "direct_channels" else \
+            conv_gemm.conv_channels
         return ctx.reshape(render(ctx, node, ctx.expr(inputs[0]), w, sp, epi), oshape)
     if algorithm in ("pointwise", "im2col") and ctx.pack and len(oshape) == 4:
         from backends.tvm.lower import conv_gemm

@@ -147,6 +147,14 @@ def _channel_tile(ctx: LowerCtx, node: Node, channels: int, positions: int,
     return tile
 
 
+def columns(sp: ConvSpec) -> bool:
+    """Whether a convolution's taps are whole rows apart in its flattened input (a KH x 1
+    kernel, stride 1, undilated, one group, no column padding): the GEMM of
+    `conv_channels` over the positions, each tap an offset of whole rows."""
+    return (sp.kw, sp.stride, sp.dilation, sp.groups, sp.pad_left, sp.ow, sp.upsample) == \
+        (1, (1, 1), (1, 1), 1, 0, sp.w, (1, 1))
+
+
 def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec,
                   epi: Epilogue) -> relax.Expr:
     """Emit the pointwise convolution of x [N, C, H, W] with constant w [OC, C, 1, 1] as a
@@ -156,20 +164,38 @@ def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: C
     compile time to [OCp/ocv, C, ocv]; "epilogue" [N, OC, P] read back per tile. The
     positions need not fill vectors (a 7x7 image is 49 of them: a tile of positions as the
     vector pads them to 64), nor whole tiles (`pr` need not divide P: the last tile is
-    partial). Returns [N, OC, OH*OW]."""
-    cols, width = sp.oh * sp.ow, sp.ow
+    partial). A KH x 1 kernel (`columns`, `conv_algorithm = "column_channels"`) is the same
+    GEMM with KH steps per input channel, over "pad", the input padded by whole rows and
+    flattened: output position p reads p + ky * W (the weight packed [OCp/ocv, C, KH, ocv]).
+    Returns [N, OC, OH*OW]."""
+    cols, width, taps = sp.oh * sp.ow, sp.ow, sp.kh * sp.kw
     ocv, pr = _channel_tile(ctx, node, sp.oc, cols, gemm=True)
-    x = ctx.reshape(x, (sp.n, sp.c, cols))
+    if taps > 1 and not columns(sp):
+        raise EtchError(f"node {node.name}: a {sp.kh}x{sp.kw} kernel's taps are not whole "
+                        "rows apart (passes/choose_conv_algorithm.py should not choose it)")
+    x = ctx.reshape(x, (sp.n, sp.c, sp.h * sp.w))
     weight = pack_weight(w, ocv)
     ocp = weight.shape[0] * ocv
+    if taps > 1:
+        weight = weight.reshape(ocp // ocv, sp.c, taps, ocv)
     acc_t = accumulator(w.dtype)
     epi.index_map = lambda i: [i[0], i[1], i[2] // width, i[2] % width]
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
         rk = te.reduce_axis((0, sp.c), "rk")
-        acc = te.compute((sp.n, cols, ocp), lambda n, p, o: te.sum(
-            cast(xt[n, rk, p], acc_t) * cast(wt[o // ocv, rk, o % ocv], acc_t), axis=rk),
-            name="anchor")
+        if taps == 1:
+            acc = te.compute((sp.n, cols, ocp), lambda n, p, o: te.sum(
+                cast(xt[n, rk, p], acc_t) * cast(wt[o // ocv, rk, o % ocv], acc_t), axis=rk),
+                name="anchor")
+        else:
+            lo, hi = sp.pad_top * sp.w, (sp.pad_top + sp.h) * sp.w
+            pad = te.compute((sp.n, sp.c, (sp.oh + sp.kh - 1) * sp.w), lambda n, c, i:
+                             tirx.if_then_else(tirx.all(i >= lo, i < hi), xt[n, c, i - lo],
+                                               tirx.const(0, xt.dtype)), name="pad")
+            ry = te.reduce_axis((0, taps), "ry")
+            acc = te.compute((sp.n, cols, ocp), lambda n, p, o: te.sum(
+                cast(pad[n, rk, p + ry * sp.w], acc_t)
+                * cast(wt[o // ocv, rk, ry, o % ocv], acc_t), axis=[rk, ry]), name="anchor")
         return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
             cast(acc[n, p, o], xt.dtype), (n, o, p), extra), name="epilogue")
 

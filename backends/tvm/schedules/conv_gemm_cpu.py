@@ -27,12 +27,14 @@ from backends.tvm.schedules.cpu import (
     PARALLEL_PAD_ELEMENTS,
     KindRule,
     _schedule_pad,
+    block,
     extent,
     finish_tile,
     lanes,
     maybe_parallel,
     row_epilogue,
     vectorize_loop,
+    vectorize_tail,
     work,
 )
 
@@ -198,19 +200,20 @@ class ConvChannels(KindRule):
     def schedule(self, sch, func, target):
         ocv, pr, width = int(func.attrs["etch.ocv"]), int(func.attrs["etch.pr"]), lanes(target)
         anchor = sch.get_sblock("anchor")
-        n, p, o, rk = sch.get_loops(anchor)
-        total = work(sch, [n, p, o, rk])
+        n, p, o, rk, *taps = sch.get_loops(anchor)  # taps: a KH x 1 kernel's rows
+        total = work(sch, [n, p, o, rk, *taps])
         cols = extent(sch, p)
         po, pi = sch.split(p, [None, pr])
         oo, oi = sch.split(o, [None, ocv])
-        rko, rki = sch.split(rk, [None, tiles.channel_chunk(extent(sch, rk))])
+        steps = work(sch, taps)
+        rko, rki = sch.split(rk, [None, tiles.channel_chunk(extent(sch, rk), steps)])
         groups = position_groups(extent(sch, n) * extent(sch, oo), cols, pr)
         if groups > 1:  # few channel blocks: the positions' blocks in groups, in parallel
             pg, po = sch.split(po, [groups, None])
-            sch.reorder(n, oo, pg, rko, po, rki, pi, oi)
+            sch.reorder(n, oo, pg, rko, po, rki, *taps, pi, oi)
             outer = sch.fuse(n, oo, pg)
         else:
-            sch.reorder(n, oo, rko, po, rki, pi, oi)
+            sch.reorder(n, oo, rko, po, rki, *taps, pi, oi)
             outer = sch.fuse(n, oo)
         maybe_parallel(sch, outer, total)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
@@ -218,7 +221,23 @@ class ConvChannels(KindRule):
         if cols % pr:  # a partial last tile: the whole ones a loop without its position test
             sch.loop_partition(sch.get_loops(sch.get_sblock("anchor_update"))[2],
                                [cols // pr, None])
+        _schedule_row_pad(sch, width)
         return True
+
+
+def _schedule_row_pad(sch, width: int) -> None:
+    """A KH x 1 kernel's input padded by whole rows and flattened (`conv_channels`), if
+    any: a zero fill and a copy over (image, channel), in parallel when large, each
+    vectorised with a short last vector (rows of 17: 391 and 289 values a channel)."""
+    pad = block(sch, "pad")
+    if pad is None:
+        return
+    loops = sch.get_loops(pad)
+    elements = work(sch, loops)
+    maybe_parallel(sch, sch.fuse(*loops[:2]), elements, PARALLEL_PAD_ELEMENTS)
+    fill = sch.decompose_padding(pad, sch.get_loops(pad)[1])
+    for blk in (fill, pad):
+        vectorize_tail(sch, sch.get_loops(blk)[-1], width)
 
 
 def position_groups(blocks: int, cols: int, pr: int) -> int:
