@@ -61,6 +61,8 @@ CHANNEL_TILE_POSITIONS = 12  # ... and take up to 12 positions (tiles.WIDE_CHANN
 IMPLICIT_MIN_REDUCTION = 512  # C*KH*KW of an implicit GEMM at least: `_implicit_reason`
 SMALL_WINOGRAD_BYTES = 8 << 20  # transformed image of a small-channel Winograd layer at most
 IMAGE_MAX_COST = 7.5  # multiply-adds per output and channel pair of image Winograd (direct: 9)
+ROW_WASTE = 4  # row tiles padded by 1/4 of their vectors or more take image tiles (`_flat`)
+FLAT_MAX_BYTES = 4 << 20  # ... where the transformed image input is at most this
 IMAGE_WEIGHT_FMAS = 20  # the cost of streaming one transformed weight, in multiply-adds
 REPORT = "etch.conv_algorithms"
 POINTWISE_WHY = "1x1 stride 1: one GEMM over the image"  # and fuse_prologue's
@@ -326,13 +328,33 @@ class ChooseConvAlgorithm(Pass):
     def _tiling(self, layer: Layer) -> tuple[int, bool]:
         """(m, image tiles): F(4, 3) along rows when a row has at least `lanes` / 2 tiles of
         4 (the vector of tiles is mostly full), else F(2, 3) when it has that many tiles of
-        2, else over the image's tiles (`_image_tile`)."""
+        2, else over the image's tiles (`_image_tile`); over the image's tiles too where the
+        rows' tiles would pad badly (`_flat`)."""
         for m in (4, 2):
             if winograd.tiles(layer.out[1], m) >= self.lanes // 2:
-                return m, False
+                return m, self._flat(layer, m)
         m = self._image_tile(layer)
         assert m is not None, "checked by _winograd_reason"
         return m, True
+
+    def _flat(self, layer: Layer, m: int) -> bool:
+        """Whether F(m, 3) with rows long enough for a vector of tiles still runs over the
+        image's tiles (one vector axis through all of them, padded once at the image's end):
+        where a row's tiles pad to whole vectors by 1/ROW_WASTE or more and the image's
+        tiles pad less (to two vectors), with a transformed input of at most FLAT_MAX_BYTES
+        (past it the row tiles' GEMM runs in chunks of rows that stay in L2). inception_v3's
+        71x71 (18 tiles of 4 a row, padded to 32) and 35x35 (9, to 16) layers computed 44%
+        padding tiles. Measured on the AVX-512 Xeon (one layer with bias and ReLU, one
+        thread, CPU time, ONNX Runtime beside it, rows -> image tiles): 80->192 on 71x71
+        6.81 -> 4.73 ms (ORT 7.71), 64->96 on 35x35 0.77 -> 0.53 (ORT 0.78), 96->96 1.08 ->
+        0.73 (ORT 1.10). Measured with 16 lanes only (AVX2 keeps the rows' tiles)."""
+        if self.lanes < 16:
+            return False
+        th, tw = winograd.tiles(layer.out[0], m), winograd.tiles(layer.out[1], m)
+        row = _whole(tw, self.lanes)
+        image = _whole(th * tw, 2 * self.lanes)
+        size = layer.c * (m + 2) ** 2 * image * 4
+        return (row - tw) * ROW_WASTE >= row and th * row > image and size <= FLAT_MAX_BYTES
 
     def _image_tile(self, layer: Layer) -> int | None:
         """m of image-tiled Winograd, else None: the tile of least cost per output and

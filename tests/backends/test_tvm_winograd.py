@@ -94,6 +94,38 @@ def test_image_tiled_winograd_matches_onnx_runtime() -> None:
     assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
 
 
+def test_rows_that_pad_badly_take_the_images_tiles() -> None:
+    """inception_v3's 35x35 layers (rows of 9 tiles of 4, padded to 16) take F(4, 3) over
+    the image's 81 tiles instead (padded once, to 96 with 16 lanes), so the tile count
+    is no multiple of a row's: the input transform runs whole tile rows past the GEMM's
+    last vector; a batch of two with bias and ReLU within Winograd's tolerance of ONNX
+    Runtime. The pass keeps rows for 56x56 (14 tiles, padded to 16), for 71x71 with 256
+    input channels (a transformed input past 4 MiB) and with 8 lanes (not measured)."""
+    from compiler import onnx_import
+    from passes.choose_conv_algorithm import ChooseConvAlgorithm, Layer
+    from tests.passes.test_choose_conv_algorithm import conv_model
+
+    def algorithm(c: int, oc: int, size: int) -> str:
+        return ChooseConvAlgorithm(lanes=16).choose(Layer(
+            c=c, oc=oc, groups=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
+            pads=(0,) * 4, out=(size, size)))[0]
+
+    assert algorithm(80, 192, 71) == algorithm(96, 96, 35) == "winograd_f4_image"
+    assert algorithm(64, 64, 56) == algorithm(256, 192, 71) == "winograd_f4"
+    model, (_, c, h, w) = conv_model([("a", 96, 3, {})], 64, 35, 35)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    graph = ChooseConvAlgorithm(lanes=8).run(onnx_import.import_model(model))[0]
+    assert "winograd_f4_image" not in graph.metadata["etch.conv_algorithms"]  # not on AVX2
+    art = compiler.compile(model, target="cpu")  # image tiles on an AVX-512 host
+    wide = art.manifest["vector_lanes"] >= 16
+    assert f"winograd_f4{'_image' if wide else ''} x1" in art.explain()
+    x = {"x": np.random.default_rng(3).normal(size=(2, c, h, w)).astype(np.float32)}
+    (name, want), = run_ort(model, x).items()
+    got = art.run(x)[name]
+    assert got.shape == want.shape == (2, 96, 35, 35)
+    assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
+
+
 def test_a_large_transformed_input_is_made_chunk_by_chunk() -> None:
     """A 112x112 64-channel layer's transformed input (8.3 MB, its weight 0.6 MB) is made
     and used chunk by chunk of tile rows (`winograd_cpu.chunked`), within Winograd's

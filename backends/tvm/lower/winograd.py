@@ -14,10 +14,11 @@ Four stages in one kernel (compiler/winograd.py has the matrices and the algebra
 
 With `image` tiles (the pass's "winograd_f<m>_image", for rows too short to fill a vector)
 the vector axis is every tile of one image instead: q is the image, j = i * TW + j' runs
-over its TH x TW tiles, rounded up to the vector block (a multiple of TW: the pass checks),
-so a 14x14 output's 4 x 4 tiles of F(4, 3) are one 16-lane vector. The input transform
-then loops over tile rows and vectorises along a row's TW tiles; the padded input has
-enough rows for the padding tiles (they compute zeros and are never read).
+over its TH x TW tiles, rounded up to the vector block, so a 14x14 output's 4 x 4 tiles of
+F(4, 3) are one 16-lane vector and a 71x71 output's 18 x 18 tiles 22 vectors, not 18 rows
+of two (32 tiles for 18). The input transform then loops over whole tile rows, as many
+as cover the GEMM's padded tiles, and vectorises along a row's TW tiles; the padded input
+has enough rows for the padding tiles (they compute zeros and are never read).
 """
 
 from __future__ import annotations
@@ -92,15 +93,14 @@ def winograd_conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp:
     th, tw = winograd.tiles(sp.oh, m), winograd.tiles(sp.ow, m)
     if image:
         kb, tb, twp = image_block(sp.oc, th, tw, ctx.lanes)
-        if twp % tw:
-            raise EtchError(f"node {node.name}: image-tiled Winograd needs whole tile rows "
-                            f"({twp} tiles, {tw} a row)")
-        rows, per_image, cols = twp // tw, 1, tw
+        rows, per_image, cols = -(-twp // tw), 1, tw
+        vt = rows * tw  # the transform's tiles: whole tile rows, at least the GEMM's twp
     else:
         kb, tb = tiles.conv_tile(sp.oc, tw, ctx.lanes)
         tb = tiles.padded(tb, min(8, ctx.lanes))  # whole vectors (an odd-sized one splits)
         twp = tiles.padded(tw, tb)
         rows, per_image, cols = th, th, twp
+        vt = twp
     u = winograd.transform_weight(w, m).reshape(a * a, sp.oc // kb, kb, sp.c)
     weight = ctx.array(np.ascontiguousarray(u.transpose(0, 1, 3, 2)))
     dt = str(w.dtype)
@@ -121,7 +121,7 @@ def winograd_conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp:
                     bt[v], lambda s: pad[n, c, i * m + r, s % m, j + s // m], dt))
             return _select(ev // a, a, lambda e: _combo(bt[e], row, dt))
 
-        vin = te.compute((a * a, sp.c, sp.n * per_image, twp), tile_in, name="wino_in")
+        vin = te.compute((a * a, sp.c, sp.n * per_image, vt), tile_in, name="wino_in")
         rc = te.reduce_axis((0, sp.c), "rc")
         mm = te.compute((a * a, sp.oc, sp.n * per_image, twp), lambda ev, k, q, j: te.sum(
             vin[ev, rc, q, j] * ut[ev, k // kb, rc, k % kb], axis=rc), name="anchor")

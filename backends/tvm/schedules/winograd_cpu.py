@@ -35,6 +35,7 @@ from backends.tvm.schedules.cpu import (
     lanes,
     maybe_parallel,
     vectorize_loop,
+    vectorize_tail,
     work,
 )
 
@@ -132,7 +133,10 @@ def _transform(sch, name: str, width: int, image_cols: int = 0, inner: bool = Fa
         sch.reorder(*[x for x in (loops[1], loops[2], row, loops[0], col) if x is not None])
         maybe_parallel(sch, _fuse(sch, loops[1:3]), total, PARALLEL_MIN_ELEMENTS)
         sch.unroll(loops[0])
-        sch.vectorize(col)
+        if image_cols > width:  # whole vectors and a short one (18 tiles: 16 + 2)
+            vectorize_tail(sch, col, width)
+        else:
+            sch.vectorize(col)
         return
     if name == "wino_in":
         sch.reorder(*[x for x in (loops[1], loops[2], loops[0], loops[3]) if x is not None])
