@@ -136,3 +136,20 @@ def test_gemm_channel_tile_takes_24_accumulators_on_avx512(channels: int, cols: 
 
     assert tiles.gemm_channel_tile(channels, cols, lanes) == \
         (want if want is not None else tiles.channel_tile(channels, cols, lanes))
+
+
+@pytest.mark.parametrize("channels, cols, lanes, want", [
+    (192, 17, 16, (48, 8)),   # inception_v3's 1x7 on 17x17: 8 + 8 + a partial block
+    (160, 17, 16, None),      # 2 x 12 lost there: the divisor tile, as before
+    (192, 8, 16, None),       # a row of one block: as before
+    (192, 17, 8, None),       # AVX2: as before
+])
+def test_row_channel_tile_takes_three_vectors_by_eight(channels: int, cols: int, lanes: int,
+                                                       want) -> None:
+    """`tiles.row_channel_tile` (1 x k kernels): 3 vectors x 8 positions of a row on
+    AVX-512 where the channels fill them, the row's last block partial; else
+    `channel_tile`."""
+    from backends.tvm.schedules import tiles
+
+    assert tiles.row_channel_tile(channels, cols, lanes) == \
+        (want if want is not None else tiles.channel_tile(channels, cols, lanes))

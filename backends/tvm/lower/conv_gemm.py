@@ -134,11 +134,12 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
 
 
 def _channel_tile(ctx: LowerCtx, node: Node, channels: int, positions: int,
-                  gemm: bool = False) -> tuple[int, int]:
+                  gemm: bool = False, row: bool = False) -> tuple[int, int]:
     """(ocv, pr) of a channel-vector kernel (`tiles.channel_tile`; the GEMM's:
-    `tiles.gemm_channel_tile`); an EtchError where there is none (the pass chose a
-    "*_channels" algorithm it should not have)."""
-    pick = tiles.gemm_channel_tile if gemm else tiles.channel_tile
+    `tiles.gemm_channel_tile`; a 1 x k kernel's: `tiles.row_channel_tile`); an EtchError
+    where there is none (the pass chose a "*_channels" algorithm it should not have)."""
+    pick = tiles.gemm_channel_tile if gemm else \
+        tiles.row_channel_tile if row else tiles.channel_tile
     tile = pick(channels, positions, ctx.lanes)
     if tile is None:
         raise EtchError(f"node {node.name}: no channel tile for {channels} channels x "
@@ -212,8 +213,10 @@ def conv_channels_direct(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray
     input value broadcast from the zero-padded input, the weight packed at compile time to
     [OCp/ocv, C, KH, KW, ocv]; "epilogue" [N, OC, OH, OW] read back per channel block. No
     patches are packed (an im2col GEMM copies each input value KH*KW / (sh*sw) times) and
-    rows need not fill vectors. Returns [N, OC, OH, OW]."""
-    ocv, pr = _channel_tile(ctx, node, sp.oc, sp.ow)
+    rows need not fill vectors. A 1 x k kernel of stride 1 may take a tile that does not
+    divide the row (`tiles.row_channel_tile`: its last block partial). Returns
+    [N, OC, OH, OW]."""
+    ocv, pr = _channel_tile(ctx, node, sp.oc, sp.ow, row=(sp.kh, sp.stride) == (1, (1, 1)))
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
     ph, pw = (sp.oh - 1) * sh + (sp.kh - 1) * dh + 1, (sp.ow - 1) * sw + (sp.kw - 1) * dw + 1
     ocp = w.shape[0]  # a multiple of ocv (`tiles.channel_tile`)

@@ -277,7 +277,8 @@ class ConvChannelsDirect(KindRule):
     (image and channel block, in parallel when it pays, with groups of the output rows where
     the channel blocks are few: `row_groups`; input-channel chunk; output row;
     position block; the chunk's channels; the KH x KW taps, the columns' unrolled; the
-    pr x ocv register tile), then the epilogue over the channel block; the zero-padded
+    pr x ocv register tile; where pr does not divide the row, `tiles.row_channel_tile`'s,
+    the whole blocks a loop of their own), then the epilogue over the channel block; the zero-padded
     input first, whole. The input channels run in chunks of `tiles.channel_chunk` (about
     64 reduction steps), so a chunk's weights (64 x 32 channels: 8 KiB) stay in L1 while
     the image's positions stream past them, as in `ConvChannels`. Where a channel block's
@@ -291,6 +292,7 @@ class ConvChannelsDirect(KindRule):
         anchor = sch.get_sblock("anchor")
         n, y, x, o, rc, ry, rx = sch.get_loops(anchor)
         total = work(sch, [n, y, x, o, rc, ry, rx])
+        row = extent(sch, x)
         xo, xi = sch.split(x, [None, pr])
         oo, oi = sch.split(o, [None, ocv])
         taps = extent(sch, ry) * extent(sch, rx)
@@ -308,6 +310,9 @@ class ConvChannelsDirect(KindRule):
         sch.reverse_compute_at(sch.get_sblock("epilogue"), y if rows_first else outer)
         sch.unroll(rx)
         finish_tile(sch, anchor, rco, xi, oi, False, width)
+        if row % pr:  # a 1 x k kernel's partial last block of a row: a loop of its own
+            sch.loop_partition(sch.get_loops(sch.get_sblock("anchor_update"))[3],
+                               [row // pr, None])
         _schedule_pad(sch, width)
         return True
 
