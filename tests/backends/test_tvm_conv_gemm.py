@@ -442,10 +442,9 @@ def test_column_kernels_run_as_the_channels_gemm_over_padded_rows() -> None:
 
 
 def test_one_by_k_kernels_take_a_partial_last_block_of_the_row() -> None:
-    """A 1x7 192->192 layer on 17x17 (inception_v3's) takes 3 zmm of channels by 8
-    positions, the row's last block of one position a loop of its own
-    (`tiles.row_channel_tile`: 1.24 -> 0.99x ONNX Runtime, one layer, one thread); it
-    matches ONNX Runtime on the host."""
+    """A 1x7 192->192 layer on 17x17 (inception_v3's) takes 2 zmm of channels by 9
+    positions, the row's last block of 8 a loop of its own (`tiles.row_channel_tile`: 1.24
+    -> 0.90x ONNX Runtime, one layer, one thread); it matches ONNX Runtime on the host."""
     import tvm
 
     from backends.tvm import lower, schedules
@@ -460,9 +459,9 @@ def test_one_by_k_kernels_take_a_partial_last_block_of_the_row() -> None:
     mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
     [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
               and str(f.attrs.get("etch.kind", "")) == "conv_channels_direct"]
-    assert func.attrs["etch.ocv"] == 48 and func.attrs["etch.pr"] == 8
+    assert func.attrs["etch.ocv"] == 32 and func.attrs["etch.pr"] == 9
     script = func.script()
-    assert re.search(r"for c_01 in range\(T\.int64\(2\), T\.int64\(3\)\)", script), script
+    assert re.search(r"for c_01 in range\(T\.int64\(1\), T\.int64\(2\)\)", script), script
     got = compiler.compile(model, target="cpu").run(inputs)["y"]
     np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
 

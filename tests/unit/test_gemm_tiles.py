@@ -139,15 +139,17 @@ def test_gemm_channel_tile_takes_24_accumulators_on_avx512(channels: int, cols: 
 
 
 @pytest.mark.parametrize("channels, cols, lanes, want", [
-    (192, 17, 16, (48, 8)),   # inception_v3's 1x7 on 17x17: 8 + 8 + a partial block
-    (160, 17, 16, None),      # 2 x 12 lost there: the divisor tile, as before
+    (192, 17, 16, (32, 9)),   # inception_v3's 1x7 on 17x17: 9 + a partial block of 8
+    (160, 17, 16, (32, 9)),
+    (128, 28, 16, (32, 7)),   # four blocks of 7
+    (48, 17, 16, None),       # channels that two vectors do not fill: as before
     (192, 8, 16, None),       # a row of one block: as before
     (192, 17, 8, None),       # AVX2: as before
 ])
-def test_row_channel_tile_takes_three_vectors_by_eight(channels: int, cols: int, lanes: int,
-                                                       want) -> None:
-    """`tiles.row_channel_tile` (1 x k kernels): 3 vectors x 8 positions of a row on
-    AVX-512 where the channels fill them, the row's last block partial; else
+def test_row_channel_tile_takes_two_vectors_by_a_cut_row(channels: int, cols: int,
+                                                         lanes: int, want) -> None:
+    """`tiles.row_channel_tile` (1 x k kernels): on AVX-512, 2 vectors of channels by the
+    row cut into the fewest blocks of at most 9 positions, the last partial; else
     `channel_tile`."""
     from backends.tvm.schedules import tiles
 

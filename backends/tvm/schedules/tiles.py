@@ -230,18 +230,24 @@ def channel_tile(channels: int, cols: int, lanes: int) -> tuple[int, int] | None
     return None
 
 
+ROW_TILE_POSITIONS = 9  # positions of a 1 x k kernel's two-vector tile at most
+
+
 def row_channel_tile(channels: int, cols: int, lanes: int) -> tuple[int, int] | None:
     """(ocv, pr) of a 1 x k convolution with output channels as the vector
-    (`conv_channels_direct`, stride 1): on AVX-512, 3 vectors of channels by 8 positions of
-    a row where the channels fill them, the row's last block partial (the schedule runs it
-    as a loop of its own), its KW taps sharing each broadcast; else `channel_tile`'s. The
-    divisor rule left rows of 17 one vector by 17 positions (a weight load and 17
-    broadcasts a step for 17 multiply-adds, the taps' reuse aside). Measured on the
-    AVX-512 Xeon (one layer with bias and ReLU, one thread, CPU time, ONNX Runtime beside
-    it): 192->192 1x7 on 17x17 1.24 -> 0.99; not with 2 x 12 (160->160: 1.12 -> 1.16), nor
-    for k x k kernels (3x3 on 13x13 / 35x35 / 147x147, 5x5: 1.2-1.8x slower)."""
-    if lanes >= 16 and channels % (3 * lanes) == 0 and cols > 8:
-        return 3 * lanes, 8
+    (`conv_channels_direct`, stride 1): on AVX-512, 2 vectors of channels by the row cut
+    into the fewest blocks of at most ROW_TILE_POSITIONS, as even as they go (17: 9 + 8),
+    the last block partial where they do not divide it (the schedule runs it as a loop of
+    its own), the KW taps sharing each broadcast; else `channel_tile`'s. The divisor rule
+    left rows of 17 one vector by 17 positions (a weight load and 17 broadcasts a step
+    for 17 multiply-adds, the taps' reuse aside). Measured on the AVX-512 Xeon (one layer
+    with bias and ReLU, one thread, CPU time, ONNX Runtime beside it, etch/ORT, divisor
+    rule -> 2 x 9 / 2 x 6 / 3 x 8): 1x7 on 17x17 192->192 1.24 -> 0.90 / 0.90 / 0.99-1.01,
+    160->160 1.17 -> 0.86 / 0.88 / -, 128->128 1.28 -> 0.94 / 0.93 / -; not for k x k
+    kernels (3x3 on 13x13 / 35x35 / 147x147, 5x5 with 3 x 8: 1.2-1.8x slower)."""
+    if lanes >= 16 and channels % (2 * lanes) == 0 and cols > ROW_TILE_POSITIONS:
+        blocks = -(-cols // ROW_TILE_POSITIONS)
+        return 2 * lanes, -(-cols // blocks)
     return channel_tile(channels, cols, lanes)
 
 
