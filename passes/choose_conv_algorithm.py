@@ -132,8 +132,11 @@ class ChooseConvAlgorithm(Pass):
         if reason is None:
             m, image = self._tiling(layer)
             if image:
+                tw = winograd.tiles(layer.out[1], m)
+                padded = (f" ({tw} tiles of {m}, {_whole(tw, self.lanes)} with their "
+                          "vectors' padding)" if tw >= self.lanes // 2 else "")
                 why = (f"3x3 stride 1, {layer.c}->{layer.oc} channels, rows of "
-                       f"{layer.out[1]}: F({m}, 3) over the image's tiles")
+                       f"{layer.out[1]}{padded}: F({m}, 3) over the image's tiles")
                 return f"winograd_f{m}_image", why
             return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
         if self._column_reason(layer) is None:

@@ -300,6 +300,22 @@ def test_channel_tiles_on_avx512() -> None:
         assert re.search(r"vbroadcastss", code), f"{name}: no broadcast input"
 
 
+def _znver4_kernels(model, kind: str, threads: int = 1) -> list:
+    """The model's scheduled kernels of `kind` (`etch.kind`), its convolutions' algorithms
+    chosen for 16 lanes and built for a named AVX-512 CPU (Zen 4) and `threads` threads."""
+    import tvm
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+
+    graph = _channels_graph(model)
+    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
+    target = tvm.target.Target(targets.cpu_target(opts)[0])
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
+    return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+            and str(f.attrs.get("etch.kind", "")) == kind]
+
+
 @pytest.mark.parametrize("oc, columns_first", [(24, True), (144, False)])
 def test_few_channel_gemms_run_their_column_blocks_in_parallel(oc: int,
                                                                columns_first: bool) -> None:
@@ -310,23 +326,13 @@ def test_few_channel_gemms_run_their_column_blocks_in_parallel(oc: int,
     three channel blocks, each thread read the whole panel, half of it from the other
     core: slower with two threads than with one); many channel blocks (24->144) keep the
     channel blocks as the parallel loop (the column-first order wrote 144 planes at once)."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-
     init = RandomInits(11)
     c = 144 if oc == 24 else 24
     model, inputs = init.model("few", [helper.make_node(
         "Conv", ["x", init.weight("w", oc, c, 1, 1)], ["y"])], {"x": [1, c, 56, 56]}, ["y"])
-    graph = _channels_graph(model)
     # built for one thread: for two, a GEMM with far more positions than channels runs its
     # column blocks in parallel (`WIDE_COLUMNS`, the next test)
-    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4",
-                                                                 threads=1))[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-              and str(f.attrs.get("etch.kind", "")) == "conv_gemm"]
+    [func] = _znver4_kernels(model, "conv_gemm")
     text = func.script()
     fused = re.search(r"for \w+_\w+_fused in T\.parallel", text) is not None
     assert fused == columns_first, text[:2000]
@@ -341,10 +347,6 @@ def test_a_one_block_channel_gemm_runs_its_positions_in_parallel() -> None:
     with two threads; likewise densenet121's 128->32 3x3 on 14x14 (`direct_channels`, one
     block of 32 channels) its output rows (`row_groups`: 2.65 -> 2.01 ms over its 24 layers
     in the model with two threads). With four channel blocks there are no groups."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
     from backends.tvm.schedules.conv_gemm_cpu import position_groups, row_groups
 
     assert position_groups(1, 3025, 11) == 11 and position_groups(4, 3025, 11) == 1
@@ -357,14 +359,10 @@ def test_a_one_block_channel_gemm_runs_its_positions_in_parallel() -> None:
         helper.make_node("Conv", ["v", init.weight("wv", 32, 128, 3, 3)], ["z"],
                          pads=[1, 1, 1, 1])], {"x": [1, 64, 55, 55], "v": [1, 128, 14, 14]},
         ["y", "z"])
-    graph = _channels_graph(model)
-    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4",
-                                                                 threads=2))[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    funcs = {str(f.attrs["etch.kind"]): f for _, f in mod.functions_items()
-             if isinstance(f, tvm.tirx.PrimFunc) and "etch.kind" in f.attrs}
-    assert funcs["conv_channels"].script().count("in T.parallel(") == 1
-    direct = funcs["conv_channels_direct"].script()  # 14 groups of one row, 32 channels
+    [gemm] = _znver4_kernels(model, "conv_channels", threads=2)
+    assert gemm.script().count("in T.parallel(") == 1
+    [direct] = _znver4_kernels(model, "conv_channels_direct", threads=2)
+    direct = direct.script()  # 14 groups of one row, 32 channels
     assert re.search(r"in T\.parallel\((T\.int64\()?14\)", direct)
     got = compiler.compile(model, target="cpu", threads=2).run(inputs)  # on the host
     for name, want in run_ort(model, inputs).items():
@@ -377,21 +375,11 @@ def test_large_image_direct_channels_run_rows_before_channel_chunks() -> None:
     each row's epilogue right after it (`ROWS_FIRST_BYTES`: a block's accumulators over
     the image are 2.7 MiB; chunks first, each chunk re-read and re-wrote them: 7.0 -> 5.3
     ms in the model, one thread). Matches ONNX Runtime on the host with two threads."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-
     init = RandomInits(17)
     model, inputs = init.model("one", [helper.make_node(
         "Conv", ["x", init.weight("w", 64, 32, 3, 3), init.bias("b", 64)], ["y"],
         pads=[1, 1, 1, 1])], {"x": [1, 32, 147, 147]}, ["y"])
-    graph = _channels_graph(model)
-    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4",
-                                                                 threads=2))[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-              and str(f.attrs.get("etch.kind", "")) == "conv_channels_direct"]
+    [func] = _znver4_kernels(model, "conv_channels_direct", threads=2)
     script = func.script()
     assert script.index("for y_1 in") < script.index("rc_0"), script
     # the epilogue over one row of the channel block (32 channels x 147 positions)
@@ -409,11 +397,6 @@ def test_column_kernels_run_as_the_channels_gemm_over_padded_rows() -> None:
     kernel CPU time; they took the direct kernel's one-vector tile of 17 positions). A 1 x 7
     kernel keeps "direct_channels"; with 8 lanes neither is chosen. Asymmetric row padding
     and a batch of two match ONNX Runtime on the host."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-
     init = RandomInits(18)
     model, inputs = init.model("one", [
         helper.make_node("Conv", ["x", init.weight("w", 48, 32, 7, 1), init.bias("b", 48)],
@@ -431,10 +414,7 @@ def test_column_kernels_run_as_the_channels_gemm_over_padded_rows() -> None:
     graph8 = onnx_import.import_model(model)
     graph8, _ = ChooseConvAlgorithm(lanes=8).run(graph8)
     assert "column_channels" not in graph8.metadata["etch.conv_algorithms"]
-    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4"))[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    scripts = [f.script() for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-               and str(f.attrs.get("etch.kind", "")) == "conv_channels"]
+    scripts = [f.script() for f in _znver4_kernels(model, "conv_channels")]
     assert len(scripts) == 2 and all("pad_pad_const" in t and " ry" in t for t in scripts)
     got = compiler.compile(model, target="cpu").run(inputs)
     for name, want in run_ort(model, inputs).items():
@@ -445,20 +425,11 @@ def test_one_by_k_kernels_take_a_partial_last_block_of_the_row() -> None:
     """A 1x7 192->192 layer on 17x17 (inception_v3's) takes 2 zmm of channels by 9
     positions, the row's last block of 8 a loop of its own (`tiles.row_channel_tile`: 1.24
     -> 0.90x ONNX Runtime, one layer, one thread); it matches ONNX Runtime on the host."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-
     init = RandomInits(19)
     model, inputs = init.model("one", [helper.make_node(
         "Conv", ["x", init.weight("w", 192, 32, 1, 7), init.bias("b", 192)], ["y"],
         pads=[0, 3, 0, 3])], {"x": [1, 32, 17, 17]}, ["y"])
-    graph = _channels_graph(model)
-    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4"))[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-              and str(f.attrs.get("etch.kind", "")) == "conv_channels_direct"]
+    [func] = _znver4_kernels(model, "conv_channels_direct")
     assert func.attrs["etch.ocv"] == 32 and func.attrs["etch.pr"] == 9
     script = func.script()
     assert re.search(r"for c_01 in range\(T\.int64\(1\), T\.int64\(2\)\)", script), script
@@ -478,18 +449,8 @@ def _gemm_parallel_loops(model, threads: int) -> list[str]:
     """The parallel loops of the model's `conv_gemm` kernel built for a named AVX-512 CPU
     and `threads` threads; and the model built for the host with `threads` threads matches
     ONNX Runtime."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-
     model, inputs = model
-    graph = _channels_graph(model)
-    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
-    target = tvm.target.Target(targets.cpu_target(opts)[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-              and str(f.attrs.get("etch.kind", "")) == "conv_gemm"]
+    [func] = _znver4_kernels(model, "conv_gemm", threads)
     got = compiler.compile(model, target="cpu", threads=threads).run(inputs)["y"]
     np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
     return re.findall(r"for (\w+) in T\.parallel", func.script())

@@ -111,6 +111,10 @@ def test_rows_that_pad_badly_take_the_images_tiles() -> None:
             pads=(0,) * 4, out=(size, size)))[0]
 
     assert algorithm(80, 192, 71) == algorithm(96, 96, 35) == "winograd_f4_image"
+    assert "rows of 71 (18 tiles of 4, 32 with their vectors' padding)" in \
+        ChooseConvAlgorithm(lanes=16).choose(Layer(
+            c=80, oc=192, groups=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
+            pads=(0,) * 4, out=(71, 71)))[1]
     assert algorithm(64, 64, 56) == algorithm(256, 192, 71) == "winograd_f4"
     model, (_, c, h, w) = conv_model([("a", 96, 3, {})], 64, 35, 35)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
