@@ -382,6 +382,7 @@ def test_large_image_direct_channels_run_rows_before_channel_chunks() -> None:
     [func] = _znver4_kernels(model, "conv_channels_direct", threads=2)
     script = func.script()
     assert script.index("for y_1 in") < script.index("rc_0"), script
+    assert "rows before channel chunks" in str(func.attrs["etch.tile"])  # --explain's note
     # the epilogue over one row of the channel block (32 channels x 147 positions)
     assert re.search(r"T\.grid\(T\.int64\(32\), T\.int64\(147\)\):\s+with "
                      r"T\.sblock\(\"epilogue\"\)", script), script
@@ -447,12 +448,16 @@ def _one_conv(seed: int, oc: int, c: int, shape: list[int]):
 
 def _gemm_parallel_loops(model, threads: int) -> list[str]:
     """The parallel loops of the model's `conv_gemm` kernel built for a named AVX-512 CPU
-    and `threads` threads; and the model built for the host with `threads` threads matches
-    ONNX Runtime."""
+    and `threads` threads; the model built for the host with `threads` threads matches
+    ONNX Runtime, and its `--explain` names the parallel loop the kernel's note names."""
     model, inputs = model
     [func] = _znver4_kernels(model, "conv_gemm", threads)
-    got = compiler.compile(model, target="cpu", threads=threads).run(inputs)["y"]
-    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
+    art = compiler.compile(model, target="cpu", threads=threads)
+    np.testing.assert_allclose(art.run(inputs)["y"], run_ort(model, inputs)["y"], rtol=1e-4,
+                               atol=1e-4)
+    note = str(func.attrs["etch.tile"])
+    loop = re.search(r", ([a-z x]+) in parallel \(built for", note)
+    assert loop and loop[1] in art.explain(), (note, art.explain())
     return re.findall(r"for (\w+) in T\.parallel", func.script())
 
 
@@ -468,6 +473,10 @@ def test_wide_gemms_built_for_two_threads_run_their_column_blocks_in_parallel(
     # the parallel loop over the column blocks (p_*) or over the channel blocks (o_*)
     assert any(v.startswith("p_") for v in parallel) == (threads == 2), parallel
     assert any(v.startswith("o_") for v in parallel) == (threads == 1), parallel
+    [func] = _znver4_kernels(_one_conv(14, 32, 256, [1, 256, 27, 27])[0], "conv_gemm", threads)
+    want = "column blocks in parallel (built for 2 threads)" if threads == 2 else \
+        "channel blocks in parallel (built for 1 thread)"
+    assert want in str(func.attrs["etch.tile"]), func.attrs["etch.tile"]
 
 
 def test_gemms_with_more_channels_than_reduction_keep_their_channel_blocks_parallel() -> None:

@@ -123,6 +123,8 @@ def test_rows_that_pad_badly_take_the_images_tiles() -> None:
     art = compiler.compile(model, target="cpu")  # image tiles on an AVX-512 host
     wide = art.manifest["vector_lanes"] >= 16
     assert f"winograd_f4{'_image' if wide else ''} x1" in art.explain()
+    # the kernel's schedule note in --explain
+    assert f"of {'an image' if wide else 'a row'}'s tiles" in art.explain(), art.explain()
     x = {"x": np.random.default_rng(3).normal(size=(2, c, h, w)).astype(np.float32)}
     (name, want), = run_ort(model, x).items()
     got = art.run(x)[name]

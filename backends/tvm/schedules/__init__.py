@@ -84,8 +84,11 @@ def _schedule(func: tirx.PrimFunc, target: tvm.target.Target, rules: list) -> ti
         if sch is None:
             continue
         sch = sch[0] if isinstance(sch, list) else sch
+        note = getattr(rule, "note", None)  # what a KindRule chose (`cpu.KindRule`)
         _attach_post(sch)
         new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        if note:
+            new = new.with_attr("etch.tile", note)
         # a kernel built by IRBuilder names itself "main" (T.func_name): keep the lowered
         # function's symbol, or none, so that it never clashes with the Relax entry "main"
         # (the edge pipeline's block builder refuses a module with two)

@@ -123,7 +123,7 @@ class ConvGemm(KindRule):
         if images:  # images in parallel, each packing its own panel and running every block
             loop = sch.fuse(n, pc)
             sch.compute_at(panel, loop)
-            maybe_parallel(sch, loop, total)
+            parallel = maybe_parallel(sch, loop, total) and "images"
             if not ragged or not row_epilogue(sch, oo, width):
                 sch.reverse_compute_at(epilogue, pb)
         else:
@@ -134,16 +134,16 @@ class ConvGemm(KindRule):
             else:
                 sch.compute_at(panel, sch.fuse(n, pc))
             if wide:
-                maybe_parallel(sch, pb, total)
+                parallel = maybe_parallel(sch, pb, total) and "column blocks"
                 if not ragged:
                     sch.reverse_compute_at(epilogue, pb)
             elif columns_first:
                 blocks = sch.fuse(pb, oo)
-                maybe_parallel(sch, blocks, total)
+                parallel = maybe_parallel(sch, blocks, total) and "column x channel blocks"
                 if not ragged:
                     sch.reverse_compute_at(epilogue, blocks)
             else:
-                maybe_parallel(sch, oo, total)
+                parallel = maybe_parallel(sch, oo, total) and "channel blocks"
                 if not ragged or (one_chunk and not row_epilogue(sch, oo, width)):
                     sch.reverse_compute_at(epilogue, pb)
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
@@ -152,7 +152,14 @@ class ConvGemm(KindRule):
         # under the images' parallel loop, the panel's own loop stays serial
         _schedule_panel(sch, panel, outer, full, min(width, vw), parallel=not images)
         _schedule_pad(sch, width)
-        return True
+        return (f"{ocb} channels x {vw} positions, panels of {chunk} column blocks, "
+                f"{_parallel(parallel, cores)}")
+
+
+def _parallel(loop: str | bool, cores: int) -> str:
+    """The note's part on the parallel loop (`KindRule.note`)."""
+    built = f"built for {cores} thread{'s' if cores > 1 else ''}"
+    return f"{loop} in parallel ({built})" if loop else f"one thread ({built})"
 
 
 def _cores(target) -> int:
@@ -205,8 +212,8 @@ class ConvChannels(KindRule):
         cols = extent(sch, p)
         po, pi = sch.split(p, [None, pr])
         oo, oi = sch.split(o, [None, ocv])
-        steps = work(sch, taps)
-        rko, rki = sch.split(rk, [None, tiles.channel_chunk(extent(sch, rk), steps)])
+        chunk = tiles.channel_chunk(extent(sch, rk), work(sch, taps))
+        rko, rki = sch.split(rk, [None, chunk])
         groups = position_groups(extent(sch, n) * extent(sch, oo), cols, pr)
         if groups > 1:  # few channel blocks: the positions' blocks in groups, in parallel
             pg, po = sch.split(po, [groups, None])
@@ -215,14 +222,16 @@ class ConvChannels(KindRule):
         else:
             sch.reorder(n, oo, rko, po, rki, *taps, pi, oi)
             outer = sch.fuse(n, oo)
-        maybe_parallel(sch, outer, total)
+        parallel = maybe_parallel(sch, outer, total) and (
+            "channel blocks x position groups" if groups > 1 else "channel blocks")
         sch.reverse_compute_at(sch.get_sblock("epilogue"), outer)
         finish_tile(sch, anchor, rko, pi, oi, False, width)
         if cols % pr:  # a partial last tile: the whole ones a loop without its position test
             sch.loop_partition(sch.get_loops(sch.get_sblock("anchor_update"))[2],
                                [cols // pr, None])
         _schedule_row_pad(sch, width)
-        return True
+        return (f"{pr} positions x {ocv} channels, reduction in chunks of {chunk}, "
+                f"{_parallel(parallel, _cores(target))}")
 
 
 def _schedule_row_pad(sch, width: int) -> None:
@@ -306,7 +315,8 @@ class ConvChannelsDirect(KindRule):
             lead.append(yg)
         sch.reorder(*lead, *((y, rco) if rows_first else (rco, y)), xo, rci, ry, rx, xi, oi)
         outer = sch.fuse(*lead)
-        maybe_parallel(sch, outer, total)
+        parallel = maybe_parallel(sch, outer, total) and (
+            "channel blocks x row groups" if groups > 1 else "channel blocks")
         sch.reverse_compute_at(sch.get_sblock("epilogue"), y if rows_first else outer)
         sch.unroll(rx)
         finish_tile(sch, anchor, rco, xi, oi, False, width)
@@ -314,7 +324,9 @@ class ConvChannelsDirect(KindRule):
             sch.loop_partition(sch.get_loops(sch.get_sblock("anchor_update"))[3],
                                [row // pr, None])
         _schedule_pad(sch, width)
-        return True
+        order = "rows before channel chunks" if rows_first else "channel chunks before rows"
+        return (f"{pr} positions x {ocv} channels, chunks of {chunk} input channels, {order}, "
+                f"{_parallel(parallel, _cores(target))}")
 
 
 class ConvImplicit(KindRule):

@@ -81,10 +81,13 @@ def block(sch: s_tir.Schedule, name: str) -> s_tir.schedule.SBlockRV | None:
 
 
 def maybe_parallel(sch: s_tir.Schedule, loop: Loop, amount: int,
-                   threshold: int = PARALLEL_MIN_WORK) -> None:
-    """Run `loop` in parallel if the kernel's work (`amount`) pays for the launch."""
+                   threshold: int = PARALLEL_MIN_WORK) -> bool:
+    """Run `loop` in parallel if the kernel's work (`amount`) pays for the launch; whether
+    it does."""
     if amount >= threshold and extent(sch, loop) > 1:
         sch.parallel(loop)
+        return True
+    return False
 
 
 def vectorize_inner(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV, width: int,
@@ -142,20 +145,30 @@ def unroll_reduction(sch: s_tir.Schedule, k: Loop) -> tuple[Loop, Loop | None]:
 
 
 class KindRule(ScheduleRule):
-    """A rule for PrimFuncs whose `etch.kind` attribute is in `kinds` (empty: any)."""
+    """A rule for PrimFuncs whose `etch.kind` attribute is in `kinds` (empty: any).
+    `schedule` returns False where the rule does not apply after all, or a line saying
+    what it chose (tile, loop order, parallel loop), kept as `note` for the kernel's
+    `etch.tile` (`--explain`)."""
 
     kinds: tuple[str, ...] = ()
+    note: str | None = None
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool = False):
+        self.note = None
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         kind = str(func.attrs.get("etch.kind", "")) if func.attrs else ""
         if self.kinds and kind not in self.kinds:
             return None
         sch = s_tir.Schedule(func)
-        return sch if self.schedule(sch, func, target) is not False else None
+        done = self.schedule(sch, func, target)
+        if done is False:
+            return None
+        self.note = done if isinstance(done, str) else None
+        return sch
 
-    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target) -> bool | None:
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc,
+                 target: Target) -> bool | str | None:
         raise NotImplementedError
 
 

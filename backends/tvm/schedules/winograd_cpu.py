@@ -58,7 +58,10 @@ class WinogradConv(KindRule):
         total = work(sch, loops)
         maybe_parallel(sch, sch.fuse(*loops[:2]), total, PARALLEL_MIN_ELEMENTS)
         _schedule_pad(sch, width)
-        return True
+        tiles_of = "an image's tiles" if int(func.attrs.get("etch.image_cols", 0)) else \
+            "a row's tiles"
+        made = ", made and used in chunks of tile rows" if chunk is not None else ""
+        return f"F({func.attrs['etch.m']}, 3): {kb} channels x {vw} of {tiles_of}{made}"
 
 
 CHUNK_BYTES = 4 << 20  # a transformed input past this, and past twice the transformed weight,
