@@ -287,8 +287,8 @@ class ConvChannelsDirect(KindRule):
     the channel blocks are few: `row_groups`; input-channel chunk; output row;
     position block; the chunk's channels; the KH x KW taps, the columns' unrolled; the
     pr x ocv register tile; where pr does not divide the row, `tiles.row_channel_tile`'s,
-    the whole blocks a loop of their own), then the epilogue over the channel block; the zero-padded
-    input first, whole. The input channels run in chunks of `tiles.channel_chunk` (about
+    the whole blocks a loop of their own), then the epilogue over the channel block; the
+    zero-padded input first, whole. The input channels run in chunks of `tiles.channel_chunk` (about
     64 reduction steps), so a chunk's weights (64 x 32 channels: 8 KiB) stay in L1 while
     the image's positions stream past them, as in `ConvChannels`. Where a channel block's
     accumulators over the image exceed ROWS_FIRST_BYTES, the output row comes before the
