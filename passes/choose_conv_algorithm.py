@@ -229,7 +229,11 @@ class ChooseConvAlgorithm(Pass):
         on 17x17 1.39 / 1.35 -> 1.17 / 1.28, 384->384 1x3 on 8x8 1.19 -> 1.03. Lost: large
         images, every input row re-read per channel block: 32->64 3x3 on 147x147 1.39 ->
         1.91 (with the output rows before the channel chunks there, 1.44 -> 1.15:
-        `conv_gemm_cpu.ROWS_FIRST_BYTES`), the 3->64 7x7 stride-2 stem (112x112 out) 1.18
+        `conv_gemm_cpu.ROWS_FIRST_BYTES`; so the image size limit went: one thread, ms,
+        the algorithm chosen before -> direct_channels rows first: 3x3 stride 2 32->64 to
+        112x112 6.41 -> 4.20 (direct), 48->96 to 75x75 9.31 -> 4.46 (direct), 64->128 to
+        56x56 4.80 -> 4.12 (im2col); lost: 16->32 5x5 on 64x64 0.65 -> 0.70 (direct)),
+        the 3->64 7x7 stride-2 stem (112x112 out) 1.18
         -> 1.57 (under `small_channels`, not chosen); strided 1x1
         projections (no taps to reuse a broadcast over): 256->512 to 28x28 1.05 -> 1.88,
         512->1024 to 14x14 1.01 -> 1.13. Winograd, where it applies, stayed faster (3x3
