@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 from compiler.errors import EtchError
 from compiler.options import CompileOptions
+from runtime import host_cpu
 from runtime.host_cpu import (
     ISA_FEATURES,
     VECTOR_FEATURES,
-    host_flags,
     model_features,
     model_isa,
 )
@@ -150,7 +150,8 @@ def cpu_info(opts: CompileOptions) -> tuple[CpuInfo, list[str]]:
     mcpu = opts.mcpu or str(codegen.llvm_get_system_cpu())
     features, isa = model_features(mcpu), model_isa(mcpu)
     mattr: list[str] = []
-    flags = host_flags() if opts.mcpu is None else None
+    # through the module: one place to stand in another host (tests)
+    flags = host_cpu.host_flags() if opts.mcpu is None else None
     if flags is not None:
         masked = {f for f in features if VECTOR_FEATURES[f] not in flags}
         masked |= {f for f in isa if ISA_FEATURES[f] not in flags}
