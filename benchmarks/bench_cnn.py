@@ -189,7 +189,7 @@ def _met(value: float | None, ok) -> str:
 
 
 def _isa() -> list[str]:
-    from backends.tvm.target import host_flags
+    from runtime.host_cpu import host_flags
 
     flags = host_flags() or set()
     return [f for f in ISA_FLAGS if f in flags]
