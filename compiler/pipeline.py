@@ -99,7 +99,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         from passes.split_batch import SplitBatch
 
         info = cpu_info(opts)[0]  # the CPU compiled for (detected, or --mcpu's)
-        passes += [SplitBatch(_cpu_cache(opts, info)),
+        passes += [SplitBatch(_cpu_cache(opts, info), info.threads),
                    ChooseConvAlgorithm(winograd=True, lanes=info.lanes)]
         if fuse:
             from passes.fuse_prologue import FusePrologue

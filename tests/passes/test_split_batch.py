@@ -60,6 +60,8 @@ def _fused(model):
 # shuffle's steps 73.7 KB; at batch 4, 175 and 295 KB: a 128 KiB cache spills them batched
 # and holds one image's
 CACHE = 128 << 10
+# ... and a 256 KiB one two images' (two threads, each with 128 KiB of its own)
+CACHE2 = 256 << 10
 
 
 def test_split_graph_is_exact_in_the_reference() -> None:
@@ -123,6 +125,48 @@ def test_cpu_target_matches_onnx_runtime(monkeypatch) -> None:
     built = compiler.compile(model, target="cpu", threads=1)
     text = built.explain()
     assert "split batch: the batch of 4 runs image by image through" in text
+    got = built.run(inputs)
+    for name, want in run_ort(model, inputs).items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_groups_of_images_one_a_thread() -> None:
+    """With a group of 2 (two threads) and a cache that holds two images' activations, the
+    prefix is copied once per two images: the Split gives [2, 2], every copy's values lead
+    with 2, a Reshape's shape says 2, and the outputs are bit-identical to the batched
+    graph's. A batch the group does not divide, or a cache where groups would cut fewer
+    layers than single images, is split image by image."""
+    model, inputs = cnn()
+    graph = _fused(model)
+    split, changed = SplitBatch(CACHE2, group=2).run(graph)
+    assert changed
+    [cut] = [n for n in split.nodes if n.op == "Split"]
+    assert split.const(cut.inputs[1]).tolist() == [2, 2]
+    copies = [n for n in split.nodes if "image_of" in n.attrs]
+    assert {n.attrs["image"] for n in copies} == {0, 1}
+    assert all(split.values[o].shape[0] == 2 for n in copies for o in n.outputs)
+    shapes = [split.const(n.inputs[1]) for n in copies if n.op == "Reshape"]
+    assert shapes and all(int(s[0]) == 2 for s in shapes)
+    assert "2 images at a time" in explain(split.metadata)
+    want = reference.run(graph, inputs)
+    got = reference.run(split, inputs)
+    for name in graph.outputs:
+        assert np.array_equal(got[name], want[name]), name
+    odd, _ = cnn(batch=3)
+    split3 = SplitBatch(CACHE, group=2).run(_fused(odd))[0]
+    assert "image by image" in explain(split3.metadata)
+    assert "image by image" in explain(SplitBatch(CACHE, group=2).run(graph)[0].metadata)
+
+
+def test_two_threads_split_in_pairs_of_images(monkeypatch) -> None:
+    """Built for two threads (through `etch compile --target cpu`), the batch runs two
+    images at a time, said in --explain, and the outputs match ONNX Runtime's (the kernels'
+    image-a-thread schedule: tests/backends/test_tvm_conv_gemm.py)."""
+    monkeypatch.setattr(pipeline, "_cpu_cache", lambda opts, info: CACHE2)
+    model, inputs = cnn()
+    built = compiler.compile(model, target="cpu", threads=2)
+    text = built.explain()
+    assert "split batch: the batch of 4 runs 2 images at a time (one a thread)" in text
     got = built.run(inputs)
     for name, want in run_ort(model, inputs).items():
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)

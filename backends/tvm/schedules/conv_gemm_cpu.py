@@ -11,8 +11,9 @@ ocb x vw register tile (channels unrolled, columns vectorised) with the epilogue
 right after it, while it is hot; where the image's positions are not whole blocks (55x55,
 13x13), the epilogue runs once per channel block over all of them instead, vectorised
 (`cpu.row_epilogue`). Kernels built for two threads or more (the target's "num-cores")
-order two cases otherwise: over PARALLEL_IMAGES images or more the images are the
-parallel loop, each packing its own panel; with WIDE_COLUMNS times as many positions as
+order two cases otherwise: over PARALLEL_IMAGES images or more (or a multiple of the
+threads, with more positions than channels) the images are the parallel loop, each packing
+its own panel; with WIDE_COLUMNS times as many positions as
 channels the column blocks come first and are the parallel loop alone, split as the
 panel's copy is, so each thread reads the blocks it packed (where the reduction is at
 least the output channels: the panel the larger operand).
@@ -69,7 +70,9 @@ WIDE_COLUMNS = 2
 WIDE_MIN_REDUCTION = 64
 # Built for two threads or more, a GEMM over this many images or more (in one chunk each)
 # runs the images in parallel, each thread packing its images' panels and running every
-# channel block on them (`ConvGemm`).
+# channel block on them (`ConvGemm`); so does one over a multiple of the threads' count of
+# images with more positions than output channels (the groups of images that split_batch
+# runs, one image a thread: the image, not the weight, is the larger operand there).
 PARALLEL_IMAGES = 4
 # A channel-vector GEMM with fewer image and channel blocks than this runs groups of its
 # position blocks in parallel too (`position_groups`).
@@ -109,7 +112,8 @@ class ConvGemm(KindRule):
         few = extent(sch, o) <= FEW_CHANNEL_BLOCKS * ocb
         columns_first = small and few and not (ragged and one_chunk)
         cores = _cores(target)
-        images = cores > 1 and one_chunk and extent(sch, n) >= PARALLEL_IMAGES
+        images = cores > 1 and one_chunk and (extent(sch, n) >= PARALLEL_IMAGES or (
+            extent(sch, n) % cores == 0 and cols >= extent(sch, o)))
         reduce = extent(sch, rk)
         wide = not images and cores > 1 and chunk >= 2 and reduce >= WIDE_MIN_REDUCTION \
             and reduce >= extent(sch, o) and cols >= WIDE_COLUMNS * extent(sch, o)
