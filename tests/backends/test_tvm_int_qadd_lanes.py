@@ -13,13 +13,13 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm import target as targets
 from backends.tvm.lower.int_epilogue import qadd_lanes_exact
 from backends.tvm.schedules.int_intrin import qadd_vector
 from compiler.ops import etch_int
 from compiler.reference import quantize_multiplier
+from runtime import host_cpu
 
-FLAGS = targets.host_flags() or set()
+FLAGS = host_cpu.host_flags() or set()
 WIDTHS = {8: ("haswell", "avx2"), 16: ("skylake-avx512", "avx512bw")}
 
 
