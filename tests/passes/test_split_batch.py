@@ -117,14 +117,20 @@ def test_no_split_where_images_mix(first) -> None:
     assert not changed and not any("_image" in n.name for n in split.nodes)
 
 
-def test_cpu_target_matches_onnx_runtime(monkeypatch) -> None:
-    """Through `etch compile --target cpu` with the cache the pass sees set to 128 KiB:
-    split, explained, and the outputs match ONNX Runtime's (rtol 1e-4)."""
-    monkeypatch.setattr(pipeline, "_cpu_cache", lambda opts, info: CACHE)
+@pytest.mark.parametrize("threads,cache,how", [
+    (1, CACHE, "image by image"),
+    # two threads, each with 128 KiB: two images at a time (the kernels' image-a-thread
+    # schedule: tests/backends/test_tvm_conv_gemm.py)
+    (2, CACHE2, "2 images at a time (one a thread)")])
+def test_cpu_target_matches_onnx_runtime(monkeypatch, threads: int, cache: int,
+                                         how: str) -> None:
+    """Through `etch compile --target cpu` with the cache the pass sees set: split,
+    explained, and the outputs match ONNX Runtime's (rtol 1e-4)."""
+    monkeypatch.setattr(pipeline, "_cpu_cache", lambda opts, info: cache)
     model, inputs = cnn()
-    built = compiler.compile(model, target="cpu", threads=1)
+    built = compiler.compile(model, target="cpu", threads=threads)
     text = built.explain()
-    assert "split batch: the batch of 4 runs image by image through" in text
+    assert f"split batch: the batch of 4 runs {how} through" in text
     got = built.run(inputs)
     for name, want in run_ort(model, inputs).items():
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
@@ -156,20 +162,6 @@ def test_groups_of_images_one_a_thread() -> None:
     split3 = SplitBatch(CACHE, group=2).run(_fused(odd))[0]
     assert "image by image" in explain(split3.metadata)
     assert "image by image" in explain(SplitBatch(CACHE, group=2).run(graph)[0].metadata)
-
-
-def test_two_threads_split_in_pairs_of_images(monkeypatch) -> None:
-    """Built for two threads (through `etch compile --target cpu`), the batch runs two
-    images at a time, said in --explain, and the outputs match ONNX Runtime's (the kernels'
-    image-a-thread schedule: tests/backends/test_tvm_conv_gemm.py)."""
-    monkeypatch.setattr(pipeline, "_cpu_cache", lambda opts, info: CACHE2)
-    model, inputs = cnn()
-    built = compiler.compile(model, target="cpu", threads=2)
-    text = built.explain()
-    assert "split batch: the batch of 4 runs 2 images at a time (one a thread)" in text
-    got = built.run(inputs)
-    for name, want in run_ort(model, inputs).items():
-        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_explain_line() -> None:
