@@ -107,8 +107,7 @@ class SplitBatch(Pass):
         _split(graph, cut, batch, group)
         graph.metadata[REPORT] = json.dumps({
             "batch": batch, "group": group, "layers": len(cut.nodes),
-            "last": cut.nodes[-1].name,
-            "cut": cut.cut, "saved_mb": round(cut.saved / 1e6, 1),
+            "last": cut.nodes[-1].name, "cut": cut.cut, "saved_mb": round(cut.saved / 1e6, 1),
             "copied_mb": round(cut.copies / 1e6, 1), "cache_kb": self.cache_bytes >> 10})
         return graph, True
 
@@ -155,8 +154,8 @@ class SplitBatch(Pass):
 
     def saving(self, graph: Graph, node: Node, batch: int, free: set[str],
                group: int = 1) -> float:
-        """Bytes of traffic past the cache that running `node` image by image saves (< 0:
-        costs)."""
+        """Bytes of traffic past the cache that running `node` per `group` images saves
+        (< 0: costs)."""
         values = [graph.values[v] for v in [*node.inputs, *node.outputs] if v]
         image = sum(_bytes(v) for v in values if v.name not in free) / batch
         weights = sum(_bytes(v) for v in values if v.name in free)
@@ -315,7 +314,7 @@ def _split(graph: Graph, cut: Cut, batch: int, group: int = 1) -> None:
         outs = [_image_value(graph, graph.values[x], b, names[b], group)
                 for b in range(copies)]
         new.append(Node("Split", [x, sizes.name], outs, {"axis": 0}, f"split_images_{x}"))
-    shapes = {}  # a Reshape's shape for one image (a leading batch made 1), shared by all
+    shapes = {}  # a Reshape's shape for one copy (a leading batch made `group`), shared by all
     for node in cut.nodes:
         if node.op == "Reshape":
             shape = np.array(graph.const(node.inputs[1]), copy=True)
