@@ -220,6 +220,33 @@ def test_row_kernels_accumulate_in_vectors(assembly, name: str) -> None:
         assert re.search(add, asm.kernels[kernel]), f"{kernel}: no vector partial sums"
 
 
+@pytest.mark.parametrize("name", ISAS)
+def test_image_rows_run_in_vectors(assembly, name: str) -> None:
+    """Global means and maxima over 14 x 14 and 7 x 7 maps accumulate in vectors (the map
+    is one row of 196 or 49: `rows.flat_rows`), and the gate over 28 x 28 multiplies whole
+    vectors, no value at a time (`epilogue.lower_elementwise`); each ran scalar before."""
+    asm = assembly("image_rows", name)
+    reduce = asm.of_kind("reduce")
+    assert len(reduce) == 6, sorted(reduce)
+    for kernel, code in reduce.items():  # maxima keep NaN: compares and blends, or fmax
+        largest = "max" in asm.attrs[kernel].get("op", "").lower()
+        if name == "neon":
+            op = r"(fmax|fcm)\w*" if largest else "fadd"
+            assert re.search(rf"{op}\s+v\d+\.4s", code), f"{kernel}: no vector {op}"
+        else:
+            op = r"(vmaxps|vcmp\w*ps)" if largest else "vaddps"
+            assert re.search(rf"{op}\s+[^\n]*%[yz]mm", code), f"{kernel}: no vector {op}"
+    gates = {k: c for k, c in asm.of_kind("elementwise").items()
+             if asm.attrs[k].get("node", "").endswith("gate")}
+    assert len(gates) == 1, sorted(asm.of_kind("elementwise"))
+    code = next(iter(gates.values()))
+    if name == "neon":
+        assert re.search(r"fmul\s+v\d+\.4s", code) and not re.search(r"fmul\s+s\d+", code)
+    else:
+        reg = "zmm" if name == "avx512" else "ymm"
+        assert re.search(rf"vmulps\s+[^\n]*%{reg}", code) and "vmulss" not in code
+
+
 @pytest.mark.parametrize("row,lanes,want", [((16,), 16, 8), ((64,), 16, 8), ((128,), 16, 16),
                                             ((16, 16), 16, 16), ((16,), 8, 8), ((8,), 4, 4)])
 def test_row_width(row: tuple, lanes: int, want: int) -> None:

@@ -208,6 +208,31 @@ def reduce() -> Case:
     return m.build()
 
 
+def image_rows() -> Case:
+    """Reductions and elementwise ops over image maps whose rows no vector divides: the
+    squeeze-and-excitation block's global means over 14 x 14 and 7 x 7 (one row each,
+    `rows.flat_rows`) and its gate over 28 x 28, beside operands that broadcast along the
+    columns only (not merged with the rows, `context.merged_tail`)."""
+    m = ModelBuilder("image_rows", seed=7)
+    x = m.input("x", _rand(m.rng, 1, 12, 14, 14))
+    y = m.input("y", _rand(m.rng, 2, 8, 7, 7))
+    z = m.input("z", _rand(m.rng, 1, 12, 28, 28))
+    m.op("ReduceMean", [x], "mean_hw", axes=[2, 3])
+    m.op("ReduceMax", [x], "max_hw", axes=[2, 3], keepdims=0)
+    m.op("ReduceSum", [y, m.const("chw", np.array([1, 2, 3], np.int64))], "sum_chw")
+    m.op("GlobalAveragePool", [y], "gap7")
+    m.op("GlobalMaxPool", [y], "gmp7")
+    gate = m.op("Sigmoid", [m.op("ReduceMean", [z], "zmean", axes=[2, 3], output=False)], "g",
+                output=False)
+    m.op("Mul", [z, gate], "gate")
+    m.op("Add", [z, z], "whole")
+    m.op("Mul", [m.input("hw", _rand(m.rng, 1, 1, 28, 28)), z], "per_position")
+    m.op("Sub", [z, m.weight("chan", 12, 1, 1)], "chan3")
+    m.op("Mul", [z, m.input("rows", _rand(m.rng, 1, 12, 28, 1))], "per_row")
+    m.op("Add", [y, m.input("b7", _rand(m.rng, 2, 8, 1, 1))], "gate7")
+    return m.build()
+
+
 def tensor() -> Case:
     m = ModelBuilder("tensor", seed=6)
     x = m.input("x", _rand(m.rng, 2, 3, 4, 5))
@@ -249,5 +274,5 @@ def tensor() -> Case:
 FAMILIES: dict[str, Callable[[], Case]] = {
     "unary": unary, "gelu": gelu, "binary": binary, "conv": conv,
     "conv_transpose": conv_transpose, "linear": linear, "pool_norm": pool_norm,
-    "reduce": reduce, "tensor": tensor,
+    "reduce": reduce, "image_rows": image_rows, "tensor": tensor,
 }

@@ -62,6 +62,23 @@ def bload(t: te.Tensor, idx: Sequence[tirx.Expr]) -> tirx.Expr:
     return t(*[0 if d == 1 else idx[lead + i] for i, d in enumerate(shape)])
 
 
+def merged_tail(shapes: Sequence[Shape], out: Shape, keep: int = 0) -> list[Shape]:
+    """The operands' and the output's shapes with the longest run of trailing axes merged
+    into one along which each operand is either whole or broadcast throughout (a gate
+    [N, C, 1, 1] of a map [N, C, H, W]: [N, C, 1] and [N, C, H W]), the first `keep` axes
+    never merged; operands right-aligned to the output's rank first."""
+    full = [(1,) * (len(out) - len(s)) + tuple(s) for s in shapes]
+    whole = lambda s, ax: s[ax] == out[ax] and out[ax] != 1
+    k = len(out) - 1
+    while k > keep and all(whole(s, k - 1) == whole(s, len(out) - 1) or out[k - 1] == 1
+                           for s in full):
+        k -= 1
+    if len(out) - k < 2:
+        return [*full, tuple(out)]
+    merge = lambda s: s[:k] + (int(np.prod(s[k:], dtype=np.int64)),)
+    return [*map(merge, full), merge(tuple(out))]
+
+
 @dataclass
 class Operands:
     """A node's inputs for an elementwise computation: constant scalars become immediates

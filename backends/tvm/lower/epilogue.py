@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tvm import te, tirx
 
-from backends.tvm.lower.context import LowerCtx, Operands, bload
+from backends.tvm.lower.context import LowerCtx, Operands, bload, merged_tail
 from backends.tvm.lower.fastmath import dtype_of
 from backends.tvm.lower.scalar import SCALAR
 from compiler.errors import EtchError
@@ -99,19 +99,36 @@ def add_operand(epi: Epilogue, ctx: LowerCtx, name: str = "",
 
 
 def lower_elementwise(ctx: LowerCtx, node: Node) -> None:
-    """A standalone elementwise op: one kernel over the broadcast output shape."""
+    """A standalone elementwise op: one kernel over the broadcast output shape. On an image
+    map whose rows are shorter than three vectors and no vector divides them (7 to 35
+    columns), the rows and columns are one axis where every operand is whole or broadcast
+    along both (`merged_tail`: squeeze-and-excitation's gate [N, C, 1, 1] times
+    [N, C, H, W]), vectorised with a short last vector. Such rows ran one value per step
+    (LLVM's own vectors need longer loops): measured on Zen 4, one thread, a gate over
+    240 x 28 x 28 163 -> 18 us, 256 x 35 x 35 282 -> 30, 512 x 17 x 17 126 -> 15; rows of
+    56, 73 and 147 ran as fast unmerged (56 over 144 channels: 40 us as it is, 44 merged)."""
     out = node.outputs[0]
     shape, dtype = ctx.shape(out), ctx.dtype(out)
     ops = ctx.operands(node.inputs)
     fn = SCALAR[node.op]
+    view, hints = shape, {}
+    if len(shape) >= 4 and shape[-1] % max(ctx.lanes, 1) and shape[-1] < 3 * ctx.lanes:
+        names = [n for n, slot in zip(node.inputs, ops.slots) if slot[0] == "t"]
+        *views, view = merged_tail([ctx.shape(n) for n in names], shape, keep=len(shape) - 2)
+        if view != shape:
+            ops.exprs = [ctx.reshape(e, v) for e, v in zip(ops.exprs, views)]
+            hints = {"vector_tail": 1}
+        else:
+            view = shape
 
     def compute(*ts: te.Tensor) -> te.Tensor:
         def body(*i: tirx.Expr) -> tirx.Expr:
             y = fn(node.attrs, ops.load(ts, i), dtype)
             return y if dtype_of(y) == dtype else y.astype(dtype)
-        return te.compute(shape, body, name="epilogue")
+        return te.compute(view, body, name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, ops.exprs, node, "elementwise"))
+    ctx.bind(node, ctx.reshape(ctx.emit(compute, ops.exprs, node, "elementwise", **hints),
+                               shape))
 
 
 def lower_alias(ctx: LowerCtx, node: Node) -> None:

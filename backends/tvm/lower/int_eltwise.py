@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from tvm import te, tirx
 
-from backends.tvm.lower.context import LowerCtx, bload
+from backends.tvm.lower.context import LowerCtx, bload, merged_tail
 from backends.tvm.lower.fastmath import dtype_of
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -171,7 +171,7 @@ def lower_qmul(ctx: LowerCtx, node: Node) -> None:
     a, b = node.inputs[:2]
     out, at = node.outputs[0], node.attrs
     shape, dtype = ctx.shape(out), ctx.dtype(out)
-    views = _merged_tail([ctx.shape(a), ctx.shape(b)], shape)
+    views = merged_tail([ctx.shape(a), ctx.shape(b)], shape)
     xs = [ctx.reshape(ctx.expr(v), s) for v, s in zip((a, b), views[:2])]
     numbers = ctx.scalars([int(at["a_zero"]), int(at["b_zero"]), int(at["m0"]),
                            int(at["shift"]), int(at.get("zero_point", 0))])
@@ -205,23 +205,6 @@ def _requantize_floor(t: Expr, m0: Expr, shift: Expr, zp: Expr, qmin: int, qmax:
                             tirx.Select(shift > tirx.const(0, "int64"), -one, -one + one))
     y = tirx.shift_right(p + half + down, shift) + zp
     return tirx.min(tirx.max(y, tirx.const(qmin, "int64")), tirx.const(qmax, "int64"))
-
-
-def _merged_tail(shapes: list[tuple[int, ...]], out: tuple[int, ...]) -> list[tuple]:
-    """The operands' and the output's shapes with the longest run of trailing axes merged
-    into one along which each operand is either whole or broadcast throughout (a gate
-    [N, C, 1, 1] of a map [N, C, H, W]: [N, C, 1] and [N, C, H W]); operands right-aligned
-    to the output's rank first."""
-    full = [(1,) * (len(out) - len(s)) + tuple(s) for s in shapes]
-    whole = lambda s, ax: s[ax] == out[ax] and out[ax] != 1
-    k = len(out) - 1
-    while k > 0 and all(whole(s, k - 1) == whole(s, len(out) - 1) or out[k - 1] == 1
-                        for s in full):
-        k -= 1
-    if len(out) - k < 2:
-        return [*full, tuple(out)]
-    merge = lambda s: s[:k] + (int(np.prod(s[k:], dtype=np.int64)),)
-    return [*map(merge, full), merge(tuple(out))]
 
 
 def lower_table(ctx: LowerCtx, node: Node) -> None:

@@ -16,7 +16,7 @@ from tvm import relax, te, tirx
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.indexing import arg_reducer, spatial_index
-from backends.tvm.lower.rows import row_reduce
+from backends.tvm.lower.rows import flat_rows, row_reduce
 from backends.tvm.schedules import tiles
 from compiler.ir import Node
 
@@ -268,16 +268,18 @@ def lower_global_pool(ctx: LowerCtx, node: Node) -> None:
         count *= d
     is_max = node.op == "GlobalMaxPool"
     lanes = tiles.row_lanes(spatial, ctx.lanes)
+    xshape, xin = flat_rows(ctx, ctx.expr(x), xshape, 2)
 
     def compute(xt: te.Tensor) -> te.Tensor:
         red = ctx.max_reducer(xt.dtype) if is_max else te.sum
-        acc = row_reduce("anchor", xshape[:2], spatial, lambda r, j: xt(*r, *j), red, lanes,
-                         oshape)
+        acc = row_reduce("anchor", xshape[:2], xshape[2:], lambda r, j: xt(*r, *j), red, lanes,
+                         oshape, tail=True)
         scale = tirx.const(1.0 / count, xt.dtype)
         return te.compute(oshape, lambda *i: acc(*i) if is_max else acc(*i) * scale,
                           name="epilogue")
 
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", rows=2, row_lanes=lanes))
+    ctx.bind(node, ctx.emit(compute, [xin], node, "reduce", rows=2, row_lanes=lanes,
+                            row_tail=1))
 
 
 def lower_lrn(ctx: LowerCtx, node: Node) -> None:

@@ -17,7 +17,7 @@ from tvm import te, tirx
 
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.context import LowerCtx, accumulator, cast
-from backends.tvm.lower.rows import row_reduce
+from backends.tvm.lower.rows import flat_rows, row_reduce
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
 from compiler.ir import Node
@@ -103,6 +103,9 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
     first = axes[0] if axes else len(xshape)
     rows = bool(axes) and axes == list(range(first, len(xshape))) and op != "ReduceLogSumExp"
     lanes = tiles.row_lanes(xshape[first:], ctx.lanes) if rows else 1
+    xin = ctx.expr(x)
+    if rows:  # the trailing dims are contiguous: one row (`flat_rows`)
+        xshape, xin = flat_rows(ctx, xin, xshape, first)
 
     def compute(xt: te.Tensor) -> te.Tensor:
         # Sums of 16-bit floats accumulate in float32 (as numpy's pairwise sums); each term
@@ -117,15 +120,15 @@ def lower_reduce(ctx: LowerCtx, node: Node) -> None:
         if rows:
             acc = row_reduce("anchor", xshape[:first], xshape[first:],
                              lambda r, j: cast(_term(op, xt(*r, *j), None), acc_t),
-                             _reducer(ctx, op, acc_t), lanes, oshape)
+                             _reducer(ctx, op, acc_t), lanes, oshape, tail=True)
         else:
             acc = _plain(oshape, axes, xshape, lambda i, r: cast(
                 _term(op, xt(*source(i, r)), at(i)), acc_t), _reducer(ctx, op, acc_t), "anchor")
         return te.compute(oshape, lambda *i: _finish(op, cast(acc(*i), dt), count, at(i)),
                           name="epilogue")
 
-    hints = {"rows": first, "row_lanes": lanes} if rows else {}
-    ctx.bind(node, ctx.emit(compute, [ctx.expr(x)], node, "reduce", **hints))
+    hints = {"rows": first, "row_lanes": lanes, "row_tail": 1} if rows else {}
+    ctx.bind(node, ctx.emit(compute, [xin], node, "reduce", **hints))
 
 
 def _finite(m: Expr) -> Expr:

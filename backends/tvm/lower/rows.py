@@ -72,8 +72,15 @@ def part_lanes(inner: Shape, lanes: int) -> int:
 
 
 def row_width(inner: Shape, lanes: int) -> int:
-    """The vector width `row_reduce(..., tail=True)` uses for a row of shape `inner`."""
-    return part_lanes(inner, lanes) or tail_lanes(inner, lanes)
+    """The vector width `row_reduce(..., tail=True)` uses for a row of shape `inner`: the
+    one of `part_lanes` (dividing the row) and `tail_lanes` (whole vectors and a tail) with
+    fewer steps, a vector or a tail element each: a row of 196 (a 14 x 14 global mean) as
+    12 vectors of 16 and 4 more, not 49 of 4 (8.3 -> 5.5 us over 480 channels on Zen 4)."""
+    part, whole = part_lanes(inner, lanes), tail_lanes(inner, lanes)
+    if not (part and whole):
+        return part or whole
+    steps = lambda w: inner[-1] // w + inner[-1] % w
+    return whole if steps(whole) < steps(part) else part
 
 
 def tail_lanes(inner: Shape, lanes: int) -> int:
@@ -83,3 +90,16 @@ def tail_lanes(inner: Shape, lanes: int) -> int:
     if len(inner) != 1:
         return 0
     return next((w for w in (lanes, lanes // 2, lanes // 4) if w >= 4 and inner[0] >= 2 * w), 0)
+
+
+def flat_rows(ctx, x, shape: Shape, first: int) -> tuple[Shape, object]:
+    """`x` (of `shape`) viewed with its dims from `first` on as one (they are contiguous, so
+    the view is free): a row of 14 x 14 is one row of 196, which vectors cover, whole and a
+    short tail (`row_reduce(..., tail=True)`), where no vector divides a row of 14."""
+    if len(shape) - first < 2:
+        return shape, x
+    size = 1
+    for d in shape[first:]:
+        size *= d
+    flat = (*shape[:first], size)
+    return flat, ctx.reshape(x, flat)
