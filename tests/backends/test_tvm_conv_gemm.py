@@ -497,6 +497,18 @@ def test_gemms_with_more_channels_than_reduction_run_column_runs_a_thread(shape,
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_channel_parallel_gemms_pack_small_panels_in_parallel(threads: int) -> None:
+    """squeezenet1_1's 16->64 1x1 on 55x55 (positions not whole blocks: its channel blocks
+    are the parallel loop) built for two threads packs its 48k-value panel in parallel too
+    (`_schedule_panel`'s `eager`: packed on one thread, 59 us a call, 51 in parallel, on
+    Zen 4); built for one thread the small panel stays one serial loop. Both match ONNX
+    Runtime on the host."""
+    parallel = _gemm_parallel_loops(_one_conv(18, 64, 16, [1, 16, 55, 55]), threads)
+    assert len(parallel) == threads, parallel  # two: the panel's blocks, the channel blocks
+    assert any(v.startswith("o_") for v in parallel), parallel
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_batched_gemms_built_for_two_threads_run_their_images_in_parallel(
         threads: int) -> None:
     """shufflenet_v2's 116->116 1x1 on 14x14 at batch 8 (four images here) built for two

@@ -182,8 +182,11 @@ class ConvGemm(KindRule):
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
         pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
         full = cols // vw if ragged and one_chunk and pointwise else 0
-        # under the images' parallel loop, the panel's own loop stays serial
-        _schedule_panel(sch, panel, outer, full, min(width, vw), parallel=not images)
+        # under the images' parallel loop, the panel's own loop stays serial; before a
+        # channel-parallel loop every thread reads all of it: packed in parallel however
+        # small (`_schedule_panel`)
+        _schedule_panel(sch, panel, outer, full, min(width, vw), parallel=not images,
+                        eager=cores > 1 and parallel == "channel blocks")
         _schedule_pad(sch, width)
         return (f"{ocb} channels x {vw} positions, panels of {chunk} column blocks, "
                 f"{_parallel(parallel, cores)}")
@@ -209,13 +212,23 @@ def _cores(target) -> int:
 
 
 def _schedule_panel(sch, panel, outer: int, full: int, width: int,
-                    parallel: bool = True) -> None:
+                    parallel: bool = True, eager: bool = False) -> None:
     """The panel copy: its block loop in parallel where it pays, its vector loop
     vectorised. A pointwise panel whose last block is partial tests each lane of that block
     against the last position, and TIR's vectoriser leaves a loop with such a test scalar
     (each block's, as the test is in the loop body): with one chunk (`full` whole blocks,
     then the partial one) the whole blocks are a loop of their own, where the test is known
-    to pass."""
+    to pass. `eager`: in parallel however small it is (a kernel built for two threads or
+    more whose channel blocks are its parallel loop). A small panel packed on one thread
+    (under PARALLEL_PAD_ELEMENTS) left the other idle and cold before the channel loop:
+    measured on Zen 4, two threads, kernel wall time (time_evaluator, both builds in one
+    process, in turns), serial -> parallel: squeezenet1_1's 16->64 1x1 on 55x55 59 -> 51
+    us, 32->128 on 27x27 42 -> 38; densenet121's 1x1 layers whose panels apply the BN-ReLU
+    prologue, 512-928 -> 128 on 7x7 20-33% faster (141-161 -> 108-117 us), on 14x14 7-11%,
+    the model at batch 1 27.4 -> 27.1 ms (separate processes in turns); where the
+    column blocks are (part of) the parallel loop, a second parallel loop lost (mobilenet_v2's
+    32->16 on 112x112, `columns_first`, 86 -> 97 us), and tiny kernels with a serial main
+    loop keep the threshold (efficientnet_b0's squeeze-and-excitation layers lost 2x)."""
     loops = sch.get_loops(panel)[outer:]
     amount = work(sch, loops)
     blocks = loops[0]
@@ -224,7 +237,7 @@ def _schedule_panel(sch, panel, outer: int, full: int, width: int,
         [panel] = sch.get_child_blocks(blocks)
     vectorize_loop(sch, sch.get_loops(panel)[-1], width)
     if parallel:  # not under a parallel loop already
-        maybe_parallel(sch, blocks, amount, PARALLEL_PAD_ELEMENTS)
+        maybe_parallel(sch, blocks, amount, 1 if eager else PARALLEL_PAD_ELEMENTS)
 
 
 class ConvChannels(KindRule):
