@@ -118,8 +118,6 @@ def lower_elementwise(ctx: LowerCtx, node: Node) -> None:
         if view != shape:
             ops.exprs = [ctx.reshape(e, v) for e, v in zip(ops.exprs, views)]
             hints = {"vector_tail": 1}
-        else:
-            view = shape
 
     def compute(*ts: te.Tensor) -> te.Tensor:
         def body(*i: tirx.Expr) -> tirx.Expr:

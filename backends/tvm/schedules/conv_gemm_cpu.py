@@ -147,13 +147,10 @@ class ConvGemm(KindRule):
         if groups:  # each thread packs its own columns' panel, then runs every channel block
             sch.parallel(pg)
             sch.compute_at(panel, pg)
+            outer = 3
+            parallel = "column runs"
             sch.reverse_compute_at(epilogue, pb)
-            finish_tile(sch, anchor, rk, oi, pi, whole, width)
-            _schedule_panel(sch, panel, 3, 0, min(width, vw), parallel=False)
-            _schedule_pad(sch, width)
-            return (f"{ocb} channels x {vw} positions, panels of {chunk} column blocks, "
-                    f"{_parallel('column runs', cores)}, each with every channel block")
-        if images:  # images in parallel, each packing its own panel and running every block
+        elif images:  # images in parallel, each packing its own panel and running every block
             loop = sch.fuse(n, pc)
             sch.compute_at(panel, loop)
             parallel = maybe_parallel(sch, loop, total) and "images"
@@ -182,14 +179,16 @@ class ConvGemm(KindRule):
         finish_tile(sch, anchor, rk, oi, pi, whole, width)
         pointwise = bool(int(func.attrs.get("etch.pointwise", 0)))
         full = cols // vw if ragged and one_chunk and pointwise else 0
-        # under the images' parallel loop, the panel's own loop stays serial; before a
-        # channel-parallel loop every thread reads all of it: packed in parallel however
-        # small (`_schedule_panel`)
-        _schedule_panel(sch, panel, outer, full, min(width, vw), parallel=not images,
+        # under the images' or the column runs' parallel loop, the panel's own loop stays
+        # serial; before a channel-parallel loop every thread reads all of it: packed in
+        # parallel however small (`_schedule_panel`)
+        _schedule_panel(sch, panel, outer, full, min(width, vw),
+                        parallel=not (images or groups),
                         eager=cores > 1 and parallel == "channel blocks")
         _schedule_pad(sch, width)
         return (f"{ocb} channels x {vw} positions, panels of {chunk} column blocks, "
-                f"{_parallel(parallel, cores)}")
+                f"{_parallel(parallel, cores)}"
+                + (", each with every channel block" if groups else ""))
 
 
 def column_groups(cores: int, chunk: int, ragged: bool, work_: int) -> bool:
