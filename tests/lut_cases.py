@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
-from compiler.ops.etch_lut import LutLayout
+from compiler.ops.etch_lut import LutLayout, Params, max_table_steps
 
 # V, slots, Q, chunk slots
 LAYOUTS = [(64, 4, 1, 1), (32, 2, 1, 1), (16, 1, 4, 1), (32, 1, 1, 1), (64, 1, 2, 1),
@@ -30,12 +30,15 @@ def random_layout(bits: int, rng: np.random.Generator, tblock: int = 8) -> LutLa
 def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
               rng: np.random.Generator, zero_tensor: bool = False,
               layout: LutLayout | Callable[[int], LutLayout] | None = None,
-              scale_dtype: str = "float32", super_block: int = 2) -> dict:
+              scale_dtype: str = "float32", super_block: int = 2,
+              table_steps: int | None = None) -> dict:
     """A random LutGemm: attrs, inputs, the codes u [K_p, N], scales/zeros [G, N_p] and the
     dequantised weight [K, N] (float64). `group` None: per-channel scales, a random table
     block; else blocks of `group` rows of K with table block = group. `layout`: a layout,
     or one for the table block (a target's choice), else random. `scale_dtype`
-    float16: scales stored in two bytes (float16 values)."""
+    float16: scales stored in two bytes (float16 values); uint8: two-level scales, whose
+    int8 tables share a scale per super-block with `table_steps` (-1: the largest the
+    bound allows)."""
     bits = bits_of(kind)
     mu = 2 if kind == "binary" else 1
     hi = 3 if kind == "ternary" else 1 << bits
@@ -65,6 +68,9 @@ def make_case(kind: str, m: int, k: int, n: int, group: int | None, table: str,
              "table": table, "scale_dtype": scale_dtype, **layout.attrs()}
     if sup is not None:
         attrs["super_block"] = super_block
+        if table_steps and table == "int8":
+            attrs["table_steps"] = table_steps if table_steps > 0 else \
+                max_table_steps(Params.of(attrs), zero_tensor)
     w = np.repeat(scale[:, :n].astype(np.float64), grp, 0) * (
         mu * u.astype(np.float64) - np.repeat(zero[:, :n].astype(np.float64), grp, 0))
     x = rng.standard_normal((m, k)).astype(np.float32)

@@ -26,6 +26,19 @@ so every bit-plane multiplies the activations by signs only:
          operation rounded to float32, never fused: D is an exact integer, so a kernel that
          proves its integer sums cannot overflow matches this bit for bit);
    float: y = sum_h D * scale[g, n] / 2 in float64, rounded to float32 once.
+5. Shared table scales (attribute `table_steps` K in 2..128; int8 tables and two-level
+   scales only, chosen by the pass where its bound keeps the sums in int32): the tables
+   of a super-block (the `super_block` scale groups of one float16 d) share one scale
+   L = f32(amax_s / f32(254 K)), amax_s the largest amax of its table blocks; block h
+   takes k_h = clip(ceil(f32(f32(K) * amax_h) / amax_s), 1, K) of its steps (K for an
+   all-zero super-block) and is quantised with f32(f32(127 K / amax_s) / k_h) (Tq as in
+   step 2: its step is within 1 + 1/k_h of its own). Then, exactly in integers,
+       I = sum_{h in s} D_h * u8[g(h), n] * k_h
+   and per super-block in order y = y + ((f32(I) * f32(d[s, n])) * L_s), each operation
+   rounded to float32 (f32(I) to nearest even). A kernel spends per block and column one
+   integer multiply-add (the block's float steps move to the super-block), which the
+   pass bounds: super_block * group / tblock blocks of |D| 255 K stay below 2^31 and
+   255 K below 2^15 (`max_table_steps`).
 
 The codes arrive in the layout `LutLayout` records (chosen by passes/lut_lowering.py for the
 kernel's access pattern): w[t, kb, v, q, b] (uint8) holds, for column tile t (tile_cols
@@ -58,7 +71,8 @@ forms the same float32 value. Attributes: k, n, bits, mu, zero, group, tblock, t
 ("int8" | "float"), scale_dtype ("float32" | "float16" | "uint8"), super_block (uint8
 scales), vector_bytes, slots, plane_vectors, tile_vectors, prefetch (bytes: how far ahead
 in its stream a kernel hints the codes and block parameters into L2; 0 = no hint; chosen
-by the pass per target, no effect on the result). Output float32 [..., N].
+by the pass per target, no effect on the result), table_steps (step 5; 0: per-block
+table scales). Output float32 [..., N].
 """
 
 from __future__ import annotations
@@ -78,6 +92,7 @@ TABLE_MAX = 127     # int8 tables span [-127, 127]
 TABLE_MODES = ("int8", "float")
 SCALE_DTYPES = ("float32", "float16", "uint8")
 MAX_PREFETCH = 1 << 16  # bytes ahead: beyond, a hint would land after L2 evicted it
+MAX_TABLE_STEPS = 128  # 255 K below 2^15: a kernel's int16 multiplies (vpmaddwd) hold it
 Spec = list[tuple[tuple[int, ...], str]]
 
 
@@ -212,6 +227,56 @@ def quantise_tables(t: np.ndarray, tblock: int) -> tuple[np.ndarray, np.ndarray]
     return tq, ls
 
 
+def quantise_shared(t: np.ndarray, tblock: int, period: int, steps: int) -> tuple:
+    """T [M, J, 16] -> (Tq int8 [M, J, 16], L float32 [M, sigma], k int64 [M, H]): step 5's
+    table quantisation, the blocks of a super-block (`period` table blocks) sharing one
+    scale L, block h quantised with k_h of its K steps."""
+    m, j, _ = t.shape
+    per = tblock // G_ACT
+    h_count = j // per
+    sig = -(-h_count // period)
+    amax = np.abs(t).reshape(m, h_count, per * ENTRIES).max(axis=2)
+    padded = np.zeros((m, sig * period), np.float32)
+    padded[:, :h_count] = amax
+    amax_s = padded.reshape(m, sig, period).max(axis=2)
+    top = np.repeat(amax_s, period, axis=1)[:, :h_count]
+    big = np.float32(steps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(top > 0, np.ceil((big * amax).astype(np.float32) / top), big)
+        k = np.clip(ratio, 1, steps).astype(np.int64)
+        inv_s = np.where(amax_s > 0, np.float32(TABLE_MAX * steps) / amax_s, np.float32(0))
+    inv = np.repeat(inv_s.astype(np.float32), period, axis=1)[:, :h_count] / \
+        k.astype(np.float32)
+    scaled = t * np.repeat(inv.astype(np.float32), per, axis=1)[:, :, None]
+    tq = np.clip(np.rint(scaled), -TABLE_MAX, TABLE_MAX).astype(np.int8)
+    ls = (amax_s / np.float32(2 * TABLE_MAX * steps)).astype(np.float32)
+    return tq, ls, k
+
+
+def combine_shared(d: np.ndarray, u8: np.ndarray, sup: np.ndarray, ls: np.ndarray,
+                   k: np.ndarray, p: Params) -> np.ndarray:
+    """Step 5: I per super-block in integers, then y = y + ((f32(I) * f32(d)) * L)."""
+    m, h_count, npad = d.shape
+    per_group, period = p.group // p.tblock, p.period
+    u8_rows = np.repeat(u8.astype(np.int64), per_group, axis=0)[:h_count]   # [H, N_p]
+    terms = d * u8_rows[None] * k[:, :, None]
+    y = np.zeros((m, npad), np.float32)
+    for sig in range(-(-h_count // period)):
+        i = terms[:, sig * period:(sig + 1) * period].sum(axis=1)
+        y = y + (i.astype(np.float32) * sup[sig].astype(np.float32)) * ls[:, sig:sig + 1]
+    return y
+
+
+def max_table_steps(p: Params, zero_input: bool) -> int:
+    """The largest K (MAX_TABLE_STEPS at most; 0: below 2) whose super-block sums stay in
+    int32: |D| of a block is at most tblock / 4 tables of 127 times mu (2^b - 1) plus |c|."""
+    full = p.mu * ((1 << p.layout.bits) - 1)
+    c = max(abs(full), abs(full - 2 * 255)) if zero_input else abs(full - 2 * p.zero)
+    d_max = p.tblock // G_ACT * TABLE_MAX * (full + c)
+    steps = min(MAX_TABLE_STEPS, ((1 << 31) - 1) // (p.period * d_max * 255))
+    return steps if steps >= 2 else 0
+
+
 def block_sums(t: np.ndarray, nib: np.ndarray, tblock: int, mu: int, dtype: Any) -> tuple:
     """(A [M, H, N_p], Z [M, H]) of step 3 over the planes of `nib` [bits, J, N_p] (stored
     padding planes take no part), summed in `dtype` (int64 for int8 tables)."""
@@ -252,14 +317,20 @@ def lut_gemm(attrs: dict, x: np.ndarray, w: np.ndarray, scale: np.ndarray,
     xm[:, :p.k] = x.reshape(-1, p.k)
     nib, bits = p.layout.nibbles(w), p.layout.bits
     scale = p.layout.untile_params(scale)
+    u8 = scale
     if p.two_level:
         if sup is None:
             raise EtchError("etch.LutGemm: uint8 scales need their float16 super-block scales")
-        scale = two_level_scale(scale, p.layout.untile_params(sup), p.super_block)
+        sup = p.layout.untile_params(sup)
+        scale = two_level_scale(scale, sup, p.super_block)
     zero = None if zero is None else p.layout.untile_params(zero)
     t = build_tables(xm)
     c = np.repeat(p.offsets(zero, scale.shape), p.group // p.tblock, axis=0)  # [H, N_p]
-    if p.table == "int8":
+    if p.table_steps:
+        tq, ls, k = quantise_shared(t, p.tblock, p.period, p.table_steps)
+        a, zs = block_sums(tq, nib[:bits], p.tblock, p.mu, np.int64)
+        y = combine_shared(a + c[None] * zs[:, :, None], u8, sup, ls, k, p)
+    elif p.table == "int8":
         tq, ls = quantise_tables(t, p.tblock)
         a, zs = block_sums(tq, nib[:bits], p.tblock, p.mu, np.int64)
         y = combine(a + c[None] * zs[:, :, None], scale, ls, p.group, p.tblock)
@@ -286,6 +357,7 @@ class Params:
     scale_dtype: str = "float32"
     super_block: int = 0
     prefetch: int = 0
+    table_steps: int = 0
 
     @classmethod
     def of(cls, attrs: dict) -> Params:
@@ -294,7 +366,7 @@ class Params:
                     int(attrs.get("zero", 0)), int(attrs["group"]), int(attrs["tblock"]),
                     str(attrs.get("table", "int8")), LutLayout.of(attrs),
                     str(attrs.get("scale_dtype", "float32")), int(attrs.get("super_block", 0)),
-                    int(attrs.get("prefetch", 0)))
+                    int(attrs.get("prefetch", 0)), int(attrs.get("table_steps", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise EtchError(f"etch.LutGemm: missing or malformed attribute ({e})") from None
         p.check()
@@ -313,6 +385,11 @@ class Params:
     def two_level(self) -> bool:
         """uint8 block scales times float16 super-block scales."""
         return self.scale_dtype == "uint8"
+
+    @property
+    def period(self) -> int:
+        """Table blocks per super-block (two-level scales)."""
+        return self.group // self.tblock * self.super_block
 
     @property
     def supers(self) -> int:
@@ -340,6 +417,10 @@ class Params:
         if not 0 <= self.prefetch <= MAX_PREFETCH:
             raise EtchError(f"etch.LutGemm: prefetch distance {self.prefetch} bytes; 0 to "
                             f"{MAX_PREFETCH}")
+        if self.table_steps and not (2 <= self.table_steps <= MAX_TABLE_STEPS and
+                                     self.two_level and self.table == "int8"):
+            raise EtchError(f"etch.LutGemm: table_steps {self.table_steps} needs int8 tables "
+                            f"and uint8 scales, and 2-{MAX_TABLE_STEPS}")
         if self.two_level and not 1 <= self.super_block <= 256:
             raise EtchError(f"etch.LutGemm: uint8 scales need a super_block of 1-256 blocks, "
                             f"not {self.super_block}")

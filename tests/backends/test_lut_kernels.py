@@ -255,6 +255,58 @@ def test_dot_layout_bit_exact(mcpu: str, rule: str, needs: set[str]) -> None:
     assert_bitexact(got, reference.run(graph, feeds))
 
 
+def _shared_cases() -> list[dict]:
+    """Shared table scales (`table_steps`, etch_lut step 5) on the chunk_slots 4 layouts:
+    every code kind, 1-5 rows, uniform and per-block zero points (few steps), super-blocks
+    of 1-8 blocks ending mid-tile or partial at the end, zero block scales, with and
+    without prefetch; and the integer bound's worst case: every table entry +-127, every
+    code its largest, every uint8 scale 255."""
+    rng = np.random.default_rng(13)
+    cases = []
+    for i, (kind, m, k, n, zero, nv, sb) in enumerate((
+            ("u2", 1, 1024, 256, False, 4, 8), ("u4", 3, 768, 130, False, 4, 2),
+            ("binary", 1, 512, 256, False, 8, 2), ("s2", 2, 320, 64, True, 4, 3),
+            ("u3", 5, 200, 50, False, 2, 2), ("ternary", 4, 1024, 70, False, 1, 8),
+            ("s4", 2, 96, 40, True, 4, 1), ("u1", 1, 256, 200, False, 8, 5))):
+        bits = bits_of(kind)
+        case = make_case(kind, m, k, n, 32, "int8", rng, zero,
+                         LutLayout(bits, 64, 1, bits, nv, 4), "uint8", sb, -1)
+        case["inputs"][2][:, ::5] = 0
+        case["attrs"]["prefetch"] = 8192 * (i % 2)
+        cases.append(case)
+    worst = make_case("u4", 1, 512, 64, 32, "int8", rng, False, LutLayout(4, 64, 1, 4, 4, 4),
+                      "uint8", 8, -1)
+    worst["inputs"][0][:] = 1.0  # tables of +-4: every entry +-127 after quantisation
+    worst["inputs"][1][:] = 255  # every code 15
+    worst["inputs"][2][:] = 255
+    cases.append(worst)
+    return cases
+
+
+@pytest.mark.parametrize("mcpu,rule,needs", [
+    ("znver4", "LutX86", {"avx512vbmi", "avx512vnni"}),
+    ("icelake-server", "LutX86", {"avx512vbmi", "avx512vnni"}),
+    ("x86-64", "LutPortable", set())])
+def test_shared_table_scales_bit_exact(mcpu: str, rule: str, needs: set[str]) -> None:
+    """Step 5 in the vpermb + vpdpbusd kernel (per block one vpmullw of the widened scales
+    and one vpdpwssd into the super-block's int32 sums; the float steps once per
+    super-block) and in the portable one: bit-exact with the reference where the host
+    runs it, else the assembly is checked."""
+    cases = _shared_cases()
+    assert all(c["attrs"]["table_steps"] >= 2 for c in cases)
+    graph, feeds = graph_of(cases)
+    if not X86 or not needs <= FEATURES or not runs_code_for(mcpu):  # cannot run here
+        asm = _asm(graph, {"kind": "llvm", "mcpu": mcpu})
+        assert bool(re.search(r"vpdpwssd\s+%zmm", asm)) == (rule == "LutX86")
+        return
+    got, rules = run_host(graph, feeds, mcpu)
+    assert set(rules) == {rule}
+    assert_bitexact(got, reference.run(graph, feeds))
+    if rule == "LutX86":
+        asm = _asm(graph, {"kind": "llvm", "mcpu": mcpu})
+        assert re.search(r"vpdpwssd\s+%zmm", asm) and re.search(r"vpmullw\s+%zmm", asm)
+
+
 @pytest.mark.parametrize("isa,mcpu,pattern", [
     ("avx512", "skylake-avx512", r"vperm(ps|d)\s+%zmm"),  # LLVM may pick the integer form
     ("avx2", "haswell", r"vperm(ps|d)\s+%ymm")])

@@ -374,6 +374,28 @@ def test_two_level_scales_stored_as_uint8_and_float16(bits: int | None, ternary:
     assert entry["scales"] == f"uint8 x float16/{SUPER_BLOCK}" and "scales_note" not in entry
 
 
+@pytest.mark.parametrize("isa,steps", [("avx512vnni", 128), ("avx512vbmi", None),
+                                       ("avx2", None), ("neon", None)])
+def test_shared_table_scales_on_the_dot_layouts(isa: str, steps: int | None) -> None:
+    """int8 tables with two-level scales on the vpermb + vpdpbusd layouts share a table
+    scale per super-block (`table_steps`, etch_lut step 5), the largest the integer bound
+    allows; `--explain` says so; other layouts (and float tables) keep a scale per block.
+    The result stays within the int8 tables' error of the exact product."""
+    graph = compiled(matmul_model(2, 512, 64), bits=2, group_size=32, scale_format="u8")
+    lut, _ = LutLowering("int8", LutTarget(isa), "u8").run(graph)
+    node = next(n for n in lut.nodes if n.op == "etch.LutGemm")
+    assert node.attrs.get("table_steps") == steps
+    [entry] = report(lut)
+    assert entry.get("table_steps") == steps
+    line = "\n".join(explain(lut.metadata))
+    assert (f"tables scaled per super-block in {steps} steps" in line) == (steps is not None)
+    x = feeds(graph)
+    want, got = reference.run(graph, x)["y"], reference.run(lut, x)["y"]
+    assert np.sqrt(((got - want) ** 2).mean() / (want ** 2).mean()) < 0.015
+    floats, _ = LutLowering("float", LutTarget(isa), "u8").run(graph)
+    assert all("table_steps" not in n.attrs for n in floats.nodes)
+
+
 def test_two_level_scales_fall_back_saying_why() -> None:
     """Imported MatMulNBits scales are arbitrary floats: float32 storage, and the report
     says why; per-channel scales have nothing to split."""

@@ -154,7 +154,7 @@ def cuda_kernel(spec: LutSpec) -> tirx.PrimFunc:
 def applies(spec: LutSpec) -> bool:
     lay = spec.p.layout
     return lay.slots == 1 and lay.chunk_slots == 1 and lay.tile_vectors == 1 and \
-        lay.vector_bytes <= 1024
+        lay.vector_bytes <= 1024 and not spec.p.table_steps  # step 5: not built here
 
 
 class LutCuda(ScheduleRule):

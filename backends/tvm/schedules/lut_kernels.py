@@ -6,6 +6,9 @@ the same order, so integer results (int8 tables) are bit-identical to the refere
   chunk of 4 activations, added in t order from +-x0), their max |T|, and for int8 tables
   Tq = clip(nearbyint(T * (127 / amax)), +-127), ls = amax / 254 and Z = sum of Tq[15];
   for float tables T itself and Z = sum of T[15]. Built at run time, inside the kernel.
+  With shared table scales (`table_steps`), per row and super-block: every block's T and
+  amax, then L, each block's k_h and its Tq, Z (`_shared_tables`).
+- `combine_shared`: a super-block's y + ((f32(I) * d) * L), fenced too.
 - `combine`: y = y + ((f32(D) * scale) * ls) with the product fenced
   (`llvm.arithmetic.fence`): TVM lets LLVM contract a * b + c into an FMA, which rounds once
   where the reference rounds twice. `combine_u8`: the same float32 for two-level scales
@@ -147,6 +150,7 @@ class Tables:
     ls: tirx.Buffer | None
     zs: tirx.Buffer
     paired: bool = False
+    ks: tirx.Buffer | None = None  # shared table scales: each block's k_h [M * H]
 
     def stored(self, chunk: Expr) -> Expr:
         """Where chunk's table is stored among its row's tables (in chunks)."""
@@ -188,6 +192,10 @@ def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
     zs = T.alloc_buffer((spec.m * blocks,), "int32" if spec.int8 else "float32")
     loop = T.parallel if spec.m * p.kp >= 1 << 16 and spec.m * blocks > 1 else T.serial
     paired = p.layout.chunk_slots == 4  # a block's chunks are a multiple of 8 (Params.check)
+    if p.table_steps:
+        return _shared_tables(spec, x, Tables(tab, T.alloc_buffer(
+            (spec.m * -(-blocks // p.period),), "float32"), zs, paired,
+            T.alloc_buffer((spec.m * blocks,), "int32")))
     with loop(0, spec.m * blocks) as mh:
         row, h = mh // blocks, mh % blocks
         raw = T.alloc_buffer((per * ENTRIES,), "float32")
@@ -206,22 +214,82 @@ def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
     return Tables(tab, ls, zs, paired)
 
 
+def _largest(amax: tirx.Buffer, start: Expr, count: int) -> Expr:
+    """max of amax[start .. start + count) (non-negative), in a one-element buffer."""
+    best = T.alloc_buffer((1,), "float32")
+    T.buffer_store(best, tirx.const(0.0, "float32"), [0])
+    with T.serial(0, count) as i:
+        T.buffer_store(best, tirx.max(tirx.BufferLoad(best, [0]),
+                                      tirx.BufferLoad(amax, [start + i])), [0])
+    return tirx.BufferLoad(best, [0])
+
+
+def f32(value: float) -> Expr:
+    return tirx.const(float(value), "float32")
+
+
+def _shared_tables(spec: LutSpec, x: tirx.Buffer, tb: Tables) -> Tables:
+    """int8 tables sharing a scale per super-block (etch_lut.quantise_shared, element for
+    element): per row and super-block, every block's raw tables and amax, then L, each
+    block's k_h, Tq and Z."""
+    p = spec.p
+    chunks, blocks, per, period = p.kp // G_ACT, p.blocks, p.tblock // G_ACT, p.period
+    sig = -(-blocks // period)
+    loop = T.parallel if spec.m * p.kp >= 1 << 16 and spec.m * sig > 1 else T.serial
+    with loop(0, spec.m * sig) as ms:
+        row, s = ms // sig, ms % sig
+        raw = T.alloc_buffer((period * per * ENTRIES,), "float32")
+        amax = T.alloc_buffer((ENTRIES,), "float32")
+        bmax = T.alloc_buffer((period,), "float32")  # each block's amax (0 past the last)
+        with T.serial(0, period) as hb:
+            h = s * period + hb
+            T.buffer_store(amax, splat(0.0, "float32", ENTRIES), [tirx.Ramp(0, 1, ENTRIES)])
+            with T.If(h < blocks), T.Then(), T.serial(0, per) as jj:
+                tv = _signed_table(x, row, h * per + jj, p.k)
+                T.buffer_store(raw, tv, [tirx.Ramp((hb * per + jj) * ENTRIES, 1, ENTRIES)])
+                old = _vec(amax, 0, ENTRIES)
+                T.buffer_store(amax, tirx.max(old, tirx.abs(tv)), [tirx.Ramp(0, 1, ENTRIES)])
+            T.buffer_store(bmax, _largest(amax, 0, ENTRIES), [hb])
+        top = T.alloc_buffer((1,), "float32")
+        T.buffer_store(top, _largest(bmax, 0, period), [0])
+        a = tirx.BufferLoad(top, [0])
+        zero, steps = f32(0), f32(p.table_steps)
+        T.buffer_store(tb.ls, a / f32(2 * TABLE_MAX * p.table_steps), [ms])
+        inv_s = tirx.Select(a > zero, f32(TABLE_MAX * p.table_steps) / a, zero)
+        with T.serial(0, period) as hb:
+            h = s * period + hb
+            with T.If(h < blocks), T.Then():
+                mine = tirx.BufferLoad(bmax, [hb])
+                k = tirx.Select(a > zero, tirx.max(tirx.min(tirx.ceil(steps * mine / a),
+                                                            steps), f32(1)), steps)
+                kb = T.alloc_buffer((1,), "float32")
+                T.buffer_store(kb, k, [0])
+                kf = tirx.BufferLoad(kb, [0])
+                T.buffer_store(tb.ks, kf.astype("int32"), [row * blocks + h])
+                base = (row * chunks + h * per) * ENTRIES
+                _quantised(raw, inv_s / kf, tb, (row * blocks + h, base, per, hb * per))
+    return tb
+
+
 def _quantise(raw: tirx.Buffer, amax: tirx.Buffer, t: Tables, at: tuple) -> None:
     """int8 tables of one block: Tq, ls, Z (etch_lut.quantise_tables, element for element)."""
     mh, base, per = at
-    best = T.alloc_buffer((1,), "float32")
-    T.buffer_store(best, tirx.const(0.0, "float32"), [0])
-    with T.serial(0, ENTRIES) as i:
-        T.buffer_store(best, tirx.max(tirx.BufferLoad(best, [0]), tirx.BufferLoad(amax, [i])),
-                       [0])
-    a = tirx.BufferLoad(best, [0])
+    a = _largest(amax, 0, ENTRIES)
     zero = tirx.const(0.0, "float32")
     inv = tirx.Select(a > zero, tirx.const(float(TABLE_MAX), "float32") / a, zero)
     T.buffer_store(t.ls, a / tirx.const(float(2 * TABLE_MAX), "float32"), [mh])
+    _quantised(raw, inv, t, (mh, base, per, 0))
+
+
+def _quantised(raw: tirx.Buffer, inv: Expr, t: Tables, at: tuple) -> None:
+    """Tq = clip(nearbyint(T * inv), +-127) of one block's `per` tables (from table `first`
+    of `raw`) into the row's tables at `base`, and the block's Z into zs[mh]."""
+    mh, base, per, first = at
     zsum = T.alloc_buffer((1,), "int32")
     T.buffer_store(zsum, tirx.const(0, "int32"), [0])
     with T.serial(0, per) as jj:
-        scaled = tirx.nearbyint(_vec(raw, jj * ENTRIES, ENTRIES) * tirx.Broadcast(inv, ENTRIES))
+        scaled = tirx.nearbyint(_vec(raw, (first + jj) * ENTRIES, ENTRIES) *
+                                tirx.Broadcast(inv, ENTRIES))
         lim = float(TABLE_MAX)
         q = tirx.max(tirx.min(scaled, splat(lim, "float32", ENTRIES)),
                      splat(-lim, "float32", ENTRIES)).astype(f"int8x{ENTRIES}")
@@ -290,6 +358,14 @@ def combine_u8(acc: Expr, u8: Expr, d: Expr, ls: Expr, y: Expr,
     return y + fence(prod * d * tirx.Broadcast(ls, lanes))
 
 
+def combine_shared(i: Expr, d: Expr, ls: Expr, y: Expr) -> Expr:
+    """y + ((f32(I) * f32(d)) * L): a super-block's sum of shared-scale blocks
+    (etch_lut.combine_shared); d already float32."""
+    lanes = lanes_of(i)
+    ft = "float32" if lanes == 1 else f"float32x{lanes}"
+    return y + fence(i.astype(ft) * d * (tirx.Broadcast(ls, lanes) if lanes > 1 else ls))
+
+
 # ---- the portable kernel ----------------------------------------------------------------------
 def build(spec: LutSpec, body: Callable[[LutSpec, list, Tables], None]) -> tirx.PrimFunc:
     """A PrimFunc with the spec's parameters: tables, then `body(spec, buffers, tables)`."""
@@ -313,15 +389,18 @@ def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
     """Scalar look-ups: per tile and row, per block, per byte and plane."""
     p, lay = spec.p, spec.p.layout
     bp = KernelArgs.of(spec, bufs)
-    w, zero, out = bp.w, bp.zero, bp.out
+    w, out = bp.w, bp.out
     tiles, kb_per = lay.padded_n(p.n) // lay.tile_cols, p.tblock // lay.k_per_byte
     tc, cpv, chunks = lay.tile_cols, lay.cols_per_vector, p.kp // G_ACT
     per_col = lay.bytes_per_col
     acc_t = "int32" if spec.int8 else "float32"
     with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m) as r:
         y = T.alloc_buffer((tc,), "float32")
+        isum = T.alloc_buffer((tc,), "int32") if p.table_steps else None
         with T.serial(0, tc) as c:
             T.buffer_store(y, tirx.const(0.0, "float32"), [c])
+            if isum is not None:
+                T.buffer_store(isum, tirx.const(0, "int32"), [c])
         with T.serial(0, p.blocks) as h:
             g = h // (p.group // p.tblock)
             acc = T.alloc_buffer((tc,), acc_t)
@@ -340,17 +419,52 @@ def portable_body(spec: LutSpec, bufs: list, tb: Tables) -> None:
                 col = v * cpv + b // per_col
                 T.buffer_store(acc, tirx.BufferLoad(acc, [col]) + looked * weight.astype(acc_t),
                                [col])
-            with T.serial(0, tc) as c:
-                ls = tirx.BufferLoad(tb.ls, [r * p.blocks + h]) if tb.ls is not None else None
-                new = combine(spec, tirx.BufferLoad(acc, [c]),
-                              tirx.BufferLoad(tb.zs, [r * p.blocks + h]),
-                              offset(spec, zero, t, g, c, 1),
-                              bp.scale_at(spec, t, g, c),
-                              ls,
-                              tirx.BufferLoad(y, [c]))
-                T.buffer_store(y, new, [c])
+            if p.table_steps:
+                _portable_shared(spec, bp, tb, (acc, y, isum), (t, r, h, g))
+            else:
+                _portable_combine(spec, bp, tb, (acc, y), (t, r, h, g))
         with T.serial(0, tc) as c, T.If(t * tc + c < p.n), T.Then():
             T.buffer_store(out, tirx.BufferLoad(y, [c]), [r, t * tc + c])
+
+
+def _portable_combine(spec: LutSpec, bp: KernelArgs, tb: Tables, bufs: tuple,
+                      at: tuple) -> None:
+    """One block's contribution per column: y + ((f32(D) * scale) * ls)."""
+    p = spec.p
+    acc, y = bufs
+    t, r, h, g = at
+    with T.serial(0, p.layout.tile_cols) as c:
+        ls = tirx.BufferLoad(tb.ls, [r * p.blocks + h]) if tb.ls is not None else None
+        new = combine(spec, tirx.BufferLoad(acc, [c]),
+                      tirx.BufferLoad(tb.zs, [r * p.blocks + h]),
+                      offset(spec, bp.zero, t, g, c, 1),
+                      bp.scale_at(spec, t, g, c),
+                      ls,
+                      tirx.BufferLoad(y, [c]))
+        T.buffer_store(y, new, [c])
+
+
+def _portable_shared(spec: LutSpec, bp: KernelArgs, tb: Tables, bufs: tuple,
+                     at: tuple) -> None:
+    """One block of shared table scales: I += D u8 k_h per column; at the super-block's
+    last block y += ((f32(I) * d) * L) and I restarts."""
+    p = spec.p
+    acc, y, isum = bufs
+    t, r, h, g = at
+    k = tirx.BufferLoad(tb.ks, [r * p.blocks + h])
+    sig = -(-p.blocks // p.period)
+    with T.serial(0, p.layout.tile_cols) as c:
+        d = tirx.BufferLoad(acc, [c]) + offset(spec, bp.zero, t, g, c, 1) * \
+            tirx.BufferLoad(tb.zs, [r * p.blocks + h])
+        u8 = tirx.BufferLoad(bp.scale, [t, g, c]).astype("int32")
+        T.buffer_store(isum, tirx.BufferLoad(isum, [c]) + d * u8 * k, [c])
+        last = tirx.Or(h % p.period == p.period - 1, h == p.blocks - 1)
+        with T.If(last), T.Then():
+            sup = widen(tirx.BufferLoad(bp.sup, [t, h // p.period, c]))
+            ls = tirx.BufferLoad(tb.ls, [r * sig + h // p.period])
+            T.buffer_store(y, combine_shared(tirx.BufferLoad(isum, [c]), sup, ls,
+                                             tirx.BufferLoad(y, [c])), [c])
+            T.buffer_store(isum, tirx.const(0, "int32"), [c])
 
 
 def portable_kernel(spec: LutSpec) -> tirx.PrimFunc:

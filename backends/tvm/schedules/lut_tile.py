@@ -14,7 +14,10 @@ add after widening. Two-level scales (`int_scale`, where |D| 255 < 2^24): D time
 uint8 scale in int32 (LLVM: vpmaddwd), then times d, which is widened to float32 once per
 super-block into a buffer (`widen_super`), not per block: the same float32 (`combine_u8`).
 2-bit 4096x4096 GEMV with u8 scales on Zen 4, one thread, CPU time, interleaved A/B (load
-6-7): 161.5-163.5 -> 144.7-151.9 us.
+6-7): 161.5-163.5 -> 144.7-151.9 us. Shared table scales (the node's `table_steps`,
+etch_lut step 5): the blocks of a super-block add D u8 k_h into int32 sums
+(`shared_term`: on x86 one vpmullw and one vpdpwssd per 16 columns), and the float steps
+run once per super-block (`_shared_body`).
 
 Software prefetch (the node's `prefetch` bytes, chosen by the pass; 0: none): every byte
 position also hints the lines of its code slice `prefetch` bytes further along the tile's
@@ -38,6 +41,7 @@ from backends.tvm.schedules.lut_kernels import (
     LutSpec,
     Tables,
     combine,
+    combine_shared,
     combine_u8,
     offset,
     splat,
@@ -258,6 +262,28 @@ class VectorTile:
                           tirx.BufferLoad(self.dsup, [cols]), tirx.BufferLoad(self.tb.ls, [zat]),
                           tirx.BufferLoad(y, idx), self.times)
 
+    def shared_term(self, old: Expr, d: Expr, u8: Expr, k: Expr) -> Expr:
+        """I + D u8 k_h in int32 lanes (shared table scales: the pass's bound keeps it)."""
+        n = self.cols
+        return old + d * (u8.astype(f"int32x{n}") * tirx.Broadcast(k, n))
+
+    def add_shared(self, acc: tirx.Buffer, isum: tirx.Buffer, at: tuple) -> None:
+        """A block's D u8 k_h into the register tile's super-block sums."""
+        spec, p = self.spec, self.spec.p
+        t, row0, vb, h = at
+        g = h // (p.group // p.tblock)
+        with T.unroll(0, self.mb) as r, T.unroll(0, self.nvb) as v:
+            col = (vb * self.nvb + v) * self.cols
+            zat = (row0 + r) * p.blocks + h
+            d = self.widened(acc, r, v)
+            if not self.folds_zero:
+                d = d + offset(spec, self.zero, t, g, col, self.cols) * tirx.Broadcast(
+                    tirx.BufferLoad(self.tb.zs, [zat]), self.cols)
+            u8 = tirx.BufferLoad(self.args.scale, [t, g, tirx.Ramp(col, 1, self.cols)])
+            idx = [tirx.Ramp(r * p.layout.tile_cols + col, 1, self.cols)]
+            T.buffer_store(isum, self.shared_term(tirx.BufferLoad(isum, idx), d, u8,
+                                                  tirx.BufferLoad(self.tb.ks, [zat])), idx)
+
     def widen_super(self, t: Expr, vb: Expr, h: Expr) -> None:
         """At the first block of a super-block, its d of the register tile's columns as
         float32 into `dsup` (converted once per super_block blocks, not per block)."""
@@ -295,28 +321,78 @@ def vector_body(spec: LutSpec, tile: VectorTile) -> None:
     """The look-up loop (see the module docstring)."""
     p, lay, mb = spec.p, spec.p.layout, tile.mb
     tiles, tc = lay.padded_n(p.n) // lay.tile_cols, lay.tile_cols
-    kb_per = p.tblock // lay.k_per_byte
     acc_len = mb * tile.nvb * tile.nacc * tile.acc_lanes
     with tile_loop(spec, tiles)(0, tiles) as t, T.serial(0, spec.m // mb) as rb:
         row0 = rb * mb
         y = T.alloc_buffer((mb * tc,), "float32")
-        if tile.int_scale:
+        if tile.int_scale or p.table_steps:
             tile.dsup = T.alloc_buffer((tc,), "float32")
         with T.serial(0, mb * tc // 8) as i:
             T.buffer_store(y, splat(0.0, "float32", 8), [tirx.Ramp(i * 8, 1, 8)])
-        with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, p.blocks) as h:
+        if p.table_steps:
+            _shared_body(tile, y, (t, row0), acc_len)
+        else:
+            _block_body(tile, y, (t, row0), acc_len)
+        _store(tile, y, t, row0)
+
+
+def _block_body(tile: VectorTile, y: tirx.Buffer, at: tuple, acc_len: int) -> None:
+    """The look-up loop with a table scale per block: y gains each block."""
+    p = tile.spec.p
+    t, row0 = at
+    kb_per = p.tblock // p.layout.k_per_byte
+    with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, p.blocks) as h:
+        acc = T.alloc_buffer((acc_len,), tile.acc_dtype)
+        with T.unroll(0, acc_len // tile.acc_lanes) as i:
+            T.buffer_store(acc, tile.acc_start(row0 + i // (tile.nvb * tile.nacc), h),
+                           [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
+        if tile.flat:
+            tile.prefetch_params(t, vb, h)
+        if tile.int_scale:
+            tile.widen_super(t, vb, h)
+        with T.unroll(0, kb_per) as kb:
+            tile.step(acc, (t, row0, vb), h * kb_per + kb)
+        tile.finish_block(acc, y, (t, row0, vb), h)
+
+
+def _shared_body(tile: VectorTile, y: tirx.Buffer, at: tuple, acc_len: int) -> None:
+    """The look-up loop with shared table scales (etch_lut step 5): per super-block, every
+    block's D u8 k_h into int32 sums (`add_shared`), then y + ((f32(I) * d) * L) once."""
+    p = tile.spec.p
+    t, row0 = at
+    tc, cols, period = p.layout.tile_cols, tile.cols, p.period
+    kb_per, sig = p.tblock // p.layout.k_per_byte, -(-p.blocks // p.period)
+    isum = T.alloc_buffer((tile.mb * tc,), "int32")
+    with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, sig) as s:
+        with T.unroll(0, tile.mb) as r, T.unroll(0, tile.nvb) as v:
+            T.buffer_store(isum, splat(0, "int32", cols),
+                           [tirx.Ramp(r * tc + (vb * tile.nvb + v) * cols, 1, cols)])
+        tile.widen_super(t, vb, s * period)
+
+        def block(h: Expr) -> None:
             acc = T.alloc_buffer((acc_len,), tile.acc_dtype)
             with T.unroll(0, acc_len // tile.acc_lanes) as i:
                 T.buffer_store(acc, tile.acc_start(row0 + i // (tile.nvb * tile.nacc), h),
                                [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
             if tile.flat:
                 tile.prefetch_params(t, vb, h)
-            if tile.int_scale:
-                tile.widen_super(t, vb, h)
             with T.unroll(0, kb_per) as kb:
                 tile.step(acc, (t, row0, vb), h * kb_per + kb)
-            tile.finish_block(acc, y, (t, row0, vb), h)
-        _store(tile, y, t, row0)
+            tile.add_shared(acc, isum, (t, row0, vb, h))
+
+        with T.serial(0, period) as hb:
+            if p.blocks % period == 0:
+                block(s * period + hb)
+            else:  # a last, partial super-block
+                with T.If(s * period + hb < p.blocks), T.Then():
+                    block(s * period + hb)
+        with T.unroll(0, tile.mb) as r, T.unroll(0, tile.nvb) as v:
+            col = (vb * tile.nvb + v) * cols
+            idx = [tirx.Ramp(r * tc + col, 1, cols)]
+            ls = tirx.BufferLoad(tile.tb.ls, [(row0 + r) * sig + s])
+            T.buffer_store(y, combine_shared(
+                tirx.BufferLoad(isum, idx), tirx.BufferLoad(tile.dsup, [tirx.Ramp(col, 1, cols)]),
+                ls, tirx.BufferLoad(y, idx)), idx)
 
 
 def _store(tile: VectorTile, y: tirx.Buffer, t: Expr, row0: Expr) -> None:

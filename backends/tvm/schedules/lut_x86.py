@@ -177,6 +177,7 @@ class X86PermTile(VectorTile):
 
 
 VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+VPDPWSSD = "llvm.x86.avx512.vpdpwssd.512"
 
 
 class X86DotTile(VectorTile):
@@ -223,6 +224,20 @@ class X86DotTile(VectorTile):
         cols = tirx.Ramp((vb * self.nvb + v) * self.cols, 1, self.cols)
         u8 = tirx.BufferLoad(self.args.scale, [t, g, cols])
         return tirx.Shuffle([u8] * 4, [tirx.const(i // 4, "int32") for i in range(self.v)])
+
+    def shared_term(self, old: Expr, d: Expr, u8: Expr, k: Expr) -> Expr:
+        """I + D u8 k_h: binary weights with scaled bytes hold X = D u8 / mu already (d is
+        stored times mu); where |D| < 2^15, vpdpwssd multiplies D's low halves by u8 k_h
+        (< 2^15: a vpmullw of the widened scales, their high halves 0) and adds."""
+        n = self.acc_lanes
+        if self.scaled_bytes:
+            return old + d * tirx.Broadcast(k, n)
+        if not (self.folds_zero or d_bound(self.spec, False) <= INT16_MAX):
+            return super().shared_term(old, d, u8, k)
+        i16 = f"int16x{2 * n}"
+        u8k = tirx.reinterpret(i16, u8.astype(f"int32x{n}")) * tirx.Broadcast(
+            k.astype("int16"), 2 * n)
+        return _intrin(VPDPWSSD, f"int32x{n}", old, tirx.reinterpret(i16, d), u8k)
 
     def _madd(self, d: Expr, u8: Expr) -> Expr:
         n = self.acc_lanes
