@@ -340,19 +340,28 @@ def _block_body(tile: VectorTile, y: tirx.Buffer, at: tuple, acc_len: int) -> No
     """The look-up loop with a table scale per block: y gains each block."""
     p = tile.spec.p
     t, row0 = at
-    kb_per = p.tblock // p.layout.k_per_byte
     with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, p.blocks) as h:
-        acc = T.alloc_buffer((acc_len,), tile.acc_dtype)
-        with T.unroll(0, acc_len // tile.acc_lanes) as i:
-            T.buffer_store(acc, tile.acc_start(row0 + i // (tile.nvb * tile.nacc), h),
-                           [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
-        if tile.flat:
-            tile.prefetch_params(t, vb, h)
-        if tile.int_scale:
-            tile.widen_super(t, vb, h)
-        with T.unroll(0, kb_per) as kb:
-            tile.step(acc, (t, row0, vb), h * kb_per + kb)
+        acc = _looked_up(tile, (t, row0, vb), h, acc_len, tile.int_scale)
         tile.finish_block(acc, y, (t, row0, vb), h)
+
+
+def _looked_up(tile: VectorTile, at: tuple, h: Expr, acc_len: int,
+               widen: bool) -> tirx.Buffer:
+    """Block h's accumulators of the register tile at (tile, first row, vector block): their
+    start, the parameters' prefetch, the super-block's d where `widen`, every byte position."""
+    t, row0, vb = at
+    kb_per = tile.spec.p.tblock // tile.spec.p.layout.k_per_byte
+    acc = T.alloc_buffer((acc_len,), tile.acc_dtype)
+    with T.unroll(0, acc_len // tile.acc_lanes) as i:
+        T.buffer_store(acc, tile.acc_start(row0 + i // (tile.nvb * tile.nacc), h),
+                       [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
+    if tile.flat:
+        tile.prefetch_params(t, vb, h)
+    if widen:
+        tile.widen_super(t, vb, h)
+    with T.unroll(0, kb_per) as kb:
+        tile.step(acc, at, h * kb_per + kb)
+    return acc
 
 
 def _shared_body(tile: VectorTile, y: tirx.Buffer, at: tuple, acc_len: int) -> None:
@@ -361,7 +370,7 @@ def _shared_body(tile: VectorTile, y: tirx.Buffer, at: tuple, acc_len: int) -> N
     p = tile.spec.p
     t, row0 = at
     tc, cols, period = p.layout.tile_cols, tile.cols, p.period
-    kb_per, sig = p.tblock // p.layout.k_per_byte, -(-p.blocks // p.period)
+    sig = -(-p.blocks // p.period)
     isum = T.alloc_buffer((tile.mb * tc,), "int32")
     with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, sig) as s:
         with T.unroll(0, tile.mb) as r, T.unroll(0, tile.nvb) as v:
@@ -370,14 +379,7 @@ def _shared_body(tile: VectorTile, y: tirx.Buffer, at: tuple, acc_len: int) -> N
         tile.widen_super(t, vb, s * period)
 
         def block(h: Expr) -> None:
-            acc = T.alloc_buffer((acc_len,), tile.acc_dtype)
-            with T.unroll(0, acc_len // tile.acc_lanes) as i:
-                T.buffer_store(acc, tile.acc_start(row0 + i // (tile.nvb * tile.nacc), h),
-                               [tirx.Ramp(i * tile.acc_lanes, 1, tile.acc_lanes)])
-            if tile.flat:
-                tile.prefetch_params(t, vb, h)
-            with T.unroll(0, kb_per) as kb:
-                tile.step(acc, (t, row0, vb), h * kb_per + kb)
+            acc = _looked_up(tile, (t, row0, vb), h, acc_len, False)
             tile.add_shared(acc, isum, (t, row0, vb, h))
 
         with T.serial(0, period) as hb:
