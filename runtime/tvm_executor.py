@@ -118,7 +118,22 @@ class TvmExecutor(Executor):
         self._weights = [self._borrow(a, dtype) if self._cpu else self._on_device(a, dtype)
                          for a, dtype in weights.read(path, manifest["weights"])] \
             if "weights" in manifest else []
+        self._check_weights(path)
         self._lock = threading.Lock()
+
+    def _check_weights(self, path: Path) -> None:
+        """The weights' types and shapes against the library's, once (`main` checks only
+        its inputs on each call: backends/tvm/weights.py). Libraries built before that
+        check every call and have no such function."""
+        try:
+            check = self.vm[weights.CHECK]
+        except (AttributeError, KeyError, ValueError):
+            return
+        try:
+            check(*self._weights)
+        except Exception as e:  # TVM's own error types: the weights do not fit the library
+            raise EtchError(f"{path}: weights.bin does not fit the library: "
+                            f"{str(e).splitlines()[0]}") from e
 
     def _borrow(self, array: np.ndarray, dtype: str | None = None):
         """A TVM view of `array` (as `dtype`, when the array holds that type's raw bits)."""

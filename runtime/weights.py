@@ -5,7 +5,9 @@ The manifest's `weights` entry names the file, its size and each tensor's offset
 dtype. The file is listed in the manifest's `files`, so `runtime.files.verify` has checked
 its sha256 before this reads it; here the layout itself is checked (every tensor 64-byte
 aligned and inside the file, the file the size the manifest says), so a manifest that does
-not describe its file is one EtchError, not a crash inside a kernel. The file is read once
+not describe its file is one EtchError, not a crash inside a kernel; and the executor runs
+the library's `CHECK` on the tensors once (their types and shapes against the library's:
+`main` checks only its inputs on every call). The file is read once
 into a 64-byte-aligned buffer; each tensor is a view of it.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 from compiler.errors import EtchError
 
 ALIGN = 64
+CHECK = "check_weights"  # the library's function that checks the weights' types and shapes
 # element types numpy cannot hold: read as the unsigned integers of their width
 RAW = {"bfloat16": np.uint16}
 

@@ -109,3 +109,25 @@ def test_corrupted_weights_are_caught_by_their_sha256(artifact, tmp_path: Path) 
     (saved / "weights.bin").write_bytes(bytes(data))
     with pytest.raises(EtchError, match="weights.bin does not match the sha256"):
         files.verify(saved, runtime.read_manifest(saved))
+
+
+def test_main_checks_its_inputs_each_call_and_the_weights_once_at_load(artifact,
+                                                                       tmp_path: Path) -> None:
+    """`main` marks its graph inputs (`num_input`): the VM checks those on every call, not
+    the weights after them; the library's `check_weights` checks the weights when the
+    artifact loads, so a weights entry whose shape or dtype is not the library's (same
+    bytes, layout valid) is one EtchError there, before any kernel reads it."""
+    prof = runtime.load(artifact.path).profile(INPUTS, 3)
+    checks = {k.name: k.calls for k in prof.kernels if k.name.startswith("vm.builtin.")}
+    assert checks.get("vm.builtin.check_tensor_info") == 1  # x, not the weights
+    assert len(artifact.manifest["weights"]["tensors"]) >= 1
+    saved = artifact.save(tmp_path / "a")
+    manifest = runtime.read_manifest(saved)
+    first = manifest["weights"]["tensors"][0]
+    for edit in ({"shape": [int(np.prod(first["shape"]))]},
+                 {"dtype": "int32" if first["dtype"] == "float32" else "float32"}):
+        bad = {**manifest["weights"], "tensors": [{**first, **edit},
+                                                  *manifest["weights"]["tensors"][1:]]}
+        (saved / "manifest.json").write_text(json.dumps({**manifest, "weights": bad}))
+        with pytest.raises(EtchError, match="weights.bin does not fit the library"):
+            runtime.load(saved)
