@@ -128,8 +128,11 @@ def etch_graph(k: int, n: int, batch: int, bits: str, group: int, half: bool = T
     return g, dequantize(q, s, z, 1, group).T, m.T
 
 
-def vm_of(graph, threads: int):
-    """The graph lowered, scheduled and compiled as `etch compile --target cpu` does."""
+def vm_of(graph, threads: int, num_input: int | None = None):
+    """The graph lowered, scheduled and compiled as `etch compile --target cpu` does. With
+    `num_input`, main's parameters past the first `num_input` are weights (the codes and
+    scales `_as_inputs` made parameters, so the cold runs can swap them): the VM checks
+    them no more on each call than an artifact's weights (backends/tvm/weights.py)."""
     import tvm
     from tvm import relax
 
@@ -141,6 +144,8 @@ def vm_of(graph, threads: int):
     target_json, info = targets.cpu_target(CompileOptions(target="cpu", threads=threads))
     target = tvm.target.Target(target_json)
     mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=info.lanes), target)
+    if num_input is not None:
+        mod["main"] = mod["main"].with_attr("num_input", num_input)
     ex = tvm.compile(mod, target=target, relax_pipeline=vm_passes())
     return relax.VirtualMachine(ex, tvm.cpu()), schedules.rule_names(mod)
 
@@ -224,7 +229,7 @@ def _lut_vm(graph, lut, entry: dict, target, threads: int) -> tuple:
     forced = lut if entry["kernel"] == "lut" else LutLowering(
         "int8", dataclasses.replace(target, max_rows=1 << 30), fmt).run(graph)[0]
     arrays = _as_inputs(forced)
-    vm, rules = vm_of(forced, threads)
+    vm, rules = vm_of(forced, threads, num_input=len(forced.inputs) - len(arrays))
     return vm, arrays, rules
 
 
