@@ -238,6 +238,9 @@ def test_a_one_row_gemv_streams_with_the_vbmi_layouts(bits: int) -> None:
     assert ("one row streams its weights (decode)" in line) == streamed, line
     assert "cold (weights from DRAM) the vpshufb layout" not in line
     assert not LutTarget("avx512vbmi").streams(bits, 1)  # only where there is a choice
+    dot = target.layout(bits, 4096, "int8", 32, rows=2)
+    assert target.prefetch(dot, resident=True) == (16384 if bits == 1 else 0)
+    assert target.prefetch(dot) == 16384
 
 
 @pytest.mark.parametrize("mcpu,cold_vbmi", [("znver4", True), ("znver5", True),
@@ -273,6 +276,8 @@ def test_a_one_row_gemv_whose_model_fits_the_cache_keeps_the_vpdpbusd_layouts(
     lut, _ = LutLowering("int8", target).run(graph)
     [node] = [nd for nd in lut.nodes if nd.op == "etch.LutGemm"]
     assert (node.attrs.get("chunk_slots", 1) == 4) == resident
+    # warm, the multi-plane vpdpbusd layouts take no prefetch; streamed, the VBMI ones do
+    assert node.attrs["prefetch"] == (0 if resident else 8192)
     line = explain(lut.metadata)[1]
     assert "the model's look-up weights (1.2 MiB)" in line, line
     assert ("one row, but the model's look-up weights" in line) == resident, line
