@@ -182,6 +182,17 @@ def _signed_table(x: tirx.Buffer, row: Expr, chunk: Expr, k: int) -> Expr:
     return acc
 
 
+def _raw_table(x: tirx.Buffer, at: tuple, raw: tirx.Buffer, start: Expr,
+               amax: tirx.Buffer) -> None:
+    """One chunk's T into raw[start ..] and its |T| into the running max `amax`, which
+    reads the stored T back: the expression once (LLVM cannot prove the store leaves x
+    alone, so a second use of it built the table twice)."""
+    row, chunk, k = at
+    T.buffer_store(raw, _signed_table(x, row, chunk, k), [tirx.Ramp(start, 1, ENTRIES)])
+    T.buffer_store(amax, tirx.max(_vec(amax, 0, ENTRIES), tirx.abs(_vec(raw, start, ENTRIES))),
+                   [tirx.Ramp(0, 1, ENTRIES)])
+
+
 def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
     """Build every row's tables (see the module docstring)."""
     p = spec.p
@@ -202,10 +213,7 @@ def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
         amax = T.alloc_buffer((ENTRIES,), "float32")
         T.buffer_store(amax, splat(0.0, "float32", ENTRIES), [tirx.Ramp(0, 1, ENTRIES)])
         with T.serial(0, per) as jj:
-            tv = _signed_table(x, row, h * per + jj, p.k)
-            T.buffer_store(raw, tv, [tirx.Ramp(jj * ENTRIES, 1, ENTRIES)])
-            old = _vec(amax, 0, ENTRIES)
-            T.buffer_store(amax, tirx.max(old, tirx.abs(tv)), [tirx.Ramp(0, 1, ENTRIES)])
+            _raw_table(x, (row, h * per + jj, p.k), raw, jj * ENTRIES, amax)
         base = (row * chunks + h * per) * ENTRIES
         if spec.int8:
             _quantise(raw, amax, Tables(tab, ls, zs, paired), (mh, base, per))
@@ -214,8 +222,22 @@ def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
     return Tables(tab, ls, zs, paired)
 
 
+def _hmax(v: Expr) -> Expr:
+    """The largest lane of a vector (a power of two lanes), halving in a tree: 4 steps for
+    16 lanes where a running scalar max is a chain of 16."""
+    n = lanes_of(v)
+    while n > 1:
+        n //= 2
+        v = tirx.max(tirx.Shuffle([v], [tirx.const(i, "int32") for i in range(n)]),
+                     tirx.Shuffle([v], [tirx.const(n + i, "int32") for i in range(n)]))
+    return v
+
+
 def _largest(amax: tirx.Buffer, start: Expr, count: int) -> Expr:
-    """max of amax[start .. start + count) (non-negative), in a one-element buffer."""
+    """max of amax[start .. start + count) (non-negative): a vector of ENTRIES in a tree
+    (`_hmax`), else a running max in a one-element buffer."""
+    if count == ENTRIES:
+        return _hmax(_vec(amax, start, ENTRIES))
     best = T.alloc_buffer((1,), "float32")
     T.buffer_store(best, tirx.const(0.0, "float32"), [0])
     with T.serial(0, count) as i:
@@ -245,10 +267,7 @@ def _shared_tables(spec: LutSpec, x: tirx.Buffer, tb: Tables) -> Tables:
             h = s * period + hb
             T.buffer_store(amax, splat(0.0, "float32", ENTRIES), [tirx.Ramp(0, 1, ENTRIES)])
             with T.If(h < blocks), T.Then(), T.serial(0, per) as jj:
-                tv = _signed_table(x, row, h * per + jj, p.k)
-                T.buffer_store(raw, tv, [tirx.Ramp((hb * per + jj) * ENTRIES, 1, ENTRIES)])
-                old = _vec(amax, 0, ENTRIES)
-                T.buffer_store(amax, tirx.max(old, tirx.abs(tv)), [tirx.Ramp(0, 1, ENTRIES)])
+                _raw_table(x, (row, h * per + jj, p.k), raw, (hb * per + jj) * ENTRIES, amax)
             T.buffer_store(bmax, _largest(amax, 0, ENTRIES), [hb])
         top = T.alloc_buffer((1,), "float32")
         T.buffer_store(top, _largest(bmax, 0, period), [0])
