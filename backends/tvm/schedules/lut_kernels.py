@@ -205,7 +205,7 @@ def tables(spec: LutSpec, x: tirx.Buffer) -> Tables:
     paired = p.layout.chunk_slots == 4  # a block's chunks are a multiple of 8 (Params.check)
     if p.table_steps:
         return _shared_tables(spec, x, Tables(tab, T.alloc_buffer(
-            (spec.m * -(-blocks // p.period),), "float32"), zs, paired,
+            (spec.m * p.supers,), "float32"), zs, paired,
             T.alloc_buffer((spec.m * blocks,), "int32")))
     with loop(0, spec.m * blocks) as mh:
         row, h = mh // blocks, mh % blocks
@@ -256,7 +256,7 @@ def _shared_tables(spec: LutSpec, x: tirx.Buffer, tb: Tables) -> Tables:
     block's k_h, Tq and Z."""
     p = spec.p
     chunks, blocks, per, period = p.kp // G_ACT, p.blocks, p.tblock // G_ACT, p.period
-    sig = -(-blocks // period)
+    sig = p.supers
     loop = T.parallel if spec.m * p.kp >= 1 << 16 and spec.m * sig > 1 else T.serial
     with loop(0, spec.m * sig) as ms:
         row, s = ms // sig, ms % sig
@@ -471,7 +471,7 @@ def _portable_shared(spec: LutSpec, bp: KernelArgs, tb: Tables, bufs: tuple,
     acc, y, isum = bufs
     t, r, h, g = at
     k = tirx.BufferLoad(tb.ks, [r * p.blocks + h])
-    sig = -(-p.blocks // p.period)
+    sig = p.supers
     with T.serial(0, p.layout.tile_cols) as c:
         d = tirx.BufferLoad(acc, [c]) + offset(spec, bp.zero, t, g, c, 1) * \
             tirx.BufferLoad(tb.zs, [r * p.blocks + h])

@@ -249,14 +249,20 @@ class VectorTile:
     def widened(self, acc: tirx.Buffer, r: Expr, v: Expr) -> Expr:
         raise NotImplementedError
 
-    def _combine_u8(self, acc: tirx.Buffer, y: tirx.Buffer, at: tuple, idx: list) -> Expr:
-        """The block's contribution with two-level scales (`int_scale`: `combine_u8`)."""
-        spec = self.spec
+    def block_d(self, acc: tirx.Buffer, at: tuple) -> Expr:
+        """D = A + c Z of row r and vector v as int32 lanes (the zero term added here unless
+        the accumulators started at it: `folds_zero`)."""
         t, g, r, v, col, zat = at
         d = self.widened(acc, r, v)
-        if not self.folds_zero:
-            d = d + offset(spec, self.zero, t, g, col, self.cols) * tirx.Broadcast(
-                tirx.BufferLoad(self.tb.zs, [zat]), self.cols)
+        if self.folds_zero:
+            return d
+        return d + offset(self.spec, self.zero, t, g, col, self.cols) * tirx.Broadcast(
+            tirx.BufferLoad(self.tb.zs, [zat]), self.cols)
+
+    def _combine_u8(self, acc: tirx.Buffer, y: tirx.Buffer, at: tuple, idx: list) -> Expr:
+        """The block's contribution with two-level scales (`int_scale`: `combine_u8`)."""
+        t, g, _, _, col, zat = at
+        d = self.block_d(acc, at)
         cols = tirx.Ramp(col, 1, self.cols)
         return combine_u8(d, tirx.BufferLoad(self.args.scale, [t, g, cols]),
                           tirx.BufferLoad(self.dsup, [cols]), tirx.BufferLoad(self.tb.ls, [zat]),
@@ -269,16 +275,13 @@ class VectorTile:
 
     def add_shared(self, acc: tirx.Buffer, isum: tirx.Buffer, at: tuple) -> None:
         """A block's D u8 k_h into the register tile's super-block sums."""
-        spec, p = self.spec, self.spec.p
+        p = self.spec.p
         t, row0, vb, h = at
         g = h // (p.group // p.tblock)
         with T.unroll(0, self.mb) as r, T.unroll(0, self.nvb) as v:
             col = (vb * self.nvb + v) * self.cols
             zat = (row0 + r) * p.blocks + h
-            d = self.widened(acc, r, v)
-            if not self.folds_zero:
-                d = d + offset(spec, self.zero, t, g, col, self.cols) * tirx.Broadcast(
-                    tirx.BufferLoad(self.tb.zs, [zat]), self.cols)
+            d = self.block_d(acc, (t, g, r, v, col, zat))
             u8 = tirx.BufferLoad(self.args.scale, [t, g, tirx.Ramp(col, 1, self.cols)])
             idx = [tirx.Ramp(r * p.layout.tile_cols + col, 1, self.cols)]
             T.buffer_store(isum, self.shared_term(tirx.BufferLoad(isum, idx), d, u8,
@@ -369,8 +372,7 @@ def _shared_body(tile: VectorTile, y: tirx.Buffer, at: tuple, acc_len: int) -> N
     block's D u8 k_h into int32 sums (`add_shared`), then y + ((f32(I) * d) * L) once."""
     p = tile.spec.p
     t, row0 = at
-    tc, cols, period = p.layout.tile_cols, tile.cols, p.period
-    sig = -(-p.blocks // p.period)
+    tc, cols, period, sig = p.layout.tile_cols, tile.cols, p.period, p.supers
     isum = T.alloc_buffer((tile.mb * tc,), "int32")
     with T.serial(0, tile.nv // tile.nvb) as vb, T.serial(0, sig) as s:
         with T.unroll(0, tile.mb) as r, T.unroll(0, tile.nvb) as v:
