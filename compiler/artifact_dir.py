@@ -10,7 +10,9 @@
   (`.NAME.XXXXXXXX`), then renamed into place; the old artifact is renamed aside
   (`.NAME.old-PID`) and removed. SIGINT/SIGTERM/SIGHUP are held back during the renames, so
   an interrupted save leaves either the old artifact or the new one, and no hidden directory
-  (the copy itself is removed when interrupted, by the exception the signal raises);
+  (the copy itself is removed when interrupted, by the exception the signal raises; a
+  signal received earlier whose exception Python dropped is raised before the swap:
+  compiler.interrupts);
 - *one writer at a time*: saves into one parent directory take an exclusive `flock` on that
   directory (no lock file is left behind), so concurrent saves to one `-o` take turns and
   the last one wins.
@@ -30,6 +32,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from compiler import interrupts
 from compiler.errors import EtchError
 
 DEFERRED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -99,6 +102,7 @@ def _replace(src: Path, dest: Path) -> None:
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
         with _signals_held():
+            interrupts.check()  # a signal whose exception was dropped: write nothing
             old = None
             if dest.exists() or dest.is_symlink():
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

@@ -2,8 +2,8 @@
 
 Every user error is one line on stderr (`etch: error: ...`) and exit status 1; an internal
 error says so in one line and exits 2; `--debug` shows the traceback instead. SIGINT,
-SIGTERM and SIGHUP unwind like exceptions (exit 130 / 128 + signal), so a compile that is
-stopped removes its temporary directories.
+SIGTERM and SIGHUP unwind like exceptions (exit 130 / 128 + signal; compiler.interrupts), so
+a compile that is stopped removes its temporary directories and writes nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from compiler import npz
+from compiler import interrupts, npz
 from compiler.errors import EtchError
+from compiler.interrupts import Terminated
 
 BIND_HELP = ("make the graph inputs named in this .npz constants holding its values: what they "
              "decide (output shapes, ...) folds at compile time, and the artifact no longer "
@@ -299,19 +300,6 @@ class _progress:
         self.bar.close()
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP, raised in the main thread so that cleanup code runs (`finally`
-    blocks, the compile's `except BaseException`, the temporary artifact's finaliser)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
 def _settled() -> None:
     """After an interrupt has decided the exit status, ignore further SIGINT/SIGTERM/SIGHUP
     while the process exits (it still joins the build threads, TVM compiling a part). Seen
@@ -352,12 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _raise_terminated)
+    interrupts.install()
     try:
         args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        interrupts.check()
+        return status
     except EtchError as e:
         if debug:
             raise

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler import interrupts
 from compiler.errors import EtchError
 
 # What numpy and zipfile raise for a damaged archive or member.
@@ -45,6 +46,7 @@ def save(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}.npz")
     try:
         np.savez(tmp, **arrays)
+        interrupts.check()
         os.replace(tmp, dest)
     except OSError as e:
         raise EtchError(f"cannot write {path}: {e.strerror or e}") from e
