@@ -97,10 +97,12 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         from backends.tvm.target import cpu_info
         from passes.choose_conv_algorithm import ChooseConvAlgorithm
         from passes.split_batch import SplitBatch
+        from runtime.host_cpu import last_level_cache_bytes
 
         info = cpu_info(opts)[0]  # the CPU compiled for (detected, or --mcpu's)
+        llc = last_level_cache_bytes() if opts.mcpu is None else None  # this host's
         passes += [SplitBatch(_cpu_cache(opts, info), info.threads),
-                   ChooseConvAlgorithm(winograd=True, lanes=info.lanes)]
+                   ChooseConvAlgorithm(winograd=True, lanes=info.lanes, cache_bytes=llc)]
         if fuse:
             from passes.fuse_prologue import FusePrologue
 

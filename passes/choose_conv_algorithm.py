@@ -15,7 +15,9 @@ anchor is a Conv, one of
   (14x14 outputs at batch 1; 13x13, 8x8, 7x7 in batches), the vector axis being every tile
   of one image: taken where an image's tiles fit one vector, pad to whole tile rows and
   cost at most IMAGE_MAX_COST multiply-adds per output and channel pair, padding tiles and
-  the transformed weight's memory traffic counted (`_image_tile`);
+  the transformed weight's memory traffic counted -- less where the model's weights,
+  transformed ones included, stay in the last-level cache between calls (`cache_bytes`,
+  the host's when compiling for it: `_image_tile`);
 - "pointwise": a 1x1 stride-1 unpadded convolution, run as one [OC, C] x [C, H*W] GEMM,
   output positions as the vector;
 - "pointwise_channels": the same GEMM with output channels as the vector, where the
@@ -64,6 +66,8 @@ IMAGE_MAX_COST = 7.5  # multiply-adds per output and channel pair of image Winog
 ROW_WASTE = 4  # row tiles padded by 1/4 of their vectors or more take image tiles (`_flat`)
 FLAT_MAX_BYTES = 4 << 20  # ... where the transformed image input is at most this
 IMAGE_WEIGHT_FMAS = 20  # the cost of streaming one transformed weight, in multiply-adds
+CACHED_WEIGHT_FMAS = 5  # ... read from the last-level cache instead (`_image_tile`)
+RESIDENT_SHARE = 0.5  # a model's weights stay cached between calls within this share of it
 REPORT = "etch.conv_algorithms"
 POINTWISE_WHY = "1x1 stride 1: one GEMM over the image"  # and fuse_prologue's
 
@@ -93,19 +97,27 @@ class ChooseConvAlgorithm(Pass):
     name = "choose_conv_algorithm"
 
     def __init__(self, winograd: bool = True, min_channels: int = 64, lanes: int = 16,
-                 im2col: bool = True, small_channels: int = 16, channels: bool = True) -> None:
+                 im2col: bool = True, small_channels: int = 16, channels: bool = True,
+                 cache_bytes: int | None = None) -> None:
         self.winograd, self.min_channels, self.lanes = winograd, min_channels, lanes
         self.im2col, self.small_channels = im2col, small_channels
         self.channels = channels  # the channel-vector kernels ("*_channels") at all
+        self.cache_bytes = cache_bytes  # the CPU's last-level cache (None: not known)
+        self.room: int | None = None  # cache bytes left for transformed weights (`run`)
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         graph = graph.copy()
         report, changed = [], False
+        self.room = None if self.cache_bytes is None else int(
+            RESIDENT_SHARE * self.cache_bytes) - sum(
+            v.data.nbytes for v in graph.values.values() if v.is_const)
         for node in graph.nodes:
             layer = _layer(graph, node)
             if layer is None:
                 continue
             algorithm, why = self.choose(layer)
+            if self.room is not None and algorithm.startswith("winograd_f"):
+                self.room -= _transformed_extra(layer, int(algorithm[len("winograd_f")]))
             changed |= node.attrs.get(ATTR) != algorithm
             node.attrs[ATTR] = algorithm
             report.append({"node": node.name, "algorithm": algorithm, "why": why,
@@ -135,8 +147,10 @@ class ChooseConvAlgorithm(Pass):
                 tw = winograd.tiles(layer.out[1], m)
                 padded = (f" ({tw} tiles of {m}, {_whole(tw, self.lanes)} with their "
                           "vectors' padding)" if tw >= self.lanes // 2 else "")
+                cached = ("; its transformed weights stay in the last-level cache with the "
+                          "model's" if self._cached(layer, m) else "")
                 why = (f"3x3 stride 1, {layer.c}->{layer.oc} channels, rows of "
-                       f"{layer.out[1]}{padded}: F({m}, 3) over the image's tiles")
+                       f"{layer.out[1]}{padded}: F({m}, 3) over the image's tiles{cached}")
                 return f"winograd_f{m}_image", why
             return f"winograd_f{m}", f"3x3 stride 1, {layer.c}->{layer.oc} channels: F({m}, 3)"
         if self._column_reason(layer) is None:
@@ -392,11 +406,29 @@ class ChooseConvAlgorithm(Pass):
             padded = _whole(th * tw, min(8, self.lanes))
             if th * tw > self.lanes or padded % tw:
                 continue
-            cost = (m + 2) ** 2 * (padded + IMAGE_WEIGHT_FMAS / layer.n) / (
-                layer.out[0] * layer.out[1])
+            weight = CACHED_WEIGHT_FMAS if self._cached(layer, m) else IMAGE_WEIGHT_FMAS
+            cost = (m + 2) ** 2 * (padded + weight / layer.n) / (layer.out[0] * layer.out[1])
             if cost <= IMAGE_MAX_COST and (best is None or cost < best[0]):
                 best = (cost, m)
         return None if best is None else best[1]
+
+    def _cached(self, layer: Layer, m: int) -> bool:
+        """Whether F(m, 3)'s transformed weights of `layer` stay in the last-level cache
+        between calls: the model's weights and the Winograd layers' transformed ones chosen
+        so far leave `room` for them within RESIDENT_SHARE of the cache (as the LUT layouts'
+        `resides`). Then a transformed weight is read from the cache, not from memory, and
+        costs CACHED_WEIGHT_FMAS. squeezenet1_1 at batch 1 (4.7 MiB of weights, 7.4 MiB
+        more transformed) on Zen 4 (32 MiB L3): its four 48->192 and 64->256 3x3 layers on
+        13x13 (cost 7.7 from memory, 4.5 cached) take F(4, 3) over the image's tiles in
+        place of the channel-vector direct kernel; the model, one thread, best of 4-6 in
+        turns, 7.43 -> 6.88 and 7.70 -> 6.75 ms, two threads 4.61 -> 4.49 (the Xeon's
+        one-layer A/B with the weights cached, above: 0.38 -> 0.23 ms)."""
+        return self.room is not None and _transformed_extra(layer, m) <= self.room
+
+
+def _transformed_extra(layer: Layer, m: int) -> int:
+    """Bytes F(m, 3)'s transformed weight of `layer` takes beyond the weight itself."""
+    return layer.c * layer.oc * ((m + 2) ** 2 - 9) * 4
 
 
 def _tile_rows(positions: int) -> bool:

@@ -206,6 +206,42 @@ def test_short_rows_take_winograd_over_the_image(c: int, oc: int, size: int, n: 
         assert "too few tiles to fill a vector" in why
 
 
+@pytest.mark.parametrize("cache_mib,want", [
+    (None, ["direct_channels", "direct_channels"]),  # not known (--mcpu): from memory
+    (32, ["winograd_f4_image", "winograd_f4_image"]),  # squeezenet1_1's on Zen 4's L3
+    (6.9, ["winograd_f4_image", "direct_channels"]),  # room for one transformed weight
+    (2, ["direct_channels", "direct_channels"]),  # the model alone fills half of it
+])
+def test_cached_transformed_weights_make_image_winograd_cheaper(cache_mib: float | None,
+                                                                 want: list[str]) -> None:
+    """squeezenet1_1's 64->256 (and here 256->64) 3x3 layers on 13x13 at batch 1: with the
+    transformed weights streamed from memory F(4, 3) over the image's tiles costs 7.7
+    multiply-adds per output and channel pair (IMAGE_MAX_COST 7.5); where the model's
+    weights and the transformed ones chosen so far stay within half the last-level cache,
+    4.5, and the layer takes it, in graph order while there is room; --explain says so."""
+    model, _ = conv_model([("a", 256, 3, {}), ("b", 64, 3, {})], 64, 13, 13)
+    cache = None if cache_mib is None else int(cache_mib * (1 << 20))
+    out, _ = ChooseConvAlgorithm(lanes=16, cache_bytes=cache).run(
+        onnx_import.import_model(model))
+    rows = json.loads(out.metadata[REPORT])
+    assert [r["algorithm"] for r in rows] == want
+    for row in rows:
+        cached = "its transformed weights stay in the last-level cache" in row["why"]
+        assert cached == row["algorithm"].endswith("_image"), row["why"]
+
+
+def test_the_cpu_pipeline_knows_the_cache_only_of_this_host(monkeypatch) -> None:
+    """Compiling for this host, the conv algorithms see its last-level cache; for --mcpu
+    (another machine's CPU) none: the weights count as streamed from memory."""
+    import runtime.host_cpu
+
+    monkeypatch.setattr(runtime.host_cpu, "last_level_cache_bytes", lambda: 32 << 20)
+    for mcpu, want in ((None, 32 << 20), ("znver4", None)):
+        [choose] = [p for p in pipeline.passes_for(CompileOptions(target="cpu", mcpu=mcpu))
+                    if isinstance(p, ChooseConvAlgorithm)]
+        assert choose.cache_bytes == want
+
+
 @pytest.mark.parametrize("c,oc,size,lanes,algorithm", [
     (512, 2048, 7, 16, "pointwise_channels"),   # 49 positions pad to 64
     (1024, 256, 14, 16, "pointwise_channels"),  # 196 pad to 224
