@@ -85,6 +85,7 @@ class Layer:
     pads: tuple[int, ...]
     out: tuple[int, ...]
     n: int = 1  # images in the batch
+    weight: str = ""  # the weight's value: layers of one weight share its transformed one
 
 
 class ChooseConvAlgorithm(Pass):
@@ -104,6 +105,7 @@ class ChooseConvAlgorithm(Pass):
         self.channels = channels  # the channel-vector kernels ("*_channels") at all
         self.cache_bytes = cache_bytes  # the CPU's last-level cache (None: not known)
         self.room: int | None = None  # cache bytes left for transformed weights (`run`)
+        self.transformed: set[tuple[str, int]] = set()  # (weight, m) counted in `room`
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         graph = graph.copy()
@@ -111,13 +113,16 @@ class ChooseConvAlgorithm(Pass):
         self.room = None if self.cache_bytes is None else int(
             RESIDENT_SHARE * self.cache_bytes) - sum(
             v.data.nbytes for v in graph.values.values() if v.is_const)
+        self.transformed = set()
         for node in graph.nodes:
             layer = _layer(graph, node)
             if layer is None:
                 continue
             algorithm, why = self.choose(layer)
-            if self.room is not None and algorithm.startswith("winograd_f"):
-                self.room -= _transformed_extra(layer, int(algorithm[len("winograd_f")]))
+            m = int(algorithm[len("winograd_f")]) if algorithm.startswith("winograd_f") else 0
+            if self.room is not None and m and (layer.weight, m) not in self.transformed:
+                self.room -= _transformed_extra(layer, m)
+                self.transformed.add((layer.weight, m))
             changed |= node.attrs.get(ATTR) != algorithm
             node.attrs[ATTR] = algorithm
             report.append({"node": node.name, "algorithm": algorithm, "why": why,
@@ -416,14 +421,16 @@ class ChooseConvAlgorithm(Pass):
         """Whether F(m, 3)'s transformed weights of `layer` stay in the last-level cache
         between calls: the model's weights and the Winograd layers' transformed ones chosen
         so far leave `room` for them within RESIDENT_SHARE of the cache (as the LUT layouts'
-        `resides`). Then a transformed weight is read from the cache, not from memory, and
+        `resides`), or they are there already (the images of a split batch share a weight
+        and its transformed one). Then a transformed weight is read from the cache, not from memory, and
         costs CACHED_WEIGHT_FMAS. squeezenet1_1 at batch 1 (4.7 MiB of weights, 7.4 MiB
         more transformed) on Zen 4 (32 MiB L3): its four 48->192 and 64->256 3x3 layers on
         13x13 (cost 7.7 from memory, 4.5 cached) take F(4, 3) over the image's tiles in
         place of the channel-vector direct kernel; the model, one thread, best of 4-6 in
         turns, 7.43 -> 6.88 and 7.70 -> 6.75 ms, two threads 4.61 -> 4.49 (the Xeon's
         one-layer A/B with the weights cached, above: 0.38 -> 0.23 ms)."""
-        return self.room is not None and _transformed_extra(layer, m) <= self.room
+        return self.room is not None and ((layer.weight, m) in self.transformed or
+                                          _transformed_extra(layer, m) <= self.room)
 
 
 def _transformed_extra(layer: Layer, m: int) -> int:
@@ -469,7 +476,7 @@ def _layer(graph: Graph, node: Node) -> Layer | None:
                  strides=tuple(attrs.get("strides", [1] * rank)),
                  dilations=tuple(attrs.get("dilations", [1] * rank)),
                  pads=tuple(attrs.get("pads", [0] * 2 * rank)), out=tuple(out[2:]),
-                 n=int(out[0]))
+                 n=int(out[0]), weight=node.inputs[1])
 
 
 def explain(reports: dict[str, str]) -> str:

@@ -230,6 +230,25 @@ def test_cached_transformed_weights_make_image_winograd_cheaper(cache_mib: float
         assert cached == row["algorithm"].endswith("_image"), row["why"]
 
 
+def test_layers_of_one_weight_count_its_transformed_weight_once() -> None:
+    """The images of a split batch (SplitBatch) are layers of one weight value, and the
+    backend makes one transformed weight of it: room for one takes them all."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.normal(size=(64, 64, 3, 3)) / 24).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1] * 4),
+             helper.make_node("Conv", ["a", "w"], ["y"], pads=[1] * 4)]
+    graph = helper.make_graph(
+        nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 13, 13])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    weight, extra = 64 * 64 * 9 * 4, 64 * 64 * 27 * 4  # F(4, 3): 36 floats a pair, not 9
+    cache = 2 * (weight + extra + 1000)  # half of it: the weight and one transformed copy
+    out, _ = ChooseConvAlgorithm(lanes=16, cache_bytes=cache).run(
+        onnx_import.import_model(model))
+    assert [r["algorithm"] for r in json.loads(out.metadata[REPORT])] == \
+        ["winograd_f4_image"] * 2
+
+
 def test_the_cpu_pipeline_knows_the_cache_only_of_this_host(monkeypatch) -> None:
     """Compiling for this host, the conv algorithms see its last-level cache; for --mcpu
     (another machine's CPU) none: the weights count as streamed from memory."""
