@@ -12,7 +12,8 @@ anchor is a Conv, one of
   channels take it too where one image's transformed input and output fit
   SMALL_WINOGRAD_BYTES (`_small_reason`);
 - "winograd_f4_image" / "winograd_f2_image": the same where rows are too short for that
-  (14x14 outputs at batch 1; 13x13, 8x8, 7x7 in batches), the vector axis being every tile
+  (14x14 outputs at batch 1; 13x13, 8x8, 7x7 in batches, or at batch 1 where the weights
+  stay cached), the vector axis being every tile
   of one image: taken where an image's tiles fit one vector, pad to whole tile rows and
   cost at most IMAGE_MAX_COST multiply-adds per output and channel pair, padding tiles and
   the transformed weight's memory traffic counted -- less where the model's weights,
@@ -422,13 +423,14 @@ class ChooseConvAlgorithm(Pass):
         between calls: the model's weights and the Winograd layers' transformed ones chosen
         so far leave `room` for them within RESIDENT_SHARE of the cache (as the LUT layouts'
         `resides`), or they are there already (the images of a split batch share a weight
-        and its transformed one). Then a transformed weight is read from the cache, not from memory, and
-        costs CACHED_WEIGHT_FMAS. squeezenet1_1 at batch 1 (4.7 MiB of weights, 7.4 MiB
-        more transformed) on Zen 4 (32 MiB L3): its four 48->192 and 64->256 3x3 layers on
-        13x13 (cost 7.7 from memory, 4.5 cached) take F(4, 3) over the image's tiles in
-        place of the channel-vector direct kernel; the model, one thread, best of 4-6 in
-        turns, 7.43 -> 6.88 and 7.70 -> 6.75 ms, two threads 4.61 -> 4.49 (the Xeon's
-        one-layer A/B with the weights cached, above: 0.38 -> 0.23 ms)."""
+        and its transformed copy). Then a transformed weight is read from the cache, not
+        from memory, and costs CACHED_WEIGHT_FMAS. squeezenet1_1 (4.7 MiB of weights, 7.4
+        MiB more transformed) on Zen 4 (32 MiB L3): its four 48->192 and 64->256 3x3 layers
+        on 13x13 (cost 7.7 from memory, 4.5 cached) take F(4, 3) over the image's tiles in
+        place of the channel-vector direct kernel; the model, best of 4-6 in turns, ms:
+        batch 1 one thread 7.56 -> 6.64, two threads 4.11 -> 3.96; batch 8 (split into
+        images) 59.0 -> 53.2 and 33.7 -> 32.6 (the Xeon's one-layer A/B with the weights
+        cached, above: 0.38 -> 0.23 ms)."""
         return self.room is not None and ((layer.weight, m) in self.transformed or
                                           _transformed_extra(layer, m) <= self.room)
 
