@@ -35,8 +35,6 @@ from pathlib import Path
 from compiler import interrupts
 from compiler.errors import EtchError
 
-DEFERRED_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-
 
 def save(src: Path, dest: Path) -> Path:
     """Copy directory `src` to `dest` as described in the module docstring; returns `dest`."""
@@ -137,7 +135,7 @@ def _signals_held() -> Iterator[None]:
         return
     pending: list[int] = []
     saved = {sig: signal.signal(sig, lambda n, frame: pending.append(n))
-             for sig in DEFERRED_SIGNALS}
+             for sig in interrupts.SIGNALS}
     try:
         yield
     finally:

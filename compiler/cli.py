@@ -307,7 +307,7 @@ def _settled() -> None:
     died by SIGINT instead of exiting 130, i.e. a second KeyboardInterrupt was raised outside
     `main` (cause not pinned down; with the handlers ignored none can be)."""
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in interrupts.SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 
 

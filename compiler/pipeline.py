@@ -97,12 +97,10 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         from backends.tvm.target import cpu_info
         from passes.choose_conv_algorithm import ChooseConvAlgorithm
         from passes.split_batch import SplitBatch
-        from runtime.host_cpu import last_level_cache_bytes
-
         info = cpu_info(opts)[0]  # the CPU compiled for (detected, or --mcpu's)
-        llc = last_level_cache_bytes() if opts.mcpu is None else None  # this host's
         passes += [SplitBatch(_cpu_cache(opts, info), info.threads),
-                   ChooseConvAlgorithm(winograd=True, lanes=info.lanes, cache_bytes=llc)]
+                   ChooseConvAlgorithm(winograd=True, lanes=info.lanes,
+                                       cache_bytes=_last_level_cache(opts))]
         if fuse:
             from passes.fuse_prologue import FusePrologue
 
@@ -122,6 +120,14 @@ def _cpu_cache(opts: CompileOptions, info: CpuInfo) -> int:
     return per_core * max(1, info.threads)
 
 
+def _last_level_cache(opts: CompileOptions) -> int | None:
+    """This host's last-level cache when compiling for it; None for --mcpu (another
+    machine's CPU, whose cache is not known)."""
+    from runtime.host_cpu import last_level_cache_bytes
+
+    return last_level_cache_bytes() if opts.mcpu is None else None
+
+
 def lut_target(opts: CompileOptions) -> LutTarget:
     """The look-up instruction set the LUT layouts are chosen for: the cpu target's vector
     extensions (detected or --mcpu), NEON on edge, CUDA; portable loops for ref. Compiling
@@ -131,7 +137,6 @@ def lut_target(opts: CompileOptions) -> LutTarget:
 
     if opts.target == "cpu":
         from backends.tvm.target import cpu_info
-        from runtime.host_cpu import last_level_cache_bytes
 
         info = cpu_info(opts)[0]  # its vector width too: --vector-bits 256 gets 256-bit LUTs
         features = set(info.features)
@@ -140,8 +145,8 @@ def lut_target(opts: CompileOptions) -> LutTarget:
         vnni = vbmi and "avx512vnni" in features
         isa = "avx512vnni" if vnni else "avx512vbmi" if vbmi else "avx512" if wide \
             else "avx2" if "avx2" in features else "neon" if "neon" in features else "generic"
-        return LutTarget(isa, cache_bytes=last_level_cache_bytes() if opts.mcpu is None
-                         else None, cold_vbmi=info.mcpu.startswith(COLD_VBMI_CORES))
+        return LutTarget(isa, cache_bytes=_last_level_cache(opts),
+                         cold_vbmi=info.mcpu.startswith(COLD_VBMI_CORES))
     return LutTarget({"edge": "neon", "cuda": "cuda"}.get(opts.target, "generic"))
 
 

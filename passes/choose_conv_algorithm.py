@@ -54,6 +54,7 @@ from compiler import winograd
 from compiler.ir import Graph, Node
 from compiler.ops.etch_ops import kernel_attrs
 from passes.base import Pass
+from passes.lut_lowering import RESIDENT_SHARE  # the LUT layouts' share, the same cache
 
 ATTR = "conv_algorithm"
 CHANNEL_ROWS = 17  # positions of a channels' tile at most (one vector: tiles.CHANNEL_ROWS)
@@ -68,7 +69,6 @@ ROW_WASTE = 4  # row tiles padded by 1/4 of their vectors or more take image til
 FLAT_MAX_BYTES = 4 << 20  # ... where the transformed image input is at most this
 IMAGE_WEIGHT_FMAS = 20  # the cost of streaming one transformed weight, in multiply-adds
 CACHED_WEIGHT_FMAS = 5  # ... read from the last-level cache instead (`_image_tile`)
-RESIDENT_SHARE = 0.5  # a model's weights stay cached between calls within this share of it
 REPORT = "etch.conv_algorithms"
 POINTWISE_WHY = "1x1 stride 1: one GEMM over the image"  # and fuse_prologue's
 
