@@ -213,6 +213,14 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
                                                           "strides": [2, 2]}, 8),
     "depthwise_stride3_wide": ("int8", 4, 4, 4, 50, 3, {"pads": [0, 2, 0, 2], "group": 4,
                                                          "strides": [1, 3]}, 8),
+    # byte windows: chunks of four taps over two kernel rows (5x5, 7x7), dilated taps, an
+    # asymmetric pad; and a stride whose 16 outputs read past one 64-byte window (the int16
+    # kernel)
+    "depthwise_5x5_dilated": ("int8", 6, 6, 12, 40, 5, {"pads": [4, 3, 4, 5], "group": 6,
+                                                        "dilations": [2, 2]}, 8),
+    "depthwise_7x7": ("uint8", 5, 5, 11, 23, 7, {"pads": [3, 3, 3, 3], "group": 5}, 8),
+    "depthwise_stride5_wide": ("uint8", 3, 3, 7, 90, 5, {"pads": [2, 2, 2, 2], "group": 3,
+                                                         "strides": [2, 5]}, 8),
     "pointwise": ("int8", 16, 24, 4, 4, 1, {}, 8),
     "partial_quads": ("int8", 6, 16, 5, 19, 3, {"pads": [1, 2, 0, 1]}, 8),
     "grouped_partial_quads": ("uint8", 12, 16, 10, 10, 3, {"pads": [1, 1, 1, 1],
@@ -327,19 +335,18 @@ def test_vnni_conv_tile_counts_the_epilogue() -> None:
         f"output rows, {short[0]} channels x {short[1]} vectors"
 
 
-@pytest.mark.parametrize("mcpu,step", [("znver4", "vpdpwssd"), ("skylake-avx512", "vpmaddwd"),
-                                       ("haswell", "vpmaddwd")])
+@pytest.mark.parametrize("mcpu,step", [("skylake-avx512", "vpmaddwd"), ("haswell", "vpmaddwd")])
 @pytest.mark.parametrize("name,layouts", [  # (16 lanes, 8 lanes)
     ("depthwise_wide", ("row pairs", "row pairs")),
     ("depthwise_stride2_wide", ("row pairs", "row pairs")),
     ("depthwise", ("column pairs", "rows")),               # 6 columns: one vector
     ("depthwise_stride2", ("column pairs", "row pairs"))])  # 9 columns: 1 zmm, 2 ymm
 def test_depthwise_tap_pairs(name: str, layouts: tuple, mcpu: str, step: str) -> None:
-    """Depthwise rows of 2+ vectors take two taps (rows ry, ry + 1) per 16-bit pair
-    multiply-add (vpdpwssd with VNNI, else vpmaddwd); rows of one zmm take two taps of one
+    """Without AVX512-VBMI and VNNI, depthwise rows of 2+ vectors take two taps (rows ry,
+    ry + 1) per 16-bit pair multiply-add (vpmaddwd); rows of one zmm take two taps of one
     row (columns k, k + 1 of a stride phase, read from the plane itself); no int32
     multiplies either way. AVX2's one-vector rows keep the int32 products (`vpmulld`).
-    Exactness: `test_qconv` on the host."""
+    Exactness: `test_depthwise_kernels_run_exactly`."""
     asm = isa.compile_graph(_qconv_case(name, requant=False).g, mcpu)
     [kernel] = asm.of_kind("qdepthwise")
     code = asm.kernels[kernel]
@@ -348,6 +355,38 @@ def test_depthwise_tap_pairs(name: str, layouts: tuple, mcpu: str, step: str) ->
     paired = layout != "rows"
     assert (re.search(rf"{step}\s", code) is not None) == paired
     assert ("vpmulld" in code) != paired
+
+
+DEPTHWISE = sorted(n for n in CONVS if n.startswith("depthwise"))
+
+
+@pytest.mark.parametrize("mcpu", ["znver4", "icelake-server"])
+@pytest.mark.parametrize("name", DEPTHWISE)
+def test_depthwise_byte_windows(name: str, mcpu: str) -> None:
+    """With AVX512-VBMI and VNNI every depthwise layer whose 16 outputs read at most 64
+    bytes of a plane row runs on byte windows: per chunk of four taps one byte permute
+    (vpermb, or vpermi2b / vpermt2b over two kernel rows) and one vpdpbusd; no int16
+    plane, no 16-bit or 32-bit multiplies. A stride-5 row reads past the window: the int16
+    kernel. Exactness: `test_depthwise_kernels_run_exactly`."""
+    asm = isa.compile_graph(_qconv_case(name, requant=False).g, mcpu)
+    [kernel] = asm.of_kind("qdepthwise")
+    code, tile = asm.kernels[kernel], str(asm.attrs[kernel].get("tile", ""))
+    windows = name != "depthwise_stride5_wide"
+    assert tile.startswith("byte windows") == windows, tile
+    if windows:
+        assert re.search(r"vperm(i2|t2)?b\s", code) and re.search(r"vpdpbusd\s", code)
+        assert not re.search(r"vpmaddwd\s|vpdpwssd\s|vpmulld\s", code)
+
+
+@pytest.mark.parametrize("mcpu", [None, "skylake-avx512", "icelake-server", "haswell"])
+@pytest.mark.parametrize("name", DEPTHWISE)
+def test_depthwise_kernels_run_exactly(name: str, mcpu: str | None) -> None:
+    """Each depthwise kernel (the host's; the int16 planes' at 16 lanes, skylake-avx512;
+    the byte windows, icelake-server; 8 lanes, haswell) against the reference, bit for
+    bit, where this CPU runs that code."""
+    if mcpu is not None and not runs_code_for(mcpu):
+        pytest.skip(f"this CPU does not run code built for {mcpu}")
+    assert run_tvm(_qconv_case(name), mcpu=mcpu) == {"QDepthwise": 1}
 
 
 def test_qconv_int32_output_and_group_multipliers() -> None:

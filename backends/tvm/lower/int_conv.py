@@ -119,7 +119,8 @@ def qdepthwise(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.n
     """Depthwise (one input channel per output channel) on CPU: the input padded, centred
     to int16 (the padding is 0, the real zero) and its columns deinterleaved by the stride,
     P[n, c, row, p, j'], so nl consecutive outputs of one tap are one vector; int32
-    products with the folded weights [C, KH, KW]. None where it does not apply."""
+    products with the folded weights [C, KH, KW] (attribute w8: they are int8, which the
+    byte-window kernel needs; w16: int16). None where it does not apply."""
     nl = vector_lanes(ctx)
     if not ctx.pack or sp.c != sp.groups or sp.oc != sp.c or \
             wc[0].size * 255 * int(np.abs(wc).max(initial=0)) > INT32_MAX:
@@ -149,6 +150,7 @@ def qdepthwise(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.n
                     nl=nl, stride=list(sp.stride), dilation=list(sp.dilation),
                     pad=[sp.pad_top, sp.pad_left], x_zero=zero,
                     w16=int(np.abs(weights).max(initial=0) < 1 << 15),
+                    w8=int(weights.size > 0 and -128 <= weights.min() and weights.max() <= 127),
                     **kernel_hints(epi, acc_bound(wc, bias, 0)))
 
 

@@ -1,7 +1,9 @@
-"""The x86 depthwise kernel of "qdepthwise" (`lower/int_conv.qdepthwise`): one input channel
-per output channel, so no dot product: int32 multiply-adds of centred int16 inputs and a
-broadcast weight, nl output columns per vector. Parameters and attributes as the other
-hand-scheduled integer kernels (`int_kernels`).
+"""The x86 depthwise kernels of "qdepthwise" (`lower/int_conv.qdepthwise`): one input channel
+per output channel. `depthwise_kernel`: int32 multiply-adds of centred int16 inputs and a
+broadcast weight, nl output columns per vector. `windows_kernel` (AVX512-VBMI and VNNI, int8
+weights): the uint8 plane itself, a byte permute gathering each output's four taps into its
+int32 lane and one vpdpbusd multiplying them by the four weights. Parameters and attributes
+as the other hand-scheduled integer kernels (`int_kernels`).
 
 Each (image, channel) pads its own plane into a small buffer (a few tens of KB: it stays in
 the core's caches between the copy and the taps) instead of one padded copy of the whole
@@ -18,7 +20,8 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm.schedules.int_intrin import PMADDWD, VPDPWSSD
+from backends.tvm.lower.int_gemm import to_u8
+from backends.tvm.schedules.int_intrin import PMADDWD, VPDPBUSD, VPDPWSSD
 from backends.tvm.schedules.int_kernels import (
     PARALLEL_MIN_WORK,
     _args,
@@ -313,3 +316,122 @@ def _row_pairs(plane: tirx.Buffer, geo: tuple, ph: int, step: int) -> tirx.Buffe
             T.buffer_store(pairs, tirx.BufferLoad(plane, [(i + 1) * row + j]),
                            [(i * row + j) * 2 + 1])
     return pairs
+
+
+# ---- byte windows: vpermb / vpermi2b + vpdpbusd (AVX512-VBMI and VNNI) -------------------
+PERMB = "llvm.x86.avx512.permvar.qi.512"
+PERMI2B = "llvm.x86.avx512.vpermi2var.qi.512"
+WINDOW = 64  # bytes of one plane row a vector of outputs reads (one zmm)
+
+
+def window_chunks(kh: int, kw: int) -> list[list[tuple[int, int]]] | None:
+    """The taps (ry, rx) in row-major order, four to a chunk (one int32 lane's four bytes
+    of vpdpbusd), or None where a chunk would span more than two kernel rows (a kernel one
+    column wide): vpermi2b reads two plane rows."""
+    taps = [(ry, rx) for ry in range(kh) for rx in range(kw)]
+    chunks = [taps[i:i + 4] for i in range(0, len(taps), 4)]
+    if any(chunk[-1][0] - chunk[0][0] > 1 for chunk in chunks):
+        return None
+    return chunks
+
+
+def window_fits(kw: int, stride: int, dilation: int, nl: int) -> bool:
+    """Whether nl outputs of one row read at most WINDOW bytes of their plane row."""
+    return (nl - 1) * stride + (kw - 1) * dilation < WINDOW
+
+
+def _window_index(chunk: list[tuple[int, int]], first: int, geo: tuple) -> Expr:
+    """vpermi2b's (or vpermb's) byte index, a constant: lane p of the int32 vector, byte q
+    is tap chunk[q] of output p: column p * sw + rx * dw of kernel row ry's plane row, from
+    the first source (bytes 0-63) for row `first`, the second (64-127) for row first + 1;
+    a missing fourth tap reads byte 0 (its weight is 0)."""
+    nl, sw, dw = geo
+    idx = [(chunk[q][0] - first) * WINDOW + p * sw + chunk[q][1] * dw if q < len(chunk)
+           else 0 for p in range(nl) for q in range(4)]
+    both = [tirx.Ramp(tirx.const(WINDOW * h, "int8"), tirx.const(1, "int8"), WINDOW)
+            for h in range(2)]
+    return tirx.Shuffle(both, [tirx.const(i, "int32") for i in idx])
+
+
+def _weight_word4(w: tirx.Buffer, ch: Expr, chunk: list[tuple[int, int]]) -> Expr:
+    """The chunk's four weights as int8 bytes of one int32 (0 for a missing tap)."""
+    word = tirx.const(0, "int32")
+    for q, (ry, rx) in enumerate(chunk):
+        byte = tirx.bitwise_and(tirx.BufferLoad(w, [ch, ry, rx]).astype("int32"),
+                                tirx.const(255, "int32"))
+        word = tirx.bitwise_or(word, tirx.shift_left(byte, tirx.const(8 * q, "int32")))
+    return word
+
+
+def windows_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
+    """Depthwise conv on uint8 planes (AVX512-VBMI + VNNI; the schedule checks int8
+    weights, `window_chunks` and `window_fits`): per (image, channel) its plane padded
+    with the zero point in the u8 domain, rows of at least (vectors - 1) * nl * sw +
+    WINDOW bytes; per output row, tiles of xv vectors of nl outputs. For each chunk of
+    four taps one vpermi2b (vpermb where the chunk stays in one kernel row) gathers, from
+    the 64 bytes of the two plane rows the vector's outputs read, every output's four
+    input bytes into its int32 lane, and one vpdpbusd adds them times the chunk's four
+    weights: 3 permutes and 3 dot products per nl outputs of a 3x3 (the int16 planes'
+    kernel: 6 multiply-adds, the centring copy and the row pairs' copy). The stride and
+    dilation are in the constant indices. The accumulators start at -zu * sum(w), so
+    they hold sum w (x - zero) exactly, as the int16 kernel's."""
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, out, n, c, kh, kw, oh, ow, nl, (sh, sw), (dh, dw), epi, loop = _conv(func)
+        h, wd = _shape(x)[2:]
+        top, left = (int(v) for v in func.attrs["etch.pad"])
+        zero = _attr(func, "x_zero")
+        zu = zero + 128 if x.dtype == "int8" else zero
+        chunks = window_chunks(kh, kw)
+        nvec = -(-ow // nl)
+        ph = (oh - 1) * sh + (kh - 1) * dh + 1
+        pw = max(left + wd, (nvec - 1) * nl * sw + WINDOW)
+        size = ph * pw
+        cols = min(wd, pw - left)
+        rows = min(h, ph - top)
+        with loop(0, n * c) as t:
+            b, ch = t // c, t % c
+            plane = T.alloc_buffer((size,), "uint8")
+            with T.serial(0, size // WINDOW) as i:
+                T.buffer_store(plane, tirx.Broadcast(tirx.const(zu, "uint8"), WINDOW),
+                               [tirx.Ramp(i * WINDOW, 1, WINDOW)])
+            with T.serial(size // WINDOW * WINDOW, size) as i:
+                T.buffer_store(plane, tirx.const(zu, "uint8"), [i])
+            with T.serial(0, rows) as i, T.vectorized(0, cols) as j:
+                T.buffer_store(plane, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
+                               [(i + top) * pw + left + j])
+            words = T.alloc_buffer((len(chunks),), "int32")
+            total = tirx.const(0, "int32")
+            for k, chunk in enumerate(chunks):
+                T.buffer_store(words, _weight_word4(w, ch, chunk), [k])
+                for ry, rx in chunk:
+                    total = total + tirx.BufferLoad(w, [ch, ry, rx]).astype("int32")
+            start = tirx.Broadcast(total * tirx.const(-zu, "int32"), nl)
+            with T.serial(0, oh) as y, T.serial(0, nvec // xv) as xo:
+                acc = T.alloc_buffer((1, xv * nl), "int32")
+                with T.unroll(0, xv) as v:
+                    T.buffer_store(acc, start, [0, tirx.Ramp(v * nl, 1, nl)])
+                for k, chunk in enumerate(chunks):
+                    first = chunk[0][0]
+                    two = chunk[-1][0] > first
+                    index = _window_index(chunk, first, (nl, sw, dw))
+                    wv = tirx.reinterpret(f"int8x{4 * nl}",
+                                          tirx.Broadcast(tirx.BufferLoad(words, [k]), nl))
+                    with T.unroll(0, xv) as v:
+                        col = (xo * xv + v) * nl * sw
+                        row = (y * sh + first * dh) * pw + col
+                        a = _vec(plane, [row], WINDOW)
+                        if two:
+                            bb = _vec(plane, [row + dh * pw], WINDOW)
+                            win = tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMI2B,
+                                                             a, index, bb)
+                        else:
+                            win = tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMB,
+                                                             a, index)
+                        idx = [0, tirx.Ramp(v * nl, 1, nl)]
+                        T.buffer_store(acc, tirx.call_llvm_pure_intrin(
+                            f"int32x{nl}", VPDPBUSD[nl], tirx.BufferLoad(acc, idx), win, wv),
+                            idx)
+                _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow),
+                            spill=True)
+    return _finish(ib, func)
