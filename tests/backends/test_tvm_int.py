@@ -221,6 +221,12 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "depthwise_7x7": ("uint8", 5, 5, 11, 23, 7, {"pads": [3, 3, 3, 3], "group": 5}, 8),
     "depthwise_stride5_wide": ("uint8", 3, 3, 7, 90, 5, {"pads": [2, 2, 2, 2], "group": 3,
                                                          "strides": [2, 5]}, 8),
+    # rows shorter than a vector: byte windows over the flattened outputs (7x7 in 4 vectors;
+    # 5x5 taps over two windows; 14x14; stride 2 with an asymmetric pad)
+    "depthwise_flat_5x5": ("int8", 6, 6, 7, 7, 5, {"pads": [2, 2, 2, 2], "group": 6}, 8),
+    "depthwise_flat_14": ("uint8", 4, 4, 14, 14, 3, {"pads": [1, 1, 1, 1], "group": 4}, 8),
+    "depthwise_flat_stride2": ("int8", 5, 5, 14, 13, 3, {"pads": [1, 0, 1, 1], "group": 5,
+                                                          "strides": [2, 2]}, 8),
     "pointwise": ("int8", 16, 24, 4, 4, 1, {}, 8),
     "partial_quads": ("int8", 6, 16, 5, 19, 3, {"pads": [1, 2, 0, 1]}, 8),
     "grouped_partial_quads": ("uint8", 12, 16, 10, 10, 3, {"pads": [1, 1, 1, 1],
@@ -366,13 +372,16 @@ def test_depthwise_byte_windows(name: str, mcpu: str) -> None:
     """With AVX512-VBMI and VNNI every depthwise layer whose 16 outputs read at most 64
     bytes of a plane row runs on byte windows: per chunk of four taps one byte permute
     (vpermb, or vpermi2b / vpermt2b over two kernel rows) and one vpdpbusd; no int16
-    plane, no 16-bit or 32-bit multiplies. A stride-5 row reads past the window: the int16
-    kernel. Exactness: `test_depthwise_kernels_run_exactly`."""
+    plane, no 16-bit or 32-bit multiplies. Rows shorter than a vector run over the
+    flattened outputs where that takes fewer vectors than the rows (a 6x6 plane in 3, a 7x7
+    in 4). A stride-5 row reads past the window: the int16 kernel. Exactness:
+    `test_depthwise_kernels_run_exactly`."""
     asm = isa.compile_graph(_qconv_case(name, requant=False).g, mcpu)
     [kernel] = asm.of_kind("qdepthwise")
     code, tile = asm.kernels[kernel], str(asm.attrs[kernel].get("tile", ""))
     windows = name != "depthwise_stride5_wide"
-    assert tile.startswith("byte windows") == windows, tile
+    flat = name in ("depthwise", "depthwise_stride2") or name.startswith("depthwise_flat")
+    assert ("byte windows" in tile) == windows and tile.startswith("flat") == flat, tile
     if windows:
         assert re.search(r"vperm(i2|t2)?b\s", code) and re.search(r"vpdpbusd\s", code)
         assert not re.search(r"vpmaddwd\s|vpdpwssd\s|vpmulld\s", code)

@@ -346,11 +346,8 @@ def _window_index(chunk: list[tuple[int, int]], first: int, geo: tuple) -> Expr:
     the first source (bytes 0-63) for row `first`, the second (64-127) for row first + 1;
     a missing fourth tap reads byte 0 (its weight is 0)."""
     nl, sw, dw = geo
-    idx = [(chunk[q][0] - first) * WINDOW + p * sw + chunk[q][1] * dw if q < len(chunk)
-           else 0 for p in range(nl) for q in range(4)]
-    both = [tirx.Ramp(tirx.const(WINDOW * h, "int8"), tirx.const(1, "int8"), WINDOW)
-            for h in range(2)]
-    return tirx.Shuffle(both, [tirx.const(i, "int32") for i in idx])
+    return _byte_constant([(chunk[q][0] - first) * WINDOW + p * sw + chunk[q][1] * dw
+                           if q < len(chunk) else 0 for p in range(nl) for q in range(4)])
 
 
 def _weight_word4(w: tirx.Buffer, ch: Expr, chunk: list[tuple[int, int]]) -> Expr:
@@ -434,4 +431,100 @@ def windows_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
                             idx)
                 _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow),
                             spill=True)
+    return _finish(ib, func)
+
+
+FLAT_MAX_VECTORS = 16  # a flat-window kernel's vectors per plane at most (each unrolled)
+
+
+def flat_windows(shape: tuple, kernel: tuple, stride: tuple, dilation: tuple,
+                 nl: int) -> tuple[int, list] | None:
+    """Byte windows over the flattened output positions of a plane with rows shorter than a
+    vector: (the plane's row pitch, per vector (its first byte, per chunk its byte
+    offsets)), or None where a vector's outputs and taps span more than two windows or the
+    plane has more than FLAT_MAX_VECTORS vectors. Vector v holds outputs nl v .. nl v +
+    nl - 1 in row-major order (a 7x7 plane is 4 vectors, not 7 of 7 lanes); the plane's
+    rows are (ow - 1) sw + (kw - 1) dw + 1 bytes, so several fit one window."""
+    oh, ow = shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    chunks = window_chunks(kh, kw)
+    total = oh * ow
+    count = -(-total // nl)
+    if chunks is None or count > FLAT_MAX_VECTORS:
+        return None
+    pw = (ow - 1) * sw + (kw - 1) * dw + 1
+    vectors = []
+    for v in range(count):
+        base = v * nl // ow * sh * pw
+        offsets = []
+        for chunk in chunks:
+            offs = []
+            for o in range(v * nl, v * nl + nl):
+                y, x = divmod(o, ow)
+                offs += [(y * sh + ry * dh) * pw + x * sw + rx * dw - base
+                         if o < total else 0 for ry, rx in chunk] + [0] * (4 - len(chunk))
+            offsets.append(offs)
+        if max(max(offs) for offs in offsets) >= 2 * WINDOW:
+            return None
+        vectors.append((base, offsets))
+    return pw, vectors
+
+
+def _byte_constant(values: list[int]) -> Expr:
+    """int8 x len(values) of the constants 0-127 (a Shuffle of two Ramps: LLVM folds it)."""
+    both = [tirx.Ramp(tirx.const(WINDOW * h, "int8"), tirx.const(1, "int8"), WINDOW)
+            for h in range(2)]
+    return tirx.Shuffle(both, [tirx.const(i, "int32") for i in values])
+
+
+def flat_windows_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """`windows_kernel` over flattened output positions (`flat_windows`: rows shorter than a
+    vector): the plane's rows packed at their own width, and per vector of nl consecutive
+    outputs one permute per chunk of four taps (vpermb within 64 bytes of the vector's
+    first row, vpermi2b within 128) and one vpdpbusd; the outputs are consecutive in the
+    channel's plane, so each vector is stored whole (the last, partial one element by
+    element)."""
+    with IRBuilder() as ib, T.prim_func():
+        T.func_name("main")
+        x, w, out, n, c, kh, kw, oh, ow, nl, stride, dilation, epi, loop = _conv(func)
+        h, wd = _shape(x)[2:]
+        top, left = (int(v) for v in func.attrs["etch.pad"])
+        zero = _attr(func, "x_zero")
+        zu = zero + 128 if x.dtype == "int8" else zero
+        chunks = window_chunks(kh, kw)
+        pw, vectors = flat_windows((oh, ow), (kh, kw), stride, dilation, nl)
+        ph = (oh - 1) * stride[0] + (kh - 1) * dilation[0] + 1
+        size = ph * pw + 2 * WINDOW  # the last vectors' windows read past the last row
+        cols, rows = min(wd, pw - left), min(h, ph - top)
+        flat = T.decl_buffer((n, c, 1, oh * ow), out.dtype, data=out.data)
+        with loop(0, n * c) as t:
+            b, ch = t // c, t % c
+            plane = T.alloc_buffer((size,), "uint8")
+            with T.serial(0, size // WINDOW) as i:
+                T.buffer_store(plane, tirx.Broadcast(tirx.const(zu, "uint8"), WINDOW),
+                               [tirx.Ramp(i * WINDOW, 1, WINDOW)])
+            with T.serial(0, rows) as i, T.serial(0, cols) as j:
+                T.buffer_store(plane, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
+                               [(i + top) * pw + left + j])
+            words = [_weight_word4(w, ch, chunk) for chunk in chunks]
+            total = tirx.const(0, "int32")
+            for ry, rx in (tap for chunk in chunks for tap in chunk):
+                total = total + tirx.BufferLoad(w, [ch, ry, rx]).astype("int32")
+            start = tirx.Broadcast(total * tirx.const(-zu, "int32"), nl)
+            acc = T.alloc_buffer((1, nl), "int32")
+            idx = [0, tirx.Ramp(0, 1, nl)]
+            for v, (base, offsets) in enumerate(vectors):
+                T.buffer_store(acc, start, idx)
+                a = _vec(plane, [base], WINDOW)
+                two = max(max(o) for o in offsets) >= WINDOW
+                bb = _vec(plane, [base + WINDOW], WINDOW) if two else None
+                for word, offs in zip(words, offsets):
+                    index = _byte_constant(offs)
+                    win = tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMI2B, a, index,
+                                                     bb) if two else \
+                        tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMB, a, index)
+                    wv = tirx.reinterpret(f"int8x{4 * nl}", tirx.Broadcast(word, nl))
+                    T.buffer_store(acc, tirx.call_llvm_pure_intrin(
+                        f"int32x{nl}", VPDPBUSD[nl], tirx.BufferLoad(acc, idx), win, wv), idx)
+                _conv_store(flat, acc, epi, (b, ch, 0, v * nl), (1, 1, nl, oh * ow))
     return _finish(ib, func)
