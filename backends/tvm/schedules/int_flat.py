@@ -7,7 +7,10 @@ j // sw, pws columns a row, so output (y, x) at a tap reads plane offset y * pws
 constant of the tap. Over the "virtual" positions p = y * pws + x (x < pws: the columns
 past the row's end are computed and dropped) a run of nl consecutive outputs is one vector
 load at every tap: a 7x7 output is 55-63 positions (4 vectors of 16, was 7 of one
-vector each). The tile is requantised in the accumulators, then copied out row by row.
+vector each). The tile is requantised in the accumulators and stored whole, narrowed, at
+its virtual positions in the channel block's staging buffer; once the block's tiles are
+done its rows are copied out, each row's columns one vector copy (an epilogue whose steps
+after the requantisation need each output's position copies element by element instead).
 The schedule (`int_cpu.QConv`, `flat_vectors`) chooses this layout where it saves lanes.
 """
 
@@ -32,7 +35,8 @@ from backends.tvm.schedules.int_kernels import (
     _vec,
     _zero,
     block_origin,
-    each_tile,
+    by_size,
+    tail_tiles,
 )
 
 Expr = tirx.Expr
@@ -79,20 +83,33 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
                     with T.unroll(0, vecs) as v:
                         a = _vec(pad, [base + v * nl * 4], 4 * nl)
                         _step(acc, k, v, nl, a, wq, dot)
-            _flat_store(out, acc, epi, (b, o0, p0), (rows, vecs, nl, pws))
+            _flat_store(out, acc, epi, (b, o0, p0), (rows, vecs, nl, pws), stage)
 
+        direct = not epi.staged or epi.table_vec
         with T.serial(0, n) as b:
             pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws), b,
                                 planes=(sh, max(0, reach - ni * pws)))
             with loop(0, tiles) as t:
                 o0, q0 = block_origin(t, blocks, ocpg, ocb, cq, g)
-                each_tile(t % blocks, (ocpg, ocb), (nvec, xv),
-                          lambda rows, v0, vecs: tile(b, o0, q0, v0 * nl, rows, vecs))
+                # the block's outputs at their virtual positions, then copied out row by row
+                stage = T.alloc_buffer((ocb, nvec * nl), out.dtype) if direct else None
+
+                def block(rows: int) -> None:
+                    for start, count, vecs in tail_tiles(nvec, xv):
+                        with T.serial(0, count) as xo:
+                            tile(b, o0, q0, (start + xo * vecs) * nl, rows, vecs)
+                    if stage is not None:
+                        with T.serial(0, rows) as k, T.serial(0, oh) as y, \
+                                T.vectorized(0, ow) as xc:
+                            T.buffer_store(out, tirx.BufferLoad(stage, [k, y * pws + xc]),
+                                           [b, o0 + k, y, xc])
+
+                by_size(t % blocks, tail_tiles(ocpg, ocb), block)
     return _finish(ib, func)
 
 
 def _flat_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
-                sizes: tuple) -> None:
+                sizes: tuple, stage: tirx.Buffer | None = None) -> None:
     """Requantise the tile in place (whole vectors: the dropped positions hold finite
     values), look the table up there where `epi.table_vec`, then copy the positions that
     are outputs: per tile row, the output rows the tile's positions touch, columns < OW,
@@ -115,6 +132,11 @@ def _flat_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
             with T.vectorized(0, nl) as j:
                 value = epi.scalar(tirx.BufferLoad(acc, [k, v * nl + j]), [0, o, 0, 0])
                 T.buffer_store(acc, value.astype("int32"), [k, v * nl + j])
+    if stage is not None:  # whole vectors into the block's virtual positions
+        with T.unroll(0, ocb) as k, T.unroll(0, xv) as v:
+            T.buffer_store(stage, _vec(acc, [k, v * nl], nl).astype(f"{out.dtype}x{nl}"),
+                           [k, tirx.Ramp(p0 + v * nl, 1, nl)])
+        return
     direct = not epi.staged or epi.table_vec
     rows = span // pws + 2
     with T.serial(0, ocb) as k, T.serial(0, rows) as r:

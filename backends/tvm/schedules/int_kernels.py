@@ -342,7 +342,7 @@ def each_tile(block: Expr, channels: tuple[int, int], vectors: tuple[int, int],
             with T.serial(0, count) as xo:
                 emit(rows, start + xo * vecs, vecs)
 
-    _by_size(block, tail_tiles(*channels), row_of_tiles)
+    by_size(block, tail_tiles(*channels), row_of_tiles)
 
 
 def tail_tiles(total: int, size: int) -> list[tuple[int, int, int]]:
@@ -353,7 +353,7 @@ def tail_tiles(total: int, size: int) -> list[tuple[int, int, int]]:
     return out + ([(whole * size, 1, total % size)] if total % size else [])
 
 
-def _by_size(block: Expr, parts: list[tuple[int, int, int]], emit: Callable[[int], None]
+def by_size(block: Expr, parts: list[tuple[int, int, int]], emit: Callable[[int], None]
              ) -> None:
     """emit(size) for the tile size of block index `block` (parts as `tail_tiles`): one
     body, or the whole tiles' and the narrower last tile's behind a branch."""
