@@ -204,6 +204,8 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "flat_5x5_dilated": ("int8", 4, 16, 9, 8, 3, {"pads": [2, 1, 2, 3], "dilations": [2, 2]},
                          8),
     "wide_rows": ("int8", 8, 16, 4, 32, 3, {"pads": [1, 1, 1, 1]}, 8),  # 2 whole vectors
+    # rows of 40 (3 vectors, 48 lanes): 32 flat vectors against 36, rows copied out whole
+    "rows_of_40": ("uint8", 8, 16, 12, 40, 3, {"pads": [1, 1, 1, 1]}, 8),
     "stem_stride2": ("uint8", 3, 16, 9, 40, 7, {"pads": [3, 3, 3, 3], "strides": [2, 2]}, 8),
     "depthwise": ("int8", 16, 16, 6, 6, 3, {"pads": [1, 1, 1, 1], "group": 16}, 8),
     "depthwise_stride2": ("uint8", 8, 8, 19, 17, 3, {"pads": [1, 1, 1, 1], "group": 8,
@@ -290,11 +292,13 @@ def test_qconv_pads_one_image_at_a_time(name: str) -> None:
 
 
 @pytest.mark.parametrize("name,flat", [("flat_7x7", True), ("flat_stride2", True), ("3x3", True),
-                                       ("partial_quads", True), ("wide_rows", False)])
+                                       ("partial_quads", True), ("rows_of_40", True),
+                                       ("wide_rows", False)])
 def test_short_rows_are_flattened(name: str, flat: bool) -> None:
-    """On a 16-lane VNNI CPU, convs whose rows leave most lanes empty (7 of 16) run over
-    flattened positions (`int_flat`: a 7x7 output is 4 vectors, not 7); the schedule
-    records the tile; wider rows keep the per-row kernel."""
+    """On a 16-lane VNNI CPU, convs run over flattened positions (`int_flat`: a 7x7 output
+    is 4 vectors, not 7; rows of 40 are 32, not 36) wherever that takes no more vectors
+    than the rows; the schedule records the tile; rows of whole vectors keep the per-row
+    kernel. Exactness: test_qconv."""
     asm = isa.compile_graph(_qconv_case(name, requant=False).g, "znver4")
     [kernel] = asm.of_kind("qconv2d")
     tile = str(asm.attrs[kernel].get("tile", ""))
