@@ -20,7 +20,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
-from backends.tvm.lower.int_gemm import to_u8
+from backends.tvm.lower.int_gemm import to_u8, u8_zero
 from backends.tvm.schedules.int_intrin import PMADDWD, VPDPBUSD, VPDPWSSD
 from backends.tvm.schedules.int_kernels import (
     PARALLEL_MIN_WORK,
@@ -360,6 +360,52 @@ def _weight_word4(w: tirx.Buffer, ch: Expr, chunk: list[tuple[int, int]]) -> Exp
     return word
 
 
+def _u8_plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple) -> tirx.Buffer:
+    """One channel's plane in the u8 domain for the byte-window kernels: ph rows of pw bytes
+    (+ `slack` past the last, for windows read past it), the zero point zu everywhere, the
+    input's rows copied in at (top, left)."""
+    ph, pw, slack, zu = geo
+    b, ch = src
+    h, wd = _shape(x)[2:]
+    top, left = (int(v) for v in func.attrs["etch.pad"])
+    size = ph * pw + slack
+    plane = T.alloc_buffer((size,), "uint8")
+    with T.serial(0, size // WINDOW) as i:
+        T.buffer_store(plane, tirx.Broadcast(tirx.const(zu, "uint8"), WINDOW),
+                       [tirx.Ramp(i * WINDOW, 1, WINDOW)])
+    with T.serial(size // WINDOW * WINDOW, size) as i:
+        T.buffer_store(plane, tirx.const(zu, "uint8"), [i])
+    with T.serial(0, min(h, ph - top)) as i, T.vectorized(0, min(wd, pw - left)) as j:
+        T.buffer_store(plane, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
+                       [(i + top) * pw + left + j])
+    return plane
+
+
+def _chunk_weights(w: tirx.Buffer, ch: Expr, chunks: list, zu: int, nl: int
+                   ) -> tuple[list[Expr], Expr]:
+    """Each chunk's four weights as int8 x 4nl (the word broadcast), and the accumulators'
+    start -zu * sum(w) as int32 x nl."""
+    words = [tirx.reinterpret(f"int8x{4 * nl}", tirx.Broadcast(_weight_word4(w, ch, chunk),
+                                                                nl)) for chunk in chunks]
+    total = tirx.const(0, "int32")
+    for ry, rx in (tap for chunk in chunks for tap in chunk):
+        total = total + tirx.BufferLoad(w, [ch, ry, rx]).astype("int32")
+    return words, tirx.Broadcast(total * tirx.const(-zu, "int32"), nl)
+
+
+def _dot(acc: tirx.Buffer, idx: list, win: Expr, word: Expr, nl: int) -> None:
+    """acc[idx] += vpdpbusd(window bytes, the chunk's weights)."""
+    T.buffer_store(acc, tirx.call_llvm_pure_intrin(
+        f"int32x{nl}", VPDPBUSD[nl], tirx.BufferLoad(acc, idx), win, word), idx)
+
+
+def _permute(a: Expr, index: Expr, second: Expr | None) -> Expr:
+    """vpermi2b over a and `second` (128 bytes), or vpermb over a."""
+    if second is None:
+        return tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMB, a, index)
+    return tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMI2B, a, index, second)
+
+
 def windows_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
     """Depthwise conv on uint8 planes (AVX512-VBMI + VNNI; the schedule checks int8
     weights, `window_chunks` and `window_fits`): per (image, channel) its plane padded
@@ -375,60 +421,29 @@ def windows_kernel(func: tirx.PrimFunc, xv: int) -> tirx.PrimFunc:
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         x, w, out, n, c, kh, kw, oh, ow, nl, (sh, sw), (dh, dw), epi, loop = _conv(func)
-        h, wd = _shape(x)[2:]
-        top, left = (int(v) for v in func.attrs["etch.pad"])
-        zero = _attr(func, "x_zero")
-        zu = zero + 128 if x.dtype == "int8" else zero
+        left, wd = int(func.attrs["etch.pad"][1]), _shape(x)[3]
+        zu = u8_zero(x.dtype, _attr(func, "x_zero"))
         chunks = window_chunks(kh, kw)
         nvec = -(-ow // nl)
         ph = (oh - 1) * sh + (kh - 1) * dh + 1
         pw = max(left + wd, (nvec - 1) * nl * sw + WINDOW)
-        size = ph * pw
-        cols = min(wd, pw - left)
-        rows = min(h, ph - top)
         with loop(0, n * c) as t:
             b, ch = t // c, t % c
-            plane = T.alloc_buffer((size,), "uint8")
-            with T.serial(0, size // WINDOW) as i:
-                T.buffer_store(plane, tirx.Broadcast(tirx.const(zu, "uint8"), WINDOW),
-                               [tirx.Ramp(i * WINDOW, 1, WINDOW)])
-            with T.serial(size // WINDOW * WINDOW, size) as i:
-                T.buffer_store(plane, tirx.const(zu, "uint8"), [i])
-            with T.serial(0, rows) as i, T.vectorized(0, cols) as j:
-                T.buffer_store(plane, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
-                               [(i + top) * pw + left + j])
-            words = T.alloc_buffer((len(chunks),), "int32")
-            total = tirx.const(0, "int32")
-            for k, chunk in enumerate(chunks):
-                T.buffer_store(words, _weight_word4(w, ch, chunk), [k])
-                for ry, rx in chunk:
-                    total = total + tirx.BufferLoad(w, [ch, ry, rx]).astype("int32")
-            start = tirx.Broadcast(total * tirx.const(-zu, "int32"), nl)
+            plane = _u8_plane(func, x, (ph, pw, 0, zu), (b, ch))
+            words, start = _chunk_weights(w, ch, chunks, zu, nl)
             with T.serial(0, oh) as y, T.serial(0, nvec // xv) as xo:
                 acc = T.alloc_buffer((1, xv * nl), "int32")
                 with T.unroll(0, xv) as v:
                     T.buffer_store(acc, start, [0, tirx.Ramp(v * nl, 1, nl)])
-                for k, chunk in enumerate(chunks):
+                for chunk, word in zip(chunks, words):
                     first = chunk[0][0]
-                    two = chunk[-1][0] > first
                     index = _window_index(chunk, first, (nl, sw, dw))
-                    wv = tirx.reinterpret(f"int8x{4 * nl}",
-                                          tirx.Broadcast(tirx.BufferLoad(words, [k]), nl))
                     with T.unroll(0, xv) as v:
-                        col = (xo * xv + v) * nl * sw
-                        row = (y * sh + first * dh) * pw + col
-                        a = _vec(plane, [row], WINDOW)
-                        if two:
-                            bb = _vec(plane, [row + dh * pw], WINDOW)
-                            win = tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMI2B,
-                                                             a, index, bb)
-                        else:
-                            win = tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMB,
-                                                             a, index)
-                        idx = [0, tirx.Ramp(v * nl, 1, nl)]
-                        T.buffer_store(acc, tirx.call_llvm_pure_intrin(
-                            f"int32x{nl}", VPDPBUSD[nl], tirx.BufferLoad(acc, idx), win, wv),
-                            idx)
+                        row = (y * sh + first * dh) * pw + (xo * xv + v) * nl * sw
+                        second = _vec(plane, [row + dh * pw], WINDOW) \
+                            if chunk[-1][0] > first else None
+                        win = _permute(_vec(plane, [row], WINDOW), index, second)
+                        _dot(acc, [0, tirx.Ramp(v * nl, 1, nl)], win, word, nl)
                 _conv_store(out, acc, epi, (b, ch, y, xo * xv * nl), (1, xv, nl, ow),
                             spill=True)
     return _finish(ib, func)
@@ -487,44 +502,24 @@ def flat_windows_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         x, w, out, n, c, kh, kw, oh, ow, nl, stride, dilation, epi, loop = _conv(func)
-        h, wd = _shape(x)[2:]
-        top, left = (int(v) for v in func.attrs["etch.pad"])
-        zero = _attr(func, "x_zero")
-        zu = zero + 128 if x.dtype == "int8" else zero
+        zu = u8_zero(x.dtype, _attr(func, "x_zero"))
         chunks = window_chunks(kh, kw)
         pw, vectors = flat_windows((oh, ow), (kh, kw), stride, dilation, nl)
         ph = (oh - 1) * stride[0] + (kh - 1) * dilation[0] + 1
-        size = ph * pw + 2 * WINDOW  # the last vectors' windows read past the last row
-        cols, rows = min(wd, pw - left), min(h, ph - top)
         flat = T.decl_buffer((n, c, 1, oh * ow), out.dtype, data=out.data)
         with loop(0, n * c) as t:
             b, ch = t // c, t % c
-            plane = T.alloc_buffer((size,), "uint8")
-            with T.serial(0, size // WINDOW) as i:
-                T.buffer_store(plane, tirx.Broadcast(tirx.const(zu, "uint8"), WINDOW),
-                               [tirx.Ramp(i * WINDOW, 1, WINDOW)])
-            with T.serial(0, rows) as i, T.serial(0, cols) as j:
-                T.buffer_store(plane, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
-                               [(i + top) * pw + left + j])
-            words = [_weight_word4(w, ch, chunk) for chunk in chunks]
-            total = tirx.const(0, "int32")
-            for ry, rx in (tap for chunk in chunks for tap in chunk):
-                total = total + tirx.BufferLoad(w, [ch, ry, rx]).astype("int32")
-            start = tirx.Broadcast(total * tirx.const(-zu, "int32"), nl)
+            # the last vectors' windows read up to two windows past the last row
+            plane = _u8_plane(func, x, (ph, pw, 2 * WINDOW, zu), (b, ch))
+            words, start = _chunk_weights(w, ch, chunks, zu, nl)
             acc = T.alloc_buffer((1, nl), "int32")
             idx = [0, tirx.Ramp(0, 1, nl)]
             for v, (base, offsets) in enumerate(vectors):
                 T.buffer_store(acc, start, idx)
-                a = _vec(plane, [base], WINDOW)
                 two = max(max(o) for o in offsets) >= WINDOW
-                bb = _vec(plane, [base + WINDOW], WINDOW) if two else None
+                a = _vec(plane, [base], WINDOW)
+                second = _vec(plane, [base + WINDOW], WINDOW) if two else None
                 for word, offs in zip(words, offsets):
-                    index = _byte_constant(offs)
-                    win = tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMI2B, a, index,
-                                                     bb) if two else \
-                        tirx.call_llvm_pure_intrin(f"uint8x{WINDOW}", PERMB, a, index)
-                    wv = tirx.reinterpret(f"int8x{4 * nl}", tirx.Broadcast(word, nl))
-                    T.buffer_store(acc, tirx.call_llvm_pure_intrin(
-                        f"int32x{nl}", VPDPBUSD[nl], tirx.BufferLoad(acc, idx), win, wv), idx)
+                    _dot(acc, idx, _permute(a, _byte_constant(offs), second), word, nl)
                 _conv_store(flat, acc, epi, (b, ch, 0, v * nl), (1, 1, nl, oh * ow))
     return _finish(ib, func)
