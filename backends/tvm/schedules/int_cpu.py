@@ -216,8 +216,7 @@ def flat_vectors(func: tirx.PrimFunc, nl: int) -> int:
     56x56 with a 3x3 kernel 203, not 224); else 0."""
     _, _, oh, ow = _buffer_shape(func, len(func.params) - 1)
     _, kh, kw, _, _ = _buffer_shape(func, 1)
-    stride, dilation = (tuple(int(v) for v in func.attrs[f"etch.{k}"])
-                        for k in ("stride", "dilation"))
+    stride, dilation = int_kernels.stride_dilation(func)
     _, positions, _ = int_flat.flat_geometry(oh, ow, (kh, kw), stride, dilation)
     nvec = -(-positions // nl)
     return nvec if oh > 1 and nvec <= FLAT_SAVING * oh * -(-ow // nl) else 0
@@ -290,28 +289,26 @@ def windows(func: tirx.PrimFunc, nl: int, kh: int, kw: int, features: set[str]) 
     14x14 56.1 -> 35.4, 576 on 14x14 58.9 -> 56.8); the model 4.15 -> 3.82 ms,
     efficientnet_b0 `--int` (5x5 layers) 7.71 -> 6.87 (separate processes in turns, best of
     four)."""
-    stride, dilation = (tuple(int(v) for v in func.attrs[f"etch.{k}"])
-                        for k in ("stride", "dilation"))
+    stride, dilation = int_kernels.stride_dilation(func)
     return nl == 16 and {"avx512vbmi", "avx512vnni"} <= features and \
         int(func.attrs.get("etch.w8", 0)) == 1 and \
         int_depthwise.window_chunks(kh, kw) is not None and \
         int_depthwise.window_fits(kw, stride[1], dilation[1], nl)
 
 
-def flat_windows(func: tirx.PrimFunc, nl: int, kh: int, kw: int) -> int:
-    """The vectors of a byte-window depthwise kernel over flattened output positions
-    (`int_depthwise.flat_windows`) where its rows are shorter than a vector and that takes
-    fewer vectors than the rows do; 0 otherwise. Measured on Zen 4 against the row
+def flat_windows(func: tirx.PrimFunc, nl: int, kh: int, kw: int) -> tuple | None:
+    """The geometry of a byte-window depthwise kernel over flattened output positions
+    (`int_depthwise.flat_windows`: row pitch, vectors) where its rows are shorter than a
+    vector and that takes fewer vectors than the rows do; None otherwise. Measured on Zen 4 against the row
     windows (mobilenet_v2 `--int`, one thread, kernel us, in turns): 960 channels on 7x7
     50.9 -> 32.8, 576 on 14x14 56.6 -> 39.4, 384 on 14x14 38.8 -> 26.3, 576 stride 2 to
     7x7 32.2 -> 22.7; the model 3.58 -> 3.43 ms, efficientnet_b0 `--int` 6.65 -> 6.11."""
     oh, ow = _buffer_shape(func, len(func.params) - 1)[2:]
     if ow >= nl:
-        return 0
-    stride, dilation = (tuple(int(v) for v in func.attrs[f"etch.{k}"])
-                        for k in ("stride", "dilation"))
+        return None
+    stride, dilation = int_kernels.stride_dilation(func)
     flat = int_depthwise.flat_windows((oh, ow), (kh, kw), stride, dilation, nl)
-    return len(flat[1]) if flat and len(flat[1]) < oh else 0
+    return flat if flat and len(flat[1]) < oh else None
 
 
 class QDepthwise(KernelRule):
@@ -337,8 +334,8 @@ class QDepthwise(KernelRule):
         if windows(func, nl, kh, kw, features):
             flat = flat_windows(func, nl, kh, kw)
             if flat:
-                func = func.with_attr("etch.tile", f"flat byte windows, {flat} vectors")
-                return int_depthwise.flat_windows_kernel(func)
+                func = func.with_attr("etch.tile", f"flat byte windows, {len(flat[1])} vectors")
+                return int_depthwise.flat_windows_kernel(func, flat)
             func = func.with_attr("etch.tile", f"byte windows, {xv} vectors")
             return int_depthwise.windows_kernel(func, xv)
         layout = "row pairs" if pairs else "column pairs" if columns else "rows"

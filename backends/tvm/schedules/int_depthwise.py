@@ -32,6 +32,7 @@ from backends.tvm.schedules.int_kernels import (
     _shape,
     _vec,
     _zero,
+    stride_dilation,
 )
 
 Expr = tirx.Expr
@@ -64,8 +65,7 @@ def _conv(func: tirx.PrimFunc) -> _Conv:
     nl = _attr(func, "nl")
     work = n * c * oh * ow * kh * kw
     loop = T.parallel if work >= PARALLEL_MIN_WORK // 4 and n * c > 1 else T.serial
-    stride, dilation = (tuple(int(v) for v in func.attrs[f"etch.{k}"])
-                        for k in ("stride", "dilation"))
+    stride, dilation = stride_dilation(func)
     return _Conv(x, w, out, n, c, kh, kw, oh, ow, nl, stride, dilation,
                  _Epilogue(func, params, out.dtype, nl), loop)
 
@@ -492,9 +492,9 @@ def _byte_constant(values: list[int]) -> Expr:
     return tirx.Shuffle(both, [tirx.const(i, "int32") for i in values])
 
 
-def flat_windows_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """`windows_kernel` over flattened output positions (`flat_windows`: rows shorter than a
-    vector): the plane's rows packed at their own width, and per vector of nl consecutive
+def flat_windows_kernel(func: tirx.PrimFunc, geometry: tuple) -> tirx.PrimFunc:
+    """`windows_kernel` over flattened output positions (`geometry`: what `flat_windows`
+    returned for this conv, rows shorter than a vector): the plane's rows packed at their own width, and per vector of nl consecutive
     outputs one permute per chunk of four taps (vpermb within 64 bytes of the vector's
     first row, vpermi2b within 128) and one vpdpbusd; the outputs are consecutive in the
     channel's plane, so each vector is stored whole (the last, partial one element by
@@ -504,7 +504,7 @@ def flat_windows_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
         x, w, out, n, c, kh, kw, oh, ow, nl, stride, dilation, epi, loop = _conv(func)
         zu = u8_zero(x.dtype, _attr(func, "x_zero"))
         chunks = window_chunks(kh, kw)
-        pw, vectors = flat_windows((oh, ow), (kh, kw), stride, dilation, nl)
+        pw, vectors = geometry
         ph = (oh - 1) * stride[0] + (kh - 1) * dilation[0] + 1
         flat = T.decl_buffer((n, c, 1, oh * ow), out.dtype, data=out.data)
         with loop(0, n * c) as t:

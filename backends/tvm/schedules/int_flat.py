@@ -109,11 +109,13 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
 
 
 def _flat_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
-                sizes: tuple, stage: tirx.Buffer | None = None) -> None:
+                sizes: tuple, stage: tirx.Buffer | None) -> None:
     """Requantise the tile in place (whole vectors: the dropped positions hold finite
-    values), look the table up there where `epi.table_vec`, then copy the positions that
-    are outputs: per tile row, the output rows the tile's positions touch, columns < OW,
-    with the steps after the requantisation (if any) applied element by element."""
+    values), look the table up there where `epi.table_vec`, then store it whole at its
+    virtual positions in the block's `stage`; without one (an epilogue with steps after
+    the requantisation that need each output's position), copy the positions that are
+    outputs with those steps applied element by element: per tile row, the output rows the
+    tile's positions touch, columns < OW."""
     b, o0, p0 = at
     ocb, xv, nl, pws = sizes
     oh, ow = _shape(out)[2:]
@@ -137,7 +139,6 @@ def _flat_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
             T.buffer_store(stage, _vec(acc, [k, v * nl], nl).astype(f"{out.dtype}x{nl}"),
                            [k, tirx.Ramp(p0 + v * nl, 1, nl)])
         return
-    direct = not epi.staged or epi.table_vec
     rows = span // pws + 2
     with T.serial(0, ocb) as k, T.serial(0, rows) as r:
         y = p0 // pws + r
@@ -145,6 +146,4 @@ def _flat_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
             p = y * pws + xcol - p0
             with _Then(tirx.all(p >= 0, p < span)):
                 pos = [b, o0 + k, y, xcol]
-                value = tirx.BufferLoad(acc, [k, p])
-                T.buffer_store(out, value.astype(out.dtype) if direct
-                               else epi.finish(value, pos), pos)
+                T.buffer_store(out, epi.finish(tirx.BufferLoad(acc, [k, p]), pos), pos)

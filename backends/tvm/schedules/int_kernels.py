@@ -56,6 +56,11 @@ def _attr(func: tirx.PrimFunc, name: str) -> int:
     return int(func.attrs[f"etch.{name}"])
 
 
+def stride_dilation(func: tirx.PrimFunc) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A conv kernel's (stride, dilation) attributes as int tuples."""
+    return tuple(tuple(int(v) for v in func.attrs[f"etch.{k}"]) for k in ("stride", "dilation"))
+
+
 class _Epilogue:
     """What a kernel does to an accumulator: + bias, then the output unit of the group it
     renders (`lower.int_epilogue`): requantise (`compiler.reference.requantize`), then the
