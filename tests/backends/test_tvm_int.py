@@ -242,12 +242,21 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "pointwise_row": ("int8", 16, 24, 1, 256, 1, {}, 8),
     "tail_tiles_grouped": ("int8", 16, 58, 3, 64, 3, {"pads": [1, 1, 1, 1], "group": 2}, 8),
     "tail_tiles_flat": ("int8", 8, 8, 9, 9, 3, {"pads": [1, 1, 1, 1]}, 8),
+    # dense planes (`int_flat._dense_planes`) at stride 2, with tail tiles and a last
+    # vector reading past the last plane: 14x14 outputs in 13 vectors (flat: 14)
+    "dense_stride2": ("uint8", 16, 72, 28, 28, 3, {"pads": [1, 1, 1, 1], "strides": [2, 2]},
+                      8),
+    "dense_5x5": ("int8", 8, 40, 12, 12, 5, {"pads": [2, 1, 2, 3]}, 8),
+}
+# layouts only (compiled, not run): big planes whose kw-fold copy costs more than it saves
+LAYOUTS = {
+    "vgg_224": ("uint8", 64, 64, 224, 224, 3, {"pads": [1, 1, 1, 1]}, 8),
 }
 
 
 def _qconv_case(name: str, requant: bool = True, extra: tuple = (), batch: int = 1
                 ) -> IntGraph:
-    dtype, c, oc, h, w, k, attrs, bits = CONVS[name]
+    dtype, c, oc, h, w, k, attrs, bits = {**CONVS, **LAYOUTS}[name]
     case = IntGraph(len(name))
     x = case.ints("x", dtype, (batch, c, h, w))
     q = (1 << (bits - 1)) - 1
@@ -267,19 +276,20 @@ def test_qconv(name: str) -> None:
         assert rules == ({"QDepthwise": 1} if name.startswith("depthwise") else {"QConv": 1})
 
 
-@pytest.mark.parametrize("name", ["tail_tiles", "tail_tiles_flat", "grouped", "3x3"])
+@pytest.mark.parametrize("name", ["tail_tiles", "tail_tiles_flat", "grouped", "3x3",
+                                  "dense_stride2"])
 def test_qconv_batch(name: str) -> None:
-    """A batch of 3 images through the row, flat and grouped kernels."""
+    """A batch of 3 images through the row, flat, dense and grouped kernels."""
     run_tvm(_qconv_case(name, batch=3))
 
 
-@pytest.mark.parametrize("name", ["3x3", "flat_7x7"])
-def test_qconv_pads_one_image_at_a_time(name: str) -> None:
-    """The row and flat kernels copy one image into the padded quad layout, then run its
-    tiles, image by image: at batch 3 the copy's buffer is one image's, as at batch 1 (a
-    copy of the whole batch at once left the images' copies in L3 or memory at batch 8:
-    `--int` batch 8 was 5-10% slower on every ImageNet model of the zoo). Exactness:
-    test_qconv_batch."""
+@pytest.mark.parametrize("name,copies", [("3x3", 2), ("flat_7x7", 1), ("wide_rows", 1)])
+def test_qconv_pads_one_image_at_a_time(name: str, copies: int) -> None:
+    """The row and flat kernels copy one image into the padded quad layout (the dense
+    layout once more into its shifted planes), then run its tiles, image by image: at
+    batch 3 the copies' buffers are one image's, as at batch 1 (a copy of the whole batch
+    at once left the images' copies in L3 or memory at batch 8: `--int` batch 8 was 5-10%
+    slower on every ImageNet model of the zoo). Exactness: test_qconv_batch."""
     def pads(batch: int) -> list[str]:
         graph = _qconv_case(name, requant=False, batch=batch).g
         target = tvm.target.Target(isa.target_json("znver4"))
@@ -288,21 +298,25 @@ def test_qconv_pads_one_image_at_a_time(name: str) -> None:
         [func] = [f for g, f in mod.functions_items() if "qconv2d" in g.name_hint]
         return re.findall(r"alloc_buffer\((\(\d+,\)), \"uint8\"\)", func.script())
 
-    assert len(pads(1)) == 1 and pads(3) == pads(1)
+    assert len(pads(1)) == copies and pads(3) == pads(1)
 
 
-@pytest.mark.parametrize("name,flat", [("flat_7x7", True), ("flat_stride2", True), ("3x3", True),
-                                       ("partial_quads", True), ("rows_of_40", True),
-                                       ("wide_rows", False)])
-def test_short_rows_are_flattened(name: str, flat: bool) -> None:
+@pytest.mark.parametrize("name,layout", [
+    ("flat_7x7", "flat"), ("flat_stride2", "flat"), ("rows_of_40", "flat"),
+    ("3x3", "dense"), ("partial_quads", "dense"), ("dense_stride2", "dense"),
+    ("dense_5x5", "dense"), ("wide_rows", "output rows"), ("vgg_224", "output rows")])
+def test_short_rows_are_flattened(name: str, layout: str) -> None:
     """On a 16-lane VNNI CPU, convs run over flattened positions (`int_flat`: a 7x7 output
     is 4 vectors, not 7; rows of 40 are 32, not 36) wherever that takes no more vectors
-    than the rows; the schedule records the tile; rows of whole vectors keep the per-row
-    kernel. Exactness: test_qconv."""
+    than the rows; over dense positions (the outputs themselves, from kw column-shifted
+    planes: 14x14 in 13 vectors, not 14) where that takes fewer still and the steps it
+    saves pay for the copy (`int_cpu.dense_vectors`; a 7x7 output is 4 vectors either
+    way, 224x224 rows of whole vectors lose nothing); the schedule records the tile; rows
+    of whole vectors keep the per-row kernel. Exactness: test_qconv."""
     asm = isa.compile_graph(_qconv_case(name, requant=False).g, "znver4")
     [kernel] = asm.of_kind("qconv2d")
     tile = str(asm.attrs[kernel].get("tile", ""))
-    assert asm.rules == {"QConv": 1} and tile.startswith("flat") == flat
+    assert asm.rules == {"QConv": 1} and tile.startswith(layout), tile
 
 
 @pytest.mark.parametrize("name,kind,channels,vectors", [
@@ -474,6 +488,7 @@ def _qgemm_group(adtype: str, rows: int, n: int) -> IntGraph:
 
 GROUP_ANCHORS = {  # name: (case, the x86 rule that renders it)
     "3x3": (lambda: _qconv_case("3x3"), "QConv"),
+    "dense_stride2": (lambda: _qconv_case("dense_stride2"), "QConv"),
     "stride2_uint8": (lambda: _qconv_case("stride2_uint8"), "QConv"),
     "partial_quads": (lambda: _qconv_case("partial_quads"), "QConv"),
     "pointwise": (lambda: _qconv_case("pointwise"), "QConv"),
@@ -749,7 +764,7 @@ def test_explain_lists_each_int_kernels_tile_and_step(mcpu: str, step: str) -> N
     mod, _ = build(graph, mcpu)
     lines = schedules.explain_lines(mod)
     assert lines[0].startswith("kernel schedules") and len(lines) == 2, lines
-    tile = r"(flat positions|output rows), \d+ channels x \d+ vectors"
+    tile = r"(flat positions|dense positions|output rows), \d+ channels x \d+ vectors"
     assert re.match(rf"  \S+: QConv, {tile}, {step}", lines[1]), lines
     assert ("table in registers (vpermi2b)" in lines[1]) == (mcpu == "znver4")
 

@@ -182,16 +182,18 @@ class QConv(KernelRule):
         if kind is None:
             return None
         nl, groups = int(func.attrs["etch.nl"]), int(func.attrs["etch.groups"])
-        _, oc, _, ow = _buffer_shape(func, len(func.params) - 1)
+        _, oc, oh, ow = _buffer_shape(func, len(func.params) - 1)
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
         _, kh, kw, cq, _ = _buffer_shape(func, 1)
         steps = kh * kw * cq
         flat = flat_vectors(func, nl)
-        if flat:
-            ocb, xv = conv_tile(oc // groups, flat, budget, kind, REGISTERS[nl], steps)
+        dense = dense_vectors(func, nl, flat or oh * -(-ow // nl))
+        if flat or dense:
+            vecs, name = (dense, "dense positions") if dense else (flat, "flat positions")
+            ocb, xv = conv_tile(oc // groups, vecs, budget, kind, REGISTERS[nl], steps)
             return int_flat.flat_conv_kernel(
-                _tiled(func, f"flat positions, {ocb} channels x {xv} vectors", kind),
-                int_intrin.dot(kind, nl), ocb, xv)
+                _tiled(func, f"{name}, {ocb} channels x {xv} vectors", kind),
+                int_intrin.dot(kind, nl), ocb, xv, dense=bool(dense))
         ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget, kind, REGISTERS[nl], steps)
         return int_kernels.conv_kernel(
             _tiled(func, f"output rows, {ocb} channels x {xv} vectors", kind),
@@ -220,6 +222,32 @@ def flat_vectors(func: tirx.PrimFunc, nl: int) -> int:
     _, positions, _ = int_flat.flat_geometry(oh, ow, (kh, kw), stride, dilation)
     nvec = -(-positions // nl)
     return nvec if oh > 1 and nvec <= FLAT_SAVING * oh * -(-ow // nl) else 0
+
+
+# Bytes of the dense planes' copy worth one dot step saved (`dense_vectors`): the copy
+# streams through the core's caches at ~16-32 bytes a cycle, a zmm dot step is a cycle.
+DENSE_COPY_BYTES = 4
+
+
+def dense_vectors(func: tirx.PrimFunc, nl: int, current: int) -> int:
+    """Vectors of the flattened conv over dense planes (`int_flat.dense_geometry`: the
+    outputs themselves, no dropped columns) where that is fewer than `current` (the flat or
+    the row layout's) and the dot steps it saves (vectors x output channels x taps x
+    channel quads) outweigh its kw-fold copy of the input at DENSE_COPY_BYTES a step (a
+    3x3 on 28x28 in 49 vectors, not 53; vgg16's 224x224 layer keeps its rows: 28 vectors
+    saved of 3164 do not pay for copying 9.7 MB); else 0. Only for kernels wider than one
+    column (a 1 x 1 conv's flat positions are dense already)."""
+    _, oc, oh, ow = _buffer_shape(func, len(func.params) - 1)
+    _, kh, kw, cq, _ = _buffer_shape(func, 1)
+    groups = int(func.attrs["etch.groups"])
+    stride, dilation = int_kernels.stride_dilation(func)
+    if kw == 1 or oh <= 1:
+        return 0
+    ni, positions, _ = int_flat.dense_geometry(oh, ow, (kh, kw), stride, dilation)
+    nvec = -(-positions // nl)
+    copy = groups * cq * stride[0] * kw * ni * ow * 4
+    saved = (current - nvec) * oc * kh * kw * cq
+    return nvec if nvec < current and saved * DENSE_COPY_BYTES >= copy else 0
 
 
 def conv_tile(ocpg: int, nvec: int, budget: int, kind: str = "vnni",

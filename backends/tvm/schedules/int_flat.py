@@ -51,10 +51,24 @@ def flat_geometry(oh: int, ow: int, kernel: tuple, stride: tuple, dilation: tupl
     return pws, (oh - 1) * pws + ow, (oh - 1) * sh + (kh - 1) * dh + 1
 
 
-def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFunc:
+def dense_geometry(oh: int, ow: int, kernel: tuple, stride: tuple, dilation: tuple
+                   ) -> tuple[int, int, int]:
+    """(plane rows, positions, quads read past the last plane) of the dense layout: kw
+    column-shifted copies of each row phase's plane at the output's own row length ow."""
+    (kh, _), (sh, _), (dh, _) = kernel, stride, dilation
+    _, _, ph = flat_geometry(oh, ow, kernel, stride, dilation)
+    ni, positions = -(-ph // sh), oh * ow
+    return ni, positions, (kh - 1) * dh // sh * ow
+
+
+def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int,
+                     dense: bool = False) -> tirx.PrimFunc:
     """Direct conv over the flattened positions: tiles of ocb output channels x xv vectors
     of nl positions (the last of each narrower where they do not divide: `int_kernels.each_tile`);
-    taps and channel quads outside the tile."""
+    taps and channel quads outside the tile. `dense` (`int_cpu.dense_vectors`): the planes
+    copied once more, kw times, each shifted by one tap's columns and packed at the output's
+    row length (`_dense_planes`), so the virtual positions are the outputs themselves
+    (y * OW + x) and no lane computes a dropped column."""
     with IRBuilder() as ib, T.prim_func():
         T.func_name("main")
         x, w, *params, out = _args(func)
@@ -64,9 +78,12 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
         stride = sh, sw = tuple(int(s) for s in func.attrs["etch.stride"])
         dilation = dh, dw = tuple(int(d) for d in func.attrs["etch.dilation"])
         pws, positions, ph = flat_geometry(oh, ow, (kh, kw), stride, dilation)
-        nvec = -(-positions // nl)
         ni = -(-ph // sh)
+        if dense:
+            _, positions, below = dense_geometry(oh, ow, (kh, kw), stride, dilation)
+        nvec = -(-positions // nl)
         reach = (kh - 1) * dh // sh * pws + (kw - 1) * dw // sw + nvec * nl
+        pitch = ow if dense else pws
         epi = _Epilogue(func, params, out.dtype, nl)
         ocpg, blocks = oc // g, -(-(oc // g) // ocb)
         tiles = g * blocks
@@ -77,18 +94,26 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
             acc = T.alloc_buffer((rows, vecs * nl), "int32")
             _zero(acc, rows, vecs, nl)
             with T.grid(kh, kw, cq) as (ry, rx, rq):
-                base = at(q0 + rq, ry * dh, rx * dw % sw, rx * dw // sw) + p0 * 4
+                base = at(q0 + rq, ry * dh, rx) if dense else \
+                    at(q0 + rq, ry * dh, rx * dw % sw, rx * dw // sw)
+                base = base + p0 * 4
                 with T.unroll(0, rows) as k:
                     wq = _broadcast4(w, [o0 + k, ry, rx, rq, 0], nl, "int8")
                     with T.unroll(0, vecs) as v:
                         a = _vec(pad, [base + v * nl * 4], 4 * nl)
                         _step(acc, k, v, nl, a, wq, dot)
-            _flat_store(out, acc, epi, (b, o0, p0), (rows, vecs, nl, pws), stage)
+            _flat_store(out, acc, epi, (b, o0, p0), (rows, vecs, nl, pitch), stage)
 
         direct = not epi.staged or epi.table_vec
         with T.serial(0, n) as b:
-            pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws), b,
-                                planes=(sh, max(0, reach - ni * pws)))
+            if dense:
+                planes, plane_at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws), b,
+                                             planes=(sh, 0))
+                pad, at = _dense_planes(planes, plane_at, (g * cq, sh, kw, ni, ow),
+                                        (sw, dw), max(0, below + nvec * nl - ni * ow))
+            else:
+                pad, at = _conv_pad(func, x, cq, (g * cq, ph, sw, pws), b,
+                                    planes=(sh, max(0, reach - ni * pws)))
             with loop(0, tiles) as t:
                 o0, q0 = block_origin(t, blocks, ocpg, ocb, cq, g)
                 # the block's outputs at their virtual positions, then copied out row by row
@@ -101,11 +126,39 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.P
                     if stage is not None:
                         with T.serial(0, rows) as k, T.serial(0, oh) as y, \
                                 T.vectorized(0, ow) as xc:
-                            T.buffer_store(out, tirx.BufferLoad(stage, [k, y * pws + xc]),
+                            T.buffer_store(out, tirx.BufferLoad(stage, [k, y * pitch + xc]),
                                            [b, o0 + k, y, xc])
 
                 by_size(t % blocks, tail_tiles(ocpg, ocb), block)
     return _finish(ib, func)
+
+
+def _dense_planes(planes: tirx.Buffer, plane_at, geo: tuple, col: tuple, tail: int
+                  ) -> tuple[tirx.Buffer, object]:
+    """D[gq, r, kx, i, x] (flat, 4 bytes a position) = the stride-phase planes' quad gq at
+    padded row i * sh + r, padded column x * sw + kx * dw: per (quad, row phase, tap column)
+    a plane of the output's row length, so output (y, x) at tap (ry, rx) reads D's plane
+    (r = ry dh % sh, rx) at position y * OW + x + (ry dh // sh) OW. Each row is one
+    contiguous copy out of the phase planes (its columns are adjacent there). `tail` spare
+    quads after the last plane (the last tile's reads past it), zeroed. Returns D and
+    at(gq, i, kx) for i = ry * dh: the offset of tap (ry, rx)'s plane row for output row 0."""
+    quads, sh, kw, ni, ow = geo
+    sw, dw = col
+    size = (quads * sh * kw * ni * ow + tail) * 4
+    dense = T.alloc_buffer((size,), "uint8")
+
+    def dat(gq: Expr, r: Expr, kx: Expr, i: Expr) -> Expr:
+        return (((gq * sh + r) * kw + kx) * ni + i) * ow * 4
+
+    loop = T.parallel if size >= 1 << 16 and quads > 1 else T.serial
+    with loop(0, quads) as gq, T.grid(sh, kw, ni) as (r, kx, i):
+        src = plane_at(gq, i * sh + r, kx * dw % sw, kx * dw // sw)
+        with T.vectorized(0, ow * 4) as e:
+            T.buffer_store(dense, tirx.BufferLoad(planes, [src + e]), [dat(gq, r, kx, i) + e])
+    if tail:
+        with T.vectorized(0, tail * 4) as e:
+            T.buffer_store(dense, tirx.const(0, "uint8"), [size - tail * 4 + e])
+    return dense, lambda gq, i, kx: dat(gq, i % sh, kx, i // sh)
 
 
 def _flat_store(out: tirx.Buffer, acc: tirx.Buffer, epi: _Epilogue, at: tuple,
