@@ -244,9 +244,10 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
     "tail_tiles_flat": ("int8", 8, 8, 9, 9, 3, {"pads": [1, 1, 1, 1]}, 8),
     # dense planes (`int_flat._dense_planes`) at stride 2, with tail tiles and a last
     # vector reading past the last plane: 14x14 outputs in 13 vectors (flat: 14)
-    "dense_stride2": ("uint8", 16, 72, 28, 28, 3, {"pads": [1, 1, 1, 1], "strides": [2, 2]},
+    "dense_stride2": ("uint8", 16, 144, 28, 28, 3, {"pads": [1, 1, 1, 1], "strides": [2, 2]},
                       8),
     "dense_5x5": ("int8", 8, 40, 12, 12, 5, {"pads": [2, 1, 2, 3]}, 8),
+    "dense_partial_quads": ("int8", 6, 48, 10, 10, 3, {"pads": [1, 1, 1, 1]}, 8),
 }
 # layouts only (compiled, not run): big planes whose kw-fold copy costs more than it saves
 LAYOUTS = {
@@ -283,7 +284,8 @@ def test_qconv_batch(name: str) -> None:
     run_tvm(_qconv_case(name, batch=3))
 
 
-@pytest.mark.parametrize("name,copies", [("3x3", 2), ("flat_7x7", 1), ("wide_rows", 1)])
+@pytest.mark.parametrize("name,copies", [("dense_5x5", 2), ("3x3", 1), ("flat_7x7", 1),
+                                         ("wide_rows", 1)])
 def test_qconv_pads_one_image_at_a_time(name: str, copies: int) -> None:
     """The row and flat kernels copy one image into the padded quad layout (the dense
     layout once more into its shifted planes), then run its tiles, image by image: at
@@ -302,9 +304,10 @@ def test_qconv_pads_one_image_at_a_time(name: str, copies: int) -> None:
 
 
 @pytest.mark.parametrize("name,layout", [
-    ("flat_7x7", "flat"), ("flat_stride2", "flat"), ("rows_of_40", "flat"),
-    ("3x3", "dense"), ("partial_quads", "dense"), ("dense_stride2", "dense"),
-    ("dense_5x5", "dense"), ("wide_rows", "output rows"), ("vgg_224", "output rows")])
+    ("flat_7x7", "flat"), ("flat_stride2", "flat"), ("rows_of_40", "flat"), ("3x3", "flat"),
+    ("partial_quads", "flat"), ("dense_stride2", "dense"), ("dense_5x5", "dense"),
+    ("dense_partial_quads", "dense"), ("wide_rows", "output rows"),
+    ("vgg_224", "output rows")])
 def test_short_rows_are_flattened(name: str, layout: str) -> None:
     """On a 16-lane VNNI CPU, convs run over flattened positions (`int_flat`: a 7x7 output
     is 4 vectors, not 7; rows of 40 are 32, not 36) wherever that takes no more vectors
@@ -414,6 +417,24 @@ def test_depthwise_kernels_run_exactly(name: str, mcpu: str | None) -> None:
     if mcpu is not None and not runs_code_for(mcpu):
         pytest.skip(f"this CPU does not run code built for {mcpu}")
     assert run_tvm(_qconv_case(name), mcpu=mcpu) == {"QDepthwise": 1}
+
+
+@pytest.mark.parametrize("name", ["dense_partial_quads", "dense_stride2", "dense_5x5"])
+@pytest.mark.parametrize("mcpu", [None, "skylake-avx512", "haswell"])
+def test_dense_positions_run_exactly(name: str, mcpu: str | None) -> None:
+    """The dense-positions conv with each step (the host's; vpmaddubsw at 16 lanes,
+    skylake-avx512; 8 lanes, haswell), alone and with a residual add or a table after it,
+    against the reference, bit for bit, where this CPU runs that code; the named CPUs'
+    builds take the dense layout."""
+    if mcpu is not None and not runs_code_for(mcpu):
+        pytest.skip(f"this CPU does not run code built for {mcpu}")
+    graph = _qconv_case(name, requant=False).g
+    asm = isa.compile_graph(graph, mcpu or "znver4")
+    [kernel] = asm.of_kind("qconv2d")
+    assert str(asm.attrs[kernel].get("tile", "")).startswith("dense"), asm.attrs[kernel]
+    assert run_tvm(_qconv_case(name), mcpu=mcpu) == {"QConv": 1}
+    for steps in ("residual_a", "table"):
+        assert run_tvm(_with_steps(_qconv_case(name), steps), mcpu=mcpu) == {"QConv": 1}
 
 
 def test_qconv_int32_output_and_group_multipliers() -> None:
