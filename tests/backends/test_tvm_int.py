@@ -248,6 +248,12 @@ CONVS = {  # name: (x dtype, C, OC, H, W, k, attrs, weight bits)
                       8),
     "dense_5x5": ("int8", 8, 40, 12, 12, 5, {"pads": [2, 1, 2, 3]}, 8),
     "dense_partial_quads": ("int8", 6, 48, 10, 10, 3, {"pads": [1, 1, 1, 1]}, 8),
+    # channel vectors (`int_channels`): 7x7 outputs (49 positions: 3 tiles of 16 and one)
+    "channels_7x7": ("uint8", 24, 32, 7, 7, 3, {"pads": [1, 1, 1, 1]}, 8),
+    "channels_stride2": ("int8", 16, 48, 14, 13, 3, {"pads": [1, 0, 1, 1], "strides": [2, 2]},
+                         8),
+    "channels_1x1": ("int8", 40, 64, 1, 49, 1, {}, 8),
+    "channels_5x5": ("uint8", 8, 16, 5, 5, 3, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, 8),
 }
 # layouts only (compiled, not run): big planes whose kw-fold copy costs more than it saves
 LAYOUTS = {
@@ -434,6 +440,40 @@ def test_dense_positions_run_exactly(name: str, mcpu: str | None) -> None:
     assert str(asm.attrs[kernel].get("tile", "")).startswith("dense"), asm.attrs[kernel]
     assert run_tvm(_qconv_case(name), mcpu=mcpu) == {"QConv": 1}
     for steps in ("residual_a", "table"):
+        assert run_tvm(_with_steps(_qconv_case(name), steps), mcpu=mcpu) == {"QConv": 1}
+
+
+CHANNEL_CASES = ["channels_7x7", "channels_stride2", "channels_1x1", "channels_5x5"]
+
+
+@pytest.mark.parametrize("name", CHANNEL_CASES)
+def test_few_positions_take_channel_vectors(name: str) -> None:
+    """A requantising conv over at most 64 positions that vectors of positions would leave a
+    1/8 empty (7x7: 49 in 64 lanes; 5x5; a flattened 1x1 row of 49) takes the output
+    channels as the vector on a 16-lane VNNI CPU (`int_channels`): weight vectors, broadcast
+    input quads, the requantised bytes transposed with byte permutes. A bare anchor (int32
+    out) keeps the positions. Exactness: test_qconv, test_channel_vectors_run_exactly."""
+    graph, _ = FuseInteger().run(_qconv_case(name).g)
+    asm = isa.compile_graph(graph, "znver4")
+    [kernel] = asm.of_kind("qconv2d")
+    assert str(asm.attrs[kernel].get("tile", "")).startswith("channel vectors")
+    assert re.search(r"vpdpbusd\s+[^\n]*%zmm", asm.kernels[kernel])
+    assert "vpermt2b" in asm.kernels[kernel]
+    bare = isa.compile_graph(_qconv_case(name, requant=False).g, "znver4")
+    [kernel] = bare.of_kind("qconv2d")
+    assert not str(bare.attrs[kernel].get("tile", "")).startswith("channel")
+
+
+@pytest.mark.parametrize("name", CHANNEL_CASES)
+@pytest.mark.parametrize("mcpu", [None, "skylake-avx512"])
+def test_channel_vectors_run_exactly(name: str, mcpu: str | None) -> None:
+    """The channel-vector conv (the host's; vpmaddubsw and no byte permutes at 16 lanes,
+    skylake-avx512) alone, with a residual add on either side and with a table after it,
+    against the reference, bit for bit, where this CPU runs that code."""
+    if mcpu is not None and not runs_code_for(mcpu):
+        pytest.skip(f"this CPU does not run code built for {mcpu}")
+    assert run_tvm(_qconv_case(name), mcpu=mcpu) == {"QConv": 1}
+    for steps in ("residual_a", "residual_b", "table"):
         assert run_tvm(_with_steps(_qconv_case(name), steps), mcpu=mcpu) == {"QConv": 1}
 
 
@@ -785,7 +825,8 @@ def test_explain_lists_each_int_kernels_tile_and_step(mcpu: str, step: str) -> N
     mod, _ = build(graph, mcpu)
     lines = schedules.explain_lines(mod)
     assert lines[0].startswith("kernel schedules") and len(lines) == 2, lines
-    tile = r"(flat positions|dense positions|output rows), \d+ channels x \d+ vectors"
+    tile = r"((flat positions|dense positions|output rows), \d+ channels x \d+ vectors|" \
+        r"channel vectors, 16 positions x 1 vector)"
     assert re.match(rf"  \S+: QConv, {tile}, {step}", lines[1]), lines
     assert ("table in registers (vpermi2b)" in lines[1]) == (mcpu == "znver4")
 

@@ -9,7 +9,10 @@ Kernels:
   one tap are 4 * NL contiguous bytes; the weight is [OC, KH, KW, C/4, 4], one 32-bit
   broadcast per channel quad. The vector axis is the output row, as in the float conv, so
   the requantising epilogue stores whole vectors NCHW. (A 1x1 conv arrives as one row of
-  H*W outputs where `passes/flatten_pointwise.py` made it so.)
+  H*W outputs where `passes/flatten_pointwise.py` made it so.) Over few output positions
+  that vectors of them would leave partly empty (`channel_layout`: 7x7), the vector is the
+  output channels instead (attr layout "channels", `schedules/int_channels.py`): the
+  weight is [OC/16, KH, KW, C/4, 16, 4], one vector per tap and quad.
 - "qdepthwise" (CPU, depthwise): the input padded, centred to int16 and deinterleaved by
   the stride, so one tap of nl consecutive outputs is one vector; int32 products.
 - "conv2d"/"depthwise_conv2d" (everything else): the float kernel's
@@ -64,6 +67,33 @@ def pack_qconv(wc: np.ndarray, cq: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(oc, cq, KI, kh, kw).transpose(0, 3, 4, 1, 2))
 
 
+# The channel-vector layout (`schedules/int_channels.py`): at most this many output positions
+# (its position tiles are unrolled), where vectors of positions would leave at least
+# CHANNEL_WASTE of their lanes empty (7x7: 49 positions in 64 lanes).
+CHANNEL_POSITIONS = 64
+CHANNEL_WASTE = 1 / 8
+
+
+def channel_layout(sp: ConvSpec, nl: int, hints: dict, post: list) -> bool:
+    """Whether the conv takes the channel-vector kernel: 16-lane vectors of output channels
+    (a multiple of 16, one group) over few output positions whose position vectors would
+    waste lanes, the requantisation in vectors, and after it nothing, a residual add in
+    int32 lanes or a table."""
+    positions = sp.oh * sp.ow
+    lanes = -(-positions // nl) * nl
+    return nl == 16 and sp.groups == 1 and sp.oc % nl == 0 and positions <= CHANNEL_POSITIONS \
+        and lanes >= positions * (1 + CHANNEL_WASTE) and bool(hints.get("req_vec")) and \
+        (not post or bool(hints.get("post_vec")) or [s["op"] for s in post] == ["table"])
+
+
+def pack_channels(packed: np.ndarray, nl: int) -> np.ndarray:
+    """[OC, KH, KW, cq, 4] -> [OC/nl, KH, KW, cq, nl, 4]: per tap and channel quad, the
+    quads of nl consecutive output channels in one vector."""
+    oc, kh, kw, cq, ki = packed.shape
+    return np.ascontiguousarray(packed.reshape(oc // nl, nl, kh, kw, cq, ki)
+                                .transpose(0, 2, 3, 4, 1, 5))
+
+
 def qconv_fast(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,
                zero: int, bias: np.ndarray | None) -> relax.Expr | None:
     """The u8 x s8 dot-product kernel, or None where it does not apply (depthwise convs,
@@ -87,8 +117,15 @@ def qconv_fast(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.n
     corr = -zu * wc.reshape(sp.oc, -1).sum(axis=1)
     epi = int_epilogue(ctx, dst, corr + (0 if bias is None else bias.astype(np.int64)), 4, 1,
                        _out(sp), channels=sp.oc)
+    hints = kernel_hints(epi, acc_bound(wc, bias, 0))
+    channels = channel_layout(sp, nl, hints, epi.post) and \
+        np.abs(corr + (0 if bias is None else bias.astype(np.int64))).max(initial=0) <= INT32_MAX
+    weights = pack_channels(packed, nl) if channels else packed
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:
+        def weight(o: Expr, ry: Expr, rx: Expr, rq: Expr, rc: Expr) -> Expr:
+            return wt[o // nl, ry, rx, rq, o % nl, rc] if channels else wt[o, ry, rx, rq, rc]
+
         def pad_value(n, gq, i, p, j, c):
             inside, hi, wi = _inside(sp, i, j * sw + p)
             ch = gq % cq * KI + c
@@ -102,16 +139,16 @@ def qconv_fast(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.n
         def body(n, o, i, j):
             gq = o // ocpg * cq + rq if sp.groups > 1 else rq
             a = pad[n, gq, i * sh + ry * dh, rx * dw % sw, j + rx * dw // sw, rc]
-            return te.sum(a.astype("int32") * wt[o, ry, rx, rq, rc].astype("int32"),
+            return te.sum(a.astype("int32") * weight(o, ry, rx, rq, rc).astype("int32"),
                           axis=[ry, rx, rq, rc])
 
         acc = te.compute((sp.n, sp.oc, sp.oh, owp), body, name="anchor")
         return epi.compute(_out(sp), acc, extra)
 
-    return ctx.emit(compute, [x, ctx.array(packed), *epi.exprs], dst.node, "qconv2d", nl=nl,
+    return ctx.emit(compute, [x, ctx.array(weights), *epi.exprs], dst.node, "qconv2d", nl=nl,
                     pair_safe=int(pair_safe(packed)), groups=sp.groups, stride=list(sp.stride),
                     dilation=list(sp.dilation), pad=[sp.pad_top, sp.pad_left], x_zero=zu,
-                    **kernel_hints(epi, acc_bound(wc, bias, 0)))
+                    layout="channels" if channels else "positions", **hints)
 
 
 def qdepthwise(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.ndarray,

@@ -29,6 +29,7 @@ from tvm.target import Target, codegen
 
 from backends.tvm.schedules import (
     int_batched,
+    int_channels,
     int_concat,
     int_depthwise,
     int_flat,
@@ -182,6 +183,10 @@ class QConv(KernelRule):
         if kind is None:
             return None
         nl, groups = int(func.attrs["etch.nl"]), int(func.attrs["etch.groups"])
+        if str(func.attrs.get("etch.layout", "")) == "channels":
+            return int_channels.channel_conv_kernel(
+                _tiled(func, f"channel vectors, {int_channels.POSITIONS} positions x 1 vector",
+                       kind), int_intrin.dot(kind, nl))
         _, oc, oh, ow = _buffer_shape(func, len(func.params) - 1)
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
         _, kh, kw, cq, _ = _buffer_shape(func, 1)
