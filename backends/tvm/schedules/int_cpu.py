@@ -6,7 +6,11 @@
   the TE kernel is replaced by the
   hand-scheduled kernel of `int_kernels` (same parameters and result): register tiles of
   int32 accumulators, the reduction outside the tile, the requantising epilogue per tile.
-  Elsewhere the rule does not apply and the generic rules run the TE kernel as it is.
+  A conv's vectors run along output rows, flattened positions (`int_flat`; dense
+  positions where `dense_vectors` pays for the copy) or, where the lowering packed the
+  weights for it (attr layout "channels": few positions, 7x7), output channels
+  (`int_channels`). Elsewhere the rule does not apply and the generic rules run the TE
+  kernel as it is.
 - QDepthwise ("qdepthwise"): `int_depthwise`'s kernels: with AVX512-VBMI and VNNI, byte
   windows of the uint8 plane (vpermb / vpermi2b put each output's four taps in its lane,
   vpdpbusd multiplies them: `windows`); elsewhere int32 multiply-adds of centred int16
