@@ -284,9 +284,10 @@ def test_qconv(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["tail_tiles", "tail_tiles_flat", "grouped", "3x3",
-                                  "dense_stride2"])
+                                  "dense_stride2", "channels_stride2"])
 def test_qconv_batch(name: str) -> None:
-    """A batch of 3 images through the row, flat, dense and grouped kernels."""
+    """A batch of 3 images through the row, flat, dense, channel-vector and grouped
+    kernels."""
     run_tvm(_qconv_case(name, batch=3))
 
 
