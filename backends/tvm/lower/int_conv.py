@@ -114,12 +114,13 @@ def qconv_fast(ctx: LowerCtx, dst: IntOut, x: relax.Expr, sp: ConvSpec, wc: np.n
     ph, pw = _extent(sp, owp)
     pws = -(-pw // sw)
     zu = u8_zero(x.ty.dtype, zero)
-    corr = -zu * wc.reshape(sp.oc, -1).sum(axis=1)
-    epi = int_epilogue(ctx, dst, corr + (0 if bias is None else bias.astype(np.int64)), 4, 1,
-                       _out(sp), channels=sp.oc)
+    total = -zu * wc.reshape(sp.oc, -1).sum(axis=1) + \
+        (0 if bias is None else bias.astype(np.int64))
+    epi = int_epilogue(ctx, dst, total, 4, 1, _out(sp), channels=sp.oc)
     hints = kernel_hints(epi, acc_bound(wc, bias, 0))
+    # the channel kernel's requantisation is the vector one, which reads an int32 bias
     channels = channel_layout(sp, nl, hints, epi.post) and \
-        np.abs(corr + (0 if bias is None else bias.astype(np.int64))).max(initial=0) <= INT32_MAX
+        np.abs(total).max(initial=0) <= INT32_MAX
     weights = pack_channels(packed, nl) if channels else packed
 
     def compute(xt: te.Tensor, wt: te.Tensor, *extra: te.Tensor) -> te.Tensor:

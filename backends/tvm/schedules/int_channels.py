@@ -20,6 +20,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
+from backends.tvm.schedules.int_flat import flat_geometry
 from backends.tvm.schedules.int_kernels import (
     PARALLEL_MIN_WORK,
     Dot,
@@ -48,10 +49,10 @@ def channel_conv_kernel(func: tirx.PrimFunc, dot: Dot) -> tirx.PrimFunc:
         x, w, *params, out = _args(func)
         n, (ocv, kh, kw, cq, nl, _) = _shape(x)[0], _shape(w)
         oh, ow = _shape(out)[2:]
-        (sh, sw), (dh, dw) = stride_dilation(func)
+        stride, dilation = stride_dilation(func)
+        (sh, sw), (dh, dw) = stride, dilation
         positions = oh * ow
-        ph = (oh - 1) * sh + (kh - 1) * dh + 1
-        pws = -(-((ow - 1) * sw + (kw - 1) * dw + 1) // sw)
+        pws, _, ph = flat_geometry(oh, ow, (kh, kw), stride, dilation)
         epi = _Epilogue(func, params, out.dtype, nl)
         work = ocv * nl * positions * kh * kw * cq * 4
         loop = T.parallel if work >= PARALLEL_MIN_WORK and ocv > 1 else T.serial

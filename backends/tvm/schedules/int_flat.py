@@ -36,6 +36,7 @@ from backends.tvm.schedules.int_kernels import (
     _zero,
     block_origin,
     by_size,
+    stride_dilation,
     tail_tiles,
 )
 
@@ -75,8 +76,8 @@ def flat_conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int,
         n, (oc, kh, kw, cq, _) = _shape(x)[0], _shape(w)
         oh, ow = _shape(out)[2:]
         g, nl = _attr(func, "groups"), _attr(func, "nl")
-        stride = sh, sw = tuple(int(s) for s in func.attrs["etch.stride"])
-        dilation = dh, dw = tuple(int(d) for d in func.attrs["etch.dilation"])
+        stride, dilation = stride_dilation(func)
+        (sh, sw), (dh, dw) = stride, dilation
         pws, positions, ph = flat_geometry(oh, ow, (kh, kw), stride, dilation)
         ni = -(-ph // sh)
         if dense:

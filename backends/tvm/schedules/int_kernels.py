@@ -295,8 +295,7 @@ def conv_kernel(func: tirx.PrimFunc, dot: Dot, ocb: int, xv: int) -> tirx.PrimFu
         n, (oc, kh, kw, cq, _) = _shape(x)[0], _shape(w)
         oh, ow = _shape(out)[2:]
         g, nl = _attr(func, "groups"), _attr(func, "nl")
-        sh, sw = (int(s) for s in func.attrs["etch.stride"])
-        dh, dw = (int(d) for d in func.attrs["etch.dilation"])
+        (sh, sw), (dh, dw) = stride_dilation(func)
         nvec = -(-ow // nl)
         geo = (g * cq, (oh - 1) * sh + (kh - 1) * dh + 1, sw,
                -(-((nvec * nl - 1) * sw + (kw - 1) * dw + 1) // sw))
