@@ -218,6 +218,8 @@ def int_epilogue(ctx: LowerCtx, dst: IntOut, bias: np.ndarray | None, rank: int,
         arrays += [along(p, rank, kernel_axis) for p in params]
         epi.multipliers = tuple(params)
         epi.requant = {k: int(g.requant.attrs.get(k, 0)) for k in ("zero_point", "qmin", "qmax")}
+        if channels:  # M0 2^-shift in float64, for the x86 kernels' `f64_exact` form
+            arrays.append(along(float_multipliers(*params), rank, kernel_axis))
         epi.post = post_steps(g)
         epi.post_exprs = _post_exprs(ctx, dst, g, kshape)
         if channels:
@@ -283,14 +285,74 @@ def kernel_hints(epi: IntEpilogue, acc_bound: np.ndarray) -> dict:
     hints = {"req": int(epi.requant is not None), "qmin": r.get("qmin", 0),
              "qmax": r.get("qmax", 0), "req_vec": 0,
              "post": json.dumps(epi.kernel_post(), sort_keys=True)}
+    if epi.requant is not None and epi.numbers is not None:  # `channels`: the float operand
+        hints["req_mf"] = 1
     if epi.requant is not None and max(abs(r["qmin"]), abs(r["qmax"])) < 1 << 16:
         m0, shift = (np.broadcast_to(np.asarray(p, np.int64).reshape(-1), acc_bound.shape)
                      for p in epi.multipliers)
         mags = [(int(t) * int(m) + (1 << int(sh) >> 1)) >> int(sh)
                 for t, m, sh in zip(acc_bound, m0, shift)]
         hints["req_vec"] = int(max(mags, default=0) < 1 << 24 and int(shift.min()) >= 0)
+        hints["req_f64"] = int(hints["req_vec"] and "req_mf" in hints and all(
+            f64_exact(int(t), int(m), int(sh), int(r["zero_point"]))
+            for t, m, sh in zip(acc_bound, m0, shift)))
         hints["post_vec"] = int(hints["req_vec"] and _post_vector_ok(epi))
     return hints
+
+
+def float_multipliers(m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """M0 2^-shift per channel in float64, exactly (M0 < 2^31; a shift of 0..1000 keeps the
+    power of two normal; any other shift gives 0, never used: `f64_exact` refuses it)."""
+    m0, shift = np.broadcast_arrays(np.asarray(m0, np.int64), np.asarray(shift, np.int64))
+    ok = (shift >= 0) & (shift <= F64_MAX_SHIFT)
+    return np.where(ok, np.ldexp(m0.astype(np.float64), -np.where(ok, shift, 0)), 0.0)
+
+
+F64_MAX_SHIFT = 1000
+F64_MAX_WINDOW = 1 << 12  # residues checked per channel at most (else: not proven)
+
+
+def f64_exact(bound: int, m0: int, shift: int, zero_point: int) -> bool:
+    """Whether the float64 requantisation y = clamp(rne(float64(t) * float64(M0 2^-shift))
+    + zero_point) (`schedules.int_intrin.requantize_f64`: a vcvtdq2pd, a vmulpd and a
+    vcvtpd2dq rounding to nearest, even) equals the reference's round_half_away(t M0 /
+    2^shift) + zero_point for every accumulator |t| <= `bound`, proven in integers.
+
+    t and M = M0 2^-shift are exact doubles and fl(t M) = fl(t M0) 2^-shift, off by at most
+    half an ulp: below 2^(L-54) in units of 2^-shift, where L is the bit length of
+    bound M0. With x = t M0 / 2^shift, rne(fl(t M)) is the integer nearest to x, which is
+    round_half_away(x), unless x is a tie or fl moved it across a half-integer: unless
+    x + 1/2 lies within 2^(L-54) ulps of an integer, i.e. unless t M0 = 2^(shift-1) + j
+    (mod 2^shift) for some |j| <= W = floor(2^(L-54)) (only j = 0 for L < 54). For each
+    such residue, t M0 = c (mod 2^shift) has its solutions t = t0 + k 2^(shift - v) (v:
+    M0's factors of 2), at most a few in [-bound, bound] since 2^(shift - v) is ~2^10-2^30
+    times larger; none may be. Also |x| + 1 + |zero point| < 2^31 (the int32 conversion
+    and the add), and 0 < shift <= F64_MAX_SHIFT (shift 0 also where the product is exact).
+    Refused (False), not guessed, where more than F64_MAX_WINDOW residues would need a look."""
+    if m0 == 0 or bound == 0:
+        return 0 <= shift <= F64_MAX_SHIFT
+    if not (0 <= shift <= F64_MAX_SHIFT and 0 < m0 < 1 << 31):
+        return False
+    if (bound * m0 >> shift) + 1 + abs(zero_point) >= 1 << 31:
+        return False
+    length = (bound * m0).bit_length()
+    if shift == 0:
+        return length <= 53
+    window = 1 << (length - 54) if length >= 54 else 0
+    if 2 * window + 1 > F64_MAX_WINDOW:
+        return False
+    v = min((m0 & -m0).bit_length() - 1, shift)
+    mod = 1 << (shift - v)
+    inverse = pow(m0 >> v, -1, mod) if mod > 1 else 0
+    half = 1 << (shift - 1)
+    for j in range(-window, window + 1):
+        c = (half + j) % (1 << shift)
+        if c % (1 << v):
+            continue  # t M0 is a multiple of 2^v: no solution
+        t0 = (c >> v) * inverse % mod
+        if (t0 + bound) % mod <= 2 * bound:  # a solution t in [-bound, bound]
+            return False
+    return True
 
 
 def _post_vector_ok(epi: IntEpilogue) -> bool:

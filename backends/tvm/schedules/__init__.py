@@ -109,8 +109,8 @@ def describe(func: tirx.PrimFunc) -> str:
 
 def explain_lines(mod: ir.IRModule) -> list[str]:
     """For `etch compile --explain`: each kernel a rule gave a register tile or layout
-    (`etch.tile`), by node: the rule, the tile, the dot-product step and a table held in
-    registers, where recorded."""
+    (`etch.tile`), by node: the rule, the tile, the dot-product step, a float64
+    requantisation and a table held in registers, where recorded."""
     rows = []
     for gvar, func in mod.functions_items():
         attrs = func.attrs if isinstance(func, tirx.PrimFunc) else None
@@ -119,6 +119,8 @@ def explain_lines(mod: ir.IRModule) -> list[str]:
         parts = [str(attrs.get(RULE_ATTR, "")), str(attrs["etch.tile"])]
         if "etch.step" in attrs:
             parts.append(str(attrs["etch.step"]))
+        if "etch.requant" in attrs:
+            parts.append(f"{attrs['etch.requant']} requantisation")
         if "etch.table_lookup" in attrs:
             parts.append(f"table in registers ({attrs['etch.table_lookup']})")
         node = str(attrs.get("etch.node", "")) or gvar.name_hint

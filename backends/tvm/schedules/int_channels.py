@@ -62,7 +62,7 @@ def channel_conv_kernel(func: tirx.PrimFunc, dot: Dot) -> tirx.PrimFunc:
                     if _shape(b) == _shape(out)]
         # the per-channel parameters ([1, OC, 1, 1]) as [OC]: a vector of channels is a Ramp
         per_channel = {buf.name: T.decl_buffer((ocv * nl,), buf.dtype, data=buf.data)
-                       for buf in [epi.bias, *epi.req]}
+                       for buf in [epi.bias, *epi.req] + ([epi.mf] if epi.mf is not None else [])}
         with T.serial(0, n) as b:
             pad, at = _conv_pad(func, x, cq, (cq, ph, sw, pws), b)
             with loop(0, ocv) as cv:

@@ -139,8 +139,9 @@ class QDense(KernelRule):
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
         nv = vectors(nb, 1, nl)
         mb = row_tile(m, nv, budget)
-        return int_kernels.dense_kernel(_tiled(func, f"{mb} rows x {nv} vectors", kind),
-                                        int_intrin.dot(kind, nl), mb, nv)
+        return int_kernels.dense_kernel(
+            _tiled(func, f"{mb} rows x {nv} vectors", kind, _buffer_shape(func, 1)[1]),
+            int_intrin.dot(kind, nl), mb, nv)
 
 
 class QBatch(KernelRule):
@@ -153,19 +154,47 @@ class QBatch(KernelRule):
         kind = step_kind(func, target)
         if kind is None:
             return None
-        _, m, _ = _buffer_shape(func, 0)
+        _, m, k = _buffer_shape(func, 0)
         nl, n = int(func.attrs["etch.nl"]), _buffer_shape(func, 1)[2]
         budget = (VNNI_ACC if kind == "vnni" else MAX_ACC)[nl]
         nvec = -(-n // nl)
         tiles = [(row_tile(m, nv, budget), nv) for nv in (4, 3, 2, 1)]
         mb, nv = min(tiles, key=lambda t: _tile_cost(m, nvec, *t))
-        return int_batched.batched_kernel(_tiled(func, f"{mb} rows x {nv} vectors", kind),
-                                          int_intrin.dot(kind, nl), mb, nv)
+        return int_batched.batched_kernel(
+            _tiled(func, f"{mb} rows x {nv} vectors", kind, -(-k // 4)),
+            int_intrin.dot(kind, nl), mb, nv)
 
 
-def _tiled(func: tirx.PrimFunc, tile: str, kind: str) -> tirx.PrimFunc:
-    """`func` with its register tile and dot step recorded (`--explain` lists them)."""
-    return func.with_attrs({"etch.tile": tile, "etch.step": STEP_NAMES[kind]})
+def _tiled(func: tirx.PrimFunc, tile: str, kind: str, steps: int = 0) -> tirx.PrimFunc:
+    """`func` with its register tile and dot step recorded (`--explain` lists them), and
+    its requantisation where it is the float64 one (`float64_requant`, for kernels of
+    `steps` dot steps per output)."""
+    attrs = {"etch.tile": tile, "etch.step": STEP_NAMES[kind]}
+    if float64_requant(func, steps):
+        attrs["etch.requant"] = "float64"
+    return func.with_attrs(attrs)
+
+
+# Dot steps per output (taps x channel quads) from which a kernel requantises in float64
+# (`int_intrin.requantize_f64`, where proven exact). Its conversions share Zen 4's vector
+# pipes with the integer work; below this the requantisation is the kernel's bottleneck,
+# and the 64-bit integer form (more, cheaper instructions) was faster. Measured there, one
+# thread, kernel us, integer -> float64: efficientnet_b0's 1x1 16 -> 96 on 112x112 422 ->
+# 438, 24 -> 144 182 -> 185, 112 -> 672 on 14x14 119 -> 114; resnet50's 3x3 on 28x28 594 ->
+# 573, 14x14 587 -> 574, its 7x7 stem 879 -> 843; mobilenet_v2's depthwise (9 steps)
+# 1-9% slower, its 1x1 convs 1-5% faster. The channel-vector kernels keep the integer form
+# (efficientnet_b0's 1x1 layers on 7x7 1-2% slower with float64, resnet50's level), as do
+# the depthwise ones (9 steps).
+F64_MIN_STEPS = 16
+
+
+def float64_requant(func: tirx.PrimFunc, steps: int) -> bool:
+    """Whether a kernel of `steps` dot steps per output requantises in float64
+    (`int_intrin.requantize_f64`): at 16 lanes (its rounding is in the instruction), where
+    the lowering proved it exact for every accumulator (`lower.int_epilogue.f64_exact`)
+    and the steps hide its conversions (F64_MIN_STEPS)."""
+    return int(func.attrs.get("etch.nl", 0)) == 16 and steps >= F64_MIN_STEPS and \
+        int(func.attrs.get("etch.req_f64", 0)) == 1
 
 
 STEP_NAMES = {"vnni": "vpdpbusd", "madd": "vpmaddubsw + vpmaddwd",
@@ -201,11 +230,11 @@ class QConv(KernelRule):
             vecs, name = (dense, "dense positions") if dense else (flat, "flat positions")
             ocb, xv = conv_tile(oc // groups, vecs, budget, kind, REGISTERS[nl], steps)
             return int_flat.flat_conv_kernel(
-                _tiled(func, f"{name}, {ocb} channels x {xv} vectors", kind),
+                _tiled(func, f"{name}, {ocb} channels x {xv} vectors", kind, steps),
                 int_intrin.dot(kind, nl), ocb, xv, dense=bool(dense))
         ocb, xv = conv_tile(oc // groups, -(-ow // nl), budget, kind, REGISTERS[nl], steps)
         return int_kernels.conv_kernel(
-            _tiled(func, f"output rows, {ocb} channels x {xv} vectors", kind),
+            _tiled(func, f"output rows, {ocb} channels x {xv} vectors", kind, steps),
             int_intrin.dot(kind, nl), ocb, xv)
 
 

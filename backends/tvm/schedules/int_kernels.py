@@ -74,8 +74,11 @@ class _Epilogue:
     def __init__(self, func: tirx.PrimFunc, params: list, out_dtype: str, nl: int) -> None:
         self.post = json.loads(str(func.attrs["etch.post"])) if "etch.post" in func.attrs \
             else []
-        n_req = 2 if _attr(func, "req") else 0
-        self.bias, self.req = params[0], params[1:1 + n_req]
+        n_req = (3 if _attr(func, "req_mf") else 2) if _attr(func, "req") else 0
+        self.bias, self.req = params[0], params[1:min(3, 1 + n_req)]
+        # M0 2^-shift in float64 (`lower.int_epilogue.float_multipliers`), where the lowering
+        # passed it
+        self.mf = params[3] if n_req == 3 else None
         self.post_bufs = params[1 + n_req:len(params) - (1 if n_req else 0)]
         # the group's numbers (`lower.int_epilogue.epilogue_numbers`: zero point, then the
         # residual add's), bound once here, before the kernel's loops: read where they are
@@ -87,6 +90,10 @@ class _Epilogue:
         self.nl = nl
         self.vec = bool(self.req) and nl in (8, 16) and bool(_attr(func, "req_vec")) and \
             self.bias.dtype == "int32"
+        # the float64 requantisation (`int_intrin.requantize_f64`) where the schedule rule
+        # chose it (`int_cpu.float64_requant`: proven exact, 16 lanes)
+        self.f64 = self.vec and nl == 16 and self.mf is not None and \
+            str(func.attrs.get("etch.requant", "")) == "float64"
         self.staged = bool(self.post)
         self.post_vec = self.vec and int(func.attrs.get("etch.post_vec", 0)) == 1
         # a lone table step looked up in registers where the schedule recorded how
@@ -130,8 +137,12 @@ class _Epilogue:
                dtype: str | None = None) -> Expr:
         """nl values from nl accumulators, as `dtype` (default: the stage's); load(buffer)
         gives the nl lanes' parameters."""
-        y = int_intrin.requantize_vector(acc + load(self.bias), *map(load, self.req),
-                                         self.numbers[0], *self.attrs, nl=self.nl)
+        if self.f64:
+            y = int_intrin.requantize_f64(acc + load(self.bias), load(self.mf),
+                                          self.numbers[0], *self.attrs)
+        else:
+            y = int_intrin.requantize_vector(acc + load(self.bias), *map(load, self.req),
+                                             self.numbers[0], *self.attrs, nl=self.nl)
         return y.astype(f"{dtype or self.stage_dtype}x{self.nl}")
 
     def finish(self, y: Expr, at: list) -> Expr:
