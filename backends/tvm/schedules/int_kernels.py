@@ -74,7 +74,8 @@ class _Epilogue:
     def __init__(self, func: tirx.PrimFunc, params: list, out_dtype: str, nl: int) -> None:
         self.post = json.loads(str(func.attrs["etch.post"])) if "etch.post" in func.attrs \
             else []
-        n_req = (3 if _attr(func, "req_mf") else 2) if _attr(func, "req") else 0
+        n_req = (3 if int(func.attrs.get("etch.req_mf", 0)) else 2) if _attr(func, "req") \
+            else 0
         self.bias, self.req = params[0], params[1:min(3, 1 + n_req)]
         # M0 2^-shift in float64 (`lower.int_epilogue.float_multipliers`), where the lowering
         # passed it
