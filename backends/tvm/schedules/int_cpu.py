@@ -183,8 +183,7 @@ def _tiled(func: tirx.PrimFunc, tile: str, kind: str, steps: int = 0) -> tirx.Pr
 # 438, 24 -> 144 182 -> 185, 112 -> 672 on 14x14 119 -> 114; resnet50's 3x3 on 28x28 594 ->
 # 573, 14x14 587 -> 574, its 7x7 stem 879 -> 843; mobilenet_v2's depthwise (9 steps)
 # 1-9% slower, its 1x1 convs 1-5% faster. The channel-vector kernels keep the integer form
-# (efficientnet_b0's 1x1 layers on 7x7 1-2% slower with float64, resnet50's level), as do
-# the depthwise ones (9 steps).
+# too (efficientnet_b0's 1x1 layers on 7x7 1-2% slower with float64, resnet50's level).
 F64_MIN_STEPS = 16
 
 
