@@ -28,6 +28,7 @@ from backends.tvm.schedules.int_kernels import (
     _attr,
     _conv_store,
     _Epilogue,
+    _fill,
     _finish,
     _shape,
     _vec,
@@ -185,11 +186,7 @@ def _plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple
     def at(i: Expr, p: Expr, j: Expr) -> Expr:
         return (i * sw + p) * pws + j
 
-    with T.serial(0, size // 16) as t:
-        T.buffer_store(pad, tirx.Broadcast(tirx.const(0, "int16"), 16),
-                       [tirx.Ramp(t * 16, 1, 16)])
-    with T.serial(size // 16 * 16, size) as t:
-        T.buffer_store(pad, tirx.const(0, "int16"), [t])
+    _fill(pad, 0, size, 0, 16)
     rows = min(h, ph - top)
     zero = tirx.const(_attr(func, "x_zero"), "int16")
     width = sw * DEINTERLEAVE
@@ -370,11 +367,7 @@ def _u8_plane(func: tirx.PrimFunc, x: tirx.Buffer, geo: tuple, src: tuple) -> ti
     top, left = (int(v) for v in func.attrs["etch.pad"])
     size = ph * pw + slack
     plane = T.alloc_buffer((size,), "uint8")
-    with T.serial(0, size // WINDOW) as i:
-        T.buffer_store(plane, tirx.Broadcast(tirx.const(zu, "uint8"), WINDOW),
-                       [tirx.Ramp(i * WINDOW, 1, WINDOW)])
-    with T.serial(size // WINDOW * WINDOW, size) as i:
-        T.buffer_store(plane, tirx.const(zu, "uint8"), [i])
+    _fill(plane, 0, size, zu, WINDOW)
     with T.serial(0, min(h, ph - top)) as i, T.vectorized(0, min(wd, pw - left)) as j:
         T.buffer_store(plane, to_u8(tirx.BufferLoad(x, [b, ch, i, j])),
                        [(i + top) * pw + left + j])

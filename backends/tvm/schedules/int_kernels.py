@@ -439,16 +439,18 @@ def _conv_pad(func: tirx.PrimFunc, x: tirx.Buffer, cq: int, geo: tuple, image: E
     return pad, at
 
 
-def _fill(buf: tirx.Buffer, start: Expr | int, count: int, value: int) -> None:
-    """buf[start:start + count] = value (uint8), 32 bytes a store, then the rest."""
-    whole = count // 32
+def _fill(buf: tirx.Buffer, start: Expr | int, count: int, value: int, lanes: int = 32
+          ) -> None:
+    """buf[start:start + count] = value (in buf's type), `lanes` elements a store, then
+    the rest one at a time."""
+    whole = count // lanes
     if whole:
         with T.serial(0, whole) as t:
-            T.buffer_store(buf, tirx.Broadcast(tirx.const(value, "uint8"), 32),
-                           [tirx.Ramp(start + t * 32, 1, 32)])
-    if count % 32:
-        with T.serial(0, count % 32) as t:
-            T.buffer_store(buf, tirx.const(value, "uint8"), [start + whole * 32 + t])
+            T.buffer_store(buf, tirx.Broadcast(tirx.const(value, buf.dtype), lanes),
+                           [tirx.Ramp(start + t * lanes, 1, lanes)])
+    if count % lanes:
+        with T.serial(0, count % lanes) as t:
+            T.buffer_store(buf, tirx.const(value, buf.dtype), [start + whole * lanes + t])
 
 
 def _fill_border(pad: tirx.Buffer, at: Callable, zu: int, dims: tuple, inside: tuple
