@@ -227,6 +227,42 @@ def test_padded_pools_are_tiled_and_match_onnx_runtime() -> None:
         np.testing.assert_allclose(got[name], ref, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+WIDE_COPIES = {  # padded copies whose interior rows hold whole vectors (`vectorize_deinterleaved`)
+    "max_s2": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "avg_s2": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                               "count_include_pad": 1}),
+    "avg_s2_uneven": ("AveragePool", {"kernel_shape": [2, 3], "strides": [2, 2],
+                                      "pads": [0, 2, 1, 0]}),
+    "max_s3": ("MaxPool", {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [1, 1, 1, 1]}),
+}
+
+
+@pytest.mark.parametrize("width", [75, 100])
+def test_wide_padded_copies_match_onnx_runtime(width: int) -> None:
+    """Pools and a stride-2 convolution whose padded, deinterleaved input copy has rows of
+    2-4 vectors inside the padding: the copy's interior rows and columns are loops of their
+    own without bounds checks (`cpu.vectorize_deinterleaved`), the borders checked; every
+    value as ONNX Runtime's, on the host."""
+    rng = np.random.default_rng(width)
+    nodes = [helper.make_node(op, ["x"], [name], name=name, **attrs)
+             for name, (op, attrs) in WIDE_COPIES.items()]
+    w = rng.normal(size=(8, 4, 3, 3)).astype(np.float32)
+    nodes.append(helper.make_node("Conv", ["x", "w"], ["conv_s2"], name="conv_s2",
+                                  kernel_shape=[3, 3], strides=[2, 2], pads=[1, 2, 1, 0]))
+    value = helper.make_tensor_value_info
+    outputs = [*WIDE_COPIES, "conv_s2"]
+    graph = helper.make_graph(nodes, "wide", [value("x", TensorProto.FLOAT, [1, 4, 9, width])],
+                              [value(name, TensorProto.FLOAT, None) for name in outputs],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    inputs = {"x": rng.normal(size=(1, 4, 9, width)).astype(np.float32)}
+    art = compiler.compile(model, target="cpu")
+    want, got = run_ort(model, inputs), art.run(inputs)
+    for name, ref in want.items():
+        assert got[name].shape == ref.shape, name
+        np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_tiled_pool_is_vector_code() -> None:
     model, _ = pools_model()
     graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
