@@ -56,8 +56,11 @@ def strided_loads(func: tirx.PrimFunc, mod: ir.IRModule, ctx: tvm.transform.Pass
 
 
 def _pipeline() -> tuple[tvm.transform.Pass, object, object]:
+    from backends.tvm import prefetch  # its pass runs here too
+
     passes, host, device = s_tir_pipeline.default_s_tir_pipeline()
-    return tvm.transform.Sequential([passes, strided_loads], name=PIPELINE), host, device
+    return (tvm.transform.Sequential([passes, strided_loads, prefetch.prefetch], name=PIPELINE),
+            host, device)
 
 
 compilation_pipeline.register_tir_pipeline(PIPELINE, _pipeline)
