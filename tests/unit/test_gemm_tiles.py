@@ -54,10 +54,23 @@ def test_conv_tile_columns_are_whole_vectors(out_w: int, lanes: int, want: int) 
     assert tiles.conv_tile(64, out_w, lanes)[1] == want
 
 
+@pytest.mark.parametrize("oc,out_w,reduction,want", [
+    (64, 112, 147, (16, 16)),  # resnet50's 7x7 stem: 16 FMA chains (8 left no slack)
+    (768, 14, 768, (16, 16)),  # vit_b16's patch conv
+    (32, 112, 27, (8, 16)),    # mobilenet_v2's stem: too short a reduction to pay
+    (40, 112, 147, (8, 16)),   # 16 does not divide 40
+    (64, 56, 576, (8, 32)),    # two vectors: 8 x 2 as before
+])
+def test_long_one_vector_tiles_take_16_channels(oc: int, out_w: int, reduction: int,
+                                                want: tuple) -> None:
+    assert tiles.conv_tile(oc, out_w, 16, tiles.acc_budget(16), reduction) == want
+    assert tiles.conv_tile(oc, out_w, 8, tiles.acc_budget(8), reduction)[0] <= 8  # AVX2
+
+
 @pytest.mark.parametrize("oc,out_w,lanes,want", [
     (32, 56, 16, (8, 32)),  # AVX-512: 8 channels x 2 zmm (16 of 32 registers)
     (32, 48, 8, (4, 16)),   # AVX2: 4 x 2 ymm (12 of 16 at most)
-    (48, 13, 16, (8, 16)),  # one vector: 8 channels, as before (16 x 1 gained nothing)
+    (48, 13, 16, (8, 16)),  # one vector, a short reduction: 8 channels (a 512-byte tile)
     (6, 40, 16, (6, 32)),   # 6 x 2 zmm: 6 divides the channels
 ])
 def test_conv_tile_with_the_isas_accumulator_budget(oc: int, out_w: int, lanes: int,

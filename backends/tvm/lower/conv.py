@@ -122,7 +122,8 @@ def conv_geometry(ctx: LowerCtx, sp: ConvSpec) -> tuple[int, int, int, int, int]
     weight-only (in-kernel dequantisation) convolutions, which must tile alike."""
     ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
     budget = tiles.acc_budget(ctx.lanes)
-    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes, budget) if ctx.pack else (1, sp.ow)
+    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes, budget, icg * sp.kh * sp.kw) \
+        if ctx.pack else (1, sp.ow)
     ocb = 1 if icg == 1 else ocb
     owp = tiles.padded(sp.ow, vw)
     (sh, sw), (dh, dw) = sp.stride, sp.dilation

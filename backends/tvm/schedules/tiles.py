@@ -9,6 +9,7 @@ from __future__ import annotations
 
 MAX_ACC_VECTORS = 12
 WIDE_ACC_VECTORS = 16  # with 32 vector registers (AVX-512): `acc_budget`
+WIDE_ONE_VECTOR = 128  # multiply-adds an output from which one-vector conv tiles take 16 channels
 ROW_FULL_VECTORS = 8
 PANEL_BYTES = 512 * 1024  # a packed panel that stays in L2 (Zen 3: 512 KiB per core)
 WIDE_PANEL_BYTES = 1024 * 1024  # AVX-512 CPUs: L2 of 1 MiB (Zen 4, Skylake-SP) to 2 MiB
@@ -65,7 +66,7 @@ def dense_tile(m: int, n: int, k: int, lanes: int) -> tuple[int, int]:
 
 
 def conv_tile(oc_per_group: int, out_w: int, lanes: int,
-              budget: int = MAX_ACC_VECTORS) -> tuple[int, int]:
+              budget: int = MAX_ACC_VECTORS, reduction: int = 0) -> tuple[int, int]:
     """(output channels, output columns) of a direct-convolution register tile.
 
     Columns are the vector axis (NCHW keeps a row contiguous); channels share each loaded
@@ -73,13 +74,15 @@ def conv_tile(oc_per_group: int, out_w: int, lanes: int,
     padded to whole vectors: a 24-lane tile on AVX-512 (rows of 17-24, or 17-24 Winograd
     tiles) is legalised by LLVM into slow code, measured 8-27x slower than 32 lanes on the
     AVX-512 Xeon (64->64 3x3 Winograd with 17 tiles a row 34 ms, 16 tiles 1.3 ms; a
-    128->128 1x7 layer on 17x17 4.4 ms). `budget`: accumulator vectors (`acc_budget`).
+    128->128 1x7 layer on 17x17 4.4 ms). `budget`: accumulator vectors (`acc_budget`);
+    `reduction`: the multiply-adds of each output (C/groups x KH x KW): a one-vector tile
+    takes 16 channels where it is WIDE_ONE_VECTOR or more (`acc_budget`).
     """
     vw = padded(out_w, lanes if out_w > lanes else min(8, lanes)) if out_w <= 2 * lanes else (
         2 * lanes if out_w % (2 * lanes) == 0 or out_w % lanes != 0 else lanes)
     vectors = max(1, -(-vw // lanes))
     ocb = 1
-    for cand in (8, 6, 4, 2):
+    for cand in (16, 8, 6, 4, 2) if reduction >= WIDE_ONE_VECTOR else (8, 6, 4, 2):
         if oc_per_group % cand == 0 and cand * vectors <= budget:
             ocb = cand
             break
@@ -94,8 +97,16 @@ def acc_budget(lanes: int) -> int:
     0.56 ms (ORT 0.41), 32->128 on 27x27 0.44 / 0.51 ms, 16->64 on 55x55 0.55 / 0.60 ms.
     The 8 x 2 tile is 1 KiB, which TVM allocates as a heap workspace per tile (stack only
     under 1 KiB); LLVM still keeps its accumulators in registers over the reduction, and it
-    measured faster all the same. 16 x 1 (also 1 KiB) gained nothing on 48->192 13x13, nor
-    did Winograd's GEMM, which keeps MAX_ACC_VECTORS."""
+    measured faster all the same. 16 x 1 (also 1 KiB, also on the heap) gained nothing on
+    48->192 13x13 on the Xeon, but a one-vector tile of 8 channels is 8 FMA chains, just
+    what two FMA pipes of 4 cycles' latency need, with no slack; over a long reduction
+    that binds. On Zen 5 (two zmm FMAs a cycle), one thread, each layer alone, 8 x 1 -> 16
+    x 1: resnet50's 7x7 stride-2 stem (147 multiply-adds an output) 1124 -> 1040 us (ORT
+    960), vit_b16's 16x16 patch conv (768) 1125 -> 1077, but mobilenet_v2's 3->32 stem
+    (27) only 132 -> 129; the stem in resnet50 1179 -> 1076, bit-identical. So one-vector
+    tiles take 16 channels where they divide and each output sums WIDE_ONE_VECTOR products
+    or more; short ones keep 8 (and their 512-byte tile on the stack). Winograd's GEMM
+    keeps MAX_ACC_VECTORS."""
     return WIDE_ACC_VECTORS if lanes >= 16 else MAX_ACC_VECTORS
 
 
