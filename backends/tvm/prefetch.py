@@ -10,7 +10,7 @@ pass, run after TVM's lowering, puts at the top of that loop's body prefetches o
 chunk's lines (the chunk that follows the current one in memory), spread over the loop's
 iterations: iteration i hints its share of the lines, so the next chunk arrives while this
 one is computed. The current chunk's first element is the weight load's index with every
-loop inside the annotated one (and the annotated loop itself) at 0.
+loop inside the annotated one (and the annotated loop itself) at its first value.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def _loads(stmt, name: str) -> list:
     return found
 
 
-def _loop_vars(stmt) -> list:
+def _loops(stmt) -> list:
     found = []
 
     def visit(loop):
-        found.append(loop.loop_var)
+        found.append(loop)
         return loop
 
     tvm_ffi.structural_map(stmt, [(tirx.For, visit)])
@@ -66,8 +66,8 @@ def _prefetched(loop: tirx.For) -> tirx.For:
     if isinstance(index, tirx.Ramp):
         index = index.base
     dtype = index.ty.dtype
-    zero = {v: tirx.const(0, v.ty.dtype) for v in [loop.loop_var, *_loop_vars(loop.body)]}
-    first = tvm_ffi.structural_map(index, [(ir.expr.Var, lambda v: zero.get(v, v))])
+    start = {f.loop_var: f.min for f in [loop, *_loops(loop.body)]}  # every loop at its first
+    first = tvm_ffi.structural_map(index, [(ir.expr.Var, lambda v: start.get(v, v))])
     size = 1
     for d in flat.shape:
         size *= int(d)

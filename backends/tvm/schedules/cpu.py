@@ -19,10 +19,11 @@ Pool, dlight's CPU Reduction for large reductions that are not over rows, Inject
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import tvm_ffi
-from tvm import ir, s_tir, tirx
+from tvm import ir, s_tir, sym, tirx
 from tvm.s_tir import ScheduleError, dlight
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
@@ -466,10 +467,6 @@ def _holds(conds: list[tirx.Expr], var: tirx.Var, n: int, others: dict,
     """The one interval of `var` in [0, n) where every condition holds for every value of
     the `others` (var -> extent); None where there are no conditions, the interval is
     empty or the values where they hold are not one interval."""
-    import itertools
-
-    from tvm import sym
-
     if not conds:
         return None
     analyzer = sym.Analyzer()
