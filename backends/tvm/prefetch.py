@@ -23,26 +23,15 @@ KEY = "etch.prefetch"
 LINE = 64  # bytes a prefetch brings in
 
 
-def _loads(stmt, name: str) -> list:
+def _nodes(stmt, kind: type) -> list:
+    """Every node of type `kind` in `stmt`."""
     found = []
 
-    def visit(load):
-        if load.source.name == name:
-            found.append(load)
-        return load
+    def visit(node):
+        found.append(node)
+        return node
 
-    tvm_ffi.structural_map(stmt, [(ir.expr.TensorLoad, visit)])
-    return found
-
-
-def _loops(stmt) -> list:
-    found = []
-
-    def visit(loop):
-        found.append(loop)
-        return loop
-
-    tvm_ffi.structural_map(stmt, [(tirx.For, visit)])
+    tvm_ffi.structural_map(stmt, [(kind, visit)])
     return found
 
 
@@ -58,7 +47,8 @@ def _prefetched(loop: tirx.For) -> tirx.For:
     name, chunk = loop.annotations[KEY]
     name, chunk = str(name), int(chunk)
     rest = {k: v for k, v in loop.annotations.items() if k != KEY}
-    loads = [ld for ld in _loads(loop.body, name) if len(ld.indices) == 1]
+    loads = [ld for ld in _nodes(loop.body, ir.expr.TensorLoad)
+             if ld.source.name == name and len(ld.indices) == 1]
     if not loads:
         return tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind, loop.body,
                         loop.thread_binding, rest)
@@ -66,7 +56,7 @@ def _prefetched(loop: tirx.For) -> tirx.For:
     if isinstance(index, tirx.Ramp):
         index = index.base
     dtype = index.ty.dtype
-    start = {f.loop_var: f.min for f in [loop, *_loops(loop.body)]}  # every loop at its first
+    start = {f.loop_var: f.min for f in [loop, *_nodes(loop.body, tirx.For)]}  # each at its first
     first = tvm_ffi.structural_map(index, [(ir.expr.Var, lambda v: start.get(v, v))])
     size = 1
     for d in flat.shape:

@@ -1,6 +1,7 @@
 """`backends.tvm.prefetch`: the pointwise GEMMs whose position (or column) blocks share a
-weight block prefetch the next one in memory, spread over those blocks, as the schedule
-records (`etch.prefetch`); every prefetch lies in the weight, the values are unchanged."""
+weight block, and the channel-vector direct convs whose rows share a chunk, prefetch the
+next one in memory, spread over those blocks, as the schedule records (`etch.prefetch`);
+every prefetch lies in the weight, the values are unchanged."""
 
 from __future__ import annotations
 
@@ -40,12 +41,12 @@ def _graph():
     return pipeline.run(onnx_import.import_model(_model()[0]), CompileOptions())[0]
 
 
-def _kernels(model, mcpu: str = "znver4") -> dict:
-    graph = _graph()
-    opts = CompileOptions(target="cpu", mcpu=mcpu, threads=1)
+def _kernels() -> dict:
+    """The model's scheduled kernels by `etch.kind`, built for a named AVX-512 CPU (Zen 4)."""
+    opts = CompileOptions(target="cpu", mcpu="znver4", threads=1)
     target = tvm.target.Target(targets.cpu_target(opts)[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    return {str(f.attrs["etch.kind"]): (f, target) for _, f in mod.functions_items()
+    mod = schedules.apply_rules(lower.to_irmodule(_graph(), pack=True, lanes=16), target)
+    return {str(f.attrs["etch.kind"]): f for _, f in mod.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc) and "etch.kind" in f.attrs}
 
 
@@ -131,7 +132,7 @@ def test_the_next_weight_block_is_prefetched_over_the_blocks_sharing_one(kind: s
     vector) with that many steps' weights; the pass turns it into prefetches of one line
     each, spread over the loop's iterations (`test_each_block_prefetches_its_share_of_the_
     next_chunk`), in the kernel's assembly; `--explain`'s note says so."""
-    func, _ = _kernels(_model()[0])[kind]
+    func = _kernels()[kind]
     loops = _annotated(func)  # the direct conv's rows: a loop per row group's piece
     assert loops and len({str(f.annotations[prefetch.KEY]) for f in loops}) == 1
     loop = loops[0]
@@ -155,9 +156,8 @@ def test_the_prefetches_are_instructions_and_the_values_unchanged() -> None:
     """On AVX-512 and AVX2 builds the kernels carry `prefetcht0`; both GEMMs match ONNX
     Runtime on the host."""
     model, inputs = _model()
-    graph, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
     for name in ("avx512", "avx2"):
-        asm = isa.compile_graph(graph, name)
+        asm = isa.compile_graph(_graph(), name)
         for kernel, code in asm.of_kind("conv_channels", "conv_gemm",
                                         "conv_channels_direct").items():
             assert "prefetcht0" in code, (name, kernel)

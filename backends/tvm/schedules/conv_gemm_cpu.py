@@ -273,7 +273,7 @@ class ConvChannels(KindRule):
         blocks = extent(sch, oo)
         chunk = tiles.channel_chunk(reduce, work(sch, taps))
         rko, rki = sch.split(rk, [None, chunk])
-        groups = position_groups(extent(sch, n) * extent(sch, oo), cols, pr)
+        groups = position_groups(extent(sch, n) * blocks, cols, pr)
         if groups > 1:  # few channel blocks: the positions' blocks in groups, in parallel
             pg, po = sch.split(po, [groups, None])
             sch.reorder(n, oo, pg, rko, po, rki, *taps, pi, oi)

@@ -53,7 +53,7 @@ PARALLEL_PAD_ELEMENTS = 1 << 16
 # measured on the AVX-512 Xeon 1.05-1.10x faster on vit_b16's dense kernels than none.
 REDUCE_UNROLL = 4
 # Vectors of a padded copy's interior row at most, each a piece of its own
-# (`_interior_columns`): up to 128 columns with 16 lanes (a 224-wide image at stride 2).
+# (`_vector_pieces`): up to 128 columns with 16 lanes (a 224-wide image at stride 2).
 INTERIOR_VECTORS = 8
 Loop = s_tir.schedule.LoopRV
 
@@ -347,19 +347,21 @@ def vectorize_deinterleaved(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV,
     121 us (ORT 110), in the model 270-296 -> 159-167 (bit-identical logits)."""
     loops = sch.get_loops(pad)
     parts = _interior(sch, pad, loops)
-    if parts is None or _column_pieces(parts[1][1], extent(sch, loops[-1]), width) is None:
+    columns = parts and _column_pieces(parts[1][1], extent(sch, loops[-1]), width)
+    if not columns:
         vectorize_tail(sch, loops[-1], width)  # no whole vector of columns inside
         return
-    (row, rows), (col, cols) = parts
+    (row, rows), (col, _) = parts
     if rows is None or rows == (0, extent(sch, row)):
-        _interior_columns(sch, col, cols, width)
+        _vector_pieces(sch, col, columns)
         return
-    pieces = sch.loop_partition(row, _cuts(rows, extent(sch, row)))
-    middle = pieces[1 if rows[0] else 0]
+    lo, hi = rows
+    pieces = _partition(sch, row, [lo, hi - lo, extent(sch, row) - hi])
+    middle = pieces[1 if lo else 0]
     for piece in pieces:  # each row piece has its own copy of the column loop
         inner = sch.get_loops(_leaf(sch, sch.get_child_blocks(piece)[0]))[-1]
         if piece is middle:
-            _interior_columns(sch, inner, cols, width)
+            _vector_pieces(sch, inner, columns)
         else:
             vectorize_tail(sch, inner, width)
 
@@ -373,11 +375,11 @@ def _leaf(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV) -> s_tir.schedule.S
         blk = children[0]
 
 
-def _cuts(interval: tuple[int, int], n: int) -> list[int]:
-    """loop_partition's factors splitting [0, n) at interval's ends (empty pieces left out,
-    the last one inferred)."""
-    lo, hi = interval
-    return [f for f in (lo, hi - lo, n - hi) if f][:-1] + [None]
+def _partition(sch: s_tir.Schedule, loop: Loop, sizes: list[int]) -> list[Loop]:
+    """`loop` cut into consecutive pieces of `sizes` (empty ones left out; they sum to its
+    extent, the last one inferred as loop_partition wants)."""
+    sizes = [size for size in sizes if size]
+    return sch.loop_partition(loop, sizes[:-1] + [None])
 
 
 def _column_pieces(cols: tuple[int, int] | None, n: int,
@@ -396,15 +398,12 @@ def _column_pieces(cols: tuple[int, int] | None, n: int,
     return [(size, vector) for size, vector in sizes if size]
 
 
-def _interior_columns(sch: s_tir.Schedule, col: Loop, cols: tuple[int, int],
-                      width: int) -> None:
+def _vector_pieces(sch: s_tir.Schedule, col: Loop, pieces: list[tuple[int, bool]]) -> None:
     """The column loop cut into `_column_pieces`, each its own loop (s_tir splits only
     loops that start at 0): the interior's vectors read without bounds checks."""
-    sizes = _column_pieces(cols, extent(sch, col), width)
-    pieces = sch.loop_partition(col, [size for size, _ in sizes[:-1]] + [None])
-    for piece, (_, vector) in zip(pieces, sizes):
+    for loop, (_, vector) in zip(_partition(sch, col, [size for size, _ in pieces]), pieces):
         if vector:
-            sch.vectorize(piece)
+            sch.vectorize(loop)
 
 
 def _interior(sch: s_tir.Schedule, pad: s_tir.schedule.SBlockRV, loops: list[Loop]):
