@@ -155,16 +155,18 @@ class LutTarget:
         return ISAS[self.isa][0]
 
     def prefetch(self, layout: LutLayout, resident: bool = False) -> int:
-        """Bytes the kernel of `layout` prefetches ahead (0: none). None for the
-        multi-plane vpdpbusd layouts of a model `resident` in the cache: warm, their hints
-        cost more than they bring. 4096x4096 GEMV on Zen 4, u8 scales and shared table
-        scales, one thread, the kernel alone (time_evaluator), in-process A/B, quiet: 2-bit
-        102.8 -> 100.4 and 102.1 -> 100.0 us, 4-bit 182.0 -> 178.8; the one-plane 1-bit
-        layout keeps them (62.0 -> 62.7 without)."""
+        """Bytes the kernel of `layout` prefetches ahead (0: none). None for the vpdpbusd
+        layouts of a model `resident` in the cache: warm, their hints cost more than they
+        bring. 4096x4096 GEMV, u8 scales and shared table scales, one thread, CPU time,
+        in-process A/B: on Zen 4 (the kernel alone, quiet) 2-bit 102.8 -> 100.4 and 102.1 ->
+        100.0 us, 4-bit 182.0 -> 178.8, 1-bit 62.0 -> 62.7 (a tie: its hints stayed on
+        until Zen 5); on Zen 5 (interleaved, median of 3-4) 1-bit one row 44.4 -> 33.7, 8
+        rows 224.6 -> 191.5. Not resident, they keep them (Zen 5, 1-bit cold: one row 98.2
+        with vs 95.7 without, 8 rows 241 vs 325)."""
         ahead = PREFETCH.get(self.isa, 0)
         if not ahead or layout.chunk_slots != 4:
             return ahead
-        return 0 if resident and layout.plane_vectors > 1 else DOT_PREFETCH
+        return 0 if resident else DOT_PREFETCH
 
     @property
     def rows(self) -> int | None:

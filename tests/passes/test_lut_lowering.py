@@ -239,7 +239,7 @@ def test_a_one_row_gemv_streams_with_the_vbmi_layouts(bits: int) -> None:
     assert "cold (weights from DRAM) the vpshufb layout" not in line
     assert not LutTarget("avx512vbmi").streams(bits, 1)  # only where there is a choice
     dot = target.layout(bits, 4096, "int8", 32, rows=2)
-    assert target.prefetch(dot, resident=True) == (16384 if bits == 1 else 0)
+    assert target.prefetch(dot, resident=True) == 0  # warm: the hints cost more than they bring
     assert target.prefetch(dot) == 16384
 
 
