@@ -644,19 +644,17 @@ def contiguous_rows(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV) -> int:
     accesses = [(r.buffer if hasattr(r, "buffer") else r.source, [rg.min for rg in r.region],
                  [rg.extent for rg in r.region]) for r in list(block.reads) + list(block.writes)]
 
-    def uses(expr, names) -> bool:
-        return any(isinstance(v, tirx.Var) and v.name in names
-                   for v in tirx.analysis.undefined_vars(expr, []))
+    def uses(expr, tail) -> bool:
+        return any(v.same_as(t) for v in tirx.analysis.undefined_vars(expr, []) for t in tail)
 
     best = 1
     for j in range(2, len(ivs) + 1):
         tail = ivs[-j:]
-        names = {v.name for v in tail}
         sizes = [int(block.iter_vars[len(ivs) - j + k].dom.extent) for k in range(j)]
         for buf, idx, ext in accesses:
-            if not any(uses(i, names) for i in idx):
+            if not any(uses(i, tail) for i in idx):
                 continue  # invariant over the run
-            if len(idx) < j or any(uses(i, names) for i in idx[:-j]) or \
+            if len(idx) < j or any(uses(i, tail) for i in idx[:-j]) or \
                     any(not (isinstance(i, tirx.Var) and i.same_as(v))
                         for i, v in zip(idx[-j:], tail)) or \
                     [int(d) for d in buf.shape[-j:]] != sizes or \
