@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tvm
 from onnx import TensorProto, helper
+from tvm import s_tir
 
 import compiler
 from backends.tvm import lower, schedules
@@ -97,13 +98,11 @@ def test_only_runs_in_every_buffer_are_fused() -> None:
     the slices, the Relu and the concat read whole planes (2 dims); the per-channel scale
     fused with the per-column offset, which indexes the row's own dim but broadcasts over
     rows, is no run (1: the rows stay)."""
-    from tvm import s_tir
-
     graph, _ = pipeline.run(onnx_import.import_model(shuffle_model(13)), CompileOptions())
     mod = lower.to_irmodule(graph, pack=True, lanes=16)
     runs = {}
     for gv, func in mod.functions_items():
-        if not hasattr(func, "attrs") or func.attrs is None or "etch.node" not in func.attrs:
+        if not isinstance(func, tvm.tirx.PrimFunc) or "etch.node" not in (func.attrs or {}):
             continue
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(sch.get_sblock("root"))

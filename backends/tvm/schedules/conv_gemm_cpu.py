@@ -37,6 +37,7 @@ from backends.tvm.schedules.cpu import (
     finish_tile,
     lanes,
     maybe_parallel,
+    region_buffer,
     row_epilogue,
     vectorize_loop,
     vectorize_tail,
@@ -301,7 +302,7 @@ def _packed_weight(sch, anchor, blocks: int, reduce: int, ocv: int) -> tuple[str
     """(name, elements per reduction step) of the anchor's weight operand, packed [blocks,
     reduce, (taps,) ocv]; None where no operand has that shape."""
     for region in sch.get(anchor).reads:
-        buf = region.buffer if hasattr(region, "buffer") else region.source
+        buf = region_buffer(region)
         shape = [int(d) for d in buf.shape]
         if len(shape) >= 3 and (shape[0], shape[1], shape[-1]) == (blocks, reduce, ocv):
             step = 1

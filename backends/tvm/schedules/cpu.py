@@ -66,6 +66,12 @@ def lanes(target: Target) -> int:
     return float_lanes(codegen.llvm_get_cpu_features(target), target.attrs.get("vector-width"))
 
 
+def region_buffer(region) -> tirx.Buffer:
+    """The buffer of a block's read or write region (`BufferRegion.buffer`, or `source`
+    where the region is a TensorRegion)."""
+    return region.buffer if hasattr(region, "buffer") else region.source
+
+
 def extent(sch: s_tir.Schedule, loop: Loop) -> int:
     return int(sch.get(loop).extent)
 
@@ -641,8 +647,8 @@ def contiguous_rows(sch: s_tir.Schedule, blk: s_tir.schedule.SBlockRV) -> int:
     if len(ivs) != len(loops) or any(iv.iter_type != tirx.IterVar.DataPar
                                      for iv in block.iter_vars):
         return 1
-    accesses = [(r.buffer if hasattr(r, "buffer") else r.source, [rg.min for rg in r.region],
-                 [rg.extent for rg in r.region]) for r in list(block.reads) + list(block.writes)]
+    accesses = [(region_buffer(r), [rg.min for rg in r.region], [rg.extent for rg in r.region])
+                for r in list(block.reads) + list(block.writes)]
 
     def uses(expr, tail) -> bool:
         return any(v.same_as(t) for v in tirx.analysis.undefined_vars(expr, []) for t in tail)
