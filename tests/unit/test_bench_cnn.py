@@ -125,3 +125,34 @@ def test_batched_model_repeats_a_class_token_constant(tmp_path) -> None:
     got = run_ort(onnx.load(dest), {"x": x})["y"]
     rows = [run_ort(onnx.load(src), {"x": x[i:i + 1]})["y"][0] for i in range(3)]
     np.testing.assert_allclose(got, np.stack(rows), rtol=1e-6)
+
+
+def test_runtimes_take_turns_and_the_fastest_process_counts(monkeypatch) -> None:
+    """Each runtime is timed in `repeats` fresh processes, the runtimes in turn (a slow spell
+    of the shared machine falls on both alike), and its fastest process is its latency; a
+    failed timing process is skipped, a runtime whose every process failed shows the error."""
+    from models import zoo
+
+    monkeypatch.setattr(zoo, "load_sample", lambda name: ({"x": np.zeros((1, 3), np.float32)},
+                                                          {}))
+    monkeypatch.setattr(zoo, "model_path", lambda name: "unused.onnx")
+    calls = []
+    times = {"etch": iter([{"us": 150.0}, {"error": "exit 1: spell"}, {"us": 110.0}]),
+             "ort": iter([{"us": 120.0}, {"us": 125.0}, {"us": 130.0}]),
+             "tvm_fe": iter([{"error": "exit 1: a"}, {"error": "exit 1: b"}])}
+
+    def spawn(argv, timeout, threads=1):
+        calls.append((argv[0], argv[1]))
+        if argv[0] == "build":
+            return {"compile_s": 1.0}
+        return next(times[argv[1]])
+
+    monkeypatch.setattr(bench_cnn, "_spawn", spawn)
+    [row] = bench_cnn.bench_model("m", 1, [2], ["etch", "ort"], 0.1, 60, repeats=3)
+    assert [c for c in calls if c[0] == "time"] == [("time", "etch"), ("time", "ort")] * 3
+    assert row["etch_us"] == 110.0 and row["etch_us_runs"] == [150.0, 110.0]
+    assert row["ort_us"] == 120.0 and row["ort_us_runs"] == [120.0, 125.0, 130.0]
+    assert row["etch_vs_ort"] == round(110 / 120, 3)
+    calls.clear()
+    [row] = bench_cnn.bench_model("m", 1, [1], ["tvm_fe"], 0.1, 60, repeats=2)
+    assert row["tvm_fe_error"] == "exit 1: a" and "tvm_fe_us" not in row
