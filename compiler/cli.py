@@ -302,13 +302,19 @@ class _progress:
 
 def _settled() -> None:
     """After an interrupt has decided the exit status, ignore further SIGINT/SIGTERM/SIGHUP
-    while the process exits (it still joins the build threads, TVM compiling a part). Seen
-    once in `make test`: a compile interrupted by SIGINT printed "etch: interrupted" and then
-    died by SIGINT instead of exiting 130, i.e. a second KeyboardInterrupt was raised outside
-    `main` (cause not pinned down; with the handlers ignored none can be)."""
+    while the process exits (it still joins the build threads, TVM compiling a part), and
+    clear CPython's record of an unhandled KeyboardInterrupt. CPython notes one whenever a
+    KeyboardInterrupt leaves code it runs from a string (`exec`/`eval` of source: dataclasses
+    and namedtuples build their methods that way, so a SIGINT during an import can leave
+    one) and never clears it when the exception is then caught; at exit `python -m` sees
+    the note and kills itself by SIGINT instead of returning the status. Seen in `make test`
+    (1 in 60-80 interrupted compiles): "etch: interrupted", then death by SIGINT, not 130;
+    strace showed CPython's own `kill(getpid(), SIGINT)` at exit. Running source through
+    `exec` resets the note (`run_eval_code_obj`), so an empty `exec` clears it."""
     if threading.current_thread() is threading.main_thread():
         for sig in interrupts.SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+    exec("")  # noqa: S102 -- clears CPython's unhandled-KeyboardInterrupt note (above)
 
 
 def _signal_behind(e: BaseException) -> BaseException | None:
