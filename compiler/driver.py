@@ -28,7 +28,7 @@ from compiler import __version__, artifact_dir, binding, onnx_import, pipeline
 from compiler.errors import EtchError
 from compiler.ir import Graph
 from compiler.options import CompileOptions
-from passes import choose_conv_algorithm, fuse_prologue, quant_report, split_batch
+from passes import choose_conv_algorithm, fuse_prologue, pool_first, quant_report, split_batch
 from passes.base import explain_declined
 from runtime import FORMAT_VERSION
 from runtime import files as artifact_files
@@ -165,6 +165,7 @@ def explain(manifest: dict) -> str:
     reports = manifest.get("reports", {})
     extra = [r for r in (quant_report.explain(reports), split_batch.explain(reports),
                          choose_conv_algorithm.explain(reports),
-                         fuse_prologue.explain(reports), explain_declined(reports)) if r]
+                         fuse_prologue.explain(reports), pool_first.explain(reports),
+                         explain_declined(reports)) if r]
     # a backend may describe what it built in its own lines (manifest "explain")
     return "\n".join(lines + extra + manifest.get("explain", []))

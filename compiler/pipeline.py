@@ -65,6 +65,10 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
     passes = import_passes()
     if fuse or quantise or opts.rearrange:
         passes += [FoldBatchNorm(), FoldConstants()]  # quantise the folded weights
+    if fuse and not integer:
+        from passes.pool_first import PoolFirst
+
+        passes.append(PoolFirst())  # the 1x1 conv on the pooled positions only
     if opts.rearrange:
         passes.append(RearrangeChannels(opts.group_size, opts.bits or 4,
                                         "n" if opts.per == "ic" else "k"))

@@ -126,10 +126,13 @@ def test_graph_outputs_and_broadcasts_end_a_group(rng: np.random.Generator) -> N
 def test_pipeline_fuses_for_tvm_and_ref_targets_only() -> None:
     names = {t: [p.label for p in passes_for(CompileOptions(target=t))]
              for t in ("cpu", "cuda", "edge", "ref", "verilog")}
-    fused = ["cleanup", "absorb_qdq", "fold_batchnorm", "fold_constants", "fuse_epilogue"]
+    fused = ["cleanup", "absorb_qdq", "fold_batchnorm", "fold_constants", "pool_first",
+             "fuse_epilogue"]
     assert all(names[t] == fused for t in ("cuda", "edge", "ref"))
     assert names["cpu"] == fused + ["split_batch", "choose_conv_algorithm", "fuse_prologue"]
     assert "fuse_epilogue" not in names["verilog"]
     no_fuse = [p.label for p in passes_for(CompileOptions(target="cpu", fuse=False))]
     assert "fuse_epilogue" not in no_fuse and "fold_batchnorm" not in no_fuse
-    assert "fuse_prologue" not in no_fuse
+    assert "fuse_prologue" not in no_fuse and "pool_first" not in no_fuse
+    assert "pool_first" not in [p.label for p in passes_for(CompileOptions(target="cpu",
+                                                                           int=True))]
