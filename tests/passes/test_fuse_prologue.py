@@ -95,7 +95,7 @@ def test_dense_block_reads_its_features_through_the_conv_copy(rng) -> None:
     again, changed = FusePrologue().run(after)
     assert not changed and [n.op for n in again.nodes] == ops
     report = explain({REPORT: after.metadata[REPORT]})
-    assert report.startswith("pointwise conv prologues: 3") and "fused_pw2" in report
+    assert report.startswith("prologues (pointwise convs, row pools): 3") and "fused_pw2" in report
 
 
 def test_a_concat_read_elsewhere_or_a_spatial_operand_stays(rng) -> None:
@@ -180,3 +180,59 @@ def test_wide_channel_gemms_keep_their_tile_behind_a_bare_concat(rng, oc: int) -
     x = {"x": rng.standard_normal((1, 64, 13, 13)).astype(np.float32)}
     want = reference.run(art.graph, x)["y"]
     np.testing.assert_allclose(art.run(x)["y"], want, rtol=1e-4, atol=1e-4)
+
+
+def _pooled_features(pool: str, **attrs):
+    """Two feature maps concatenated, BN -> Relu, then `pool` with `attrs` (DenseNet's
+    transition once `pool_first` put its average pool before the 1x1 conv)."""
+    rng = np.random.default_rng(5)
+    c = 24
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("g", rng.uniform(.5, 1.5, c)), ("b", rng.normal(size=c)), ("m", rng.normal(size=c)),
+        ("v", rng.uniform(.5, 2, c))]]
+    nodes = [helper.make_node("Concat", ["x0", "x1"], ["cat"], axis=1, name="cat"),
+             helper.make_node("BatchNormalization", ["cat", "g", "b", "m", "v"], ["bn"],
+                              name="bn"),
+             helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+             helper.make_node(pool, ["r"], ["y"], name="pool", **attrs)]
+    graph = helper.make_graph(
+        nodes, "pooled", [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1, 16, 13, 13]),
+                          helper.make_tensor_value_info("x1", TensorProto.FLOAT, [1, 8, 13, 13])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_average_row_pool_reads_its_input_through_the_concat_and_chain(rng) -> None:
+    """An average pool whose windows lie inside its input (the row pool) takes the concat and
+    the per-channel chain before it as a prologue, as the pointwise GEMM does: no concat or
+    BN kernel left, the reference bit-identical, the cpu kernel equal to the reference."""
+    import compiler
+
+    model = _pooled_features("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
+    before = _before(model)
+    after, changed = FusePrologue().run(before)
+    assert changed
+    after.verify()
+    [node] = after.nodes
+    assert node.op == "etch.Fused" and node.attrs["kernel"] == "AveragePool"
+    assert [s["op"] for s in json.loads(node.attrs["prologue"])] == ["Mul", "Add", "Relu"]
+    assert [node.inputs[i] for i in json.loads(node.attrs["concat_inputs"])] == ["x0", "x1"]
+    x = {"x0": rng.standard_normal((1, 16, 13, 13)).astype(np.float32),
+         "x1": rng.standard_normal((1, 8, 13, 13)).astype(np.float32)}
+    assert_bitexact(reference.run(after, x), reference.run(before, x))
+    art = compiler.compile(model, target="cpu")
+    assert [n.op for n in art.graph.nodes] == ["etch.Fused"]
+    np.testing.assert_allclose(art.run(x)["y"], reference.run(art.graph, x)["y"], rtol=1e-6,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("pool,attrs", [
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2]}),
+])
+def test_a_padded_or_max_pool_keeps_its_producers(pool: str, attrs: dict) -> None:
+    """A padded pool's windows leave the input (the tiled pool, bounds-checked reads), and a
+    max reads each value twice: no prologue there, the concat and chain stay kernels."""
+    before = _before(_pooled_features(pool, **attrs))
+    after, changed = FusePrologue().run(before)
+    assert not changed and [n.op for n in after.nodes] == [n.op for n in before.nodes]

@@ -1,5 +1,6 @@
 """`etch.Fused`: an anchor kernel (Conv, ConvTranspose, Gemm, MatMul, or none) whose
-elementwise epilogue runs inside the same PrimFunc (see compiler/ops/etch_ops.py).
+elementwise epilogue runs inside the same PrimFunc (see compiler/ops/etch_ops.py); or a
+AveragePool reading its input through a prologue (`passes/fuse_prologue.py`).
 
 The fusion pass decided the group; this only renders it. The anchor's builder takes the
 epilogue and evaluates it in its final `te.compute`, so the schedule sees one kernel: the
@@ -14,11 +15,13 @@ from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.conv import conv, conv_transpose
 from backends.tvm.lower.epilogue import Epilogue, from_steps
 from backends.tvm.lower.linear import gemm, matmul
+from backends.tvm.lower.pool import pool_anchor
 from compiler.errors import EtchError
 from compiler.ir import Node
 from compiler.ops.etch_ops import fused_steps, kernel_attrs
 
-ANCHORS = {"Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul}
+ANCHORS = {"Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
+           "AveragePool": pool_anchor}  # a pool: a prologue, no epilogue
 
 
 def lower_fused(ctx: LowerCtx, node: Node) -> None:

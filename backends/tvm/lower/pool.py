@@ -18,6 +18,7 @@ from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.indexing import arg_reducer, spatial_index
 from backends.tvm.lower.rows import flat_rows, row_reduce
 from backends.tvm.schedules import tiles
+from compiler.errors import EtchError
 from compiler.ir import Node
 
 
@@ -147,8 +148,27 @@ def _inside(kernel: list, strides: list, dil: list, xshape: tuple, oshape: tuple
                for o, s, k, d, size in zip(oshape[2:], strides, kernel, dil, xshape[2:]))
 
 
+def pool_anchor(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
+                epi: object) -> relax.Expr:
+    """An `etch.Fused` row pool (`passes/fuse_prologue.py`: an AveragePool whose windows lie
+    inside its input): its input, the channel concatenation of some of the
+    node's inputs with per-channel steps applied, read through the prologue in the row
+    pool's first pass, so neither the concat nor the steps write a tensor of their own."""
+    from backends.tvm.lower.prologue import Prologue
+
+    pro = Prologue.of(ctx, node)
+    if pro is None or epi.steps:
+        raise EtchError(f"node {node.name}: a fused pool runs a prologue and no epilogue")
+    oshape = ctx.shape(out)
+    geo = _geometry(attrs, pro.shape, oshape)
+    if any(geo[3]) or not _inside(*geo[:3], pro.shape, oshape):
+        raise EtchError(f"node {node.name}: a fused pool's windows must lie inside its input")
+    return _row_pool(ctx, node, geo, pro.shape, oshape,
+                     bool(attrs.get("count_include_pad", 0)), node.attrs["kernel"], pro)
+
+
 def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tuple,
-              include_pad: bool) -> relax.Expr:
+              include_pad: bool, op: str | None = None, pro: object = None) -> relax.Expr:
     """A 2-D MaxPool / AveragePool whose windows all lie inside the input (unpadded, as
     squeezenet's and inception_v3's stride-2 max pools): per output row, "rows" reduces the
     window's input rows column by column (contiguous vectors: `cpu.RowPool` vectorises
@@ -167,10 +187,11 @@ def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tupl
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dil
     n, c, oh, ow = oshape
     cols = (ow - 1) * sw + (kw - 1) * dw + 1
-    is_max = node.op == "MaxPool"
+    is_max = (op or node.op) == "MaxPool"
 
-    def compute(xt: te.Tensor) -> te.Tensor:
+    def compute(*ts: te.Tensor) -> te.Tensor:
         combine = fastmath.fmax if is_max else tirx.Add  # float pools only (`lower_pool`)
+        xt = ts[0] if pro is None else (lambda *i: pro.value(ts, *i))
 
         def window(read: Callable[[int], tirx.Expr], taps: int) -> tirx.Expr:
             total = read(0)
@@ -185,9 +206,11 @@ def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tupl
         if is_max:
             return te.compute(oshape, lambda *i: acc(*i), name="epilogue")
         return te.compute(oshape, lambda *i: acc(*i) / _count(
-            i, kernel, strides, dil, pads, xshape[2:], include_pad, xt.dtype), name="epilogue")
+            i, kernel, strides, dil, pads, xshape[2:], include_pad, ts[0].dtype),
+            name="epilogue")
 
-    return ctx.emit(compute, [ctx.expr(node.inputs[0])], node, "row_pool")
+    inputs = pro.exprs if pro is not None else [ctx.expr(node.inputs[0])]
+    return ctx.emit(compute, inputs, node, "row_pool")
 
 
 def _lowest(dtype: object) -> tirx.Expr:
