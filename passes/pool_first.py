@@ -12,10 +12,11 @@ Conv(AveragePool(x), W[, b]) (same attributes; the Conv now writes the pool's ou
 
 Preconditions (else the rule declines, with the reason in `--explain`): the Conv's weight
 is a constant of kernel 1x1 (every spatial dim), its strides and dilations are 1 and it has
-no padding; y is read by the pool alone and is not a graph output; the pool has no padding
-(count_include_pad would count zeros that the bias does not see), and it has fewer output
-positions than input positions (else nothing is saved). Groups, channel counts and ceil_mode
-windows are all fine: the map is per position and the average is over the same positions.
+no padding; y is read by the pool alone and is not a graph output; the pool does not count
+padding (count_include_pad would average zeros that the bias does not see), and it has
+fewer output positions than input positions (else nothing is saved). Groups, channel
+counts, padded windows that count what they cover and ceil_mode windows are all fine: the
+map is per position and the average is over the same positions.
 Invariants: graph outputs keep their names and shapes; the node names are kept; results
 differ from the graph before by float rounding only (the sums are taken in another order).
 """
@@ -61,8 +62,8 @@ def _check(graph: Graph, pool: Node) -> str | None:
     if pool.op == "AveragePool":
         w_ = window(pool.attrs, shape[2:], tuple(pool.attrs["kernel_shape"]),
                     bool(pool.attrs.get("ceil_mode", 0)))
-        if any(w_.begin) or any(w_.end):
-            return f"{pool.name}: padded (count_include_pad would average the bias apart)"
+        if (any(w_.begin) or any(w_.end)) and pool.attrs.get("count_include_pad", 0):
+            return f"{pool.name}: counts its padding (the bias would be averaged with zeros)"
         pooled = w_.out
     else:
         pooled = (1,) * spatial

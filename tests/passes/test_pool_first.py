@@ -49,6 +49,7 @@ def _graph(model):
 @pytest.mark.parametrize("pool,attrs,positions", [
     ("AveragePool", None, 49),
     ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, 49),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4}, 49),
     ("GlobalAveragePool", None, 1),
 ])
 def test_the_pool_moves_before_the_conv_and_the_result_stays(pool, attrs, positions) -> None:
@@ -81,8 +82,8 @@ def test_the_pool_moves_before_the_conv_and_the_result_stays(pool, attrs, positi
     ({"conv": {"strides": [2, 2]}}, "strided or dilated"),
     ({"conv": {"pads": [1] * 4}}, "padded (its border outputs"),
     ({"extra_reader": True}, "read by more than pool"),
-    ({"pool_attrs": {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1] * 4}},
-     "pool: padded"),
+    ({"pool_attrs": {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1] * 4,
+                     "count_include_pad": 1}}, "pool: counts its padding"),
     ({"pool_attrs": {"kernel_shape": [1, 1]}}, "keeps every position"),
 ])
 def test_what_does_not_commute_stays_with_its_reason(case: dict, reason: str) -> None:
