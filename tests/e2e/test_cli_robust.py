@@ -320,6 +320,16 @@ def test_signal_during_compile_leaves_no_temporary_directories(tmp_path: Path, s
     assert list((tmp_path / "out").iterdir()) == []
 
 
+# the end of a script that runs its `command(args)` as `etch compile` through cli.main
+_AS_COMPILE = """
+class Parser:
+    def parse_args(self, argv):
+        return type("Args", (), {"func": staticmethod(command)})()
+
+cli.build_parser = Parser
+sys.exit(cli.main(["compile"]))
+"""
+
 _DROPPED_SIGNAL = """
 import signal, sys, weakref, pathlib
 import numpy as np
@@ -340,14 +350,7 @@ def command(args):
     else:
         npz.save(out, {"y": np.zeros(2)})
     return 0
-
-class Parser:
-    def parse_args(self, argv):
-        return type("Args", (), {"func": staticmethod(command)})()
-
-cli.build_parser = Parser
-sys.exit(cli.main(["compile"]))
-"""
+""" + _AS_COMPILE
 
 
 @pytest.mark.parametrize("writes", ["artifact", "npz"])
@@ -379,14 +382,7 @@ def command(args):
     # module the compile imports late defines one
     exec("import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(30)")
     return 0
-
-class Parser:
-    def parse_args(self, argv):
-        return type("Args", (), {"func": staticmethod(command)})()
-
-cli.build_parser = Parser
-sys.exit(cli.main(["compile"]))
-"""
+""" + _AS_COMPILE
 
 
 def test_a_signal_inside_exec_source_still_exits_130(tmp_path: Path) -> None:
