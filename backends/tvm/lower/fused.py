@@ -1,5 +1,5 @@
 """`etch.Fused`: an anchor kernel (Conv, ConvTranspose, Gemm, MatMul, or none) whose
-elementwise epilogue runs inside the same PrimFunc (see compiler/ops/etch_ops.py); or a
+elementwise epilogue runs inside the same PrimFunc (see compiler/ops/etch_ops.py); or an
 AveragePool reading its input through a prologue (`passes/fuse_prologue.py`).
 
 The fusion pass decided the group; this only renders it. The anchor's builder takes the

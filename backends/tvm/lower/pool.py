@@ -16,6 +16,7 @@ from tvm import relax, te, tirx
 from backends.tvm.lower import fastmath
 from backends.tvm.lower.context import LowerCtx
 from backends.tvm.lower.indexing import arg_reducer, spatial_index
+from backends.tvm.lower.prologue import Prologue
 from backends.tvm.lower.rows import flat_rows, row_reduce
 from backends.tvm.schedules import tiles
 from compiler.errors import EtchError
@@ -151,11 +152,9 @@ def _inside(kernel: list, strides: list, dil: list, xshape: tuple, oshape: tuple
 def pool_anchor(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
                 epi: object) -> relax.Expr:
     """An `etch.Fused` row pool (`passes/fuse_prologue.py`: an AveragePool whose windows lie
-    inside its input): its input, the channel concatenation of some of the
-    node's inputs with per-channel steps applied, read through the prologue in the row
-    pool's first pass, so neither the concat nor the steps write a tensor of their own."""
-    from backends.tvm.lower.prologue import Prologue
-
+    inside its input): its input, the channel concatenation of some of the node's inputs
+    with per-channel steps applied, is read through the prologue in the row pool's first
+    pass, so neither the concat nor the steps write a tensor of their own."""
     pro = Prologue.of(ctx, node)
     if pro is None or epi.steps:
         raise EtchError(f"node {node.name}: a fused pool runs a prologue and no epilogue")
@@ -168,7 +167,8 @@ def pool_anchor(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: 
 
 
 def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tuple,
-              include_pad: bool, op: str | None = None, pro: object = None) -> relax.Expr:
+              include_pad: bool, op: str | None = None,
+              pro: Prologue | None = None) -> relax.Expr:
     """A 2-D MaxPool / AveragePool whose windows all lie inside the input (unpadded, as
     squeezenet's and inception_v3's stride-2 max pools): per output row, "rows" reduces the
     window's input rows column by column (contiguous vectors: `cpu.RowPool` vectorises
