@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks import cnn_peers
 from benchmarks.bench_tvm import cpu_name
+from compiler.errors import EtchError
 
 BATCHES = (1, 8)
 INT8_FORMATS = ("qdq", "qop")  # ORT int8 runtimes: "ORT int8" is the faster of the two
@@ -65,13 +66,15 @@ def run(args: argparse.Namespace) -> dict:
     models = [m for m in (getattr(args, "models", None) or list(zoo.IMAGENET))]
     os.environ[cnn_peers.TUNE_TRIALS] = str(getattr(args, "tune_trials", 64))
     seconds = float(getattr(args, "seconds", 0.3))
+    repeats = int(getattr(args, "cnn_repeats", REPEATS))
+    if repeats < 1:
+        raise EtchError(f"--cnn-repeats {repeats}: each runtime needs at least one process")
     rows = []
     for name in models:
         for batch in getattr(args, "batch", BATCHES):
             rows += bench_model(name, batch, getattr(args, "cnn_threads", THREADS),
                                 getattr(args, "runtimes", cnn_peers.DEFAULT_RUNTIMES),
-                                seconds, float(getattr(args, "build_timeout", 900)),
-                                max(1, int(getattr(args, "cnn_repeats", REPEATS))))
+                                seconds, float(getattr(args, "build_timeout", 900)), repeats)
     return {"benchmark": "cnn", "cpu": cpu_name(), "mcpu": _mcpu(), "isa": _isa(),
             "load_average": list(os.getloadavg()),
             "method": "one build per runtime and batch; per thread count, each runtime timed "

@@ -169,10 +169,9 @@ class FusePrologue(Pass):
             if found is None:
                 continue
             new, absorbed = found
-            if not pool and new.attrs[ATTR] != "pointwise" and \
-                    _keeps_channels(graph, node, absorbed):
-                continue
             if not pool and new.attrs[ATTR] != "pointwise":  # only that GEMM reads one
+                if _keeps_channels(graph, node, absorbed):
+                    continue
                 new.attrs[ATTR] = "pointwise"
                 switched.append(new.name)
             graph.add_node(new, graph.nodes.index(node))

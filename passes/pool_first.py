@@ -28,8 +28,9 @@ import json
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
-from compiler.ops.conv import window
+from compiler.ops.conv import conv_window, window
 from passes.base import Pass, Rule, apply_rules
+from passes.fold_constants import single_reader_reason
 
 REPORT = "etch.pools_first"
 
@@ -46,28 +47,20 @@ def _check(graph: Graph, pool: Node) -> str | None:
         return f"{conv.name}: its weight is not a constant"
     if any(k != 1 for k in w.shape[2:]):
         return f"{conv.name}: kernel {list(w.shape[2:])} is not 1x1"
-    spatial = len(w.shape) - 2
-    if any(s != 1 for s in conv.attrs.get("strides") or [1]) or \
-            any(d != 1 for d in conv.attrs.get("dilations") or [1]):
+    win = conv_window(conv.attrs, graph.values[conv.inputs[0]].shape, w.shape)
+    if any(s != 1 for s in win.strides + win.dilations):
         return f"{conv.name}: strided or dilated"
-    if any(conv.attrs.get("pads") or [0]) or \
-            conv.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+    if any(win.begin + win.end):
         return f"{conv.name}: padded (its border outputs are the bias alone)"
-    y = conv.outputs[0]
-    if y in graph.outputs or [id(n) for n in graph.consumers().get(y, [])] != [id(pool)]:
+    if single_reader_reason(graph, conv) is not None:  # the pool reads it: the only one?
         return f"{conv.name}: its output is read by more than {pool.name}"
-    shape = graph.values[y].shape
-    if len(shape) != spatial + 2:
-        return f"{conv.name}: output rank {len(shape)}"
-    if pool.op == "AveragePool":
+    shape, pooled = graph.values[conv.outputs[0]].shape, graph.values[pool.outputs[0]].shape
+    if pool.op == "AveragePool" and pool.attrs.get("count_include_pad", 0):
         w_ = window(pool.attrs, shape[2:], tuple(pool.attrs["kernel_shape"]),
                     bool(pool.attrs.get("ceil_mode", 0)))
-        if (any(w_.begin) or any(w_.end)) and pool.attrs.get("count_include_pad", 0):
+        if any(w_.begin + w_.end):
             return f"{pool.name}: counts its padding (the bias would be averaged with zeros)"
-        pooled = w_.out
-    else:
-        pooled = (1,) * spatial
-    if np.prod(pooled) >= np.prod(shape[2:]):
+    if np.prod(pooled[2:]) >= np.prod(shape[2:]):
         return f"{pool.name}: keeps every position (nothing to save)"
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks import bench_cnn, cnn_peers
@@ -156,3 +157,12 @@ def test_runtimes_take_turns_and_the_fastest_process_counts(monkeypatch) -> None
     calls.clear()
     [row] = bench_cnn.bench_model("m", 1, [1], ["tvm_fe"], 0.1, 60, repeats=2)
     assert row["tvm_fe_error"] == "exit 1: a" and "tvm_fe_us" not in row
+
+
+def test_no_timing_process_is_refused() -> None:
+    import argparse
+
+    from compiler.errors import EtchError
+
+    with pytest.raises(EtchError, match="--cnn-repeats 0"):
+        bench_cnn.run(argparse.Namespace(models=["m"], cnn_repeats=0))

@@ -163,12 +163,11 @@ def pool_anchor(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: 
     if any(geo[3]) or not _inside(*geo[:3], pro.shape, oshape):
         raise EtchError(f"node {node.name}: a fused pool's windows must lie inside its input")
     return _row_pool(ctx, node, geo, pro.shape, oshape,
-                     bool(attrs.get("count_include_pad", 0)), node.attrs["kernel"], pro)
+                     bool(attrs.get("count_include_pad", 0)), pro)
 
 
 def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tuple,
-              include_pad: bool, op: str | None = None,
-              pro: Prologue | None = None) -> relax.Expr:
+              include_pad: bool, pro: Prologue | None = None) -> relax.Expr:
     """A 2-D MaxPool / AveragePool whose windows all lie inside the input (unpadded, as
     squeezenet's and inception_v3's stride-2 max pools): per output row, "rows" reduces the
     window's input rows column by column (contiguous vectors: `cpu.RowPool` vectorises
@@ -187,7 +186,7 @@ def _row_pool(ctx: LowerCtx, node: Node, geo: tuple, xshape: tuple, oshape: tupl
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dil
     n, c, oh, ow = oshape
     cols = (ow - 1) * sw + (kw - 1) * dw + 1
-    is_max = (op or node.op) == "MaxPool"
+    is_max = node.attrs.get("kernel", node.op) == "MaxPool"  # an etch.Fused: its anchor
 
     def compute(*ts: te.Tensor) -> te.Tensor:
         combine = fastmath.fmax if is_max else tirx.Add  # float pools only (`lower_pool`)
