@@ -145,16 +145,21 @@ class ConvGemm(KindRule):
         else:
             sch.reorder(n, pc, *((pb, oo) if columns else (oo, pb)), rk, oi, pi)
         panel = sch.get_sblock("panel")
+        direct = bool(int(func.attrs.get("etch.direct", 0)))
+        if direct:  # the GEMM reads the input in place (`conv_gemm.in_place`)
+            sch.compute_inline(panel)
         outer = 1  # loops above the panel's own
         if groups:  # each thread packs its own columns' panel, then runs every channel block
             sch.parallel(pg)
-            sch.compute_at(panel, pg)
+            if not direct:
+                sch.compute_at(panel, pg)
             outer = 3
             parallel = "column runs"
             sch.reverse_compute_at(epilogue, pb)
         elif images:  # images in parallel, each packing its own panel and running every block
             loop = sch.fuse(n, pc)
-            sch.compute_at(panel, loop)
+            if not direct:
+                sch.compute_at(panel, loop)
             parallel = maybe_parallel(sch, loop, total) and "images"
             if not ragged or not row_epilogue(sch, oo, width):
                 sch.reverse_compute_at(epilogue, pb)
@@ -163,8 +168,10 @@ class ConvGemm(KindRule):
                     row_epilogue(sch, n, width, parallel=True):
                 sch.compute_at(panel, pc)
                 outer = 2
-            else:
+            elif not direct:
                 sch.compute_at(panel, sch.fuse(n, pc))
+            else:
+                sch.fuse(n, pc)
             if wide:
                 parallel = maybe_parallel(sch, pb, total) and "column blocks"
                 if not ragged:
@@ -187,11 +194,14 @@ class ConvGemm(KindRule):
         # under the images' or the column runs' parallel loop, the panel's own loop stays
         # serial; before a channel-parallel loop every thread reads all of it: packed in
         # parallel however small (`_schedule_panel`)
-        _schedule_panel(sch, panel, outer, full, min(width, vw),
-                        parallel=not (images or groups),
-                        eager=cores > 1 and parallel == "channel blocks")
+        if not direct:
+            _schedule_panel(sch, panel, outer, full, min(width, vw),
+                            parallel=not (images or groups),
+                            eager=cores > 1 and parallel == "channel blocks")
         _schedule_pad(sch, width)
-        return (f"{ocb} channels x {vw} positions, panels of {chunk} column blocks, "
+        return (f"{ocb} channels x {vw} positions, "
+                + ("the input read in place, " if direct else "panels of ")
+                + f"{chunk} column blocks{' a chunk' if direct else ''}, "
                 f"{_parallel(parallel, cores)}"
                 + (", each with every channel block" if groups else "")
                 + (", the next weight block prefetched" if ahead else ""))

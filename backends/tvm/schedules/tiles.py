@@ -178,7 +178,8 @@ def panel_bytes(lanes: int) -> int:
     return WIDE_PANEL_BYTES if lanes >= 16 else PANEL_BYTES
 
 
-def gemm_chunk(reduce: int, vw: int, blocks: int, budget: int = PANEL_BYTES) -> int:
+def gemm_chunk(reduce: int, vw: int, blocks: int, budget: int = PANEL_BYTES,
+               exact: bool = False) -> int:
     """Column blocks of a GEMM convolution packed together (`conv_gemm`): as many as keep
     the packed panel within `budget` bytes (`panel_bytes`), so every weight block is read
     from memory once per chunk, not once per column block. Whole-model profiles on the
@@ -188,13 +189,14 @@ def gemm_chunk(reduce: int, vw: int, blocks: int, budget: int = PANEL_BYTES) -> 
     divide the blocks: an even split of a prime count (167 blocks of inception_v3's 73 x 73
     positions) was one block per chunk, so each panel read 128 bytes from each of its 64
     input rows, too many streams for the prefetchers once the input is not in L2 (batch 8:
-    16x the batch-1 time; two chunks of 84: 9.6x, ORT 7.5x)."""
+    16x the batch-1 time; two chunks of 84: 9.6x, ORT 7.5x). `exact`: chunks that divide
+    the blocks (a GEMM reading its input in place has nothing past the last block)."""
     per_block = reduce * vw * 4
     most = max(1, min(blocks, budget // per_block))
     even = next(c for c in range(most, 0, -1) if blocks % c == 0)
     balanced = -(-blocks // -(-blocks // most))  # the fewest chunks, as even as they go
     waste = padded(blocks, balanced) - blocks
-    return balanced if waste * PAD_WASTE <= blocks else even
+    return balanced if waste * PAD_WASTE <= blocks and not exact else even
 
 
 def padded(n: int, block: int) -> int:
