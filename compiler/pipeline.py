@@ -102,7 +102,7 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         from passes.choose_conv_algorithm import ChooseConvAlgorithm
         from passes.split_batch import SplitBatch
         info = cpu_info(opts)[0]  # the CPU compiled for (detected, or --mcpu's)
-        passes += [SplitBatch(_cpu_cache(opts, info), info.threads),
+        passes += [SplitBatch(_cpu_cache(opts, info), info.threads, _llc_share(opts, info)),
                    ChooseConvAlgorithm(winograd=True, lanes=info.lanes,
                                        cache_bytes=_last_level_cache(opts))]
         if fuse:
@@ -122,6 +122,20 @@ def _cpu_cache(opts: CompileOptions, info: CpuInfo) -> int:
     if per_core is None:
         per_core = (1 << 20) if info.vector_bits == 512 else 512 << 10
     return per_core * max(1, info.threads)
+
+
+# The last-level cache a core can count on: an 8-core CCX's share of its 32 MB L3 on AMD
+# Zen 4/5 (a VM sees the whole L3 but shares it with the rest of the CCX).
+LLC_SHARE_PER_CORE = 4 << 20
+
+
+def _llc_share(opts: CompileOptions, info: CpuInfo) -> int:
+    """The cores' share of the last-level cache a cpu model runs on (`split_batch`'s second
+    term): LLC_SHARE_PER_CORE per thread, at most the host's whole LLC (sysfs) when
+    compiling for it."""
+    share = LLC_SHARE_PER_CORE * max(1, info.threads)
+    whole = _last_level_cache(opts)
+    return min(share, whole) if whole else share
 
 
 def _last_level_cache(opts: CompileOptions) -> int | None:

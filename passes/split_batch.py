@@ -28,6 +28,17 @@ resnet50 527 -> 484 ms cut after the 28x28 stage (490 after the 14x14 stage, 504
 everything but the classifier per image), inception_v3 823 -> 754 after the 17x17 stage
 (778 with everything per image).
 
+A second term counts the last-level cache the same way (`llc_bytes`: the cores' share of
+it, `compiler.pipeline._llc_share`): a layer whose image spills L2 but fits that share
+while its batch does not reads the batch from DRAM, image by image from L3; a byte read
+from DRAM passes both caches and counts twice. Measured on the AMD EPYC (Zen 5) VM (1 MiB
+L2, 32 MB L3 shared with the rest of its CCX), one thread, batch 8, whole-model A/B in
+alternating rounds: resnet50 (no cut by L2 alone: its 56x56 images are 4-7 MB) 274-287 ->
+264-269 ms image by image through 42 layers (into the 14x14 stage), inception_v3 386-403
+-> 374-379 (96 layers instead of 33); two threads (pairs through 44 and 96 layers instead
+of image by image through 25 and 96) even, within this VM's noise; the other zoo models'
+cuts unchanged.
+
 Built for T > 1 threads (`group`), the prefix is copied per T images instead, where T
 divides B and the cut is no shorter than image by image's: each kernel of a copy then runs
 its T images in parallel, one a thread (the GEMM convolutions' `images` order, the other
@@ -87,9 +98,10 @@ class SplitBatch(Pass):
 
     name = "split_batch"
 
-    def __init__(self, cache_bytes: int, group: int = 1) -> None:
+    def __init__(self, cache_bytes: int, group: int = 1, llc_bytes: int | None = None) -> None:
         self.cache_bytes = cache_bytes
         self.group = group  # images per copy of the prefix
+        self.llc_bytes = llc_bytes  # the cores' share of the last-level cache (None: no term)
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         batch = _batch(graph)
@@ -108,7 +120,8 @@ class SplitBatch(Pass):
         graph.metadata[REPORT] = json.dumps({
             "batch": batch, "group": group, "layers": len(cut.nodes),
             "last": cut.nodes[-1].name, "cut": cut.cut, "saved_mb": round(cut.saved / 1e6, 1),
-            "copied_mb": round(cut.copies / 1e6, 1), "cache_kb": self.cache_bytes >> 10})
+            "copied_mb": round(cut.copies / 1e6, 1), "cache_kb": self.cache_bytes >> 10,
+            "llc_kb": (self.llc_bytes or 0) >> 10})
         return graph, True
 
     def choose(self, graph: Graph, batch: int, group: int = 1) -> Cut | None:
@@ -159,7 +172,10 @@ class SplitBatch(Pass):
         values = [graph.values[v] for v in [*node.inputs, *node.outputs] if v]
         image = sum(_bytes(v) for v in values if v.name not in free) / batch
         weights = sum(_bytes(v) for v in values if v.name in free)
-        spilled = batch * image if group * image <= self.cache_bytes < batch * image else 0.0
+        spilled = 0.0
+        for cache in (self.cache_bytes, self.llc_bytes):  # L2, then the LLC's share
+            if cache is not None and group * image <= cache < batch * image:
+                spilled += batch * image
         return spilled - (batch // group - 1) * weights
 
 
@@ -355,7 +371,8 @@ def explain(reports: dict[str, str]) -> str:
     r = json.loads(reports[REPORT])
     group = r.get("group", 1)
     how = "image by image" if group == 1 else f"{group} images at a time (one a thread)"
+    llc = f" and the {r['llc_kb']} KiB share of the last-level cache" if r.get("llc_kb") else ""
     return (f"split batch: the batch of {r['batch']} runs {how} through "
             f"{r['layers']} layers (to {r['last']}), batched after; cut at "
             f"{', '.join(r['cut'])} (estimated {r['saved_mb']} MB less read past the "
-            f"{r['cache_kb']} KiB cache, {r['copied_mb']} MB copied at the cut)")
+            f"{r['cache_kb']} KiB cache{llc}, {r['copied_mb']} MB copied at the cut)")
