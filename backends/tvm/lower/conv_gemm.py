@@ -74,9 +74,12 @@ def _panel(x: te.Tensor, sp: ConvSpec, vw: int, blocks: int,
         full = cols // vw
         if read is None:
             read = lambda n, r, p: x[n, r, 0, p]
-        if direct:
+        if direct:  # a partial last block reads the last vw positions (`in_place`)
+            last = cols - vw
+            start = (lambda b: b * vw) if cols % vw == 0 else \
+                (lambda b: tirx.min(b * vw, last))
             return te.compute((sp.n, blocks, sp.c, vw),
-                              lambda n, b, r, v: read(n, r, b * vw + v), name="panel")
+                              lambda n, b, r, v: read(n, r, start(b) + v), name="panel")
 
         def copy(n: tirx.Expr, b: tirx.Expr, r: tirx.Expr, v: tirx.Expr) -> tirx.Expr:
             tail = tirx.if_then_else(b * vw + v < cols, read(n, r, b * vw + v),
@@ -133,19 +136,40 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
             cast(panel[n, p // vw, rk, p % vw], acc_t) * cast(wt[o // ocb, rk, o % ocb], acc_t),
             axis=rk), name="anchor")
         return te.compute((sp.n, sp.oc, cols), lambda n, o, p: epi.apply(
-            cast(acc(n, o, p), xs[0].dtype), (n, o, p), extra), name="epilogue")
+            cast(result(acc, n, o, p), xs[0].dtype), (n, o, p), extra), name="epilogue")
+
+    def result(acc: te.Tensor, n: tirx.Expr, o: tirx.Expr, p: tirx.Expr) -> tirx.Expr:
+        """Position p's sum: a shifted last block holds positions cols - vw on, so p past
+        the whole blocks is `shift` further on (both reads lie inside the accumulators:
+        a Select of two vector loads, no gather)."""
+        shift = blocks * vw - cols
+        if not direct or shift == 0:
+            return acc(n, o, p)
+        return tirx.Select(p < (blocks - 1) * vw, acc(n, o, p), acc(n, o, p + shift))
 
     return ctx.emit(compute, [*first, ctx.array(weight), *epi.exprs], node, "conv_gemm",
                     ocb=ocb, vw=vw, chunk=chunk, pointwise=int(_pointwise(sp)),
                     direct=int(direct))
 
 
+# Positions that are not whole blocks are read in place (the last block shifted back) from
+# this many blocks on. Zen 5, one thread, kernel time, packed -> in place: resnet50's
+# 512->128 / 512->256 on 28x28 (25 blocks) 457 -> 405 / 913 -> 842 us, inception_v3's
+# 35x35 reductions (39 blocks) 2-14% faster, squeezenet1_1's 128->32 on 27x27 (23) 33 -> 30;
+# shufflenet_v2's 116->116 on 14x14 (7 blocks, 28 of the last one's 32 positions
+# recomputed) at batch 4 75 -> 78 us.
+RAGGED_MIN_BLOCKS = 16
+
+
 def in_place(sp: ConvSpec, pro: Prologue | None, vw: int) -> bool:
     """Whether a GEMM convolution reads its input where it lies instead of packing panels
     (`etch.direct`): a pointwise one over one input without a prologue (whose steps run
-    once per value in the copy, not once per channel block), its positions whole column
-    blocks (in chunks that divide them: `tiles.gemm_chunk`; ragged ones need the copy's
-    zero tail), and either one block (the input is the panel already) or no more output
+    once per value in the copy, not once per channel block), whole blocks of positions or
+    RAGGED_MIN_BLOCKS of them at least (in chunks that divide the blocks:
+    `tiles.gemm_chunk`; where the last block is partial it reads the last `vw` positions,
+    overlapping the block before, and the epilogue takes those positions from it: `_panel`,
+    `result`), and either one block
+    (the input is the panel already) or no more output
     channels than input ones: the copy costs C*P against the GEMM's C*P*OC, and each block
     step then reads `vw` floats from each of C rows, too many streams for the prefetchers
     where many channel blocks re-read them. Zen 5, one thread, kernel time (time_evaluator,
@@ -155,8 +179,8 @@ def in_place(sp: ConvSpec, pro: Prologue | None, vw: int) -> bool:
     64->256 on 56x56 467 -> 502, mobilenet_v2's 16->96 on 112x112 176 -> 187,
     shufflenet_v2's 24->58 on 56x56 (29 blocks of 2 channels) 54 -> 72."""
     cols = sp.oh * sp.ow
-    return _pointwise(sp) and pro is None and cols % vw == 0 and \
-        (sp.oc <= sp.c or cols == vw)
+    return _pointwise(sp) and pro is None and cols >= vw and \
+        (cols % vw == 0 or cols >= RAGGED_MIN_BLOCKS * vw) and (sp.oc <= sp.c or cols == vw)
 
 
 def _channel_tile(ctx: LowerCtx, node: Node, channels: int, positions: int,

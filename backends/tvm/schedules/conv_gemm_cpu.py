@@ -32,6 +32,7 @@ from backends.tvm.schedules.cpu import (
     PARALLEL_PAD_ELEMENTS,
     KindRule,
     _schedule_pad,
+    _vector_row,
     block,
     extent,
     finish_tile,
@@ -148,6 +149,17 @@ class ConvGemm(KindRule):
         direct = bool(int(func.attrs.get("etch.direct", 0)))
         if direct:  # the GEMM reads the input in place (`conv_gemm.in_place`)
             sch.compute_inline(panel)
+        placed = []
+
+        def rows(at, parallel: bool = False) -> bool:
+            """`row_epilogue` at `at`; in place with a shifted last block, the epilogue
+            reads two places per position (`conv_gemm.conv_gemm`'s `result`), which no
+            compute-at solves: a loop of its own after the GEMM instead, once."""
+            if not (direct and ragged):
+                return row_epilogue(sch, at, width, parallel=parallel)
+            if not placed:
+                placed.append(_root_epilogue(sch, epilogue, width, cores > 1))
+            return True
         outer = 1  # loops above the panel's own
         if groups:  # each thread packs its own columns' panel, then runs every channel block
             sch.parallel(pg)
@@ -161,12 +173,12 @@ class ConvGemm(KindRule):
             if not direct:
                 sch.compute_at(panel, loop)
             parallel = maybe_parallel(sch, loop, total) and "images"
-            if not ragged or not row_epilogue(sch, oo, width):
+            if not ragged or not rows(oo):
                 sch.reverse_compute_at(epilogue, pb)
         else:
-            if ragged and (wide or not one_chunk) and \
-                    row_epilogue(sch, n, width, parallel=True):
-                sch.compute_at(panel, pc)
+            if ragged and (wide or not one_chunk) and rows(n, parallel=True):
+                if not direct:
+                    sch.compute_at(panel, pc)
                 outer = 2
             elif not direct:
                 sch.compute_at(panel, sch.fuse(n, pc))
@@ -183,7 +195,7 @@ class ConvGemm(KindRule):
                     sch.reverse_compute_at(epilogue, blocks)
             else:
                 parallel = maybe_parallel(sch, oo, total) and "channel blocks"
-                if not ragged or (one_chunk and not row_epilogue(sch, oo, width)):
+                if not ragged or (one_chunk and not rows(oo)):
                     sch.reverse_compute_at(epilogue, pb)
         ahead = not columns and _prefetch_weights(  # the column blocks share each weight block
             sch, pb, _packed_weight(sch, anchor, extent(sch, oo), extent(sch, rk), ocb),
@@ -205,6 +217,18 @@ class ConvGemm(KindRule):
                 f"{_parallel(parallel, cores)}"
                 + (", each with every channel block" if groups else "")
                 + (", the next weight block prefetched" if ahead else ""))
+
+
+def _root_epilogue(sch, epilogue, width: int, parallel: bool) -> bool:
+    """The epilogue as a loop nest of its own after the GEMM: (image, channel) in parallel
+    where large (`parallel`: built for two threads or more), each row of positions
+    vectorised with a short tail."""
+    *lead, row = sch.get_loops(epilogue)
+    rows = sch.fuse(*lead)
+    if parallel:
+        maybe_parallel(sch, rows, work(sch, [rows, row]), PARALLEL_PAD_ELEMENTS)
+    _vector_row(sch, row, width)
+    return True
 
 
 def column_groups(cores: int, chunk: int, ragged: bool, work_: int) -> bool:
