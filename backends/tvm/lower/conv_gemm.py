@@ -224,7 +224,13 @@ def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: C
     if taps > 1 and not columns(sp):
         raise EtchError(f"node {node.name}: a {sp.kh}x{sp.kw} kernel's taps are not whole "
                         "rows apart (passes/choose_conv_algorithm.py should not choose it)")
+    (sh, sw), flat = sp.stride, taps > 1 or _pointwise(sp)
+    if not flat and (sp.kh, sp.kw, sp.pad_top, sp.pad_left, sp.dilation) != (1, 1, 0, 0, (1, 1)):
+        raise EtchError(f"node {node.name}: a strided channel GEMM takes an unpadded 1x1 "
+                        "kernel only (passes/choose_conv_algorithm.py should not choose it)")
     x = ctx.reshape(x, (sp.n, sp.c, sp.h * sp.w))
+    # each position's input, broadcast: its own (flattened), or a strided 1x1's window
+    at = (lambda p: p) if flat else (lambda p: p // sp.ow * sh * sp.w + p % sp.ow * sw)
     weight = pack_weight(w, ocv)
     ocp = weight.shape[0] * ocv
     if taps > 1:
@@ -236,8 +242,8 @@ def conv_channels(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: C
         rk = te.reduce_axis((0, sp.c), "rk")
         if taps == 1:
             acc = te.compute((sp.n, cols, ocp), lambda n, p, o: te.sum(
-                cast(xt[n, rk, p], acc_t) * cast(wt[o // ocv, rk, o % ocv], acc_t), axis=rk),
-                name="anchor")
+                cast(xt[n, rk, at(p)], acc_t) * cast(wt[o // ocv, rk, o % ocv], acc_t),
+                axis=rk), name="anchor")
         else:
             lo, hi = sp.pad_top * sp.w, (sp.pad_top + sp.h) * sp.w
             pad = te.compute((sp.n, sp.c, (sp.oh + sp.kh - 1) * sp.w), lambda n, c, i:
