@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> dict:
     repeats = int(getattr(args, "cnn_repeats", REPEATS))
     if repeats < 1:
         raise EtchError(f"--cnn-repeats {repeats}: each runtime needs at least one process")
+    for flag, values in (("--cnn-threads", getattr(args, "cnn_threads", THREADS)),
+                         ("--batch", getattr(args, "batch", BATCHES))):
+        if any(v < 1 for v in values):
+            raise EtchError(f"{flag} {' '.join(map(str, values))}: each must be 1 or more")
     rows = []
     for name in models:
         for batch in getattr(args, "batch", BATCHES):

@@ -159,10 +159,14 @@ def test_runtimes_take_turns_and_the_fastest_process_counts(monkeypatch) -> None
     assert row["tvm_fe_error"] == "exit 1: a" and "tvm_fe_us" not in row
 
 
-def test_no_timing_process_is_refused() -> None:
+def test_no_timing_process_thread_or_image_count_is_refused() -> None:
     import argparse
 
     from compiler.errors import EtchError
 
     with pytest.raises(EtchError, match="--cnn-repeats 0"):
         bench_cnn.run(argparse.Namespace(models=["m"], cnn_repeats=0))
+    with pytest.raises(EtchError, match="--cnn-threads 1 0: each must be 1 or more"):
+        bench_cnn.run(argparse.Namespace(models=["m"], cnn_threads=[1, 0]))
+    with pytest.raises(EtchError, match="--batch -1: each must be 1 or more"):
+        bench_cnn.run(argparse.Namespace(models=["m"], batch=[-1]))
