@@ -168,8 +168,7 @@ def in_place(sp: ConvSpec, pro: Prologue | None, vw: int) -> bool:
     RAGGED_MIN_BLOCKS of them at least (in chunks that divide the blocks:
     `tiles.gemm_chunk`; where the last block is partial it reads the last `vw` positions,
     overlapping the block before, and the epilogue takes those positions from it: `_panel`,
-    `result`), and either one block
-    (the input is the panel already) or no more output
+    `result`), and either one block (the input is the panel already) or no more output
     channels than input ones: the copy costs C*P against the GEMM's C*P*OC, and each block
     step then reads `vw` floats from each of C rows, too many streams for the prefetchers
     where many channel blocks re-read them. Zen 5, one thread, kernel time (time_evaluator,
