@@ -35,9 +35,11 @@ from DRAM passes both caches and counts twice. Measured on the AMD EPYC (Zen 5) 
 L2, 32 MB L3 shared with the rest of its CCX), one thread, batch 8, whole-model A/B in
 alternating rounds: resnet50 (no cut by L2 alone: its 56x56 images are 4-7 MB) 274-287 ->
 264-269 ms image by image through 42 layers (into the 14x14 stage), inception_v3 386-403
--> 374-379 (96 layers instead of 33); two threads (pairs through 44 and 96 layers instead
-of image by image through 25 and 96) even, within this VM's noise; the other zoo models'
-cuts unchanged.
+-> 374-379 (96 layers instead of 33). Whether groups of images run (below) is still
+decided by L2 alone: with the second term resnet50's pairs at two threads (44 layers)
+measured 136.0-136.6 ms against 131.9-135.0 image by image through the same 44 (132.1-135.0
+through L2's 25), so it runs image by image; the other zoo models' cuts are as before at
+two threads.
 
 Built for T > 1 threads (`group`), the prefix is copied per T images instead, where T
 divides B and the cut is no shorter than image by image's: each kernel of a copy then runs
@@ -109,10 +111,13 @@ class SplitBatch(Pass):
             return graph, False
         graph = graph.copy()
         cut, group = self.choose(graph, batch), 1
-        if cut is not None and self.group > 1 and batch % self.group == 0 and \
-                batch > self.group:
-            grouped = self.choose(graph, batch, self.group)
-            if grouped is not None and len(grouped.nodes) >= len(cut.nodes):
+        # the groups of images: where, by L2 alone, they cut no fewer layers than image by
+        # image does (the last-level term left out of that choice: the pairs it would add,
+        # resnet50's at batch 8, measured 2-3% slower than image by image on Zen 5)
+        by_l2 = self.choose(graph, batch, llc=False) if self.group > 1 else None
+        if by_l2 is not None and batch % self.group == 0 and batch > self.group:
+            grouped = self.choose(graph, batch, self.group, llc=False)
+            if grouped is not None and len(grouped.nodes) >= len(by_l2.nodes):
                 cut, group = grouped, self.group
         if cut is None:
             return graph, False
@@ -124,7 +129,8 @@ class SplitBatch(Pass):
             "llc_kb": (self.llc_bytes or 0) >> 10})
         return graph, True
 
-    def choose(self, graph: Graph, batch: int, group: int = 1) -> Cut | None:
+    def choose(self, graph: Graph, batch: int, group: int = 1, llc: bool = True
+               ) -> Cut | None:
         """The prefix that saves the most, or None."""
         free = batch_free(graph)
         order = [n for n in graph.nodes if not all(o in free for o in n.outputs)]
@@ -152,7 +158,7 @@ class SplitBatch(Pass):
         cut_bytes = np.cumsum(cut_bytes)
         best, best_k, saved = 0.0, 0, 0.0
         for k, node in enumerate(prefix):
-            saved += self.saving(graph, node, batch, free, group)
+            saved += self.saving(graph, node, batch, free, group, llc)
             score = saved - 2 * cut_bytes[k + 1]
             if score > best:
                 best, best_k = score, k + 1
@@ -166,14 +172,14 @@ class SplitBatch(Pass):
         return Cut(nodes, cut, int(best + 2 * cut_bytes[best_k]), int(2 * cut_bytes[best_k]))
 
     def saving(self, graph: Graph, node: Node, batch: int, free: set[str],
-               group: int = 1) -> float:
-        """Bytes of traffic past the cache that running `node` per `group` images saves
-        (< 0: costs)."""
+               group: int = 1, llc: bool = True) -> float:
+        """Bytes of traffic past the caches (`llc`: the last-level share too) that running
+        `node` per `group` images saves (< 0: costs)."""
         values = [graph.values[v] for v in [*node.inputs, *node.outputs] if v]
         image = sum(_bytes(v) for v in values if v.name not in free) / batch
         weights = sum(_bytes(v) for v in values if v.name in free)
         spilled = 0.0
-        for cache in (self.cache_bytes, self.llc_bytes):  # L2, then the LLC's share
+        for cache in (self.cache_bytes, self.llc_bytes if llc else None):  # L2, the LLC
             if cache is not None and group * image <= cache < batch * image:
                 spilled += batch * image
         return spilled - (batch // group - 1) * weights
