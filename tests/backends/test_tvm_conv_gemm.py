@@ -598,3 +598,13 @@ def test_strided_pointwise_convs_take_the_channel_gemm(shape, oc, threads, chann
     art = compiler.compile(model, target="cpu", threads=threads)
     np.testing.assert_allclose(art.run(inputs)["y"], run_ort(model, inputs)["y"], rtol=1e-4,
                                atol=1e-4)
+
+
+def test_avx2_gemms_keep_their_panel() -> None:
+    """Reading in place was measured on AVX-512 only: compiled for an AVX2 CPU (named, not
+    the host) the same reducing 1x1 GEMM packs its panel."""
+    model, _ = _one_conv(19, 64, 256, [1, 256, 16, 16])
+    graph = ChooseConvAlgorithm(lanes=8).run(onnx_import.import_model(model))[0]
+    asm = isa.compile_graph(graph, "avx2")
+    [kernel] = asm.of_kind("conv_gemm")
+    assert int(asm.attrs[kernel]["direct"]) == 0

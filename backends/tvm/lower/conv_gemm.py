@@ -119,7 +119,7 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
     ocb, vw = tiles.gemm_tile(sp.oc, cols, sp.c * sp.kh * sp.kw, ctx.lanes)
     weight = pack_weight(w, ocb)
     ocp, reduce = weight.shape[0] * ocb, weight.shape[1]
-    direct = in_place(sp, pro, vw)
+    direct = in_place(sp, pro, vw, ctx.lanes)
     chunk = tiles.gemm_chunk(reduce, vw, -(-cols // vw), tiles.panel_bytes(ctx.lanes), direct)
     blocks = tiles.padded(-(-cols // vw), chunk)  # whole chunks (past the end: never stored)
     acc_t = accumulator(w.dtype)
@@ -161,7 +161,7 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
 RAGGED_MIN_BLOCKS = 16
 
 
-def in_place(sp: ConvSpec, pro: Prologue | None, vw: int) -> bool:
+def in_place(sp: ConvSpec, pro: Prologue | None, vw: int, lanes: int = 16) -> bool:
     """Whether a GEMM convolution reads its input where it lies instead of packing panels
     (`etch.direct`): a pointwise one over one input without a prologue (whose steps run
     once per value in the copy, not once per channel block), whole blocks of positions or
@@ -176,9 +176,10 @@ def in_place(sp: ConvSpec, pro: Prologue | None, vw: int) -> bool:
     113; mobilenet_v2's 32->16 on 112x112 96 -> 62, 96->24 and 144->24 on 56x56 79 -> 59,
     120 -> 91; inception_v3's 8x8 layers 1-3% faster. Expanding layers lost: resnet50's
     64->256 on 56x56 467 -> 502, mobilenet_v2's 16->96 on 112x112 176 -> 187,
-    shufflenet_v2's 24->58 on 56x56 (29 blocks of 2 channels) 54 -> 72."""
+    shufflenet_v2's 24->58 on 56x56 (29 blocks of 2 channels) 54 -> 72. Measured on
+    AVX-512 only (`lanes` 16): with fewer lanes the panel stays."""
     cols = sp.oh * sp.ow
-    return _pointwise(sp) and pro is None and cols >= vw and \
+    return lanes >= 16 and _pointwise(sp) and pro is None and cols >= vw and \
         (cols % vw == 0 or cols >= RAGGED_MIN_BLOCKS * vw) and (sp.oc <= sp.c or cols == vw)
 
 
