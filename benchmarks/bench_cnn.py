@@ -69,14 +69,14 @@ def run(args: argparse.Namespace) -> dict:
     repeats = int(getattr(args, "cnn_repeats", REPEATS))
     if repeats < 1:
         raise EtchError(f"--cnn-repeats {repeats}: each runtime needs at least one process")
-    for flag, values in (("--cnn-threads", getattr(args, "cnn_threads", THREADS)),
-                         ("--batch", getattr(args, "batch", BATCHES))):
+    threads, batches = getattr(args, "cnn_threads", THREADS), getattr(args, "batch", BATCHES)
+    for flag, values in (("--cnn-threads", threads), ("--batch", batches)):
         if any(v < 1 for v in values):
             raise EtchError(f"{flag} {' '.join(map(str, values))}: each must be 1 or more")
     rows = []
     for name in models:
-        for batch in getattr(args, "batch", BATCHES):
-            rows += bench_model(name, batch, getattr(args, "cnn_threads", THREADS),
+        for batch in batches:
+            rows += bench_model(name, batch, threads,
                                 getattr(args, "runtimes", cnn_peers.DEFAULT_RUNTIMES),
                                 seconds, float(getattr(args, "build_timeout", 900)), repeats)
     return {"benchmark": "cnn", "cpu": cpu_name(), "mcpu": _mcpu(), "isa": _isa(),

@@ -220,7 +220,7 @@ class ChooseConvAlgorithm(Pass):
         thread, one layer with bias and ReLU, im2col -> channels: resnet50's 1024->2048
         stride 2 to 7x7 1.14 -> 0.96 ms (ORT 1.10 in its model), 512->1024 to 14x14 0.98
         -> 0.98; 256->512 to 28x28 (whole blocks, not taken) 0.96 -> 1.14."""
-        return (len(layer.kernel) == 2 and layer.kernel == (1, 1) and layer.groups == 1
+        return (layer.kernel == (1, 1) and layer.groups == 1
                 and layer.strides != (1, 1) and layer.dilations == (1, 1)
                 and not any(layer.pads))
 

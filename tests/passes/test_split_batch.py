@@ -300,3 +300,4 @@ def test_groups_of_images_are_chosen_by_l2_alone() -> None:
     assert "image by image" in explain(split.metadata)
     paired = SplitBatch(CACHE2, group=2, llc_bytes=CACHE2 << 4).run(graph)[0]
     assert "2 images at a time" in explain(paired.metadata)
+    assert "last-level" not in explain(paired.metadata)  # its estimate is L2's alone

@@ -149,16 +149,15 @@ class ConvGemm(KindRule):
         direct = bool(int(func.attrs.get("etch.direct", 0)))
         if direct:  # the GEMM reads the input in place (`conv_gemm.in_place`)
             sch.compute_inline(panel)
-        placed = []
 
         def rows(at, parallel: bool = False) -> bool:
-            """`row_epilogue` at `at`; in place with a shifted last block, the epilogue
-            reads two places per position (`conv_gemm.conv_gemm`'s `result`), which no
-            compute-at solves: a loop of its own after the GEMM instead, once."""
+            """`row_epilogue` at `at` (each schedule below calls this once at most); in
+            place with a shifted last block, the epilogue reads two places per position
+            (`conv_gemm.conv_gemm`'s `result`), which no compute-at solves: a loop of its
+            own after the GEMM instead."""
             if not (direct and ragged):
                 return row_epilogue(sch, at, width, parallel=parallel)
-            if not placed:
-                placed.append(_root_epilogue(sch, epilogue, width, cores > 1))
+            _root_epilogue(sch, epilogue, width, cores > 1)
             return True
         outer = 1  # loops above the panel's own
         if groups:  # each thread packs its own columns' panel, then runs every channel block
@@ -219,7 +218,7 @@ class ConvGemm(KindRule):
                 + (", the next weight block prefetched" if ahead else ""))
 
 
-def _root_epilogue(sch, epilogue, width: int, parallel: bool) -> bool:
+def _root_epilogue(sch, epilogue, width: int, parallel: bool) -> None:
     """The epilogue as a loop nest of its own after the GEMM: (image, channel) in parallel
     where large (`parallel`: built for two threads or more), each row of positions
     vectorised with a short tail."""
@@ -228,7 +227,6 @@ def _root_epilogue(sch, epilogue, width: int, parallel: bool) -> bool:
     if parallel:
         maybe_parallel(sch, rows, work(sch, [rows, row]), PARALLEL_PAD_ELEMENTS)
     _vector_row(sch, row, width)
-    return True
 
 
 def column_groups(cores: int, chunk: int, ragged: bool, work_: int) -> bool:
