@@ -94,3 +94,66 @@ def test_what_does_not_commute_stays_with_its_reason(case: dict, reason: str) ->
     assert [n.op for n in after.nodes] == [n.op for n in before.nodes]
     [declined] = json.loads(after.metadata[DECLINED])
     assert declined["rule"] == "pool_before_pointwise" and reason in declined["reason"]
+
+
+def pool_branch(oc: int = 8, c: int = 24, include_pad: int = 1, bias: bool = True,
+                conv: dict | None = None, pool_attrs: dict | None = None,
+                extra_reader: bool = False):
+    """Inception's pool branch: x -> AveragePool(3x3, stride 1, pads 1) -> Conv(c -> oc, 1x1)
+    -> Relu; `extra_reader`: the pool's output is also a graph output."""
+    init = RandomInits(1)
+    attrs = pool_attrs if pool_attrs is not None else {
+        "kernel_shape": [3, 3], "pads": [1] * 4, "count_include_pad": include_pad}
+    inputs = ["p", init.weight("w", oc, c, 1, 1)] + ([init.bias("bias", oc)] if bias else [])
+    nodes = [helper.make_node("AveragePool", ["x"], ["p"], name="pool", **attrs),
+             helper.make_node("Conv", inputs, ["y"], name="conv", **(conv or {})),
+             helper.make_node("Relu", ["y"], ["z"], name="relu")]
+    return init.model("pool_branch", nodes, {"x": [2, c, 9, 9]},
+                      ["z", "p"] if extra_reader else ["z"])
+
+
+@pytest.mark.parametrize("include_pad,bias", [(1, True), (0, True), (1, False)])
+def test_a_same_size_pool_moves_after_a_conv_that_reduces_channels(include_pad, bias) -> None:
+    model, x = pool_branch(include_pad=include_pad, bias=bias)
+    before = _graph(model)
+    after, changed = PoolFirst().run(before)
+    assert changed
+    after.verify()
+    ops = [n.op for n in after.nodes]
+    assert ops == ["Conv", "AveragePool"] + (["Add"] if bias else []) + ["Relu"]
+    conv, pool = after.nodes[:2]
+    assert conv.name == "conv" and len(conv.inputs) == 2 and conv.inputs[0] == "x"
+    assert pool.name == "pool" and after.values[pool.inputs[0]].shape == (2, 8, 9, 9)
+    assert after.nodes[-2].outputs == ["y"] and "p" not in after.values
+    want = run_ort(model, x)
+    assert_close(reference.run(after, x), want, rtol=1e-5, atol=1e-6)
+    assert not PoolFirst().run(after)[1]
+    [row] = json.loads(after.metadata[REPORT])
+    assert row == {"conv": "conv", "pool": "pool", "after": True, "channels": [24, 8]}
+    assert explain(after.metadata) == (
+        "average pools moved after their 1x1 conv: 1\n"
+        "  pool                     after conv: the pool on 8 channels, not 24")
+    art = compiler.compile(model, target="cpu")
+    assert json.loads(art.graph.metadata[REPORT]) == [row]
+    assert_close(art.run(x), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case,reason", [
+    ({"oc": 24}, "conv: does not reduce the channels (24 -> 24)"),
+    ({"conv": {"strides": [2, 2]}}, "strided or dilated"),
+    ({"extra_reader": True}, "pool: its output is read by more than conv"),
+])
+def test_a_pool_stays_before_a_conv_it_cannot_pass(case: dict, reason: str) -> None:
+    model, _ = pool_branch(**case)
+    before = _graph(model)
+    after, changed = PoolFirst().run(before)
+    assert not changed
+    [declined] = json.loads(after.metadata[DECLINED])
+    assert declined["rule"] == "conv_before_pool" and reason in declined["reason"]
+
+
+def test_a_pool_that_drops_positions_is_not_moved_after_the_conv() -> None:
+    """A strided pool before the conv already leaves the conv fewer positions: no match."""
+    model, _ = pool_branch(pool_attrs={"kernel_shape": [3, 3], "strides": [2, 2]})
+    after, changed = PoolFirst().run(_graph(model))
+    assert not changed and DECLINED not in after.metadata
