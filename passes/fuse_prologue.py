@@ -25,7 +25,10 @@ The same for a float 2-D AveragePool whose windows lie inside its input (`row_po
 row pool reads its input once per window row, `lower/pool.pool_anchor`): it becomes an
 etch.Fused anchored on the pool. DenseNet's transitions once `pool_first` put their pool
 before the 1x1 conv: the concat and BN + Relu kernels over the block's features (densenet121,
-Zen 5, one thread: 453 us) are gone, the pools reading through them 117 -> 142 us.
+Zen 5, one thread: 453 us) are gone, the pools reading through them 117 -> 142 us. And for
+such a MaxPool behind a bare Concat: squeezenet1_1's fire modules 3 and 5 end in a concat
+read by a 3x3 stride-2 max pool (ceil_mode, every window inside): the concat kernels (39 +
+16 us) are gone, the pools 61 -> 48 and 22 -> 22 us (Zen 5, one thread, profile).
 
 Preconditions: a verified graph after FuseEpilogue and ChooseConvAlgorithm (cpu, float).
 Invariants: bit-identical results (etch.Fused concatenates and runs the prologue steps with
@@ -169,6 +172,8 @@ class FusePrologue(Pass):
             if found is None:
                 continue
             new, absorbed = found
+            if node.op == "MaxPool" and "prologue" in new.attrs:
+                continue  # a concat only (`row_pool`)
             if not pool and new.attrs[ATTR] != "pointwise":  # only that GEMM reads one
                 if _keeps_channels(graph, node, absorbed):
                     continue
@@ -195,17 +200,27 @@ class FusePrologue(Pass):
 
 
 def row_pool(graph: Graph, node: Node) -> bool:
-    """Whether `node` is a float 2-D AveragePool whose windows all lie inside its input (no
-    padding, no ceil_mode overhang): the row pool (`lower/pool._row_pool`), which reads its
-    input through a prologue as the pointwise GEMM's copy does. Not a MaxPool: its NaN-keeping
-    max reads each value twice, and a prologue's value is bound once (a Let per read)."""
-    if node.op != "AveragePool" or len(node.outputs) != 1:
+    """Whether `node` is a float 2-D AveragePool or MaxPool whose windows all lie inside its
+    input (no padding; a ceil_mode that adds no window past the input): the row pool
+    (`lower/pool._row_pool`), which reads its input through a prologue as the pointwise
+    GEMM's copy does. A MaxPool takes a concat only, no chain of steps: its NaN-keeping max
+    reads each value three times, and a prologue's value is bound once a read (a Let each),
+    so the steps would run three times."""
+    if node.op not in ("AveragePool", "MaxPool") or len(node.outputs) != 1:
         return False
     x = graph.values[node.inputs[0]]
-    if len(x.shape) != 4 or x.dtype != "float32" or node.attrs.get("ceil_mode", 0):
+    if len(x.shape) != 4 or x.dtype != "float32":
         return False
-    return not any(node.attrs.get("pads") or [0]) and \
-        node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    if any(node.attrs.get("pads") or [0]) or \
+            node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return False
+    # ceil_mode only changes the output size: whether every window still lies inside
+    out = graph.values[node.outputs[0]].shape
+    kernel = node.attrs["kernel_shape"]
+    strides = node.attrs.get("strides") or [1] * len(kernel)
+    dilations = node.attrs.get("dilations") or [1] * len(kernel)
+    return all((o - 1) * s + (k - 1) * d + 1 <= size for o, s, k, d, size in
+               zip(out[2:], strides, kernel, dilations, x.shape[2:]))
 
 
 def _keeps_channels(graph: Graph, node: Node, absorbed: list[Node]) -> bool:

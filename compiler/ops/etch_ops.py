@@ -2,8 +2,8 @@
 
 `etch.Fused` is how the fusion pass records a fusion group on the IR (backends render it as
 one kernel; they do not decide fusion themselves). Attributes:
-- `kernel`: the anchor op ("Conv", "Gemm", "MatMul", "ConvTranspose"; "AveragePool" with a
-  prologue and no epilogue) or "" for a pure elementwise chain whose first step reads
+- `kernel`: the anchor op ("Conv", "Gemm", "MatMul", "ConvTranspose"; "AveragePool" or
+  "MaxPool" with a prologue and no epilogue) or "" for a pure elementwise chain whose first step reads
   input 0;
 - `kernel_attrs`: JSON object, the anchor's attributes;
 - `num_kernel_inputs`: how many leading inputs the anchor takes;

@@ -232,7 +232,54 @@ def test_an_average_row_pool_reads_its_input_through_the_concat_and_chain(rng) -
 ])
 def test_a_padded_or_max_pool_keeps_its_producers(pool: str, attrs: dict) -> None:
     """A padded pool's windows leave the input (the tiled pool, bounds-checked reads), and a
-    max reads each value twice: no prologue there, the concat and chain stay kernels."""
+    max reads each value three times (it would run a chain's steps as often): no prologue
+    there, the concat and chain stay kernels."""
     before = _before(_pooled_features(pool, **attrs))
     after, changed = FusePrologue().run(before)
     assert not changed and [n.op for n in after.nodes] == [n.op for n in before.nodes]
+
+
+def _concat_pool(size: int, **attrs):
+    """Two feature maps concatenated, then a MaxPool (squeezenet1_1's fire module and pool)."""
+    nodes = [helper.make_node("Concat", ["x0", "x1"], ["cat"], axis=1, name="cat"),
+             helper.make_node("MaxPool", ["cat"], ["y"], name="pool", **attrs)]
+    graph = helper.make_graph(
+        nodes, "concat_pool",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [1, 16, size, size]),
+         helper.make_tensor_value_info("x1", TensorProto.FLOAT, [1, 8, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_max_row_pool_reads_through_a_bare_concat(rng) -> None:
+    """A max pool whose windows lie inside its input (ceil_mode adding none: 27 -> 13, as
+    squeezenet1_1's) reads the concat's parts directly: no concat kernel, the reference
+    bit-identical, the cpu kernel equal to it, NaN kept from either part."""
+    import compiler
+
+    model = _concat_pool(27, kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    before = _before(model)
+    after, changed = FusePrologue().run(before)
+    assert changed
+    after.verify()
+    [node] = after.nodes
+    assert node.op == "etch.Fused" and node.attrs["kernel"] == "MaxPool"
+    assert "prologue" not in node.attrs
+    assert [node.inputs[i] for i in json.loads(node.attrs["concat_inputs"])] == ["x0", "x1"]
+    x = {"x0": rng.standard_normal((1, 16, 27, 27)).astype(np.float32),
+         "x1": rng.standard_normal((1, 8, 27, 27)).astype(np.float32)}
+    x["x0"][0, 3, 5, 7] = x["x1"][0, 2, 20, 26] = np.nan
+    assert_bitexact(reference.run(after, x), reference.run(before, x))
+    art = compiler.compile(model, target="cpu")
+    assert [n.op for n in art.graph.nodes] == ["etch.Fused"]
+    want = reference.run(before, x)["y"]
+    assert np.isnan(want).sum() == 3  # the windows over the two NaNs
+    np.testing.assert_array_equal(art.run(x)["y"], want)
+
+
+def test_a_max_pool_whose_ceil_windows_overhang_keeps_its_concat() -> None:
+    """ceil_mode on 12 columns (k3 s2 -> 6 windows, the last past the input): not a row
+    pool, so no prologue."""
+    before = _before(_concat_pool(12, kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+    after, changed = FusePrologue().run(before)
+    assert not changed and [n.op for n in after.nodes] == ["Concat", "MaxPool"]

@@ -1,6 +1,6 @@
 """`etch.Fused`: an anchor kernel (Conv, ConvTranspose, Gemm, MatMul, or none) whose
 elementwise epilogue runs inside the same PrimFunc (see compiler/ops/etch_ops.py); or an
-AveragePool reading its input through a prologue (`passes/fuse_prologue.py`).
+AveragePool or MaxPool reading its input through a prologue (`passes/fuse_prologue.py`).
 
 The fusion pass decided the group; this only renders it. The anchor's builder takes the
 epilogue and evaluates it in its final `te.compute`, so the schedule sees one kernel: the
@@ -21,7 +21,7 @@ from compiler.ir import Node
 from compiler.ops.etch_ops import fused_steps, kernel_attrs
 
 ANCHORS = {"Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
-           "AveragePool": pool_anchor}  # a pool: a prologue, no epilogue
+           "AveragePool": pool_anchor, "MaxPool": pool_anchor}  # a pool: a prologue only
 
 
 def lower_fused(ctx: LowerCtx, node: Node) -> None:
