@@ -10,22 +10,13 @@ so it is safe wherever that load was. Only whole power-of-two vectors of 8 or mo
 a row's short tail (7 or 13 lanes of a pool's row) is left to LLVM, whose own code
 measured twice as fast there (the shuffle's loads straddled the vectors the row had just
 stored, a store-forwarding stall).
-
-A load of stride a multiple of its 8 or 16 lanes whose start is known modulo the lanes (a
-column of a row-major block: a channel-vector GEMM's epilogue reading its P x ocv
-accumulators channel by channel, `conv_gemm_cpu.transposed_epilogue`) becomes the aligned
-row vectors holding its values and one shuffle (`_transposing`): the block's columns read
-the same rows, which LLVM loads once and transposes with permutes, where it had made a
-gather or a scalar load and insert per lane. Measured on Zen 5 (one thread), 1568 x 16
-accumulators written out transposed with a bias and Relu: 8.3 us gathered, 3.2 with a
-vector of strided loads, 2.3 as rows and a transpose.
 """
 
 from __future__ import annotations
 
 import tvm
 import tvm_ffi
-from tvm import ir, sym, tirx
+from tvm import ir, tirx
 from tvm.s_tir import pipeline as s_tir_pipeline
 from tvm.tirx import compilation_pipeline
 
@@ -42,8 +33,6 @@ def contiguous(load: ir.expr.TensorLoad) -> tirx.Expr:
             or not isinstance(index.lanes, tirx.IntImm):
         return load
     stride, lanes = int(index.stride.value), int(index.lanes.value)
-    if lanes in (8, 16) and stride >= lanes and stride % lanes == 0:
-        return _transposing(load, index.base, stride, lanes)
     if not 2 <= stride <= MAX_STRIDE or lanes < 8 or lanes & (lanes - 1):
         return load  # a row's short tail: LLVM's own code (see the module docstring)
     span = stride * (lanes - 1) + 1  # first to last element read
@@ -57,33 +46,6 @@ def contiguous(load: ir.expr.TensorLoad) -> tirx.Expr:
         m = min(at // lanes, chunks - 1)
         picks.append(tirx.const(m * lanes + at - starts[m], "int32"))
     return tirx.Shuffle(vectors, picks)
-
-
-def _transposing(load: ir.expr.TensorLoad, base: tirx.Expr, stride: int, lanes: int
-                 ) -> tirx.Expr:
-    """A column of a row-major block (a transposing epilogue's read: `lanes` values
-    `stride` apart, stride a multiple of lanes) as the block's row vectors and a shuffle:
-    lane k is lane r of the aligned vector at base - r + k * stride, where r = base mod
-    lanes is a known constant. The rows do not depend on r, so the `lanes` columns of one
-    block (an unrolled loop over r) read the same rows, which LLVM loads once and transposes
-    with permutes instead of one scalar load and insert per value. Each row is the aligned
-    vector holding a value the load reads, inside a buffer of whole vectors: it reads
-    nothing outside the buffer. Else (r unknown, a ragged buffer) `load` as it is."""
-    size = 1
-    for d in load.source.shape:
-        if not isinstance(d, tirx.IntImm):
-            return load
-        size *= int(d)
-    ana = sym.Analyzer()
-    mod = ana.modular_set(base)
-    coeff, residue = int(mod.coeff), int(mod.base)
-    if coeff % lanes or size % lanes:
-        return load
-    r = residue % lanes
-    start = ana.simplify(base - r)
-    rows = [tirx.BufferLoad(load.source, [tirx.Ramp(start + k * stride, 1, lanes)])
-            for k in range(lanes)]
-    return tirx.Shuffle(rows, [tirx.const(k * lanes + r, "int32") for k in range(lanes)])
 
 
 @tirx.transform.prim_func_pass(opt_level=0, name="etch.StridedLoads")

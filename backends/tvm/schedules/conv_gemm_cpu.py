@@ -23,8 +23,6 @@ panel and running every channel block over it (`column_groups`).
 
 from __future__ import annotations
 
-from tvm import s_tir
-from tvm.s_tir import ScheduleError
 from tvm.s_tir.dlight.base import ScheduleRule
 
 from backends.tvm import prefetch
@@ -33,7 +31,6 @@ from backends.tvm.schedules.cpu import (
     PARALLEL_MIN_WORK,
     PARALLEL_PAD_ELEMENTS,
     KindRule,
-    Loop,
     _schedule_pad,
     _vector_row,
     block,
@@ -288,7 +285,7 @@ class ConvChannels(KindRule):
     vectorised; where pr does not divide the positions, the whole position blocks are a loop
     of their own, without the test of each position against the last that the partial
     block needs), then the epilogue over the channel block (a transposing copy of its P x ocv
-    accumulators, in L1 or L2, in blocks of 16 x 16: `transposed_epilogue`). The reduction is cut into chunks of `tiles.channel_chunk`
+    accumulators, in L1 or L2). The reduction is cut into chunks of `tiles.channel_chunk`
     steps, each run over every position block before the next, so the weight block's chunk
     (64 steps x 32 channels: 8 KiB) stays in L1 while the position blocks stream past it;
     without chunks each position block re-read the whole [C, ocv] weight block (64 KiB at
@@ -328,60 +325,9 @@ class ConvChannels(KindRule):
             whole = sch.loop_partition(whole, [cols // pr, None])[0]
         ahead = _prefetch_weights(sch, whole, weight, chunk)
         _schedule_row_pad(sch, width)
-        transposed_epilogue(sch, width)
         return (f"{pr} positions x {ocv} channels, reduction in chunks of {chunk}, "
                 f"{_parallel(parallel, _cores(target))}"
                 + (", the next weight chunk prefetched" if ahead else ""))
-
-
-def transposed_epilogue(sch: s_tir.Schedule, width: int, spatial: int = 2) -> None:
-    """The epilogue of a channel-vector GEMM (its channels x positions loops innermost, over
-    P x ocv accumulators) in blocks of `width` channels by `width` positions: the channels
-    unrolled, the positions one vector, so each block's reads are the columns of its
-    accumulators' `width` rows, which `strided_loads` turns into those rows' vectors and a
-    transpose (permutes) instead of a gather or a scalar load per value; the positions past
-    the last whole block stay a scalar loop. `spatial` = 3: channels x rows x columns, the
-    rows and columns fused into positions where whole blocks cover them, else the blocks
-    taken along each row (a partial block of fused positions is no affine loop). Zen 5,
-    one thread, kernels alone (time_evaluator, in turns): squeezenet1_1's 64->16 on 55x55
-    37.8 -> 33.8 us (ORT 34 in its model), resnet50's 1x1 layers on 14x14 1-4% (422 ->
-    407 us), its stride-2 3x3 to 28x28 937 -> 899 us; in whole models within the noise."""
-    try:
-        _transpose_blocks(sch, width, spatial)
-    except ScheduleError:  # a loop nest the primitives refuse: the epilogue as it was
-        return
-
-
-def _transpose_blocks(sch: s_tir.Schedule, width: int, spatial: int) -> None:
-    epi = sch.get_sblock("epilogue")
-    loops = sch.get_loops(epi)[-spatial:]
-    o, p = loops[0], loops[-1]
-    if spatial == 3:
-        rows, cols = extent(sch, loops[1]), extent(sch, loops[2])
-        if rows * cols % width == 0:
-            p = sch.fuse(loops[1], loops[2])
-        else:
-            sch.reorder(loops[1], o)
-    chans, cols = extent(sch, o), extent(sch, p)
-    if chans % width or cols < width:
-        return
-    oo, oi = sch.split(o, [None, width])
-    sch.reorder(oo, p, oi)
-    if cols % width:  # the whole blocks' positions: the first part's loop (and its oi)
-        p = sch.loop_partition(p, [cols - cols % width, None])[0]
-        oi = _inner_loop(sch, p)
-    po, pi = sch.split(p, [None, width])
-    sch.reorder(po, oi, pi)
-    sch.unroll(oi)
-    sch.vectorize(pi)
-
-
-def _inner_loop(sch: s_tir.Schedule, loop: Loop) -> Loop:
-    """The innermost loop of the one leaf block under `loop`."""
-    blocks = sch.get_child_blocks(loop)
-    while len(blocks) == 1 and sch.get_child_blocks(blocks[0]):
-        blocks = sch.get_child_blocks(blocks[0])
-    return sch.get_loops(blocks[0])[-1]
 
 
 def _packed_weight(sch, anchor, blocks: int, reduce: int, ocv: int) -> tuple[str, int] | None:
@@ -509,7 +455,6 @@ class ConvChannelsDirect(KindRule):
             sch.loop_partition(sch.get_loops(sch.get_sblock("anchor_update"))[3],
                                [row // pr, None])
         _schedule_pad(sch, width)
-        transposed_epilogue(sch, width, 2 if rows_first else 3)
         order = "rows before channel chunks" if rows_first else "channel chunks before rows"
         return (f"{pr} positions x {ocv} channels, chunks of {chunk} input channels, {order}, "
                 f"{_parallel(parallel, _cores(target))}"
