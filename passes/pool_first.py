@@ -50,8 +50,9 @@ def _conv(graph: Graph, pool: Node) -> Node | None:
     return producer if producer is not None and producer.op == "Conv" else None
 
 
-def _check(graph: Graph, pool: Node) -> str | None:
-    conv = _conv(graph, pool)
+def _pointwise_reason(graph: Graph, conv: Node) -> str | None:
+    """Why `conv` is not a per-position linear map (a 1x1 stride-1 unpadded Conv with a
+    constant weight), or None."""
     w = graph.const(conv.inputs[1])
     if w is None:
         return f"{conv.name}: its weight is not a constant"
@@ -62,6 +63,14 @@ def _check(graph: Graph, pool: Node) -> str | None:
         return f"{conv.name}: strided or dilated"
     if any(win.begin + win.end):
         return f"{conv.name}: padded (its border outputs are the bias alone)"
+    return None
+
+
+def _check(graph: Graph, pool: Node) -> str | None:
+    conv = _conv(graph, pool)
+    reason = _pointwise_reason(graph, conv)
+    if reason is not None:
+        return reason
     if single_reader_reason(graph, conv) is not None:  # the pool reads it: the only one?
         return f"{conv.name}: its output is read by more than {pool.name}"
     shape, pooled = graph.values[conv.outputs[0]].shape, graph.values[pool.outputs[0]].shape
@@ -107,23 +116,16 @@ def _pool(graph: Graph, conv: Node) -> Node | None:
 
 def _check_after(graph: Graph, conv: Node) -> str | None:
     pool = _pool(graph, conv)
-    w = graph.const(conv.inputs[1])
-    if w is None:
-        return f"{conv.name}: its weight is not a constant"
-    if any(k != 1 for k in w.shape[2:]):
-        return f"{conv.name}: kernel {list(w.shape[2:])} is not 1x1"
-    win = conv_window(conv.attrs, graph.values[conv.inputs[0]].shape, w.shape)
-    if any(s != 1 for s in win.strides + win.dilations):
-        return f"{conv.name}: strided or dilated"
-    if any(win.begin + win.end):
-        return f"{conv.name}: padded (its border outputs are the bias alone)"
+    reason = _pointwise_reason(graph, conv)
+    if reason is not None:
+        return reason
     if len(conv.inputs) > 2 and graph.const(conv.inputs[2]) is None:
         return f"{conv.name}: its bias is not a constant"
     if single_reader_reason(graph, pool) is not None:
         return f"{pool.name}: its output is read by more than {conv.name}"
-    channels = graph.values[pool.inputs[0]].shape[1]
-    if w.shape[0] >= channels:
-        return f"{conv.name}: does not reduce the channels ({channels} -> {w.shape[0]})"
+    channels, oc = graph.values[pool.inputs[0]].shape[1], graph.const(conv.inputs[1]).shape[0]
+    if oc >= channels:
+        return f"{conv.name}: does not reduce the channels ({channels} -> {oc})"
     return None
 
 

@@ -202,6 +202,18 @@ def _pooled_features(pool: str, **attrs):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _pool_anchored(model, kernel: str):
+    """The graph before and after FusePrologue, which must leave one etch.Fused anchored on
+    a `kernel` pool, and that node."""
+    before = _before(model)
+    after, changed = FusePrologue().run(before)
+    assert changed
+    after.verify()
+    [node] = after.nodes
+    assert node.op == "etch.Fused" and node.attrs["kernel"] == kernel
+    return before, after, node
+
+
 def test_an_average_row_pool_reads_its_input_through_the_concat_and_chain(rng) -> None:
     """An average pool whose windows lie inside its input (the row pool) takes the concat and
     the per-channel chain before it as a prologue, as the pointwise GEMM does: no concat or
@@ -209,12 +221,7 @@ def test_an_average_row_pool_reads_its_input_through_the_concat_and_chain(rng) -
     import compiler
 
     model = _pooled_features("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
-    before = _before(model)
-    after, changed = FusePrologue().run(before)
-    assert changed
-    after.verify()
-    [node] = after.nodes
-    assert node.op == "etch.Fused" and node.attrs["kernel"] == "AveragePool"
+    before, after, node = _pool_anchored(model, "AveragePool")
     assert [s["op"] for s in json.loads(node.attrs["prologue"])] == ["Mul", "Add", "Relu"]
     assert [node.inputs[i] for i in json.loads(node.attrs["concat_inputs"])] == ["x0", "x1"]
     x = {"x0": rng.standard_normal((1, 16, 13, 13)).astype(np.float32),
@@ -258,12 +265,7 @@ def test_a_max_row_pool_reads_through_a_bare_concat(rng) -> None:
     import compiler
 
     model = _concat_pool(27, kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
-    before = _before(model)
-    after, changed = FusePrologue().run(before)
-    assert changed
-    after.verify()
-    [node] = after.nodes
-    assert node.op == "etch.Fused" and node.attrs["kernel"] == "MaxPool"
+    before, after, node = _pool_anchored(model, "MaxPool")
     assert "prologue" not in node.attrs
     assert [node.inputs[i] for i in json.loads(node.attrs["concat_inputs"])] == ["x0", "x1"]
     x = {"x0": rng.standard_normal((1, 16, 27, 27)).astype(np.float32),
