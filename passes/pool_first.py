@@ -17,6 +17,7 @@ padding (count_include_pad would average zeros that the bias does not see), and 
 fewer output positions than input positions (else nothing is saved). Groups, channel
 counts, padded windows that count what they cover and ceil_mode windows are all fine: the
 map is per position and the average is over the same positions.
+
 The same commutation the other way where that is the cheaper side (`conv_before_pool`):
 a pool that keeps every position (a 3x3 stride-1 "same" average, Inception's pool branches)
 before a 1x1 convolution that reduces the channels moves after it, so the pool averages the

@@ -3,8 +3,8 @@
 `etch.Fused` is how the fusion pass records a fusion group on the IR (backends render it as
 one kernel; they do not decide fusion themselves). Attributes:
 - `kernel`: the anchor op ("Conv", "Gemm", "MatMul", "ConvTranspose"; "AveragePool" or
-  "MaxPool" with a prologue and no epilogue) or "" for a pure elementwise chain whose first step reads
-  input 0;
+  "MaxPool" with a prologue and no epilogue) or "" for a pure elementwise chain whose
+  first step reads input 0;
 - `kernel_attrs`: JSON object, the anchor's attributes;
 - `num_kernel_inputs`: how many leading inputs the anchor takes;
 - `epilogue`: JSON list of steps applied in order to the running value `y`, each

@@ -152,9 +152,10 @@ def _inside(kernel: list, strides: list, dil: list, xshape: tuple, oshape: tuple
 def pool_anchor(ctx: LowerCtx, node: Node, inputs: list[str], attrs: dict, out: str,
                 epi: object) -> relax.Expr:
     """An `etch.Fused` row pool (`passes/fuse_prologue.py`: an AveragePool or MaxPool whose
-    windows lie inside its input): its input, the channel concatenation of some of the node's inputs
-    with per-channel steps applied, is read through the prologue in the row pool's first
-    pass, so neither the concat nor the steps write a tensor of their own."""
+    windows lie inside its input): its input, the channel concatenation of some of the
+    node's inputs with per-channel steps applied (a MaxPool's: the concat only), is read
+    through the prologue in the row pool's first pass, so neither the concat nor the steps
+    write a tensor of their own."""
     pro = Prologue.of(ctx, node)
     if pro is None or epi.steps:
         raise EtchError(f"node {node.name}: a fused pool runs a prologue and no epilogue")
