@@ -157,3 +157,23 @@ def test_a_pool_that_drops_positions_is_not_moved_after_the_conv() -> None:
     model, _ = pool_branch(pool_attrs={"kernel_shape": [3, 3], "strides": [2, 2]})
     after, changed = PoolFirst().run(_graph(model))
     assert not changed and DECLINED not in after.metadata
+
+
+@pytest.mark.parametrize("attrs,group", [
+    ({"kernel_shape": [3, 3], "pads": [1] * 4, "count_include_pad": 1}, 2),
+    ({"kernel_shape": [2, 2], "pads": [0, 0, 1, 1]}, 1),
+    ({"kernel_shape": [5, 5], "pads": [2] * 4, "ceil_mode": 1}, 1),
+])
+def test_grouped_convs_and_uneven_windows_commute_too(attrs: dict, group: int) -> None:
+    """A grouped 1x1 conv is per position too, and a window padded on one side only, or 5x5
+    under ceil_mode, keeps every position: moved, and the same to float rounding."""
+    init = RandomInits(3)
+    nodes = [helper.make_node("AveragePool", ["x"], ["p"], name="pool", **attrs),
+             helper.make_node("Conv", ["p", init.weight("w", 8, 24 // group, 1, 1),
+                                       init.bias("b", 8)], ["y"], name="conv", group=group)]
+    model, x = init.model("grouped", nodes, {"x": [2, 24, 9, 9]}, ["y"])
+    after, changed = PoolFirst().run(_graph(model))
+    assert changed and [n.op for n in after.nodes] == ["Conv", "AveragePool", "Add"]
+    want = run_ort(model, x)
+    assert_close(reference.run(after, x), want, rtol=1e-5, atol=1e-6)
+    assert_close(compiler.compile(model, target="cpu").run(x), want, rtol=1e-4, atol=1e-5)
