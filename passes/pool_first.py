@@ -98,9 +98,14 @@ def _rewrite(graph: Graph, pool: Node) -> None:
     graph.values.pop(y)
     graph.remove_node(pool)
     graph.add_node(pool, graph.nodes.index(conv))
+    _report(graph, {"conv": conv.name, "pool": pool.name,
+                    "positions": [int(np.prod(xv.shape[2:])), int(np.prod(outv.shape[2:]))]})
+
+
+def _report(graph: Graph, row: dict) -> None:
+    """Add one move to the pass's `--explain` report."""
     rows = json.loads(graph.metadata.get(REPORT, "[]"))
-    rows.append({"conv": conv.name, "pool": pool.name,
-                 "positions": [int(np.prod(xv.shape[2:])), int(np.prod(outv.shape[2:]))]})
+    rows.append(row)
     graph.metadata[REPORT] = json.dumps(rows)
 
 
@@ -152,10 +157,8 @@ def _rewrite_after(graph: Graph, conv: Node) -> None:
             1, -1, *([1] * (len(outv.shape) - 2))))
         graph.add_node(Node("Add", [avg.name, b.name], [out], name=f"{conv.name}_bias"),
                        graph.nodes.index(pool) + 1)
-    rows = json.loads(graph.metadata.get(REPORT, "[]"))
-    rows.append({"conv": conv.name, "pool": pool.name, "after": True,
-                 "channels": [int(xv.shape[1]), int(outv.shape[1])]})
-    graph.metadata[REPORT] = json.dumps(rows)
+    _report(graph, {"conv": conv.name, "pool": pool.name, "after": True,
+                    "channels": [int(xv.shape[1]), int(outv.shape[1])]})
 
 
 RULES = [Rule("pool_before_pointwise",
