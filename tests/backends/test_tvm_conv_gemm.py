@@ -498,12 +498,13 @@ def test_gemms_with_more_channels_than_reduction_run_column_runs_a_thread(shape,
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_channel_parallel_gemms_pack_small_panels_in_parallel(threads: int) -> None:
-    """squeezenet1_1's 16->64 1x1 on 55x55 (positions not whole blocks: its channel blocks
-    are the parallel loop) built for two threads packs its 48k-value panel in parallel too
-    (`_schedule_panel`'s `eager`: packed on one thread, 59 us a call, 51 in parallel, on
-    Zen 4); built for one thread the small panel stays one serial loop. Both match ONNX
-    Runtime on the host."""
-    parallel = _gemm_parallel_loops(_one_conv(18, 64, 16, [1, 16, 55, 55]), threads)
+    """A 16->128 1x1 on 31x31 (positions not whole blocks: its channel blocks are the
+    parallel loop) built for two threads packs its 15k-value panel in parallel too, under
+    PARALLEL_PAD_ELEMENTS (`_schedule_panel`'s `eager`: squeezenet1_1's 16->64 on 55x55,
+    a 48k-value panel when that threshold was 64k, packed on one thread 59 us a call, 51 in
+    parallel, on Zen 4); built for one thread the small panel stays one serial loop. Both
+    match ONNX Runtime on the host."""
+    parallel = _gemm_parallel_loops(_one_conv(18, 128, 16, [1, 16, 31, 31]), threads)
     assert len(parallel) == threads, parallel  # two: the panel's blocks, the channel blocks
     assert any(v.startswith("o_") for v in parallel), parallel
 
@@ -515,10 +516,11 @@ def test_batched_gemms_built_for_two_threads_run_their_images_in_parallel(
     threads runs its images in parallel, each thread packing its images' panels and running
     every channel block on them (`PARALLEL_IMAGES`; it ran image after image, each split by
     channel blocks with a panel packed on one thread: shufflenet_v2 batch 8, two threads,
-    19.8 -> 16.7 ms); for one thread the channel blocks stay the parallel loop. Both match
-    ONNX Runtime on the host."""
+    19.8 -> 16.7 ms); for one thread the channel blocks stay the parallel loop, each
+    image's panel (22.7k values, over PARALLEL_PAD_ELEMENTS) packed in parallel before
+    them. Both match ONNX Runtime on the host."""
     parallel = _gemm_parallel_loops(_one_conv(15, 116, 116, [4, 116, 14, 14]), threads)
-    assert parallel == (["n_p_0_0_fused"] if threads == 2 else ["o_0"]), parallel
+    assert parallel == (["n_p_0_0_fused"] if threads == 2 else ["ax00", "o_0"]), parallel
 
 
 @pytest.mark.parametrize("shape,oc,images", [

@@ -40,15 +40,20 @@ PARALLEL_MIN_WORK = 1 << 20
 # GMAC/s on one core, so their threshold is lower (PARALLEL_MIN_WORK would keep a 120 us
 # kernel on one thread).
 PARALLEL_MIN_WINDOW_WORK = 1 << 17
-PARALLEL_MIN_ELEMENTS = 1 << 16
+PARALLEL_MIN_ELEMENTS = 1 << 14
 # A padded copy (and a GEMM's packed panel, a row epilogue) runs on one thread below this
 # many elements: a copy of a small input costs less than the extra parallel launch (and
 # barrier) it would need. It was 256k, which kept copies of up to 1 MB on one thread while
 # the other waited; whole models with two threads, etch-only A/B on the AVX-512 Xeon, 256k
 # -> 64k: mobilenet_v2 4.48 -> 4.18 ms, densenet121 28.8 -> 27.4, resnet50 34.8 -> 33.1,
 # efficientnet_b0 7.45 -> 7.24, inception_v3 50.7 -> 49.3, squeezenet1_1 3.96 -> 3.88;
-# one thread even.
-PARALLEL_PAD_ELEMENTS = 1 << 16
+# one thread even. Both thresholds 64k -> 16k on the Zen 5 VM (a parallel launch there
+# ~0.6 us): 64k still kept a 13x13 image's Winograd stages (48 x 16 tiles x 36 = 27.6k
+# values, 192 x 169 = 32k outputs) and a 384 x 169 GEMM panel on one thread while the
+# other waited: squeezenet1_1's 13x13 Winograd layers 1.35-1.41x faster with two threads;
+# whole models, two threads, alternating rounds, best of 6: squeezenet1_1 1.91 -> 1.76 ms,
+# shufflenet_v2 1.30 -> 1.27, the others even within the VM's noise.
+PARALLEL_PAD_ELEMENTS = 1 << 14
 # Reduction steps of a dense tile unrolled together: fewer loop branches between the FMAs;
 # measured on the AVX-512 Xeon 1.05-1.10x faster on vit_b16's dense kernels than none.
 REDUCE_UNROLL = 4
