@@ -10,6 +10,13 @@ so it is safe wherever that load was. Only whole power-of-two vectors of 8 or mo
 a row's short tail (7 or 13 lanes of a pool's row) is left to LLVM, whose own code
 measured twice as fast there (the shuffle's loads straddled the vectors the row had just
 stored, a store-forwarding stall).
+
+A load whose lanes read each of a few consecutive elements d times in turn (index
+`base + ramp(0, 1, lanes) // d`: the Winograd epilogue's output row, where d = m outputs
+of a tile read its one value per tile, `lower/winograd.py`) becomes the one short vector of
+those lanes / d elements and a shuffle repeating each (`_repeating`): TVM's code generator
+scalarised it (one extract and insert per lane). It reads exactly the elements the load
+did.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ def contiguous(load: ir.expr.TensorLoad) -> tirx.Expr:
     if len(load.indices) != 1:
         return load
     index = load.indices[0]
-    if not isinstance(index, tirx.Ramp) or not isinstance(index.stride, tirx.IntImm) \
+    if not isinstance(index, tirx.Ramp):
+        return _repeating(load, index)
+    if not isinstance(index.stride, tirx.IntImm) \
             or not isinstance(index.lanes, tirx.IntImm):
         return load
     stride, lanes = int(index.stride.value), int(index.lanes.value)
@@ -46,6 +55,43 @@ def contiguous(load: ir.expr.TensorLoad) -> tirx.Expr:
         m = min(at // lanes, chunks - 1)
         picks.append(tirx.const(m * lanes + at - starts[m], "int32"))
     return tirx.Shuffle(vectors, picks)
+
+
+def _repeating(load: ir.expr.TensorLoad, index: tirx.Expr) -> tirx.Expr:
+    """`load` as one load of lanes / d consecutive elements and a shuffle repeating each d
+    times, where `index` is a sum of broadcast scalars and one ramp(b, 1, lanes) // d (b a
+    multiple of d; a short tail of lanes may end part way through an element's run); else
+    `load` as it is."""
+    terms, stack = [], [index]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, tirx.Add):
+            stack += [e.a, e.b]
+        else:
+            terms.append(e)
+    scalars = [t.value for t in terms if isinstance(t, tirx.Broadcast)]
+    rest = [t for t in terms if not isinstance(t, tirx.Broadcast)]
+    if len(rest) != 1 or not isinstance(rest[0], tirx.FloorDiv):
+        return load
+    ramp, d = rest[0].a, rest[0].b
+    if not (isinstance(ramp, tirx.Ramp) and isinstance(d, tirx.Broadcast)
+            and all(isinstance(x, tirx.IntImm) for x in (ramp.base, ramp.stride, d.value))
+            and isinstance(ramp.lanes, tirx.IntImm)):
+        return load
+    lanes, step, b0 = int(ramp.lanes.value), int(d.value.value), int(ramp.base.value)
+    if int(ramp.stride.value) != 1 or step < 2 or b0 % step:
+        return load
+    start = b0 // step
+    for x in scalars:
+        start = start + x
+    count = -(-lanes // step)  # elements read: lane k reads start + k // step
+    if count == 1:
+        return tirx.Broadcast(tirx.BufferLoad(load.source, [start]), lanes)
+    short = tirx.BufferLoad(load.source, [tirx.Ramp(start, 1, count)])
+    # a shuffle has at most as many lanes as its inputs: the short vector repeated (one
+    # load for LLVM), each lane picking from the first
+    return tirx.Shuffle([short] * -(-lanes // count),
+                        [tirx.const(k // step, "int32") for k in range(lanes)])
 
 
 @tirx.transform.prim_func_pass(opt_level=0, name="etch.StridedLoads")

@@ -11,8 +11,9 @@
   block): the rows of tiles in chunks whose transformed input stays in L2 (`_chunk_rows`),
   each chunk read by every channel block in turn; where the transformed input is large
   (`chunked`), parallel over chunks, each made by "wino_in" computed at the chunk loop;
-- "wino_out": parallel over (channel, tile row), the m x m outputs unrolled, tiles vector;
-- "epilogue": parallel over (image, channel).
+- "wino_out" and "epilogue": parallel over (image, channel) output planes, each plane's
+  m x (m+2) values per tile (unrolled, tiles vector) computed next to its epilogue, whose
+  output row is vectorised (`_output`).
 The transforms and the epilogue run in parallel from PARALLEL_MIN_ELEMENTS values, not the
 GEMMs' PARALLEL_MIN_WORK multiply-adds: each value costs several loads and adds, and below
 the GEMMs' threshold they ran on one thread while the other waited (squeezenet1_1's 16->64
@@ -50,13 +51,9 @@ class WinogradConv(KindRule):
         chunk = _gemm(sch, kb, vw, width)
         if chunk is not None:  # each chunk of rows transformed next to its GEMM
             sch.compute_at(sch.get_sblock("wino_in"), chunk)
-        _transform(sch, "wino_in", width, int(func.attrs.get("etch.image_cols", 0)),
-                   inner=chunk is not None)
-        _transform(sch, "wino_out", width)
-        epi = sch.get_sblock("epilogue")
-        loops = sch.get_loops(epi)
-        total = work(sch, loops)
-        maybe_parallel(sch, sch.fuse(*loops[:2]), total, PARALLEL_MIN_ELEMENTS)
+        _input_transform(sch, width, int(func.attrs.get("etch.image_cols", 0)),
+                         inner=chunk is not None)
+        _output(sch, width)
         _schedule_pad(sch, width)
         tiles_of = "an image's tiles" if int(func.attrs.get("etch.image_cols", 0)) else \
             "a row's tiles"
@@ -120,18 +117,17 @@ def _gemm(sch, kb: int, vw: int, width: int):
     return qo if by_chunk else None
 
 
-def _transform(sch, name: str, width: int, image_cols: int = 0, inner: bool = False) -> None:
-    """A transform block: its two parallel loops fused (and run in parallel when large,
-    unless `inner`: under the GEMM's loop over chunks), the matrix-index loops unrolled,
-    the tiles loop (innermost) vectorised. "wino_in" loops are (ev, c, q, j): reordered to
-    (c, q, ev, j), or with image tiles (c, q, tile row, ev, tile column); "wino_out" loops
-    are (k, q, a, b, j)."""
-    blk = sch.get_sblock(name)
+def _input_transform(sch, width: int, image_cols: int = 0, inner: bool = False) -> None:
+    """The "wino_in" block: its loops (ev, c, q, j) reordered to (c, q, ev, j), or with image
+    tiles (c, q, tile row, ev, tile column); (c, q) fused (and run in parallel when large,
+    unless `inner`: under the GEMM's loop over chunks), ev unrolled, the tiles loop
+    (innermost) vectorised."""
+    blk = sch.get_sblock("wino_in")
     loops = sch.get_loops(blk)[1 if inner else 0:]
     if len(loops) == 3:  # a chunk of one row: compute_at left no loop over q
         loops = [loops[0], loops[1], None, loops[2]]
     total = 0 if inner else work(sch, loops)
-    if name == "wino_in" and image_cols:
+    if image_cols:
         row, col = sch.split(loops[3], [None, image_cols])
         sch.reorder(*[x for x in (loops[1], loops[2], row, loops[0], col) if x is not None])
         maybe_parallel(sch, _fuse(sch, loops[1:3]), total, PARALLEL_MIN_ELEMENTS)
@@ -141,15 +137,39 @@ def _transform(sch, name: str, width: int, image_cols: int = 0, inner: bool = Fa
         else:
             sch.vectorize(col)
         return
-    if name == "wino_in":
-        sch.reorder(*[x for x in (loops[1], loops[2], loops[0], loops[3]) if x is not None])
-        outer, unrolled = loops[1:3], loops[:1]
-    else:
-        outer, unrolled = loops[:2], loops[2:4]
-    maybe_parallel(sch, _fuse(sch, outer), total, PARALLEL_MIN_ELEMENTS)
-    for loop in unrolled:
-        sch.unroll(loop)
+    sch.reorder(*[x for x in (loops[1], loops[2], loops[0], loops[3]) if x is not None])
+    maybe_parallel(sch, _fuse(sch, loops[1:3]), total, PARALLEL_MIN_ELEMENTS)
+    sch.unroll(loops[0])
     vectorize_loop(sch, sch.get_loops(blk)[-1], width)
+
+
+def _output(sch, width: int) -> None:
+    """The "epilogue" block over (image, channel) planes, in parallel when large; each
+    plane's "wino_out" (loops (k, q, a, v, j)) computed inside it, a and v unrolled, the
+    tiles vectorised; the output row vectorised: whole vectors and a short one, or one
+    short vector where the row is shorter than a vector (13x13 image tiles). Measured on
+    Zen 5, one thread, kernels alone in turns, against the m x m output transform over all
+    planes before the epilogue (which read each output from its tile by a gather):
+    squeezenet1_1's 16->64 on 55x55 168-218 -> 149-153 us, 64->256 on 13x13 (image tiles)
+    170-177 -> 150-151 us; in the model (profile, one thread) its Winograd layers 1.0-1.5x,
+    resnet50's 1.0-1.17x; whole models in alternating rounds, best of 5: squeezenet1_1
+    3.02 -> 2.76 ms, inception_v3 44.6 -> 42.5, resnet50 and densenet121 even within the
+    VM's noise."""
+    epi = sch.get_sblock("epilogue")
+    loops = sch.get_loops(epi)
+    total = work(sch, loops)
+    plane = sch.fuse(*loops[:2])
+    maybe_parallel(sch, plane, total, PARALLEL_MIN_ELEMENTS)
+    out = sch.get_sblock("wino_out")
+    sch.compute_at(out, plane)  # before the row's partition hides the epilogue's reads
+    *_, a, v, j = sch.get_loops(out)
+    sch.unroll(a)
+    sch.unroll(v)
+    vectorize_loop(sch, j, width)
+    if extent(sch, loops[-1]) < width:
+        sch.vectorize(loops[-1])
+    else:
+        vectorize_tail(sch, loops[-1], width)
 
 
 def _fuse(sch, loops):
