@@ -146,6 +146,7 @@ def test_a_large_transformed_input_is_made_chunk_by_chunk() -> None:
     model, shape = conv_model([("a", 64, 3, {})], 64, 112, 112)
     art = compiler.compile(model, target="cpu")
     assert "winograd_f4 x1" in art.explain()
+    assert "WinogradConv, F(4, 3)" in art.explain()  # its own rule, not a generic fallback
     x = {"x": np.random.default_rng(2).normal(size=shape).astype(np.float32)}
     (name, want), = run_ort(model, x).items()
     got = art.run(x)[name]
@@ -190,6 +191,9 @@ def test_mid_size_winograd_transforms_run_in_parallel(channels: int, out: int, s
     # the padded copy, the GEMM, the input transform and the epilogue: four parallel loops,
     # the output transform of each output plane computed inside the epilogue's, its row
     # vectorised
+    # scheduled by the Winograd rule itself: a ScheduleError inside it would hand the
+    # kernel to a generic rule, right but orders of magnitude slower
+    assert str(func.attrs[schedules.RULE_ATTR]) == "WinogradConv"
     script = func.script()
     assert script.count("in T.parallel(") == loops
     last = script[script.rindex("in T.parallel("):]
