@@ -31,12 +31,12 @@ from backends.tvm.schedules.cpu import (
     PARALLEL_MIN_ELEMENTS,
     KindRule,
     _schedule_pad,
+    _vector_row,
     extent,
     finish_tile,
     lanes,
     maybe_parallel,
     vectorize_loop,
-    vectorize_tail,
     work,
 )
 
@@ -132,10 +132,7 @@ def _input_transform(sch, width: int, image_cols: int = 0, inner: bool = False) 
         sch.reorder(*[x for x in (loops[1], loops[2], row, loops[0], col) if x is not None])
         maybe_parallel(sch, _fuse(sch, loops[1:3]), total, PARALLEL_MIN_ELEMENTS)
         sch.unroll(loops[0])
-        if image_cols > width:  # whole vectors and a short one (18 tiles: 16 + 2)
-            vectorize_tail(sch, col, width)
-        else:
-            sch.vectorize(col)
+        _vector_row(sch, col, width)  # whole vectors and a short one (18 tiles: 16 + 2)
         return
     sch.reorder(*[x for x in (loops[1], loops[2], loops[0], loops[3]) if x is not None])
     maybe_parallel(sch, _fuse(sch, loops[1:3]), total, PARALLEL_MIN_ELEMENTS)
@@ -166,10 +163,7 @@ def _output(sch, width: int) -> None:
     sch.unroll(a)
     sch.unroll(v)
     vectorize_loop(sch, j, width)
-    if extent(sch, loops[-1]) < width:
-        sch.vectorize(loops[-1])
-    else:
-        vectorize_tail(sch, loops[-1], width)
+    _vector_row(sch, loops[-1], width)
 
 
 def _fuse(sch, loops):
