@@ -331,3 +331,27 @@ def test_epilogue_of_short_rows_is_vectorised(name: str) -> None:
         code = asm.kernels[_kernel(asm, node)]
         assert re.search(r"vmaxps|vcmp\w*ps", code), f"{node}: no vector ReLU"
         assert not re.search(r"vmaxss|vcmp\w*ss", code), f"{node}: scalar ReLU"
+
+
+def test_a_wide_stride_2_input_copy_is_vector_code() -> None:
+    """A stride-2 stem on 299-wide rows (inception_v3's): its deinterleaved padded copy has
+    9 whole vectors of columns inside the bounds (`cpu.INTERIOR_VECTORS`), copied as vector
+    loads and permutes, no gather (a gather and a bounds check per value before); every
+    value as ONNX Runtime's, on the host."""
+    rng = np.random.default_rng(7)
+    w = (rng.normal(size=(8, 3, 3, 3)) / 5).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="stem", kernel_shape=[3, 3],
+                            strides=[2, 2])
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([node], "stem", [value("x", TensorProto.FLOAT, [1, 3, 5, 299])],
+                              [value("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    graph_ir, _ = pipeline.run(onnx_import.import_model(model), CompileOptions())
+    code = isa.compile_graph(graph_ir, "avx512").kernels
+    kernel = next(k for k in code if k.endswith("stem"))
+    assert re.search(r"vpermt2ps\s+[^\n]*%zmm", code[kernel])
+    assert not re.search(r"vgather", code[kernel])
+    inputs = {"x": rng.normal(size=(1, 3, 5, 299)).astype(np.float32)}
+    got = compiler.compile(model, target="cpu").run(inputs)["y"]
+    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-5, atol=1e-5)
