@@ -18,6 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 TILES = (2, 4)
+# A transformed input past this (and past twice the transformed weight) is made and used
+# chunk by chunk of tile rows on the cpu, the whole kernel fused per chunk
+# (backends/tvm/schedules/winograd_cpu.py); the conv pass lets small-channel layers that
+# large take Winograd for that reason (passes/choose_conv_algorithm.py).
+CHUNK_BYTES = 4 << 20
 # max |winograd - direct| <= TOLERANCE[m] * max |direct| in float32 (error grows with the
 # input channels; measured up to 512 of them: F(2, 3) 1.6e-6, F(4, 3) 1.3e-5)
 TOLERANCE = {2: 1e-5, 4: 5e-5}

@@ -359,12 +359,23 @@ class ChooseConvAlgorithm(Pass):
         28x28 6.7 -> 4.4 (12), 32->64 on 56x56 1.22 -> 0.67, on 112x112 (10.3 MiB) 4.17 ->
         3.61; lost: inception_v3's 32->32 and 32->64 on 147x147 (12.0 and 18.0 MiB) 4.5 ->
         7.0 and 8.5 -> 11.3 ms; even: 32->32 on 16x16, 16->32 on 32x32 (0.11 -> 0.12). The
-        bound is below the smallest loss, with room: the first win past it is given up."""
+        bound is below the smallest loss, with room: the first win past it is given up.
+        With 16 lanes, row tiles of `min_channels` or more output channels whose transformed
+        input alone passes `winograd.CHUNK_BYTES` take it whatever their size: the cpu
+        kernel then runs chunk by chunk of tile rows, every stage in L2 (`winograd_cpu.
+        _fused_chunks`). Measured on Zen 5, one thread, each layer alone, kernel CPU time,
+        direct_channels -> fused Winograd: inception_v3's 32->64 on 147x147 3.48-3.71 ->
+        2.43-3.04 ms (ORT 2.9 in its model); its 32->32 on 147x147 stayed even (1.71-1.84
+        -> 1.71-1.96: with as few output channels as input ones, the input transform is a
+        third of the kernel), so fewer output channels keep the direct kernel."""
         m, image = self._tiling(layer)
         tiles = winograd.tiles(layer.out[0], m) * winograd.tiles(layer.out[1], m)
         if image:
             tiles = _whole(tiles, min(8, self.lanes))
         size = (layer.c + layer.oc) * (m + 2) ** 2 * tiles * 4
+        if not image and self.lanes >= 16 and layer.oc >= self.min_channels and \
+                layer.c * (m + 2) ** 2 * tiles * 4 > winograd.CHUNK_BYTES:
+            return None  # made, multiplied and transformed back chunk by chunk, in L2
         if size > SMALL_WINOGRAD_BYTES:
             return (f"under {self.min_channels} channels with a transformed image of "
                     f"{size / (1 << 20):.1f} MiB: the transforms would cost more")

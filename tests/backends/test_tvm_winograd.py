@@ -203,3 +203,50 @@ def test_mid_size_winograd_transforms_run_in_parallel(channels: int, out: int, s
     (name, want), = run_ort(model, x).items()
     got = art.run(x)[name]
     assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
+
+
+def _scheduled_for_znver4(model, threads: int = 1):
+    """The model's Winograd kernel as built for Zen 4 (16 lanes), whatever the host."""
+    import tvm
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+    from compiler import onnx_import, pipeline
+    from compiler.options import CompileOptions
+
+    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
+    graph = onnx_import.import_model(model)
+    for p in pipeline.passes_for(opts):
+        graph = p.run(graph)[0]
+    target = tvm.target.Target(targets.cpu_target(opts)[0])
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
+    return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+            and str(f.attrs.get("etch.kind", "")) == "winograd_conv2d"]
+
+
+def test_a_large_small_channel_layer_runs_fused_chunk_by_chunk() -> None:
+    """inception_v3's 32->64 3x3 on 147x147: its transformed input (8 MB) passes
+    CHUNK_BYTES, so with 16 lanes the pass gives it Winograd and the kernel runs every
+    stage chunk by chunk of tile rows (`winograd_cpu._fused_chunks`): the chunk's input
+    transform, then per channel block its GEMMs (37 tiles a row: a tile of two vectors and a
+    5-tile tail), output transform and epilogue, in one parallel loop; scheduled by the
+    Winograd rule itself; values within Winograd's tolerance of ONNX Runtime on the host
+    (whatever kernel the host's lanes give it). Its 32->32 twin keeps the direct kernel."""
+    from backends.tvm import schedules
+
+    model, shape = conv_model([("big", 64, 3, {})], 32, 147, 147)
+    [func] = _scheduled_for_znver4(model, threads=2)
+    assert str(func.attrs[schedules.RULE_ATTR]) == "WinogradConv"
+    assert "each transformed, multiplied, transformed back" in str(func.attrs["etch.tile"])
+    script = func.script()
+    assert script.count("in T.parallel(") == 2  # the padded copy, the chunks
+    chunk = script[script.rindex("in T.parallel("):]
+    for stage in ("wino_in", "anchor", "wino_out", "epilogue"):
+        assert f'T.sblock("{stage}' in chunk, stage
+    twin, _ = conv_model([("twin", 32, 3, {})], 32, 147, 147)
+    assert not _scheduled_for_znver4(twin)
+    art = compiler.compile(model, target="cpu", threads=2)
+    x = {"x": np.random.default_rng(4).normal(size=shape).astype(np.float32)}
+    (name, want), = run_ort(model, x).items()
+    got = art.run(x)[name]
+    assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
