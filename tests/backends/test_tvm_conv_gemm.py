@@ -465,19 +465,38 @@ def _gemm_parallel_loops(model, threads: int) -> list[str]:
 @pytest.mark.parametrize("threads", [1, 2])
 def test_wide_gemms_built_for_two_threads_run_their_column_blocks_in_parallel(
         threads: int) -> None:
-    """squeezenet1_1's 256->32 1x1 on 27x27 (729 positions, 23 column blocks; the GEMM's
-    positions as the vector) built for two threads runs its column blocks in parallel, each
-    thread reading the panel blocks it packed (`WIDE_COLUMNS`: 120 -> 90 us in the model
-    with two threads); built for one thread it keeps the channel blocks outside (5-8%
-    faster there). Both match ONNX Runtime on the host."""
-    parallel = _gemm_parallel_loops(_one_conv(14, 32, 256, [1, 256, 27, 27]), threads)
+    """A 256->32 1x1 on 32x32 (1024 positions, 32 column blocks; the GEMM's positions as
+    the vector) built for two threads runs its column blocks in parallel, each thread
+    reading the panel blocks it packed (`WIDE_COLUMNS`: squeezenet1_1's 256->32 on 27x27
+    120 -> 90 us in the model with two threads); built for one thread it keeps the channel
+    blocks outside (5-8% faster there). Both match ONNX Runtime on the host."""
+    parallel = _gemm_parallel_loops(_one_conv(14, 32, 256, [1, 256, 32, 32]), threads)
     # the parallel loop over the column blocks (p_*) or over the channel blocks (o_*)
     assert any(v.startswith("p_") for v in parallel) == (threads == 2), parallel
     assert any(v.startswith("o_") for v in parallel) == (threads == 1), parallel
-    [func] = _znver4_kernels(_one_conv(14, 32, 256, [1, 256, 27, 27])[0], "conv_gemm", threads)
+    [func] = _znver4_kernels(_one_conv(14, 32, 256, [1, 256, 32, 32])[0], "conv_gemm", threads)
     want = "column blocks in parallel (built for 2 threads)" if threads == 2 else \
         "channel blocks in parallel (built for 1 thread)"
     assert want in str(func.attrs["etch.tile"]), func.attrs["etch.tile"]
+
+
+@pytest.mark.parametrize("c, oc, size", [(256, 32, 27), (512, 128, 28)])
+def test_wide_gemm_chunks_that_split_unevenly_run_with_their_channel_blocks(
+        c: int, oc: int, size: int) -> None:
+    """squeezenet1_1's 256->32 1x1 on 27x27 (one chunk of 23 column blocks) and resnet50's
+    512->128 on 28x28 (25 blocks, chunks of 5) built for two threads: a chunk's column
+    blocks would split 12:11 and 3:2, so its column and channel blocks run under one
+    parallel loop, half of the pairs a thread (`conv_gemm_cpu._uneven`: resnet50's layer
+    832-888 -> 732-735 us with two threads on Zen 5). Matches ONNX Runtime on the host."""
+    conv = _one_conv(15, oc, c, [1, c, size, size])
+    parallel = _gemm_parallel_loops(conv, 2)
+    # the GEMM's loop over (column block, channel block) pairs (a ragged in-place GEMM's
+    # epilogue is a parallel loop of its own after it)
+    assert parallel[0].startswith("p_") and "_o_" in parallel[0], parallel
+    [func] = _znver4_kernels(conv[0], "conv_gemm", 2)
+    assert "column x channel blocks in parallel (built for 2 threads)" in \
+        str(func.attrs["etch.tile"]), func.attrs["etch.tile"]
+    assert int(func.attrs["etch.chunk"]) % 2 == 1
 
 
 @pytest.mark.parametrize("shape,oc", [([1, 64, 56, 56], 256), ([1, 16, 112, 112], 96)])
