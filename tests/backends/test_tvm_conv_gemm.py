@@ -340,6 +340,28 @@ def test_few_channel_gemms_run_their_column_blocks_in_parallel(oc: int,
     np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
 
 
+def test_odd_channel_blocks_run_with_their_position_groups() -> None:
+    """efficientnet_b0's 240->80 1x1 on 14x14 (`pointwise_channels`: 5 blocks of 16
+    channels, 14 blocks of 14 positions) built for two threads runs two groups of its
+    position blocks with each channel block, 10 tasks, not 5 split 3:2 (`position_groups`:
+    its four such layers 438-443 -> 394-399 us in the model with two threads on Zen 5);
+    built for one thread, or with an even count of channel blocks, no groups. Matches ONNX
+    Runtime on the host with two threads."""
+    from backends.tvm.schedules.conv_gemm_cpu import position_groups
+
+    assert position_groups(5, 196, 14, 2) == 2 and position_groups(7, 196, 14, 2) == 2
+    assert position_groups(5, 196, 14, 1) == 1 and position_groups(6, 196, 14, 2) == 1
+    assert position_groups(5, 49, 12, 2) == 1  # a partial last block: not grouped
+    model, inputs = _one_conv(19, 80, 240, [1, 240, 14, 14])
+    [two] = _znver4_kernels(model, "conv_channels", threads=2)
+    assert "channel blocks x position groups in parallel" in str(two.attrs["etch.tile"])
+    assert re.search(r"T\.parallel\(T\.int64\(10\)\)", two.script())
+    [one] = _znver4_kernels(model, "conv_channels", threads=1)
+    assert "position groups" not in str(one.attrs["etch.tile"])
+    got = compiler.compile(model, target="cpu", threads=2).run(inputs)["y"]
+    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
+
+
 def test_a_one_block_channel_gemm_runs_its_positions_in_parallel() -> None:
     """squeezenet1_1's 64->16 1x1 on 55x55 (`pointwise_channels`: one block of 16 channels)
     runs groups of its position blocks in parallel (`position_groups`; it ran on one thread:

@@ -326,7 +326,7 @@ class ConvChannels(KindRule):
         blocks = extent(sch, oo)
         chunk = tiles.channel_chunk(reduce, work(sch, taps))
         rko, rki = sch.split(rk, [None, chunk])
-        groups = position_groups(extent(sch, n) * blocks, cols, pr)
+        groups = position_groups(extent(sch, n) * blocks, cols, pr, _cores(target))
         if groups > 1:  # few channel blocks: the positions' blocks in groups, in parallel
             pg, po = sch.split(po, [groups, None])
             sch.reorder(n, oo, pg, rko, po, rki, *taps, pi, oi)
@@ -396,16 +396,24 @@ def _schedule_row_pad(sch, width: int) -> None:
         vectorize_tail(sch, sch.get_loops(blk)[-1], width)
 
 
-def position_groups(blocks: int, cols: int, pr: int) -> int:
+def position_groups(blocks: int, cols: int, pr: int, cores: int = 1) -> int:
     """Groups of a channel-vector GEMM's position blocks, each group under the parallel
     loop with every channel block (1: none). Where the image and channel blocks are fewer
     than FEW_PARALLEL_BLOCKS, a divisor of the position blocks (`_groups`), two blocks a
     group at least; none where the last block is partial or nothing divides.
     squeezenet1_1's 64->16 on 55x55 (one block of 16 channels, 275 blocks of 11 positions)
     ran on one thread: 91 us with one thread, 117-158 with two (its input, made by a
-    parallel pool, half in the other core's cache), 66-78 in groups."""
-    if blocks >= FEW_PARALLEL_BLOCKS or cols % pr:
+    parallel pool, half in the other core's cache), 66-78 in groups. Built for `cores`
+    threads, where more blocks than that do not split evenly between them (efficientnet_b0's
+    80 and 112 channels on 14x14: 5 and 7 blocks of 16, 3:2 and 4:3), the fewest groups
+    that make the tasks a multiple of the threads, dividing the position blocks."""
+    if cols % pr:
         return 1
+    if blocks >= FEW_PARALLEL_BLOCKS:
+        if cores < 2 or blocks % cores == 0:
+            return 1
+        return next((g for g in range(2, cores + 1) if (cols // pr) % g == 0
+                     and blocks * g % cores == 0), 1)
     return _groups(cols // pr, 2)
 
 
