@@ -104,7 +104,8 @@ def passes_for(opts: CompileOptions) -> list[Pass]:
         info = cpu_info(opts)[0]  # the CPU compiled for (detected, or --mcpu's)
         passes += [SplitBatch(_cpu_cache(opts, info), info.threads, _llc_share(opts, info)),
                    ChooseConvAlgorithm(winograd=True, lanes=info.lanes,
-                                       cache_bytes=_last_level_cache(opts))]
+                                       cache_bytes=_last_level_cache(opts),
+                                       one_vector_gemm=info.half_rate_512)]
         if fuse:
             from passes.fuse_prologue import FusePrologue
 

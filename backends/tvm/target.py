@@ -87,6 +87,12 @@ def choose_width(mcpu: str, features: Iterable[str], requested: int | None) -> i
     return bits
 
 
+# CPUs that run AVX-512 as two 256-bit halves (AMD Zen 4): one 512-bit FMA a cycle, where
+# Zen 5 and Intel's server cores run two. Their pointwise GEMMs take a tile of one vector of
+# positions (`passes/choose_conv_algorithm.GEMM_VECTORS`).
+HALF_RATE_512 = frozenset({"znver4"})
+
+
 @dataclass(frozen=True)
 class CpuInfo:
     """What the schedules need to know about the CPU: its name, features and vector width."""
@@ -101,6 +107,12 @@ class CpuInfo:
     def lanes(self) -> int:
         """float32 lanes of the kernels' vectors."""
         return self.vector_bits // 32
+
+    @property
+    def half_rate_512(self) -> bool:
+        """Whether it builds 512-bit kernels for a CPU that runs one 512-bit FMA a cycle
+        (`HALF_RATE_512`)."""
+        return self.vector_bits == 512 and self.mcpu in HALF_RATE_512
 
 
 def default_threads() -> int:

@@ -171,6 +171,45 @@ def test_wide_tiles_on_avx512() -> None:
         assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
 
 
+def test_wide_tiles_on_a_half_rate_avx512_cpu() -> None:
+    """Where the pass records one vector of positions (`ChooseConvAlgorithm(one_vector_gemm=
+    True)`: a CPU that runs one 512-bit FMA a cycle, Zen 4), the layers of
+    `wide_tile_model` take one zmm of positions by up to 12 channels (96->64: 8, 64->66: 6,
+    1024->24: 12), each a packed FMA on zmm registers; the 7x7 im2col layer keeps its one
+    block of every position."""
+    model, _ = wide_tile_model()
+    graph = ChooseConvAlgorithm(lanes=16, one_vector_gemm=True).run(
+        onnx_import.import_model(model))[0]
+    asm = isa.compile_graph(graph, "avx512")
+    gemms = asm.of_kind("conv_gemm")
+    tiles = {asm.attrs[k]["node"]: (int(asm.attrs[k]["ocb"]), int(asm.attrs[k]["vw"]))
+             for k in gemms}
+    assert {k.split("_", 1)[-1]: v for k, v in tiles.items()} == {
+        "short": (8, 16), "rows66": (6, 16), "strided": (4, 64), "long": (12, 16)}
+    for name, code in gemms.items():
+        assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
+
+
+def test_one_vector_tiles_match_onnx_runtime(monkeypatch) -> None:
+    """The host taken for a CPU that runs one 512-bit FMA a cycle (`target.HALF_RATE_512`):
+    on an AVX-512 host its pointwise GEMMs take one vector of positions (the last block of
+    14x14's 196 positions partial, read in place or packed) and match ONNX Runtime; with
+    narrower vectors nothing changes."""
+    from backends.tvm import target as targets
+
+    info = targets.cpu_info(CompileOptions(target="cpu"))[0]
+    monkeypatch.setattr(targets, "HALF_RATE_512", frozenset({info.mcpu}))
+    model, inputs = wide_tile_model()
+    art = compiler.compile(model, target="cpu")
+    got = art.run(inputs)
+    for name, ref in run_ort(model, inputs).items():
+        np.testing.assert_allclose(got[name], ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+    one = "one vector of positions wide" in art.explain()
+    assert one == (info.lanes == 16), art.explain()
+    if one:
+        assert re.search(r"ConvGemm, 8 channels x 16 positions", art.explain()), art.explain()
+
+
 def test_a_prime_block_count_is_padded_to_whole_chunks() -> None:
     """A 1x1 layer over 73 x 73 positions (inception_v3's 64->80): 167 column blocks of 32,
     a prime, so the GEMM pads them to two chunks of 84 (`tiles.gemm_chunk`) rather than
@@ -300,16 +339,20 @@ def test_channel_tiles_on_avx512() -> None:
         assert re.search(r"vbroadcastss", code), f"{name}: no broadcast input"
 
 
-def _znver4_kernels(model, kind: str, threads: int = 1) -> list:
+NAMED_AVX512 = "znver5"
+
+
+def _avx512_kernels(model, kind: str, threads: int = 1) -> list:
     """The model's scheduled kernels of `kind` (`etch.kind`), its convolutions' algorithms
-    chosen for 16 lanes and built for a named AVX-512 CPU (Zen 4) and `threads` threads."""
+    chosen for 16 lanes and built for a named AVX-512 CPU that runs two 512-bit FMAs a
+    cycle (Zen 5: the positions' GEMMs tile two vectors) and `threads` threads."""
     import tvm
 
     from backends.tvm import lower, schedules
     from backends.tvm import target as targets
 
     graph = _channels_graph(model)
-    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
+    opts = CompileOptions(target="cpu", mcpu=NAMED_AVX512, threads=threads)
     target = tvm.target.Target(targets.cpu_target(opts)[0])
     mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
     return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
@@ -332,7 +375,7 @@ def test_few_channel_gemms_run_their_column_blocks_in_parallel(oc: int,
         "Conv", ["x", init.weight("w", oc, c, 1, 1)], ["y"])], {"x": [1, c, 56, 56]}, ["y"])
     # built for one thread: for two, a GEMM with far more positions than channels runs its
     # column blocks in parallel (`WIDE_COLUMNS`, the next test)
-    [func] = _znver4_kernels(model, "conv_gemm")
+    [func] = _avx512_kernels(model, "conv_gemm")
     text = func.script()
     fused = re.search(r"for \w+_\w+_fused in T\.parallel", text) is not None
     assert fused == columns_first, text[:2000]
@@ -353,10 +396,10 @@ def test_odd_channel_blocks_run_with_their_position_groups() -> None:
     assert position_groups(5, 196, 14, 1) == 1 and position_groups(6, 196, 14, 2) == 1
     assert position_groups(5, 49, 12, 2) == 1  # a partial last block: not grouped
     model, inputs = _one_conv(19, 80, 240, [1, 240, 14, 14])
-    [two] = _znver4_kernels(model, "conv_channels", threads=2)
+    [two] = _avx512_kernels(model, "conv_channels", threads=2)
     assert "channel blocks x position groups in parallel" in str(two.attrs["etch.tile"])
     assert re.search(r"T\.parallel\(T\.int64\(10\)\)", two.script())
-    [one] = _znver4_kernels(model, "conv_channels", threads=1)
+    [one] = _avx512_kernels(model, "conv_channels", threads=1)
     assert "position groups" not in str(one.attrs["etch.tile"])
     got = compiler.compile(model, target="cpu", threads=2).run(inputs)["y"]
     np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
@@ -381,9 +424,9 @@ def test_a_one_block_channel_gemm_runs_its_positions_in_parallel() -> None:
         helper.make_node("Conv", ["v", init.weight("wv", 32, 128, 3, 3)], ["z"],
                          pads=[1, 1, 1, 1])], {"x": [1, 64, 55, 55], "v": [1, 128, 14, 14]},
         ["y", "z"])
-    [gemm] = _znver4_kernels(model, "conv_channels", threads=2)
+    [gemm] = _avx512_kernels(model, "conv_channels", threads=2)
     assert gemm.script().count("in T.parallel(") == 1
-    [direct] = _znver4_kernels(model, "conv_channels_direct", threads=2)
+    [direct] = _avx512_kernels(model, "conv_channels_direct", threads=2)
     direct = direct.script()  # 14 groups of one row, 32 channels
     assert re.search(r"in T\.parallel\((T\.int64\()?14\)", direct)
     got = compiler.compile(model, target="cpu", threads=2).run(inputs)  # on the host
@@ -402,7 +445,7 @@ def test_large_image_direct_channels_run_rows_before_channel_chunks() -> None:
     model, inputs = init.model("one", [helper.make_node(
         "Conv", ["x", init.weight("w", 32, 32, 3, 3), init.bias("b", 32)], ["y"],
         pads=[1, 1, 1, 1])], {"x": [1, 32, 147, 147]}, ["y"])
-    [func] = _znver4_kernels(model, "conv_channels_direct", threads=2)
+    [func] = _avx512_kernels(model, "conv_channels_direct", threads=2)
     script = func.script()
     assert script.index("for y_1 in") < script.index("rc_0"), script
     assert "rows before channel chunks" in str(func.attrs["etch.tile"])  # --explain's note
@@ -438,7 +481,7 @@ def test_column_kernels_run_as_the_channels_gemm_over_padded_rows() -> None:
     graph8 = onnx_import.import_model(model)
     graph8, _ = ChooseConvAlgorithm(lanes=8).run(graph8)
     assert "column_channels" not in graph8.metadata["etch.conv_algorithms"]
-    scripts = [f.script() for f in _znver4_kernels(model, "conv_channels")]
+    scripts = [f.script() for f in _avx512_kernels(model, "conv_channels")]
     assert len(scripts) == 2 and all("pad_pad_const" in t and " ry" in t for t in scripts)
     got = compiler.compile(model, target="cpu").run(inputs)
     for name, want in run_ort(model, inputs).items():
@@ -453,7 +496,7 @@ def test_one_by_k_kernels_take_a_partial_last_block_of_the_row() -> None:
     model, inputs = init.model("one", [helper.make_node(
         "Conv", ["x", init.weight("w", 192, 32, 1, 7), init.bias("b", 192)], ["y"],
         pads=[0, 3, 0, 3])], {"x": [1, 32, 17, 17]}, ["y"])
-    [func] = _znver4_kernels(model, "conv_channels_direct")
+    [func] = _avx512_kernels(model, "conv_channels_direct")
     assert func.attrs["etch.ocv"] == 32 and func.attrs["etch.pr"] == 9
     script = func.script()
     assert re.search(r"for c_01 in range\(T\.int64\(1\), T\.int64\(2\)\)", script), script
@@ -471,16 +514,17 @@ def _one_conv(seed: int, oc: int, c: int, shape: list[int]):
 
 def _gemm_parallel_loops(model, threads: int) -> list[str]:
     """The parallel loops of the model's `conv_gemm` kernel built for a named AVX-512 CPU
-    and `threads` threads; the model built for the host with `threads` threads matches
-    ONNX Runtime, and its `--explain` names the parallel loop the kernel's note names."""
+    and `threads` threads, whose `--explain` names the parallel loop the kernel's note
+    names; the model built for the host with `threads` threads matches ONNX Runtime."""
     model, inputs = model
-    [func] = _znver4_kernels(model, "conv_gemm", threads)
+    [func] = _avx512_kernels(model, "conv_gemm", threads)
     art = compiler.compile(model, target="cpu", threads=threads)
     np.testing.assert_allclose(art.run(inputs)["y"], run_ort(model, inputs)["y"], rtol=1e-4,
                                atol=1e-4)
+    named = compiler.compile(model, target="cpu", mcpu=NAMED_AVX512, threads=threads)
     note = str(func.attrs["etch.tile"])
     loop = re.search(r", ([a-z x]+) in parallel \(built for", note)
-    assert loop and loop[1] in art.explain(), (note, art.explain())
+    assert loop and loop[1] in named.explain(), (note, named.explain())
     return re.findall(r"for (\w+) in T\.parallel", func.script())
 
 
@@ -496,7 +540,7 @@ def test_wide_gemms_built_for_two_threads_run_their_column_blocks_in_parallel(
     # the parallel loop over the column blocks (p_*) or over the channel blocks (o_*)
     assert any(v.startswith("p_") for v in parallel) == (threads == 2), parallel
     assert any(v.startswith("o_") for v in parallel) == (threads == 1), parallel
-    [func] = _znver4_kernels(_one_conv(14, 32, 256, [1, 256, 32, 32])[0], "conv_gemm", threads)
+    [func] = _avx512_kernels(_one_conv(14, 32, 256, [1, 256, 32, 32])[0], "conv_gemm", threads)
     want = "column blocks in parallel (built for 2 threads)" if threads == 2 else \
         "channel blocks in parallel (built for 1 thread)"
     assert want in str(func.attrs["etch.tile"]), func.attrs["etch.tile"]
@@ -515,7 +559,7 @@ def test_wide_gemm_chunks_that_split_unevenly_run_with_their_channel_blocks(
     # the GEMM's loop over (column block, channel block) pairs (a ragged in-place GEMM's
     # epilogue is a parallel loop of its own after it)
     assert parallel[0].startswith("p_") and "_o_" in parallel[0], parallel
-    [func] = _znver4_kernels(conv[0], "conv_gemm", 2)
+    [func] = _avx512_kernels(conv[0], "conv_gemm", 2)
     assert "column x channel blocks in parallel (built for 2 threads)" in \
         str(func.attrs["etch.tile"]), func.attrs["etch.tile"]
     assert int(func.attrs["etch.chunk"]) % 2 == 1
@@ -532,9 +576,9 @@ def test_gemms_with_more_channels_than_reduction_run_column_runs_a_thread(shape,
     against 439 split by channels). Matches ONNX Runtime on the host."""
     parallel = _gemm_parallel_loops(_one_conv(16, oc, shape[1], shape), 2)
     assert len(parallel) == 1 and parallel[0].startswith("p_"), parallel
-    [func] = _znver4_kernels(_one_conv(16, oc, shape[1], shape)[0], "conv_gemm", 2)
+    [func] = _avx512_kernels(_one_conv(16, oc, shape[1], shape)[0], "conv_gemm", 2)
     assert "column runs in parallel (built for 2 threads)" in str(func.attrs["etch.tile"])
-    [one] = _znver4_kernels(_one_conv(16, oc, shape[1], shape)[0], "conv_gemm", 1)
+    [one] = _avx512_kernels(_one_conv(16, oc, shape[1], shape)[0], "conv_gemm", 1)
     assert "channel blocks in parallel (built for 1 thread)" in str(one.attrs["etch.tile"])
 
 
@@ -603,7 +647,7 @@ def test_reducing_pointwise_gemms_read_their_input_in_place(shape, oc, threads,
     expanding one or one under a block keeps the packed panel. `--explain` says which;
     all match ONNX Runtime on the host."""
     model, inputs = _one_conv(19, oc, shape[1], shape)
-    [func] = _znver4_kernels(model, "conv_gemm", threads)
+    [func] = _avx512_kernels(model, "conv_gemm", threads)
     script = func.script()
     assert int(func.attrs["etch.direct"]) == direct
     assert ('panel = T.sblock_alloc_buffer' not in script) == direct
@@ -638,7 +682,7 @@ def test_strided_pointwise_convs_take_the_channel_gemm(shape, oc, threads, chann
     assert (conv.attrs["conv_algorithm"] == "pointwise_channels") == channels
     assert ("1x1 stride 2x2: one GEMM over the output positions" in explain(graph.metadata)) == channels
     if channels:
-        assert _znver4_kernels(model, "conv_channels", threads)
+        assert _avx512_kernels(model, "conv_channels", threads)
     art = compiler.compile(model, target="cpu", threads=threads)
     np.testing.assert_allclose(art.run(inputs)["y"], run_ort(model, inputs)["y"], rtol=1e-4,
                                atol=1e-4)

@@ -12,7 +12,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler import onnx_import, pipeline, reference
 from compiler.options import CompileOptions
-from passes.choose_conv_algorithm import ATTR, REPORT, ChooseConvAlgorithm, Layer, explain
+from passes.choose_conv_algorithm import (
+    ATTR,
+    GEMM_VECTORS,
+    REPORT,
+    ChooseConvAlgorithm,
+    Layer,
+    explain,
+)
 from passes.fuse_epilogue import FuseEpilogue
 from tests.golden import assert_bitexact
 
@@ -287,3 +294,35 @@ def test_pointwise_layers_take_the_channels_gemm_where_positions_waste_lanes(
     got, why = ChooseConvAlgorithm(lanes=lanes).choose(layer)
     assert got == algorithm, why
     assert why.startswith("1x1 stride 1: one GEMM over the image")
+
+
+def test_a_half_rate_avx512_cpu_records_one_vector_gemm_tiles() -> None:
+    """`one_vector_gemm` (a CPU that runs one 512-bit FMA a cycle, with 16 lanes) records
+    GEMM_VECTORS = 1 on the GEMMs over positions (and "pointwise_channels", which
+    fuse_prologue may turn into one), says so in the pointwise layer's reason, and nothing
+    else; run again it changes nothing, and a pass without it takes the attribute off.
+    With 8 lanes, or for the cpu pipeline of a CPU that runs two (Zen 5) or builds 256-bit
+    vectors, nothing is recorded."""
+    model, _ = conv_model([("pw", 64, 1, {}), ("dw", 64, 3, {"group": 64}),
+                           ("wide", 64, 3, {})], 64, 14, 14)
+    graph, _ = FuseEpilogue().run(onnx_import.import_model(model))
+    out, changed = ChooseConvAlgorithm(lanes=16, one_vector_gemm=True).run(graph)
+    nodes = {n.name.removeprefix("fused_"): n for n in out.nodes if n.op != "Relu"}
+    assert {k: n.attrs.get(GEMM_VECTORS) for k, n in nodes.items()} == {
+        "pw": 1, "dw": None, "wide": None}
+    why = {r["node"].removeprefix("fused_"): r["why"]
+           for r in json.loads(out.metadata[REPORT])}
+    assert "one vector of positions" in why["pw"] and "one vector" not in why["wide"]
+    assert not ChooseConvAlgorithm(lanes=16, one_vector_gemm=True).run(out)[1]
+    off, changed = ChooseConvAlgorithm(lanes=16).run(out)
+    assert changed and all(GEMM_VECTORS not in n.attrs for n in off.nodes)
+    narrow = ChooseConvAlgorithm(lanes=8, one_vector_gemm=True).run(graph)[0]
+    assert all(GEMM_VECTORS not in n.attrs for n in narrow.nodes)
+
+    from backends.tvm.target import cpu_info
+    half = {(mcpu, bits): cpu_info(CompileOptions(target="cpu", mcpu=mcpu,
+                                                  vector_bits=bits))[0].half_rate_512
+            for mcpu, bits in (("znver4", None), ("znver4", 256), ("znver5", None),
+                               ("sapphirerapids", None))}
+    assert half == {("znver4", None): True, ("znver4", 256): False, ("znver5", None): False,
+                    ("sapphirerapids", None): False}

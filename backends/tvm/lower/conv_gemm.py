@@ -116,7 +116,8 @@ def conv_gemm(ctx: LowerCtx, node: Node, x: relax.Expr | Prologue, w: np.ndarray
         sp = replace(sp, h=1, w=cols, oh=1, ow=cols)
     elif pro is not None:
         raise EtchError(f"node {node.name}: a conv prologue runs in pointwise GEMMs only")
-    ocb, vw = tiles.gemm_tile(sp.oc, cols, sp.c * sp.kh * sp.kw, ctx.lanes)
+    ocb, vw = tiles.gemm_tile(sp.oc, cols, sp.c * sp.kh * sp.kw, ctx.lanes,
+                              vectors=int(node.attrs.get("gemm_vectors", 2)))
     weight = pack_weight(w, ocb)
     ocp, reduce = weight.shape[0] * ocb, weight.shape[1]
     direct = in_place(sp, pro, vw, ctx.lanes)

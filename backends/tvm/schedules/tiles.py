@@ -123,7 +123,7 @@ def depthwise_rows(out_h: int, vw: int, lanes: int) -> int:
 
 
 def gemm_tile(rows: int, cols: int, reduce: int, lanes: int,
-              short_budget: int = WIDE_ACC_VECTORS) -> tuple[int, int]:
+              short_budget: int = WIDE_ACC_VECTORS, vectors: int = 2) -> tuple[int, int]:
     """(rows, columns) of the register tile of a convolution run as a GEMM (`conv_gemm`) with
     `reduce` multiply-adds per output: two vectors of output positions (one for images
     narrower than that) by as many output channels as the accumulator budget holds; rows
@@ -143,7 +143,10 @@ def gemm_tile(rows: int, cols: int, reduce: int, lanes: int,
     (`dense_tile` passes MAX_ACC_VECTORS). With 16 accumulators a narrow image (up to 4
     vectors of positions: 7x7) is one block of 4 channels x all positions, so each weight
     is read once per call: 1.3x faster on a chain of 512->512 3x3 7x7 layers whose 9 MB
-    weights come from memory, as in resnet50, than two blocks of 2 vectors."""
+    weights come from memory, as in resnet50, than two blocks of 2 vectors. `vectors` = 1
+    (recorded by `passes/choose_conv_algorithm` for CPUs that run one 512-bit FMA a
+    cycle): blocks of one vector of positions instead of two, by up to 12 channels (a
+    tile under 1 KiB)."""
     budget = MAX_ACC_VECTORS
     if lanes >= 16 and reduce >= LONG_REDUCTION:
         budget = WIDE_ACC_VECTORS
@@ -153,7 +156,7 @@ def gemm_tile(rows: int, cols: int, reduce: int, lanes: int,
     if whole > 2 and 4 * whole <= budget:  # one block holds every position
         vw = whole * lanes
     else:
-        vw = 2 * lanes if cols > lanes else padded(cols, min(8, lanes))
+        vw = vectors * lanes if cols > lanes else padded(cols, min(8, lanes))
     vectors = max(1, -(-vw // lanes))
     fitting = [c for c in (12, 8, 6, 4, 2) if c * vectors <= budget]
     ocb = next((c for c in fitting if rows % c == 0 and c <= rows), 0)
