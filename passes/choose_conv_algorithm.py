@@ -71,6 +71,7 @@ IMAGE_WEIGHT_FMAS = 20  # the cost of streaming one transformed weight, in multi
 CACHED_WEIGHT_FMAS = 5  # ... read from the last-level cache instead (`_image_tile`)
 REPORT = "etch.conv_algorithms"
 GEMM_VECTORS = "gemm_vectors"  # vectors of positions in a GEMM's tile, where chosen here
+TILE_CHANNELS = "tile_channels"  # channels of a direct conv's tile at most, where chosen here
 ONE_VECTOR = ("pointwise", "im2col")  # the GEMMs over positions (`conv_gemm.conv_gemm`)
 POINTWISE_WHY = "1x1 stride 1: one GEMM over the image"  # and fuse_prologue's
 ONE_VECTOR_WHY = "; tiles one vector of positions wide (one 512-bit FMA a cycle)"
@@ -132,6 +133,7 @@ class ChooseConvAlgorithm(Pass):
             changed |= node.attrs.get(ATTR) != algorithm
             node.attrs[ATTR] = algorithm
             changed |= self._gemm_vectors(node, algorithm)
+            changed |= self._tile_channels(node, algorithm)
             if GEMM_VECTORS in node.attrs and algorithm in ONE_VECTOR:
                 why += ONE_VECTOR_WHY
             report.append({"node": node.name, "algorithm": algorithm, "why": why,
@@ -164,6 +166,21 @@ class ChooseConvAlgorithm(Pass):
             node.attrs[GEMM_VECTORS] = 1
             return changed
         return node.attrs.pop(GEMM_VECTORS, None) is not None
+
+    def _tile_channels(self, node: Node, algorithm: str) -> bool:
+        """Record TILE_CHANNELS = 8 on "direct" layers where `one_vector_gemm`, else none;
+        whether that changed the node. A direct convolution whose outputs sum 128 products
+        or more takes a one-vector tile of 16 channels (`tiles.conv_tile`, measured on
+        Zen 5: resnet50's stem 1124 -> 1040 us), a 1 KiB heap workspace; where the CPU
+        runs one 512-bit FMA a cycle, 8 channels (512 bytes, on the stack) keep it as busy:
+        resnet50's 3->64 7x7 stride-2 stem alone on Zen 4, one thread, best of 3 processes
+        in turns, 2330 -> 2189 us (8 x 2 vectors 2637); vit_b16's 16x16 patch conv 2396 ->
+        2364."""
+        if self.one_vector_gemm and algorithm == "direct":
+            changed = node.attrs.get(TILE_CHANNELS) != 8
+            node.attrs[TILE_CHANNELS] = 8
+            return changed
+        return node.attrs.pop(TILE_CHANNELS, None) is not None
 
     def choose(self, layer: Layer) -> tuple[str, str]:
         """(algorithm, reason) for one convolution."""

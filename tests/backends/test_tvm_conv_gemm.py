@@ -190,6 +190,27 @@ def test_wide_tiles_on_a_half_rate_avx512_cpu() -> None:
         assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", code), f"{name}: no packed FMA"
 
 
+@pytest.mark.parametrize("half_rate, ocb", [(False, 16), (True, 8)])
+def test_a_long_direct_reduction_takes_8_channels_on_a_half_rate_cpu(half_rate: bool,
+                                                                     ocb: int) -> None:
+    """A 3->64 7x7 stride-2 stem (147 multiply-adds an output, rows of 48) takes a one-vector tile of
+    16 channels (`tiles.conv_tile`), of 8 where the pass records `tile_channels` for a CPU
+    that runs one 512-bit FMA a cycle; either is a packed zmm FMA, and the host's build
+    matches ONNX Runtime."""
+    init = RandomInits(23)
+    model, inputs = init.model("stem", [helper.make_node(
+        "Conv", ["x", init.weight("w", 64, 3, 7, 7), init.bias("b", 64)], ["y"],
+        pads=[3, 3, 3, 3], strides=[2, 2])], {"x": [1, 3, 96, 96]}, ["y"])
+    graph = ChooseConvAlgorithm(lanes=16, one_vector_gemm=half_rate).run(
+        onnx_import.import_model(model))[0]
+    asm = isa.compile_graph(graph, "avx512")
+    [kernel] = asm.of_kind("conv2d")
+    assert (int(asm.attrs[kernel]["ocb"]), int(asm.attrs[kernel]["vw"])) == (ocb, 16)
+    assert re.search(r"vfmadd\w*ps\s+[^\n]*%zmm", asm.kernels[kernel]), kernel
+    got = compiler.compile(model, target="cpu").run(inputs)["y"]
+    np.testing.assert_allclose(got, run_ort(model, inputs)["y"], rtol=1e-4, atol=1e-4)
+
+
 def test_one_vector_tiles_match_onnx_runtime(monkeypatch) -> None:
     """The host taken for a CPU that runs one 512-bit FMA a cycle (`target.HALF_RATE_512`):
     on an AVX-512 host its pointwise GEMMs take one vector of positions (the last block of

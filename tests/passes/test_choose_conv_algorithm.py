@@ -16,6 +16,7 @@ from passes.choose_conv_algorithm import (
     ATTR,
     GEMM_VECTORS,
     REPORT,
+    TILE_CHANNELS,
     ChooseConvAlgorithm,
     Layer,
     explain,
@@ -310,12 +311,18 @@ def test_a_half_rate_avx512_cpu_records_one_vector_gemm_tiles() -> None:
     nodes = {n.name.removeprefix("fused_"): n for n in out.nodes if n.op != "Relu"}
     assert {k: n.attrs.get(GEMM_VECTORS) for k, n in nodes.items()} == {
         "pw": 1, "dw": None, "wide": None}
+    stem = ChooseConvAlgorithm(lanes=16, one_vector_gemm=True).run(FuseEpilogue().run(
+        onnx_import.import_model(conv_model([("stem", 64, 7, {"strides": [2, 2]})], 3, 64,
+                                            64)[0]))[0])[0]
+    assert [n.attrs.get(TILE_CHANNELS) for n in stem.nodes if ATTR in n.attrs] == [8]
+    assert all(TILE_CHANNELS not in n.attrs for n in out.nodes)
     why = {r["node"].removeprefix("fused_"): r["why"]
            for r in json.loads(out.metadata[REPORT])}
     assert "one vector of positions" in why["pw"] and "one vector" not in why["wide"]
     assert not ChooseConvAlgorithm(lanes=16, one_vector_gemm=True).run(out)[1]
     off, changed = ChooseConvAlgorithm(lanes=16).run(out)
     assert changed and all(GEMM_VECTORS not in n.attrs for n in off.nodes)
+    assert ChooseConvAlgorithm(lanes=16).run(stem)[1]
     narrow = ChooseConvAlgorithm(lanes=8, one_vector_gemm=True).run(graph)[0]
     assert all(GEMM_VECTORS not in n.attrs for n in narrow.nodes)
 

@@ -116,14 +116,16 @@ def _padded_input(x: te.Tensor, sp: ConvSpec, ph: int, pw: int, split: int) -> t
                       lambda n, c, i, p, q: value(n, c, i, q * split + p), name="pad")
 
 
-def conv_geometry(ctx: LowerCtx, sp: ConvSpec) -> tuple[int, int, int, int, int]:
+def conv_geometry(ctx: LowerCtx, sp: ConvSpec,
+                  max_channels: int = 16) -> tuple[int, int, int, int, int]:
     """The direct convolution's tiling: (output-channel block, vector width along the output
     row, padded output width, padded input height and width). Shared by the float and the
-    weight-only (in-kernel dequantisation) convolutions, which must tile alike."""
+    weight-only (in-kernel dequantisation) convolutions, which must tile alike.
+    `max_channels`: the tile's channels at most (a node's `tile_channels`)."""
     ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
     budget = tiles.acc_budget(ctx.lanes)
-    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes, budget, icg * sp.kh * sp.kw) \
-        if ctx.pack else (1, sp.ow)
+    ocb, vw = tiles.conv_tile(ocpg, sp.ow, ctx.lanes, budget, icg * sp.kh * sp.kw,
+                              max_channels) if ctx.pack else (1, sp.ow)
     ocb = 1 if icg == 1 else ocb
     owp = tiles.padded(sp.ow, vw)
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
@@ -135,7 +137,7 @@ def conv2d(ctx: LowerCtx, node: Node, x: relax.Expr, w: np.ndarray, sp: ConvSpec
            epi: Epilogue) -> relax.Expr:
     """Emit the direct convolution of x [N, C, H, W] with constant w, then the epilogue."""
     ocpg, icg = sp.oc // sp.groups, sp.c // sp.groups
-    ocb, vw, owp, ph, pw = conv_geometry(ctx, sp)
+    ocb, vw, owp, ph, pw = conv_geometry(ctx, sp, int(node.attrs.get("tile_channels", 16)))
     depthwise = icg == 1
     (sh, sw), (dh, dw) = sp.stride, sp.dilation
     weight = ctx.array(pack_conv(w, ocb) if ocb > 1 else w)

@@ -66,7 +66,8 @@ def dense_tile(m: int, n: int, k: int, lanes: int) -> tuple[int, int]:
 
 
 def conv_tile(oc_per_group: int, out_w: int, lanes: int,
-              budget: int = MAX_ACC_VECTORS, reduction: int = 0) -> tuple[int, int]:
+              budget: int = MAX_ACC_VECTORS, reduction: int = 0,
+              max_channels: int = 16) -> tuple[int, int]:
     """(output channels, output columns) of a direct-convolution register tile.
 
     Columns are the vector axis (NCHW keeps a row contiguous); channels share each loaded
@@ -76,14 +77,16 @@ def conv_tile(oc_per_group: int, out_w: int, lanes: int,
     AVX-512 Xeon (64->64 3x3 Winograd with 17 tiles a row 34 ms, 16 tiles 1.3 ms; a
     128->128 1x7 layer on 17x17 4.4 ms). `budget`: accumulator vectors (`acc_budget`);
     `reduction`: the multiply-adds of each output (C/groups x KH x KW): a one-vector tile
-    takes 16 channels where it is WIDE_ONE_VECTOR or more (`acc_budget`).
+    takes 16 channels where it is WIDE_ONE_VECTOR or more (`acc_budget`), at most
+    `max_channels` (8 where `passes/choose_conv_algorithm` records `tile_channels`: a CPU
+    that runs one 512-bit FMA a cycle).
     """
     vw = padded(out_w, lanes if out_w > lanes else min(8, lanes)) if out_w <= 2 * lanes else (
         2 * lanes if out_w % (2 * lanes) == 0 or out_w % lanes != 0 else lanes)
     vectors = max(1, -(-vw // lanes))
     ocb = 1
     for cand in (16, 8, 6, 4, 2) if reduction >= WIDE_ONE_VECTOR else (8, 6, 4, 2):
-        if oc_per_group % cand == 0 and cand * vectors <= budget:
+        if oc_per_group % cand == 0 and cand * vectors <= budget and cand <= max_channels:
             ocb = cand
             break
     return ocb, vw
