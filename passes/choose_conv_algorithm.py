@@ -161,11 +161,8 @@ class ChooseConvAlgorithm(Pass):
         mobilenet_v2 -1% (two threads 4.21 -> 3.96 ms), inception_v3, efficientnet_b0 and
         shufflenet_v2 within 1%. Not measured on CPUs that run two 512-bit FMAs a cycle
         (Zen 5, Intel's server cores): they keep two vectors."""
-        if self.one_vector_gemm and algorithm in (*ONE_VECTOR, "pointwise_channels"):
-            changed = node.attrs.get(GEMM_VECTORS) != 1
-            node.attrs[GEMM_VECTORS] = 1
-            return changed
-        return node.attrs.pop(GEMM_VECTORS, None) is not None
+        wanted = self.one_vector_gemm and algorithm in (*ONE_VECTOR, "pointwise_channels")
+        return _record(node, GEMM_VECTORS, 1 if wanted else None)
 
     def _tile_channels(self, node: Node, algorithm: str) -> bool:
         """Record TILE_CHANNELS = 8 on "direct" layers where `one_vector_gemm`, else none;
@@ -176,11 +173,8 @@ class ChooseConvAlgorithm(Pass):
         resnet50's 3->64 7x7 stride-2 stem alone on Zen 4, one thread, best of 3 processes
         in turns, 2330 -> 2189 us (8 x 2 vectors 2637); vit_b16's 16x16 patch conv 2396 ->
         2364."""
-        if self.one_vector_gemm and algorithm == "direct":
-            changed = node.attrs.get(TILE_CHANNELS) != 8
-            node.attrs[TILE_CHANNELS] = 8
-            return changed
-        return node.attrs.pop(TILE_CHANNELS, None) is not None
+        wanted = self.one_vector_gemm and algorithm == "direct"
+        return _record(node, TILE_CHANNELS, 8 if wanted else None)
 
     def choose(self, layer: Layer) -> tuple[str, str]:
         """(algorithm, reason) for one convolution."""
@@ -536,6 +530,15 @@ def _fills_channel_tile(oc: int, lanes: int) -> bool:
 def _whole(n: int, block: int) -> int:
     """n rounded up to a multiple of block."""
     return -(-n // block) * block
+
+
+def _record(node: Node, key: str, value: int | None) -> bool:
+    """Set node attribute `key` to `value` (None: remove it); whether that changed it."""
+    if value is None:
+        return node.attrs.pop(key, None) is not None
+    changed = node.attrs.get(key) != value
+    node.attrs[key] = value
+    return changed
 
 
 def _layer(graph: Graph, node: Node) -> Layer | None:

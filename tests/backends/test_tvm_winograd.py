@@ -153,6 +153,29 @@ def test_a_large_transformed_input_is_made_chunk_by_chunk() -> None:
     assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
 
 
+def _scheduled_for_znver4(model, threads: int = 1, cache_bytes: int | None = None):
+    """The model's Winograd kernels as built for Zen 4 (16 lanes), whatever the host;
+    `cache_bytes`: the last-level cache the conv pass is told of (None: as --mcpu gives)."""
+    import tvm
+
+    from backends.tvm import lower, schedules
+    from backends.tvm import target as targets
+    from compiler import onnx_import, pipeline
+    from compiler.options import CompileOptions
+    from passes.choose_conv_algorithm import ChooseConvAlgorithm
+
+    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
+    graph = onnx_import.import_model(model)
+    for p in pipeline.passes_for(opts):
+        if cache_bytes is not None and isinstance(p, ChooseConvAlgorithm):
+            p.cache_bytes = cache_bytes
+        graph = p.run(graph)[0]
+    target = tvm.target.Target(targets.cpu_target(opts)[0])
+    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
+    return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+            and str(f.attrs.get("etch.kind", "")) == "winograd_conv2d"]
+
+
 @pytest.mark.parametrize("channels, out, size, loops", [(16, 64, 55, 4), (32, 64, 55, 4),
                                                        (48, 192, 13, 4)])
 def test_mid_size_winograd_transforms_run_in_parallel(channels: int, out: int, size: int,
@@ -169,25 +192,11 @@ def test_mid_size_winograd_transforms_run_in_parallel(channels: int, out: int, s
     parallel as well (under 64k they ran on one thread: the layer 1.35-1.41x slower with two
     threads on Zen 5), and its padded input (48 x 18 rows of 4 x 5, 17k values) copied in
     parallel."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-    from compiler import onnx_import, pipeline
-    from compiler.options import CompileOptions
-    from passes.choose_conv_algorithm import ChooseConvAlgorithm
+    from backends.tvm import schedules
 
     model, shape = conv_model([("mid", out, 3, {})], channels, size, size)
-    graph = onnx_import.import_model(model)
-    for p in pipeline.passes_for(CompileOptions(target="cpu", mcpu="znver4", threads=2)):
-        if isinstance(p, ChooseConvAlgorithm):  # the model's weights cached, as on Zen 4's L3
-            p.cache_bytes = 32 << 20
-        graph = p.run(graph)[0]
-    target = tvm.target.Target(targets.cpu_target(CompileOptions(target="cpu", mcpu="znver4",
-                                                                 threads=2))[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-              and str(f.attrs.get("etch.kind", "")) == "winograd_conv2d"]
+    # the model's weights cached, as on Zen 4's L3
+    [func] = _scheduled_for_znver4(model, threads=2, cache_bytes=32 << 20)
     # the padded copy, the GEMM, the input transform and the epilogue: four parallel loops,
     # the output transform of each output plane computed inside the epilogue's, its row
     # vectorised
@@ -203,25 +212,6 @@ def test_mid_size_winograd_transforms_run_in_parallel(channels: int, out: int, s
     (name, want), = run_ort(model, x).items()
     got = art.run(x)[name]
     assert np.abs(got - want).max() <= 2 * winograd.TOLERANCE[4] * np.abs(want).max()
-
-
-def _scheduled_for_znver4(model, threads: int = 1):
-    """The model's Winograd kernel as built for Zen 4 (16 lanes), whatever the host."""
-    import tvm
-
-    from backends.tvm import lower, schedules
-    from backends.tvm import target as targets
-    from compiler import onnx_import, pipeline
-    from compiler.options import CompileOptions
-
-    opts = CompileOptions(target="cpu", mcpu="znver4", threads=threads)
-    graph = onnx_import.import_model(model)
-    for p in pipeline.passes_for(opts):
-        graph = p.run(graph)[0]
-    target = tvm.target.Target(targets.cpu_target(opts)[0])
-    mod = schedules.apply_rules(lower.to_irmodule(graph, pack=True, lanes=16), target)
-    return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-            and str(f.attrs.get("etch.kind", "")) == "winograd_conv2d"]
 
 
 def test_a_large_small_channel_layer_runs_fused_chunk_by_chunk() -> None:

@@ -183,16 +183,11 @@ class ConvGemm(KindRule):
                 sch.compute_at(panel, sch.fuse(n, pc))
             else:
                 sch.fuse(n, pc)
-            if wide and _uneven(chunk, cores):  # with their channel blocks: evenly split
-                blocks = sch.fuse(pb, oo)
-                parallel = maybe_parallel(sch, blocks, total) and "column x channel blocks"
-                if not ragged:
-                    sch.reverse_compute_at(epilogue, blocks)
-            elif wide:
+            if wide and not _uneven(chunk, cores):
                 parallel = maybe_parallel(sch, pb, total) and "column blocks"
                 if not ragged:
                     sch.reverse_compute_at(epilogue, pb)
-            elif columns_first:
+            elif wide or columns_first:  # (a wide chunk split unevenly: with its channels)
                 blocks = sch.fuse(pb, oo)
                 parallel = maybe_parallel(sch, blocks, total) and "column x channel blocks"
                 if not ragged:
